@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * intf.h - what the MicroQuanta BPF scheduler and its Rust loader share.
+ *
+ * bindgen turns this header into `bpf_intf.rs`, so every constant, index and
+ * struct that crosses the BPF/userspace boundary is defined exactly once here.
+ * Keep it free of BPF-only constructs.
+ */
+#ifndef __MICROQUANTA_INTF_H
+#define __MICROQUANTA_INTF_H
+
+#ifndef __VMLINUX_H__
+typedef unsigned char u8;
+typedef unsigned int u32;
+typedef int s32;
+typedef unsigned long long u64;
+typedef long long s64;
+#endif
+
+enum mq_consts {
+	/* Upper bound on CPU ids the per-CPU arrays cover. */
+	MQ_MAX_CPUS = 512,
+	/* Upper bound on threads in the MicroQuanta class at once. */
+	MQ_MAX_TASKS = 65536,
+
+	/* Dispatch queues: one shared vtime queue for normal tasks and one
+	 * FIFO per CPU for MicroQuanta tasks (id MQ_DSQ_BASE + cpu). */
+	MQ_FAIR_DSQ = 0,
+	MQ_DSQ_BASE = 1,
+
+	NSEC_PER_USEC = 1000,
+};
+
+/* Counters, summed over CPUs by the loader (`--stats`). */
+enum mq_stat_idx {
+	MQ_STAT_MQ_ENQUEUE,	/* MicroQuanta task made runnable */
+	MQ_STAT_MQ_IDLE_PICK,	/* ...placed on an idle CPU at wakeup */
+	MQ_STAT_MQ_BUSY_PICK,	/* ...placed on a CPU running normal work */
+	MQ_STAT_MQ_CROWDED_PICK,/* ...every CPU had MicroQuanta work: fewest wins */
+	MQ_STAT_KICK_PREEMPT,	/* preempting kick sent for a MicroQuanta wakeup */
+	MQ_STAT_MQ_DISPATCH,	/* MicroQuanta task dispatched on its own CPU */
+	MQ_STAT_MQ_STEAL,	/* ...dispatched from another CPU's queue */
+	MQ_STAT_MQ_THROTTLE,	/* MicroQuanta queue skipped: budget spent, normal work waiting */
+	MQ_STAT_MQ_TICK_THROTTLE,/* running MicroQuanta task cut at the tick: budget spent */
+	MQ_STAT_FAIR_DISPATCH,	/* normal task dispatched from the fair queue */
+	MQ_STAT_FAIR_DIRECT,	/* normal task placed straight on an idle CPU */
+	MQ_STAT_CPU_RELEASE,	/* CPU taken by an RT/DL task: local queue re-enqueued */
+	MQ_STAT_CLASS_EXIT,	/* exiting thread removed from the class */
+	MQ_NR_STATS,
+};
+
+#endif /* __MICROQUANTA_INTF_H */

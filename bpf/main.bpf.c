@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * scx_microquanta: the MicroQuanta scheduling class as a sched_ext scheduler.
+ *
+ * Google's Snap runs its "spreading" engines as ordinary threads that sleep
+ * until a NIC or an application interrupt wakes them. That only gives low
+ * latency if such a thread runs *at once* when woken, yet a busy-looping
+ * engine must never starve the rest of the machine. Google's MicroQuanta
+ * kernel class does both: a MicroQuanta thread preempts normal work
+ * immediately, but per CPU it may only use `runtime` out of every `period`
+ * while normal tasks want that CPU.
+ *
+ * sched_ext sits *below* the fair class, so we run in full-switch mode and
+ * schedule every normal task and kernel thread ourselves:
+ *
+ *   wakeup of a MicroQuanta thread           wakeup of a normal task
+ *        |                                        |
+ *   select_cpu: idle core > idle CPU >      select_cpu: idle CPU -> its local DSQ
+ *     CPU without MicroQuanta work >          |
+ *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (FAIR_DSQ)
+ *        |                                        |
+ *   enqueue: that CPU's FIFO (MQ_DSQ+cpu)         |
+ *     + SCX_KICK_PREEMPT if it runs normal work   |
+ *        \____________________  __________________/
+ *                             \/
+ *   dispatch(cpu): own MicroQuanta FIFO, then other CPUs' FIFOs (steal),
+ *                  then FAIR_DSQ -- unless this CPU's MicroQuanta budget is
+ *                  spent and normal work is waiting (throttled).
+ *
+ * Bandwidth is fair-queued as in the kernel patch: per CPU, a credit grows at
+ * runtime/period of wall time and shrinks by the MicroQuanta time consumed,
+ * clamped to +-2 periods. This first slice enforces the budget at the
+ * scheduler tick (HZ=250: 4 ms), which is coarse but keeps a spinning
+ * MicroQuanta thread from starving kernel threads; sub-tick enforcement with
+ * per-CPU BPF timers comes with the bandwidth work.
+ *
+ * Normal tasks get weighted virtual-time fairness charged with the runtime
+ * actually measured between running() and stopping().
+ */
+#include <scx/common.bpf.h>
+#include "intf.h"
+
+char _license[] SEC("license") = "GPL";
+
+/* Set by the loader before the program is loaded. */
+const volatile u64 fair_slice_ns = 3000ULL * NSEC_PER_USEC;
+const volatile u64 mq_slice_ns = 1000ULL * NSEC_PER_USEC;
+const volatile u64 mq_period_ns = 40ULL * NSEC_PER_USEC;
+const volatile u64 mq_runtime_ns = 20ULL * NSEC_PER_USEC;
+const volatile u32 nr_cpus = 1;
+
+UEI_DEFINE(uei);
+
+/* Virtual time of the most recently started normal task. */
+static u64 vtime_now;
+
+/*
+ * The MicroQuanta class: thread ids (the kernel's pid). Pinned by the loader
+ * under /sys/fs/bpf so that root can add and remove threads while the
+ * scheduler runs, and so that membership survives a scheduler restart.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MQ_MAX_TASKS);
+	__type(key, u32);
+	__type(value, u64);
+} mq_tasks SEC(".maps");
+
+struct cpu_ctx {
+	u64 run_start_ns;	/* when the current task started running */
+	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
+	u64 credit_at_ns;	/* credit brought up to date at this time */
+	s64 credit_ns;		/* MicroQuanta budget: target minus consumed */
+	u32 mq_running;		/* the current task is in the class */
+	u32 pad;
+};
+
+/*
+ * A plain array rather than a per-CPU one: placement reads other CPUs'
+ * entries. Those reads race with the owner's writes, which only costs a
+ * slightly stale placement decision; only the owning CPU writes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MQ_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+} cpu_ctxs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MQ_NR_STATS);
+	__type(key, u32);
+	__type(value, u64);
+} stats SEC(".maps");
+
+static void stat_inc(u32 idx)
+{
+	u64 *cnt = bpf_map_lookup_elem(&stats, &idx);
+
+	if (cnt)
+		(*cnt)++;
+}
+
+static struct cpu_ctx *lookup_cpu_ctx(s32 cpu)
+{
+	u32 key = cpu;
+
+	return bpf_map_lookup_elem(&cpu_ctxs, &key);
+}
+
+static u64 mq_dsq(s32 cpu)
+{
+	return MQ_DSQ_BASE + (u64)cpu;
+}
+
+static bool is_mq(const struct task_struct *p)
+{
+	u32 tid = p->pid;
+
+	return bpf_map_lookup_elem(&mq_tasks, &tid) != NULL;
+}
+
+static s64 credit_limit(void)
+{
+	return 2 * (s64)mq_period_ns;
+}
+
+/*
+ * The credit @c would have at @now, without writing it: other CPUs use this
+ * to decide whether a wakeup may preempt.
+ */
+static s64 credit_at(const struct cpu_ctx *c, u64 now)
+{
+	s64 credit = c->credit_ns;
+	u64 delta;
+
+	if (now <= c->credit_at_ns)
+		return credit;
+	/* Beyond 4 periods the clamp decides anyway; bounding delta first keeps
+	 * the multiplication far from overflow. */
+	delta = now - c->credit_at_ns;
+	if (delta > 4 * mq_period_ns)
+		delta = 4 * mq_period_ns;
+	credit += delta * mq_runtime_ns / mq_period_ns;
+	return credit > credit_limit() ? credit_limit() : credit;
+}
+
+/* Owner CPU only: bring the credit up to @now. */
+static void credit_refill(struct cpu_ctx *c, u64 now)
+{
+	c->credit_ns = credit_at(c, now);
+	if (now > c->credit_at_ns)
+		c->credit_at_ns = now;
+}
+
+/* Owner CPU only: charge MicroQuanta time consumed up to @now. */
+static void credit_charge(struct cpu_ctx *c, u64 now)
+{
+	s64 credit;
+
+	credit_refill(c, now);
+	if (now <= c->mq_charged_ns)
+		return;
+	credit = c->credit_ns - (s64)(now - c->mq_charged_ns);
+	c->credit_ns = credit < -credit_limit() ? -credit_limit() : credit;
+	c->mq_charged_ns = now;
+}
+
+/* Normal work this CPU could run instead of MicroQuanta work. */
+static bool normal_work_waiting(s32 cpu)
+{
+	return scx_bpf_dsq_nr_queued(MQ_FAIR_DSQ) > 0 ||
+	       scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) > 0;
+}
+
+static bool cpu_has_mq_work(s32 cpu, const struct cpu_ctx *c)
+{
+	return c->mq_running || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
+}
+
+/*
+ * Wakeup placement of a MicroQuanta thread, in the kernel patch's order:
+ * a fully idle core, an idle CPU, a CPU running only normal work (the
+ * previous one first, for its warm cache), else the CPU with the fewest
+ * MicroQuanta tasks.
+ */
+static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	struct cpu_ctx *c;
+	bool is_idle = false;
+	s32 cpu, best = -1;
+	u32 best_load = (u32)-1;
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		stat_inc(MQ_STAT_MQ_IDLE_PICK);
+		return cpu;
+	}
+
+	c = lookup_cpu_ctx(prev_cpu);
+	if (c && bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
+	    !cpu_has_mq_work(prev_cpu, c)) {
+		stat_inc(MQ_STAT_MQ_BUSY_PICK);
+		return prev_cpu;
+	}
+
+	bpf_for(cpu, 0, nr_cpus) {
+		u32 load;
+
+		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		c = lookup_cpu_ctx(cpu);
+		if (!c)
+			continue;
+		load = c->mq_running + scx_bpf_dsq_nr_queued(mq_dsq(cpu));
+		if (load == 0) {
+			stat_inc(MQ_STAT_MQ_BUSY_PICK);
+			return cpu;
+		}
+		if (load < best_load) {
+			best_load = load;
+			best = cpu;
+		}
+	}
+
+	stat_inc(MQ_STAT_MQ_CROWDED_PICK);
+	return best >= 0 ? best : prev_cpu;
+}
+
+s32 BPF_STRUCT_OPS(mq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	bool is_idle = false;
+	s32 cpu;
+
+	if (is_mq(p))
+		return pick_mq_cpu(p, prev_cpu, wake_flags);
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		stat_inc(MQ_STAT_FAIR_DIRECT);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, fair_slice_ns, 0);
+	}
+	return cpu;
+}
+
+void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	u64 vtime, floor;
+
+	if (is_mq(p)) {
+		s32 cpu = scx_bpf_task_cpu(p);
+		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
+		stat_inc(MQ_STAT_MQ_ENQUEUE);
+		/*
+		 * Preempt normal work at once if the CPU still has budget. An
+		 * idle CPU is woken by the enqueue itself, and a CPU already
+		 * running MicroQuanta work round-robins at the slice end.
+		 */
+		if (c && !c->mq_running && credit_at(c, scx_bpf_now()) > 0) {
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			stat_inc(MQ_STAT_KICK_PREEMPT);
+		}
+		return;
+	}
+
+	/* A task that slept long gets at most one slice of credit. */
+	vtime = p->scx.dsq_vtime;
+	floor = vtime_now > fair_slice_ns ? vtime_now - fair_slice_ns : 0;
+	if (vtime < floor)
+		vtime = floor;
+	scx_bpf_dsq_insert_vtime(p, MQ_FAIR_DSQ, fair_slice_ns, vtime, enq_flags);
+}
+
+/* Take a MicroQuanta task waiting on another CPU that may run here. */
+static bool steal_mq(s32 self)
+{
+	s32 cpu;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		if (cpu == self || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
+			continue;
+		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
+			stat_inc(MQ_STAT_MQ_STEAL);
+			return true;
+		}
+	}
+	return false;
+}
+
+void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	bool may_run_mq;
+
+	if (!c)
+		return;
+	credit_refill(c, scx_bpf_now());
+	may_run_mq = c->credit_ns > 0 || !normal_work_waiting(cpu);
+
+	if (may_run_mq) {
+		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
+			stat_inc(MQ_STAT_MQ_DISPATCH);
+			return;
+		}
+		if (steal_mq(cpu))
+			return;
+	} else if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+		stat_inc(MQ_STAT_MQ_THROTTLE);
+	}
+
+	if (scx_bpf_dsq_move_to_local(MQ_FAIR_DSQ, 0)) {
+		stat_inc(MQ_STAT_FAIR_DISPATCH);
+		return;
+	}
+
+	/* Work-conserving: the waiting normal work cannot run on this CPU. */
+	if (!may_run_mq) {
+		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
+			stat_inc(MQ_STAT_MQ_DISPATCH);
+			return;
+		}
+		steal_mq(cpu);
+	}
+}
+
+void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	u64 now = scx_bpf_now();
+
+	if (!c)
+		return;
+
+	if (c->mq_running) {
+		credit_charge(c, now);
+		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
+			scx_bpf_task_set_slice(p, 0);
+			stat_inc(MQ_STAT_MQ_TICK_THROTTLE);
+		}
+		return;
+	}
+
+	/* A throttled MicroQuanta task has earned its budget back. */
+	credit_refill(c, now);
+	if (c->credit_ns > 0 && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+		scx_bpf_task_set_slice(p, 0);
+}
+
+void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(scx_bpf_task_cpu(p));
+	u64 now = scx_bpf_now();
+
+	if (!c)
+		return;
+	c->run_start_ns = now;
+	c->mq_running = is_mq(p);
+	if (c->mq_running) {
+		credit_refill(c, now);
+		c->mq_charged_ns = now;
+		return;
+	}
+	if (p->scx.dsq_vtime > vtime_now)
+		vtime_now = p->scx.dsq_vtime;
+}
+
+void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(scx_bpf_task_cpu(p));
+	u64 now = scx_bpf_now();
+	u64 ran_ns;
+
+	if (!c)
+		return;
+	if (c->mq_running) {
+		credit_charge(c, now);
+		c->mq_running = 0;
+		return;
+	}
+	/* Charge what was measured, not the slice handed out: a task that ran
+	 * past its slice (ticks are coarse) must pay for all of it. */
+	ran_ns = now > c->run_start_ns ? now - c->run_start_ns : 0;
+	scx_bpf_task_set_dsq_vtime(p, p->scx.dsq_vtime + ran_ns * 100 / p->scx.weight);
+}
+
+void BPF_STRUCT_OPS(mq_enable, struct task_struct *p)
+{
+	scx_bpf_task_set_dsq_vtime(p, vtime_now);
+}
+
+void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	/* An RT or deadline task took the CPU: let our queued work go
+	 * elsewhere instead of waiting behind it. */
+	stat_inc(MQ_STAT_CPU_RELEASE);
+	scx_bpf_reenqueue_local();
+}
+
+void BPF_STRUCT_OPS(mq_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	u32 tid = p->pid;
+
+	/* A reused thread id must not inherit the class. */
+	if (bpf_map_delete_elem(&mq_tasks, &tid) == 0)
+		stat_inc(MQ_STAT_CLASS_EXIT);
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
+{
+	s32 cpu, ret;
+
+	ret = scx_bpf_create_dsq(MQ_FAIR_DSQ, -1);
+	if (ret)
+		return ret;
+	bpf_for(cpu, 0, nr_cpus) {
+		ret = scx_bpf_create_dsq(mq_dsq(cpu), -1);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+void BPF_STRUCT_OPS(mq_exit, struct scx_exit_info *ei)
+{
+	UEI_RECORD(uei, ei);
+}
+
+SCX_OPS_DEFINE(microquanta_ops,
+	       .select_cpu = (void *)mq_select_cpu,
+	       .enqueue = (void *)mq_enqueue,
+	       .dispatch = (void *)mq_dispatch,
+	       .tick = (void *)mq_tick,
+	       .running = (void *)mq_running,
+	       .stopping = (void *)mq_stopping,
+	       .enable = (void *)mq_enable,
+	       .cpu_release = (void *)mq_cpu_release,
+	       .exit_task = (void *)mq_exit_task,
+	       .init = (void *)mq_init,
+	       .exit = (void *)mq_exit,
+	       .name = "microquanta");

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `mq-demo`: the demo's measurement, run on a sched_ext kernel (in the VM by
+//! `cargo xtask demo`). With CPU hogs on every CPU it measures the wakeup
+//! latency of a periodic sleeper three ways in one boot:
+//!
+//! 1. `eevdf`: no BPF scheduler, a normal thread (the kernel's own baseline);
+//! 2. `normal`: scx_microquanta loaded, the thread left in the fair share;
+//! 3. `microquanta`: scx_microquanta loaded, the thread in the class.
+//!
+//! Progress goes to stderr; the last stdout line is `MQ_DEMO_JSON {...}`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use mq_experiments::hogs::Hogs;
+use mq_experiments::latency::LatencySummary;
+use mq_experiments::locate;
+use mq_experiments::scheduler_process::SchedulerProcess;
+use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
+use scx_microquanta::sysfs;
+use serde::Serialize;
+
+/// Wakeup latency next to CPU hogs: EEVDF vs scx_microquanta (normal thread
+/// and MicroQuanta thread).
+#[derive(Debug, Parser)]
+struct Opts {
+    /// Sleep period of the measured thread, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    period_us: u64,
+
+    /// Wakeups measured per configuration.
+    #[arg(long, default_value_t = 2000)]
+    samples: u64,
+
+    /// CPU hog processes per CPU.
+    #[arg(long, default_value_t = 2)]
+    hogs_per_cpu: usize,
+
+    /// Extra argument for scx_microquanta (repeatable), e.g.
+    /// `--scheduler-arg=--stats=1`.
+    #[arg(long, allow_hyphen_values = true)]
+    scheduler_arg: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct DemoResult {
+    kernel: String,
+    cpus: usize,
+    period_us: u64,
+    hogs: usize,
+    wakeup_latency_us: BTreeMap<&'static str, LatencySummary>,
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    let cpus = std::thread::available_parallelism()?.get();
+    let scheduler = locate::binary("scx_microquanta").context("scx_microquanta binary not found")?;
+    let hogs = Hogs::start(cpus * opts.hogs_per_cpu, None)?;
+    eprintln!(
+        "mq-demo: {} hogs on {cpus} CPUs, kernel {}, {} wakeups every {} µs per run",
+        hogs.workers(),
+        sysfs::kernel_release(),
+        opts.samples,
+        opts.period_us
+    );
+
+    let run = |label: &str, class: ThreadClass| -> Result<LatencySummary> {
+        eprintln!("mq-demo: measuring {label} ...");
+        let s = measure(WakeupConfig {
+            period: Duration::from_micros(opts.period_us),
+            samples: opts.samples,
+            class,
+            cpu: None,
+        })?;
+        eprintln!(
+            "mq-demo: {label:<12} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs",
+            s.p50, s.p99, s.max
+        );
+        Ok(s)
+    };
+
+    let mut results = BTreeMap::new();
+    results.insert("eevdf", run("eevdf", ThreadClass::Normal)?);
+
+    eprintln!("mq-demo: starting {}", scheduler.display());
+    let args: Vec<&str> = opts.scheduler_arg.iter().map(String::as_str).collect();
+    let sched = SchedulerProcess::start(&scheduler, &args)?;
+    results.insert("normal", run("normal", ThreadClass::Normal)?);
+    results.insert("microquanta", run("microquanta", ThreadClass::MicroQuanta)?);
+    let status = sched.stop()?;
+    eprintln!("mq-demo: scheduler detached ({status}); back on EEVDF");
+
+    let result = DemoResult {
+        kernel: sysfs::kernel_release(),
+        cpus,
+        period_us: opts.period_us,
+        hogs: hogs.workers(),
+        wakeup_latency_us: results,
+    };
+    println!("MQ_DEMO_JSON {}", serde_json::to_string(&result)?);
+    Ok(())
+}

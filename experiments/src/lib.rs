@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Experiments on the MicroQuanta scheduler and, later, the Snap engines and
+//! Pony Express: the building blocks each experiment shares and the binaries
+//! that run them (`mq-wakeup`, `mq-demo`).
+//!
+//! Everything here drives real processes and threads: the real scheduler
+//! binary, `stress-ng` as interference, real sleeping threads measured with
+//! the kernel's clock. Timing in a TCG VM only means something as a ratio
+//! between runs of the same boot, so results carry the context to say so.
+
+pub mod hogs;
+pub mod latency;
+pub mod locate;
+pub mod scheduler_process;
+pub mod wakeup;

@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Wakeup latency of a periodic sleeper, the way cyclictest measures it: a
+//! thread sleeps until absolute deadlines `start + k * period` and records
+//! how late it actually ran. This is the latency a spreading Snap engine pays
+//! between its interrupt and its `run()`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use scx_microquanta::class::{current_tid, Class};
+
+use crate::latency::{new_ns_histogram, LatencySummary};
+
+/// Which scheduling class the measuring thread is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadClass {
+    /// An ordinary thread (EEVDF, or the fair share of our scheduler).
+    Normal,
+    /// Registered in the MicroQuanta class for the measurement.
+    MicroQuanta,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct WakeupConfig {
+    pub period: Duration,
+    pub samples: u64,
+    pub class: ThreadClass,
+    /// Pin the measuring thread to this CPU.
+    pub cpu: Option<usize>,
+}
+
+/// Runs the measurement on a fresh thread and summarises it.
+pub fn measure(cfg: WakeupConfig) -> Result<LatencySummary> {
+    std::thread::Builder::new()
+        .name("mq-wakeup".into())
+        .spawn(move || measure_on_this_thread(&cfg))
+        .context("spawning the measuring thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?
+}
+
+fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
+    if let Some(cpu) = cfg.cpu {
+        pin_to_cpu(cpu)?;
+    }
+    let class = match cfg.class {
+        ThreadClass::Normal => None,
+        ThreadClass::MicroQuanta => {
+            let class = Class::open()?;
+            class.add(current_tid())?;
+            Some(class)
+        }
+    };
+
+    let period_ns = cfg.period.as_nanos() as u64;
+    let mut hist = new_ns_histogram();
+    let mut next = now_ns() + period_ns;
+    for _ in 0..cfg.samples {
+        sleep_until_ns(next);
+        let late = now_ns().saturating_sub(next);
+        hist.record(late.max(1)).context("recording a latency")?;
+        next += period_ns;
+        // After a stall longer than a period, restart the grid instead of
+        // firing a burst of back-to-back "wakeups" that never slept.
+        let now = now_ns();
+        if next <= now {
+            next = now + period_ns;
+        }
+    }
+
+    if let Some(class) = class {
+        class.remove(current_tid())?;
+    }
+    Ok(LatencySummary::from_ns_histogram(&hist))
+}
+
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only touch the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn sleep_until_ns(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    // Absolute sleep: a late wakeup does not shift the next deadline.
+    // SAFETY: `ts` is valid; the remainder pointer may be null with TIMER_ABSTIME.
+    while unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) }
+        == libc::EINTR
+    {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs for real on the host's own scheduler: 20 wakeups of 1 ms. Only
+    /// counts and ordering are asserted; timing is for experiments.
+    #[test]
+    fn a_normal_sleeper_records_every_wakeup() {
+        let s = measure(WakeupConfig {
+            period: Duration::from_millis(1),
+            samples: 20,
+            class: ThreadClass::Normal,
+            cpu: None,
+        })
+        .unwrap();
+        assert_eq!(s.samples, 20);
+        assert!(s.p50 <= s.p99 && s.p99 <= s.max && s.max > 0.0, "{s:?}");
+    }
+
+    #[test]
+    fn the_microquanta_class_needs_a_running_scheduler() {
+        if scx_microquanta::sysfs::microquanta_loaded() {
+            return; // on a sched_ext host with our scheduler this is not an error
+        }
+        let err = measure(WakeupConfig {
+            period: Duration::from_millis(1),
+            samples: 1,
+            class: ThreadClass::MicroQuanta,
+            cpu: None,
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("MicroQuanta class"), "{err:#}");
+    }
+}

@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `scx_microquanta`: loads the MicroQuanta BPF scheduler (`bpf/main.bpf.c`),
+//! pins its class map, reports counters, and detaches cleanly on Ctrl-C.
+//!
+//! If the kernel ejects the scheduler (watchdog stall, BPF error, SysRq-S),
+//! every task falls back to the fair class on its own; we print the kernel's
+//! exit reason (UEI) and exit non-zero, or restart when the kernel asks for it.
+
+mod bpf_intf;
+mod bpf_skel;
+mod stats;
+
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use log::{info, warn};
+use scx_microquanta::{class, sysfs, Class, SchedExtState};
+use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
+
+use bpf_skel::{BpfSkel, BpfSkelBuilder};
+use stats::Counters;
+
+/// scx_microquanta: Snap's MicroQuanta scheduling class as a sched_ext scheduler.
+///
+/// Threads in the MicroQuanta class (see `class` in the scheduler crate) run
+/// before every normal task: on wakeup they take an idle CPU or preempt one
+/// that runs normal work. Per CPU they may use RUNTIME out of every PERIOD
+/// while normal tasks want that CPU, and all of it when nothing else does.
+/// Every other task gets weighted fair sharing of the remaining time.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Opts {
+    /// MicroQuanta bandwidth period, in microseconds.
+    #[arg(long, default_value_t = 40)]
+    period_us: u64,
+
+    /// MicroQuanta runtime per period while normal tasks compete, in
+    /// microseconds (at most the period).
+    #[arg(long, default_value_t = 20)]
+    runtime_us: u64,
+
+    /// Round-robin slice among MicroQuanta threads sharing a CPU, in
+    /// microseconds.
+    #[arg(long, default_value_t = 1000)]
+    mq_slice_us: u64,
+
+    /// Time slice of normal tasks, in microseconds.
+    #[arg(long, default_value_t = 3000)]
+    slice_us: u64,
+
+    /// sched_ext watchdog: eject the scheduler if a runnable task waits this
+    /// long (milliseconds, 0 = kernel default of 30 s). Tests set it low to
+    /// prove that nothing starves.
+    #[arg(long, default_value_t = 0)]
+    watchdog_timeout_ms: u32,
+
+    /// Print counters every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    stats: Option<f64>,
+
+    /// Print counters as JSON lines instead of text (with --stats).
+    #[arg(long)]
+    stats_json: bool,
+
+    /// Exit debug dump buffer length (0 = kernel default).
+    #[arg(long, default_value_t = 0)]
+    exit_dump_len: u32,
+
+    /// More output; -vv also shows libbpf's debug messages.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Bounds within which the class is meaningful: the kernel patch demonstrated
+/// 2 µs periods; beyond a second, a tick-based class would do.
+const PERIOD_US_RANGE: std::ops::RangeInclusive<u64> = 2..=1_000_000;
+const SLICE_US_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
+
+impl Opts {
+    fn validate(&self) -> Result<()> {
+        if !PERIOD_US_RANGE.contains(&self.period_us) {
+            bail!(
+                "--period-us {} is outside {}..={} µs",
+                self.period_us,
+                PERIOD_US_RANGE.start(),
+                PERIOD_US_RANGE.end()
+            );
+        }
+        if self.runtime_us == 0 || self.runtime_us > self.period_us {
+            bail!(
+                "--runtime-us {} must be between 1 and --period-us ({})",
+                self.runtime_us,
+                self.period_us
+            );
+        }
+        for (flag, value) in [("--slice-us", self.slice_us), ("--mq-slice-us", self.mq_slice_us)] {
+            if !SLICE_US_RANGE.contains(&value) {
+                bail!(
+                    "{flag} {value} is outside {}..={} µs",
+                    SLICE_US_RANGE.start(),
+                    SLICE_US_RANGE.end()
+                );
+            }
+        }
+        if self.watchdog_timeout_ms > 30_000 {
+            bail!("--watchdog-timeout-ms {} exceeds the kernel's 30000 ms limit", self.watchdog_timeout_ms);
+        }
+        if let Some(secs) = self.stats {
+            if !(secs.is_finite() && secs > 0.0) {
+                bail!("--stats {secs} must be a positive number of seconds");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that turn a cryptic BPF load failure into an actionable error.
+fn preflight() -> Result<()> {
+    match sysfs::state() {
+        SchedExtState::Unsupported => bail!(
+            "kernel {} has no sched_ext (CONFIG_SCHED_CLASS_EXT): boot a kernel with it, \
+             or run `cargo xtask vm -- scx_microquanta` to use one in a VM",
+            sysfs::kernel_release()
+        ),
+        SchedExtState::Disabled => {}
+        _ => bail!(
+            "another sched_ext scheduler is loaded ({}); stop it first",
+            sysfs::root_ops().unwrap_or_else(|| "unknown".into())
+        ),
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("scx_microquanta must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN");
+    }
+    Ok(())
+}
+
+struct Scheduler<'obj> {
+    skel: BpfSkel<'obj>,
+    struct_ops: Option<libbpf_rs::Link>,
+    class: Class,
+}
+
+impl<'obj> Scheduler<'obj> {
+    fn init(opts: &Opts, open_object: &'obj mut MaybeUninit<OpenObject>) -> Result<Self> {
+        let mut builder = BpfSkelBuilder::default();
+        builder.obj_builder.debug(opts.verbose > 1);
+        let mut skel = scx_ops_open!(builder, open_object, microquanta_ops, None)?;
+
+        let ops = skel.struct_ops.microquanta_ops_mut();
+        ops.exit_dump_len = opts.exit_dump_len;
+        ops.timeout_ms = opts.watchdog_timeout_ms;
+
+        let nr_cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
+        if nr_cpus > bpf_intf::mq_consts_MQ_MAX_CPUS as usize {
+            bail!("{nr_cpus} CPUs exceed the {} this build supports", bpf_intf::mq_consts_MQ_MAX_CPUS);
+        }
+        let rodata = skel.maps.rodata_data.as_mut().context("BPF object has no rodata")?;
+        rodata.fair_slice_ns = opts.slice_us * 1000;
+        rodata.mq_slice_ns = opts.mq_slice_us * 1000;
+        rodata.mq_period_ns = opts.period_us * 1000;
+        rodata.mq_runtime_ns = opts.runtime_us * 1000;
+        rodata.nr_cpus = nr_cpus as u32;
+
+        // Keep the class across restarts: reuse the pinned map when it has the
+        // shape this build expects, else start with an empty one.
+        let pin = Path::new(class::TASKS_MAP_PIN);
+        let reused = reusable_pin(pin, &skel.maps.mq_tasks)?;
+        if reused {
+            skel.maps
+                .mq_tasks
+                .reuse_pinned_map(pin)
+                .with_context(|| format!("reusing {}", pin.display()))?;
+        }
+
+        let mut skel = scx_ops_load!(skel, microquanta_ops, uei)?;
+        if !reused {
+            std::fs::create_dir_all(class::PIN_DIR)
+                .with_context(|| format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", class::PIN_DIR))?;
+            skel.maps.mq_tasks.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
+        }
+        let class = Class::open()?;
+        let pruned = class.prune_exited()?;
+        if pruned > 0 {
+            info!("dropped {pruned} class members whose threads exited while no scheduler ran");
+        }
+
+        let struct_ops = Some(scx_ops_attach!(skel, microquanta_ops)?);
+        info!(
+            "scx_microquanta attached: {} CPUs, period {} µs, runtime {} µs, {} class members",
+            nr_cpus,
+            opts.period_us,
+            opts.runtime_us,
+            class.list().len()
+        );
+        Ok(Self {
+            skel,
+            struct_ops,
+            class,
+        })
+    }
+
+    fn counters(&self) -> Counters {
+        let mut totals = vec![0u64; bpf_intf::mq_stat_idx_MQ_NR_STATS as usize];
+        for (idx, total) in totals.iter_mut().enumerate() {
+            let key = (idx as u32).to_ne_bytes();
+            if let Ok(Some(per_cpu)) = self.skel.maps.stats.lookup_percpu(&key, MapFlags::ANY) {
+                *total = per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                    .map(u64::from_ne_bytes)
+                    .sum();
+            }
+        }
+        Counters::from_totals(&totals)
+    }
+
+    fn run(&mut self, opts: &Opts, shutdown: &AtomicBool) -> Result<UserExitInfo> {
+        let interval = opts.stats.map(Duration::from_secs_f64);
+        let mut last = (Instant::now(), self.counters());
+        while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
+            std::thread::sleep(Duration::from_millis(50));
+            let Some(interval) = interval else { continue };
+            if last.0.elapsed() < interval {
+                continue;
+            }
+            let now = self.counters();
+            let delta = now.since(&last.1);
+            if opts.stats_json {
+                println!("{}", serde_json::to_string(&delta)?);
+            } else {
+                println!("{}", delta.format_line(self.class.list().len()));
+            }
+            last = (Instant::now(), now);
+        }
+        // Dropping the link detaches: every task goes back to the fair class.
+        self.struct_ops.take();
+        uei_report!(&self.skel, uei)
+    }
+}
+
+/// Whether the map pinned at `pin` can back `mq_tasks` of this build; a
+/// pinned map of another shape (an older build) is unpinned.
+fn reusable_pin(pin: &Path, map: &libbpf_rs::OpenMapMut) -> Result<bool> {
+    let Ok(handle) = libbpf_rs::MapHandle::from_pinned_path(pin) else {
+        return Ok(false);
+    };
+    let same = handle.map_type() == map.map_type()
+        && handle.key_size() == map.key_size()
+        && handle.value_size() == map.value_size()
+        && handle.max_entries() == map.max_entries();
+    if !same {
+        warn!("{} has another layout (older build?): starting with an empty class", pin.display());
+        std::fs::remove_file(pin).with_context(|| format!("unpinning {}", pin.display()))?;
+    }
+    Ok(same)
+}
+
+fn init_logging(verbose: u8) -> Result<()> {
+    let level = match verbose {
+        0 => simplelog::LevelFilter::Info,
+        1 => simplelog::LevelFilter::Debug,
+        _ => simplelog::LevelFilter::Trace,
+    };
+    simplelog::TermLogger::init(
+        level,
+        simplelog::ConfigBuilder::new()
+            .set_time_level(simplelog::LevelFilter::Error)
+            .set_location_level(simplelog::LevelFilter::Off)
+            .set_target_level(simplelog::LevelFilter::Off)
+            .set_thread_level(simplelog::LevelFilter::Off)
+            .build(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    )
+    .context("initialising the logger")
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    init_logging(opts.verbose)?;
+    opts.validate()?;
+    preflight()?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+
+    loop {
+        let mut open_object = MaybeUninit::uninit();
+        let mut sched = Scheduler::init(&opts, &mut open_object)?;
+        let exit = sched.run(&opts, &shutdown)?;
+        if shutdown.load(Ordering::Relaxed) {
+            info!("detached; all tasks are back on the fair class");
+            return Ok(());
+        }
+        if !exit.should_restart() {
+            bail!("the kernel ejected scx_microquanta (see the exit reason above); tasks are back on the fair class");
+        }
+        info!("the kernel asked for a restart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Opts> {
+        let opts = Opts::try_parse_from(std::iter::once("scx_microquanta").chain(args.iter().copied()))?;
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    #[test]
+    fn defaults_are_the_kernel_patch_defaults() {
+        let opts = parse(&[]).unwrap();
+        assert_eq!((opts.period_us, opts.runtime_us), (40, 20));
+    }
+
+    #[test]
+    fn runtime_above_period_is_refused_with_both_values() {
+        let err = parse(&["--period-us", "40", "--runtime-us", "50"]).unwrap_err().to_string();
+        assert!(err.contains("--runtime-us 50") && err.contains("(40)"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        assert!(parse(&["--runtime-us", "0"]).is_err());
+        assert!(parse(&["--period-us", "1"]).is_err());
+        assert!(parse(&["--slice-us", "0"]).is_err());
+        assert!(parse(&["--watchdog-timeout-ms", "60000"]).is_err());
+        assert!(parse(&["--stats", "-1"]).is_err());
+        assert!(parse(&["--period-us", "abc"]).is_err());
+        assert!(parse(&["--period-us", "1000", "--runtime-us", "200"]).is_ok());
+    }
+}

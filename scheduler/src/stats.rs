@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Counters the BPF program keeps per CPU, summed and turned into a line a
+//! person can read (`--stats SECS`) or JSON a tool can (`--stats-json`).
+
+use serde::Serialize;
+
+use crate::bpf_intf;
+
+/// One snapshot of every counter, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub mq_enqueue: u64,
+    pub mq_idle_pick: u64,
+    pub mq_busy_pick: u64,
+    pub mq_crowded_pick: u64,
+    pub kick_preempt: u64,
+    pub mq_dispatch: u64,
+    pub mq_steal: u64,
+    pub mq_throttle: u64,
+    pub mq_tick_throttle: u64,
+    pub fair_dispatch: u64,
+    pub fair_direct: u64,
+    pub cpu_release: u64,
+    pub class_exit: u64,
+}
+
+impl Counters {
+    /// Builds a snapshot from per-stat totals indexed by `enum mq_stat_idx`.
+    pub fn from_totals(totals: &[u64]) -> Self {
+        let get = |idx: u32| totals.get(idx as usize).copied().unwrap_or(0);
+        Self {
+            mq_enqueue: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_ENQUEUE),
+            mq_idle_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_IDLE_PICK),
+            mq_busy_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_BUSY_PICK),
+            mq_crowded_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_CROWDED_PICK),
+            kick_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_KICK_PREEMPT),
+            mq_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_DISPATCH),
+            mq_steal: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_STEAL),
+            mq_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_THROTTLE),
+            mq_tick_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_TICK_THROTTLE),
+            fair_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DISPATCH),
+            fair_direct: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DIRECT),
+            cpu_release: get(bpf_intf::mq_stat_idx_MQ_STAT_CPU_RELEASE),
+            class_exit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_EXIT),
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            mq_enqueue: self.mq_enqueue.wrapping_sub(earlier.mq_enqueue),
+            mq_idle_pick: self.mq_idle_pick.wrapping_sub(earlier.mq_idle_pick),
+            mq_busy_pick: self.mq_busy_pick.wrapping_sub(earlier.mq_busy_pick),
+            mq_crowded_pick: self.mq_crowded_pick.wrapping_sub(earlier.mq_crowded_pick),
+            kick_preempt: self.kick_preempt.wrapping_sub(earlier.kick_preempt),
+            mq_dispatch: self.mq_dispatch.wrapping_sub(earlier.mq_dispatch),
+            mq_steal: self.mq_steal.wrapping_sub(earlier.mq_steal),
+            mq_throttle: self.mq_throttle.wrapping_sub(earlier.mq_throttle),
+            mq_tick_throttle: self.mq_tick_throttle.wrapping_sub(earlier.mq_tick_throttle),
+            fair_dispatch: self.fair_dispatch.wrapping_sub(earlier.fair_dispatch),
+            fair_direct: self.fair_direct.wrapping_sub(earlier.fair_direct),
+            cpu_release: self.cpu_release.wrapping_sub(earlier.cpu_release),
+            class_exit: self.class_exit.wrapping_sub(earlier.class_exit),
+        }
+    }
+
+    /// One line for people.
+    pub fn format_line(&self, class_size: usize) -> String {
+        format!(
+            "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} disp={} steal={} \
+             throttle={} tick_throttle={}] fair[disp={} direct={}] rt_release={} exited={}",
+            self.mq_enqueue,
+            self.mq_idle_pick,
+            self.mq_busy_pick,
+            self.mq_crowded_pick,
+            self.kick_preempt,
+            self.mq_dispatch,
+            self.mq_steal,
+            self.mq_throttle,
+            self.mq_tick_throttle,
+            self.fair_dispatch,
+            self.fair_direct,
+            self.cpu_release,
+            self.class_exit,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_map_to_named_counters_by_the_shared_indices() {
+        let mut totals = vec![0u64; bpf_intf::mq_stat_idx_MQ_NR_STATS as usize];
+        totals[bpf_intf::mq_stat_idx_MQ_STAT_KICK_PREEMPT as usize] = 7;
+        totals[bpf_intf::mq_stat_idx_MQ_STAT_CLASS_EXIT as usize] = 3;
+        let c = Counters::from_totals(&totals);
+        assert_eq!(c.kick_preempt, 7);
+        assert_eq!(c.class_exit, 3);
+        assert_eq!(c.mq_enqueue, 0);
+    }
+
+    #[test]
+    fn since_gives_the_interval_delta() {
+        let before = Counters {
+            mq_enqueue: 10,
+            fair_dispatch: 100,
+            ..Default::default()
+        };
+        let after = Counters {
+            mq_enqueue: 15,
+            fair_dispatch: 180,
+            ..Default::default()
+        };
+        let d = after.since(&before);
+        assert_eq!((d.mq_enqueue, d.fair_dispatch), (5, 80));
+        assert!(d.format_line(2).contains("threads=2 enq=5"));
+    }
+}

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! System tests of the real scheduler on a real sched_ext kernel.
+//!
+//! They load `scx_microquanta` into the running kernel, so they are ignored
+//! by a plain `cargo test` (libtest prints why) and run by `cargo xtask
+//! test` inside a VM booting a sched_ext kernel, or natively with
+//! `cargo test -p scx_microquanta --test sched_ext -- --include-ignored
+//! --test-threads=1` as root on such a host.
+//!
+//! Kernel-log checks (no `BUG:`, `WARNING:`, stall or error exit) are done by
+//! the VM runner around all of these tests.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mq_experiments::hogs::Hogs;
+use mq_experiments::scheduler_process::{wait_for_state, SchedulerProcess};
+use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
+use scx_microquanta::class::{current_tid, Class};
+use scx_microquanta::{sysfs, SchedExtState};
+
+const SCHEDULER: &str = env!("CARGO_BIN_EXE_scx_microquanta");
+
+/// One scheduler at a time, whatever --test-threads says.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Fails loudly (these tests only run when asked for) if the host cannot
+/// load a scheduler, then serialises the test.
+fn sched_ext_host() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    match sysfs::state() {
+        SchedExtState::Unsupported => panic!(
+            "kernel {} has no sched_ext: run these tests with `cargo xtask test`",
+            sysfs::kernel_release()
+        ),
+        SchedExtState::Disabled => {}
+        other => panic!("sched_ext is {other:?}: another scheduler is loaded"),
+    }
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "loading a scheduler needs root");
+    guard
+}
+
+fn start(args: &[&str]) -> SchedulerProcess {
+    SchedulerProcess::start(Path::new(SCHEDULER), args).expect("scx_microquanta attaches")
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().unwrap().get()
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn attaches_as_microquanta_and_detaches_cleanly_on_sigint() {
+    let _serial = sched_ext_host();
+    let sched = start(&[]);
+    assert_eq!(sysfs::state(), SchedExtState::Enabled);
+    let ops = sysfs::root_ops().expect("root/ops names the scheduler");
+    assert!(ops.starts_with("microquanta"), "root/ops = {ops}");
+
+    let status = sched.stop().unwrap();
+    assert!(status.success(), "scx_microquanta exited with {status} on SIGINT");
+    assert_eq!(sysfs::state(), SchedExtState::Disabled);
+    assert_eq!(sysfs::root_ops(), None, "no scheduler is left loaded");
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn class_membership_is_visible_and_removed_when_the_thread_exits() {
+    let _serial = sched_ext_host();
+    let sched = start(&[]);
+    let class = Class::open().unwrap();
+    let tid = std::thread::spawn(move || {
+        let tid = current_tid();
+        Class::open().unwrap().add(tid).unwrap();
+        assert!(Class::open().unwrap().contains(tid).unwrap());
+        tid
+    })
+    .join()
+    .unwrap();
+    // The BPF exit_task callback drops the exited thread.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while class.contains(tid).unwrap() {
+        assert!(Instant::now() < deadline, "exited thread {tid} is still in the class");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sched.stop().unwrap();
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn a_microquanta_thread_wakes_sooner_than_a_normal_one_next_to_hogs() {
+    let _serial = sched_ext_host();
+    let _hogs = Hogs::start(2 * cpus(), None).unwrap();
+    let sched = start(&[]);
+    let cfg = |class| WakeupConfig {
+        period: Duration::from_millis(1),
+        samples: 500,
+        class,
+        cpu: None,
+    };
+    let normal = measure(cfg(ThreadClass::Normal)).unwrap();
+    let mq = measure(cfg(ThreadClass::MicroQuanta)).unwrap();
+    sched.stop().unwrap();
+    eprintln!("normal: {normal:?}\nmicroquanta: {mq:?}");
+    assert_eq!((normal.samples, mq.samples), (500, 500));
+    assert!(mq.p50 < normal.p50, "p50: microquanta {} µs vs normal {} µs", mq.p50, normal.p50);
+    assert!(mq.p99 < normal.p99, "p99: microquanta {} µs vs normal {} µs", mq.p99, normal.p99);
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn stress_ng_cpu_and_fork_for_30s_without_a_stall() {
+    let _serial = sched_ext_host();
+    // A watchdog far below the kernel's 30 s default: any task left runnable
+    // for 5 s ejects the scheduler and fails the test.
+    let mut sched = start(&["--watchdog-timeout-ms", "5000"]);
+    let n = cpus().to_string();
+    let status = std::process::Command::new("stress-ng")
+        .args(["--cpu", &n, "--fork", &n, "-t", "30", "--metrics-brief"])
+        .status()
+        .expect("stress-ng runs");
+    assert!(status.success(), "stress-ng exited with {status}");
+    assert!(sched.running(), "scx_microquanta exited during the stress run");
+    assert!(sysfs::microquanta_loaded(), "the kernel ejected scx_microquanta");
+    sched.stop().unwrap();
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn a_spinning_microquanta_thread_per_cpu_leaves_normal_tasks_their_share() {
+    let _serial = sched_ext_host();
+    let hogs = Hogs::start(cpus(), None).unwrap();
+    let mut sched = start(&["--watchdog-timeout-ms", "5000"]);
+    let spin = Duration::from_secs(10);
+    let before = hogs.cpu_time();
+    let spinners: Vec<_> = (0..cpus())
+        .map(|_| {
+            std::thread::spawn(move || {
+                Class::open().unwrap().add(current_tid()).unwrap();
+                let end = Instant::now() + spin;
+                while Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    for s in spinners {
+        s.join().unwrap();
+    }
+    let hog_share = (hogs.cpu_time() - before).as_secs_f64() / (spin.as_secs_f64() * cpus() as f64);
+    eprintln!("normal hogs got {:.0}% of the CPUs next to MicroQuanta spinners", hog_share * 100.0);
+    assert!(sysfs::microquanta_loaded(), "the kernel ejected scx_microquanta");
+    assert!(sched.running());
+    // The class guarantees normal work the rest of each period (50% at the
+    // default 20/40 µs); allow for tick-granular enforcement and VM noise.
+    assert!(hog_share > 0.25, "normal hogs got only {:.0}% of the CPUs", hog_share * 100.0);
+    sched.stop().unwrap();
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn kill_9_reverts_to_the_fair_class_and_hogs_keep_running() {
+    let _serial = sched_ext_host();
+    let mut hogs = Hogs::start(cpus(), None).unwrap();
+    let sched = start(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    sched.kill().unwrap();
+    wait_for_state(SchedExtState::Disabled, Duration::from_secs(30)).unwrap();
+
+    let before = hogs.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let progress = hogs.cpu_time() - before;
+    assert!(hogs.running(), "stress-ng died with the scheduler");
+    assert!(progress > Duration::from_millis(500), "hogs made only {progress:?} of progress in 1 s");
+
+    // And a new instance attaches again after the kill.
+    start(&[]).stop().unwrap();
+}
