@@ -29,10 +29,9 @@
  *
  * Bandwidth is fair-queued as in the kernel patch: per CPU, a credit grows at
  * runtime/period of wall time and shrinks by the MicroQuanta time consumed,
- * clamped to +-2 periods. This first slice enforces the budget at the
- * scheduler tick (HZ=250: 4 ms), which is coarse but keeps a spinning
- * MicroQuanta thread from starving kernel threads; sub-tick enforcement with
- * per-CPU BPF timers comes with the bandwidth work.
+ * clamped to +-2 periods. The scheduler tick (HZ=250: 4 ms) is far too
+ * coarse for budgets of tens of µs, so per-CPU BPF timers throttle and
+ * unthrottle at the right instant; the tick only backs them up.
  *
  * Normal tasks get weighted virtual-time fairness charged with the runtime
  * actually measured between running() and stopping().
@@ -67,6 +66,7 @@ struct {
 } mq_tasks SEC(".maps");
 
 struct cpu_ctx {
+	struct bpf_timer timer;	/* budget enforcement, pinned to this CPU */
 	u64 run_start_ns;	/* when the current task started running */
 	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
 	u64 credit_at_ns;	/* credit brought up to date at this time */
@@ -146,6 +146,19 @@ static s64 credit_at(const struct cpu_ctx *c, u64 now)
 	return credit > credit_limit() ? credit_limit() : credit;
 }
 
+/*
+ * The credit at @now including class time consumed but not yet charged:
+ * what a running class task has left.
+ */
+static s64 credit_running(const struct cpu_ctx *c, u64 now)
+{
+	s64 credit = credit_at(c, now);
+
+	if (c->mq_running && now > c->mq_charged_ns)
+		credit -= (s64)(now - c->mq_charged_ns);
+	return credit;
+}
+
 /* Owner CPU only: bring the credit up to @now. */
 static void credit_refill(struct cpu_ctx *c, u64 now)
 {
@@ -177,6 +190,84 @@ static bool normal_work_waiting(s32 cpu)
 static bool cpu_has_mq_work(s32 cpu, const struct cpu_ctx *c)
 {
 	return c->mq_running || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
+}
+
+/*
+ * Sub-tick enforcement. The tick comes every 4 ms, a budget lasts tens of
+ * µs, so each CPU has one BPF timer, pinned to it, armed for the instant
+ * its budget state must change: when a running class task's credit runs
+ * out (throttle) or when a throttled CPU's credit turns positive again
+ * (unthrottle). Either way the CPU is kicked with SCX_KICK_PREEMPT and
+ * dispatch() decides with up-to-date credit.
+ *
+ * Owner CPU only: BPF_F_TIMER_CPU_PIN pins to the calling CPU.
+ */
+static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
+{
+	if (after_ns < MQ_MIN_TIMER_NS)
+		after_ns = MQ_MIN_TIMER_NS;
+	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
+}
+
+/* Time until a negative @credit turns positive at runtime/period. */
+static u64 refill_wait_ns(s64 credit)
+{
+	return ((u64)(-credit) + 1) * mq_period_ns / mq_runtime_ns;
+}
+
+static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
+{
+	s32 cpu = bpf_get_smp_processor_id();
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	u64 now = scx_bpf_now();
+	s64 credit;
+
+	if (!c)
+		return 0;
+	credit = credit_running(c, now);
+	if (c->mq_running) {
+		if (credit > 0) {
+			/* Another class task started meanwhile: follow its budget. */
+			arm_budget_timer(c, credit);
+		} else if (normal_work_waiting(cpu)) {
+			stat_inc(MQ_STAT_TIMER_THROTTLE);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		}
+		/* Else nothing competes: the class may use the whole CPU, and a
+		 * normal task that arrives kicks us (kick_overbudget_cpu). */
+		return 0;
+	}
+	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+		if (credit > 0) {
+			stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		} else {
+			arm_budget_timer(c, refill_wait_ns(credit));
+		}
+	}
+	return 0;
+}
+
+/*
+ * A normal task just became runnable: a CPU where class work runs past its
+ * budget must give way now, not when its own timer next looks.
+ */
+static void kick_overbudget_cpu(const struct task_struct *p)
+{
+	u64 now = scx_bpf_now();
+	s32 cpu;
+
+	bpf_for(cpu, 0, nr_cpus) {
+		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+		if (!c || !c->mq_running || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (credit_running(c, now) <= 0) {
+			stat_inc(MQ_STAT_OVERBUDGET_KICK);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			return;
+		}
+	}
 }
 
 /*
@@ -255,16 +346,20 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
 		stat_inc(MQ_STAT_MQ_ENQUEUE);
 		/*
-		 * Preempt normal work at once if the CPU still has budget. An
-		 * idle CPU is woken by the enqueue itself, and a CPU already
-		 * running MicroQuanta work round-robins at the slice end.
+		 * Preempt normal work at once. If that CPU's budget is spent,
+		 * its dispatch() keeps running normal work and arms the timer
+		 * that lets us in the moment the credit is back. An idle CPU is
+		 * woken by the enqueue itself, and a CPU already running class
+		 * work round-robins at the slice end.
 		 */
-		if (c && !c->mq_running && credit_at(c, scx_bpf_now()) > 0) {
+		if (c && !c->mq_running) {
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			stat_inc(MQ_STAT_KICK_PREEMPT);
 		}
 		return;
 	}
+
+	kick_overbudget_cpu(p);
 
 	/* A task that slept long gets at most one slice of credit. */
 	vtime = p->scx.dsq_vtime;
@@ -309,6 +404,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 			return;
 	} else if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 		stat_inc(MQ_STAT_MQ_THROTTLE);
+		arm_budget_timer(c, refill_wait_ns(c->credit_ns));
 	}
 
 	if (scx_bpf_dsq_move_to_local(MQ_FAIR_DSQ, 0)) {
@@ -362,6 +458,8 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	if (c->mq_running) {
 		credit_refill(c, now);
 		c->mq_charged_ns = now;
+		if (c->credit_ns > 0)
+			arm_budget_timer(c, c->credit_ns);
 		return;
 	}
 	if (p->scx.dsq_vtime > vtime_now)
@@ -417,7 +515,17 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
 	if (ret)
 		return ret;
 	bpf_for(cpu, 0, nr_cpus) {
+		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+		if (!c)
+			return -ENOENT;
 		ret = scx_bpf_create_dsq(mq_dsq(cpu), -1);
+		if (ret)
+			return ret;
+		ret = bpf_timer_init(&c->timer, &cpu_ctxs, CLOCK_MONOTONIC);
+		if (ret)
+			return ret;
+		ret = bpf_timer_set_callback(&c->timer, budget_timer_fn);
 		if (ret)
 			return ret;
 	}

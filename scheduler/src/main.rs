@@ -109,7 +109,10 @@ impl Opts {
             }
         }
         if self.watchdog_timeout_ms > 30_000 {
-            bail!("--watchdog-timeout-ms {} exceeds the kernel's 30000 ms limit", self.watchdog_timeout_ms);
+            bail!(
+                "--watchdog-timeout-ms {} exceeds the kernel's 30000 ms limit",
+                self.watchdog_timeout_ms
+            );
         }
         if let Some(secs) = self.stats {
             if !(secs.is_finite() && secs > 0.0) {
@@ -136,7 +139,9 @@ fn preflight() -> Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("scx_microquanta must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN");
+        bail!(
+            "scx_microquanta must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN"
+        );
     }
     Ok(())
 }
@@ -159,9 +164,16 @@ impl<'obj> Scheduler<'obj> {
 
         let nr_cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
         if nr_cpus > bpf_intf::mq_consts_MQ_MAX_CPUS as usize {
-            bail!("{nr_cpus} CPUs exceed the {} this build supports", bpf_intf::mq_consts_MQ_MAX_CPUS);
+            bail!(
+                "{nr_cpus} CPUs exceed the {} this build supports",
+                bpf_intf::mq_consts_MQ_MAX_CPUS
+            );
         }
-        let rodata = skel.maps.rodata_data.as_mut().context("BPF object has no rodata")?;
+        let rodata = skel
+            .maps
+            .rodata_data
+            .as_mut()
+            .context("BPF object has no rodata")?;
         rodata.fair_slice_ns = opts.slice_us * 1000;
         rodata.mq_slice_ns = opts.mq_slice_us * 1000;
         rodata.mq_period_ns = opts.period_us * 1000;
@@ -183,7 +195,10 @@ impl<'obj> Scheduler<'obj> {
         if !reused {
             std::fs::create_dir_all(class::PIN_DIR)
                 .with_context(|| format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", class::PIN_DIR))?;
-            skel.maps.mq_tasks.pin(pin).with_context(|| format!("pinning {}", pin.display()))?;
+            skel.maps
+                .mq_tasks
+                .pin(pin)
+                .with_context(|| format!("pinning {}", pin.display()))?;
         }
         let class = Class::open()?;
         let pruned = class.prune_exited()?;
@@ -256,7 +271,10 @@ fn reusable_pin(pin: &Path, map: &libbpf_rs::OpenMapMut) -> Result<bool> {
         && handle.value_size() == map.value_size()
         && handle.max_entries() == map.max_entries();
     if !same {
-        warn!("{} has another layout (older build?): starting with an empty class", pin.display());
+        warn!(
+            "{} has another layout (older build?): starting with an empty class",
+            pin.display()
+        );
         std::fs::remove_file(pin).with_context(|| format!("unpinning {}", pin.display()))?;
     }
     Ok(same)
@@ -290,7 +308,8 @@ fn main() -> Result<()> {
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
 
     loop {
         let mut open_object = MaybeUninit::uninit();
@@ -325,7 +344,9 @@ mod tests {
 
     #[test]
     fn runtime_above_period_is_refused_with_both_values() {
-        let err = parse(&["--period-us", "40", "--runtime-us", "50"]).unwrap_err().to_string();
+        let err = parse(&["--period-us", "40", "--runtime-us", "50"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--runtime-us 50") && err.contains("(40)"), "{err}");
     }
 
