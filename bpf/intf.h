@@ -48,6 +48,7 @@ enum mq_stat_idx {
 	MQ_STAT_FAIR_DIRECT,	/* normal task placed straight on an idle CPU */
 	MQ_STAT_CPU_RELEASE,	/* CPU taken by an RT/DL task: local queue re-enqueued */
 	MQ_STAT_CLASS_EXIT,	/* exiting thread removed from the class */
+	MQ_STAT_CLASS_INHERIT,	/* new thread/process joined its creator's class */
 	MQ_STAT_TIMER_THROTTLE,	/* budget timer preempted a class task out of budget */
 	MQ_STAT_TIMER_UNTHROTTLE,/* budget timer let a throttled class task back in */
 	MQ_STAT_OVERBUDGET_KICK,/* normal wakeup kicked class work running past its budget */

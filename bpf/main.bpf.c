@@ -498,6 +498,25 @@ void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 	scx_bpf_reenqueue_local();
 }
 
+/*
+ * Class membership is inherited across fork and thread creation, like a
+ * scheduling policy: `mqctl run CMD` puts itself in the class and execs, so
+ * CMD and every thread it ever creates are in the class.
+ */
+s32 BPF_STRUCT_OPS(mq_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	u32 parent = (u32)bpf_get_current_pid_tgid();
+	u32 child = p->pid;
+	u64 *added;
+
+	if (!args->fork)
+		return 0;
+	added = bpf_map_lookup_elem(&mq_tasks, &parent);
+	if (added && bpf_map_update_elem(&mq_tasks, &child, added, BPF_NOEXIST) == 0)
+		stat_inc(MQ_STAT_CLASS_INHERIT);
+	return 0;
+}
+
 void BPF_STRUCT_OPS(mq_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
 {
 	u32 tid = p->pid;
@@ -546,6 +565,7 @@ SCX_OPS_DEFINE(microquanta_ops,
 	       .stopping = (void *)mq_stopping,
 	       .enable = (void *)mq_enable,
 	       .cpu_release = (void *)mq_cpu_release,
+	       .init_task = (void *)mq_init_task,
 	       .exit_task = (void *)mq_exit_task,
 	       .init = (void *)mq_init,
 	       .exit = (void *)mq_exit,

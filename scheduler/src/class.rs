@@ -120,6 +120,31 @@ impl Class {
     }
 }
 
+/// The threads an id names: every current thread of the process if `id` is
+/// a process (thread-group leader), else the one thread. Threads created
+/// later inherit the class from their creator in the BPF program.
+pub fn threads_of(id: u32) -> Result<Vec<u32>, ClassError> {
+    if !thread_exists(id) {
+        return Err(ClassError::NoSuchThread(id));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{id}/status")).unwrap_or_default();
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if tgid != Some(id) {
+        return Ok(vec![id]);
+    }
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{id}/task"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![id]);
+    tids.sort_unstable();
+    Ok(tids)
+}
+
 /// The calling thread's id, the key the class uses.
 pub fn current_tid() -> u32 {
     // SAFETY: gettid has no preconditions and cannot fail.
@@ -165,6 +190,27 @@ mod tests {
         let other = std::thread::spawn(current_tid).join().unwrap();
         assert_ne!(main_tid, other);
         assert!(main_tid > 0 && other > 0);
+    }
+
+    #[test]
+    fn a_process_id_names_all_its_threads_and_a_thread_id_only_itself() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tx.send(current_tid()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let worker_tid = rx.recv().unwrap();
+        let pid = std::process::id();
+        let all = threads_of(pid).unwrap();
+        assert!(all.contains(&pid) && all.contains(&worker_tid), "{all:?}");
+        assert_eq!(threads_of(worker_tid).unwrap(), vec![worker_tid]);
+        assert!(matches!(
+            threads_of(u32::MAX - 1),
+            Err(ClassError::NoSuchThread(_))
+        ));
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
     }
 
     #[test]

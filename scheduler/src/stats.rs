@@ -22,6 +22,7 @@ pub struct Counters {
     pub fair_direct: u64,
     pub cpu_release: u64,
     pub class_exit: u64,
+    pub class_inherit: u64,
     pub timer_throttle: u64,
     pub timer_unthrottle: u64,
     pub overbudget_kick: u64,
@@ -45,6 +46,7 @@ impl Counters {
             fair_direct: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DIRECT),
             cpu_release: get(bpf_intf::mq_stat_idx_MQ_STAT_CPU_RELEASE),
             class_exit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_EXIT),
+            class_inherit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_INHERIT),
             timer_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_THROTTLE),
             timer_unthrottle: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_UNTHROTTLE),
             overbudget_kick: get(bpf_intf::mq_stat_idx_MQ_STAT_OVERBUDGET_KICK),
@@ -67,6 +69,7 @@ impl Counters {
             fair_direct: self.fair_direct.wrapping_sub(earlier.fair_direct),
             cpu_release: self.cpu_release.wrapping_sub(earlier.cpu_release),
             class_exit: self.class_exit.wrapping_sub(earlier.class_exit),
+            class_inherit: self.class_inherit.wrapping_sub(earlier.class_inherit),
             timer_throttle: self.timer_throttle.wrapping_sub(earlier.timer_throttle),
             timer_unthrottle: self.timer_unthrottle.wrapping_sub(earlier.timer_unthrottle),
             overbudget_kick: self.overbudget_kick.wrapping_sub(earlier.overbudget_kick),
@@ -77,7 +80,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={}] fair[disp={} direct={}] rt_release={} exited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={}] fair[disp={} direct={}] rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -94,6 +97,7 @@ impl Counters {
             self.fair_direct,
             self.cpu_release,
             self.class_exit,
+            self.class_inherit,
         )
     }
 }

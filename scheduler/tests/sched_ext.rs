@@ -203,3 +203,45 @@ fn kill_9_reverts_to_the_fair_class_and_hogs_keep_running() {
     // And a new instance attaches again after the kill.
     start(&[]).stop().unwrap();
 }
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn mqctl_run_puts_the_command_and_everything_it_starts_in_the_class() {
+    let _serial = sched_ext_host();
+    let sched = start(&[]);
+    let class = Class::open().unwrap();
+    // mqctl execs sh, so sh keeps mqctl's pid; sh forks sleep.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqctl"))
+        .args(["run", "--", "sh", "-c", "sleep 3 & wait"])
+        .spawn()
+        .unwrap();
+    let sh = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sleeper = loop {
+        let found = procfs::process::all_processes()
+            .unwrap()
+            .filter_map(|p| p.ok()?.stat().ok())
+            .find(|s| s.ppid == sh && s.comm == "sleep");
+        if let Some(stat) = found {
+            break stat.pid as u32;
+        }
+        assert!(Instant::now() < deadline, "sh never started sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let members = class.list();
+    assert!(members.contains(&(sh as u32)), "sh {sh} not in {members:?}");
+    assert!(members.contains(&sleeper), "forked sleep {sleeper} not in {members:?}");
+
+    assert!(child.wait().unwrap().success());
+    // Tasks leave the class when the kernel frees them (after reaping, RCU).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = class.list();
+        if !members.contains(&(sh as u32)) && !members.contains(&sleeper) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "exited processes left in the class: {members:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sched.stop().unwrap();
+}
