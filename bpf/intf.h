@@ -46,6 +46,7 @@ enum mq_stat_idx {
 	MQ_STAT_MQ_TICK_THROTTLE,/* running MicroQuanta task cut at the tick: budget spent */
 	MQ_STAT_FAIR_DISPATCH,	/* normal task dispatched from the fair queue */
 	MQ_STAT_FAIR_DIRECT,	/* normal task placed straight on an idle CPU */
+	MQ_STAT_FAIR_WAKE_PREEMPT,/* woken normal task far behind in vtime preempted its CPU */
 	MQ_STAT_CPU_RELEASE,	/* CPU taken by an RT/DL task: local queue re-enqueued */
 	MQ_STAT_CLASS_EXIT,	/* exiting thread removed from the class */
 	MQ_STAT_CLASS_INHERIT,	/* new thread/process joined its creator's class */

@@ -71,7 +71,10 @@ struct cpu_ctx {
 	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
 	u64 credit_at_ns;	/* credit brought up to date at this time */
 	s64 credit_ns;		/* MicroQuanta budget: target minus consumed */
+	u64 curr_vtime;		/* vtime of the current normal task */
 	u32 mq_running;		/* the current task is in the class */
+	u32 fair_running;	/* the current task is one of ours and normal */
+	u32 throttled;		/* class work waits here for budget */
 	u32 pad;
 };
 
@@ -237,7 +240,7 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		 * normal task that arrives kicks us (kick_overbudget_cpu). */
 		return 0;
 	}
-	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+	if (c->throttled && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 		if (credit > 0) {
 			stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
@@ -335,6 +338,24 @@ s32 BPF_STRUCT_OPS(mq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_
 	return cpu;
 }
 
+/*
+ * Wakeup preemption among normal tasks, as EEVDF does for a woken task with
+ * positive lag: if the woken task is more than half a slice of virtual time
+ * behind the normal task running on its CPU, that task yields now instead
+ * of at the end of its slice. Without this a sleeper next to CPU hogs waits
+ * for a whole slice on every wakeup.
+ */
+static void preempt_for_waker(const struct task_struct *p, u64 vtime)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	if (c && c->fair_running && vtime + fair_slice_ns / 2 < c->curr_vtime) {
+		stat_inc(MQ_STAT_FAIR_WAKE_PREEMPT);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+	}
+}
+
 void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 {
 	u64 vtime, floor;
@@ -367,6 +388,9 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 	if (vtime < floor)
 		vtime = floor;
 	scx_bpf_dsq_insert_vtime(p, MQ_FAIR_DSQ, fair_slice_ns, vtime, enq_flags);
+
+	if (enq_flags & SCX_ENQ_WAKEUP)
+		preempt_for_waker(p, vtime);
 }
 
 /* Take a MicroQuanta task waiting on another CPU that may run here. */
@@ -394,6 +418,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	credit_refill(c, scx_bpf_now());
 	may_run_mq = c->credit_ns > 0 || !normal_work_waiting(cpu);
+	c->throttled = !may_run_mq;
 
 	if (may_run_mq) {
 		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
@@ -455,6 +480,8 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		return;
 	c->run_start_ns = now;
 	c->mq_running = is_mq(p);
+	c->fair_running = !c->mq_running;
+	c->curr_vtime = p->scx.dsq_vtime;
 	if (c->mq_running) {
 		credit_refill(c, now);
 		c->mq_charged_ns = now;
@@ -474,6 +501,7 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 
 	if (!c)
 		return;
+	c->fair_running = 0;
 	if (c->mq_running) {
 		credit_charge(c, now);
 		c->mq_running = 0;

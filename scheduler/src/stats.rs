@@ -20,6 +20,7 @@ pub struct Counters {
     pub mq_tick_throttle: u64,
     pub fair_dispatch: u64,
     pub fair_direct: u64,
+    pub fair_wake_preempt: u64,
     pub cpu_release: u64,
     pub class_exit: u64,
     pub class_inherit: u64,
@@ -44,6 +45,7 @@ impl Counters {
             mq_tick_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_TICK_THROTTLE),
             fair_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DISPATCH),
             fair_direct: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DIRECT),
+            fair_wake_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_WAKE_PREEMPT),
             cpu_release: get(bpf_intf::mq_stat_idx_MQ_STAT_CPU_RELEASE),
             class_exit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_EXIT),
             class_inherit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_INHERIT),
@@ -67,6 +69,7 @@ impl Counters {
             mq_tick_throttle: self.mq_tick_throttle.wrapping_sub(earlier.mq_tick_throttle),
             fair_dispatch: self.fair_dispatch.wrapping_sub(earlier.fair_dispatch),
             fair_direct: self.fair_direct.wrapping_sub(earlier.fair_direct),
+            fair_wake_preempt: self.fair_wake_preempt.wrapping_sub(earlier.fair_wake_preempt),
             cpu_release: self.cpu_release.wrapping_sub(earlier.cpu_release),
             class_exit: self.class_exit.wrapping_sub(earlier.class_exit),
             class_inherit: self.class_inherit.wrapping_sub(earlier.class_inherit),
@@ -80,7 +83,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={}] fair[disp={} direct={}] rt_release={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={}] fair[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -95,6 +98,7 @@ impl Counters {
             self.overbudget_kick,
             self.fair_dispatch,
             self.fair_direct,
+            self.fair_wake_preempt,
             self.cpu_release,
             self.class_exit,
             self.class_inherit,
