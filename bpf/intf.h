@@ -33,6 +33,28 @@ enum mq_consts {
 	MQ_MIN_TIMER_NS = 1000,
 };
 
+/*
+ * Log-linear latency histograms, per CPU: values below 4 ns land in buckets
+ * 0-3; a larger value v with highest set bit m lands in bucket
+ * 4 * m + (next two bits of v), so every power of two is split in four
+ * (relative error < 25%, reported as the bucket's midpoint: < 12.5%).
+ */
+enum mq_hist_consts {
+	MQ_HIST_SUB_BITS = 2,
+	MQ_HIST_BUCKETS = 256,
+};
+
+enum mq_hist_idx {
+	MQ_HIST_WAKEUP,		/* class thread: enqueue at wakeup -> running, ns */
+	MQ_HIST_OVERRUN,	/* class time past an exhausted budget, ns */
+	MQ_NR_HISTS,
+};
+
+struct mq_hist {
+	u64 bucket[MQ_HIST_BUCKETS];
+	u64 max;
+};
+
 /* Counters, summed over CPUs by the loader (`--stats`). */
 enum mq_stat_idx {
 	MQ_STAT_MQ_ENQUEUE,	/* MicroQuanta task made runnable */
@@ -53,6 +75,7 @@ enum mq_stat_idx {
 	MQ_STAT_TIMER_THROTTLE,	/* budget timer preempted a class task out of budget */
 	MQ_STAT_TIMER_UNTHROTTLE,/* budget timer let a throttled class task back in */
 	MQ_STAT_OVERBUDGET_KICK,/* normal wakeup kicked class work running past its budget */
+	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };
 

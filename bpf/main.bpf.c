@@ -38,6 +38,7 @@
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
+#include "hist.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -75,7 +76,8 @@ struct cpu_ctx {
 	u32 mq_running;		/* the current task is in the class */
 	u32 fair_running;	/* the current task is one of ours and normal */
 	u32 throttled;		/* class work waits here for budget */
-	u32 pad;
+	u32 throttle_pending;	/* the running class task was told to yield */
+	u64 budget_out_ns;	/* ...because its budget ran out at this time */
 };
 
 /*
@@ -97,12 +99,45 @@ struct {
 	__type(value, u64);
 } stats SEC(".maps");
 
-static void stat_inc(u32 idx)
+/* Per-CPU histograms (enum mq_hist_idx), read by `--stats`/`--monitor`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MQ_NR_HISTS);
+	__type(key, u32);
+	__type(value, struct mq_hist);
+} hists SEC(".maps");
+
+/* When a class thread was enqueued by a wakeup (0: not waiting). */
+struct task_ctx {
+	u64 wake_enq_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+static void stat_add(u32 idx, u64 val)
 {
 	u64 *cnt = bpf_map_lookup_elem(&stats, &idx);
 
 	if (cnt)
-		(*cnt)++;
+		*cnt += val;
+}
+
+static void stat_inc(u32 idx)
+{
+	stat_add(idx, 1);
+}
+
+static void hist_add(u32 idx, u64 val)
+{
+	struct mq_hist *h = bpf_map_lookup_elem(&hists, &idx);
+
+	if (h)
+		hist_record(h, val);
 }
 
 static struct cpu_ctx *lookup_cpu_ctx(s32 cpu)
@@ -178,6 +213,7 @@ static void credit_charge(struct cpu_ctx *c, u64 now)
 	credit_refill(c, now);
 	if (now <= c->mq_charged_ns)
 		return;
+	stat_add(MQ_STAT_MQ_RUN_NS, now - c->mq_charged_ns);
 	credit = c->credit_ns - (s64)(now - c->mq_charged_ns);
 	c->credit_ns = credit < -credit_limit() ? -credit_limit() : credit;
 	c->mq_charged_ns = now;
@@ -212,6 +248,22 @@ static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
 	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
 }
 
+/*
+ * The running class task must yield: remember when its budget ran out, for
+ * the overrun statistic. Past that instant the credit fell at
+ * (1 - runtime/period) per ns.
+ */
+static void mark_throttle(struct cpu_ctx *c, u64 now, s64 credit)
+{
+	u64 overdue = 0;
+
+	if (credit < 0 && mq_runtime_ns < mq_period_ns)
+		overdue = (u64)(-credit) * mq_period_ns / (mq_period_ns - mq_runtime_ns);
+	if (!c->throttle_pending)
+		c->budget_out_ns = now > overdue ? now - overdue : now;
+	c->throttle_pending = 1;
+}
+
 /* Time until a negative @credit turns positive at runtime/period. */
 static u64 refill_wait_ns(s64 credit)
 {
@@ -234,6 +286,7 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 			arm_budget_timer(c, credit);
 		} else if (normal_work_waiting(cpu)) {
 			stat_inc(MQ_STAT_TIMER_THROTTLE);
+			mark_throttle(c, now, credit);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 		}
 		/* Else nothing competes: the class may use the whole CPU, and a
@@ -265,8 +318,11 @@ static void kick_overbudget_cpu(const struct task_struct *p)
 
 		if (!c || !c->mq_running || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
-		if (credit_running(c, now) <= 0) {
+		s64 credit = credit_running(c, now);
+
+		if (credit <= 0) {
 			stat_inc(MQ_STAT_OVERBUDGET_KICK);
+			mark_throttle(c, now, credit);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			return;
 		}
@@ -366,6 +422,12 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 
 		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
 		stat_inc(MQ_STAT_MQ_ENQUEUE);
+		if (enq_flags & SCX_ENQ_WAKEUP) {
+			struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL,
+								  BPF_LOCAL_STORAGE_GET_F_CREATE);
+			if (t)
+				t->wake_enq_ns = scx_bpf_now();
+		}
 		/*
 		 * Preempt normal work at once. If that CPU's budget is spent,
 		 * its dispatch() keeps running normal work and arms the timer
@@ -460,6 +522,7 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 		credit_charge(c, now);
 		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
 			scx_bpf_task_set_slice(p, 0);
+			mark_throttle(c, now, c->credit_ns);
 			stat_inc(MQ_STAT_MQ_TICK_THROTTLE);
 		}
 		return;
@@ -483,6 +546,13 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	c->fair_running = !c->mq_running;
 	c->curr_vtime = p->scx.dsq_vtime;
 	if (c->mq_running) {
+		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
+
+		if (t && t->wake_enq_ns) {
+			if (now > t->wake_enq_ns)
+				hist_add(MQ_HIST_WAKEUP, now - t->wake_enq_ns);
+			t->wake_enq_ns = 0;
+		}
 		credit_refill(c, now);
 		c->mq_charged_ns = now;
 		if (c->credit_ns > 0)
@@ -505,6 +575,13 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	if (c->mq_running) {
 		credit_charge(c, now);
 		c->mq_running = 0;
+		/* Overrun: class time past the instant its budget ran out
+		 * while normal work waited. */
+		if (c->throttle_pending) {
+			c->throttle_pending = 0;
+			if (now > c->budget_out_ns)
+				hist_add(MQ_HIST_OVERRUN, now - c->budget_out_ns);
+		}
 		return;
 	}
 	/* Charge what was measured, not the slice handed out: a task that ran

@@ -14,17 +14,17 @@ use std::mem::MaybeUninit;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use libbpf_rs::{MapCore, MapHandle, OpenObject};
 use log::{info, warn};
 use scx_microquanta::{class, sysfs, Class, SchedExtState};
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
 
 use bpf_skel::{BpfSkel, BpfSkelBuilder};
-use stats::Counters;
+use stats::{Report, StatsReader};
 
 /// scx_microquanta: Snap's MicroQuanta scheduling class as a sched_ext scheduler.
 ///
@@ -60,11 +60,19 @@ struct Opts {
     #[arg(long, default_value_t = 0)]
     watchdog_timeout_ms: u32,
 
-    /// Print counters every SECS seconds.
+    /// Print statistics every SECS seconds: counters, then per CPU the
+    /// MicroQuanta share, throttles, kicks, class wakeup-to-run latency and
+    /// budget overrun.
     #[arg(long, value_name = "SECS")]
     stats: Option<f64>,
 
-    /// Print counters as JSON lines instead of text (with --stats).
+    /// Do not load a scheduler: print the statistics of the running one every
+    /// SECS seconds.
+    #[arg(long, value_name = "SECS", conflicts_with = "stats")]
+    monitor: Option<f64>,
+
+    /// Print statistics as JSON lines instead of text (with --stats or
+    /// --monitor).
     #[arg(long)]
     stats_json: bool,
 
@@ -114,9 +122,11 @@ impl Opts {
                 self.watchdog_timeout_ms
             );
         }
-        if let Some(secs) = self.stats {
-            if !(secs.is_finite() && secs > 0.0) {
-                bail!("--stats {secs} must be a positive number of seconds");
+        for (flag, value) in [("--stats", self.stats), ("--monitor", self.monitor)] {
+            if let Some(secs) = value {
+                if !(secs.is_finite() && secs > 0.0) {
+                    bail!("{flag} {secs} must be a positive number of seconds");
+                }
             }
         }
         Ok(())
@@ -150,6 +160,7 @@ struct Scheduler<'obj> {
     skel: BpfSkel<'obj>,
     struct_ops: Option<libbpf_rs::Link>,
     class: Class,
+    stats: StatsReader,
 }
 
 impl<'obj> Scheduler<'obj> {
@@ -200,6 +211,19 @@ impl<'obj> Scheduler<'obj> {
                 .pin(pin)
                 .with_context(|| format!("pinning {}", pin.display()))?;
         }
+        // Statistics maps are pinned for `--monitor`; a stale pin from a killed
+        // instance is replaced.
+        for (map, pin) in [
+            (&mut skel.maps.stats, stats::STATS_PIN),
+            (&mut skel.maps.hists, stats::HISTS_PIN),
+        ] {
+            let _ = std::fs::remove_file(pin);
+            map.pin(pin).with_context(|| format!("pinning {pin}"))?;
+        }
+        let stats = StatsReader::new(
+            MapHandle::try_from(&skel.maps.stats)?,
+            MapHandle::try_from(&skel.maps.hists)?,
+        );
         let class = Class::open()?;
         let pruned = class.prune_exited()?;
         if pruned > 0 {
@@ -218,46 +242,69 @@ impl<'obj> Scheduler<'obj> {
             skel,
             struct_ops,
             class,
+            stats,
         })
-    }
-
-    fn counters(&self) -> Counters {
-        let mut totals = vec![0u64; bpf_intf::mq_stat_idx_MQ_NR_STATS as usize];
-        for (idx, total) in totals.iter_mut().enumerate() {
-            let key = (idx as u32).to_ne_bytes();
-            if let Ok(Some(per_cpu)) = self.skel.maps.stats.lookup_percpu(&key, MapFlags::ANY) {
-                *total = per_cpu
-                    .iter()
-                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                    .map(u64::from_ne_bytes)
-                    .sum();
-            }
-        }
-        Counters::from_totals(&totals)
     }
 
     fn run(&mut self, opts: &Opts, shutdown: &AtomicBool) -> Result<UserExitInfo> {
         let interval = opts.stats.map(Duration::from_secs_f64);
-        let mut last = (Instant::now(), self.counters());
+        let mut last = self.stats.snapshot()?;
         while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
             std::thread::sleep(Duration::from_millis(50));
             let Some(interval) = interval else { continue };
-            if last.0.elapsed() < interval {
+            let now = self.stats.snapshot()?;
+            if now.age_since(&last) < interval {
                 continue;
             }
-            let now = self.counters();
-            let delta = now.since(&last.1);
-            if opts.stats_json {
-                println!("{}", serde_json::to_string(&delta)?);
-            } else {
-                println!("{}", delta.format_line(self.class.list().len()));
-            }
-            last = (Instant::now(), now);
+            print_report(
+                &Report::between(&last, &now, self.class.list().len()),
+                opts.stats_json,
+            )?;
+            last = now;
         }
         // Dropping the link detaches: every task goes back to the fair class.
         self.struct_ops.take();
+        for pin in [stats::STATS_PIN, stats::HISTS_PIN] {
+            let _ = std::fs::remove_file(pin);
+        }
         uei_report!(&self.skel, uei)
     }
+}
+
+fn print_report(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", report.format());
+    }
+    Ok(())
+}
+
+/// `--monitor`: report on the running instance through its pinned maps.
+fn monitor(opts: &Opts, secs: f64, shutdown: &AtomicBool) -> Result<()> {
+    if !sysfs::microquanta_loaded() {
+        bail!(
+            "no scx_microquanta is running (sched_ext state: {:?})",
+            sysfs::state()
+        );
+    }
+    let reader = StatsReader::open_pinned()?;
+    let class = Class::open()?;
+    let interval = Duration::from_secs_f64(secs);
+    let mut last = reader.snapshot()?;
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if !sysfs::microquanta_loaded() {
+            bail!("scx_microquanta is no longer running");
+        }
+        let now = reader.snapshot()?;
+        if now.age_since(&last) < interval {
+            continue;
+        }
+        print_report(&Report::between(&last, &now, class.list().len()), opts.stats_json)?;
+        last = now;
+    }
+    Ok(())
 }
 
 /// Whether the map pinned at `pin` can back `mq_tasks` of this build; a
@@ -304,12 +351,15 @@ fn main() -> Result<()> {
     let opts = Opts::parse();
     init_logging(opts.verbose)?;
     opts.validate()?;
-    preflight()?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
+    if let Some(secs) = opts.monitor {
+        return monitor(&opts, secs, &shutdown);
+    }
+    preflight()?;
 
     loop {
         let mut open_object = MaybeUninit::uninit();

@@ -230,7 +230,10 @@ fn mqctl_run_puts_the_command_and_everything_it_starts_in_the_class() {
     };
     let members = class.list();
     assert!(members.contains(&(sh as u32)), "sh {sh} not in {members:?}");
-    assert!(members.contains(&sleeper), "forked sleep {sleeper} not in {members:?}");
+    assert!(
+        members.contains(&sleeper),
+        "forked sleep {sleeper} not in {members:?}"
+    );
 
     assert!(child.wait().unwrap().success());
     // Tasks leave the class when the kernel frees them (after reaping, RCU).
@@ -240,7 +243,10 @@ fn mqctl_run_puts_the_command_and_everything_it_starts_in_the_class() {
         if !members.contains(&(sh as u32)) && !members.contains(&sleeper) {
             break;
         }
-        assert!(Instant::now() < deadline, "exited processes left in the class: {members:?}");
+        assert!(
+            Instant::now() < deadline,
+            "exited processes left in the class: {members:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     sched.stop().unwrap();

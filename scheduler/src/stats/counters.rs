@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Counters the BPF program keeps per CPU, summed and turned into a line a
-//! person can read (`--stats SECS`) or JSON a tool can (`--stats-json`).
+//! Event counters the BPF program keeps per CPU (`enum mq_stat_idx`), summed
+//! over CPUs.
 
 use serde::Serialize;
 
-use crate::bpf_intf;
+use super::bpf_intf;
 
 /// One snapshot of every counter, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
