@@ -1,0 +1,276 @@
+//! `cargo xtask test`: everything CI checks, in order, failing fast: formatting, clippy, the
+//! host test suite, then the sched_ext integration tests in one VM on a sched_ext kernel.
+//!
+//! Integration tests that need sched_ext follow a naming convention
+//! (`<crate>/tests/sched_ext*.rs`). On the host they skip themselves (`#[ignore = "..."]`,
+//! or by checking for sched_ext); in the VM they run with `--include-ignored` and
+//! `MQ_REQUIRE_SCHED_EXT=1`, so that a missing sched_ext is a failure, not a skip.
+//! One VM runs them all, because a TCG boot costs seconds and the tests take minutes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::accel::AccelChoice;
+use crate::cargo::{self, Artifact};
+use crate::{kernel, sys, vm, Ctx};
+
+/// Integration test targets whose name starts with this run in the VM.
+const SCHED_EXT_PREFIX: &str = "sched_ext";
+/// The whole VM stage; TCG on 2 cores is slow, but the suite must stay well under 40 min.
+const VM_TIMEOUT_SECS: u64 = 1500;
+const SUMMARY_TAG: &str = "MQ_TEST_SUMMARY";
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Kernel image (bzImage) for the VM; default: $MQ_KERNEL, the cache, or a download.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// How qemu runs the VM.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Stop after the host tests (no sched_ext tests).
+    #[arg(long)]
+    pub skip_vm: bool,
+}
+
+pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
+    let started = Instant::now();
+    step(ctx, "formatting", &["fmt", "--all", "--", "--check"])?;
+    step(
+        ctx,
+        "clippy",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    step(ctx, "host tests", &["test", "--workspace"])?;
+    if args.skip_vm {
+        println!("test: --skip-vm: sched_ext tests not run");
+        return Ok(());
+    }
+
+    println!("test: building sched_ext test executables");
+    let artifacts = cargo::build(&ctx.deps, &ctx.ws, &["test", "--workspace", "--no-run"])?;
+    let tests = select_sched_ext_tests(&artifacts);
+    if tests.is_empty() {
+        println!(
+            "test: no sched_ext test executables (files <crate>/tests/{SCHED_EXT_PREFIX}*.rs); VM skipped"
+        );
+        return Ok(());
+    }
+    for t in &tests {
+        println!("test:   {} ({})", t.target_name, t.package);
+    }
+
+    let native = Path::new("/sys/kernel/sched_ext/state").exists() && sys::is_root();
+    let kernel = if native {
+        kernel::Kernel::host()
+    } else {
+        kernel::ensure(args.kernel.clone())?
+    };
+    let spec = vm::VmSpec {
+        cpus: 2,
+        mem_mib: 2048,
+        accel: args.accel,
+        timeout: Duration::from_secs(VM_TIMEOUT_SECS),
+        kernel: &kernel,
+        bin_dirs: vec![ctx.ws.target_dir.join("debug")],
+        extra_files: tests.iter().map(|t| t.executable.clone()).collect(),
+        env: vec![
+            ("MQ_REQUIRE_SCHED_EXT".into(), "1".into()),
+            ("RUST_BACKTRACE".into(), "1".into()),
+        ],
+        script: script(&tests),
+        allow_log_patterns: Vec::new(),
+        native,
+    };
+    let outcome = vm::run(ctx, &spec)?;
+    let (_, failed_executables) =
+        parse_summary(&outcome.output).context("the test script printed no summary (it died early?)")?;
+    let totals = libtest_totals(&outcome.output);
+    println!(
+        "sched_ext tests: {} passed, {} failed ({} ignored; {failed_executables} of {} executables \
+         failed; {}, {})",
+        totals.passed,
+        totals.failed,
+        totals.ignored,
+        tests.len(),
+        outcome.accel,
+        outcome.kernel_release
+    );
+    if failed_executables > 0 || outcome.exit_status != 0 {
+        bail!("sched_ext tests failed (exit status {})", outcome.exit_status);
+    }
+    println!("test: all passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn step(ctx: &Ctx, name: &str, args: &[&str]) -> Result<()> {
+    println!("test: {name}: cargo {}", args.join(" "));
+    cargo::run(&ctx.deps, &ctx.ws, args).with_context(|| format!("step `{name}` failed"))
+}
+
+/// Integration-test harnesses named `sched_ext*`, once each.
+pub fn select_sched_ext_tests(artifacts: &[Artifact]) -> Vec<Artifact> {
+    let mut tests: Vec<Artifact> = artifacts
+        .iter()
+        .filter(|a| a.is_test && a.kinds.iter().any(|k| k == "test"))
+        .filter(|a| a.target_name.starts_with(SCHED_EXT_PREFIX))
+        .cloned()
+        .collect();
+    tests.sort_by(|a, b| a.target_name.cmp(&b.target_name));
+    tests.dedup_by(|a, b| a.executable == b.executable);
+    tests
+}
+
+/// The guest script: every test executable in turn, a header before each, a summary line
+/// at the end, and a non-zero exit if any failed.
+pub fn script(tests: &[Artifact]) -> String {
+    let mut s = String::from(
+        "passed=0\nfailed=0\nfailed_names=\n\
+         run_test() {\n\
+         \techo \"=== sched_ext test $1 ($2)\"\n\
+         \tif \"$2\" --include-ignored --test-threads=1; then passed=$((passed + 1));\n\
+         \telse echo \"=== FAILED: $1\"; failed=$((failed + 1)); failed_names=\"$failed_names $1\"; fi\n\
+         }\n",
+    );
+    for t in tests {
+        s.push_str(&format!(
+            "run_test {} {}\n",
+            sys::quote(&t.target_name),
+            sys::quote(&t.executable.to_string_lossy())
+        ));
+    }
+    s.push_str(&format!(
+        "echo \"{SUMMARY_TAG} passed=$passed failed=$failed failed:$failed_names\"\n\
+         [ \"$failed\" -eq 0 ]\n"
+    ));
+    s
+}
+
+/// `(passed, failed)` from the script's summary line.
+pub fn parse_summary(output: &str) -> Option<(u32, u32)> {
+    let line = output.lines().rev().find(|l| l.starts_with(SUMMARY_TAG))?;
+    let field = |name: &str| -> Option<u32> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("passed=")?, field("failed=")?))
+}
+
+/// Test counts summed over libtest's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: u32,
+    pub failed: u32,
+    pub ignored: u32,
+}
+
+/// Sums `test result: ok. 3 passed; 1 failed; 2 ignored; ...` lines.
+pub fn libtest_totals(output: &str) -> Totals {
+    let mut totals = Totals::default();
+    for line in output.lines() {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            continue;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u32>() else {
+                continue;
+            };
+            match label {
+                "passed" => totals.passed += count,
+                "failed" => totals.failed += count,
+                "ignored" => totals.ignored += count,
+                _ => {}
+            }
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(name: &str, kind: &str, is_test: bool, exe: &str) -> Artifact {
+        Artifact {
+            package: "scx_microquanta".into(),
+            target_name: name.into(),
+            kinds: vec![kind.into()],
+            is_test,
+            executable: PathBuf::from(exe),
+        }
+    }
+
+    #[test]
+    fn selects_only_sched_ext_integration_tests() {
+        let all = [
+            artifact("sched_ext_attach", "test", true, "/t/deps/sched_ext_attach-1"),
+            artifact("sched_ext_attach", "test", true, "/t/deps/sched_ext_attach-1"),
+            artifact("host_only", "test", true, "/t/deps/host_only-2"),
+            artifact("scx_microquanta", "lib", true, "/t/deps/scx_microquanta-3"),
+            artifact("sched_ext_tool", "bin", false, "/t/sched_ext_tool"),
+        ];
+        let got = select_sched_ext_tests(&all);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].target_name, "sched_ext_attach");
+    }
+
+    /// Runs the generated script with stand-ins for test executables.
+    #[test]
+    fn script_counts_and_fails() {
+        let run = |tests: &[Artifact]| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script(tests))
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        let ok = artifact("sched_ext_ok", "test", true, "true");
+        let bad = artifact("sched_ext bad", "test", true, "false");
+        let (success, out) = run(&[ok.clone(), bad]);
+        assert!(!success);
+        assert_eq!(parse_summary(&out), Some((1, 1)));
+        assert!(out.contains("=== FAILED: sched_ext bad"));
+        let (success, out) = run(&[ok]);
+        assert!(success);
+        assert_eq!(parse_summary(&out), Some((1, 0)));
+    }
+
+    #[test]
+    fn libtest_result_lines_are_summed() {
+        let out = "running 6 tests\n\
+                   test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 30.1s\n\
+                   test foo ... FAILED\n\
+                   test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
+        assert_eq!(
+            libtest_totals(out),
+            Totals {
+                passed: 7,
+                failed: 1,
+                ignored: 1
+            }
+        );
+        assert_eq!(libtest_totals("no results"), Totals::default());
+    }
+
+    #[test]
+    fn summary_needs_both_counts() {
+        assert_eq!(
+            parse_summary("MQ_TEST_SUMMARY passed=3 failed=0 failed:"),
+            Some((3, 0))
+        );
+        assert_eq!(parse_summary("MQ_TEST_SUMMARY passed=3"), None);
+        assert_eq!(parse_summary("nothing"), None);
+    }
+}
