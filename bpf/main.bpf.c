@@ -248,19 +248,9 @@ static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
 	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
 }
 
-/*
- * The running class task must yield: remember when its budget ran out, for
- * the overrun statistic. Past that instant the credit fell at
- * (1 - runtime/period) per ns.
- */
-static void mark_throttle(struct cpu_ctx *c, u64 now, s64 credit)
+/* The running class task is told to yield: count its overrun at stopping. */
+static void mark_throttle(struct cpu_ctx *c)
 {
-	u64 overdue = 0;
-
-	if (credit < 0 && mq_runtime_ns < mq_period_ns)
-		overdue = (u64)(-credit) * mq_period_ns / (mq_period_ns - mq_runtime_ns);
-	if (!c->throttle_pending)
-		c->budget_out_ns = now > overdue ? now - overdue : now;
 	c->throttle_pending = 1;
 }
 
@@ -270,36 +260,33 @@ static u64 refill_wait_ns(s64 credit)
 	return ((u64)(-credit) + 1) * mq_period_ns / mq_runtime_ns;
 }
 
+/*
+ * The timer only kicks; dispatch() and running() decide with the rq clock.
+ * Outside the scheduler's callbacks the clock scx_bpf_now() returns can lag,
+ * and a decision taken on it here re-armed the timer on stale credit.
+ */
 static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
-	s32 cpu = bpf_get_smp_processor_id();
+	s32 cpu = *key;
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	u64 now = scx_bpf_now();
-	s64 credit;
 
 	if (!c)
 		return 0;
-	credit = credit_running(c, now);
+	if (cpu != bpf_get_smp_processor_id())
+		stat_inc(MQ_STAT_TIMER_MIGRATED);
 	if (c->mq_running) {
-		if (credit > 0) {
-			/* Another class task started meanwhile: follow its budget. */
-			arm_budget_timer(c, credit);
-		} else if (normal_work_waiting(cpu)) {
+		/* Budget spent. If nothing competes the class may use the whole
+		 * CPU; a normal task that arrives kicks us (kick_overbudget_cpu). */
+		if (normal_work_waiting(cpu)) {
 			stat_inc(MQ_STAT_TIMER_THROTTLE);
-			mark_throttle(c, now, credit);
+			mark_throttle(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 		}
-		/* Else nothing competes: the class may use the whole CPU, and a
-		 * normal task that arrives kicks us (kick_overbudget_cpu). */
 		return 0;
 	}
 	if (c->throttled && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
-		if (credit > 0) {
-			stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-		} else {
-			arm_budget_timer(c, refill_wait_ns(credit));
-		}
+		stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
+		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 	return 0;
 }
@@ -322,7 +309,7 @@ static void kick_overbudget_cpu(const struct task_struct *p)
 
 		if (credit <= 0) {
 			stat_inc(MQ_STAT_OVERBUDGET_KICK);
-			mark_throttle(c, now, credit);
+			mark_throttle(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			return;
 		}
@@ -429,13 +416,16 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 				t->wake_enq_ns = scx_bpf_now();
 		}
 		/*
-		 * Preempt normal work at once. If that CPU's budget is spent,
+		 * A wakeup preempts normal work at once (a class task put back
+		 * after a preemption must not: that is how a throttled task
+		 * would kick out the normal task it yielded to). If that CPU's
+		 * budget is spent,
 		 * its dispatch() keeps running normal work and arms the timer
 		 * that lets us in the moment the credit is back. An idle CPU is
 		 * woken by the enqueue itself, and a CPU already running class
 		 * work round-robins at the slice end.
 		 */
-		if (c && !c->mq_running) {
+		if (c && !c->mq_running && (enq_flags & SCX_ENQ_WAKEUP)) {
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			stat_inc(MQ_STAT_KICK_PREEMPT);
 		}
@@ -474,12 +464,19 @@ static bool steal_mq(s32 self)
 void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	bool may_run_mq;
+	bool may_run_mq, normal_waiting, prev_normal;
 
 	if (!c)
 		return;
-	credit_refill(c, scx_bpf_now());
-	may_run_mq = c->credit_ns > 0 || !normal_work_waiting(cpu);
+	/* prev has not been charged or put back yet: charge a class prev, and
+	 * count a runnable normal prev as normal work that wants this CPU. */
+	if (c->mq_running)
+		credit_charge(c, scx_bpf_now());
+	else
+		credit_refill(c, scx_bpf_now());
+	prev_normal = prev && c->fair_running && (prev->scx.flags & SCX_TASK_QUEUED);
+	normal_waiting = normal_work_waiting(cpu) || prev_normal;
+	may_run_mq = c->credit_ns > 0 || !normal_waiting;
 	c->throttled = !may_run_mq;
 
 	if (may_run_mq) {
@@ -489,7 +486,9 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		}
 		if (steal_mq(cpu))
 			return;
-	} else if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+	} else if (c->mq_running || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+		/* Class work (queued, or prev about to be put back) waits for
+		 * budget: wake this CPU when the credit is positive again. */
 		stat_inc(MQ_STAT_MQ_THROTTLE);
 		arm_budget_timer(c, refill_wait_ns(c->credit_ns));
 	}
@@ -499,8 +498,14 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 
-	/* Work-conserving: the waiting normal work cannot run on this CPU. */
 	if (!may_run_mq) {
+		/* Throttled, and the normal task we would give the CPU to is
+		 * prev itself: keep it running. */
+		if (prev_normal) {
+			scx_bpf_task_set_slice(prev, fair_slice_ns);
+			return;
+		}
+		/* Work-conserving: the waiting normal work cannot run here. */
 		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
 			stat_inc(MQ_STAT_MQ_DISPATCH);
 			return;
@@ -522,7 +527,7 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 		credit_charge(c, now);
 		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
 			scx_bpf_task_set_slice(p, 0);
-			mark_throttle(c, now, c->credit_ns);
+			mark_throttle(c);
 			stat_inc(MQ_STAT_MQ_TICK_THROTTLE);
 		}
 		return;
@@ -555,8 +560,16 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		}
 		credit_refill(c, now);
 		c->mq_charged_ns = now;
-		if (c->credit_ns > 0)
-			arm_budget_timer(c, c->credit_ns);
+		/* While class work runs the credit falls at 1 - runtime/period
+		 * per ns: the budget runs out after credit * period /
+		 * (period - runtime). A full-CPU budget never runs out. */
+		c->budget_out_ns = now;
+		if (mq_runtime_ns < mq_period_ns && c->credit_ns > 0) {
+			u64 left = (u64)c->credit_ns * mq_period_ns / (mq_period_ns - mq_runtime_ns);
+
+			c->budget_out_ns = now + left;
+			arm_budget_timer(c, left);
+		}
 		return;
 	}
 	if (p->scx.dsq_vtime > vtime_now)

@@ -42,6 +42,9 @@ pub fn bucket_range(b: usize) -> (u64, u64) {
         return (b as u64, b as u64 + 1);
     }
     let m = (b >> SUB_BITS) as u32;
+    if m < SUB_BITS {
+        return (0, 0); // buckets 4..7: no value maps there
+    }
     let sub = (b & ((1 << SUB_BITS) - 1)) as u64;
     let step = 1u64 << (m - SUB_BITS);
     let low = (1u64 << m) + sub * step;
