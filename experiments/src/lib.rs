@@ -11,5 +11,6 @@
 pub mod hogs;
 pub mod latency;
 pub mod locate;
+pub mod sched_bench;
 pub mod scheduler_process;
 pub mod wakeup;

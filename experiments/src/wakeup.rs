@@ -2,7 +2,10 @@
 //! Wakeup latency of a periodic sleeper, the way cyclictest measures it: a
 //! thread sleeps until absolute deadlines `start + k * period` and records
 //! how late it actually ran. This is the latency a spreading Snap engine pays
-//! between its interrupt and its `run()`.
+//! between its interrupt and its `run()`. With `work` the thread also spins
+//! that long after each wakeup, like an engine processing a batch: a thread
+//! that needs more than its fair share of a CPU is where a fair scheduler
+//! makes it wait and the MicroQuanta class does not.
 
 use std::time::Duration;
 
@@ -18,6 +21,12 @@ pub enum ThreadClass {
     Normal,
     /// Registered in the MicroQuanta class for the measurement.
     MicroQuanta,
+    /// SCHED_FIFO at this priority (1-99): the kernel's RT reference.
+    Fifo { priority: u32 },
+    /// SCHED_DEADLINE reserving `runtime` every `period` (deadline = period):
+    /// the kernel's bandwidth-reservation reference. Not with `cpu` set: the
+    /// kernel refuses deadline tasks pinned to part of their root domain.
+    Deadline { runtime: Duration, period: Duration },
 }
 
 /// What to measure.
@@ -26,6 +35,8 @@ pub struct WakeupConfig {
     pub period: Duration,
     pub samples: u64,
     pub class: ThreadClass,
+    /// CPU time to burn after each wakeup (zero: a pure sleeper).
+    pub work: Duration,
     /// Pin the measuring thread to this CPU.
     pub cpu: Option<usize>,
 }
@@ -51,15 +62,27 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
             class.add(current_tid())?;
             Some(class)
         }
+        // Set on this thread only, before the loop; it exits afterwards, so
+        // the policy needs no undoing.
+        ThreadClass::Fifo { priority } => {
+            crate::sched_bench::policy::set_fifo(priority)?;
+            None
+        }
+        ThreadClass::Deadline { runtime, period } => {
+            crate::sched_bench::policy::set_deadline(runtime, period)?;
+            None
+        }
     };
 
     let period_ns = cfg.period.as_nanos() as u64;
+    let work_ns = cfg.work.as_nanos() as u64;
     let mut hist = new_ns_histogram();
     let mut next = now_ns() + period_ns;
     for _ in 0..cfg.samples {
         sleep_until_ns(next);
         let late = now_ns().saturating_sub(next);
         hist.record(late.max(1)).context("recording a latency")?;
+        burn_cpu_ns(work_ns);
         next += period_ns;
         // After a stall longer than a period, restart the grid instead of
         // firing a burst of back-to-back "wakeups" that never slept.
@@ -75,7 +98,7 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
     Ok(LatencySummary::from_ns_histogram(&hist))
 }
 
-fn pin_to_cpu(cpu: usize) -> Result<()> {
+pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
     // sched_setaffinity only touch the set we own.
     unsafe {
@@ -88,7 +111,7 @@ fn pin_to_cpu(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -98,7 +121,29 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn sleep_until_ns(deadline_ns: u64) {
+/// Burns `ns` of this thread's CPU time: time spent preempted does not
+/// count, so the thread really needs that much CPU per wakeup.
+fn burn_cpu_ns(ns: u64) {
+    if ns == 0 {
+        return;
+    }
+    let end = thread_cpu_ns() + ns;
+    while thread_cpu_ns() < end {
+        std::hint::spin_loop();
+    }
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub(crate) fn sleep_until_ns(deadline_ns: u64) {
     let ts = libc::timespec {
         tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
@@ -128,6 +173,7 @@ mod tests {
             period: Duration::from_millis(1),
             samples: 20,
             class: ThreadClass::Normal,
+            work: Duration::from_micros(100),
             cpu: None,
         })
         .unwrap();
@@ -144,6 +190,7 @@ mod tests {
             period: Duration::from_millis(1),
             samples: 1,
             class: ThreadClass::MicroQuanta,
+            work: Duration::ZERO,
             cpu: None,
         })
         .unwrap_err();

@@ -95,12 +95,16 @@ fn class_membership_is_visible_and_removed_when_the_thread_exits() {
 #[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
 fn a_microquanta_thread_wakes_sooner_than_a_normal_one_next_to_hogs() {
     let _serial = sched_ext_host();
-    let _hogs = Hogs::start(2 * cpus(), None).unwrap();
+    // The thread needs 30% of a CPU, more than its fair share next to four
+    // hogs per CPU (2/9): a fair scheduler makes it wait, the class must not
+    // (its budget is the default 20 µs every 40 µs, i.e. 50%).
+    let _hogs = Hogs::start(4 * cpus(), None).unwrap();
     let sched = start(&[]);
     let cfg = |class| WakeupConfig {
         period: Duration::from_millis(1),
         samples: 500,
         class,
+        work: Duration::from_micros(300),
         cpu: None,
     };
     let normal = measure(cfg(ThreadClass::Normal)).unwrap();

@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `mq-demo`: the demo's measurement, run on a sched_ext kernel (in the VM by
 //! `cargo xtask demo`). With CPU hogs on every CPU it measures the wakeup
-//! latency of a periodic sleeper three ways in one boot:
+//! latency of a periodic thread that burns `--work-us` of CPU per wakeup,
+//! like a spreading engine handling a batch, three ways in one boot:
 //!
 //! 1. `eevdf`: no BPF scheduler, a normal thread (the kernel's own baseline);
 //! 2. `normal`: scx_microquanta loaded, the thread left in the fair share;
 //! 3. `microquanta`: scx_microquanta loaded, the thread in the class.
+//!
+//! The thread needs more than its fair share of a CPU next to the hogs
+//! (30% vs 2/9 by default), which is exactly when a fair scheduler makes it
+//! wait and the MicroQuanta class, with its own budget, does not.
 //!
 //! Progress goes to stderr; the last stdout line is `MQ_DEMO_JSON {...}`.
 
@@ -34,8 +39,12 @@ struct Opts {
     #[arg(long, default_value_t = 2000)]
     samples: u64,
 
+    /// CPU time the measured thread burns after each wakeup, in microseconds.
+    #[arg(long, default_value_t = 300)]
+    work_us: u64,
+
     /// CPU hog processes per CPU.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 4)]
     hogs_per_cpu: usize,
 
     /// Extra argument for scx_microquanta (repeatable), e.g.
@@ -49,7 +58,9 @@ struct DemoResult {
     kernel: String,
     cpus: usize,
     period_us: u64,
+    work_us: u64,
     hogs: usize,
+    scheduler_args: Vec<String>,
     wakeup_latency_us: BTreeMap<&'static str, LatencySummary>,
 }
 
@@ -59,11 +70,12 @@ fn main() -> Result<()> {
     let scheduler = locate::binary("scx_microquanta").context("scx_microquanta binary not found")?;
     let hogs = Hogs::start(cpus * opts.hogs_per_cpu, None)?;
     eprintln!(
-        "mq-demo: {} hogs on {cpus} CPUs, kernel {}, {} wakeups every {} µs per run",
+        "mq-demo: {} hogs on {cpus} CPUs, kernel {}, {} wakeups every {} µs with {} µs of work each",
         hogs.workers(),
         sysfs::kernel_release(),
         opts.samples,
-        opts.period_us
+        opts.period_us,
+        opts.work_us
     );
 
     let run = |label: &str, class: ThreadClass| -> Result<LatencySummary> {
@@ -72,6 +84,7 @@ fn main() -> Result<()> {
             period: Duration::from_micros(opts.period_us),
             samples: opts.samples,
             class,
+            work: Duration::from_micros(opts.work_us),
             cpu: None,
         })?;
         eprintln!(
@@ -96,7 +109,9 @@ fn main() -> Result<()> {
         kernel: sysfs::kernel_release(),
         cpus,
         period_us: opts.period_us,
+        work_us: opts.work_us,
         hogs: hogs.workers(),
+        scheduler_args: opts.scheduler_arg.clone(),
         wakeup_latency_us: results,
     };
     println!("MQ_DEMO_JSON {}", serde_json::to_string(&result)?);

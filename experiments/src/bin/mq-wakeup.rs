@@ -20,6 +20,11 @@ struct Opts {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     samples: u64,
 
+    /// CPU time the thread burns after each wakeup, in microseconds (an
+    /// engine processing a batch); 0 = a pure sleeper.
+    #[arg(long, default_value_t = 0)]
+    work_us: u64,
+
     /// Scheduling class of the measuring thread.
     #[arg(long, value_enum, default_value_t = Class::Normal)]
     class: Class,
@@ -48,6 +53,7 @@ fn main() -> Result<()> {
             Class::Normal => ThreadClass::Normal,
             Class::Microquanta => ThreadClass::MicroQuanta,
         },
+        work: Duration::from_micros(opts.work_us),
         cpu: opts.cpu,
     })?;
     if opts.json {

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `mq-bench-sched`: the scheduler benchmark (see `mq_experiments::sched_bench`
+//! for what it measures and the JSON schema). Runs as root on a sched_ext
+//! kernel, e.g. `cargo xtask vm -- mq-bench-sched --quick`. Progress and a
+//! table go to stderr; the last stdout line is `MQ_BENCH_SCHED_JSON {...}`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use mq_experiments::sched_bench::{self, BenchConfig};
+use scx_microquanta::{sysfs, SchedExtState};
+
+/// MicroQuanta vs EEVDF, SCHED_FIFO and SCHED_DEADLINE: wakeup latency under
+/// CPU hogs, bandwidth conformance, and cyclictest. Needs root and a kernel
+/// with sched_ext; starts and stops scx_microquanta itself.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Opts {
+    /// Wakeups (1 ms apart) per class in the latency comparison, and
+    /// cyclictest loops [default: 2000, 400 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..))]
+    samples: Option<u64>,
+
+    /// Fewer samples and 2 s conformance windows instead of 5 s (for tests).
+    #[arg(long)]
+    quick: bool,
+
+    /// MicroQuanta period of the scheduler for the latency and cyclictest runs
+    /// (also the SCHED_DEADLINE period), in microseconds.
+    #[arg(long, default_value_t = sched_bench::PERIOD_US)]
+    period_us: u64,
+
+    /// MicroQuanta runtime per period for the latency and cyclictest runs
+    /// (also the SCHED_DEADLINE runtime), in microseconds.
+    #[arg(long, default_value_t = sched_bench::RUNTIME_US)]
+    runtime_us: u64,
+
+    /// CPU hog processes per CPU during latency and cyclictest runs.
+    #[arg(long, default_value_t = 2)]
+    hogs_per_cpu: usize,
+
+    /// CPU time the measured thread burns after each wakeup in the latency
+    /// comparison, in microseconds (0: a pure sleeper).
+    #[arg(long, default_value_t = 0)]
+    work_us: u64,
+
+    /// The scx_microquanta binary to benchmark, e.g. another build for an A/B
+    /// comparison [default: the one next to this binary, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    scheduler: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    if opts.runtime_us == 0 || opts.runtime_us > opts.period_us {
+        bail!("need 0 < --runtime-us <= --period-us");
+    }
+    match sysfs::state() {
+        SchedExtState::Disabled => {}
+        SchedExtState::Unsupported => bail!(
+            "kernel {} has no sched_ext: run in the VM (`cargo xtask vm -- mq-bench-sched`)",
+            sysfs::kernel_release()
+        ),
+        other => bail!("sched_ext is {other:?}: another scheduler is loaded; stop it first"),
+    }
+
+    let mut cfg = BenchConfig::new(opts.quick);
+    cfg.samples = opts.samples.unwrap_or(cfg.samples);
+    cfg.period_us = opts.period_us;
+    cfg.runtime_us = opts.runtime_us;
+    cfg.hogs_per_cpu = opts.hogs_per_cpu;
+    cfg.work = std::time::Duration::from_micros(opts.work_us);
+
+    let scheduler = match opts.scheduler {
+        Some(path) => path,
+        None => sched_bench::scheduler_binary()?,
+    };
+    eprintln!("mq-bench-sched: scheduler {}", scheduler.display());
+    let report = sched_bench::run(&cfg, &scheduler)?;
+    eprint!("{}", report.table());
+    println!("{}", report.json_line()?);
+    Ok(())
+}
