@@ -8,6 +8,7 @@
 //! the kernel's clock. Timing in a TCG VM only means something as a ratio
 //! between runs of the same boot, so results carry the context to say so.
 
+pub mod accel;
 pub mod hogs;
 pub mod latency;
 pub mod locate;

@@ -97,9 +97,11 @@ fn a_microquanta_thread_wakes_sooner_than_a_normal_one_next_to_hogs() {
     let _serial = sched_ext_host();
     // The thread needs 30% of a CPU, more than its fair share next to four
     // hogs per CPU (2/9): a fair scheduler makes it wait, the class must not
-    // (its budget is the default 20 µs every 40 µs, i.e. 50%).
+    // (a 50% budget; at a longer period under TCG, see mq_experiments::accel).
     let _hogs = Hogs::start(4 * cpus(), None).unwrap();
-    let sched = start(&[]);
+    let (period_us, runtime_us) = mq_experiments::accel::latency_bandwidth_us();
+    let (period, runtime) = (period_us.to_string(), runtime_us.to_string());
+    let sched = start(&["--period-us", &period, "--runtime-us", &runtime]);
     let cfg = |class| WakeupConfig {
         period: Duration::from_millis(1),
         samples: 500,
@@ -112,16 +114,13 @@ fn a_microquanta_thread_wakes_sooner_than_a_normal_one_next_to_hogs() {
     sched.stop().unwrap();
     eprintln!("normal: {normal:?}\nmicroquanta: {mq:?}");
     assert_eq!((normal.samples, mq.samples), (500, 500));
-    // Medians and p90 are robust to the ms-long stalls a TCG vCPU can take;
-    // p99 is reported by the demo and the benchmarks, not asserted here.
+    // What the class promises is a bounded delay, so the tail is what must
+    // differ: our fair class's wakeup preemption already serves this thread
+    // at the median (both near 0.3 ms in the TCG VM), but at p90 it waited
+    // 2.7 ms against 0.55 ms in the class. p90 rather than p99 because a
+    // TCG vCPU can stall for milliseconds at any time.
     assert!(
-        mq.p50 * 2.0 < normal.p50,
-        "p50: microquanta {} µs vs normal {} µs",
-        mq.p50,
-        normal.p50
-    );
-    assert!(
-        mq.p90 < normal.p90,
+        mq.p90 * 2.0 < normal.p90,
         "p90: microquanta {} µs vs normal {} µs",
         mq.p90,
         normal.p90

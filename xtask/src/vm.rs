@@ -62,6 +62,10 @@ pub struct VmOutcome {
 }
 
 /// Runs `spec`; fails on timeout, a guest that died, or a suspicious kernel log.
+/// Environment variable telling the guest command its accelerator:
+/// `tcg`, `kvm` or `native`.
+pub const ACCEL_ENV: &str = "MQ_ACCEL";
+
 pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     if spec.native {
         return run_native(ctx, spec);
@@ -81,9 +85,13 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     );
 
     let nonce = new_nonce();
+    // The guest learns how it is emulated: timing-sensitive programs scale
+    // their parameters under TCG, where a context switch costs ~100x more.
+    let mut env = spec.env.clone();
+    env.push((ACCEL_ENV.into(), accel.to_string()));
     let init = initramfs::init_script(&initramfs::InitParams {
         path_prefix: &spec.bin_dirs,
-        env: &spec.env,
+        env: &env,
         script_path: SCRIPT_PATH,
         nonce: &nonce,
     });
@@ -352,6 +360,7 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     cmd.arg(&script)
         .env("PATH", std::env::join_paths(path)?)
         .env("MQ_NATIVE", "1")
+        .env(ACCEL_ENV, "native")
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)

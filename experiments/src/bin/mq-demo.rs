@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mq_experiments::accel;
 use mq_experiments::hogs::Hogs;
 use mq_experiments::latency::LatencySummary;
 use mq_experiments::locate;
@@ -46,6 +47,16 @@ struct Opts {
     /// CPU hog processes per CPU.
     #[arg(long, default_value_t = 4)]
     hogs_per_cpu: usize,
+
+    /// MicroQuanta period of the scheduler, in microseconds [default: 40,
+    /// or 1000 under TCG (same share, see `accel`)].
+    #[arg(long)]
+    mq_period_us: Option<u64>,
+
+    /// MicroQuanta runtime per period, in microseconds [default: 20, or 500
+    /// under TCG].
+    #[arg(long)]
+    mq_runtime_us: Option<u64>,
 
     /// Extra argument for scx_microquanta (repeatable), e.g.
     /// `--scheduler-arg=--stats=1`.
@@ -98,8 +109,25 @@ fn main() -> Result<()> {
     results.insert("eevdf", run("eevdf", ThreadClass::Normal)?);
 
     eprintln!("mq-demo: starting {}", scheduler.display());
-    let args: Vec<&str> = opts.scheduler_arg.iter().map(String::as_str).collect();
-    let sched = SchedulerProcess::start(&scheduler, &args)?;
+    let (default_period, default_runtime) = accel::latency_bandwidth_us();
+    let bandwidth = (
+        opts.mq_period_us.unwrap_or(default_period),
+        opts.mq_runtime_us.unwrap_or(default_runtime),
+    );
+    if accel::is_tcg() {
+        eprintln!(
+            "mq-demo: TCG emulation: class budget {}/{} µs (runtime/period), the kernel patch's \
+             20/40 µs share at a period TCG can switch at",
+            bandwidth.1, bandwidth.0
+        );
+    }
+    let mut args = vec![
+        format!("--period-us={}", bandwidth.0),
+        format!("--runtime-us={}", bandwidth.1),
+    ];
+    args.extend(opts.scheduler_arg.iter().cloned());
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sched = SchedulerProcess::start(&scheduler, &arg_refs)?;
     results.insert("normal", run("normal", ThreadClass::Normal)?);
     results.insert("microquanta", run("microquanta", ThreadClass::MicroQuanta)?);
     let status = sched.stop()?;
@@ -111,7 +139,7 @@ fn main() -> Result<()> {
         period_us: opts.period_us,
         work_us: opts.work_us,
         hogs: hogs.workers(),
-        scheduler_args: opts.scheduler_arg.clone(),
+        scheduler_args: args,
         wakeup_latency_us: results,
     };
     println!("MQ_DEMO_JSON {}", serde_json::to_string(&result)?);

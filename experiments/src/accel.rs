@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! How an experiment is being run: natively, in a KVM guest, or under TCG
+//! emulation (`cargo xtask vm` sets `MQ_ACCEL`).
+//!
+//! Under TCG a context switch or timer interrupt costs around a hundred
+//! times what it does on hardware, so a 20 µs budget every 40 µs buys the
+//! guest almost nothing but switching. Latency experiments therefore scale
+//! the class's period under TCG, keeping runtime/period (the share) the same,
+//! and say so in their output.
+
+/// Whether the guest runs under TCG.
+pub fn is_tcg() -> bool {
+    std::env::var("MQ_ACCEL").is_ok_and(|v| v == "tcg")
+}
+
+/// The kernel patch's default bandwidth (runtime 20 µs every 40 µs).
+pub const PATCH_PERIOD_US: u64 = 40;
+pub const PATCH_RUNTIME_US: u64 = 20;
+/// Under TCG: the same 50% share at a 25x longer period.
+pub const TCG_PERIOD_US: u64 = 1000;
+pub const TCG_RUNTIME_US: u64 = 500;
+
+/// `(period_us, runtime_us)` for latency experiments on this accelerator.
+pub fn latency_bandwidth_us() -> (u64, u64) {
+    if is_tcg() {
+        (TCG_PERIOD_US, TCG_RUNTIME_US)
+    } else {
+        (PATCH_PERIOD_US, PATCH_RUNTIME_US)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_bandwidths_give_the_same_share() {
+        assert_eq!(PATCH_RUNTIME_US * TCG_PERIOD_US, TCG_RUNTIME_US * PATCH_PERIOD_US);
+    }
+}
