@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The binaries' answers to bad input, run for real on any host: bad flags
+//! are refused with the flag named, and a host that cannot load the
+//! scheduler gets a reason rather than a BPF error.
+
+use std::process::{Command, Output};
+
+use scx_microquanta::{sysfs, SchedExtState};
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().expect("the binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn runtime_above_period_is_refused_before_anything_is_loaded() {
+    let out = run(
+        env!("CARGO_BIN_EXE_scx_microquanta"),
+        &["--period-us", "40", "--runtime-us", "50"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--runtime-us 50") && err.contains("--period-us"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_flag_is_named() {
+    let out = run(env!("CARGO_BIN_EXE_scx_microquanta"), &["--perod-us", "40"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--perod-us"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_kernel_without_sched_ext_is_named_as_the_reason() {
+    if sysfs::state() != SchedExtState::Unsupported {
+        return; // this host can run schedulers: the VM tests cover it
+    }
+    let out = run(env!("CARGO_BIN_EXE_scx_microquanta"), &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("has no sched_ext") && err.contains("cargo xtask vm"),
+        "{err}"
+    );
+}
+
+#[test]
+fn monitor_without_a_running_scheduler_says_so() {
+    if sysfs::microquanta_loaded() {
+        return;
+    }
+    let out = run(env!("CARGO_BIN_EXE_scx_microquanta"), &["--monitor", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no scx_microquanta is running"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn mqctl_without_a_scheduler_explains_what_to_start() {
+    if sysfs::microquanta_loaded() {
+        return;
+    }
+    let out = run(env!("CARGO_BIN_EXE_mqctl"), &["list"]);
+    // Without a pinned class map (no scheduler since boot) or as non-root
+    // the answer must say which.
+    if !out.status.success() {
+        let err = stderr(&out);
+        assert!(
+            err.contains("start scx_microquanta first") || err.contains("only root"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn mqctl_run_needs_a_command() {
+    let out = run(env!("CARGO_BIN_EXE_mqctl"), &["run"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("<COMMAND>"), "{}", stderr(&out));
+}
