@@ -1,9 +1,10 @@
 //! `cargo xtask`: the project's developer commands (dependencies, the sched_ext kernel, the
-//! qemu VM, the test suite and the demo), written in Rust so they need nothing but cargo
-//! and behave the same on a laptop and in CI.
+//! qemu VM, the test suite, the demo and the benchmarks), written in Rust so they need nothing
+//! but cargo and behave the same on a laptop and in CI.
 
 mod accel;
 mod apt;
+mod bench;
 mod cargo;
 mod demo;
 mod deps;
@@ -54,6 +55,8 @@ enum Cmd {
     Test(test::TestArgs),
     /// Run the wakeup-latency demo in a VM and summarise it.
     Demo(demo::DemoArgs),
+    /// Run a benchmark in a VM; write its results under target/experiments/.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Vm(args) => return run_vm(&ctx, args),
         Cmd::Test(args) => test::run(&ctx, &args)?,
         Cmd::Demo(args) => demo::run(&ctx, &args)?,
+        Cmd::Bench(args) => bench::run(&ctx, &args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,14 +27,16 @@ struct Opts {
     quick: bool,
 
     /// MicroQuanta period of the scheduler for the latency and cyclictest runs
-    /// (also the SCHED_DEADLINE period), in microseconds.
-    #[arg(long, default_value_t = sched_bench::PERIOD_US)]
-    period_us: u64,
+    /// (also the SCHED_DEADLINE period), in microseconds [default: 40, or
+    /// 1000 under TCG: the same share at a period emulation can switch at].
+    #[arg(long)]
+    period_us: Option<u64>,
 
     /// MicroQuanta runtime per period for the latency and cyclictest runs
-    /// (also the SCHED_DEADLINE runtime), in microseconds.
-    #[arg(long, default_value_t = sched_bench::RUNTIME_US)]
-    runtime_us: u64,
+    /// (also the SCHED_DEADLINE runtime), in microseconds [default: 20, or
+    /// 500 under TCG].
+    #[arg(long)]
+    runtime_us: Option<u64>,
 
     /// CPU hog processes per CPU during latency and cyclictest runs.
     #[arg(long, default_value_t = 2)]
@@ -53,8 +55,11 @@ struct Opts {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
-    if opts.runtime_us == 0 || opts.runtime_us > opts.period_us {
-        bail!("need 0 < --runtime-us <= --period-us");
+    let (default_period, default_runtime) = mq_experiments::accel::latency_bandwidth_us();
+    let period_us = opts.period_us.unwrap_or(default_period);
+    let runtime_us = opts.runtime_us.unwrap_or(default_runtime);
+    if runtime_us == 0 || runtime_us > period_us {
+        bail!("need 0 < --runtime-us ({runtime_us}) <= --period-us ({period_us})");
     }
     match sysfs::state() {
         SchedExtState::Disabled => {}
@@ -67,8 +72,8 @@ fn main() -> Result<()> {
 
     let mut cfg = BenchConfig::new(opts.quick);
     cfg.samples = opts.samples.unwrap_or(cfg.samples);
-    cfg.period_us = opts.period_us;
-    cfg.runtime_us = opts.runtime_us;
+    cfg.period_us = period_us;
+    cfg.runtime_us = runtime_us;
     cfg.hogs_per_cpu = opts.hogs_per_cpu;
     cfg.work = std::time::Duration::from_micros(opts.work_us);
 

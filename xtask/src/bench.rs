@@ -1,0 +1,34 @@
+//! `cargo xtask bench`: benchmarks that boot the sched_ext kernel, run one of our measurement
+//! programs in the guest, and turn its machine-readable last line into files under
+//! `target/experiments/<name>/` (JSON for tools, markdown and SVG plots for people).
+//!
+//! Each benchmark is a nested subcommand with its own module, so that the command line,
+//! the output folder and the report of one benchmark stay independent of the others.
+
+mod plot;
+mod report;
+mod sched;
+
+use anyhow::Result;
+
+use crate::Ctx;
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchCmd {
+    /// MicroQuanta vs EEVDF, SCHED_FIFO and SCHED_DEADLINE: wakeup latency, bandwidth
+    /// conformance and cyclictest in one boot (runs `mq-bench-sched`).
+    Sched(sched::SchedArgs),
+}
+
+pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
+    match &args.command {
+        BenchCmd::Sched(args) => sched::run(ctx, args),
+    }
+}

@@ -1,0 +1,272 @@
+//! The markdown summary of `cargo xtask bench sched` (`target/experiments/sched/summary.md`,
+//! also printed): what ran where, then one table per phase of `mq-bench-sched`. Pure
+//! rendering from [`Summary`], so it is tested without a VM.
+
+use std::fmt::Write as _;
+
+use super::sched::{Summary, MICROQUANTA};
+
+/// Under TCG every instruction is emulated, which inflates all times by a factor that drifts
+/// with the host's load; the reader must not compare absolute numbers with other runs.
+pub const TCG_NOTE: &str = "Under TCG (qemu's emulator) only ratios within one boot are \
+    meaningful: absolute microseconds are the emulator's, not real hardware's, and vary with \
+    the host's load.";
+
+/// The whole report, ending in a newline.
+pub fn markdown(s: &Summary) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# MicroQuanta scheduler benchmark\n");
+    let _ = writeln!(
+        md,
+        "Machine: {} · kernel `{}` · {} CPUs · accel **{}**{}\n",
+        s.machine.as_deref().unwrap_or("unknown"),
+        s.kernel,
+        s.cpus,
+        s.accel,
+        if s.quick { " · `--quick` run" } else { "" },
+    );
+    if s.accel == "tcg" {
+        let _ = writeln!(md, "> **This run used TCG.** {TCG_NOTE}\n");
+    } else {
+        let _ = writeln!(md, "> {TCG_NOTE}\n");
+    }
+    latency(&mut md, s);
+    conformance(&mut md, s);
+    cyclictest(&mut md, s);
+    md.push_str("Plots: [latency.svg](latency.svg), [conformance.svg](conformance.svg).\n");
+    md
+}
+
+fn latency(md: &mut String, s: &Summary) {
+    let _ = writeln!(md, "## Wakeup latency\n");
+    let bandwidth = s.scheduler.map_or_else(String::new, |b| {
+        format!(
+            "; MicroQuanta and SCHED_DEADLINE get {} µs every {} µs",
+            b.runtime_us, b.period_us
+        )
+    });
+    let _ = writeln!(
+        md,
+        "A thread sleeping {} µs at a time, woken under {} CPU hogs{bandwidth}. \
+         Ratio above 1: MicroQuanta woke sooner.\n",
+        opt_int(s.wake_period_us),
+        opt_int(s.hogs),
+    );
+    let _ = writeln!(
+        md,
+        "| class | p50 µs | p90 µs | p99 µs | max µs | samples | p99 / MicroQuanta p99 |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    for (class, lat) in s.latency_rows() {
+        let label = if class == "eevdf_repeat" {
+            "eevdf (again, at the end)"
+        } else {
+            class
+        };
+        let ratio = if class == MICROQUANTA {
+            "1.00".to_string()
+        } else {
+            s.p99_ratio(class).map_or("-".into(), |r| format!("{r:.2}"))
+        };
+        match lat {
+            Some(l) => {
+                let _ = writeln!(
+                    md,
+                    "| {label} | {} | {} | {} | {} | {} | {ratio} |",
+                    us(l.p50),
+                    opt_us(l.p90),
+                    us(l.p99),
+                    us(l.max),
+                    l.samples
+                );
+            }
+            None => {
+                let _ = writeln!(md, "| {label} | - | - | - | - | - | - |");
+            }
+        }
+    }
+    md.push('\n');
+}
+
+fn conformance(md: &mut String, s: &Summary) {
+    let _ = writeln!(md, "## Bandwidth conformance\n");
+    let window = s.conformance.first().and_then(|c| c.window_ms);
+    let _ = writeln!(
+        md,
+        "A MicroQuanta spinner and a normal spinner pinned to one CPU for {} ms per \
+         configuration; \"alone\" is the MicroQuanta spinner without competition. Error: \
+         measured class share minus expected, in percentage points.\n",
+        opt_int(window)
+    );
+    let _ = writeln!(
+        md,
+        "| period µs | runtime µs | expected share | class share | normal share | alone share | error pp |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+    for c in &s.conformance {
+        let expected = c.expected_share();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:+.1} |",
+            c.period_us,
+            c.runtime_us,
+            pct(expected),
+            pct(c.mq_share),
+            pct(c.other_share),
+            c.alone_share.map_or("-".into(), pct),
+            (c.mq_share - expected) * 100.0
+        );
+    }
+    let overrun = s
+        .max_overrun_us
+        .map_or_else(|| "none measured".to_string(), |o| format!("{} µs", us(o)));
+    let _ = writeln!(
+        md,
+        "\nLongest run of class work past its budget while normal work waited (the \
+         scheduler's own accounting): {overrun}.\n"
+    );
+}
+
+fn cyclictest(md: &mut String, s: &Summary) {
+    let _ = writeln!(md, "## cyclictest\n");
+    if s.cyclictest_us.is_empty() {
+        let _ = writeln!(md, "Not measured.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "rt-tests' cyclictest under the same hogs, as SCHED_FIFO and in the MicroQuanta class \
+         (\"-\": beyond cyclictest's histogram; overflows: wakeups past it).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| class | min µs | avg µs | p50 µs | p90 µs | p99 µs | max µs | cycles | overflows |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // FIFO first, MicroQuanta second, like the latency table; anything else after them.
+    let mut names: Vec<&String> = s.cyclictest_us.keys().collect();
+    names.sort_by_key(|n| match n.as_str() {
+        "fifo" => 0,
+        MICROQUANTA => 1,
+        _ => 2,
+    });
+    for name in names {
+        let c = &s.cyclictest_us[name];
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            opt_us(c.min),
+            opt_us(c.avg),
+            opt_us(c.p50),
+            opt_us(c.p90),
+            opt_us(c.p99),
+            opt_us(c.max),
+            opt_int(c.cycles),
+            opt_int(c.overflows)
+        );
+    }
+    md.push('\n');
+}
+
+/// Microseconds: one decimal is below the timer's resolution already.
+fn us(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn opt_us(v: Option<f64>) -> String {
+    v.map_or("-".into(), us)
+}
+
+fn opt_int(v: Option<u64>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
+}
+
+/// A share (0..1) as a percentage.
+fn pct(share: f64) -> String {
+    format!("{:.1} %", share * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sched::tests::sample;
+    use super::*;
+
+    /// The table row whose first cell is `first`.
+    fn row<'a>(md: &'a str, first: &str) -> Vec<&'a str> {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {first} |")))
+            .unwrap_or_else(|| panic!("no row {first:?} in\n{md}"));
+        line.trim_matches('|').split('|').map(str::trim).collect()
+    }
+
+    #[test]
+    fn header_names_machine_kernel_accel_and_the_tcg_caveat() {
+        let md = markdown(&sample());
+        let first = md.lines().find(|l| l.starts_with("Machine:")).unwrap();
+        assert!(first.contains("qemu VM (2 vCPUs, 2048 MiB)"), "{first}");
+        assert!(first.contains("`6.12.38+deb13-cloud-amd64`") && first.contains("**tcg**"));
+        assert!(md.contains("**This run used TCG.**"));
+        assert!(md.contains("only ratios within one boot are meaningful"));
+    }
+
+    #[test]
+    fn latency_table_has_the_classes_in_order_with_ratios() {
+        let md = markdown(&sample());
+        assert_eq!(
+            row(&md, "eevdf"),
+            ["eevdf", "900.0", "3000.0", "8000.0", "12000.0", "400", "40.00"]
+        );
+        assert_eq!(row(&md, "fifo")[6], "0.50");
+        assert_eq!(row(&md, "deadline")[6], "0.75");
+        assert_eq!(row(&md, "microquanta")[6], "1.00");
+        assert_eq!(row(&md, "eevdf (again, at the end)")[6], "42.00");
+        let pos = |c: &str| md.find(&format!("| {c} |")).unwrap();
+        assert!(pos("eevdf") < pos("fifo") && pos("fifo") < pos("deadline"));
+        assert!(pos("deadline") < pos("microquanta"));
+        assert!(md.contains("20 µs every 40 µs"), "{md}");
+    }
+
+    #[test]
+    fn conformance_rows_show_shares_and_error_in_points() {
+        let md = markdown(&sample());
+        assert_eq!(
+            row(&md, "40"),
+            ["40", "20", "50.0 %", "52.0 %", "47.0 %", "99.0 %", "+2.0"]
+        );
+        assert_eq!(
+            row(&md, "1000"),
+            ["1000", "200", "20.0 %", "19.0 %", "80.0 %", "-", "-1.0"]
+        );
+        assert!(md.contains("2000 ms per configuration"));
+        assert!(md.contains("scheduler's own accounting): 12.0 µs."));
+    }
+
+    #[test]
+    fn cyclictest_table_keeps_nulls_visible() {
+        let md = markdown(&sample());
+        let mq = md
+            .lines()
+            .filter(|l| l.starts_with("| microquanta |"))
+            .nth(1)
+            .unwrap();
+        assert_eq!(
+            mq,
+            "| microquanta | 6.0 | 40.0 | 25.0 | 70.0 | - | 150000.0 | 400 | 3 |"
+        );
+        assert!(md.find("| fifo | 5.0").unwrap() < md.find(mq).unwrap());
+    }
+
+    #[test]
+    fn kvm_runs_keep_the_caveat_but_not_the_warning() {
+        let mut s = sample();
+        s.accel = "kvm".into();
+        s.max_overrun_us = None;
+        s.wakeup_latency_us.remove("fifo");
+        let md = markdown(&s);
+        assert!(!md.contains("This run used TCG"));
+        assert!(md.contains(TCG_NOTE));
+        assert!(md.contains("own accounting): none measured."));
+        assert_eq!(row(&md, "fifo"), ["fifo", "-", "-", "-", "-", "-", "-"]);
+    }
+}

@@ -1,0 +1,479 @@
+//! `cargo xtask bench sched`: boots the sched_ext kernel, runs `mq-bench-sched` (experiments/)
+//! and turns its last line, `MQ_BENCH_SCHED_JSON {...}`, into `target/experiments/sched/`:
+//! `summary.json` (the guest's report plus the accelerator it ran under), `summary.md`, and
+//! the plots `latency.svg` and `conformance.svg`.
+//!
+//! The guest program and this command are built from different crates (and licences), so
+//! the JSON is the contract between them: it is checked key by key here, and a report
+//! missing something fails loudly instead of producing a table of dashes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{plot, report};
+use crate::accel::AccelChoice;
+use crate::{cargo, kernel, sys, vm, Ctx};
+
+const JSON_TAG: &str = "MQ_BENCH_SCHED_JSON ";
+/// The guest program; it starts and stops `scx_microquanta` itself.
+const GUEST_PROGRAM: &str = "mq-bench-sched";
+/// The VM every published number comes from: changing it changes the numbers.
+const CPUS: u32 = 2;
+const MEM_MIB: u32 = 2048;
+
+/// The classes compared, in table order. MicroQuanta is last: the ratios divide by it.
+pub const CLASSES: [&str; 4] = ["eevdf", "fifo", "deadline", "microquanta"];
+pub const MICROQUANTA: &str = "microquanta";
+/// EEVDF measured again at the end of the latency phase (drift check); optional.
+pub const EEVDF_REPEAT: &str = "eevdf_repeat";
+
+/// Options of `cargo xtask bench sched`.
+#[derive(Debug, clap::Args)]
+pub struct SchedArgs {
+    /// Kernel image (bzImage) for the VM; default: $MQ_KERNEL, the cache, or a download.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// How qemu runs the VM.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Run mq-bench-sched on this host (needs root and a host kernel with sched_ext).
+    #[arg(long)]
+    pub native: bool,
+    /// Fewer samples and 2 s conformance windows instead of 5 s (passed to mq-bench-sched).
+    #[arg(long)]
+    pub quick: bool,
+    /// Wakeups per class and cyclictest loops [mq-bench-sched's default: 2000, 400 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(10..))]
+    pub samples: Option<u64>,
+    /// Seconds before the VM is killed.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 1800)]
+    pub timeout_secs: u64,
+}
+
+pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
+    if args.native {
+        vm::check_native()?;
+    }
+    let release_dir = cargo::build_release(&ctx.deps, &ctx.ws)?;
+    let kernel = if args.native {
+        kernel::Kernel::host()
+    } else {
+        kernel::ensure(args.kernel.clone())?
+    };
+    let spec = vm::VmSpec {
+        cpus: CPUS,
+        mem_mib: MEM_MIB,
+        accel: args.accel,
+        timeout: Duration::from_secs(args.timeout_secs),
+        kernel: &kernel,
+        bin_dirs: vec![release_dir],
+        extra_files: Vec::new(),
+        env: vec![("RUST_BACKTRACE".into(), "1".into())],
+        script: sys::quote_all(&guest_command(args)) + "\n",
+        allow_log_patterns: Vec::new(),
+        native: args.native,
+    };
+    let outcome = vm::run(ctx, &spec)?;
+
+    let dir = ctx.ws.target_dir.join("experiments").join("sched");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Kept whatever happens next: for a failed or malformed run it is the only record.
+    let log_path = dir.join("guest-output.log");
+    write(&log_path, &outcome.output)?;
+    if outcome.exit_status != 0 {
+        bail!(
+            "{GUEST_PROGRAM} failed (exit status {}); its output is in {}",
+            outcome.exit_status,
+            log_path.display()
+        );
+    }
+
+    let mut json = extract_json(&outcome.output)?;
+    json["accel"] = Value::String(outcome.accel.to_string());
+    json["machine"] = Value::String(describe_machine(args.native));
+    validate(&json).with_context(|| format!("guest output: {}", log_path.display()))?;
+    let summary: Summary =
+        serde_json::from_value(json.clone()).with_context(|| format!("reading {GUEST_PROGRAM}'s report"))?;
+
+    let json_path = dir.join("summary.json");
+    write(&json_path, &(serde_json::to_string_pretty(&json)? + "\n"))?;
+    let markdown = report::markdown(&summary);
+    let md_path = dir.join("summary.md");
+    write(&md_path, &markdown)?;
+    let latency_svg = dir.join("latency.svg");
+    plot::latency(&summary, &latency_svg)?;
+    let conformance_svg = dir.join("conformance.svg");
+    plot::conformance(&summary, &conformance_svg)?;
+
+    println!();
+    print!("{markdown}");
+    println!();
+    for path in [&json_path, &md_path, &latency_svg, &conformance_svg, &log_path] {
+        println!("written: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `mq-bench-sched` with the options we pass through.
+fn guest_command(args: &SchedArgs) -> Vec<String> {
+    let mut argv = vec![GUEST_PROGRAM.to_string()];
+    if args.quick {
+        argv.push("--quick".into());
+    }
+    if let Some(samples) = args.samples {
+        argv.extend(["--samples".into(), samples.to_string()]);
+    }
+    argv
+}
+
+/// What the numbers were measured on, for the report's first line: the guest only knows
+/// its own (virtual) CPUs, not the host's, which is what TCG numbers depend on.
+fn describe_machine(native: bool) -> String {
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| cpu_model(&info))
+        .unwrap_or_else(|| "unknown CPU".into());
+    if native {
+        format!("this host: {model} ({host_cpus} CPUs)")
+    } else {
+        format!("qemu VM ({CPUS} vCPUs, {MEM_MIB} MiB) on a host with {model} ({host_cpus} CPUs)")
+    }
+}
+
+/// The first `model name` of a `/proc/cpuinfo`.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key.trim() == "model name").then(|| value.trim().to_string())
+    })
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The JSON object on the last `MQ_BENCH_SCHED_JSON ` line of the guest's output.
+pub fn extract_json(output: &str) -> Result<Value> {
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_end().split_once(JSON_TAG).map(|(_, json)| json))
+        .with_context(|| format!("{GUEST_PROGRAM} printed no `{}` line", JSON_TAG.trim()))?;
+    let value: Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("parsing {GUEST_PROGRAM}'s JSON"))?;
+    if !value.is_object() {
+        bail!("{GUEST_PROGRAM}'s report is not a JSON object: {line}");
+    }
+    Ok(value)
+}
+
+/// What a value at a path must be.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Str,
+    Uint,
+    Num,
+    NumOrNull,
+}
+
+impl Kind {
+    fn accepts(self, v: &Value) -> bool {
+        match self {
+            Kind::Str => v.is_string(),
+            Kind::Uint => v.is_u64(),
+            Kind::Num => v.is_number(),
+            Kind::NumOrNull => v.is_number() || v.is_null(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Str => "a string",
+            Kind::Uint => "an unsigned integer",
+            Kind::Num => "a number",
+            Kind::NumOrNull => "a number or null",
+        }
+    }
+}
+
+/// The value at a dotted path (`conformance.0.mq_share`); `None` if any step is missing.
+fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(root, |v, key| match key.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(key),
+        })
+}
+
+/// Checks that the report has every key the summary promises, reporting all problems at
+/// once (a renamed field usually breaks several paths, and one run is minutes of TCG).
+pub fn validate(json: &Value) -> Result<()> {
+    let mut required: Vec<(String, Kind)> = vec![
+        ("kernel".into(), Kind::Str),
+        ("accel".into(), Kind::Str),
+        ("cpus".into(), Kind::Uint),
+        ("max_overrun_us".into(), Kind::NumOrNull),
+    ];
+    for class in CLASSES {
+        for field in ["p50", "p99", "max"] {
+            required.push((format!("wakeup_latency_us.{class}.{field}"), Kind::Num));
+        }
+        required.push((format!("wakeup_latency_us.{class}.samples"), Kind::Uint));
+    }
+    let mut problems = Vec::new();
+    match json.get("conformance").and_then(Value::as_array) {
+        None => problems.push("conformance: missing or not an array".to_string()),
+        Some(entries) if entries.is_empty() => problems.push("conformance: empty".to_string()),
+        Some(entries) => {
+            for i in 0..entries.len() {
+                for (field, kind) in [
+                    ("period_us", Kind::Uint),
+                    ("runtime_us", Kind::Uint),
+                    ("mq_share", Kind::Num),
+                    ("other_share", Kind::Num),
+                ] {
+                    required.push((format!("conformance.{i}.{field}"), kind));
+                }
+            }
+        }
+    }
+    for (path, kind) in &required {
+        match lookup(json, path) {
+            None => problems.push(format!("{path}: missing")),
+            Some(v) if !kind.accepts(v) => {
+                problems.push(format!("{path}: expected {}, got {v}", kind.name()))
+            }
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{GUEST_PROGRAM}'s report is incomplete (schema: experiments/src/sched_bench/mod.rs): {}",
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// The report as the summary and plots read it (a subset of `mq-bench-sched`'s schema;
+/// what only the JSON file needs is not mirrored here).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Summary {
+    pub kernel: String,
+    pub accel: String,
+    pub cpus: u64,
+    pub machine: Option<String>,
+    #[serde(default)]
+    pub quick: bool,
+    pub hogs: Option<u64>,
+    pub wake_period_us: Option<u64>,
+    pub scheduler: Option<Bandwidth>,
+    pub wakeup_latency_us: BTreeMap<String, Latency>,
+    pub conformance: Vec<Conformance>,
+    #[serde(default)]
+    pub cyclictest_us: BTreeMap<String, Cyclictest>,
+    pub max_overrun_us: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Bandwidth {
+    pub period_us: u64,
+    pub runtime_us: u64,
+}
+
+/// Wakeup latency percentiles of one class, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: Option<f64>,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: u64,
+}
+
+/// CPU shares (0..1) for one (period, runtime) configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Conformance {
+    pub period_us: u64,
+    pub runtime_us: u64,
+    pub mq_share: f64,
+    pub other_share: f64,
+    pub alone_share: Option<f64>,
+    pub window_ms: Option<u64>,
+}
+
+impl Conformance {
+    /// What the class is promised while normal work competes: runtime / period.
+    pub fn expected_share(&self) -> f64 {
+        self.runtime_us as f64 / self.period_us as f64
+    }
+}
+
+/// One cyclictest run, µs; percentiles are null beyond cyclictest's histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Cyclictest {
+    pub min: Option<f64>,
+    pub avg: Option<f64>,
+    pub max: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub cycles: Option<u64>,
+    pub overflows: Option<u64>,
+}
+
+impl Summary {
+    /// Latency rows in table order: the four classes, then the EEVDF repeat if measured.
+    pub fn latency_rows(&self) -> Vec<(&'static str, Option<&Latency>)> {
+        CLASSES
+            .iter()
+            .chain([&EEVDF_REPEAT])
+            .filter(|c| **c != EEVDF_REPEAT || self.wakeup_latency_us.contains_key(**c))
+            .map(|c| (*c, self.wakeup_latency_us.get(*c)))
+            .collect()
+    }
+
+    /// `class` p99 / MicroQuanta p99: above 1, MicroQuanta woke sooner.
+    pub fn p99_ratio(&self, class: &str) -> Option<f64> {
+        let base = self.wakeup_latency_us.get(class)?.p99;
+        let mq = self.wakeup_latency_us.get(MICROQUANTA)?.p99;
+        (mq > 0.0).then(|| base / mq)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A real-shaped guest output: progress lines, the table on stderr, then the JSON.
+    pub const OUTPUT: &str = concat!(
+        "mq-bench-sched: scheduler /work/main/target/release/scx_microquanta\n",
+        "wakeup latency (µs), 4 hogs ...\n",
+        "MQ_BENCH_SCHED_JSON {\"kernel\":\"6.12.38+deb13-cloud-amd64\",\"cpus\":2,\"quick\":true,",
+        "\"hogs\":4,\"wake_period_us\":1000,\"scheduler\":{\"period_us\":40,\"runtime_us\":20},",
+        "\"wakeup_latency_us\":{",
+        "\"deadline\":{\"p50\":60.0,\"p90\":90.0,\"p99\":150.0,\"max\":400.0,\"samples\":400},",
+        "\"eevdf\":{\"p50\":900.0,\"p90\":3000.0,\"p99\":8000.0,\"max\":12000.0,\"samples\":400},",
+        "\"eevdf_repeat\":{\"p50\":950.0,\"p90\":3100.0,\"p99\":8400.0,\"max\":13000.0,\"samples\":400},",
+        "\"fifo\":{\"p50\":40.0,\"p90\":70.0,\"p99\":100.0,\"max\":300.0,\"samples\":400},",
+        "\"microquanta\":{\"p50\":50.0,\"p90\":80.0,\"p99\":200.0,\"max\":500.0,\"samples\":400}},",
+        "\"ratios\":{\"eevdf_p99_over_mq_p99\":40.0},\"deadline_period_min_lowered\":true,",
+        "\"conformance\":[",
+        "{\"period_us\":40,\"runtime_us\":20,\"mq_share\":0.52,\"other_share\":0.47,",
+        "\"expected_mq_share\":0.5,\"alone_share\":0.99,\"other_max_gap_us\":800.0,",
+        "\"mq_max_gap_us\":900.0,\"sched_overrun_max_us\":12.0,\"window_ms\":2000,\"cpu\":1},",
+        "{\"period_us\":1000,\"runtime_us\":200,\"mq_share\":0.19,\"other_share\":0.8,",
+        "\"expected_mq_share\":0.2,\"alone_share\":null,\"other_max_gap_us\":1200.0,",
+        "\"mq_max_gap_us\":4000.0,\"sched_overrun_max_us\":null,\"window_ms\":2000,\"cpu\":1}],",
+        "\"cyclictest_us\":{",
+        "\"fifo\":{\"min\":5.0,\"avg\":30.5,\"max\":700.0,\"p50\":20.0,\"p90\":60.0,\"p99\":300.0,",
+        "\"cycles\":400,\"overflows\":0},",
+        "\"microquanta\":{\"min\":6.0,\"avg\":40.0,\"max\":150000.0,\"p50\":25.0,\"p90\":70.0,",
+        "\"p99\":null,\"cycles\":400,\"overflows\":3}},",
+        "\"max_overrun_us\":12.0,\"note\":\"TCG: only ratios within one boot are meaningful\"}\n",
+    );
+
+    /// The sample as `run` sees it after adding what the host knows.
+    pub fn sample_json() -> Value {
+        let mut v = extract_json(OUTPUT).unwrap();
+        v["accel"] = "tcg".into();
+        v["machine"] = "qemu VM (2 vCPUs, 2048 MiB) on a host with Test CPU (2 CPUs)".into();
+        v
+    }
+
+    pub fn sample() -> Summary {
+        let v = sample_json();
+        validate(&v).unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn extracts_the_last_tagged_line_even_after_a_prefix() {
+        let out = "MQ_BENCH_SCHED_JSON {\"cpus\":1}\n  vm| MQ_BENCH_SCHED_JSON {\"cpus\":2}\ndone\n";
+        assert_eq!(extract_json(out).unwrap()["cpus"], 2);
+        assert!(extract_json("nothing\n").is_err());
+        assert!(extract_json("MQ_BENCH_SCHED_JSON {broken\n").is_err());
+        assert!(extract_json("MQ_BENCH_SCHED_JSON [1,2]\n").is_err());
+    }
+
+    #[test]
+    fn the_sample_is_valid_and_typed() {
+        let s = sample();
+        assert_eq!(s.cpus, 2);
+        assert_eq!(s.accel, "tcg");
+        assert_eq!(s.wakeup_latency_us["fifo"].p99, 100.0);
+        assert_eq!(s.conformance.len(), 2);
+        assert_eq!(s.conformance[1].alone_share, None);
+        assert_eq!(s.cyclictest_us["microquanta"].p99, None);
+        assert_eq!(s.max_overrun_us, Some(12.0));
+        assert_eq!(s.p99_ratio("eevdf"), Some(40.0));
+        let rows: Vec<_> = s.latency_rows().iter().map(|r| r.0).collect();
+        assert_eq!(rows, ["eevdf", "fifo", "deadline", "microquanta", "eevdf_repeat"]);
+    }
+
+    #[test]
+    fn validation_names_every_missing_or_mistyped_key() {
+        let mut v = sample_json();
+        v["wakeup_latency_us"].as_object_mut().unwrap().remove("deadline");
+        v["wakeup_latency_us"]["fifo"]["p99"] = "fast".into();
+        v["conformance"][1].as_object_mut().unwrap().remove("other_share");
+        v.as_object_mut().unwrap().remove("max_overrun_us");
+        let err = format!("{:#}", validate(&v).unwrap_err());
+        for expected in [
+            "wakeup_latency_us.deadline.p50: missing",
+            "wakeup_latency_us.deadline.samples: missing",
+            "wakeup_latency_us.fifo.p99: expected a number, got \"fast\"",
+            "conformance.1.other_share: missing",
+            "max_overrun_us: missing",
+        ] {
+            assert!(err.contains(expected), "{expected:?} not in {err}");
+        }
+        assert!(!err.contains("eevdf.p50"), "{err}");
+    }
+
+    #[test]
+    fn null_overrun_is_fine_but_empty_conformance_is_not() {
+        let mut v = sample_json();
+        v["max_overrun_us"] = Value::Null;
+        validate(&v).unwrap();
+        v["conformance"] = Value::Array(Vec::new());
+        assert!(format!("{:#}", validate(&v).unwrap_err()).contains("conformance: empty"));
+        v.as_object_mut().unwrap().remove("conformance");
+        assert!(validate(&v).is_err());
+    }
+
+    #[test]
+    fn options_are_passed_to_the_guest() {
+        let args = SchedArgs {
+            kernel: None,
+            accel: AccelChoice::Auto,
+            native: false,
+            quick: true,
+            samples: Some(50),
+            timeout_secs: 1800,
+        };
+        assert_eq!(
+            guest_command(&args),
+            ["mq-bench-sched", "--quick", "--samples", "50"]
+        );
+        let plain = SchedArgs {
+            quick: false,
+            samples: None,
+            ..args
+        };
+        assert_eq!(guest_command(&plain), ["mq-bench-sched"]);
+    }
+
+    #[test]
+    fn cpu_model_is_the_first_model_name() {
+        let info = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: other\n";
+        assert_eq!(cpu_model(info).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpu_model("flags: x\n"), None);
+    }
+}
