@@ -254,3 +254,108 @@ fn mqctl_run_puts_the_command_and_everything_it_starts_in_the_class() {
     }
     sched.stop().unwrap();
 }
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn scx_ci_smoke_stress_ng_aggressive_for_45s() {
+    // sched-ext/scx's own CI smoke test: the scheduler must survive it with
+    // exit 0 from stress-ng (the VM runner also fails on BUG:/WARNING:/stall).
+    let _serial = sched_ext_host();
+    let mut sched = start(&["--watchdog-timeout-ms", "10000"]);
+    let n = cpus().to_string();
+    let status = std::process::Command::new("stress-ng")
+        .args(["-t", "31", "--aggressive", "-M", "-c", &n, "-f", &n])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("stress-ng runs");
+    assert!(status.success(), "stress-ng exited with {status}");
+    std::thread::sleep(Duration::from_secs(14)); // the scheduler runs 45 s in all
+    assert!(
+        sched.running() && sysfs::microquanta_loaded(),
+        "the kernel ejected scx_microquanta"
+    );
+    sched.stop().unwrap();
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; we own it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+/// Spins for `window` and returns the share of it the thread got.
+fn spin_share(window: Duration) -> f64 {
+    let (start, cpu0) = (Instant::now(), thread_cpu_time());
+    while start.elapsed() < window {
+        std::hint::spin_loop();
+    }
+    (thread_cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn an_rt_task_is_never_preempted_and_class_work_moves_out_of_its_way() {
+    let _serial = sched_ext_host();
+    if cpus() < 2 {
+        return;
+    }
+    let sched = start(&[]);
+    let window = Duration::from_secs(3);
+    // A SCHED_FIFO spinner owns CPU 1 (up to the kernel's 95% RT limit).
+    let rt = std::thread::spawn(move || {
+        pin_current_thread(1);
+        let param = libc::sched_param { sched_priority: 50 };
+        // SAFETY: plain syscall on the calling thread.
+        assert_eq!(
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) },
+            0
+        );
+        spin_share(window)
+    });
+    // Class spinners that may run anywhere: they must not take CPU 1 from
+    // the RT task, and must still get CPU 0.
+    let class: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Class::open().unwrap().add(current_tid()).unwrap();
+                spin_share(window)
+            })
+        })
+        .collect();
+    let rt_share = rt.join().unwrap();
+    let class_total: f64 = class.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!(
+        "rt task {:.0}% of CPU 1, class threads {:.0}% of a CPU",
+        rt_share * 100.0,
+        class_total * 100.0
+    );
+    assert!(
+        rt_share > 0.85,
+        "the RT task got only {:.0}% of its CPU",
+        rt_share * 100.0
+    );
+    assert!(
+        class_total > 0.6,
+        "class threads got only {:.0}% of a CPU",
+        class_total * 100.0
+    );
+    assert!(sysfs::microquanta_loaded(), "the kernel ejected scx_microquanta");
+    sched.stop().unwrap();
+}
