@@ -7,7 +7,11 @@
 
 mod plot;
 mod report;
-mod sched;
+/// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
+/// runs it in its own boot and reports through the same code.
+pub mod sched;
+
+pub use report::TCG_NOTE;
 
 use anyhow::Result;
 

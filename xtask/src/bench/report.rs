@@ -30,10 +30,18 @@ pub fn markdown(s: &Summary) -> String {
     } else {
         let _ = writeln!(md, "> {TCG_NOTE}\n");
     }
-    latency(&mut md, s);
-    conformance(&mut md, s);
+    md.push_str(&headline(s));
     cyclictest(&mut md, s);
     md.push_str("Plots: [latency.svg](latency.svg), [conformance.svg](conformance.svg).\n");
+    md
+}
+
+/// The sections a reader looks at first, as they appear in [`markdown`]: wakeup latency
+/// with the ratios to MicroQuanta, and bandwidth conformance. `cargo xtask demo` prints it.
+pub fn headline(s: &Summary) -> String {
+    let mut md = String::new();
+    latency(&mut md, s);
+    conformance(&mut md, s);
     md
 }
 
@@ -255,6 +263,19 @@ mod tests {
             "| microquanta | 6.0 | 40.0 | 25.0 | 70.0 | - | 150000.0 | 400 | 3 |"
         );
         assert!(md.find("| fifo | 5.0").unwrap() < md.find(mq).unwrap());
+    }
+
+    #[test]
+    fn headline_is_latency_and_conformance_only() {
+        let s = sample();
+        let head = headline(&s);
+        let sections: Vec<&str> = head.lines().filter(|l| l.starts_with("## ")).collect();
+        assert_eq!(sections, ["## Wakeup latency", "## Bandwidth conformance"]);
+        assert_eq!(row(&head, "eevdf")[6], "40.00");
+        assert_eq!(row(&head, "40")[6], "+2.0");
+        let md = markdown(&s);
+        let at = md.find(&head).expect("the headline is part of the summary");
+        assert!(at < md.find("## cyclictest").unwrap());
     }
 
     #[test]

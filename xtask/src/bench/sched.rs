@@ -1,7 +1,9 @@
 //! `cargo xtask bench sched`: boots the sched_ext kernel, runs `mq-bench-sched` (experiments/)
 //! and turns its last line, `MQ_BENCH_SCHED_JSON {...}`, into `target/experiments/sched/`:
 //! `summary.json` (the guest's report plus the accelerator it ran under), `summary.md`, and
-//! the plots `latency.svg` and `conformance.svg`.
+//! the plots `latency.svg` and `conformance.svg`. [`record`] does that from the guest's
+//! output, for this command and for `cargo xtask demo`, which runs `mq-bench-sched --quick`
+//! in the same boot as `mq-demo`.
 //!
 //! The guest program and this command are built from different crates (and licences), so
 //! the JSON is the contract between them: it is checked key by key here, and a report
@@ -21,10 +23,10 @@ use crate::{cargo, kernel, sys, vm, Ctx};
 
 const JSON_TAG: &str = "MQ_BENCH_SCHED_JSON ";
 /// The guest program; it starts and stops `scx_microquanta` itself.
-const GUEST_PROGRAM: &str = "mq-bench-sched";
+pub const GUEST_PROGRAM: &str = "mq-bench-sched";
 /// The VM every published number comes from: changing it changes the numbers.
 const CPUS: u32 = 2;
-const MEM_MIB: u32 = 2048;
+pub const MEM_MIB: u32 = 2048;
 
 /// The classes compared, in table order. MicroQuanta is last: the ratios divide by it.
 pub const CLASSES: [&str; 4] = ["eevdf", "fifo", "deadline", "microquanta"];
@@ -74,28 +76,78 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
         bin_dirs: vec![release_dir],
         extra_files: Vec::new(),
         env: vec![("RUST_BACKTRACE".into(), "1".into())],
-        script: sys::quote_all(&guest_command(args)) + "\n",
+        script: sys::quote_all(&guest_command(args.quick, args.samples)) + "\n",
         allow_log_patterns: Vec::new(),
         native: args.native,
     };
     let outcome = vm::run(ctx, &spec)?;
+    let recorded = record(
+        &output_dir(ctx),
+        &GuestRun {
+            output: &outcome.output,
+            exit_status: outcome.exit_status,
+            accel: outcome.accel.to_string(),
+            machine: describe_machine(args.native, CPUS, MEM_MIB),
+        },
+    )?;
+    println!();
+    print!("{}", recorded.markdown);
+    println!();
+    for path in &recorded.written {
+        println!("written: {}", path.display());
+    }
+    Ok(())
+}
 
-    let dir = ctx.ws.target_dir.join("experiments").join("sched");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Kept whatever happens next: for a failed or malformed run it is the only record.
+/// `target/experiments/sched/`, where [`record`] writes.
+pub fn output_dir(ctx: &Ctx) -> PathBuf {
+    ctx.ws.target_dir.join("experiments").join("sched")
+}
+
+/// One finished run of [`GUEST_PROGRAM`], as the VM (or the host) reported it.
+#[derive(Debug, Clone)]
+pub struct GuestRun<'a> {
+    /// Everything the guest printed; the report is its last `MQ_BENCH_SCHED_JSON ` line.
+    pub output: &'a str,
+    /// [`GUEST_PROGRAM`]'s exit status.
+    pub exit_status: i32,
+    /// `tcg`, `kvm` or `native`.
+    pub accel: String,
+    /// What it ran on ([`describe_machine`]).
+    pub machine: String,
+}
+
+/// What [`record`] wrote and what to print.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// `summary.md` in full.
+    pub markdown: String,
+    /// Its latency and conformance sections: the numbers a reader looks at first.
+    pub headline: String,
+    /// The files written, `summary.json` first and the guest's log last.
+    pub written: Vec<PathBuf>,
+}
+
+/// Turns a run of [`GUEST_PROGRAM`] into `dir`: `guest-output.log` (always, even when the
+/// run failed: then it is the only record), and for a run that succeeded with a complete
+/// report `summary.json`, `summary.md`, `latency.svg` and `conformance.svg`.
+/// `cargo xtask bench sched` and `cargo xtask demo` both report through this.
+pub fn record(dir: &Path, run: &GuestRun) -> Result<Recorded> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let log_path = dir.join("guest-output.log");
-    write(&log_path, &outcome.output)?;
-    if outcome.exit_status != 0 {
+    write(&log_path, run.output)?;
+    if run.exit_status != 0 {
         bail!(
             "{GUEST_PROGRAM} failed (exit status {}); its output is in {}",
-            outcome.exit_status,
+            run.exit_status,
             log_path.display()
         );
     }
 
-    let mut json = extract_json(&outcome.output)?;
-    json["accel"] = Value::String(outcome.accel.to_string());
-    json["machine"] = Value::String(describe_machine(args.native));
+    let mut json =
+        extract_json(run.output).with_context(|| format!("guest output: {}", log_path.display()))?;
+    json["accel"] = Value::String(run.accel.clone());
+    json["machine"] = Value::String(run.machine.clone());
     validate(&json).with_context(|| format!("guest output: {}", log_path.display()))?;
     let summary: Summary =
         serde_json::from_value(json.clone()).with_context(|| format!("reading {GUEST_PROGRAM}'s report"))?;
@@ -109,23 +161,20 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
     plot::latency(&summary, &latency_svg)?;
     let conformance_svg = dir.join("conformance.svg");
     plot::conformance(&summary, &conformance_svg)?;
-
-    println!();
-    print!("{markdown}");
-    println!();
-    for path in [&json_path, &md_path, &latency_svg, &conformance_svg, &log_path] {
-        println!("written: {}", path.display());
-    }
-    Ok(())
+    Ok(Recorded {
+        markdown,
+        headline: report::headline(&summary),
+        written: vec![json_path, md_path, latency_svg, conformance_svg, log_path],
+    })
 }
 
 /// `mq-bench-sched` with the options we pass through.
-fn guest_command(args: &SchedArgs) -> Vec<String> {
+pub fn guest_command(quick: bool, samples: Option<u64>) -> Vec<String> {
     let mut argv = vec![GUEST_PROGRAM.to_string()];
-    if args.quick {
+    if quick {
         argv.push("--quick".into());
     }
-    if let Some(samples) = args.samples {
+    if let Some(samples) = samples {
         argv.extend(["--samples".into(), samples.to_string()]);
     }
     argv
@@ -133,7 +182,7 @@ fn guest_command(args: &SchedArgs) -> Vec<String> {
 
 /// What the numbers were measured on, for the report's first line: the guest only knows
 /// its own (virtual) CPUs, not the host's, which is what TCG numbers depend on.
-fn describe_machine(native: bool) -> String {
+pub fn describe_machine(native: bool, cpus: u32, mem_mib: u32) -> String {
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -142,7 +191,7 @@ fn describe_machine(native: bool) -> String {
     if native {
         format!("this host: {model} ({host_cpus} CPUs)")
     } else {
-        format!("qemu VM ({CPUS} vCPUs, {MEM_MIB} MiB) on a host with {model} ({host_cpus} CPUs)")
+        format!("qemu VM ({cpus} vCPUs, {mem_mib} MiB) on a host with {model} ({host_cpus} CPUs)")
     }
 }
 
@@ -450,24 +499,99 @@ pub(super) mod tests {
 
     #[test]
     fn options_are_passed_to_the_guest() {
-        let args = SchedArgs {
-            kernel: None,
-            accel: AccelChoice::Auto,
-            native: false,
-            quick: true,
-            samples: Some(50),
-            timeout_secs: 1800,
-        };
         assert_eq!(
-            guest_command(&args),
+            guest_command(true, Some(50)),
             ["mq-bench-sched", "--quick", "--samples", "50"]
         );
-        let plain = SchedArgs {
-            quick: false,
-            samples: None,
-            ..args
-        };
-        assert_eq!(guest_command(&plain), ["mq-bench-sched"]);
+        assert_eq!(guest_command(false, None), ["mq-bench-sched"]);
+        assert_eq!(
+            sys::quote_all(&guest_command(true, None)),
+            "mq-bench-sched --quick"
+        );
+    }
+
+    #[test]
+    fn machine_names_the_vm_it_was_given() {
+        let vm = describe_machine(false, 4, 1024);
+        assert!(
+            vm.starts_with("qemu VM (4 vCPUs, 1024 MiB) on a host with "),
+            "{vm}"
+        );
+        assert!(describe_machine(true, 4, 1024).starts_with("this host: "));
+    }
+
+    /// A fresh, empty directory for one test; removed by the test when it passes.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-record-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn guest_run(output: &str, exit_status: i32) -> GuestRun<'_> {
+        GuestRun {
+            output,
+            exit_status,
+            accel: "tcg".into(),
+            machine: "qemu VM (2 vCPUs, 2048 MiB) on a host with Test CPU (2 CPUs)".into(),
+        }
+    }
+
+    #[test]
+    fn record_writes_every_file_and_returns_the_tables() {
+        let dir = scratch("ok");
+        // The demo's boot prints mq-demo's output first; only the bench's line counts.
+        let output = format!("MQ_DEMO_JSON {{\"cpus\":2}}\n{OUTPUT}");
+        let rec = record(&dir.join("sched"), &guest_run(&output, 0)).unwrap();
+        let names: Vec<_> = rec
+            .written
+            .iter()
+            .map(|p| p.strip_prefix(dir.join("sched")).unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "summary.json",
+                "summary.md",
+                "latency.svg",
+                "conformance.svg",
+                "guest-output.log"
+            ]
+        );
+        let read = |name: &str| std::fs::read_to_string(dir.join("sched").join(name)).unwrap();
+        assert_eq!(read("guest-output.log"), output);
+        assert_eq!(read("summary.md"), rec.markdown);
+        let json: Value = serde_json::from_str(&read("summary.json")).unwrap();
+        assert_eq!(json, sample_json());
+        assert!(read("latency.svg").starts_with("<svg"));
+        assert!(read("conformance.svg").starts_with("<svg"));
+        // The headline is the summary's latency and conformance sections, verbatim.
+        assert!(rec.markdown.contains(&rec.headline));
+        assert!(rec.headline.starts_with("## Wakeup latency"));
+        assert!(rec.headline.contains("| microquanta | 50.0 |"));
+        assert!(rec.headline.contains("| 40 | 20 | 50.0 %"));
+        assert!(!rec.headline.contains("cyclictest"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn record_keeps_the_log_of_a_failed_or_malformed_run() {
+        let dir = scratch("fail");
+        let err = format!("{:#}", record(&dir, &guest_run("boom\n", 3)).unwrap_err());
+        assert!(err.contains("mq-bench-sched failed (exit status 3)"), "{err}");
+        assert!(err.contains("guest-output.log"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("guest-output.log")).unwrap(),
+            "boom\n"
+        );
+        assert!(!dir.join("summary.json").exists());
+
+        let truncated = OUTPUT.replace("\"max_overrun_us\":12.0,", "");
+        let err = format!("{:#}", record(&dir, &guest_run(&truncated, 0)).unwrap_err());
+        assert!(err.contains("max_overrun_us: missing"), "{err}");
+        assert!(!dir.join("summary.json").exists());
+        let err = format!("{:#}", record(&dir, &guest_run("no report\n", 0)).unwrap_err());
+        assert!(err.contains("printed no `MQ_BENCH_SCHED_JSON` line"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
