@@ -78,6 +78,9 @@ struct cpu_ctx {
 	u32 throttled;		/* class work waits here for budget */
 	u32 throttle_pending;	/* the running class task was told to yield */
 	u64 budget_out_ns;	/* ...because its budget ran out at this time */
+	u64 budget_left_ns;	/* class budget left after the armed timer step */
+	u32 timer_for_budget;	/* the armed step ends the budget (else a slice) */
+	u32 rt_owned;		/* an RT/deadline task holds this CPU */
 };
 
 /*
@@ -248,16 +251,43 @@ static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
 	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
 }
 
+/*
+ * While class work runs the timer fires at the end of each round-robin
+ * slice and at the end of the budget, whichever comes first.
+ */
+static void arm_class_timer(struct cpu_ctx *c)
+{
+	u64 step = c->budget_left_ns < mq_slice_ns ? c->budget_left_ns : mq_slice_ns;
+
+	c->timer_for_budget = c->budget_left_ns <= mq_slice_ns;
+	c->budget_left_ns -= step;
+	arm_budget_timer(c, step);
+}
+
 /* The running class task is told to yield: count its overrun at stopping. */
 static void mark_throttle(struct cpu_ctx *c)
 {
 	c->throttle_pending = 1;
 }
 
-/* Time until a negative @credit turns positive at runtime/period. */
+/*
+ * Hysteresis: a throttled CPU lets class work back in once the credit is
+ * worth a whole runtime again, not the moment it turns positive. Otherwise
+ * the class would run in slivers of a few ns between two context switches,
+ * all overhead; this way it gets `runtime` worth of credit per period, as
+ * the kernel patch's class does.
+ */
+static bool budget_allows_class(const struct cpu_ctx *c)
+{
+	return c->throttled ? c->credit_ns >= (s64)mq_runtime_ns : c->credit_ns > 0;
+}
+
+/* Time until @credit is worth a whole runtime again, growing at runtime/period. */
 static u64 refill_wait_ns(s64 credit)
 {
-	return ((u64)(-credit) + 1) * mq_period_ns / mq_runtime_ns;
+	s64 missing = (s64)mq_runtime_ns - credit;
+
+	return missing > 0 ? (u64)missing * mq_period_ns / mq_runtime_ns : 0;
 }
 
 /*
@@ -275,13 +305,25 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 	if (cpu != bpf_get_smp_processor_id())
 		stat_inc(MQ_STAT_TIMER_MIGRATED);
 	if (c->mq_running) {
-		/* Budget spent. If nothing competes the class may use the whole
-		 * CPU; a normal task that arrives kicks us (kick_overbudget_cpu). */
-		if (normal_work_waiting(cpu)) {
+		/* Budget spent and normal work waits: throttle. */
+		if (c->timer_for_budget && normal_work_waiting(cpu)) {
 			stat_inc(MQ_STAT_TIMER_THROTTLE);
 			mark_throttle(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			return 0;
 		}
+		/* Budget spent with nothing normal waiting: the class may use the
+		 * whole CPU (a normal task that arrives kicks us, see
+		 * kick_overbudget_cpu); from now on only slices are timed. */
+		if (c->timer_for_budget) {
+			c->budget_left_ns = (u64)-1;
+		} else if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+			/* Slice over and another class task waits: round-robin. */
+			stat_inc(MQ_STAT_TIMER_ROUND_ROBIN);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+			return 0;
+		}
+		arm_class_timer(c);
 		return 0;
 	}
 	if (c->throttled && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
@@ -320,7 +362,7 @@ static void kick_overbudget_cpu(const struct task_struct *p)
  * Wakeup placement of a MicroQuanta thread, in the kernel patch's order:
  * a fully idle core, an idle CPU, a CPU running only normal work (the
  * previous one first, for its warm cache), else the CPU with the fewest
- * MicroQuanta tasks.
+ * MicroQuanta tasks; CPUs held by RT/deadline tasks last.
  */
 static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
@@ -336,7 +378,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	}
 
 	c = lookup_cpu_ctx(prev_cpu);
-	if (c && bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
+	if (c && !c->rt_owned && bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
 	    !cpu_has_mq_work(prev_cpu, c)) {
 		stat_inc(MQ_STAT_MQ_BUSY_PICK);
 		return prev_cpu;
@@ -350,7 +392,10 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 		c = lookup_cpu_ctx(cpu);
 		if (!c)
 			continue;
-		load = c->mq_running + scx_bpf_dsq_nr_queued(mq_dsq(cpu));
+		/* A CPU held by an RT/deadline task comes last: we never
+		 * preempt those, so a class task placed there just waits. */
+		load = c->mq_running + scx_bpf_dsq_nr_queued(mq_dsq(cpu)) +
+		       (c->rt_owned ? MQ_MAX_TASKS : 0);
 		if (load == 0) {
 			stat_inc(MQ_STAT_MQ_BUSY_PICK);
 			return cpu;
@@ -476,7 +521,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		credit_refill(c, scx_bpf_now());
 	prev_normal = prev && c->fair_running && (prev->scx.flags & SCX_TASK_QUEUED);
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
-	may_run_mq = c->credit_ns > 0 || !normal_waiting;
+	may_run_mq = budget_allows_class(c) || !normal_waiting;
 	c->throttled = !may_run_mq;
 
 	if (may_run_mq) {
@@ -535,7 +580,7 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 
 	/* A throttled MicroQuanta task has earned its budget back. */
 	credit_refill(c, now);
-	if (c->credit_ns > 0 && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+	if (c->throttled && budget_allows_class(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
 		scx_bpf_task_set_slice(p, 0);
 }
 
@@ -564,12 +609,15 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		 * per ns: the budget runs out after credit * period /
 		 * (period - runtime). A full-CPU budget never runs out. */
 		c->budget_out_ns = now;
-		if (mq_runtime_ns < mq_period_ns && c->credit_ns > 0) {
-			u64 left = (u64)c->credit_ns * mq_period_ns / (mq_period_ns - mq_runtime_ns);
-
-			c->budget_out_ns = now + left;
-			arm_budget_timer(c, left);
+		c->budget_left_ns = 0;
+		if (mq_runtime_ns >= mq_period_ns) {
+			c->budget_left_ns = (u64)-1;
+		} else if (c->credit_ns > 0) {
+			c->budget_left_ns = (u64)c->credit_ns * mq_period_ns /
+					    (mq_period_ns - mq_runtime_ns);
+			c->budget_out_ns = now + c->budget_left_ns;
 		}
+		arm_class_timer(c);
 		return;
 	}
 	if (p->scx.dsq_vtime > vtime_now)
@@ -610,10 +658,23 @@ void BPF_STRUCT_OPS(mq_enable, struct task_struct *p)
 
 void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 {
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
 	/* An RT or deadline task took the CPU: let our queued work go
-	 * elsewhere instead of waiting behind it. */
+	 * elsewhere instead of waiting behind it, and place no class wakeup
+	 * here while it holds the CPU. */
+	if (c)
+		c->rt_owned = 1;
 	stat_inc(MQ_STAT_CPU_RELEASE);
 	scx_bpf_reenqueue_local();
+}
+
+void BPF_STRUCT_OPS(mq_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	if (c)
+		c->rt_owned = 0;
 }
 
 /*
@@ -683,6 +744,7 @@ SCX_OPS_DEFINE(microquanta_ops,
 	       .stopping = (void *)mq_stopping,
 	       .enable = (void *)mq_enable,
 	       .cpu_release = (void *)mq_cpu_release,
+	       .cpu_acquire = (void *)mq_cpu_acquire,
 	       .init_task = (void *)mq_init_task,
 	       .exit_task = (void *)mq_exit_task,
 	       .init = (void *)mq_init,

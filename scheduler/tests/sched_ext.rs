@@ -359,3 +359,33 @@ fn an_rt_task_is_never_preempted_and_class_work_moves_out_of_its_way() {
     assert!(sysfs::microquanta_loaded(), "the kernel ejected scx_microquanta");
     sched.stop().unwrap();
 }
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn class_threads_sharing_a_cpu_round_robin_at_the_slice() {
+    let _serial = sched_ext_host();
+    let cpu = cpus() - 1;
+    let sched = start(&["--mq-slice-us", "500"]);
+    let window = Duration::from_secs(2);
+    let shares: Vec<f64> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                pin_current_thread(cpu);
+                Class::open().unwrap().add(current_tid()).unwrap();
+                spin_share(window)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    eprintln!("class threads on CPU {cpu}: {shares:?}");
+    for s in &shares {
+        assert!(
+            *s > 0.3,
+            "a class thread got only {:.0}% of the shared CPU: {shares:?}",
+            s * 100.0
+        );
+    }
+    sched.stop().unwrap();
+}

@@ -28,6 +28,7 @@ pub struct Counters {
     pub timer_unthrottle: u64,
     pub overbudget_kick: u64,
     pub timer_migrated: u64,
+    pub timer_round_robin: u64,
 }
 
 impl Counters {
@@ -54,6 +55,7 @@ impl Counters {
             timer_unthrottle: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_UNTHROTTLE),
             overbudget_kick: get(bpf_intf::mq_stat_idx_MQ_STAT_OVERBUDGET_KICK),
             timer_migrated: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_MIGRATED),
+            timer_round_robin: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_ROUND_ROBIN),
         }
     }
 
@@ -79,6 +81,7 @@ impl Counters {
             timer_unthrottle: self.timer_unthrottle.wrapping_sub(earlier.timer_unthrottle),
             overbudget_kick: self.overbudget_kick.wrapping_sub(earlier.overbudget_kick),
             timer_migrated: self.timer_migrated.wrapping_sub(earlier.timer_migrated),
+            timer_round_robin: self.timer_round_robin.wrapping_sub(earlier.timer_round_robin),
         }
     }
 
@@ -86,7 +89,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={}] fair[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={}] fair[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -100,6 +103,7 @@ impl Counters {
             self.timer_unthrottle,
             self.overbudget_kick,
             self.timer_migrated,
+            self.timer_round_robin,
             self.fair_dispatch,
             self.fair_direct,
             self.fair_wake_preempt,
