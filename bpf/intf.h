@@ -62,6 +62,7 @@ enum mq_stat_idx {
 	MQ_STAT_MQ_BUSY_PICK,	/* ...placed on a CPU running normal work */
 	MQ_STAT_MQ_CROWDED_PICK,/* ...every CPU had MicroQuanta work: fewest wins */
 	MQ_STAT_KICK_PREEMPT,	/* preempting kick sent for a MicroQuanta wakeup */
+	MQ_STAT_DIRECT_PREEMPT,	/* ...or inserted at the head of the CPU's local queue */
 	MQ_STAT_MQ_DISPATCH,	/* MicroQuanta task dispatched on its own CPU */
 	MQ_STAT_MQ_STEAL,	/* ...dispatched from another CPU's queue */
 	MQ_STAT_MQ_THROTTLE,	/* MicroQuanta queue skipped: budget spent, normal work waiting */

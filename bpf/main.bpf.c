@@ -451,26 +451,42 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 	if (is_mq(p)) {
 		s32 cpu = scx_bpf_task_cpu(p);
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+		bool wakeup = enq_flags & SCX_ENQ_WAKEUP;
 
-		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
 		stat_inc(MQ_STAT_MQ_ENQUEUE);
-		if (enq_flags & SCX_ENQ_WAKEUP) {
+		if (wakeup) {
 			struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL,
 								  BPF_LOCAL_STORAGE_GET_F_CREATE);
 			if (t)
 				t->wake_enq_ns = scx_bpf_now();
 		}
 		/*
-		 * A wakeup preempts normal work at once (a class task put back
-		 * after a preemption must not: that is how a throttled task
-		 * would kick out the normal task it yielded to). If that CPU's
-		 * budget is spent,
-		 * its dispatch() keeps running normal work and arms the timer
-		 * that lets us in the moment the credit is back. An idle CPU is
-		 * woken by the enqueue itself, and a CPU already running class
-		 * work round-robins at the slice end.
+		 * Fast path: a wakeup onto a CPU that runs no class work and has
+		 * budget goes straight to the head of that CPU's local queue and
+		 * preempts whatever normal task runs there, without a kick and a
+		 * dispatch() round trip. (We run on that CPU's rq: it is the
+		 * task's CPU.)
 		 */
-		if (c && !c->mq_running && (enq_flags & SCX_ENQ_WAKEUP)) {
+		if (c && wakeup && !c->mq_running && !c->throttled &&
+		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
+		    credit_at(c, scx_bpf_now()) > 0) {
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, mq_slice_ns,
+					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
+			stat_inc(MQ_STAT_DIRECT_PREEMPT);
+			return;
+		}
+
+		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
+		/*
+		 * Otherwise a wakeup still preempts normal work at once (a class
+		 * task put back after a preemption must not: that is how a
+		 * throttled task would kick out the normal task it yielded to).
+		 * If that CPU's budget is spent, its dispatch() keeps running
+		 * normal work and arms the timer that lets us in when the credit
+		 * is back; a CPU already running class work round-robins at the
+		 * slice end.
+		 */
+		if (c && !c->mq_running && wakeup) {
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			stat_inc(MQ_STAT_KICK_PREEMPT);
 		}

@@ -14,6 +14,7 @@ pub struct Counters {
     pub mq_busy_pick: u64,
     pub mq_crowded_pick: u64,
     pub kick_preempt: u64,
+    pub direct_preempt: u64,
     pub mq_dispatch: u64,
     pub mq_steal: u64,
     pub mq_throttle: u64,
@@ -41,6 +42,7 @@ impl Counters {
             mq_busy_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_BUSY_PICK),
             mq_crowded_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_CROWDED_PICK),
             kick_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_KICK_PREEMPT),
+            direct_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_DIRECT_PREEMPT),
             mq_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_DISPATCH),
             mq_steal: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_STEAL),
             mq_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_THROTTLE),
@@ -67,6 +69,7 @@ impl Counters {
             mq_busy_pick: self.mq_busy_pick.wrapping_sub(earlier.mq_busy_pick),
             mq_crowded_pick: self.mq_crowded_pick.wrapping_sub(earlier.mq_crowded_pick),
             kick_preempt: self.kick_preempt.wrapping_sub(earlier.kick_preempt),
+            direct_preempt: self.direct_preempt.wrapping_sub(earlier.direct_preempt),
             mq_dispatch: self.mq_dispatch.wrapping_sub(earlier.mq_dispatch),
             mq_steal: self.mq_steal.wrapping_sub(earlier.mq_steal),
             mq_throttle: self.mq_throttle.wrapping_sub(earlier.mq_throttle),
@@ -88,13 +91,14 @@ impl Counters {
     /// One line for people.
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
-            "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} disp={} steal={} \
+            "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} direct={} disp={} steal={} \
              throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={}] fair[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
             self.mq_crowded_pick,
             self.kick_preempt,
+            self.direct_preempt,
             self.mq_dispatch,
             self.mq_steal,
             self.mq_throttle,
