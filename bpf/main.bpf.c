@@ -81,6 +81,7 @@ struct cpu_ctx {
 	u64 budget_left_ns;	/* class budget left after the armed timer step */
 	u32 timer_for_budget;	/* the armed step ends the budget (else a slice) */
 	u32 rt_owned;		/* an RT/deadline task holds this CPU */
+	u32 unthrottle_due;	/* the unthrottle timer fired: refill is done */
 };
 
 /*
@@ -279,7 +280,12 @@ static void mark_throttle(struct cpu_ctx *c)
  */
 static bool budget_allows_class(const struct cpu_ctx *c)
 {
-	return c->throttled ? c->credit_ns >= (s64)mq_runtime_ns : c->credit_ns > 0;
+	if (!c->throttled)
+		return c->credit_ns > 0;
+	/* The timer measures time on CLOCK_MONOTONIC, the credit on the rq
+	 * clock; once the timer says the refill is done, any positive credit
+	 * will do rather than a second round trip over a clock skew. */
+	return c->credit_ns >= (s64)mq_runtime_ns || (c->unthrottle_due && c->credit_ns > 0);
 }
 
 /* Time until @credit is worth a whole runtime again, growing at runtime/period. */
@@ -328,6 +334,7 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 	}
 	if (c->throttled && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 		stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
+		c->unthrottle_due = 1;
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 	return 0;
@@ -351,6 +358,10 @@ static void kick_overbudget_cpu(const struct task_struct *p)
 
 		if (credit <= 0) {
 			stat_inc(MQ_STAT_OVERBUDGET_KICK);
+			/* Class work past its budget was allowed while nothing
+			 * else wanted the CPU: its overrun starts now. */
+			if (now > c->budget_out_ns)
+				c->budget_out_ns = now;
 			mark_throttle(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			return;
@@ -539,6 +550,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
 	may_run_mq = budget_allows_class(c) || !normal_waiting;
 	c->throttled = !may_run_mq;
+	c->unthrottle_due = 0;
 
 	if (may_run_mq) {
 		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {

@@ -6,13 +6,15 @@
 //! `cargo test -p mq-experiments --test sched_ext_bench -- --include-ignored
 //! --test-threads=1`.
 //!
-//! Conformance is asserted within 3 percentage points of runtime/period: in
-//! the TCG VM the shares came out within 1.3 points for periods of 100 µs
-//! and more (the target is 2); the slack absorbs a noisy host. At 40 µs
-//! periods under TCG an emulated context switch (two per period) costs a
-//! good part of the period and is charged to the task switched in, so the
-//! class measured 35-50% instead of 50%: below 100 µs under TCG the bound is
-//! 20 points, and the benchmark reports the real figure.
+//! Conformance is asserted within 3 percentage points of runtime/period (the
+//! target is 2; the slack absorbs a noisy host). Under TCG that holds for
+//! periods of a millisecond and more (1000/200 and 2000/1000 µs, both below
+//! the 4 ms tick, measured within ~1.5 points); at 40 and 100 µs periods
+//! emulated hrtimers fire hundreds of µs late and a context switch costs a
+//! good part of the period, so the class measured 35-50% for 50% at 40/20
+//! and 22-26% for 25% at 100/25. Below 1 ms under TCG the bound is 20
+//! points and the benchmark reports the real figures; on KVM or hardware
+//! every pair gets the 3-point bound.
 
 use std::sync::Mutex;
 
@@ -104,7 +106,7 @@ fn conformance_shares_follow_runtime_over_period() {
     }
     for e in &entries {
         let pair = format!("{}/{} µs", e.period_us, e.runtime_us);
-        let bound_points = if e.period_us < 100 && mq_experiments::accel::is_tcg() {
+        let bound_points = if e.period_us < 1000 && mq_experiments::accel::is_tcg() {
             20.0
         } else {
             3.0
