@@ -31,7 +31,8 @@
  * runtime/period of wall time and shrinks by the MicroQuanta time consumed,
  * clamped to +-2 periods. The scheduler tick (HZ=250: 4 ms) is far too
  * coarse for budgets of tens of µs, so per-CPU BPF timers throttle and
- * unthrottle at the right instant; the tick only backs them up.
+ * unthrottle at the right instant; the tick only backs them up. That part
+ * lives in budget.bpf.h.
  *
  * Normal tasks get weighted virtual-time fairness charged with the runtime
  * actually measured between running() and stopping().
@@ -163,66 +164,6 @@ static bool is_mq(const struct task_struct *p)
 	return bpf_map_lookup_elem(&mq_tasks, &tid) != NULL;
 }
 
-static s64 credit_limit(void)
-{
-	return 2 * (s64)mq_period_ns;
-}
-
-/*
- * The credit @c would have at @now, without writing it: other CPUs use this
- * to decide whether a wakeup may preempt.
- */
-static s64 credit_at(const struct cpu_ctx *c, u64 now)
-{
-	s64 credit = c->credit_ns;
-	u64 delta;
-
-	if (now <= c->credit_at_ns)
-		return credit;
-	/* Beyond 4 periods the clamp decides anyway; bounding delta first keeps
-	 * the multiplication far from overflow. */
-	delta = now - c->credit_at_ns;
-	if (delta > 4 * mq_period_ns)
-		delta = 4 * mq_period_ns;
-	credit += delta * mq_runtime_ns / mq_period_ns;
-	return credit > credit_limit() ? credit_limit() : credit;
-}
-
-/*
- * The credit at @now including class time consumed but not yet charged:
- * what a running class task has left.
- */
-static s64 credit_running(const struct cpu_ctx *c, u64 now)
-{
-	s64 credit = credit_at(c, now);
-
-	if (c->mq_running && now > c->mq_charged_ns)
-		credit -= (s64)(now - c->mq_charged_ns);
-	return credit;
-}
-
-/* Owner CPU only: bring the credit up to @now. */
-static void credit_refill(struct cpu_ctx *c, u64 now)
-{
-	c->credit_ns = credit_at(c, now);
-	if (now > c->credit_at_ns)
-		c->credit_at_ns = now;
-}
-
-/* Owner CPU only: charge MicroQuanta time consumed up to @now. */
-static void credit_charge(struct cpu_ctx *c, u64 now)
-{
-	s64 credit;
-
-	credit_refill(c, now);
-	if (now <= c->mq_charged_ns)
-		return;
-	stat_add(MQ_STAT_MQ_RUN_NS, now - c->mq_charged_ns);
-	credit = c->credit_ns - (s64)(now - c->mq_charged_ns);
-	c->credit_ns = credit < -credit_limit() ? -credit_limit() : credit;
-	c->mq_charged_ns = now;
-}
-
 /* Normal work this CPU could run instead of MicroQuanta work. */
 static bool normal_work_waiting(s32 cpu)
 {
@@ -235,139 +176,7 @@ static bool cpu_has_mq_work(s32 cpu, const struct cpu_ctx *c)
 	return c->mq_running || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
 }
 
-/*
- * Sub-tick enforcement. The tick comes every 4 ms, a budget lasts tens of
- * µs, so each CPU has one BPF timer, pinned to it, armed for the instant
- * its budget state must change: when a running class task's credit runs
- * out (throttle) or when a throttled CPU's credit turns positive again
- * (unthrottle). Either way the CPU is kicked with SCX_KICK_PREEMPT and
- * dispatch() decides with up-to-date credit.
- *
- * Owner CPU only: BPF_F_TIMER_CPU_PIN pins to the calling CPU.
- */
-static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
-{
-	if (after_ns < MQ_MIN_TIMER_NS)
-		after_ns = MQ_MIN_TIMER_NS;
-	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
-}
-
-/*
- * While class work runs the timer fires at the end of each round-robin
- * slice and at the end of the budget, whichever comes first.
- */
-static void arm_class_timer(struct cpu_ctx *c)
-{
-	u64 step = c->budget_left_ns < mq_slice_ns ? c->budget_left_ns : mq_slice_ns;
-
-	c->timer_for_budget = c->budget_left_ns <= mq_slice_ns;
-	c->budget_left_ns -= step;
-	arm_budget_timer(c, step);
-}
-
-/* The running class task is told to yield: count its overrun at stopping. */
-static void mark_throttle(struct cpu_ctx *c)
-{
-	c->throttle_pending = 1;
-}
-
-/*
- * Hysteresis: a throttled CPU lets class work back in once the credit is
- * worth a whole runtime again, not the moment it turns positive. Otherwise
- * the class would run in slivers of a few ns between two context switches,
- * all overhead; this way it gets `runtime` worth of credit per period, as
- * the kernel patch's class does.
- */
-static bool budget_allows_class(const struct cpu_ctx *c)
-{
-	if (!c->throttled)
-		return c->credit_ns > 0;
-	/* The timer measures time on CLOCK_MONOTONIC, the credit on the rq
-	 * clock; once the timer says the refill is done, any positive credit
-	 * will do rather than a second round trip over a clock skew. */
-	return c->credit_ns >= (s64)mq_runtime_ns || (c->unthrottle_due && c->credit_ns > 0);
-}
-
-/* Time until @credit is worth a whole runtime again, growing at runtime/period. */
-static u64 refill_wait_ns(s64 credit)
-{
-	s64 missing = (s64)mq_runtime_ns - credit;
-
-	return missing > 0 ? (u64)missing * mq_period_ns / mq_runtime_ns : 0;
-}
-
-/*
- * The timer only kicks; dispatch() and running() decide with the rq clock.
- * Outside the scheduler's callbacks the clock scx_bpf_now() returns can lag,
- * and a decision taken on it here re-armed the timer on stale credit.
- */
-static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
-{
-	s32 cpu = *key;
-	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-
-	if (!c)
-		return 0;
-	if (cpu != bpf_get_smp_processor_id())
-		stat_inc(MQ_STAT_TIMER_MIGRATED);
-	if (c->mq_running) {
-		/* Budget spent and normal work waits: throttle. */
-		if (c->timer_for_budget && normal_work_waiting(cpu)) {
-			stat_inc(MQ_STAT_TIMER_THROTTLE);
-			mark_throttle(c);
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			return 0;
-		}
-		/* Budget spent with nothing normal waiting: the class may use the
-		 * whole CPU (a normal task that arrives kicks us, see
-		 * kick_overbudget_cpu); from now on only slices are timed. */
-		if (c->timer_for_budget) {
-			c->budget_left_ns = (u64)-1;
-		} else if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
-			/* Slice over and another class task waits: round-robin. */
-			stat_inc(MQ_STAT_TIMER_ROUND_ROBIN);
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			return 0;
-		}
-		arm_class_timer(c);
-		return 0;
-	}
-	if (c->throttled && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
-		stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
-		c->unthrottle_due = 1;
-		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-	}
-	return 0;
-}
-
-/*
- * A normal task just became runnable: a CPU where class work runs past its
- * budget must give way now, not when its own timer next looks.
- */
-static void kick_overbudget_cpu(const struct task_struct *p)
-{
-	u64 now = scx_bpf_now();
-	s32 cpu;
-
-	bpf_for(cpu, 0, nr_cpus) {
-		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-
-		if (!c || !c->mq_running || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		s64 credit = credit_running(c, now);
-
-		if (credit <= 0) {
-			stat_inc(MQ_STAT_OVERBUDGET_KICK);
-			/* Class work past its budget was allowed while nothing
-			 * else wanted the CPU: its overrun starts now. */
-			if (now > c->budget_out_ns)
-				c->budget_out_ns = now;
-			mark_throttle(c);
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			return;
-		}
-	}
-}
+#include "budget.bpf.h"
 
 /*
  * Wakeup placement of a MicroQuanta thread, in the kernel patch's order:

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -114,4 +115,25 @@ pub fn wait_for_state(want: SchedExtState, timeout: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// One scheduler at a time within a test process, whatever --test-threads says.
+static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+/// For tests that load the scheduler: panics with the reason if this host
+/// cannot (no sched_ext, another scheduler loaded, not root), else returns a
+/// guard that keeps other such tests of this process waiting.
+pub fn exclusive_sched_ext_host() -> MutexGuard<'static, ()> {
+    let guard = EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner());
+    match sysfs::state() {
+        SchedExtState::Unsupported => panic!(
+            "kernel {} has no sched_ext: run these tests with `cargo xtask test`",
+            sysfs::kernel_release()
+        ),
+        SchedExtState::Disabled => {}
+        other => panic!("sched_ext is {other:?}: another scheduler is loaded"),
+    }
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "loading a scheduler needs root");
+    guard
 }

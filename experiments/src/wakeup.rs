@@ -133,7 +133,8 @@ fn burn_cpu_ns(ns: u64) {
     }
 }
 
-fn thread_cpu_ns() -> u64 {
+/// CPU time the calling thread has used, in ns.
+pub(crate) fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use scx_microquanta::class::{current_tid, Class};
 use serde::{Deserialize, Serialize};
 
-use crate::wakeup::{now_ns, pin_to_cpu, sleep_until_ns};
+use crate::wakeup::{now_ns, pin_to_cpu, sleep_until_ns, thread_cpu_ns};
 
 /// (period_us, runtime_us) pairs measured by default: the kernel patch's
 /// default, a quarter share, and two sub-tick periods of 1 and 2 ms (the tick
@@ -209,16 +209,6 @@ fn spin(cpu: usize, in_class: bool, start_ns: u64, end_ns: u64) -> Result<Spin> 
         class.remove(current_tid())?;
     }
     Ok(Spin { cpu_ns, max_gap_ns })
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// CPU time over wall time. A spinner can overshoot the window by one loop
