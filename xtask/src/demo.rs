@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::accel::AccelChoice;
 use crate::bench::{self, sched};
-use crate::{cargo, kernel, sys, vm, Ctx};
+use crate::{sys, vm, Ctx};
 
 const JSON_TAG: &str = "MQ_DEMO_JSON ";
 /// The demo's guest program.
@@ -51,15 +51,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
-    if args.native {
-        vm::check_native()?;
-    }
-    let release_dir = cargo::build_release(&ctx.deps, &ctx.ws)?;
-    let kernel = if args.native {
-        kernel::Kernel::host()
-    } else {
-        kernel::ensure(args.kernel.clone())?
-    };
+    let (release_dir, kernel) = vm::prepare_release(ctx, args.native, args.kernel.clone())?;
     let with_bench = !args.no_bench;
     let spec = vm::VmSpec {
         cpus: args.cpus,

@@ -117,15 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// `cargo xtask vm`: exits with the command's own status.
 fn run_vm(ctx: &Ctx, args: VmArgs) -> Result<ExitCode> {
-    if args.native {
-        vm::check_native()?;
-    }
-    let release_dir = cargo::build_release(&ctx.deps, &ctx.ws)?;
-    let kernel = if args.native {
-        kernel::Kernel::host()
-    } else {
-        kernel::ensure(args.kernel)?
-    };
+    let (release_dir, kernel) = vm::prepare_release(ctx, args.native, args.kernel)?;
     let spec = vm::VmSpec {
         cpus: args.cpus,
         mem_mib: args.mem_mib,

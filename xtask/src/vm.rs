@@ -62,6 +62,23 @@ pub struct VmOutcome {
 }
 
 /// Runs `spec`; fails on timeout, a guest that died, or a suspicious kernel log.
+/// What every "run our release binaries on a sched_ext kernel" command does
+/// first: refuse `--native` on a host without sched_ext, build the workspace
+/// in release, and pick the kernel (the host's when native). Returns the
+/// release directory and the kernel.
+pub fn prepare_release(ctx: &Ctx, native: bool, kernel_path: Option<PathBuf>) -> Result<(PathBuf, Kernel)> {
+    if native {
+        check_native()?;
+    }
+    let release_dir = crate::cargo::build_release(&ctx.deps, &ctx.ws)?;
+    let kernel = if native {
+        Kernel::host()
+    } else {
+        crate::kernel::ensure(kernel_path)?
+    };
+    Ok((release_dir, kernel))
+}
+
 /// Environment variable telling the guest command its accelerator:
 /// `tcg`, `kvm` or `native`.
 pub const ACCEL_ENV: &str = "MQ_ACCEL";

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{plot, report};
 use crate::accel::AccelChoice;
-use crate::{cargo, kernel, sys, vm, Ctx};
+use crate::{sys, vm, Ctx};
 
 const JSON_TAG: &str = "MQ_BENCH_SCHED_JSON ";
 /// The guest program; it starts and stops `scx_microquanta` itself.
@@ -58,15 +58,7 @@ pub struct SchedArgs {
 }
 
 pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
-    if args.native {
-        vm::check_native()?;
-    }
-    let release_dir = cargo::build_release(&ctx.deps, &ctx.ws)?;
-    let kernel = if args.native {
-        kernel::Kernel::host()
-    } else {
-        kernel::ensure(args.kernel.clone())?
-    };
+    let (release_dir, kernel) = vm::prepare_release(ctx, args.native, args.kernel.clone())?;
     let spec = vm::VmSpec {
         cpus: CPUS,
         mem_mib: MEM_MIB,
