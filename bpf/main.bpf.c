@@ -19,8 +19,10 @@
  *     CPU without MicroQuanta work >          |
  *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (FAIR_DSQ)
  *        |                                        |
- *   enqueue: that CPU's FIFO (MQ_DSQ+cpu)         |
- *     + SCX_KICK_PREEMPT if it runs normal work   |
+ *   enqueue: budget left and no class work   enqueue: + preempt the normal task
+ *     there -> head of its local DSQ,           on its CPU if it is half a
+ *     preempting; else that CPU's FIFO          slice of vtime ahead
+ *     (MQ_DSQ+cpu) + SCX_KICK_PREEMPT           |
  *        \____________________  __________________/
  *                             \/
  *   dispatch(cpu): own MicroQuanta FIFO, then other CPUs' FIFOs (steal),
@@ -35,7 +37,8 @@
  * lives in budget.bpf.h.
  *
  * Normal tasks get weighted virtual-time fairness charged with the runtime
- * actually measured between running() and stopping().
+ * actually measured between running() and stopping(). Class membership is
+ * a pinned map of thread ids, inherited across fork (init_task).
  */
 #include <scx/common.bpf.h>
 #include "intf.h"
