@@ -1,5 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in order, failing fast: formatting, clippy, the
-//! host test suite, then the sched_ext integration tests in one VM on a sched_ext kernel.
+//! host test suite, the loom models of our lock-free code, then the sched_ext integration tests
+//! in one VM on a sched_ext kernel.
 //!
 //! Integration tests that need sched_ext follow a naming convention
 //! (`<crate>/tests/sched_ext*.rs`). On the host they skip themselves (`#[ignore = "..."]`,
@@ -45,6 +46,7 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
     step(ctx, "host tests", &["test", "--workspace"])?;
+    loom_models(ctx)?;
     if args.skip_vm {
         println!("test: --skip-vm: sched_ext tests not run");
         return Ok(());
@@ -103,6 +105,26 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
         bail!("sched_ext tests failed (exit status {})", outcome.exit_status);
     }
     println!("test: all passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Crates whose lock-free code has loom models: `#[cfg(loom)]` tests with
+/// `loom` in their path, run with `--cfg loom` in a target dir of their own
+/// (the flag would otherwise rebuild the whole workspace).
+const LOOM_CRATES: &[&str] = &["snap-engines"];
+
+fn loom_models(ctx: &Ctx) -> Result<()> {
+    for krate in LOOM_CRATES {
+        let args = ["test", "-p", krate, "--release", "--lib", "loom"];
+        println!(
+            "test: loom models: RUSTFLAGS='--cfg loom' cargo {}",
+            args.join(" ")
+        );
+        let mut cmd = cargo::command(&ctx.deps, &ctx.ws, &args);
+        cmd.env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", ctx.ws.target_dir.join("loom"));
+        sys::run(&mut cmd).with_context(|| format!("loom models of {krate} failed"))?;
+    }
     Ok(())
 }
 
