@@ -26,15 +26,22 @@ static s64 credit_limit(void)
 static s64 credit_at(const struct cpu_ctx *c, u64 now)
 {
 	s64 credit = c->credit_ns;
-	u64 delta;
+	u64 delta, full_ns;
 
 	if (now <= c->credit_at_ns)
 		return credit;
-	/* Beyond 4 periods the clamp decides anyway; bounding delta first keeps
-	 * the multiplication far from overflow. */
+	/*
+	 * Going from the lowest credit (-2 periods) to the highest (+2) takes
+	 * 4 * period * period / runtime of wall time; beyond that the clamp
+	 * decides. Bounding delta there keeps delta * runtime <= 5 * period^2,
+	 * far from overflow for periods up to the 1 s the loader allows. (A
+	 * bound of 4 periods, as here before, starved a CPU that had been idle
+	 * of credit whenever runtime < period.)
+	 */
 	delta = now - c->credit_at_ns;
-	if (delta > 4 * mq_period_ns)
-		delta = 4 * mq_period_ns;
+	full_ns = (4 * mq_period_ns / mq_runtime_ns + 1) * mq_period_ns;
+	if (delta > full_ns)
+		delta = full_ns;
 	credit += delta * mq_runtime_ns / mq_period_ns;
 	return credit > credit_limit() ? credit_limit() : credit;
 }
