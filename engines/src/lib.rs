@@ -1,16 +1,23 @@
-//! The Snap host runtime, being built bottom-up.
+//! The Snap host runtime: engines, the rings and interrupts that feed them, the three
+//! scheduling modes, and the host's control plane.
 //!
-//! What exists now: [`shm::SharedMem`], a memfd mapping that can be handed to another
-//! process, and [`ring`], the lock-free single-producer/single-consumer ring of messages
-//! that lives in it and will feed engines from applications and from each other.
-//!
-//! What will come (not here yet; nothing in this crate pretends otherwise): engines
-//! (single-threaded, stateful tasks with a bounded `run()` step), interrupts (eventfd
-//! doorbells, epoll on NIC queues), the three scheduling modes (dedicated, spreading in the
-//! MicroQuanta class, compacting), and the `snap-host` control plane.
+//! Bottom-up: [`shm::SharedMem`] is a memfd mapping that can be handed to another process;
+//! [`ring`] is the lock-free single-producer/single-consumer ring of messages that lives in
+//! it; [`doorbell`] is how a producer wakes a blocked engine (suppressed while the engine is
+//! polled); [`mailbox`] is the depth-one control queue run on the engine's thread;
+//! [`engine`] is the trait every engine implements; [`runtime`] places engine groups on
+//! threads in dedicated, spreading (MicroQuanta) or compacting mode and reports status.
 
+pub mod doorbell;
+pub mod engine;
+pub mod mailbox;
 pub mod ring;
+pub mod runtime;
 pub mod shm;
 
-pub use ring::{Consumer, Peeked, PopError, Producer, PushError, Ring, RingError};
+pub use doorbell::{Doorbell, DoorbellError, Ringer};
+pub use engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
+pub use mailbox::ControlError;
+pub use ring::{Consumer, Peeked, PopError, Producer, PushError, Ring, RingError, RingProbe};
+pub use runtime::{EngineHandle, GroupSpec, Mode, Runtime, RuntimeError, RuntimeOptions, Status};
 pub use shm::{SharedMem, ShmError};

@@ -35,6 +35,8 @@ use std::sync::Arc;
 
 pub use handles::{Consumer, Peeked, PopError, Producer, PushError};
 
+use core::sync::atomic::Ordering::Acquire;
+
 use crate::shm::SharedMem;
 use layout::{Header, IndexLine, Meta, LEN_PREFIX, MAGIC, SLOTS_OFFSET, VERSION};
 
@@ -113,6 +115,32 @@ impl Shared {
     }
 }
 
+/// A read-only view of a ring's fill level that any thread may hold: how the engine
+/// runtime decides, without running the consumer, whether it has work (before blocking, and
+/// when the compacting rebalancer measures queueing delay). Two loads, no side effects.
+#[derive(Debug, Clone)]
+pub struct RingProbe {
+    shared: Arc<Shared>,
+}
+
+impl RingProbe {
+    /// Messages published and not yet released, clamped to the capacity (a corrupt peer
+    /// cannot make this report more than the ring holds).
+    pub fn len(&self) -> u64 {
+        let h = self.shared.header();
+        // Consumer first: it only grows, so a producer loaded afterwards is never behind it
+        // unless the peer broke the protocol, which saturates to 0 below.
+        let consumer = h.consumer.value.load(Acquire);
+        let producer = h.producer.value.load(Acquire);
+        producer.saturating_sub(consumer).min(self.shared.capacity)
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A validated ring in a shared region, not yet split into its producer and consumer.
 #[derive(Debug)]
 pub struct Ring {
@@ -178,9 +206,15 @@ impl Ring {
     }
 
     fn indices(&self) -> (u64, u64) {
-        use core::sync::atomic::Ordering::Acquire;
         let h = self.shared.header();
         (h.producer.value.load(Acquire), h.consumer.value.load(Acquire))
+    }
+
+    /// A thread-safe, read-only view of the fill level (see [`RingProbe`]).
+    pub fn probe(&self) -> RingProbe {
+        RingProbe {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Number of slots (messages that can be in flight at once).

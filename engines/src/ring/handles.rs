@@ -105,6 +105,13 @@ impl Producer {
         Ok(())
     }
 
+    /// A thread-safe view of this ring's fill level.
+    pub fn probe(&self) -> super::RingProbe {
+        super::RingProbe {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Largest message [`Producer::push`] accepts.
     pub fn max_message_len(&self) -> usize {
         self.shared.max_message_len()
@@ -125,6 +132,13 @@ impl Consumer {
             shared,
             index: ConsumerIndex::new(head, tail),
             _not_sync: PhantomData,
+        }
+    }
+
+    /// A thread-safe view of this ring's fill level.
+    pub fn probe(&self) -> super::RingProbe {
+        super::RingProbe {
+            shared: self.shared.clone(),
         }
     }
 

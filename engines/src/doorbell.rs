@@ -1,0 +1,259 @@
+//! Doorbells: how an app (or an upstream engine) wakes a blocked engine, and why a polled
+//! engine does not pay for them.
+//!
+//! A doorbell is an eventfd plus one word of shared memory, the *armed* flag. The engine's
+//! thread arms its doorbells just before it blocks and disarms them when it wakes; a producer
+//! rings (writes the eventfd, a system call) only when it finds the doorbell armed. While the
+//! engine is being run or spin-polled, the producer's cost is one load. This is the
+//! notification suppression of Snap and TAS (and of virtio's `EVENT_IDX`).
+//!
+//! The race (producer pushes just as the engine decides to block) is closed Dekker-style:
+//!
+//! ```text
+//!   producer                              engine thread
+//!   push (Release store of its index)     armed = 1
+//!   fence(SeqCst)                         fence(SeqCst)
+//!   if armed.swap(0) == 1 { write efd }   if ring not empty { disarm; run } else { block }
+//! ```
+//!
+//! With both fences, at least one side sees the other's store: either the producer sees the
+//! flag and rings, or the engine sees the message and does not block. The flag lives in its
+//! own small memfd so that both descriptors can be handed to another process
+//! ([`Doorbell::fds`] / [`Ringer::from_fds`]).
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustix::event::{eventfd, EventfdFlags};
+
+use crate::shm::{SharedMem, ShmError};
+
+const ARMED: u32 = 1;
+const DISARMED: u32 = 0;
+const MAGIC: u32 = 0x5344_4231; // "SDB1"
+
+/// The shared page: written by both sides, so every field is atomic.
+#[repr(C)]
+struct Page {
+    magic: AtomicU32,
+    armed: AtomicU32,
+    /// Times a producer wrote the eventfd.
+    rung: AtomicU64,
+    /// Times a producer skipped the write because the engine was not armed.
+    suppressed: AtomicU64,
+}
+
+const PAGE_LEN: usize = 4096;
+
+/// Why a doorbell could not be made or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum DoorbellError {
+    /// The shared page could not be created or mapped.
+    #[error("doorbell page: {0}")]
+    Shm(#[from] ShmError),
+    /// The eventfd could not be created.
+    #[error("eventfd: {0}")]
+    Eventfd(#[source] rustix::io::Errno),
+    /// The memory handed over is not a doorbell page.
+    #[error("not a doorbell page (bad magic or size)")]
+    NotADoorbell,
+}
+
+struct Inner {
+    mem: SharedMem,
+    eventfd: OwnedFd,
+}
+
+impl Inner {
+    fn page(&self) -> &Page {
+        // SAFETY: the region is at least PAGE_LEN bytes (checked at create/attach), page
+        // aligned, and every field of `Page` is an atomic, so shared access is sound.
+        unsafe { &*self.mem.as_ptr().cast::<Page>() }
+    }
+
+    fn check(mem: SharedMem, eventfd: OwnedFd) -> Result<Self, DoorbellError> {
+        if mem.len() < std::mem::size_of::<Page>() {
+            return Err(DoorbellError::NotADoorbell);
+        }
+        let inner = Self { mem, eventfd };
+        if inner.page().magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(DoorbellError::NotADoorbell);
+        }
+        Ok(inner)
+    }
+}
+
+/// The engine's end of a doorbell. Cheap to clone (the runtime keeps a clone to arm it).
+#[derive(Clone)]
+pub struct Doorbell {
+    inner: Arc<Inner>,
+}
+
+impl Doorbell {
+    /// A new, disarmed doorbell.
+    pub fn new() -> Result<Self, DoorbellError> {
+        let mem = SharedMem::create("snap-doorbell", PAGE_LEN)?;
+        let efd =
+            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(DoorbellError::Eventfd)?;
+        // SAFETY: fresh, zeroed, page-sized mapping; see Inner::page.
+        unsafe { &*mem.as_ptr().cast::<Page>() }
+            .magic
+            .store(MAGIC, Ordering::Relaxed);
+        Ok(Self {
+            inner: Arc::new(Inner::check(mem, efd)?),
+        })
+    }
+
+    /// Arms the doorbell: from now on a producer rings. Follow with a check of the engine's
+    /// input (the fence is included) and disarm again if work is already there.
+    pub fn arm(&self) {
+        self.inner.page().armed.store(ARMED, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Disarms: producers stop ringing (the engine is about to run or poll).
+    pub fn disarm(&self) {
+        self.inner.page().armed.store(DISARMED, Ordering::Relaxed);
+    }
+
+    /// Whether the doorbell is armed (for tests and status).
+    pub fn is_armed(&self) -> bool {
+        self.inner.page().armed.load(Ordering::Relaxed) == ARMED
+    }
+
+    /// Consumes pending rings; returns how many there were (0 if none).
+    pub fn drain(&self) -> u64 {
+        let mut buf = [0u8; 8];
+        match rustix::io::read(&self.inner.eventfd, &mut buf) {
+            Ok(8) => u64::from_ne_bytes(buf),
+            _ => 0,
+        }
+    }
+
+    /// The eventfd to wait on.
+    pub fn eventfd(&self) -> BorrowedFd<'_> {
+        self.inner.eventfd.as_fd()
+    }
+
+    /// `(rung, suppressed)` as counted by producers. Informational only: a producer in
+    /// another process writes these.
+    pub fn counters(&self) -> (u64, u64) {
+        let page = self.inner.page();
+        (
+            page.rung.load(Ordering::Relaxed),
+            page.suppressed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The descriptors (page memfd, eventfd) to hand to a producer in another process.
+    pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (self.inner.mem.as_fd(), self.inner.eventfd.as_fd())
+    }
+
+    /// A producer end in this process.
+    pub fn ringer(&self) -> Ringer {
+        Ringer {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Doorbell")
+            .field("eventfd", &self.inner.eventfd)
+            .field("armed", &self.is_armed())
+            .finish()
+    }
+}
+
+/// The producer's end of a doorbell.
+#[derive(Clone)]
+pub struct Ringer {
+    inner: Arc<Inner>,
+}
+
+impl Ringer {
+    /// Attaches to a doorbell whose descriptors came from [`Doorbell::fds`] (e.g. over a Unix
+    /// socket). Refuses memory that is not a doorbell page.
+    pub fn from_fds(page: OwnedFd, eventfd: OwnedFd) -> Result<Self, DoorbellError> {
+        let mem = SharedMem::from_fd(page)?;
+        Ok(Self {
+            inner: Arc::new(Inner::check(mem, eventfd)?),
+        })
+    }
+
+    /// Call after publishing work. Rings only if the engine is armed (blocked or about to
+    /// block); returns whether it did. Only one of several quick pushes pays the write: the
+    /// first one disarms.
+    pub fn ring(&self) -> bool {
+        fence(Ordering::SeqCst);
+        let page = self.inner.page();
+        if page.armed.load(Ordering::Relaxed) == ARMED
+            && page.armed.swap(DISARMED, Ordering::Relaxed) == ARMED
+        {
+            page.rung.fetch_add(1, Ordering::Relaxed);
+            // A full counter (2^64 - 2 unread rings) is the only failure; the engine is awake
+            // then anyway.
+            let _ = rustix::io::write(&self.inner.eventfd, &1u64.to_ne_bytes());
+            true
+        } else {
+            page.suppressed.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+impl fmt::Debug for Ringer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ringer")
+            .field("eventfd", &self.inner.eventfd)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn dup(fd: BorrowedFd<'_>) -> OwnedFd {
+        fd.try_clone_to_owned().unwrap()
+    }
+
+    #[test]
+    fn suppressed_while_disarmed_rung_once_when_armed() {
+        let bell = Doorbell::new().unwrap();
+        let ringer = bell.ringer();
+        assert!(!ringer.ring());
+        assert_eq!(bell.drain(), 0);
+        bell.arm();
+        assert!(ringer.ring());
+        // The first ring disarmed it: the second is free.
+        assert!(!ringer.ring());
+        assert_eq!(bell.drain(), 1);
+        assert_eq!(bell.counters(), (1, 2));
+    }
+
+    #[test]
+    fn ringer_from_fds_shares_the_flag_and_eventfd() {
+        let bell = Doorbell::new().unwrap();
+        let (page, efd) = bell.fds();
+        let ringer = Ringer::from_fds(dup(page), dup(efd)).unwrap();
+        bell.arm();
+        assert!(ringer.ring());
+        assert_eq!(bell.drain(), 1);
+        assert!(!bell.is_armed());
+    }
+
+    #[test]
+    fn from_fds_refuses_other_memory() {
+        let other = SharedMem::create("not-a-bell", 4096).unwrap();
+        let efd = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        let err = Ringer::from_fds(dup(other.as_fd()), efd).unwrap_err();
+        assert!(matches!(err, DoorbellError::NotADoorbell), "{err}");
+        assert!(other.as_fd().as_raw_fd() >= 0);
+    }
+}
