@@ -7,13 +7,24 @@
 //! polled); [`mailbox`] is the depth-one control queue run on the engine's thread;
 //! [`engine`] is the trait every engine implements; [`runtime`] places engine groups on
 //! threads in dedicated, spreading (MicroQuanta) or compacting mode and reports status.
+//!
+//! On top: [`channel`] is one app's connection (request and response rings, doorbells) in
+//! shared memory; [`echo`] and [`udp_echo`] are engines (an app-facing echo server and a
+//! NIC-queue echo over a UDP socket); [`config`] is the declarative host configuration;
+//! [`control`] is the host's Unix-socket control API (attach with peer credentials checked,
+//! status) and its client; `snap-host` is the binary that ties them together.
 
+pub mod channel;
+pub mod config;
+pub mod control;
 pub mod doorbell;
+pub mod echo;
 pub mod engine;
 pub mod mailbox;
 pub mod ring;
 pub mod runtime;
 pub mod shm;
+pub mod udp_echo;
 
 pub use doorbell::{Doorbell, DoorbellError, Ringer};
 pub use engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};

@@ -5,12 +5,17 @@
 //! the same pages by receiving the file descriptor (inherited across `exec`, or sent over a
 //! Unix socket) and calling [`SharedMem::from_fd`]. A memfd needs no name in the file system,
 //! so nothing is left behind when the last process holding it exits.
+//!
+//! The size is sealed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`) right after creation, and
+//! [`SharedMem::from_fd`] refuses a memfd whose size is not sealed. Otherwise a peer could
+//! `ftruncate` the region under our mapping and kill us with `SIGBUS` on the next access: an
+//! app must never be able to crash the host that way (nor the host an app).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::{self, MemfdFlags};
+use rustix::fs::{self, MemfdFlags, SealFlags};
 use rustix::io::FdFlags;
 
 /// Why a [`SharedMem`] could not be created, mapped or configured.
@@ -33,7 +38,14 @@ pub enum ShmError {
     /// `mmap` failed.
     #[error("mmap failed: {0}")]
     Map(#[from] io::Error),
+    /// The descriptor is not a memfd whose size is sealed, so its owner could shrink it under
+    /// our mapping.
+    #[error("shared memory descriptor is not a size-sealed memfd")]
+    NotSealed,
 }
+
+/// Seals that make a memfd's size immutable.
+const SIZE_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW);
 
 /// An owned, shared, read-write mapping of a memfd.
 ///
@@ -57,7 +69,8 @@ impl SharedMem {
         if len == 0 {
             return Err(ShmError::Empty);
         }
-        let fd = fs::memfd_create(name, MemfdFlags::CLOEXEC).map_err(|source| ShmError::Sys {
+        let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        let fd = fs::memfd_create(name, flags).map_err(|source| ShmError::Sys {
             op: "memfd_create",
             source,
         })?;
@@ -65,12 +78,21 @@ impl SharedMem {
             op: "ftruncate",
             source,
         })?;
+        fs::fcntl_add_seals(&fd, SIZE_SEALS | SealFlags::SEAL).map_err(|source| ShmError::Sys {
+            op: "fcntl(F_ADD_SEALS)",
+            source,
+        })?;
         Self::map(fd, len)
     }
 
     /// Maps the whole of a region created by [`SharedMem::create`], possibly in another
     /// process; its length is taken from the descriptor.
+    /// Refuses a descriptor that is not a memfd with a sealed size ([`ShmError::NotSealed`]).
     pub fn from_fd(fd: OwnedFd) -> Result<Self, ShmError> {
+        match fs::fcntl_get_seals(&fd) {
+            Ok(seals) if seals.contains(SIZE_SEALS) => {}
+            _ => return Err(ShmError::NotSealed),
+        }
         let stat = fs::fstat(&fd).map_err(|source| ShmError::Sys { op: "fstat", source })?;
         let size = u64::try_from(stat.st_size).unwrap_or(0);
         let len = usize::try_from(size).map_err(|_| ShmError::TooLarge(size))?;
@@ -144,6 +166,20 @@ mod tests {
             a.as_ptr().add(100).write(42);
             assert_eq!(b.as_ptr().add(100).read(), 42);
         }
+    }
+
+    #[test]
+    fn size_is_sealed_and_unsealed_memfds_are_refused() {
+        let a = SharedMem::create("t", 4096).unwrap();
+        assert!(fs::ftruncate(&a, 0).is_err(), "a peer must not shrink the region");
+        let loose = fs::memfd_create("loose", MemfdFlags::CLOEXEC).unwrap();
+        fs::ftruncate(&loose, 4096).unwrap();
+        assert!(matches!(SharedMem::from_fd(loose), Err(ShmError::NotSealed)));
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(matches!(
+            SharedMem::from_fd(file.into()),
+            Err(ShmError::NotSealed)
+        ));
     }
 
     #[test]

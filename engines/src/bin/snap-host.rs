@@ -1,0 +1,111 @@
+//! `snap-host`: the Snap host process. Reads a TOML configuration
+//! ([`snap_engines::config`]), starts the engine runtime and the control socket, and runs
+//! until SIGINT or SIGTERM, then detaches every app, stops the engines, removes the socket
+//! and prints a final status summary.
+
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc};
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use log::LevelFilter;
+use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
+
+use snap_engines::config::Config;
+use snap_engines::control::{ControlServer, ServerOptions};
+use snap_engines::runtime::{Runtime, Status};
+
+/// Snap host: runs engines in dedicated, spreading or compacting mode and serves apps on a
+/// Unix control socket.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Opts {
+    /// Configuration file (TOML).
+    #[arg(long, value_name = "PATH")]
+    config: PathBuf,
+    /// Control socket path; overrides `control_socket` in the configuration.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// More logging (-v: debug, -vv: trace).
+    #[arg(short, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    let level = match opts.verbose {
+        0 => LevelFilter::Info,
+        1 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    // Logs go to stderr; stdout carries only the ready line and the final summary.
+    TermLogger::init(
+        level,
+        ConfigBuilder::new().set_time_format_rfc3339().build(),
+        TerminalMode::Stderr,
+        ColorChoice::Never,
+    )
+    .context("initialising logging")?;
+
+    let mut config =
+        Config::load(&opts.config).with_context(|| format!("config {}", opts.config.display()))?;
+    if let Some(socket) = opts.socket {
+        config.control_socket = socket;
+    }
+    let (groups, options) = config
+        .build()
+        .with_context(|| format!("config {}", opts.config.display()))?;
+    let runtime = Arc::new(Runtime::start(groups, options).context("starting the engine runtime")?);
+
+    // Install the handler before announcing readiness, so that a signal sent as soon as
+    // "ready" is seen is always handled as a clean shutdown.
+    let (stop_tx, stop_rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .context("installing the SIGINT/SIGTERM handler")?;
+
+    let server_opts = ServerOptions {
+        allowed_uids: config.allowed_uids.clone(),
+        ..ServerOptions::default()
+    };
+    let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts)
+        .context("starting the control server")?;
+    println!(
+        "snap-host: ready, control socket at {}",
+        config.control_socket.display()
+    );
+
+    let _ = stop_rx.recv();
+    log::info!("shutting down");
+    // Control plane first: it detaches every app through the engines' mailboxes, which
+    // need the engines' threads still running.
+    server.shutdown();
+    let runtime = Arc::try_unwrap(runtime)
+        .map_err(|_| anyhow!("runtime still referenced after the control server stopped"))?;
+    let status = runtime.shutdown();
+    print_summary(&status);
+    Ok(())
+}
+
+fn print_summary(status: &Status) {
+    println!("snap-host: stopped after {:.1} s", status.uptime_s);
+    for group in &status.groups {
+        println!(
+            "  group {} ({}): {} threads",
+            group.name,
+            group.mode,
+            group.threads.len()
+        );
+        for e in &group.engines {
+            println!(
+                "    engine {}: {} items in {} runs, {:?}",
+                e.name, e.items, e.runs, e.health
+            );
+        }
+    }
+    match serde_json::to_string(status) {
+        Ok(json) => println!("{json}"),
+        Err(e) => log::warn!("status as JSON: {e}"),
+    }
+}

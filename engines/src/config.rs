@@ -1,0 +1,645 @@
+//! The host's declarative configuration: a TOML file listing engine groups, their
+//! scheduling mode and cores, and the engines in each, turned into the
+//! [`GroupSpec`]s and [`RuntimeOptions`] that start the runtime.
+//!
+//! ```toml
+//! control_socket = "/run/snap/snap.sock"   # optional, this is the default
+//! stuck_after_ms = 100                     # optional
+//! allowed_uids = [1000]                    # control socket users besides root and the host's uid
+//! microquanta = false                      # try to put spreading threads in the MicroQuanta class
+//! [[group]]
+//! name = "latency"
+//! mode = "spreading"              # dedicated | spreading | compacting
+//! cores = [1]                     # required for dedicated; optional otherwise
+//! [[group.engine]]
+//! name = "echo0"
+//! kind = "echo"                   # echo | udp_echo
+//! work_ns = 0
+//! ```
+//!
+//! Parsing is strict: unknown keys are errors (with their line, from the `toml` crate), and
+//! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
+//! is found without reading this code. Compacting-only keys (`poll_interval_us`,
+//! `max_queueing_delay_us`, `shrink_after_ms`) are refused in other modes rather than
+//! silently ignored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::echo::EchoEngine;
+use crate::engine::Engine;
+use crate::runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
+use crate::udp_echo::UdpEchoEngine;
+
+/// Where the control socket goes when the file does not say.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/snap/snap.sock";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type; the message has the
+    /// key and its line.
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    /// A value that parses but is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Path of the field, e.g. `group[0].engine[2].name`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Path of the control socket.
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// An engine that stays in one `run()` this long is reported stuck.
+    #[serde(default = "default_stuck_after_ms")]
+    pub stuck_after_ms: u64,
+    /// Users allowed on the control socket besides root and the host's own user.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// Try to register spreading threads in the MicroQuanta class.
+    #[serde(default)]
+    pub microquanta: bool,
+    /// Engine groups, at least one.
+    #[serde(default)]
+    pub group: Vec<GroupConfig>,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+
+fn default_stuck_after_ms() -> u64 {
+    100
+}
+
+/// How a group's threads are scheduled (see [`Mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeConfig {
+    /// One spinning thread per core.
+    Dedicated,
+    /// One thread per engine, blocking when idle.
+    Spreading,
+    /// Engines packed onto as few spinning threads as the load allows.
+    Compacting,
+}
+
+impl From<ModeConfig> for Mode {
+    fn from(m: ModeConfig) -> Self {
+        match m {
+            ModeConfig::Dedicated => Mode::Dedicated,
+            ModeConfig::Spreading => Mode::Spreading,
+            ModeConfig::Compacting => Mode::Compacting,
+        }
+    }
+}
+
+/// One `[[group]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Unique group name.
+    pub name: String,
+    /// Scheduling mode.
+    pub mode: ModeConfig,
+    /// CPUs the group's threads may run on.
+    pub cores: Option<Vec<usize>>,
+    /// Compacting: how often the rebalancer looks at queueing delay.
+    pub poll_interval_us: Option<u64>,
+    /// Compacting: queueing delay above which a thread is added.
+    pub max_queueing_delay_us: Option<u64>,
+    /// Compacting: how long a thread must be unneeded before it is removed.
+    pub shrink_after_ms: Option<u64>,
+    /// The group's engines, at least one.
+    #[serde(default)]
+    pub engine: Vec<EngineConfig>,
+}
+
+/// Which engine to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// [`EchoEngine`]: serves app channels.
+    Echo,
+    /// [`UdpEchoEngine`]: echoes datagrams on a UDP socket.
+    UdpEcho,
+}
+
+/// One `[[group.engine]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Unique engine name (across the host).
+    pub name: String,
+    /// What the engine is.
+    pub kind: EngineKind,
+    /// Busy-wait per request or datagram, to model CPU cost.
+    #[serde(default)]
+    pub work_ns: u64,
+    /// udp_echo only: address to bind.
+    pub bind: Option<SocketAddr>,
+}
+
+const POLL_INTERVAL_US: (u64, u64) = (5, 100_000);
+const MAX_QUEUEING_DELAY_US: (u64, u64) = (1, 1_000_000);
+const SHRINK_AFTER_MS: (u64, u64) = (1, 60_000);
+const STUCK_AFTER_MS: (u64, u64) = (1, 60_000);
+/// 10 ms per request is far beyond any realistic engine step; more is a typo.
+const MAX_WORK_NS: u64 = 10_000_000;
+
+fn check_range(field: String, value: u64, (lo, hi): (u64, u64), unit: &str) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} {unit} is outside {lo}..={hi} {unit}"),
+        ))
+    }
+}
+
+/// CPUs the host can use: those in this process's affinity mask would be stricter, but
+/// the count of online CPUs is what the runtime pins to.
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Parses and validates a configuration, checking cores against this machine.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_for_cpus(text, online_cpus())
+    }
+
+    /// [`Self::parse`] for a machine with `cpus` CPUs (for tests and for checking a file
+    /// meant for another machine).
+    pub fn parse_for_cpus(text: &str, cpus: usize) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate(cpus)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    fn validate(&self, cpus: usize) -> Result<(), ConfigError> {
+        check_range("stuck_after_ms".into(), self.stuck_after_ms, STUCK_AFTER_MS, "ms")?;
+        if self.control_socket.as_os_str().is_empty() {
+            return Err(invalid("control_socket", "must not be empty"));
+        }
+        if self.group.is_empty() {
+            return Err(invalid("group", "at least one [[group]] is required"));
+        }
+        let mut groups = HashSet::new();
+        let mut engines = HashSet::new();
+        // core -> (group index, dedicated?) of the first group claiming it.
+        let mut claimed: BTreeMap<usize, (usize, bool)> = BTreeMap::new();
+        for (gi, g) in self.group.iter().enumerate() {
+            let at = format!("group[{gi}]");
+            if g.name.is_empty() {
+                return Err(invalid(format!("{at}.name"), "must not be empty"));
+            }
+            if !groups.insert(g.name.as_str()) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("duplicate group name {:?}", g.name),
+                ));
+            }
+            self.validate_cores(gi, g, cpus, &mut claimed)?;
+            self.validate_compacting(gi, g)?;
+            if g.engine.is_empty() {
+                return Err(invalid(
+                    format!("{at}.engine"),
+                    "at least one [[group.engine]] is required",
+                ));
+            }
+            for (ei, e) in g.engine.iter().enumerate() {
+                let at = format!("{at}.engine[{ei}]");
+                if e.name.is_empty() {
+                    return Err(invalid(format!("{at}.name"), "must not be empty"));
+                }
+                if !engines.insert(e.name.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.name"),
+                        format!("duplicate engine name {:?}", e.name),
+                    ));
+                }
+                if e.work_ns > MAX_WORK_NS {
+                    return Err(invalid(
+                        format!("{at}.work_ns"),
+                        format!("{} ns is more than the maximum of {MAX_WORK_NS} ns", e.work_ns),
+                    ));
+                }
+                match (e.kind, e.bind) {
+                    (EngineKind::UdpEcho, None) => {
+                        return Err(invalid(format!("{at}.bind"), "required for kind \"udp_echo\""))
+                    }
+                    (EngineKind::Echo, Some(_)) => {
+                        return Err(invalid(format!("{at}.bind"), "only applies to kind \"udp_echo\""))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_cores(
+        &self,
+        gi: usize,
+        g: &GroupConfig,
+        cpus: usize,
+        claimed: &mut BTreeMap<usize, (usize, bool)>,
+    ) -> Result<(), ConfigError> {
+        let field = format!("group[{gi}].cores");
+        let dedicated = g.mode == ModeConfig::Dedicated;
+        let cores = g.cores.as_deref().unwrap_or_default();
+        if dedicated && cores.is_empty() {
+            return Err(invalid(field, "dedicated mode needs at least one core"));
+        }
+        if g.cores.is_some() && cores.is_empty() {
+            return Err(invalid(field, "must not be empty (leave it out to use any core)"));
+        }
+        let mut seen = HashSet::new();
+        for &core in cores {
+            if core >= cpus {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "core {core} does not exist (this machine has cores 0..={})",
+                        cpus - 1
+                    ),
+                ));
+            }
+            if !seen.insert(core) {
+                return Err(invalid(field, format!("core {core} is listed twice")));
+            }
+            match claimed.get(&core) {
+                Some(&(other, other_dedicated)) if dedicated || other_dedicated => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "core {core} is also used by group {:?}, and dedicated cores cannot be shared",
+                            self.group[other].name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    claimed.insert(core, (gi, dedicated));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_compacting(&self, gi: usize, g: &GroupConfig) -> Result<(), ConfigError> {
+        let at = format!("group[{gi}]");
+        let fields = [
+            ("poll_interval_us", g.poll_interval_us, POLL_INTERVAL_US, "µs"),
+            (
+                "max_queueing_delay_us",
+                g.max_queueing_delay_us,
+                MAX_QUEUEING_DELAY_US,
+                "µs",
+            ),
+            ("shrink_after_ms", g.shrink_after_ms, SHRINK_AFTER_MS, "ms"),
+        ];
+        for (name, value, range, unit) in fields {
+            let Some(value) = value else { continue };
+            if g.mode != ModeConfig::Compacting {
+                return Err(invalid(
+                    format!("{at}.{name}"),
+                    "only applies to mode \"compacting\"",
+                ));
+            }
+            check_range(format!("{at}.{name}"), value, range, unit)?;
+        }
+        Ok(())
+    }
+
+    /// Runtime options from the top-level keys.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            stuck_after: Duration::from_millis(self.stuck_after_ms),
+            microquanta: self.microquanta,
+            ..RuntimeOptions::default()
+        }
+    }
+
+    /// Builds every engine (binding UDP sockets) and the group specs to start the runtime
+    /// with. Errors name the engine's field (e.g. a `bind` address in use).
+    pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
+        let mut specs = Vec::with_capacity(self.group.len());
+        for (gi, g) in self.group.iter().enumerate() {
+            let mut engines: Vec<Box<dyn Engine>> = Vec::with_capacity(g.engine.len());
+            for (ei, e) in g.engine.iter().enumerate() {
+                let engine = build_engine(e).map_err(|(field, message)| {
+                    invalid(format!("group[{gi}].engine[{ei}].{field}"), message)
+                })?;
+                engines.push(engine);
+            }
+            let defaults = CompactingParams::default();
+            specs.push(GroupSpec {
+                name: g.name.clone(),
+                mode: g.mode.into(),
+                cores: g.cores.clone().unwrap_or_default(),
+                engines,
+                compacting: CompactingParams {
+                    poll_interval: g
+                        .poll_interval_us
+                        .map_or(defaults.poll_interval, Duration::from_micros),
+                    max_queueing_delay: g
+                        .max_queueing_delay_us
+                        .map_or(defaults.max_queueing_delay, Duration::from_micros),
+                    shrink_after: g
+                        .shrink_after_ms
+                        .map_or(defaults.shrink_after, Duration::from_millis),
+                },
+            });
+        }
+        Ok((specs, self.runtime_options()))
+    }
+}
+
+/// Builds one engine; the error is (field relative to the engine, message).
+fn build_engine(e: &EngineConfig) -> Result<Box<dyn Engine>, (&'static str, String)> {
+    Ok(match e.kind {
+        EngineKind::Echo => Box::new(EchoEngine::new(e.name.clone(), e.work_ns)),
+        EngineKind::UdpEcho => {
+            let addr = e
+                .bind
+                .ok_or(("bind", "required for kind \"udp_echo\"".to_owned()))?;
+            let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
+                .map_err(|err| ("bind", format!("cannot bind {addr}: {err}")))?;
+            Box::new(engine)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        control_socket = "/tmp/snap-test.sock"
+        stuck_after_ms = 50
+        allowed_uids = [1000]
+        [[group]]
+        name = "latency"
+        mode = "spreading"
+        [[group.engine]]
+        name = "echo0"
+        kind = "echo"
+        work_ns = 100
+        [[group]]
+        name = "bulk"
+        mode = "compacting"
+        cores = [0, 1]
+        poll_interval_us = 50
+        max_queueing_delay_us = 100
+        shrink_after_ms = 20
+        [[group.engine]]
+        name = "udp0"
+        kind = "udp_echo"
+        bind = "127.0.0.1:0"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_for_cpus(text, 4)
+    }
+
+    /// The error message of `text`, which must be refused.
+    fn err(text: &str) -> String {
+        parse(text).expect_err("config should be refused").to_string()
+    }
+
+    fn group(body: &str) -> String {
+        format!("[[group]]\nname = \"g\"\n{body}\n[[group.engine]]\nname = \"e\"\nkind = \"echo\"\n")
+    }
+
+    #[test]
+    fn good_config_parses_and_builds() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.control_socket, Path::new("/tmp/snap-test.sock"));
+        assert_eq!(c.allowed_uids, [1000]);
+        assert_eq!(c.group[1].engine[0].kind, EngineKind::UdpEcho);
+        let (specs, opts) = c.build().unwrap();
+        assert_eq!(opts.stuck_after, Duration::from_millis(50));
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].mode, Mode::Spreading);
+        assert_eq!(specs[1].cores, [0, 1]);
+        assert_eq!(specs[1].compacting.poll_interval, Duration::from_micros(50));
+        assert_eq!(specs[1].compacting.shrink_after, Duration::from_millis(20));
+        assert_eq!(specs[1].engines[0].name(), "udp0");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&group("mode = \"spreading\"")).unwrap();
+        assert_eq!(c.control_socket, Path::new(DEFAULT_CONTROL_SOCKET));
+        assert_eq!(c.stuck_after_ms, 100);
+        assert!(c.allowed_uids.is_empty());
+        assert_eq!(c.group[0].engine[0].work_ns, 0);
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_line() {
+        let e = err("stuck_after_ms = 5\nbogus = 1\n");
+        assert!(e.contains("bogus") && e.contains("line 2"), "{e}");
+        let e = err(&group("mode = \"spreading\"\ncoers = [1]"));
+        assert!(e.contains("coers") && e.contains("line 4"), "{e}");
+        let e = err(&format!("{}colour = 1\n", group("mode = \"spreading\"")));
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_enum_values_are_refused() {
+        let e = err(&group("mode = \"lazy\""));
+        assert!(e.contains("lazy") && e.contains("line 3"), "{e}");
+        let e = err(
+            "[[group]]\nname = \"g\"\nmode = \"spreading\"\n[[group.engine]]\nname = \"e\"\nkind = \"tcp\"\n",
+        );
+        assert!(e.contains("tcp"), "{e}");
+    }
+
+    #[test]
+    fn needs_a_group_and_an_engine() {
+        assert_eq!(err(""), "group: at least one [[group]] is required");
+        let e = err("[[group]]\nname = \"g\"\nmode = \"spreading\"\n");
+        assert_eq!(e, "group[0].engine: at least one [[group.engine]] is required");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let two = format!(
+            "{}{}",
+            group("mode = \"spreading\""),
+            group("mode = \"spreading\"")
+        );
+        assert_eq!(err(&two), "group[1].name: duplicate group name \"g\"");
+        let e = err(&format!(
+            "{}[[group.engine]]\nname = \"e\"\nkind = \"echo\"\n",
+            group("mode = \"spreading\"")
+        ));
+        assert_eq!(e, "group[0].engine[1].name: duplicate engine name \"e\"");
+        let other = group("mode = \"spreading\"").replace("name = \"g\"", "name = \"h\"");
+        let e = err(&format!("{}{other}", group("mode = \"spreading\"")));
+        assert_eq!(e, "group[1].engine[0].name: duplicate engine name \"e\"");
+    }
+
+    #[test]
+    fn dedicated_needs_cores() {
+        let e = err(&group("mode = \"dedicated\""));
+        assert_eq!(e, "group[0].cores: dedicated mode needs at least one core");
+        let e = err(&group("mode = \"dedicated\"\ncores = []"));
+        assert_eq!(e, "group[0].cores: dedicated mode needs at least one core");
+        parse(&group("mode = \"dedicated\"\ncores = [3]")).unwrap();
+    }
+
+    #[test]
+    fn cores_must_exist_and_be_unique() {
+        let e = err(&group("mode = \"spreading\"\ncores = [4]"));
+        assert_eq!(
+            e,
+            "group[0].cores: core 4 does not exist (this machine has cores 0..=3)"
+        );
+        let e = err(&group("mode = \"spreading\"\ncores = [1, 1]"));
+        assert_eq!(e, "group[0].cores: core 1 is listed twice");
+        let e = err(&group("mode = \"spreading\"\ncores = []"));
+        assert!(e.starts_with("group[0].cores: must not be empty"), "{e}");
+    }
+
+    #[test]
+    fn dedicated_cores_are_not_shared() {
+        let a = group("mode = \"dedicated\"\ncores = [1]");
+        let b = group("mode = \"spreading\"\ncores = [0, 1]")
+            .replace("\"g\"", "\"h\"")
+            .replace("\"e\"", "\"f\"");
+        let e = err(&format!("{a}{b}"));
+        assert!(
+            e.starts_with("group[1].cores: core 1 is also used by group \"g\""),
+            "{e}"
+        );
+        // The other way round too.
+        let e = err(&format!("{b}{a}").replace("[[group]]\nname = \"g\"", "[[group]]\nname = \"g\""));
+        assert!(
+            e.starts_with("group[1].cores: core 1 is also used by group \"h\""),
+            "{e}"
+        );
+        // Two non-dedicated groups may share.
+        let c = group("mode = \"compacting\"\ncores = [1]");
+        parse(&format!("{c}{b}")).unwrap();
+    }
+
+    #[test]
+    fn compacting_fields_only_in_compacting_mode() {
+        let e = err(&group("mode = \"spreading\"\npoll_interval_us = 50"));
+        assert_eq!(
+            e,
+            "group[0].poll_interval_us: only applies to mode \"compacting\""
+        );
+        let e = err(&group("mode = \"dedicated\"\ncores = [0]\nshrink_after_ms = 5"));
+        assert_eq!(e, "group[0].shrink_after_ms: only applies to mode \"compacting\"");
+        let e = err(&group("mode = \"spreading\"\nmax_queueing_delay_us = 5"));
+        assert_eq!(
+            e,
+            "group[0].max_queueing_delay_us: only applies to mode \"compacting\""
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        let e = err(&group("mode = \"compacting\"\npoll_interval_us = 4"));
+        assert_eq!(e, "group[0].poll_interval_us: 4 µs is outside 5..=100000 µs");
+        let e = err(&group("mode = \"compacting\"\npoll_interval_us = 100001"));
+        assert_eq!(e, "group[0].poll_interval_us: 100001 µs is outside 5..=100000 µs");
+        parse(&group("mode = \"compacting\"\npoll_interval_us = 5")).unwrap();
+        let e = err(&group("mode = \"compacting\"\nmax_queueing_delay_us = 0"));
+        assert!(
+            e.starts_with("group[0].max_queueing_delay_us: 0 µs is outside"),
+            "{e}"
+        );
+        let e = err(&format!("stuck_after_ms = 0\n{}", group("mode = \"spreading\"")));
+        assert!(e.starts_with("stuck_after_ms: 0 ms is outside"), "{e}");
+        let e =
+            err(&group("mode = \"spreading\"")
+                .replace("kind = \"echo\"", "kind = \"echo\"\nwork_ns = 20000000"));
+        assert!(
+            e.starts_with("group[0].engine[0].work_ns: 20000000 ns is more than"),
+            "{e}"
+        );
+        let e = err(&group("mode = \"spreading\"\npoll_interval_us = -1"));
+        assert!(e.contains("poll_interval_us"), "{e}");
+    }
+
+    #[test]
+    fn kind_specific_fields() {
+        let e = err(&group("mode = \"spreading\"").replace("kind = \"echo\"", "kind = \"udp_echo\""));
+        assert_eq!(e, "group[0].engine[0].bind: required for kind \"udp_echo\"");
+        let e = err(&group("mode = \"spreading\"")
+            .replace("kind = \"echo\"", "kind = \"echo\"\nbind = \"127.0.0.1:1\""));
+        assert_eq!(e, "group[0].engine[0].bind: only applies to kind \"udp_echo\"");
+        let e = err(&group("mode = \"spreading\"")
+            .replace("kind = \"echo\"", "kind = \"udp_echo\"\nbind = \"nowhere\""));
+        assert!(e.contains("line 7") && e.contains("bind = \"nowhere\""), "{e}");
+    }
+
+    #[test]
+    fn build_names_the_engine_whose_socket_is_taken() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let text = group("mode = \"spreading\"").replace(
+            "kind = \"echo\"",
+            &format!("kind = \"udp_echo\"\nbind = \"{addr}\""),
+        );
+        let e = parse(&text)
+            .unwrap()
+            .build()
+            .expect_err("bind should fail")
+            .to_string();
+        assert!(
+            e.starts_with(&format!("group[0].engine[0].bind: cannot bind {addr}")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let e = Config::load("/nonexistent/snap.toml").unwrap_err().to_string();
+        assert!(e.starts_with("cannot read /nonexistent/snap.toml"), "{e}");
+    }
+}

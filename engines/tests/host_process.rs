@@ -1,0 +1,279 @@
+//! The real `snap-host` binary, driven from outside like an app would: start it with a
+//! temporary configuration (spreading mode, which needs neither root nor sched_ext), attach
+//! over the control socket, echo through shared memory and UDP, and stop it with SIGTERM.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+use snap_engines::control::SnapClient;
+use snap_engines::PushError;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A private directory per test for the config and the socket.
+fn test_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("snap-host-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running `snap-host`, killed if a test fails before stopping it.
+struct Host {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Host {
+    /// Starts the host with `groups` (TOML `[[group]]` tables) and waits for its ready line.
+    fn start(groups: &str) -> Self {
+        let dir = test_dir();
+        let socket = dir.join("snap.sock");
+        let config = dir.join("snap.toml");
+        std::fs::write(&config, format!("control_socket = {socket:?}\n{groups}")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn snap-host");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .expect("snap-host did not print its ready line");
+        assert_eq!(
+            line,
+            format!("snap-host: ready, control socket at {}", socket.display())
+        );
+        Self { child, socket }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "snap-host did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ECHO_GROUP: &str = r#"
+[[group]]
+name = "latency"
+mode = "spreading"
+[[group.engine]]
+name = "echo0"
+kind = "echo"
+"#;
+
+fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition not reached in {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn echo_ten_thousand_in_order_and_detach_on_disconnect() {
+    const N: u64 = 10_000;
+    let host = Host::start(ECHO_GROUP);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    let mut ch = client.attach("echo0", true).unwrap();
+
+    // Keep up to a window of requests in flight, so that both rings wrap many times.
+    let (mut sent, mut got) = (0u64, 0u64);
+    let mut buf = [0u8; 64];
+    while got < N {
+        while sent < N && sent - got < 64 {
+            match ch.send(&sent.to_le_bytes()) {
+                Ok(()) => sent += 1,
+                Err(PushError::Full) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let n = ch
+            .recv_timeout(&mut buf, TIMEOUT)
+            .unwrap()
+            .expect("echo within the timeout");
+        assert_eq!(n, 8);
+        assert_eq!(
+            u64::from_le_bytes(buf[..8].try_into().unwrap()),
+            got,
+            "out of order"
+        );
+        got += 1;
+    }
+    assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "an echo arrived twice");
+
+    let status = client.status().unwrap();
+    let engine = status.runtime.engine("echo0").expect("echo0 in status");
+    assert!(engine.items >= N, "{engine:?}");
+    assert_eq!(status.channels_of("echo0"), 1);
+
+    // A second app that goes away mid-stream (requests still queued) is detached.
+    let mut second = SnapClient::connect(&host.socket).unwrap();
+    let mut ch2 = second.attach("echo0", false).unwrap();
+    for i in 0u64..100 {
+        if ch2.send(&i.to_le_bytes()).is_err() {
+            break;
+        }
+    }
+    assert_eq!(client.status().unwrap().channels_of("echo0"), 2);
+    drop(second);
+    wait_until(|| client.status().unwrap().channels_of("echo0") == 1);
+    // The first channel still works.
+    ch.send(b"still here").unwrap();
+    let n = ch.recv_timeout(&mut buf, TIMEOUT).unwrap().unwrap();
+    assert_eq!(&buf[..n], b"still here");
+
+    drop(ch);
+    drop(client);
+    let socket = host.socket.clone();
+    assert!(host.terminate().success());
+    assert!(!socket.exists(), "socket file left behind");
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_removes_socket() {
+    let host = Host::start(ECHO_GROUP);
+    let socket = host.socket.clone();
+    assert!(socket.exists());
+    // With an app attached at the time.
+    let mut client = SnapClient::connect(&socket).unwrap();
+    let _ch = client.attach("echo0", false).unwrap();
+    let status = host.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists());
+    assert!(client.status().is_err(), "connection should be closed");
+}
+
+#[test]
+fn bad_config_exits_nonzero_naming_the_field() {
+    let dir = test_dir();
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        "[[group]]\nname = \"g\"\nmode = \"dedicated\"\n[[group.engine]]\nname = \"e\"\nkind = \"echo\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(dir.join("never.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("group[0].cores: dedicated mode needs at least one core"),
+        "{stderr}"
+    );
+    assert!(!dir.join("never.sock").exists());
+
+    std::fs::write(&config, "stuck_after_ms = 10\nstuck_afetr_ms = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stuck_afetr_ms") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn udp_echo_through_the_host() {
+    // A free port: bind, note, release (the host binds it right after).
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = Host::start(&format!(
+        "[[group]]\nname = \"nic\"\nmode = \"spreading\"\n[[group.engine]]\nname = \"udp0\"\nkind = \"udp_echo\"\nbind = \"127.0.0.1:{port}\"\n"
+    ));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let server = format!("127.0.0.1:{port}");
+    let mut buf = [0u8; 64];
+    let mut echoed = 0;
+    for i in 0u32..200 {
+        sock.send_to(&i.to_le_bytes(), &server).unwrap();
+        // UDP may drop under load; retry a lost one rather than fail.
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((4, _)) if buf[..4] == i.to_le_bytes() => {
+                    echoed += 1;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    sock.send_to(&i.to_le_bytes(), &server).unwrap();
+                }
+            }
+        }
+    }
+    assert_eq!(echoed, 200);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    let status = client.status().unwrap();
+    assert!(status.runtime.engine("udp0").unwrap().items >= 200);
+    // It is not an echo engine: attaching a channel is refused by name.
+    let err = client.attach("udp0", false).unwrap_err().to_string();
+    assert!(err.contains("not an echo engine"), "{err}");
+    drop(client);
+    assert!(host.terminate().success());
+}
+
+/// `--socket` overrides the configuration, and a second host on a live socket is refused.
+#[test]
+fn socket_override_and_second_host_refused() {
+    let host = Host::start(ECHO_GROUP);
+    let dir = host.socket.parent().unwrap().to_owned();
+    let config = dir.join("snap.toml");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--socket")
+        .arg(&host.socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!second.wait().unwrap().success());
+    assert!(stderr.contains("another Snap host is listening"), "{stderr}");
+    // The first host is unharmed.
+    SnapClient::connect(&host.socket).unwrap().status().unwrap();
+    assert!(host.terminate().success());
+}
