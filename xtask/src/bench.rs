@@ -1,10 +1,14 @@
 //! `cargo xtask bench`: benchmarks that boot the sched_ext kernel, run one of our measurement
-//! programs in the guest, and turn its machine-readable last line into files under
-//! `target/experiments/<name>/` (JSON for tools, markdown and SVG plots for people).
+//! programs in the guest (and, for `modes`, natively too), and turn its machine-readable
+//! report into files under `target/experiments/<name>/` (JSON for tools, markdown and SVG
+//! plots for people).
 //!
 //! Each benchmark is a nested subcommand with its own module, so that the command line,
 //! the output folder and the report of one benchmark stay independent of the others.
 
+/// `cargo xtask bench modes`: the scheduling modes natively and in the VM.
+pub mod modes;
+mod modes_plot;
 mod plot;
 mod report;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
@@ -29,10 +33,15 @@ enum BenchCmd {
     /// MicroQuanta vs EEVDF, SCHED_FIFO and SCHED_DEADLINE: wakeup latency, bandwidth
     /// conformance and cyclictest in one boot (runs `mq-bench-sched`).
     Sched(sched::SchedArgs),
+    /// Snap's dedicated, spreading and compacting modes under an open-loop echo load:
+    /// latency, throughput and cores, natively (EEVDF) and in the VM with MicroQuanta
+    /// (runs `mq-bench-modes`).
+    Modes(modes::ModesArgs),
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     match &args.command {
         BenchCmd::Sched(args) => sched::run(ctx, args),
+        BenchCmd::Modes(args) => modes::run(ctx, args),
     }
 }

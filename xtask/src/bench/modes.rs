@@ -1,0 +1,437 @@
+//! `cargo xtask bench modes`: Snap's three scheduling modes (dedicated, spreading,
+//! compacting) under an open-loop echo load, measured by `mq-bench-modes` (experiments/)
+//! twice: natively on this host's EEVDF, then in the sched_ext VM with `scx_microquanta`
+//! loaded. Both reports are merged into `target/experiments/modes/`: `summary.json` (every
+//! row tagged with the scheduler and accelerator it ran under), `summary.md` (tables and
+//! the ratios behind Snap's expected shape) and `modes.svg` ([`super::modes_plot`]).
+//!
+//! Expected shape (Snap, SOSP'19): compacting uses the fewest cores, spreading has the best
+//! tail at low load, dedicated always burns its cores. The summary says, per scheduler,
+//! whether this run shows it; it does not fail when it does not, since a 2-CPU machine shared
+//! with builds, or TCG, can hide it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::modes_plot;
+use crate::accel::AccelChoice;
+use crate::{sys, vm, Ctx};
+
+pub const GUEST_PROGRAM: &str = "mq-bench-modes";
+const JSON_TAG: &str = "MQ_BENCH_MODES_JSON ";
+const CPUS: u32 = 2;
+const MEM_MIB: u32 = 2048;
+/// Where the guest writes its report before printing it on one tagged line.
+const GUEST_JSON: &str = "/tmp/mq-bench-modes.json";
+pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
+
+/// Options of `cargo xtask bench modes`.
+#[derive(Debug, clap::Args)]
+pub struct ModesArgs {
+    /// Kernel image (bzImage) for the VM; default: $MQ_KERNEL, the cache, or a download.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// How qemu runs the VM.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// 1 s windows instead of 3 s (passed to mq-bench-modes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Only the native (EEVDF) run: no kernel, no VM.
+    #[arg(long)]
+    pub native_only: bool,
+    /// Offered loads in % of one core, comma-separated [mq-bench-modes' default: 10,50,90].
+    #[arg(long, value_name = "LIST")]
+    pub loads: Option<String>,
+    /// Measuring window per point in seconds [mq-bench-modes' default: 3, 1 with --quick].
+    #[arg(long, value_name = "SECS")]
+    pub seconds: Option<f64>,
+    /// Seconds before the VM is killed.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 1800)]
+    pub timeout_secs: u64,
+}
+
+pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
+    let dir = output_dir(ctx);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (release_dir, kernel) = if args.native_only {
+        (crate::cargo::build_release(&ctx.deps, &ctx.ws)?, None)
+    } else {
+        let (release, kernel) = vm::prepare_release(ctx, false, args.kernel.clone())?;
+        (release, Some(kernel))
+    };
+
+    println!("bench modes: native run (EEVDF on this host)");
+    let native_json = dir.join("native.json");
+    let mut cmd = Command::new(release_dir.join(GUEST_PROGRAM));
+    cmd.args(guest_args(args)).arg("--json").arg(&native_json);
+    // The host's own accelerator, whatever the caller's environment says.
+    cmd.env_remove(vm::ACCEL_ENV);
+    sys::run(&mut cmd)?;
+    let mut runs = vec![read_run(&native_json)?];
+
+    if let Some(kernel) = &kernel {
+        println!("bench modes: VM run (scx_microquanta loaded)");
+        let mut argv = vec![GUEST_PROGRAM.to_string()];
+        argv.extend(guest_args(args));
+        let scheduler = release_dir.join("scx_microquanta");
+        argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
+        argv.extend(["--json".into(), GUEST_JSON.into()]);
+        let script = format!(
+            "{} && echo \"{JSON_TAG}$(cat {GUEST_JSON})\"\n",
+            sys::quote_all(&argv)
+        );
+        let spec = vm::VmSpec {
+            cpus: CPUS,
+            mem_mib: MEM_MIB,
+            accel: args.accel,
+            timeout: Duration::from_secs(args.timeout_secs),
+            kernel,
+            bin_dirs: vec![release_dir.clone()],
+            extra_files: Vec::new(),
+            env: vec![("RUST_BACKTRACE".into(), "1".into())],
+            script,
+            allow_log_patterns: Vec::new(),
+            native: false,
+        };
+        let outcome = vm::run(ctx, &spec)?;
+        let log = dir.join("guest-output.log");
+        std::fs::write(&log, &outcome.output).with_context(|| format!("writing {}", log.display()))?;
+        if outcome.exit_status != 0 {
+            bail!(
+                "{GUEST_PROGRAM} failed in the VM (exit status {}); output in {}",
+                outcome.exit_status,
+                log.display()
+            );
+        }
+        let mut run =
+            extract_json(&outcome.output).with_context(|| format!("guest output: {}", log.display()))?;
+        run["machine"] = Value::String(super::sched::describe_machine(false, CPUS, MEM_MIB));
+        runs.push(run);
+    }
+
+    let recorded = record(&dir, &runs)?;
+    println!();
+    print!("{}", recorded.0);
+    println!();
+    for path in &recorded.1 {
+        println!("written: {}", path.display());
+    }
+    Ok(())
+}
+
+/// `target/experiments/modes/`.
+pub fn output_dir(ctx: &Ctx) -> PathBuf {
+    ctx.ws.target_dir.join("experiments").join("modes")
+}
+
+/// The options passed through to `mq-bench-modes`.
+fn guest_args(args: &ModesArgs) -> Vec<String> {
+    let mut argv = Vec::new();
+    if args.quick {
+        argv.push("--quick".to_string());
+    }
+    if let Some(loads) = &args.loads {
+        argv.extend(["--loads".into(), loads.clone()]);
+    }
+    if let Some(s) = args.seconds {
+        argv.extend(["--seconds".into(), s.to_string()]);
+    }
+    argv
+}
+
+fn read_run(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The object on the last `MQ_BENCH_MODES_JSON ` line.
+pub fn extract_json(output: &str) -> Result<Value> {
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_end().split_once(JSON_TAG).map(|(_, json)| json))
+        .with_context(|| format!("{GUEST_PROGRAM} printed no `{}` line", JSON_TAG.trim()))?;
+    serde_json::from_str(line.trim()).with_context(|| format!("parsing {GUEST_PROGRAM}'s JSON"))
+}
+
+/// One measured point, as the summary reads it (the JSON keeps every field).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Row {
+    pub mode: String,
+    pub offered_load: u32,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub ops_per_s: f64,
+    pub offered_ops_per_s: f64,
+    pub cores: f64,
+    pub host_cores: f64,
+}
+
+/// One run of `mq-bench-modes`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Run {
+    pub machine: String,
+    pub kernel: String,
+    pub accel: String,
+    pub scheduler: String,
+    pub work_ns: u64,
+    pub layout: String,
+    pub rows: Vec<Row>,
+}
+
+impl Run {
+    pub fn row(&self, mode: &str, load: u32) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.mode == mode && r.offered_load == load)
+    }
+
+    /// Offered loads in ascending order.
+    pub fn loads(&self) -> Vec<u32> {
+        let mut loads: Vec<u32> = self.rows.iter().map(|r| r.offered_load).collect();
+        loads.sort_unstable();
+        loads.dedup();
+        loads
+    }
+
+    /// Modes in report order, those measured only.
+    pub fn modes(&self) -> Vec<&'static str> {
+        MODES
+            .into_iter()
+            .filter(|m| self.rows.iter().any(|r| r.mode == *m))
+            .collect()
+    }
+}
+
+/// Writes `summary.json`, `summary.md` and `modes.svg` into `dir` from the runs' reports;
+/// returns the markdown and the files written.
+pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
+    let typed: Vec<Run> = runs
+        .iter()
+        .map(|r| serde_json::from_value(r.clone()).context("a run's report lacks a field the summary needs"))
+        .collect::<Result<_>>()?;
+    let json_path = dir.join("summary.json");
+    let text = serde_json::to_string_pretty(&merge(runs)?)? + "\n";
+    std::fs::write(&json_path, text).with_context(|| format!("writing {}", json_path.display()))?;
+    let md = markdown(&typed);
+    let md_path = dir.join("summary.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let svg = dir.join("modes.svg");
+    modes_plot::draw(&typed, &svg)?;
+    Ok((md, vec![json_path, md_path, svg]))
+}
+
+/// `{"runs": [run without rows], "rows": [row + scheduler + accel]}`.
+pub fn merge(runs: &[Value]) -> Result<Value> {
+    let mut metas = Vec::new();
+    let mut rows = Vec::new();
+    for run in runs {
+        let mut meta = run
+            .as_object()
+            .context("a run's report is not an object")?
+            .clone();
+        let run_rows = meta
+            .remove("rows")
+            .and_then(|r| r.as_array().cloned())
+            .context("run without rows")?;
+        for mut row in run_rows {
+            let obj = row.as_object_mut().context("a row is not an object")?;
+            for key in ["scheduler", "accel"] {
+                obj.insert(key.into(), meta.get(key).cloned().unwrap_or(Value::Null));
+            }
+            rows.push(row);
+        }
+        metas.push(Value::Object(meta));
+    }
+    Ok(serde_json::json!({ "runs": metas, "rows": rows }))
+}
+
+/// `a / b`, or `-` when it is not defined.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The whole `summary.md`.
+pub fn markdown(runs: &[Run]) -> String {
+    let mut md = String::from("# Snap scheduling modes\n\n");
+    md.push_str(
+        "An app drives echo engines open-loop at each offered load (% of one core at `work_ns` \
+         per request). Round trips are measured from each request's due time; cores = CPU time \
+         of the engine threads / wall time; host cores adds the host's control and monitor \
+         threads.\n\n",
+    );
+    if runs.iter().any(|r| r.accel == "tcg") {
+        let _ = writeln!(md, "> {}\n", super::TCG_NOTE);
+    }
+    for run in runs {
+        let _ = writeln!(md, "## {} ({})\n", run.scheduler, run.accel);
+        let _ = writeln!(
+            md,
+            "{} · kernel `{}` · {} ns per request\n\n{}\n",
+            run.machine, run.kernel, run.work_ns, run.layout
+        );
+        md.push_str(
+            "| mode | load % | p50 µs | p99 µs | p99.9 µs | ops/s | offered ops/s | cores | host cores |\n",
+        );
+        md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for mode in run.modes() {
+            for load in run.loads() {
+                let Some(r) = run.row(mode, load) else { continue };
+                let _ = writeln!(
+                    md,
+                    "| {mode} | {load} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                    r.p50_us, r.p99_us, r.p999_us, r.ops_per_s, r.offered_ops_per_s, r.cores, r.host_cores
+                );
+            }
+        }
+        md.push('\n');
+        shape(&mut md, run);
+    }
+    md.push_str("Plot: [modes.svg](modes.svg).\n");
+    md
+}
+
+/// The ratios behind the expected shape, and whether this run shows it.
+fn shape(md: &mut String, run: &Run) {
+    let get = |mode: &str, load: u32, f: fn(&Row) -> f64| run.row(mode, load).map(f);
+    let _ = writeln!(md, "### Shape ({})\n", run.scheduler);
+    md.push_str("| load % | cores ded. | cores spr. | cores comp. | comp./ded. cores | spr./ded. cores | p99 ded. | p99 spr. | p99 comp. | spr./comp. p99 |\n");
+    md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for load in run.loads() {
+        let c = |m| get(m, load, |r| r.cores);
+        let p = |m| get(m, load, |r| r.p99_us);
+        let _ = writeln!(
+            md,
+            "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            opt(c("dedicated"), 2),
+            opt(c("spreading"), 2),
+            opt(c("compacting"), 2),
+            ratio(c("compacting"), c("dedicated")),
+            ratio(c("spreading"), c("dedicated")),
+            opt(p("dedicated"), 1),
+            opt(p("spreading"), 1),
+            opt(p("compacting"), 1),
+            ratio(p("spreading"), p("compacting")),
+        );
+    }
+    let loads = run.loads();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let cores_of = |m: &str, l: u32| get(m, l, |r| r.cores).unwrap_or(f64::NAN);
+    let fewest = loads.iter().all(|&l| {
+        let comp = cores_of("compacting", l);
+        comp <= cores_of("dedicated", l) && comp <= cores_of("spreading", l) * 1.05
+    });
+    // Not 1.0: kernel threads and the host's own threads still take their turns on the
+    // dedicated CPU (about 10% under TCG).
+    let burns = loads.iter().all(|&l| cores_of("dedicated", l) >= 0.8);
+    let low_tail = loads.first().is_some_and(|&l| {
+        let p = |m| get(m, l, |r| r.p99_us).unwrap_or(f64::NAN);
+        p("spreading") <= p("compacting") && p("spreading") <= p("dedicated")
+    });
+    let _ = writeln!(
+        md,
+        "\nExpected shape in this run: compacting uses the fewest cores at every load (within 5% \
+         of spreading): **{}**; spreading has the best p99 at the lowest load: **{}**; dedicated \
+         burns ≥ 0.8 core at every load: **{}**.\n",
+        yes(fewest),
+        yes(low_tail),
+        yes(burns)
+    );
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub fn sample_runs() -> Vec<Value> {
+        let row = |mode: &str, load: u32, p99: f64, cores: f64| {
+            serde_json::json!({"mode": mode, "offered_load": load, "p50_us": p99 / 3.0, "p99_us": p99,
+                "p999_us": p99 * 2.0, "max_us": p99 * 3.0, "ops_per_s": load as f64 * 500.0,
+                "offered_ops_per_s": load as f64 * 500.0, "cores": cores, "host_cores": cores + 0.01,
+                "sent": 10, "received": 10})
+        };
+        let run = |sched: &str, accel: &str| {
+            serde_json::json!({"machine": "m", "kernel": "k", "accel": accel, "scheduler": sched,
+                "cpus": 2, "work_ns": 20000, "engines": 1, "seconds": 1.0, "warmup_ms": 300,
+                "layout": "2 CPUs", "rows": [
+                    row("dedicated", 10, 60.0, 1.0), row("dedicated", 90, 90.0, 1.0),
+                    row("spreading", 10, 50.0, 0.15), row("spreading", 90, 400.0, 0.95),
+                    row("compacting", 10, 80.0, 0.14), row("compacting", 90, 500.0, 0.92)]})
+        };
+        vec![run("eevdf", "native"), run("microquanta", "tcg")]
+    }
+
+    #[test]
+    fn merged_rows_carry_their_scheduler() {
+        let merged = merge(&sample_runs()).unwrap();
+        let rows = merged["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 12);
+        assert_eq!(rows[0]["scheduler"], "eevdf");
+        assert_eq!(rows[11]["scheduler"], "microquanta");
+        assert_eq!(rows[11]["accel"], "tcg");
+        assert!(merged["runs"][0].get("rows").is_none());
+        assert_eq!(merged["runs"][1]["work_ns"], 20000);
+    }
+
+    #[test]
+    fn markdown_has_tables_ratios_and_the_verdict() {
+        let runs: Vec<Run> = sample_runs()
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+        let md = markdown(&runs);
+        assert!(
+            md.contains("## eevdf (native)") && md.contains("## microquanta (tcg)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| spreading | 10 | 16.7 | 50.0 | 100.0 | 5000 | 5000 | 0.15 | 0.16 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 10 | 1.00 | 0.15 | 0.14 | 0.14 | 0.15 | 60.0 | 50.0 | 80.0 | 0.62 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("fewest cores at every load (within 5% of spreading): **yes**"),
+            "{md}"
+        );
+        assert!(md.contains("best p99 at the lowest load: **yes**"), "{md}");
+        assert!(md.contains("Under TCG"), "{md}");
+    }
+
+    #[test]
+    fn guest_json_is_found_after_other_output() {
+        let out = "mq-bench-modes: ...\n  vm| MQ_BENCH_MODES_JSON {\"rows\":[]}\n";
+        assert_eq!(extract_json(out).unwrap()["rows"], serde_json::json!([]));
+        assert!(extract_json("nothing\n").is_err());
+    }
+
+    #[test]
+    fn record_writes_every_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-modes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (md, written) = record(&dir, &sample_runs()).unwrap();
+        assert_eq!(written.len(), 3);
+        assert_eq!(std::fs::read_to_string(dir.join("summary.md")).unwrap(), md);
+        assert!(std::fs::read_to_string(dir.join("modes.svg"))
+            .unwrap()
+            .starts_with("<svg"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
