@@ -6,7 +6,7 @@
 //! control_socket = "/run/snap/snap.sock"   # optional, this is the default
 //! stuck_after_ms = 100                     # optional
 //! allowed_uids = [1000]                    # control socket users besides root and the host's uid
-//! microquanta = false                      # try to put spreading threads in the MicroQuanta class
+//! microquanta = true                       # spreading/compacting threads join the MicroQuanta class if it is loaded
 //! [[group]]
 //! name = "latency"
 //! mode = "spreading"              # dedicated | spreading | compacting
@@ -83,12 +83,18 @@ pub struct Config {
     /// Users allowed on the control socket besides root and the host's own user.
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
-    /// Try to register spreading threads in the MicroQuanta class.
-    #[serde(default)]
+    /// Put spreading and compacting threads in the MicroQuanta class when `scx_microquanta`
+    /// is loaded (the default; without it they run as normal threads and the log says so).
+    /// `false` opts out.
+    #[serde(default = "default_true")]
     pub microquanta: bool,
     /// Engine groups, at least one.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_socket() -> PathBuf {
@@ -411,235 +417,4 @@ fn build_engine(e: &EngineConfig) -> Result<Box<dyn Engine>, (&'static str, Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-        control_socket = "/tmp/snap-test.sock"
-        stuck_after_ms = 50
-        allowed_uids = [1000]
-        [[group]]
-        name = "latency"
-        mode = "spreading"
-        [[group.engine]]
-        name = "echo0"
-        kind = "echo"
-        work_ns = 100
-        [[group]]
-        name = "bulk"
-        mode = "compacting"
-        cores = [0, 1]
-        poll_interval_us = 50
-        max_queueing_delay_us = 100
-        shrink_after_ms = 20
-        [[group.engine]]
-        name = "udp0"
-        kind = "udp_echo"
-        bind = "127.0.0.1:0"
-    "#;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse_for_cpus(text, 4)
-    }
-
-    /// The error message of `text`, which must be refused.
-    fn err(text: &str) -> String {
-        parse(text).expect_err("config should be refused").to_string()
-    }
-
-    fn group(body: &str) -> String {
-        format!("[[group]]\nname = \"g\"\n{body}\n[[group.engine]]\nname = \"e\"\nkind = \"echo\"\n")
-    }
-
-    #[test]
-    fn good_config_parses_and_builds() {
-        let c = parse(GOOD).unwrap();
-        assert_eq!(c.control_socket, Path::new("/tmp/snap-test.sock"));
-        assert_eq!(c.allowed_uids, [1000]);
-        assert_eq!(c.group[1].engine[0].kind, EngineKind::UdpEcho);
-        let (specs, opts) = c.build().unwrap();
-        assert_eq!(opts.stuck_after, Duration::from_millis(50));
-        assert_eq!(specs.len(), 2);
-        assert_eq!(specs[0].mode, Mode::Spreading);
-        assert_eq!(specs[1].cores, [0, 1]);
-        assert_eq!(specs[1].compacting.poll_interval, Duration::from_micros(50));
-        assert_eq!(specs[1].compacting.shrink_after, Duration::from_millis(20));
-        assert_eq!(specs[1].engines[0].name(), "udp0");
-    }
-
-    #[test]
-    fn defaults() {
-        let c = parse(&group("mode = \"spreading\"")).unwrap();
-        assert_eq!(c.control_socket, Path::new(DEFAULT_CONTROL_SOCKET));
-        assert_eq!(c.stuck_after_ms, 100);
-        assert!(c.allowed_uids.is_empty());
-        assert_eq!(c.group[0].engine[0].work_ns, 0);
-    }
-
-    #[test]
-    fn unknown_keys_name_key_and_line() {
-        let e = err("stuck_after_ms = 5\nbogus = 1\n");
-        assert!(e.contains("bogus") && e.contains("line 2"), "{e}");
-        let e = err(&group("mode = \"spreading\"\ncoers = [1]"));
-        assert!(e.contains("coers") && e.contains("line 4"), "{e}");
-        let e = err(&format!("{}colour = 1\n", group("mode = \"spreading\"")));
-        assert!(e.contains("colour"), "{e}");
-    }
-
-    #[test]
-    fn bad_enum_values_are_refused() {
-        let e = err(&group("mode = \"lazy\""));
-        assert!(e.contains("lazy") && e.contains("line 3"), "{e}");
-        let e = err(
-            "[[group]]\nname = \"g\"\nmode = \"spreading\"\n[[group.engine]]\nname = \"e\"\nkind = \"tcp\"\n",
-        );
-        assert!(e.contains("tcp"), "{e}");
-    }
-
-    #[test]
-    fn needs_a_group_and_an_engine() {
-        assert_eq!(err(""), "group: at least one [[group]] is required");
-        let e = err("[[group]]\nname = \"g\"\nmode = \"spreading\"\n");
-        assert_eq!(e, "group[0].engine: at least one [[group.engine]] is required");
-    }
-
-    #[test]
-    fn duplicate_names() {
-        let two = format!(
-            "{}{}",
-            group("mode = \"spreading\""),
-            group("mode = \"spreading\"")
-        );
-        assert_eq!(err(&two), "group[1].name: duplicate group name \"g\"");
-        let e = err(&format!(
-            "{}[[group.engine]]\nname = \"e\"\nkind = \"echo\"\n",
-            group("mode = \"spreading\"")
-        ));
-        assert_eq!(e, "group[0].engine[1].name: duplicate engine name \"e\"");
-        let other = group("mode = \"spreading\"").replace("name = \"g\"", "name = \"h\"");
-        let e = err(&format!("{}{other}", group("mode = \"spreading\"")));
-        assert_eq!(e, "group[1].engine[0].name: duplicate engine name \"e\"");
-    }
-
-    #[test]
-    fn dedicated_needs_cores() {
-        let e = err(&group("mode = \"dedicated\""));
-        assert_eq!(e, "group[0].cores: dedicated mode needs at least one core");
-        let e = err(&group("mode = \"dedicated\"\ncores = []"));
-        assert_eq!(e, "group[0].cores: dedicated mode needs at least one core");
-        parse(&group("mode = \"dedicated\"\ncores = [3]")).unwrap();
-    }
-
-    #[test]
-    fn cores_must_exist_and_be_unique() {
-        let e = err(&group("mode = \"spreading\"\ncores = [4]"));
-        assert_eq!(
-            e,
-            "group[0].cores: core 4 does not exist (this machine has cores 0..=3)"
-        );
-        let e = err(&group("mode = \"spreading\"\ncores = [1, 1]"));
-        assert_eq!(e, "group[0].cores: core 1 is listed twice");
-        let e = err(&group("mode = \"spreading\"\ncores = []"));
-        assert!(e.starts_with("group[0].cores: must not be empty"), "{e}");
-    }
-
-    #[test]
-    fn dedicated_cores_are_not_shared() {
-        let a = group("mode = \"dedicated\"\ncores = [1]");
-        let b = group("mode = \"spreading\"\ncores = [0, 1]")
-            .replace("\"g\"", "\"h\"")
-            .replace("\"e\"", "\"f\"");
-        let e = err(&format!("{a}{b}"));
-        assert!(
-            e.starts_with("group[1].cores: core 1 is also used by group \"g\""),
-            "{e}"
-        );
-        // The other way round too.
-        let e = err(&format!("{b}{a}").replace("[[group]]\nname = \"g\"", "[[group]]\nname = \"g\""));
-        assert!(
-            e.starts_with("group[1].cores: core 1 is also used by group \"h\""),
-            "{e}"
-        );
-        // Two non-dedicated groups may share.
-        let c = group("mode = \"compacting\"\ncores = [1]");
-        parse(&format!("{c}{b}")).unwrap();
-    }
-
-    #[test]
-    fn compacting_fields_only_in_compacting_mode() {
-        let e = err(&group("mode = \"spreading\"\npoll_interval_us = 50"));
-        assert_eq!(
-            e,
-            "group[0].poll_interval_us: only applies to mode \"compacting\""
-        );
-        let e = err(&group("mode = \"dedicated\"\ncores = [0]\nshrink_after_ms = 5"));
-        assert_eq!(e, "group[0].shrink_after_ms: only applies to mode \"compacting\"");
-        let e = err(&group("mode = \"spreading\"\nmax_queueing_delay_us = 5"));
-        assert_eq!(
-            e,
-            "group[0].max_queueing_delay_us: only applies to mode \"compacting\""
-        );
-    }
-
-    #[test]
-    fn ranges() {
-        let e = err(&group("mode = \"compacting\"\npoll_interval_us = 4"));
-        assert_eq!(e, "group[0].poll_interval_us: 4 µs is outside 5..=100000 µs");
-        let e = err(&group("mode = \"compacting\"\npoll_interval_us = 100001"));
-        assert_eq!(e, "group[0].poll_interval_us: 100001 µs is outside 5..=100000 µs");
-        parse(&group("mode = \"compacting\"\npoll_interval_us = 5")).unwrap();
-        let e = err(&group("mode = \"compacting\"\nmax_queueing_delay_us = 0"));
-        assert!(
-            e.starts_with("group[0].max_queueing_delay_us: 0 µs is outside"),
-            "{e}"
-        );
-        let e = err(&format!("stuck_after_ms = 0\n{}", group("mode = \"spreading\"")));
-        assert!(e.starts_with("stuck_after_ms: 0 ms is outside"), "{e}");
-        let e =
-            err(&group("mode = \"spreading\"")
-                .replace("kind = \"echo\"", "kind = \"echo\"\nwork_ns = 20000000"));
-        assert!(
-            e.starts_with("group[0].engine[0].work_ns: 20000000 ns is more than"),
-            "{e}"
-        );
-        let e = err(&group("mode = \"spreading\"\npoll_interval_us = -1"));
-        assert!(e.contains("poll_interval_us"), "{e}");
-    }
-
-    #[test]
-    fn kind_specific_fields() {
-        let e = err(&group("mode = \"spreading\"").replace("kind = \"echo\"", "kind = \"udp_echo\""));
-        assert_eq!(e, "group[0].engine[0].bind: required for kind \"udp_echo\"");
-        let e = err(&group("mode = \"spreading\"")
-            .replace("kind = \"echo\"", "kind = \"echo\"\nbind = \"127.0.0.1:1\""));
-        assert_eq!(e, "group[0].engine[0].bind: only applies to kind \"udp_echo\"");
-        let e = err(&group("mode = \"spreading\"")
-            .replace("kind = \"echo\"", "kind = \"udp_echo\"\nbind = \"nowhere\""));
-        assert!(e.contains("line 7") && e.contains("bind = \"nowhere\""), "{e}");
-    }
-
-    #[test]
-    fn build_names_the_engine_whose_socket_is_taken() {
-        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = taken.local_addr().unwrap();
-        let text = group("mode = \"spreading\"").replace(
-            "kind = \"echo\"",
-            &format!("kind = \"udp_echo\"\nbind = \"{addr}\""),
-        );
-        let e = parse(&text)
-            .unwrap()
-            .build()
-            .expect_err("bind should fail")
-            .to_string();
-        assert!(
-            e.starts_with(&format!("group[0].engine[0].bind: cannot bind {addr}")),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn load_names_the_file() {
-        let e = Config::load("/nonexistent/snap.toml").unwrap_err().to_string();
-        assert!(e.starts_with("cannot read /nonexistent/snap.toml"), "{e}");
-    }
-}
+mod tests;
