@@ -1,22 +1,31 @@
 //! `cargo xtask demo`: the headline measurement. Boots the sched_ext kernel, runs `mq-demo`
 //! (experiments/), and turns its final `MQ_DEMO_JSON {...}` line into
 //! `target/demo/summary.json` plus a table of wakeup latencies under EEVDF, as a normal task
-//! under microquanta, and as a microquanta engine. In the same boot it then runs
-//! `mq-bench-sched --quick` and reports it like `cargo xtask bench sched` does (same code:
-//! [`bench::sched::record`]), printing its latency and conformance tables; `--no-bench`
-//! skips that.
+//! under microquanta, and as a microquanta engine. In the same boot it then runs two quick
+//! benchmarks and reports each through the code of its `cargo xtask bench` command:
+//!
+//! 1. `mq-bench-sched --quick`, like `cargo xtask bench sched` ([`sched::record`]): its latency
+//!    and conformance tables, files in `target/experiments/sched/`;
+//! 2. `mq-bench-modes --quick --loads 10,50` with `scx_microquanta` loaded, as the VM half of
+//!    `cargo xtask bench modes` ([`modes::guest_script`], [`modes::read_guest_run`],
+//!    [`modes::record`]): a compact table of Snap's engine modes (p50/p99, ops/s, cores per
+//!    mode and load), files in `target/experiments/modes/` (a VM-only report, replacing the
+//!    last `bench modes` one).
+//!
+//! `--no-bench` skips both. The guest script stops at the first failing step and names it
+//! (`MQ_DEMO_STEP_FAILED`); a failed benchmark still leaves the steps before it reported.
 //!
 //! Under TCG the guest's clock runs on an emulated CPU, so absolute microseconds are not
 //! comparable with real hardware; ratios between policies measured in the same boot are.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::accel::AccelChoice;
-use crate::bench::{self, sched};
+use crate::bench::{self, modes, sched};
 use crate::{sys, vm, Ctx};
 
 const JSON_TAG: &str = "MQ_DEMO_JSON ";
@@ -26,6 +35,8 @@ const DEMO_PROGRAM: &str = "mq-demo";
 const STEP_FAILED_TAG: &str = "MQ_DEMO_STEP_FAILED ";
 /// Table rows, in order.
 const POLICIES: &[&str] = &["eevdf", "normal", "microquanta"];
+/// Offered loads of the modes step (% of one core): light and half.
+const MODES_LOADS: &str = "10,50";
 
 /// Options of `cargo xtask demo`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +56,8 @@ pub struct DemoArgs {
     /// Run mq-demo on this host (needs root and a host kernel with sched_ext).
     #[arg(long)]
     pub native: bool,
-    /// Only mq-demo: skip `mq-bench-sched --quick` and its files under target/experiments/sched.
+    /// Only mq-demo: skip `mq-bench-sched --quick` and `mq-bench-modes --quick --loads 10,50`,
+    /// and their files under target/experiments/{sched,modes}.
     #[arg(long)]
     pub no_bench: bool,
 }
@@ -53,6 +65,7 @@ pub struct DemoArgs {
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     let (release_dir, kernel) = vm::prepare_release(ctx, args.native, args.kernel.clone())?;
     let with_bench = !args.no_bench;
+    let steps = steps(with_bench, &release_dir);
     let spec = vm::VmSpec {
         cpus: args.cpus,
         mem_mib: sched::MEM_MIB,
@@ -62,16 +75,16 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
         bin_dirs: vec![release_dir],
         extra_files: Vec::new(),
         env: vec![("RUST_BACKTRACE".into(), "1".into())],
-        script: guest_script(with_bench),
+        script: guest_script(&steps),
         allow_log_patterns: Vec::new(),
         native: args.native,
     };
     let outcome = vm::run(ctx, &spec)?;
-    let bench_status = match step_statuses(&outcome.output, outcome.exit_status, with_bench) {
+    let (sched_status, modes_status) = match step_statuses(&outcome.output, outcome.exit_status, with_bench) {
         Steps::DemoFailed(status) => bail!(
             "{DEMO_PROGRAM} failed (exit status {status}); its output is above{}",
             if with_bench {
-                "; the benchmark did not run"
+                "; the benchmarks did not run"
             } else {
                 ""
             }
@@ -79,7 +92,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
         Steps::Unknown(status) => {
             bail!("the demo's guest script failed (exit status {status}) without saying which step")
         }
-        Steps::DemoOk { bench } => bench,
+        Steps::DemoOk { sched, modes } => (sched, modes),
     };
 
     let mut summary = extract_summary(&outcome.output)?;
@@ -93,65 +106,159 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     print!("{}", render_table(&summary));
 
     let mut written = vec![path];
-    if let Some(exit_status) = bench_status {
-        // Fails (after keeping the guest's log) when the benchmark failed or its report is
-        // incomplete; mq-demo's summary is written already.
+    // A benchmark that failed or whose report is incomplete (its guest log is kept) does not
+    // stop the report of the others; the demo fails at the end, naming each.
+    let mut failures = Vec::new();
+    // The benchmarks' tables end with a blank line, the demo's does not.
+    let mut ended_blank = false;
+    let machine = sched::describe_machine(args.native, args.cpus, sched::MEM_MIB);
+    if let Some(exit_status) = sched_status {
         let recorded = sched::record(
             &sched::output_dir(ctx),
             &sched::GuestRun {
                 output: &outcome.output,
                 exit_status,
                 accel: outcome.accel.to_string(),
-                machine: sched::describe_machine(args.native, args.cpus, sched::MEM_MIB),
+                machine: machine.clone(),
             },
         )
         .with_context(|| {
             format!(
-                "benchmark `{}` (run after {DEMO_PROGRAM}, whose summary is in {})",
-                bench_step(),
-                written[0].display()
+                "benchmark `{}` (run after {DEMO_PROGRAM}, whose summary is in {}){}",
+                sched_step(),
+                written[0].display(),
+                if modes_status.is_none() {
+                    format!("; `{}` did not run", modes_step_label())
+                } else {
+                    String::new()
+                }
             )
-        })?;
-        println!();
-        println!(
-            "scheduler benchmark, same boot (`{}`; cyclictest and plots: files below)",
-            bench_step()
-        );
-        println!();
-        print!("{}", recorded.headline);
-        written.extend(recorded.written);
+        });
+        match recorded {
+            Ok(recorded) => {
+                println!();
+                println!(
+                    "scheduler benchmark, same boot (`{}`; cyclictest and plots: files below)",
+                    sched_step()
+                );
+                println!();
+                print!("{}", recorded.headline);
+                ended_blank = true;
+                written.extend(recorded.written);
+            }
+            Err(e) => failures.push(e),
+        }
     }
-    if bench_status.is_none() {
-        println!(); // the benchmark's tables end with a blank line, the demo's does not
+    if let Some(exit_status) = modes_status {
+        let recorded = record_modes(&modes::output_dir(ctx), &outcome.output, exit_status, machine)
+            .with_context(|| {
+                format!(
+                    "benchmark `{}` (run after {DEMO_PROGRAM} and `{}`)",
+                    modes_step_label(),
+                    sched_step()
+                )
+            });
+        match recorded {
+            Ok((run, files)) => {
+                println!();
+                println!(
+                    "engine modes benchmark, same boot (`{}`; expected shape and plot: files below)",
+                    modes_step_label()
+                );
+                println!();
+                print!("{}", render_modes_table(&run, args.native));
+                println!();
+                ended_blank = true;
+                written.extend(files);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    if !ended_blank {
+        println!();
     }
     print!("{}", closing(&written, &outcome.accel.to_string()));
-    Ok(())
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        _ => bail!(
+            "{}",
+            failures
+                .iter()
+                .map(|e| format!("{e:#}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
 }
 
-/// `mq-bench-sched --quick`: the benchmark's command line in the demo.
-fn bench_step() -> String {
+/// `mq-bench-sched --quick`: the scheduler benchmark's command line in the demo.
+fn sched_step() -> String {
     sys::quote_all(&sched::guest_command(true, None))
 }
 
-/// The guest script: `mq-demo`, then (`with_bench`) the quick benchmark. The first failure
-/// stops it, after a tagged line saying which program failed with which status.
-fn guest_script(with_bench: bool) -> String {
-    let mut steps = vec![DEMO_PROGRAM.to_string()];
+/// What the modes benchmark's options are in the demo.
+fn modes_args() -> Vec<String> {
+    modes::guest_args(true, Some(MODES_LOADS), None)
+}
+
+/// `mq-bench-modes --quick --loads 10,50`, as the demo names the step (the command also loads
+/// the scheduler and prints the report: [`modes::guest_script`]).
+fn modes_step_label() -> String {
+    let mut argv = vec![modes::GUEST_PROGRAM.to_string()];
+    argv.extend(modes_args());
+    sys::quote_all(&argv)
+}
+
+/// One program the guest script runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    /// The name its failure marker gives.
+    program: &'static str,
+    /// What the script says it is running.
+    label: String,
+    /// The shell command.
+    command: String,
+}
+
+/// `mq-demo`, then (`with_bench`) the quick scheduler benchmark and the engine modes benchmark
+/// with `scx_microquanta` from `release_dir` loaded.
+fn steps(with_bench: bool, release_dir: &Path) -> Vec<Step> {
+    let mut steps = vec![Step {
+        program: DEMO_PROGRAM,
+        label: DEMO_PROGRAM.into(),
+        command: DEMO_PROGRAM.into(),
+    }];
     if with_bench {
-        steps.push(bench_step());
+        steps.push(Step {
+            program: sched::GUEST_PROGRAM,
+            label: sched_step(),
+            command: sched_step(),
+        });
+        steps.push(Step {
+            program: modes::GUEST_PROGRAM,
+            label: format!("{}, scx_microquanta loaded", modes_step_label()),
+            command: modes::guest_script(&modes_args(), release_dir),
+        });
     }
+    steps
+}
+
+/// The guest script: the steps in order. The first failure stops it, after a tagged line
+/// saying which program failed with which status.
+fn guest_script(steps: &[Step]) -> String {
     let total = steps.len();
     let mut script = String::new();
     for (i, step) in steps.iter().enumerate() {
-        let program = step.split(' ').next().unwrap_or(step);
         if total > 1 {
             script.push_str(&format!(
                 "echo {}\n",
-                sys::quote(&format!("== demo step {}/{total}: {step}", i + 1))
+                sys::quote(&format!("== demo step {}/{total}: {}", i + 1, step.label))
             ));
         }
         script.push_str(&format!(
-            "{step} || {{ status=$?; echo \"{STEP_FAILED_TAG}{program} $status\"; exit $status; }}\n"
+            "{} || {{ status=$?; echo \"{STEP_FAILED_TAG}{} $status\"; exit $status; }}\n",
+            step.command, step.program
         ));
     }
     script
@@ -160,9 +267,9 @@ fn guest_script(with_bench: bool) -> String {
 /// How far the guest script got.
 #[derive(Debug, PartialEq, Eq)]
 enum Steps {
-    /// mq-demo succeeded; `bench` is the benchmark's exit status if it was run.
-    DemoOk { bench: Option<i32> },
-    /// mq-demo failed with this status (the benchmark did not run).
+    /// mq-demo succeeded; then the exit status of each benchmark, `None` if it did not run.
+    DemoOk { sched: Option<i32>, modes: Option<i32> },
+    /// mq-demo failed with this status (the benchmarks did not run).
     DemoFailed(i32),
     /// The script failed with this status but printed no step marker.
     Unknown(i32),
@@ -170,9 +277,12 @@ enum Steps {
 
 /// Reads the script's exit status and its `MQ_DEMO_STEP_FAILED` line (the last one).
 fn step_statuses(output: &str, exit_status: i32, with_bench: bool) -> Steps {
-    let bench_ok = with_bench.then_some(0);
     if exit_status == 0 {
-        return Steps::DemoOk { bench: bench_ok };
+        let ran = with_bench.then_some(0);
+        return Steps::DemoOk {
+            sched: ran,
+            modes: ran,
+        };
     }
     let failed = output.lines().rev().find_map(|l| {
         let (program, status) = l.trim().strip_prefix(STEP_FAILED_TAG)?.split_once(' ')?;
@@ -180,11 +290,57 @@ fn step_statuses(output: &str, exit_status: i32, with_bench: bool) -> Steps {
     });
     match failed {
         Some((program, status)) if program == DEMO_PROGRAM => Steps::DemoFailed(status),
-        Some((program, status)) if with_bench && program == sched::GUEST_PROGRAM => {
-            Steps::DemoOk { bench: Some(status) }
-        }
+        Some((program, status)) if with_bench && program == sched::GUEST_PROGRAM => Steps::DemoOk {
+            sched: Some(status),
+            modes: None,
+        },
+        Some((program, status)) if with_bench && program == modes::GUEST_PROGRAM => Steps::DemoOk {
+            sched: Some(0),
+            modes: Some(status),
+        },
         _ => Steps::Unknown(exit_status),
     }
+}
+
+/// The modes step's report, as `cargo xtask bench modes` records its VM run, but alone: the
+/// typed run for the table, and the files written (`guest-output.log` last).
+fn record_modes(
+    dir: &Path,
+    output: &str,
+    exit_status: i32,
+    machine: String,
+) -> Result<(modes::Run, Vec<PathBuf>)> {
+    let run = modes::read_guest_run(dir, output, exit_status, machine)?;
+    let (_, mut written) = modes::record(dir, std::slice::from_ref(&run))?;
+    written.push(dir.join("guest-output.log"));
+    let run = serde_json::from_value(run).context("reading mq-bench-modes' report")?;
+    Ok((run, written))
+}
+
+/// The compact table of the modes step: one row per mode and offered load.
+fn render_modes_table(run: &modes::Run, native: bool) -> String {
+    let mut out = format!(
+        "Snap engine modes (MicroQuanta, {})\n",
+        if native { "on this host" } else { "in the VM" }
+    );
+    out.push_str(&format!(
+        "scheduler {}, accel {}, {} ns of CPU per request; load in % of one core\n",
+        run.scheduler, run.accel, run.work_ns
+    ));
+    out.push_str(&format!(
+        "{:<12} {:>6} {:>10} {:>10} {:>10} {:>6}\n",
+        "mode", "load", "p50 µs", "p99 µs", "ops/s", "cores"
+    ));
+    for mode in run.modes() {
+        for load in run.loads() {
+            let Some(r) = run.row(mode, load) else { continue };
+            out.push_str(&format!(
+                "{:<12} {:>6} {:>10.1} {:>10.1} {:>10.0} {:>6.2}\n",
+                mode, load, r.p50_us, r.p99_us, r.ops_per_s, r.cores
+            ));
+        }
+    }
+    out
 }
 
 /// The end of the demo's output: the files written, and what the numbers can be used for.
@@ -294,7 +450,7 @@ mod tests {
     #[test]
     fn demo_json_is_found_among_the_benchmarks_output() {
         let output = format!(
-            "{OUTPUT}== demo step 2/2: mq-bench-sched --quick\n\
+            "{OUTPUT}== demo step 2/3: mq-bench-sched --quick\n\
              mq-bench-sched: latency: measuring eevdf ...\n\
              MQ_BENCH_SCHED_JSON {{\"cpus\":2}}\n"
         );
@@ -305,32 +461,51 @@ mod tests {
     }
 
     #[test]
-    fn script_runs_the_demo_then_the_quick_benchmark() {
-        let script = guest_script(true);
+    fn script_runs_the_demo_then_the_two_quick_benchmarks() {
+        let script = guest_script(&steps(true, Path::new("/rel")));
         let lines: Vec<&str> = script.lines().collect();
-        assert_eq!(lines.len(), 4, "{script}");
-        assert_eq!(lines[0], "echo '== demo step 1/2: mq-demo'");
+        assert_eq!(lines.len(), 6, "{script}");
+        assert_eq!(lines[0], "echo '== demo step 1/3: mq-demo'");
         assert!(lines[1].starts_with("mq-demo || {"), "{script}");
+        assert_eq!(lines[2], "echo '== demo step 2/3: mq-bench-sched --quick'");
         assert!(lines[3].starts_with("mq-bench-sched --quick || {"), "{script}");
         assert!(lines[3].contains("echo \"MQ_DEMO_STEP_FAILED mq-bench-sched $status\""));
-        let alone = guest_script(false);
+        assert_eq!(
+            lines[4],
+            "echo '== demo step 3/3: mq-bench-modes --quick --loads 10,50, scx_microquanta loaded'"
+        );
+        // Exactly what `cargo xtask bench modes` runs in its VM, with the demo's options.
+        let modes_command =
+            modes::guest_script(&modes::guest_args(true, Some("10,50"), None), Path::new("/rel"));
+        assert_eq!(
+            modes_command,
+            "mq-bench-modes --quick --loads 10,50 --with-scheduler /rel/scx_microquanta \
+             --json /tmp/mq-bench-modes.json && echo \"MQ_BENCH_MODES_JSON $(cat /tmp/mq-bench-modes.json)\""
+        );
+        assert!(
+            lines[5].starts_with(&format!("{modes_command} || {{")),
+            "{script}"
+        );
+        assert!(lines[5].contains("echo \"MQ_DEMO_STEP_FAILED mq-bench-modes $status\""));
+        let alone = guest_script(&steps(false, Path::new("/rel")));
         assert_eq!(alone.lines().count(), 1, "{alone}");
-        assert!(!alone.contains("mq-bench-sched"));
+        assert!(!alone.contains("mq-bench"), "{alone}");
     }
 
     #[test]
     fn step_statuses_say_which_program_failed() {
-        assert_eq!(step_statuses("x\n", 0, true), Steps::DemoOk { bench: Some(0) });
-        assert_eq!(step_statuses("x\n", 0, false), Steps::DemoOk { bench: None });
+        let ok = |sched, modes| Steps::DemoOk { sched, modes };
+        assert_eq!(step_statuses("x\n", 0, true), ok(Some(0), Some(0)));
+        assert_eq!(step_statuses("x\n", 0, false), ok(None, None));
         let demo_failed = "boom\nMQ_DEMO_STEP_FAILED mq-demo 101\n";
         assert_eq!(step_statuses(demo_failed, 101, true), Steps::DemoFailed(101));
-        let bench_failed = "ok\nMQ_DEMO_STEP_FAILED mq-bench-sched 2\n";
-        assert_eq!(
-            step_statuses(bench_failed, 2, true),
-            Steps::DemoOk { bench: Some(2) }
-        );
-        // A bench marker without a bench step, or no marker at all: no guessing.
-        assert_eq!(step_statuses(bench_failed, 2, false), Steps::Unknown(2));
+        let sched_failed = "ok\nMQ_DEMO_STEP_FAILED mq-bench-sched 2\n";
+        assert_eq!(step_statuses(sched_failed, 2, true), ok(Some(2), None));
+        let modes_failed = "ok\nMQ_DEMO_STEP_FAILED mq-bench-modes 4\n";
+        assert_eq!(step_statuses(modes_failed, 4, true), ok(Some(0), Some(4)));
+        // A bench marker without the bench steps, or no marker at all: no guessing.
+        assert_eq!(step_statuses(sched_failed, 2, false), Steps::Unknown(2));
+        assert_eq!(step_statuses(modes_failed, 4, false), Steps::Unknown(4));
         assert_eq!(step_statuses("killed\n", 137, true), Steps::Unknown(137));
         assert_eq!(
             step_statuses("MQ_DEMO_STEP_FAILED mq-demo x\n", 1, true),
@@ -338,13 +513,17 @@ mod tests {
         );
     }
 
-    /// Runs the real script with `sh` and stand-ins for the two programs that exit with
-    /// `demo` and `bench`; returns what `step_statuses` makes of it and the output.
-    fn run_script(name: &str, demo: i32, bench: i32) -> (Steps, String) {
+    /// Runs the real script with `sh` and stand-ins for the three programs that exit with
+    /// `demo`, `sched` and `modes`; returns what `step_statuses` makes of it and the output.
+    fn run_script(name: &str, demo: i32, sched: i32, modes: i32) -> (Steps, String) {
         let dir = std::env::temp_dir().join(format!("xtask-demo-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for (program, status) in [("mq-demo", demo), ("mq-bench-sched", bench)] {
+        for (program, status) in [
+            ("mq-demo", demo),
+            ("mq-bench-sched", sched),
+            ("mq-bench-modes", modes),
+        ] {
             let path = dir.join(program);
             std::fs::write(
                 &path,
@@ -356,7 +535,7 @@ mod tests {
         }
         let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
         let out = std::process::Command::new("sh")
-            .args(["-c", &guest_script(true)])
+            .args(["-c", &guest_script(&steps(true, Path::new("/rel")))])
             .env("PATH", path)
             .output()
             .unwrap();
@@ -367,19 +546,103 @@ mod tests {
 
     #[test]
     fn script_under_sh_stops_at_the_first_failure() {
-        let (steps, out) = run_script("ok", 0, 0);
-        assert_eq!(steps, Steps::DemoOk { bench: Some(0) });
+        let ok = |sched, modes| Steps::DemoOk { sched, modes };
+        let (steps, out) = run_script("ok", 0, 0, 0);
+        assert_eq!(steps, ok(Some(0), Some(0)));
         assert!(
-            out.contains("mq-demo \n") && out.contains("mq-bench-sched --quick\n"),
+            out.contains("mq-demo \n")
+                && out.contains("mq-bench-sched --quick\n")
+                && out.contains(
+                    "mq-bench-modes --quick --loads 10,50 --with-scheduler /rel/scx_microquanta \
+                     --json /tmp/mq-bench-modes.json\n"
+                ),
             "{out}"
         );
 
-        let (steps, out) = run_script("demo", 3, 0);
+        let (steps, out) = run_script("demo", 3, 0, 0);
         assert_eq!(steps, Steps::DemoFailed(3));
         assert!(!out.contains("mq-bench-sched --quick"), "{out}");
 
-        let (steps, _) = run_script("bench", 0, 5);
-        assert_eq!(steps, Steps::DemoOk { bench: Some(5) });
+        let (steps, out) = run_script("sched", 0, 5, 0);
+        assert_eq!(steps, ok(Some(5), None));
+        assert!(!out.contains("mq-bench-modes --quick"), "{out}");
+
+        // The report line is not printed for a failed run; the marker names the program.
+        let (steps, out) = run_script("modes", 0, 0, 6);
+        assert_eq!(steps, ok(Some(0), Some(6)));
+        assert!(!out.contains("MQ_BENCH_MODES_JSON"), "{out}");
+    }
+
+    /// The boot's output up to and including the modes step, with `report` as its JSON line.
+    fn boot_output(report: &Value) -> String {
+        format!(
+            "{OUTPUT}== demo step 2/3: mq-bench-sched --quick\n\
+             MQ_BENCH_SCHED_JSON {{\"cpus\":2}}\n\
+             == demo step 3/3: mq-bench-modes --quick --loads 10,50, scx_microquanta loaded\n\
+             mq-bench-modes: 2 CPUs under microquanta, snap-host /rel/snap-host\n\
+             MQ_BENCH_MODES_JSON {report}\n"
+        )
+    }
+
+    #[test]
+    fn modes_step_is_recorded_and_tabled_like_bench_modes_vm_run() {
+        let report = modes::tests::sample_runs().remove(1);
+        let output = boot_output(&report);
+        // The demo's own summary is still found before the benchmarks' lines.
+        assert_eq!(extract_summary(&output).unwrap()["cpus"], 2);
+
+        let dir = std::env::temp_dir().join(format!("xtask-demo-modes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (run, written) = record_modes(&dir, &output, 0, "qemu VM (test)".into()).unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["summary.json", "summary.md", "modes.svg", "guest-output.log"]
+        );
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(read("guest-output.log"), output);
+        // A VM-only report: one run, the host's machine description.
+        let json: Value = serde_json::from_str(&read("summary.json")).unwrap();
+        assert_eq!(json["runs"].as_array().unwrap().len(), 1);
+        assert_eq!(json["runs"][0]["machine"], "qemu VM (test)");
+        assert_eq!(json["rows"][0]["scheduler"], "microquanta");
+        assert!(read("summary.md").contains("## microquanta (tcg)"));
+        assert!(read("modes.svg").starts_with("<svg"));
+
+        let table = render_modes_table(&run, false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "Snap engine modes (MicroQuanta, in the VM)");
+        assert!(
+            lines[1].contains("accel tcg, 20000 ns of CPU per request"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("mode") && lines[2].contains("p99 µs"),
+            "{table}"
+        );
+        assert_eq!(lines.len(), 3 + 6, "{table}");
+        let row = lines[5].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(
+            row,
+            ["spreading", "10", "16.7", "50.0", "5000", "0.15"],
+            "{table}"
+        );
+        assert!(lines[8].starts_with("compacting"), "{table}");
+        assert!(render_modes_table(&run, true).starts_with("Snap engine modes (MicroQuanta, on this host)\n"));
+
+        // A failed run keeps the log and says which program failed.
+        let err = format!("{:#}", record_modes(&dir, "boom\n", 6, "m".into()).unwrap_err());
+        assert!(err.contains("mq-bench-modes failed (exit status 6)"), "{err}");
+        assert_eq!(read("guest-output.log"), "boom\n");
+        let err = format!(
+            "{:#}",
+            record_modes(&dir, "no report\n", 0, "m".into()).unwrap_err()
+        );
+        assert!(err.contains("printed no `MQ_BENCH_MODES_JSON` line"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! loaded. Both reports are merged into `target/experiments/modes/`: `summary.json` (every
 //! row tagged with the scheduler and accelerator it ran under), `summary.md` (tables and
 //! the ratios behind Snap's expected shape) and `modes.svg` ([`super::modes_plot`]).
+//! `cargo xtask demo` runs the VM half (`--quick --loads 10,50`) in its own boot through the
+//! same [`guest_script`], [`read_guest_run`] and [`record`], and so replaces these files with
+//! a VM-only report.
 //!
 //! Expected shape (Snap, SOSP'19): compacting uses the fewest cores, spreading has the best
 //! tail at low load, dedicated always burns its cores. The summary says, per scheduler,
@@ -69,8 +72,9 @@ pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
 
     println!("bench modes: native run (EEVDF on this host)");
     let native_json = dir.join("native.json");
+    let passthrough = guest_args(args.quick, args.loads.as_deref(), args.seconds);
     let mut cmd = Command::new(release_dir.join(GUEST_PROGRAM));
-    cmd.args(guest_args(args)).arg("--json").arg(&native_json);
+    cmd.args(&passthrough).arg("--json").arg(&native_json);
     // The host's own accelerator, whatever the caller's environment says.
     cmd.env_remove(vm::ACCEL_ENV);
     sys::run(&mut cmd)?;
@@ -78,15 +82,6 @@ pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
 
     if let Some(kernel) = &kernel {
         println!("bench modes: VM run (scx_microquanta loaded)");
-        let mut argv = vec![GUEST_PROGRAM.to_string()];
-        argv.extend(guest_args(args));
-        let scheduler = release_dir.join("scx_microquanta");
-        argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
-        argv.extend(["--json".into(), GUEST_JSON.into()]);
-        let script = format!(
-            "{} && echo \"{JSON_TAG}$(cat {GUEST_JSON})\"\n",
-            sys::quote_all(&argv)
-        );
         let spec = vm::VmSpec {
             cpus: CPUS,
             mem_mib: MEM_MIB,
@@ -96,24 +91,17 @@ pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
             bin_dirs: vec![release_dir.clone()],
             extra_files: Vec::new(),
             env: vec![("RUST_BACKTRACE".into(), "1".into())],
-            script,
+            script: guest_script(&passthrough, &release_dir) + "\n",
             allow_log_patterns: Vec::new(),
             native: false,
         };
         let outcome = vm::run(ctx, &spec)?;
-        let log = dir.join("guest-output.log");
-        std::fs::write(&log, &outcome.output).with_context(|| format!("writing {}", log.display()))?;
-        if outcome.exit_status != 0 {
-            bail!(
-                "{GUEST_PROGRAM} failed in the VM (exit status {}); output in {}",
-                outcome.exit_status,
-                log.display()
-            );
-        }
-        let mut run =
-            extract_json(&outcome.output).with_context(|| format!("guest output: {}", log.display()))?;
-        run["machine"] = Value::String(super::sched::describe_machine(false, CPUS, MEM_MIB));
-        runs.push(run);
+        runs.push(read_guest_run(
+            &dir,
+            &outcome.output,
+            outcome.exit_status,
+            super::sched::describe_machine(false, CPUS, MEM_MIB),
+        )?);
     }
 
     let recorded = record(&dir, &runs)?;
@@ -131,19 +119,59 @@ pub fn output_dir(ctx: &Ctx) -> PathBuf {
     ctx.ws.target_dir.join("experiments").join("modes")
 }
 
-/// The options passed through to `mq-bench-modes`.
-fn guest_args(args: &ModesArgs) -> Vec<String> {
+/// The options passed through to `mq-bench-modes`: `--quick`, `--loads LIST`, `--seconds S`.
+pub(crate) fn guest_args(quick: bool, loads: Option<&str>, seconds: Option<f64>) -> Vec<String> {
     let mut argv = Vec::new();
-    if args.quick {
+    if quick {
         argv.push("--quick".to_string());
     }
-    if let Some(loads) = &args.loads {
-        argv.extend(["--loads".into(), loads.clone()]);
+    if let Some(loads) = loads {
+        argv.extend(["--loads".into(), loads.to_string()]);
     }
-    if let Some(s) = args.seconds {
+    if let Some(s) = seconds {
         argv.extend(["--seconds".into(), s.to_string()]);
     }
     argv
+}
+
+/// The guest's command line (one line, no newline): `mq-bench-modes` with `args` ([`guest_args`])
+/// and `scx_microquanta` from `release_dir` loaded around it, then, if it succeeded, its report
+/// on one `MQ_BENCH_MODES_JSON ` line. Its exit status is `mq-bench-modes`'. `cargo xtask bench
+/// modes` and `cargo xtask demo` both run this.
+pub(crate) fn guest_script(args: &[String], release_dir: &Path) -> String {
+    let mut argv = vec![GUEST_PROGRAM.to_string()];
+    argv.extend(args.iter().cloned());
+    let scheduler = release_dir.join("scx_microquanta");
+    argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
+    argv.extend(["--json".into(), GUEST_JSON.into()]);
+    format!(
+        "{} && echo \"{JSON_TAG}$(cat {GUEST_JSON})\"",
+        sys::quote_all(&argv)
+    )
+}
+
+/// Reads the report of a [`guest_script`] run: keeps everything the guest printed in
+/// `dir/guest-output.log` (also when it failed: then it is the only record), checks the exit
+/// status, and returns the report with `machine` ([`super::sched::describe_machine`]) set.
+pub(crate) fn read_guest_run(dir: &Path, output: &str, exit_status: i32, machine: String) -> Result<Value> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("guest-output.log");
+    std::fs::write(&log, output).with_context(|| format!("writing {}", log.display()))?;
+    if exit_status != 0 {
+        bail!(
+            "{GUEST_PROGRAM} failed (exit status {exit_status}); its output is in {}",
+            log.display()
+        );
+    }
+    let mut run = extract_json(output).with_context(|| format!("guest output: {}", log.display()))?;
+    if !run.is_object() {
+        bail!(
+            "{GUEST_PROGRAM}'s report is not a JSON object; output in {}",
+            log.display()
+        );
+    }
+    run["machine"] = Value::String(machine);
+    Ok(run)
 }
 
 fn read_run(path: &Path) -> Result<Value> {
@@ -211,7 +239,8 @@ impl Run {
     }
 }
 
-/// Writes `summary.json`, `summary.md` and `modes.svg` into `dir` from the runs' reports;
+/// Writes `summary.json`, `summary.md` and `modes.svg` into `dir` from the runs' reports (one
+/// or more, in report order: native and VM for `bench modes`, the VM's alone for the demo);
 /// returns the markdown and the files written.
 pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
     let typed: Vec<Run> = runs
@@ -355,7 +384,7 @@ fn shape(md: &mut String, run: &Run) {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn sample_runs() -> Vec<Value> {
