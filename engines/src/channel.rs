@@ -402,6 +402,18 @@ impl ChannelAppEnd {
     pub fn has_responses(&self) -> bool {
         !self.response_probe.is_empty()
     }
+
+    /// The response ring, for an in-process consumer that reads in place
+    /// ([`Consumer::peek`]) and may leave a message at the head (the relay engine).
+    pub fn responses(&mut self) -> &mut Consumer {
+        &mut self.responses
+    }
+
+    /// Fill level of the response ring, for an in-process consumer's
+    /// [`crate::engine::WorkProbe`].
+    pub fn response_probe(&self) -> RingProbe {
+        self.response_probe.clone()
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //!
 //! On top: [`channel`] is one app's connection (request and response rings, doorbells) in
 //! shared memory; [`echo`] and [`udp_echo`] are engines (an app-facing echo server and a
-//! NIC-queue echo over a UDP socket); [`config`] is the declarative host configuration;
+//! NIC-queue echo over a UDP socket); [`relay`] is the app-facing first stage of a pipeline
+//! of engines (it forwards app requests over an internal channel to the next engine and
+//! routes the responses back); [`config`] is the declarative host configuration;
 //! [`control`] is the host's Unix-socket control API (attach with peer credentials checked,
 //! status) and its client; `snap-host` is the binary that ties them together.
 
@@ -21,6 +23,7 @@ pub mod doorbell;
 pub mod echo;
 pub mod engine;
 pub mod mailbox;
+pub mod relay;
 pub mod ring;
 pub mod runtime;
 pub mod shm;

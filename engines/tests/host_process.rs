@@ -159,6 +159,69 @@ fn echo_ten_thousand_in_order_and_detach_on_disconnect() {
     assert!(!socket.exists(), "socket file left behind");
 }
 
+/// A pipeline across two groups: apps attach to the relay (spreading), which forwards to an
+/// echo engine in a compacting group through an internal channel.
+const PIPELINE_GROUPS: &str = r#"
+[[group]]
+name = "front"
+mode = "spreading"
+[[group.engine]]
+name = "relay0"
+kind = "relay"
+next = "echo1"
+[[group]]
+name = "back"
+mode = "compacting"
+[[group.engine]]
+name = "echo1"
+kind = "echo"
+"#;
+
+#[test]
+fn relay_pipeline_echoes_in_order_across_groups() {
+    const N: u64 = 5_000;
+    let host = Host::start(PIPELINE_GROUPS);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    let mut ch = client.attach("relay0", true).unwrap();
+    let (mut sent, mut got) = (0u64, 0u64);
+    let mut buf = [0u8; 64];
+    while got < N {
+        while sent < N && sent - got < 64 {
+            match ch.send(&sent.to_le_bytes()) {
+                Ok(()) => sent += 1,
+                Err(PushError::Full) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let n = ch
+            .recv_timeout(&mut buf, TIMEOUT)
+            .unwrap()
+            .expect("response through the pipeline within the timeout");
+        assert_eq!(n, 8, "the routing prefix must be stripped");
+        assert_eq!(
+            u64::from_le_bytes(buf[..8].try_into().unwrap()),
+            got,
+            "out of order"
+        );
+        got += 1;
+    }
+    assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "a response arrived twice");
+
+    let status = client.status().unwrap();
+    let relay = status.runtime.engine("relay0").expect("relay0 in status");
+    let echo = status.runtime.engine("echo1").expect("echo1 in status");
+    // The relay counts each message twice (forwarded, returned), the echo engine once.
+    assert!(relay.items >= 2 * N, "{relay:?}");
+    assert!(echo.items >= N, "{echo:?}");
+    assert_eq!(status.channels_of("relay0"), 1);
+    // The internal channel is not an app's: the control plane does not list it.
+    assert_eq!(status.channels_of("echo1"), 0);
+
+    drop(ch);
+    drop(client);
+    assert!(host.terminate().success());
+}
+
 #[test]
 fn sigterm_exits_cleanly_and_removes_socket() {
     let host = Host::start(ECHO_GROUP);
@@ -247,9 +310,9 @@ fn udp_echo_through_the_host() {
     let mut client = SnapClient::connect(&host.socket).unwrap();
     let status = client.status().unwrap();
     assert!(status.runtime.engine("udp0").unwrap().items >= 200);
-    // It is not an echo engine: attaching a channel is refused by name.
+    // It is not app-facing: attaching a channel is refused by name.
     let err = client.attach("udp0", false).unwrap_err().to_string();
-    assert!(err.contains("not an echo engine"), "{err}");
+    assert!(err.contains("not an app-facing engine"), "{err}");
     drop(client);
     assert!(host.terminate().success());
 }

@@ -13,9 +13,21 @@
 //! cores = [1]                     # required for dedicated; optional otherwise
 //! [[group.engine]]
 //! name = "echo0"
-//! kind = "echo"                   # echo | udp_echo
+//! kind = "echo"                   # echo | udp_echo | relay
 //! work_ns = 0
+//! [[group]]
+//! name = "pipeline"
+//! mode = "spreading"
+//! [[group.engine]]
+//! name = "relay0"
+//! kind = "relay"                  # apps attach here; requests go on to `next`
+//! next = "echo0"                  # an echo or relay engine, in any group
 //! ```
+//!
+//! A relay and its `next` engine form a pipeline: the relay forwards its apps' requests over
+//! an internal channel (SPSC rings and doorbells, as for an app) to the next engine and
+//! routes the responses back ([`crate::relay`]). `next` chains may be any length but not
+//! cycle.
 //!
 //! Parsing is strict: unknown keys are errors (with their line, from the `toml` crate), and
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
@@ -156,6 +168,8 @@ pub enum EngineKind {
     Echo,
     /// [`UdpEchoEngine`]: echoes datagrams on a UDP socket.
     UdpEcho,
+    /// [`crate::relay::RelayEngine`]: serves app channels by forwarding to `next`.
+    Relay,
 }
 
 /// One `[[group.engine]]`.
@@ -171,6 +185,8 @@ pub struct EngineConfig {
     pub work_ns: u64,
     /// udp_echo only: address to bind.
     pub bind: Option<SocketAddr>,
+    /// relay only: the engine its requests go to (an echo or relay engine).
+    pub next: Option<String>,
 }
 
 const POLL_INTERVAL_US: (u64, u64) = (5, 100_000);
@@ -273,14 +289,14 @@ impl Config {
                     (EngineKind::UdpEcho, None) => {
                         return Err(invalid(format!("{at}.bind"), "required for kind \"udp_echo\""))
                     }
-                    (EngineKind::Echo, Some(_)) => {
+                    (EngineKind::Echo | EngineKind::Relay, Some(_)) => {
                         return Err(invalid(format!("{at}.bind"), "only applies to kind \"udp_echo\""))
                     }
                     _ => {}
                 }
             }
         }
-        Ok(())
+        pipeline::validate(self)
     }
 
     fn validate_cores(
@@ -366,18 +382,13 @@ impl Config {
         }
     }
 
-    /// Builds every engine (binding UDP sockets) and the group specs to start the runtime
-    /// with. Errors name the engine's field (e.g. a `bind` address in use).
+    /// Builds every engine (binding UDP sockets, joining each relay to its next engine)
+    /// and the group specs to start the runtime with. Errors name the engine's field (e.g.
+    /// a `bind` address in use).
     pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
+        let built = pipeline::build_engines(self)?;
         let mut specs = Vec::with_capacity(self.group.len());
-        for (gi, g) in self.group.iter().enumerate() {
-            let mut engines: Vec<Box<dyn Engine>> = Vec::with_capacity(g.engine.len());
-            for (ei, e) in g.engine.iter().enumerate() {
-                let engine = build_engine(e).map_err(|(field, message)| {
-                    invalid(format!("group[{gi}].engine[{ei}].{field}"), message)
-                })?;
-                engines.push(engine);
-            }
+        for (g, engines) in self.group.iter().zip(built) {
             let defaults = CompactingParams::default();
             specs.push(GroupSpec {
                 name: g.name.clone(),
@@ -401,10 +412,12 @@ impl Config {
     }
 }
 
-/// Builds one engine; the error is (field relative to the engine, message).
+/// Builds one engine that needs no link to another (relays are built in [`pipeline`]);
+/// the error is (field relative to the engine, message).
 fn build_engine(e: &EngineConfig) -> Result<Box<dyn Engine>, (&'static str, String)> {
     Ok(match e.kind {
         EngineKind::Echo => Box::new(EchoEngine::new(e.name.clone(), e.work_ns)),
+        EngineKind::Relay => return Err(("next", "a relay is built with its pipeline".to_owned())),
         EngineKind::UdpEcho => {
             let addr = e
                 .bind
@@ -416,5 +429,6 @@ fn build_engine(e: &EngineConfig) -> Result<Box<dyn Engine>, (&'static str, Stri
     })
 }
 
+mod pipeline;
 #[cfg(test)]
 mod tests;

@@ -238,3 +238,97 @@ fn microquanta_is_on_unless_opted_out() {
     let off = format!("microquanta = false\n{GOOD}");
     assert!(!parse(&off).unwrap().microquanta);
 }
+
+/// A spreading group named `g` with the given `[[group.engine]]` bodies.
+fn engines(bodies: &[&str]) -> String {
+    let mut s = "[[group]]\nname = \"g\"\nmode = \"spreading\"\n".to_owned();
+    for b in bodies {
+        s.push_str("[[group.engine]]\n");
+        s.push_str(b);
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn relay_pipeline_parses_and_builds_across_groups() {
+    let text = format!(
+        "{}[[group]]\nname = \"h\"\nmode = \"compacting\"\n[[group.engine]]\nname = \"echo1\"\nkind = \"echo\"\n",
+        engines(&[
+            "name = \"r0\"\nkind = \"relay\"\nnext = \"r1\"",
+            "name = \"r1\"\nkind = \"relay\"\nnext = \"echo1\"",
+        ])
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.group[0].engine[0].kind, EngineKind::Relay);
+    assert_eq!(c.group[0].engine[0].next.as_deref(), Some("r1"));
+    let (specs, _) = c.build().unwrap();
+    let names: Vec<_> = specs[0].engines.iter().map(|e| e.name().to_owned()).collect();
+    assert_eq!(names, ["r0", "r1"]);
+    // Each relay wakes on its internal completion doorbell, and each engine a relay feeds
+    // on that relay's channel doorbell: r0 (no apps yet) has 1, r1 (fed by r0) 2, echo1 1.
+    assert_eq!(specs[0].engines[0].wake_sources().len(), 1);
+    assert_eq!(specs[0].engines[1].wake_sources().len(), 2);
+    assert_eq!(specs[1].engines[0].wake_sources().len(), 1);
+}
+
+#[test]
+fn relay_next_is_required_and_only_for_relays() {
+    let e = err(&engines(&["name = \"r\"\nkind = \"relay\""]));
+    assert_eq!(e, "group[0].engine[0].next: required for kind \"relay\"");
+    let e = err(&engines(&[
+        "name = \"a\"\nkind = \"echo\"",
+        "name = \"b\"\nkind = \"echo\"\nnext = \"a\"",
+    ]));
+    assert_eq!(e, "group[0].engine[1].next: only applies to kind \"relay\"");
+    let e = err(&engines(&[
+        "name = \"r\"\nkind = \"relay\"\nnext = \"r\"\nbind = \"127.0.0.1:1\"",
+    ]));
+    assert_eq!(e, "group[0].engine[0].bind: only applies to kind \"udp_echo\"");
+}
+
+#[test]
+fn relay_next_must_exist_and_accept_apps() {
+    let e = err(&engines(&[
+        "name = \"a\"\nkind = \"echo\"",
+        "name = \"r\"\nkind = \"relay\"\nnext = \"nope\"",
+    ]));
+    assert_eq!(e, "group[0].engine[1].next: no engine named \"nope\"");
+    let e = err(&engines(&[
+        "name = \"u\"\nkind = \"udp_echo\"\nbind = \"127.0.0.1:0\"",
+        "name = \"r\"\nkind = \"relay\"\nnext = \"u\"",
+    ]));
+    assert!(
+        e.starts_with("group[0].engine[1].next: engine \"u\" is a udp_echo engine"),
+        "{e}"
+    );
+}
+
+#[test]
+fn relay_cycles_are_refused() {
+    let e = err(&engines(&["name = \"r\"\nkind = \"relay\"\nnext = \"r\""]));
+    assert_eq!(e, "group[0].engine[0].next: pipeline cycle: r -> r");
+    let e = err(&engines(&[
+        "name = \"e\"\nkind = \"echo\"",
+        "name = \"a\"\nkind = \"relay\"\nnext = \"b\"",
+        "name = \"b\"\nkind = \"relay\"\nnext = \"c\"",
+        "name = \"c\"\nkind = \"relay\"\nnext = \"a\"",
+    ]));
+    assert_eq!(e, "group[0].engine[1].next: pipeline cycle: a -> b -> c -> a");
+    // A relay leading into a cycle it is not part of is refused too, at the first relay.
+    let e = err(&engines(&[
+        "name = \"x\"\nkind = \"relay\"\nnext = \"a\"",
+        "name = \"a\"\nkind = \"relay\"\nnext = \"b\"",
+        "name = \"b\"\nkind = \"relay\"\nnext = \"a\"",
+    ]));
+    assert_eq!(e, "group[0].engine[0].next: pipeline cycle: x -> a -> b -> a");
+    // Two relays feeding the same engine is a tree, not a cycle.
+    parse(&engines(&[
+        "name = \"e\"\nkind = \"echo\"",
+        "name = \"a\"\nkind = \"relay\"\nnext = \"e\"",
+        "name = \"b\"\nkind = \"relay\"\nnext = \"e\"",
+    ]))
+    .unwrap()
+    .build()
+    .unwrap();
+}

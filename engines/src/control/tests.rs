@@ -85,7 +85,7 @@ fn explicit_detach_and_errors() {
     let err = client.attach("nope", false).unwrap_err().to_string();
     assert!(err.contains("no engine named \"nope\""), "{err}");
     let err = client.attach("udp0", true).unwrap_err().to_string();
-    assert!(err.contains("not an echo engine"), "{err}");
+    assert!(err.contains("not an app-facing engine"), "{err}");
     // The connection is still usable after errors.
     client.attach("echo0", false).unwrap();
     server.shutdown();
