@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::app_channels::{AppChannels, AppFacing};
 use crate::channel::ChannelEngineEnd;
 use crate::engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
 use crate::ring::PushError;
@@ -31,26 +32,13 @@ pub struct EchoStats {
     pub corrupt: u64,
 }
 
-#[derive(Debug)]
-struct Channel {
-    id: u64,
-    end: ChannelEngineEnd,
-    /// Set when the ring is found corrupt: nothing more is read from it until detach.
-    broken: bool,
-}
-
 /// See the module documentation.
 #[derive(Debug)]
 pub struct EchoEngine {
     name: String,
     work: Duration,
     batch: u32,
-    channels: Vec<Channel>,
-    next_id: u64,
-    /// Where the next round-robin pass starts, so that a busy first channel cannot starve
-    /// the others across steps.
-    cursor: usize,
-    rings: RingSet,
+    channels: AppChannels,
     stats: EchoStats,
 }
 
@@ -61,10 +49,7 @@ impl EchoEngine {
             name: name.into(),
             work: Duration::from_nanos(work_ns),
             batch: DEFAULT_BATCH,
-            channels: Vec::new(),
-            next_id: 1,
-            cursor: 0,
-            rings: RingSet::default(),
+            channels: AppChannels::new(RingSet::default(), 1),
             stats: EchoStats::default(),
         }
     }
@@ -77,14 +62,7 @@ impl EchoEngine {
 
     /// Starts serving a channel; returns its id for [`Self::detach`].
     pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.rings.insert(id, end.request_probe());
-        self.channels.push(Channel {
-            id,
-            end,
-            broken: false,
-        });
+        let id = self.channels.attach(end);
         self.stats.channels = self.channels.len();
         id
     }
@@ -92,19 +70,14 @@ impl EchoEngine {
     /// Stops serving a channel and drops its end (unmapping the rings). Returns whether it
     /// was attached.
     pub fn detach(&mut self, id: u64) -> bool {
-        let before = self.channels.len();
-        self.channels.retain(|c| c.id != id);
-        self.rings.remove(id);
+        let detached = self.channels.detach(id);
         self.stats.channels = self.channels.len();
-        if self.cursor >= self.channels.len() {
-            self.cursor = 0;
-        }
-        before != self.channels.len()
+        detached
     }
 
     /// Ids of attached channels.
     pub fn channel_ids(&self) -> Vec<u64> {
-        self.channels.iter().map(|c| c.id).collect()
+        self.channels.ids()
     }
 
     /// Counters.
@@ -116,7 +89,7 @@ impl EchoEngine {
     /// a request is waiting but the response ring is full, `None` if there is nothing to do.
     fn echo_one(&mut self, i: usize) -> Option<bool> {
         let work = self.work;
-        let ch = &mut self.channels[i];
+        let ch = self.channels.get_mut(i);
         if ch.broken {
             return None;
         }
@@ -191,6 +164,7 @@ impl Engine for EchoEngine {
         if n == 0 {
             return RunOutcome::IDLE;
         }
+        let order: Vec<usize> = self.channels.round_robin().collect();
         let mut items = 0u32;
         let mut stalled = false;
         let mut echoed_on = vec![false; n];
@@ -198,11 +172,10 @@ impl Engine for EchoEngine {
         // reached or a whole pass finds nothing to do.
         'passes: loop {
             let mut progress = false;
-            for k in 0..n {
+            for &i in &order {
                 if items >= self.batch {
                     break 'passes;
                 }
-                let i = (self.cursor + k) % n;
                 match self.echo_one(i) {
                     Some(true) => {
                         items += 1;
@@ -217,26 +190,39 @@ impl Engine for EchoEngine {
                 break;
             }
         }
-        self.cursor = (self.cursor + 1) % n;
-        for (ch, _) in self.channels.iter().zip(&echoed_on).filter(|(_, e)| **e) {
-            ch.end.notify_app();
-        }
+        self.channels.advance();
+        self.channels.notify(&echoed_on);
         // Pending if we stopped at the bound with input left, or if input is stuck behind
         // a full response ring (the app will drain it; we must not sleep through that, since
         // nothing rings our doorbell when it does).
-        let pending = stalled || (items >= self.batch && self.rings.any_pending());
+        let pending = stalled || (items >= self.batch && self.channels.rings().any_pending());
         RunOutcome { items, pending }
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
-        self.channels
-            .iter()
-            .map(|c| WakeSource::Doorbell(c.end.doorbell().clone()))
-            .collect()
+        self.channels.doorbells().collect()
     }
 
     fn work_probe(&self) -> WorkProbe {
-        WorkProbe::rings(self.rings.clone())
+        WorkProbe::rings(self.channels.rings().clone())
+    }
+
+    fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        Some(self)
+    }
+}
+
+impl AppFacing for EchoEngine {
+    fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
+        EchoEngine::attach(self, end)
+    }
+
+    fn detach(&mut self, id: u64) -> bool {
+        EchoEngine::detach(self, id)
+    }
+
+    fn channel_ids(&self) -> Vec<u64> {
+        EchoEngine::channel_ids(self)
     }
 }
 

@@ -15,6 +15,7 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::app_channels::AppFacing;
 use crate::doorbell::Doorbell;
 use crate::ring::RingProbe;
 
@@ -147,6 +148,12 @@ pub trait Engine: Any + Send {
 
     /// The input check used before blocking and by the compacting rebalancer.
     fn work_probe(&self) -> WorkProbe;
+
+    /// The engine's app-attachment interface, if apps attach to it (the control plane's
+    /// `attach` uses this, so it works for any app-facing engine type).
+    fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        None
+    }
 }
 
 #[cfg(test)]

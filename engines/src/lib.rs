@@ -16,6 +16,7 @@
 //! [`control`] is the host's Unix-socket control API (attach with peer credentials checked,
 //! status) and its client; `snap-host` is the binary that ties them together.
 
+pub mod app_channels;
 pub mod channel;
 pub mod config;
 pub mod control;

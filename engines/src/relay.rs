@@ -27,6 +27,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::app_channels::{AppChannels, AppFacing};
 use crate::channel::{AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape};
 use crate::echo::{spin, DEFAULT_BATCH};
 use crate::engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
@@ -59,14 +60,6 @@ pub struct RelayStats {
     pub corrupt: u64,
 }
 
-#[derive(Debug)]
-struct Channel {
-    id: u64,
-    end: ChannelEngineEnd,
-    /// Set when the request ring is found corrupt: nothing more is read from it.
-    broken: bool,
-}
-
 /// What one attempt to move a request did.
 enum Forward {
     /// Pushed downstream.
@@ -97,11 +90,9 @@ pub struct RelayEngine {
     name: String,
     work: Duration,
     batch: u32,
-    channels: Vec<Channel>,
-    next_id: u64,
-    /// Where the next round-robin pass over the apps starts (as in the echo engine).
-    cursor: usize,
-    rings: RingSet,
+    /// App channels; their request rings share a [`RingSet`] with the internal response
+    /// ring (under [`DOWNSTREAM_KEY`]).
+    channels: AppChannels,
     downstream: ChannelAppEnd,
     /// Set when the internal response ring is found corrupt.
     downstream_broken: bool,
@@ -127,10 +118,7 @@ impl RelayEngine {
             name,
             work: Duration::from_nanos(work_ns),
             batch: DEFAULT_BATCH,
-            channels: Vec::new(),
-            next_id: DOWNSTREAM_KEY + 1,
-            cursor: 0,
-            rings,
+            channels: AppChannels::new(rings, DOWNSTREAM_KEY + 1),
             downstream,
             downstream_broken: false,
             scratch: Vec::new(),
@@ -157,14 +145,7 @@ impl RelayEngine {
 
     /// Starts serving an app channel; returns its id for [`Self::detach`].
     pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.rings.insert(id, end.request_probe());
-        self.channels.push(Channel {
-            id,
-            end,
-            broken: false,
-        });
+        let id = self.channels.attach(end);
         self.stats.channels = self.channels.len();
         id
     }
@@ -172,19 +153,14 @@ impl RelayEngine {
     /// Stops serving an app channel; its responses still in the pipeline are dropped when
     /// they come back. Returns whether it was attached.
     pub fn detach(&mut self, id: u64) -> bool {
-        let before = self.channels.len();
-        self.channels.retain(|c| c.id != id);
-        self.rings.remove(id);
+        let detached = self.channels.detach(id);
         self.stats.channels = self.channels.len();
-        if self.cursor >= self.channels.len() {
-            self.cursor = 0;
-        }
-        before != self.channels.len()
+        detached
     }
 
     /// Ids of attached app channels.
     pub fn channel_ids(&self) -> Vec<u64> {
-        self.channels.iter().map(|c| c.id).collect()
+        self.channels.ids()
     }
 
     /// Counters.
@@ -194,7 +170,7 @@ impl RelayEngine {
 
     /// Moves one request of app channel `i` into the internal request ring.
     fn forward_one(&mut self, i: usize) -> Forward {
-        let ch = &mut self.channels[i];
+        let ch = self.channels.get_mut(i);
         if ch.broken {
             return Forward::Idle;
         }
@@ -262,12 +238,12 @@ impl RelayEngine {
             return Return::Dropped;
         };
         let id = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
-        let Some(i) = self.channels.iter().position(|c| c.id == id) else {
+        let Some(i) = self.channels.position(id) else {
             msg.release();
             self.stats.dropped_detached += 1;
             return Return::Dropped;
         };
-        let ch = &mut self.channels[i];
+        let ch = self.channels.get_mut(i);
         if ch.end.responses_full() {
             self.stats.stalls += 1;
             return Return::Stalled;
@@ -326,9 +302,10 @@ impl Engine for RelayEngine {
         let mut forwarded = 0u32;
         let mut sent = false;
         if n > 0 {
+            let order: Vec<usize> = self.channels.round_robin().collect();
             'passes: loop {
                 let mut progress = false;
-                for k in 0..n {
+                for &i in &order {
                     if forwarded >= self.batch {
                         pending |= self
                             .channels
@@ -336,7 +313,7 @@ impl Engine for RelayEngine {
                             .any(|c| !c.broken && !c.end.request_probe().is_empty());
                         break 'passes;
                     }
-                    match self.forward_one((self.cursor + k) % n) {
+                    match self.forward_one(i) {
                         Forward::Sent => {
                             forwarded += 1;
                             sent = true;
@@ -358,14 +335,12 @@ impl Engine for RelayEngine {
                     break;
                 }
             }
-            self.cursor = (self.cursor + 1) % n;
+            self.channels.advance();
         }
         if sent {
             self.downstream.kick();
         }
-        for (ch, _) in self.channels.iter().zip(&delivered).filter(|(_, d)| **d) {
-            ch.end.notify_app();
-        }
+        self.channels.notify(&delivered);
         RunOutcome {
             items: returned + forwarded,
             pending,
@@ -374,8 +349,7 @@ impl Engine for RelayEngine {
 
     fn wake_sources(&self) -> Vec<WakeSource> {
         self.channels
-            .iter()
-            .map(|c| WakeSource::Doorbell(c.end.doorbell().clone()))
+            .doorbells()
             .chain(
                 self.downstream
                     .completion()
@@ -385,7 +359,25 @@ impl Engine for RelayEngine {
     }
 
     fn work_probe(&self) -> WorkProbe {
-        WorkProbe::rings(self.rings.clone())
+        WorkProbe::rings(self.channels.rings().clone())
+    }
+
+    fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        Some(self)
+    }
+}
+
+impl AppFacing for RelayEngine {
+    fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
+        RelayEngine::attach(self, end)
+    }
+
+    fn detach(&mut self, id: u64) -> bool {
+        RelayEngine::detach(self, id)
+    }
+
+    fn channel_ids(&self) -> Vec<u64> {
+        RelayEngine::channel_ids(self)
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
-use snap_engines::control::SnapClient;
+use snap_engines::control::{HostStatus, SnapClient};
 use snap_engines::PushError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ fn echo_ten_thousand_in_order_and_detach_on_disconnect() {
     }
     assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "an echo arrived twice");
 
-    let status = client.status().unwrap();
+    let status = status_once_counted(&mut client, &[("echo0", N)]);
     let engine = status.runtime.engine("echo0").expect("echo0 in status");
     assert!(engine.items >= N, "{engine:?}");
     assert_eq!(status.channels_of("echo0"), 1);
@@ -207,10 +207,10 @@ fn relay_pipeline_echoes_in_order_across_groups() {
     }
     assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "a response arrived twice");
 
-    let status = client.status().unwrap();
+    // The relay counts each message twice (forwarded, returned), the echo engine once.
+    let status = status_once_counted(&mut client, &[("relay0", 2 * N), ("echo1", N)]);
     let relay = status.runtime.engine("relay0").expect("relay0 in status");
     let echo = status.runtime.engine("echo1").expect("echo1 in status");
-    // The relay counts each message twice (forwarded, returned), the echo engine once.
     assert!(relay.items >= 2 * N, "{relay:?}");
     assert!(echo.items >= N, "{echo:?}");
     assert_eq!(status.channels_of("relay0"), 1);
@@ -308,7 +308,7 @@ fn udp_echo_through_the_host() {
     }
     assert_eq!(echoed, 200);
     let mut client = SnapClient::connect(&host.socket).unwrap();
-    let status = client.status().unwrap();
+    let status = status_once_counted(&mut client, &[("udp0", 200)]);
     assert!(status.runtime.engine("udp0").unwrap().items >= 200);
     // It is not app-facing: attaching a channel is refused by name.
     let err = client.attach("udp0", false).unwrap_err().to_string();
@@ -339,4 +339,21 @@ fn socket_override_and_second_host_refused() {
     // The first host is unharmed.
     SnapClient::connect(&host.socket).unwrap().status().unwrap();
     assert!(host.terminate().success());
+}
+
+/// The host's status once each named engine has counted at least its number of items (or
+/// after the timeout, for the caller's assertion to report). A step's items are counted when
+/// the step returns, which can be just after the app saw its last response.
+fn status_once_counted(client: &mut SnapClient, want: &[(&str, u64)]) -> HostStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let status = client.status().unwrap();
+        let counted = want
+            .iter()
+            .all(|(name, n)| status.runtime.engine(name).is_some_and(|e| e.items >= *n));
+        if counted || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -26,11 +26,7 @@ use rustix::net::{
 
 use super::protocol::{self, ChannelInfo, HostStatus, Request, Response};
 use super::ServerError;
-use crate::channel::ChannelEngineEnd;
 use crate::channel::{completion_ringer, AppChannel, ChannelShape, APP_FDS};
-use crate::echo::EchoEngine;
-use crate::mailbox::ControlError;
-use crate::relay::RelayEngine;
 use crate::runtime::{EngineHandle, Runtime};
 
 /// Settings of a [`ControlServer`].
@@ -327,12 +323,10 @@ fn attach(
     };
     let channel = AppChannel::create(shared.opts.shape, completion).map_err(|e| e.to_string())?;
     let (end, app_fds) = channel.into_parts();
-    let id = attach_to_engine(&handle, end).map_err(|e| match e {
-        ControlError::WrongType { .. } => {
-            format!("engine {engine:?} is not an app-facing engine (echo or relay)")
-        }
-        other => other.to_string(),
-    })?;
+    let id = handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.attach(end)))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("engine {engine:?} is not an app-facing engine (echo or relay)"))?;
     // Recorded before replying: if the reply cannot be sent, the connection's cleanup
     // still detaches it.
     attached.push(Attached {
@@ -360,35 +354,6 @@ fn attach(
     Ok((response, app_fds))
 }
 
-/// Runs `echo` or `relay` on the engine's thread, whichever type it is. Asks for the echo
-/// type first (the common case); a relay costs a second mailbox round trip, which is fine
-/// for rare control operations.
-fn on_app_engine<R: Send + 'static>(
-    handle: &EngineHandle,
-    echo: impl FnOnce(&mut EchoEngine) -> R + Send + 'static,
-    relay: impl FnOnce(&mut RelayEngine) -> R + Send + 'static,
-) -> Result<R, ControlError> {
-    match handle.control::<EchoEngine, _>(echo) {
-        Err(ControlError::WrongType { .. }) => handle.control::<RelayEngine, _>(relay),
-        other => other,
-    }
-}
-
-/// Attaches an app channel to an echo or relay engine; returns its id. The engine end
-/// travels through a shared slot because the first (echo) attempt may not consume it.
-fn attach_to_engine(handle: &EngineHandle, end: ChannelEngineEnd) -> Result<u64, ControlError> {
-    let slot = Arc::new(Mutex::new(Some(end)));
-    let take = |slot: &Mutex<Option<ChannelEngineEnd>>| slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let (s1, s2) = (slot.clone(), slot);
-    on_app_engine(
-        handle,
-        move |e| take(&s1).map(|end| e.attach(end)),
-        move |r| take(&s2).map(|end| r.attach(end)),
-    )?
-    // Only a closure that ran takes the end, and only one runs.
-    .ok_or_else(|| ControlError::Gone(handle.name().to_owned()))
-}
-
 fn detach(shared: &Shared, attached: &mut Vec<Attached>, channel: u64) -> Reply {
     let i = attached
         .iter()
@@ -401,7 +366,10 @@ fn detach(shared: &Shared, attached: &mut Vec<Attached>, channel: u64) -> Reply 
 
 fn detach_from_engine(shared: &Shared, a: &Attached) {
     let id = a.channel;
-    if let Err(e) = on_app_engine(&a.handle, move |e| e.detach(id), move |r| r.detach(id)) {
+    if let Err(e) = a
+        .handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.detach(id)))
+    {
         // The engine is gone (runtime stopping, engine failed): its channels went with it.
         log::warn!("detaching channel {id} of {}: {e}", a.engine);
     }

@@ -152,22 +152,32 @@ impl EngineHandle {
         f: impl FnOnce(&mut E) -> R + Send + 'static,
     ) -> Result<R, ControlError> {
         let name = self.shared.name.clone();
-        let (tx, rx) = mpsc::sync_channel(1);
-        let op_name = name.clone();
-        let op: ControlOp = Box::new(move |engine: &mut dyn Engine| {
+        self.control_dyn(move |engine| {
             let any: &mut dyn Any = engine;
-            let result = match any.downcast_mut::<E>() {
+            match any.downcast_mut::<E>() {
                 Some(engine) => Ok(f(engine)),
                 None => Err(ControlError::WrongType {
-                    engine: op_name,
+                    engine: name,
                     expected: std::any::type_name::<E>(),
                 }),
-            };
-            let _ = tx.send(result);
+            }
+        })?
+    }
+
+    /// Like [`Self::control`] for code that works on any engine type (through the trait's
+    /// methods, e.g. [`Engine::app_facing`]).
+    pub fn control_dyn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Engine) -> R + Send + 'static,
+    ) -> Result<R, ControlError> {
+        let name = self.shared.name.clone();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let op: ControlOp = Box::new(move |engine: &mut dyn Engine| {
+            let _ = tx.send(f(engine));
         });
         self.shared.mailbox.post(&name, op, self.timeout)?;
         match rx.recv_timeout(self.timeout) {
-            Ok(result) => result,
+            Ok(result) => Ok(result),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(ControlError::Timeout {
                 engine: name,
                 timeout: self.timeout,
@@ -387,6 +397,7 @@ impl Runtime {
     /// A snapshot of every group, thread and engine.
     pub fn status(&self) -> Status {
         let now = self.clock.now_ns();
+        let stopped = self.threads.is_empty();
         let groups = self
             .groups
             .iter()
@@ -400,7 +411,11 @@ impl Runtime {
                         ThreadStatus {
                             tid,
                             cores: w.cores.clone(),
-                            cpu_time_ns: status::thread_cpu_time_ns(tid),
+                            cpu_time_ns: if stopped {
+                                w.exit_cpu_ns.load(Relaxed)
+                            } else {
+                                status::thread_cpu_time_ns(tid)
+                            },
                             busy_ns: w.busy_ns.load(Relaxed),
                             engines: engines
                                 .iter()
@@ -431,11 +446,12 @@ impl Runtime {
         }
     }
 
-    /// Stops every thread (engines finish their current step) and returns the last status.
+    /// Stops every thread (engines finish their current step) and returns the final status:
+    /// taken after the threads exited, so every step is counted; threads report the CPU
+    /// time they had at exit and host no engines any more.
     pub fn shutdown(mut self) -> Status {
-        let status = self.status();
         self.stop_and_join();
-        status
+        self.status()
     }
 
     fn stop_and_join(&mut self) {

@@ -72,6 +72,8 @@ pub(crate) struct WorkerShared {
     pub in_microquanta: AtomicBool,
     pub engine_count: AtomicUsize,
     pub busy_ns: AtomicU64,
+    /// The thread's own CPU time when it exited (its `/proc` entry is gone by then).
+    pub exit_cpu_ns: AtomicU64,
     commands: Mutex<Vec<Command>>,
     has_commands: AtomicBool,
     wake: OwnedFd,
@@ -94,6 +96,7 @@ impl WorkerShared {
             in_microquanta: AtomicBool::new(false),
             engine_count: AtomicUsize::new(0),
             busy_ns: AtomicU64::new(0),
+            exit_cpu_ns: AtomicU64::new(0),
             commands: Mutex::new(Vec::new()),
             has_commands: AtomicBool::new(false),
             wake: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
@@ -213,6 +216,9 @@ fn thread_main(setup: WorkerSetup, ready: mpsc::Sender<Result<(), String>>) {
         slot.placed.shared.stats.tid.store(0, Relaxed);
     }
     worker.setup_shared.engine_count.store(0, Relaxed);
+    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let cpu_ns = cpu.tv_sec as u64 * 1_000_000_000 + cpu.tv_nsec as u64;
+    worker.setup_shared.exit_cpu_ns.store(cpu_ns, Relaxed);
 }
 
 impl Worker {

@@ -1,0 +1,172 @@
+//! The app channels an app-facing engine serves, and [`AppFacing`], the one interface
+//! through which the control plane attaches apps to any such engine (echo, relay, and
+//! transports such as Pony later) without knowing its type.
+//!
+//! [`AppChannels`] is the bookkeeping every app-facing engine needs and would otherwise
+//! repeat: ids that are never reused (so a late response cannot reach a different app),
+//! the round-robin cursor that keeps a busy app from starving the others across steps, the
+//! [`RingSet`] that the runtime probes for input, and the doorbells that wake the engine.
+
+use crate::channel::ChannelEngineEnd;
+use crate::engine::{RingSet, WakeSource};
+
+/// An engine that apps attach to. The control plane reaches it through
+/// [`crate::Engine::app_facing`], on the engine's own thread (mailbox).
+pub trait AppFacing {
+    /// Starts serving a channel; returns its id.
+    fn attach(&mut self, end: ChannelEngineEnd) -> u64;
+    /// Stops serving a channel (its rings are unmapped); returns whether it was attached.
+    fn detach(&mut self, id: u64) -> bool;
+    /// Ids of attached channels.
+    fn channel_ids(&self) -> Vec<u64>;
+}
+
+/// One attached channel.
+#[derive(Debug)]
+pub struct Attached {
+    /// Id given at attach.
+    pub id: u64,
+    /// The engine's end of the channel.
+    pub end: ChannelEngineEnd,
+    /// Set when the channel's rings were found corrupt: nothing more is read from it until
+    /// it is detached.
+    pub broken: bool,
+}
+
+/// The channels of one engine.
+#[derive(Debug)]
+pub struct AppChannels {
+    list: Vec<Attached>,
+    next_id: u64,
+    cursor: usize,
+    rings: RingSet,
+}
+
+impl AppChannels {
+    /// No channels yet. Request rings are added to `rings` (which the engine may share with
+    /// other inputs of its own, under keys below `first_id`); ids start at `first_id`.
+    pub fn new(rings: RingSet, first_id: u64) -> Self {
+        Self {
+            list: Vec::new(),
+            next_id: first_id,
+            cursor: 0,
+            rings,
+        }
+    }
+
+    /// Adds a channel; returns its id.
+    pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.rings.insert(id, end.request_probe());
+        self.list.push(Attached {
+            id,
+            end,
+            broken: false,
+        });
+        id
+    }
+
+    /// Removes channel `id`; returns whether it was attached.
+    pub fn detach(&mut self, id: u64) -> bool {
+        let before = self.list.len();
+        self.list.retain(|c| c.id != id);
+        self.rings.remove(id);
+        if self.cursor >= self.list.len() {
+            self.cursor = 0;
+        }
+        before != self.list.len()
+    }
+
+    /// Ids of attached channels.
+    pub fn ids(&self) -> Vec<u64> {
+        self.list.iter().map(|c| c.id).collect()
+    }
+
+    /// Number of channels.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether none is attached.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Channel at position `i` (positions change on detach; ids do not).
+    pub fn get_mut(&mut self, i: usize) -> &mut Attached {
+        &mut self.list[i]
+    }
+
+    /// The channels, in attach order.
+    pub fn iter(&self) -> impl Iterator<Item = &Attached> {
+        self.list.iter()
+    }
+
+    /// Position of channel `id`.
+    pub fn position(&self, id: u64) -> Option<usize> {
+        self.list.iter().position(|c| c.id == id)
+    }
+
+    /// Positions in this step's round-robin order: from the cursor, wrapping.
+    pub fn round_robin(&self) -> impl Iterator<Item = usize> {
+        let (start, n) = (self.cursor, self.list.len());
+        (0..n).map(move |k| (start + k) % n)
+    }
+
+    /// Moves the cursor on by one: call once per step.
+    pub fn advance(&mut self) {
+        if !self.list.is_empty() {
+            self.cursor = (self.cursor + 1) % self.list.len();
+        }
+    }
+
+    /// Rings the completion doorbell of every channel whose flag is set (apps that asked to
+    /// be notified and are blocked).
+    pub fn notify(&self, which: &[bool]) {
+        for (ch, _) in self.list.iter().zip(which).filter(|(_, n)| **n) {
+            ch.end.notify_app();
+        }
+    }
+
+    /// The doorbells apps ring after posting.
+    pub fn doorbells(&self) -> impl Iterator<Item = WakeSource> + '_ {
+        self.list
+            .iter()
+            .map(|c| WakeSource::Doorbell(c.end.doorbell().clone()))
+    }
+
+    /// The request rings (and whatever else the engine put in the set).
+    pub fn rings(&self) -> &RingSet {
+        &self.rings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{AppChannel, ChannelShape};
+
+    fn end() -> ChannelEngineEnd {
+        let shape = ChannelShape {
+            capacity: 4,
+            slot_size: 64,
+        };
+        AppChannel::pair(shape, false).unwrap().0
+    }
+
+    #[test]
+    fn ids_are_never_reused_and_round_robin_rotates() {
+        let mut set = AppChannels::new(RingSet::default(), 1);
+        let (a, b, c) = (set.attach(end()), set.attach(end()), set.attach(end()));
+        assert_eq!((a, b, c), (1, 2, 3));
+        assert_eq!(set.round_robin().collect::<Vec<_>>(), vec![0, 1, 2]);
+        set.advance();
+        assert_eq!(set.round_robin().collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert!(set.detach(b));
+        assert!(!set.detach(b));
+        assert_eq!(set.attach(end()), 4);
+        assert_eq!(set.ids(), vec![1, 3, 4]);
+        assert_eq!(set.position(4), Some(2));
+    }
+}
