@@ -1,23 +1,54 @@
 //! The app channels an app-facing engine serves, and [`AppFacing`], the one interface
 //! through which the control plane attaches apps to any such engine (echo, relay, and
-//! transports such as Pony later) without knowing its type.
+//! transports such as Pony) without knowing its type: the engine makes its side of the
+//! connection and hands back the descriptors the app maps, so each engine type can have
+//! its own shared-memory layout.
 //!
 //! [`AppChannels`] is the bookkeeping every app-facing engine needs and would otherwise
 //! repeat: ids that are never reused (so a late response cannot reach a different app),
 //! the round-robin cursor that keeps a busy app from starving the others across steps, the
 //! [`RingSet`] that the runtime probes for input, and the doorbells that wake the engine.
 
-use crate::channel::ChannelEngineEnd;
+use std::os::fd::OwnedFd;
+
+use crate::channel::{completion_ringer, AppChannel, ChannelEngineEnd, ChannelShape, APP_FDS};
 use crate::engine::{RingSet, WakeSource};
+
+/// An app's request to attach, as the control plane received it.
+#[derive(Debug)]
+pub struct AttachRequest {
+    /// Whether the app wants the engine to ring a completion doorbell (it blocks instead of
+    /// polling).
+    pub notify: bool,
+    /// Descriptors the app sent (e.g. its completion doorbell), in the engine's order.
+    pub fds: Vec<OwnedFd>,
+    /// The app's process id (from SO_PEERCRED), for logs and per-app accounting.
+    pub pid: i32,
+    /// The app's user id.
+    pub uid: u32,
+}
+
+/// The engine's answer: the connection's id and what the app needs to map it.
+#[derive(Debug)]
+pub struct AttachReply {
+    /// Id for `detach`, unique within the engine.
+    pub id: u64,
+    /// Descriptors for the app, in the engine's documented order.
+    pub fds: Vec<OwnedFd>,
+    /// Engine-defined description of the layout (ring shape, pool size…), sent as JSON.
+    pub details: serde_json::Value,
+}
 
 /// An engine that apps attach to. The control plane reaches it through
 /// [`crate::Engine::app_facing`], on the engine's own thread (mailbox).
 pub trait AppFacing {
-    /// Starts serving a channel; returns its id.
-    fn attach(&mut self, end: ChannelEngineEnd) -> u64;
-    /// Stops serving a channel (its rings are unmapped); returns whether it was attached.
+    /// Makes the engine's side of a new app connection; an error is shown to the app.
+    fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String>;
+    /// Drops a connection (its shared memory is unmapped on our side); returns whether it
+    /// was attached. Called when the app asks, and when its control connection closes
+    /// (exit or crash).
     fn detach(&mut self, id: u64) -> bool;
-    /// Ids of attached channels.
+    /// Ids of attached connections.
     fn channel_ids(&self) -> Vec<u64>;
 }
 
@@ -65,6 +96,31 @@ impl AppChannels {
             broken: false,
         });
         id
+    }
+
+    /// Makes a new [`AppChannel`] of `shape` for an app's attach request (echo-style
+    /// engines: request and response rings, the engine's doorbell, and the app's completion
+    /// doorbell when it asked for one), adds its engine end, and returns the app's
+    /// descriptors ([`crate::channel::HOST_FDS`] order).
+    pub fn attach_app(&mut self, request: AttachRequest, shape: ChannelShape) -> Result<AttachReply, String> {
+        let expected = if request.notify { APP_FDS } else { 0 };
+        if request.fds.len() != expected {
+            return Err(format!(
+                "attach with notify={} needs {expected} descriptors, got {}",
+                request.notify,
+                request.fds.len()
+            ));
+        }
+        let completion = if request.notify {
+            Some(completion_ringer(request.fds).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let channel = AppChannel::create(shape, completion).map_err(|e| e.to_string())?;
+        let (end, fds) = channel.into_parts();
+        let id = self.attach(end);
+        let details = serde_json::json!({ "capacity": shape.capacity, "slot_size": shape.slot_size });
+        Ok(AttachReply { id, fds, details })
     }
 
     /// Removes channel `id`; returns whether it was attached.

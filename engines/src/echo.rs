@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::app_channels::{AppChannels, AppFacing};
-use crate::channel::ChannelEngineEnd;
+use crate::app_channels::{AppChannels, AppFacing, AttachReply, AttachRequest};
+use crate::channel::{ChannelEngineEnd, ChannelShape};
 use crate::engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
 use crate::ring::PushError;
 
@@ -213,8 +213,10 @@ impl Engine for EchoEngine {
 }
 
 impl AppFacing for EchoEngine {
-    fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
-        EchoEngine::attach(self, end)
+    fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
+        let reply = self.channels.attach_app(request, ChannelShape::default())?;
+        self.stats.channels = self.channels.len();
+        Ok(reply)
     }
 
     fn detach(&mut self, id: u64) -> bool {

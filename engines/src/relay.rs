@@ -27,7 +27,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::app_channels::{AppChannels, AppFacing};
+use crate::app_channels::{AppChannels, AppFacing, AttachReply, AttachRequest};
 use crate::channel::{AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape};
 use crate::echo::{spin, DEFAULT_BATCH};
 use crate::engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
@@ -368,8 +368,10 @@ impl Engine for RelayEngine {
 }
 
 impl AppFacing for RelayEngine {
-    fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
-        RelayEngine::attach(self, end)
+    fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
+        let reply = self.channels.attach_app(request, ChannelShape::default())?;
+        self.stats.channels = self.channels.len();
+        Ok(reply)
     }
 
     fn detach(&mut self, id: u64) -> bool {

@@ -67,7 +67,6 @@ fn main() -> Result<()> {
 
     let server_opts = ServerOptions {
         allowed_uids: config.allowed_uids.clone(),
-        ..ServerOptions::default()
     };
     let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts)
         .context("starting the control server")?;

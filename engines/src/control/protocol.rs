@@ -33,14 +33,16 @@ use crate::runtime::Status;
 pub const MAX_MESSAGE: usize = 128 * 1024;
 
 /// Most descriptors a message carries.
-pub const MAX_FDS: usize = 4;
+pub const MAX_FDS: usize = 8;
 
 /// What an app asks the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    /// Connect a new channel to an echo-style engine. With `notify`, the request carries the
-    /// app's completion doorbell descriptors ([`crate::channel::APP_FDS`]).
+    /// Connect to an app-facing engine. The descriptors carried with the request, and those
+    /// of the answer, are the engine's to define: for echo-style engines, with `notify` the
+    /// request carries the app's completion doorbell ([`crate::channel::APP_FDS`]) and the
+    /// answer the channel ([`crate::channel::HOST_FDS`]).
     Attach {
         /// Engine name.
         engine: String,
@@ -64,10 +66,8 @@ pub enum Response {
     Attached {
         /// Id for `detach` (unique per engine).
         channel: u64,
-        /// Messages in flight per direction.
-        capacity: u64,
-        /// Bytes per ring slot, length prefix included.
-        slot_size: u32,
+        /// The engine's description of the layout (echo-style: `capacity`, `slot_size`).
+        details: serde_json::Value,
     },
     /// The channel was detached.
     Detached {

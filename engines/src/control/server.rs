@@ -26,7 +26,7 @@ use rustix::net::{
 
 use super::protocol::{self, ChannelInfo, HostStatus, Request, Response};
 use super::ServerError;
-use crate::channel::{completion_ringer, AppChannel, ChannelShape, APP_FDS};
+use crate::app_channels::AttachRequest;
 use crate::runtime::{EngineHandle, Runtime};
 
 /// Settings of a [`ControlServer`].
@@ -34,8 +34,6 @@ use crate::runtime::{EngineHandle, Runtime};
 pub struct ServerOptions {
     /// Users served besides root and the host's own user.
     pub allowed_uids: Vec<u32>,
-    /// Shape of the channels it makes.
-    pub shape: ChannelShape,
 }
 
 /// A running control server. [`ControlServer::shutdown`] (or drop) stops it, detaches
@@ -309,24 +307,19 @@ fn attach(
         .runtime
         .engine(&engine)
         .ok_or_else(|| format!("no engine named {engine:?}"))?;
-    let expected = if notify { APP_FDS } else { 0 };
-    if fds.len() != expected {
-        return Err(format!(
-            "attach with notify={notify} needs {expected} descriptors, got {}",
-            fds.len()
-        ));
-    }
-    let completion = if notify {
-        Some(completion_ringer(fds).map_err(|e| e.to_string())?)
-    } else {
-        None
+    let request = AttachRequest {
+        notify,
+        fds,
+        pid,
+        uid,
     };
-    let channel = AppChannel::create(shared.opts.shape, completion).map_err(|e| e.to_string())?;
-    let (end, app_fds) = channel.into_parts();
-    let id = handle
-        .control_dyn(move |e| e.app_facing().map(|app| app.attach(end)))
+    // The engine makes its side of the connection on its own thread and hands back the
+    // app's descriptors: each app-facing engine type owns its shared-memory layout.
+    let reply = handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.attach_app(request)))
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("engine {engine:?} is not an app-facing engine (echo or relay)"))?;
+        .ok_or_else(|| format!("engine {engine:?} is not an app-facing engine"))??;
+    let id = reply.id;
     // Recorded before replying: if the reply cannot be sent, the connection's cleanup
     // still detaches it.
     attached.push(Attached {
@@ -348,10 +341,9 @@ fn attach(
     log::info!("pid {pid} uid {uid} attached channel {id} to {engine} (notify: {notify})");
     let response = Response::Attached {
         channel: id,
-        capacity: shared.opts.shape.capacity,
-        slot_size: shared.opts.shape.slot_size,
+        details: reply.details,
     };
-    Ok((response, app_fds))
+    Ok((response, reply.fds))
 }
 
 fn detach(shared: &Shared, attached: &mut Vec<Attached>, channel: u64) -> Reply {

@@ -35,7 +35,7 @@ impl SharedIndex for core::sync::atomic::AtomicU64 {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 impl SharedIndex for loom::sync::atomic::AtomicU64 {
     fn load(&self, order: Ordering) -> u64 {
         self.load(order)

@@ -247,9 +247,10 @@ impl Worker {
         while i < self.slots.len() {
             let shared = self.slots[i].placed.shared.clone();
             if let Some(op) = shared.mailbox.take() {
+                // Counted before it runs: its poster may read status as soon as it replies.
+                shared.stats.control_ops.fetch_add(1, Relaxed);
                 let engine = &mut *self.slots[i].placed.engine;
                 let result = panic::catch_unwind(AssertUnwindSafe(|| op(engine)));
-                shared.stats.control_ops.fetch_add(1, Relaxed);
                 if let Err(payload) = result {
                     self.fail(
                         i,
