@@ -149,6 +149,13 @@ pub trait Engine: Any + Send {
     /// The input check used before blocking and by the compacting rebalancer.
     fn work_probe(&self) -> WorkProbe;
 
+    /// When the engine next needs a `run()` even if no interrupt arrives (a retransmission
+    /// timer, a delayed packet). A blocked thread wakes by then; `None` means only
+    /// interrupts. Asked after every step.
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+
     /// The engine's app-attachment interface, if apps attach to it (the control plane's
     /// `attach` uses this, so it works for any app-facing engine type).
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {

@@ -351,3 +351,59 @@ fn bad_groups_are_refused_and_nothing_keeps_running() {
     .unwrap_err();
     assert!(err.to_string().contains("duplicate engine name"), "{err}");
 }
+
+/// Fires once at its deadline: only `poll_at` can wake it (no interrupt sources).
+struct Timer {
+    deadline: Instant,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Engine for Timer {
+    fn name(&self) -> &str {
+        "timer"
+    }
+
+    fn run(&mut self, now: Instant) -> snap_engines::RunOutcome {
+        if now >= self.deadline && !self.fired.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return snap_engines::RunOutcome {
+                items: 1,
+                pending: false,
+            };
+        }
+        snap_engines::RunOutcome::IDLE
+    }
+
+    fn wake_sources(&self) -> Vec<snap_engines::WakeSource> {
+        Vec::new()
+    }
+
+    fn work_probe(&self) -> snap_engines::WorkProbe {
+        snap_engines::WorkProbe::never()
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        (!self.fired.load(std::sync::atomic::Ordering::Relaxed)).then_some(self.deadline)
+    }
+}
+
+#[test]
+fn blocked_engine_runs_at_its_timer_deadline() {
+    let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_millis(50);
+    let engine = Timer {
+        deadline,
+        fired: fired.clone(),
+    };
+    let rt = Runtime::start(
+        vec![group(Mode::Spreading, vec![], vec![Box::new(engine)])],
+        options(),
+    )
+    .unwrap();
+    let status = wait_for(&rt, Duration::from_secs(10), |s| {
+        s.engine("timer").unwrap().items == 1
+    });
+    assert!(fired.load(std::sync::atomic::Ordering::Relaxed), "{status:#?}");
+    assert!(Instant::now() >= deadline);
+    // It blocked rather than spun while waiting: a handful of steps, not thousands.
+    assert!(status.engine("timer").unwrap().runs < 100, "{status:#?}");
+}

@@ -301,10 +301,21 @@ impl Worker {
             }
         }
         let work_waiting = self.slots.iter().any(|s| s.placed.shared.probe.has_work());
-        if !work_waiting && !stop.load(Relaxed) {
+        // Engines with timers (retransmissions) must run by their deadline without an
+        // interrupt: wait at most until the earliest.
+        let deadline = self.slots.iter().filter_map(|s| s.placed.engine.poll_at()).min();
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            }
+        });
+        let due = timeout.is_some_and(|t| t.tv_sec == 0 && t.tv_nsec == 0);
+        if !work_waiting && !due && !stop.load(Relaxed) {
             events.clear();
             // EINTR (a signal for the process landed on this thread) just means "go round".
-            let _ = epoll::wait(&self.epoll, spare_capacity(&mut *events), None);
+            let _ = epoll::wait(&self.epoll, spare_capacity(&mut *events), timeout.as_ref());
         }
         for slot in &self.slots {
             for source in &slot.sources {
