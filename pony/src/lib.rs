@@ -1,7 +1,16 @@
-//! Pony Express, Snap's transport (not built yet; see the Pony Express issue).
+//! Pony Express, Snap's transport, being built bottom-up (see docs/PONY.md).
 //!
-//! What will live here: the app library (shared-memory command/completion
-//! rings and a zero-copy buffer pool), the Pony engine (operation state
-//! machines over a flow mapper over sans-IO reliable, congestion-controlled
-//! flows), the versioned wire format, and NIC backends. This crate is
-//! deliberately empty until then: nothing here pretends to work.
+//! Here so far: [`wire`], the versioned packet format (`Packet`/`Repr`, CRC32C, parsing
+//! that never panics); [`flow`], sans-IO flows (reliability, delay-based congestion
+//! control, receiver credits, segmentation and per-stream reassembly); [`nic`], the NIC
+//! backends (UDP, a shared-memory wire between two hosts on one machine, a fault
+//! injector); [`pool`], the shared-memory buffer pool apps and the engine exchange payloads
+//! through; [`app`], the app/engine command and completion protocol, registered memory
+//! regions and sessions. Coming: the Pony engine that ties them together inside the Snap
+//! host, and the benchmarks. Nothing here pretends to work before it does.
+
+pub mod app;
+pub mod flow;
+pub mod nic;
+pub mod pool;
+pub mod wire;

@@ -1,0 +1,159 @@
+//! Codec tests: round trips, truncation and trailing bytes, arbitrary input never panics.
+
+use super::*;
+use proptest::prelude::*;
+
+fn command() -> impl Strategy<Value = Command> {
+    let a = any::<u64>;
+    prop_oneof![
+        (a(), "[a-z0-9.:]{0,40}").prop_map(|(cookie, peer)| Command::OpenFlow { cookie, peer }),
+        a().prop_map(|flow| Command::CloseFlow { flow }),
+        (a(), any::<u32>(), any::<u32>(), any::<u32>(), a()).prop_map(|(flow, stream, head, len, cookie)| {
+            Command::Send {
+                flow,
+                stream,
+                head,
+                len,
+                cookie,
+            }
+        }),
+        (a(), any::<u32>(), a(), a(), any::<u32>(), any::<u32>(), a()).prop_map(
+            |(flow, region, key, offset, len, local, cookie)| Command::Read {
+                flow,
+                region,
+                key,
+                offset,
+                len,
+                local,
+                cookie
+            }
+        ),
+        (a(), any::<u32>(), a(), a(), any::<u32>(), any::<u32>(), a()).prop_map(
+            |(flow, region, key, offset, head, len, cookie)| Command::Write {
+                flow,
+                region,
+                key,
+                offset,
+                head,
+                len,
+                cookie
+            }
+        ),
+        (a(), any::<u32>(), a(), a(), any::<u32>(), a(), any::<u32>(), a()).prop_map(
+            |(flow, table, table_key, index, region, key, local, cookie)| Command::IndirectRead {
+                flow,
+                table,
+                table_key,
+                index,
+                region,
+                key,
+                local,
+                cookie
+            }
+        ),
+        (a(), a()).prop_map(|(cookie, len)| Command::RegisterRegion { cookie, len }),
+        (a(), any::<u32>()).prop_map(|(cookie, region)| Command::UnregisterRegion { cookie, region }),
+        a().prop_map(|cookie| Command::Listen { cookie }),
+    ]
+}
+
+fn code() -> impl Strategy<Value = OpErrorCode> {
+    (1u16..=OpErrorCode::LAST as u16).prop_map(|c| OpErrorCode::from_u16(c).unwrap())
+}
+
+fn completion() -> impl Strategy<Value = Completion> {
+    let a = any::<u64>;
+    prop_oneof![
+        (a(), prop::result::maybe_ok(a(), code()))
+            .prop_map(|(cookie, result)| Completion::FlowOpened { cookie, result }),
+        a().prop_map(|flow| Completion::FlowClosed { flow }),
+        a().prop_map(|cookie| Completion::Sent { cookie }),
+        (a(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(flow, stream, head, len)| {
+            Completion::Received {
+                flow,
+                stream,
+                head,
+                len,
+            }
+        }),
+        (a(), prop::result::maybe_ok(any::<u32>(), code()))
+            .prop_map(|(cookie, result)| Completion::ReadDone { cookie, result }),
+        (a(), prop::result::maybe_ok(Just(()), code()))
+            .prop_map(|(cookie, result)| Completion::WriteDone { cookie, result }),
+        (a(), any::<u32>(), a(), a()).prop_map(|(cookie, region, key, len)| {
+            Completion::RegionRegistered {
+                cookie,
+                region,
+                key,
+                len,
+            }
+        }),
+        (a(), any::<u32>()).prop_map(|(cookie, region)| Completion::RegionUnregistered { cookie, region }),
+        (a(), code(), a()).prop_map(|(cookie, code, detail)| Completion::Error { cookie, code, detail }),
+        a().prop_map(|cookie| Completion::Listening { cookie }),
+        (a(), a()).prop_map(|(cookie, flow)| Completion::FlowAccepted { cookie, flow }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn commands_round_trip(c in command()) {
+        let bytes = c.encode();
+        prop_assert!(bytes.len() <= MAX_RECORD_LEN);
+        prop_assert_eq!(Command::decode(&bytes), Ok(c));
+        // Every strict prefix is truncated, one more byte is trailing.
+        for n in 0..bytes.len() {
+            prop_assert!(Command::decode(&bytes[..n]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        prop_assert!(
+            matches!(Command::decode(&longer), Err(DecodeError::Trailing { extra: 1, .. })),
+            "{:?}", Command::decode(&longer)
+        );
+    }
+
+    #[test]
+    fn completions_round_trip(c in completion()) {
+        let bytes = c.encode();
+        prop_assert_eq!(Completion::decode(&bytes), Ok(c));
+        for n in 0..bytes.len() {
+            prop_assert!(Completion::decode(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Command::decode(&bytes);
+        let _ = Completion::decode(&bytes);
+    }
+}
+
+#[test]
+fn bad_records_are_specific_errors() {
+    assert_eq!(Command::decode(&[]), Err(DecodeError::Empty));
+    assert_eq!(Command::decode(&[0x81]), Err(DecodeError::UnknownKind(0x81)));
+    assert_eq!(Completion::decode(&[3]), Err(DecodeError::UnknownKind(3)));
+    let mut bad_utf8 = vec![kind::OPEN_FLOW];
+    bad_utf8.extend_from_slice(&7u64.to_le_bytes());
+    bad_utf8.extend_from_slice(&[2, 0xff, 0xfe]);
+    assert_eq!(Command::decode(&bad_utf8), Err(DecodeError::BadPeer));
+    let mut bad_code = Completion::WriteDone {
+        cookie: 1,
+        result: Ok(()),
+    }
+    .encode();
+    bad_code[9] = 0xee;
+    assert_eq!(Completion::decode(&bad_code), Err(DecodeError::BadCode(0xee)));
+}
+
+#[test]
+fn long_peer_is_cut_on_a_char_boundary() {
+    let peer = "é".repeat(200); // 400 bytes
+    let bytes = Command::OpenFlow { cookie: 1, peer }.encode();
+    assert!(bytes.len() <= MAX_RECORD_LEN);
+    let Ok(Command::OpenFlow { peer, .. }) = Command::decode(&bytes) else {
+        panic!()
+    };
+    assert_eq!(peer.len(), 254);
+}

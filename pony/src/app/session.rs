@@ -1,0 +1,519 @@
+//! Sessions: one app's connection to its Pony engine. A session is an `engines::channel`
+//! (command ring, completion ring, the engine's doorbell and optionally the app's
+//! completion doorbell) plus a buffer [`Pool`], with Pony's records on the rings.
+//!
+//! Setup mirrors `engines::channel`: the host makes everything and sends the app
+//! [`SESSION_FDS`] descriptors (the channel's [`HOST_FDS`], then the pool's memfd); the app
+//! validates each in [`AppSession::from_fds`]. An app that wants to block rather than spin
+//! ([`Completions::Block`]) makes a [`Doorbell`] first and sends its two descriptors with
+//! its attach request; the engine rings it after pushing completions, only while armed.
+//!
+//! The engine side keeps the bookkeeping that makes a hostile or crashed app harmless:
+//! every chain a command names is validated and snapshotted on acceptance
+//! ([`EngineSession::next_command`]), at most one command may hold a buffer, and the set of
+//! held buffers is exactly what survives [`EngineSession::reclaim`]: everything else goes
+//! back to the free list, whatever the dead app left in shared memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use snap_engines::channel::{
+    completion_ringer, AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape, HOST_FDS,
+};
+use snap_engines::{Doorbell, PopError, PushError, RingProbe, SharedMem};
+
+use super::proto::{Command, Completion, Cookie, DecodeError, FlowId, MAX_RECORD_LEN};
+use super::OpErrorCode;
+use crate::pool::{BufIdx, Chain, ChainSnapshot, Owner, Pool, PoolError, PoolShape};
+
+/// Descriptors the host sends the app: [`HOST_FDS`] channel descriptors, then the pool.
+pub const SESSION_FDS: usize = HOST_FDS + 1;
+
+/// How the app learns of completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completions {
+    /// The app polls the completion ring; the engine never makes a system call for it.
+    Poll,
+    /// The app may block on its completion doorbell; the engine rings it when armed.
+    Block,
+}
+
+/// Shape of a session's rings and pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionShape {
+    /// Records in flight per direction (a power of two).
+    pub ring_capacity: u64,
+    /// The pool.
+    pub pool: PoolShape,
+}
+
+impl Default for SessionShape {
+    /// 256 records each way; the default pool (8192 × 2 KiB).
+    fn default() -> Self {
+        Self {
+            ring_capacity: 256,
+            pool: PoolShape::default(),
+        }
+    }
+}
+
+impl SessionShape {
+    fn channel(&self) -> ChannelShape {
+        ChannelShape {
+            capacity: self.ring_capacity,
+            // Length prefix plus the longest record, rounded up to the ring's 8-byte slots.
+            slot_size: (4 + MAX_RECORD_LEN as u32).next_multiple_of(8),
+        }
+    }
+}
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Setting up or waiting on the channel failed.
+    #[error("channel: {0}")]
+    Channel(#[from] ChannelError),
+    /// A pool operation failed.
+    #[error("pool: {0}")]
+    Pool(#[from] PoolError),
+    /// The ring is full; retry after the other side catches up.
+    #[error("ring: {0}")]
+    Push(#[from] PushError),
+    /// A ring is corrupt: the session is unusable.
+    #[error("ring: {0}")]
+    Pop(#[from] PopError),
+    /// The engine sent a record this app does not understand.
+    #[error("completion record: {0}")]
+    Decode(#[from] DecodeError),
+    /// Wrong number of descriptors.
+    #[error("expected {expected} descriptors, got {got}")]
+    FdCount {
+        /// Required.
+        expected: usize,
+        /// Received.
+        got: usize,
+    },
+}
+
+/// A chain the engine holds for an accepted command (its head index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainId(pub u32);
+
+/// A command the engine accepted: well-formed, and its chain (if any) validated and now
+/// held by the engine until [`EngineSession::finish_chain`] or
+/// [`EngineSession::return_chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The command.
+    pub cmd: Command,
+    /// The chain it carries: Send/Write payload, Read/IndirectRead destination.
+    pub chain: Option<ChainId>,
+}
+
+/// What [`EngineSession::reclaim`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReclaimStats {
+    /// Buffers still held by in-flight commands (freed as those finish).
+    pub held: u32,
+    /// Buffers free after the rebuild.
+    pub free: u32,
+    /// Completions that were waiting for ring space and are dropped.
+    pub dropped_completions: usize,
+}
+
+/// The engine's end of a session.
+#[derive(Debug)]
+pub struct EngineSession {
+    chan: ChannelEngineEnd,
+    pool: Pool,
+    held: HashMap<u32, ChainSnapshot>,
+    /// One flag per buffer: held by some accepted command. Makes overlap checks O(chain).
+    held_bufs: Vec<bool>,
+    /// Completions that found the ring full, oldest first. While any wait, no new command
+    /// is accepted, so an app that stops reading cannot make this grow without bound.
+    pending: VecDeque<Completion>,
+    refused: u64,
+    app_gone: bool,
+    scratch: Vec<u8>,
+}
+
+impl EngineSession {
+    /// Makes a session's rings, doorbell and pool on the host. `completion_fds` are the
+    /// app's completion doorbell descriptors ([`snap_engines::channel::APP_FDS`]) if it
+    /// chose [`Completions::Block`]. Returns the engine end and the [`SESSION_FDS`]
+    /// descriptors for the app.
+    pub fn create(
+        shape: SessionShape,
+        completion_fds: Option<Vec<OwnedFd>>,
+    ) -> Result<(Self, Vec<OwnedFd>), SessionError> {
+        let ringer = completion_fds.map(completion_ringer).transpose()?;
+        let pool = Pool::create(shape.pool)?;
+        let (chan, mut fds) = AppChannel::create(shape.channel(), ringer)?.into_parts();
+        fds.push(dup(&pool.shared_mem().as_fd())?);
+        Ok((Self::new(chan, pool), fds))
+    }
+
+    fn new(chan: ChannelEngineEnd, pool: Pool) -> Self {
+        let n = pool.shape().buffers as usize;
+        Self {
+            chan,
+            pool,
+            held: HashMap::new(),
+            held_bufs: vec![false; n],
+            pending: VecDeque::new(),
+            refused: 0,
+            app_gone: false,
+            scratch: Vec::with_capacity(MAX_RECORD_LEN),
+        }
+    }
+
+    /// Both ends in this process (tests, in-process apps), going through descriptors like
+    /// a real app would, so the same validation runs.
+    pub fn pair(shape: SessionShape, completions: Completions) -> Result<(Self, AppSession), SessionError> {
+        let bell = match completions {
+            Completions::Poll => None,
+            Completions::Block => Some(Doorbell::new().map_err(|source| ChannelError::Doorbell {
+                which: "completion",
+                source,
+            })?),
+        };
+        let app_fds = match &bell {
+            Some(b) => {
+                let (page, efd) = b.fds();
+                Some(vec![dup(&page)?, dup(&efd)?])
+            }
+            None => None,
+        };
+        let (engine, fds) = Self::create(shape, app_fds)?;
+        Ok((engine, AppSession::from_fds(fds, bell)?))
+    }
+
+    /// The pool (read payloads in place through [`Self::chain`]).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The doorbell the app rings after posting commands (the runtime arms it).
+    pub fn doorbell(&self) -> &Doorbell {
+        self.chan.doorbell()
+    }
+
+    /// Fill level of the command ring, for the engine's work probe.
+    pub fn command_probe(&self) -> RingProbe {
+        self.chan.request_probe()
+    }
+
+    /// Commands refused so far (malformed, or naming a bad chain).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Takes the next command off the ring. Malformed commands and commands naming a bad
+    /// chain are answered with [`Completion::Error`] here and skipped, so the caller only
+    /// sees commands it can act on. `Ok(None)` when there is nothing to do, or while
+    /// completions wait for ring space (backpressure on an app that does not read).
+    /// `Err` only if the command ring itself is corrupt.
+    pub fn next_command(&mut self) -> Result<Option<Accepted>, SessionError> {
+        loop {
+            if !self.flush_pending() {
+                return Ok(None);
+            }
+            let Some(msg) = self.chan.requests().peek()? else {
+                return Ok(None);
+            };
+            let decoded = Command::decode(&msg);
+            msg.release();
+            let cmd = match decoded {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    self.refuse(0, OpErrorCode::BadCommand, u64::from(e_kind(&e)));
+                    continue;
+                }
+            };
+            let named = match cmd {
+                Command::Send { head, len, .. } | Command::Write { head, len, .. } => {
+                    Some((head, Some(u64::from(len)), 0))
+                }
+                Command::Read { local, len, .. } => Some((local, None, len)),
+                Command::IndirectRead { local, .. } => Some((local, None, 0)),
+                _ => None,
+            };
+            let Some((head, expected, min_capacity)) = named else {
+                return Ok(Some(Accepted { cmd, chain: None }));
+            };
+            match self.hold(head, expected, min_capacity) {
+                Ok(id) => return Ok(Some(Accepted { cmd, chain: Some(id) })),
+                Err(code) => self.refuse(cmd.cookie(), code, u64::from(head)),
+            }
+        }
+    }
+
+    fn refuse(&mut self, cookie: Cookie, code: OpErrorCode, detail: u64) {
+        self.refused += 1;
+        self.complete(Completion::Error { cookie, code, detail });
+    }
+
+    /// Validates and snapshots the chain at `head` and marks its buffers held.
+    fn hold(&mut self, head: u32, expected: Option<u64>, min_capacity: u32) -> Result<ChainId, OpErrorCode> {
+        let snap = self
+            .pool
+            .snapshot(BufIdx(head), expected)
+            .map_err(|_| OpErrorCode::BadChain)?;
+        if snap.capacity(&self.pool) < min_capacity as usize {
+            return Err(OpErrorCode::TooLarge);
+        }
+        // Two commands naming the same buffer would let the app make us free it twice.
+        if snap.buffers().any(|b| self.held_bufs[b as usize]) {
+            return Err(OpErrorCode::BadChain);
+        }
+        for b in snap.buffers() {
+            self.held_bufs[b as usize] = true;
+        }
+        self.held.insert(head, snap);
+        Ok(ChainId(head))
+    }
+
+    /// A held chain, to read in place ([`ChainSnapshot::chain_segments`]).
+    pub fn chain(&self, id: ChainId) -> Option<&ChainSnapshot> {
+        self.held.get(&id.0)
+    }
+
+    /// Writes `data` into a held chain (a Read's destination).
+    pub fn fill_chain(&mut self, id: ChainId, data: &[u8]) -> Result<(), OpErrorCode> {
+        let snap = self.held.get_mut(&id.0).ok_or(OpErrorCode::BadChain)?;
+        snap.fill(&self.pool, data).map_err(|_| OpErrorCode::TooLarge)
+    }
+
+    fn unhold(&mut self, id: ChainId) -> Option<ChainSnapshot> {
+        let snap = self.held.remove(&id.0)?;
+        for b in snap.buffers() {
+            self.held_bufs[b as usize] = false;
+        }
+        Some(snap)
+    }
+
+    /// The engine is done with a chain (Send acknowledged, Write done): drop its reference.
+    pub fn finish_chain(&mut self, id: ChainId) -> Result<(), PoolError> {
+        match self.unhold(id) {
+            Some(snap) => snap.release(&self.pool).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a chain back to the app (a Read's destination, with its ReadDone). After
+    /// [`Self::reclaim`] there is no app: the chain is released instead.
+    pub fn return_chain(&mut self, id: ChainId) -> Result<(), PoolError> {
+        if self.app_gone {
+            return self.finish_chain(id);
+        }
+        self.unhold(id);
+        Ok(())
+    }
+
+    /// Queues a completion for the app and wakes it if it blocks. Never fails: a full ring
+    /// parks the completion (see `next_command`).
+    pub fn complete(&mut self, c: Completion) {
+        if self.app_gone {
+            return;
+        }
+        self.pending.push_back(c);
+        self.flush_pending();
+    }
+
+    /// Pushes parked completions; returns whether none are left.
+    fn flush_pending(&mut self) -> bool {
+        let mut pushed = false;
+        while let Some(c) = self.pending.front() {
+            self.scratch.clear();
+            c.encode_into(&mut self.scratch);
+            if self.chan.responses().push(&self.scratch).is_err() {
+                break;
+            }
+            self.pending.pop_front();
+            pushed = true;
+        }
+        if pushed {
+            self.chan.notify_app();
+        }
+        self.pending.is_empty()
+    }
+
+    /// Puts a received message into a fresh chain and tells the app; the chain's reference
+    /// goes to the app. On pool exhaustion nothing is sent (the caller holds back credit).
+    pub fn deliver(&mut self, flow: FlowId, stream: u32, data: &[u8]) -> Result<(), PoolError> {
+        let chain = self.pool.write_chain(data)?;
+        self.complete(Completion::Received {
+            flow,
+            stream,
+            head: chain.head.0,
+            len: chain.len,
+        });
+        Ok(())
+    }
+
+    /// Chains held by accepted commands.
+    pub fn held_chains(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The app is gone (its process died or it detached without cleaning up): returns
+    /// every buffer it held to the pool. Buffers of commands still in flight stay held and
+    /// are freed by [`Self::finish_chain`] / [`Self::return_chain`] as they complete;
+    /// completions not yet delivered are dropped. Afterwards the free count is the pool
+    /// size minus the held buffers. Must only be called once the app can no longer touch
+    /// the pool (it is dead, or its mapping is otherwise gone).
+    pub fn reclaim(&mut self) -> ReclaimStats {
+        self.app_gone = true;
+        let dropped_completions = self.pending.len();
+        self.pending.clear();
+        let held = &self.held_bufs;
+        self.pool.rebuild_after_peer_death(|i| held[i as usize]);
+        ReclaimStats {
+            held: self.held_bufs.iter().filter(|&&h| h).count() as u32,
+            free: self.pool.stats().free,
+            dropped_completions,
+        }
+    }
+}
+
+fn e_kind(e: &DecodeError) -> u8 {
+    match e {
+        DecodeError::Empty => 0,
+        DecodeError::UnknownKind(k) => *k,
+        DecodeError::Truncated { kind } | DecodeError::Trailing { kind, .. } => *kind,
+        DecodeError::BadCode(_) | DecodeError::BadPeer => 0,
+    }
+}
+
+fn dup(fd: &impl AsFd) -> Result<OwnedFd, SessionError> {
+    fd.as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| SessionError::Channel(ChannelError::Dup(e)))
+}
+
+/// The app's end of a session.
+#[derive(Debug)]
+pub struct AppSession {
+    chan: ChannelAppEnd,
+    pool: Pool,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl AppSession {
+    /// Rebuilds the app end from the [`SESSION_FDS`] descriptors the host sent, validating
+    /// every one. `completion` is the doorbell whose descriptors the app sent with its
+    /// attach request ([`Completions::Block`]), if any.
+    pub fn from_fds(mut fds: Vec<OwnedFd>, completion: Option<Doorbell>) -> Result<Self, SessionError> {
+        if fds.len() != SESSION_FDS {
+            return Err(SessionError::FdCount {
+                expected: SESSION_FDS,
+                got: fds.len(),
+            });
+        }
+        let pool_fd = fds.pop().ok_or(SessionError::FdCount {
+            expected: SESSION_FDS,
+            got: 0,
+        })?;
+        let chan = ChannelAppEnd::from_fds(fds, completion)?;
+        let mem = SharedMem::from_fd(pool_fd).map_err(PoolError::from)?;
+        let pool = Pool::attach(mem)?.with_owner(Owner::App);
+        let buf = vec![0; chan.max_message_len()];
+        Ok(Self {
+            chan,
+            pool,
+            buf,
+            scratch: Vec::with_capacity(MAX_RECORD_LEN),
+        })
+    }
+
+    /// A doorbell for [`Completions::Block`]: send its [`Doorbell::fds`] to the host with
+    /// the attach request and pass it to [`Self::from_fds`].
+    pub fn completion_doorbell() -> Result<Doorbell, SessionError> {
+        Doorbell::new().map_err(|source| {
+            SessionError::Channel(ChannelError::Doorbell {
+                which: "completion",
+                source,
+            })
+        })
+    }
+
+    /// The shared pool: allocate and write chains here before posting them.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Queues a command without waking the engine; follow a batch with [`Self::kick`].
+    pub fn post(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        self.scratch.clear();
+        cmd.encode_into(&mut self.scratch);
+        Ok(self.chan.push(&self.scratch)?)
+    }
+
+    /// Wakes the engine if it is blocked (one load when it is not).
+    pub fn kick(&self) -> bool {
+        self.chan.kick()
+    }
+
+    /// Queues a command and wakes the engine if needed.
+    pub fn submit(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        self.post(cmd)?;
+        self.kick();
+        Ok(())
+    }
+
+    /// Writes `data` into a new chain and submits a Send of it. The chain now belongs to
+    /// the engine; if the command cannot be queued the chain is released again.
+    pub fn send(
+        &mut self,
+        flow: FlowId,
+        stream: u32,
+        data: &[u8],
+        cookie: Cookie,
+    ) -> Result<Chain, SessionError> {
+        let chain = self.pool.write_chain(data)?;
+        let cmd = Command::Send {
+            flow,
+            stream,
+            head: chain.head.0,
+            len: chain.len,
+            cookie,
+        };
+        if let Err(e) = self.submit(&cmd) {
+            self.pool.release_chain(chain.head)?;
+            return Err(e);
+        }
+        Ok(chain)
+    }
+
+    /// The next completion, if one is waiting.
+    pub fn poll_completion(&mut self) -> Result<Option<Completion>, SessionError> {
+        match self.chan.try_recv(&mut self.buf)? {
+            Some(n) => Ok(Some(Completion::decode(&self.buf[..n])?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next completion, waiting up to `timeout`: blocking on the completion doorbell
+    /// with [`Completions::Block`], yielding between checks otherwise.
+    pub fn wait_completion(&mut self, timeout: Duration) -> Result<Option<Completion>, SessionError> {
+        match self.chan.recv_timeout(&mut self.buf, timeout)? {
+            Some(n) => Ok(Some(Completion::decode(&self.buf[..n])?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Copies a received message (from [`Completion::Received`]) out of the pool and
+    /// releases its chain.
+    pub fn take_received(&mut self, head: u32, len: u32, out: &mut Vec<u8>) -> Result<(), SessionError> {
+        let snap = self.pool.snapshot(BufIdx(head), Some(u64::from(len)))?;
+        snap.read_into(&self.pool, out);
+        snap.release(&self.pool)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,392 @@
+//! The packet and timer side of [`Flow`]: `handle`, `poll_transmit`, `poll_timeout`,
+//! `handle_timeout`. Kept apart from the API surface in `mod.rs` so each file reads alone.
+//!
+//! Order of what `poll_transmit` sends: handshake, ACK (cheap and it unblocks the peer),
+//! retransmissions (oldest first: they gate in-order delivery), new one-sided packets, new
+//! segments, a zero-window probe, and Close once everything is acknowledged.
+
+use std::time::Instant;
+
+use super::recv::Segment;
+use super::send::{decode_echo, encode_ts};
+use super::*;
+
+impl Flow {
+    /// Processes one packet addressed to this flow.
+    pub fn handle(&mut self, repr: &Repr<'_>, now: Instant) {
+        self.stats.packets_received += 1;
+        match self.state {
+            State::Failed => return,
+            State::Closed => {
+                // Tell a peer that missed our Close (it is retransmitting).
+                if !matches!(
+                    repr,
+                    Repr::Close { .. } | Repr::Connect { .. } | Repr::Reject { .. }
+                ) {
+                    self.pending_close = true;
+                }
+                return;
+            }
+            _ => {}
+        }
+        match *repr {
+            Repr::Connect { src_flow, .. } => {
+                // The initiator did not get our Accept and retransmitted its Connect.
+                if !matches!(self.state, State::Connecting { .. }) && src_flow == self.peer_id {
+                    self.pending_accept = true;
+                }
+            }
+            Repr::Accept {
+                version,
+                src_flow,
+                credit,
+                ..
+            } => self.on_accept(version, src_flow, credit, now),
+            Repr::Reject { versions, .. } => {
+                if matches!(self.state, State::Connecting { .. }) {
+                    self.fail(FailReason::NoCommonVersion { peer: versions });
+                }
+            }
+            Repr::Close { .. } => {
+                if !matches!(self.state, State::Connecting { .. }) {
+                    self.finish_closed();
+                }
+            }
+            Repr::Ack {
+                cumulative,
+                ref sacks,
+                credit,
+                echo_timestamp_ns,
+                ..
+            } => self.on_ack(cumulative, sacks, credit, echo_timestamp_ns, now),
+            Repr::Data {
+                seq, timestamp_ns, ..
+            } => self.on_reliable(repr, seq, timestamp_ns, now),
+            Repr::ReadRequest { seq, .. }
+            | Repr::IndirectReadRequest { seq, .. }
+            | Repr::WriteRequest { seq, .. }
+            | Repr::OpResponse { seq, .. }
+            | Repr::OpError { seq, .. } => {
+                // One-sided packets carry no timestamp; echo 0 ("no RTT sample").
+                self.on_reliable(repr, seq, 0, now)
+            }
+        }
+    }
+
+    fn on_accept(&mut self, version: u8, src_flow: FlowId, credit: u64, now: Instant) {
+        let State::Connecting { attempts, .. } = self.state else {
+            return; // a duplicate Accept
+        };
+        if version < self.cfg.versions.min || version > self.cfg.versions.max {
+            self.fail(FailReason::ProtocolViolation);
+            return;
+        }
+        // The handshake is a fine first RTT sample, unless the Connect was retransmitted.
+        if let (1, Some(at)) = (attempts, self.connect_sent_at) {
+            self.rtt.on_sample(now.saturating_duration_since(at));
+        }
+        self.peer_id = src_flow;
+        self.version = version;
+        self.peer_credit = PeerCredit::new(credit);
+        self.state = State::Connected;
+        self.backoff = 0;
+        self.events.push_back(FlowEvent::Connected { version });
+    }
+
+    fn on_ack(
+        &mut self,
+        cumulative: PacketSeq,
+        sacks: &crate::wire::heapless_sacks::Sacks,
+        credit: u64,
+        echo: u64,
+        now: Instant,
+    ) {
+        if matches!(self.state, State::Connecting { .. }) {
+            return;
+        }
+        let sack_end = sacks.iter().map(|b| b.end).max().unwrap_or(0);
+        self.peer_credit.on_ack(cumulative, sack_end, credit);
+        // Any ACK proves the peer alive and answers a window probe.
+        self.probes_unanswered = 0;
+        self.probe_deadline = None;
+        let out = self.send.on_ack(cumulative, sacks.iter());
+        if out.duplicate {
+            self.stats.dup_acks += 1;
+        }
+        let sample = decode_echo(echo)
+            .and_then(|sent| self.now_ns(now).checked_sub(sent))
+            .map(Duration::from_nanos);
+        if let Some(rtt) = sample {
+            self.rtt.on_sample(rtt);
+        }
+        if out.newly_acked > 0 {
+            if let Some(rtt) = sample {
+                self.cc.on_ack(rtt, out.newly_acked, now, self.rtt.srtt());
+            }
+            // Progress: restart the retransmission timer without backoff (RFC 6298 5.3).
+            self.backoff = 0;
+            self.rto_deadline = self.send.has_unacked().then(|| now + self.rtt.rto());
+        }
+        if out.new_losses > 0 {
+            self.stats.fast_retransmits += out.new_losses as u64;
+            self.cc.on_fast_retransmit(now, self.rtt.srtt());
+        }
+        for (stream, message) in out.completed {
+            self.events.push_back(FlowEvent::MessageSent { stream, message });
+        }
+    }
+
+    /// A packet with a sequence number: duplicate suppression, buffer admission, delivery.
+    fn on_reliable(&mut self, repr: &Repr<'_>, seq: PacketSeq, timestamp: u64, now: Instant) {
+        if matches!(self.state, State::Connecting { .. }) {
+            // Sent by a responder whose Accept we have not seen; it will be retransmitted.
+            return;
+        }
+        if seq >= self.received.cumulative().saturating_add(MAX_SEQ_AHEAD) {
+            self.stats.malformed += 1;
+            return;
+        }
+        if self.received.contains(seq) {
+            // A duplicate (or a window probe): drop it, but acknowledge at once so a sender
+            // whose ACK was lost learns, and a prober gets our credit.
+            self.stats.dups_dropped += 1;
+            self.ack.on_packet(timestamp, true, now);
+            return;
+        }
+        let payload: &[u8] = match *repr {
+            Repr::Data { payload, .. }
+            | Repr::WriteRequest { payload, .. }
+            | Repr::OpResponse { payload, .. } => payload,
+            _ => &[],
+        };
+        if !self.rbuf.try_charge(payload.len() as u64) {
+            self.stats.credit_drops += 1;
+            self.ack.on_packet(timestamp, true, now);
+            return;
+        }
+        if let Repr::Data {
+            stream,
+            message,
+            message_len,
+            offset,
+            payload,
+            ..
+        } = *repr
+        {
+            let max = self.cfg.max_message_len;
+            if self
+                .reassembly
+                .on_segment(
+                    Segment {
+                        stream,
+                        message,
+                        message_len,
+                        offset,
+                        payload,
+                    },
+                    max,
+                    &mut self.delivered,
+                )
+                .is_err()
+            {
+                // Acknowledge it anyway: retransmitting it would not make it valid.
+                self.stats.malformed += 1;
+                self.rbuf.release(payload.len() as u64);
+            }
+            for (stream, message, data) in self.delivered.drain(..) {
+                self.events.push_back(FlowEvent::MessageReceived {
+                    stream,
+                    message,
+                    data,
+                });
+            }
+        } else if let Some(op) = OneSided::from_repr(repr) {
+            self.events.push_back(FlowEvent::OneSided(op));
+        }
+        let in_order = self.received.insert(seq);
+        self.ack.on_packet(timestamp, !in_order, now);
+    }
+
+    /// The next packet to send, if any. Call until `None` after anything happened.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        let next = self.next_transmit(now)?;
+        self.stats.packets_sent += 1;
+        let dst_flow = self.peer_id;
+        let repr = match next {
+            Next::Connect => Repr::Connect {
+                versions: self.cfg.versions,
+                src_flow: self.local_id,
+                credit: self.rbuf.available(),
+            },
+            Next::Accept => Repr::Accept {
+                dst_flow,
+                version: self.version,
+                src_flow: self.local_id,
+                credit: self.rbuf.available(),
+            },
+            Next::Close => Repr::Close { dst_flow },
+            Next::Ack(echo_timestamp_ns) => Repr::Ack {
+                dst_flow,
+                cumulative: self.received.cumulative(),
+                sacks: self.received.sacks(),
+                credit: self.rbuf.available(),
+                echo_timestamp_ns,
+            },
+            Next::Packet(seq) => {
+                let p = self.send.packet(seq);
+                match &p.payload {
+                    Payload::Data {
+                        stream,
+                        message,
+                        message_len,
+                        offset,
+                        bytes,
+                    } => Repr::Data {
+                        dst_flow,
+                        seq,
+                        timestamp_ns: p.timestamp,
+                        stream: *stream,
+                        message: *message,
+                        message_len: *message_len,
+                        offset: *offset,
+                        payload: bytes,
+                    },
+                    Payload::OneSided(op) => op.to_repr(dst_flow, seq),
+                }
+            }
+            Next::Probe(seq) => Repr::Data {
+                dst_flow,
+                seq,
+                timestamp_ns: encode_ts(self.now_ns(now), false),
+                stream: 0,
+                message: 0,
+                message_len: 0,
+                offset: 0,
+                payload: &[],
+            },
+        };
+        Some(Transmit(repr))
+    }
+
+    fn next_transmit(&mut self, now: Instant) -> Option<Next> {
+        match self.state {
+            State::Failed => return None,
+            State::Closed => {
+                return std::mem::take(&mut self.pending_close).then_some(Next::Close);
+            }
+            State::Connecting { attempts, next } => {
+                if now < next || attempts > self.cfg.max_retries {
+                    return None;
+                }
+                self.state = State::Connecting {
+                    attempts: attempts + 1,
+                    next: now + self.rtt.backed_off(attempts),
+                };
+                self.connect_sent_at = Some(now);
+                return Some(Next::Connect);
+            }
+            State::Connected | State::Closing => {}
+        }
+        if std::mem::take(&mut self.pending_accept) {
+            return Some(Next::Accept);
+        }
+        if self.ack.due(now) {
+            let echo = self.ack.on_sent(now);
+            self.rbuf.advertised(self.rbuf.available());
+            self.stats.acks_sent += 1;
+            return Some(Next::Ack(echo));
+        }
+        let now_ns = self.now_ns(now);
+        let window_open = self.send.in_flight_pkts() < self.cc.window();
+        if window_open && self.send.has_lost() {
+            let seq = self.send.retransmit(now_ns)?;
+            self.stats.retransmits += 1;
+            self.arm_rto(now);
+            return Some(Next::Packet(seq));
+        }
+        if window_open {
+            if let Some(len) = self.send.next_new_len(self.cfg.max_payload()) {
+                if self.peer_credit.allows(self.send.unacked_bytes(), len) {
+                    let seq = self.send.send_new(self.cfg.max_payload(), now_ns)?;
+                    self.probe_backoff = 0;
+                    self.arm_rto(now);
+                    return Some(Next::Packet(seq));
+                }
+                // Blocked by credit with nothing outstanding: no ACK will come to lift it
+                // unless we ask, so arm the zero-window probe timer.
+                if !self.send.has_unacked() && self.probe_deadline.is_none() {
+                    self.probe_deadline = Some(now + self.rtt.backed_off(self.probe_backoff));
+                }
+            }
+        }
+        if std::mem::take(&mut self.probe_due) && !self.send.has_unacked() && self.send.next_seq() > 0 {
+            // A zero-length segment under an already acknowledged sequence number: the
+            // receiver drops it as a duplicate and answers with an ACK carrying its credit.
+            self.stats.probes_sent += 1;
+            return Some(Next::Probe(self.send.next_seq() - 1));
+        }
+        if self.state == State::Closing && self.send.is_idle() {
+            self.finish_closed();
+            return Some(Next::Close);
+        }
+        None
+    }
+
+    fn arm_rto(&mut self, now: Instant) {
+        if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now + self.rtt.backed_off(self.backoff));
+        }
+    }
+
+    /// When `handle_timeout` should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timers = match self.state {
+            State::Failed | State::Closed => return None,
+            State::Connecting { attempts, next } => {
+                // After the last attempt, `next` is when we give up.
+                return Some(next).filter(|_| attempts <= self.cfg.max_retries + 1);
+            }
+            State::Connected | State::Closing => [self.ack.timeout(), self.rto_deadline, self.probe_deadline],
+        };
+        timers.into_iter().flatten().min()
+    }
+
+    /// Runs the timers that expired at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Connecting { attempts, next } => {
+                if now >= next && attempts > self.cfg.max_retries {
+                    self.fail(FailReason::ConnectTimeout);
+                }
+                return;
+            }
+            State::Connected | State::Closing => {}
+            State::Failed | State::Closed => return,
+        }
+        if self.rto_deadline.is_some_and(|d| d <= now) {
+            if !self.send.has_unacked() {
+                self.rto_deadline = None;
+            } else if self.backoff >= self.cfg.max_retries {
+                self.fail(FailReason::PeerUnresponsive);
+                return;
+            } else {
+                self.stats.rtos += 1;
+                self.send.on_rto();
+                self.cc.on_rto(now);
+                self.backoff += 1;
+                self.rto_deadline = Some(now + self.rtt.backed_off(self.backoff));
+            }
+        }
+        if self.probe_deadline.is_some_and(|d| d <= now) {
+            if self.probes_unanswered >= self.cfg.max_retries {
+                self.fail(FailReason::PeerUnresponsive);
+                return;
+            }
+            self.probes_unanswered += 1;
+            self.probe_backoff += 1;
+            self.probe_due = true;
+            self.probe_deadline = Some(now + self.rtt.backed_off(self.probe_backoff));
+        }
+        // The delayed-ACK timer needs no action: `poll_transmit` sees it is due.
+    }
+}

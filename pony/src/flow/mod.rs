@@ -1,0 +1,475 @@
+//! One flow between two Pony engines, sans-IO (quinn-proto style): packets ([`Repr`]) and
+//! time go in, packets to send, timers and events come out. No sockets, no clocks; the
+//! engine owns the I/O, tests drive it with a virtual clock.
+//!
+//! ```text
+//!            send_message / send_one_sided            poll_event
+//!                      │                                  ▲
+//!   ┌──────────────────▼─────────────┐  ┌─────────────────┴───────────────┐
+//!   │ send.rs  queue → segments →    │  │ recv.rs  received set, reassembly│
+//!   │          in flight → lost set  │  │          per stream, ACK timing  │
+//!   └───────┬───────────────▲────────┘  └────▲──────────────────┬─────────┘
+//!   cc.rs (Swift window)    │ Ack            │ Data/one-sided   │ Ack
+//!   credit.rs (peer credit) │                │                  │ (credit: credit.rs)
+//!   rtt.rs (RTO)            │                │                  │
+//!           poll_transmit ──┴────── handle ──┴──── poll_transmit┘
+//! ```
+//!
+//! Usage: after creating a flow, after every [`Flow::handle`] and [`Flow::handle_timeout`],
+//! and after sending, call [`Flow::poll_transmit`] until it returns `None`, then arm a timer
+//! for [`Flow::poll_timeout`] and drain [`Flow::poll_event`].
+//!
+//! Lifecycle: `Connecting` (initiator, until Accept/Reject) → `Connected` → `Closing`
+//! (after [`Flow::close`], until everything sent is acknowledged) → `Closed`; or `Failed`
+//! from anywhere (connect timed out, no common version, peer unresponsive). Close is not
+//! acknowledged: a closed flow answers any further packet with another Close, so a lost
+//! Close is repaired by the peer's next retransmission.
+
+mod cc;
+mod credit;
+mod onesided;
+mod recv;
+mod rtt;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use cc::SwiftConfig;
+pub use onesided::OneSided;
+
+use crate::wire::{self, negotiate, FlowId, Kind, MessageId, PacketSeq, Repr, StreamId, VersionRange};
+use credit::{PeerCredit, RecvBuffer};
+use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
+use rtt::RttEstimator;
+use send::{Payload, SendState};
+
+/// Flow parameters. Both sides should use compatible values: `recv_buffer` must hold the
+/// peer's largest message (it is reassembled whole before delivery).
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Largest packet, headers included.
+    pub mtu: usize,
+    /// Largest message accepted by `send_message` and from the peer.
+    pub max_message_len: usize,
+    /// `send_message` fails with `Busy` while this many bytes are accepted and not yet
+    /// acknowledged (one message is always accepted when nothing is queued).
+    pub send_buffer: u64,
+    /// Bytes buffered for the application (the credit granted to the peer).
+    pub recv_buffer: u64,
+    /// RTO before any RTT sample (also the connect retry interval).
+    pub initial_rto: Duration,
+    /// Lower bound of the RTO.
+    pub min_rto: Duration,
+    /// Upper bound of the RTO, backoff included.
+    pub max_rto: Duration,
+    /// Consecutive timeouts without progress (RTOs, connect attempts, unanswered window
+    /// probes) after which the flow fails.
+    pub max_retries: u32,
+    /// Acknowledge at least every this many packets.
+    pub ack_every: u32,
+    /// Longest an ACK is held for a packet that arrived in order.
+    pub delayed_ack: Duration,
+    /// Versions spoken.
+    pub versions: VersionRange,
+    /// Congestion control.
+    pub cc: SwiftConfig,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            mtu: 5000,
+            max_message_len: 8 << 20,
+            send_buffer: 32 << 20,
+            recv_buffer: 16 << 20,
+            initial_rto: Duration::from_millis(1),
+            min_rto: Duration::from_micros(200),
+            max_rto: Duration::from_millis(100),
+            max_retries: 10,
+            ack_every: 2,
+            delayed_ack: Duration::from_micros(20),
+            versions: wire::SUPPORTED_VERSIONS,
+            cc: SwiftConfig::default(),
+        }
+    }
+}
+
+impl FlowConfig {
+    /// Largest payload of one Data packet (at least 1, so that segmentation progresses
+    /// even with an `mtu` too small for the header; such packets then exceed the `mtu`).
+    pub fn max_payload(&self) -> usize {
+        wire::max_payload(self.mtu, Kind::Data).max(1)
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// The message (or one-sided payload) exceeds what may be sent in one go.
+    #[error("{len} bytes exceed the maximum of {max}")]
+    TooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The send buffer is full; retry after `MessageSent` events.
+    #[error("send buffer full")]
+    Busy,
+    /// The flow is closing, closed or failed.
+    #[error("flow is closed")]
+    Closed,
+    /// `accept` was given something other than a Connect.
+    #[error("not a Connect packet")]
+    NotConnect,
+    /// No common version: send `reject` to the initiator.
+    #[error("no common wire version")]
+    Rejected {
+        /// The Reject packet to send back.
+        reject: Box<Repr<'static>>,
+    },
+}
+
+/// Why a flow failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// No Accept after `max_retries` Connect retransmissions.
+    ConnectTimeout,
+    /// The peer refused: it speaks `peer` only.
+    NoCommonVersion {
+        /// The peer's versions.
+        peer: VersionRange,
+    },
+    /// No ACK after `max_retries` consecutive retransmission timeouts or window probes.
+    PeerUnresponsive,
+    /// The peer sent something impossible (e.g. accepted a version we do not speak).
+    ProtocolViolation,
+}
+
+/// What happened, for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// The handshake finished with this version.
+    Connected {
+        /// Negotiated version.
+        version: u8,
+    },
+    /// A whole message arrived (per stream in order, exactly once).
+    MessageReceived {
+        /// Stream.
+        stream: StreamId,
+        /// Message id on that stream.
+        message: MessageId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Every segment of a message we sent was acknowledged.
+    MessageSent {
+        /// Stream.
+        stream: StreamId,
+        /// Message id.
+        message: MessageId,
+    },
+    /// A one-sided request or response arrived (exactly once, not ordered).
+    OneSided(OneSided),
+    /// The flow closed (either side).
+    Closed,
+    /// The flow failed.
+    Failed(FailReason),
+}
+
+/// Counters and gauges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowStats {
+    /// Packets handed out by `poll_transmit` (ACKs and control included).
+    pub packets_sent: u64,
+    /// Packets given to `handle`.
+    pub packets_received: u64,
+    /// ACKs sent.
+    pub acks_sent: u64,
+    /// Retransmitted packets (all causes).
+    pub retransmits: u64,
+    /// Packets declared lost by SACK / duplicate ACKs.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts.
+    pub rtos: u64,
+    /// Duplicate ACKs received.
+    pub dup_acks: u64,
+    /// Received packets dropped as duplicates.
+    pub dups_dropped: u64,
+    /// Received packets dropped for lack of buffer (the sender overran our credit).
+    pub credit_drops: u64,
+    /// Received packets dropped as malformed.
+    pub malformed: u64,
+    /// Zero-window probes sent.
+    pub probes_sent: u64,
+    /// Smoothed RTT.
+    pub srtt: Duration,
+    /// Current RTO (without backoff).
+    pub rto: Duration,
+    /// Congestion window, packets.
+    pub cwnd: f64,
+    /// Payload bytes sent and not yet acknowledged.
+    pub bytes_in_flight: u64,
+    /// The peer's latest credit.
+    pub peer_credit: u64,
+    /// Bytes we hold for our application.
+    pub recv_buffered: u64,
+}
+
+/// A packet to send, borrowing the flow's buffers; deref to [`Repr`] and emit it.
+#[derive(Debug)]
+pub struct Transmit<'a>(Repr<'a>);
+
+impl<'a> Deref for Transmit<'a> {
+    type Target = Repr<'a>;
+    fn deref(&self) -> &Repr<'a> {
+        &self.0
+    }
+}
+
+impl<'a> Transmit<'a> {
+    /// The packet.
+    pub fn into_repr(self) -> Repr<'a> {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting { attempts: u32, next: Instant },
+    Connected,
+    Closing,
+    Closed,
+    Failed,
+}
+
+/// What `poll_transmit` decided to send (decided mutably, then built borrowing).
+enum Next {
+    Connect,
+    Accept,
+    Close,
+    Ack(u64),
+    Packet(PacketSeq),
+    Probe(PacketSeq),
+}
+
+/// One flow. See the module doc.
+#[derive(Debug)]
+pub struct Flow {
+    cfg: FlowConfig,
+    local_id: FlowId,
+    peer_id: FlowId,
+    version: u8,
+    state: State,
+    epoch: Instant,
+    send: SendState,
+    received: Received,
+    reassembly: Reassembly,
+    ack: AckState,
+    rbuf: RecvBuffer,
+    peer_credit: PeerCredit,
+    rtt: RttEstimator,
+    cc: cc::Swift,
+    rto_deadline: Option<Instant>,
+    backoff: u32,
+    probe_deadline: Option<Instant>,
+    probe_due: bool,
+    /// Doublings of the probe interval; reset only when credit lets data flow again.
+    probe_backoff: u32,
+    /// Probes sent since the last ACK; too many and the peer is presumed gone.
+    probes_unanswered: u32,
+    pending_accept: bool,
+    pending_close: bool,
+    connect_sent_at: Option<Instant>,
+    events: VecDeque<FlowEvent>,
+    delivered: Vec<(StreamId, MessageId, Vec<u8>)>,
+    stats: FlowStats,
+}
+
+impl Flow {
+    fn new(cfg: FlowConfig, local_id: FlowId, state: State, now: Instant) -> Self {
+        let rbuf = RecvBuffer::new(cfg.recv_buffer, cfg.max_payload() as u64);
+        Flow {
+            ack: AckState::new(cfg.ack_every, cfg.delayed_ack),
+            rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
+            cc: cc::Swift::new(cfg.cc.clone()),
+            peer_credit: PeerCredit::new(0),
+            cfg,
+            local_id,
+            peer_id: 0,
+            version: 0,
+            state,
+            epoch: now,
+            send: SendState::default(),
+            received: Received::default(),
+            reassembly: Reassembly::default(),
+            rbuf,
+            rto_deadline: None,
+            backoff: 0,
+            probe_deadline: None,
+            probe_due: false,
+            probe_backoff: 0,
+            probes_unanswered: 0,
+            pending_accept: false,
+            pending_close: false,
+            connect_sent_at: None,
+            events: VecDeque::new(),
+            delivered: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// Starts a flow as the initiator: the first `poll_transmit` yields the Connect.
+    pub fn connect(cfg: FlowConfig, local_id: FlowId, now: Instant) -> Self {
+        Flow::new(
+            cfg,
+            local_id,
+            State::Connecting {
+                attempts: 0,
+                next: now,
+            },
+            now,
+        )
+    }
+
+    /// Accepts a flow from a received Connect: the first `poll_transmit` yields the Accept.
+    /// Without a common version, returns [`FlowError::Rejected`] with the Reject to send.
+    pub fn accept(
+        cfg: FlowConfig,
+        local_id: FlowId,
+        connect: &Repr<'_>,
+        now: Instant,
+    ) -> Result<Self, FlowError> {
+        let Repr::Connect {
+            versions,
+            src_flow,
+            credit,
+        } = *connect
+        else {
+            return Err(FlowError::NotConnect);
+        };
+        let Some(version) = negotiate(cfg.versions, versions) else {
+            return Err(FlowError::Rejected {
+                reject: Box::new(Repr::Reject {
+                    dst_flow: src_flow,
+                    versions: cfg.versions,
+                }),
+            });
+        };
+        let mut flow = Flow::new(cfg, local_id, State::Connected, now);
+        flow.peer_id = src_flow;
+        flow.version = version;
+        flow.peer_credit = PeerCredit::new(credit);
+        flow.pending_accept = true;
+        flow.events.push_back(FlowEvent::Connected { version });
+        Ok(flow)
+    }
+
+    /// Queues a message on `stream`; returns its id. Segments go out as window and credit
+    /// allow; [`FlowEvent::MessageSent`] reports when all are acknowledged.
+    pub fn send_message(&mut self, stream: StreamId, data: impl Into<Bytes>) -> Result<MessageId, FlowError> {
+        let data = data.into();
+        self.check_send(data.len(), self.cfg.max_message_len.min(u32::MAX as usize))?;
+        Ok(self.send.push_message(stream, data))
+    }
+
+    /// Queues a one-sided request or response (one packet, reliable like data).
+    pub fn send_one_sided(&mut self, op: OneSided) -> Result<(), FlowError> {
+        self.check_send(op.payload().len(), wire::max_payload(self.cfg.mtu, op.kind()))?;
+        self.send.push_one_sided(op);
+        Ok(())
+    }
+
+    fn check_send(&self, len: usize, max: usize) -> Result<(), FlowError> {
+        if !matches!(self.state, State::Connecting { .. } | State::Connected) {
+            return Err(FlowError::Closed);
+        }
+        if len > max {
+            return Err(FlowError::TooLarge { len, max });
+        }
+        let queued = self.send.queued_bytes();
+        if queued > 0 && queued + len as u64 > self.cfg.send_buffer {
+            return Err(FlowError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Closes the flow once everything queued has been delivered and acknowledged.
+    pub fn close(&mut self) {
+        match self.state {
+            State::Connecting { .. } => self.finish_closed(),
+            State::Connected => self.state = State::Closing,
+            _ => {}
+        }
+    }
+
+    /// Whether the flow is closed or failed (nothing more will happen).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Closed | State::Failed)
+    }
+
+    /// Our id for this flow.
+    pub fn local_id(&self) -> FlowId {
+        self.local_id
+    }
+
+    /// The peer's id for this flow (0 before the handshake finishes on the initiator).
+    pub fn peer_id(&self) -> FlowId {
+        self.peer_id
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> FlowStats {
+        FlowStats {
+            srtt: self.rtt.srtt(),
+            rto: self.rtt.rto(),
+            cwnd: self.cc.cwnd(),
+            bytes_in_flight: self.send.unacked_bytes(),
+            peer_credit: self.peer_credit.credit(),
+            recv_buffered: self.rbuf.buffered(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The next event. Taking a received message frees its bytes from the receive buffer,
+    /// which may trigger a window update.
+    pub fn poll_event(&mut self) -> Option<FlowEvent> {
+        let ev = self.events.pop_front()?;
+        let freed = match &ev {
+            FlowEvent::MessageReceived { data, .. } => data.len(),
+            FlowEvent::OneSided(op) => op.payload().len(),
+            _ => 0,
+        };
+        if freed > 0 && self.rbuf.release(freed as u64) && self.state == State::Connected {
+            self.ack.request();
+        }
+        Some(ev)
+    }
+
+    fn now_ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn fail(&mut self, reason: FailReason) {
+        self.state = State::Failed;
+        self.rto_deadline = None;
+        self.probe_deadline = None;
+        self.events.push_back(FlowEvent::Failed(reason));
+    }
+
+    fn finish_closed(&mut self) {
+        self.state = State::Closed;
+        self.rto_deadline = None;
+        self.probe_deadline = None;
+        self.events.push_back(FlowEvent::Closed);
+    }
+}
+
+mod io;
