@@ -6,10 +6,11 @@
 //! backends (UDP, a shared-memory wire between two hosts on one machine, a fault
 //! injector); [`pool`], the shared-memory buffer pool apps and the engine exchange payloads
 //! through; [`app`], the app/engine command and completion protocol, registered memory
-//! regions and sessions. Coming: the Pony engine that ties them together inside the Snap
-//! host, and the benchmarks. Nothing here pretends to work before it does.
+//! regions and sessions; [`engine`], the Pony engine that ties them together inside the
+//! Snap host (an `engines::Engine`). Coming: the benchmarks. Nothing here pretends to work before it does.
 
 pub mod app;
+pub mod engine;
 pub mod flow;
 pub mod nic;
 pub mod pool;

@@ -1,0 +1,272 @@
+//! App commands: what the engine does with each [`Command`] a session accepted.
+//!
+//! Every command is answered exactly once: a completion for its cookie, either at once
+//! (refusals, Listen, regions) or when the flow reports the outcome (OpenFlow, Send, the
+//! one-sided ops). A chain a command carries is always either released, returned to the
+//! app with its completion, or held by a [`PendingOp`] that detach or a flow's end
+//! finishes, so no path leaks pool buffers.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{FlowEntry, OpKind, Origin, Out, PendingOp, PonyEngine};
+use crate::app::{Accepted, ChainId, Command, Completion, Cookie, OpErrorCode};
+use crate::flow::{Flow, OneSided};
+use crate::nic::PeerAddr;
+use crate::wire::{self, Kind};
+
+/// Parses an OpenFlow peer: `shm` for the point-to-point wire, else `ip:port`.
+pub(super) fn parse_peer(peer: &str) -> Option<PeerAddr> {
+    if peer == "shm" {
+        return Some(PeerAddr::Shm);
+    }
+    peer.parse::<SocketAddr>().ok().map(PeerAddr::Udp)
+}
+
+impl PonyEngine {
+    /// Handles one accepted command of session `sid`.
+    pub(super) fn command(&mut self, sid: u64, a: Accepted, now: Instant) {
+        match a.cmd {
+            Command::OpenFlow { cookie, peer } => self.open_flow(sid, cookie, &peer, now),
+            Command::Listen { cookie } => {
+                self.listeners.push((sid, cookie));
+                self.complete(sid, Completion::Listening { cookie });
+            }
+            Command::CloseFlow { flow } => match self.owned(sid, flow) {
+                Some(id) => {
+                    if let Some(e) = self.flows.get_mut(&id) {
+                        e.flow.close();
+                    }
+                }
+                None => self.refuse(sid, 0, OpErrorCode::UnknownFlow, flow),
+            },
+            Command::Send {
+                flow, stream, cookie, ..
+            } => {
+                let data = self.copy_and_release(sid, a.chain);
+                match self.owned(sid, flow) {
+                    Some(id) => self.push_out(id, Out::Message { stream, data, cookie }),
+                    None => self.refuse(sid, cookie, OpErrorCode::UnknownFlow, flow),
+                }
+            }
+            Command::Read {
+                flow,
+                region,
+                key,
+                offset,
+                len,
+                cookie,
+                ..
+            } => {
+                let req = |op| OneSided::ReadRequest {
+                    op,
+                    region,
+                    key,
+                    offset,
+                    len,
+                };
+                self.start_read(sid, flow, a.chain, cookie, req);
+            }
+            Command::IndirectRead {
+                flow,
+                table,
+                table_key,
+                index,
+                region,
+                key,
+                cookie,
+                ..
+            } => {
+                // The wire carries a 32-bit index: a larger one is out of any table.
+                let Ok(index) = u32::try_from(index) else {
+                    self.read_done(sid, a.chain, cookie, Err(OpErrorCode::OutOfBounds));
+                    return;
+                };
+                let req = |op| OneSided::IndirectReadRequest {
+                    op,
+                    table,
+                    table_key,
+                    index,
+                    region,
+                    key,
+                };
+                self.start_read(sid, flow, a.chain, cookie, req);
+            }
+            Command::Write {
+                flow,
+                region,
+                key,
+                offset,
+                cookie,
+                ..
+            } => {
+                let data = self.copy_and_release(sid, a.chain);
+                let Some(id) = self.owned(sid, flow) else {
+                    let done = Completion::WriteDone {
+                        cookie,
+                        result: Err(OpErrorCode::UnknownFlow),
+                    };
+                    self.complete(sid, done);
+                    return;
+                };
+                let op = self.new_op(sid, id, cookie, OpKind::Write);
+                let seg = wire::max_payload(self.cfg.flow.mtu, Kind::WriteRequest).max(1);
+                let total_len = data.len() as u32;
+                let mut at = 0;
+                // At least one packet, so an empty Write is still checked and answered.
+                loop {
+                    let end = (at + seg).min(data.len());
+                    let payload = data.slice(at..end);
+                    let w = OneSided::WriteRequest {
+                        op,
+                        region,
+                        key,
+                        offset,
+                        total_len,
+                        payload_offset: at as u32,
+                        payload,
+                    };
+                    self.push_out(id, Out::OneSided(w));
+                    at = end;
+                    if at >= data.len() {
+                        break;
+                    }
+                }
+            }
+            Command::RegisterRegion { cookie, len } => {
+                let result = match self.staged.remove(&(sid, cookie)) {
+                    Some(fd) => self
+                        .regions
+                        .register(sid, fd, Some(len))
+                        .map_err(|e| e.to_string()),
+                    None => Err("no region descriptor staged for this cookie".into()),
+                };
+                match result {
+                    Ok(g) => self.complete(
+                        sid,
+                        Completion::RegionRegistered {
+                            cookie,
+                            region: g.region,
+                            key: g.key,
+                            len: g.len,
+                        },
+                    ),
+                    Err(e) => {
+                        log::debug!("{}: session {sid}: register region: {e}", self.name);
+                        self.refuse(sid, cookie, OpErrorCode::RegionRefused, len);
+                    }
+                }
+            }
+            Command::UnregisterRegion { cookie, region } => match self.regions.unregister(sid, region) {
+                Ok(()) => self.complete(sid, Completion::RegionUnregistered { cookie, region }),
+                Err(code) => self.refuse(sid, cookie, code, u64::from(region)),
+            },
+        }
+    }
+
+    fn open_flow(&mut self, sid: u64, cookie: Cookie, peer: &str, now: Instant) {
+        let Some(peer) = parse_peer(peer) else {
+            let c = Completion::FlowOpened {
+                cookie,
+                result: Err(OpErrorCode::Unreachable),
+            };
+            self.complete(sid, c);
+            return;
+        };
+        let id = self.next_flow;
+        self.next_flow += 1;
+        let flow = Flow::connect(self.cfg.flow.clone(), id, now);
+        self.flows
+            .insert(id, FlowEntry::new(flow, peer, sid, Origin::Opened(cookie)));
+    }
+
+    /// Our flow id for the app's `flow`, if that flow exists and is the app's.
+    fn owned(&self, sid: u64, flow: u64) -> Option<u32> {
+        let id = u32::try_from(flow).ok()?;
+        self.flows.get(&id).filter(|e| e.owner == Some(sid)).map(|_| id)
+    }
+
+    fn refuse(&mut self, sid: u64, cookie: Cookie, code: OpErrorCode, detail: u64) {
+        self.complete(sid, Completion::Error { cookie, code, detail });
+    }
+
+    /// The one copy of a Send/Write payload: out of the pool into a `Bytes` the flow can
+    /// slice into segments and keep for retransmission. The chain is released right away,
+    /// so the app's pool is not tied up while the peer is slow.
+    fn copy_and_release(&mut self, sid: u64, chain: Option<ChainId>) -> Bytes {
+        let (Some(s), Some(id)) = (self.sessions.get_mut(&sid), chain) else {
+            return Bytes::new();
+        };
+        let mut buf = BytesMut::new();
+        if let Some(snap) = s.chain(id) {
+            buf.reserve(snap.len() as usize);
+            for seg in snap.chain_segments(s.pool()) {
+                buf.extend_from_slice(seg);
+            }
+        }
+        if let Err(e) = s.finish_chain(id) {
+            log::warn!("{}: session {sid}: release: {e}", self.name);
+        }
+        buf.freeze()
+    }
+
+    fn start_read(
+        &mut self,
+        sid: u64,
+        flow: u64,
+        chain: Option<ChainId>,
+        cookie: Cookie,
+        req: impl FnOnce(u64) -> OneSided,
+    ) {
+        let (Some(id), Some(chain)) = (self.owned(sid, flow), chain) else {
+            self.read_done(sid, chain, cookie, Err(OpErrorCode::UnknownFlow));
+            return;
+        };
+        let kind = OpKind::Read {
+            chain,
+            buf: Vec::new(),
+            got: 0,
+        };
+        let op = self.new_op(sid, id, cookie, kind);
+        self.push_out(id, Out::OneSided(req(op)));
+    }
+
+    fn new_op(&mut self, session: u64, flow: u32, cookie: Cookie, kind: OpKind) -> u64 {
+        let op = self.next_op;
+        self.next_op += 1;
+        self.ops.insert(
+            op,
+            PendingOp {
+                session,
+                flow,
+                cookie,
+                kind,
+            },
+        );
+        op
+    }
+
+    /// Ends a Read: the chain goes back to the app with the completion.
+    pub(super) fn read_done(
+        &mut self,
+        sid: u64,
+        chain: Option<ChainId>,
+        cookie: Cookie,
+        result: Result<u32, OpErrorCode>,
+    ) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if let Some(c) = chain {
+                let _ = s.return_chain(c);
+            }
+            s.complete(Completion::ReadDone { cookie, result });
+        }
+    }
+
+    fn push_out(&mut self, id: u32, out: Out) {
+        if let Some(e) = self.flows.get_mut(&id) {
+            e.outbox.push_back(out);
+        }
+    }
+}

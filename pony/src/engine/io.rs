@@ -1,0 +1,144 @@
+//! The NIC side of the engine: packets in (parse, then the flow mapper routes them by
+//! `dst_flow`, accepting or rejecting Connects) and out (emit, send, and the one-packet
+//! stash that holds a packet the NIC refused until a later step).
+
+use std::time::Instant;
+
+use super::{FlowEntry, Origin, PonyEngine};
+use crate::flow::{Flow, FlowError};
+use crate::nic::{NicError, PeerAddr};
+use crate::wire::Repr;
+
+impl PonyEngine {
+    /// Sends a packet not belonging to a flow (a Reject) straight to the NIC; on any error
+    /// it is dropped (the initiator retransmits its Connect).
+    pub(super) fn send_raw(&mut self, repr: &Repr<'_>, to: PeerAddr) {
+        if let Ok(n) = repr.emit(&mut self.tx_buf) {
+            match self.nic.send(&self.tx_buf[..n], &to) {
+                Ok(()) => self.stats.packets_out += 1,
+                Err(_) => self.stats.tx_errors += 1,
+            }
+        }
+    }
+
+    /// Receives, parses and routes up to `packet_batch` packets; returns how many.
+    pub(super) fn receive(&mut self, now: Instant) -> (u32, bool) {
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        let mut n = 0;
+        let mut more = false;
+        while n < self.cfg.packet_batch {
+            let (len, from) = match self.nic.recv(&mut buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("{}: nic recv: {e}", self.name);
+                    break;
+                }
+            };
+            n += 1;
+            self.stats.packets_in += 1;
+            match Repr::parse(&buf[..len]) {
+                Ok(repr) => self.route(&repr, from, now),
+                Err(_) => self.stats.malformed += 1,
+            }
+            more = n == self.cfg.packet_batch;
+        }
+        self.rx_buf = buf;
+        (n, more)
+    }
+
+    /// The flow mapper: hands a packet to its flow, or accepts / rejects a Connect.
+    pub(super) fn route(&mut self, repr: &Repr<'_>, from: PeerAddr, now: Instant) {
+        if let Some(dst) = repr.dst_flow() {
+            match self.flows.get_mut(&dst) {
+                Some(e) if e.peer == from => e.flow.handle(repr, now),
+                _ => self.stats.unknown_flow += 1,
+            }
+            return;
+        }
+        let Repr::Connect { src_flow, .. } = *repr else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if let Some(id) = self.by_peer.get(&(from, src_flow)) {
+            if let Some(e) = self.flows.get_mut(id) {
+                e.flow.handle(repr, now); // a retransmitted Connect: re-send the Accept
+                return;
+            }
+        }
+        let Some(&(session, cookie)) = self.listeners.first() else {
+            self.stats.connects_rejected += 1;
+            let reject = Repr::Reject {
+                dst_flow: src_flow,
+                versions: self.cfg.flow.versions,
+            };
+            self.send_raw(&reject, from);
+            return;
+        };
+        let id = self.next_flow;
+        match Flow::accept(self.cfg.flow.clone(), id, repr, now) {
+            Ok(flow) => {
+                self.next_flow += 1;
+                self.stats.flows_accepted += 1;
+                self.by_peer.insert((from, src_flow), id);
+                let mut e = FlowEntry::new(flow, from, session, Origin::Accepted(cookie));
+                e.peer_key = Some(src_flow);
+                self.flows.insert(id, e);
+            }
+            Err(FlowError::Rejected { reject }) => {
+                self.stats.connects_rejected += 1;
+                self.send_raw(&reject, from);
+            }
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// Sends the stashed packet; returns whether the NIC is usable this step.
+    pub(super) fn flush_stash(&mut self) -> bool {
+        let Some((pkt, to)) = self.stash.take() else {
+            return true;
+        };
+        match self.nic.send(&pkt, &to) {
+            Ok(()) => {
+                self.stats.packets_out += 1;
+                true
+            }
+            Err(NicError::WouldBlock) => {
+                self.stash = Some((pkt, to));
+                false
+            }
+            Err(_) => {
+                self.stats.tx_errors += 1;
+                true
+            }
+        }
+    }
+
+    /// Emits and sends a flow's packets until it has none, the budget is spent or the NIC
+    /// is full.
+    pub(super) fn transmit(&mut self, e: &mut FlowEntry, budget: &mut u32, now: Instant) {
+        while *budget > 0 && self.stash.is_none() {
+            let Some(t) = e.flow.poll_transmit(now) else { break };
+            let n = match t.emit(&mut self.tx_buf) {
+                Ok(n) => n,
+                Err(err) => {
+                    log::warn!("{}: emit: {err}", self.name);
+                    self.stats.tx_errors += 1;
+                    continue;
+                }
+            };
+            *budget -= 1;
+            match self.nic.send(&self.tx_buf[..n], &e.peer) {
+                Ok(()) => self.stats.packets_out += 1,
+                Err(NicError::WouldBlock) => {
+                    self.stats.tx_would_block += 1;
+                    self.stash = Some((self.tx_buf[..n].to_vec(), e.peer));
+                }
+                Err(err) => {
+                    log::debug!("{}: nic send: {err}", self.name);
+                    self.stats.tx_errors += 1;
+                }
+            }
+        }
+    }
+}
