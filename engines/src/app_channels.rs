@@ -50,6 +50,15 @@ pub trait AppFacing {
     fn detach(&mut self, id: u64) -> bool;
     /// Ids of attached connections.
     fn channel_ids(&self) -> Vec<u64>;
+    /// Takes a descriptor an app sent after attaching (e.g. a memory region's memfd) for
+    /// its connection `id`, and returns a cookie the app names it by on its own channel.
+    /// Descriptors cannot travel through shared-memory rings, so they come over the
+    /// control socket and are staged here; the app's next command claims them, which keeps
+    /// their use ordered with its other commands. Engines without such a need refuse.
+    fn stage_fd(&mut self, id: u64, fd: OwnedFd) -> Result<u64, String> {
+        let _ = (id, fd);
+        Err("this engine takes no descriptors after attach".into())
+    }
 }
 
 /// One attached channel.

@@ -14,7 +14,8 @@
 //! of engines (it forwards app requests over an internal channel to the next engine and
 //! routes the responses back); [`config`] is the declarative host configuration;
 //! [`control`] is the host's Unix-socket control API (attach with peer credentials checked,
-//! status) and its client; `snap-host` is the binary that ties them together.
+//! status) and its client; `snap-host` (the `host/` crate) is the binary that ties them
+//! together, with engine kinds from other crates plugged in as [`config::EngineFactory`].
 
 pub mod app_channels;
 pub mod channel;

@@ -22,7 +22,7 @@ fn snap_host() -> PathBuf {
     let host = dir.join("snap-host");
     if !host.is_file() {
         let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "snap-engines", "--bin", "snap-host"]);
+        cargo.args(["build", "-p", "snap-host", "--bin", "snap-host"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             cargo.arg("--release");
         }

@@ -7,9 +7,11 @@
 //! injector); [`pool`], the shared-memory buffer pool apps and the engine exchange payloads
 //! through; [`app`], the app/engine command and completion protocol, registered memory
 //! regions and sessions; [`engine`], the Pony engine that ties them together inside the
-//! Snap host (an `engines::Engine`). Coming: the benchmarks. Nothing here pretends to work before it does.
+//! Snap host (an `engines::Engine`); [`client`], the app library that attaches to a Pony
+//! engine of a `snap-host` over its control socket. Coming: the benchmarks. Nothing here pretends to work before it does.
 
 pub mod app;
+pub mod client;
 pub mod engine;
 pub mod flow;
 pub mod nic;

@@ -13,8 +13,9 @@
 //! cores = [1]                     # required for dedicated; optional otherwise
 //! [[group.engine]]
 //! name = "echo0"
-//! kind = "echo"                   # echo | udp_echo | relay
+//! kind = "echo"                   # echo | udp_echo | relay | a plugin kind
 //! work_ns = 0
+//! # [group.engine.options]        # plugin kinds only: given to the plugin as is
 //! [[group]]
 //! name = "pipeline"
 //! mode = "spreading"
@@ -29,6 +30,12 @@
 //! routes the responses back ([`crate::relay`]). `next` chains may be any length but not
 //! cycle.
 //!
+//! Engine kinds beyond the built-in ones come from [`EngineFactory`] plugins passed to
+//! [`Config::parse_with`] and [`Config::build_with`]: this crate cannot depend on the
+//! crates that define such engines (Pony depends on it), so the binary that links both
+//! hands the factories in. A plugin engine gets its `[group.engine.options]` table
+//! verbatim; relays cannot forward to plugin engines (their app protocol is their own).
+//!
 //! Parsing is strict: unknown keys are errors (with their line, from the `toml` crate), and
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
 //! is found without reading this code. Compacting-only keys (`poll_interval_us`,
@@ -40,12 +47,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::echo::EchoEngine;
 use crate::engine::Engine;
 use crate::runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
 use crate::udp_echo::UdpEchoEngine;
+
+/// The `toml` crate whose [`toml::Table`] plugins receive, so they need not pick the same
+/// version themselves.
+pub use toml;
 
 /// Where the control socket goes when the file does not say.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/snap/snap.sock";
@@ -83,7 +94,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Path of the control socket.
@@ -140,7 +151,7 @@ impl From<ModeConfig> for Mode {
 }
 
 /// One `[[group]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Unique group name.
@@ -161,8 +172,7 @@ pub struct GroupConfig {
 }
 
 /// Which engine to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineKind {
     /// [`EchoEngine`]: serves app channels.
     Echo,
@@ -170,10 +180,60 @@ pub enum EngineKind {
     UdpEcho,
     /// [`crate::relay::RelayEngine`]: serves app channels by forwarding to `next`.
     Relay,
+    /// Any other name: built by the [`EngineFactory`] of that kind, if one is given
+    /// (validation refuses it otherwise).
+    Plugin(String),
+}
+
+impl EngineKind {
+    /// The name used in the file.
+    pub fn as_str(&self) -> &str {
+        match self {
+            EngineKind::Echo => "echo",
+            EngineKind::UdpEcho => "udp_echo",
+            EngineKind::Relay => "relay",
+            EngineKind::Plugin(k) => k,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EngineKind {
+    /// Any string: unknown kinds are refused by validation, which knows the plugins and
+    /// can name the field.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "echo" => EngineKind::Echo,
+            "udp_echo" => EngineKind::UdpEcho,
+            "relay" => EngineKind::Relay,
+            _ => EngineKind::Plugin(s),
+        })
+    }
+}
+
+/// A kind of engine defined outside this crate (e.g. Pony), that the configuration can
+/// name in `kind`.
+pub trait EngineFactory: Send + Sync {
+    /// The `kind` string it builds (not one of the built-in kinds).
+    fn kind(&self) -> &'static str;
+    /// Whether its engines serve apps over the control socket ([`crate::Engine::app_facing`]).
+    fn accepts_apps(&self) -> bool;
+    /// Checks an engine's `options` at parse time, without acquiring anything (sockets are
+    /// bound in [`Self::build`]). The default accepts anything.
+    fn validate(&self, options: &toml::Table) -> Result<(), String> {
+        let _ = options;
+        Ok(())
+    }
+    /// Builds the engine `name` from its `options` (empty if the file has none).
+    fn build(&self, name: &str, work_ns: u64, options: &toml::Table) -> Result<Box<dyn Engine>, String>;
+}
+
+fn factory<'f>(factories: &[&'f dyn EngineFactory], kind: &str) -> Option<&'f dyn EngineFactory> {
+    factories.iter().copied().find(|f| f.kind() == kind)
 }
 
 /// One `[[group.engine]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Unique engine name (across the host).
@@ -187,6 +247,8 @@ pub struct EngineConfig {
     pub bind: Option<SocketAddr>,
     /// relay only: the engine its requests go to (an echo or relay engine).
     pub next: Option<String>,
+    /// Plugin kinds only: settings the plugin interprets.
+    pub options: Option<toml::Table>,
 }
 
 const POLL_INTERVAL_US: (u64, u64) = (5, 100_000);
@@ -216,28 +278,47 @@ fn online_cpus() -> usize {
 impl Config {
     /// Parses and validates a configuration, checking cores against this machine.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        Self::parse_for_cpus(text, online_cpus())
+        Self::parse_with(text, &[])
+    }
+
+    /// [`Self::parse`], also accepting the kinds of `factories`.
+    pub fn parse_with(text: &str, factories: &[&dyn EngineFactory]) -> Result<Self, ConfigError> {
+        Self::parse_for_cpus_with(text, online_cpus(), factories)
     }
 
     /// [`Self::parse`] for a machine with `cpus` CPUs (for tests and for checking a file
     /// meant for another machine).
     pub fn parse_for_cpus(text: &str, cpus: usize) -> Result<Self, ConfigError> {
+        Self::parse_for_cpus_with(text, cpus, &[])
+    }
+
+    /// [`Self::parse_for_cpus`], also accepting the kinds of `factories`.
+    pub fn parse_for_cpus_with(
+        text: &str,
+        cpus: usize,
+        factories: &[&dyn EngineFactory],
+    ) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text)?;
-        config.validate(cpus)?;
+        config.validate(cpus, factories)?;
         Ok(config)
     }
 
     /// Reads and parses a file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, &[])
+    }
+
+    /// [`Self::load`], also accepting the kinds of `factories`.
+    pub fn load_with(path: impl AsRef<Path>, factories: &[&dyn EngineFactory]) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text)
+        Self::parse_with(&text, factories)
     }
 
-    fn validate(&self, cpus: usize) -> Result<(), ConfigError> {
+    fn validate(&self, cpus: usize, factories: &[&dyn EngineFactory]) -> Result<(), ConfigError> {
         check_range("stuck_after_ms".into(), self.stuck_after_ms, STUCK_AFTER_MS, "ms")?;
         if self.control_socket.as_os_str().is_empty() {
             return Err(invalid("control_socket", "must not be empty"));
@@ -285,15 +366,16 @@ impl Config {
                         format!("{} ns is more than the maximum of {MAX_WORK_NS} ns", e.work_ns),
                     ));
                 }
-                match (e.kind, e.bind) {
+                match (&e.kind, e.bind) {
                     (EngineKind::UdpEcho, None) => {
                         return Err(invalid(format!("{at}.bind"), "required for kind \"udp_echo\""))
                     }
-                    (EngineKind::Echo | EngineKind::Relay, Some(_)) => {
+                    (EngineKind::Echo | EngineKind::Relay | EngineKind::Plugin(_), Some(_)) => {
                         return Err(invalid(format!("{at}.bind"), "only applies to kind \"udp_echo\""))
                     }
                     _ => {}
                 }
+                validate_plugin(&at, e, factories)?;
             }
         }
         pipeline::validate(self)
@@ -386,7 +468,16 @@ impl Config {
     /// and the group specs to start the runtime with. Errors name the engine's field (e.g.
     /// a `bind` address in use).
     pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
-        let built = pipeline::build_engines(self)?;
+        self.build_with(&[])
+    }
+
+    /// [`Self::build`], building plugin kinds with `factories` (the same ones the
+    /// configuration was parsed with).
+    pub fn build_with(
+        &self,
+        factories: &[&dyn EngineFactory],
+    ) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
+        let built = pipeline::build_engines(self, factories)?;
         let mut specs = Vec::with_capacity(self.group.len());
         for (g, engines) in self.group.iter().zip(built) {
             let defaults = CompactingParams::default();
@@ -412,10 +503,36 @@ impl Config {
     }
 }
 
+/// Checks `kind` against the plugins and `options` against the kind.
+fn validate_plugin(at: &str, e: &EngineConfig, factories: &[&dyn EngineFactory]) -> Result<(), ConfigError> {
+    let EngineKind::Plugin(kind) = &e.kind else {
+        return match e.options {
+            Some(_) => Err(invalid(
+                format!("{at}.options"),
+                format!("only applies to plugin kinds, not \"{}\"", e.kind.as_str()),
+            )),
+            None => Ok(()),
+        };
+    };
+    let Some(f) = factory(factories, kind) else {
+        let mut known = vec!["echo", "udp_echo", "relay"];
+        known.extend(factories.iter().map(|f| f.kind()));
+        return Err(invalid(
+            format!("{at}.kind"),
+            format!("unknown kind {kind:?} (known: {})", known.join(", ")),
+        ));
+    };
+    f.validate(e.options.as_ref().unwrap_or(&toml::Table::new()))
+        .map_err(|message| invalid(format!("{at}.options"), message))
+}
+
 /// Builds one engine that needs no link to another (relays are built in [`pipeline`]);
 /// the error is (field relative to the engine, message).
-fn build_engine(e: &EngineConfig) -> Result<Box<dyn Engine>, (&'static str, String)> {
-    Ok(match e.kind {
+fn build_engine(
+    e: &EngineConfig,
+    factories: &[&dyn EngineFactory],
+) -> Result<Box<dyn Engine>, (&'static str, String)> {
+    Ok(match &e.kind {
         EngineKind::Echo => Box::new(EchoEngine::new(e.name.clone(), e.work_ns)),
         EngineKind::Relay => return Err(("next", "a relay is built with its pipeline".to_owned())),
         EngineKind::UdpEcho => {
@@ -425,6 +542,15 @@ fn build_engine(e: &EngineConfig) -> Result<Box<dyn Engine>, (&'static str, Stri
             let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
                 .map_err(|err| ("bind", format!("cannot bind {addr}: {err}")))?;
             Box::new(engine)
+        }
+        EngineKind::Plugin(kind) => {
+            let f = factory(factories, kind).ok_or(("kind", format!("unknown kind {kind:?}")))?;
+            f.build(
+                &e.name,
+                e.work_ns,
+                e.options.as_ref().unwrap_or(&toml::Table::new()),
+            )
+            .map_err(|message| ("options", message))?
         }
     })
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{build_engine, invalid, Config, ConfigError, EngineKind};
+use super::{build_engine, invalid, Config, ConfigError, EngineFactory, EngineKind};
 use crate::channel::{ChannelEngineEnd, ChannelShape};
 use crate::echo::EchoEngine;
 use crate::engine::Engine;
@@ -26,19 +26,26 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         engines(config).map(|(_, _, e)| (e.name.as_str(), e)).collect();
     for (gi, ei, e) in engines(config) {
         let field = format!("group[{gi}].engine[{ei}].next");
-        let next = match (e.kind, &e.next) {
+        let next = match (&e.kind, &e.next) {
             (EngineKind::Relay, None) => return Err(invalid(field, "required for kind \"relay\"")),
             (EngineKind::Relay, Some(next)) => next.as_str(),
             (_, Some(_)) => return Err(invalid(field, "only applies to kind \"relay\"")),
             (_, None) => continue,
         };
-        match by_name.get(next).map(|t| t.kind) {
+        match by_name.get(next).map(|t| &t.kind) {
             None => return Err(invalid(field, format!("no engine named {next:?}"))),
             Some(EngineKind::UdpEcho) => {
                 return Err(invalid(
                     field,
                     format!("engine {next:?} is a udp_echo engine, which does not accept apps (use an echo or relay engine)"),
                 ))
+            }
+            Some(EngineKind::Plugin(kind)) => {
+                // A plugin's app protocol is its own; the relay speaks the echo one.
+                return Err(invalid(
+                    field,
+                    format!("engine {next:?} is a plugin engine of kind {kind:?}; a relay forwards only to echo or relay engines"),
+                ));
             }
             Some(EngineKind::Echo | EngineKind::Relay) => {}
         }
@@ -86,7 +93,10 @@ enum Built {
 
 /// Builds every group's engines, joining relays to their next engines. Errors name the
 /// field.
-pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>, ConfigError> {
+pub(super) fn build_engines(
+    config: &Config,
+    factories: &[&dyn EngineFactory],
+) -> Result<Vec<Vec<Box<dyn Engine>>>, ConfigError> {
     let relays = engines(config)
         .filter(|(_, _, e)| e.kind == EngineKind::Relay)
         .count();
@@ -99,7 +109,7 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
         let mut built = Vec::with_capacity(g.engine.len());
         for (ei, e) in g.engine.iter().enumerate() {
             let field = |f: &str| format!("group[{gi}].engine[{ei}].{f}");
-            let engine = match e.kind {
+            let engine = match &e.kind {
                 EngineKind::Echo => Built::Echo(EchoEngine::new(e.name.clone(), e.work_ns)),
                 EngineKind::Relay => {
                     let next = e
@@ -113,9 +123,9 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
                     links.push((field("next"), next, end));
                     Built::Relay(relay)
                 }
-                EngineKind::UdpEcho => {
-                    Built::Other(build_engine(e).map_err(|(f, message)| invalid(field(f), message))?)
-                }
+                EngineKind::UdpEcho | EngineKind::Plugin(_) => Built::Other(
+                    build_engine(e, factories).map_err(|(f, message)| invalid(field(f), message))?,
+                ),
             };
             at.insert(e.name.as_str(), (gi, ei));
             built.push(engine);

@@ -332,3 +332,106 @@ fn relay_cycles_are_refused() {
     .build()
     .unwrap();
 }
+
+/// A plugin kind for the tests: echo engines whose `options` must have `ok = true`.
+struct TestFactory;
+
+impl EngineFactory for TestFactory {
+    fn kind(&self) -> &'static str {
+        "test_echo"
+    }
+    fn accepts_apps(&self) -> bool {
+        true
+    }
+    fn validate(&self, options: &toml::Table) -> Result<(), String> {
+        match options.get("ok") {
+            Some(toml::Value::Boolean(true)) | None => Ok(()),
+            _ => Err("ok must be true".into()),
+        }
+    }
+    fn build(&self, name: &str, work_ns: u64, options: &toml::Table) -> Result<Box<dyn Engine>, String> {
+        if options.contains_key("fail") {
+            return Err("asked to fail".into());
+        }
+        Ok(Box::new(EchoEngine::new(name, work_ns)))
+    }
+}
+
+fn parse_plugins(text: &str) -> Result<Config, ConfigError> {
+    Config::parse_for_cpus_with(text, 4, &[&TestFactory])
+}
+
+#[test]
+fn plugin_kinds_parse_and_build_with_their_factory() {
+    let text = engines(&["name = \"p\"\nkind = \"test_echo\"\n[group.engine.options]\nok = true"]);
+    let c = parse_plugins(&text).unwrap();
+    assert_eq!(c.group[0].engine[0].kind, EngineKind::Plugin("test_echo".into()));
+    let (groups, _) = c.build_with(&[&TestFactory]).unwrap();
+    assert_eq!(groups[0].engines[0].name(), "p");
+    // Without options too.
+    parse_plugins(&engines(&["name = \"p\"\nkind = \"test_echo\""])).unwrap();
+}
+
+#[test]
+fn unknown_kinds_and_misplaced_options_are_refused() {
+    let e = err(&engines(&["name = \"p\"\nkind = \"test_echo\""]));
+    assert_eq!(
+        e,
+        "group[0].engine[0].kind: unknown kind \"test_echo\" (known: echo, udp_echo, relay)"
+    );
+    let e = parse_plugins(&engines(&["name = \"p\"\nkind = \"tcp\""]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "group[0].engine[0].kind: unknown kind \"tcp\" (known: echo, udp_echo, relay, test_echo)"
+    );
+    let e = parse_plugins(&engines(&[
+        "name = \"e\"\nkind = \"echo\"\n[group.engine.options]\nok = true",
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "group[0].engine[0].options: only applies to plugin kinds, not \"echo\""
+    );
+    let e = parse_plugins(&engines(&[
+        "name = \"p\"\nkind = \"test_echo\"\nbind = \"127.0.0.1:1\"",
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "group[0].engine[0].bind: only applies to kind \"udp_echo\"");
+}
+
+#[test]
+fn plugin_option_errors_name_the_options() {
+    let e = parse_plugins(&engines(&[
+        "name = \"p\"\nkind = \"test_echo\"\n[group.engine.options]\nok = false",
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "group[0].engine[0].options: ok must be true");
+    let c = parse_plugins(&engines(&[
+        "name = \"p\"\nkind = \"test_echo\"\n[group.engine.options]\nfail = 1",
+    ]))
+    .unwrap();
+    let e = c.build_with(&[&TestFactory]).unwrap_err().to_string();
+    assert_eq!(e, "group[0].engine[0].options: asked to fail");
+    // Built without the factory it was parsed with: an error, not a panic.
+    let e = c.build().unwrap_err().to_string();
+    assert!(e.starts_with("group[0].engine[0].kind: unknown kind"), "{e}");
+}
+
+#[test]
+fn relays_do_not_forward_to_plugins() {
+    let e = parse_plugins(&engines(&[
+        "name = \"p\"\nkind = \"test_echo\"",
+        "name = \"r\"\nkind = \"relay\"\nnext = \"p\"",
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        e,
+        "group[0].engine[1].next: engine \"p\" is a plugin engine of kind \"test_echo\"; a relay forwards only to echo or relay engines"
+    );
+}

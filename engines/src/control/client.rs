@@ -122,12 +122,70 @@ impl SnapClient {
         }
     }
 
+    /// Attaches to an engine with its own descriptor layout (e.g. Pony's sessions): sends
+    /// `fds` with the request and returns the channel id, the engine's `details` and the
+    /// descriptors of its answer, for the caller to validate.
+    pub fn attach_raw(
+        &mut self,
+        engine: &str,
+        notify: bool,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(u64, serde_json::Value, Vec<OwnedFd>), ClientError> {
+        let req = Request::Attach {
+            engine: engine.to_owned(),
+            notify,
+        };
+        match self.call(&req, fds)? {
+            (Response::Attached { channel, details }, fds) => Ok((channel, details, fds)),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Detaches a channel attached on this connection (dropping the connection detaches
     /// them all).
     pub fn detach(&mut self, channel: u64) -> Result<(), ClientError> {
         match self.call(&Request::Detach { channel }, &[])?.0 {
             Response::Detached { .. } => Ok(()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends `fd` to `engine` for `channel` (attached on this connection); returns the
+    /// engine's cookie for it (see [`crate::app_channels::AppFacing::stage_fd`]).
+    pub fn stage_fd(
+        &mut self,
+        engine: &str,
+        channel: u64,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<u64, ClientError> {
+        let req = Request::StageFd {
+            engine: engine.to_owned(),
+            channel,
+        };
+        match self.call(&req, &[fd])?.0 {
+            Response::Staged { cookie } => Ok(cookie),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Whether the host is still there: false once it closed the connection (it exited,
+    /// crashed or was killed; the kernel hangs up our end in every case). Does not block.
+    pub fn host_alive(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.socket,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            // A closed seqpacket peer shows as HUP (with IN for the EOF).
+            Ok(_) => !fds[0]
+                .revents()
+                .intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR),
+            Err(rustix::io::Errno::INTR) => true,
+            Err(_) => false,
         }
     }
 

@@ -10,6 +10,7 @@
 //! |------------------------------|-------------|-------------|-----------------------|
 //! | `attach {engine, notify}`    | 2 if notify | `attached`  | [`HOST_FDS`] (4)      |
 //! | `detach {channel}`           | 0           | `detached`  | 0                     |
+//! | `stage_fd {engine, channel}` | 1           | `staged`    | 0                     |
 //! | `status`                     | 0           | `status`    | 0                     |
 //!
 //! Any request can be answered with `error {message}`.
@@ -54,6 +55,14 @@ pub enum Request {
         /// The id from `attached`.
         channel: u64,
     },
+    /// Hand the engine a descriptor for a channel attached on this connection (e.g. a
+    /// memory region's memfd); the answer's cookie names it in the channel's own protocol.
+    StageFd {
+        /// Engine name.
+        engine: String,
+        /// The channel id from `attached`.
+        channel: u64,
+    },
     /// The host's status.
     Status,
 }
@@ -73,6 +82,11 @@ pub enum Response {
     Detached {
         /// Its id.
         channel: u64,
+    },
+    /// The descriptor of a `stage_fd` was taken.
+    Staged {
+        /// The engine's name for it.
+        cookie: u64,
     },
     /// The host's status.
     Status {

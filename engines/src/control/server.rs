@@ -274,6 +274,7 @@ fn serve(conn: &OwnedFd, shared: &Shared) {
                 attach(shared, &mut attached, engine, notify, received.fds, (pid, uid))
             }
             Request::Detach { channel } => detach(shared, &mut attached, channel),
+            Request::StageFd { engine, channel } => stage_fd(&attached, &engine, channel, received.fds),
             Request::Status => Ok((status(shared), Vec::new())),
         };
         let (response, fds) = result.unwrap_or_else(|message| (Response::Error { message }, Vec::new()));
@@ -354,6 +355,25 @@ fn detach(shared: &Shared, attached: &mut Vec<Attached>, channel: u64) -> Reply 
     let a = attached.swap_remove(i);
     detach_from_engine(shared, &a);
     Ok((Response::Detached { channel }, Vec::new()))
+}
+
+/// Hands one descriptor to the engine for a channel of this connection only: an app
+/// cannot stage descriptors on another app's channel.
+fn stage_fd(attached: &[Attached], engine: &str, channel: u64, mut fds: Vec<OwnedFd>) -> Reply {
+    let a = attached
+        .iter()
+        .find(|a| a.engine == engine && a.channel == channel)
+        .ok_or_else(|| format!("channel {channel} of {engine:?} was not attached on this connection"))?;
+    if fds.len() != 1 {
+        return Err(format!("stage_fd needs exactly 1 descriptor, got {}", fds.len()));
+    }
+    let fd = fds.remove(0);
+    let cookie = a
+        .handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.stage_fd(channel, fd)))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("engine {engine:?} is not an app-facing engine"))??;
+    Ok((Response::Staged { cookie }, Vec::new()))
 }
 
 fn detach_from_engine(shared: &Shared, a: &Attached) {

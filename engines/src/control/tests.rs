@@ -1,5 +1,6 @@
 //! Control plane tests against a real runtime in this process.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -91,6 +92,27 @@ fn explicit_detach_and_errors() {
     server.shutdown();
     // Shutdown closed our connection.
     assert!(client.status().is_err());
+}
+
+#[test]
+fn stage_fd_only_for_own_channels_and_willing_engines() {
+    let (_rt, server, path) = host();
+    let mut client = SnapClient::connect(&path).unwrap();
+    let (id, _ch) = client.attach_channel("echo0", false).unwrap();
+    let (r, _w) = std::io::pipe().unwrap();
+    let err = client.stage_fd("echo0", id, r.as_fd()).unwrap_err().to_string();
+    assert!(err.contains("takes no descriptors after attach"), "{err}");
+    let err = client
+        .stage_fd("echo0", id + 1, r.as_fd())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not attached on this connection"), "{err}");
+    let mut other = SnapClient::connect(&path).unwrap();
+    let err = other.stage_fd("echo0", id, r.as_fd()).unwrap_err().to_string();
+    assert!(err.contains("not attached on this connection"), "{err}");
+    assert!(client.host_alive());
+    server.shutdown();
+    assert!(!client.host_alive());
 }
 
 #[test]

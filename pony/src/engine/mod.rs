@@ -593,4 +593,14 @@ impl AppFacing for PonyEngine {
     fn channel_ids(&self) -> Vec<u64> {
         self.sessions.keys().copied().collect()
     }
+
+    /// A region memfd from the control socket: staged under a fresh cookie (the op
+    /// counter, with the top bit set so it cannot be mistaken for one) that the app's
+    /// `RegisterRegion` names.
+    fn stage_fd(&mut self, id: u64, fd: OwnedFd) -> Result<u64, String> {
+        let cookie = (1 << 63) | self.next_op;
+        self.next_op += 1;
+        self.stage_region_fd(id, cookie, fd)?;
+        Ok(cookie)
+    }
 }

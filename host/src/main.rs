@@ -2,6 +2,11 @@
 //! ([`snap_engines::config`]), starts the engine runtime and the control socket, and runs
 //! until SIGINT or SIGTERM, then detaches every app, stops the engines, removes the socket
 //! and prints a final status summary.
+//!
+//! Besides the built-in engine kinds it knows `kind = "pony"` ([`pony_kind`]): this crate
+//! links both `snap-engines` and `pony-express`, which `snap-engines` itself cannot.
+
+mod pony_kind;
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -11,7 +16,7 @@ use clap::Parser;
 use log::LevelFilter;
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
-use snap_engines::config::Config;
+use snap_engines::config::{Config, EngineFactory};
 use snap_engines::control::{ControlServer, ServerOptions};
 use snap_engines::runtime::{Runtime, Status};
 
@@ -47,13 +52,14 @@ fn main() -> Result<()> {
     )
     .context("initialising logging")?;
 
-    let mut config =
-        Config::load(&opts.config).with_context(|| format!("config {}", opts.config.display()))?;
+    let plugins: [&dyn EngineFactory; 1] = [&pony_kind::PonyKind];
+    let mut config = Config::load_with(&opts.config, &plugins)
+        .with_context(|| format!("config {}", opts.config.display()))?;
     if let Some(socket) = opts.socket {
         config.control_socket = socket;
     }
     let (groups, options) = config
-        .build()
+        .build_with(&plugins)
         .with_context(|| format!("config {}", opts.config.display()))?;
     let runtime = Arc::new(Runtime::start(groups, options).context("starting the engine runtime")?);
 

@@ -1,0 +1,278 @@
+//! Two real `snap-host` processes, each with one Pony engine on a UDP NIC on loopback, and
+//! apps attached to them through `pony_express::client` over the control sockets:
+//! messages echoed exactly once and in order on two streams (up to 1 MiB), a one-sided read
+//! of a region registered through the socket, host death seen by both sides' apps as
+//! errors rather than hangs, and a SIGKILLed app detached by its host.
+//!
+//! The killed app is this test binary re-executed (`child_app`), so that its death is a
+//! real process death, with the kernel closing its sockets.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pony_express::app::{Completion, Completions, OpErrorCode};
+use pony_express::client::{ClientError, PonyClient, Region};
+use rustix::process::{kill_process, Pid, Signal};
+use snap_engines::SharedMem;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Environment variable that turns `child_app` into the app process of a parent test.
+const CHILD_SOCKET: &str = "PONY_HOSTS_CHILD_SOCKET";
+
+/// A running `snap-host`, killed if a test fails before it is stopped.
+struct Host {
+    child: Child,
+    socket: PathBuf,
+    addr: String,
+}
+
+impl Host {
+    /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
+    /// 127.0.0.1, and waits for its ready line.
+    fn start() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pony-hosts-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("snap.sock");
+        // A port the kernel just handed out, so that the peer's address is known before
+        // the host starts (a tiny race with other processes is accepted for a test).
+        let addr = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let config = dir.join("snap.toml");
+        let text = format!(
+            "control_socket = {socket:?}\nmicroquanta = false\n\
+             [[group]]\nname = \"pony\"\nmode = \"spreading\"\n\
+             [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n\
+             [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn snap-host");
+        let line = line_starting(&mut child, "snap-host: ");
+        assert_eq!(
+            line,
+            format!("snap-host: ready, control socket at {}", socket.display())
+        );
+        Self { child, socket, addr }
+    }
+
+    fn kill(&mut self) {
+        kill_process(Pid::from_child(&self.child), Signal::KILL).unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's first stdout line containing `prefix` (within [`TIMEOUT`]), from `prefix`
+/// on (libtest may have printed the test's name before it); the rest of its output is
+/// drained.
+fn line_starting(child: &mut Child, prefix: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?} from the child"));
+        if let Some(at) = line.find(prefix) {
+            return line[at..].to_owned();
+        }
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Message `seq` of `stream`, `len` bytes: the pair first (when it fits), then a pattern
+/// derived from both, so a misplaced or mixed-up byte is caught.
+fn message(stream: u32, seq: u32, len: usize) -> Vec<u8> {
+    let mut m: Vec<u8> = (0..len)
+        .map(|i| (i as u32 ^ seq.wrapping_mul(31) ^ stream) as u8)
+        .collect();
+    let head = [stream.to_le_bytes(), seq.to_le_bytes()].concat();
+    let n = head.len().min(len);
+    m[..n].copy_from_slice(&head[..n]);
+    m
+}
+
+const SIZES: [usize; 7] = [8, 100, 1500, 4000, 65_536, 300_000, 1 << 20];
+const REGION_LEN: usize = 64 * 1024;
+
+fn region_byte(i: usize) -> u8 {
+    (i * 7 + i / 251) as u8
+}
+
+/// App B: listens, registers a region (sent back to the test with the flow's messages),
+/// echoes every message on the flow and stream it came on until its client fails; sends
+/// that error.
+fn app_b(socket: PathBuf, to_test: mpsc::Sender<Result<Region, String>>) -> ClientError {
+    let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
+    b.listen().unwrap();
+    let mem = SharedMem::create("pony-hosts-region", REGION_LEN).unwrap();
+    // SAFETY: the region is ours alone until it is registered just below.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), REGION_LEN) };
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = region_byte(i);
+    }
+    let region = b.register_region(&mem).unwrap();
+    to_test.send(Ok(region)).unwrap();
+    loop {
+        match b.recv(Duration::from_secs(60)) {
+            Ok(m) => {
+                if let Err(e) = b.send(m.flow, m.stream, &m.data) {
+                    return e;
+                }
+            }
+            Err(e) => return e,
+        }
+    }
+}
+
+#[test]
+fn echo_read_and_host_death_across_two_hosts() {
+    let host_a = Host::start();
+    let mut host_b = Host::start();
+    let (tx, rx) = mpsc::channel();
+    let b_socket = host_b.socket.clone();
+    let app_b = std::thread::spawn(move || app_b(b_socket, tx));
+    let region = rx.recv_timeout(TIMEOUT).unwrap().unwrap();
+    assert_eq!(region.len, REGION_LEN as u64);
+
+    let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
+    let flow = a.open_flow(&host_b.addr).unwrap();
+
+    // Every size on both streams, interleaved; echoes must come back once each, in order
+    // per stream.
+    let mut cookies = Vec::new();
+    for (seq, &len) in SIZES.iter().enumerate() {
+        for stream in [0, 1] {
+            cookies.push(a.send(flow, stream, &message(stream, seq as u32, len)).unwrap());
+        }
+    }
+    let mut next = [0usize; 2];
+    while next != [SIZES.len(); 2] {
+        let m = a.recv(TIMEOUT).unwrap();
+        assert_eq!(m.flow, flow);
+        let s = m.stream as usize;
+        assert!(s < 2 && next[s] < SIZES.len(), "extra message on stream {s}");
+        assert_eq!(m.data.len(), SIZES[next[s]], "stream {s} message {}", next[s]);
+        assert!(
+            m.data == message(m.stream, next[s] as u32, SIZES[next[s]]),
+            "stream {s} message {} differs",
+            next[s]
+        );
+        next[s] += 1;
+    }
+    // Each Send completed once; nothing else is pending (no duplicate echoes).
+    let mut sent = Vec::new();
+    while let Some(c) = a.wait_completion(Duration::from_millis(200)).unwrap() {
+        match c {
+            Completion::Sent { cookie } => sent.push(cookie),
+            other => panic!("unexpected completion {other:?}"),
+        }
+    }
+    sent.sort_unstable();
+    assert_eq!(sent, cookies);
+
+    // One-sided: B's region, registered through B's control socket.
+    let got = a.read(flow, region, 1000, 5000).unwrap();
+    assert!(got.iter().enumerate().all(|(i, &v)| v == region_byte(1000 + i)));
+    let bad = Region {
+        key: region.key ^ 1,
+        ..region
+    };
+    assert!(matches!(
+        a.read(flow, bad, 0, 8),
+        Err(ClientError::Op {
+            code: OpErrorCode::BadKey
+        })
+    ));
+
+    // Host B dies: A's read in flight fails with the flow within a few seconds, and B's
+    // app hears its host is gone instead of waiting forever.
+    host_b.kill();
+    let start = Instant::now();
+    match a.read(flow, region, 0, 8) {
+        Err(ClientError::Op { code }) => assert_eq!(code, OpErrorCode::Unreachable),
+        other => panic!("read after the peer host died: {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let b_err = app_b.join().unwrap();
+    assert!(matches!(b_err, ClientError::HostGone), "{b_err}");
+    assert!(a.host_alive());
+    drop(host_a);
+}
+
+#[test]
+fn killed_app_is_detached() {
+    let host = Host::start();
+    let mut watcher = PonyClient::connect(&host.socket, "pony0", Completions::Poll).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_app", "--nocapture", "--test-threads=1"])
+        .env(CHILD_SOCKET, &host.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = line_starting(&mut child, "attached ");
+    let channel: u64 = line.strip_prefix("attached ").expect(&line).parse().unwrap();
+    let status = watcher.control().status().unwrap();
+    assert!(status
+        .channels
+        .iter()
+        .any(|c| c.channel == channel && c.engine == "pony0"));
+    assert_eq!(status.channels_of("pony0"), 2);
+
+    kill_process(Pid::from_child(&child), Signal::KILL).unwrap();
+    let _ = child.wait();
+    wait_until("the killed app's session detached", || {
+        let status = watcher.control().status().unwrap();
+        !status.channels.iter().any(|c| c.channel == channel)
+    });
+    // The engine is still serving: the watcher can still register and list.
+    watcher.listen().unwrap();
+}
+
+/// The app process of [`killed_app_is_detached`]: attaches, holds pool buffers and a
+/// registered region, says so, and waits to be killed. A no-op in a normal test run.
+#[test]
+fn child_app() {
+    let Some(socket) = std::env::var_os(CHILD_SOCKET) else {
+        return;
+    };
+    let mut c = PonyClient::connect(socket, "pony0", Completions::Block).unwrap();
+    let mem = SharedMem::create("child-region", 4096).unwrap();
+    c.register_region(&mem).unwrap();
+    let _held = c.session().pool().write_chain(&[7u8; 10_000]).unwrap();
+    println!("attached {}", c.channel());
+    std::thread::sleep(Duration::from_secs(60));
+}
