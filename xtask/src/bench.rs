@@ -10,6 +10,9 @@
 pub mod modes;
 mod modes_plot;
 mod plot;
+/// `cargo xtask bench pony`: Pony Express vs Linux TCP natively and in the VM.
+pub mod pony;
+mod pony_plot;
 mod report;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.
@@ -37,11 +40,16 @@ enum BenchCmd {
     /// latency, throughput and cores, natively (EEVDF) and in the VM with MicroQuanta
     /// (runs `mq-bench-modes`).
     Modes(modes::ModesArgs),
+    /// Pony Express vs Linux TCP (our echo and sockperf) over loopback and the shared-memory
+    /// floor: RTT, throughput, cores, one-sided reads per core, per engine mode, natively
+    /// (EEVDF) and in the VM with MicroQuanta (runs `mq-bench-pony`).
+    Pony(pony::PonyArgs),
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
     match &args.command {
         BenchCmd::Sched(args) => sched::run(ctx, args),
         BenchCmd::Modes(args) => modes::run(ctx, args),
+        BenchCmd::Pony(args) => pony::run(ctx, args),
     }
 }

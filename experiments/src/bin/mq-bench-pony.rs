@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `mq-bench-pony`: Pony Express against Linux TCP over the same loopback path in one run,
+//! with the shared-memory floor (see `mq_experiments::pony_bench` for what it measures,
+//! where each thread runs and the JSON schema). Both Pony hosts are in this process. Needs
+//! no root. Progress and a table go to stderr; the JSON report to stdout on one
+//! `MQ_BENCH_PONY_JSON {...}` line, or to `--json PATH`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use mq_experiments::pony_bench::{self, BenchConfig, MODES, SIZES, THROUGHPUT_SIZES};
+use mq_experiments::sched_bench;
+
+/// Ping-pong RTT and windowed throughput of Pony messages (64 B to 1 MiB) between two
+/// in-process hosts in dedicated, spreading and compacting modes, our TCP echo and sockperf
+/// over 127.0.0.1, one-sided reads per second per core, and the shared-memory floor.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Opts {
+    /// Engine modes to run, in order (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "dedicated,spreading,compacting")]
+    modes: Vec<String>,
+
+    /// Ping-pong message sizes in bytes (comma-separated) [default: 64,1024,16384,262144,1048576].
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+
+    /// Throughput message sizes in bytes [default: 64,16384,1048576; with --sizes: those
+    /// of them that are among the defaults, else all of them].
+    #[arg(long, value_delimiter = ',')]
+    throughput_sizes: Option<Vec<usize>>,
+
+    /// Round trips per size up to 16 KiB (fewer above) [default: 20000; 300 with --quick;
+    /// a tenth under TCG].
+    #[arg(long)]
+    iterations: Option<usize>,
+
+    /// Seconds per throughput and one-sided point [default: 2, 1 with --quick].
+    #[arg(long)]
+    seconds: Option<f64>,
+
+    /// Outstanding messages (reads) in throughput runs, at most 8 MiB in flight.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
+    window: u32,
+
+    /// Wire between the hosts: `udp` (loopback, like TCP) or `shm` (shared-memory wire).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "shm"])]
+    nic: String,
+
+    /// UDP payload per packet; the default is the shared-memory wire's (jumbo) MTU.
+    #[arg(long, default_value_t = 8972)]
+    mtu: usize,
+
+    /// Apps spin on their completion rings instead of blocking on a doorbell.
+    #[arg(long)]
+    spin_apps: bool,
+
+    /// sockperf ping-pong seconds (0: skip it) [default: 2, 1 with --quick].
+    #[arg(long)]
+    sockperf_secs: Option<u32>,
+
+    /// Few iterations and 1 s points, for tests and a first look.
+    #[arg(long)]
+    quick: bool,
+
+    /// Start this scx_microquanta first (root, sched_ext kernel) and stop it at the end.
+    #[arg(long, value_name = "PATH")]
+    with_scheduler: Option<PathBuf>,
+
+    /// Write the JSON report here instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    for mode in &opts.modes {
+        if !MODES.contains(&mode.as_str()) {
+            bail!("unknown mode {mode:?}: expected some of {}", MODES.join(","));
+        }
+    }
+    let tcg = mq_experiments::accel::is_tcg();
+    let sizes = opts.sizes.unwrap_or_else(|| SIZES.to_vec());
+    if sizes.iter().any(|&s| !(8..=(8 << 20)).contains(&s)) {
+        bail!("--sizes: every size must be 8 B to 8 MiB");
+    }
+    let throughput_sizes = opts.throughput_sizes.unwrap_or_else(|| {
+        let picked: Vec<usize> = sizes
+            .iter()
+            .copied()
+            .filter(|s| THROUGHPUT_SIZES.contains(s))
+            .collect();
+        if picked.is_empty() {
+            sizes.clone()
+        } else {
+            picked
+        }
+    });
+    let seconds = opts.seconds.unwrap_or(if opts.quick { 1.0 } else { 2.0 });
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        bail!("--seconds {seconds}: expected more than 0 and at most 3600");
+    }
+    let mut iterations = opts.iterations.unwrap_or(if opts.quick { 300 } else { 20_000 });
+    if tcg && opts.iterations.is_none() {
+        iterations = (iterations / 10).max(50);
+    }
+    let scheduler = match &opts.with_scheduler {
+        Some(bin) => {
+            let (period, runtime) = mq_experiments::accel::latency_bandwidth_us();
+            Some(sched_bench::start_scheduler(bin, period, runtime)?)
+        }
+        None => None,
+    };
+    let cfg = BenchConfig {
+        modes: opts.modes,
+        sizes,
+        throughput_sizes,
+        window: opts.window as usize,
+        iterations,
+        throughput_time: Duration::from_secs_f64(seconds),
+        shm_nic: opts.nic == "shm",
+        mtu: opts.mtu,
+        spin_apps: opts.spin_apps,
+        sockperf_secs: opts.sockperf_secs.unwrap_or(if opts.quick { 1 } else { 2 }),
+        microquanta: snap_engines::runtime::microquanta_loaded(),
+    };
+    eprintln!(
+        "mq-bench-pony: {} under {}, accel {}",
+        pony_bench::machine(),
+        pony_bench::scheduler_name(),
+        pony_bench::accel_name()
+    );
+    let report = pony_bench::run(&cfg)?;
+    if let Some(sched) = scheduler {
+        let status = sched.stop()?;
+        if !status.success() {
+            bail!("scx_microquanta exited with {status}");
+        }
+    }
+    eprint!("{}", pony_bench::table(&report));
+    let json = serde_json::to_string(&report)?;
+    match opts.json {
+        Some(path) => {
+            std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("MQ_BENCH_PONY_JSON {json}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The plots of `cargo xtask bench pony`: `rtt.svg` (per run, p50 and p99 ping-pong round
+//! trip against message size, log-log, one line per series: Pony per mode, TCP, sockperf,
+//! the shared-memory floor) and `throughput.svg` (per run, Gbps and Gbps per core against
+//! message size). Runs get their own panels: a TCG run's absolute numbers are the emulator's.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use plotters::prelude::*;
+
+use super::pony::{Row, Run, SERIES};
+
+/// Per series, in [`SERIES`] order (Okabe-Ito).
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(0, 0, 0),
+];
+const PANEL: (u32, u32) = (560, 420);
+
+/// Colour index, name, points.
+type Series<'s> = (usize, &'s str, Vec<(f64, f64)>);
+
+/// Log-axis ticks fall on powers of ten: `100 B`, `10 kB`, `1 MB`.
+fn decimal_size(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{} MB", v / 1e6),
+        v if v >= 1e3 => format!("{} kB", v / 1e3),
+        v => format!("{v:.0} B"),
+    }
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// One panel's job.
+struct Panel<'r> {
+    run: &'r Run,
+    test: &'static str,
+    title: String,
+    y_desc: &'static str,
+    value: fn(&Row) -> Option<f64>,
+}
+
+pub fn draw_rtt(runs: &[Run], path: &Path) -> Result<()> {
+    draw(runs, path, |run| {
+        let t = format!("{} ({})", run.scheduler, run.accel);
+        [
+            Panel {
+                run,
+                test: "ping_pong",
+                title: format!("p50 round trip, {t}"),
+                y_desc: "µs (log scale)",
+                value: |r| Some(r.p50_us),
+            },
+            Panel {
+                run,
+                test: "ping_pong",
+                title: format!("p99 round trip, {t}"),
+                y_desc: "µs (log scale)",
+                value: |r| Some(r.p99_us),
+            },
+        ]
+    })
+}
+
+pub fn draw_throughput(runs: &[Run], path: &Path) -> Result<()> {
+    draw(runs, path, |run| {
+        let t = format!("{} ({})", run.scheduler, run.accel);
+        [
+            Panel {
+                run,
+                test: "throughput",
+                title: format!("throughput, {t}"),
+                y_desc: "Gbps, one direction (log scale)",
+                value: |r| Some(r.gbps),
+            },
+            Panel {
+                run,
+                test: "throughput",
+                title: format!("Gbps per core, {t}"),
+                y_desc: "Gbps / core (log scale)",
+                value: Row::gbps_per_core,
+            },
+        ]
+    })
+}
+
+fn draw<'r>(runs: &'r [Run], path: &Path, panels: impl Fn(&'r Run) -> [Panel<'r>; 2]) -> Result<()> {
+    if runs.is_empty() {
+        bail!("nothing to plot");
+    }
+    let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
+    let root = SVGBackend::new(path, (PANEL.0 * 2, PANEL.1 * runs.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let areas = root.split_evenly((runs.len(), 2));
+    for (i, run) in runs.iter().enumerate() {
+        for (k, p) in panels(run).into_iter().enumerate() {
+            panel(&areas[2 * i + k], &p).map_err(|e| err(&e))?;
+        }
+    }
+    root.present()
+        .map_err(|e| err(&e))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn panel(area: &Area, p: &Panel) -> Result<(), Box<dyn std::error::Error>> {
+    let sizes = p.run.sizes(p.test);
+    let series: Vec<Series> = SERIES
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| p.run.series(p.test).contains(s))
+        .map(|(k, s)| {
+            let points = sizes
+                .iter()
+                .filter_map(|&b| {
+                    let v = (p.value)(p.run.row(s, p.test, b)?)?;
+                    (v.is_finite() && v > 0.0).then_some((b as f64, v))
+                })
+                .collect();
+            (k, *s, points)
+        })
+        .collect();
+    let values: Vec<f64> = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).collect();
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(0.0, f64::max);
+    let (lo, hi) = if lo.is_finite() {
+        (lo / 2.0, hi.max(lo) * 8.0)
+    } else {
+        (0.1, 10.0)
+    };
+    let x_lo = sizes.first().map_or(32.0, |&b| b as f64 / 2.0);
+    let x_hi = sizes.last().map_or(2e6, |&b| b as f64 * 2.0);
+    let mut chart = ChartBuilder::on(area)
+        .caption(&p.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("message size")
+        .x_label_formatter(&|v| decimal_size(*v))
+        .y_label_formatter(&|v| match *v {
+            v if v >= 10.0 => format!("{v:.0}"),
+            v if v >= 0.01 => format!("{v:.2}"),
+            v => format!("{v:.0e}"),
+        })
+        .y_desc(p.y_desc)
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
+    for (k, name, points) in series {
+        let colour = COLOURS[k % COLOURS.len()];
+        // A path element rather than LineSeries (plotters is built with the SVG backend only).
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                points.clone(),
+                colour.stroke_width(2),
+            )))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|pt| Circle::new(pt, 4, colour.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::pony::tests::sample_runs;
+    use super::*;
+
+    #[test]
+    fn plots_have_a_panel_pair_per_run_and_a_line_per_series() {
+        let runs: Vec<Run> = sample_runs()
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+        let dir = std::env::temp_dir().join(format!("xtask-pony-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (rtt, tput) = (dir.join("rtt.svg"), dir.join("throughput.svg"));
+        draw_rtt(&runs, &rtt).unwrap();
+        draw_throughput(&runs, &tput).unwrap();
+        let rtt = std::fs::read_to_string(&rtt).unwrap();
+        let tput = std::fs::read_to_string(&tput).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        for label in [
+            "p50 round trip, eevdf (native)",
+            "p99 round trip, microquanta (tcg)",
+            "pony spreading",
+            "tcp_sockperf",
+            "shm_floor",
+        ] {
+            assert!(rtt.contains(label), "no {label:?}");
+        }
+        assert!(tput.contains("Gbps per core, eevdf (native)"));
+        // 5 series × 2 panels × 2 runs (sockperf's single point still gets its path).
+        assert!(
+            rtt.matches("<polyline").count() >= 20,
+            "{}",
+            rtt.matches("<polyline").count()
+        );
+    }
+}
