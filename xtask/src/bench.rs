@@ -17,6 +17,7 @@ mod report;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.
 pub mod sched;
+mod two_runs;
 
 pub use report::TCG_NOTE;
 

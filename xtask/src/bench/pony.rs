@@ -10,104 +10,46 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::pony_plot;
-use crate::accel::AccelChoice;
-use crate::{sys, vm, Ctx};
+use super::two_runs::{self, Program, VmArgs};
+use crate::{sys, Ctx};
 
 pub const GUEST_PROGRAM: &str = "mq-bench-pony";
 const JSON_TAG: &str = "MQ_BENCH_PONY_JSON ";
-const CPUS: u32 = 2;
-const MEM_MIB: u32 = 2048;
+const PROGRAM: Program = Program {
+    name: GUEST_PROGRAM,
+    json_tag: JSON_TAG,
+    bench: "pony",
+};
 /// Where the guest writes its report before printing it on one tagged line.
 const GUEST_JSON: &str = "/tmp/mq-bench-pony.json";
 
 /// Options of `cargo xtask bench pony`.
 #[derive(Debug, clap::Args)]
 pub struct PonyArgs {
-    /// Kernel image (bzImage) for the VM; default: $MQ_KERNEL, the cache, or a download.
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// How qemu runs the VM.
-    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
+    #[command(flatten)]
+    pub vm: VmArgs,
     /// Few iterations and 1 s points (passed to mq-bench-pony).
     #[arg(long)]
     pub quick: bool,
-    /// Only the native (EEVDF) run: no kernel, no VM.
-    #[arg(long)]
-    pub native_only: bool,
     /// Engine modes, comma-separated [mq-bench-pony's default: all three].
     #[arg(long, value_name = "LIST")]
     pub modes: Option<String>,
     /// Ping-pong sizes in bytes, comma-separated [mq-bench-pony's default: 64 B to 1 MiB].
     #[arg(long, value_name = "LIST")]
     pub sizes: Option<String>,
-    /// Seconds before the VM is killed.
-    #[arg(long = "timeout", value_name = "SECS", default_value_t = 1800)]
-    pub timeout_secs: u64,
 }
 
 pub fn run(ctx: &Ctx, args: &PonyArgs) -> Result<()> {
     let dir = output_dir(ctx);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (release_dir, kernel) = if args.native_only {
-        (crate::cargo::build_release(&ctx.deps, &ctx.ws)?, None)
-    } else {
-        let (release, kernel) = vm::prepare_release(ctx, false, args.kernel.clone())?;
-        (release, Some(kernel))
-    };
-
-    println!("bench pony: native run (EEVDF on this host)");
-    let native_json = dir.join("native.json");
     let passthrough = guest_args(args.quick, args.modes.as_deref(), args.sizes.as_deref());
-    let mut cmd = Command::new(release_dir.join(GUEST_PROGRAM));
-    cmd.args(&passthrough).arg("--json").arg(&native_json);
-    cmd.env_remove(vm::ACCEL_ENV);
-    sys::run(&mut cmd)?;
-    let text = std::fs::read_to_string(&native_json)
-        .with_context(|| format!("reading {}", native_json.display()))?;
-    let mut runs =
-        vec![serde_json::from_str::<Value>(&text)
-            .with_context(|| format!("parsing {}", native_json.display()))?];
-
-    if let Some(kernel) = &kernel {
-        println!("bench pony: VM run (scx_microquanta loaded)");
-        let spec = vm::VmSpec {
-            cpus: CPUS,
-            mem_mib: MEM_MIB,
-            accel: args.accel,
-            timeout: Duration::from_secs(args.timeout_secs),
-            kernel,
-            bin_dirs: vec![release_dir.clone()],
-            extra_files: Vec::new(),
-            env: vec![("RUST_BACKTRACE".into(), "1".into())],
-            script: guest_script(&passthrough, &release_dir) + "\n",
-            allow_log_patterns: Vec::new(),
-            native: false,
-        };
-        let outcome = vm::run(ctx, &spec)?;
-        runs.push(read_guest_run(
-            &dir,
-            &outcome.output,
-            outcome.exit_status,
-            super::sched::describe_machine(false, CPUS, MEM_MIB),
-        )?);
-    }
-
-    let (md, written) = record(&dir, &runs)?;
-    println!();
-    print!("{md}");
-    println!();
-    for path in &written {
-        println!("written: {}", path.display());
-    }
+    let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm, guest_script)?;
+    two_runs::print_recorded(&record(&dir, &runs)?);
     Ok(())
 }
 
@@ -145,36 +87,10 @@ pub(crate) fn guest_script(args: &[String], release_dir: &Path) -> String {
     )
 }
 
-/// Keeps the guest's output in `dir/guest-output.log`, checks its exit status and returns
-/// its report with `machine` set to the VM's description.
-pub(crate) fn read_guest_run(dir: &Path, output: &str, exit_status: i32, machine: String) -> Result<Value> {
-    let log = dir.join("guest-output.log");
-    std::fs::write(&log, output).with_context(|| format!("writing {}", log.display()))?;
-    if exit_status != 0 {
-        bail!(
-            "{GUEST_PROGRAM} failed (exit status {exit_status}); its output is in {}",
-            log.display()
-        );
-    }
-    let mut run = extract_json(output).with_context(|| format!("guest output: {}", log.display()))?;
-    if !run.is_object() {
-        bail!(
-            "{GUEST_PROGRAM}'s report is not a JSON object; output in {}",
-            log.display()
-        );
-    }
-    run["machine"] = Value::String(machine);
-    Ok(run)
-}
-
-/// The object on the last `MQ_BENCH_PONY_JSON ` line.
-pub fn extract_json(output: &str) -> Result<Value> {
-    let line = output
-        .lines()
-        .rev()
-        .find_map(|l| l.trim_end().split_once(JSON_TAG).map(|(_, json)| json))
-        .with_context(|| format!("{GUEST_PROGRAM} printed no `{}` line", JSON_TAG.trim()))?;
-    serde_json::from_str(line.trim()).with_context(|| format!("parsing {GUEST_PROGRAM}'s JSON"))
+/// The report on the last tagged line (tests use it on sample outputs).
+#[cfg(test)]
+fn extract_json(output: &str) -> Result<Value> {
+    two_runs::extract_json(PROGRAM, output)
 }
 
 /// One measured point, as the summary reads it (the JSON keeps every field).

@@ -1,0 +1,158 @@
+//! What `bench modes` and `bench pony` share: their measurement program runs natively
+//! (EEVDF on this host) and then, unless `--native-only`, in the sched_ext VM with
+//! `scx_microquanta` loaded; each run's report comes back as a JSON object for the caller to
+//! merge, tabulate and plot. Also the guest side of it (the tagged JSON line the guest prints,
+//! and keeping the guest's output on disk), which `cargo xtask demo` uses too.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::accel::AccelChoice;
+use crate::{sys, vm, Ctx};
+
+/// The VM shape both benchmarks use.
+pub(crate) const CPUS: u32 = 2;
+pub(crate) const MEM_MIB: u32 = 2048;
+
+/// The options every native-then-VM benchmark takes (flattened into its own).
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// Kernel image (bzImage) for the VM; default: $MQ_KERNEL, the cache, or a download.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// How qemu runs the VM.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Only the native (EEVDF) run: no kernel, no VM.
+    #[arg(long)]
+    pub native_only: bool,
+    /// Seconds before the VM is killed.
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 1800)]
+    pub timeout_secs: u64,
+}
+
+/// A measurement program and how its report is tagged in guest output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Program {
+    /// Binary name, e.g. `mq-bench-modes`.
+    pub name: &'static str,
+    /// Prefix of the line carrying its JSON report in guest output.
+    pub json_tag: &'static str,
+    /// Benchmark name for progress messages, e.g. `modes`.
+    pub bench: &'static str,
+}
+
+/// Runs `program` with `args` natively (writing `dir/native.json`), then in the VM with the
+/// command line `guest_script(args, release_dir)`; returns the runs' reports in that order.
+pub(crate) fn native_then_vm(
+    ctx: &Ctx,
+    program: Program,
+    dir: &Path,
+    args: &[String],
+    vm_args: &VmArgs,
+    guest_script: impl FnOnce(&[String], &Path) -> String,
+) -> Result<Vec<Value>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (release_dir, kernel) = if vm_args.native_only {
+        (crate::cargo::build_release(&ctx.deps, &ctx.ws)?, None)
+    } else {
+        let (release, kernel) = vm::prepare_release(ctx, false, vm_args.kernel.clone())?;
+        (release, Some(kernel))
+    };
+
+    println!("bench {}: native run (EEVDF on this host)", program.bench);
+    let native_json = dir.join("native.json");
+    let mut cmd = Command::new(release_dir.join(program.name));
+    cmd.args(args).arg("--json").arg(&native_json);
+    // The host's own accelerator, whatever the caller's environment says.
+    cmd.env_remove(vm::ACCEL_ENV);
+    sys::run(&mut cmd)?;
+    let text = std::fs::read_to_string(&native_json)
+        .with_context(|| format!("reading {}", native_json.display()))?;
+    let mut runs =
+        vec![serde_json::from_str::<Value>(&text)
+            .with_context(|| format!("parsing {}", native_json.display()))?];
+
+    if let Some(kernel) = &kernel {
+        println!("bench {}: VM run (scx_microquanta loaded)", program.bench);
+        let spec = vm::VmSpec {
+            cpus: CPUS,
+            mem_mib: MEM_MIB,
+            accel: vm_args.accel,
+            timeout: Duration::from_secs(vm_args.timeout_secs),
+            kernel,
+            bin_dirs: vec![release_dir.clone()],
+            extra_files: Vec::new(),
+            env: vec![("RUST_BACKTRACE".into(), "1".into())],
+            script: guest_script(args, &release_dir) + "\n",
+            allow_log_patterns: Vec::new(),
+            native: false,
+        };
+        let outcome = vm::run(ctx, &spec)?;
+        runs.push(read_guest_run(
+            program,
+            dir,
+            &outcome.output,
+            outcome.exit_status,
+            super::sched::describe_machine(false, CPUS, MEM_MIB),
+        )?);
+    }
+    Ok(runs)
+}
+
+/// Reads the report of a guest run: keeps everything the guest printed in
+/// `dir/guest-output.log` (also when it failed: then it is the only record), checks the exit
+/// status, and returns the report with `machine` ([`super::sched::describe_machine`]) set.
+pub(crate) fn read_guest_run(
+    program: Program,
+    dir: &Path,
+    output: &str,
+    exit_status: i32,
+    machine: String,
+) -> Result<Value> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("guest-output.log");
+    std::fs::write(&log, output).with_context(|| format!("writing {}", log.display()))?;
+    let name = program.name;
+    if exit_status != 0 {
+        bail!(
+            "{name} failed (exit status {exit_status}); its output is in {}",
+            log.display()
+        );
+    }
+    let mut run =
+        extract_json(program, output).with_context(|| format!("guest output: {}", log.display()))?;
+    if !run.is_object() {
+        bail!(
+            "{name}'s report is not a JSON object; output in {}",
+            log.display()
+        );
+    }
+    run["machine"] = Value::String(machine);
+    Ok(run)
+}
+
+/// The JSON on the last line tagged with `program.json_tag`.
+pub(crate) fn extract_json(program: Program, output: &str) -> Result<Value> {
+    let tag = program.json_tag;
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.trim_end().split_once(tag).map(|(_, json)| json))
+        .with_context(|| format!("{} printed no `{}` line", program.name, tag.trim()))?;
+    serde_json::from_str(line.trim()).with_context(|| format!("parsing {}'s JSON", program.name))
+}
+
+/// Prints a recorded report (markdown, then the files written).
+pub(crate) fn print_recorded((md, written): &(String, Vec<PathBuf>)) {
+    println!();
+    print!("{md}");
+    println!();
+    for path in written {
+        println!("written: {}", path.display());
+    }
+}
