@@ -4,6 +4,8 @@
 //! `AppSession::from_fds`: the real attach path minus the control socket. Plus a UDP
 //! loopback variant. Deadlines below only bound hangs; nothing asserts on timing.
 
+mod common;
+
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -222,6 +224,40 @@ fn udp_loopback_small_messages() {
     let (_, mut b) = attach(&hb.h);
     let (fa, _) = connect(&mut a, &mut b, &addr_b.to_string());
     transfer(&mut a, &mut b, fa, &sizes_on_three_streams(&[1, 1024, 64 << 10]));
+}
+
+/// Pony across a real link: each host's UDP socket is created inside its own network
+/// namespace (a socket belongs to the namespace of the thread that makes it), the two joined
+/// by a veth pair; the engines themselves run on ordinary runtime threads.
+#[test]
+fn pony_between_two_network_namespaces_over_veth() {
+    if let Some(why) = common::netns::skip_reason() {
+        eprintln!("skipping the veth test: {why}");
+        return;
+    }
+    let topo = common::netns::Topology::new('p', 1500);
+    let bind_in = |i: usize, addr: &'static str| {
+        topo.spawn_in(i, move || UdpNic::bind(format!("{addr}:7100")).unwrap())
+            .join()
+            .expect("binding in the namespace")
+    };
+    let na = bind_in(0, common::netns::ADDR_A);
+    let nb = bind_in(1, common::netns::ADDR_B);
+    let (ha, hb) = (host("veth-a", na), host("veth-b", nb));
+    let (_, mut a) = attach(&ha.h);
+    let (_, mut b) = attach(&hb.h);
+    let peer = format!("{}:7100", common::netns::ADDR_B);
+    let (fa, _) = connect(&mut a, &mut b, &peer);
+    transfer(
+        &mut a,
+        &mut b,
+        fa,
+        &sizes_on_three_streams(&[1, 1024, 64 << 10, 1 << 20]),
+    );
+    let sb = stats(&hb.h);
+    assert!(sb.messages_delivered >= 12, "{sb:?}");
+    drop((ha, hb));
+    drop(topo);
 }
 
 /// A region on the remote host: its bytes, and the memfd the test keeps to look inside.

@@ -1,0 +1,3 @@
+//! Helpers shared by pony's integration tests.
+
+pub mod netns;
