@@ -159,6 +159,23 @@ impl Flow {
             | Repr::OpResponse { payload, .. } => payload,
             _ => &[],
         };
+        // A peer can make us allocate a whole message with its first segment; bound what
+        // partial messages may hold (beyond what credit bounds) and refuse new ones past it
+        // without recording the packet, so an honest sender retransmits it later.
+        if let Repr::Data {
+            stream,
+            message,
+            message_len,
+            ..
+        } = *repr
+        {
+            let cap = self.reassembly_cap();
+            if !self.reassembly.admits(stream, message, message_len, cap) {
+                self.stats.credit_drops += 1;
+                self.ack.on_packet(timestamp, true, now);
+                return;
+            }
+        }
         if !self.rbuf.try_charge(payload.len() as u64) {
             self.stats.credit_drops += 1;
             self.ack.on_packet(timestamp, true, now);
@@ -205,6 +222,12 @@ impl Flow {
         }
         let in_order = self.received.insert(seq);
         self.ack.on_packet(timestamp, !in_order, now);
+    }
+
+    /// Most bytes partial messages may hold: the receive buffer plus two largest messages
+    /// (one finishing, one starting, as an honest sender that respects credit can have).
+    fn reassembly_cap(&self) -> usize {
+        (self.cfg.recv_buffer as usize).saturating_add(self.cfg.max_message_len.saturating_mul(2))
     }
 
     /// The next packet to send, if any. Call until `None` after anything happened.

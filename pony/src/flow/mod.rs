@@ -221,6 +221,9 @@ pub struct FlowStats {
     pub peer_credit: u64,
     /// Bytes we hold for our application.
     pub recv_buffered: u64,
+    /// Bytes allocated for messages being reassembled (whole messages from their first
+    /// segment; capped, see `credit_drops`).
+    pub reassembly_reserved: u64,
 }
 
 /// A packet to send, borrowing the flow's buffers; deref to [`Repr`] and emit it.
@@ -434,6 +437,7 @@ impl Flow {
             bytes_in_flight: self.send.unacked_bytes(),
             peer_credit: self.peer_credit.credit(),
             recv_buffered: self.rbuf.buffered(),
+            reassembly_reserved: self.reassembly.reserved() as u64,
             ..self.stats.clone()
         }
     }

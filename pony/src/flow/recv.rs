@@ -157,9 +157,30 @@ pub(crate) struct Segment<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Reassembly {
     streams: HashMap<StreamId, StreamRx>,
+    /// Bytes allocated for partial messages. A message's buffer is allocated whole on its
+    /// first segment, so this, not the bytes received, is what a peer can make us hold; the
+    /// flow refuses new messages beyond a cap ([`Self::admits`]).
+    reserved: usize,
 }
 
 impl Reassembly {
+    /// Whether a segment of `message` on `stream` (`message_len` bytes in all) fits under
+    /// `cap` reserved bytes. Segments of a message already being reassembled always fit, so
+    /// a sender that respects credit always makes progress; only a new message is refused,
+    /// and its sender retransmits it once earlier messages completed.
+    pub(crate) fn admits(&self, stream: StreamId, message: MessageId, message_len: u32, cap: usize) -> bool {
+        let started = self
+            .streams
+            .get(&stream)
+            .is_some_and(|rx| rx.partial.contains_key(&message));
+        started || self.reserved + message_len as usize <= cap
+    }
+
+    /// Bytes allocated for partial messages.
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+
     /// Adds one segment; appends messages that became deliverable, in order, to `out`.
     pub(crate) fn on_segment(
         &mut self,
@@ -184,9 +205,13 @@ impl Reassembly {
             // Already delivered: only a misbehaving peer resends under a new sequence number.
             return Err(SegmentError::Malformed);
         }
-        let partial = rx.partial.entry(message).or_insert_with(|| Partial {
-            data: vec![0; len],
-            have: 0,
+        let reserved = &mut self.reserved;
+        let partial = rx.partial.entry(message).or_insert_with(|| {
+            *reserved += len;
+            Partial {
+                data: vec![0; len],
+                have: 0,
+            }
         });
         if partial.data.len() != len {
             return Err(SegmentError::Malformed);
@@ -195,6 +220,7 @@ impl Reassembly {
         partial.have += payload.len() as u64;
         if partial.have >= len as u64 {
             let done = rx.partial.remove(&message).map(|p| p.data).unwrap_or_default();
+            self.reserved -= done.len();
             rx.ready.insert(message, done);
             while let Some(data) = rx.ready.remove(&rx.next) {
                 out.push((stream, rx.next, data));
@@ -348,5 +374,23 @@ mod tests {
         out.clear();
         seg(&mut re, 3, 0, 0, 0, b"", &mut out).unwrap();
         assert_eq!(out, vec![(3, 0, Vec::new())]);
+        assert_eq!(re.reserved(), 0, "nothing partial is left");
+    }
+
+    #[test]
+    fn reservations_are_capped_for_new_messages_only() {
+        let mut re = Reassembly::default();
+        let mut out = Vec::new();
+        // A first segment of a 60-byte message reserves all 60.
+        assert!(re.admits(1, 0, 60, 100));
+        seg(&mut re, 1, 0, 60, 0, b"a", &mut out).unwrap();
+        assert_eq!(re.reserved(), 60);
+        // Another new 60-byte message would exceed the cap of 100: refused...
+        assert!(!re.admits(2, 0, 60, 100));
+        // ...but the started one keeps its admission, and completing it frees the room.
+        assert!(re.admits(1, 0, 60, 100));
+        seg(&mut re, 1, 0, 60, 1, &[b'b'; 59], &mut out).unwrap();
+        assert_eq!(re.reserved(), 0);
+        assert!(re.admits(2, 0, 60, 100));
     }
 }
