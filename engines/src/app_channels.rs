@@ -80,6 +80,9 @@ pub struct AppChannels {
     next_id: u64,
     cursor: usize,
     rings: RingSet,
+    /// Positions that got responses this step ([`Self::mark`]); kept between steps so that
+    /// the hot path does not allocate.
+    marked: Vec<bool>,
 }
 
 impl AppChannels {
@@ -91,6 +94,7 @@ impl AppChannels {
             next_id: first_id,
             cursor: 0,
             rings,
+            marked: Vec::new(),
         }
     }
 
@@ -137,6 +141,7 @@ impl AppChannels {
         let before = self.list.len();
         self.list.retain(|c| c.id != id);
         self.rings.remove(id);
+        self.marked.clear();
         if self.cursor >= self.list.len() {
             self.cursor = 0;
         }
@@ -173,8 +178,10 @@ impl AppChannels {
         self.list.iter().position(|c| c.id == id)
     }
 
-    /// Positions in this step's round-robin order: from the cursor, wrapping.
-    pub fn round_robin(&self) -> impl Iterator<Item = usize> {
+    /// Positions in this step's round-robin order: from the cursor, wrapping. The iterator
+    /// borrows nothing (clone it for another pass), so the engine may mutate channels while
+    /// walking it.
+    pub fn round_robin(&self) -> impl Iterator<Item = usize> + Clone {
         let (start, n) = (self.cursor, self.list.len());
         (0..n).map(move |k| (start + k) % n)
     }
@@ -186,11 +193,21 @@ impl AppChannels {
         }
     }
 
-    /// Rings the completion doorbell of every channel whose flag is set (apps that asked to
-    /// be notified and are blocked).
-    pub fn notify(&self, which: &[bool]) {
-        for (ch, _) in self.list.iter().zip(which).filter(|(_, n)| **n) {
-            ch.end.notify_app();
+    /// Records that channel `i` got responses in this step.
+    pub fn mark(&mut self, i: usize) {
+        if self.marked.len() < self.list.len() {
+            self.marked.resize(self.list.len(), false);
+        }
+        self.marked[i] = true;
+    }
+
+    /// Rings the completion doorbell of every channel marked in this step (apps that asked
+    /// to be notified and are blocked), and clears the marks.
+    pub fn notify_marked(&mut self) {
+        for (ch, marked) in self.list.iter().zip(self.marked.iter_mut()) {
+            if std::mem::take(marked) {
+                ch.end.notify_app();
+            }
         }
     }
 

@@ -62,17 +62,13 @@ impl EchoEngine {
 
     /// Starts serving a channel; returns its id for [`Self::detach`].
     pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
-        let id = self.channels.attach(end);
-        self.stats.channels = self.channels.len();
-        id
+        self.channels.attach(end)
     }
 
     /// Stops serving a channel and drops its end (unmapping the rings). Returns whether it
     /// was attached.
     pub fn detach(&mut self, id: u64) -> bool {
-        let detached = self.channels.detach(id);
-        self.stats.channels = self.channels.len();
-        detached
+        self.channels.detach(id)
     }
 
     /// Ids of attached channels.
@@ -82,7 +78,10 @@ impl EchoEngine {
 
     /// Counters.
     pub fn stats(&self) -> EchoStats {
-        self.stats
+        EchoStats {
+            channels: self.channels.len(),
+            ..self.stats
+        }
     }
 
     /// Echoes one request of channel `i`. Returns `Some(true)` if it did, `Some(false)` if
@@ -164,22 +163,21 @@ impl Engine for EchoEngine {
         if n == 0 {
             return RunOutcome::IDLE;
         }
-        let order: Vec<usize> = self.channels.round_robin().collect();
+        let order = self.channels.round_robin();
         let mut items = 0u32;
         let mut stalled = false;
-        let mut echoed_on = vec![false; n];
         // Passes of one request per channel, starting at the cursor, until the bound is
         // reached or a whole pass finds nothing to do.
         'passes: loop {
             let mut progress = false;
-            for &i in &order {
+            for i in order.clone() {
                 if items >= self.batch {
                     break 'passes;
                 }
                 match self.echo_one(i) {
                     Some(true) => {
                         items += 1;
-                        echoed_on[i] = true;
+                        self.channels.mark(i);
                         progress = true;
                     }
                     Some(false) => stalled = true,
@@ -191,7 +189,7 @@ impl Engine for EchoEngine {
             }
         }
         self.channels.advance();
-        self.channels.notify(&echoed_on);
+        self.channels.notify_marked();
         // Pending if we stopped at the bound with input left, or if input is stuck behind
         // a full response ring (the app will drain it; we must not sleep through that, since
         // nothing rings our doorbell when it does).
@@ -214,9 +212,7 @@ impl Engine for EchoEngine {
 
 impl AppFacing for EchoEngine {
     fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
-        let reply = self.channels.attach_app(request, ChannelShape::default())?;
-        self.stats.channels = self.channels.len();
-        Ok(reply)
+        self.channels.attach_app(request, ChannelShape::default())
     }
 
     fn detach(&mut self, id: u64) -> bool {

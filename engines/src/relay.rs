@@ -145,17 +145,13 @@ impl RelayEngine {
 
     /// Starts serving an app channel; returns its id for [`Self::detach`].
     pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
-        let id = self.channels.attach(end);
-        self.stats.channels = self.channels.len();
-        id
+        self.channels.attach(end)
     }
 
     /// Stops serving an app channel; its responses still in the pipeline are dropped when
     /// they come back. Returns whether it was attached.
     pub fn detach(&mut self, id: u64) -> bool {
-        let detached = self.channels.detach(id);
-        self.stats.channels = self.channels.len();
-        detached
+        self.channels.detach(id)
     }
 
     /// Ids of attached app channels.
@@ -165,7 +161,10 @@ impl RelayEngine {
 
     /// Counters.
     pub fn stats(&self) -> RelayStats {
-        self.stats
+        RelayStats {
+            channels: self.channels.len(),
+            ..self.stats
+        }
     }
 
     /// Moves one request of app channel `i` into the internal request ring.
@@ -276,14 +275,13 @@ impl Engine for RelayEngine {
 
     fn run(&mut self, _now: Instant) -> RunOutcome {
         let n = self.channels.len();
-        let mut delivered = vec![false; n];
         let mut pending = false;
         // Responses first: they complete work already in flight and free room downstream.
         let mut returned = 0u32;
         while returned < self.batch {
             match self.return_one() {
                 Return::Delivered(i) => {
-                    delivered[i] = true;
+                    self.channels.mark(i);
                     returned += 1;
                 }
                 Return::Dropped => returned += 1,
@@ -302,10 +300,10 @@ impl Engine for RelayEngine {
         let mut forwarded = 0u32;
         let mut sent = false;
         if n > 0 {
-            let order: Vec<usize> = self.channels.round_robin().collect();
+            let order = self.channels.round_robin();
             'passes: loop {
                 let mut progress = false;
-                for &i in &order {
+                for i in order.clone() {
                     if forwarded >= self.batch {
                         pending |= self
                             .channels
@@ -340,7 +338,7 @@ impl Engine for RelayEngine {
         if sent {
             self.downstream.kick();
         }
-        self.channels.notify(&delivered);
+        self.channels.notify_marked();
         RunOutcome {
             items: returned + forwarded,
             pending,
@@ -369,9 +367,7 @@ impl Engine for RelayEngine {
 
 impl AppFacing for RelayEngine {
     fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
-        let reply = self.channels.attach_app(request, ChannelShape::default())?;
-        self.stats.channels = self.channels.len();
-        Ok(reply)
+        self.channels.attach_app(request, ChannelShape::default())
     }
 
     fn detach(&mut self, id: u64) -> bool {
