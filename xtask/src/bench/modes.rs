@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::modes_plot;
 use super::two_runs::{self, Program, VmArgs};
-use crate::{sys, Ctx};
+use crate::Ctx;
 
 pub const GUEST_PROGRAM: &str = "mq-bench-modes";
 const JSON_TAG: &str = "MQ_BENCH_MODES_JSON ";
@@ -30,9 +30,8 @@ const PROGRAM: Program = Program {
     name: GUEST_PROGRAM,
     json_tag: JSON_TAG,
     bench: "modes",
+    guest_json: "/tmp/mq-bench-modes.json",
 };
-/// Where the guest writes its report before printing it on one tagged line.
-const GUEST_JSON: &str = "/tmp/mq-bench-modes.json";
 pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 
 /// Options of `cargo xtask bench modes`.
@@ -54,7 +53,7 @@ pub struct ModesArgs {
 pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
     let dir = output_dir(ctx);
     let passthrough = guest_args(args.quick, args.loads.as_deref(), args.seconds);
-    let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm, guest_script)?;
+    let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm)?;
     two_runs::print_recorded(&record(&dir, &runs)?);
     Ok(())
 }
@@ -84,15 +83,7 @@ pub(crate) fn guest_args(quick: bool, loads: Option<&str>, seconds: Option<f64>)
 /// on one `MQ_BENCH_MODES_JSON ` line. Its exit status is `mq-bench-modes`'. `cargo xtask bench
 /// modes` and `cargo xtask demo` both run this.
 pub(crate) fn guest_script(args: &[String], release_dir: &Path) -> String {
-    let mut argv = vec![GUEST_PROGRAM.to_string()];
-    argv.extend(args.iter().cloned());
-    let scheduler = release_dir.join("scx_microquanta");
-    argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
-    argv.extend(["--json".into(), GUEST_JSON.into()]);
-    format!(
-        "{} && echo \"{JSON_TAG}$(cat {GUEST_JSON})\"",
-        sys::quote_all(&argv)
-    )
+    two_runs::guest_script(PROGRAM, args, release_dir)
 }
 
 /// Reads the report of a [`guest_script`] run ([`two_runs::read_guest_run`]).

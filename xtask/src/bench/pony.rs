@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::pony_plot;
 use super::two_runs::{self, Program, VmArgs};
-use crate::{sys, Ctx};
+use crate::Ctx;
 
 pub const GUEST_PROGRAM: &str = "mq-bench-pony";
 const JSON_TAG: &str = "MQ_BENCH_PONY_JSON ";
@@ -25,9 +25,8 @@ const PROGRAM: Program = Program {
     name: GUEST_PROGRAM,
     json_tag: JSON_TAG,
     bench: "pony",
+    guest_json: "/tmp/mq-bench-pony.json",
 };
-/// Where the guest writes its report before printing it on one tagged line.
-const GUEST_JSON: &str = "/tmp/mq-bench-pony.json";
 
 /// Options of `cargo xtask bench pony`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +47,7 @@ pub struct PonyArgs {
 pub fn run(ctx: &Ctx, args: &PonyArgs) -> Result<()> {
     let dir = output_dir(ctx);
     let passthrough = guest_args(args.quick, args.modes.as_deref(), args.sizes.as_deref());
-    let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm, guest_script)?;
+    let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm)?;
     two_runs::print_recorded(&record(&dir, &runs)?);
     Ok(())
 }
@@ -71,20 +70,6 @@ pub(crate) fn guest_args(quick: bool, modes: Option<&str>, sizes: Option<&str>) 
         argv.extend(["--sizes".into(), s.to_string()]);
     }
     argv
-}
-
-/// The guest's command line: `mq-bench-pony` with `args` and `scx_microquanta` loaded around
-/// it, then, if it succeeded, its report on one `MQ_BENCH_PONY_JSON ` line.
-pub(crate) fn guest_script(args: &[String], release_dir: &Path) -> String {
-    let mut argv = vec![GUEST_PROGRAM.to_string()];
-    argv.extend(args.iter().cloned());
-    let scheduler = release_dir.join("scx_microquanta");
-    argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
-    argv.extend(["--json".into(), GUEST_JSON.into()]);
-    format!(
-        "{} && echo \"{JSON_TAG}$(cat {GUEST_JSON})\"",
-        sys::quote_all(&argv)
-    )
 }
 
 /// The report on the last tagged line (tests use it on sample outputs).
@@ -502,7 +487,11 @@ pub(crate) mod tests {
 
     #[test]
     fn guest_script_loads_the_scheduler_and_tags_the_report() {
-        let s = guest_script(&guest_args(true, None, Some("64,1024")), Path::new("/rel"));
+        let s = two_runs::guest_script(
+            PROGRAM,
+            &guest_args(true, None, Some("64,1024")),
+            Path::new("/rel"),
+        );
         assert_eq!(
             s,
             "mq-bench-pony --quick --sizes 64,1024 --with-scheduler /rel/scx_microquanta \

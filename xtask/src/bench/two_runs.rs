@@ -44,17 +44,36 @@ pub(crate) struct Program {
     pub json_tag: &'static str,
     /// Benchmark name for progress messages, e.g. `modes`.
     pub bench: &'static str,
+    /// Where the guest writes its report before printing it on one tagged line.
+    pub guest_json: &'static str,
 }
 
-/// Runs `program` with `args` natively (writing `dir/native.json`), then in the VM with the
-/// command line `guest_script(args, release_dir)`; returns the runs' reports in that order.
+/// The guest's command line (one line, no newline): `program` with `args` and
+/// `scx_microquanta` from `release_dir` loaded around it (`--with-scheduler`), then, if it
+/// succeeded, its report on one line tagged `program.json_tag`. Its exit status is the
+/// program's.
+pub(crate) fn guest_script(program: Program, args: &[String], release_dir: &Path) -> String {
+    let mut argv = vec![program.name.to_string()];
+    argv.extend(args.iter().cloned());
+    let scheduler = release_dir.join("scx_microquanta");
+    argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
+    argv.extend(["--json".into(), program.guest_json.into()]);
+    format!(
+        "{} && echo \"{}$(cat {})\"",
+        sys::quote_all(&argv),
+        program.json_tag,
+        program.guest_json
+    )
+}
+
+/// Runs `program` with `args` natively (writing `dir/native.json`), then in the VM through
+/// [`guest_script`]; returns the runs' reports in that order.
 pub(crate) fn native_then_vm(
     ctx: &Ctx,
     program: Program,
     dir: &Path,
     args: &[String],
     vm_args: &VmArgs,
-    guest_script: impl FnOnce(&[String], &Path) -> String,
 ) -> Result<Vec<Value>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (release_dir, kernel) = if vm_args.native_only {
@@ -88,7 +107,7 @@ pub(crate) fn native_then_vm(
             bin_dirs: vec![release_dir.clone()],
             extra_files: Vec::new(),
             env: vec![("RUST_BACKTRACE".into(), "1".into())],
-            script: guest_script(args, &release_dir) + "\n",
+            script: guest_script(program, args, &release_dir) + "\n",
             allow_log_patterns: Vec::new(),
             native: false,
         };
