@@ -9,6 +9,7 @@
 //! between runs of the same boot, so results carry the context to say so.
 
 pub mod accel;
+pub mod bench_run;
 pub mod hogs;
 pub mod latency;
 pub mod locate;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use mq_experiments::bench_run;
 use mq_experiments::modes_bench::{self, BenchConfig, MODES};
-use mq_experiments::sched_bench;
 
 /// Drives echo engines in dedicated, spreading and compacting mode from an
 /// app at several offered loads; reports p50/p99/p99.9 round-trip latency,
@@ -85,13 +85,7 @@ fn main() -> Result<()> {
     };
 
     // Kept alive for the whole run; dropping it detaches the scheduler.
-    let scheduler = match &opts.with_scheduler {
-        Some(bin) => {
-            let (period, runtime) = mq_experiments::accel::latency_bandwidth_us();
-            Some(sched_bench::start_scheduler(bin, period, runtime)?)
-        }
-        None => None,
-    };
+    let scheduler = bench_run::start_scheduler(opts.with_scheduler.as_deref())?;
     let cfg = BenchConfig {
         modes: opts.modes,
         loads: opts.loads,
@@ -108,19 +102,11 @@ fn main() -> Result<()> {
         snap_host.display()
     );
     let report = modes_bench::run(&cfg, &snap_host)?;
-    if let Some(sched) = scheduler {
-        let status = sched.stop()?;
-        if !status.success() {
-            bail!("scx_microquanta exited with {status}");
-        }
-    }
-    eprint!("{}", modes_bench::table(&report));
-    let json = serde_json::to_string(&report)?;
-    match opts.json {
-        Some(path) => {
-            std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?
-        }
-        None => println!("{json}"),
-    }
-    Ok(())
+    bench_run::finish(
+        scheduler,
+        &modes_bench::table(&report),
+        &report,
+        opts.json.as_deref(),
+        "",
+    )
 }

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
+use mq_experiments::bench_run;
 use mq_experiments::pony_bench::{self, BenchConfig, MODES, SIZES, THROUGHPUT_SIZES};
-use mq_experiments::sched_bench;
 
 /// Ping-pong RTT and windowed throughput of Pony messages (64 B to 1 MiB) between two
 /// in-process hosts in dedicated, spreading and compacting modes, our TCP echo and sockperf
@@ -106,13 +106,7 @@ fn main() -> Result<()> {
     if tcg && opts.iterations.is_none() {
         iterations = (iterations / 10).max(50);
     }
-    let scheduler = match &opts.with_scheduler {
-        Some(bin) => {
-            let (period, runtime) = mq_experiments::accel::latency_bandwidth_us();
-            Some(sched_bench::start_scheduler(bin, period, runtime)?)
-        }
-        None => None,
-    };
+    let scheduler = bench_run::start_scheduler(opts.with_scheduler.as_deref())?;
     let cfg = BenchConfig {
         modes: opts.modes,
         sizes,
@@ -133,19 +127,11 @@ fn main() -> Result<()> {
         pony_bench::accel_name()
     );
     let report = pony_bench::run(&cfg)?;
-    if let Some(sched) = scheduler {
-        let status = sched.stop()?;
-        if !status.success() {
-            bail!("scx_microquanta exited with {status}");
-        }
-    }
-    eprint!("{}", pony_bench::table(&report));
-    let json = serde_json::to_string(&report)?;
-    match opts.json {
-        Some(path) => {
-            std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))?
-        }
-        None => println!("MQ_BENCH_PONY_JSON {json}"),
-    }
-    Ok(())
+    bench_run::finish(
+        scheduler,
+        &pony_bench::table(&report),
+        &report,
+        opts.json.as_deref(),
+        "MQ_BENCH_PONY_JSON ",
+    )
 }
