@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -151,16 +151,9 @@ impl Run {
 /// or more, in report order: native and VM for `bench modes`, the VM's alone for the demo);
 /// returns the markdown and the files written.
 pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
-    let typed: Vec<Run> = runs
-        .iter()
-        .map(|r| serde_json::from_value(r.clone()).context("a run's report lacks a field the summary needs"))
-        .collect::<Result<_>>()?;
-    let json_path = dir.join("summary.json");
-    let text = serde_json::to_string_pretty(&merge(runs)?)? + "\n";
-    std::fs::write(&json_path, text).with_context(|| format!("writing {}", json_path.display()))?;
+    let typed: Vec<Run> = two_runs::typed_runs(runs)?;
     let md = markdown(&typed);
-    let md_path = dir.join("summary.md");
-    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let [json_path, md_path] = two_runs::write_summary(dir, &merge(runs)?, &md)?;
     let svg = dir.join("modes.svg");
     modes_plot::draw(&typed, &svg)?;
     Ok((md, vec![json_path, md_path, svg]))
@@ -168,27 +161,7 @@ pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
 
 /// `{"runs": [run without rows], "rows": [row + scheduler + accel]}`.
 pub fn merge(runs: &[Value]) -> Result<Value> {
-    let mut metas = Vec::new();
-    let mut rows = Vec::new();
-    for run in runs {
-        let mut meta = run
-            .as_object()
-            .context("a run's report is not an object")?
-            .clone();
-        let run_rows = meta
-            .remove("rows")
-            .and_then(|r| r.as_array().cloned())
-            .context("run without rows")?;
-        for mut row in run_rows {
-            let obj = row.as_object_mut().context("a row is not an object")?;
-            for key in ["scheduler", "accel"] {
-                obj.insert(key.into(), meta.get(key).cloned().unwrap_or(Value::Null));
-            }
-            rows.push(row);
-        }
-        metas.push(Value::Object(meta));
-    }
-    Ok(serde_json::json!({ "runs": metas, "rows": rows }))
+    Ok(Value::Object(two_runs::merge(runs, &["rows"])?))
 }
 
 /// `a / b`, or `-` when it is not defined.

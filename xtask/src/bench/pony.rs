@@ -181,16 +181,9 @@ impl Run {
 /// Writes `summary.json`, `summary.md`, `rtt.svg` and `throughput.svg` into `dir`; returns
 /// the markdown and the files written.
 pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
-    let typed: Vec<Run> = runs
-        .iter()
-        .map(|r| serde_json::from_value(r.clone()).context("a run's report lacks a field the summary needs"))
-        .collect::<Result<_>>()?;
-    let json_path = dir.join("summary.json");
-    let text = serde_json::to_string_pretty(&merge(runs)?)? + "\n";
-    std::fs::write(&json_path, text).with_context(|| format!("writing {}", json_path.display()))?;
+    let typed: Vec<Run> = two_runs::typed_runs(runs)?;
     let md = markdown(&typed);
-    let md_path = dir.join("summary.md");
-    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let [json_path, md_path] = two_runs::write_summary(dir, &merge(runs)?, &md)?;
     let rtt = dir.join("rtt.svg");
     pony_plot::draw_rtt(&typed, &rtt)?;
     let tput = dir.join("throughput.svg");
@@ -202,39 +195,13 @@ pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
 /// "one_sided": [same], "one_sided_reads_per_s_per_core", "one_sided_mode"}`; the last two
 /// are the first run's (native for `bench pony`); every run keeps its own in `runs`.
 pub fn merge(runs: &[Value]) -> Result<Value> {
-    let mut metas = Vec::new();
-    let mut rows = Vec::new();
-    let mut one_sided = Vec::new();
-    for run in runs {
-        let mut meta = run
-            .as_object()
-            .context("a run's report is not an object")?
-            .clone();
-        for (key, out) in [("rows", &mut rows), ("one_sided", &mut one_sided)] {
-            let list = meta
-                .remove(key)
-                .and_then(|r| r.as_array().cloned())
-                .with_context(|| format!("run without {key}"))?;
-            for mut row in list {
-                let obj = row
-                    .as_object_mut()
-                    .with_context(|| format!("an entry of {key} is not an object"))?;
-                for k in ["scheduler", "accel"] {
-                    obj.insert(k.into(), meta.get(k).cloned().unwrap_or(Value::Null));
-                }
-                out.push(row);
-            }
-        }
-        metas.push(Value::Object(meta));
-    }
+    let mut merged = two_runs::merge(runs, &["rows", "one_sided"])?;
+    // The headline per-core figure is the first (native) run's.
     let first = runs.first().context("no runs")?;
-    Ok(serde_json::json!({
-        "runs": metas,
-        "rows": rows,
-        "one_sided": one_sided,
-        "one_sided_reads_per_s_per_core": first["one_sided_reads_per_s_per_core"],
-        "one_sided_mode": first["one_sided_mode"],
-    }))
+    for key in ["one_sided_reads_per_s_per_core", "one_sided_mode"] {
+        merged.insert(key.into(), first[key].clone());
+    }
+    Ok(Value::Object(merged))
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::accel::AccelChoice;
 use crate::{sys, vm, Ctx};
@@ -164,6 +165,59 @@ pub(crate) fn extract_json(program: Program, output: &str) -> Result<Value> {
         .find_map(|l| l.trim_end().split_once(tag).map(|(_, json)| json))
         .with_context(|| format!("{} printed no `{}` line", program.name, tag.trim()))?;
     serde_json::from_str(line.trim()).with_context(|| format!("parsing {}'s JSON", program.name))
+}
+
+/// The runs' reports as the summary's typed view of them.
+pub(crate) fn typed_runs<T: DeserializeOwned>(runs: &[Value]) -> Result<Vec<T>> {
+    runs.iter()
+        .map(|r| serde_json::from_value(r.clone()).context("a run's report lacks a field the summary needs"))
+        .collect()
+}
+
+/// Merges the runs' reports into `{"runs": [run without its lists], LIST: [entry + scheduler +
+/// accel], …}` for each key of `lists`: every entry says which scheduler and accelerator it
+/// was measured under.
+pub(crate) fn merge(runs: &[Value], lists: &[&str]) -> Result<Map<String, Value>> {
+    let mut metas = Vec::new();
+    let mut merged: Vec<Vec<Value>> = vec![Vec::new(); lists.len()];
+    for run in runs {
+        let mut meta = run
+            .as_object()
+            .context("a run's report is not an object")?
+            .clone();
+        for (key, out) in lists.iter().zip(&mut merged) {
+            let list = meta
+                .remove(*key)
+                .and_then(|r| r.as_array().cloned())
+                .with_context(|| format!("run without {key}"))?;
+            for mut entry in list {
+                let obj = entry
+                    .as_object_mut()
+                    .with_context(|| format!("an entry of {key} is not an object"))?;
+                for k in ["scheduler", "accel"] {
+                    obj.insert(k.into(), meta.get(k).cloned().unwrap_or(Value::Null));
+                }
+                out.push(entry);
+            }
+        }
+        metas.push(Value::Object(meta));
+    }
+    let mut out = Map::new();
+    out.insert("runs".into(), Value::Array(metas));
+    for (key, list) in lists.iter().zip(merged) {
+        out.insert((*key).into(), Value::Array(list));
+    }
+    Ok(out)
+}
+
+/// Writes `dir/summary.json` (pretty) and `dir/summary.md`; returns their paths.
+pub(crate) fn write_summary(dir: &Path, merged: &Value, md: &str) -> Result<[PathBuf; 2]> {
+    let json_path = dir.join("summary.json");
+    let text = serde_json::to_string_pretty(merged)? + "\n";
+    std::fs::write(&json_path, text).with_context(|| format!("writing {}", json_path.display()))?;
+    let md_path = dir.join("summary.md");
+    std::fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
+    Ok([json_path, md_path])
 }
 
 /// Prints a recorded report (markdown, then the files written).
