@@ -130,7 +130,7 @@ impl<'a> Repr<'a> {
                     .ok_or(WireError::Malformed("unknown op error code"))?,
             },
         };
-        repr.check()?;
+        repr.check(repr.payload().len())?;
         Ok(repr)
     }
 
@@ -180,26 +180,27 @@ impl<'a> Repr<'a> {
 
     /// Bytes [`Repr::emit`] writes: header plus payload.
     pub fn buffer_len(&self) -> usize {
+        self.header_len() + self.payload().len()
+    }
+
+    fn header_len(&self) -> usize {
         let sacks = match self {
             Repr::Ack { sacks, .. } => sacks.len(),
             _ => 0,
         };
-        self.kind().header_len(sacks) + self.payload().len()
+        self.kind().header_len(sacks)
     }
 
-    /// The invariants `parse` enforces and `emit` keeps.
-    fn check(&self) -> Result<(), WireError> {
+    /// The invariants `parse` enforces and `emit` keeps, for a payload of `payload_len` bytes.
+    fn check(&self, payload_len: usize) -> Result<(), WireError> {
         match *self {
             Repr::Connect { versions, .. } | Repr::Reject { versions, .. } if !versions.is_valid() => {
                 Err(WireError::Malformed("empty version range"))
             }
             Repr::Accept { version: 0, .. } => Err(WireError::Malformed("version 0")),
             Repr::Data {
-                message_len,
-                offset,
-                payload,
-                ..
-            } => check_segment(offset, payload.len(), message_len, "segment outside its message"),
+                message_len, offset, ..
+            } => check_segment(offset, payload_len, message_len, "segment outside its message"),
             Repr::Ack { ref sacks, .. } if sacks.iter().any(|b| b.start >= b.end) => {
                 Err(WireError::Malformed("empty SACK block"))
             }
@@ -210,7 +211,6 @@ impl<'a> Repr<'a> {
                 offset,
                 total_len,
                 payload_offset,
-                payload,
                 ..
             } => {
                 if offset.checked_add(u64::from(total_len)).is_none() {
@@ -218,7 +218,7 @@ impl<'a> Repr<'a> {
                 }
                 check_segment(
                     payload_offset,
-                    payload.len(),
+                    payload_len,
                     total_len,
                     "segment outside its write",
                 )
@@ -226,11 +226,10 @@ impl<'a> Repr<'a> {
             Repr::OpResponse {
                 total_len,
                 payload_offset,
-                payload,
                 ..
             } => check_segment(
                 payload_offset,
-                payload.len(),
+                payload_len,
                 total_len,
                 "segment outside its response",
             ),
@@ -242,8 +241,18 @@ impl<'a> Repr<'a> {
     /// ([`Repr::buffer_len`]). Fails, writing nothing, if the repr breaks an invariant
     /// `parse` enforces or `buf` is too short. Never allocates.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        self.check()?;
-        let len = self.buffer_len();
+        self.emit_gather::<&[u8]>(&[], buf)
+    }
+
+    /// [`Repr::emit`] with a scattered payload: the packet's payload is the Repr's own
+    /// payload followed by `parts`, gathered straight into `buf`. This is how a message
+    /// held as pieces of an app's pool buffers reaches the NIC with its one copy (the
+    /// gather into the packet) and no contiguous staging copy before it. The offsets and
+    /// lengths the Repr states must describe the whole gathered payload.
+    pub fn emit_gather<B: AsRef<[u8]>>(&self, parts: &[B], buf: &mut [u8]) -> Result<usize, WireError> {
+        let payload_len = self.payload().len() + parts.iter().map(|p| p.as_ref().len()).sum::<usize>();
+        self.check(payload_len)?;
+        let len = self.header_len() + payload_len;
         let Some(buf) = buf.get_mut(..len) else {
             return Err(WireError::BufferTooSmall {
                 needed: len,
@@ -251,14 +260,14 @@ impl<'a> Repr<'a> {
             });
         };
         let kind = self.kind();
-        let header_len = len - self.payload().len();
+        let header_len = len - payload_len;
         let mut p = Packet::new_unchecked(buf);
         p.clear_header(header_len);
         p.set_magic(MAGIC);
         p.set_kind_byte(kind as u8);
         p.set_version(VERSION);
         p.set_header_len(header_len as u16);
-        p.set_payload_len(self.payload().len() as u32);
+        p.set_payload_len(payload_len as u32);
         match *self {
             Repr::Connect {
                 versions,
@@ -406,7 +415,12 @@ impl<'a> Repr<'a> {
                 p.set_error_code(code as u8);
             }
         }
-        p.payload_mut().copy_from_slice(self.payload());
+        let mut at = 0;
+        let out = p.payload_mut();
+        for part in std::iter::once(self.payload()).chain(parts.iter().map(|p| p.as_ref())) {
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
         p.fill_checksum();
         Ok(len)
     }

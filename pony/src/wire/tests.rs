@@ -111,6 +111,18 @@ fn samples() -> Vec<Repr<'static>> {
     ]
 }
 
+/// `repr` with its payload replaced by `new`.
+fn with_payload<'a>(repr: &Repr<'a>, new: &'a [u8]) -> Repr<'a> {
+    let mut r = repr.clone();
+    match &mut r {
+        Repr::Data { payload, .. } | Repr::WriteRequest { payload, .. } | Repr::OpResponse { payload, .. } => {
+            *payload = new
+        }
+        _ => {}
+    }
+    r
+}
+
 fn emit_vec(repr: &Repr<'_>) -> Vec<u8> {
     let mut buf = vec![0u8; repr.buffer_len()];
     assert_eq!(repr.emit(&mut buf), Ok(buf.len()));
@@ -519,6 +531,28 @@ proptest! {
         let bytes = emit_vec(&repr);
         prop_assert_eq!(Repr::parse(&bytes), Ok(repr));
         check_parse_roundtrip(&bytes);
+    }
+
+    /// A payload gathered from pieces (part in the Repr, the rest in parts) makes the same
+    /// packet as the contiguous payload.
+    #[test]
+    fn gathered_payloads_emit_the_same_bytes(
+        fields in fields(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let repr = fields.repr();
+        let payload = repr.payload();
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(payload.len() + 1)).collect();
+        at.sort_unstable();
+        let head = &payload[..at.first().copied().unwrap_or(payload.len())];
+        let mut parts = Vec::new();
+        for (i, &start) in at.iter().enumerate() {
+            parts.push(&payload[start..at.get(i + 1).copied().unwrap_or(payload.len())]);
+        }
+        let mut gathered = vec![0u8; repr.buffer_len()];
+        let n = with_payload(&repr, head).emit_gather(&parts, &mut gathered);
+        prop_assert_eq!(n, Ok(gathered.len()));
+        prop_assert_eq!(gathered, emit_vec(&repr));
     }
 
     /// The fuzz target's body on random bytes (almost all rejected early).
