@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use snap_engines::channel::{
@@ -25,7 +26,8 @@ use snap_engines::{Doorbell, PopError, PushError, RingProbe, SharedMem};
 
 use super::proto::{Command, Completion, Cookie, DecodeError, FlowId, MAX_RECORD_LEN};
 use super::OpErrorCode;
-use crate::pool::{BufIdx, Chain, ChainSnapshot, Owner, Pool, PoolError, PoolShape};
+use crate::flow::{Chunks, RecvBuffers};
+use crate::pool::{BufIdx, Chain, ChainSnapshot, Holds, Owner, Pool, PoolError, PoolShape, RecvChain};
 
 /// Descriptors the host sends the app: [`HOST_FDS`] channel descriptors, then the pool.
 pub const SESSION_FDS: usize = HOST_FDS + 1;
@@ -126,10 +128,12 @@ pub struct ReclaimStats {
 #[derive(Debug)]
 pub struct EngineSession {
     chan: ChannelEngineEnd,
-    pool: Pool,
+    pool: Arc<Pool>,
     held: HashMap<u32, ChainSnapshot>,
-    /// One flag per buffer: held by some accepted command. Makes overlap checks O(chain).
-    held_bufs: Vec<bool>,
+    /// The engine's references per buffer: chains of accepted commands, message pieces a
+    /// flow still sends from, messages being reassembled. Makes overlap checks O(chain)
+    /// and is what survives a reclaim.
+    holds: Arc<Holds>,
     /// Completions that found the ring full, oldest first. While any wait, no new command
     /// is accepted, so an app that stops reading cannot make this grow without bound.
     pending: VecDeque<Completion>,
@@ -155,12 +159,12 @@ impl EngineSession {
     }
 
     fn new(chan: ChannelEngineEnd, pool: Pool) -> Self {
-        let n = pool.shape().buffers as usize;
+        let holds = Holds::new(pool.shape().buffers);
         Self {
             chan,
-            pool,
+            pool: Arc::new(pool),
             held: HashMap::new(),
-            held_bufs: vec![false; n],
+            holds,
             pending: VecDeque::new(),
             refused: 0,
             app_gone: false,
@@ -264,11 +268,11 @@ impl EngineSession {
             return Err(OpErrorCode::TooLarge);
         }
         // Two commands naming the same buffer would let the app make us free it twice.
-        if snap.buffers().any(|b| self.held_bufs[b as usize]) {
+        if snap.buffers().any(|b| self.holds.is_held(b)) {
             return Err(OpErrorCode::BadChain);
         }
         for b in snap.buffers() {
-            self.held_bufs[b as usize] = true;
+            self.holds.hold(b);
         }
         self.held.insert(head, snap);
         Ok(ChainId(head))
@@ -285,10 +289,47 @@ impl EngineSession {
         snap.fill(&self.pool, data).map_err(|_| OpErrorCode::TooLarge)
     }
 
+    /// Writes `data` at `offset` of a held chain (a Read's destination, one response
+    /// packet at a time, straight from the packet).
+    pub fn write_chain_at(&mut self, id: ChainId, offset: usize, data: &[u8]) -> Result<(), OpErrorCode> {
+        let snap = self.held.get_mut(&id.0).ok_or(OpErrorCode::BadChain)?;
+        snap.write_at(&self.pool, offset, data)
+            .map_err(|_| OpErrorCode::TooLarge)
+    }
+
+    /// Sets a held chain's length to `len` (its segments full, then the rest), once a Read's
+    /// bytes are all written.
+    pub fn set_chain_len(&mut self, id: ChainId, len: usize) -> Result<(), OpErrorCode> {
+        let snap = self.held.get_mut(&id.0).ok_or(OpErrorCode::BadChain)?;
+        snap.set_len(&self.pool, len).map_err(|_| OpErrorCode::TooLarge)
+    }
+
+    /// A Send's or Write's held chain as message pieces, zero-copy: each piece owns its
+    /// buffer's reference and hold, so the buffer goes back to the pool when the flow drops
+    /// the last slice of it (acknowledged, or the flow is gone).
+    pub fn take_chain_pieces(&mut self, id: ChainId) -> Option<Chunks> {
+        let snap = self.held.remove(&id.0)?;
+        Some(Chunks::from_parts(snap.into_pieces(&self.pool, &self.holds)))
+    }
+
+    /// Where flows of this session reassemble received messages: the session's pool.
+    pub fn recv_buffers(&self) -> SessionBuffers {
+        SessionBuffers {
+            pool: self.pool.clone(),
+            holds: self.holds.clone(),
+        }
+    }
+
+    /// Bytes of free pool buffers (what received messages can still land in).
+    pub fn free_bytes(&self) -> u64 {
+        let s = self.pool.stats();
+        u64::from(s.free) * u64::from(s.buf_size)
+    }
+
     fn unhold(&mut self, id: ChainId) -> Option<ChainSnapshot> {
         let snap = self.held.remove(&id.0)?;
         for b in snap.buffers() {
-            self.held_bufs[b as usize] = false;
+            self.holds.unhold(b);
         }
         Some(snap)
     }
@@ -339,16 +380,27 @@ impl EngineSession {
         self.pending.is_empty()
     }
 
-    /// Puts a received message into a fresh chain and tells the app; the chain's reference
-    /// goes to the app. On pool exhaustion nothing is sent (the caller holds back credit).
-    pub fn deliver(&mut self, flow: FlowId, stream: u32, data: &[u8]) -> Result<(), PoolError> {
-        let chain = self.pool.write_chain(data)?;
+    /// Hands a message reassembled in this session's pool to the app: the chain's
+    /// reference goes with the completion. After a reclaim it is released instead.
+    pub fn deliver_chain(&mut self, flow: FlowId, stream: u32, msg: RecvChain) {
+        if self.app_gone {
+            return; // dropping it releases its buffers
+        }
+        let chain = msg.into_chain();
         self.complete(Completion::Received {
             flow,
             stream,
             head: chain.head.0,
             len: chain.len,
         });
+    }
+
+    /// Copies `data` into a fresh chain and delivers it (in-process callers and tests; the
+    /// engine's flows reassemble in place through [`Self::recv_buffers`]).
+    pub fn deliver(&mut self, flow: FlowId, stream: u32, data: &[u8]) -> Result<(), PoolError> {
+        let mut msg = RecvChain::alloc(&self.pool, &self.holds, data.len())?;
+        msg.write_at(0, data);
+        self.deliver_chain(flow, stream, msg);
         Ok(())
     }
 
@@ -367,13 +419,38 @@ impl EngineSession {
         self.app_gone = true;
         let dropped_completions = self.pending.len();
         self.pending.clear();
-        let held = &self.held_bufs;
-        self.pool.rebuild_after_peer_death(|i| held[i as usize]);
+        let holds = &self.holds;
+        self.pool.rebuild_after_peer_death(|i| holds.is_held(i));
         ReclaimStats {
-            held: self.held_bufs.iter().filter(|&&h| h).count() as u32,
+            held: self.holds.held_buffers(),
             free: self.pool.stats().free,
             dropped_completions,
         }
+    }
+}
+
+/// A session's pool as the place its flows reassemble messages ([`RecvBuffers`]).
+#[derive(Debug)]
+pub struct SessionBuffers {
+    pool: Arc<Pool>,
+    holds: Arc<Holds>,
+}
+
+impl RecvBuffers for SessionBuffers {
+    type Buf = RecvChain;
+
+    fn alloc(&mut self, len: usize) -> Option<RecvChain> {
+        RecvChain::alloc(&self.pool, &self.holds, len).ok()
+    }
+}
+
+impl crate::flow::MessageBuf for RecvChain {
+    fn len(&self) -> usize {
+        RecvChain::len(self)
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        RecvChain::write_at(self, offset, bytes)
     }
 }
 

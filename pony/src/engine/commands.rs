@@ -9,11 +9,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-
 use super::{FlowEntry, OpKind, Origin, Out, PendingOp, PonyEngine};
 use crate::app::{Accepted, ChainId, Command, Completion, Cookie, OpErrorCode};
-use crate::flow::{Flow, OneSided};
+use crate::flow::{Chunks, Cutter, Flow, OneSided};
 use crate::nic::PeerAddr;
 use crate::wire::{self, Kind};
 
@@ -45,7 +43,7 @@ impl PonyEngine {
             Command::Send {
                 flow, stream, cookie, ..
             } => {
-                let data = self.copy_and_release(sid, a.chain);
+                let data = self.take_pieces(sid, a.chain);
                 match self.owned(sid, flow) {
                     Some(id) => self.push_out(id, Out::Message { stream, data, cookie }),
                     None => self.refuse(sid, cookie, OpErrorCode::UnknownFlow, flow),
@@ -102,7 +100,7 @@ impl PonyEngine {
                 cookie,
                 ..
             } => {
-                let data = self.copy_and_release(sid, a.chain);
+                let data = self.take_pieces(sid, a.chain);
                 let Some(id) = self.owned(sid, flow) else {
                     let done = Completion::WriteDone {
                         cookie,
@@ -114,23 +112,21 @@ impl PonyEngine {
                 let op = self.new_op(sid, id, cookie, OpKind::Write);
                 let seg = wire::max_payload(self.cfg.flow.mtu, Kind::WriteRequest).max(1);
                 let total_len = data.len() as u32;
-                let mut at = 0;
+                let mut cutter = Cutter::new(data);
                 // At least one packet, so an empty Write is still checked and answered.
                 loop {
-                    let end = (at + seg).min(data.len());
-                    let payload = data.slice(at..end);
+                    let payload_offset = total_len - cutter.remaining() as u32;
                     let w = OneSided::WriteRequest {
                         op,
                         region,
                         key,
                         offset,
                         total_len,
-                        payload_offset: at as u32,
-                        payload,
+                        payload_offset,
+                        payload: cutter.cut(seg),
                     };
                     self.push_out(id, Out::OneSided(w));
-                    at = end;
-                    if at >= data.len() {
+                    if cutter.remaining() == 0 {
                         break;
                     }
                 }
@@ -175,9 +171,12 @@ impl PonyEngine {
             self.complete(sid, c);
             return;
         };
+        let Some(bufs) = self.sessions.get(&sid).map(|s| s.recv_buffers()) else {
+            return;
+        };
         let id = self.next_flow;
         self.next_flow += 1;
-        let flow = Flow::connect(self.cfg.flow.clone(), id, now);
+        let flow = Flow::connect_with(self.cfg.flow.clone(), id, now, bufs);
         self.flows
             .insert(id, FlowEntry::new(flow, peer, sid, Origin::Opened(cookie)));
     }
@@ -192,24 +191,14 @@ impl PonyEngine {
         self.complete(sid, Completion::Error { cookie, code, detail });
     }
 
-    /// The one copy of a Send/Write payload: out of the pool into a `Bytes` the flow can
-    /// slice into segments and keep for retransmission. The chain is released right away,
-    /// so the app's pool is not tied up while the peer is slow.
-    fn copy_and_release(&mut self, sid: u64, chain: Option<ChainId>) -> Bytes {
+    /// A Send's or Write's payload, zero-copy: the held chain becomes the pieces the flow
+    /// slices and gathers; each buffer returns to the pool when the flow drops its last
+    /// piece of it (acknowledged, or the flow is gone).
+    fn take_pieces(&mut self, sid: u64, chain: Option<ChainId>) -> Chunks {
         let (Some(s), Some(id)) = (self.sessions.get_mut(&sid), chain) else {
-            return Bytes::new();
+            return Chunks::default();
         };
-        let mut buf = BytesMut::new();
-        if let Some(snap) = s.chain(id) {
-            buf.reserve(snap.len() as usize);
-            for seg in snap.chain_segments(s.pool()) {
-                buf.extend_from_slice(seg);
-            }
-        }
-        if let Err(e) = s.finish_chain(id) {
-            log::warn!("{}: session {sid}: release: {e}", self.name);
-        }
-        buf.freeze()
+        s.take_chain_pieces(id).unwrap_or_default()
     }
 
     fn start_read(
@@ -226,7 +215,7 @@ impl PonyEngine {
         };
         let kind = OpKind::Read {
             chain,
-            buf: Vec::new(),
+            total: None,
             got: 0,
         };
         let op = self.new_op(sid, id, cookie, kind);

@@ -75,8 +75,11 @@ impl PonyEngine {
             self.send_raw(&reject, from);
             return;
         };
+        let Some(bufs) = self.sessions.get(&session).map(|s| s.recv_buffers()) else {
+            return;
+        };
         let id = self.next_flow;
-        match Flow::accept(self.cfg.flow.clone(), id, repr, now) {
+        match Flow::accept_with(self.cfg.flow.clone(), id, repr, now, bufs) {
             Ok(flow) => {
                 self.next_flow += 1;
                 self.stats.flows_accepted += 1;

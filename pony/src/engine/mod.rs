@@ -25,10 +25,18 @@
 //! whole again), unregisters its regions and closes its flows (they linger, ownerless, only
 //! until the peer has everything that was already sent).
 //!
-//! Data path copies (known, to remove later): a Send's chain is copied once into a `Bytes`
-//! for the flow (and released at once; `Sent` still waits for the peer's ACK), a received
-//! message is copied once from the flow's reassembly into a fresh pool chain, and a Read's
-//! response is gathered in a `Vec` and copied into the app's chain when complete.
+//! Zero-copy data path: a Send's or Write's chain becomes the flow's message as one
+//! `Bytes` per pool buffer ([`EngineSession::take_chain_pieces`]), which segments slice and
+//! [`crate::flow::Transmit::emit`] gathers into the packet: the payload's only copy after
+//! the app wrote it. The buffers return to the pool when the last packet holding them is
+//! acknowledged (`Sent` completes then too). Received messages are reassembled straight
+//! into the owner's pool ([`EngineSession::recv_buffers`]) and handed over by reference;
+//! a Read's response packets are written straight into the app's destination chain. Each
+//! flow's advertised credit is capped by its owner's free pool bytes, so a slow app
+//! stalls its peers through flow control instead of making them retransmit. What is still
+//! copied: one-sided payloads on receipt (the flow's event owns them) and a served Read's
+//! bytes, taken from the region when the request arrives (a region is the app's live
+//! memory, read by copying only; see `app::regions`).
 //!
 //! Region memfds (a one-sided target must be registered first) cannot travel on the
 //! command ring. Two paths: descriptors appended to the attach request after the optional
@@ -43,12 +51,13 @@ mod io;
 mod ops;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zero_copy_tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use snap_engines::app_channels::{AppFacing, AttachReply, AttachRequest};
 use snap_engines::channel::APP_FDS;
 use snap_engines::{Engine, RingSet, RunOutcome, SharedMem, WakeSource, WorkProbe};
@@ -56,8 +65,8 @@ use snap_engines::{Engine, RingSet, RunOutcome, SharedMem, WakeSource, WorkProbe
 use crate::app::{
     AppSession, ChainId, Completion, Completions, Cookie, EngineSession, Refusals, RegionGrant,
 };
-use crate::app::{Regions, SessionShape};
-use crate::flow::{Flow, FlowConfig, OneSided};
+use crate::app::{Regions, SessionBuffers, SessionShape};
+use crate::flow::{Chunks, Flow, FlowConfig, OneSided};
 use crate::nic::{Nic, PeerAddr};
 use crate::wire;
 
@@ -74,8 +83,7 @@ pub struct PonyConfig {
     pub command_batch: u32,
     /// Packets sent per step (all flows together).
     pub transmit_batch: u32,
-    /// Retry interval when the NIC is full or the pool has no room for a received message
-    /// (nothing else would wake the engine for either).
+    /// Retry interval when the NIC is full (nothing else would wake the engine for it).
     pub retry_after: Duration,
 }
 
@@ -121,8 +129,9 @@ pub struct PonyStats {
     pub commands: u64,
     /// Messages delivered to apps.
     pub messages_delivered: u64,
-    /// Times a received message waited for free pool buffers.
-    pub deliver_stalls: u64,
+    /// Data packets dropped because the owner's pool had no room for a new message (the
+    /// peer resends them; credit capped by free pool bytes keeps this rare).
+    pub buffer_drops: u64,
     /// One-sided requests from peers served.
     pub ops_served: u64,
     /// One-sided requests from peers refused (by reason in `refusals`).
@@ -155,7 +164,7 @@ enum Origin {
 enum Out {
     Message {
         stream: u32,
-        data: Bytes,
+        data: Chunks,
         cookie: Cookie,
     },
     OneSided(OneSided),
@@ -171,7 +180,7 @@ enum InboundWrite {
 /// One flow and everything the engine keeps about it.
 #[derive(Debug)]
 struct FlowEntry {
-    flow: Flow,
+    flow: Flow<SessionBuffers>,
     peer: PeerAddr,
     /// The peer's id, for accepted flows (to recognise a retransmitted Connect).
     peer_key: Option<u32>,
@@ -182,9 +191,6 @@ struct FlowEntry {
     outbox: VecDeque<Out>,
     /// Cookies of messages handed to the flow, by (stream, message id).
     sends: HashMap<(u32, u64), Cookie>,
-    /// A received message waiting for pool buffers; no further events are taken meanwhile
-    /// (so the flow's receive buffer, and thus the peer's credit, stays charged).
-    backlog: Option<(u32, Vec<u8>)>,
     inbound_writes: HashMap<u64, InboundWrite>,
 }
 
@@ -199,10 +205,11 @@ struct PendingOp {
 
 #[derive(Debug)]
 enum OpKind {
-    /// Read / IndirectRead into `chain`; the response is gathered in `buf`.
+    /// Read / IndirectRead into `chain`; response packets are written into it as they
+    /// come, `total` (the response's length) fixed by the first.
     Read {
         chain: ChainId,
-        buf: Vec<u8>,
+        total: Option<u32>,
         got: u64,
     },
     Write,
@@ -284,6 +291,7 @@ impl PonyEngine {
             s.retransmits += f.retransmits;
             s.rtos += f.rtos;
             s.dups_dropped += f.dups_dropped;
+            s.buffer_drops += f.buffer_drops;
         }
         s
     }
@@ -355,6 +363,9 @@ impl PonyEngine {
             if e.flow.poll_timeout().is_some_and(|t| t <= now) {
                 e.flow.handle_timeout(now);
             }
+            if let Some(s) = e.owner.and_then(|o| self.sessions.get(&o)) {
+                e.flow.limit_credit(s.free_bytes());
+            }
             // Events can queue responses (outbox) and sending can finish a close (events):
             // a few rounds settle both without letting one flow loop forever.
             for _ in 0..3 {
@@ -383,6 +394,7 @@ impl PonyEngine {
         self.stats.retransmits += f.retransmits;
         self.stats.rtos += f.rtos;
         self.stats.dups_dropped += f.dups_dropped;
+        self.stats.buffer_drops += f.buffer_drops;
         if let Some(k) = e.peer_key {
             self.by_peer.remove(&(e.peer, k));
         }
@@ -445,7 +457,7 @@ impl PonyEngine {
 }
 
 impl FlowEntry {
-    fn new(flow: Flow, peer: PeerAddr, owner: u64, origin: Origin) -> Self {
+    fn new(flow: Flow<SessionBuffers>, peer: PeerAddr, owner: u64, origin: Origin) -> Self {
         Self {
             flow,
             peer,
@@ -455,7 +467,6 @@ impl FlowEntry {
             connected: false,
             outbox: VecDeque::new(),
             sends: HashMap::new(),
-            backlog: None,
             inbound_writes: HashMap::new(),
         }
     }
@@ -475,8 +486,7 @@ impl Engine for PonyEngine {
         let (rx, rx_more) = self.receive(now);
         let (cmds, cmd_more) = self.take_commands(now);
         let (events, tx_more) = if nic_ok { self.drive_flows(now) } else { (0, false) };
-        let retry = self.stash.is_some() || self.flows.values().any(|e| e.backlog.is_some());
-        self.wake_at = self.next_wake(retry, now);
+        self.wake_at = self.next_wake(self.stash.is_some(), now);
         RunOutcome {
             items: rx + cmds + events,
             pending: rx_more || cmd_more || tx_more,
@@ -577,7 +587,6 @@ impl AppFacing for PonyEngine {
         for e in self.flows.values_mut().filter(|e| e.owner == Some(id)) {
             e.owner = None;
             e.sends.clear();
-            e.backlog = None;
             e.outbox.retain(|o| matches!(o, Out::OneSided(_)));
             e.flow.close();
         }

@@ -20,7 +20,8 @@ use bytes::Bytes;
 
 use super::{FlowEntry, InboundWrite, OpKind, Origin, Out, PonyEngine};
 use crate::app::{Completion, OpErrorCode};
-use crate::flow::{FailReason, FlowError, FlowEvent, OneSided};
+use crate::flow::{Chunks, FailReason, FlowError, FlowEvent, OneSided};
+use crate::pool::RecvChain;
 use crate::wire::{self, Kind};
 
 /// The completion code for a remote refusal.
@@ -48,11 +49,6 @@ impl PonyEngine {
     pub(super) fn flow_events(&mut self, id: u32, e: &mut FlowEntry) -> u32 {
         let mut n = 0;
         loop {
-            if let Some((stream, data)) = e.backlog.take() {
-                if !self.deliver(id, e, stream, data) {
-                    return n; // still no room: leave the rest of the events in the flow
-                }
-            }
             let Some(ev) = e.flow.poll_event() else { return n };
             n += 1;
             match ev {
@@ -74,11 +70,7 @@ impl PonyEngine {
                     };
                     self.complete(owner, c);
                 }
-                FlowEvent::MessageReceived { stream, data, .. } => {
-                    if !self.deliver(id, e, stream, data) {
-                        return n;
-                    }
-                }
+                FlowEvent::MessageReceived { stream, data, .. } => self.deliver(id, e, stream, data),
                 FlowEvent::MessageSent { stream, message } => {
                     if let (Some(cookie), Some(owner)) = (e.sends.remove(&(stream, message)), e.owner) {
                         self.complete(owner, Completion::Sent { cookie });
@@ -99,22 +91,12 @@ impl PonyEngine {
         }
     }
 
-    /// Puts a received message into the owner's pool; false (message kept) if the pool is
-    /// full right now.
-    fn deliver(&mut self, id: u32, e: &mut FlowEntry, stream: u32, data: Vec<u8>) -> bool {
-        let Some(s) = e.owner.and_then(|o| self.sessions.get_mut(&o)) else {
-            return true; // nobody to give it to: dropped
-        };
-        match s.deliver(u64::from(id), stream, &data) {
-            Ok(()) => {
-                self.stats.messages_delivered += 1;
-                true
-            }
-            Err(_) => {
-                self.stats.deliver_stalls += 1;
-                e.backlog = Some((stream, data));
-                false
-            }
+    /// Hands a message, already in the owner's pool, to the owner.
+    fn deliver(&mut self, id: u32, e: &FlowEntry, stream: u32, data: RecvChain) {
+        // Without an owner the message is dropped, which releases its buffers.
+        if let Some(s) = e.owner.and_then(|o| self.sessions.get_mut(&o)) {
+            s.deliver_chain(u64::from(id), stream, data);
+            self.stats.messages_delivered += 1;
         }
     }
 
@@ -249,13 +231,22 @@ impl PonyEngine {
                 total_len,
                 payload_offset,
                 payload,
-            } => self.inbound_write(e, op, (region, key, offset), total_len, payload_offset, &payload),
+            } => {
+                for (at, piece) in payload.parts_at() {
+                    let target = (region, key, offset);
+                    self.inbound_write(e, op, target, total_len, payload_offset + at as u32, piece);
+                }
+            }
             OneSided::OpResponse {
                 op,
                 total_len,
                 payload_offset,
                 payload,
-            } => self.response(id, op, total_len, payload_offset, &payload),
+            } => {
+                for (at, piece) in payload.parts_at() {
+                    self.response(id, op, total_len, payload_offset + at as u32, piece);
+                }
+            }
             OneSided::OpError { op, code } => match self.ops.get(&op) {
                 Some(p) if p.flow == id => {
                     self.stats.ops_failed_remote += 1;
@@ -287,7 +278,7 @@ impl PonyEngine {
                 op,
                 total_len,
                 payload_offset: at as u32,
-                payload: data.slice(at..end),
+                payload: data.slice(at..end).into(),
             }));
             at = end;
             if at >= data.len() {
@@ -347,7 +338,7 @@ impl PonyEngine {
                 op,
                 total_len: 0,
                 payload_offset: 0,
-                payload: Bytes::new(),
+                payload: Chunks::default(),
             }));
         } else {
             e.inbound_writes.insert(op, InboundWrite::Progress(got));
@@ -369,7 +360,7 @@ impl PonyEngine {
             return;
         };
         let (session, cookie) = (p.session, p.cookie);
-        let OpKind::Read { chain, buf, got } = &mut p.kind else {
+        let OpKind::Read { chain, total, got } = &mut p.kind else {
             self.ops.remove(&op);
             let done = Completion::WriteDone {
                 cookie,
@@ -379,36 +370,32 @@ impl PonyEngine {
             return;
         };
         let chain = *chain;
-        let capacity = self
-            .sessions
-            .get(&session)
-            .and_then(|s| s.chain(chain).map(|c| c.capacity(s.pool())))
-            .unwrap_or(0);
-        let total = total_len as usize;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let capacity = s.chain(chain).map_or(0, |c| c.capacity(s.pool()));
         let end = payload_offset as usize + payload.len();
-        if total > capacity {
+        if total_len as usize > capacity {
             self.fail_op(op, OpErrorCode::TooLarge);
             return;
         }
-        if end > total || (*got > 0 && buf.len() != total) {
+        if end > total_len as usize || total.is_some_and(|t| t != total_len) {
             self.stats.stray_responses += 1; // inconsistent segments from the peer
             self.fail_op(op, OpErrorCode::Internal);
             return;
         }
-        if buf.len() != total {
-            buf.resize(total, 0);
-        }
-        buf[payload_offset as usize..end].copy_from_slice(payload);
-        *got += payload.len() as u64;
-        if *got < total as u64 {
+        *total = Some(total_len);
+        // Straight from the packet into the app's chain: the response's one copy.
+        if let Err(code) = s.write_chain_at(chain, payload_offset as usize, payload) {
+            self.fail_op(op, code);
             return;
         }
-        let data = std::mem::take(buf);
+        *got += payload.len() as u64;
+        if *got < u64::from(total_len) {
+            return;
+        }
         self.ops.remove(&op);
-        let result = match self.sessions.get_mut(&session) {
-            Some(s) => s.fill_chain(chain, &data).map(|()| total_len),
-            None => return,
-        };
+        let result = s.set_chain_len(chain, total_len as usize).map(|()| total_len);
         self.read_done(session, Some(chain), cookie, result);
     }
 }

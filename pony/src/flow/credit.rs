@@ -10,8 +10,10 @@
 //!
 //! ACKs can be reordered, and an old ACK may carry an old (larger) credit. The sender only
 //! takes credit from ACKs at least as *fresh* as the freshest seen, freshness being
-//! (cumulative ack, highest SACKed sequence); for equally fresh ACKs the credit can only
-//! have grown (the application drained) so the larger one wins. A packet that fills a hole
+//! (cumulative ack, highest SACKed sequence); of equally fresh ACKs (window updates, sent
+//! with no new data in between) the latest to arrive wins, as in TCP's window update rule:
+//! the credit may have grown (the application drained) or shrunk (an outside limit, such
+//! as the app's pool filling up, cut it). A packet that fills a hole
 //! between SACK blocks changes neither, which can make the sender briefly optimistic; the
 //! receiver then drops what does not fit (counted in `credit_drops`) and the packet is
 //! retransmitted, so correctness never rests on the sender's view.
@@ -47,7 +49,7 @@ impl PeerCredit {
             self.freshest = key;
             self.credit = credit;
         } else if key == self.freshest {
-            self.credit = self.credit.max(credit);
+            self.credit = credit;
         }
     }
 
@@ -66,6 +68,8 @@ impl PeerCredit {
 #[derive(Debug, Clone)]
 pub(crate) struct RecvBuffer {
     capacity: u64,
+    /// A cap from outside the flow (the memory messages land in), `u64::MAX` for none.
+    limit: u64,
     buffered: u64,
     last_advertised: u64,
     segment: u64,
@@ -77,6 +81,7 @@ impl RecvBuffer {
     pub(crate) fn new(capacity: u64, segment: u64) -> Self {
         RecvBuffer {
             capacity,
+            limit: u64::MAX,
             buffered: 0,
             last_advertised: capacity,
             segment,
@@ -85,7 +90,14 @@ impl RecvBuffer {
 
     /// Space left, i.e. the credit to advertise.
     pub(crate) fn available(&self) -> u64 {
-        self.capacity.saturating_sub(self.buffered)
+        self.capacity.saturating_sub(self.buffered).min(self.limit)
+    }
+
+    /// Caps what [`Self::available`] says at `limit`. Returns whether a window update
+    /// should be sent now (the cap rose enough to matter, as in [`Self::release`]).
+    pub(crate) fn set_limit(&mut self, limit: u64) -> bool {
+        self.limit = limit;
+        self.update_due()
     }
 
     /// Bytes held for the application.
@@ -105,9 +117,19 @@ impl RecvBuffer {
     /// The application took `n` bytes. Returns whether a window update should be sent now.
     pub(crate) fn release(&mut self, n: u64) -> bool {
         self.buffered = self.buffered.saturating_sub(n);
+        self.update_due()
+    }
+
+    /// Whether the credit changed enough since it was last advertised to tell the peer
+    /// now: it grew by a quarter of the buffer or past one segment from below (so a
+    /// stalled sender resumes), or an outside limit cut it below half (so the sender stops
+    /// before it sends what would be dropped).
+    fn update_due(&self) -> bool {
         let now = self.available();
         let grew = now.saturating_sub(self.last_advertised);
-        grew >= self.capacity / 4 || (self.last_advertised < self.segment && now >= self.segment)
+        grew >= self.capacity / 4
+            || (self.last_advertised < self.segment && now >= self.segment)
+            || now < self.last_advertised / 2
     }
 
     /// Records what an outgoing ACK advertised.
@@ -130,6 +152,8 @@ mod tests {
         assert_eq!(c.credit(), 70);
         assert!(c.allows(60, 10));
         assert!(!c.allows(61, 10));
+        c.on_ack(10, 12, 20); // a cut (same freshness): the latest wins
+        assert_eq!(c.credit(), 20);
     }
 
     #[test]
@@ -143,5 +167,18 @@ mod tests {
         b.advertised(b.available());
         assert!(!b.release(100));
         assert!(b.release(200)); // grew by >= capacity / 4 since last advertised
+    }
+
+    #[test]
+    fn an_outside_limit_caps_credit_and_its_rise_updates_the_window() {
+        let mut b = RecvBuffer::new(1000, 100);
+        b.advertised(b.available());
+        assert!(b.set_limit(50), "a cut to below half is news");
+        assert_eq!(b.available(), 50);
+        assert!(!b.try_charge(60), "past the limit: dropped");
+        b.advertised(b.available());
+        assert!(!b.set_limit(90));
+        assert!(b.set_limit(800), "the cap rose by a quarter of the buffer");
+        assert_eq!(b.available(), 800);
     }
 }

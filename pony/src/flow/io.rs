@@ -7,11 +7,11 @@
 
 use std::time::Instant;
 
-use super::recv::Segment;
+use super::recv::{Segment, SegmentError};
 use super::send::{decode_echo, encode_ts};
 use super::*;
 
-impl Flow {
+impl<R: RecvBuffers> Flow<R> {
     /// Processes one packet addressed to this flow.
     pub fn handle(&mut self, repr: &Repr<'_>, now: Instant) {
         self.stats.packets_received += 1;
@@ -108,6 +108,7 @@ impl Flow {
         self.peer_credit.on_ack(cumulative, sack_end, credit);
         // Any ACK proves the peer alive and answers a window probe.
         self.probes_unanswered = 0;
+        self.rtos_unanswered = 0;
         self.probe_deadline = None;
         let out = self.send.on_ack(cumulative, sacks.iter());
         if out.duplicate {
@@ -191,24 +192,30 @@ impl Flow {
         } = *repr
         {
             let max = self.cfg.max_message_len;
-            if self
+            let seg = Segment {
+                stream,
+                message,
+                message_len,
+                offset,
+                payload,
+            };
+            match self
                 .reassembly
-                .on_segment(
-                    Segment {
-                        stream,
-                        message,
-                        message_len,
-                        offset,
-                        payload,
-                    },
-                    max,
-                    &mut self.delivered,
-                )
-                .is_err()
+                .on_segment(seg, max, &mut self.bufs, &mut self.delivered)
             {
-                // Acknowledge it anyway: retransmitting it would not make it valid.
-                self.stats.malformed += 1;
-                self.rbuf.release(payload.len() as u64);
+                Ok(()) => {}
+                Err(SegmentError::NoBuffer) => {
+                    // Like a credit drop: not recorded, so the peer resends it later.
+                    self.stats.buffer_drops += 1;
+                    self.rbuf.release(payload.len() as u64);
+                    self.ack.on_packet(timestamp, true, now);
+                    return;
+                }
+                Err(SegmentError::Malformed) => {
+                    // Acknowledge it anyway: retransmitting it would not make it valid.
+                    self.stats.malformed += 1;
+                    self.rbuf.release(payload.len() as u64);
+                }
             }
             for (stream, message, data) in self.delivered.drain(..) {
                 self.events.push_back(FlowEvent::MessageReceived {
@@ -264,17 +271,24 @@ impl Flow {
                         message_len,
                         offset,
                         bytes,
-                    } => Repr::Data {
-                        dst_flow,
-                        seq,
-                        timestamp_ns: p.timestamp,
-                        stream: *stream,
-                        message: *message,
-                        message_len: *message_len,
-                        offset: *offset,
-                        payload: bytes,
-                    },
-                    Payload::OneSided(op) => op.to_repr(dst_flow, seq),
+                    } => {
+                        let (payload, rest) = bytes.split_first();
+                        let repr = Repr::Data {
+                            dst_flow,
+                            seq,
+                            timestamp_ns: p.timestamp,
+                            stream: *stream,
+                            message: *message,
+                            message_len: *message_len,
+                            offset: *offset,
+                            payload,
+                        };
+                        return Some(Transmit { repr, rest });
+                    }
+                    Payload::OneSided(op) => {
+                        let (repr, rest) = op.to_repr(dst_flow, seq);
+                        return Some(Transmit { repr, rest });
+                    }
                 }
             }
             Next::Probe(seq) => Repr::Data {
@@ -288,7 +302,7 @@ impl Flow {
                 payload: &[],
             },
         };
-        Some(Transmit(repr))
+        Some(Transmit { repr, rest: &[] })
     }
 
     fn next_transmit(&mut self, now: Instant) -> Option<Next> {
@@ -328,8 +342,8 @@ impl Flow {
             return Some(Next::Packet(seq));
         }
         if window_open {
-            if let Some(len) = self.send.next_new_len(self.cfg.max_payload()) {
-                if self.peer_credit.allows(self.send.unacked_bytes(), len) {
+            if let Some(need) = self.send.next_new_need(self.cfg.max_payload()) {
+                if self.peer_credit.allows(self.send.unacked_bytes(), need) {
                     let seq = self.send.send_new(self.cfg.max_payload(), now_ns)?;
                     self.probe_backoff = 0;
                     self.arm_rto(now);
@@ -389,7 +403,7 @@ impl Flow {
         if self.rto_deadline.is_some_and(|d| d <= now) {
             if !self.send.has_unacked() {
                 self.rto_deadline = None;
-            } else if self.backoff >= self.cfg.max_retries {
+            } else if self.rtos_unanswered >= self.cfg.max_retries {
                 self.fail(FailReason::PeerUnresponsive);
                 return;
             } else {
@@ -397,6 +411,10 @@ impl Flow {
                 self.send.on_rto();
                 self.cc.on_rto(now);
                 self.backoff += 1;
+                // Only silence counts towards failure: a peer that answers but takes
+                // nothing (no buffer for it yet) is alive, and is retried at the backed-off
+                // pace for as long as it answers.
+                self.rtos_unanswered += 1;
                 self.rto_deadline = Some(now + self.rtt.backed_off(self.backoff));
             }
         }

@@ -25,7 +25,9 @@
 //! acknowledged: a closed flow answers any further packet with another Close, so a lost
 //! Close is repaired by the peer's next retransmission.
 
+mod buffers;
 mod cc;
+mod chunks;
 mod credit;
 mod onesided;
 mod recv;
@@ -40,7 +42,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use buffers::{HeapBuffers, MessageBuf, RecvBuffers};
 pub use cc::SwiftConfig;
+pub use chunks::Chunks;
+pub(crate) use chunks::Cutter;
 pub use onesided::OneSided;
 
 use crate::wire::{self, negotiate, FlowId, Kind, MessageId, PacketSeq, Repr, StreamId, VersionRange};
@@ -154,7 +159,7 @@ pub enum FailReason {
 
 /// What happened, for the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowEvent {
+pub enum FlowEvent<B = Vec<u8>> {
     /// The handshake finished with this version.
     Connected {
         /// Negotiated version.
@@ -166,8 +171,8 @@ pub enum FlowEvent {
         stream: StreamId,
         /// Message id on that stream.
         message: MessageId,
-        /// The bytes.
-        data: Vec<u8>,
+        /// The bytes, in the buffer the flow's [`RecvBuffers`] gave.
+        data: B,
     },
     /// Every segment of a message we sent was acknowledged.
     MessageSent {
@@ -205,6 +210,9 @@ pub struct FlowStats {
     pub dups_dropped: u64,
     /// Received packets dropped for lack of buffer (the sender overran our credit).
     pub credit_drops: u64,
+    /// Data packets dropped because no buffer could be had for a new message
+    /// ([`RecvBuffers::alloc`] said no); the peer resends them.
+    pub buffer_drops: u64,
     /// Received packets dropped as malformed.
     pub malformed: u64,
     /// Zero-window probes sent.
@@ -226,21 +234,35 @@ pub struct FlowStats {
     pub reassembly_reserved: u64,
 }
 
-/// A packet to send, borrowing the flow's buffers; deref to [`Repr`] and emit it.
+/// A packet to send, borrowing the flow's buffers: a [`Repr`] (deref to read it) whose
+/// payload may continue in more pieces; [`Transmit::emit`] gathers them all.
 #[derive(Debug)]
-pub struct Transmit<'a>(Repr<'a>);
+pub struct Transmit<'a> {
+    repr: Repr<'a>,
+    rest: &'a [Bytes],
+}
 
 impl<'a> Deref for Transmit<'a> {
     type Target = Repr<'a>;
     fn deref(&self) -> &Repr<'a> {
-        &self.0
+        &self.repr
     }
 }
 
-impl<'a> Transmit<'a> {
-    /// The packet.
-    pub fn into_repr(self) -> Repr<'a> {
-        self.0
+impl Transmit<'_> {
+    /// Writes the packet into `buf` (the payload's one copy); returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, wire::WireError> {
+        self.repr.emit_gather(self.rest, buf)
+    }
+
+    /// Payload bytes, all pieces together.
+    pub fn payload_len(&self) -> usize {
+        self.repr.payload().len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Bytes [`Transmit::emit`] writes.
+    pub fn buffer_len(&self) -> usize {
+        self.repr.buffer_len() + self.rest.iter().map(Bytes::len).sum::<usize>()
     }
 }
 
@@ -263,9 +285,10 @@ enum Next {
     Probe(PacketSeq),
 }
 
-/// One flow. See the module doc.
+/// One flow. See the module doc. `R` supplies the buffers received messages are
+/// reassembled in.
 #[derive(Debug)]
-pub struct Flow {
+pub struct Flow<R: RecvBuffers = HeapBuffers> {
     cfg: FlowConfig,
     local_id: FlowId,
     peer_id: FlowId,
@@ -274,7 +297,8 @@ pub struct Flow {
     epoch: Instant,
     send: SendState,
     received: Received,
-    reassembly: Reassembly,
+    reassembly: Reassembly<R::Buf>,
+    bufs: R,
     ack: AckState,
     rbuf: RecvBuffer,
     peer_credit: PeerCredit,
@@ -282,6 +306,8 @@ pub struct Flow {
     cc: cc::Swift,
     rto_deadline: Option<Instant>,
     backoff: u32,
+    /// Retransmission timeouts since the peer last sent an ACK.
+    rtos_unanswered: u32,
     probe_deadline: Option<Instant>,
     probe_due: bool,
     /// Doublings of the probe interval; reset only when credit lets data flow again.
@@ -291,13 +317,31 @@ pub struct Flow {
     pending_accept: bool,
     pending_close: bool,
     connect_sent_at: Option<Instant>,
-    events: VecDeque<FlowEvent>,
-    delivered: Vec<(StreamId, MessageId, Vec<u8>)>,
+    events: VecDeque<FlowEvent<R::Buf>>,
+    delivered: Vec<(StreamId, MessageId, R::Buf)>,
     stats: FlowStats,
 }
 
 impl Flow {
-    fn new(cfg: FlowConfig, local_id: FlowId, state: State, now: Instant) -> Self {
+    /// Starts a flow as the initiator: the first `poll_transmit` yields the Connect.
+    pub fn connect(cfg: FlowConfig, local_id: FlowId, now: Instant) -> Self {
+        Flow::connect_with(cfg, local_id, now, HeapBuffers)
+    }
+
+    /// Accepts a flow from a received Connect: the first `poll_transmit` yields the Accept.
+    /// Without a common version, returns [`FlowError::Rejected`] with the Reject to send.
+    pub fn accept(
+        cfg: FlowConfig,
+        local_id: FlowId,
+        connect: &Repr<'_>,
+        now: Instant,
+    ) -> Result<Self, FlowError> {
+        Flow::accept_with(cfg, local_id, connect, now, HeapBuffers)
+    }
+}
+
+impl<R: RecvBuffers> Flow<R> {
+    fn new(cfg: FlowConfig, local_id: FlowId, state: State, now: Instant, bufs: R) -> Self {
         let rbuf = RecvBuffer::new(cfg.recv_buffer, cfg.max_payload() as u64);
         Flow {
             ack: AckState::new(cfg.ack_every, cfg.delayed_ack),
@@ -313,9 +357,11 @@ impl Flow {
             send: SendState::default(),
             received: Received::default(),
             reassembly: Reassembly::default(),
+            bufs,
             rbuf,
             rto_deadline: None,
             backoff: 0,
+            rtos_unanswered: 0,
             probe_deadline: None,
             probe_due: false,
             probe_backoff: 0,
@@ -329,8 +375,8 @@ impl Flow {
         }
     }
 
-    /// Starts a flow as the initiator: the first `poll_transmit` yields the Connect.
-    pub fn connect(cfg: FlowConfig, local_id: FlowId, now: Instant) -> Self {
+    /// [`Flow::connect`] reassembling received messages in `bufs`.
+    pub fn connect_with(cfg: FlowConfig, local_id: FlowId, now: Instant, bufs: R) -> Self {
         Flow::new(
             cfg,
             local_id,
@@ -339,16 +385,17 @@ impl Flow {
                 next: now,
             },
             now,
+            bufs,
         )
     }
 
-    /// Accepts a flow from a received Connect: the first `poll_transmit` yields the Accept.
-    /// Without a common version, returns [`FlowError::Rejected`] with the Reject to send.
-    pub fn accept(
+    /// [`Flow::accept`] reassembling received messages in `bufs`.
+    pub fn accept_with(
         cfg: FlowConfig,
         local_id: FlowId,
         connect: &Repr<'_>,
         now: Instant,
+        bufs: R,
     ) -> Result<Self, FlowError> {
         let Repr::Connect {
             versions,
@@ -366,7 +413,7 @@ impl Flow {
                 }),
             });
         };
-        let mut flow = Flow::new(cfg, local_id, State::Connected, now);
+        let mut flow = Flow::new(cfg, local_id, State::Connected, now, bufs);
         flow.peer_id = src_flow;
         flow.version = version;
         flow.peer_credit = PeerCredit::new(credit);
@@ -377,7 +424,11 @@ impl Flow {
 
     /// Queues a message on `stream`; returns its id. Segments go out as window and credit
     /// allow; [`FlowEvent::MessageSent`] reports when all are acknowledged.
-    pub fn send_message(&mut self, stream: StreamId, data: impl Into<Bytes>) -> Result<MessageId, FlowError> {
+    pub fn send_message(
+        &mut self,
+        stream: StreamId,
+        data: impl Into<Chunks>,
+    ) -> Result<MessageId, FlowError> {
         let data = data.into();
         self.check_send(data.len(), self.cfg.max_message_len.min(u32::MAX as usize))?;
         Ok(self.send.push_message(stream, data))
@@ -402,6 +453,18 @@ impl Flow {
             return Err(FlowError::Busy);
         }
         Ok(())
+    }
+
+    /// Caps the credit this flow advertises at `bytes`, e.g. the free space of the memory
+    /// its messages are reassembled in, so a peer is held back by flow control rather than
+    /// by drops when that memory runs short. Call again as it changes; `u64::MAX` lifts it.
+    pub fn limit_credit(&mut self, bytes: u64) {
+        // Messages being reassembled already have their memory: what they still expect
+        // comes on top of the free space.
+        let limit = bytes.saturating_add(self.reassembly.unfilled() as u64);
+        if self.rbuf.set_limit(limit) && self.state == State::Connected {
+            self.ack.request();
+        }
     }
 
     /// Closes the flow once everything queued has been delivered and acknowledged.
@@ -444,7 +507,7 @@ impl Flow {
 
     /// The next event. Taking a received message frees its bytes from the receive buffer,
     /// which may trigger a window update.
-    pub fn poll_event(&mut self) -> Option<FlowEvent> {
+    pub fn poll_event(&mut self) -> Option<FlowEvent<R::Buf>> {
         let ev = self.events.pop_front()?;
         let freed = match &ev {
             FlowEvent::MessageReceived { data, .. } => data.len(),

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::Chunks;
 use crate::wire::{FlowId, Kind, OpErrorCode, PacketSeq, Repr};
 
 /// A one-sided packet with owned payload.
@@ -39,14 +40,14 @@ pub enum OneSided {
         offset: u64,
         total_len: u32,
         payload_offset: u32,
-        payload: Bytes,
+        payload: Chunks,
     },
     /// See [`Repr::OpResponse`].
     OpResponse {
         op: u64,
         total_len: u32,
         payload_offset: u32,
-        payload: Bytes,
+        payload: Chunks,
     },
     /// See [`Repr::OpError`].
     OpError { op: u64, code: OpErrorCode },
@@ -54,10 +55,11 @@ pub enum OneSided {
 
 impl OneSided {
     /// The payload (empty for requests without one).
-    pub fn payload(&self) -> &[u8] {
+    pub fn payload(&self) -> &Chunks {
+        static EMPTY: Chunks = Chunks::EMPTY;
         match self {
             OneSided::WriteRequest { payload, .. } | OneSided::OpResponse { payload, .. } => payload,
-            _ => &[],
+            _ => &EMPTY,
         }
     }
 
@@ -72,9 +74,11 @@ impl OneSided {
         }
     }
 
-    /// The packet for it, borrowing the payload.
-    pub(crate) fn to_repr(&self, dst_flow: FlowId, seq: PacketSeq) -> Repr<'_> {
-        match *self {
+    /// The packet for it, borrowing the payload: the Repr holds its first piece, the rest
+    /// are gathered when it is emitted.
+    pub(crate) fn to_repr(&self, dst_flow: FlowId, seq: PacketSeq) -> (Repr<'_>, &[Bytes]) {
+        let (payload, rest) = self.payload().split_first();
+        let repr = match *self {
             OneSided::ReadRequest {
                 op,
                 region,
@@ -114,7 +118,7 @@ impl OneSided {
                 offset,
                 total_len,
                 payload_offset,
-                ref payload,
+                ..
             } => Repr::WriteRequest {
                 dst_flow,
                 seq,
@@ -130,7 +134,7 @@ impl OneSided {
                 op,
                 total_len,
                 payload_offset,
-                ref payload,
+                ..
             } => Repr::OpResponse {
                 dst_flow,
                 seq,
@@ -145,7 +149,8 @@ impl OneSided {
                 op,
                 code,
             },
-        }
+        };
+        (repr, rest)
     }
 
     /// The one-sided content of a received packet (copying its payload once), if it is one.
@@ -197,7 +202,7 @@ impl OneSided {
                 offset,
                 total_len,
                 payload_offset,
-                payload: Bytes::copy_from_slice(payload),
+                payload: Bytes::copy_from_slice(payload).into(),
             },
             Repr::OpResponse {
                 op,
@@ -209,7 +214,7 @@ impl OneSided {
                 op,
                 total_len,
                 payload_offset,
-                payload: Bytes::copy_from_slice(payload),
+                payload: Bytes::copy_from_slice(payload).into(),
             },
             Repr::OpError { op, code, .. } => OneSided::OpError { op, code },
             _ => return None,

@@ -5,8 +5,8 @@
 //!   plus disjoint ranges above it. Seeing a number twice is how duplicates are recognised
 //!   (retransmissions reuse the original sequence number, so a duplicate is dropped and
 //!   re-acknowledged; its payload never reaches reassembly twice).
-//! * [`Reassembly`] copies each segment once, into a buffer of the message's full length,
-//!   and counts bytes; a message is complete when all its bytes are there. Complete messages
+//! * [`Reassembly`] copies each segment once, into a buffer of the message's full length
+//!   taken from the flow's [`RecvBuffers`] on the message's first segment, and counts bytes; a message is complete when all its bytes are there. Complete messages
 //!   are handed out per stream in message-id order; each stream is independent, so a missing
 //!   segment on one stream never holds back another (no head-of-line blocking across
 //!   streams).
@@ -14,9 +14,11 @@
 //!   once, others after at most `delayed_ack`; anything out of order (a hole, a duplicate) is
 //!   acknowledged immediately so the sender's loss detection sees it quickly.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::buffers::{MessageBuf, RecvBuffers};
 use crate::wire::heapless_sacks::Sacks;
 use crate::wire::{MessageId, PacketSeq, SackBlock, StreamId, MAX_SACK_BLOCKS};
 
@@ -121,19 +123,29 @@ impl Received {
 
 /// One message being reassembled.
 #[derive(Debug)]
-struct Partial {
-    data: Vec<u8>,
+struct Partial<B> {
+    data: B,
     have: u64,
 }
 
 /// Per-stream receive state.
-#[derive(Debug, Default)]
-struct StreamRx {
+#[derive(Debug)]
+struct StreamRx<B> {
     /// The next message id to hand to the application.
     next: MessageId,
-    partial: HashMap<MessageId, Partial>,
+    partial: HashMap<MessageId, Partial<B>>,
     /// Complete messages waiting for an earlier one of the same stream.
-    ready: BTreeMap<MessageId, Vec<u8>>,
+    ready: BTreeMap<MessageId, B>,
+}
+
+impl<B> Default for StreamRx<B> {
+    fn default() -> Self {
+        StreamRx {
+            next: 0,
+            partial: HashMap::new(),
+            ready: BTreeMap::new(),
+        }
+    }
 }
 
 /// Why a segment was refused.
@@ -141,6 +153,8 @@ struct StreamRx {
 pub(crate) enum SegmentError {
     /// Offsets or lengths that do not add up, or a message over the configured maximum.
     Malformed,
+    /// The first segment of a message found no buffer for it (try again later).
+    NoBuffer,
 }
 
 /// One received message segment (the fields of a Data packet).
@@ -154,16 +168,28 @@ pub(crate) struct Segment<'a> {
 }
 
 /// Reassembly of all streams.
-#[derive(Debug, Default)]
-pub(crate) struct Reassembly {
-    streams: HashMap<StreamId, StreamRx>,
+#[derive(Debug)]
+pub(crate) struct Reassembly<B> {
+    streams: HashMap<StreamId, StreamRx<B>>,
     /// Bytes allocated for partial messages. A message's buffer is allocated whole on its
     /// first segment, so this, not the bytes received, is what a peer can make us hold; the
     /// flow refuses new messages beyond a cap ([`Self::admits`]).
     reserved: usize,
+    /// Bytes received into those partial messages.
+    filled: usize,
 }
 
-impl Reassembly {
+impl<B> Default for Reassembly<B> {
+    fn default() -> Self {
+        Reassembly {
+            streams: HashMap::new(),
+            reserved: 0,
+            filled: 0,
+        }
+    }
+}
+
+impl<B: MessageBuf> Reassembly<B> {
     /// Whether a segment of `message` on `stream` (`message_len` bytes in all) fits under
     /// `cap` reserved bytes. Segments of a message already being reassembled always fit, so
     /// a sender that respects credit always makes progress; only a new message is refused,
@@ -181,12 +207,19 @@ impl Reassembly {
         self.reserved
     }
 
-    /// Adds one segment; appends messages that became deliverable, in order, to `out`.
+    /// Bytes partial messages have room for and have not received yet.
+    pub(crate) fn unfilled(&self) -> usize {
+        self.reserved.saturating_sub(self.filled)
+    }
+
+    /// Adds one segment, taking the message's buffer from `bufs` if it is the first seen;
+    /// appends messages that became deliverable, in order, to `out`.
     pub(crate) fn on_segment(
         &mut self,
         seg: Segment<'_>,
         max_len: usize,
-        out: &mut Vec<(StreamId, MessageId, Vec<u8>)>,
+        bufs: &mut impl RecvBuffers<Buf = B>,
+        out: &mut Vec<(StreamId, MessageId, B)>,
     ) -> Result<(), SegmentError> {
         let Segment {
             stream,
@@ -205,21 +238,27 @@ impl Reassembly {
             // Already delivered: only a misbehaving peer resends under a new sequence number.
             return Err(SegmentError::Malformed);
         }
-        let reserved = &mut self.reserved;
-        let partial = rx.partial.entry(message).or_insert_with(|| {
-            *reserved += len;
-            Partial {
-                data: vec![0; len],
-                have: 0,
+        let partial = match rx.partial.entry(message) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let data = bufs.alloc(len).ok_or(SegmentError::NoBuffer)?;
+                self.reserved += len;
+                v.insert(Partial { data, have: 0 })
             }
-        });
+        };
         if partial.data.len() != len {
             return Err(SegmentError::Malformed);
         }
-        partial.data[offset as usize..end].copy_from_slice(payload);
+        partial.data.write_at(offset as usize, payload);
         partial.have += payload.len() as u64;
+        self.filled += payload.len();
         if partial.have >= len as u64 {
-            let done = rx.partial.remove(&message).map(|p| p.data).unwrap_or_default();
+            let Some(done) = rx.partial.remove(&message) else {
+                return Ok(());
+            };
+            // `have`, not the length: a hostile peer's overlapping segments count twice.
+            self.filled -= done.have as usize;
+            let done = done.data;
             self.reserved -= done.len();
             rx.ready.insert(message, done);
             while let Some(data) = rx.ready.remove(&rx.next) {
@@ -309,6 +348,7 @@ impl AckState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::buffers::HeapBuffers;
 
     #[test]
     fn received_set_and_sack_order() {
@@ -334,7 +374,7 @@ mod tests {
     }
 
     fn seg(
-        re: &mut Reassembly,
+        re: &mut Reassembly<Vec<u8>>,
         stream: StreamId,
         message: MessageId,
         message_len: u32,
@@ -349,12 +389,12 @@ mod tests {
             offset,
             payload,
         };
-        re.on_segment(s, 100, out)
+        re.on_segment(s, 100, &mut HeapBuffers, out)
     }
 
     #[test]
     fn reassembly_in_order_per_stream_independent_across() {
-        let mut re = Reassembly::default();
+        let mut re = Reassembly::<Vec<u8>>::default();
         let mut out = Vec::new();
         // stream 1, message 0 second half only
         seg(&mut re, 1, 0, 4, 2, b"cd", &mut out).unwrap();
@@ -379,12 +419,12 @@ mod tests {
 
     #[test]
     fn reservations_are_capped_for_new_messages_only() {
-        let mut re = Reassembly::default();
+        let mut re = Reassembly::<Vec<u8>>::default();
         let mut out = Vec::new();
         // A first segment of a 60-byte message reserves all 60.
         assert!(re.admits(1, 0, 60, 100));
         seg(&mut re, 1, 0, 60, 0, b"a", &mut out).unwrap();
-        assert_eq!(re.reserved(), 60);
+        assert_eq!((re.reserved(), re.unfilled()), (60, 59));
         // Another new 60-byte message would exceed the cap of 100: refused...
         assert!(!re.admits(2, 0, 60, 100));
         // ...but the started one keeps its admission, and completing it frees the room.

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Segments are cut lazily, when the window and the peer's credit allow a new packet, as
-//! zero-copy slices (`Bytes::slice`) of the message, so the payload is copied only when the
-//! caller emits the packet. Messages are cut in FIFO order: interleaving large messages would
+//! zero-copy slices of the message's pieces ([`Chunks`]), so the payload is copied only when
+//! the caller emits (gathers) the packet. Messages are cut in FIFO order: interleaving large messages would
 //! let partial messages fill the receiver's buffer with nothing complete to free it.
 //!
 //! Retransmissions reuse the original sequence number (like TCP, unlike QUIC), so the
@@ -26,8 +26,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use bytes::Bytes;
-
+use super::chunks::{Chunks, Cutter};
 use super::OneSided;
 use crate::wire::{MessageId, PacketSeq, SackBlock, StreamId};
 
@@ -58,7 +57,7 @@ pub(crate) enum Payload {
         message: MessageId,
         message_len: u32,
         offset: u32,
-        bytes: Bytes,
+        bytes: Chunks,
     },
     /// A one-sided request or response.
     OneSided(OneSided),
@@ -83,8 +82,8 @@ pub(crate) struct SentPacket {
 struct Queued {
     stream: StreamId,
     id: MessageId,
-    data: Bytes,
-    cut: usize,
+    len: usize,
+    cutter: Cutter,
 }
 
 /// Per-message completion tracking.
@@ -135,7 +134,7 @@ pub(crate) struct SendState {
 
 impl SendState {
     /// Accepts a message; returns its id on `stream`.
-    pub(crate) fn push_message(&mut self, stream: StreamId, data: Bytes) -> MessageId {
+    pub(crate) fn push_message(&mut self, stream: StreamId, data: Chunks) -> MessageId {
         let next = self.next_message.entry(stream).or_insert(0);
         let id = *next;
         *next += 1;
@@ -152,8 +151,8 @@ impl SendState {
         self.queue.push_back(Queued {
             stream,
             id,
-            data,
-            cut: 0,
+            len: data.len(),
+            cutter: Cutter::new(data),
         });
         id
     }
@@ -194,14 +193,21 @@ impl SendState {
         self.next_seq
     }
 
-    /// Payload length of the next new packet, if there is one (for the credit check).
-    pub(crate) fn next_new_len(&self, max_payload: usize) -> Option<u64> {
+    /// Credit the next new packet needs, if there is one: its payload, except that a
+    /// message's first segment needs room for the whole message, since the receiver
+    /// reserves that much when it sees it (a message is only started when it can finish).
+    pub(crate) fn next_new_need(&self, max_payload: usize) -> Option<u64> {
         if let Some(op) = self.one_sided.front() {
             return Some(op.payload().len() as u64);
         }
-        self.queue
-            .front()
-            .map(|q| (q.data.len() - q.cut).min(max_payload) as u64)
+        self.queue.front().map(|q| {
+            let remaining = q.cutter.remaining();
+            if remaining == q.len {
+                q.len as u64
+            } else {
+                remaining.min(max_payload) as u64
+            }
+        })
     }
 
     /// Whether a packet waits for retransmission.
@@ -216,12 +222,10 @@ impl SendState {
             Payload::OneSided(op)
         } else {
             let q = self.queue.front_mut()?;
-            let n = (q.data.len() - q.cut).min(max_payload);
-            let bytes = q.data.slice(q.cut..q.cut + n);
-            let offset = q.cut as u32;
-            q.cut += n;
-            let (stream, message, message_len) = (q.stream, q.id, q.data.len() as u32);
-            let done = q.cut == q.data.len();
+            let offset = (q.len - q.cutter.remaining()) as u32;
+            let bytes = q.cutter.cut(max_payload);
+            let (stream, message, message_len) = (q.stream, q.id, q.len as u32);
+            let done = q.cutter.remaining() == 0;
             if let Some(t) = self.tracks.get_mut(&(stream, message)) {
                 t.unacked_segments += 1;
                 t.fully_cut = done;
@@ -401,8 +405,8 @@ mod tests {
     #[test]
     fn segmentation_and_completion() {
         let mut s = SendState::default();
-        assert_eq!(s.push_message(7, Bytes::from(vec![1u8; 25])), 0);
-        assert_eq!(s.push_message(7, Bytes::new()), 1);
+        assert_eq!(s.push_message(7, vec![1u8; 25].into()), 0);
+        assert_eq!(s.push_message(7, Chunks::default()), 1);
         let mut seqs = Vec::new();
         while let Some(seq) = s.send_new(10, 0) {
             seqs.push(seq);
@@ -428,7 +432,7 @@ mod tests {
     #[test]
     fn sack_hole_behind_three_later_packets_is_lost() {
         let mut s = SendState::default();
-        s.push_message(0, Bytes::from(vec![0u8; 100]));
+        s.push_message(0, vec![0u8; 100].into());
         for _ in 0..6 {
             s.send_new(10, 0);
         }

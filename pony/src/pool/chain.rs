@@ -202,7 +202,7 @@ impl<'a> Iterator for ChainSegments<'a> {
 /// range and lengths at most the buffer size for the pool it was taken from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSnapshot {
-    segs: Vec<(u32, u32)>,
+    pub(super) segs: Vec<(u32, u32)>,
     len: u64,
 }
 
@@ -256,25 +256,47 @@ impl ChainSnapshot {
     /// receive buffer for a Read), setting every segment's length in shared memory and
     /// in the snapshot. Unused trailing buffers are left with length 0.
     pub fn fill(&mut self, pool: &Pool, data: &[u8]) -> Result<(), PoolError> {
+        self.write_at(pool, 0, data)?;
+        self.set_len(pool, data.len())
+    }
+
+    /// Copies `data` to byte `offset` of the chain's capacity (full buffers, whatever the
+    /// segment lengths say now); see [`Self::set_len`] to publish the result.
+    pub fn write_at(&mut self, pool: &Pool, offset: usize, data: &[u8]) -> Result<(), PoolError> {
         let capacity = self.capacity(pool);
-        if data.len() > capacity {
-            return Err(PoolError::ChainTooSmall {
-                len: data.len(),
-                capacity,
-            });
+        let end = offset.saturating_add(data.len());
+        if end > capacity {
+            return Err(PoolError::ChainTooSmall { len: end, capacity });
+        }
+        let bs = pool.buf_size() as usize;
+        let mut at = offset;
+        while at < end {
+            let (seg, within) = (at / bs, at % bs);
+            let n = (bs - within).min(end - at);
+            let idx = self.segs[seg].0;
+            pool.buf(idx)?;
+            let src = &data[at - offset..at - offset + n];
+            // SAFETY: buf() proved idx in range; within + n <= buf_size.
+            unsafe { ptr::copy_nonoverlapping(src.as_ptr(), pool.data_ptr(idx).add(within), n) };
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Sets the chain's length to `len` (segments full, then the rest, then empty) in
+    /// shared memory and in the snapshot.
+    pub fn set_len(&mut self, pool: &Pool, len: usize) -> Result<(), PoolError> {
+        let capacity = self.capacity(pool);
+        if len > capacity {
+            return Err(PoolError::ChainTooSmall { len, capacity });
         }
         let bs = pool.buf_size() as usize;
         for (i, seg) in self.segs.iter_mut().enumerate() {
-            let piece = data
-                .get(i * bs..)
-                .map_or(&[][..], |rest| &rest[..rest.len().min(bs)]);
-            let b = pool.buf(seg.0)?;
-            // SAFETY: buf() proved seg.0 in range; piece.len() <= buf_size.
-            unsafe { ptr::copy_nonoverlapping(piece.as_ptr(), pool.data_ptr(seg.0), piece.len()) };
-            b.len.store(piece.len() as u32, Relaxed);
-            seg.1 = piece.len() as u32;
+            let seg_len = len.saturating_sub(i * bs).min(bs) as u32;
+            pool.buf(seg.0)?.len.store(seg_len, Relaxed);
+            seg.1 = seg_len;
         }
-        self.len = data.len() as u64;
+        self.len = len as u64;
         Ok(())
     }
 

@@ -28,9 +28,10 @@
 //! cannot redirect the engine's reads or frees.
 //!
 //! `layout` is the region format, `stack` the free list (loom-checked), `chain` the chain
-//! walks and snapshots.
+//! walks and snapshots, `held` what the engine holds for the zero-copy data path.
 
 mod chain;
+mod held;
 mod layout;
 mod stack;
 #[cfg(all(test, not(loom)))]
@@ -40,6 +41,7 @@ use core::sync::atomic::Ordering::{self, Relaxed};
 use std::os::fd::AsFd;
 
 pub use chain::{ChainSegments, ChainSnapshot};
+pub use held::{Holds, PoolPiece, RecvChain};
 pub use layout::NONE;
 use layout::{BufHeader, Geometry, Header, Line32, Line64, Meta, HEADERS_OFFSET, MAGIC, VERSION};
 use snap_engines::{SharedMem, ShmError};

@@ -115,9 +115,9 @@ fn samples() -> Vec<Repr<'static>> {
 fn with_payload<'a>(repr: &Repr<'a>, new: &'a [u8]) -> Repr<'a> {
     let mut r = repr.clone();
     match &mut r {
-        Repr::Data { payload, .. } | Repr::WriteRequest { payload, .. } | Repr::OpResponse { payload, .. } => {
-            *payload = new
-        }
+        Repr::Data { payload, .. }
+        | Repr::WriteRequest { payload, .. }
+        | Repr::OpResponse { payload, .. } => *payload = new,
         _ => {}
     }
     r

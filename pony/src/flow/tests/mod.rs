@@ -3,6 +3,7 @@
 //! Every test uses a fixed seed and a virtual clock, so it is reproducible and fast. The
 //! lossy transfer prints the statistics it observed (`cargo test -- --nocapture`).
 
+mod buffers;
 mod sim;
 
 use std::collections::{HashMap, VecDeque};
@@ -489,13 +490,13 @@ fn one_sided_packets_are_reliable_and_passed_through_once() {
                 offset: 0,
                 total_len: 3000,
                 payload_offset: 0,
-                payload: Bytes::from(vec![op as u8; 3000]),
+                payload: Bytes::from(vec![op as u8; 3000]).into(),
             },
             3 => OneSided::OpResponse {
                 op,
                 total_len: 5,
                 payload_offset: 0,
-                payload: Bytes::from_static(b"hello"),
+                payload: Bytes::from_static(b"hello").into(),
             },
             _ => OneSided::OpError {
                 op,
@@ -530,7 +531,7 @@ fn one_sided_packets_are_reliable_and_passed_through_once() {
         op: 0,
         total_len: 9000,
         payload_offset: 0,
-        payload: Bytes::from(vec![0; 9000]),
+        payload: Bytes::from(vec![0; 9000]).into(),
     };
     assert!(matches!(
         sim.flow(0).send_one_sided(too_big),

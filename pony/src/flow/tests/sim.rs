@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use crate::flow::{Flow, FlowConfig, FlowError, FlowEvent};
+use crate::flow::{Flow, FlowConfig, FlowError, FlowEvent, Transmit};
 use crate::wire::Repr;
 
 /// One direction's impairments.
@@ -189,7 +189,7 @@ impl SimNet {
                     break;
                 };
                 // Emitting copies the payload once; the flow's buffers are borrowed.
-                let bytes = emit(&t);
+                let bytes = emit_transmit(&t);
                 self.send(side, bytes);
             }
         }
@@ -259,6 +259,13 @@ impl SimNet {
 pub fn emit(repr: &Repr<'_>) -> Vec<u8> {
     let mut bytes = vec![0u8; repr.buffer_len()];
     repr.emit(&mut bytes).expect("flows only produce valid packets");
+    bytes
+}
+
+/// The bytes of a packet a flow hands out (its payload gathered from its pieces).
+pub fn emit_transmit(t: &Transmit<'_>) -> Vec<u8> {
+    let mut bytes = vec![0u8; t.buffer_len()];
+    t.emit(&mut bytes).expect("flows only produce valid packets");
     bytes
 }
 
