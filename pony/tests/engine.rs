@@ -27,7 +27,11 @@ struct Host {
 }
 
 fn host(name: &str, nic: impl Nic + 'static) -> Host {
-    let engine = PonyEngine::new(name, Box::new(nic), PonyConfig::default());
+    host_with(name, nic, PonyConfig::default())
+}
+
+fn host_with(name: &str, nic: impl Nic + 'static, cfg: PonyConfig) -> Host {
+    let engine = PonyEngine::new(name, Box::new(nic), cfg);
     let spec = GroupSpec {
         name: name.into(),
         mode: Mode::Spreading,
@@ -515,4 +519,28 @@ fn a_dead_peer_host_fails_the_flow_instead_of_hanging() {
     eprintln!("flow failed after {:?} ({} RTOs)", t.elapsed(), s.rtos);
     assert_eq!(s.flows_failed, 1);
     assert_eq!(s.flows, 0);
+}
+
+#[test]
+fn an_idle_flow_notices_a_dead_peer_host() {
+    let (na, nb) = ShmWire::pair(ShmWireConfig::default()).unwrap();
+    let mut cfg = PonyConfig::default();
+    cfg.flow.idle_timeout = Some(Duration::from_millis(300));
+    let (ha, hb) = (host_with("idle-a", na, cfg.clone()), host_with("idle-b", nb, cfg));
+    let (_, mut a) = attach(&ha.h);
+    let (_, mut b) = attach(&hb.h);
+    let (flow, _) = connect(&mut a, &mut b, "shm");
+    // Idle for several timeouts: heartbeats keep it up.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(a.poll_completion().unwrap(), None);
+    assert_eq!(stats(&ha.h).flows, 1);
+    // The peer host dies while nothing is being sent.
+    drop(b);
+    drop(hb.rt.shutdown());
+    let t = Instant::now();
+    assert_eq!(wait(&mut a, "the flow to fail"), Completion::FlowClosed { flow });
+    let waited = t.elapsed();
+    assert!(waited < Duration::from_secs(2), "noticed after {waited:?}");
+    let s = stats(&ha.h);
+    assert_eq!((s.flows_failed, s.flows), (1, 0));
 }

@@ -15,6 +15,7 @@ impl<R: RecvBuffers> Flow<R> {
     /// Processes one packet addressed to this flow.
     pub fn handle(&mut self, repr: &Repr<'_>, now: Instant) {
         self.stats.packets_received += 1;
+        self.last_rx = now;
         match self.state {
             State::Failed => return,
             State::Closed => {
@@ -241,6 +242,7 @@ impl<R: RecvBuffers> Flow<R> {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
         let next = self.next_transmit(now)?;
         self.stats.packets_sent += 1;
+        self.last_tx = now;
         let dst_flow = self.peer_id;
         let repr = match next {
             Next::Connect => Repr::Connect {
@@ -383,7 +385,13 @@ impl<R: RecvBuffers> Flow<R> {
                 // After the last attempt, `next` is when we give up.
                 return Some(next).filter(|_| attempts <= self.cfg.max_retries + 1);
             }
-            State::Connected | State::Closing => [self.ack.timeout(), self.rto_deadline, self.probe_deadline],
+            State::Connected | State::Closing => [
+                self.ack.timeout(),
+                self.rto_deadline,
+                self.probe_deadline,
+                self.keepalive_deadline(),
+                self.idle_deadline(),
+            ],
         };
         timers.into_iter().flatten().min()
     }
@@ -428,6 +436,24 @@ impl<R: RecvBuffers> Flow<R> {
             self.probe_due = true;
             self.probe_deadline = Some(now + self.rtt.backed_off(self.probe_backoff));
         }
+        if self.idle_deadline().is_some_and(|d| d <= now) {
+            self.fail(FailReason::PeerUnresponsive);
+            return;
+        }
+        if self.keepalive_deadline().is_some_and(|d| d <= now) {
+            self.stats.keepalives_sent += 1;
+            self.ack.request();
+        }
         // The delayed-ACK timer needs no action: `poll_transmit` sees it is due.
+    }
+
+    /// When a silent peer is declared gone.
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.cfg.idle_timeout.map(|t| self.last_rx + t)
+    }
+
+    /// When a flow that has sent nothing for a while sends a heartbeat ACK.
+    fn keepalive_deadline(&self) -> Option<Instant> {
+        self.cfg.idle_timeout.map(|t| self.last_tx + t / 4)
     }
 }

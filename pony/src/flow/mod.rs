@@ -84,6 +84,11 @@ pub struct FlowConfig {
     pub versions: VersionRange,
     /// Congestion control.
     pub cc: SwiftConfig,
+    /// A connected flow that hears nothing from its peer for this long fails
+    /// ([`FailReason::PeerUnresponsive`]), even with nothing to send; to keep the peer's
+    /// timer quiet, a flow that has sent nothing for a quarter of it sends an ACK as a
+    /// heartbeat. `None`: an idle flow never notices a dead peer. Peers should agree.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for FlowConfig {
@@ -101,6 +106,7 @@ impl Default for FlowConfig {
             delayed_ack: Duration::from_micros(20),
             versions: wire::SUPPORTED_VERSIONS,
             cc: SwiftConfig::default(),
+            idle_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -217,6 +223,8 @@ pub struct FlowStats {
     pub malformed: u64,
     /// Zero-window probes sent.
     pub probes_sent: u64,
+    /// ACKs sent as heartbeats on an idle flow.
+    pub keepalives_sent: u64,
     /// Smoothed RTT.
     pub srtt: Duration,
     /// Current RTO (without backoff).
@@ -308,6 +316,9 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     backoff: u32,
     /// Retransmission timeouts since the peer last sent an ACK.
     rtos_unanswered: u32,
+    /// When the peer was last heard from, and when we last sent (keepalive).
+    last_rx: Instant,
+    last_tx: Instant,
     probe_deadline: Option<Instant>,
     probe_due: bool,
     /// Doublings of the probe interval; reset only when credit lets data flow again.
@@ -362,6 +373,8 @@ impl<R: RecvBuffers> Flow<R> {
             rto_deadline: None,
             backoff: 0,
             rtos_unanswered: 0,
+            last_rx: now,
+            last_tx: now,
             probe_deadline: None,
             probe_due: false,
             probe_backoff: 0,

@@ -4,6 +4,7 @@
 //! lossy transfer prints the statistics it observed (`cargo test -- --nocapture`).
 
 mod buffers;
+mod keepalive;
 mod sim;
 
 use std::collections::{HashMap, VecDeque};
