@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::{FlowEntry, Origin, PonyEngine};
-use crate::flow::{Flow, FlowError};
+use crate::flow::{Flow, FlowError, OneSided};
 use crate::nic::{NicError, PeerAddr};
 use crate::wire::Repr;
 
@@ -50,9 +50,20 @@ impl PonyEngine {
     /// The flow mapper: hands a packet to its flow, or accepts / rejects a Connect.
     pub(super) fn route(&mut self, repr: &Repr<'_>, from: PeerAddr, now: Instant) {
         if let Some(dst) = repr.dst_flow() {
-            match self.flows.get_mut(&dst) {
-                Some(e) if e.peer == from => e.flow.handle(repr, now),
-                _ => self.stats.unknown_flow += 1,
+            let act_now = match self.flows.get_mut(&dst) {
+                Some(e) if e.peer == from => e.flow.handle_in_place(repr, now),
+                _ => {
+                    self.stats.unknown_flow += 1;
+                    return;
+                }
+            };
+            // A new one-sided packet: served, or written to its target, straight from the
+            // receive buffer.
+            if let (true, Some((op, payload))) = (act_now, OneSided::from_repr_in_place(repr)) {
+                if let Some(mut e) = self.flows.remove(&dst) {
+                    self.one_sided(dst, &mut e, op, payload);
+                    self.flows.insert(dst, e);
+                }
             }
             return;
         }

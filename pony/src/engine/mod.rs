@@ -31,12 +31,13 @@
 //! the app wrote it. The buffers return to the pool when the last packet holding them is
 //! acknowledged (`Sent` completes then too). Received messages are reassembled straight
 //! into the owner's pool ([`EngineSession::recv_buffers`]) and handed over by reference;
-//! a Read's response packets are written straight into the app's destination chain. Each
-//! flow's advertised credit is capped by its owner's free pool bytes, so a slow app
-//! stalls its peers through flow control instead of making them retransmit. What is still
-//! copied: one-sided payloads on receipt (the flow's event owns them) and a served Read's
-//! bytes, taken from the region when the request arrives (a region is the app's live
-//! memory, read by copying only; see `app::regions`).
+//! a Read's response packets and a peer's Write packets go straight from the receive
+//! buffer into the app's chain or region ([`crate::flow::Flow::handle_in_place`]). Each
+//! flow's advertised credit is capped by its owner's free pool bytes, so a slow app stalls
+//! its peers through flow control instead of making them retransmit. The one copy left
+//! beyond the packet's: a served Read's bytes are taken from the region when the request
+//! arrives (a region is the app's live memory, only ever read by copying; see
+//! `app::regions`).
 //!
 //! Region memfds (a one-sided target must be registered first) cannot travel on the
 //! command ring. Two paths: descriptors appended to the attach request after the optional

@@ -76,7 +76,12 @@ impl PonyEngine {
                         self.complete(owner, Completion::Sent { cookie });
                     }
                 }
-                FlowEvent::OneSided(op) => self.one_sided(id, e, op),
+                FlowEvent::OneSided(op) => {
+                    // Not taken: `route` acts on one-sided packets in place. A flow fed by
+                    // `Flow::handle` would queue them with an owned payload.
+                    let payload = op.payload().to_vec();
+                    self.one_sided(id, e, op, &payload);
+                }
                 FlowEvent::Closed => self.end_flow(id, e, OpErrorCode::FlowClosed),
                 FlowEvent::Failed(reason) => {
                     self.stats.flows_failed += 1;
@@ -194,7 +199,8 @@ impl PonyEngine {
         }
     }
 
-    fn one_sided(&mut self, id: u32, e: &mut FlowEntry, op: OneSided) {
+    /// Acts on a one-sided packet whose payload is `payload` (`op`'s own is not read).
+    pub(super) fn one_sided(&mut self, id: u32, e: &mut FlowEntry, op: OneSided, payload: &[u8]) {
         match op {
             OneSided::ReadRequest {
                 op,
@@ -230,23 +236,14 @@ impl PonyEngine {
                 offset,
                 total_len,
                 payload_offset,
-                payload,
-            } => {
-                for (at, piece) in payload.parts_at() {
-                    let target = (region, key, offset);
-                    self.inbound_write(e, op, target, total_len, payload_offset + at as u32, piece);
-                }
-            }
+                ..
+            } => self.inbound_write(e, op, (region, key, offset), total_len, payload_offset, payload),
             OneSided::OpResponse {
                 op,
                 total_len,
                 payload_offset,
-                payload,
-            } => {
-                for (at, piece) in payload.parts_at() {
-                    self.response(id, op, total_len, payload_offset + at as u32, piece);
-                }
-            }
+                ..
+            } => self.response(id, op, total_len, payload_offset, payload),
             OneSided::OpError { op, code } => match self.ops.get(&op) {
                 Some(p) if p.flow == id => {
                     self.stats.ops_failed_remote += 1;

@@ -14,10 +14,23 @@ use super::*;
 impl<R: RecvBuffers> Flow<R> {
     /// Processes one packet addressed to this flow.
     pub fn handle(&mut self, repr: &Repr<'_>, now: Instant) {
+        self.handle_packet(repr, now, false);
+    }
+
+    /// Like [`Flow::handle`], except that a new one-sided packet is not queued as a
+    /// [`FlowEvent::OneSided`] (whose payload would be a copy): `true` says the caller must
+    /// act on `repr` now, reading its payload in place (e.g. with
+    /// [`OneSided::from_repr_in_place`]), since the flow has recorded and will acknowledge
+    /// it. Duplicates and refused packets give `false`, as do all other kinds.
+    pub fn handle_in_place(&mut self, repr: &Repr<'_>, now: Instant) -> bool {
+        self.handle_packet(repr, now, true)
+    }
+
+    fn handle_packet(&mut self, repr: &Repr<'_>, now: Instant, in_place: bool) -> bool {
         self.stats.packets_received += 1;
         self.last_rx = now;
         match self.state {
-            State::Failed => return,
+            State::Failed => return false,
             State::Closed => {
                 // Tell a peer that missed our Close (it is retransmitting).
                 if !matches!(
@@ -26,7 +39,7 @@ impl<R: RecvBuffers> Flow<R> {
                 ) {
                     self.pending_close = true;
                 }
-                return;
+                return false;
             }
             _ => {}
         }
@@ -62,16 +75,17 @@ impl<R: RecvBuffers> Flow<R> {
             } => self.on_ack(cumulative, sacks, credit, echo_timestamp_ns, now),
             Repr::Data {
                 seq, timestamp_ns, ..
-            } => self.on_reliable(repr, seq, timestamp_ns, now),
+            } => return self.on_reliable(repr, seq, timestamp_ns, now, false),
             Repr::ReadRequest { seq, .. }
             | Repr::IndirectReadRequest { seq, .. }
             | Repr::WriteRequest { seq, .. }
             | Repr::OpResponse { seq, .. }
             | Repr::OpError { seq, .. } => {
                 // One-sided packets carry no timestamp; echo 0 ("no RTT sample").
-                self.on_reliable(repr, seq, 0, now)
+                return self.on_reliable(repr, seq, 0, now, in_place);
             }
         }
+        false
     }
 
     fn on_accept(&mut self, version: u8, src_flow: FlowId, credit: u64, now: Instant) {
@@ -139,21 +153,29 @@ impl<R: RecvBuffers> Flow<R> {
     }
 
     /// A packet with a sequence number: duplicate suppression, buffer admission, delivery.
-    fn on_reliable(&mut self, repr: &Repr<'_>, seq: PacketSeq, timestamp: u64, now: Instant) {
+    /// With `in_place`, a new one-sided packet is left to the caller (returns true).
+    fn on_reliable(
+        &mut self,
+        repr: &Repr<'_>,
+        seq: PacketSeq,
+        timestamp: u64,
+        now: Instant,
+        in_place: bool,
+    ) -> bool {
         if matches!(self.state, State::Connecting { .. }) {
             // Sent by a responder whose Accept we have not seen; it will be retransmitted.
-            return;
+            return false;
         }
         if seq >= self.received.cumulative().saturating_add(MAX_SEQ_AHEAD) {
             self.stats.malformed += 1;
-            return;
+            return false;
         }
         if self.received.contains(seq) {
             // A duplicate (or a window probe): drop it, but acknowledge at once so a sender
             // whose ACK was lost learns, and a prober gets our credit.
             self.stats.dups_dropped += 1;
             self.ack.on_packet(timestamp, true, now);
-            return;
+            return false;
         }
         let payload: &[u8] = match *repr {
             Repr::Data { payload, .. }
@@ -175,13 +197,15 @@ impl<R: RecvBuffers> Flow<R> {
             if !self.reassembly.admits(stream, message, message_len, cap) {
                 self.stats.credit_drops += 1;
                 self.ack.on_packet(timestamp, true, now);
-                return;
+                return false;
             }
         }
-        if !self.rbuf.try_charge(payload.len() as u64) {
+        // A one-sided packet acted on in place is consumed at once: nothing is buffered.
+        let consumed_now = in_place && !matches!(repr, Repr::Data { .. });
+        if !consumed_now && !self.rbuf.try_charge(payload.len() as u64) {
             self.stats.credit_drops += 1;
             self.ack.on_packet(timestamp, true, now);
-            return;
+            return false;
         }
         if let Repr::Data {
             stream,
@@ -210,7 +234,7 @@ impl<R: RecvBuffers> Flow<R> {
                     self.stats.buffer_drops += 1;
                     self.rbuf.release(payload.len() as u64);
                     self.ack.on_packet(timestamp, true, now);
-                    return;
+                    return false;
                 }
                 Err(SegmentError::Malformed) => {
                     // Acknowledge it anyway: retransmitting it would not make it valid.
@@ -225,11 +249,14 @@ impl<R: RecvBuffers> Flow<R> {
                     data,
                 });
             }
-        } else if let Some(op) = OneSided::from_repr(repr) {
-            self.events.push_back(FlowEvent::OneSided(op));
+        } else if !consumed_now {
+            if let Some(op) = OneSided::from_repr(repr) {
+                self.events.push_back(FlowEvent::OneSided(op));
+            }
         }
         let in_order = self.received.insert(seq);
         self.ack.on_packet(timestamp, !in_order, now);
+        consumed_now
     }
 
     /// Most bytes partial messages may hold: the receive buffer plus two largest messages

@@ -155,6 +155,16 @@ impl OneSided {
 
     /// The one-sided content of a received packet (copying its payload once), if it is one.
     pub(crate) fn from_repr(repr: &Repr<'_>) -> Option<Self> {
+        let (mut op, data) = OneSided::from_repr_in_place(repr)?;
+        if let OneSided::WriteRequest { payload, .. } | OneSided::OpResponse { payload, .. } = &mut op {
+            *payload = Bytes::copy_from_slice(data).into();
+        }
+        Some(op)
+    }
+
+    /// The one-sided content of a received packet without its payload (left empty), and
+    /// the payload borrowed from the packet: for acting on it in place, without a copy.
+    pub fn from_repr_in_place<'a>(repr: &Repr<'a>) -> Option<(Self, &'a [u8])> {
         Some(match *repr {
             Repr::ReadRequest {
                 op,
@@ -163,13 +173,16 @@ impl OneSided {
                 offset,
                 len,
                 ..
-            } => OneSided::ReadRequest {
-                op,
-                region,
-                key,
-                offset,
-                len,
-            },
+            } => (
+                OneSided::ReadRequest {
+                    op,
+                    region,
+                    key,
+                    offset,
+                    len,
+                },
+                &[],
+            ),
             Repr::IndirectReadRequest {
                 op,
                 table,
@@ -178,14 +191,17 @@ impl OneSided {
                 region,
                 key,
                 ..
-            } => OneSided::IndirectReadRequest {
-                op,
-                table,
-                table_key,
-                index,
-                region,
-                key,
-            },
+            } => (
+                OneSided::IndirectReadRequest {
+                    op,
+                    table,
+                    table_key,
+                    index,
+                    region,
+                    key,
+                },
+                &[],
+            ),
             Repr::WriteRequest {
                 op,
                 region,
@@ -195,28 +211,34 @@ impl OneSided {
                 payload_offset,
                 payload,
                 ..
-            } => OneSided::WriteRequest {
-                op,
-                region,
-                key,
-                offset,
-                total_len,
-                payload_offset,
-                payload: Bytes::copy_from_slice(payload).into(),
-            },
+            } => (
+                OneSided::WriteRequest {
+                    op,
+                    region,
+                    key,
+                    offset,
+                    total_len,
+                    payload_offset,
+                    payload: Chunks::EMPTY,
+                },
+                payload,
+            ),
             Repr::OpResponse {
                 op,
                 total_len,
                 payload_offset,
                 payload,
                 ..
-            } => OneSided::OpResponse {
-                op,
-                total_len,
-                payload_offset,
-                payload: Bytes::copy_from_slice(payload).into(),
-            },
-            Repr::OpError { op, code, .. } => OneSided::OpError { op, code },
+            } => (
+                OneSided::OpResponse {
+                    op,
+                    total_len,
+                    payload_offset,
+                    payload: Chunks::EMPTY,
+                },
+                payload,
+            ),
+            Repr::OpError { op, code, .. } => (OneSided::OpError { op, code }, &[]),
             _ => return None,
         })
     }

@@ -1,7 +1,8 @@
-//! Flows whose receiver reassembles into scarce memory (the engine's case: an app's pool):
-//! a receiver with no buffer for a message drops it unrecorded and stays alive, and a
-//! credit cap from outside holds the sender back by flow control, starting a message only
-//! when the whole of it fits.
+//! How a flow's receiver avoids copies, and copes with scarce memory (the engine's case:
+//! messages land in an app's pool): one-sided packets are acted on in place, a receiver
+//! with no buffer for a message drops it unrecorded and stays alive, and a credit cap from
+//! outside holds the sender back by flow control, starting a message only when the whole
+//! of it fits.
 //!
 //! Two flows are pumped by hand (no `SimNet`, which is heap-only) over a lossless wire,
 //! with a virtual clock that jumps to the next timer.
@@ -154,4 +155,46 @@ fn a_credit_cap_starts_a_message_only_when_all_of_it_fits() {
     p.run_for(Duration::from_millis(50));
     assert_eq!(p.received(), vec![vec![1u8; 20_000], vec![2u8; 20_000]]);
     assert!(!p.a.is_finished());
+}
+
+#[test]
+fn one_sided_packets_are_handed_over_in_place_exactly_once() {
+    let mut p = Pair::new(cfg());
+    let write = OneSided::WriteRequest {
+        op: 4,
+        region: 1,
+        key: 2,
+        offset: 0,
+        total_len: 3000,
+        payload_offset: 0,
+        payload: vec![9u8; 3000].into(),
+    };
+    p.a.send_one_sided(write.clone()).unwrap();
+    let now = p.now;
+    let packet = emit_transmit(&p.a.poll_transmit(now).expect("the write"));
+    let repr = Repr::parse(&packet).unwrap();
+    assert!(p.b.handle_in_place(&repr, now), "new: the caller acts on it");
+    let (op, payload) = OneSided::from_repr_in_place(&repr).unwrap();
+    assert_eq!(payload, &[9u8; 3000][..], "borrowed from the packet");
+    assert!(matches!(
+        op,
+        OneSided::WriteRequest {
+            op: 4,
+            total_len: 3000,
+            ..
+        }
+    ));
+    assert!(
+        !p.b.handle_in_place(&repr, now),
+        "a duplicate is only acknowledged"
+    );
+    let b = p.b.stats();
+    assert_eq!((b.dups_dropped, b.recv_buffered), (1, 0), "nothing was buffered");
+    assert!(p.b.poll_event().is_none(), "no event (and no copy) for it");
+    // Through `handle`, the same packet is an event with its own copy of the payload.
+    let mut q = Pair::new(cfg());
+    q.a.send_one_sided(write.clone()).unwrap();
+    let packet = emit_transmit(&q.a.poll_transmit(now).expect("the write"));
+    q.b.handle(&Repr::parse(&packet).unwrap(), now);
+    assert_eq!(q.b.poll_event(), Some(FlowEvent::OneSided(write)));
 }
