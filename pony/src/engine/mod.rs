@@ -74,7 +74,7 @@ pub use stats::PonyStats;
 /// Settings of one Pony engine.
 #[derive(Debug, Clone)]
 pub struct PonyConfig {
-    /// Flow parameters; `mtu` is lowered to the NIC's.
+    /// Flow parameters; `mtu` is lowered to the NIC's (by default it is the NIC's).
     pub flow: FlowConfig,
     /// Rings and pool of each app session.
     pub session: SessionShape,
@@ -89,9 +89,13 @@ pub struct PonyConfig {
 }
 
 impl Default for PonyConfig {
+    /// Flow defaults except the MTU, which is the NIC's.
     fn default() -> Self {
         Self {
-            flow: FlowConfig::default(),
+            flow: FlowConfig {
+                mtu: usize::MAX,
+                ..FlowConfig::default()
+            },
             session: SessionShape::default(),
             packet_batch: 64,
             command_batch: 64,
@@ -175,7 +179,11 @@ pub struct PonyEngine {
     tx_buf: Vec<u8>,
     /// A packet the NIC refused, sent before anything else.
     stash: Option<(Vec<u8>, PeerAddr)>,
-    flows: BTreeMap<u32, FlowEntry>,
+    /// Boxed: `drive_flows` takes each entry out of the map for a step, and a `Flow` is
+    /// too large to move twice per flow per step.
+    flows: BTreeMap<u32, Box<FlowEntry>>,
+    /// The flow ids `drive_flows` visits, kept to reuse its allocation.
+    flow_ids: Vec<u32>,
     by_peer: HashMap<(PeerAddr, u32), u32>,
     next_flow: u32,
     sessions: BTreeMap<u64, EngineSession>,
@@ -215,6 +223,7 @@ impl PonyEngine {
             cfg,
             stash: None,
             flows: BTreeMap::new(),
+            flow_ids: Vec::new(),
             by_peer: HashMap::new(),
             next_flow: 1,
             sessions: BTreeMap::new(),
@@ -306,8 +315,10 @@ impl PonyEngine {
     fn drive_flows(&mut self, now: Instant) -> (u32, bool) {
         let mut budget = self.cfg.transmit_batch;
         let mut items = 0;
-        let ids: Vec<u32> = self.flows.keys().copied().collect();
-        for id in ids {
+        let mut ids = std::mem::take(&mut self.flow_ids);
+        ids.clear();
+        ids.extend(self.flows.keys().copied());
+        for &id in &ids {
             let Some(mut e) = self.flows.remove(&id) else {
                 continue;
             };
@@ -336,11 +347,12 @@ impl PonyEngine {
                 self.flows.insert(id, e);
             }
         }
+        self.flow_ids = ids;
         (items, budget == 0)
     }
 
     /// Forgets a finished flow, keeping its counters.
-    fn retire(&mut self, id: u32, e: FlowEntry) {
+    fn retire(&mut self, id: u32, e: Box<FlowEntry>) {
         let f = e.flow.stats();
         self.stats.retransmits += f.retransmits;
         self.stats.rtos += f.rtos;
@@ -408,8 +420,8 @@ impl PonyEngine {
 }
 
 impl FlowEntry {
-    fn new(flow: Flow<SessionBuffers>, peer: PeerAddr, owner: u64, origin: Origin) -> Self {
-        Self {
+    fn new(flow: Flow<SessionBuffers>, peer: PeerAddr, owner: u64, origin: Origin) -> Box<Self> {
+        Box::new(Self {
             flow,
             peer,
             peer_key: None,
@@ -419,7 +431,7 @@ impl FlowEntry {
             outbox: VecDeque::new(),
             sends: HashMap::new(),
             inbound_writes: HashMap::new(),
-        }
+        })
     }
 }
 

@@ -20,7 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-/// Swift parameters.
+/// Swift parameters. The default targets (500 µs + 500 µs of flow scaling) are for
+/// software NICs whose engines share cores with other work: there the measured delay is
+/// mostly endpoint scheduling, and Swift's hardware-fabric targets of tens of µs kept the
+/// window at a few packets on a 2-CPU host (see docs/PONY.md, "Performance").
 #[derive(Debug, Clone)]
 pub struct SwiftConfig {
     /// Target delay with a large window (fabric + endpoint budget).
@@ -48,8 +51,8 @@ pub struct SwiftConfig {
 impl Default for SwiftConfig {
     fn default() -> Self {
         SwiftConfig {
-            base_target: Duration::from_micros(50),
-            fs_range: Duration::from_micros(50),
+            base_target: Duration::from_micros(500),
+            fs_range: Duration::from_micros(500),
             fs_min_cwnd: 1.0,
             fs_max_cwnd: 100.0,
             ai: 1.0,
@@ -140,6 +143,13 @@ impl Swift {
         self.last_decrease = Some(now);
     }
 
+    /// A timeout turned out spurious: back to the window it cut (never below the
+    /// current one).
+    pub(crate) fn undo_rto(&mut self, cwnd_before: f64) {
+        self.cwnd = self.cwnd.max(cwnd_before);
+        self.clamp();
+    }
+
     fn clamp(&mut self) {
         self.cwnd = self.cwnd.clamp(self.cfg.min_cwnd, self.cfg.max_cwnd);
     }
@@ -173,13 +183,18 @@ mod tests {
 
     #[test]
     fn flow_scaling_gives_small_windows_a_larger_target() {
+        let cfg = SwiftConfig {
+            base_target: Duration::from_micros(50),
+            fs_range: Duration::from_micros(50),
+            ..Default::default()
+        };
         let small = Swift::new(SwiftConfig {
             initial_cwnd: 1.0,
-            ..Default::default()
+            ..cfg.clone()
         });
         let big = Swift::new(SwiftConfig {
             initial_cwnd: 1000.0,
-            ..Default::default()
+            ..cfg
         });
         assert_eq!(small.target(), Duration::from_micros(100));
         assert_eq!(big.target(), Duration::from_micros(50));

@@ -129,6 +129,7 @@ impl<R: RecvBuffers> Flow<R> {
         if out.duplicate {
             self.stats.dup_acks += 1;
         }
+        self.check_spurious_rto(echo);
         let sample = decode_echo(echo)
             .and_then(|sent| self.now_ns(now).checked_sub(sent))
             .map(Duration::from_nanos);
@@ -149,6 +150,25 @@ impl<R: RecvBuffers> Flow<R> {
         }
         for (stream, message) in out.completed {
             self.events.push_back(FlowEvent::MessageSent { stream, message });
+        }
+    }
+
+    /// Eifel-style detection (RFC 3522): after an RTO, an ACK echoing an *original*
+    /// transmission sent before the timeout means the packets were only late (a busy peer
+    /// or a descheduled engine, common on shared cores), so the window cut is undone. An
+    /// echo of a retransmission means they were lost: the cut stands.
+    fn check_spurious_rto(&mut self, echo: u64) {
+        let Some((rto_at, cwnd_before)) = self.rto_undo else {
+            return;
+        };
+        if echo == 0 {
+            return; // no timestamp to judge by
+        }
+        self.rto_undo = None;
+        if decode_echo(echo).is_some_and(|sent| sent < rto_at) {
+            self.stats.spurious_rtos += 1;
+            self.cc.undo_rto(cwnd_before);
+            self.backoff = 0;
         }
     }
 
@@ -444,6 +464,9 @@ impl<R: RecvBuffers> Flow<R> {
             } else {
                 self.stats.rtos += 1;
                 self.send.on_rto();
+                let at = self.now_ns(now);
+                let cwnd = self.cc.cwnd();
+                self.rto_undo.get_or_insert((at, cwnd));
                 self.cc.on_rto(now);
                 self.backoff += 1;
                 // Only silence counts towards failure: a peer that answers but takes

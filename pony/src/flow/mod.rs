@@ -99,7 +99,7 @@ impl Default for FlowConfig {
             send_buffer: 32 << 20,
             recv_buffer: 16 << 20,
             initial_rto: Duration::from_millis(1),
-            min_rto: Duration::from_micros(200),
+            min_rto: Duration::from_millis(1),
             max_rto: Duration::from_millis(100),
             max_retries: 10,
             ack_every: 2,
@@ -225,6 +225,8 @@ pub struct FlowStats {
     pub probes_sent: u64,
     /// ACKs sent as heartbeats on an idle flow.
     pub keepalives_sent: u64,
+    /// Retransmission timeouts found spurious afterwards (their window cut was undone).
+    pub spurious_rtos: u64,
     /// Smoothed RTT.
     pub srtt: Duration,
     /// Current RTO (without backoff).
@@ -316,6 +318,9 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     backoff: u32,
     /// Retransmission timeouts since the peer last sent an ACK.
     rtos_unanswered: u32,
+    /// Since the first RTO of an episode: when it fired (ns since the epoch) and the window
+    /// it cut, to undo it if an ACK shows the original packets were not lost.
+    rto_undo: Option<(u64, f64)>,
     /// When the peer was last heard from, and when we last sent (keepalive).
     last_rx: Instant,
     last_tx: Instant,
@@ -373,6 +378,7 @@ impl<R: RecvBuffers> Flow<R> {
             rto_deadline: None,
             backoff: 0,
             rtos_unanswered: 0,
+            rto_undo: None,
             last_rx: now,
             last_tx: now,
             probe_deadline: None,

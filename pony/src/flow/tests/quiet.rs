@@ -1,9 +1,11 @@
-//! Idle flows: heartbeats keep a quiet but live pair connected indefinitely, and a peer
-//! that vanishes while nothing is being sent is noticed within the idle timeout.
+//! Quiet peers: heartbeats keep an idle but live pair connected indefinitely, a peer that
+//! vanishes while nothing is being sent is noticed within the idle timeout, and a peer
+//! whose ACKs are only late does not cost the sender its window.
 
 use std::time::Duration;
 
 use super::sim::{LinkCfg, SimNet};
+use super::Workload;
 use super::*;
 
 fn cfg() -> FlowConfig {
@@ -56,4 +58,36 @@ fn without_an_idle_timeout_a_silent_peer_goes_unnoticed() {
     while sim.step(deadline) {}
     assert!(sim.events(0).is_empty() && !sim.flow(0).is_finished());
     assert_eq!(sim.flow(0).stats().keepalives_sent, 0);
+}
+
+/// Not an idle flow, but the same kind of quiet: ACKs held up far past the RTO (a
+/// descheduled receiver) fire timeouts that the first late ACK shows were spurious.
+#[test]
+fn a_spurious_timeout_is_undone() {
+    let mut sim = SimNet::connected(
+        21,
+        super::cfg(),
+        super::cfg(),
+        [LinkCfg::default(), LinkCfg::default()],
+    );
+    let mut w = Workload::new(vec![(0, 0, 2 << 20)]);
+    w.run(&mut sim, Duration::from_secs(1));
+    let before = sim.flow(0).stats();
+    sim.links[1].delay = Duration::from_millis(3);
+    sim.flow(0).send_message(0, vec![1u8; 60_000]).unwrap();
+    let held = sim.now + Duration::from_millis(2);
+    while sim.step(held) {}
+    sim.links[1].delay = LinkCfg::default().delay;
+    let done = sim.now + Duration::from_secs(1);
+    while sim.step(done) {}
+    let after = sim.flow(0).stats();
+    assert!(
+        after.rtos > before.rtos,
+        "the held ACKs fired timeouts: {after:?}"
+    );
+    assert_eq!(after.spurious_rtos, 1, "one episode, found spurious: {after:?}");
+    assert!(!sim.flow(0).is_finished());
+    // Back to the window the timeout cut, then one delay-based halving for the 3 ms
+    // samples; without the undo it would have restarted from one packet.
+    assert!(after.cwnd >= before.cwnd * 0.5 * 0.99, "{before:?} -> {after:?}");
 }
