@@ -31,8 +31,8 @@ pub mod session;
 pub use proto::{Command, Completion, Cookie, DecodeError, FlowId};
 pub use regions::{AppId, Refusals, RegionError, RegionGrant, RegionSpan, Regions};
 pub use session::{
-    Accepted, AppSession, ChainId, Completions, EngineSession, ReclaimStats, SessionBuffers, SessionError,
-    SessionShape,
+    Accepted, AppSession, ChainId, Completions, EngineSession, Received, ReclaimStats, SessionBuffers,
+    SessionError, SessionShape,
 };
 
 /// Why an operation failed, as carried in completions (and on the wire to the peer engine

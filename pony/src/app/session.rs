@@ -584,10 +584,62 @@ impl AppSession {
     /// Copies a received message (from [`Completion::Received`]) out of the pool and
     /// releases its chain.
     pub fn take_received(&mut self, head: u32, len: u32, out: &mut Vec<u8>) -> Result<(), SessionError> {
+        let msg = self.received(head, len)?;
+        for seg in msg.segments() {
+            out.extend_from_slice(seg);
+        }
+        msg.release()
+    }
+
+    /// A received message (from [`Completion::Received`]) read in place, where the engine
+    /// reassembled it: no copy. Dropping it gives its buffers back to the pool.
+    pub fn received(&self, head: u32, len: u32) -> Result<Received<'_>, SessionError> {
         let snap = self.pool.snapshot(BufIdx(head), Some(u64::from(len)))?;
-        snap.read_into(&self.pool, out);
-        snap.release(&self.pool)?;
-        Ok(())
+        Ok(Received {
+            pool: &self.pool,
+            snap: Some(snap),
+        })
+    }
+}
+
+/// A received message in the app's pool; see [`AppSession::received`].
+#[derive(Debug)]
+pub struct Received<'a> {
+    pool: &'a Pool,
+    snap: Option<ChainSnapshot>,
+}
+
+impl Received<'_> {
+    /// Total bytes.
+    pub fn len(&self) -> usize {
+        self.snap.as_ref().map_or(0, |s| s.len() as usize)
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, one slice per pool buffer, in place.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.snap.iter().flat_map(|s| s.chain_segments(self.pool))
+    }
+
+    /// Gives the buffers back now, reporting a pool error (dropping does the same
+    /// silently).
+    pub fn release(mut self) -> Result<(), SessionError> {
+        match self.snap.take() {
+            Some(snap) => Ok(snap.release(self.pool).map(drop)?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Received<'_> {
+    fn drop(&mut self) {
+        if let Some(snap) = self.snap.take() {
+            let _ = snap.release(self.pool);
+        }
     }
 }
 

@@ -71,6 +71,22 @@ fn delivered_messages_reach_the_app() {
     app.take_received(head, 600, &mut out).unwrap();
     assert_eq!(out, vec![5u8; 600]);
     assert_eq!(eng.pool().stats().free, 64);
+
+    // In place: one slice per pool buffer, no copy; dropping gives them back.
+    let data: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    eng.deliver(1, 2, &data).unwrap();
+    let Some(Completion::Received { head, len, .. }) = app.poll_completion().unwrap() else {
+        panic!()
+    };
+    let msg = app.received(head, len).unwrap();
+    let segs: Vec<&[u8]> = msg.segments().collect();
+    let buf = app.pool().buf_size() as usize;
+    assert_eq!(segs.len(), 300usize.div_ceil(buf));
+    assert_eq!(segs.concat(), data);
+    assert!(app.pool().stats().free < 64);
+    drop(msg);
+    assert_eq!(app.pool().stats().free, 64);
+    assert!(app.received(head, len).is_err(), "released: no longer a chain");
 }
 
 #[test]
