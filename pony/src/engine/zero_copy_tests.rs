@@ -66,23 +66,23 @@ impl Two {
     }
 
     fn next_x(&mut self) -> Completion {
-        for _ in 0..20_000 {
-            self.step();
-            if let Some(c) = self.x.poll_completion().unwrap() {
-                return c;
-            }
-        }
-        panic!("no completion for x");
+        self.next(false)
     }
 
     fn next_y(&mut self) -> Completion {
+        self.next(true)
+    }
+
+    /// Steps both engines until x's (or y's) next completion.
+    fn next(&mut self, y: bool) -> Completion {
         for _ in 0..20_000 {
             self.step();
-            if let Some(c) = self.y.poll_completion().unwrap() {
+            let app = if y { &mut self.y } else { &mut self.x };
+            if let Some(c) = app.poll_completion().unwrap() {
                 return c;
             }
         }
-        panic!("no completion for y");
+        panic!("no completion for {}", if y { "y" } else { "x" });
     }
 
     fn send(&mut self, data: &[u8], cookie: u64) {
