@@ -13,9 +13,14 @@
 //! UTF-8 is a [`DecodeError`]. Decoding reads only the slice it is given and never panics
 //! (a proptest below feeds it arbitrary bytes), because the other side may be hostile.
 //! A decoded command is only well-formed: buffer indices, region keys and bounds in it
-//! are checked later against the pool and the region registry.
+//! are checked later against the pool and the region registry. The field writer and the
+//! checked reader are in `proto_codec.rs`.
 
 use super::OpErrorCode;
+use codec::{reader, W};
+
+#[path = "proto_codec.rs"]
+mod codec;
 
 /// Longest peer address an OpenFlow may carry.
 pub const MAX_PEER_LEN: usize = 255;
@@ -183,101 +188,6 @@ mod kind {
     pub const ERROR: u8 = 0x89;
     pub const LISTENING: u8 = 0x8a;
     pub const FLOW_ACCEPTED: u8 = 0x8b;
-}
-
-struct W<'a>(&'a mut Vec<u8>);
-
-impl W<'_> {
-    fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
-    fn u16(&mut self, v: u16) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    /// Status, then the value (zero when the status is an error, so records stay fixed-size).
-    fn status<T: Copy + Default>(&mut self, r: Result<T, OpErrorCode>, put: impl Fn(&mut Self, T)) {
-        match r {
-            Ok(v) => {
-                self.u16(0);
-                put(self, v);
-            }
-            Err(code) => {
-                self.u16(code as u16);
-                put(self, T::default());
-            }
-        }
-    }
-}
-
-struct R<'a> {
-    buf: &'a [u8],
-    kind: u8,
-}
-
-impl<'a> R<'a> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let (head, rest) = self
-            .buf
-            .split_first_chunk::<N>()
-            .ok_or(DecodeError::Truncated { kind: self.kind })?;
-        self.buf = rest;
-        Ok(*head)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.buf.len() < n {
-            return Err(DecodeError::Truncated { kind: self.kind });
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-    /// A status code: `Ok(())` for 0, else the error it names.
-    fn status(&mut self) -> Result<Result<(), OpErrorCode>, DecodeError> {
-        match self.u16()? {
-            0 => Ok(Ok(())),
-            c => OpErrorCode::from_u16(c).map(Err).ok_or(DecodeError::BadCode(c)),
-        }
-    }
-    fn code(&mut self) -> Result<OpErrorCode, DecodeError> {
-        let c = self.u16()?;
-        OpErrorCode::from_u16(c).ok_or(DecodeError::BadCode(c))
-    }
-    fn finish<T>(self, value: T) -> Result<T, DecodeError> {
-        match self.buf.len() {
-            0 => Ok(value),
-            extra => Err(DecodeError::Trailing {
-                kind: self.kind,
-                extra,
-            }),
-        }
-    }
-}
-
-fn reader(buf: &[u8]) -> Result<R<'_>, DecodeError> {
-    let (&kind, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
-    Ok(R { buf: rest, kind })
 }
 
 impl Command {
