@@ -177,7 +177,7 @@ impl PonyEngine {
         };
         let id = self.next_flow;
         self.next_flow += 1;
-        let flow = Flow::connect(self.cfg.flow.clone(), id, now);
+        let flow = Flow::connect(self.cfg.flow.clone(), id, 0, now);
         self.flows
             .insert(id, FlowEntry::new(flow, peer, sid, Origin::Opened(cookie)));
     }

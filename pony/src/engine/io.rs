@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{FlowEntry, Origin, PonyEngine};
 use crate::flow::{Flow, FlowError};
 use crate::nic::{NicError, PeerAddr};
-use crate::wire::Repr;
+use crate::wire::{RejectReason, Repr};
 
 impl PonyEngine {
     /// Sends a packet not belonging to a flow (a Reject) straight to the NIC; on any error
@@ -71,6 +71,7 @@ impl PonyEngine {
             let reject = Repr::Reject {
                 dst_flow: src_flow,
                 versions: self.cfg.flow.versions,
+                reason: RejectReason::NoListener,
             };
             self.send_raw(&reject, from);
             return;

@@ -42,9 +42,13 @@ impl Flow {
                 credit,
                 ..
             } => self.on_accept(version, src_flow, credit, now),
-            Repr::Reject { versions, .. } => {
+            Repr::Reject { versions, reason, .. } => {
                 if matches!(self.state, State::Connecting { .. }) {
-                    self.fail(FailReason::NoCommonVersion { peer: versions });
+                    self.fail(match reason {
+                        RejectReason::NoCommonVersion => FailReason::NoCommonVersion { peer: versions },
+                        RejectReason::NoListener => FailReason::NoListener,
+                        RejectReason::Other(code) => FailReason::Refused { code },
+                    });
                 }
             }
             Repr::Close { .. } => {
@@ -240,6 +244,7 @@ impl Flow {
                 versions: self.cfg.versions,
                 src_flow: self.local_id,
                 credit: self.rbuf.available(),
+                service: self.service,
             },
             Next::Accept => Repr::Accept {
                 dst_flow,

@@ -21,7 +21,7 @@
 //!
 //! Lifecycle: `Connecting` (initiator, until Accept/Reject) → `Connected` → `Closing`
 //! (after [`Flow::close`], until everything sent is acknowledged) → `Closed`; or `Failed`
-//! from anywhere (connect timed out, no common version, peer unresponsive). Close is not
+//! from anywhere (connect timed out or refused, peer unresponsive). Close is not
 //! acknowledged: a closed flow answers any further packet with another Close, so a lost
 //! Close is repaired by the peer's next retransmission.
 
@@ -43,7 +43,10 @@ use bytes::Bytes;
 pub use cc::SwiftConfig;
 pub use onesided::OneSided;
 
-use crate::wire::{self, negotiate, FlowId, Kind, MessageId, PacketSeq, Repr, StreamId, VersionRange};
+use crate::wire::{
+    self, negotiate, FlowId, Kind, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId,
+    VersionRange,
+};
 use credit::{PeerCredit, RecvBuffer};
 use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
 use rtt::RttEstimator;
@@ -145,6 +148,13 @@ pub enum FailReason {
     NoCommonVersion {
         /// The peer's versions.
         peer: VersionRange,
+    },
+    /// The peer refused: nobody listens on the service the Connect named.
+    NoListener,
+    /// The peer refused for a reason this version does not know (a newer peer's code).
+    Refused {
+        /// The Reject's reason code.
+        code: u8,
     },
     /// No ACK after `max_retries` consecutive retransmission timeouts or window probes.
     PeerUnresponsive,
@@ -269,6 +279,8 @@ pub struct Flow {
     cfg: FlowConfig,
     local_id: FlowId,
     peer_id: FlowId,
+    /// The service our Connect names (initiator only; unused once connected).
+    service: ServiceId,
     version: u8,
     state: State,
     epoch: Instant,
@@ -307,6 +319,7 @@ impl Flow {
             cfg,
             local_id,
             peer_id: 0,
+            service: 0,
             version: 0,
             state,
             epoch: now,
@@ -329,9 +342,10 @@ impl Flow {
         }
     }
 
-    /// Starts a flow as the initiator: the first `poll_transmit` yields the Connect.
-    pub fn connect(cfg: FlowConfig, local_id: FlowId, now: Instant) -> Self {
-        Flow::new(
+    /// Starts a flow as the initiator, to `service` at the peer: the first `poll_transmit`
+    /// yields the Connect.
+    pub fn connect(cfg: FlowConfig, local_id: FlowId, service: ServiceId, now: Instant) -> Self {
+        let mut flow = Flow::new(
             cfg,
             local_id,
             State::Connecting {
@@ -339,11 +353,14 @@ impl Flow {
                 next: now,
             },
             now,
-        )
+        );
+        flow.service = service;
+        flow
     }
 
     /// Accepts a flow from a received Connect: the first `poll_transmit` yields the Accept.
     /// Without a common version, returns [`FlowError::Rejected`] with the Reject to send.
+    /// The Connect's service is the caller's business (it chose to accept).
     pub fn accept(
         cfg: FlowConfig,
         local_id: FlowId,
@@ -354,6 +371,7 @@ impl Flow {
             versions,
             src_flow,
             credit,
+            ..
         } = *connect
         else {
             return Err(FlowError::NotConnect);
@@ -363,6 +381,7 @@ impl Flow {
                 reject: Box::new(Repr::Reject {
                     dst_flow: src_flow,
                     versions: cfg.versions,
+                    reason: RejectReason::NoCommonVersion,
                 }),
             });
         };
