@@ -2,7 +2,8 @@
 //! apps attached to them through `pony_express::client` over the control sockets:
 //! messages echoed exactly once and in order on two streams (up to 1 MiB), a one-sided read
 //! of a region registered through the socket, host death seen by both sides' apps as
-//! errors rather than hangs, and a SIGKILLed app detached by its host.
+//! errors rather than hangs, flows routed to the app listening on their service, and a
+//! SIGKILLed app detached by its host.
 //!
 //! The killed app is this test binary re-executed (`child_app`), so that its death is a
 //! real process death, with the kernel closing its sockets.
@@ -21,6 +22,8 @@ use rustix::process::{kill_process, Pid, Signal};
 use snap_engines::SharedMem;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The service app B echoes on.
+const ECHO: u32 = 7;
 /// Environment variable that turns `child_app` into the app process of a parent test.
 const CHILD_SOCKET: &str = "PONY_HOSTS_CHILD_SOCKET";
 
@@ -137,7 +140,7 @@ fn region_byte(i: usize) -> u8 {
 /// that error.
 fn app_b(socket: PathBuf, to_test: mpsc::Sender<Result<Region, String>>) -> ClientError {
     let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
-    b.listen().unwrap();
+    b.listen(ECHO).unwrap();
     let mem = SharedMem::create("pony-hosts-region", REGION_LEN).unwrap();
     // SAFETY: the region is ours alone until it is registered just below.
     let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), REGION_LEN) };
@@ -169,7 +172,7 @@ fn echo_read_and_host_death_across_two_hosts() {
     assert_eq!(region.len, REGION_LEN as u64);
 
     let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
-    let flow = a.open_flow(&host_b.addr).unwrap();
+    let flow = a.open_flow(&host_b.addr, ECHO).unwrap();
 
     // Every size on both streams, interleaved; echoes must come back once each, in order
     // per stream.
@@ -233,6 +236,51 @@ fn echo_read_and_host_death_across_two_hosts() {
     drop(host_a);
 }
 
+fn op_error<T: std::fmt::Debug>(r: Result<T, ClientError>) -> OpErrorCode {
+    match r {
+        Err(ClientError::Op { code }) => code,
+        other => panic!("expected an operation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn flows_go_to_the_listener_of_their_service() {
+    let host_a = Host::start();
+    let host_b = Host::start();
+    let mut one = PonyClient::connect(&host_b.socket, "pony0", Completions::Block).unwrap();
+    let mut two = PonyClient::connect(&host_b.socket, "pony0", Completions::Block).unwrap();
+    let mut other = PonyClient::connect(&host_b.socket, "pony0", Completions::Block).unwrap();
+    one.listen(1).unwrap();
+    two.listen(2).unwrap();
+    assert_eq!(op_error(other.listen(1)), OpErrorCode::ServiceTaken);
+
+    let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
+    let to_two = a.open_flow(&host_b.addr, 2).unwrap();
+    let at_two = two.accept(TIMEOUT).unwrap();
+    let to_one = a.open_flow(&host_b.addr, 1).unwrap();
+    let at_one = one.accept(TIMEOUT).unwrap();
+    a.send(to_one, 0, b"for one").unwrap();
+    a.send(to_two, 0, b"for two").unwrap();
+    for (app, flow, text) in [(&mut one, at_one, "for one"), (&mut two, at_two, "for two")] {
+        let m = app.recv(TIMEOUT).unwrap();
+        assert_eq!((m.flow, &m.data[..]), (flow, text.as_bytes()));
+        assert!(app.wait_completion(Duration::from_millis(100)).unwrap().is_none());
+    }
+    assert_eq!(op_error(a.open_flow(&host_b.addr, 3)), OpErrorCode::NoListener);
+
+    // `one` goes away: service 1 has no listener until `other` takes it.
+    let channel = one.channel();
+    drop(one);
+    wait_until("the dropped app's session detached", || {
+        let status = other.control().status().unwrap();
+        !status.channels.iter().any(|c| c.channel == channel)
+    });
+    assert_eq!(op_error(a.open_flow(&host_b.addr, 1)), OpErrorCode::NoListener);
+    other.listen(1).unwrap();
+    a.open_flow(&host_b.addr, 1).unwrap();
+    other.accept(TIMEOUT).unwrap();
+}
+
 #[test]
 fn killed_app_is_detached() {
     let host = Host::start();
@@ -258,8 +306,8 @@ fn killed_app_is_detached() {
         let status = watcher.control().status().unwrap();
         !status.channels.iter().any(|c| c.channel == channel)
     });
-    // The engine is still serving: the watcher can still register and list.
-    watcher.listen().unwrap();
+    // The engine is still serving: the watcher can still listen.
+    watcher.listen(ECHO).unwrap();
 }
 
 /// The app process of [`killed_app_is_detached`]: attaches, holds pool buffers and a

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use snap_engines::control::SnapClient;
 use snap_engines::{PushError, SharedMem};
 
-use crate::app::{AppSession, Command, Completion, Completions, Cookie, FlowId, OpErrorCode, SessionError};
+use crate::app::{
+    AppSession, Command, Completion, Completions, Cookie, FlowId, OpErrorCode, ServiceId, SessionError,
+};
 use crate::pool::BufIdx;
 
 /// How often a blocked wait checks that the host is still there.
@@ -259,12 +261,15 @@ impl PonyClient {
         r.map_err(|code| ClientError::Op { code })
     }
 
-    /// Opens a flow to `peer` (e.g. `ip:port` for a UDP NIC).
-    pub fn open_flow(&mut self, peer: &str) -> Result<FlowId, ClientError> {
+    /// Opens a flow to `service` at `peer` (e.g. `ip:port` for a UDP NIC). Nobody listening
+    /// on it there is [`OpErrorCode::NoListener`]; a peer that does not answer,
+    /// [`OpErrorCode::Unreachable`].
+    pub fn open_flow(&mut self, peer: &str, service: ServiceId) -> Result<FlowId, ClientError> {
         let cookie = self.next_cookie();
         self.submit(&Command::OpenFlow {
             cookie,
             peer: peer.to_owned(),
+            service,
         })?;
         self.wait_cookie(cookie, |c| match c {
             Completion::FlowOpened { cookie: k, result } if *k == cookie => Some(*result),
@@ -278,18 +283,21 @@ impl PonyClient {
         self.submit(&Command::CloseFlow { flow })
     }
 
-    /// Asks for the flows peers open to this engine; returns the Listen's cookie, which
-    /// their `FlowAccepted` completions carry.
-    pub fn listen(&mut self) -> Result<Cookie, ClientError> {
+    /// Asks for the flows peers open to `service` of this engine; returns the Listen's
+    /// cookie, which their `FlowAccepted` completions carry. A service another listener
+    /// holds is [`OpErrorCode::ServiceTaken`]. The service is ours until this client
+    /// detaches (is dropped).
+    pub fn listen(&mut self, service: ServiceId) -> Result<Cookie, ClientError> {
         let cookie = self.next_cookie();
-        self.submit(&Command::Listen { cookie })?;
+        self.submit(&Command::Listen { cookie, service })?;
         self.wait_cookie(cookie, |c| {
             matches!(c, Completion::Listening { cookie: k } if *k == cookie).then_some(())
         })?;
         Ok(cookie)
     }
 
-    /// Waits up to `timeout` for a peer's flow to be accepted.
+    /// Waits up to `timeout` for a peer's flow to be accepted (on any of this client's
+    /// listens).
     pub fn accept(&mut self, timeout: Duration) -> Result<FlowId, ClientError> {
         self.wait_for(timeout, |c| match c {
             Completion::FlowAccepted { flow, .. } => Some(*flow),

@@ -5,7 +5,7 @@
 //! byte 0      kind (see the `kind` constants; commands and completions are numbered apart)
 //! bytes 1..   the variant's fields in declaration order: u16/u32/u64 little-endian;
 //!             a status u16 (0 = ok, else an OpErrorCode) precedes fields valid only on ok;
-//!             OpenFlow's peer is a u8 length then that many UTF-8 bytes
+//!             OpenFlow's peer is a u8 length then that many UTF-8 bytes (then its service)
 //! ```
 //!
 //! Records are written with no padding and decoded with every length checked: a record
@@ -25,18 +25,25 @@ mod codec;
 /// Longest peer address an OpenFlow may carry.
 pub const MAX_PEER_LEN: usize = 255;
 /// Longest encoded record (OpenFlow with the longest peer); ring slots must hold this.
-pub const MAX_RECORD_LEN: usize = 1 + 8 + 1 + MAX_PEER_LEN;
+pub const MAX_RECORD_LEN: usize = 1 + 8 + 1 + MAX_PEER_LEN + 4;
 
 /// Identifies a flow to a peer engine (assigned by the engine).
 pub type FlowId = u64;
 /// Chooses the app's request in completions; opaque to the engine.
 pub type Cookie = u64;
+/// A service on an engine, named by Listen and OpenFlow (it travels in the wire's Connect).
+pub use crate::wire::ServiceId;
 
 /// A request from the app to its engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Connect to a peer (`host:port` or an address the NIC backend understands).
-    OpenFlow { cookie: Cookie, peer: String },
+    /// Connect to `service` at a peer (`host:port` or an address the NIC backend
+    /// understands). Fails with [`OpErrorCode::NoListener`] if nobody listens on it there.
+    OpenFlow {
+        cookie: Cookie,
+        peer: String,
+        service: ServiceId,
+    },
     /// Close a flow; in-flight operations on it complete with [`OpErrorCode::FlowClosed`].
     CloseFlow { flow: FlowId },
     /// Send the message in the pool chain at `head` (`len` bytes) on `stream`. The chain's
@@ -86,9 +93,11 @@ pub enum Command {
     RegisterRegion { cookie: Cookie, len: u64 },
     /// Withdraw a region; later operations on it are refused.
     UnregisterRegion { cookie: Cookie, region: u32 },
-    /// Accept flows that peers open to this engine: each one is announced with
-    /// [`Completion::FlowAccepted`] carrying this cookie (the first listening app gets them).
-    Listen { cookie: Cookie },
+    /// Accept the flows peers open to `service` of this engine: each one is announced with
+    /// [`Completion::FlowAccepted`] carrying this cookie. One listener per service: if
+    /// another (of any app) holds it, the answer is an `Error` with
+    /// [`OpErrorCode::ServiceTaken`] and the service as detail. Held until the app detaches.
+    Listen { cookie: Cookie, service: ServiceId },
 }
 
 /// A result from the engine to the app.
@@ -130,7 +139,7 @@ pub enum Completion {
     },
     /// A region was unregistered.
     RegionUnregistered { cookie: Cookie, region: u32 },
-    /// Answer to Listen: peers' flows will be accepted for this app from now on.
+    /// Answer to Listen: peers' flows to the service will be accepted for this app from now on.
     Listening { cookie: Cookie },
     /// A peer opened a flow that this app now owns (`cookie` is its Listen's).
     FlowAccepted { cookie: Cookie, flow: FlowId },
@@ -196,13 +205,18 @@ impl Command {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let mut w = W(out);
         match self {
-            Command::OpenFlow { cookie, peer } => {
+            Command::OpenFlow {
+                cookie,
+                peer,
+                service,
+            } => {
                 let mut end = peer.len().min(MAX_PEER_LEN);
                 while !peer.is_char_boundary(end) {
                     end -= 1;
                 }
                 w.u8(kind::OPEN_FLOW).u64(*cookie).u8(end as u8);
                 w.0.extend_from_slice(&peer.as_bytes()[..end]);
+                w.u32(*service);
             }
             Command::CloseFlow { flow } => {
                 w.u8(kind::CLOSE_FLOW).u64(*flow);
@@ -268,8 +282,8 @@ impl Command {
             Command::UnregisterRegion { cookie, region } => {
                 w.u8(kind::UNREGISTER).u64(*cookie).u32(*region);
             }
-            Command::Listen { cookie } => {
-                w.u8(kind::LISTEN).u64(*cookie);
+            Command::Listen { cookie, service } => {
+                w.u8(kind::LISTEN).u64(*cookie).u32(*service);
             }
         }
     }
@@ -292,6 +306,7 @@ impl Command {
                 Command::OpenFlow {
                     cookie,
                     peer: peer.to_owned(),
+                    service: r.u32()?,
                 }
             }
             kind::CLOSE_FLOW => Command::CloseFlow { flow: r.u64()? },
@@ -338,7 +353,10 @@ impl Command {
                 cookie: r.u64()?,
                 region: r.u32()?,
             },
-            kind::LISTEN => Command::Listen { cookie: r.u64()? },
+            kind::LISTEN => Command::Listen {
+                cookie: r.u64()?,
+                service: r.u32()?,
+            },
             k => return Err(DecodeError::UnknownKind(k)),
         };
         r.finish(cmd)
@@ -355,7 +373,7 @@ impl Command {
             | Command::IndirectRead { cookie, .. }
             | Command::RegisterRegion { cookie, .. }
             | Command::UnregisterRegion { cookie, .. }
-            | Command::Listen { cookie } => *cookie,
+            | Command::Listen { cookie, .. } => *cookie,
         }
     }
 }

@@ -13,8 +13,8 @@
 //! `ops.rs` flow events and one-sided ops, this file the state, attach/detach and `run`.
 //!
 //! One step ([`PonyEngine::run`]) does, each bounded: up to `packet_batch` packets off the
-//! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app that posted `Listen`,
-//! or is rejected), up to `command_batch` app commands (round robin over sessions), then
+//! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app listening on the
+//! service it names, or is rejected), up to `command_batch` app commands (round robin over sessions), then
 //! drives every flow: timers, events → completions, the flow's outbox → the flow, and
 //! `poll_transmit` → `Repr::emit` → `Nic::send`. A packet the NIC refuses
 //! ([`crate::nic::NicError::WouldBlock`]) is kept and sent first in a later step.
@@ -59,7 +59,7 @@ use crate::app::{
 use crate::app::{Regions, SessionShape};
 use crate::flow::{Flow, FlowConfig, OneSided};
 use crate::nic::{Nic, PeerAddr};
-use crate::wire;
+use crate::wire::{self, ServiceId};
 
 /// Settings of one Pony engine.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ pub struct PonyStats {
     pub malformed: u64,
     /// Received packets for no flow of ours (or from the wrong peer).
     pub unknown_flow: u64,
-    /// Connects refused (no app listening, or no common version).
+    /// Connects refused (no app listening on the service, or no common version).
     pub connects_rejected: u64,
     /// Flows accepted for a listening app.
     pub flows_accepted: u64,
@@ -223,7 +223,8 @@ pub struct PonyEngine {
     sessions: BTreeMap<u64, EngineSession>,
     next_session: u64,
     cursor: u64,
-    listeners: Vec<(u64, Cookie)>,
+    /// Who accepts the flows opened to each service: (session, its Listen's cookie).
+    listeners: HashMap<ServiceId, (u64, Cookie)>,
     staged: HashMap<(u64, Cookie), OwnedFd>,
     regions: Regions,
     ops: HashMap<u64, PendingOp>,
@@ -262,7 +263,7 @@ impl PonyEngine {
             sessions: BTreeMap::new(),
             next_session: 1,
             cursor: 0,
-            listeners: Vec::new(),
+            listeners: HashMap::new(),
             staged: HashMap::new(),
             regions: Regions::new(),
             ops: HashMap::new(),
@@ -572,7 +573,7 @@ impl AppFacing for PonyEngine {
             }
         }
         let regions = self.regions.remove_all_of(id);
-        self.listeners.retain(|(s, _)| *s != id);
+        self.listeners.retain(|_, (s, _)| *s != id);
         self.staged.retain(|(s, _), _| *s != id);
         for e in self.flows.values_mut().filter(|e| e.owner == Some(id)) {
             e.owner = None;
