@@ -296,6 +296,16 @@ impl PonyClient {
         Ok(cookie)
     }
 
+    /// Gives `service` up: no more flows to it are accepted for this client (those already
+    /// accepted stay). Not listening on it is [`OpErrorCode::NoListener`].
+    pub fn unlisten(&mut self, service: ServiceId) -> Result<(), ClientError> {
+        let cookie = self.next_cookie();
+        self.submit(&Command::Unlisten { cookie, service })?;
+        self.wait_cookie(cookie, |c| {
+            matches!(c, Completion::Unlistened { cookie: k } if *k == cookie).then_some(())
+        })
+    }
+
     /// Waits up to `timeout` for a peer's flow to be accepted (on any of this client's
     /// listens).
     pub fn accept(&mut self, timeout: Duration) -> Result<FlowId, ClientError> {

@@ -96,8 +96,12 @@ pub enum Command {
     /// Accept the flows peers open to `service` of this engine: each one is announced with
     /// [`Completion::FlowAccepted`] carrying this cookie. One listener per service: if
     /// another (of any app) holds it, the answer is an `Error` with
-    /// [`OpErrorCode::ServiceTaken`] and the service as detail. Held until the app detaches.
+    /// [`OpErrorCode::ServiceTaken`] and the service as detail. Held until Unlisten or
+    /// until the app detaches.
     Listen { cookie: Cookie, service: ServiceId },
+    /// Stop accepting flows to `service` (flows already accepted stay the app's). Not this
+    /// app's listener: an `Error` with [`OpErrorCode::NoListener`] and the service as detail.
+    Unlisten { cookie: Cookie, service: ServiceId },
 }
 
 /// A result from the engine to the app.
@@ -141,6 +145,8 @@ pub enum Completion {
     RegionUnregistered { cookie: Cookie, region: u32 },
     /// Answer to Listen: peers' flows to the service will be accepted for this app from now on.
     Listening { cookie: Cookie },
+    /// Answer to Unlisten: no more flows to the service for this app.
+    Unlistened { cookie: Cookie },
     /// A peer opened a flow that this app now owns (`cookie` is its Listen's).
     FlowAccepted { cookie: Cookie, flow: FlowId },
     /// A command failed before it could start (bad chain, unknown flow, ...). `detail` is
@@ -185,6 +191,7 @@ mod kind {
     pub const REGISTER: u8 = 7;
     pub const UNREGISTER: u8 = 8;
     pub const LISTEN: u8 = 9;
+    pub const UNLISTEN: u8 = 10;
 
     pub const FLOW_OPENED: u8 = 0x81;
     pub const FLOW_CLOSED: u8 = 0x82;
@@ -197,6 +204,7 @@ mod kind {
     pub const ERROR: u8 = 0x89;
     pub const LISTENING: u8 = 0x8a;
     pub const FLOW_ACCEPTED: u8 = 0x8b;
+    pub const UNLISTENED: u8 = 0x8c;
 }
 
 impl Command {
@@ -285,6 +293,9 @@ impl Command {
             Command::Listen { cookie, service } => {
                 w.u8(kind::LISTEN).u64(*cookie).u32(*service);
             }
+            Command::Unlisten { cookie, service } => {
+                w.u8(kind::UNLISTEN).u64(*cookie).u32(*service);
+            }
         }
     }
 
@@ -357,6 +368,10 @@ impl Command {
                 cookie: r.u64()?,
                 service: r.u32()?,
             },
+            kind::UNLISTEN => Command::Unlisten {
+                cookie: r.u64()?,
+                service: r.u32()?,
+            },
             k => return Err(DecodeError::UnknownKind(k)),
         };
         r.finish(cmd)
@@ -373,7 +388,8 @@ impl Command {
             | Command::IndirectRead { cookie, .. }
             | Command::RegisterRegion { cookie, .. }
             | Command::UnregisterRegion { cookie, .. }
-            | Command::Listen { cookie, .. } => *cookie,
+            | Command::Listen { cookie, .. }
+            | Command::Unlisten { cookie, .. } => *cookie,
         }
     }
 }
@@ -430,6 +446,9 @@ impl Completion {
             }
             Completion::FlowAccepted { cookie, flow } => {
                 w.u8(kind::FLOW_ACCEPTED).u64(*cookie).u64(*flow);
+            }
+            Completion::Unlistened { cookie } => {
+                w.u8(kind::UNLISTENED).u64(*cookie);
             }
             Completion::Error { cookie, code, detail } => {
                 w.u8(kind::ERROR).u64(*cookie).u16(*code as u16).u64(*detail);
@@ -498,6 +517,7 @@ impl Completion {
                 cookie: r.u64()?,
                 flow: r.u64()?,
             },
+            kind::UNLISTENED => Completion::Unlistened { cookie: r.u64()? },
             k => return Err(DecodeError::UnknownKind(k)),
         };
         r.finish(c)

@@ -58,6 +58,7 @@ fn command() -> impl Strategy<Value = Command> {
         (a(), a()).prop_map(|(cookie, len)| Command::RegisterRegion { cookie, len }),
         (a(), any::<u32>()).prop_map(|(cookie, region)| Command::UnregisterRegion { cookie, region }),
         (a(), any::<u32>()).prop_map(|(cookie, service)| Command::Listen { cookie, service }),
+        (a(), any::<u32>()).prop_map(|(cookie, service)| Command::Unlisten { cookie, service }),
     ]
 }
 
@@ -96,6 +97,7 @@ fn completion() -> impl Strategy<Value = Completion> {
         (a(), code(), a()).prop_map(|(cookie, code, detail)| Completion::Error { cookie, code, detail }),
         a().prop_map(|cookie| Completion::Listening { cookie }),
         (a(), a()).prop_map(|(cookie, flow)| Completion::FlowAccepted { cookie, flow }),
+        a().prop_map(|cookie| Completion::Unlistened { cookie }),
     ]
 }
 

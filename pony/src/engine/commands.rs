@@ -44,6 +44,13 @@ impl PonyEngine {
                     self.complete(sid, Completion::Listening { cookie });
                 }
             },
+            Command::Unlisten { cookie, service } => match self.listeners.get(&service) {
+                Some(&(holder, _)) if holder == sid => {
+                    self.listeners.remove(&service);
+                    self.complete(sid, Completion::Unlistened { cookie });
+                }
+                _ => self.refuse(sid, cookie, OpErrorCode::NoListener, service.into()),
+            },
             Command::CloseFlow { flow } => match self.owned(sid, flow) {
                 Some(id) => {
                     if let Some(e) = self.flows.get_mut(&id) {

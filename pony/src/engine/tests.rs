@@ -160,6 +160,56 @@ fn each_service_has_one_listener_that_gets_only_its_flows() {
 }
 
 #[test]
+fn unlisten_frees_the_service_and_only_its_holder_may() {
+    let (mut a, mut b) = pair();
+    let (_, mut opener) = a.attach_local(Completions::Poll).unwrap();
+    let (_, mut holder) = b.attach_local(Completions::Poll).unwrap();
+    let (_, mut other) = b.attach_local(Completions::Poll).unwrap();
+    let (a, b) = (&mut a, &mut b);
+    assert_eq!(
+        listen(a, b, &mut holder, 1, 5),
+        Completion::Listening { cookie: 1 }
+    );
+    open(&mut opener, 1, 5);
+    let Completion::FlowOpened { result: Ok(flow), .. } = step_until(a, b, &mut opener) else {
+        panic!("open")
+    };
+    assert!(matches!(
+        step_until(a, b, &mut holder),
+        Completion::FlowAccepted { .. }
+    ));
+
+    let unlisten = |app: &mut AppSession, a: &mut PonyEngine, b: &mut PonyEngine, cookie| {
+        app.submit(&Command::Unlisten { cookie, service: 5 }).unwrap();
+        step_until(a, b, app)
+    };
+    let not_yours = Completion::Error {
+        cookie: 2,
+        code: OpErrorCode::NoListener,
+        detail: 5,
+    };
+    assert_eq!(unlisten(&mut other, a, b, 2), not_yours);
+    assert_eq!(
+        unlisten(&mut holder, a, b, 3),
+        Completion::Unlistened { cookie: 3 }
+    );
+    open(&mut opener, 2, 5);
+    let no_listener = Completion::FlowOpened {
+        cookie: 2,
+        result: Err(OpErrorCode::NoListener),
+    };
+    assert_eq!(step_until(a, b, &mut opener), no_listener);
+    assert_eq!(
+        listen(a, b, &mut other, 4, 5),
+        Completion::Listening { cookie: 4 }
+    );
+    // The flow accepted before Unlisten is still the holder's.
+    opener.send(flow, 0, b"still here", 9).unwrap();
+    let c = step_until(a, b, &mut holder);
+    assert!(matches!(c, Completion::Received { len: 10, .. }), "{c:?}");
+}
+
+#[test]
 fn bad_peer_unknown_flow_close_and_malformed() {
     let (mut a, mut b) = pair();
     let (_, mut x) = a.attach_local(Completions::Poll).unwrap();
