@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use snap_engines::control::SnapClient;
-use snap_engines::{PushError, SharedMem};
+use snap_engines::{Doorbell, PushError, SharedMem};
 
 use crate::app::{
     AppSession, Command, Completion, Completions, Cookie, FlowId, OpErrorCode, ServiceId, SessionError,
@@ -94,6 +94,8 @@ pub struct PonyClient {
     channel: u64,
     details: serde_json::Value,
     session: AppSession,
+    /// A second handle on the session's completion doorbell (`Completions::Block`).
+    bell: Option<Doorbell>,
     backlog: VecDeque<Completion>,
     next_cookie: Cookie,
 }
@@ -118,6 +120,7 @@ impl PonyClient {
         let notify = bell.is_some();
         let (channel, details, fds) =
             control.attach_raw(engine, notify, fds.as_ref().map_or(&[], |f| &f[..]))?;
+        let mine = bell.clone();
         let session = AppSession::from_fds(fds, bell)?;
         Ok(Self {
             control,
@@ -125,6 +128,7 @@ impl PonyClient {
             channel,
             details,
             session,
+            bell: mine,
             backlog: VecDeque::new(),
             next_cookie: 1,
         })
@@ -144,6 +148,14 @@ impl PonyClient {
     /// [`AppSession::post`], zero-copy chains).
     pub fn session(&mut self) -> &mut AppSession {
         &mut self.session
+    }
+
+    /// The completion doorbell ([`Completions::Block`] only), for a caller that waits for
+    /// completions in its own loop instead of this client's blocking calls (arm it, check
+    /// [`Self::poll_completion`], poll its eventfd, disarm and drain it). Not to be mixed
+    /// with this client's blocking waits at the same time: both would arm and drain it.
+    pub fn completion_doorbell(&self) -> Option<&Doorbell> {
+        self.bell.as_ref()
     }
 
     /// The control connection (e.g. for the host's status).
