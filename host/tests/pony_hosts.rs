@@ -2,128 +2,28 @@
 //! apps attached to them through `pony_express::client` over the control sockets:
 //! messages echoed exactly once and in order on two streams (up to 1 MiB), a one-sided read
 //! of a region registered through the socket, host death seen by both sides' apps as
-//! errors rather than hangs, and a SIGKILLed app detached by its host.
+//! errors rather than hangs, flows routed to the app listening on their service, and a
+//! SIGKILLed app detached by its host.
 //!
 //! The killed app is this test binary re-executed (`child_app`), so that its death is a
 //! real process death, with the kernel closing its sockets.
 
-use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{line_starting, message, wait_until, Host, TIMEOUT};
 use pony_express::app::{Completion, Completions, OpErrorCode};
 use pony_express::client::{ClientError, PonyClient, Region};
 use rustix::process::{kill_process, Pid, Signal};
 use snap_engines::SharedMem;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// The service app B echoes on.
+const ECHO: u32 = 7;
 /// Environment variable that turns `child_app` into the app process of a parent test.
 const CHILD_SOCKET: &str = "PONY_HOSTS_CHILD_SOCKET";
-
-/// A running `snap-host`, killed if a test fails before it is stopped.
-struct Host {
-    child: Child,
-    socket: PathBuf,
-    addr: String,
-}
-
-impl Host {
-    /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
-    /// 127.0.0.1, and waits for its ready line.
-    fn start() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("pony-hosts-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("snap.sock");
-        // A port the kernel just handed out, so that the peer's address is known before
-        // the host starts (a tiny race with other processes is accepted for a test).
-        let addr = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string();
-        let config = dir.join("snap.toml");
-        let text = format!(
-            "control_socket = {socket:?}\nmicroquanta = false\n\
-             [[group]]\nname = \"pony\"\nmode = \"spreading\"\n\
-             [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n\
-             [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n"
-        );
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn snap-host");
-        let line = line_starting(&mut child, "snap-host: ");
-        assert_eq!(
-            line,
-            format!("snap-host: ready, control socket at {}", socket.display())
-        );
-        Self { child, socket, addr }
-    }
-
-    fn kill(&mut self) {
-        kill_process(Pid::from_child(&self.child), Signal::KILL).unwrap();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The child's first stdout line containing `prefix` (within [`TIMEOUT`]), from `prefix`
-/// on (libtest may have printed the test's name before it); the rest of its output is
-/// drained.
-fn line_starting(child: &mut Child, prefix: &str) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no line starting with {prefix:?} from the child"));
-        if let Some(at) = line.find(prefix) {
-            return line[at..].to_owned();
-        }
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Message `seq` of `stream`, `len` bytes: the pair first (when it fits), then a pattern
-/// derived from both, so a misplaced or mixed-up byte is caught.
-fn message(stream: u32, seq: u32, len: usize) -> Vec<u8> {
-    let mut m: Vec<u8> = (0..len)
-        .map(|i| (i as u32 ^ seq.wrapping_mul(31) ^ stream) as u8)
-        .collect();
-    let head = [stream.to_le_bytes(), seq.to_le_bytes()].concat();
-    let n = head.len().min(len);
-    m[..n].copy_from_slice(&head[..n]);
-    m
-}
 
 const SIZES: [usize; 7] = [8, 100, 1500, 4000, 65_536, 300_000, 1 << 20];
 const REGION_LEN: usize = 64 * 1024;
@@ -137,7 +37,7 @@ fn region_byte(i: usize) -> u8 {
 /// that error.
 fn app_b(socket: PathBuf, to_test: mpsc::Sender<Result<Region, String>>) -> ClientError {
     let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
-    b.listen().unwrap();
+    b.listen(ECHO).unwrap();
     let mem = SharedMem::create("pony-hosts-region", REGION_LEN).unwrap();
     // SAFETY: the region is ours alone until it is registered just below.
     let bytes = unsafe { std::slice::from_raw_parts_mut(mem.as_ptr(), REGION_LEN) };
@@ -169,7 +69,7 @@ fn echo_read_and_host_death_across_two_hosts() {
     assert_eq!(region.len, REGION_LEN as u64);
 
     let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
-    let flow = a.open_flow(&host_b.addr).unwrap();
+    let flow = a.open_flow(&host_b.addr, ECHO).unwrap();
 
     // Every size on both streams, interleaved; echoes must come back once each, in order
     // per stream.
@@ -233,6 +133,51 @@ fn echo_read_and_host_death_across_two_hosts() {
     drop(host_a);
 }
 
+fn op_error<T: std::fmt::Debug>(r: Result<T, ClientError>) -> OpErrorCode {
+    match r {
+        Err(ClientError::Op { code }) => code,
+        other => panic!("expected an operation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn flows_go_to_the_listener_of_their_service() {
+    let host_a = Host::start();
+    let host_b = Host::start();
+    let mut one = PonyClient::connect(&host_b.socket, "pony0", Completions::Block).unwrap();
+    let mut two = PonyClient::connect(&host_b.socket, "pony0", Completions::Block).unwrap();
+    let mut other = PonyClient::connect(&host_b.socket, "pony0", Completions::Block).unwrap();
+    one.listen(1).unwrap();
+    two.listen(2).unwrap();
+    assert_eq!(op_error(other.listen(1)), OpErrorCode::ServiceTaken);
+
+    let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
+    let to_two = a.open_flow(&host_b.addr, 2).unwrap();
+    let at_two = two.accept(TIMEOUT).unwrap();
+    let to_one = a.open_flow(&host_b.addr, 1).unwrap();
+    let at_one = one.accept(TIMEOUT).unwrap();
+    a.send(to_one, 0, b"for one").unwrap();
+    a.send(to_two, 0, b"for two").unwrap();
+    for (app, flow, text) in [(&mut one, at_one, "for one"), (&mut two, at_two, "for two")] {
+        let m = app.recv(TIMEOUT).unwrap();
+        assert_eq!((m.flow, &m.data[..]), (flow, text.as_bytes()));
+        assert!(app.wait_completion(Duration::from_millis(100)).unwrap().is_none());
+    }
+    assert_eq!(op_error(a.open_flow(&host_b.addr, 3)), OpErrorCode::NoListener);
+
+    // `one` goes away: service 1 has no listener until `other` takes it.
+    let channel = one.channel();
+    drop(one);
+    wait_until("the dropped app's session detached", || {
+        let status = other.control().status().unwrap();
+        !status.channels.iter().any(|c| c.channel == channel)
+    });
+    assert_eq!(op_error(a.open_flow(&host_b.addr, 1)), OpErrorCode::NoListener);
+    other.listen(1).unwrap();
+    a.open_flow(&host_b.addr, 1).unwrap();
+    other.accept(TIMEOUT).unwrap();
+}
+
 #[test]
 fn killed_app_is_detached() {
     let host = Host::start();
@@ -258,8 +203,8 @@ fn killed_app_is_detached() {
         let status = watcher.control().status().unwrap();
         !status.channels.iter().any(|c| c.channel == channel)
     });
-    // The engine is still serving: the watcher can still register and list.
-    watcher.listen().unwrap();
+    // The engine is still serving: the watcher can still listen.
+    watcher.listen(ECHO).unwrap();
 }
 
 /// The app process of [`killed_app_is_detached`]: attaches, holds pool buffers and a

@@ -27,9 +27,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use snap_engines::control::SnapClient;
-use snap_engines::{PushError, SharedMem};
+use snap_engines::{Doorbell, PushError, SharedMem};
 
-use crate::app::{AppSession, Command, Completion, Completions, Cookie, FlowId, OpErrorCode, SessionError};
+use crate::app::{
+    AppSession, Command, Completion, Completions, Cookie, FlowId, OpErrorCode, ServiceId, SessionError,
+};
 use crate::pool::BufIdx;
 
 /// How often a blocked wait checks that the host is still there.
@@ -92,6 +94,8 @@ pub struct PonyClient {
     channel: u64,
     details: serde_json::Value,
     session: AppSession,
+    /// A second handle on the session's completion doorbell (`Completions::Block`).
+    bell: Option<Doorbell>,
     backlog: VecDeque<Completion>,
     next_cookie: Cookie,
 }
@@ -116,6 +120,7 @@ impl PonyClient {
         let notify = bell.is_some();
         let (channel, details, fds) =
             control.attach_raw(engine, notify, fds.as_ref().map_or(&[], |f| &f[..]))?;
+        let mine = bell.clone();
         let session = AppSession::from_fds(fds, bell)?;
         Ok(Self {
             control,
@@ -123,6 +128,7 @@ impl PonyClient {
             channel,
             details,
             session,
+            bell: mine,
             backlog: VecDeque::new(),
             next_cookie: 1,
         })
@@ -142,6 +148,14 @@ impl PonyClient {
     /// [`AppSession::post`], zero-copy chains).
     pub fn session(&mut self) -> &mut AppSession {
         &mut self.session
+    }
+
+    /// The completion doorbell ([`Completions::Block`] only), for a caller that waits for
+    /// completions in its own loop instead of this client's blocking calls (arm it, check
+    /// [`Self::poll_completion`], poll its eventfd, disarm and drain it). Not to be mixed
+    /// with this client's blocking waits at the same time: both would arm and drain it.
+    pub fn completion_doorbell(&self) -> Option<&Doorbell> {
+        self.bell.as_ref()
     }
 
     /// The control connection (e.g. for the host's status).
@@ -259,12 +273,15 @@ impl PonyClient {
         r.map_err(|code| ClientError::Op { code })
     }
 
-    /// Opens a flow to `peer` (e.g. `ip:port` for a UDP NIC).
-    pub fn open_flow(&mut self, peer: &str) -> Result<FlowId, ClientError> {
+    /// Opens a flow to `service` at `peer` (e.g. `ip:port` for a UDP NIC). Nobody listening
+    /// on it there is [`OpErrorCode::NoListener`]; a peer that does not answer,
+    /// [`OpErrorCode::Unreachable`].
+    pub fn open_flow(&mut self, peer: &str, service: ServiceId) -> Result<FlowId, ClientError> {
         let cookie = self.next_cookie();
         self.submit(&Command::OpenFlow {
             cookie,
             peer: peer.to_owned(),
+            service,
         })?;
         self.wait_cookie(cookie, |c| match c {
             Completion::FlowOpened { cookie: k, result } if *k == cookie => Some(*result),
@@ -278,18 +295,31 @@ impl PonyClient {
         self.submit(&Command::CloseFlow { flow })
     }
 
-    /// Asks for the flows peers open to this engine; returns the Listen's cookie, which
-    /// their `FlowAccepted` completions carry.
-    pub fn listen(&mut self) -> Result<Cookie, ClientError> {
+    /// Asks for the flows peers open to `service` of this engine; returns the Listen's
+    /// cookie, which their `FlowAccepted` completions carry. A service another listener
+    /// holds is [`OpErrorCode::ServiceTaken`]. The service is ours until this client
+    /// detaches (is dropped).
+    pub fn listen(&mut self, service: ServiceId) -> Result<Cookie, ClientError> {
         let cookie = self.next_cookie();
-        self.submit(&Command::Listen { cookie })?;
+        self.submit(&Command::Listen { cookie, service })?;
         self.wait_cookie(cookie, |c| {
             matches!(c, Completion::Listening { cookie: k } if *k == cookie).then_some(())
         })?;
         Ok(cookie)
     }
 
-    /// Waits up to `timeout` for a peer's flow to be accepted.
+    /// Gives `service` up: no more flows to it are accepted for this client (those already
+    /// accepted stay). Not listening on it is [`OpErrorCode::NoListener`].
+    pub fn unlisten(&mut self, service: ServiceId) -> Result<(), ClientError> {
+        let cookie = self.next_cookie();
+        self.submit(&Command::Unlisten { cookie, service })?;
+        self.wait_cookie(cookie, |c| {
+            matches!(c, Completion::Unlistened { cookie: k } if *k == cookie).then_some(())
+        })
+    }
+
+    /// Waits up to `timeout` for a peer's flow to be accepted (on any of this client's
+    /// listens).
     pub fn accept(&mut self, timeout: Duration) -> Result<FlowId, ClientError> {
         self.wait_for(timeout, |c| match c {
             Completion::FlowAccepted { flow, .. } => Some(*flow),

@@ -8,9 +8,10 @@
 //! through; [`app`], the app/engine command and completion protocol, registered memory
 //! regions and sessions; [`engine`], the Pony engine that ties them together inside the
 //! Snap host (an `engines::Engine`); [`client`], the app library that attaches to a Pony
-//! engine of a `snap-host` over its control socket. The benchmarks live in `experiments/`
-//! (`mq-bench-pony`, `cargo xtask bench pony`). Not yet: zero-copy on the engine's data path
-//! (it copies a payload once on send and once on receive; see `engine`).
+//! engine of a `snap-host` over its control socket; [`socket`], blocking listeners and
+//! message streams on top of it, for apps that want sockets. The benchmarks live in
+//! `experiments/` (`mq-bench-pony`, `cargo xtask bench pony`). Not yet: zero-copy on the
+//! engine's data path (it copies a payload once on send and once on receive; see `engine`).
 
 pub mod app;
 pub mod client;
@@ -18,4 +19,5 @@ pub mod engine;
 pub mod flow;
 pub mod nic;
 pub mod pool;
+pub mod socket;
 pub mod wire;

@@ -98,11 +98,16 @@ fn wait(app: &mut AppSession, what: &str) -> Completion {
 
 /// Connects `a`'s app to `b`'s (which listens); returns (a's flow, b's flow).
 fn connect(a: &mut AppSession, b: &mut AppSession, peer: &str) -> (u64, u64) {
-    b.submit(&Command::Listen { cookie: 7 }).unwrap();
+    b.submit(&Command::Listen {
+        cookie: 7,
+        service: 9,
+    })
+    .unwrap();
     assert_eq!(wait(b, "Listening"), Completion::Listening { cookie: 7 });
     a.submit(&Command::OpenFlow {
         cookie: 1,
         peer: peer.into(),
+        service: 9,
     })
     .unwrap();
     let Completion::FlowOpened {

@@ -444,7 +444,10 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
     let (sid_b, mut b) = attach(&hb.h, spin)?;
 
     // Connect before the echo thread takes app B.
-    b.submit(&Command::Listen { cookie: 7 })?;
+    b.submit(&Command::Listen {
+        cookie: 7,
+        service: 0,
+    })?;
     match wait(&mut b, spin, "Listening")? {
         Completion::Listening { .. } => {}
         other => bail!("listen: {other:?}"),
@@ -452,6 +455,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
     a.submit(&Command::OpenFlow {
         cookie: 1,
         peer: peer.clone(),
+        service: 0,
     })?;
     let flow = match wait(&mut a, spin, "FlowOpened")? {
         Completion::FlowOpened { result: Ok(f), .. } => f,

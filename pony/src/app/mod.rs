@@ -28,7 +28,7 @@ pub mod proto;
 pub mod regions;
 pub mod session;
 
-pub use proto::{Command, Completion, Cookie, DecodeError, FlowId};
+pub use proto::{Command, Completion, Cookie, DecodeError, FlowId, ServiceId};
 pub use regions::{AppId, Refusals, RegionError, RegionGrant, RegionSpan, Regions};
 pub use session::{
     Accepted, AppSession, ChainId, Completions, EngineSession, Received, ReclaimStats, SessionBuffers,
@@ -77,11 +77,17 @@ pub enum OpErrorCode {
     /// A region could not be registered (not a sealed memfd, wrong length, too many).
     #[error("region registration refused")]
     RegionRefused = 12,
+    /// Listen on a service another listener (of any app) already holds.
+    #[error("service already has a listener")]
+    ServiceTaken = 13,
+    /// The peer engine has nobody listening on the service the flow was opened to.
+    #[error("no listener on the service")]
+    NoListener = 14,
 }
 
 impl OpErrorCode {
     /// The highest code.
-    pub const LAST: OpErrorCode = OpErrorCode::RegionRefused;
+    pub const LAST: OpErrorCode = OpErrorCode::NoListener;
 
     /// The code numbered `v`, if any.
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -99,6 +105,8 @@ impl OpErrorCode {
             10 => BadCommand,
             11 => Internal,
             12 => RegionRefused,
+            13 => ServiceTaken,
+            14 => NoListener,
             _ => return None,
         })
     }

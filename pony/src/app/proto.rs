@@ -5,7 +5,7 @@
 //! byte 0      kind (see the `kind` constants; commands and completions are numbered apart)
 //! bytes 1..   the variant's fields in declaration order: u16/u32/u64 little-endian;
 //!             a status u16 (0 = ok, else an OpErrorCode) precedes fields valid only on ok;
-//!             OpenFlow's peer is a u8 length then that many UTF-8 bytes
+//!             OpenFlow's peer is a u8 length then that many UTF-8 bytes (then its service)
 //! ```
 //!
 //! Records are written with no padding and decoded with every length checked: a record
@@ -13,25 +13,37 @@
 //! UTF-8 is a [`DecodeError`]. Decoding reads only the slice it is given and never panics
 //! (a proptest below feeds it arbitrary bytes), because the other side may be hostile.
 //! A decoded command is only well-formed: buffer indices, region keys and bounds in it
-//! are checked later against the pool and the region registry.
+//! are checked later against the pool and the region registry. The field writer and the
+//! checked reader are in `proto_codec.rs`.
 
 use super::OpErrorCode;
+use codec::{reader, W};
+
+#[path = "proto_codec.rs"]
+mod codec;
 
 /// Longest peer address an OpenFlow may carry.
 pub const MAX_PEER_LEN: usize = 255;
 /// Longest encoded record (OpenFlow with the longest peer); ring slots must hold this.
-pub const MAX_RECORD_LEN: usize = 1 + 8 + 1 + MAX_PEER_LEN;
+pub const MAX_RECORD_LEN: usize = 1 + 8 + 1 + MAX_PEER_LEN + 4;
 
 /// Identifies a flow to a peer engine (assigned by the engine).
 pub type FlowId = u64;
 /// Chooses the app's request in completions; opaque to the engine.
 pub type Cookie = u64;
+/// A service on an engine, named by Listen and OpenFlow (it travels in the wire's Connect).
+pub use crate::wire::ServiceId;
 
 /// A request from the app to its engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Connect to a peer (`host:port` or an address the NIC backend understands).
-    OpenFlow { cookie: Cookie, peer: String },
+    /// Connect to `service` at a peer (`host:port` or an address the NIC backend
+    /// understands). Fails with [`OpErrorCode::NoListener`] if nobody listens on it there.
+    OpenFlow {
+        cookie: Cookie,
+        peer: String,
+        service: ServiceId,
+    },
     /// Close a flow; in-flight operations on it complete with [`OpErrorCode::FlowClosed`].
     CloseFlow { flow: FlowId },
     /// Send the message in the pool chain at `head` (`len` bytes) on `stream`. The chain's
@@ -81,9 +93,15 @@ pub enum Command {
     RegisterRegion { cookie: Cookie, len: u64 },
     /// Withdraw a region; later operations on it are refused.
     UnregisterRegion { cookie: Cookie, region: u32 },
-    /// Accept flows that peers open to this engine: each one is announced with
-    /// [`Completion::FlowAccepted`] carrying this cookie (the first listening app gets them).
-    Listen { cookie: Cookie },
+    /// Accept the flows peers open to `service` of this engine: each one is announced with
+    /// [`Completion::FlowAccepted`] carrying this cookie. One listener per service: if
+    /// another (of any app) holds it, the answer is an `Error` with
+    /// [`OpErrorCode::ServiceTaken`] and the service as detail. Held until Unlisten or
+    /// until the app detaches.
+    Listen { cookie: Cookie, service: ServiceId },
+    /// Stop accepting flows to `service` (flows already accepted stay the app's). Not this
+    /// app's listener: an `Error` with [`OpErrorCode::NoListener`] and the service as detail.
+    Unlisten { cookie: Cookie, service: ServiceId },
 }
 
 /// A result from the engine to the app.
@@ -125,8 +143,10 @@ pub enum Completion {
     },
     /// A region was unregistered.
     RegionUnregistered { cookie: Cookie, region: u32 },
-    /// Answer to Listen: peers' flows will be accepted for this app from now on.
+    /// Answer to Listen: peers' flows to the service will be accepted for this app from now on.
     Listening { cookie: Cookie },
+    /// Answer to Unlisten: no more flows to the service for this app.
+    Unlistened { cookie: Cookie },
     /// A peer opened a flow that this app now owns (`cookie` is its Listen's).
     FlowAccepted { cookie: Cookie, flow: FlowId },
     /// A command failed before it could start (bad chain, unknown flow, ...). `detail` is
@@ -171,6 +191,7 @@ mod kind {
     pub const REGISTER: u8 = 7;
     pub const UNREGISTER: u8 = 8;
     pub const LISTEN: u8 = 9;
+    pub const UNLISTEN: u8 = 10;
 
     pub const FLOW_OPENED: u8 = 0x81;
     pub const FLOW_CLOSED: u8 = 0x82;
@@ -183,101 +204,7 @@ mod kind {
     pub const ERROR: u8 = 0x89;
     pub const LISTENING: u8 = 0x8a;
     pub const FLOW_ACCEPTED: u8 = 0x8b;
-}
-
-struct W<'a>(&'a mut Vec<u8>);
-
-impl W<'_> {
-    fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
-    fn u16(&mut self, v: u16) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    /// Status, then the value (zero when the status is an error, so records stay fixed-size).
-    fn status<T: Copy + Default>(&mut self, r: Result<T, OpErrorCode>, put: impl Fn(&mut Self, T)) {
-        match r {
-            Ok(v) => {
-                self.u16(0);
-                put(self, v);
-            }
-            Err(code) => {
-                self.u16(code as u16);
-                put(self, T::default());
-            }
-        }
-    }
-}
-
-struct R<'a> {
-    buf: &'a [u8],
-    kind: u8,
-}
-
-impl<'a> R<'a> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let (head, rest) = self
-            .buf
-            .split_first_chunk::<N>()
-            .ok_or(DecodeError::Truncated { kind: self.kind })?;
-        self.buf = rest;
-        Ok(*head)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.take().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if self.buf.len() < n {
-            return Err(DecodeError::Truncated { kind: self.kind });
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Ok(head)
-    }
-    /// A status code: `Ok(())` for 0, else the error it names.
-    fn status(&mut self) -> Result<Result<(), OpErrorCode>, DecodeError> {
-        match self.u16()? {
-            0 => Ok(Ok(())),
-            c => OpErrorCode::from_u16(c).map(Err).ok_or(DecodeError::BadCode(c)),
-        }
-    }
-    fn code(&mut self) -> Result<OpErrorCode, DecodeError> {
-        let c = self.u16()?;
-        OpErrorCode::from_u16(c).ok_or(DecodeError::BadCode(c))
-    }
-    fn finish<T>(self, value: T) -> Result<T, DecodeError> {
-        match self.buf.len() {
-            0 => Ok(value),
-            extra => Err(DecodeError::Trailing {
-                kind: self.kind,
-                extra,
-            }),
-        }
-    }
-}
-
-fn reader(buf: &[u8]) -> Result<R<'_>, DecodeError> {
-    let (&kind, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
-    Ok(R { buf: rest, kind })
+    pub const UNLISTENED: u8 = 0x8c;
 }
 
 impl Command {
@@ -286,13 +213,18 @@ impl Command {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let mut w = W(out);
         match self {
-            Command::OpenFlow { cookie, peer } => {
+            Command::OpenFlow {
+                cookie,
+                peer,
+                service,
+            } => {
                 let mut end = peer.len().min(MAX_PEER_LEN);
                 while !peer.is_char_boundary(end) {
                     end -= 1;
                 }
                 w.u8(kind::OPEN_FLOW).u64(*cookie).u8(end as u8);
                 w.0.extend_from_slice(&peer.as_bytes()[..end]);
+                w.u32(*service);
             }
             Command::CloseFlow { flow } => {
                 w.u8(kind::CLOSE_FLOW).u64(*flow);
@@ -358,8 +290,11 @@ impl Command {
             Command::UnregisterRegion { cookie, region } => {
                 w.u8(kind::UNREGISTER).u64(*cookie).u32(*region);
             }
-            Command::Listen { cookie } => {
-                w.u8(kind::LISTEN).u64(*cookie);
+            Command::Listen { cookie, service } => {
+                w.u8(kind::LISTEN).u64(*cookie).u32(*service);
+            }
+            Command::Unlisten { cookie, service } => {
+                w.u8(kind::UNLISTEN).u64(*cookie).u32(*service);
             }
         }
     }
@@ -382,6 +317,7 @@ impl Command {
                 Command::OpenFlow {
                     cookie,
                     peer: peer.to_owned(),
+                    service: r.u32()?,
                 }
             }
             kind::CLOSE_FLOW => Command::CloseFlow { flow: r.u64()? },
@@ -428,7 +364,14 @@ impl Command {
                 cookie: r.u64()?,
                 region: r.u32()?,
             },
-            kind::LISTEN => Command::Listen { cookie: r.u64()? },
+            kind::LISTEN => Command::Listen {
+                cookie: r.u64()?,
+                service: r.u32()?,
+            },
+            kind::UNLISTEN => Command::Unlisten {
+                cookie: r.u64()?,
+                service: r.u32()?,
+            },
             k => return Err(DecodeError::UnknownKind(k)),
         };
         r.finish(cmd)
@@ -445,7 +388,8 @@ impl Command {
             | Command::IndirectRead { cookie, .. }
             | Command::RegisterRegion { cookie, .. }
             | Command::UnregisterRegion { cookie, .. }
-            | Command::Listen { cookie } => *cookie,
+            | Command::Listen { cookie, .. }
+            | Command::Unlisten { cookie, .. } => *cookie,
         }
     }
 }
@@ -502,6 +446,9 @@ impl Completion {
             }
             Completion::FlowAccepted { cookie, flow } => {
                 w.u8(kind::FLOW_ACCEPTED).u64(*cookie).u64(*flow);
+            }
+            Completion::Unlistened { cookie } => {
+                w.u8(kind::UNLISTENED).u64(*cookie);
             }
             Completion::Error { cookie, code, detail } => {
                 w.u8(kind::ERROR).u64(*cookie).u16(*code as u16).u64(*detail);
@@ -570,6 +517,7 @@ impl Completion {
                 cookie: r.u64()?,
                 flow: r.u64()?,
             },
+            kind::UNLISTENED => Completion::Unlistened { cookie: r.u64()? },
             k => return Err(DecodeError::UnknownKind(k)),
         };
         r.finish(c)

@@ -6,7 +6,11 @@ use proptest::prelude::*;
 fn command() -> impl Strategy<Value = Command> {
     let a = any::<u64>;
     prop_oneof![
-        (a(), "[a-z0-9.:]{0,40}").prop_map(|(cookie, peer)| Command::OpenFlow { cookie, peer }),
+        (a(), "[a-z0-9.:]{0,40}", any::<u32>()).prop_map(|(cookie, peer, service)| Command::OpenFlow {
+            cookie,
+            peer,
+            service
+        }),
         a().prop_map(|flow| Command::CloseFlow { flow }),
         (a(), any::<u32>(), any::<u32>(), any::<u32>(), a()).prop_map(|(flow, stream, head, len, cookie)| {
             Command::Send {
@@ -53,7 +57,8 @@ fn command() -> impl Strategy<Value = Command> {
         ),
         (a(), a()).prop_map(|(cookie, len)| Command::RegisterRegion { cookie, len }),
         (a(), any::<u32>()).prop_map(|(cookie, region)| Command::UnregisterRegion { cookie, region }),
-        a().prop_map(|cookie| Command::Listen { cookie }),
+        (a(), any::<u32>()).prop_map(|(cookie, service)| Command::Listen { cookie, service }),
+        (a(), any::<u32>()).prop_map(|(cookie, service)| Command::Unlisten { cookie, service }),
     ]
 }
 
@@ -92,6 +97,7 @@ fn completion() -> impl Strategy<Value = Completion> {
         (a(), code(), a()).prop_map(|(cookie, code, detail)| Completion::Error { cookie, code, detail }),
         a().prop_map(|cookie| Completion::Listening { cookie }),
         (a(), a()).prop_map(|(cookie, flow)| Completion::FlowAccepted { cookie, flow }),
+        a().prop_map(|cookie| Completion::Unlistened { cookie }),
     ]
 }
 
@@ -136,7 +142,7 @@ fn bad_records_are_specific_errors() {
     assert_eq!(Completion::decode(&[3]), Err(DecodeError::UnknownKind(3)));
     let mut bad_utf8 = vec![kind::OPEN_FLOW];
     bad_utf8.extend_from_slice(&7u64.to_le_bytes());
-    bad_utf8.extend_from_slice(&[2, 0xff, 0xfe]);
+    bad_utf8.extend_from_slice(&[2, 0xff, 0xfe, 0, 0, 0, 0]);
     assert_eq!(Command::decode(&bad_utf8), Err(DecodeError::BadPeer));
     let mut bad_code = Completion::WriteDone {
         cookie: 1,
@@ -150,10 +156,15 @@ fn bad_records_are_specific_errors() {
 #[test]
 fn long_peer_is_cut_on_a_char_boundary() {
     let peer = "é".repeat(200); // 400 bytes
-    let bytes = Command::OpenFlow { cookie: 1, peer }.encode();
+    let bytes = Command::OpenFlow {
+        cookie: 1,
+        peer,
+        service: u32::MAX,
+    }
+    .encode();
     assert!(bytes.len() <= MAX_RECORD_LEN);
-    let Ok(Command::OpenFlow { peer, .. }) = Command::decode(&bytes) else {
+    let Ok(Command::OpenFlow { peer, service, .. }) = Command::decode(&bytes) else {
         panic!()
     };
-    assert_eq!(peer.len(), 254);
+    assert_eq!((peer.len(), service), (254, u32::MAX));
 }

@@ -6,11 +6,12 @@
 //! app with its completion, or held by a [`PendingOp`] that detach or a flow's end
 //! finishes, so no path leaks pool buffers.
 
+use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{FlowEntry, OpKind, Origin, Out, PendingOp, PonyEngine};
-use crate::app::{Accepted, ChainId, Command, Completion, Cookie, OpErrorCode};
+use crate::app::{Accepted, ChainId, Command, Completion, Cookie, OpErrorCode, ServiceId};
 use crate::flow::{Chunks, Cutter, Flow, OneSided};
 use crate::nic::PeerAddr;
 use crate::wire::{self, Kind};
@@ -27,11 +28,27 @@ impl PonyEngine {
     /// Handles one accepted command of session `sid`.
     pub(super) fn command(&mut self, sid: u64, a: Accepted, now: Instant) {
         match a.cmd {
-            Command::OpenFlow { cookie, peer } => self.open_flow(sid, cookie, &peer, now),
-            Command::Listen { cookie } => {
-                self.listeners.push((sid, cookie));
-                self.complete(sid, Completion::Listening { cookie });
-            }
+            Command::OpenFlow {
+                cookie,
+                peer,
+                service,
+            } => self.open_flow(sid, cookie, &peer, service, now),
+            Command::Listen { cookie, service } => match self.listeners.entry(service) {
+                // Taken even by this same app: a second cookie for one service would leave
+                // which of them gets the flows undefined.
+                Entry::Occupied(_) => self.refuse(sid, cookie, OpErrorCode::ServiceTaken, service.into()),
+                Entry::Vacant(v) => {
+                    v.insert((sid, cookie));
+                    self.complete(sid, Completion::Listening { cookie });
+                }
+            },
+            Command::Unlisten { cookie, service } => match self.listeners.get(&service) {
+                Some(&(holder, _)) if holder == sid => {
+                    self.listeners.remove(&service);
+                    self.complete(sid, Completion::Unlistened { cookie });
+                }
+                _ => self.refuse(sid, cookie, OpErrorCode::NoListener, service.into()),
+            },
             Command::CloseFlow { flow } => match self.owned(sid, flow) {
                 Some(id) => {
                     if let Some(e) = self.flows.get_mut(&id) {
@@ -162,7 +179,7 @@ impl PonyEngine {
         }
     }
 
-    fn open_flow(&mut self, sid: u64, cookie: Cookie, peer: &str, now: Instant) {
+    fn open_flow(&mut self, sid: u64, cookie: Cookie, peer: &str, service: ServiceId, now: Instant) {
         let Some(peer) = parse_peer(peer) else {
             let c = Completion::FlowOpened {
                 cookie,
@@ -176,7 +193,7 @@ impl PonyEngine {
         };
         let id = self.next_flow;
         self.next_flow += 1;
-        let flow = Flow::connect_with(self.cfg.flow.clone(), id, now, bufs);
+        let flow = Flow::connect_with(self.cfg.flow.clone(), id, service, now, bufs);
         self.flows
             .insert(id, FlowEntry::new(flow, peer, sid, Origin::Opened(cookie)));
     }

@@ -1,13 +1,14 @@
 //! The NIC side of the engine: packets in (parse, then the flow mapper routes them by
-//! `dst_flow`, accepting or rejecting Connects) and out (emit, send, and the one-packet
-//! stash that holds a packet the NIC refused until a later step).
+//! `dst_flow`, accepting Connects for the app listening on their service or rejecting them
+//! with the reason) and out (emit, send, and the one-packet stash that holds a packet the
+//! NIC refused until a later step).
 
 use std::time::Instant;
 
 use super::{FlowEntry, Origin, PonyEngine};
 use crate::flow::{Flow, FlowError, OneSided};
 use crate::nic::{NicError, PeerAddr};
-use crate::wire::Repr;
+use crate::wire::{negotiate, RejectReason, Repr};
 
 impl PonyEngine {
     /// Sends a packet not belonging to a flow (a Reject) straight to the NIC; on any error
@@ -47,7 +48,8 @@ impl PonyEngine {
         (n, more)
     }
 
-    /// The flow mapper: hands a packet to its flow, or accepts / rejects a Connect.
+    /// The flow mapper: hands a packet to its flow, or accepts / rejects a Connect (no
+    /// common version, or nobody listening on its service).
     pub(super) fn route(&mut self, repr: &Repr<'_>, from: PeerAddr, now: Instant) {
         if let Some(dst) = repr.dst_flow() {
             let act_now = match self.flows.get_mut(&dst) {
@@ -67,7 +69,13 @@ impl PonyEngine {
             }
             return;
         }
-        let Repr::Connect { src_flow, .. } = *repr else {
+        let Repr::Connect {
+            src_flow,
+            service,
+            versions,
+            ..
+        } = *repr
+        else {
             self.stats.malformed += 1;
             return;
         };
@@ -77,14 +85,28 @@ impl PonyEngine {
                 return;
             }
         }
-        let Some(&(session, cookie)) = self.listeners.first() else {
-            self.stats.connects_rejected += 1;
-            let reject = Repr::Reject {
-                dst_flow: src_flow,
-                versions: self.cfg.flow.versions,
-            };
-            self.send_raw(&reject, from);
-            return;
+        // Versions first: an initiator we cannot talk to learns that, not that nobody
+        // listens (it could not use the listener anyway).
+        let listener = match negotiate(self.cfg.flow.versions, versions) {
+            None => Err(RejectReason::NoCommonVersion),
+            Some(_) => self
+                .listeners
+                .get(&service)
+                .copied()
+                .ok_or(RejectReason::NoListener),
+        };
+        let (session, cookie) = match listener {
+            Ok(listener) => listener,
+            Err(reason) => {
+                self.stats.connects_rejected += 1;
+                let reject = Repr::Reject {
+                    dst_flow: src_flow,
+                    versions: self.cfg.flow.versions,
+                    reason,
+                };
+                self.send_raw(&reject, from);
+                return;
+            }
         };
         let Some(bufs) = self.sessions.get(&session).map(|s| s.recv_buffers()) else {
             return;

@@ -13,8 +13,8 @@
 //! `ops.rs` flow events and one-sided ops, this file the state, attach/detach and `run`.
 //!
 //! One step ([`PonyEngine::run`]) does, each bounded: up to `packet_batch` packets off the
-//! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app that posted `Listen`,
-//! or is rejected), up to `command_batch` app commands (round robin over sessions), then
+//! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app listening on the
+//! service it names, or is rejected), up to `command_batch` app commands (round robin over sessions), then
 //! drives every flow: timers, events → completions, the flow's outbox → the flow, and
 //! `poll_transmit` → `Repr::emit` → `Nic::send`. A packet the NIC refuses
 //! ([`crate::nic::NicError::WouldBlock`]) is kept and sent first in a later step.
@@ -68,7 +68,7 @@ use crate::app::{AppSession, ChainId, Completion, Completions, Cookie, EngineSes
 use crate::app::{Regions, SessionBuffers, SessionShape};
 use crate::flow::{Chunks, Flow, FlowConfig, OneSided};
 use crate::nic::{Nic, PeerAddr};
-use crate::wire;
+use crate::wire::{self, ServiceId};
 pub use stats::PonyStats;
 
 /// Settings of one Pony engine.
@@ -189,7 +189,8 @@ pub struct PonyEngine {
     sessions: BTreeMap<u64, EngineSession>,
     next_session: u64,
     cursor: u64,
-    listeners: Vec<(u64, Cookie)>,
+    /// Who accepts the flows opened to each service: (session, its Listen's cookie).
+    listeners: HashMap<ServiceId, (u64, Cookie)>,
     staged: HashMap<(u64, Cookie), OwnedFd>,
     regions: Regions,
     ops: HashMap<u64, PendingOp>,
@@ -229,7 +230,7 @@ impl PonyEngine {
             sessions: BTreeMap::new(),
             next_session: 1,
             cursor: 0,
-            listeners: Vec::new(),
+            listeners: HashMap::new(),
             staged: HashMap::new(),
             regions: Regions::new(),
             ops: HashMap::new(),
@@ -545,7 +546,7 @@ impl AppFacing for PonyEngine {
             }
         }
         let regions = self.regions.remove_all_of(id);
-        self.listeners.retain(|(s, _)| *s != id);
+        self.listeners.retain(|_, (s, _)| *s != id);
         self.staged.retain(|(s, _), _| *s != id);
         for e in self.flows.values_mut().filter(|e| e.owner == Some(id)) {
             e.owner = None;

@@ -88,6 +88,7 @@ impl PonyEngine {
                     log::info!("{}: flow {id} failed: {reason:?}", self.name);
                     let code = match reason {
                         FailReason::ProtocolViolation => OpErrorCode::Internal,
+                        FailReason::NoListener => OpErrorCode::NoListener,
                         _ => OpErrorCode::Unreachable,
                     };
                     self.end_flow(id, e, code);
@@ -128,9 +129,13 @@ impl PonyEngine {
             self.complete(owner, Completion::Error { cookie, code, detail });
         }
         let c = match (e.connected, e.origin) {
+            // Why it never opened (NoListener, …); closed before it connected stays Unreachable.
             (false, Origin::Opened(cookie)) => Completion::FlowOpened {
                 cookie,
-                result: Err(OpErrorCode::Unreachable),
+                result: Err(match code {
+                    OpErrorCode::FlowClosed => OpErrorCode::Unreachable,
+                    code => code,
+                }),
             },
             _ => Completion::FlowClosed { flow: u64::from(id) },
         };

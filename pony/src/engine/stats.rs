@@ -18,7 +18,7 @@ pub struct PonyStats {
     pub malformed: u64,
     /// Received packets for no flow of ours (or from the wrong peer).
     pub unknown_flow: u64,
-    /// Connects refused (no app listening, or no common version).
+    /// Connects refused (no app listening on the service, or no common version).
     pub connects_rejected: u64,
     /// Flows accepted for a listening app.
     pub flows_accepted: u64,

@@ -43,11 +43,16 @@ impl Two {
         let (_, x) = a.attach_local(Completions::Poll).unwrap();
         let (_, y) = b.attach_local(Completions::Poll).unwrap();
         let mut t = Two { a, b, x, y, flow: 0 };
-        t.y.submit(&Command::Listen { cookie: 1 }).unwrap();
+        t.y.submit(&Command::Listen {
+            cookie: 1,
+            service: 0,
+        })
+        .unwrap();
         assert_eq!(t.next_y(), Completion::Listening { cookie: 1 });
         t.x.submit(&Command::OpenFlow {
             cookie: 2,
             peer: "shm".into(),
+            service: 0,
         })
         .unwrap();
         let Completion::FlowOpened { result: Ok(flow), .. } = t.next_x() else {

@@ -56,9 +56,13 @@ impl<R: RecvBuffers> Flow<R> {
                 credit,
                 ..
             } => self.on_accept(version, src_flow, credit, now),
-            Repr::Reject { versions, .. } => {
+            Repr::Reject { versions, reason, .. } => {
                 if matches!(self.state, State::Connecting { .. }) {
-                    self.fail(FailReason::NoCommonVersion { peer: versions });
+                    self.fail(match reason {
+                        RejectReason::NoCommonVersion => FailReason::NoCommonVersion { peer: versions },
+                        RejectReason::NoListener => FailReason::NoListener,
+                        RejectReason::Other(code) => FailReason::Refused { code },
+                    });
                 }
             }
             Repr::Close { .. } => {
@@ -296,6 +300,7 @@ impl<R: RecvBuffers> Flow<R> {
                 versions: self.cfg.versions,
                 src_flow: self.local_id,
                 credit: self.rbuf.available(),
+                service: self.service,
             },
             Next::Accept => Repr::Accept {
                 dst_flow,

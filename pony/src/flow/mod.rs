@@ -21,7 +21,7 @@
 //!
 //! Lifecycle: `Connecting` (initiator, until Accept/Reject) → `Connected` → `Closing`
 //! (after [`Flow::close`], until everything sent is acknowledged) → `Closed`; or `Failed`
-//! from anywhere (connect timed out, no common version, peer unresponsive). Close is not
+//! from anywhere (connect timed out or refused, peer unresponsive). Close is not
 //! acknowledged: a closed flow answers any further packet with another Close, so a lost
 //! Close is repaired by the peer's next retransmission.
 
@@ -48,7 +48,10 @@ pub use chunks::Chunks;
 pub(crate) use chunks::Cutter;
 pub use onesided::OneSided;
 
-use crate::wire::{self, negotiate, FlowId, Kind, MessageId, PacketSeq, Repr, StreamId, VersionRange};
+use crate::wire::{
+    self, negotiate, FlowId, Kind, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId,
+    VersionRange,
+};
 use credit::{PeerCredit, RecvBuffer};
 use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
 use rtt::RttEstimator;
@@ -156,6 +159,13 @@ pub enum FailReason {
     NoCommonVersion {
         /// The peer's versions.
         peer: VersionRange,
+    },
+    /// The peer refused: nobody listens on the service the Connect named.
+    NoListener,
+    /// The peer refused for a reason this version does not know (a newer peer's code).
+    Refused {
+        /// The Reject's reason code.
+        code: u8,
     },
     /// No ACK after `max_retries` consecutive retransmission timeouts or window probes.
     PeerUnresponsive,
@@ -302,6 +312,8 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     cfg: FlowConfig,
     local_id: FlowId,
     peer_id: FlowId,
+    /// The service our Connect names (initiator only; unused once connected).
+    service: ServiceId,
     version: u8,
     state: State,
     epoch: Instant,
@@ -339,9 +351,10 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
 }
 
 impl Flow {
-    /// Starts a flow as the initiator: the first `poll_transmit` yields the Connect.
-    pub fn connect(cfg: FlowConfig, local_id: FlowId, now: Instant) -> Self {
-        Flow::connect_with(cfg, local_id, now, HeapBuffers)
+    /// Starts a flow as the initiator, to `service` at the peer: the first `poll_transmit`
+    /// yields the Connect.
+    pub fn connect(cfg: FlowConfig, local_id: FlowId, service: ServiceId, now: Instant) -> Self {
+        Flow::connect_with(cfg, local_id, service, now, HeapBuffers)
     }
 
     /// Accepts a flow from a received Connect: the first `poll_transmit` yields the Accept.
@@ -367,6 +380,7 @@ impl<R: RecvBuffers> Flow<R> {
             cfg,
             local_id,
             peer_id: 0,
+            service: 0,
             version: 0,
             state,
             epoch: now,
@@ -395,8 +409,14 @@ impl<R: RecvBuffers> Flow<R> {
     }
 
     /// [`Flow::connect`] reassembling received messages in `bufs`.
-    pub fn connect_with(cfg: FlowConfig, local_id: FlowId, now: Instant, bufs: R) -> Self {
-        Flow::new(
+    pub fn connect_with(
+        cfg: FlowConfig,
+        local_id: FlowId,
+        service: ServiceId,
+        now: Instant,
+        bufs: R,
+    ) -> Self {
+        let mut flow = Flow::new(
             cfg,
             local_id,
             State::Connecting {
@@ -405,10 +425,13 @@ impl<R: RecvBuffers> Flow<R> {
             },
             now,
             bufs,
-        )
+        );
+        flow.service = service;
+        flow
     }
 
-    /// [`Flow::accept`] reassembling received messages in `bufs`.
+    /// [`Flow::accept`] reassembling received messages in `bufs`. The Connect's service is
+    /// the caller's business (it chose to accept).
     pub fn accept_with(
         cfg: FlowConfig,
         local_id: FlowId,
@@ -420,6 +443,7 @@ impl<R: RecvBuffers> Flow<R> {
             versions,
             src_flow,
             credit,
+            ..
         } = *connect
         else {
             return Err(FlowError::NotConnect);
@@ -429,6 +453,7 @@ impl<R: RecvBuffers> Flow<R> {
                 reject: Box::new(Repr::Reject {
                     dst_flow: src_flow,
                     versions: cfg.versions,
+                    reason: RejectReason::NoCommonVersion,
                 }),
             });
         };

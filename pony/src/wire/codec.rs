@@ -2,7 +2,8 @@
 
 use super::packet;
 use super::{
-    heapless_sacks, FlowId, Kind, OpErrorCode, Packet, Repr, VersionRange, WireError, MAGIC, VERSION,
+    heapless_sacks, FlowId, Kind, OpErrorCode, Packet, RejectReason, Repr, VersionRange, WireError, MAGIC,
+    VERSION,
 };
 
 /// `Ok` when a payload segment of `len` bytes at `offset` lies within `total`.
@@ -42,6 +43,7 @@ impl<'a> Repr<'a> {
                 },
                 src_flow: packet.connect_src_flow(),
                 credit: packet.connect_credit(),
+                service: packet.connect_service(),
             },
             Kind::Accept => Repr::Accept {
                 dst_flow: packet.dst_flow(),
@@ -55,6 +57,8 @@ impl<'a> Repr<'a> {
                     min: packet.reject_version_min(),
                     max: packet.reject_version_max(),
                 },
+                reason: RejectReason::from_byte(packet.reject_reason())
+                    .ok_or(WireError::Malformed("reject reason 0"))?,
             },
             Kind::Data => Repr::Data {
                 dst_flow: packet.dst_flow(),
@@ -198,6 +202,11 @@ impl<'a> Repr<'a> {
                 Err(WireError::Malformed("empty version range"))
             }
             Repr::Accept { version: 0, .. } => Err(WireError::Malformed("version 0")),
+            // Other(1) would be written as 1 and read back as NoCommonVersion: not canonical.
+            Repr::Reject {
+                reason: RejectReason::Other(0..=2),
+                ..
+            } => Err(WireError::Malformed("reject reason that has a name or is 0")),
             Repr::Data {
                 message_len, offset, ..
             } => check_segment(offset, payload_len, message_len, "segment outside its message"),
@@ -273,12 +282,14 @@ impl<'a> Repr<'a> {
                 versions,
                 src_flow,
                 credit,
+                service,
             } => {
                 p.set_version(versions.max);
                 p.set_connect_src_flow(src_flow);
                 p.set_connect_version_min(versions.min);
                 p.set_connect_version_max(versions.max);
                 p.set_connect_credit(credit);
+                p.set_connect_service(service);
             }
             Repr::Accept {
                 dst_flow,
@@ -292,11 +303,16 @@ impl<'a> Repr<'a> {
                 p.set_accept_credit(credit);
                 p.set_accept_version(version);
             }
-            Repr::Reject { dst_flow, versions } => {
+            Repr::Reject {
+                dst_flow,
+                versions,
+                reason,
+            } => {
                 p.set_version(versions.max);
                 p.set_dst_flow(dst_flow);
                 p.set_reject_version_min(versions.min);
                 p.set_reject_version_max(versions.max);
+                p.set_reject_reason(reason.to_byte());
             }
             Repr::Data {
                 dst_flow,

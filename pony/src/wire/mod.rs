@@ -22,11 +22,14 @@
 //!   the same invariant checks first. The encoding is canonical: re-emitting a parsed
 //!   packet gives the same bytes (except the version byte of handshake packets, which
 //!   receivers ignore).
-//! - Connect, Accept and Reject have one layout for every version, so two peers can always
-//!   negotiate ([`negotiate`]); every other kind is only parsed in [`VERSION`].
+//! - Connect, Accept and Reject have one layout for every version from 2 on, so two peers
+//!   can always negotiate ([`negotiate`]); every other kind is only parsed in [`VERSION`].
+//!   A Connect names the service it wants; a Reject says why ([`RejectReason`]).
 
 mod codec;
 mod packet;
+#[cfg(test)]
+mod proptests;
 mod repr;
 #[cfg(test)]
 mod tests;
@@ -36,7 +39,10 @@ pub use packet::{Packet, COMMON_HEADER_LEN, MAGIC};
 pub use repr::*;
 
 /// The wire version this code writes and reads for non-handshake packets.
-pub const VERSION: u8 = 1;
+///
+/// 2 because the handshake layouts changed (Connect gained its service, Reject its
+/// reason); version 1 was never deployed, so nothing speaks it and it is not supported.
+pub const VERSION: u8 = 2;
 
 /// The versions this code speaks (offered in Connect).
 pub const SUPPORTED_VERSIONS: VersionRange = VersionRange {
@@ -138,8 +144,7 @@ impl Kind {
     /// (16 bytes per block); other kinds have a fixed header.
     pub const fn header_len(self, sacks: usize) -> usize {
         match self {
-            Kind::Connect => 32,
-            Kind::Accept => 40,
+            Kind::Connect | Kind::Accept => 40,
             Kind::Reject | Kind::Close => 24,
             Kind::Data => 56,
             Kind::Ack => 48 + 16 * sacks,
@@ -248,6 +253,27 @@ impl OpErrorCode {
             3 => Some(OpErrorCode::OutOfBounds),
             4 => Some(OpErrorCode::TooLarge),
             _ => None,
+        }
+    }
+}
+
+impl RejectReason {
+    /// The reason with this code; `None` for 0, which no version uses.
+    pub const fn from_byte(byte: u8) -> Option<RejectReason> {
+        match byte {
+            0 => None,
+            1 => Some(RejectReason::NoCommonVersion),
+            2 => Some(RejectReason::NoListener),
+            other => Some(RejectReason::Other(other)),
+        }
+    }
+
+    /// The code on the wire.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            RejectReason::NoCommonVersion => 1,
+            RejectReason::NoListener => 2,
+            RejectReason::Other(code) => code,
         }
     }
 }

@@ -43,6 +43,7 @@ pub(super) mod field {
     pub const CONNECT_VERSION_MIN: usize = 20;
     pub const CONNECT_VERSION_MAX: usize = 21;
     pub const CONNECT_CREDIT: Field = 24..32;
+    pub const CONNECT_SERVICE: Field = 32..36;
 
     pub const ACCEPT_SRC_FLOW: Field = 20..24;
     pub const ACCEPT_CREDIT: Field = 24..32;
@@ -50,6 +51,7 @@ pub(super) mod field {
 
     pub const REJECT_VERSION_MIN: usize = 20;
     pub const REJECT_VERSION_MAX: usize = 21;
+    pub const REJECT_REASON: usize = 22;
 
     pub const DATA_STREAM: Field = 20..24;
     pub const DATA_TIMESTAMP: Field = 32..40;
@@ -140,7 +142,7 @@ fields! {
     checksum / set_checksum: u32 = field::CHECKSUM;
     /// Header length in bytes, common header included.
     header_len / set_header_len: u16 = field::HEADER_LEN;
-    /// Reserved bytes of the common header (zero in version 1).
+    /// Reserved bytes of the common header (zero).
     reserved / set_reserved: u16 = field::RESERVED;
     /// Payload length in bytes.
     payload_len / set_payload_len: u32 = field::PAYLOAD_LEN;
@@ -162,6 +164,8 @@ fields! {
         field::CONNECT_VERSION_MAX..field::CONNECT_VERSION_MAX + 1;
     /// Connect: initial credit in bytes.
     connect_credit / set_connect_credit: u64 = field::CONNECT_CREDIT;
+    /// Connect: the service wanted.
+    connect_service / set_connect_service: u32 = field::CONNECT_SERVICE;
 
     /// Accept: the responder's flow id.
     accept_src_flow / set_accept_src_flow: u32 = field::ACCEPT_SRC_FLOW;
@@ -176,6 +180,8 @@ fields! {
     /// Reject: newest version the responder speaks.
     reject_version_max / set_reject_version_max: u8 =
         field::REJECT_VERSION_MAX..field::REJECT_VERSION_MAX + 1;
+    /// Reject: the raw reason code (see [`super::RejectReason`]).
+    reject_reason / set_reject_reason: u8 = field::REJECT_REASON..field::REJECT_REASON + 1;
 
     /// Data: stream id.
     data_stream / set_data_stream: u32 = field::DATA_STREAM;
@@ -369,10 +375,11 @@ impl<T: AsRef<[u8]>> AsRef<[u8]> for Packet<T> {
     }
 }
 
-/// Reserved byte ranges of each kind's header (must be zero in version 1).
+/// Reserved byte ranges of each kind's header (must be zero).
 pub(super) fn reserved_ranges(kind: Kind) -> &'static [field::Field] {
     match kind {
-        Kind::Connect | Kind::Reject => &[field::RESERVED, 22..24],
+        Kind::Connect => &[field::RESERVED, 22..24, 36..40],
+        Kind::Reject => &[field::RESERVED, 23..24],
         Kind::Accept => &[field::RESERVED, 33..40],
         Kind::Ack | Kind::OpError => &[field::RESERVED, 21..24],
         Kind::Close => &[field::RESERVED, 20..24],

@@ -18,6 +18,10 @@ pub type StreamId = u32;
 /// A message within a stream, numbered from 0 by the sender.
 pub type MessageId = u64;
 
+/// A service on an engine: a Connect names one, and the engine hands the flow to the app
+/// listening on it (like a port; any value, 0 included).
+pub type ServiceId = u32;
+
 /// Range of wire versions a peer speaks (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionRange {
@@ -53,6 +57,21 @@ pub enum OpErrorCode {
     TooLarge = 4,
 }
 
+/// Why a responder refused a Connect (the `reason` of [`Repr::Reject`]).
+///
+/// Handshake packets parse in every version, so a code this version does not know is kept
+/// as [`RejectReason::Other`] rather than refused: the initiator still learns that it was
+/// rejected instead of retransmitting its Connect until it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// No version in both ranges (code 1).
+    NoCommonVersion,
+    /// Nobody listens on the Connect's service (code 2).
+    NoListener,
+    /// A code from a newer version: never 0 (invalid) nor one of the codes above.
+    Other(u8),
+}
+
 /// One Pony packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Repr<'a> {
@@ -64,6 +83,8 @@ pub enum Repr<'a> {
         src_flow: FlowId,
         /// Bytes the initiator can buffer for received messages (initial credit).
         credit: u64,
+        /// The service the initiator wants (the responder's listening app).
+        service: ServiceId,
     },
     /// Accepts a flow: the chosen version and the responder's own id.
     Accept {
@@ -82,6 +103,8 @@ pub enum Repr<'a> {
         dst_flow: FlowId,
         /// Versions the responder speaks, so the initiator can say why.
         versions: VersionRange,
+        /// Why.
+        reason: RejectReason,
     },
     /// A segment of a message.
     Data {

@@ -39,7 +39,7 @@ impl Pair {
     fn new(cfg: FlowConfig) -> Self {
         let now = Instant::now();
         let open = Rc::new(Cell::new(true));
-        let mut a = Flow::connect(cfg.clone(), 1, now);
+        let mut a = Flow::connect(cfg.clone(), 1, 0, now);
         let connect = emit_transmit(&a.poll_transmit(now).expect("connect"));
         let connect = Repr::parse(&connect).expect("valid");
         let bufs = Scarce { open: open.clone() };

@@ -421,6 +421,7 @@ fn handshake_rejects_without_common_version() {
         versions: VersionRange { min: 3, max: 4 },
         src_flow: 5,
         credit: 1,
+        service: 0,
     };
     let err = Flow::accept(cfg(), 6, &connect, sim.now).unwrap_err();
     assert_eq!(
@@ -428,7 +429,8 @@ fn handshake_rejects_without_common_version() {
         FlowError::Rejected {
             reject: Box::new(Repr::Reject {
                 dst_flow: 5,
-                versions: peer
+                versions: peer,
+                reason: RejectReason::NoCommonVersion,
             })
         }
     );
@@ -568,7 +570,7 @@ fn send_limits() {
         send_buffer: 1500,
         ..cfg()
     };
-    let mut f = Flow::connect(c, 1, Instant::now());
+    let mut f = Flow::connect(c, 1, 0, Instant::now());
     assert_eq!(
         f.send_message(0, vec![0; 1001]),
         Err(FlowError::TooLarge { len: 1001, max: 1000 })

@@ -96,7 +96,7 @@ impl SimNet {
         SimNet {
             start,
             now: start,
-            flows: [Some(Flow::connect(a, 100, start)), None],
+            flows: [Some(Flow::connect(a, 100, 0, start)), None],
             responder_cfg: b,
             links,
             busy_until: [start; 2],

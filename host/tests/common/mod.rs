@@ -1,0 +1,122 @@
+//! Helpers shared by the host's integration tests that run real `snap-host` processes:
+//! a host with one Pony engine on a UDP port of 127.0.0.1, reading a child's output, and
+//! waiting for a condition. Each test crate uses some of them, hence `dead_code`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+
+/// How long the helpers (and the tests) wait for anything.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `snap-host`, killed if a test fails before it is stopped.
+pub struct Host {
+    /// The host process.
+    pub child: Child,
+    /// Its control socket.
+    pub socket: PathBuf,
+    /// Its Pony engine `pony0`'s UDP address.
+    pub addr: String,
+}
+
+impl Host {
+    /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
+    /// 127.0.0.1, and waits for its ready line.
+    pub fn start() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pony-hosts-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("snap.sock");
+        // A port the kernel just handed out, so that the peer's address is known before
+        // the host starts (a tiny race with other processes is accepted for a test).
+        let addr = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let config = dir.join("snap.toml");
+        let text = format!(
+            "control_socket = {socket:?}\nmicroquanta = false\n\
+             [[group]]\nname = \"pony\"\nmode = \"spreading\"\n\
+             [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n\
+             [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn snap-host");
+        let line = line_starting(&mut child, "snap-host: ");
+        assert_eq!(
+            line,
+            format!("snap-host: ready, control socket at {}", socket.display())
+        );
+        Self { child, socket, addr }
+    }
+
+    pub fn kill(&mut self) {
+        kill_process(Pid::from_child(&self.child), Signal::KILL).unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's first stdout line containing `prefix` (within [`TIMEOUT`]), from `prefix`
+/// on (libtest may have printed the test's name before it); the rest of its output is
+/// drained.
+pub fn line_starting(child: &mut Child, prefix: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?} from the child"));
+        if let Some(at) = line.find(prefix) {
+            return line[at..].to_owned();
+        }
+    }
+}
+
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Message `seq` of `stream`, `len` bytes: the pair first (when it fits), then a pattern
+/// derived from both, so a misplaced or mixed-up byte is caught.
+pub fn message(stream: u32, seq: u32, len: usize) -> Vec<u8> {
+    let mut m: Vec<u8> = (0..len)
+        .map(|i| (i as u32 ^ seq.wrapping_mul(31) ^ stream) as u8)
+        .collect();
+    let head = [stream.to_le_bytes(), seq.to_le_bytes()].concat();
+    let n = head.len().min(len);
+    m[..n].copy_from_slice(&head[..n]);
+    m
+}
