@@ -1,6 +1,10 @@
 //! In-process session tests: the command/completion round trip, refusals, blocking
 //! completions, backpressure and crash reclaim.
 
+use std::time::Duration;
+
+use snap_engines::SharedMem;
+
 use super::*;
 
 fn shape() -> SessionShape {

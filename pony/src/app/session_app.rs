@@ -1,0 +1,187 @@
+//! The app's end of a session ([`AppSession`]): validating the host's descriptors, posting
+//! commands, taking completions, and reading received messages in place ([`Received`]).
+//! Split from `session.rs`, which keeps the engine's end and the shared types.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use snap_engines::channel::{ChannelAppEnd, ChannelError};
+use snap_engines::{Doorbell, SharedMem};
+
+use super::{SessionError, SESSION_FDS};
+use crate::app::proto::{Command, Completion, Cookie, FlowId, MAX_RECORD_LEN};
+use crate::pool::{BufIdx, Chain, ChainSnapshot, Owner, Pool, PoolError};
+
+/// The app's end of a session.
+#[derive(Debug)]
+pub struct AppSession {
+    pub(super) chan: ChannelAppEnd,
+    pool: Pool,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl AppSession {
+    /// Rebuilds the app end from the [`SESSION_FDS`] descriptors the host sent, validating
+    /// every one. `completion` is the doorbell whose descriptors the app sent with its
+    /// attach request ([`Completions::Block`]), if any.
+    pub fn from_fds(mut fds: Vec<OwnedFd>, completion: Option<Doorbell>) -> Result<Self, SessionError> {
+        if fds.len() != SESSION_FDS {
+            return Err(SessionError::FdCount {
+                expected: SESSION_FDS,
+                got: fds.len(),
+            });
+        }
+        let pool_fd = fds.pop().ok_or(SessionError::FdCount {
+            expected: SESSION_FDS,
+            got: 0,
+        })?;
+        let chan = ChannelAppEnd::from_fds(fds, completion)?;
+        let mem = SharedMem::from_fd(pool_fd).map_err(PoolError::from)?;
+        let pool = Pool::attach(mem)?.with_owner(Owner::App);
+        let buf = vec![0; chan.max_message_len()];
+        Ok(Self {
+            chan,
+            pool,
+            buf,
+            scratch: Vec::with_capacity(MAX_RECORD_LEN),
+        })
+    }
+
+    /// A doorbell for [`Completions::Block`]: send its [`Doorbell::fds`] to the host with
+    /// the attach request and pass it to [`Self::from_fds`].
+    pub fn completion_doorbell() -> Result<Doorbell, SessionError> {
+        Doorbell::new().map_err(|source| {
+            SessionError::Channel(ChannelError::Doorbell {
+                which: "completion",
+                source,
+            })
+        })
+    }
+
+    /// The shared pool: allocate and write chains here before posting them.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Queues a command without waking the engine; follow a batch with [`Self::kick`].
+    pub fn post(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        self.scratch.clear();
+        cmd.encode_into(&mut self.scratch);
+        Ok(self.chan.push(&self.scratch)?)
+    }
+
+    /// Wakes the engine if it is blocked (one load when it is not).
+    pub fn kick(&self) -> bool {
+        self.chan.kick()
+    }
+
+    /// Queues a command and wakes the engine if needed.
+    pub fn submit(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        self.post(cmd)?;
+        self.kick();
+        Ok(())
+    }
+
+    /// Writes `data` into a new chain and submits a Send of it. The chain now belongs to
+    /// the engine; if the command cannot be queued the chain is released again.
+    pub fn send(
+        &mut self,
+        flow: FlowId,
+        stream: u32,
+        data: &[u8],
+        cookie: Cookie,
+    ) -> Result<Chain, SessionError> {
+        let chain = self.pool.write_chain(data)?;
+        let cmd = Command::Send {
+            flow,
+            stream,
+            head: chain.head.0,
+            len: chain.len,
+            cookie,
+        };
+        if let Err(e) = self.submit(&cmd) {
+            self.pool.release_chain(chain.head)?;
+            return Err(e);
+        }
+        Ok(chain)
+    }
+
+    /// The next completion, if one is waiting.
+    pub fn poll_completion(&mut self) -> Result<Option<Completion>, SessionError> {
+        match self.chan.try_recv(&mut self.buf)? {
+            Some(n) => Ok(Some(Completion::decode(&self.buf[..n])?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next completion, waiting up to `timeout`: blocking on the completion doorbell
+    /// with [`Completions::Block`], yielding between checks otherwise.
+    pub fn wait_completion(&mut self, timeout: Duration) -> Result<Option<Completion>, SessionError> {
+        match self.chan.recv_timeout(&mut self.buf, timeout)? {
+            Some(n) => Ok(Some(Completion::decode(&self.buf[..n])?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Copies a received message (from [`Completion::Received`]) out of the pool and
+    /// releases its chain.
+    pub fn take_received(&mut self, head: u32, len: u32, out: &mut Vec<u8>) -> Result<(), SessionError> {
+        let msg = self.received(head, len)?;
+        for seg in msg.segments() {
+            out.extend_from_slice(seg);
+        }
+        msg.release()
+    }
+
+    /// A received message (from [`Completion::Received`]) read in place, where the engine
+    /// reassembled it: no copy. Dropping it gives its buffers back to the pool.
+    pub fn received(&self, head: u32, len: u32) -> Result<Received<'_>, SessionError> {
+        let snap = self.pool.snapshot(BufIdx(head), Some(u64::from(len)))?;
+        Ok(Received {
+            pool: &self.pool,
+            snap: Some(snap),
+        })
+    }
+}
+
+/// A received message in the app's pool; see [`AppSession::received`].
+#[derive(Debug)]
+pub struct Received<'a> {
+    pool: &'a Pool,
+    snap: Option<ChainSnapshot>,
+}
+
+impl Received<'_> {
+    /// Total bytes.
+    pub fn len(&self) -> usize {
+        self.snap.as_ref().map_or(0, |s| s.len() as usize)
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, one slice per pool buffer, in place.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        self.snap.iter().flat_map(|s| s.chain_segments(self.pool))
+    }
+
+    /// Gives the buffers back now, reporting a pool error (dropping does the same
+    /// silently).
+    pub fn release(mut self) -> Result<(), SessionError> {
+        match self.snap.take() {
+            Some(snap) => Ok(snap.release(self.pool).map(drop)?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Received<'_> {
+    fn drop(&mut self) {
+        if let Some(snap) = self.snap.take() {
+            let _ = snap.release(self.pool);
+        }
+    }
+}
