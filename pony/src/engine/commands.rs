@@ -51,8 +51,9 @@ impl PonyEngine {
             },
             Command::CloseFlow { flow } => match self.owned(sid, flow) {
                 Some(id) => {
+                    // Closed by drain_outbox once everything posted before is in the flow.
                     if let Some(e) = self.flows.get_mut(&id) {
-                        e.flow.close();
+                        e.close_when_drained = true;
                     }
                 }
                 None => self.refuse(sid, 0, OpErrorCode::UnknownFlow, flow),
@@ -61,7 +62,11 @@ impl PonyEngine {
                 flow, stream, cookie, ..
             } => {
                 let data = self.take_pieces(sid, a.chain);
+                let closing = |e: &FlowEntry| e.close_when_drained;
                 match self.owned(sid, flow) {
+                    Some(id) if self.flows.get(&id).is_some_and(|e| closing(e)) => {
+                        self.refuse(sid, cookie, OpErrorCode::FlowClosed, flow)
+                    }
                     Some(id) => self.push_out(id, Out::Message { stream, data, cookie }),
                     None => self.refuse(sid, cookie, OpErrorCode::UnknownFlow, flow),
                 }

@@ -144,6 +144,9 @@ struct FlowEntry {
     origin: Origin,
     connected: bool,
     outbox: VecDeque<Out>,
+    /// The owner asked to close: the flow closes once the outbox is drained into it, so
+    /// Sends posted before the CloseFlow are delivered, as with a socket's close.
+    close_when_drained: bool,
     /// Cookies of messages handed to the flow, by (stream, message id).
     sends: HashMap<(u32, u64), Cookie>,
     inbound_writes: HashMap<u64, InboundWrite>,
@@ -430,6 +433,7 @@ impl FlowEntry {
             origin,
             connected: false,
             outbox: VecDeque::new(),
+            close_when_drained: false,
             sends: HashMap::new(),
             inbound_writes: HashMap::new(),
         })

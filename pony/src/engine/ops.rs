@@ -157,8 +157,16 @@ impl PonyEngine {
         }
     }
 
-    /// Hands queued messages and one-sided packets to the flow until it is full.
+    /// Hands queued messages and one-sided packets to the flow until it is full; closes
+    /// the flow once all of them are in, if the owner asked to.
     pub(super) fn drain_outbox(&mut self, id: u32, e: &mut FlowEntry) {
+        self.fill_flow(id, e);
+        if e.close_when_drained && e.outbox.is_empty() {
+            e.flow.close();
+        }
+    }
+
+    fn fill_flow(&mut self, id: u32, e: &mut FlowEntry) {
         while let Some(out) = e.outbox.pop_front() {
             let result = match &out {
                 Out::Message { stream, data, cookie } => {

@@ -283,3 +283,58 @@ fn bad_peer_unknown_flow_close_and_malformed() {
     assert_eq!(b.stats().malformed, 1);
     assert_eq!((a.stats().flows, b.stats().flows), (0, 0));
 }
+
+#[test]
+fn close_after_send_delivers_the_send_and_refuses_later_ones() {
+    let (mut a, mut b) = pair();
+    let (_, mut x) = a.attach_local(Completions::Poll).unwrap();
+    let (_, mut y) = b.attach_local(Completions::Poll).unwrap();
+    assert_eq!(
+        listen(&mut a, &mut b, &mut y, 2, 9),
+        Completion::Listening { cookie: 2 }
+    );
+    open(&mut x, 1, 9);
+    let Completion::FlowOpened { result: Ok(fx), .. } = step_until(&mut a, &mut b, &mut x) else {
+        panic!("open")
+    };
+    let Completion::FlowAccepted { flow: fy, .. } = step_until(&mut a, &mut b, &mut y) else {
+        panic!("accept")
+    };
+    // Send, CloseFlow and another Send, all taken in the same step: the first Send is
+    // still in the engine's outbox when the close arrives, and must not be lost.
+    let chain = x.pool().write_chain(&[7u8; 5000]).unwrap();
+    let send = |head, cookie| Command::Send {
+        flow: fx,
+        stream: 0,
+        head,
+        len: 5000,
+        cookie,
+    };
+    x.post(&send(chain.head.0, 10)).unwrap();
+    x.post(&Command::CloseFlow { flow: fx }).unwrap();
+    let late = x.pool().write_chain(&[8u8; 5000]).unwrap();
+    x.post(&send(late.head.0, 11)).unwrap();
+    x.kick();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(step_until(&mut a, &mut b, &mut x));
+    }
+    assert!(got.contains(&Completion::Sent { cookie: 10 }), "{got:?}");
+    assert!(got.contains(&Completion::FlowClosed { flow: fx }), "{got:?}");
+    assert!(got.contains(&Completion::Error {
+        cookie: 11,
+        code: OpErrorCode::FlowClosed,
+        detail: fx
+    }));
+    let Completion::Received { head, len: 5000, .. } = step_until(&mut a, &mut b, &mut y) else {
+        panic!("the message sent before the close")
+    };
+    let mut data = Vec::new();
+    y.take_received(head, 5000, &mut data).unwrap();
+    assert_eq!(data, vec![7u8; 5000]);
+    assert_eq!(
+        step_until(&mut a, &mut b, &mut y),
+        Completion::FlowClosed { flow: fy }
+    );
+    assert_eq!(x.pool().stats().free, 256, "both chains are back");
+}

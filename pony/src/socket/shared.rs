@@ -293,8 +293,8 @@ impl Core {
     }
 
     /// A stream (or an unaccepted flow) is gone: its unread messages go back to the pool
-    /// and, if `close`, its flow is closed (it still delivers what it holds; the engine
-    /// fails Sends it had not handed to it yet, which is why streams flush first).
+    /// and, if `close`, its flow is closed (it still delivers every Send posted before;
+    /// streams flush first so that a failure to deliver reaches their caller).
     pub(super) fn forget(&self, flow: FlowId, close: bool) {
         let inbox = {
             let mut st = self.state();
