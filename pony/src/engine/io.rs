@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use super::Stashed;
 use super::{FlowEntry, Origin, PonyEngine};
 use crate::flow::{Flow, FlowError, OneSided};
 use crate::nic::{NicError, PeerAddr};
@@ -129,33 +130,68 @@ impl PonyEngine {
         }
     }
 
-    /// Sends the stashed packet; returns whether the NIC is usable this step.
+    /// Sends the stashed packets; returns whether the NIC is usable this step.
     pub(super) fn flush_stash(&mut self) -> bool {
-        let Some((pkt, to)) = self.stash.take() else {
-            return true;
-        };
-        match self.nic.send(&pkt, &to) {
+        while let Some(st) = self.stash.pop_front() {
+            if !self.send_batch(&st.packets, st.segment, st.to) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends a batch (see `Nic::send_batch`), counting it. A refused rest goes to the
+    /// front of the stash; returns false then (the NIC is full).
+    fn send_batch(&mut self, packets: &[u8], segment: usize, to: PeerAddr) -> bool {
+        let count = |bytes: usize| bytes.div_ceil(segment.max(1)) as u64;
+        match self.nic.send_batch(packets, segment, &to) {
             Ok(()) => {
-                self.stats.packets_out += 1;
+                self.stats.packets_out += count(packets.len());
                 true
             }
-            Err(NicError::WouldBlock) => {
-                self.stash = Some((pkt, to));
+            Err((sent, NicError::WouldBlock)) => {
+                self.stats.packets_out += count(sent);
+                self.stats.tx_would_block += 1;
+                let rest = Stashed {
+                    packets: packets[sent..].to_vec(),
+                    segment,
+                    to,
+                };
+                self.stash.push_front(rest);
                 false
             }
-            Err(_) => {
+            Err((sent, err)) => {
+                log::debug!("{}: nic send: {err}", self.name);
+                self.stats.packets_out += count(sent);
                 self.stats.tx_errors += 1;
                 true
             }
         }
     }
 
+    /// Sends the batch in `tx_buf[..len]`, or stashes it behind what the NIC already
+    /// refused (keeping the order).
+    fn flush_batch(&mut self, len: usize, segment: usize, to: PeerAddr) {
+        if !self.stash.is_empty() {
+            let packets = self.tx_buf[..len].to_vec();
+            self.stash.push_back(Stashed { packets, segment, to });
+            return;
+        }
+        let batch = std::mem::take(&mut self.tx_buf);
+        self.send_batch(&batch[..len], segment, to);
+        self.tx_buf = batch;
+    }
+
     /// Emits and sends a flow's packets until it has none, the budget is spent or the NIC
-    /// is full.
+    /// is full. Packets are emitted end to end into `tx_buf` and go out in batches of up
+    /// to `max_batch` (one `Nic::send_batch` each): a batch is packets of one size, but
+    /// for a last shorter one (a message's tail, an ACK).
     pub(super) fn transmit(&mut self, e: &mut FlowEntry, budget: &mut u32, now: Instant) {
-        while *budget > 0 && self.stash.is_none() {
+        let cap = self.tx_packet_cap;
+        let (mut len, mut count, mut segment) = (0, 0, 0);
+        while *budget > 0 && self.stash.is_empty() {
             let Some(t) = e.flow.poll_transmit(now) else { break };
-            let n = match t.emit(&mut self.tx_buf) {
+            let n = match t.emit(&mut self.tx_buf[len..len + cap]) {
                 Ok(n) => n,
                 Err(err) => {
                     log::warn!("{}: emit: {err}", self.name);
@@ -164,17 +200,26 @@ impl PonyEngine {
                 }
             };
             *budget -= 1;
-            match self.nic.send(&self.tx_buf[..n], &e.peer) {
-                Ok(()) => self.stats.packets_out += 1,
-                Err(NicError::WouldBlock) => {
-                    self.stats.tx_would_block += 1;
-                    self.stash = Some((self.tx_buf[..n].to_vec(), e.peer));
-                }
-                Err(err) => {
-                    log::debug!("{}: nic send: {err}", self.name);
-                    self.stats.tx_errors += 1;
-                }
+            if count > 0 && n > segment {
+                // Longer than the batch's packets: the batch goes first, this one starts
+                // the next.
+                self.flush_batch(len, segment, e.peer);
+                self.tx_buf.copy_within(len..len + n, 0);
+                (len, count) = (0, 0);
             }
+            if count == 0 {
+                segment = n;
+            }
+            len += n;
+            count += 1;
+            // A shorter packet ends a batch; so does a full one.
+            if n < segment || count == self.max_batch {
+                self.flush_batch(len, segment, e.peer);
+                (len, count) = (0, 0);
+            }
+        }
+        if count > 0 {
+            self.flush_batch(len, segment, e.peer);
         }
     }
 }

@@ -114,6 +114,14 @@ enum Origin {
     Accepted(Cookie),
 }
 
+/// Packets the NIC refused: a batch of `segment`-sized packets (the last may be shorter).
+#[derive(Debug)]
+struct Stashed {
+    packets: Vec<u8>,
+    segment: usize,
+    to: PeerAddr,
+}
+
 /// Something waiting to be handed to a flow (it may refuse with `Busy`).
 #[derive(Debug)]
 enum Out {
@@ -179,9 +187,13 @@ pub struct PonyEngine {
     cfg: PonyConfig,
     nic: Box<dyn Nic>,
     rx_buf: Vec<u8>,
+    /// Room for `max_batch` packets of `tx_packet_cap` bytes: a flow's packets are emitted
+    /// end to end and sent with one [`Nic::send_batch`].
     tx_buf: Vec<u8>,
-    /// A packet the NIC refused, sent before anything else.
-    stash: Option<(Vec<u8>, PeerAddr)>,
+    tx_packet_cap: usize,
+    max_batch: usize,
+    /// Packets the NIC refused (queue full), sent before anything else.
+    stash: VecDeque<Stashed>,
     /// Boxed: `drive_flows` takes each entry out of the map for a step, and a `Flow` is
     /// too large to move twice per flow per step.
     flows: BTreeMap<u32, Box<FlowEntry>>,
@@ -219,13 +231,17 @@ impl PonyEngine {
     pub fn new(name: impl Into<String>, nic: Box<dyn Nic>, mut cfg: PonyConfig) -> Self {
         cfg.flow.mtu = cfg.flow.mtu.min(nic.mtu());
         let mtu = nic.mtu().max(wire::MAX_HEADER_LEN);
+        let tx_packet_cap = cfg.flow.mtu.max(wire::MAX_HEADER_LEN) + 64;
+        let max_batch = nic.max_batch().max(1);
         Self {
             name: name.into(),
             nic,
             rx_buf: vec![0; mtu],
-            tx_buf: vec![0; cfg.flow.mtu.max(wire::MAX_HEADER_LEN) + 64],
+            tx_buf: vec![0; max_batch * tx_packet_cap],
+            tx_packet_cap,
+            max_batch,
             cfg,
-            stash: None,
+            stash: VecDeque::new(),
             flows: BTreeMap::new(),
             flow_ids: Vec::new(),
             by_peer: HashMap::new(),
@@ -454,7 +470,7 @@ impl Engine for PonyEngine {
         let (rx, rx_more) = self.receive(now);
         let (cmds, cmd_more) = self.take_commands(now);
         let (events, tx_more) = if nic_ok { self.drive_flows(now) } else { (0, false) };
-        self.wake_at = self.next_wake(self.stash.is_some(), now);
+        self.wake_at = self.next_wake(!self.stash.is_empty(), now);
         RunOutcome {
             items: rx + cmds + events,
             pending: rx_more || cmd_more || tx_more,

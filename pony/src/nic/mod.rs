@@ -116,6 +116,25 @@ pub trait Nic: Send {
         None
     }
 
+    /// Sends the packets laid end to end in `batch`, each `segment` bytes long except the
+    /// last, which may be shorter, all to `to`: one system call for all of them where the
+    /// backend can (UDP segmentation offload). On an error, the first element is how many
+    /// bytes (whole packets) went out before it. The default sends them one by one.
+    fn send_batch(&mut self, batch: &[u8], segment: usize, to: &PeerAddr) -> Result<(), (usize, NicError)> {
+        let mut sent = 0;
+        for packet in batch.chunks(segment.max(1)) {
+            self.send(packet, to).map_err(|e| (sent, e))?;
+            sent += packet.len();
+        }
+        Ok(())
+    }
+
+    /// Most packets worth gathering into one [`Nic::send_batch`]: 1 for backends that
+    /// gain nothing from it (the default).
+    fn max_batch(&self) -> usize {
+        1
+    }
+
     /// Largest packet `send` accepts (and the buffer `recv` needs).
     fn mtu(&self) -> usize;
 
@@ -138,6 +157,12 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()
+    }
+    fn send_batch(&mut self, batch: &[u8], segment: usize, to: &PeerAddr) -> Result<(), (usize, NicError)> {
+        (**self).send_batch(batch, segment, to)
+    }
+    fn max_batch(&self) -> usize {
+        (**self).max_batch()
     }
     fn mtu(&self) -> usize {
         (**self).mtu()
