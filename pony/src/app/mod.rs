@@ -83,11 +83,14 @@ pub enum OpErrorCode {
     /// The peer engine has nobody listening on the service the flow was opened to.
     #[error("no listener on the service")]
     NoListener = 14,
+    /// The peer engine speaks no wire version this one does.
+    #[error("no common wire version with the peer")]
+    VersionMismatch = 15,
 }
 
 impl OpErrorCode {
     /// The highest code.
-    pub const LAST: OpErrorCode = OpErrorCode::NoListener;
+    pub const LAST: OpErrorCode = OpErrorCode::VersionMismatch;
 
     /// The code numbered `v`, if any.
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -107,6 +110,7 @@ impl OpErrorCode {
             12 => RegionRefused,
             13 => ServiceTaken,
             14 => NoListener,
+            15 => VersionMismatch,
             _ => return None,
         })
     }

@@ -89,6 +89,7 @@ impl PonyEngine {
                     let code = match reason {
                         FailReason::ProtocolViolation => OpErrorCode::Internal,
                         FailReason::NoListener => OpErrorCode::NoListener,
+                        FailReason::NoCommonVersion { .. } => OpErrorCode::VersionMismatch,
                         _ => OpErrorCode::Unreachable,
                     };
                     self.end_flow(id, e, code);

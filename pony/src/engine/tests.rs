@@ -338,3 +338,28 @@ fn close_after_send_delivers_the_send_and_refuses_later_ones() {
     );
     assert_eq!(x.pool().stats().free, 256, "both chains are back");
 }
+
+#[test]
+fn a_peer_without_a_common_version_is_a_version_mismatch() {
+    let (na, nb) = ShmWire::pair(ShmWireConfig::default()).unwrap();
+    let mut a = PonyEngine::new("a", Box::new(na), PonyConfig::default());
+    let mut newer = PonyConfig::default();
+    let next = crate::wire::SUPPORTED_VERSIONS.max + 1;
+    newer.flow.versions = crate::wire::VersionRange { min: next, max: next };
+    let mut b = PonyEngine::new("b", Box::new(nb), newer);
+    let (_, mut x) = a.attach_local(Completions::Poll).unwrap();
+    let (_, mut y) = b.attach_local(Completions::Poll).unwrap();
+    assert_eq!(
+        listen(&mut a, &mut b, &mut y, 2, 5),
+        Completion::Listening { cookie: 2 }
+    );
+    open(&mut x, 1, 5);
+    assert_eq!(
+        step_until(&mut a, &mut b, &mut x),
+        Completion::FlowOpened {
+            cookie: 1,
+            result: Err(OpErrorCode::VersionMismatch)
+        }
+    );
+    assert_eq!(b.stats().connects_rejected, 1);
+}
