@@ -2,28 +2,18 @@
 //! temporary configuration (spreading mode, which needs neither root nor sched_ext), attach
 //! over the control socket, echo through shared memory and UDP, and stop it with SIGTERM.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{spawn_ready, test_dir, wait_until, TIMEOUT};
 use rustix::process::{kill_process, Pid, Signal};
 use snap_engines::control::{HostStatus, SnapClient};
 use snap_engines::PushError;
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A private directory per test for the config and the socket.
-fn test_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("snap-host-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A running `snap-host`, killed if a test fails before stopping it.
 struct Host {
@@ -34,30 +24,7 @@ struct Host {
 impl Host {
     /// Starts the host with `groups` (TOML `[[group]]` tables) and waits for its ready line.
     fn start(groups: &str) -> Self {
-        let dir = test_dir();
-        let socket = dir.join("snap.sock");
-        let config = dir.join("snap.toml");
-        std::fs::write(&config, format!("control_socket = {socket:?}\n{groups}")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn snap-host");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("snap-host did not print its ready line");
-        assert_eq!(
-            line,
-            format!("snap-host: ready, control socket at {}", socket.display())
-        );
+        let (child, socket) = spawn_ready(&test_dir("snap-host-test"), groups);
         Self { child, socket }
     }
 
@@ -90,14 +57,6 @@ mode = "spreading"
 name = "echo0"
 kind = "echo"
 "#;
-
-fn wait_until(mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "condition not reached in {TIMEOUT:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn echo_ten_thousand_in_order_and_detach_on_disconnect() {
@@ -146,7 +105,9 @@ fn echo_ten_thousand_in_order_and_detach_on_disconnect() {
     }
     assert_eq!(client.status().unwrap().channels_of("echo0"), 2);
     drop(second);
-    wait_until(|| client.status().unwrap().channels_of("echo0") == 1);
+    wait_until("the echo channel attached", || {
+        client.status().unwrap().channels_of("echo0") == 1
+    });
     // The first channel still works.
     ch.send(b"still here").unwrap();
     let n = ch.recv_timeout(&mut buf, TIMEOUT).unwrap().unwrap();
@@ -238,7 +199,7 @@ fn sigterm_exits_cleanly_and_removes_socket() {
 
 #[test]
 fn bad_config_exits_nonzero_naming_the_field() {
-    let dir = test_dir();
+    let dir = test_dir("snap-host-test");
     let config = dir.join("bad.toml");
     std::fs::write(
         &config,

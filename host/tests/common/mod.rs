@@ -1,6 +1,7 @@
 //! Helpers shared by the host's integration tests that run real `snap-host` processes:
-//! a host with one Pony engine on a UDP port of 127.0.0.1, reading a child's output, and
-//! waiting for a condition. Each test crate uses some of them, hence `dead_code`.
+//! starting one from a configuration and waiting for its ready line, a host with one Pony
+//! engine on a UDP port of 127.0.0.1, reading a child's output, and waiting for a
+//! condition. Each test crate uses some of them, hence `dead_code`.
 
 #![allow(dead_code)]
 
@@ -31,11 +32,7 @@ impl Host {
     /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
     /// 127.0.0.1, and waits for its ready line.
     pub fn start() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("pony-hosts-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("snap.sock");
+        let dir = test_dir("pony-hosts");
         // A port the kernel just handed out, so that the peer's address is known before
         // the host starts (a tiny race with other processes is accepted for a test).
         let addr = UdpSocket::bind("127.0.0.1:0")
@@ -43,25 +40,13 @@ impl Host {
             .local_addr()
             .unwrap()
             .to_string();
-        let config = dir.join("snap.toml");
-        let text = format!(
-            "control_socket = {socket:?}\nmicroquanta = false\n\
+        let groups = format!(
+            "microquanta = false\n\
              [[group]]\nname = \"pony\"\nmode = \"spreading\"\n\
              [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n\
              [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n"
         );
-        std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn snap-host");
-        let line = line_starting(&mut child, "snap-host: ");
-        assert_eq!(
-            line,
-            format!("snap-host: ready, control socket at {}", socket.display())
-        );
+        let (child, socket) = spawn_ready(&dir, &groups);
         Self { child, socket, addr }
     }
 
@@ -76,6 +61,36 @@ impl Drop for Host {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A private directory per host for its config and socket.
+pub fn test_dir(prefix: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `snap-host` with a control socket in `dir` and the rest of its configuration
+/// (`[[group]]` tables and top-level keys) from `config`, and waits for its ready line.
+/// Returns the process and its control socket.
+pub fn spawn_ready(dir: &std::path::Path, config: &str) -> (Child, PathBuf) {
+    let socket = dir.join("snap.sock");
+    let path = dir.join("snap.toml");
+    std::fs::write(&path, format!("control_socket = {socket:?}\n{config}")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn snap-host");
+    let line = line_starting(&mut child, "snap-host: ");
+    assert_eq!(
+        line,
+        format!("snap-host: ready, control socket at {}", socket.display())
+    );
+    (child, socket)
 }
 
 /// The child's first stdout line containing `prefix` (within [`TIMEOUT`]), from `prefix`
