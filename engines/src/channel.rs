@@ -22,7 +22,7 @@
 //! The rings sit in two memfds rather than one because a [`Ring`] owns its whole region;
 //! the cost is two descriptors more, once per attach.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -210,24 +210,11 @@ fn attach_ring(fd: OwnedFd, which: &'static str) -> Result<Ring, ChannelError> {
     Ring::attach(mem).map_err(|source| ChannelError::Ring { which, source })
 }
 
-/// Refuses a descriptor that is not an eventfd: writing 8 bytes to a pipe or a file would
-/// "work" and never wake anyone, which is much harder to debug than an error at attach.
-fn check_eventfd(fd: &OwnedFd, which: &'static str) -> Result<(), ChannelError> {
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    match link {
-        Ok(target) if target.as_os_str() == "anon_inode:[eventfd]" => Ok(()),
-        Ok(target) => Err(ChannelError::NotAnEventfd {
-            which,
-            found: target.display().to_string(),
-        }),
-        // No /proc: cannot check; the doorbell page's magic was still validated.
-        Err(_) => Ok(()),
-    }
-}
-
 fn ringer(page: OwnedFd, efd: OwnedFd, which: &'static str) -> Result<Ringer, ChannelError> {
-    check_eventfd(&efd, which)?;
-    Ringer::from_fds(page, efd).map_err(|source| ChannelError::Doorbell { which, source })
+    Ringer::from_fds(page, efd).map_err(|source| match source {
+        DoorbellError::NotAnEventfd { found } => ChannelError::NotAnEventfd { which, found },
+        source => ChannelError::Doorbell { which, source },
+    })
 }
 
 /// Builds the engine's ringer for an app's completion doorbell from the [`APP_FDS`]

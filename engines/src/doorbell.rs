@@ -59,6 +59,14 @@ pub enum DoorbellError {
     /// The memory handed over is not a doorbell page.
     #[error("not a doorbell page (bad magic or size)")]
     NotADoorbell,
+    /// The descriptor handed over as the eventfd is something else: writing 8 bytes to a
+    /// pipe or a file would "work" and never wake anyone, which is much harder to debug
+    /// than an error at attach.
+    #[error("descriptor is not an eventfd ({found})")]
+    NotAnEventfd {
+        /// What `/proc/self/fd` says it is.
+        found: String,
+    },
 }
 
 struct Inner {
@@ -169,6 +177,18 @@ impl fmt::Debug for Doorbell {
     }
 }
 
+/// Refuses a descriptor that `/proc/self/fd` does not show as an eventfd. Without /proc
+/// nothing can be checked; the page's magic is still validated.
+fn check_eventfd(fd: &OwnedFd) -> Result<(), DoorbellError> {
+    use std::os::fd::AsRawFd;
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(target) if target.as_os_str() != "anon_inode:[eventfd]" => Err(DoorbellError::NotAnEventfd {
+            found: target.display().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The producer's end of a doorbell.
 #[derive(Clone)]
 pub struct Ringer {
@@ -179,6 +199,7 @@ impl Ringer {
     /// Attaches to a doorbell whose descriptors came from [`Doorbell::fds`] (e.g. over a Unix
     /// socket). Refuses memory that is not a doorbell page.
     pub fn from_fds(page: OwnedFd, eventfd: OwnedFd) -> Result<Self, DoorbellError> {
+        check_eventfd(&eventfd)?;
         let mem = SharedMem::from_fd(page)?;
         Ok(Self {
             inner: Arc::new(Inner::check(mem, eventfd)?),
@@ -255,5 +276,17 @@ mod tests {
         let err = Ringer::from_fds(dup(other.as_fd()), efd).unwrap_err();
         assert!(matches!(err, DoorbellError::NotADoorbell), "{err}");
         assert!(other.as_fd().as_raw_fd() >= 0);
+    }
+
+    #[test]
+    fn from_fds_refuses_a_descriptor_that_is_not_an_eventfd() {
+        let bell = Doorbell::new().unwrap();
+        let (page, _) = bell.fds();
+        let (pipe_read, _pipe_write) = rustix::pipe::pipe().unwrap();
+        let err = Ringer::from_fds(dup(page), pipe_read).unwrap_err();
+        assert!(
+            matches!(&err, DoorbellError::NotAnEventfd { found } if found.starts_with("pipe:")),
+            "{err}"
+        );
     }
 }

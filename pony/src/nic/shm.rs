@@ -29,7 +29,7 @@
 //! notice that the peer went away (there is no one to tell it); the transport's timeouts
 //! do.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -486,21 +486,13 @@ fn attach_ring(fd: OwnedFd, which: &'static str) -> Result<Ring, ShmSetupError> 
     Ring::attach(mem).map_err(|source| ShmSetupError::Ring { which, source })
 }
 
-/// A ringer for the peer's doorbell, refusing an `efd` that is not an eventfd (the same
-/// check as `snap_engines::channel`, which keeps its helper private).
+/// A ringer for the peer's doorbell (`Ringer::from_fds` refuses an `efd` that is not an
+/// eventfd).
 fn ringer(page: OwnedFd, efd: OwnedFd, which: &'static str) -> Result<Ringer, ShmSetupError> {
-    match std::fs::read_link(format!("/proc/self/fd/{}", efd.as_raw_fd())) {
-        Ok(target) if target.as_os_str() == "anon_inode:[eventfd]" => {}
-        Ok(target) => {
-            return Err(ShmSetupError::NotAnEventfd {
-                which,
-                found: target.display().to_string(),
-            })
-        }
-        // No /proc: cannot check; the page's magic is still validated.
-        Err(_) => {}
-    }
-    Ringer::from_fds(page, efd).map_err(|source| ShmSetupError::Doorbell { which, source })
+    Ringer::from_fds(page, efd).map_err(|source| match source {
+        DoorbellError::NotAnEventfd { found } => ShmSetupError::NotAnEventfd { which, found },
+        source => ShmSetupError::Doorbell { which, source },
+    })
 }
 
 #[cfg(test)]
