@@ -282,12 +282,6 @@ impl EngineSession {
         self.held.get(&id.0)
     }
 
-    /// Writes `data` into a held chain (a Read's destination).
-    pub fn fill_chain(&mut self, id: ChainId, data: &[u8]) -> Result<(), OpErrorCode> {
-        let snap = self.held.get_mut(&id.0).ok_or(OpErrorCode::BadChain)?;
-        snap.fill(&self.pool, data).map_err(|_| OpErrorCode::TooLarge)
-    }
-
     /// Writes `data` at `offset` of a held chain (a Read's destination, one response
     /// packet at a time, straight from the packet).
     pub fn write_chain_at(&mut self, id: ChainId, offset: usize, data: &[u8]) -> Result<(), OpErrorCode> {
@@ -401,11 +395,6 @@ impl EngineSession {
         msg.write_at(0, data);
         self.deliver_chain(flow, stream, msg);
         Ok(())
-    }
-
-    /// Chains held by accepted commands.
-    pub fn held_chains(&self) -> usize {
-        self.held.len()
     }
 
     /// The app is gone (its process died or it detached without cleaning up): returns

@@ -160,7 +160,8 @@ fn read_destination_is_filled_and_returned() {
             ..
         })
     ));
-    eng.fill_chain(id, &[3u8; 300]).unwrap();
+    eng.write_chain_at(id, 0, &[3u8; 300]).unwrap();
+    eng.set_chain_len(id, 300).unwrap();
     eng.return_chain(id).unwrap();
     eng.complete(Completion::ReadDone {
         cookie: 9,

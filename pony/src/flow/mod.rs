@@ -275,11 +275,6 @@ impl Transmit<'_> {
         self.repr.emit_gather(self.rest, buf)
     }
 
-    /// Payload bytes, all pieces together.
-    pub fn payload_len(&self) -> usize {
-        self.repr.payload().len() + self.rest.iter().map(Bytes::len).sum::<usize>()
-    }
-
     /// Bytes [`Transmit::emit`] writes.
     pub fn buffer_len(&self) -> usize {
         self.repr.buffer_len() + self.rest.iter().map(Bytes::len).sum::<usize>()
