@@ -128,20 +128,14 @@ impl AppSession {
     /// releases its chain.
     pub fn take_received(&mut self, head: u32, len: u32, out: &mut Vec<u8>) -> Result<(), SessionError> {
         let msg = self.received(head, len)?;
-        for seg in msg.segments() {
-            out.extend_from_slice(seg);
-        }
+        msg.read_into(out);
         msg.release()
     }
 
     /// A received message (from [`Completion::Received`]) read in place, where the engine
     /// reassembled it: no copy. Dropping it gives its buffers back to the pool.
     pub fn received(&self, head: u32, len: u32) -> Result<Received<'_>, SessionError> {
-        let snap = self.pool.snapshot(BufIdx(head), Some(u64::from(len)))?;
-        Ok(Received {
-            pool: &self.pool,
-            snap: Some(snap),
-        })
+        Received::in_pool(&self.pool, head, len)
     }
 }
 
@@ -152,7 +146,25 @@ pub struct Received<'a> {
     snap: Option<ChainSnapshot>,
 }
 
-impl Received<'_> {
+impl<'a> Received<'a> {
+    /// The message a `Received { head, len }` completion names, in `pool` (the app's
+    /// pool, through any handle on it), validated like any chain the peer could have
+    /// touched.
+    pub fn in_pool(pool: &'a Pool, head: u32, len: u32) -> Result<Self, SessionError> {
+        let snap = pool.snapshot(BufIdx(head), Some(u64::from(len)))?;
+        Ok(Received {
+            pool,
+            snap: Some(snap),
+        })
+    }
+
+    /// Appends the bytes to `out` (the copy [`AppSession::take_received`] makes).
+    pub fn read_into(&self, out: &mut Vec<u8>) {
+        for seg in self.segments() {
+            out.extend_from_slice(seg);
+        }
+    }
+
     /// Total bytes.
     pub fn len(&self) -> usize {
         self.snap.as_ref().map_or(0, |s| s.len() as usize)

@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 
 use snap_engines::PushError;
 
-use crate::app::{Command, Completions, FlowId, OpErrorCode, ServiceId, SessionError};
+use crate::app::{Command, Completions, FlowId, OpErrorCode, Received, ServiceId, SessionError};
 use crate::client::{ClientError, PonyClient, HOST_CHECK};
-use crate::pool::{BufIdx, PoolError};
+use crate::pool::PoolError;
 use shared::{Core, Inbox, Pending};
 
 /// Why a socket call failed.
@@ -337,10 +337,10 @@ impl PonyStream {
         let Some(Pending { stream, head, len }) = got else {
             return Ok(None);
         };
+        let msg = Received::in_pool(&self.core.pool, head, len)?;
         let mut data = Vec::with_capacity(len as usize);
-        let snap = self.core.pool.snapshot(BufIdx(head), Some(u64::from(len)))?;
-        snap.read_into(&self.core.pool, &mut data);
-        snap.release(&self.core.pool)?;
+        msg.read_into(&mut data);
+        msg.release()?;
         Ok(Some((stream, data)))
     }
 
