@@ -128,36 +128,14 @@ fn default_stuck_after_ms() -> u64 {
     100
 }
 
-/// How a group's threads are scheduled (see [`Mode`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModeConfig {
-    /// One spinning thread per core.
-    Dedicated,
-    /// One thread per engine, blocking when idle.
-    Spreading,
-    /// Engines packed onto as few spinning threads as the load allows.
-    Compacting,
-}
-
-impl From<ModeConfig> for Mode {
-    fn from(m: ModeConfig) -> Self {
-        match m {
-            ModeConfig::Dedicated => Mode::Dedicated,
-            ModeConfig::Spreading => Mode::Spreading,
-            ModeConfig::Compacting => Mode::Compacting,
-        }
-    }
-}
-
 /// One `[[group]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Unique group name.
     pub name: String,
-    /// Scheduling mode.
-    pub mode: ModeConfig,
+    /// Scheduling mode (`dedicated`, `spreading` or `compacting`).
+    pub mode: Mode,
     /// CPUs the group's threads may run on.
     pub cores: Option<Vec<usize>>,
     /// Compacting: how often the rebalancer looks at queueing delay.
@@ -389,7 +367,7 @@ impl Config {
         claimed: &mut BTreeMap<usize, (usize, bool)>,
     ) -> Result<(), ConfigError> {
         let field = format!("group[{gi}].cores");
-        let dedicated = g.mode == ModeConfig::Dedicated;
+        let dedicated = g.mode == Mode::Dedicated;
         let cores = g.cores.as_deref().unwrap_or_default();
         if dedicated && cores.is_empty() {
             return Err(invalid(field, "dedicated mode needs at least one core"));
@@ -444,7 +422,7 @@ impl Config {
         ];
         for (name, value, range, unit) in fields {
             let Some(value) = value else { continue };
-            if g.mode != ModeConfig::Compacting {
+            if g.mode != Mode::Compacting {
                 return Err(invalid(
                     format!("{at}.{name}"),
                     "only applies to mode \"compacting\"",
@@ -483,7 +461,7 @@ impl Config {
             let defaults = CompactingParams::default();
             specs.push(GroupSpec {
                 name: g.name.clone(),
-                mode: g.mode.into(),
+                mode: g.mode,
                 cores: g.cores.clone().unwrap_or_default(),
                 engines,
                 compacting: CompactingParams {
