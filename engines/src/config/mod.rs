@@ -49,10 +49,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::echo::EchoEngine;
 use crate::engine::Engine;
 use crate::runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
-use crate::udp_echo::UdpEchoEngine;
 
 /// The `toml` crate whose [`toml::Table`] plugins receive, so they need not pick the same
 /// version themselves.
@@ -152,9 +150,9 @@ pub struct GroupConfig {
 /// Which engine to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineKind {
-    /// [`EchoEngine`]: serves app channels.
+    /// [`crate::echo::EchoEngine`]: serves app channels.
     Echo,
-    /// [`UdpEchoEngine`]: echoes datagrams on a UDP socket.
+    /// [`crate::udp_echo::UdpEchoEngine`]: echoes datagrams on a UDP socket.
     UdpEcho,
     /// [`crate::relay::RelayEngine`]: serves app channels by forwarding to `next`.
     Relay,
@@ -502,35 +500,6 @@ fn validate_plugin(at: &str, e: &EngineConfig, factories: &[&dyn EngineFactory])
     };
     f.validate(e.options.as_ref().unwrap_or(&toml::Table::new()))
         .map_err(|message| invalid(format!("{at}.options"), message))
-}
-
-/// Builds one engine that needs no link to another (relays are built in [`pipeline`]);
-/// the error is (field relative to the engine, message).
-fn build_engine(
-    e: &EngineConfig,
-    factories: &[&dyn EngineFactory],
-) -> Result<Box<dyn Engine>, (&'static str, String)> {
-    Ok(match &e.kind {
-        EngineKind::Echo => Box::new(EchoEngine::new(e.name.clone(), e.work_ns)),
-        EngineKind::Relay => return Err(("next", "a relay is built with its pipeline".to_owned())),
-        EngineKind::UdpEcho => {
-            let addr = e
-                .bind
-                .ok_or(("bind", "required for kind \"udp_echo\"".to_owned()))?;
-            let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
-                .map_err(|err| ("bind", format!("cannot bind {addr}: {err}")))?;
-            Box::new(engine)
-        }
-        EngineKind::Plugin(kind) => {
-            let f = factory(factories, kind).ok_or(("kind", format!("unknown kind {kind:?}")))?;
-            f.build(
-                &e.name,
-                e.work_ns,
-                e.options.as_ref().unwrap_or(&toml::Table::new()),
-            )
-            .map_err(|message| ("options", message))?
-        }
-    })
 }
 
 mod pipeline;
