@@ -274,6 +274,11 @@ impl ChannelEngineEnd {
         self.request_probe.clone()
     }
 
+    /// Whether a request is waiting.
+    pub fn has_requests(&self) -> bool {
+        !self.request_probe.is_empty()
+    }
+
     /// Whether the response ring has no free slot (the app is not consuming).
     pub fn responses_full(&self) -> bool {
         self.response_probe.len() >= self.capacity

@@ -193,7 +193,7 @@ impl Engine for EchoEngine {
         // Pending if we stopped at the bound with input left, or if input is stuck behind
         // a full response ring (the app will drain it; we must not sleep through that, since
         // nothing rings our doorbell when it does).
-        let pending = stalled || (items >= self.batch && self.channels.rings().any_pending());
+        let pending = stalled || (items >= self.batch && self.channels.any_requests());
         RunOutcome { items, pending }
     }
 

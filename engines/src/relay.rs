@@ -305,10 +305,7 @@ impl Engine for RelayEngine {
                 let mut progress = false;
                 for i in order.clone() {
                     if forwarded >= self.batch {
-                        pending |= self
-                            .channels
-                            .iter()
-                            .any(|c| !c.broken && !c.end.request_probe().is_empty());
+                        pending |= self.channels.any_requests();
                         break 'passes;
                     }
                     match self.forward_one(i) {
