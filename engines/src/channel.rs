@@ -138,7 +138,7 @@ impl AppChannel {
             efd,
         ]
         .into_iter()
-        .map(|fd| fd.try_clone_to_owned().map_err(ChannelError::Dup))
+        .map(dup)
         .collect::<Result<Vec<_>, _>>()?;
         let requests = request.into_consumer();
         let request_probe = requests.probe();
