@@ -142,8 +142,9 @@ impl EchoEngine {
     }
 }
 
-/// Busy-waits `work`: the modelled CPU cost of handling one request or packet.
-pub(crate) fn spin(work: Duration) {
+/// Busy-waits `work`: the modelled CPU cost of handling one request or packet (every
+/// built-in engine's `work_ns`, and test engines').
+pub fn spin(work: Duration) {
     if work.is_zero() {
         return;
     }
