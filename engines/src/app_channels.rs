@@ -73,6 +73,15 @@ pub struct Attached {
     pub broken: bool,
 }
 
+impl Attached {
+    /// Marks the channel broken (its rings are corrupt or malformed) and says so in the
+    /// log: the engine `engine` ignores it from now on, until the app detaches.
+    pub fn set_broken(&mut self, engine: &str, why: impl std::fmt::Display) {
+        log::warn!("{engine}: channel {}: {why}; ignoring it until detached", self.id);
+        self.broken = true;
+    }
+}
+
 /// The channels of one engine.
 #[derive(Debug)]
 pub struct AppChannels {

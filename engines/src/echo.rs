@@ -100,12 +100,7 @@ impl EchoEngine {
             Ok(Some(msg)) => msg,
             Ok(None) => return None,
             Err(e) => {
-                log::warn!(
-                    "{}: channel {}: {e}; ignoring it until detached",
-                    self.name,
-                    ch.id
-                );
-                ch.broken = true;
+                ch.set_broken(&self.name, e);
                 self.stats.corrupt += 1;
                 return None;
             }
@@ -129,12 +124,7 @@ impl EchoEngine {
             }
             // Both rings have the same slot size, so this means a malformed channel.
             Err(e @ PushError::TooLarge { .. }) => {
-                log::warn!(
-                    "{}: channel {}: {e}; ignoring it until detached",
-                    self.name,
-                    ch.id
-                );
-                ch.broken = true;
+                ch.set_broken(&self.name, e);
                 self.stats.corrupt += 1;
                 None
             }

@@ -177,12 +177,7 @@ impl RelayEngine {
             Ok(Some(msg)) => msg,
             Ok(None) => return Forward::Idle,
             Err(e) => {
-                log::warn!(
-                    "{}: channel {}: {e}; ignoring it until detached",
-                    self.name,
-                    ch.id
-                );
-                ch.broken = true;
+                ch.set_broken(&self.name, e);
                 self.stats.corrupt += 1;
                 return Forward::Idle;
             }
