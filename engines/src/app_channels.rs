@@ -73,6 +73,15 @@ pub struct Attached {
     pub broken: bool,
 }
 
+impl Attached {
+    /// Marks the channel broken (its rings are corrupt or malformed) and says so in the
+    /// log: the engine `engine` ignores it from now on, until the app detaches.
+    pub fn set_broken(&mut self, engine: &str, why: impl std::fmt::Display) {
+        log::warn!("{engine}: channel {}: {why}; ignoring it until detached", self.id);
+        self.broken = true;
+    }
+}
+
 /// The channels of one engine.
 #[derive(Debug)]
 pub struct AppChannels {
@@ -168,11 +177,6 @@ impl AppChannels {
         &mut self.list[i]
     }
 
-    /// The channels, in attach order.
-    pub fn iter(&self) -> impl Iterator<Item = &Attached> {
-        self.list.iter()
-    }
-
     /// Position of channel `id`.
     pub fn position(&self, id: u64) -> Option<usize> {
         self.list.iter().position(|c| c.id == id)
@@ -211,6 +215,13 @@ impl AppChannels {
         }
     }
 
+    /// Whether a channel not found corrupt has a request waiting: what an engine that
+    /// stopped at its bound reports as `pending`. Only the request rings, unlike
+    /// [`Self::rings`], which may hold the engine's other inputs.
+    pub fn any_requests(&self) -> bool {
+        self.list.iter().any(|c| !c.broken && c.end.has_requests())
+    }
+
     /// The doorbells apps ring after posting.
     pub fn doorbells(&self) -> impl Iterator<Item = WakeSource> + '_ {
         self.list
@@ -228,6 +239,23 @@ impl AppChannels {
 mod tests {
     use super::*;
     use crate::channel::{AppChannel, ChannelShape};
+
+    #[test]
+    fn any_requests_skips_corrupt_channels() {
+        let mut set = AppChannels::new(RingSet::default(), 1);
+        let shape = ChannelShape {
+            capacity: 4,
+            slot_size: 64,
+        };
+        let (eng, mut app) = AppChannel::pair(shape, false).unwrap();
+        set.attach(eng);
+        set.attach(end());
+        assert!(!set.any_requests());
+        app.send(b"x").unwrap();
+        assert!(set.any_requests());
+        set.get_mut(0).broken = true;
+        assert!(!set.any_requests());
+    }
 
     fn end() -> ChannelEngineEnd {
         let shape = ChannelShape {

@@ -138,7 +138,7 @@ impl AppChannel {
             efd,
         ]
         .into_iter()
-        .map(|fd| fd.try_clone_to_owned().map_err(ChannelError::Dup))
+        .map(dup)
         .collect::<Result<Vec<_>, _>>()?;
         let requests = request.into_consumer();
         let request_probe = requests.probe();
@@ -259,6 +259,11 @@ impl ChannelEngineEnd {
     /// Fill level of the request ring, for [`crate::engine::WorkProbe`].
     pub fn request_probe(&self) -> RingProbe {
         self.request_probe.clone()
+    }
+
+    /// Whether a request is waiting.
+    pub fn has_requests(&self) -> bool {
+        !self.request_probe.is_empty()
     }
 
     /// Whether the response ring has no free slot (the app is not consuming).

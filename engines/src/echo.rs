@@ -100,12 +100,7 @@ impl EchoEngine {
             Ok(Some(msg)) => msg,
             Ok(None) => return None,
             Err(e) => {
-                log::warn!(
-                    "{}: channel {}: {e}; ignoring it until detached",
-                    self.name,
-                    ch.id
-                );
-                ch.broken = true;
+                ch.set_broken(&self.name, e);
                 self.stats.corrupt += 1;
                 return None;
             }
@@ -129,12 +124,7 @@ impl EchoEngine {
             }
             // Both rings have the same slot size, so this means a malformed channel.
             Err(e @ PushError::TooLarge { .. }) => {
-                log::warn!(
-                    "{}: channel {}: {e}; ignoring it until detached",
-                    self.name,
-                    ch.id
-                );
-                ch.broken = true;
+                ch.set_broken(&self.name, e);
                 self.stats.corrupt += 1;
                 None
             }
@@ -142,8 +132,9 @@ impl EchoEngine {
     }
 }
 
-/// Busy-waits `work`: the modelled CPU cost of handling one request or packet.
-pub(crate) fn spin(work: Duration) {
+/// Busy-waits `work`: the modelled CPU cost of handling one request or packet (every
+/// built-in engine's `work_ns`, and test engines').
+pub fn spin(work: Duration) {
     if work.is_zero() {
         return;
     }
@@ -193,7 +184,7 @@ impl Engine for EchoEngine {
         // Pending if we stopped at the bound with input left, or if input is stuck behind
         // a full response ring (the app will drain it; we must not sleep through that, since
         // nothing rings our doorbell when it does).
-        let pending = stalled || (items >= self.batch && self.channels.rings().any_pending());
+        let pending = stalled || (items >= self.batch && self.channels.any_requests());
         RunOutcome { items, pending }
     }
 

@@ -177,12 +177,7 @@ impl RelayEngine {
             Ok(Some(msg)) => msg,
             Ok(None) => return Forward::Idle,
             Err(e) => {
-                log::warn!(
-                    "{}: channel {}: {e}; ignoring it until detached",
-                    self.name,
-                    ch.id
-                );
-                ch.broken = true;
+                ch.set_broken(&self.name, e);
                 self.stats.corrupt += 1;
                 return Forward::Idle;
             }
@@ -305,10 +300,7 @@ impl Engine for RelayEngine {
                 let mut progress = false;
                 for i in order.clone() {
                     if forwarded >= self.batch {
-                        pending |= self
-                            .channels
-                            .iter()
-                            .any(|c| !c.broken && !c.end.request_probe().is_empty());
+                        pending |= self.channels.any_requests();
                         break 'passes;
                     }
                     match self.forward_one(i) {

@@ -6,48 +6,13 @@ mod common;
 
 use std::io::Read;
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{spawn_ready, test_dir, wait_until, TIMEOUT};
-use rustix::process::{kill_process, Pid, Signal};
+use common::{test_dir, wait_until, Host, TIMEOUT};
+use snap_engines::channel::ChannelAppEnd;
 use snap_engines::control::{HostStatus, SnapClient};
 use snap_engines::PushError;
-
-/// A running `snap-host`, killed if a test fails before stopping it.
-struct Host {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Host {
-    /// Starts the host with `groups` (TOML `[[group]]` tables) and waits for its ready line.
-    fn start(groups: &str) -> Self {
-        let (child, socket) = spawn_ready(&test_dir("snap-host-test"), groups);
-        Self { child, socket }
-    }
-
-    /// SIGTERM, then wait for the exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "snap-host did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const ECHO_GROUP: &str = r#"
 [[group]]
@@ -61,34 +26,11 @@ kind = "echo"
 #[test]
 fn echo_ten_thousand_in_order_and_detach_on_disconnect() {
     const N: u64 = 10_000;
-    let host = Host::start(ECHO_GROUP);
+    let host = Host::with_config(ECHO_GROUP);
     let mut client = SnapClient::connect(&host.socket).unwrap();
     let mut ch = client.attach("echo0", true).unwrap();
-
-    // Keep up to a window of requests in flight, so that both rings wrap many times.
-    let (mut sent, mut got) = (0u64, 0u64);
+    echo_in_order(&mut ch, N);
     let mut buf = [0u8; 64];
-    while got < N {
-        while sent < N && sent - got < 64 {
-            match ch.send(&sent.to_le_bytes()) {
-                Ok(()) => sent += 1,
-                Err(PushError::Full) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        let n = ch
-            .recv_timeout(&mut buf, TIMEOUT)
-            .unwrap()
-            .expect("echo within the timeout");
-        assert_eq!(n, 8);
-        assert_eq!(
-            u64::from_le_bytes(buf[..8].try_into().unwrap()),
-            got,
-            "out of order"
-        );
-        got += 1;
-    }
-    assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "an echo arrived twice");
 
     let status = status_once_counted(&mut client, &[("echo0", N)]);
     let engine = status.runtime.engine("echo0").expect("echo0 in status");
@@ -141,32 +83,11 @@ kind = "echo"
 #[test]
 fn relay_pipeline_echoes_in_order_across_groups() {
     const N: u64 = 5_000;
-    let host = Host::start(PIPELINE_GROUPS);
+    let host = Host::with_config(PIPELINE_GROUPS);
     let mut client = SnapClient::connect(&host.socket).unwrap();
     let mut ch = client.attach("relay0", true).unwrap();
-    let (mut sent, mut got) = (0u64, 0u64);
-    let mut buf = [0u8; 64];
-    while got < N {
-        while sent < N && sent - got < 64 {
-            match ch.send(&sent.to_le_bytes()) {
-                Ok(()) => sent += 1,
-                Err(PushError::Full) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        let n = ch
-            .recv_timeout(&mut buf, TIMEOUT)
-            .unwrap()
-            .expect("response through the pipeline within the timeout");
-        assert_eq!(n, 8, "the routing prefix must be stripped");
-        assert_eq!(
-            u64::from_le_bytes(buf[..8].try_into().unwrap()),
-            got,
-            "out of order"
-        );
-        got += 1;
-    }
-    assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "a response arrived twice");
+    // Responses of 8 bytes also show the relay's routing prefix was stripped.
+    echo_in_order(&mut ch, N);
 
     // The relay counts each message twice (forwarded, returned), the echo engine once.
     let status = status_once_counted(&mut client, &[("relay0", 2 * N), ("echo1", N)]);
@@ -185,7 +106,7 @@ fn relay_pipeline_echoes_in_order_across_groups() {
 
 #[test]
 fn sigterm_exits_cleanly_and_removes_socket() {
-    let host = Host::start(ECHO_GROUP);
+    let host = Host::with_config(ECHO_GROUP);
     let socket = host.socket.clone();
     assert!(socket.exists());
     // With an app attached at the time.
@@ -243,7 +164,7 @@ fn udp_echo_through_the_host() {
         .local_addr()
         .unwrap()
         .port();
-    let host = Host::start(&format!(
+    let host = Host::with_config(&format!(
         "[[group]]\nname = \"nic\"\nmode = \"spreading\"\n[[group.engine]]\nname = \"udp0\"\nkind = \"udp_echo\"\nbind = \"127.0.0.1:{port}\"\n"
     ));
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -281,7 +202,7 @@ fn udp_echo_through_the_host() {
 /// `--socket` overrides the configuration, and a second host on a live socket is refused.
 #[test]
 fn socket_override_and_second_host_refused() {
-    let host = Host::start(ECHO_GROUP);
+    let host = Host::with_config(ECHO_GROUP);
     let dir = host.socket.parent().unwrap().to_owned();
     let config = dir.join("snap.toml");
     let mut second = Command::new(env!("CARGO_BIN_EXE_snap-host"))
@@ -300,6 +221,34 @@ fn socket_override_and_second_host_refused() {
     // The first host is unharmed.
     SnapClient::connect(&host.socket).unwrap().status().unwrap();
     assert!(host.terminate().success());
+}
+
+/// Sends the numbers `0..n` as 8-byte requests on `ch`, keeping up to 64 in flight so that
+/// both rings wrap many times, and checks that each comes back once, whole and in order.
+fn echo_in_order(ch: &mut ChannelAppEnd, n: u64) {
+    let (mut sent, mut got) = (0u64, 0u64);
+    let mut buf = [0u8; 64];
+    while got < n {
+        while sent < n && sent - got < 64 {
+            match ch.send(&sent.to_le_bytes()) {
+                Ok(()) => sent += 1,
+                Err(PushError::Full) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let len = ch
+            .recv_timeout(&mut buf, TIMEOUT)
+            .unwrap()
+            .expect("response within the timeout");
+        assert_eq!(len, 8);
+        assert_eq!(
+            u64::from_le_bytes(buf[..8].try_into().unwrap()),
+            got,
+            "out of order"
+        );
+        got += 1;
+    }
+    assert_eq!(ch.try_recv(&mut buf).unwrap(), None, "a response arrived twice");
 }
 
 /// The host's status once each named engine has counted at least its number of items (or

@@ -49,10 +49,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::echo::EchoEngine;
 use crate::engine::Engine;
 use crate::runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
-use crate::udp_echo::UdpEchoEngine;
 
 /// The `toml` crate whose [`toml::Table`] plugins receive, so they need not pick the same
 /// version themselves.
@@ -128,36 +126,14 @@ fn default_stuck_after_ms() -> u64 {
     100
 }
 
-/// How a group's threads are scheduled (see [`Mode`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModeConfig {
-    /// One spinning thread per core.
-    Dedicated,
-    /// One thread per engine, blocking when idle.
-    Spreading,
-    /// Engines packed onto as few spinning threads as the load allows.
-    Compacting,
-}
-
-impl From<ModeConfig> for Mode {
-    fn from(m: ModeConfig) -> Self {
-        match m {
-            ModeConfig::Dedicated => Mode::Dedicated,
-            ModeConfig::Spreading => Mode::Spreading,
-            ModeConfig::Compacting => Mode::Compacting,
-        }
-    }
-}
-
 /// One `[[group]]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Unique group name.
     pub name: String,
-    /// Scheduling mode.
-    pub mode: ModeConfig,
+    /// Scheduling mode (`dedicated`, `spreading` or `compacting`).
+    pub mode: Mode,
     /// CPUs the group's threads may run on.
     pub cores: Option<Vec<usize>>,
     /// Compacting: how often the rebalancer looks at queueing delay.
@@ -174,9 +150,9 @@ pub struct GroupConfig {
 /// Which engine to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineKind {
-    /// [`EchoEngine`]: serves app channels.
+    /// [`crate::echo::EchoEngine`]: serves app channels.
     Echo,
-    /// [`UdpEchoEngine`]: echoes datagrams on a UDP socket.
+    /// [`crate::udp_echo::UdpEchoEngine`]: echoes datagrams on a UDP socket.
     UdpEcho,
     /// [`crate::relay::RelayEngine`]: serves app channels by forwarding to `next`.
     Relay,
@@ -389,7 +365,7 @@ impl Config {
         claimed: &mut BTreeMap<usize, (usize, bool)>,
     ) -> Result<(), ConfigError> {
         let field = format!("group[{gi}].cores");
-        let dedicated = g.mode == ModeConfig::Dedicated;
+        let dedicated = g.mode == Mode::Dedicated;
         let cores = g.cores.as_deref().unwrap_or_default();
         if dedicated && cores.is_empty() {
             return Err(invalid(field, "dedicated mode needs at least one core"));
@@ -444,7 +420,7 @@ impl Config {
         ];
         for (name, value, range, unit) in fields {
             let Some(value) = value else { continue };
-            if g.mode != ModeConfig::Compacting {
+            if g.mode != Mode::Compacting {
                 return Err(invalid(
                     format!("{at}.{name}"),
                     "only applies to mode \"compacting\"",
@@ -483,7 +459,7 @@ impl Config {
             let defaults = CompactingParams::default();
             specs.push(GroupSpec {
                 name: g.name.clone(),
-                mode: g.mode.into(),
+                mode: g.mode,
                 cores: g.cores.clone().unwrap_or_default(),
                 engines,
                 compacting: CompactingParams {
@@ -524,35 +500,6 @@ fn validate_plugin(at: &str, e: &EngineConfig, factories: &[&dyn EngineFactory])
     };
     f.validate(e.options.as_ref().unwrap_or(&toml::Table::new()))
         .map_err(|message| invalid(format!("{at}.options"), message))
-}
-
-/// Builds one engine that needs no link to another (relays are built in [`pipeline`]);
-/// the error is (field relative to the engine, message).
-fn build_engine(
-    e: &EngineConfig,
-    factories: &[&dyn EngineFactory],
-) -> Result<Box<dyn Engine>, (&'static str, String)> {
-    Ok(match &e.kind {
-        EngineKind::Echo => Box::new(EchoEngine::new(e.name.clone(), e.work_ns)),
-        EngineKind::Relay => return Err(("next", "a relay is built with its pipeline".to_owned())),
-        EngineKind::UdpEcho => {
-            let addr = e
-                .bind
-                .ok_or(("bind", "required for kind \"udp_echo\"".to_owned()))?;
-            let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
-                .map_err(|err| ("bind", format!("cannot bind {addr}: {err}")))?;
-            Box::new(engine)
-        }
-        EngineKind::Plugin(kind) => {
-            let f = factory(factories, kind).ok_or(("kind", format!("unknown kind {kind:?}")))?;
-            f.build(
-                &e.name,
-                e.work_ns,
-                e.options.as_ref().unwrap_or(&toml::Table::new()),
-            )
-            .map_err(|message| ("options", message))?
-        }
-    })
 }
 
 mod pipeline;

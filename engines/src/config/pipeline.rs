@@ -1,15 +1,17 @@
 //! Pipelines in the configuration: `kind = "relay"` engines with `next = "<engine>"`.
-//! Validation (the target exists and accepts apps, no cycles) and the build step that
-//! joins each relay to its next engine with an internal channel before the runtime starts,
-//! while we still own the engines and can call their `attach` directly.
+//! Validation (the target exists and accepts apps, no cycles) and the build step: it builds
+//! every engine of the file and joins each relay to its next engine with an internal
+//! channel before the runtime starts, while we still own the engines and can call their
+//! `attach` directly.
 
 use std::collections::HashMap;
 
-use super::{build_engine, invalid, Config, ConfigError, EngineFactory, EngineKind};
+use super::{factory, invalid, Config, ConfigError, EngineFactory, EngineKind};
 use crate::channel::{ChannelEngineEnd, ChannelShape};
 use crate::echo::EchoEngine;
 use crate::engine::Engine;
 use crate::relay::{RelayEngine, PREFIX_LEN};
+use crate::udp_echo::UdpEchoEngine;
 
 /// Every engine with its position: (group index, engine index, config).
 fn engines(config: &Config) -> impl Iterator<Item = (usize, usize, &super::EngineConfig)> {
@@ -101,6 +103,8 @@ pub(super) fn build_engines(
         .filter(|(_, _, e)| e.kind == EngineKind::Relay)
         .count();
     let shape = internal_shape(relays);
+    // Options of a plugin engine whose file has none.
+    let empty = super::toml::Table::new();
     let mut groups: Vec<Vec<Built>> = Vec::with_capacity(config.group.len());
     let mut at: HashMap<&str, (usize, usize)> = HashMap::new();
     // (field of the relay's `next`, next engine's name, engine end to attach there).
@@ -123,9 +127,23 @@ pub(super) fn build_engines(
                     links.push((field("next"), next, end));
                     Built::Relay(relay)
                 }
-                EngineKind::UdpEcho | EngineKind::Plugin(_) => Built::Other(
-                    build_engine(e, factories).map_err(|(f, message)| invalid(field(f), message))?,
-                ),
+                EngineKind::UdpEcho => {
+                    let addr = e
+                        .bind
+                        .ok_or_else(|| invalid(field("bind"), "required for kind \"udp_echo\""))?;
+                    let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
+                        .map_err(|err| invalid(field("bind"), format!("cannot bind {addr}: {err}")))?;
+                    Built::Other(Box::new(engine))
+                }
+                EngineKind::Plugin(kind) => {
+                    let f = factory(factories, kind)
+                        .ok_or_else(|| invalid(field("kind"), format!("unknown kind {kind:?}")))?;
+                    let options = e.options.as_ref().unwrap_or(&empty);
+                    Built::Other(
+                        f.build(&e.name, e.work_ns, options)
+                            .map_err(|m| invalid(field("options"), m))?,
+                    )
+                }
             };
             at.insert(e.name.as_str(), (gi, ei));
             built.push(engine);

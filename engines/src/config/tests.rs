@@ -1,6 +1,7 @@
 //! Tests of the configuration parser: one per error, each checking the field is named.
 
 use super::*;
+use crate::echo::EchoEngine;
 
 const GOOD: &str = r#"
     control_socket = "/tmp/snap-test.sock"

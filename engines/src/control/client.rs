@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use rustix::net::{connect, socket_with, sockopt, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{connect, sockopt, SocketAddrUnix};
 
 use super::protocol::{self, HostStatus, ProtocolError, Request, Response};
 use crate::channel::{ChannelAppEnd, ChannelError};
@@ -64,13 +64,7 @@ impl SnapClient {
             source,
         };
         let addr = SocketAddrUnix::new(path).map_err(err)?;
-        let socket = socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(err)?;
+        let socket = protocol::socket().map_err(err)?;
         connect(&socket, &addr).map_err(err)?;
         sockopt::set_socket_timeout(&socket, sockopt::Timeout::Recv, Some(REPLY_TIMEOUT)).map_err(err)?;
         Ok(Self {

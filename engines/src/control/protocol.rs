@@ -22,8 +22,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, socket_with, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+    ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,17 @@ pub enum ProtocolError {
     /// A message longer than [`MAX_MESSAGE`], or more than [`MAX_FDS`] descriptors.
     #[error("control message too large (more than {MAX_MESSAGE} bytes or {MAX_FDS} descriptors)")]
     TooLarge,
+}
+
+/// A new, unconnected socket of the protocol's kind (Unix, `SOCK_SEQPACKET`, close-on-exec),
+/// for the server's listener and liveness probe and for the client.
+pub(crate) fn socket() -> rustix::io::Result<OwnedFd> {
+    socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
 }
 
 /// Sends one message with `fds` attached.

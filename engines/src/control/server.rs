@@ -19,10 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
-use rustix::net::{
-    accept_with, bind, listen, socket_with, sockopt, AddressFamily, Shutdown, SocketAddrUnix, SocketFlags,
-    SocketType,
-};
+use rustix::net::{accept_with, bind, listen, sockopt, Shutdown, SocketAddrUnix, SocketFlags};
 
 use super::protocol::{self, ChannelInfo, HostStatus, Request, Response};
 use super::ServerError;
@@ -123,13 +120,7 @@ fn bind_socket(path: &Path) -> Result<OwnedFd, ServerError> {
         if !meta.file_type().is_socket() {
             return Err(ServerError::NotASocket(path.to_owned()));
         }
-        let probe = socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| ServerError::Socket("socket", e))?;
+        let probe = protocol::socket().map_err(|e| ServerError::Socket("socket", e))?;
         if rustix::net::connect(&probe, &addr).is_ok() {
             return Err(ServerError::InUse(path.to_owned()));
         }
@@ -139,13 +130,7 @@ fn bind_socket(path: &Path) -> Result<OwnedFd, ServerError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| ServerError::Path(dir.to_owned(), e))?;
     }
-    let fd = socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| ServerError::Socket("socket", e))?;
+    let fd = protocol::socket().map_err(|e| ServerError::Socket("socket", e))?;
     bind(&fd, &addr).map_err(|e| ServerError::Socket("bind", e))?;
     // Who may talk to us is decided by SO_PEERCRED, not by the file mode.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))

@@ -361,6 +361,7 @@ impl Runtime {
                 Compacting {
                     rebalancer,
                     assignment,
+                    samples: Vec::with_capacity(engines.len()),
                 },
             )
         });

@@ -19,6 +19,8 @@ use super::worker::{Command, EngineShared, WorkerShared};
 pub(crate) struct Compacting {
     pub rebalancer: Rebalancer,
     pub assignment: Vec<usize>,
+    /// This poll's samples for the rebalancer; kept so that polling does not allocate.
+    pub samples: Vec<Sample>,
 }
 
 /// What the monitor watches of one group.
@@ -51,7 +53,9 @@ impl Monitor {
 }
 
 fn poll_group(group: &mut WatchedGroup, now: u64, stuck_after_ns: u64) {
-    let mut samples = Vec::with_capacity(group.engines.len());
+    if let Some(compacting) = &mut group.compacting {
+        compacting.samples.clear();
+    }
     for (i, engine) in group.engines.iter().enumerate() {
         let stats = &engine.stats;
         let running_since = stats.running_since_ns.load(Relaxed);
@@ -70,15 +74,17 @@ fn poll_group(group: &mut WatchedGroup, now: u64, stuck_after_ns: u64) {
         };
         stats.queueing_delay_ns.store(delay, Relaxed);
         stats.max_queueing_delay_ns.fetch_max(delay, Relaxed);
-        let thread = group.compacting.as_ref().map_or(0, |c| c.assignment[i]);
-        samples.push(Sample {
-            thread,
-            delay_ns: delay,
-            busy_ns: stats.busy_ns.load(Relaxed),
-        });
+        // Only the rebalancer uses samples: other modes just get the delay stored above.
+        if let Some(compacting) = &mut group.compacting {
+            compacting.samples.push(Sample {
+                thread: compacting.assignment[i],
+                delay_ns: delay,
+                busy_ns: stats.busy_ns.load(Relaxed),
+            });
+        }
     }
     if let Some(compacting) = &mut group.compacting {
-        for m in compacting.rebalancer.poll(now, &samples) {
+        for m in compacting.rebalancer.poll(now, &compacting.samples) {
             let from = compacting.assignment[m.engine];
             let engine = &group.engines[m.engine];
             log::debug!(

@@ -245,11 +245,12 @@ impl Worker {
         let mut busy = 0;
         let mut i = 0;
         while i < self.slots.len() {
-            let shared = self.slots[i].placed.shared.clone();
+            // Borrowed, not cloned: no reference-count traffic on every step of every engine.
+            let Placed { shared, engine } = &mut self.slots[i].placed;
             if let Some(op) = shared.mailbox.take() {
                 // Counted before it runs: its poster may read status as soon as it replies.
                 shared.stats.control_ops.fetch_add(1, Relaxed);
-                let engine = &mut *self.slots[i].placed.engine;
+                let engine = &mut **engine;
                 let result = panic::catch_unwind(AssertUnwindSafe(|| op(engine)));
                 if let Err(payload) = result {
                     self.fail(
@@ -262,10 +263,11 @@ impl Worker {
                 self.reregister(i);
                 progressed = true;
             }
+            let Placed { shared, engine } = &mut self.slots[i].placed;
             let start = Instant::now();
             let start_ns = self.clock.ns(start);
             shared.stats.running_since_ns.store(start_ns, Relaxed);
-            let engine = &mut *self.slots[i].placed.engine;
+            let engine = &mut **engine;
             let result = panic::catch_unwind(AssertUnwindSafe(|| engine.run(start)));
             let end_ns = self.clock.now_ns();
             shared.stats.running_since_ns.store(0, Relaxed);

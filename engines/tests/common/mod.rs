@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use snap_engines::echo::spin;
 use snap_engines::{
     Consumer, Doorbell, Engine, Producer, Ring, RingSet, Ringer, RunOutcome, SharedMem, WakeSource, WorkProbe,
 };
@@ -57,13 +58,6 @@ pub fn forwarder(name: &str, work: Duration) -> (Forwarder, App) {
         batch: 16,
     };
     (engine, app)
-}
-
-pub fn spin(d: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < d {
-        std::hint::spin_loop();
-    }
 }
 
 impl Engine for Forwarder {

@@ -1,7 +1,7 @@
 //! Helpers shared by the host's integration tests that run real `snap-host` processes:
 //! starting one from a configuration and waiting for its ready line, a host with one Pony
-//! engine on a UDP port of 127.0.0.1, reading a child's output, and waiting for a
-//! condition. Each test crate uses some of them, hence `dead_code`.
+//! engine on a UDP port of 127.0.0.1, stopping one, reading a child's output, and waiting
+//! for a condition. Each test crate uses some of them, hence `dead_code`.
 
 #![allow(dead_code)]
 
@@ -24,11 +24,23 @@ pub struct Host {
     pub child: Child,
     /// Its control socket.
     pub socket: PathBuf,
-    /// Its Pony engine `pony0`'s UDP address.
+    /// Its Pony engine `pony0`'s UDP address ([`Self::start`]; empty for
+    /// [`Self::with_config`]).
     pub addr: String,
 }
 
 impl Host {
+    /// Starts a host with `config` (`[[group]]` tables and top-level keys) and waits for
+    /// its ready line.
+    pub fn with_config(config: &str) -> Self {
+        let (child, socket) = spawn_ready(&test_dir("snap-host-test"), config);
+        Self {
+            child,
+            socket,
+            addr: String::new(),
+        }
+    }
+
     /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
     /// 127.0.0.1, and waits for its ready line.
     pub fn start() -> Self {
@@ -53,6 +65,19 @@ impl Host {
     pub fn kill(&mut self) {
         kill_process(Pid::from_child(&self.child), Signal::KILL).unwrap();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (up to [`TIMEOUT`]) for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "snap-host did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
