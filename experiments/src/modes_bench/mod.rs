@@ -290,7 +290,7 @@ fn run_point(
     let (driven, samples) = std::thread::scope(|s| {
         let driver = s.spawn(|| {
             if let Some(core) = app_core {
-                pin_current_thread(core)?;
+                crate::wakeup::pin_to_cpu(core)?;
             }
             driver::drive(channels, interval_ns, &phase)
         });
@@ -341,23 +341,6 @@ fn sleep_unless(d: Duration, done: impl Fn() -> bool) {
     while Instant::now() < until && !done() {
         std::thread::sleep(Duration::from_millis(5).min(until.saturating_duration_since(Instant::now())));
     }
-}
-
-fn pin_current_thread(core: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it
-    // (core is below the online count, far below CPU_SETSIZE).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        bail!(
-            "pinning the app to CPU {core}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 /// Header of [`table_row`]'s table.
