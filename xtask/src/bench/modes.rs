@@ -30,7 +30,6 @@ const PROGRAM: Program = Program {
     name: GUEST_PROGRAM,
     json_tag: JSON_TAG,
     bench: "modes",
-    guest_json: "/tmp/mq-bench-modes.json",
 };
 pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 
@@ -54,7 +53,8 @@ pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
     let dir = output_dir(ctx);
     let passthrough = guest_args(args.quick, args.loads.as_deref(), args.seconds);
     let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm)?;
-    two_runs::print_recorded(&record(&dir, &runs)?);
+    let (md, written) = record(&dir, &runs)?;
+    two_runs::print_recorded(&md, &written);
     Ok(())
 }
 

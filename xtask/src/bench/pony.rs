@@ -25,7 +25,6 @@ const PROGRAM: Program = Program {
     name: GUEST_PROGRAM,
     json_tag: JSON_TAG,
     bench: "pony",
-    guest_json: "/tmp/mq-bench-pony.json",
 };
 
 /// Options of `cargo xtask bench pony`.
@@ -48,7 +47,8 @@ pub fn run(ctx: &Ctx, args: &PonyArgs) -> Result<()> {
     let dir = output_dir(ctx);
     let passthrough = guest_args(args.quick, args.modes.as_deref(), args.sizes.as_deref());
     let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm)?;
-    two_runs::print_recorded(&record(&dir, &runs)?);
+    let (md, written) = record(&dir, &runs)?;
+    two_runs::print_recorded(&md, &written);
     Ok(())
 }
 
