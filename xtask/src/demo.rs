@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use self::script::{guest_script, modes_step_label, sched_step, step_statuses, steps, Steps};
 use crate::accel::AccelChoice;
+use crate::bench::two_runs::{self, Program};
 use crate::bench::{self, modes, sched};
 use crate::{vm, Ctx};
 
@@ -201,7 +202,7 @@ fn record_modes(
 ) -> Result<(modes::Run, Vec<PathBuf>)> {
     let run = modes::read_guest_run(dir, output, exit_status, machine)?;
     let (_, mut written) = modes::record(dir, std::slice::from_ref(&run))?;
-    written.push(dir.join("guest-output.log"));
+    written.push(two_runs::guest_log(dir));
     let run = serde_json::from_value(run).context("reading mq-bench-modes' report")?;
     Ok((run, written))
 }
@@ -249,16 +250,12 @@ fn closing(written: &[PathBuf], accel: &str) -> String {
 
 /// The JSON object on the last `MQ_DEMO_JSON ` line.
 pub fn extract_summary(output: &str) -> Result<Value> {
-    let line = output
-        .lines()
-        .rev()
-        .find_map(|l| l.trim_start().strip_prefix(JSON_TAG))
-        .with_context(|| format!("mq-demo printed no `{}` line", JSON_TAG.trim()))?;
-    let value: Value = serde_json::from_str(line.trim()).context("parsing mq-demo's JSON")?;
-    if !value.is_object() {
-        bail!("mq-demo's summary is not a JSON object: {line}");
-    }
-    Ok(value)
+    let program = Program {
+        name: DEMO_PROGRAM,
+        json_tag: JSON_TAG,
+        bench: "demo",
+    };
+    two_runs::extract_json(program, output)
 }
 
 /// The human-readable table of `summary`, missing numbers shown as `-`.
