@@ -227,6 +227,14 @@ pub(crate) fn write_summary(dir: &Path, merged: &Value, md: &str) -> Result<[Pat
     Ok([json_path, md_path])
 }
 
+/// `a / b` with two decimals for the summaries' ratio tables, or `-` when it is not defined.
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
 /// Prints a recorded report (markdown, then the files written).
 pub(crate) fn print_recorded(md: &str, written: &[PathBuf]) {
     println!();
