@@ -116,7 +116,7 @@ fn main() -> Result<()> {
         "mq-bench-pony: {} under {}, accel {}",
         pony_bench::machine(),
         pony_bench::scheduler_name(),
-        pony_bench::accel_name()
+        mq_experiments::accel::name()
     );
     let report = pony_bench::run(&cfg)?;
     bench_run::finish(

@@ -190,14 +190,9 @@ pub fn scheduler_name() -> String {
     }
 }
 
-/// `native`, or what `cargo xtask vm` says the guest runs under.
-pub fn accel_name() -> String {
-    std::env::var("MQ_ACCEL").unwrap_or_else(|_| "native".into())
-}
-
 /// The CPU model and count.
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sched_bench::cpus();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -212,7 +207,7 @@ pub fn machine() -> String {
 
 /// Runs every mode at every load against `snap_host`.
 pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sched_bench::cpus();
     let layout = Layout::new(cpus);
     let mut rows = Vec::new();
     for mode in &cfg.modes {
@@ -236,7 +231,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
     Ok(Report {
         machine: machine(),
         kernel: scx_microquanta::sysfs::kernel_release(),
-        accel: accel_name(),
+        accel: crate::accel::name(),
         scheduler: scheduler_name(),
         cpus,
         work_ns: cfg.work_ns,

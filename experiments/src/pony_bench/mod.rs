@@ -50,7 +50,7 @@ use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-pub use crate::modes_bench::{accel_name, machine, scheduler_name, MODES};
+pub use crate::modes_bench::{machine, scheduler_name, MODES};
 
 /// Ping-pong sizes by default: 64 B to 1 MiB.
 pub const SIZES: [usize; 5] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
@@ -291,7 +291,7 @@ pub fn payload(size: usize) -> Vec<u8> {
 
 /// Runs everything: Pony per mode, TCP, sockperf, the floor.
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sched_bench::cpus();
     let layout = Layout { cpus };
     let mut rows = Vec::new();
     let mut one_sided = Vec::new();
@@ -332,7 +332,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
     Ok(Report {
         machine: machine(),
         kernel: scx_microquanta::sysfs::kernel_release(),
-        accel: accel_name(),
+        accel: crate::accel::name(),
         scheduler: scheduler_name(),
         cpus,
         nic: if cfg.shm_nic { "shm" } else { "udp_loopback" }.into(),
