@@ -8,9 +8,14 @@
 //! the class's period under TCG, keeping runtime/period (the share) the same,
 //! and say so in their output.
 
+/// `native`, or what `cargo xtask vm` says the guest runs under (`kvm`, `tcg`).
+pub fn name() -> String {
+    std::env::var("MQ_ACCEL").unwrap_or_else(|_| "native".into())
+}
+
 /// Whether the guest runs under TCG.
 pub fn is_tcg() -> bool {
-    std::env::var("MQ_ACCEL").is_ok_and(|v| v == "tcg")
+    name() == "tcg"
 }
 
 /// The kernel patch's default bandwidth (runtime 20 µs every 40 µs).

@@ -1,16 +1,37 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! What the benchmark binaries that can load the scheduler themselves (`mq-bench-modes`,
-//! `mq-bench-pony`) do around their measurement: start `scx_microquanta` for
+//! `mq-bench-pony`) do around their measurement: check the options they share, start `scx_microquanta` for
 //! `--with-scheduler` at the accelerator's bandwidth ([`crate::accel`]), and at the end stop
 //! it (a scheduler that exited badly fails the run), print the table on stderr and write the
 //! JSON report to a file or stdout.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::modes_bench::MODES;
 use crate::scheduler_process::SchedulerProcess;
+
+/// Checks `--modes`: each one of Snap's engine modes ([`MODES`]).
+pub fn check_modes(modes: &[String]) -> Result<()> {
+    for mode in modes {
+        if !MODES.contains(&mode.as_str()) {
+            bail!("unknown mode {mode:?}: expected some of {}", MODES.join(","));
+        }
+    }
+    Ok(())
+}
+
+/// The measuring window from `--seconds` (or the caller's default): more than 0 s and at
+/// most an hour, so that a typo does not hold the machine (or the VM) for days.
+pub fn window(seconds: f64) -> Result<Duration> {
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        bail!("--seconds {seconds}: expected more than 0 and at most 3600");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
 
 /// Starts the scheduler when `bin` is given. Keep the value alive for the whole run:
 /// dropping it detaches the scheduler.
@@ -46,6 +67,22 @@ pub fn finish(
         None => {
             println!("{stdout_tag}{json}");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_outside_the_benchmarks_range_are_refused() {
+        assert!(check_modes(&["spreading".into(), "dedicated".into()]).is_ok());
+        let err = check_modes(&["spreading".into(), "lazy".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown mode \"lazy\""), "{err}");
+        assert_eq!(window(1.5).unwrap(), Duration::from_millis(1500));
+        for bad in [0.0, -1.0, 3601.0, f64::NAN] {
+            assert!(window(bad).is_err(), "{bad}");
         }
     }
 }

@@ -17,7 +17,9 @@ mod report;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.
 pub mod sched;
-mod two_runs;
+/// Running a measurement program natively and in the VM, and reading its tagged report
+/// back from guest output (`cargo xtask demo` reads `mq-demo`'s with it too).
+pub(crate) mod two_runs;
 
 pub use report::TCG_NOTE;
 

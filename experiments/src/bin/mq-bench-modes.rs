@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use mq_experiments::bench_run;
-use mq_experiments::modes_bench::{self, BenchConfig, MODES};
+use mq_experiments::modes_bench::{self, BenchConfig};
 
 /// Drives echo engines in dedicated, spreading and compacting mode from an
 /// app at several offered loads; reports p50/p99/p99.9 round-trip latency,
@@ -68,15 +68,8 @@ struct Opts {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
-    for mode in &opts.modes {
-        if !MODES.contains(&mode.as_str()) {
-            bail!("unknown mode {mode:?}: expected some of {}", MODES.join(","));
-        }
-    }
-    let seconds = opts.seconds.unwrap_or(if opts.quick { 1.0 } else { 3.0 });
-    if !(0.0..=3600.0).contains(&seconds) || seconds == 0.0 {
-        bail!("--seconds {seconds}: expected more than 0 and at most 3600");
-    }
+    bench_run::check_modes(&opts.modes)?;
+    let window = bench_run::window(opts.seconds.unwrap_or(if opts.quick { 1.0 } else { 3.0 }))?;
     let warmup_ms = opts.warmup_ms.unwrap_or(if opts.quick { 300 } else { 500 });
     let snap_host = match opts.snap_host {
         Some(p) => p,
@@ -89,7 +82,7 @@ fn main() -> Result<()> {
     let cfg = BenchConfig {
         modes: opts.modes,
         loads: opts.loads,
-        window: Duration::from_secs_f64(seconds),
+        window,
         warmup: Duration::from_millis(warmup_ms),
         work_ns: opts.work_ns.unwrap_or_else(modes_bench::default_work_ns),
         engines: usize::from(opts.engines),

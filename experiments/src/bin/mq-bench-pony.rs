@@ -6,12 +6,11 @@
 //! `MQ_BENCH_PONY_JSON {...}` line, or to `--json PATH`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Parser;
 use mq_experiments::bench_run;
-use mq_experiments::pony_bench::{self, BenchConfig, MODES, SIZES, THROUGHPUT_SIZES};
+use mq_experiments::pony_bench::{self, BenchConfig, SIZES, THROUGHPUT_SIZES};
 
 /// Ping-pong RTT and windowed throughput of Pony messages (64 B to 1 MiB) between two
 /// in-process hosts in dedicated, spreading and compacting modes, our TCP echo and sockperf
@@ -76,11 +75,7 @@ struct Opts {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
-    for mode in &opts.modes {
-        if !MODES.contains(&mode.as_str()) {
-            bail!("unknown mode {mode:?}: expected some of {}", MODES.join(","));
-        }
-    }
+    bench_run::check_modes(&opts.modes)?;
     let tcg = mq_experiments::accel::is_tcg();
     let sizes = opts.sizes.unwrap_or_else(|| SIZES.to_vec());
     if sizes.iter().any(|&s| !(8..=(8 << 20)).contains(&s)) {
@@ -98,10 +93,7 @@ fn main() -> Result<()> {
             picked
         }
     });
-    let seconds = opts.seconds.unwrap_or(if opts.quick { 1.0 } else { 2.0 });
-    if !(seconds > 0.0 && seconds <= 3600.0) {
-        bail!("--seconds {seconds}: expected more than 0 and at most 3600");
-    }
+    let throughput_time = bench_run::window(opts.seconds.unwrap_or(if opts.quick { 1.0 } else { 2.0 }))?;
     let mut iterations = opts.iterations.unwrap_or(if opts.quick { 300 } else { 20_000 });
     if tcg && opts.iterations.is_none() {
         iterations = (iterations / 10).max(50);
@@ -113,7 +105,7 @@ fn main() -> Result<()> {
         throughput_sizes,
         window: opts.window as usize,
         iterations,
-        throughput_time: Duration::from_secs_f64(seconds),
+        throughput_time,
         shm_nic: opts.nic == "shm",
         mtu: opts.mtu,
         spin_apps: opts.spin_apps,
@@ -124,7 +116,7 @@ fn main() -> Result<()> {
         "mq-bench-pony: {} under {}, accel {}",
         pony_bench::machine(),
         pony_bench::scheduler_name(),
-        pony_bench::accel_name()
+        mq_experiments::accel::name()
     );
     let report = pony_bench::run(&cfg)?;
     bench_run::finish(

@@ -190,14 +190,9 @@ pub fn scheduler_name() -> String {
     }
 }
 
-/// `native`, or what `cargo xtask vm` says the guest runs under.
-pub fn accel_name() -> String {
-    std::env::var("MQ_ACCEL").unwrap_or_else(|_| "native".into())
-}
-
 /// The CPU model and count.
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sched_bench::cpus();
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -212,7 +207,7 @@ pub fn machine() -> String {
 
 /// Runs every mode at every load against `snap_host`.
 pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sched_bench::cpus();
     let layout = Layout::new(cpus);
     let mut rows = Vec::new();
     for mode in &cfg.modes {
@@ -236,7 +231,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
     Ok(Report {
         machine: machine(),
         kernel: scx_microquanta::sysfs::kernel_release(),
-        accel: accel_name(),
+        accel: crate::accel::name(),
         scheduler: scheduler_name(),
         cpus,
         work_ns: cfg.work_ns,
@@ -290,7 +285,7 @@ fn run_point(
     let (driven, samples) = std::thread::scope(|s| {
         let driver = s.spawn(|| {
             if let Some(core) = app_core {
-                pin_current_thread(core)?;
+                crate::wakeup::pin_to_cpu(core)?;
             }
             driver::drive(channels, interval_ns, &phase)
         });
@@ -341,23 +336,6 @@ fn sleep_unless(d: Duration, done: impl Fn() -> bool) {
     while Instant::now() < until && !done() {
         std::thread::sleep(Duration::from_millis(5).min(until.saturating_duration_since(Instant::now())));
     }
-}
-
-fn pin_current_thread(core: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it
-    // (core is below the online count, far below CPU_SETSIZE).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        bail!(
-            "pinning the app to CPU {core}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 /// Header of [`table_row`]'s table.

@@ -9,10 +9,9 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use snap_engines::{Consumer, Producer, Ring, SharedMem};
 
-use super::{
-    gettid, histogram, own_cpu_ns, payload, pin_current_thread, record, thread_cpu_ns, BenchConfig, Layout,
-    Measured, Row,
-};
+use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
+
+use super::{gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Row};
 
 fn ring(size: usize) -> Result<(Producer, Consumer)> {
     let slot = (size + 8).next_multiple_of(64) as u32;
@@ -53,7 +52,7 @@ fn one(size: usize, iters: usize, cores: (usize, usize)) -> Result<Measured> {
     let done = &done;
     std::thread::scope(|s| {
         let pong = s.spawn(move || -> Result<()> {
-            pin_current_thread(cores.1)?;
+            pin_to_cpu(cores.1)?;
             pong_tid.store(gettid(), Ordering::Release);
             let mut buf = vec![0; size + 8];
             for _ in 0..total {
@@ -66,7 +65,7 @@ fn one(size: usize, iters: usize, cores: (usize, usize)) -> Result<Measured> {
             Ok(())
         });
         let ping = s.spawn(move || -> Result<Measured> {
-            pin_current_thread(cores.0)?;
+            pin_to_cpu(cores.0)?;
             let tid = loop {
                 match pong_tid.load(Ordering::Acquire) {
                     0 => std::hint::spin_loop(),
@@ -79,7 +78,7 @@ fn one(size: usize, iters: usize, cores: (usize, usize)) -> Result<Measured> {
             let warm = total - iters;
             // Per thread: a running thread's schedstat on another CPU lags until its next
             // tick, so over a short window each is clamped to the wall time it could use.
-            let sample = || (own_cpu_ns(), thread_cpu_ns(tid), Instant::now());
+            let sample = || (own_thread_cpu_ns(), thread_cpu_ns(tid), Instant::now());
             let mut first = sample();
             for i in 0..total {
                 if i == warm {

@@ -44,16 +44,14 @@ pub mod floor;
 pub mod pony;
 pub mod tcp;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-pub use crate::modes_bench::{accel_name, machine, scheduler_name};
+pub use crate::modes_bench::{machine, scheduler_name, MODES};
 
-/// The modes, in report order.
-pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 /// Ping-pong sizes by default: 64 B to 1 MiB.
 pub const SIZES: [usize; 5] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
 /// Throughput sizes by default.
@@ -286,31 +284,6 @@ pub fn thread_cpu_ns(tid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID).
-pub fn own_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Pins the calling thread to `core`.
-pub fn pin_current_thread(core: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc != 0 {
-        bail!("pinning to CPU {core}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// A payload of `size` bytes (content does not matter, but is not all zeroes).
 pub fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 131 % 251) as u8).collect()
@@ -318,7 +291,7 @@ pub fn payload(size: usize) -> Vec<u8> {
 
 /// Runs everything: Pony per mode, TCP, sockperf, the floor.
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = crate::sched_bench::cpus();
     let layout = Layout { cpus };
     let mut rows = Vec::new();
     let mut one_sided = Vec::new();
@@ -359,7 +332,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
     Ok(Report {
         machine: machine(),
         kernel: scx_microquanta::sysfs::kernel_release(),
-        accel: accel_name(),
+        accel: crate::accel::name(),
         scheduler: scheduler_name(),
         cpus,
         nic: if cfg.shm_nic { "shm" } else { "udp_loopback" }.into(),
@@ -373,11 +346,6 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         rows,
         one_sided,
     })
-}
-
-/// Sleeps-free deadline helper: whether `start + d` has passed.
-pub fn past(start: Instant, d: Duration) -> bool {
-    start.elapsed() >= d
 }
 
 pub const TABLE_HEADER: &str = "transport    mode        test        bytes  win  p50 µs  p99 µs p99.9 µs     msgs/s    Gbps  cores (engine)";

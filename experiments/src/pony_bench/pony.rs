@@ -16,9 +16,11 @@ use pony_express::pool::{BufIdx, PoolError};
 use snap_engines::runtime::CompactingParams;
 use snap_engines::{EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions, SharedMem};
 
+use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
+
 use super::{
-    gettid, histogram, own_cpu_ns, payload, pin_current_thread, record, thread_cpu_ns, BenchConfig, Layout,
-    Measured, OneSidedRow, Row, READ_BYTES,
+    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, OneSidedRow, Row,
+    READ_BYTES,
 };
 
 /// Bounds every wait for one completion; only hangs hit it.
@@ -134,7 +136,7 @@ fn echo(
     stop: &AtomicBool,
 ) -> Result<()> {
     if let Some(c) = core {
-        pin_current_thread(c)?;
+        pin_to_cpu(c)?;
     }
     tid.store(gettid(), Ordering::Release);
     let mut buf = Vec::new();
@@ -203,7 +205,7 @@ impl Probe<'_> {
     /// (engine ns, app ns, when).
     fn sample(&self) -> (u64, u64, Instant) {
         let e = self.engine_ns();
-        let a = own_cpu_ns() + thread_cpu_ns(self.echo_tid);
+        let a = own_thread_cpu_ns() + thread_cpu_ns(self.echo_tid);
         (e, a, Instant::now())
     }
 }
@@ -478,7 +480,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         let echo_thread = s.spawn(|| echo(b, spin, core_b, &echo_tid, &stop));
         let client = s.spawn(|| -> Result<(Vec<Row>, OneSidedRow)> {
             if let Some(c) = core_a {
-                pin_current_thread(c)?;
+                pin_to_cpu(c)?;
             }
             let t = Instant::now();
             while echo_tid.load(Ordering::Acquire) == 0 {

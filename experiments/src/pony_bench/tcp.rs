@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{
-    gettid, histogram, own_cpu_ns, payload, pin_current_thread, record, thread_cpu_ns, BenchConfig, Layout,
-    Measured, Row,
-};
+use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
+
+use super::{gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Row};
 
 fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
@@ -38,7 +37,7 @@ fn write_msg(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
 /// Echoes messages on every connection, one at a time, until the client closes.
 fn serve(listener: TcpListener, core: Option<usize>, tid: &AtomicI32, connections: usize) -> Result<()> {
     if let Some(c) = core {
-        pin_current_thread(c)?;
+        pin_to_cpu(c)?;
     }
     tid.store(gettid(), Ordering::Release);
     let mut buf = Vec::new();
@@ -63,7 +62,7 @@ fn ping_pong(s: &mut TcpStream, size: usize, iters: usize, server_tid: i32) -> R
     let mut buf = Vec::new();
     let warm = (iters / 10).max(5);
     let mut hist = histogram();
-    let sample = || (own_cpu_ns() + thread_cpu_ns(server_tid), Instant::now());
+    let sample = || (own_thread_cpu_ns() + thread_cpu_ns(server_tid), Instant::now());
     let mut first = sample();
     for i in 0..warm + iters {
         if i == warm {
@@ -140,7 +139,7 @@ fn throughput(
             };
             let sample = || {
                 (
-                    own_cpu_ns() + thread_cpu_ns(server_tid) + thread_cpu_ns(tid),
+                    own_thread_cpu_ns() + thread_cpu_ns(server_tid) + thread_cpu_ns(tid),
                     Instant::now(),
                 )
             };
@@ -194,7 +193,7 @@ pub fn run(cfg: &BenchConfig, layout: &Layout) -> Result<Vec<Row>> {
         let server = sc.spawn(|| serve(listener, core_b, &server_tid, connections));
         let client = sc.spawn(|| -> Result<Vec<Row>> {
             if let Some(c) = core_a {
-                pin_current_thread(c)?;
+                pin_to_cpu(c)?;
             }
             let mut rows = Vec::new();
             let mut s = connect(addr)?;

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::modes_plot;
-use super::two_runs::{self, Program, VmArgs};
+use super::two_runs::{self, ratio, Program, VmArgs};
 use crate::Ctx;
 
 pub const GUEST_PROGRAM: &str = "mq-bench-modes";
@@ -30,7 +30,6 @@ const PROGRAM: Program = Program {
     name: GUEST_PROGRAM,
     json_tag: JSON_TAG,
     bench: "modes",
-    guest_json: "/tmp/mq-bench-modes.json",
 };
 pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 
@@ -54,7 +53,8 @@ pub fn run(ctx: &Ctx, args: &ModesArgs) -> Result<()> {
     let dir = output_dir(ctx);
     let passthrough = guest_args(args.quick, args.loads.as_deref(), args.seconds);
     let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm)?;
-    two_runs::print_recorded(&record(&dir, &runs)?);
+    let (md, written) = record(&dir, &runs)?;
+    two_runs::print_recorded(&md, &written);
     Ok(())
 }
 
@@ -162,14 +162,6 @@ pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
 /// `{"runs": [run without rows], "rows": [row + scheduler + accel]}`.
 pub fn merge(runs: &[Value]) -> Result<Value> {
     Ok(Value::Object(two_runs::merge(runs, &["rows"])?))
-}
-
-/// `a / b`, or `-` when it is not defined.
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".into(),
-    }
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

@@ -1,12 +1,14 @@
-//! SVG plots of `cargo xtask bench sched`, drawn with plotters' SVG backend only: no font or
-//! bitmap backends, so xtask stays quick to build. Without the `ttf` feature plotters still
-//! writes every label as an SVG `<text>` element (the viewer picks the font); it only
-//! estimates text widths for layout, which is why the label areas are sized generously.
+//! SVG plots of `cargo xtask bench sched`, and what the line plots of `bench modes` and
+//! `bench pony` share: colours, the grid of panels, a line with its legend entry. All are
+//! drawn with plotters' SVG backend only: no font or bitmap backends, so xtask stays quick
+//! to build. Without the `ttf` feature plotters still writes every label as an SVG `<text>`
+//! element (the viewer picks the font); it only estimates text widths for layout, which is
+//! why the label areas are sized generously.
 
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::ranged1d::{AsRangedCoord, KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -14,12 +16,23 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::sched::{Summary, EEVDF_REPEAT};
 
 const SIZE: (u32, u32) = (900, 500);
-/// Per series: bar fill. Colour-blind safe (Okabe-Ito), distinct in greyscale too.
-const COLOURS: [RGBColor; 3] = [
+/// Series colours of every bench plot, in order: colour-blind safe (Okabe-Ito) and distinct
+/// in greyscale too.
+pub(super) const COLOURS: [RGBColor; 6] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(0, 0, 0),
 ];
+/// One panel of the line plots of `bench modes` and `bench pony`.
+const PANEL: (u32, u32) = (560, 420);
+
+/// What a panel is drawn on.
+pub(super) type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+/// What drawing a panel can fail with (plotters' errors are generic over the backend).
+pub(super) type PanelResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
 /// One set of bars: one value per group, `None` where it was not measured.
 struct Series {
@@ -190,6 +203,71 @@ where
     root.present()
         .map_err(|e| plotting_error(&e))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Draws `path` as a grid of `rows` x 2 panels, one row per run; `draw(area, row, column)`
+/// fills each. Runs get their own panels rather than shared axes: a TCG run's absolute
+/// numbers are the emulator's and would squash the native ones.
+pub(super) fn panel_grid(
+    path: &Path,
+    rows: usize,
+    mut draw: impl FnMut(&Area, usize, usize) -> PanelResult,
+) -> Result<()> {
+    if rows == 0 {
+        bail!("nothing to plot");
+    }
+    let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
+    let root = SVGBackend::new(path, (PANEL.0 * 2, PANEL.1 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let areas = root.split_evenly((rows, 2));
+    for (i, area) in areas.iter().enumerate() {
+        draw(area, i / 2, i % 2).map_err(|e| err(&e))?;
+    }
+    root.present()
+        .map_err(|e| err(&e))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Draws one series as a line with a dot at each point, named in the legend.
+pub(super) fn line<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    name: &str,
+    colour: RGBColor,
+    points: Vec<(f64, f64)>,
+) -> PanelResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    // A path element rather than LineSeries: that needs plotters' line_series feature, and
+    // xtask builds plotters with the SVG backend only.
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            points.clone(),
+            colour.stroke_width(2),
+        )))?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))?;
+    Ok(())
+}
+
+/// The legend of the [`line`]s, upper left: the line plots leave headroom above for it.
+pub(super) fn line_legend<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+) -> PanelResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
 }
 
 /// The x axis of grouped bars: group `i` spans `[i, i + 1)` and is labelled with its name

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::pony_plot;
-use super::two_runs::{self, Program, VmArgs};
+use super::two_runs::{self, ratio, Program, VmArgs};
 use crate::Ctx;
 
 pub const GUEST_PROGRAM: &str = "mq-bench-pony";
@@ -25,7 +25,6 @@ const PROGRAM: Program = Program {
     name: GUEST_PROGRAM,
     json_tag: JSON_TAG,
     bench: "pony",
-    guest_json: "/tmp/mq-bench-pony.json",
 };
 
 /// Options of `cargo xtask bench pony`.
@@ -48,7 +47,8 @@ pub fn run(ctx: &Ctx, args: &PonyArgs) -> Result<()> {
     let dir = output_dir(ctx);
     let passthrough = guest_args(args.quick, args.modes.as_deref(), args.sizes.as_deref());
     let runs = two_runs::native_then_vm(ctx, PROGRAM, &dir, &passthrough, &args.vm)?;
-    two_runs::print_recorded(&record(&dir, &runs)?);
+    let (md, written) = record(&dir, &runs)?;
+    two_runs::print_recorded(&md, &written);
     Ok(())
 }
 
@@ -204,13 +204,6 @@ pub fn merge(runs: &[Value]) -> Result<Value> {
     Ok(Value::Object(merged))
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 && a.is_finite() => format!("{:.2}", a / b),
-        _ => "-".into(),
-    }
-}
-
 /// `64 B`, `16 KiB`, `1 MiB`.
 pub fn size_label(bytes: u64) -> String {
     match bytes {
@@ -299,17 +292,12 @@ pub fn markdown(runs: &[Run]) -> String {
 
 /// Pony vs TCP: p50 RTT ratio per size, Gbps-per-core ratio per size, and the floor.
 fn ratios(md: &mut String, run: &Run) {
-    let pony: Vec<&str> = run
-        .series("ping_pong")
+    // Pony's series measured by either test, in [`SERIES`] order.
+    let measured = [run.series("ping_pong"), run.series("throughput")].concat();
+    let pony: Vec<&str> = SERIES
         .into_iter()
-        .chain(run.series("throughput"))
-        .filter(|s| s.starts_with("pony"))
-        .fold(Vec::new(), |mut v, s| {
-            if !v.contains(&s) {
-                v.push(s);
-            }
-            v
-        });
+        .filter(|s| s.starts_with("pony") && measured.contains(s))
+        .collect();
     let _ = writeln!(md, "### Ratios vs TCP ({})\n", run.scheduler);
     md.push_str("p50 round trip, Pony / our TCP echo (below 1: Pony is faster), and Pony / the shared-memory floor:\n\n");
     md.push_str("| series |");

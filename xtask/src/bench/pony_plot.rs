@@ -5,21 +5,11 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::Result;
 use plotters::prelude::*;
 
+use super::plot::{self, Area, PanelResult, COLOURS};
 use super::pony::{Row, Run, SERIES};
-
-/// Per series, in [`SERIES`] order (Okabe-Ito).
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(0, 114, 178),
-    RGBColor(230, 159, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(213, 94, 0),
-    RGBColor(204, 121, 167),
-    RGBColor(0, 0, 0),
-];
-const PANEL: (u32, u32) = (560, 420);
 
 /// Colour index, name, points.
 type Series<'s> = (usize, &'s str, Vec<(f64, f64)>);
@@ -32,8 +22,6 @@ fn decimal_size(v: f64) -> String {
         v => format!("{v:.0} B"),
     }
 }
-
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 /// One panel's job.
 struct Panel<'r> {
@@ -89,24 +77,13 @@ pub fn draw_throughput(runs: &[Run], path: &Path) -> Result<()> {
 }
 
 fn draw<'r>(runs: &'r [Run], path: &Path, panels: impl Fn(&'r Run) -> [Panel<'r>; 2]) -> Result<()> {
-    if runs.is_empty() {
-        bail!("nothing to plot");
-    }
-    let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
-    let root = SVGBackend::new(path, (PANEL.0 * 2, PANEL.1 * runs.len() as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let areas = root.split_evenly((runs.len(), 2));
-    for (i, run) in runs.iter().enumerate() {
-        for (k, p) in panels(run).into_iter().enumerate() {
-            panel(&areas[2 * i + k], &p).map_err(|e| err(&e))?;
-        }
-    }
-    root.present()
-        .map_err(|e| err(&e))
-        .with_context(|| format!("writing {}", path.display()))
+    plot::panel_grid(path, runs.len(), |area, i, column| {
+        let [left, right] = panels(&runs[i]);
+        panel(area, if column == 0 { &left } else { &right })
+    })
 }
 
-fn panel(area: &Area, p: &Panel) -> Result<(), Box<dyn std::error::Error>> {
+fn panel(area: &Area, p: &Panel) -> PanelResult {
     let sizes = p.run.sizes(p.test);
     let series: Vec<Series> = SERIES
         .iter()
@@ -151,26 +128,11 @@ fn panel(area: &Area, p: &Panel) -> Result<(), Box<dyn std::error::Error>> {
         .y_desc(p.y_desc)
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
+    // Colours follow [`SERIES`], so a series keeps its colour when others are missing.
     for (k, name, points) in series {
-        let colour = COLOURS[k % COLOURS.len()];
-        // A path element rather than LineSeries (plotters is built with the SVG backend only).
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                points.clone(),
-                colour.stroke_width(2),
-            )))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|pt| Circle::new(pt, 4, colour.filled())))?;
+        plot::line(&mut chart, name, COLOURS[k % COLOURS.len()], points)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 13))
-        .draw()?;
-    Ok(())
+    plot::line_legend(&mut chart)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::two_runs::{self, Program};
 use super::{plot, report};
 use crate::accel::AccelChoice;
 use crate::{sys, vm, Ctx};
@@ -24,8 +25,14 @@ use crate::{sys, vm, Ctx};
 const JSON_TAG: &str = "MQ_BENCH_SCHED_JSON ";
 /// The guest program; it starts and stops `scx_microquanta` itself.
 pub const GUEST_PROGRAM: &str = "mq-bench-sched";
-/// The VM every published number comes from: changing it changes the numbers.
-const CPUS: u32 = 2;
+const PROGRAM: Program = Program {
+    name: GUEST_PROGRAM,
+    json_tag: JSON_TAG,
+    bench: "sched",
+};
+/// The VM every published number comes from (of `bench modes` and `bench pony` too):
+/// changing it changes the numbers.
+pub const CPUS: u32 = 2;
 pub const MEM_MIB: u32 = 2048;
 
 /// The classes compared, in table order. MicroQuanta is last: the ratios divide by it.
@@ -82,12 +89,7 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
             machine: describe_machine(args.native, CPUS, MEM_MIB),
         },
     )?;
-    println!();
-    print!("{}", recorded.markdown);
-    println!();
-    for path in &recorded.written {
-        println!("written: {}", path.display());
-    }
+    two_runs::print_recorded(&recorded.markdown, &recorded.written);
     Ok(())
 }
 
@@ -125,30 +127,15 @@ pub struct Recorded {
 /// report `summary.json`, `summary.md`, `latency.svg` and `conformance.svg`.
 /// `cargo xtask bench sched` and `cargo xtask demo` both report through this.
 pub fn record(dir: &Path, run: &GuestRun) -> Result<Recorded> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log_path = dir.join("guest-output.log");
-    write(&log_path, run.output)?;
-    if run.exit_status != 0 {
-        bail!(
-            "{GUEST_PROGRAM} failed (exit status {}); its output is in {}",
-            run.exit_status,
-            log_path.display()
-        );
-    }
-
-    let mut json =
-        extract_json(run.output).with_context(|| format!("guest output: {}", log_path.display()))?;
+    let mut json = two_runs::read_guest_run(PROGRAM, dir, run.output, run.exit_status, run.machine.clone())?;
+    let log_path = two_runs::guest_log(dir);
     json["accel"] = Value::String(run.accel.clone());
-    json["machine"] = Value::String(run.machine.clone());
     validate(&json).with_context(|| format!("guest output: {}", log_path.display()))?;
     let summary: Summary =
         serde_json::from_value(json.clone()).with_context(|| format!("reading {GUEST_PROGRAM}'s report"))?;
 
-    let json_path = dir.join("summary.json");
-    write(&json_path, &(serde_json::to_string_pretty(&json)? + "\n"))?;
     let markdown = report::markdown(&summary);
-    let md_path = dir.join("summary.md");
-    write(&md_path, &markdown)?;
+    let [json_path, md_path] = two_runs::write_summary(dir, &json, &markdown)?;
     let latency_svg = dir.join("latency.svg");
     plot::latency(&summary, &latency_svg)?;
     let conformance_svg = dir.join("conformance.svg");
@@ -195,23 +182,11 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
     })
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
-}
-
-/// The JSON object on the last `MQ_BENCH_SCHED_JSON ` line of the guest's output.
-pub fn extract_json(output: &str) -> Result<Value> {
-    let line = output
-        .lines()
-        .rev()
-        .find_map(|l| l.trim_end().split_once(JSON_TAG).map(|(_, json)| json))
-        .with_context(|| format!("{GUEST_PROGRAM} printed no `{}` line", JSON_TAG.trim()))?;
-    let value: Value =
-        serde_json::from_str(line.trim()).with_context(|| format!("parsing {GUEST_PROGRAM}'s JSON"))?;
-    if !value.is_object() {
-        bail!("{GUEST_PROGRAM}'s report is not a JSON object: {line}");
-    }
-    Ok(value)
+/// The JSON object on the last `MQ_BENCH_SCHED_JSON ` line of the guest's output (tests use
+/// it on sample outputs).
+#[cfg(test)]
+fn extract_json(output: &str) -> Result<Value> {
+    two_runs::extract_json(PROGRAM, output)
 }
 
 /// What a value at a path must be.

@@ -2,7 +2,7 @@
 //! (EEVDF on this host) and then, unless `--native-only`, in the sched_ext VM with
 //! `scx_microquanta` loaded; each run's report comes back as a JSON object for the caller to
 //! merge, tabulate and plot. Also the guest side of it (the tagged JSON line the guest prints,
-//! and keeping the guest's output on disk), which `cargo xtask demo` uses too.
+//! and keeping the guest's output on disk), which `bench sched` and `cargo xtask demo` use too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,9 +15,8 @@ use serde_json::{Map, Value};
 use crate::accel::AccelChoice;
 use crate::{sys, vm, Ctx};
 
-/// The VM shape both benchmarks use.
-pub(crate) const CPUS: u32 = 2;
-pub(crate) const MEM_MIB: u32 = 2048;
+/// The VM shape: `bench sched`'s, so that the numbers of every benchmark come from one.
+use super::sched::{CPUS, MEM_MIB};
 
 /// The options every native-then-VM benchmark takes (flattened into its own).
 #[derive(Debug, clap::Args)]
@@ -45,8 +44,13 @@ pub(crate) struct Program {
     pub json_tag: &'static str,
     /// Benchmark name for progress messages, e.g. `modes`.
     pub bench: &'static str,
-    /// Where the guest writes its report before printing it on one tagged line.
-    pub guest_json: &'static str,
+}
+
+impl Program {
+    /// Where the guest writes its report (`--json`) before printing it on one tagged line.
+    fn guest_json(self) -> String {
+        format!("/tmp/{}.json", self.name)
+    }
 }
 
 /// The guest's command line (one line, no newline): `program` with `args` and
@@ -58,12 +62,12 @@ pub(crate) fn guest_script(program: Program, args: &[String], release_dir: &Path
     argv.extend(args.iter().cloned());
     let scheduler = release_dir.join("scx_microquanta");
     argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
-    argv.extend(["--json".into(), program.guest_json.into()]);
+    argv.extend(["--json".into(), program.guest_json()]);
     format!(
         "{} && echo \"{}$(cat {})\"",
         sys::quote_all(&argv),
         program.json_tag,
-        program.guest_json
+        program.guest_json()
     )
 }
 
@@ -135,7 +139,7 @@ pub(crate) fn read_guest_run(
     machine: String,
 ) -> Result<Value> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log = dir.join("guest-output.log");
+    let log = guest_log(dir);
     std::fs::write(&log, output).with_context(|| format!("writing {}", log.display()))?;
     let name = program.name;
     if exit_status != 0 {
@@ -146,25 +150,28 @@ pub(crate) fn read_guest_run(
     }
     let mut run =
         extract_json(program, output).with_context(|| format!("guest output: {}", log.display()))?;
-    if !run.is_object() {
-        bail!(
-            "{name}'s report is not a JSON object; output in {}",
-            log.display()
-        );
-    }
     run["machine"] = Value::String(machine);
     Ok(run)
 }
 
-/// The JSON on the last line tagged with `program.json_tag`.
+/// Where [`read_guest_run`] keeps the guest's output in `dir`.
+pub(crate) fn guest_log(dir: &Path) -> PathBuf {
+    dir.join("guest-output.log")
+}
+
+/// The JSON object on the last line tagged with `program.json_tag`.
 pub(crate) fn extract_json(program: Program, output: &str) -> Result<Value> {
-    let tag = program.json_tag;
+    let (name, tag) = (program.name, program.json_tag);
     let line = output
         .lines()
         .rev()
         .find_map(|l| l.trim_end().split_once(tag).map(|(_, json)| json))
-        .with_context(|| format!("{} printed no `{}` line", program.name, tag.trim()))?;
-    serde_json::from_str(line.trim()).with_context(|| format!("parsing {}'s JSON", program.name))
+        .with_context(|| format!("{name} printed no `{}` line", tag.trim()))?;
+    let value: Value = serde_json::from_str(line.trim()).with_context(|| format!("parsing {name}'s JSON"))?;
+    if !value.is_object() {
+        bail!("{name}'s report is not a JSON object: {line}");
+    }
+    Ok(value)
 }
 
 /// The runs' reports as the summary's typed view of them.
@@ -220,8 +227,16 @@ pub(crate) fn write_summary(dir: &Path, merged: &Value, md: &str) -> Result<[Pat
     Ok([json_path, md_path])
 }
 
+/// `a / b` with two decimals for the summaries' ratio tables, or `-` when it is not defined.
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
 /// Prints a recorded report (markdown, then the files written).
-pub(crate) fn print_recorded((md, written): &(String, Vec<PathBuf>)) {
+pub(crate) fn print_recorded(md: &str, written: &[PathBuf]) {
     println!();
     print!("{md}");
     println!();
