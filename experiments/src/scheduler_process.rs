@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use scx_microquanta::{sysfs, SchedExtState};
+use mq_class::{sysfs, SchedExtState};
 
 /// A running scheduler process.
 #[derive(Debug)]

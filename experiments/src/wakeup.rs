@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use scx_microquanta::class::{current_tid, Class};
+use mq_class::{current_tid, Class};
 
 use crate::latency::{new_ns_histogram, LatencySummary};
 
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_microquanta_class_needs_a_running_scheduler() {
-        if scx_microquanta::sysfs::microquanta_loaded() {
+        if mq_class::sysfs::microquanta_loaded() {
             return; // on a sched_ext host with our scheduler this is not an error
         }
         let err = measure(WakeupConfig {

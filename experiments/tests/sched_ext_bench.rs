@@ -16,9 +16,9 @@
 //! points and the benchmark reports the real figures; on KVM or hardware
 //! every pair gets the 3-point bound.
 
+use mq_class::{sysfs, SchedExtState};
 use mq_experiments::sched_bench::{self, conformance, cyclictest, latency_compare, BenchConfig};
 use mq_experiments::scheduler_process::exclusive_sched_ext_host as sched_ext_host;
-use scx_microquanta::{sysfs, SchedExtState};
 
 #[test]
 #[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]

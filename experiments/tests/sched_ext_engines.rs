@@ -7,16 +7,16 @@
 
 use std::time::{Duration, Instant};
 
+use mq_class::{Class, SchedExtState};
 use mq_experiments::hogs::Hogs;
 use mq_experiments::sched_bench;
 use mq_experiments::scheduler_process::{
     exclusive_sched_ext_host as sched_ext_host, wait_for_state, SchedulerProcess,
 };
-use scx_microquanta::{class::Class, SchedExtState};
-use snap_engines::runtime::{CompactingParams, EngineHealth};
-use snap_engines::{
-    Consumer, Doorbell, Engine, GroupSpec, Mode, Producer, Ring, RingSet, Ringer, RunOutcome, Runtime,
-    RuntimeOptions, SharedMem, WakeSource, WorkProbe,
+use snap_ipc::{Consumer, Doorbell, Producer, Ring, Ringer, SharedMem};
+use snap_runtime::{
+    CompactingParams, Engine, EngineHealth, GroupSpec, Mode, RingSet, RunOutcome, Runtime, RuntimeOptions,
+    WakeSource, WorkProbe,
 };
 
 /// Echoes every message from its input ring to its output ring.

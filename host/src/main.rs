@@ -1,12 +1,7 @@
-//! `snap-host`: the Snap host process. Reads a TOML configuration
-//! ([`snap_engines::config`]), starts the engine runtime and the control socket, and runs
-//! until SIGINT or SIGTERM, then detaches every app, stops the engines, removes the socket
-//! and prints a final status summary.
-//!
-//! Besides the built-in engine kinds it knows `kind = "pony"` ([`pony_kind`]): this crate
-//! links both `snap-engines` and `pony-express`, which `snap-engines` itself cannot.
-
-mod pony_kind;
+//! `snap-host`: the Snap host process. Reads a TOML configuration ([`snap_host::config`]),
+//! starts the engine runtime and the control socket, and runs until SIGINT or SIGTERM, then
+//! detaches every app, stops the engines, removes the socket and prints a final status
+//! summary.
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
@@ -16,9 +11,10 @@ use clap::Parser;
 use log::LevelFilter;
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
-use snap_engines::config::{Config, EngineFactory};
-use snap_engines::control::{ControlServer, ServerOptions};
-use snap_engines::runtime::{Runtime, Status};
+use snap_host::config::{self, Config};
+use snap_host::control::{ControlServer, ServerOptions};
+use snap_host::process::READY_PREFIX;
+use snap_runtime::{Runtime, Status};
 
 /// Snap host: runs engines in dedicated, spreading or compacting mode and serves apps on a
 /// Unix control socket.
@@ -52,14 +48,13 @@ fn main() -> Result<()> {
     )
     .context("initialising logging")?;
 
-    let plugins: [&dyn EngineFactory; 1] = [&pony_kind::PonyKind];
-    let mut config = Config::load_with(&opts.config, &plugins)
+    let mut config = Config::load(&opts.config, config::online_cpus())
         .with_context(|| format!("config {}", opts.config.display()))?;
     if let Some(socket) = opts.socket {
         config.control_socket = socket;
     }
     let (groups, options) = config
-        .build_with(&plugins)
+        .build()
         .with_context(|| format!("config {}", opts.config.display()))?;
     let runtime = Arc::new(Runtime::start(groups, options).context("starting the engine runtime")?);
 
@@ -76,10 +71,7 @@ fn main() -> Result<()> {
     };
     let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts)
         .context("starting the control server")?;
-    println!(
-        "snap-host: ready, control socket at {}",
-        config.control_socket.display()
-    );
+    println!("{READY_PREFIX}{}", config.control_socket.display());
 
     let _ = stop_rx.recv();
     log::info!("shutting down");

@@ -10,9 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{test_dir, wait_until, Host, TIMEOUT};
-use snap_engines::channel::ChannelAppEnd;
-use snap_engines::control::{HostStatus, SnapClient};
-use snap_engines::PushError;
+use snap_ipc::channel::ChannelAppEnd;
+use snap_ipc::control::{HostStatus, SnapClient};
+use snap_ipc::PushError;
 
 const ECHO_GROUP: &str = r#"
 [[group]]

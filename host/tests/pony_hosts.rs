@@ -19,7 +19,7 @@ use common::{line_starting, message, wait_until, Host, TIMEOUT};
 use pony_express::app::{Completion, Completions, OpErrorCode};
 use pony_express::client::{ClientError, PonyClient, Region};
 use rustix::process::{kill_process, Pid, Signal};
-use snap_engines::SharedMem;
+use snap_ipc::SharedMem;
 /// The service app B echoes on.
 const ECHO: u32 = 7;
 /// Environment variable that turns `child_app` into the app process of a parent test.

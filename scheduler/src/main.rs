@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use libbpf_rs::{MapCore, MapHandle, OpenObject};
 use log::{info, warn};
-use scx_microquanta::{class, sysfs, Class, SchedExtState};
+use mq_class::{sysfs, Class, SchedExtState, PIN_DIR, TASKS_MAP_PIN};
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
 
 use bpf_skel::{BpfSkel, BpfSkelBuilder};
@@ -193,7 +193,7 @@ impl<'obj> Scheduler<'obj> {
 
         // Keep the class across restarts: reuse the pinned map when it has the
         // shape this build expects, else start with an empty one.
-        let pin = Path::new(class::TASKS_MAP_PIN);
+        let pin = Path::new(TASKS_MAP_PIN);
         let reused = reusable_pin(pin, &skel.maps.mq_tasks)?;
         if reused {
             skel.maps
@@ -204,8 +204,8 @@ impl<'obj> Scheduler<'obj> {
 
         let mut skel = scx_ops_load!(skel, microquanta_ops, uei)?;
         if !reused {
-            std::fs::create_dir_all(class::PIN_DIR)
-                .with_context(|| format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", class::PIN_DIR))?;
+            std::fs::create_dir_all(PIN_DIR)
+                .with_context(|| format!("creating {} (is bpffs mounted on /sys/fs/bpf?)", PIN_DIR))?;
             skel.maps
                 .mq_tasks
                 .pin(pin)

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Output};
 
-use scx_microquanta::{sysfs, SchedExtState};
+use mq_class::{sysfs, SchedExtState};
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin).args(args).output().expect("the binary runs")

@@ -13,13 +13,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mq_class::{current_tid, Class};
+use mq_class::{sysfs, SchedExtState};
 use mq_experiments::hogs::Hogs;
 use mq_experiments::scheduler_process::{
     exclusive_sched_ext_host as sched_ext_host, wait_for_state, SchedulerProcess,
 };
 use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
-use scx_microquanta::class::{current_tid, Class};
-use scx_microquanta::{sysfs, SchedExtState};
 
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_scx_microquanta");
 

@@ -2,9 +2,10 @@
 //! qemu, and the tools copied into the VM), installed with apt when we are root.
 //!
 //! `ensure()` runs before every other subcommand, so its common path (everything present)
-//! is one `dpkg-query` plus a couple of `--version` probes. It also decides which clang
-//! builds the BPF code (`BPF_CLANG`, read by the scheduler's build.rs via scx_cargo),
-//! because Debian bookworm's default `clang` (14) is too old for `-mcpu=v4`.
+//! is one `dpkg-query` plus a couple of `--version` probes. It also checks the clang that
+//! builds the BPF code (`BPF_CLANG`, read by scx_cargo and scx_utils' build scripts; by
+//! default the `bpf/clang` shim, which `.cargo/config.toml` names), because Debian
+//! bookworm's default `clang` (14) is too old for `-mcpu=v4`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -234,8 +235,9 @@ fn parse_dpkg_query(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// The clang that builds BPF: `$BPF_CLANG` if set (and new enough), else `clang-19`, else
-/// the newest `clang-NN`/`clang` that is at least 18.
+/// The clang that builds BPF: `$BPF_CLANG` if set (and new enough), else the workspace's
+/// `bpf/clang` shim (what a plain `cargo build` uses, through `.cargo/config.toml`) if it
+/// finds a clang >= 18. `None`: there is none, and [`CLANG_PACKAGE`] must be installed.
 fn find_clang() -> Result<Option<(PathBuf, version::Triple)>> {
     let version_of = |path: &PathBuf| {
         sys::probe(path.as_os_str(), ["--version"]).and_then(|text| version::parse_clang_version(&text))
@@ -259,17 +261,11 @@ fn find_clang() -> Result<Option<(PathBuf, version::Triple)>> {
             None => bail!("BPF_CLANG={} is not a working clang", path.display()),
         };
     }
-    let mut names = vec![CLANG_PACKAGE.to_string()];
-    names.extend((MIN_CLANG_MAJOR..=40).rev().map(|m| format!("clang-{m}")));
-    names.push("clang".to_string());
-    for name in names {
-        if let Some(path) = sys::which(&name) {
-            if let Some(v) = version_of(&path).filter(|v| v.0 >= MIN_CLANG_MAJOR) {
-                return Ok(Some((path, v)));
-            }
-        }
-    }
-    Ok(None)
+    let shim = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bpf/clang"));
+    let shim = shim.canonicalize().unwrap_or(shim);
+    Ok(version_of(&shim)
+        .filter(|v| v.0 >= MIN_CLANG_MAJOR)
+        .map(|v| (shim, v)))
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
 /// Crates whose lock-free code has loom models: `#[cfg(loom)]` tests with
 /// `loom` in their path, run with `--cfg loom` in a target dir of their own
 /// (the flag would otherwise rebuild the whole workspace).
-const LOOM_CRATES: &[&str] = &["snap-engines", "pony-express"];
+const LOOM_CRATES: &[&str] = &["snap-ipc", "pony-express"];
 
 fn loom_models(ctx: &Ctx) -> Result<()> {
     for krate in LOOM_CRATES {

@@ -86,7 +86,7 @@ fn main() -> Result<()> {
         warmup: Duration::from_millis(warmup_ms),
         work_ns: opts.work_ns.unwrap_or_else(modes_bench::default_work_ns),
         engines: usize::from(opts.engines),
-        microquanta: snap_engines::runtime::microquanta_loaded(),
+        microquanta: mq_class::sysfs::microquanta_loaded(),
     };
     eprintln!(
         "mq-bench-modes: {} under {}, snap-host {}",

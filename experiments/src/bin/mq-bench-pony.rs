@@ -110,7 +110,7 @@ fn main() -> Result<()> {
         mtu: opts.mtu,
         spin_apps: opts.spin_apps,
         sockperf_secs: opts.sockperf_secs.unwrap_or(if opts.quick { 1 } else { 2 }),
-        microquanta: snap_engines::runtime::microquanta_loaded(),
+        microquanta: mq_class::sysfs::microquanta_loaded(),
     };
     eprintln!(
         "mq-bench-pony: {} under {}, accel {}",

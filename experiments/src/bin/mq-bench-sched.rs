@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use mq_class::{sysfs, SchedExtState};
 use mq_experiments::sched_bench::{self, BenchConfig};
-use scx_microquanta::{sysfs, SchedExtState};
 
 /// MicroQuanta vs EEVDF, SCHED_FIFO and SCHED_DEADLINE: wakeup latency under
 /// CPU hogs, bandwidth conformance, and cyclictest. Needs root and a kernel

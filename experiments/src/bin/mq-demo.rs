@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use mq_class::sysfs;
 use mq_experiments::accel;
 use mq_experiments::hogs::Hogs;
 use mq_experiments::latency::LatencySummary;
 use mq_experiments::locate;
 use mq_experiments::scheduler_process::SchedulerProcess;
 use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
-use scx_microquanta::sysfs;
 use serde::Serialize;
 
 /// Wakeup latency next to CPU hogs: EEVDF vs scx_microquanta (normal thread

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use snap_engines::channel::ChannelAppEnd;
-use snap_engines::PushError;
+use snap_ipc::channel::ChannelAppEnd;
+use snap_ipc::PushError;
 
 use crate::latency::new_ns_histogram;
 

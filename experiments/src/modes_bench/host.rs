@@ -1,22 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The real `snap-host` as a child process: write its TOML configuration,
-//! start it, wait for its `ready` line, talk to it over its control socket
-//! as an app would, and stop it with SIGTERM, which must end it with status 0.
+//! The real `snap-host` as a child process (started through
+//! `snap_host::process`): its TOML configuration, our control connection to it
+//! as an app would have, and a stop by SIGTERM, which must end it with status 0.
 //!
 //! Everything the benchmark knows about the host's control API is in this
 //! file, so a change there is adapted here only.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use snap_engines::channel::ChannelAppEnd;
-use snap_engines::control::SnapClient;
-use snap_engines::Status;
+use snap_host::process::HostProcess;
+use snap_ipc::channel::ChannelAppEnd;
+use snap_ipc::control::SnapClient;
+use snap_ipc::control::Status;
 
 /// How long the host may take to build its engines and open its socket
 /// (threads joining the class and a TCG guest make this slow).
@@ -37,12 +35,10 @@ pub struct GroupLayout {
     pub work_ns: u64,
 }
 
-/// The `snap-host` configuration for one group of echo engines.
-pub fn config_toml(socket: &Path, group: &GroupLayout, microquanta: bool) -> String {
+/// The `snap-host` configuration for one group of echo engines (the control
+/// socket is [`HostProcess`]'s to choose).
+pub fn config_toml(group: &GroupLayout, microquanta: bool) -> String {
     let mut toml = String::new();
-    // Paths go through Debug: a TOML basic string has the same escapes for
-    // the characters a temporary path can hold.
-    let _ = writeln!(toml, "control_socket = {:?}", socket.display().to_string());
     let _ = writeln!(toml, "microquanta = {microquanta}");
     let _ = writeln!(toml, "\n[[group]]\nname = \"bench\"\nmode = \"{}\"", group.mode);
     if !group.cores.is_empty() {
@@ -61,80 +57,30 @@ pub fn config_toml(socket: &Path, group: &GroupLayout, microquanta: bool) -> Str
 
 /// A running `snap-host` and our control connection to it.
 pub struct SnapHost {
-    child: Option<Child>,
+    process: Option<HostProcess>,
     client: SnapClient,
     dir: PathBuf,
 }
 
 impl SnapHost {
     /// Writes the configuration into a fresh directory under `/tmp`, starts
-    /// `bin` on it and connects once it says it is ready.
+    /// `bin` on it and connects once it says it is ready. The host's output is
+    /// forwarded to stderr (its reports are worth seeing).
     pub fn start(bin: &Path, group: &GroupLayout, microquanta: bool) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("mq-bench-modes-{}-{}", std::process::id(), group.mode));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let socket = dir.join("snap.sock");
-        let config = dir.join("snap.toml");
-        std::fs::write(&config, config_toml(&socket, group, microquanta))
-            .with_context(|| format!("writing {}", config.display()))?;
-
-        let mut child = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().context("snap-host stdout")?;
-        // The reader forwards everything (the host's reports are worth seeing)
-        // and keeps draining the pipe so the host never blocks on it.
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut ready = Some(ready_tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // Its final status as JSON is one long line nobody reads here.
-                if !line.starts_with('{') {
-                    eprintln!("  snap-host| {line}");
-                }
-                // `snap-host: ready, control socket at ...`
-                if line.contains("ready") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "{} exited before it was ready ({status}); config {}",
-                    bin.display(),
-                    config.display()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{} printed no `ready` line within {READY_TIMEOUT:?}",
-                    bin.display()
-                );
-            }
-        }
-        let client = match SnapClient::connect(&socket) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(anyhow::Error::new(e).context(format!("connecting to {}", socket.display())));
-            }
-        };
+        let process = HostProcess::start(
+            bin,
+            &dir,
+            &config_toml(group, microquanta),
+            READY_TIMEOUT,
+            Some("  snap-host| "),
+        )?;
+        let client = SnapClient::connect(process.socket())
+            .with_context(|| format!("connecting to {}", process.socket().display()))?;
         Ok(Self {
-            child: Some(child),
+            process: Some(process),
             client,
             dir,
         })
@@ -142,7 +88,7 @@ impl SnapHost {
 
     /// The host's process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.process.as_ref().map_or(0, HostProcess::pid)
     }
 
     /// Attaches a polling app channel (no completion doorbell: the app spins).
@@ -159,21 +105,8 @@ impl SnapHost {
 
     /// SIGTERM, then the exit status must be 0.
     pub fn stop(mut self) -> Result<()> {
-        let mut child = self.child.take().expect("child is present until stop");
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("snap-host did not exit within {EXIT_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let process = self.process.take().expect("the process is present until stop");
+        let status = process.terminate(EXIT_TIMEOUT)?;
         if !status.success() {
             bail!("snap-host exited with {status} after SIGTERM (expected 0)");
         }
@@ -183,10 +116,8 @@ impl SnapHost {
 
 impl Drop for SnapHost {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // The process (if still running) is killed by its own drop, before the directory goes.
+        drop(self.process.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -227,8 +158,7 @@ mod tests {
             engines: vec!["echo0".into()],
             work_ns: 20_000,
         };
-        let toml = config_toml(Path::new("/tmp/x/snap.sock"), &g, false);
-        assert!(toml.contains("control_socket = \"/tmp/x/snap.sock\""), "{toml}");
+        let toml = config_toml(&g, false);
         assert!(toml.contains("mode = \"dedicated\"\ncores = [1]"), "{toml}");
         assert!(
             toml.contains("name = \"echo0\"\nkind = \"echo\"\nwork_ns = 20000"),
@@ -236,7 +166,7 @@ mod tests {
         );
         g.mode = "spreading";
         g.cores.clear();
-        assert!(!config_toml(Path::new("/s"), &g, true).contains("cores"));
+        assert!(!config_toml(&g, true).contains("cores"));
     }
 
     #[test]
@@ -244,9 +174,9 @@ mod tests {
         let layout = super::super::Layout::new(4);
         for mode in super::super::MODES {
             let g = layout.group(mode, 2, 20_000).unwrap();
-            let toml = config_toml(Path::new("/tmp/s.sock"), &g, true);
-            let config = snap_engines::config::Config::parse_for_cpus(&toml, 4)
-                .unwrap_or_else(|e| panic!("{mode}: {e}\n{toml}"));
+            let toml = config_toml(&g, true);
+            let config =
+                snap_host::config::Config::parse(&toml, 4).unwrap_or_else(|e| panic!("{mode}: {e}\n{toml}"));
             assert_eq!(config.group[0].engine.len(), 2);
         }
     }

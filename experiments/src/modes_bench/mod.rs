@@ -179,11 +179,11 @@ pub struct Report {
 /// What runs the engines' threads now: our class, the kernel's EEVDF, or
 /// another sched_ext scheduler.
 pub fn scheduler_name() -> String {
-    if snap_engines::runtime::microquanta_loaded() {
+    if mq_class::sysfs::microquanta_loaded() {
         return "microquanta".into();
     }
-    match scx_microquanta::sysfs::root_ops() {
-        Some(ops) if scx_microquanta::sysfs::state() == scx_microquanta::SchedExtState::Enabled => {
+    match mq_class::sysfs::root_ops() {
+        Some(ops) if mq_class::sysfs::state() == mq_class::SchedExtState::Enabled => {
             format!("sched_ext:{ops}")
         }
         _ => "eevdf".into(),
@@ -230,7 +230,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
     }
     Ok(Report {
         machine: machine(),
-        kernel: scx_microquanta::sysfs::kernel_release(),
+        kernel: mq_class::sysfs::kernel_release(),
         accel: crate::accel::name(),
         scheduler: scheduler_name(),
         cpus,
@@ -274,7 +274,7 @@ fn run_point(
     mode: &str,
     load: u32,
     host: &mut SnapHost,
-    channels: &mut [snap_engines::channel::ChannelAppEnd],
+    channels: &mut [snap_ipc::channel::ChannelAppEnd],
 ) -> Result<Row> {
     if load == 0 {
         bail!("offered load must be above 0%");

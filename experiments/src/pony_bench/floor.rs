@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The physical floor: two threads pinned to two different cores ping-pong a message over
-//! two `snap_engines::Ring`s (shared memory, spin-polling, no system calls). Nothing that
+//! two `snap_ipc::Ring`s (shared memory, spin-polling, no system calls). Nothing that
 //! crosses cores can do a round trip faster on this machine.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use snap_engines::{Consumer, Producer, Ring, SharedMem};
+use snap_ipc::{Consumer, Producer, Ring, SharedMem};
 
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
@@ -26,7 +26,7 @@ fn push(p: &mut Producer, msg: &[u8]) -> Result<()> {
     loop {
         match p.push(msg) {
             Ok(()) => return Ok(()),
-            Err(snap_engines::PushError::Full) => std::hint::spin_loop(),
+            Err(snap_ipc::PushError::Full) => std::hint::spin_loop(),
             Err(e) => bail!("push: {e}"),
         }
     }

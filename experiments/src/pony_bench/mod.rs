@@ -12,7 +12,7 @@
 //!       ◀─ completion ring      (kernel loopback)      ◀─ cmd ring (echo: copy, send back)
 //!   TCP: client (writer + reader threads) ── 127.0.0.1 ──▶ echo server thread
 //!   sockperf server/ping-pong (when on PATH), 64 B
-//!   floor: two threads on two cores, two snap_engines::Rings, spin-polling
+//!   floor: two threads on two cores, two snap_ipc::Rings, spin-polling
 //! ```
 //!
 //! The hosts are in-process: two engine runtimes in this process, each with one Pony engine
@@ -331,7 +331,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         .max_by(|a, b| a.reads_per_s_per_core.total_cmp(&b.reads_per_s_per_core));
     Ok(Report {
         machine: machine(),
-        kernel: scx_microquanta::sysfs::kernel_release(),
+        kernel: mq_class::sysfs::kernel_release(),
         accel: crate::accel::name(),
         scheduler: scheduler_name(),
         cpus,

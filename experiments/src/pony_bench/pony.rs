@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pony_engine::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
+use pony_engine::{PonyConfig, PonyEngine};
 use pony_express::app::{AppSession, Command, Completion, Completions, SessionError};
-use pony_express::engine::{PonyConfig, PonyEngine};
-use pony_express::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
 use pony_express::pool::{BufIdx, PoolError};
-use snap_engines::runtime::CompactingParams;
-use snap_engines::{EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions, SharedMem};
+use snap_ipc::SharedMem;
+use snap_runtime::{CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
 
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use scx_microquanta::class::{current_tid, Class};
+use mq_class::{current_tid, Class};
 use serde::{Deserialize, Serialize};
 
 use crate::wakeup::{now_ns, pin_to_cpu, sleep_until_ns, thread_cpu_ns};

@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use scx_microquanta::sysfs;
+use mq_class::sysfs;
 
 use crate::locate;
 use crate::scheduler_process::SchedulerProcess;

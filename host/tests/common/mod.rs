@@ -1,19 +1,18 @@
-//! Helpers shared by the host's integration tests that run real `snap-host` processes:
-//! starting one from a configuration and waiting for its ready line, a host with one Pony
-//! engine on a UDP port of 127.0.0.1, stopping one, reading a child's output, and waiting
-//! for a condition. Each test crate uses some of them, hence `dead_code`.
+//! Helpers shared by the host's integration tests that run real `snap-host` processes
+//! (through `snap_host::process`): a host from a configuration, a host with one Pony engine
+//! on a UDP port of 127.0.0.1, reading a child's output, and waiting for a condition. Each test crate uses some of them, hence `dead_code`.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process, Pid, Signal};
+use snap_host::process::HostProcess;
 
 /// How long the helpers (and the tests) wait for anything.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,7 +20,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A running `snap-host`, killed if a test fails before it is stopped.
 pub struct Host {
     /// The host process.
-    pub child: Child,
+    pub process: HostProcess,
     /// Its control socket.
     pub socket: PathBuf,
     /// Its Pony engine `pony0`'s UDP address ([`Self::start`]; empty for
@@ -33,12 +32,7 @@ impl Host {
     /// Starts a host with `config` (`[[group]]` tables and top-level keys) and waits for
     /// its ready line.
     pub fn with_config(config: &str) -> Self {
-        let (child, socket) = spawn_ready(&test_dir("snap-host-test"), config);
-        Self {
-            child,
-            socket,
-            addr: String::new(),
-        }
+        Self::spawn(&test_dir("snap-host-test"), config, String::new())
     }
 
     /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
@@ -58,33 +52,29 @@ impl Host {
              [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n\
              [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n"
         );
-        let (child, socket) = spawn_ready(&dir, &groups);
-        Self { child, socket, addr }
+        Self::spawn(&dir, &groups, addr)
+    }
+
+    fn spawn(dir: &std::path::Path, config: &str, addr: String) -> Self {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_snap-host"));
+        let process = HostProcess::start(bin, dir, config, TIMEOUT, None).expect("snap-host starts");
+        let socket = process.socket().to_owned();
+        Self {
+            process,
+            socket,
+            addr,
+        }
     }
 
     pub fn kill(&mut self) {
-        kill_process(Pid::from_child(&self.child), Signal::KILL).unwrap();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// SIGTERM, then wait (up to [`TIMEOUT`]) for the exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        kill_process(Pid::from_child(&self.child), Signal::TERM).unwrap();
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "snap-host did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.process
+            .terminate(TIMEOUT)
+            .expect("snap-host exits after SIGTERM")
     }
 }
 
@@ -95,27 +85,6 @@ pub fn test_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Starts `snap-host` with a control socket in `dir` and the rest of its configuration
-/// (`[[group]]` tables and top-level keys) from `config`, and waits for its ready line.
-/// Returns the process and its control socket.
-pub fn spawn_ready(dir: &std::path::Path, config: &str) -> (Child, PathBuf) {
-    let socket = dir.join("snap.sock");
-    let path = dir.join("snap.toml");
-    std::fs::write(&path, format!("control_socket = {socket:?}\n{config}")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snap-host"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn snap-host");
-    let line = line_starting(&mut child, "snap-host: ");
-    assert_eq!(
-        line,
-        format!("snap-host: ready, control socket at {}", socket.display())
-    );
-    (child, socket)
 }
 
 /// The child's first stdout line containing `prefix` (within [`TIMEOUT`]), from `prefix`

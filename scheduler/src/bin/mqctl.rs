@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use scx_microquanta::class::{current_tid, thread_exists, threads_of, Class};
+use mq_class::{current_tid, thread_exists, threads_of, Class};
 
 /// Control membership of the MicroQuanta class (needs scx_microquanta running).
 #[derive(Debug, Parser)]

@@ -1,0 +1,540 @@
+//! An app channel: one application's connection to one engine, made of two rings and two
+//! doorbells that can cross the process boundary.
+//!
+//! ```text
+//!        app process                                             Snap host (engine thread)
+//!  ┌──────────────────┐   request ring (memfd, host-made)   ┌───────────────────────┐
+//!  │ ChannelAppEnd    │ ──push──────────────────────────▶── │ ChannelEngineEnd      │
+//!  │  Producer        │   engine doorbell (host-made) ring  │  Consumer             │
+//!  │  Consumer        │ ◀─────────────────────────pop────── │  Producer             │
+//!  │  Doorbell (own)  │   response ring (memfd, host-made)  │  Doorbell (engine's)  │
+//!  └──────────────────┘ ◀── completion doorbell (app-made) ─│  Ringer (app's)       │
+//! ```
+//!
+//! The host makes both rings and the engine's doorbell and hands their descriptors to the
+//! app in a fixed order ([`HOST_FDS`]); the app maps them with [`ChannelAppEnd::from_fds`],
+//! which validates every one (ring headers, doorbell magic, eventfd kind) and returns an
+//! error, never panics, on anything else. The completion doorbell is optional and goes the
+//! other way: an app that wants to block instead of spinning makes a [`Doorbell`] and sends
+//! its two descriptors with its attach request ([`APP_FDS`]); the engine rings it after
+//! pushing responses, but only while the app has armed it (so a polling app pays nothing).
+//!
+//! The rings sit in two memfds rather than one because a [`Ring`] owns its whole region;
+//! the cost is two descriptors more, once per attach.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use crate::doorbell::{Doorbell, DoorbellError, Ringer};
+use crate::ring::{Consumer, PopError, Producer, PushError, Ring, RingError, RingProbe};
+use crate::shm::{SharedMem, ShmError};
+
+/// Descriptors the host sends to the app, in this order: request ring memfd, response ring
+/// memfd, engine doorbell page memfd, engine doorbell eventfd.
+pub const HOST_FDS: usize = 4;
+
+/// Descriptors an app that asked for completion notifications sends to the host, in this
+/// order: completion doorbell page memfd, completion doorbell eventfd (from
+/// [`Doorbell::fds`]).
+pub const APP_FDS: usize = 2;
+
+/// Why a channel could not be made, exported or rebuilt from descriptors.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// Wrong number of descriptors received.
+    #[error("expected {expected} descriptors, got {got}")]
+    FdCount {
+        /// How many the protocol requires.
+        expected: usize,
+        /// How many arrived.
+        got: usize,
+    },
+    /// A ring could not be created or is not a valid ring.
+    #[error("{which} ring: {source}")]
+    Ring {
+        /// `request` or `response`.
+        which: &'static str,
+        /// What was wrong.
+        source: RingError,
+    },
+    /// A region could not be created or mapped.
+    #[error("{which}: {source}")]
+    Shm {
+        /// Which region.
+        which: &'static str,
+        /// What failed.
+        source: ShmError,
+    },
+    /// A doorbell could not be made or is not a doorbell.
+    #[error("{which} doorbell: {source}")]
+    Doorbell {
+        /// `engine` or `completion`.
+        which: &'static str,
+        /// What was wrong.
+        source: DoorbellError,
+    },
+    /// A descriptor that must be an eventfd is something else.
+    #[error("{which} doorbell: descriptor is not an eventfd ({found})")]
+    NotAnEventfd {
+        /// `engine` or `completion`.
+        which: &'static str,
+        /// What `/proc/self/fd` says it is.
+        found: String,
+    },
+    /// Duplicating a descriptor for export failed.
+    #[error("duplicating a descriptor: {0}")]
+    Dup(#[source] std::io::Error),
+    /// Waiting for a completion failed.
+    #[error("waiting on the completion doorbell: {0}")]
+    Wait(#[source] rustix::io::Errno),
+    /// The response ring is corrupt.
+    #[error("response ring: {0}")]
+    Pop(#[from] PopError),
+}
+
+/// Shape of both rings of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelShape {
+    /// Messages in flight per direction (a power of two).
+    pub capacity: u64,
+    /// Bytes per slot, 4-byte length prefix included (a multiple of 8).
+    pub slot_size: u32,
+}
+
+impl Default for ChannelShape {
+    /// 256 messages of up to 2044 bytes each way: a few hundred KiB per channel.
+    fn default() -> Self {
+        Self {
+            capacity: 256,
+            slot_size: 2048,
+        }
+    }
+}
+
+/// A freshly made channel on the host: the engine's end plus the descriptors for the app.
+#[derive(Debug)]
+pub struct AppChannel {
+    engine: ChannelEngineEnd,
+    fds: Vec<OwnedFd>,
+}
+
+impl AppChannel {
+    /// Makes both rings and the engine's doorbell. `completion` is the app's doorbell (built
+    /// from [`APP_FDS`] with [`completion_ringer`]) if it asked to be notified.
+    pub fn create(shape: ChannelShape, completion: Option<Ringer>) -> Result<Self, ChannelError> {
+        let request = make_ring("snap-channel-req", shape, "request")?;
+        let response = make_ring("snap-channel-resp", shape, "response")?;
+        let doorbell = Doorbell::new().map_err(|source| ChannelError::Doorbell {
+            which: "engine",
+            source,
+        })?;
+        let (page, efd) = doorbell.fds();
+        let fds = [
+            request.shared_mem().as_fd(),
+            response.shared_mem().as_fd(),
+            page,
+            efd,
+        ]
+        .into_iter()
+        .map(dup)
+        .collect::<Result<Vec<_>, _>>()?;
+        let requests = request.into_consumer();
+        let request_probe = requests.probe();
+        let responses = response.into_producer();
+        let response_probe = responses.probe();
+        Ok(Self {
+            engine: ChannelEngineEnd {
+                requests,
+                request_probe,
+                responses,
+                response_probe,
+                capacity: shape.capacity,
+                doorbell,
+                completion,
+            },
+            fds,
+        })
+    }
+
+    /// Makes a channel whose app end lives in this process (tests, in-process apps). Goes
+    /// through the same descriptor export and validation as a remote app.
+    pub fn pair(
+        shape: ChannelShape,
+        notify: bool,
+    ) -> Result<(ChannelEngineEnd, ChannelAppEnd), ChannelError> {
+        let completion = if notify {
+            Some(Doorbell::new().map_err(|source| ChannelError::Doorbell {
+                which: "completion",
+                source,
+            })?)
+        } else {
+            None
+        };
+        let ringer = match &completion {
+            Some(bell) => {
+                let (page, efd) = bell.fds();
+                Some(completion_ringer(vec![dup(page)?, dup(efd)?])?)
+            }
+            None => None,
+        };
+        let (engine, fds) = Self::create(shape, ringer)?.into_parts();
+        Ok((engine, ChannelAppEnd::from_fds(fds, completion)?))
+    }
+
+    /// The descriptors to send to the app, in [`HOST_FDS`] order.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.fds.iter().map(|fd| fd.as_fd()).collect()
+    }
+
+    /// The engine's end and the app's descriptors (send them, then drop them).
+    pub fn into_parts(self) -> (ChannelEngineEnd, Vec<OwnedFd>) {
+        (self.engine, self.fds)
+    }
+}
+
+fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd, ChannelError> {
+    fd.try_clone_to_owned().map_err(ChannelError::Dup)
+}
+
+fn make_ring(name: &str, shape: ChannelShape, which: &'static str) -> Result<Ring, ChannelError> {
+    let ring_err = |source| ChannelError::Ring { which, source };
+    let len = Ring::required_len(shape.capacity, shape.slot_size).map_err(ring_err)?;
+    let mem = SharedMem::create(name, len).map_err(|source| ChannelError::Shm { which, source })?;
+    Ring::create(mem, shape.capacity, shape.slot_size).map_err(ring_err)
+}
+
+fn attach_ring(fd: OwnedFd, which: &'static str) -> Result<Ring, ChannelError> {
+    let mem = SharedMem::from_fd(fd).map_err(|source| ChannelError::Shm { which, source })?;
+    Ring::attach(mem).map_err(|source| ChannelError::Ring { which, source })
+}
+
+fn ringer(page: OwnedFd, efd: OwnedFd, which: &'static str) -> Result<Ringer, ChannelError> {
+    Ringer::from_fds(page, efd).map_err(|source| match source {
+        DoorbellError::NotAnEventfd { found } => ChannelError::NotAnEventfd { which, found },
+        source => ChannelError::Doorbell { which, source },
+    })
+}
+
+/// Builds the engine's ringer for an app's completion doorbell from the [`APP_FDS`]
+/// descriptors it sent, validating them.
+pub fn completion_ringer(fds: Vec<OwnedFd>) -> Result<Ringer, ChannelError> {
+    let [page, efd]: [OwnedFd; APP_FDS] =
+        fds.try_into().map_err(|v: Vec<OwnedFd>| ChannelError::FdCount {
+            expected: APP_FDS,
+            got: v.len(),
+        })?;
+    ringer(page, efd, "completion")
+}
+
+/// The engine's end of a channel: it pops requests and pushes responses.
+#[derive(Debug)]
+pub struct ChannelEngineEnd {
+    requests: Consumer,
+    request_probe: RingProbe,
+    responses: Producer,
+    response_probe: RingProbe,
+    capacity: u64,
+    doorbell: Doorbell,
+    completion: Option<Ringer>,
+}
+
+impl ChannelEngineEnd {
+    /// The request ring (app to engine).
+    pub fn requests(&mut self) -> &mut Consumer {
+        &mut self.requests
+    }
+
+    /// The response ring (engine to app).
+    pub fn responses(&mut self) -> &mut Producer {
+        &mut self.responses
+    }
+
+    /// Both rings at once, for code that copies from one to the other in place.
+    pub fn rings(&mut self) -> (&mut Consumer, &mut Producer) {
+        (&mut self.requests, &mut self.responses)
+    }
+
+    /// Fill level of the request ring, for `snap_runtime::WorkProbe`.
+    pub fn request_probe(&self) -> RingProbe {
+        self.request_probe.clone()
+    }
+
+    /// Whether a request is waiting.
+    pub fn has_requests(&self) -> bool {
+        !self.request_probe.is_empty()
+    }
+
+    /// Whether the response ring has no free slot (the app is not consuming).
+    pub fn responses_full(&self) -> bool {
+        self.response_probe.len() >= self.capacity
+    }
+
+    /// The doorbell the app rings after pushing requests.
+    pub fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
+    }
+
+    /// Whether the app asked for completion notifications.
+    pub fn notifies(&self) -> bool {
+        self.completion.is_some()
+    }
+
+    /// Call after pushing responses: wakes the app if it is blocked waiting for them.
+    /// Returns whether a wakeup was written.
+    pub fn notify_app(&self) -> bool {
+        self.completion.as_ref().is_some_and(Ringer::ring)
+    }
+}
+
+/// The app's end of a channel: it pushes requests and pops responses.
+#[derive(Debug)]
+pub struct ChannelAppEnd {
+    requests: Producer,
+    responses: Consumer,
+    response_probe: RingProbe,
+    engine_bell: Ringer,
+    completion: Option<Doorbell>,
+}
+
+impl ChannelAppEnd {
+    /// Rebuilds the app end from the [`HOST_FDS`] descriptors the host sent. `completion` is
+    /// the doorbell whose descriptors the app sent with its attach request, if any.
+    pub fn from_fds(fds: Vec<OwnedFd>, completion: Option<Doorbell>) -> Result<Self, ChannelError> {
+        let [req, resp, page, efd]: [OwnedFd; HOST_FDS] =
+            fds.try_into().map_err(|v: Vec<OwnedFd>| ChannelError::FdCount {
+                expected: HOST_FDS,
+                got: v.len(),
+            })?;
+        let requests = attach_ring(req, "request")?.into_producer();
+        let responses = attach_ring(resp, "response")?.into_consumer();
+        let engine_bell = ringer(page, efd, "engine")?;
+        Ok(Self {
+            requests,
+            response_probe: responses.probe(),
+            responses,
+            engine_bell,
+            completion,
+        })
+    }
+
+    /// Queues a request without waking the engine; follow a batch with [`Self::kick`].
+    pub fn push(&mut self, msg: &[u8]) -> Result<(), PushError> {
+        self.requests.push(msg)
+    }
+
+    /// Wakes the engine if it is blocked (cheap when it is not).
+    pub fn kick(&self) -> bool {
+        self.engine_bell.ring()
+    }
+
+    /// Queues a request and wakes the engine if needed.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), PushError> {
+        self.requests.push(msg)?;
+        self.engine_bell.ring();
+        Ok(())
+    }
+
+    /// Pops a response if one is there (see [`Consumer::try_pop`]).
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, PopError> {
+        self.responses.try_pop(buf)
+    }
+
+    /// Pops a response, waiting up to `timeout` for one. Blocks on the completion doorbell
+    /// if this end has one, and otherwise yields the CPU between checks. `Ok(None)` on
+    /// timeout.
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ChannelError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(n) = self.responses.try_pop(buf)? {
+                return Ok(Some(n));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match &self.completion {
+                Some(bell) => {
+                    bell.arm();
+                    // Dekker check (see crate::doorbell): the engine may have pushed just
+                    // before we armed, in which case it did not ring.
+                    if self.response_probe.is_empty() {
+                        let efd = bell.eventfd();
+                        let mut fds = [PollFd::new(&efd, PollFlags::IN)];
+                        let ts = Timespec::try_from(left).unwrap_or(Timespec {
+                            tv_sec: i64::MAX,
+                            tv_nsec: 0,
+                        });
+                        match poll(&mut fds, Some(&ts)) {
+                            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                            Err(e) => return Err(ChannelError::Wait(e)),
+                        }
+                    }
+                    bell.disarm();
+                    bell.drain();
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// Largest request the engine accepts.
+    pub fn max_message_len(&self) -> usize {
+        self.requests.max_message_len()
+    }
+
+    /// The completion doorbell, if this end has one (to wait on it in an event loop: arm,
+    /// check [`Self::has_responses`], then poll its eventfd).
+    pub fn completion(&self) -> Option<&Doorbell> {
+        self.completion.as_ref()
+    }
+
+    /// Whether a response is waiting.
+    pub fn has_responses(&self) -> bool {
+        !self.response_probe.is_empty()
+    }
+
+    /// The response ring, for an in-process consumer that reads in place
+    /// ([`Consumer::peek`]) and may leave a message at the head (the relay engine).
+    pub fn responses(&mut self) -> &mut Consumer {
+        &mut self.responses
+    }
+
+    /// Fill level of the response ring, for an in-process consumer's
+    /// `snap_runtime::WorkProbe`.
+    pub fn response_probe(&self) -> RingProbe {
+        self.response_probe.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::event::{eventfd, EventfdFlags};
+
+    fn small() -> ChannelShape {
+        ChannelShape {
+            capacity: 8,
+            slot_size: 64,
+        }
+    }
+
+    fn host_fds() -> Vec<OwnedFd> {
+        AppChannel::create(small(), None).unwrap().into_parts().1
+    }
+
+    #[test]
+    fn pair_carries_requests_and_responses() {
+        let (mut eng, mut app) = AppChannel::pair(small(), false).unwrap();
+        app.send(b"ping").unwrap();
+        let mut buf = [0u8; 64];
+        let n = eng.requests().try_pop(&mut buf).unwrap().unwrap();
+        eng.responses().push(&buf[..n]).unwrap();
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(4));
+        assert_eq!(&buf[..4], b"ping");
+        assert!(!eng.notifies());
+        assert_eq!(
+            app.recv_timeout(&mut buf, Duration::from_millis(5)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn engine_doorbell_rings_only_when_armed() {
+        let (eng, mut app) = AppChannel::pair(small(), false).unwrap();
+        app.send(b"a").unwrap();
+        assert_eq!(eng.doorbell().drain(), 0);
+        eng.doorbell().arm();
+        app.send(b"b").unwrap();
+        assert_eq!(eng.doorbell().drain(), 1);
+    }
+
+    #[test]
+    fn blocked_app_is_woken_by_completion() {
+        let (mut eng, mut app) = AppChannel::pair(small(), true).unwrap();
+        assert!(eng.notifies());
+        let waiter = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let n = app.recv_timeout(&mut buf, Duration::from_secs(10)).unwrap();
+            (n, buf[0])
+        });
+        // Whether or not the app armed yet, the response must reach it.
+        std::thread::sleep(Duration::from_millis(20));
+        eng.responses().push(b"z").unwrap();
+        eng.notify_app();
+        assert_eq!(waiter.join().unwrap(), (Some(1), b'z'));
+    }
+
+    #[test]
+    fn wrong_fd_count_is_an_error() {
+        let mut fds = host_fds();
+        fds.pop();
+        let err = ChannelAppEnd::from_fds(fds, None).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::FdCount { expected: 4, got: 3 }),
+            "{err}"
+        );
+        let err = completion_ringer(vec![]).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::FdCount { expected: 2, got: 0 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn swapped_fds_are_errors() {
+        // Doorbell page where a ring should be: not a ring.
+        let mut fds = host_fds();
+        fds.swap(0, 2);
+        let err = ChannelAppEnd::from_fds(fds, None).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::Ring { which: "request", .. }),
+            "{err}"
+        );
+        // A ring where the doorbell page should be.
+        let mut fds = host_fds();
+        fds.swap(1, 2);
+        let err = ChannelAppEnd::from_fds(fds, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChannelError::Ring {
+                    which: "response",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A memfd where the eventfd should be.
+        let mut fds = host_fds();
+        fds.swap(0, 3);
+        assert!(ChannelAppEnd::from_fds(fds, None).is_err());
+    }
+
+    #[test]
+    fn non_eventfd_is_refused() {
+        let mut fds = host_fds();
+        let (r, _w) = std::io::pipe().unwrap();
+        fds[3] = r.into();
+        let err = ChannelAppEnd::from_fds(fds, None).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::NotAnEventfd { which: "engine", .. }),
+            "{err}"
+        );
+        // A real eventfd with a page that is not a doorbell.
+        let not_bell = SharedMem::create("x", 4096).unwrap();
+        let efd = eventfd(0, EventfdFlags::CLOEXEC).unwrap();
+        let err = completion_ringer(vec![not_bell.as_fd().try_clone_to_owned().unwrap(), efd]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ChannelError::Doorbell {
+                    which: "completion",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The app's side of the control socket: connect, attach channels, read status.
+//!
+//! A channel lives as long as the connection that attached it: keep the [`SnapClient`]
+//! alive while using its channels. Dropping the client (or the process exiting) makes the
+//! host detach them all.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::net::{connect, sockopt, SocketAddrUnix};
+
+use super::protocol::{self, HostStatus, ProtocolError, Request, Response};
+use crate::channel::{ChannelAppEnd, ChannelError};
+use crate::doorbell::{Doorbell, DoorbellError};
+
+/// How long a request waits for the host's answer before giving up.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect to the socket.
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: String,
+        /// Why.
+        source: rustix::io::Errno,
+    },
+    /// Sending or receiving failed.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The host closed the connection (it stopped, or refused us after the first message).
+    #[error("the Snap host closed the connection")]
+    Closed,
+    /// The host answered with an error.
+    #[error("the Snap host refused: {0}")]
+    Refused(String),
+    /// The host answered something that does not fit the request.
+    #[error("unexpected answer from the Snap host: {0}")]
+    Unexpected(String),
+    /// The channel descriptors were not valid.
+    #[error("channel from the Snap host: {0}")]
+    Channel(#[from] ChannelError),
+    /// The completion doorbell could not be made.
+    #[error("completion doorbell: {0}")]
+    Doorbell(#[from] DoorbellError),
+}
+
+/// A connection to a Snap host's control socket.
+#[derive(Debug)]
+pub struct SnapClient {
+    socket: OwnedFd,
+    buf: Vec<u8>,
+}
+
+impl SnapClient {
+    /// Connects to the host listening at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let err = |source| ClientError::Connect {
+            path: path.display().to_string(),
+            source,
+        };
+        let addr = SocketAddrUnix::new(path).map_err(err)?;
+        let socket = protocol::socket().map_err(err)?;
+        connect(&socket, &addr).map_err(err)?;
+        sockopt::set_socket_timeout(&socket, sockopt::Timeout::Recv, Some(REPLY_TIMEOUT)).map_err(err)?;
+        Ok(Self {
+            socket,
+            buf: Vec::new(),
+        })
+    }
+
+    fn call(
+        &mut self,
+        req: &Request,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+        protocol::send(self.socket.as_fd(), req, fds)?;
+        let got =
+            protocol::recv::<Response>(self.socket.as_fd(), &mut self.buf)?.ok_or(ClientError::Closed)?;
+        match got.msg {
+            Response::Error { message } => Err(ClientError::Refused(message)),
+            msg => Ok((msg, got.fds)),
+        }
+    }
+
+    /// Attaches a new channel to the echo-style engine `engine`. With `notify`, the engine
+    /// rings the returned end's completion doorbell, so that
+    /// [`ChannelAppEnd::recv_timeout`] blocks instead of spinning.
+    pub fn attach(&mut self, engine: &str, notify: bool) -> Result<ChannelAppEnd, ClientError> {
+        self.attach_channel(engine, notify).map(|(_, end)| end)
+    }
+
+    /// [`Self::attach`], also returning the channel id for [`Self::detach`].
+    pub fn attach_channel(
+        &mut self,
+        engine: &str,
+        notify: bool,
+    ) -> Result<(u64, ChannelAppEnd), ClientError> {
+        let completion = if notify { Some(Doorbell::new()?) } else { None };
+        let req = Request::Attach {
+            engine: engine.to_owned(),
+            notify,
+        };
+        let fds = completion.as_ref().map(|bell| {
+            let (page, efd) = bell.fds();
+            [page, efd]
+        });
+        let (resp, fds) = self.call(&req, fds.as_ref().map_or(&[], |f| &f[..]))?;
+        match resp {
+            Response::Attached { channel, .. } => Ok((channel, ChannelAppEnd::from_fds(fds, completion)?)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Attaches to an engine with its own descriptor layout (e.g. Pony's sessions): sends
+    /// `fds` with the request and returns the channel id, the engine's `details` and the
+    /// descriptors of its answer, for the caller to validate.
+    pub fn attach_raw(
+        &mut self,
+        engine: &str,
+        notify: bool,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> Result<(u64, serde_json::Value, Vec<OwnedFd>), ClientError> {
+        let req = Request::Attach {
+            engine: engine.to_owned(),
+            notify,
+        };
+        match self.call(&req, fds)? {
+            (Response::Attached { channel, details }, fds) => Ok((channel, details, fds)),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Detaches a channel attached on this connection (dropping the connection detaches
+    /// them all).
+    pub fn detach(&mut self, channel: u64) -> Result<(), ClientError> {
+        match self.call(&Request::Detach { channel }, &[])?.0 {
+            Response::Detached { .. } => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Sends `fd` to `engine` for `channel` (attached on this connection); returns the
+    /// engine's cookie for it (see `snap_runtime::AppFacing::stage_fd`).
+    pub fn stage_fd(
+        &mut self,
+        engine: &str,
+        channel: u64,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<u64, ClientError> {
+        let req = Request::StageFd {
+            engine: engine.to_owned(),
+            channel,
+        };
+        match self.call(&req, &[fd])?.0 {
+            Response::Staged { cookie } => Ok(cookie),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Whether the host is still there: false once it closed the connection (it exited,
+    /// crashed or was killed; the kernel hangs up our end in every case). Does not block.
+    pub fn host_alive(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.socket,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            // A closed seqpacket peer shows as HUP (with IN for the EOF).
+            Ok(_) => !fds[0]
+                .revents()
+                .intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR),
+            Err(rustix::io::Errno::INTR) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// The host's status.
+    pub fn status(&mut self) -> Result<HostStatus, ClientError> {
+        match self.call(&Request::Status, &[])?.0 {
+            Response::Status { status } => Ok(*status),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+}

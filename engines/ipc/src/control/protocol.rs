@@ -1,0 +1,309 @@
+//! The control protocol: JSON messages over a `SOCK_SEQPACKET` Unix socket, one message
+//! per packet, descriptors alongside in `SCM_RIGHTS`.
+//!
+//! A seqpacket socket keeps message boundaries, so a message and the descriptors sent with
+//! it arrive together and never split or merge (with a stream socket, descriptors attach to
+//! byte ranges and the reader must reassemble). Each message is one JSON object followed by
+//! a newline, so a transcript reads as newline-delimited JSON.
+//!
+//! | request                      | fds in      | response    | fds out               |
+//! |------------------------------|-------------|-------------|-----------------------|
+//! | `attach {engine, notify}`    | 2 if notify | `attached`  | [`HOST_FDS`] (4)      |
+//! | `detach {channel}`           | 0           | `detached`  | 0                     |
+//! | `stage_fd {engine, channel}` | 1           | `staged`    | 0                     |
+//! | `status`                     | 0           | `status`    | 0                     |
+//!
+//! Any request can be answered with `error {message}`.
+//!
+//! [`HOST_FDS`]: crate::channel::HOST_FDS
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    recvmsg, sendmsg, socket_with, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+    ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::status::Status;
+
+/// Largest message either side sends or accepts (a status of many engines fits easily).
+pub const MAX_MESSAGE: usize = 128 * 1024;
+
+/// Most descriptors a message carries.
+pub const MAX_FDS: usize = 8;
+
+/// What an app asks the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Connect to an app-facing engine. The descriptors carried with the request, and those
+    /// of the answer, are the engine's to define: for echo-style engines, with `notify` the
+    /// request carries the app's completion doorbell ([`crate::channel::APP_FDS`]) and the
+    /// answer the channel ([`crate::channel::HOST_FDS`]).
+    Attach {
+        /// Engine name.
+        engine: String,
+        /// Whether the engine should ring the app's completion doorbell.
+        notify: bool,
+    },
+    /// Disconnect a channel attached on this connection.
+    Detach {
+        /// The id from `attached`.
+        channel: u64,
+    },
+    /// Hand the engine a descriptor for a channel attached on this connection (e.g. a
+    /// memory region's memfd); the answer's cookie names it in the channel's own protocol.
+    StageFd {
+        /// Engine name.
+        engine: String,
+        /// The channel id from `attached`.
+        channel: u64,
+    },
+    /// The host's status.
+    Status,
+}
+
+/// What the host answers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// A channel was attached; its descriptors come with this message.
+    Attached {
+        /// Id for `detach` (unique per engine).
+        channel: u64,
+        /// The engine's description of the layout (echo-style: `capacity`, `slot_size`).
+        details: serde_json::Value,
+    },
+    /// The channel was detached.
+    Detached {
+        /// Its id.
+        channel: u64,
+    },
+    /// The descriptor of a `stage_fd` was taken.
+    Staged {
+        /// The engine's name for it.
+        cookie: u64,
+    },
+    /// The host's status.
+    Status {
+        /// Runtime and control-plane status.
+        status: Box<HostStatus>,
+    },
+    /// The request failed, or the connection is refused.
+    Error {
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// The runtime's status plus the control plane's view of attached apps.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// Threads, engines and their counters, from the runtime.
+    pub runtime: Status,
+    /// Channels attached now, across all connections.
+    pub channels: Vec<ChannelInfo>,
+}
+
+impl HostStatus {
+    /// Number of channels attached to `engine`.
+    pub fn channels_of(&self, engine: &str) -> usize {
+        self.channels.iter().filter(|c| c.engine == engine).count()
+    }
+}
+
+/// One attached channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    /// Engine serving it.
+    pub engine: String,
+    /// Id within the engine.
+    pub channel: u64,
+    /// Process that attached it (from `SO_PEERCRED`).
+    pub pid: i32,
+    /// Its user.
+    pub uid: u32,
+    /// Whether the engine rings its completion doorbell.
+    pub notify: bool,
+}
+
+/// Why a message could not be sent or received.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The socket failed.
+    #[error("control socket: {0}")]
+    Io(#[from] rustix::io::Errno),
+    /// The bytes are not the expected JSON.
+    #[error("malformed control message: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A message longer than [`MAX_MESSAGE`], or more than [`MAX_FDS`] descriptors.
+    #[error("control message too large (more than {MAX_MESSAGE} bytes or {MAX_FDS} descriptors)")]
+    TooLarge,
+}
+
+/// A new, unconnected socket of the protocol's kind (Unix, `SOCK_SEQPACKET`, close-on-exec),
+/// for the server's listener and liveness probe and for the client.
+pub fn socket() -> rustix::io::Result<OwnedFd> {
+    socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
+/// Sends one message with `fds` attached.
+pub fn send<T: Serialize>(
+    socket: BorrowedFd<'_>,
+    msg: &T,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), ProtocolError> {
+    let mut bytes = serde_json::to_vec(msg)?;
+    bytes.push(b'\n');
+    if bytes.len() > MAX_MESSAGE || fds.len() > MAX_FDS {
+        return Err(ProtocolError::TooLarge);
+    }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        // Cannot fail: the buffer is sized for MAX_FDS.
+        control.push(SendAncillaryMessage::ScmRights(fds));
+    }
+    loop {
+        // NOSIGNAL: a peer that went away must be an error here, not a SIGPIPE that kills
+        // the host.
+        match sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A received message and the descriptors that came with it.
+pub struct Received<T> {
+    /// The message.
+    pub msg: T,
+    /// Its descriptors, in the order sent (already close-on-exec).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one message into `buf` (at least [`MAX_MESSAGE`] bytes are used). `Ok(None)`
+/// when the peer closed the connection.
+pub fn recv<T: DeserializeOwned>(
+    socket: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Received<T>>, ProtocolError> {
+    buf.resize(MAX_MESSAGE + 1, 0);
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match recvmsg(
+            socket.as_fd(),
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => break got,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // Take the descriptors before anything else, so that they are closed on every error
+    // path rather than leaked.
+    let mut fds = Vec::new();
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    if got.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if got.bytes > MAX_MESSAGE || got.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
+        return Err(ProtocolError::TooLarge);
+    }
+    let msg = serde_json::from_slice(&buf[..got.bytes])?;
+    Ok(Some(Received { msg, fds }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+    use std::os::fd::AsRawFd;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip_with_fds() {
+        let (a, b) = pair();
+        let (r, _w) = std::io::pipe().unwrap();
+        let req = Request::Attach {
+            engine: "echo0".into(),
+            notify: true,
+        };
+        send(a.as_fd(), &req, &[r.as_fd(), r.as_fd()]).unwrap();
+        send(a.as_fd(), &Request::Status, &[]).unwrap();
+        let mut buf = Vec::new();
+        let got = recv::<Request>(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert_eq!(got.msg, req);
+        assert_eq!(got.fds.len(), 2);
+        assert_ne!(got.fds[0].as_raw_fd(), r.as_raw_fd());
+        let got = recv::<Request>(b.as_fd(), &mut buf).unwrap().unwrap();
+        assert_eq!((got.msg, got.fds.len()), (Request::Status, 0));
+        drop(a);
+        assert!(recv::<Request>(b.as_fd(), &mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn wire_format_is_tagged_json_lines() {
+        let json = serde_json::to_string(&Request::Detach { channel: 3 }).unwrap();
+        assert_eq!(json, r#"{"op":"detach","channel":3}"#);
+        let err: Response = serde_json::from_str(r#"{"result":"error","message":"no"}"#).unwrap();
+        assert!(matches!(err, Response::Error { message } if message == "no"));
+    }
+
+    #[test]
+    fn garbage_and_unknown_fields_are_errors() {
+        let (a, b) = pair();
+        rustix::net::send(&a, b"not json", SendFlags::empty()).unwrap();
+        rustix::net::send(
+            &a,
+            br#"{"op":"detach","channel":1,"extra":1}"#,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            recv::<Request>(b.as_fd(), &mut buf),
+            Err(ProtocolError::Json(_))
+        ));
+        assert!(matches!(
+            recv::<Request>(b.as_fd(), &mut buf),
+            Err(ProtocolError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn too_many_fds_refused_on_send() {
+        let (a, _b) = pair();
+        let fds = [a.as_fd(); MAX_FDS + 1];
+        assert!(matches!(
+            send(a.as_fd(), &Request::Status, &fds),
+            Err(ProtocolError::TooLarge)
+        ));
+    }
+}

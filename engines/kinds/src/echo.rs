@@ -1,0 +1,352 @@
+//! The echo engine: serves any number of app channels ([`crate::channel`]) by sending every
+//! request back as its response. It is the simplest engine that exercises the whole data
+//! path (rings, doorbells, completion notifications, the scheduling modes), and with
+//! `work_ns` it models a per-request CPU cost for scheduling experiments.
+//!
+//! Apps attach and detach through the control plane ([`crate::control`]), which runs
+//! [`EchoEngine::attach`] / [`EchoEngine::detach`] on the engine's own thread via its
+//! mailbox. The engine cannot see an app die; the control plane detaches the app's channels
+//! when its control connection closes, which the kernel does for a crashed app too.
+
+use std::time::{Duration, Instant};
+
+use crate::app_channels::AppChannels;
+use snap_ipc::channel::{ChannelEngineEnd, ChannelShape};
+use snap_ipc::PushError;
+use snap_runtime::{AppFacing, AttachReply, AttachRequest};
+use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
+
+/// Requests handled per `run()` by default: bounds the step so that the other engines on a
+/// thread (and control operations) get their turn within a few microseconds.
+pub const DEFAULT_BATCH: u32 = 32;
+
+/// Counters of an echo engine, read through the control mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct EchoStats {
+    /// Channels attached now.
+    pub channels: usize,
+    /// Requests echoed since start.
+    pub echoed: u64,
+    /// Times a request had to wait because its app's response ring was full.
+    pub stalls: u64,
+    /// Requests refused as malformed (a corrupt ring; the channel is then ignored).
+    pub corrupt: u64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct EchoEngine {
+    name: String,
+    work: Duration,
+    batch: u32,
+    channels: AppChannels,
+    stats: EchoStats,
+}
+
+impl EchoEngine {
+    /// An engine with no channels. `work_ns` is busy-waited per request.
+    pub fn new(name: impl Into<String>, work_ns: u64) -> Self {
+        Self {
+            name: name.into(),
+            work: Duration::from_nanos(work_ns),
+            batch: DEFAULT_BATCH,
+            channels: AppChannels::new(RingSet::default(), 1),
+            stats: EchoStats::default(),
+        }
+    }
+
+    /// Changes the per-step bound (at least 1).
+    pub fn with_batch(mut self, batch: u32) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Starts serving a channel; returns its id for [`Self::detach`].
+    pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
+        self.channels.attach(end)
+    }
+
+    /// Stops serving a channel and drops its end (unmapping the rings). Returns whether it
+    /// was attached.
+    pub fn detach(&mut self, id: u64) -> bool {
+        self.channels.detach(id)
+    }
+
+    /// Ids of attached channels.
+    pub fn channel_ids(&self) -> Vec<u64> {
+        self.channels.ids()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EchoStats {
+        EchoStats {
+            channels: self.channels.len(),
+            ..self.stats
+        }
+    }
+
+    /// Echoes one request of channel `i`. Returns `Some(true)` if it did, `Some(false)` if
+    /// a request is waiting but the response ring is full, `None` if there is nothing to do.
+    fn echo_one(&mut self, i: usize) -> Option<bool> {
+        let work = self.work;
+        let ch = self.channels.get_mut(i);
+        if ch.broken {
+            return None;
+        }
+        // Check for room first: a request is never popped without a slot for its response,
+        // so a slow app's requests stay queued instead of being dropped.
+        let full = ch.end.responses_full();
+        let (requests, responses) = ch.end.rings();
+        let msg = match requests.peek() {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return None,
+            Err(e) => {
+                ch.set_broken(&self.name, e);
+                self.stats.corrupt += 1;
+                return None;
+            }
+        };
+        if full {
+            self.stats.stalls += 1;
+            return Some(false);
+        }
+        spin(work);
+        match responses.push(&msg) {
+            Ok(()) => {
+                msg.release();
+                self.stats.echoed += 1;
+                Some(true)
+            }
+            // Cannot happen while we are the only producer and checked for room; keep
+            // the request for the next step anyway.
+            Err(PushError::Full) => {
+                self.stats.stalls += 1;
+                Some(false)
+            }
+            // Both rings have the same slot size, so this means a malformed channel.
+            Err(e @ PushError::TooLarge { .. }) => {
+                ch.set_broken(&self.name, e);
+                self.stats.corrupt += 1;
+                None
+            }
+        }
+    }
+}
+
+/// Busy-waits `work`: the modelled CPU cost of handling one request or packet (every
+/// built-in engine's `work_ns`, and test engines').
+pub fn spin(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < work {
+        std::hint::spin_loop();
+    }
+}
+
+impl Engine for EchoEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&mut self, _now: Instant) -> RunOutcome {
+        let n = self.channels.len();
+        if n == 0 {
+            return RunOutcome::IDLE;
+        }
+        let order = self.channels.round_robin();
+        let mut items = 0u32;
+        let mut stalled = false;
+        // Passes of one request per channel, starting at the cursor, until the bound is
+        // reached or a whole pass finds nothing to do.
+        'passes: loop {
+            let mut progress = false;
+            for i in order.clone() {
+                if items >= self.batch {
+                    break 'passes;
+                }
+                match self.echo_one(i) {
+                    Some(true) => {
+                        items += 1;
+                        self.channels.mark(i);
+                        progress = true;
+                    }
+                    Some(false) => stalled = true,
+                    None => {}
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.channels.advance();
+        self.channels.notify_marked();
+        // Pending if we stopped at the bound with input left, or if input is stuck behind
+        // a full response ring (the app will drain it; we must not sleep through that, since
+        // nothing rings our doorbell when it does).
+        let pending = stalled || (items >= self.batch && self.channels.any_requests());
+        RunOutcome { items, pending }
+    }
+
+    fn wake_sources(&self) -> Vec<WakeSource> {
+        self.channels.doorbells().collect()
+    }
+
+    fn work_probe(&self) -> WorkProbe {
+        WorkProbe::rings(self.channels.rings().clone())
+    }
+
+    fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        Some(self)
+    }
+}
+
+impl AppFacing for EchoEngine {
+    fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
+        self.channels.attach_app(request, ChannelShape::default())
+    }
+
+    fn detach(&mut self, id: u64) -> bool {
+        EchoEngine::detach(self, id)
+    }
+
+    fn channel_ids(&self) -> Vec<u64> {
+        EchoEngine::channel_ids(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snap_ipc::channel::{AppChannel, ChannelAppEnd, ChannelShape};
+
+    fn shape(capacity: u64) -> ChannelShape {
+        ChannelShape {
+            capacity,
+            slot_size: 64,
+        }
+    }
+
+    fn attach(engine: &mut EchoEngine, capacity: u64, notify: bool) -> (u64, ChannelAppEnd) {
+        let (eng, app) = AppChannel::pair(shape(capacity), notify).unwrap();
+        (engine.attach(eng), app)
+    }
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn echoes_in_order_and_reports_bound() {
+        let mut e = EchoEngine::new("e", 0).with_batch(4);
+        let (_, mut app) = attach(&mut e, 16, false);
+        for i in 0u8..6 {
+            app.send(&[i; 3]).unwrap();
+        }
+        assert_eq!(
+            e.run(now()),
+            RunOutcome {
+                items: 4,
+                pending: true
+            }
+        );
+        assert_eq!(
+            e.run(now()),
+            RunOutcome {
+                items: 2,
+                pending: false
+            }
+        );
+        assert_eq!(e.run(now()), RunOutcome::IDLE);
+        let mut buf = [0u8; 64];
+        for i in 0u8..6 {
+            assert_eq!(app.try_recv(&mut buf).unwrap(), Some(3));
+            assert_eq!(&buf[..3], &[i; 3]);
+        }
+        assert_eq!(e.stats().echoed, 6);
+    }
+
+    #[test]
+    fn round_robin_across_channels() {
+        let mut e = EchoEngine::new("e", 0).with_batch(4);
+        let (_, mut a) = attach(&mut e, 16, false);
+        let (_, mut b) = attach(&mut e, 16, false);
+        for _ in 0..8 {
+            a.send(b"a").unwrap();
+        }
+        b.send(b"b").unwrap();
+        e.run(now());
+        // The single request of b was served within the first bounded step.
+        let mut buf = [0u8; 8];
+        assert_eq!(b.try_recv(&mut buf).unwrap(), Some(1));
+    }
+
+    #[test]
+    fn full_response_ring_keeps_requests() {
+        let mut e = EchoEngine::new("e", 0);
+        let (_, mut app) = attach(&mut e, 2, false);
+        app.send(b"1").unwrap();
+        app.send(b"2").unwrap();
+        assert_eq!(e.run(now()).items, 2);
+        app.send(b"3").unwrap();
+        // Response ring full: the request stays, and the engine says it has work.
+        assert_eq!(
+            e.run(now()),
+            RunOutcome {
+                items: 0,
+                pending: true
+            }
+        );
+        assert!(e.work_probe().has_work());
+        let mut buf = [0u8; 8];
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(1));
+        assert_eq!(e.run(now()).items, 1);
+        for want in [b"2", b"3"] {
+            app.try_recv(&mut buf).unwrap().unwrap();
+            assert_eq!(&buf[..1], want);
+        }
+        assert!(e.stats().stalls >= 1);
+    }
+
+    #[test]
+    fn detach_removes_channel_probe_and_wake_source() {
+        let mut e = EchoEngine::new("e", 0);
+        let (a, mut app_a) = attach(&mut e, 4, false);
+        let (_b, _app_b) = attach(&mut e, 4, false);
+        assert_eq!(e.wake_sources().len(), 2);
+        app_a.send(b"x").unwrap();
+        let probe = e.work_probe();
+        assert!(probe.has_work());
+        assert!(e.detach(a));
+        assert!(!e.detach(a));
+        assert!(!probe.has_work());
+        assert_eq!(e.wake_sources().len(), 1);
+        assert_eq!(e.stats().channels, 1);
+        assert_eq!(e.run(now()), RunOutcome::IDLE);
+    }
+
+    #[test]
+    fn notifies_app_and_spins_work() {
+        let mut e = EchoEngine::new("e", 200_000);
+        let (_, mut app) = attach(&mut e, 4, true);
+        app.completion().unwrap().arm();
+        app.send(b"q").unwrap();
+        let start = Instant::now();
+        assert_eq!(e.run(now()).items, 1);
+        assert!(start.elapsed() >= Duration::from_micros(200));
+        assert_eq!(app.completion().unwrap().drain(), 1);
+    }
+
+    #[test]
+    fn engine_doorbells_are_wake_sources() {
+        let mut e = EchoEngine::new("e", 0);
+        let (_, mut app) = attach(&mut e, 4, false);
+        let WakeSource::Doorbell(bell) = &e.wake_sources()[0] else {
+            panic!("expected a doorbell");
+        };
+        bell.arm();
+        app.send(b"x").unwrap();
+        assert_eq!(bell.drain(), 1);
+    }
+}

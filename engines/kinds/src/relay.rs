@@ -1,0 +1,376 @@
+//! The relay engine: the first stage of a pipeline of engines. Apps attach to it exactly as
+//! to an [`EchoEngine`](crate::echo::EchoEngine) (through [`crate::control`]); it forwards
+//! their requests over one internal channel ([`crate::channel`]) to the next engine in the
+//! pipeline (an echo engine or another relay), and routes that engine's responses back to
+//! the app each came from.
+//!
+//! ```text
+//!  app A ──req──▶ ┌───────┐  [id A|msg] ──▶ internal request ring  ──▶ ┌──────────┐
+//!  app B ──req──▶ │ relay │                                             │ next     │
+//!  app A ◀─resp── │       │  ◀── internal response ring ◀── [id A|msg] │ engine   │
+//!  app B ◀─resp── └───────┘                                             └──────────┘
+//! ```
+//!
+//! Every forwarded message is prefixed with the 8-byte (little-endian) id of the app
+//! channel it came from; the next engine treats the relay as one app and echoes the prefix
+//! back, and the relay strips it to route the response. The relay holds the *app* end of
+//! the internal channel (made with completion notifications), so the next engine wakes it
+//! when responses are ready, and the relay rings the next engine's doorbell after pushing.
+//!
+//! Nothing is dropped for lack of room: an app request is only popped once the internal
+//! request ring took it, and a response stays at the head of the internal response ring
+//! while its app's response ring is full (which holds back the responses of the other apps
+//! behind it: one internal ring is FIFO). Only messages that cannot be delivered at all are
+//! dropped, each with a counter: requests too long to fit with the prefix, and responses
+//! whose app detached in the meantime (ids are never reused, so a late response cannot reach
+//! a different app).
+
+use std::time::{Duration, Instant};
+
+use crate::app_channels::AppChannels;
+use crate::echo::{spin, DEFAULT_BATCH};
+use snap_ipc::channel::{AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape};
+use snap_ipc::PushError;
+use snap_runtime::{AppFacing, AttachReply, AttachRequest};
+use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
+
+/// Bytes of the routing prefix (the app channel id) on every internal message.
+pub const PREFIX_LEN: usize = 8;
+
+/// Key of the internal response ring in the relay's [`RingSet`]; app ids start at 1.
+const DOWNSTREAM_KEY: u64 = 0;
+
+/// Counters of a relay engine, read through the control mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RelayStats {
+    /// App channels attached now.
+    pub channels: usize,
+    /// Requests forwarded to the next engine.
+    pub forwarded: u64,
+    /// Responses returned to their apps.
+    pub returned: u64,
+    /// Responses dropped because their app had detached.
+    pub dropped_detached: u64,
+    /// Messages dropped because they do not fit the next ring (a request plus its prefix,
+    /// or a response in its app's ring).
+    pub too_large: u64,
+    /// Times a message had to wait for room (internal request ring or an app's response
+    /// ring full).
+    pub stalls: u64,
+    /// Malformed messages or corrupt rings (such a ring is then ignored).
+    pub corrupt: u64,
+}
+
+/// What one attempt to move a request did.
+enum Forward {
+    /// Pushed downstream.
+    Sent,
+    /// Consumed without forwarding (too large).
+    Dropped,
+    /// The internal request ring is full: the request stays with its app.
+    Stalled,
+    /// Nothing to do on this channel.
+    Idle,
+}
+
+/// What one attempt to move a response did.
+enum Return {
+    /// Delivered to the app at this index of `channels`.
+    Delivered(usize),
+    /// Consumed without delivering (detached app, too large, malformed).
+    Dropped,
+    /// The app's response ring is full: the response stays at the head.
+    Stalled,
+    /// No response waiting.
+    Idle,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct RelayEngine {
+    name: String,
+    work: Duration,
+    batch: u32,
+    /// App channels; their request rings share a [`RingSet`] with the internal response
+    /// ring (under [`DOWNSTREAM_KEY`]).
+    channels: AppChannels,
+    downstream: ChannelAppEnd,
+    /// Set when the internal response ring is found corrupt.
+    downstream_broken: bool,
+    /// Where a prefixed request is assembled before the push (reused: no allocation per
+    /// message).
+    scratch: Vec<u8>,
+    stats: RelayStats,
+}
+
+impl RelayEngine {
+    /// A relay that forwards over `downstream`, the app end of a channel whose engine end
+    /// is attached to the next engine. It should have been made with completion
+    /// notifications (`AppChannel::pair(shape, true)`): without them a blocked relay is
+    /// not woken by responses. `work_ns` is busy-waited per forwarded request.
+    pub fn new(name: impl Into<String>, work_ns: u64, downstream: ChannelAppEnd) -> Self {
+        let name = name.into();
+        if downstream.completion().is_none() {
+            log::warn!("{name}: internal channel has no completion doorbell; responses will not wake it");
+        }
+        let rings = RingSet::default();
+        rings.insert(DOWNSTREAM_KEY, downstream.response_probe());
+        Self {
+            name,
+            work: Duration::from_nanos(work_ns),
+            batch: DEFAULT_BATCH,
+            channels: AppChannels::new(rings, DOWNSTREAM_KEY + 1),
+            downstream,
+            downstream_broken: false,
+            scratch: Vec::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Makes the internal channel too: returns the relay and the engine end to attach to
+    /// the next engine (before the runtime starts, or through its mailbox).
+    pub fn connect(
+        name: impl Into<String>,
+        work_ns: u64,
+        shape: ChannelShape,
+    ) -> Result<(Self, ChannelEngineEnd), ChannelError> {
+        let (engine_end, app_end) = AppChannel::pair(shape, true)?;
+        Ok((Self::new(name, work_ns, app_end), engine_end))
+    }
+
+    /// Changes the per-step bound (at least 1), applied to requests and responses each.
+    pub fn with_batch(mut self, batch: u32) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Starts serving an app channel; returns its id for [`Self::detach`].
+    pub fn attach(&mut self, end: ChannelEngineEnd) -> u64 {
+        self.channels.attach(end)
+    }
+
+    /// Stops serving an app channel; its responses still in the pipeline are dropped when
+    /// they come back. Returns whether it was attached.
+    pub fn detach(&mut self, id: u64) -> bool {
+        self.channels.detach(id)
+    }
+
+    /// Ids of attached app channels.
+    pub fn channel_ids(&self) -> Vec<u64> {
+        self.channels.ids()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RelayStats {
+        RelayStats {
+            channels: self.channels.len(),
+            ..self.stats
+        }
+    }
+
+    /// Moves one request of app channel `i` into the internal request ring.
+    fn forward_one(&mut self, i: usize) -> Forward {
+        let ch = self.channels.get_mut(i);
+        if ch.broken {
+            return Forward::Idle;
+        }
+        let msg = match ch.end.requests().peek() {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Forward::Idle,
+            Err(e) => {
+                ch.set_broken(&self.name, e);
+                self.stats.corrupt += 1;
+                return Forward::Idle;
+            }
+        };
+        if msg.len() + PREFIX_LEN > self.downstream.max_message_len() {
+            // It can never fit: waiting would block the app forever.
+            msg.release();
+            self.stats.too_large += 1;
+            return Forward::Dropped;
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&ch.id.to_le_bytes());
+        self.scratch.extend_from_slice(&msg);
+        match self.downstream.push(&self.scratch) {
+            Ok(()) => {
+                msg.release();
+                spin(self.work);
+                self.stats.forwarded += 1;
+                Forward::Sent
+            }
+            // The request stays in the app's ring until the next engine makes room.
+            Err(PushError::Full) => {
+                self.stats.stalls += 1;
+                Forward::Stalled
+            }
+            Err(PushError::TooLarge { .. }) => {
+                msg.release();
+                self.stats.too_large += 1;
+                Forward::Dropped
+            }
+        }
+    }
+
+    /// Moves the response at the head of the internal response ring to its app.
+    fn return_one(&mut self) -> Return {
+        if self.downstream_broken {
+            return Return::Idle;
+        }
+        let msg = match self.downstream.responses().peek() {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Return::Idle,
+            Err(e) => {
+                log::warn!("{}: internal response ring: {e}; no more responses", self.name);
+                self.downstream_broken = true;
+                self.stats.corrupt += 1;
+                return Return::Idle;
+            }
+        };
+        let Some(prefix) = msg.get(..PREFIX_LEN) else {
+            msg.release();
+            self.stats.corrupt += 1;
+            return Return::Dropped;
+        };
+        let id = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+        let Some(i) = self.channels.position(id) else {
+            msg.release();
+            self.stats.dropped_detached += 1;
+            return Return::Dropped;
+        };
+        let ch = self.channels.get_mut(i);
+        if ch.end.responses_full() {
+            self.stats.stalls += 1;
+            return Return::Stalled;
+        }
+        match ch.end.responses().push(&msg[PREFIX_LEN..]) {
+            Ok(()) => {
+                msg.release();
+                self.stats.returned += 1;
+                Return::Delivered(i)
+            }
+            // Cannot happen while we are the only producer and checked for room.
+            Err(PushError::Full) => {
+                self.stats.stalls += 1;
+                Return::Stalled
+            }
+            // A next engine that answers with more than was asked, into a smaller ring.
+            Err(PushError::TooLarge { .. }) => {
+                msg.release();
+                self.stats.too_large += 1;
+                Return::Dropped
+            }
+        }
+    }
+}
+
+impl Engine for RelayEngine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&mut self, _now: Instant) -> RunOutcome {
+        let n = self.channels.len();
+        let mut pending = false;
+        // Responses first: they complete work already in flight and free room downstream.
+        let mut returned = 0u32;
+        while returned < self.batch {
+            match self.return_one() {
+                Return::Delivered(i) => {
+                    self.channels.mark(i);
+                    returned += 1;
+                }
+                Return::Dropped => returned += 1,
+                Return::Stalled => {
+                    // The app will drain its ring without telling us: stay runnable.
+                    pending = true;
+                    break;
+                }
+                Return::Idle => break,
+            }
+        }
+        if returned >= self.batch && self.downstream.has_responses() {
+            pending = true;
+        }
+        // Requests: passes of one per app, from the cursor, as in the echo engine.
+        let mut forwarded = 0u32;
+        let mut sent = false;
+        if n > 0 {
+            let order = self.channels.round_robin();
+            'passes: loop {
+                let mut progress = false;
+                for i in order.clone() {
+                    if forwarded >= self.batch {
+                        pending |= self.channels.any_requests();
+                        break 'passes;
+                    }
+                    match self.forward_one(i) {
+                        Forward::Sent => {
+                            forwarded += 1;
+                            sent = true;
+                            progress = true;
+                        }
+                        Forward::Dropped => {
+                            forwarded += 1;
+                            progress = true;
+                        }
+                        // The shared internal ring is full for every app alike.
+                        Forward::Stalled => {
+                            pending = true;
+                            break 'passes;
+                        }
+                        Forward::Idle => {}
+                    }
+                }
+                if !progress {
+                    break;
+                }
+            }
+            self.channels.advance();
+        }
+        if sent {
+            self.downstream.kick();
+        }
+        self.channels.notify_marked();
+        RunOutcome {
+            items: returned + forwarded,
+            pending,
+        }
+    }
+
+    fn wake_sources(&self) -> Vec<WakeSource> {
+        self.channels
+            .doorbells()
+            .chain(
+                self.downstream
+                    .completion()
+                    .map(|bell| WakeSource::Doorbell(bell.clone())),
+            )
+            .collect()
+    }
+
+    fn work_probe(&self) -> WorkProbe {
+        WorkProbe::rings(self.channels.rings().clone())
+    }
+
+    fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        Some(self)
+    }
+}
+
+impl AppFacing for RelayEngine {
+    fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
+        self.channels.attach_app(request, ChannelShape::default())
+    }
+
+    fn detach(&mut self, id: u64) -> bool {
+        RelayEngine::detach(self, id)
+    }
+
+    fn channel_ids(&self) -> Vec<u64> {
+        RelayEngine::channel_ids(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,385 @@
+//! The host's declarative configuration: a TOML file listing engine groups, their
+//! scheduling mode and cores, and the engines in each, turned into the
+//! [`GroupSpec`]s and [`RuntimeOptions`] that start the runtime.
+//!
+//! ```toml
+//! control_socket = "/run/snap/snap.sock"   # optional, this is the default
+//! stuck_after_ms = 100                     # optional
+//! allowed_uids = [1000]                    # control socket users besides root and the host's uid
+//! microquanta = true                       # spreading/compacting threads join the MicroQuanta class if it is loaded
+//! [[group]]
+//! name = "latency"
+//! mode = "spreading"              # dedicated | spreading | compacting
+//! cores = [1]                     # required for dedicated; optional otherwise
+//! [[group.engine]]
+//! name = "echo0"
+//! kind = "echo"                   # echo | udp_echo | relay | pony
+//! work_ns = 0
+//! # [group.engine.options]        # pony only: its NIC (see `kind`)
+//! [[group]]
+//! name = "pipeline"
+//! mode = "spreading"
+//! [[group.engine]]
+//! name = "relay0"
+//! kind = "relay"                  # apps attach here; requests go on to `next`
+//! next = "echo0"                  # an echo or relay engine, in any group
+//! ```
+//!
+//! A relay and its `next` engine form a pipeline: the relay forwards its apps' requests over
+//! an internal channel (SPSC rings and doorbells, as for an app) to the next engine and
+//! routes the responses back (`snap_engines::relay`). `next` chains may be any length but
+//! not cycle, and end at an echo engine (Pony's app protocol is its own).
+//!
+//! [`kind`] is the registry of engine kinds: every kind the host can build, each built in
+//! one place.
+//!
+//! Parsing is strict: unknown keys are errors (with their line, from the `toml` crate), and
+//! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
+//! is found without reading this code. Compacting-only keys (`poll_interval_us`,
+//! `max_queueing_delay_us`, `shrink_after_ms`) are refused in other modes rather than
+//! silently ignored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use snap_runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
+
+pub use kind::EngineKind;
+
+/// Where the control socket goes when the file does not say.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/snap/snap.sock";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type; the message has the
+    /// key and its line.
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    /// A value that parses but is not acceptable.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Path of the field, e.g. `group[0].engine[2].name`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Path of the control socket.
+    #[serde(default = "default_socket")]
+    pub control_socket: PathBuf,
+    /// An engine that stays in one `run()` this long is reported stuck.
+    #[serde(default = "default_stuck_after_ms")]
+    pub stuck_after_ms: u64,
+    /// Users allowed on the control socket besides root and the host's own user.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+    /// Put spreading and compacting threads in the MicroQuanta class when `scx_microquanta`
+    /// is loaded (the default; without it they run as normal threads and the log says so).
+    /// `false` opts out.
+    #[serde(default = "default_true")]
+    pub microquanta: bool,
+    /// Engine groups, at least one.
+    #[serde(default)]
+    pub group: Vec<GroupConfig>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+
+fn default_stuck_after_ms() -> u64 {
+    100
+}
+
+/// One `[[group]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Unique group name.
+    pub name: String,
+    /// Scheduling mode (`dedicated`, `spreading` or `compacting`).
+    pub mode: Mode,
+    /// CPUs the group's threads may run on.
+    pub cores: Option<Vec<usize>>,
+    /// Compacting: how often the rebalancer looks at queueing delay.
+    pub poll_interval_us: Option<u64>,
+    /// Compacting: queueing delay above which a thread is added.
+    pub max_queueing_delay_us: Option<u64>,
+    /// Compacting: how long a thread must be unneeded before it is removed.
+    pub shrink_after_ms: Option<u64>,
+    /// The group's engines, at least one.
+    #[serde(default)]
+    pub engine: Vec<EngineConfig>,
+}
+
+/// One `[[group.engine]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Unique engine name (across the host).
+    pub name: String,
+    /// What the engine is.
+    pub kind: EngineKind,
+    /// Busy-wait per request or datagram, to model CPU cost.
+    #[serde(default)]
+    pub work_ns: u64,
+    /// udp_echo only: address to bind.
+    pub bind: Option<SocketAddr>,
+    /// relay only: the engine its requests go to (an echo or relay engine).
+    pub next: Option<String>,
+    /// pony only: its NIC and the NIC's settings (`kind::pony`).
+    pub options: Option<toml::Table>,
+}
+
+const POLL_INTERVAL_US: (u64, u64) = (5, 100_000);
+const MAX_QUEUEING_DELAY_US: (u64, u64) = (1, 1_000_000);
+const SHRINK_AFTER_MS: (u64, u64) = (1, 60_000);
+const STUCK_AFTER_MS: (u64, u64) = (1, 60_000);
+/// 10 ms per request is far beyond any realistic engine step; more is a typo.
+const MAX_WORK_NS: u64 = 10_000_000;
+
+fn check_range(field: String, value: u64, (lo, hi): (u64, u64), unit: &str) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{value} {unit} is outside {lo}..={hi} {unit}"),
+        ))
+    }
+}
+
+/// CPUs the host can use: those in this process's affinity mask would be stricter, but
+/// the count of online CPUs is what the runtime pins to.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Parses and validates a configuration for a machine with `cpus` CPUs
+    /// ([`online_cpus`] for this one; another count checks a file meant for another machine).
+    pub fn parse(text: &str, cpus: usize) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate(cpus)?;
+        Ok(config)
+    }
+
+    /// Reads `path` and [`parse`](Self::parse)s it.
+    pub fn load(path: impl AsRef<Path>, cpus: usize) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, cpus)
+    }
+
+    fn validate(&self, cpus: usize) -> Result<(), ConfigError> {
+        check_range("stuck_after_ms".into(), self.stuck_after_ms, STUCK_AFTER_MS, "ms")?;
+        if self.control_socket.as_os_str().is_empty() {
+            return Err(invalid("control_socket", "must not be empty"));
+        }
+        if self.group.is_empty() {
+            return Err(invalid("group", "at least one [[group]] is required"));
+        }
+        let mut groups = HashSet::new();
+        let mut engines = HashSet::new();
+        // core -> (group index, dedicated?) of the first group claiming it.
+        let mut claimed: BTreeMap<usize, (usize, bool)> = BTreeMap::new();
+        for (gi, g) in self.group.iter().enumerate() {
+            let at = format!("group[{gi}]");
+            if g.name.is_empty() {
+                return Err(invalid(format!("{at}.name"), "must not be empty"));
+            }
+            if !groups.insert(g.name.as_str()) {
+                return Err(invalid(
+                    format!("{at}.name"),
+                    format!("duplicate group name {:?}", g.name),
+                ));
+            }
+            self.validate_cores(gi, g, cpus, &mut claimed)?;
+            self.validate_compacting(gi, g)?;
+            if g.engine.is_empty() {
+                return Err(invalid(
+                    format!("{at}.engine"),
+                    "at least one [[group.engine]] is required",
+                ));
+            }
+            for (ei, e) in g.engine.iter().enumerate() {
+                let at = format!("{at}.engine[{ei}]");
+                if e.name.is_empty() {
+                    return Err(invalid(format!("{at}.name"), "must not be empty"));
+                }
+                if !engines.insert(e.name.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.name"),
+                        format!("duplicate engine name {:?}", e.name),
+                    ));
+                }
+                if e.work_ns > MAX_WORK_NS {
+                    return Err(invalid(
+                        format!("{at}.work_ns"),
+                        format!("{} ns is more than the maximum of {MAX_WORK_NS} ns", e.work_ns),
+                    ));
+                }
+                match (e.kind, e.bind) {
+                    (EngineKind::UdpEcho, None) => {
+                        return Err(invalid(format!("{at}.bind"), "required for kind \"udp_echo\""))
+                    }
+                    (EngineKind::Echo | EngineKind::Relay | EngineKind::Pony, Some(_)) => {
+                        return Err(invalid(format!("{at}.bind"), "only applies to kind \"udp_echo\""))
+                    }
+                    _ => {}
+                }
+                kind::validate_options(&at, e)?;
+            }
+        }
+        pipeline::validate(self)
+    }
+
+    fn validate_cores(
+        &self,
+        gi: usize,
+        g: &GroupConfig,
+        cpus: usize,
+        claimed: &mut BTreeMap<usize, (usize, bool)>,
+    ) -> Result<(), ConfigError> {
+        let field = format!("group[{gi}].cores");
+        let dedicated = g.mode == Mode::Dedicated;
+        let cores = g.cores.as_deref().unwrap_or_default();
+        if dedicated && cores.is_empty() {
+            return Err(invalid(field, "dedicated mode needs at least one core"));
+        }
+        if g.cores.is_some() && cores.is_empty() {
+            return Err(invalid(field, "must not be empty (leave it out to use any core)"));
+        }
+        let mut seen = HashSet::new();
+        for &core in cores {
+            if core >= cpus {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "core {core} does not exist (this machine has cores 0..={})",
+                        cpus - 1
+                    ),
+                ));
+            }
+            if !seen.insert(core) {
+                return Err(invalid(field, format!("core {core} is listed twice")));
+            }
+            match claimed.get(&core) {
+                Some(&(other, other_dedicated)) if dedicated || other_dedicated => {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "core {core} is also used by group {:?}, and dedicated cores cannot be shared",
+                            self.group[other].name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    claimed.insert(core, (gi, dedicated));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_compacting(&self, gi: usize, g: &GroupConfig) -> Result<(), ConfigError> {
+        let at = format!("group[{gi}]");
+        let fields = [
+            ("poll_interval_us", g.poll_interval_us, POLL_INTERVAL_US, "µs"),
+            (
+                "max_queueing_delay_us",
+                g.max_queueing_delay_us,
+                MAX_QUEUEING_DELAY_US,
+                "µs",
+            ),
+            ("shrink_after_ms", g.shrink_after_ms, SHRINK_AFTER_MS, "ms"),
+        ];
+        for (name, value, range, unit) in fields {
+            let Some(value) = value else { continue };
+            if g.mode != Mode::Compacting {
+                return Err(invalid(
+                    format!("{at}.{name}"),
+                    "only applies to mode \"compacting\"",
+                ));
+            }
+            check_range(format!("{at}.{name}"), value, range, unit)?;
+        }
+        Ok(())
+    }
+
+    /// Runtime options from the top-level keys.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        RuntimeOptions {
+            stuck_after: Duration::from_millis(self.stuck_after_ms),
+            microquanta: self.microquanta,
+            ..RuntimeOptions::default()
+        }
+    }
+
+    /// Builds every engine (binding UDP sockets, joining each relay to its next engine)
+    /// and the group specs to start the runtime with. Errors name the engine's field (e.g.
+    /// a `bind` address in use).
+    pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
+        let built = pipeline::build_engines(self)?;
+        let mut specs = Vec::with_capacity(self.group.len());
+        for (g, engines) in self.group.iter().zip(built) {
+            let defaults = CompactingParams::default();
+            specs.push(GroupSpec {
+                name: g.name.clone(),
+                mode: g.mode,
+                cores: g.cores.clone().unwrap_or_default(),
+                engines,
+                compacting: CompactingParams {
+                    poll_interval: g
+                        .poll_interval_us
+                        .map_or(defaults.poll_interval, Duration::from_micros),
+                    max_queueing_delay: g
+                        .max_queueing_delay_us
+                        .map_or(defaults.max_queueing_delay, Duration::from_micros),
+                    shrink_after: g
+                        .shrink_after_ms
+                        .map_or(defaults.shrink_after, Duration::from_millis),
+                },
+            });
+        }
+        Ok((specs, self.runtime_options()))
+    }
+}
+
+pub mod kind;
+mod pipeline;
+mod pony;
+#[cfg(test)]
+mod tests;

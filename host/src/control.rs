@@ -1,0 +1,410 @@
+//! The control server: the host side of `snap_ipc::control`'s protocol, with a listener
+//! thread and one thread per connection (control traffic
+//! is rare, so threads are simpler than an event loop and cost nothing on the data path).
+//!
+//! Every channel is tied to the connection that attached it. When the connection closes,
+//! whether the app exited, crashed or was killed (the kernel closes its sockets in all
+//! cases), the connection's thread detaches its channels through the engines' mailboxes,
+//! so the rings are unmapped and nothing leaks.
+//!
+//! Access: `SO_PEERCRED` gives the peer's uid at accept; root, the host's own user and the
+//! configured `allowed_uids` are served, anyone else gets an `error` and is disconnected.
+//! The socket file itself is world-connectable for that reason.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+use rustix::net::{accept_with, bind, listen, sockopt, Shutdown, SocketAddrUnix, SocketFlags};
+
+use snap_ipc::control::protocol::{self, ChannelInfo, HostStatus, Request, Response};
+use snap_runtime::{AttachRequest, EngineHandle, Runtime};
+
+/// Settings of a [`ControlServer`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Users served besides root and the host's own user.
+    pub allowed_uids: Vec<u32>,
+}
+
+/// Why the control server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A socket call failed.
+    #[error("control socket: {0}: {1}")]
+    Socket(&'static str, #[source] rustix::io::Errno),
+    /// A file-system operation on the socket path or its directory failed.
+    #[error("control socket {0}: {1}")]
+    Path(PathBuf, #[source] std::io::Error),
+    /// Something that is not a socket is in the way.
+    #[error("control socket {0}: exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// Another host is listening there.
+    #[error("control socket {0}: another Snap host is listening there")]
+    InUse(PathBuf),
+    /// The listener thread could not be started.
+    #[error("control thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A running control server. [`ControlServer::shutdown`] (or drop) stops it, detaches
+/// every channel and removes the socket file.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// State shared by the listener and connection threads.
+struct Shared {
+    runtime: Arc<Runtime>,
+    opts: ServerOptions,
+    own_uid: u32,
+    /// Open connections, to shut them down when the server stops.
+    conns: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    channels: Mutex<Vec<ChannelInfo>>,
+    next_conn: AtomicU64,
+}
+
+impl ControlServer {
+    /// Binds `path` and starts serving. A stale socket file (nobody listening) is replaced;
+    /// a live one is an error, as is a non-socket file at `path`.
+    pub fn start(path: &Path, runtime: Arc<Runtime>, opts: ServerOptions) -> Result<Self, ServerError> {
+        let listener = bind_socket(path)?;
+        let stop = Arc::new(
+            eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+                .map_err(|e| ServerError::Socket("eventfd", e))?,
+        );
+        let shared = Arc::new(Shared {
+            runtime,
+            opts,
+            own_uid: rustix::process::getuid().as_raw(),
+            conns: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(1),
+        });
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("snap-control".into())
+                .spawn(move || listen_loop(&listener, &stop, &shared))
+                .map_err(ServerError::Thread)?
+        };
+        log::info!("control socket listening at {}", path.display());
+        Ok(Self {
+            path: path.to_owned(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting, closes every connection (detaching its channels), joins all
+    /// threads and removes the socket file.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        let Some(thread) = self.thread.take() else { return };
+        let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
+        let _ = thread.join();
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("removing {}: {e}", self.path.display()),
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn bind_socket(path: &Path) -> Result<OwnedFd, ServerError> {
+    let addr = SocketAddrUnix::new(path).map_err(|e| ServerError::Socket("socket path", e))?;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServerError::NotASocket(path.to_owned()));
+        }
+        let probe = protocol::socket().map_err(|e| ServerError::Socket("socket", e))?;
+        if rustix::net::connect(&probe, &addr).is_ok() {
+            return Err(ServerError::InUse(path.to_owned()));
+        }
+        // Left behind by a host that did not shut down cleanly.
+        std::fs::remove_file(path).map_err(|e| ServerError::Path(path.to_owned(), e))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::Path(dir.to_owned(), e))?;
+    }
+    let fd = protocol::socket().map_err(|e| ServerError::Socket("socket", e))?;
+    bind(&fd, &addr).map_err(|e| ServerError::Socket("bind", e))?;
+    // Who may talk to us is decided by SO_PEERCRED, not by the file mode.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| ServerError::Path(path.to_owned(), e))?;
+    listen(&fd, 64).map_err(|e| ServerError::Socket("listen", e))?;
+    Ok(fd)
+}
+
+fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let mut fds = [
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(stop, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                log::error!("control socket poll: {e}; control plane stopped");
+                break;
+            }
+        }
+        if !fds[1].revents().is_empty() {
+            break;
+        }
+        if fds[0].revents().is_empty() {
+            continue;
+        }
+        let conn = match accept_with(listener, SocketFlags::CLOEXEC) {
+            Ok(conn) => Arc::new(conn),
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN | rustix::io::Errno::CONNABORTED) => {
+                continue
+            }
+            Err(e) => {
+                log::warn!("control socket accept: {e}");
+                continue;
+            }
+        };
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        shared
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, conn.clone());
+        let worker = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("snap-control-{id}"))
+                .spawn(move || {
+                    serve(&conn, &shared);
+                    shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                })
+        };
+        match worker {
+            Ok(w) => workers.push(w),
+            Err(e) => log::warn!("control connection thread: {e}"),
+        }
+        workers.retain(|w| !w.is_finished());
+    }
+    // Wake every connection thread out of recvmsg; each detaches its channels.
+    for conn in shared.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        let _ = rustix::net::shutdown(&**conn, Shutdown::Both);
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+/// Root, the host's own user, and the configured ones.
+pub(super) fn is_allowed(uid: u32, own_uid: u32, allowed: &[u32]) -> bool {
+    uid == 0 || uid == own_uid || allowed.contains(&uid)
+}
+
+/// A channel this connection attached, with the engine to detach it from.
+struct Attached {
+    handle: EngineHandle,
+    engine: String,
+    channel: u64,
+}
+
+fn serve(conn: &OwnedFd, shared: &Shared) {
+    let cred = match sockopt::socket_peercred(conn) {
+        Ok(cred) => cred,
+        Err(e) => {
+            log::warn!("control connection: SO_PEERCRED: {e}; closing it");
+            return;
+        }
+    };
+    let (pid, uid) = (cred.pid.as_raw_nonzero().get(), cred.uid.as_raw());
+    if !is_allowed(uid, shared.own_uid, &shared.opts.allowed_uids) {
+        log::warn!("control connection from pid {pid} uid {uid} refused: uid not allowed");
+        let message = format!(
+            "uid {uid} is not allowed to use this Snap host (allowed: root, uid {}{})",
+            shared.own_uid,
+            shared
+                .opts
+                .allowed_uids
+                .iter()
+                .map(|u| format!(", uid {u}"))
+                .collect::<String>()
+        );
+        let _ = protocol::send(conn.as_fd(), &Response::Error { message }, &[]);
+        return;
+    }
+    log::debug!("control connection from pid {pid} uid {uid}");
+    let mut attached: Vec<Attached> = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        let received = match protocol::recv::<Request>(conn.as_fd(), &mut buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(protocol::ProtocolError::Json(e)) => {
+                let message = format!("malformed request: {e}");
+                if protocol::send(conn.as_fd(), &Response::Error { message }, &[]).is_err() {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                log::debug!("control connection from pid {pid}: {e}");
+                break;
+            }
+        };
+        let result = match received.msg {
+            Request::Attach { engine, notify } => {
+                attach(shared, &mut attached, engine, notify, received.fds, (pid, uid))
+            }
+            Request::Detach { channel } => detach(shared, &mut attached, channel),
+            Request::StageFd { engine, channel } => stage_fd(&attached, &engine, channel, received.fds),
+            Request::Status => Ok((status(shared), Vec::new())),
+        };
+        let (response, fds) = result.unwrap_or_else(|message| (Response::Error { message }, Vec::new()));
+        let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+        if let Err(e) = protocol::send(conn.as_fd(), &response, &borrowed) {
+            log::debug!("control connection from pid {pid}: {e}");
+            break;
+        }
+    }
+    for a in attached {
+        log::info!(
+            "pid {pid} disconnected: detaching channel {} of {}",
+            a.channel,
+            a.engine
+        );
+        detach_from_engine(shared, &a);
+    }
+}
+
+type Reply = Result<(Response, Vec<OwnedFd>), String>;
+
+fn attach(
+    shared: &Shared,
+    attached: &mut Vec<Attached>,
+    engine: String,
+    notify: bool,
+    fds: Vec<OwnedFd>,
+    (pid, uid): (i32, u32),
+) -> Reply {
+    let handle = shared
+        .runtime
+        .engine(&engine)
+        .ok_or_else(|| format!("no engine named {engine:?}"))?;
+    let request = AttachRequest {
+        notify,
+        fds,
+        pid,
+        uid,
+    };
+    // The engine makes its side of the connection on its own thread and hands back the
+    // app's descriptors: each app-facing engine type owns its shared-memory layout.
+    let reply = handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.attach_app(request)))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("engine {engine:?} is not an app-facing engine"))??;
+    let id = reply.id;
+    // Recorded before replying: if the reply cannot be sent, the connection's cleanup
+    // still detaches it.
+    attached.push(Attached {
+        handle,
+        engine: engine.clone(),
+        channel: id,
+    });
+    shared
+        .channels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(ChannelInfo {
+            engine: engine.clone(),
+            channel: id,
+            pid,
+            uid,
+            notify,
+        });
+    log::info!("pid {pid} uid {uid} attached channel {id} to {engine} (notify: {notify})");
+    let response = Response::Attached {
+        channel: id,
+        details: reply.details,
+    };
+    Ok((response, reply.fds))
+}
+
+fn detach(shared: &Shared, attached: &mut Vec<Attached>, channel: u64) -> Reply {
+    let i = attached
+        .iter()
+        .position(|a| a.channel == channel)
+        .ok_or_else(|| format!("channel {channel} was not attached on this connection"))?;
+    let a = attached.swap_remove(i);
+    detach_from_engine(shared, &a);
+    Ok((Response::Detached { channel }, Vec::new()))
+}
+
+/// Hands one descriptor to the engine for a channel of this connection only: an app
+/// cannot stage descriptors on another app's channel.
+fn stage_fd(attached: &[Attached], engine: &str, channel: u64, mut fds: Vec<OwnedFd>) -> Reply {
+    let a = attached
+        .iter()
+        .find(|a| a.engine == engine && a.channel == channel)
+        .ok_or_else(|| format!("channel {channel} of {engine:?} was not attached on this connection"))?;
+    if fds.len() != 1 {
+        return Err(format!("stage_fd needs exactly 1 descriptor, got {}", fds.len()));
+    }
+    let fd = fds.remove(0);
+    let cookie = a
+        .handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.stage_fd(channel, fd)))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("engine {engine:?} is not an app-facing engine"))??;
+    Ok((Response::Staged { cookie }, Vec::new()))
+}
+
+fn detach_from_engine(shared: &Shared, a: &Attached) {
+    let id = a.channel;
+    if let Err(e) = a
+        .handle
+        .control_dyn(move |e| e.app_facing().map(|app| app.detach(id)))
+    {
+        // The engine is gone (runtime stopping, engine failed): its channels went with it.
+        log::warn!("detaching channel {id} of {}: {e}", a.engine);
+    }
+    shared
+        .channels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|c| !(c.engine == a.engine && c.channel == id));
+}
+
+fn status(shared: &Shared) -> Response {
+    let channels = shared.channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Response::Status {
+        status: Box::new(HostStatus {
+            runtime: shared.runtime.status(),
+            channels,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

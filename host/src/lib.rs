@@ -1,0 +1,14 @@
+//! The Snap host: what the `snap-host` binary is made of, and the helpers other programs use
+//! to run one.
+//!
+//! [`config`] is the declarative host configuration (TOML) and the registry of engine kinds
+//! it builds (echo, UDP echo, relay pipelines, Pony); [`control`] is the control server
+//! (attach with peer credentials checked, descriptors, status) on `snap_ipc::control`'s
+//! protocol; [`process`] starts a `snap-host` binary as a child and waits for it to be ready.
+//!
+//! This crate is the top of the graph: it may depend on every engine kind, the runtime and
+//! the IPC layer; nothing but tools and tests depends on it.
+
+pub mod config;
+pub mod control;
+pub mod process;

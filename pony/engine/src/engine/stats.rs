@@ -1,0 +1,54 @@
+//! [`PonyStats`]: an engine's counters, read through `PonyEngine::stats` (the control
+//! plane's status, tests and benchmarks).
+
+use crate::regions::Refusals;
+
+/// Counters of an engine (cumulative unless said otherwise).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PonyStats {
+    /// Sessions attached now.
+    pub sessions: usize,
+    /// Flows alive now (including ownerless ones still closing).
+    pub flows: usize,
+    /// Packets taken off the NIC.
+    pub packets_in: u64,
+    /// Packets handed to the NIC.
+    pub packets_out: u64,
+    /// Received packets that did not parse (bad checksum, truncated, unknown kind…).
+    pub malformed: u64,
+    /// Received packets for no flow of ours (or from the wrong peer).
+    pub unknown_flow: u64,
+    /// Connects refused (no app listening on the service, or no common version).
+    pub connects_rejected: u64,
+    /// Flows accepted for a listening app.
+    pub flows_accepted: u64,
+    /// Flows that failed (peer unreachable or unresponsive).
+    pub flows_failed: u64,
+    /// NIC sends that found the queue full (the packet was kept and sent later).
+    pub tx_would_block: u64,
+    /// NIC sends that failed otherwise (packet dropped; the flow retransmits).
+    pub tx_errors: u64,
+    /// App commands handled.
+    pub commands: u64,
+    /// Messages delivered to apps.
+    pub messages_delivered: u64,
+    /// Data packets dropped because the owner's pool had no room for a new message (the
+    /// peer resends them; credit capped by free pool bytes keeps this rare).
+    pub buffer_drops: u64,
+    /// One-sided requests from peers served.
+    pub ops_served: u64,
+    /// One-sided requests from peers refused (by reason in `refusals`).
+    pub ops_refused: u64,
+    /// Region check refusals by reason.
+    pub refusals: Refusals,
+    /// Our apps' one-sided ops the peer refused.
+    pub ops_failed_remote: u64,
+    /// One-sided responses for no pending op (late, after a close) or inconsistent ones.
+    pub stray_responses: u64,
+    /// Packets retransmitted by all flows, past and present.
+    pub retransmits: u64,
+    /// Retransmission timeouts of all flows, past and present.
+    pub rtos: u64,
+    /// Received packets the flows dropped as duplicates.
+    pub dups_dropped: u64,
+}

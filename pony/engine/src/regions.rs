@@ -1,0 +1,443 @@
+//! The engine's registry of memory regions apps expose to one-sided operations (Read,
+//! Write, IndirectRead from peers).
+//!
+//! An app registers a region by sending a sealed memfd; the engine maps it with
+//! [`SharedMem::from_fd`] (which refuses an unsealed one, so the app cannot shrink it under
+//! the engine and crash it with `SIGBUS`), gives it a small id and a 64-bit key drawn from
+//! the OS random generator. A remote operation must name both: ids are sequential and
+//! guessable, keys are not, so a peer that was not told the key cannot touch the region
+//! (the RDMA rkey model, with 64 bits instead of 32 and no reuse of ids).
+//!
+//! Every access goes through [`Regions::check`]: unknown id, wrong key and out-of-bounds
+//! (with overflow-checked `offset + len`) are refused and counted, so an operator can see a
+//! misbehaving or probing peer in the engine's stats. [`Regions::indirect`] adds one level:
+//! it reads a 16-byte entry (`offset: u64`, `len: u32`, 4 reserved bytes, little-endian)
+//! from a table region, then checks the target like any other access.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use snap_ipc::{SharedMem, ShmError};
+
+use pony_express::app::OpErrorCode;
+
+/// Identifies the app that registered a region (the engine's id for a session).
+pub type AppId = u64;
+
+/// Bytes per indirection-table entry.
+pub const TABLE_ENTRY_LEN: u64 = 16;
+
+/// Why a region could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    /// The descriptor is not a size-sealed memfd, or could not be mapped.
+    #[error("region memory: {0}")]
+    Shm(#[from] ShmError),
+    /// The region is not the length the app announced.
+    #[error("region is {actual} bytes, {announced} announced")]
+    LengthMismatch {
+        /// Length in the command.
+        announced: u64,
+        /// Length of the memfd.
+        actual: u64,
+    },
+    /// The OS random generator failed.
+    #[error("getrandom: {0}")]
+    Random(#[source] rustix::io::Errno),
+    /// Region ids are exhausted (ids are never reused, so a stale id stays refused).
+    #[error("no region ids left")]
+    IdsExhausted,
+}
+
+impl RegionError {
+    /// The code a completion carries for this failure.
+    pub fn code(&self) -> OpErrorCode {
+        OpErrorCode::RegionRefused
+    }
+}
+
+/// What a successful registration gives the app (and through it, its peers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionGrant {
+    /// Region id.
+    pub region: u32,
+    /// Access key.
+    pub key: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// Refused accesses, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Unknown region id.
+    pub unknown_region: u64,
+    /// Wrong key.
+    pub bad_key: u64,
+    /// Out of bounds or overflowing offset/length.
+    pub out_of_bounds: u64,
+}
+
+#[derive(Debug)]
+struct Region {
+    app: AppId,
+    key: u64,
+    mem: SharedMem,
+}
+
+/// The registry. Checks take `&self` (counters are atomics), so spans borrowed from one
+/// check can coexist with further checks (e.g. an indirect read's table and target).
+#[derive(Debug, Default)]
+pub struct Regions {
+    regions: HashMap<u32, Region>,
+    next_id: u32,
+    unknown_region: AtomicU64,
+    bad_key: AtomicU64,
+    out_of_bounds: AtomicU64,
+}
+
+/// A checked range of a registered region. The app that owns the region may write it
+/// concurrently, so it is accessed by copying, never as a Rust slice.
+#[derive(Debug)]
+pub struct RegionSpan<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _region: PhantomData<&'a SharedMem>,
+}
+
+impl RegionSpan<'_> {
+    /// Bytes in the span.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the span is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the span into `out` (which must be exactly as long).
+    pub fn read_into(&self, out: &mut [u8]) -> Result<(), OpErrorCode> {
+        if out.len() != self.len {
+            return Err(OpErrorCode::TooLarge);
+        }
+        // SAFETY: `check` proved ptr..ptr+len lies inside a live mapping (borrowed for 'a).
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr(), self.len) };
+        Ok(())
+    }
+
+    /// The span's bytes as a vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        let _ = self.read_into(&mut v);
+        v
+    }
+
+    /// Overwrites the span with `data` (exactly as long): a remote Write landing.
+    pub fn write_from(&self, data: &[u8]) -> Result<(), OpErrorCode> {
+        if data.len() != self.len {
+            return Err(OpErrorCode::TooLarge);
+        }
+        // SAFETY: as in read_into; the mapping is shared read-write.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, self.len) };
+        Ok(())
+    }
+}
+
+/// Compares keys without an early exit, so response timing does not reveal how many
+/// leading bytes of a guess were right.
+fn keys_match(a: u64, b: u64) -> bool {
+    core::hint::black_box(a ^ b) == 0
+}
+
+fn random_key() -> Result<u64, RegionError> {
+    let mut buf = [0u8; 8];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(RegionError::Random(e)),
+        }
+    }
+    Ok(u64::from_le_bytes(buf))
+}
+
+impl Regions {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps the memfd `fd` sent by `app` and registers it. `announced_len`, if given, must
+    /// match the memfd's size (catches an app that sent the wrong descriptor).
+    pub fn register(
+        &mut self,
+        app: AppId,
+        fd: OwnedFd,
+        announced_len: Option<u64>,
+    ) -> Result<RegionGrant, RegionError> {
+        let mem = SharedMem::from_fd(fd)?;
+        if let Some(announced) = announced_len {
+            if announced != mem.len() as u64 {
+                return Err(RegionError::LengthMismatch {
+                    announced,
+                    actual: mem.len() as u64,
+                });
+            }
+        }
+        self.register_mem(app, mem)
+    }
+
+    /// Registers an already mapped region.
+    pub fn register_mem(&mut self, app: AppId, mem: SharedMem) -> Result<RegionGrant, RegionError> {
+        let region = self.next_id;
+        self.next_id = self.next_id.checked_add(1).ok_or(RegionError::IdsExhausted)?;
+        let key = random_key()?;
+        let len = mem.len() as u64;
+        self.regions.insert(region, Region { app, key, mem });
+        Ok(RegionGrant { region, key, len })
+    }
+
+    /// Checks an access of `len` bytes at `offset` of `region` with `key`.
+    pub fn check(&self, region: u32, key: u64, offset: u64, len: u64) -> Result<RegionSpan<'_>, OpErrorCode> {
+        let Some(r) = self.regions.get(&region) else {
+            self.unknown_region.fetch_add(1, Relaxed);
+            return Err(OpErrorCode::UnknownRegion);
+        };
+        if !keys_match(r.key, key) {
+            self.bad_key.fetch_add(1, Relaxed);
+            return Err(OpErrorCode::BadKey);
+        }
+        let in_bounds = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= r.mem.len() as u64);
+        if !in_bounds {
+            self.out_of_bounds.fetch_add(1, Relaxed);
+            return Err(OpErrorCode::OutOfBounds);
+        }
+        Ok(RegionSpan {
+            // SAFETY: offset + len <= mem.len() (checked above, no overflow), so offset fits
+            // in usize and the pointer stays inside the mapping.
+            ptr: unsafe { r.mem.as_ptr().add(offset as usize) },
+            len: len as usize,
+            _region: PhantomData,
+        })
+    }
+
+    /// Resolves entry `index` of the `table` region, then checks the access it names in
+    /// `region`. Both steps are checked (and refusals counted) like [`Regions::check`].
+    pub fn indirect(
+        &self,
+        table: u32,
+        table_key: u64,
+        index: u64,
+        region: u32,
+        key: u64,
+    ) -> Result<RegionSpan<'_>, OpErrorCode> {
+        let Some(at) = index.checked_mul(TABLE_ENTRY_LEN) else {
+            // Count it against the table like any other out-of-bounds access, after the
+            // id and key checks so that a probe without the key learns nothing.
+            self.check(table, table_key, 0, 0)?;
+            self.out_of_bounds.fetch_add(1, Relaxed);
+            return Err(OpErrorCode::OutOfBounds);
+        };
+        let mut entry = [0u8; TABLE_ENTRY_LEN as usize];
+        self.check(table, table_key, at, TABLE_ENTRY_LEN)?
+            .read_into(&mut entry)?;
+        let (offset, rest) = entry.split_at(8);
+        let offset = u64::from_le_bytes(offset.try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default());
+        self.check(region, key, offset, u64::from(len))
+    }
+
+    /// Withdraws `region` if `app` registered it.
+    pub fn unregister(&mut self, app: AppId, region: u32) -> Result<(), OpErrorCode> {
+        match self.regions.get(&region) {
+            Some(r) if r.app == app => {
+                self.regions.remove(&region);
+                Ok(())
+            }
+            // Another app's region looks the same as a missing one: no probing by id.
+            _ => Err(OpErrorCode::UnknownRegion),
+        }
+    }
+
+    /// Withdraws every region of `app` (it exited or crashed); returns how many.
+    pub fn remove_all_of(&mut self, app: AppId) -> usize {
+        let before = self.regions.len();
+        self.regions.retain(|_, r| r.app != app);
+        before - self.regions.len()
+    }
+
+    /// Registered regions.
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Whether none are registered.
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Refusals so far.
+    pub fn refusals(&self) -> Refusals {
+        Refusals {
+            unknown_region: self.unknown_region.load(Relaxed),
+            bad_key: self.bad_key.load(Relaxed),
+            out_of_bounds: self.out_of_bounds.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn region_with(data: &[u8]) -> SharedMem {
+        let m = SharedMem::create("region", data.len()).unwrap();
+        // SAFETY: fresh mapping of data.len() bytes, only this thread.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), m.as_ptr(), data.len()) };
+        m
+    }
+
+    #[test]
+    fn check_refuses_and_counts() {
+        let mut regs = Regions::new();
+        let g = regs.register_mem(1, region_with(&[7u8; 4096])).unwrap();
+        assert_eq!(
+            regs.check(g.region, g.key, 4000, 96).unwrap().to_vec(),
+            vec![7u8; 96]
+        );
+        assert_eq!(regs.check(g.region, g.key, 4096, 0).unwrap().len(), 0);
+        assert_eq!(
+            regs.check(g.region + 1, g.key, 0, 1).unwrap_err(),
+            OpErrorCode::UnknownRegion
+        );
+        assert_eq!(
+            regs.check(g.region, !g.key, 0, 1).unwrap_err(),
+            OpErrorCode::BadKey
+        );
+        assert_eq!(
+            regs.check(g.region, g.key, 4000, 97).unwrap_err(),
+            OpErrorCode::OutOfBounds
+        );
+        assert_eq!(
+            regs.check(g.region, g.key, u64::MAX, 2).unwrap_err(),
+            OpErrorCode::OutOfBounds
+        );
+        assert_eq!(
+            regs.check(g.region, g.key, 1, u64::MAX).unwrap_err(),
+            OpErrorCode::OutOfBounds
+        );
+        assert_eq!(
+            regs.refusals(),
+            Refusals {
+                unknown_region: 1,
+                bad_key: 1,
+                out_of_bounds: 3
+            }
+        );
+    }
+
+    #[test]
+    fn keys_differ_and_ids_are_not_reused() {
+        let mut regs = Regions::new();
+        let a = regs.register_mem(1, region_with(&[0; 64])).unwrap();
+        regs.unregister(1, a.region).unwrap();
+        let b = regs.register_mem(1, region_with(&[0; 64])).unwrap();
+        assert_ne!(a.key, b.key);
+        assert_ne!(a.region, b.region);
+        assert_eq!(
+            regs.check(a.region, a.key, 0, 1).unwrap_err(),
+            OpErrorCode::UnknownRegion
+        );
+    }
+
+    #[test]
+    fn unregister_is_per_app_and_crash_cleanup_removes_all() {
+        let mut regs = Regions::new();
+        let a = regs.register_mem(1, region_with(&[0; 64])).unwrap();
+        regs.register_mem(1, region_with(&[0; 64])).unwrap();
+        let c = regs.register_mem(2, region_with(&[0; 64])).unwrap();
+        assert_eq!(regs.unregister(2, a.region), Err(OpErrorCode::UnknownRegion));
+        assert_eq!(regs.remove_all_of(1), 2);
+        assert_eq!(regs.len(), 1);
+        assert!(regs.check(c.region, c.key, 0, 64).is_ok());
+    }
+
+    #[test]
+    fn indirect_resolves_and_checks_both_levels() {
+        let mut regs = Regions::new();
+        let data: Vec<u8> = (0..1024u32).map(|i| i as u8).collect();
+        let d = regs.register_mem(1, region_with(&data)).unwrap();
+        let mut table = Vec::new();
+        for (off, len) in [(10u64, 5u32), (1000, 24), (1020, 5), (u64::MAX - 1, 4)] {
+            table.extend_from_slice(&off.to_le_bytes());
+            table.extend_from_slice(&len.to_le_bytes());
+            table.extend_from_slice(&[0; 4]);
+        }
+        let t = regs.register_mem(1, region_with(&table)).unwrap();
+        let got = regs
+            .indirect(t.region, t.key, 1, d.region, d.key)
+            .unwrap()
+            .to_vec();
+        assert_eq!(got, data[1000..1024]);
+        assert_eq!(
+            regs.indirect(t.region, t.key, 0, d.region, d.key)
+                .unwrap()
+                .to_vec(),
+            data[10..15]
+        );
+        let err = |i, tk, k| regs.indirect(t.region, tk, i, d.region, k).unwrap_err();
+        assert_eq!(err(2, t.key, d.key), OpErrorCode::OutOfBounds);
+        assert_eq!(err(3, t.key, d.key), OpErrorCode::OutOfBounds);
+        assert_eq!(err(4, t.key, d.key), OpErrorCode::OutOfBounds);
+        assert_eq!(err(u64::MAX, t.key, d.key), OpErrorCode::OutOfBounds);
+        assert_eq!(err(u64::MAX, !t.key, d.key), OpErrorCode::BadKey);
+        assert_eq!(err(0, t.key, !d.key), OpErrorCode::BadKey);
+        assert_eq!(regs.refusals().out_of_bounds, 4);
+    }
+
+    #[test]
+    fn unsealed_or_wrong_length_memfds_are_refused() {
+        let mut regs = Regions::new();
+        let loose = rustix::fs::memfd_create("loose", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&loose, 4096).unwrap();
+        assert!(matches!(
+            regs.register(1, loose, None),
+            Err(RegionError::Shm(ShmError::NotSealed))
+        ));
+        let m = SharedMem::create("r", 4096).unwrap();
+        let fd = m.as_fd().try_clone_to_owned().unwrap();
+        assert!(matches!(
+            regs.register(1, fd, Some(100)),
+            Err(RegionError::LengthMismatch {
+                announced: 100,
+                actual: 4096
+            })
+        ));
+        let fd = m.as_fd().try_clone_to_owned().unwrap();
+        assert_eq!(regs.register(1, fd, Some(4096)).unwrap().len, 4096);
+    }
+
+    #[test]
+    fn writes_land_in_the_apps_mapping() {
+        let mut regs = Regions::new();
+        let app_side = SharedMem::create("r", 64).unwrap();
+        let fd = app_side.as_fd().try_clone_to_owned().unwrap();
+        let g = regs.register(1, fd, None).unwrap();
+        regs.check(g.region, g.key, 8, 3)
+            .unwrap()
+            .write_from(b"abc")
+            .unwrap();
+        // SAFETY: 64-byte mapping, only this thread.
+        assert_eq!(
+            unsafe { core::slice::from_raw_parts(app_side.as_ptr().add(8), 3) },
+            b"abc"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! The engine's end of a session (one app's connection to its Pony engine; the layout and
+//! the app's end are `pony_express::app::session`): it makes the channel and the pool, sends
+//! the app `SESSION_FDS` descriptors, and takes the app's commands.
+//!
+//! The engine side keeps the bookkeeping that makes a hostile or crashed app harmless:
+//! every chain a command names is validated and snapshotted on acceptance
+//! ([`EngineSession::next_command`]), at most one command may hold a buffer, and the set of
+//! held buffers is exactly what survives [`EngineSession::reclaim`]: everything else goes
+//! back to the free list, whatever the dead app left in shared memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use pony_express::app::proto::{Command, Completion, Cookie, DecodeError, FlowId, MAX_RECORD_LEN};
+use pony_express::app::session::{AppSession, Completions, SessionError, SessionShape};
+use pony_express::app::OpErrorCode;
+use pony_express::pool::{BufIdx, ChainSnapshot, Holds, Pool, PoolError, RecvChain};
+use pony_proto::flow::{Chunks, RecvBuffers};
+use snap_ipc::channel::{completion_ringer, AppChannel, ChannelEngineEnd, ChannelError};
+use snap_ipc::{Doorbell, RingProbe};
+
+/// A chain the engine holds for an accepted command (its head index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainId(pub u32);
+
+/// A command the engine accepted: well-formed, and its chain (if any) validated and now
+/// held by the engine until [`EngineSession::finish_chain`] or
+/// [`EngineSession::return_chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The command.
+    pub cmd: Command,
+    /// The chain it carries: Send/Write payload, Read/IndirectRead destination.
+    pub chain: Option<ChainId>,
+}
+
+/// What [`EngineSession::reclaim`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReclaimStats {
+    /// Buffers still held by in-flight commands (freed as those finish).
+    pub held: u32,
+    /// Buffers free after the rebuild.
+    pub free: u32,
+    /// Completions that were waiting for ring space and are dropped.
+    pub dropped_completions: usize,
+}
+
+/// The engine's end of a session.
+#[derive(Debug)]
+pub struct EngineSession {
+    chan: ChannelEngineEnd,
+    pool: Arc<Pool>,
+    held: HashMap<u32, ChainSnapshot>,
+    /// The engine's references per buffer: chains of accepted commands, message pieces a
+    /// flow still sends from, messages being reassembled. Makes overlap checks O(chain)
+    /// and is what survives a reclaim.
+    holds: Arc<Holds>,
+    /// Completions that found the ring full, oldest first. While any wait, no new command
+    /// is accepted, so an app that stops reading cannot make this grow without bound.
+    pending: VecDeque<Completion>,
+    refused: u64,
+    app_gone: bool,
+    scratch: Vec<u8>,
+}
+
+impl EngineSession {
+    /// Makes a session's rings, doorbell and pool on the host. `completion_fds` are the
+    /// app's completion doorbell descriptors ([`snap_ipc::channel::APP_FDS`]) if it
+    /// chose [`Completions::Block`]. Returns the engine end and the [`SESSION_FDS`]
+    /// descriptors for the app.
+    pub fn create(
+        shape: SessionShape,
+        completion_fds: Option<Vec<OwnedFd>>,
+    ) -> Result<(Self, Vec<OwnedFd>), SessionError> {
+        let ringer = completion_fds.map(completion_ringer).transpose()?;
+        let pool = Pool::create(shape.pool)?;
+        let (chan, mut fds) = AppChannel::create(shape.channel(), ringer)?.into_parts();
+        fds.push(dup(&pool.shared_mem().as_fd())?);
+        Ok((Self::new(chan, pool), fds))
+    }
+
+    fn new(chan: ChannelEngineEnd, pool: Pool) -> Self {
+        let holds = Holds::new(pool.shape().buffers);
+        Self {
+            chan,
+            pool: Arc::new(pool),
+            held: HashMap::new(),
+            holds,
+            pending: VecDeque::new(),
+            refused: 0,
+            app_gone: false,
+            scratch: Vec::with_capacity(MAX_RECORD_LEN),
+        }
+    }
+
+    /// Both ends in this process (tests, in-process apps), going through descriptors like
+    /// a real app would, so the same validation runs.
+    pub fn pair(shape: SessionShape, completions: Completions) -> Result<(Self, AppSession), SessionError> {
+        let bell = match completions {
+            Completions::Poll => None,
+            Completions::Block => Some(Doorbell::new().map_err(|source| ChannelError::Doorbell {
+                which: "completion",
+                source,
+            })?),
+        };
+        let app_fds = match &bell {
+            Some(b) => {
+                let (page, efd) = b.fds();
+                Some(vec![dup(&page)?, dup(&efd)?])
+            }
+            None => None,
+        };
+        let (engine, fds) = Self::create(shape, app_fds)?;
+        Ok((engine, AppSession::from_fds(fds, bell)?))
+    }
+
+    /// The pool (read payloads in place through [`Self::chain`]).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The doorbell the app rings after posting commands (the runtime arms it).
+    pub fn doorbell(&self) -> &Doorbell {
+        self.chan.doorbell()
+    }
+
+    /// Fill level of the command ring, for the engine's work probe.
+    pub fn command_probe(&self) -> RingProbe {
+        self.chan.request_probe()
+    }
+
+    /// Commands refused so far (malformed, or naming a bad chain).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Takes the next command off the ring. Malformed commands and commands naming a bad
+    /// chain are answered with [`Completion::Error`] here and skipped, so the caller only
+    /// sees commands it can act on. `Ok(None)` when there is nothing to do, or while
+    /// completions wait for ring space (backpressure on an app that does not read).
+    /// `Err` only if the command ring itself is corrupt.
+    pub fn next_command(&mut self) -> Result<Option<Accepted>, SessionError> {
+        loop {
+            if !self.flush_pending() {
+                return Ok(None);
+            }
+            let Some(msg) = self.chan.requests().peek()? else {
+                return Ok(None);
+            };
+            let decoded = Command::decode(&msg);
+            msg.release();
+            let cmd = match decoded {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    self.refuse(0, OpErrorCode::BadCommand, u64::from(e_kind(&e)));
+                    continue;
+                }
+            };
+            let named = match cmd {
+                Command::Send { head, len, .. } | Command::Write { head, len, .. } => {
+                    Some((head, Some(u64::from(len)), 0))
+                }
+                Command::Read { local, len, .. } => Some((local, None, len)),
+                Command::IndirectRead { local, .. } => Some((local, None, 0)),
+                _ => None,
+            };
+            let Some((head, expected, min_capacity)) = named else {
+                return Ok(Some(Accepted { cmd, chain: None }));
+            };
+            match self.hold(head, expected, min_capacity) {
+                Ok(id) => return Ok(Some(Accepted { cmd, chain: Some(id) })),
+                Err(code) => self.refuse(cmd.cookie(), code, u64::from(head)),
+            }
+        }
+    }
+
+    fn refuse(&mut self, cookie: Cookie, code: OpErrorCode, detail: u64) {
+        self.refused += 1;
+        self.complete(Completion::Error { cookie, code, detail });
+    }
+
+    /// Validates and snapshots the chain at `head` and marks its buffers held.
+    fn hold(&mut self, head: u32, expected: Option<u64>, min_capacity: u32) -> Result<ChainId, OpErrorCode> {
+        let snap = self
+            .pool
+            .snapshot(BufIdx(head), expected)
+            .map_err(|_| OpErrorCode::BadChain)?;
+        if snap.capacity(&self.pool) < min_capacity as usize {
+            return Err(OpErrorCode::TooLarge);
+        }
+        // Two commands naming the same buffer would let the app make us free it twice.
+        if snap.buffers().any(|b| self.holds.is_held(b)) {
+            return Err(OpErrorCode::BadChain);
+        }
+        for b in snap.buffers() {
+            self.holds.hold(b);
+        }
+        self.held.insert(head, snap);
+        Ok(ChainId(head))
+    }
+
+    /// A held chain, to read in place ([`ChainSnapshot::chain_segments`]).
+    pub fn chain(&self, id: ChainId) -> Option<&ChainSnapshot> {
+        self.held.get(&id.0)
+    }
+
+    /// Writes `data` at `offset` of a held chain (a Read's destination, one response
+    /// packet at a time, straight from the packet).
+    pub fn write_chain_at(&mut self, id: ChainId, offset: usize, data: &[u8]) -> Result<(), OpErrorCode> {
+        let snap = self.held.get_mut(&id.0).ok_or(OpErrorCode::BadChain)?;
+        snap.write_at(&self.pool, offset, data)
+            .map_err(|_| OpErrorCode::TooLarge)
+    }
+
+    /// Sets a held chain's length to `len` (its segments full, then the rest), once a Read's
+    /// bytes are all written.
+    pub fn set_chain_len(&mut self, id: ChainId, len: usize) -> Result<(), OpErrorCode> {
+        let snap = self.held.get_mut(&id.0).ok_or(OpErrorCode::BadChain)?;
+        snap.set_len(&self.pool, len).map_err(|_| OpErrorCode::TooLarge)
+    }
+
+    /// A Send's or Write's held chain as message pieces, zero-copy: each piece owns its
+    /// buffer's reference and hold, so the buffer goes back to the pool when the flow drops
+    /// the last slice of it (acknowledged, or the flow is gone).
+    pub fn take_chain_pieces(&mut self, id: ChainId) -> Option<Chunks> {
+        let snap = self.held.remove(&id.0)?;
+        Some(Chunks::from_parts(snap.into_pieces(&self.pool, &self.holds)))
+    }
+
+    /// Where flows of this session reassemble received messages: the session's pool.
+    pub fn recv_buffers(&self) -> SessionBuffers {
+        SessionBuffers {
+            pool: self.pool.clone(),
+            holds: self.holds.clone(),
+        }
+    }
+
+    /// Bytes of free pool buffers (what received messages can still land in).
+    pub fn free_bytes(&self) -> u64 {
+        let s = self.pool.stats();
+        u64::from(s.free) * u64::from(s.buf_size)
+    }
+
+    fn unhold(&mut self, id: ChainId) -> Option<ChainSnapshot> {
+        let snap = self.held.remove(&id.0)?;
+        for b in snap.buffers() {
+            self.holds.unhold(b);
+        }
+        Some(snap)
+    }
+
+    /// The engine is done with a chain (Send acknowledged, Write done): drop its reference.
+    pub fn finish_chain(&mut self, id: ChainId) -> Result<(), PoolError> {
+        match self.unhold(id) {
+            Some(snap) => snap.release(&self.pool).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a chain back to the app (a Read's destination, with its ReadDone). After
+    /// [`Self::reclaim`] there is no app: the chain is released instead.
+    pub fn return_chain(&mut self, id: ChainId) -> Result<(), PoolError> {
+        if self.app_gone {
+            return self.finish_chain(id);
+        }
+        self.unhold(id);
+        Ok(())
+    }
+
+    /// Queues a completion for the app and wakes it if it blocks. Never fails: a full ring
+    /// parks the completion (see `next_command`).
+    pub fn complete(&mut self, c: Completion) {
+        if self.app_gone {
+            return;
+        }
+        self.pending.push_back(c);
+        self.flush_pending();
+    }
+
+    /// Pushes parked completions; returns whether none are left.
+    fn flush_pending(&mut self) -> bool {
+        let mut pushed = false;
+        while let Some(c) = self.pending.front() {
+            self.scratch.clear();
+            c.encode_into(&mut self.scratch);
+            if self.chan.responses().push(&self.scratch).is_err() {
+                break;
+            }
+            self.pending.pop_front();
+            pushed = true;
+        }
+        if pushed {
+            self.chan.notify_app();
+        }
+        self.pending.is_empty()
+    }
+
+    /// Hands a message reassembled in this session's pool to the app: the chain's
+    /// reference goes with the completion. After a reclaim it is released instead.
+    pub fn deliver_chain(&mut self, flow: FlowId, stream: u32, msg: RecvChain) {
+        if self.app_gone {
+            return; // dropping it releases its buffers
+        }
+        let chain = msg.into_chain();
+        self.complete(Completion::Received {
+            flow,
+            stream,
+            head: chain.head.0,
+            len: chain.len,
+        });
+    }
+
+    /// Copies `data` into a fresh chain and delivers it (in-process callers and tests; the
+    /// engine's flows reassemble in place through [`Self::recv_buffers`]).
+    pub fn deliver(&mut self, flow: FlowId, stream: u32, data: &[u8]) -> Result<(), PoolError> {
+        let mut msg = RecvChain::alloc(&self.pool, &self.holds, data.len())?;
+        msg.write_at(0, data);
+        self.deliver_chain(flow, stream, msg);
+        Ok(())
+    }
+
+    /// The app is gone (its process died or it detached without cleaning up): returns
+    /// every buffer it held to the pool. Buffers of commands still in flight stay held and
+    /// are freed by [`Self::finish_chain`] / [`Self::return_chain`] as they complete;
+    /// completions not yet delivered are dropped. Afterwards the free count is the pool
+    /// size minus the held buffers. Must only be called once the app can no longer touch
+    /// the pool (it is dead, or its mapping is otherwise gone).
+    pub fn reclaim(&mut self) -> ReclaimStats {
+        self.app_gone = true;
+        let dropped_completions = self.pending.len();
+        self.pending.clear();
+        let holds = &self.holds;
+        self.pool.rebuild_after_peer_death(|i| holds.is_held(i));
+        ReclaimStats {
+            held: self.holds.held_buffers(),
+            free: self.pool.stats().free,
+            dropped_completions,
+        }
+    }
+}
+
+/// A session's pool as the place its flows reassemble messages ([`RecvBuffers`]).
+#[derive(Debug)]
+pub struct SessionBuffers {
+    pool: Arc<Pool>,
+    holds: Arc<Holds>,
+}
+
+impl RecvBuffers for SessionBuffers {
+    type Buf = RecvChain;
+
+    fn alloc(&mut self, len: usize) -> Option<RecvChain> {
+        RecvChain::alloc(&self.pool, &self.holds, len).ok()
+    }
+}
+
+fn e_kind(e: &DecodeError) -> u8 {
+    match e {
+        DecodeError::Empty => 0,
+        DecodeError::UnknownKind(k) => *k,
+        DecodeError::Truncated { kind } | DecodeError::Trailing { kind, .. } => *kind,
+        DecodeError::BadCode(_) | DecodeError::BadPeer => 0,
+    }
+}
+
+fn dup(fd: &impl AsFd) -> Result<OwnedFd, SessionError> {
+    fd.as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| SessionError::Channel(ChannelError::Dup(e)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The app ↔ engine side of Pony, transport-agnostic: what an app and its Pony engine
+//! exchange through shared memory, and the state each keeps about the other.
+//!
+//! ```text
+//!   app process (AppSession)                         snap-host (EngineSession, Regions)
+//!   ──────────────────────────                       ─────────────────────────────────
+//!   pool.write_chain(msg) ─┐                          ┌─ next_command(): decode, snapshot
+//!   Command::Send{head,…} ─┴─▶ command ring ────────▶ │  and hold the chain (zero-copy)
+//!   ring engine doorbell ───────────────────────────▶ │
+//!                          ◀── completion ring ◀──────┤  complete(): Sent / Received{head}…
+//!   (Block) wait on own doorbell ◀── ring if armed ───┘  deliver(): payload into pool chain
+//!                                                        Regions: registered memfds + keys
+//! ```
+//!
+//! * [`proto`]: [`Command`] and [`Completion`] records and their checked codec.
+//! * [`session`]: the session layout (the rings and doorbells of a `snap_ipc::channel` plus
+//!   a [`crate::pool::Pool`]) and the app's end, [`AppSession`].
+//!
+//! The engine's end (`EngineSession`: the bookkeeping of chains in flight that makes crash
+//! cleanup exact) and its registry of memory regions live in `pony-engine`.
+
+pub mod proto;
+pub mod session;
+
+pub use proto::{Command, Completion, Cookie, DecodeError, FlowId, ServiceId};
+pub use session::{AppSession, Completions, Received, SessionError, SessionShape};
+
+/// Why an operation failed, as carried in completions (and on the wire to the peer engine
+/// when a remote check refuses). Numbered from 1: 0 means success in records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u16)]
+pub enum OpErrorCode {
+    /// No region with that id (never registered, or unregistered).
+    #[error("unknown region")]
+    UnknownRegion = 1,
+    /// The key does not match the region's.
+    #[error("bad region key")]
+    BadKey = 2,
+    /// Offset and length fall (partly) outside the region, or overflow.
+    #[error("out of region bounds")]
+    OutOfBounds = 3,
+    /// No such flow.
+    #[error("unknown flow")]
+    UnknownFlow = 4,
+    /// A buffer chain named by the command is invalid (out of range, not allocated,
+    /// cyclic, wrong length, or already held by another command).
+    #[error("bad buffer chain")]
+    BadChain = 5,
+    /// The pool has no free buffers for the result.
+    #[error("no free buffers")]
+    NoBuffers = 6,
+    /// The result does not fit in the buffers given.
+    #[error("too large")]
+    TooLarge = 7,
+    /// The peer could not be reached.
+    #[error("peer unreachable")]
+    Unreachable = 8,
+    /// The flow was closed while the operation was in flight.
+    #[error("flow closed")]
+    FlowClosed = 9,
+    /// The command record could not be decoded.
+    #[error("malformed command")]
+    BadCommand = 10,
+    /// The engine failed for a reason of its own.
+    #[error("internal engine error")]
+    Internal = 11,
+    /// A region could not be registered (not a sealed memfd, wrong length, too many).
+    #[error("region registration refused")]
+    RegionRefused = 12,
+    /// Listen on a service another listener (of any app) already holds.
+    #[error("service already has a listener")]
+    ServiceTaken = 13,
+    /// The peer engine has nobody listening on the service the flow was opened to.
+    #[error("no listener on the service")]
+    NoListener = 14,
+    /// The peer engine speaks no wire version this one does.
+    #[error("no common wire version with the peer")]
+    VersionMismatch = 15,
+}
+
+impl OpErrorCode {
+    /// The highest code.
+    pub const LAST: OpErrorCode = OpErrorCode::VersionMismatch;
+
+    /// The code numbered `v`, if any.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        use OpErrorCode::*;
+        Some(match v {
+            1 => UnknownRegion,
+            2 => BadKey,
+            3 => OutOfBounds,
+            4 => UnknownFlow,
+            5 => BadChain,
+            6 => NoBuffers,
+            7 => TooLarge,
+            8 => Unreachable,
+            9 => FlowClosed,
+            10 => BadCommand,
+            11 => Internal,
+            12 => RegionRefused,
+            13 => ServiceTaken,
+            14 => NoListener,
+            15 => VersionMismatch,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpErrorCode;
+
+    #[test]
+    fn codes_round_trip() {
+        for v in 0..=20u16 {
+            match OpErrorCode::from_u16(v) {
+                Some(c) => assert_eq!(c as u16, v),
+                None => assert!(v == 0 || v > OpErrorCode::LAST as u16),
+            }
+        }
+    }
+}

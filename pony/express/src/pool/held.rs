@@ -1,0 +1,297 @@
+//! What the engine holds in an app's pool, in engine-private memory: the zero-copy data
+//! path's ownership.
+//!
+//! ```text
+//!   Send{head}  ─snapshot─▶ ChainSnapshot ─into_pieces─▶ Bytes × n (PoolPiece owners)
+//!                                                        flow segments slice them, emit
+//!                                                        gathers them; the last clone
+//!                                                        dropped (acked) releases the buffer
+//!   first Data segment ─▶ RecvChain::alloc ─write_at (the NIC copy)─▶ into_chain ─▶ app
+//! ```
+//!
+//! [`Holds`] counts, per buffer, the references the engine holds. It lives outside shared
+//! memory because the app can write anything there: when the app dies, the pool is rebuilt
+//! from these counts ([`Pool::rebuild_after_peer_death`]), so a buffer a flow still
+//! retransmits from, or reassembles into, is never handed out again while in use. The same
+//! counts refuse a command that names a buffer the engine still holds (it would let the
+//! app make the engine release a buffer twice).
+//!
+//! A [`PoolPiece`] is one held buffer as a `Bytes` owner ([`bytes::Bytes::from_owner`]):
+//! slicing and cloning the `Bytes` are free, and dropping the last clone releases the
+//! buffer. A [`RecvChain`] is a message being reassembled: buffers the engine allocated,
+//! recorded privately (the app may relink them in shared memory; we never follow its
+//! links), released on drop unless handed to the app with [`RecvChain::into_chain`].
+
+use core::ptr;
+use core::sync::atomic::AtomicU32;
+use core::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{BufIdx, Chain, ChainSnapshot, Pool, PoolError, NONE};
+
+/// Engine-held references per buffer of one pool.
+#[derive(Debug)]
+pub struct Holds {
+    counts: Box<[AtomicU32]>,
+}
+
+impl Holds {
+    /// No buffer held, for a pool of `buffers`.
+    pub fn new(buffers: u32) -> Arc<Self> {
+        Arc::new(Self {
+            counts: (0..buffers).map(|_| AtomicU32::new(0)).collect(),
+        })
+    }
+
+    /// Whether the engine holds buffer `idx` (out of range: no).
+    pub fn is_held(&self, idx: u32) -> bool {
+        self.counts.get(idx as usize).is_some_and(|c| c.load(Relaxed) > 0)
+    }
+
+    /// Buffers held now.
+    pub fn held_buffers(&self) -> u32 {
+        self.counts.iter().filter(|c| c.load(Relaxed) > 0).count() as u32
+    }
+
+    /// Counts one more engine hold on buffer `idx` (an out-of-range index is ignored: it
+    /// was validated when its chain was accepted).
+    pub fn hold(&self, idx: u32) {
+        if let Some(c) = self.counts.get(idx as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Drops one engine hold on buffer `idx`.
+    pub fn unhold(&self, idx: u32) {
+        if let Some(c) = self.counts.get(idx as usize) {
+            let _ = c.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
+/// One engine-held buffer as the owner of a [`Bytes`]: its `len` bytes, read in place.
+#[derive(Debug)]
+pub struct PoolPiece {
+    pool: Arc<Pool>,
+    holds: Arc<Holds>,
+    idx: u32,
+    len: u32,
+}
+
+impl AsRef<[u8]> for PoolPiece {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: built from a validated snapshot (idx < count, len <= buf_size) of the
+        // same pool; while held, the engine is the buffer's only reader and the app gave up
+        // its reference (the ownership contract of `Pool::chain_segments`).
+        unsafe { core::slice::from_raw_parts(self.pool.data_ptr(self.idx), self.len as usize) }
+    }
+}
+
+impl Drop for PoolPiece {
+    fn drop(&mut self) {
+        // Release before unhold: once unheld, a reclaim could count the buffer free.
+        if let Err(e) = self.pool.release(BufIdx(self.idx)) {
+            log::warn!("pool: releasing sent buffer {}: {e}", self.idx);
+        }
+        self.holds.unhold(self.idx);
+    }
+}
+
+impl ChainSnapshot {
+    /// Turns a held chain into one [`Bytes`] per non-empty segment, each owning that
+    /// buffer's reference and hold (empty segments are released at once). `pool` and
+    /// `holds` must be the ones the snapshot was taken and held with.
+    pub fn into_pieces(self, pool: &Arc<Pool>, holds: &Arc<Holds>) -> Vec<Bytes> {
+        let mut out = Vec::with_capacity(self.segs.len());
+        for (idx, len) in self.segs {
+            let piece = PoolPiece {
+                pool: pool.clone(),
+                holds: holds.clone(),
+                idx,
+                len,
+            };
+            if len > 0 {
+                out.push(Bytes::from_owner(piece));
+            }
+        }
+        out
+    }
+}
+
+/// A message being reassembled straight into an app's pool.
+#[derive(Debug)]
+pub struct RecvChain {
+    pool: Arc<Pool>,
+    holds: Arc<Holds>,
+    bufs: Vec<u32>,
+    len: usize,
+}
+
+impl RecvChain {
+    /// Allocates buffers for a `len`-byte message (at least one), held by the engine.
+    /// On exhaustion nothing stays allocated.
+    pub fn alloc(pool: &Arc<Pool>, holds: &Arc<Holds>, len: usize) -> Result<Self, PoolError> {
+        let max = pool.max_message_len().min(u32::MAX as usize);
+        if len > max {
+            return Err(PoolError::TooLarge { len, max });
+        }
+        let needed = len.div_ceil(pool.buf_size() as usize).max(1) as u32;
+        let mut chain = RecvChain {
+            pool: pool.clone(),
+            holds: holds.clone(),
+            bufs: Vec::with_capacity(needed as usize),
+            len,
+        };
+        for _ in 0..needed {
+            // Dropping `chain` releases what was taken so far.
+            let idx = pool.try_alloc()?.ok_or(PoolError::Exhausted { needed })?;
+            holds.hold(idx.0);
+            chain.bufs.push(idx.0);
+        }
+        Ok(chain)
+    }
+
+    /// The message length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `bytes` to message offset `offset`. Out-of-range bytes are ignored (the flow
+    /// checks segments against the message length before writing).
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        let bs = self.pool.buf_size() as usize;
+        let end = (offset + bytes.len()).min(self.len);
+        let mut at = offset;
+        while at < end {
+            let (buf, within) = (at / bs, at % bs);
+            let n = (bs - within).min(end - at);
+            let src = &bytes[at - offset..at - offset + n];
+            // SAFETY: bufs[buf] is ours (allocated above, in range) and within + n <= bs.
+            unsafe {
+                ptr::copy_nonoverlapping(src.as_ptr(), self.pool.data_ptr(self.bufs[buf]).add(within), n)
+            };
+            at += n;
+        }
+    }
+
+    /// Hands the complete message to the app: links and lengths are written from our
+    /// private record (whatever is in shared memory now), and the reference goes with the
+    /// returned chain.
+    pub fn into_chain(mut self) -> Chain {
+        let bs = self.pool.buf_size() as usize;
+        let bufs = std::mem::take(&mut self.bufs);
+        for (i, &idx) in bufs.iter().enumerate() {
+            let seg_len = self.len.saturating_sub(i * bs).min(bs);
+            if let Ok(b) = self.pool.buf(idx) {
+                b.len.store(seg_len as u32, Relaxed);
+                b.next.store(bufs.get(i + 1).copied().unwrap_or(NONE), Relaxed);
+            }
+            self.holds.unhold(idx);
+        }
+        Chain {
+            head: BufIdx(bufs[0]),
+            len: self.len as u32,
+            segments: bufs.len() as u32,
+        }
+    }
+}
+
+impl Drop for RecvChain {
+    fn drop(&mut self) {
+        for &idx in &self.bufs {
+            if let Err(e) = self.pool.release(BufIdx(idx)) {
+                log::warn!("pool: releasing reassembly buffer {idx}: {e}");
+            }
+            self.holds.unhold(idx);
+        }
+    }
+}
+
+/// A chain is where the Pony engine's flows reassemble a message (one copy, from the packet).
+impl pony_proto::flow::MessageBuf for RecvChain {
+    fn len(&self) -> usize {
+        RecvChain::len(self)
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) {
+        RecvChain::write_at(self, offset, bytes)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::pool::{Owner, PoolShape};
+
+    fn pool() -> (Arc<Pool>, Arc<Holds>) {
+        let p = Pool::create(PoolShape {
+            buffers: 8,
+            buf_size: 64,
+        })
+        .unwrap();
+        let holds = Holds::new(8);
+        (Arc::new(p), holds)
+    }
+
+    #[test]
+    fn pieces_read_in_place_and_release_on_last_drop() {
+        let (pool, holds) = pool();
+        let app = pool.try_clone(Owner::App).unwrap();
+        let data: Vec<u8> = (0..150u8).collect();
+        let chain = app.write_chain(&data).unwrap();
+        let snap = pool.snapshot(chain.head, Some(150)).unwrap();
+        let bufs: Vec<u32> = snap.buffers().collect();
+        for &b in &bufs {
+            holds.hold(b);
+        }
+        let pieces = snap.into_pieces(&pool, &holds);
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces.concat(), data);
+        assert_eq!(holds.held_buffers(), 3);
+        let slice = pieces[1].slice(10..20); // a segment keeps its buffer alive
+        drop(pieces);
+        assert_eq!(pool.stats().free, 7);
+        assert!(holds.is_held(bufs[1]) && !holds.is_held(bufs[0]));
+        assert_eq!(&slice[..], &data[74..84]);
+        drop(slice);
+        assert_eq!(pool.stats().free, 8);
+        assert_eq!(holds.held_buffers(), 0);
+    }
+
+    #[test]
+    fn recv_chain_scatters_and_hands_over_or_releases() {
+        let (pool, holds) = pool();
+        let data: Vec<u8> = (0..130u8).collect();
+        let mut rc = RecvChain::alloc(&pool, &holds, 130).unwrap();
+        assert_eq!(holds.held_buffers(), 3);
+        rc.write_at(100, &data[100..]);
+        rc.write_at(0, &data[..100]);
+        let chain = rc.into_chain();
+        assert_eq!(holds.held_buffers(), 0, "the app owns it now");
+        let mut out = Vec::new();
+        pool.read_chain(chain.head, &mut out).unwrap();
+        assert_eq!(out, data);
+        pool.release_chain(chain.head).unwrap();
+
+        let rc = RecvChain::alloc(&pool, &holds, 500).unwrap();
+        assert_eq!(pool.stats().free, 0);
+        assert!(matches!(
+            RecvChain::alloc(&pool, &holds, 1),
+            Err(PoolError::Exhausted { .. })
+        ));
+        drop(rc);
+        assert_eq!((pool.stats().free, holds.held_buffers()), (8, 0));
+        assert!(matches!(
+            RecvChain::alloc(&pool, &holds, 9 * 64),
+            Err(PoolError::TooLarge { .. })
+        ));
+        assert_eq!(pool.stats().free, 8, "a failed allocation leaves nothing behind");
+    }
+}

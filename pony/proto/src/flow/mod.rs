@@ -1,0 +1,581 @@
+//! One flow between two Pony engines, sans-IO (quinn-proto style): packets ([`Repr`]) and
+//! time go in, packets to send, timers and events come out. No sockets, no clocks; the
+//! engine owns the I/O, tests drive it with a virtual clock.
+//!
+//! ```text
+//!            send_message / send_one_sided            poll_event
+//!                      │                                  ▲
+//!   ┌──────────────────▼─────────────┐  ┌─────────────────┴───────────────┐
+//!   │ send.rs  queue → segments →    │  │ recv.rs  received set, reassembly│
+//!   │          in flight → lost set  │  │          per stream, ACK timing  │
+//!   └───────┬───────────────▲────────┘  └────▲──────────────────┬─────────┘
+//!   cc.rs (Swift window)    │ Ack            │ Data/one-sided   │ Ack
+//!   credit.rs (peer credit) │                │                  │ (credit: credit.rs)
+//!   rtt.rs (RTO)            │                │                  │
+//!           poll_transmit ──┴────── handle ──┴──── poll_transmit┘
+//! ```
+//!
+//! Usage: after creating a flow, after every [`Flow::handle`] and [`Flow::handle_timeout`],
+//! and after sending, call [`Flow::poll_transmit`] until it returns `None`, then arm a timer
+//! for [`Flow::poll_timeout`] and drain [`Flow::poll_event`].
+//!
+//! Lifecycle: `Connecting` (initiator, until Accept/Reject) → `Connected` → `Closing`
+//! (after [`Flow::close`], until everything sent is acknowledged) → `Closed`; or `Failed`
+//! from anywhere (connect timed out or refused, peer unresponsive). Close is not
+//! acknowledged: a closed flow answers any further packet with another Close, so a lost
+//! Close is repaired by the peer's next retransmission.
+
+mod buffers;
+mod cc;
+mod chunks;
+mod credit;
+mod onesided;
+mod recv;
+mod rtt;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use buffers::{HeapBuffers, MessageBuf, RecvBuffers};
+pub use cc::SwiftConfig;
+pub use chunks::Chunks;
+pub use chunks::Cutter;
+pub use onesided::OneSided;
+
+use crate::wire::{
+    self, negotiate, FlowId, Kind, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId,
+    VersionRange,
+};
+use credit::{PeerCredit, RecvBuffer};
+use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
+use rtt::RttEstimator;
+use send::{Payload, SendState};
+
+/// Flow parameters. Both sides should use compatible values: `recv_buffer` must hold the
+/// peer's largest message (it is reassembled whole before delivery).
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Largest packet, headers included.
+    pub mtu: usize,
+    /// Largest message accepted by `send_message` and from the peer.
+    pub max_message_len: usize,
+    /// `send_message` fails with `Busy` while this many bytes are accepted and not yet
+    /// acknowledged (one message is always accepted when nothing is queued).
+    pub send_buffer: u64,
+    /// Bytes buffered for the application (the credit granted to the peer).
+    pub recv_buffer: u64,
+    /// RTO before any RTT sample (also the connect retry interval).
+    pub initial_rto: Duration,
+    /// Lower bound of the RTO.
+    pub min_rto: Duration,
+    /// Upper bound of the RTO, backoff included.
+    pub max_rto: Duration,
+    /// Consecutive timeouts without progress (RTOs, connect attempts, unanswered window
+    /// probes) after which the flow fails.
+    pub max_retries: u32,
+    /// Acknowledge at least every this many packets.
+    pub ack_every: u32,
+    /// Longest an ACK is held for a packet that arrived in order.
+    pub delayed_ack: Duration,
+    /// Versions spoken.
+    pub versions: VersionRange,
+    /// Congestion control.
+    pub cc: SwiftConfig,
+    /// A connected flow that hears nothing from its peer for this long fails
+    /// ([`FailReason::PeerUnresponsive`]), even with nothing to send; to keep the peer's
+    /// timer quiet, a flow that has sent nothing for a quarter of it sends an ACK as a
+    /// heartbeat. `None`: an idle flow never notices a dead peer. Peers should agree.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            mtu: 5000,
+            max_message_len: 8 << 20,
+            send_buffer: 32 << 20,
+            recv_buffer: 16 << 20,
+            initial_rto: Duration::from_millis(1),
+            min_rto: Duration::from_millis(1),
+            max_rto: Duration::from_millis(100),
+            max_retries: 10,
+            ack_every: 2,
+            delayed_ack: Duration::from_micros(20),
+            versions: wire::SUPPORTED_VERSIONS,
+            cc: SwiftConfig::default(),
+            idle_timeout: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl FlowConfig {
+    /// Largest payload of one Data packet (at least 1, so that segmentation progresses
+    /// even with an `mtu` too small for the header; such packets then exceed the `mtu`).
+    pub fn max_payload(&self) -> usize {
+        wire::max_payload(self.mtu, Kind::Data).max(1)
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// The message (or one-sided payload) exceeds what may be sent in one go.
+    #[error("{len} bytes exceed the maximum of {max}")]
+    TooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The send buffer is full; retry after `MessageSent` events.
+    #[error("send buffer full")]
+    Busy,
+    /// The flow is closing, closed or failed.
+    #[error("flow is closed")]
+    Closed,
+    /// `accept` was given something other than a Connect.
+    #[error("not a Connect packet")]
+    NotConnect,
+    /// No common version: send `reject` to the initiator.
+    #[error("no common wire version")]
+    Rejected {
+        /// The Reject packet to send back.
+        reject: Box<Repr<'static>>,
+    },
+}
+
+/// Why a flow failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// No Accept after `max_retries` Connect retransmissions.
+    ConnectTimeout,
+    /// The peer refused: it speaks `peer` only.
+    NoCommonVersion {
+        /// The peer's versions.
+        peer: VersionRange,
+    },
+    /// The peer refused: nobody listens on the service the Connect named.
+    NoListener,
+    /// The peer refused for a reason this version does not know (a newer peer's code).
+    Refused {
+        /// The Reject's reason code.
+        code: u8,
+    },
+    /// No ACK after `max_retries` consecutive retransmission timeouts or window probes.
+    PeerUnresponsive,
+    /// The peer sent something impossible (e.g. accepted a version we do not speak).
+    ProtocolViolation,
+}
+
+/// What happened, for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowEvent<B = Vec<u8>> {
+    /// The handshake finished with this version.
+    Connected {
+        /// Negotiated version.
+        version: u8,
+    },
+    /// A whole message arrived (per stream in order, exactly once).
+    MessageReceived {
+        /// Stream.
+        stream: StreamId,
+        /// Message id on that stream.
+        message: MessageId,
+        /// The bytes, in the buffer the flow's [`RecvBuffers`] gave.
+        data: B,
+    },
+    /// Every segment of a message we sent was acknowledged.
+    MessageSent {
+        /// Stream.
+        stream: StreamId,
+        /// Message id.
+        message: MessageId,
+    },
+    /// A one-sided request or response arrived (exactly once, not ordered).
+    OneSided(OneSided),
+    /// The flow closed (either side).
+    Closed,
+    /// The flow failed.
+    Failed(FailReason),
+}
+
+/// Counters and gauges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowStats {
+    /// Packets handed out by `poll_transmit` (ACKs and control included).
+    pub packets_sent: u64,
+    /// Packets given to `handle`.
+    pub packets_received: u64,
+    /// ACKs sent.
+    pub acks_sent: u64,
+    /// Retransmitted packets (all causes).
+    pub retransmits: u64,
+    /// Packets declared lost by SACK / duplicate ACKs.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts.
+    pub rtos: u64,
+    /// Duplicate ACKs received.
+    pub dup_acks: u64,
+    /// Received packets dropped as duplicates.
+    pub dups_dropped: u64,
+    /// Received packets dropped for lack of buffer (the sender overran our credit).
+    pub credit_drops: u64,
+    /// Data packets dropped because no buffer could be had for a new message
+    /// ([`RecvBuffers::alloc`] said no); the peer resends them.
+    pub buffer_drops: u64,
+    /// Received packets dropped as malformed.
+    pub malformed: u64,
+    /// Zero-window probes sent.
+    pub probes_sent: u64,
+    /// ACKs sent as heartbeats on an idle flow.
+    pub keepalives_sent: u64,
+    /// Retransmission timeouts found spurious afterwards (their window cut was undone).
+    pub spurious_rtos: u64,
+    /// Smoothed RTT.
+    pub srtt: Duration,
+    /// Current RTO (without backoff).
+    pub rto: Duration,
+    /// Congestion window, packets.
+    pub cwnd: f64,
+    /// Payload bytes sent and not yet acknowledged.
+    pub bytes_in_flight: u64,
+    /// The peer's latest credit.
+    pub peer_credit: u64,
+    /// Bytes we hold for our application.
+    pub recv_buffered: u64,
+    /// Bytes allocated for messages being reassembled (whole messages from their first
+    /// segment; capped, see `credit_drops`).
+    pub reassembly_reserved: u64,
+}
+
+/// A packet to send, borrowing the flow's buffers: a [`Repr`] (deref to read it) whose
+/// payload may continue in more pieces; [`Transmit::emit`] gathers them all.
+#[derive(Debug)]
+pub struct Transmit<'a> {
+    repr: Repr<'a>,
+    rest: &'a [Bytes],
+}
+
+impl<'a> Deref for Transmit<'a> {
+    type Target = Repr<'a>;
+    fn deref(&self) -> &Repr<'a> {
+        &self.repr
+    }
+}
+
+impl Transmit<'_> {
+    /// Writes the packet into `buf` (the payload's one copy); returns its length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, wire::WireError> {
+        self.repr.emit_gather(self.rest, buf)
+    }
+
+    /// Bytes [`Transmit::emit`] writes.
+    pub fn buffer_len(&self) -> usize {
+        self.repr.buffer_len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting { attempts: u32, next: Instant },
+    Connected,
+    Closing,
+    Closed,
+    Failed,
+}
+
+/// What `poll_transmit` decided to send (decided mutably, then built borrowing).
+enum Next {
+    Connect,
+    Accept,
+    Close,
+    Ack(u64),
+    Packet(PacketSeq),
+    Probe(PacketSeq),
+}
+
+/// One flow. See the module doc. `R` supplies the buffers received messages are
+/// reassembled in.
+#[derive(Debug)]
+pub struct Flow<R: RecvBuffers = HeapBuffers> {
+    cfg: FlowConfig,
+    local_id: FlowId,
+    peer_id: FlowId,
+    /// The service our Connect names (initiator only; unused once connected).
+    service: ServiceId,
+    version: u8,
+    state: State,
+    epoch: Instant,
+    send: SendState,
+    received: Received,
+    reassembly: Reassembly<R::Buf>,
+    bufs: R,
+    ack: AckState,
+    rbuf: RecvBuffer,
+    peer_credit: PeerCredit,
+    rtt: RttEstimator,
+    cc: cc::Swift,
+    rto_deadline: Option<Instant>,
+    backoff: u32,
+    /// Retransmission timeouts since the peer last sent an ACK.
+    rtos_unanswered: u32,
+    /// Since the first RTO of an episode: when it fired (ns since the epoch) and the window
+    /// it cut, to undo it if an ACK shows the original packets were not lost.
+    rto_undo: Option<(u64, f64)>,
+    /// When the peer was last heard from, and when we last sent (keepalive).
+    last_rx: Instant,
+    last_tx: Instant,
+    probe_deadline: Option<Instant>,
+    probe_due: bool,
+    /// Doublings of the probe interval; reset only when credit lets data flow again.
+    probe_backoff: u32,
+    /// Probes sent since the last ACK; too many and the peer is presumed gone.
+    probes_unanswered: u32,
+    pending_accept: bool,
+    pending_close: bool,
+    connect_sent_at: Option<Instant>,
+    events: VecDeque<FlowEvent<R::Buf>>,
+    delivered: Vec<(StreamId, MessageId, R::Buf)>,
+    stats: FlowStats,
+}
+
+impl Flow {
+    /// Starts a flow as the initiator, to `service` at the peer: the first `poll_transmit`
+    /// yields the Connect.
+    pub fn connect(cfg: FlowConfig, local_id: FlowId, service: ServiceId, now: Instant) -> Self {
+        Flow::connect_with(cfg, local_id, service, now, HeapBuffers)
+    }
+
+    /// Accepts a flow from a received Connect: the first `poll_transmit` yields the Accept.
+    /// Without a common version, returns [`FlowError::Rejected`] with the Reject to send.
+    pub fn accept(
+        cfg: FlowConfig,
+        local_id: FlowId,
+        connect: &Repr<'_>,
+        now: Instant,
+    ) -> Result<Self, FlowError> {
+        Flow::accept_with(cfg, local_id, connect, now, HeapBuffers)
+    }
+}
+
+impl<R: RecvBuffers> Flow<R> {
+    fn new(cfg: FlowConfig, local_id: FlowId, state: State, now: Instant, bufs: R) -> Self {
+        let rbuf = RecvBuffer::new(cfg.recv_buffer, cfg.max_payload() as u64);
+        Flow {
+            ack: AckState::new(cfg.ack_every, cfg.delayed_ack),
+            rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
+            cc: cc::Swift::new(cfg.cc.clone()),
+            peer_credit: PeerCredit::new(0),
+            cfg,
+            local_id,
+            peer_id: 0,
+            service: 0,
+            version: 0,
+            state,
+            epoch: now,
+            send: SendState::default(),
+            received: Received::default(),
+            reassembly: Reassembly::default(),
+            bufs,
+            rbuf,
+            rto_deadline: None,
+            backoff: 0,
+            rtos_unanswered: 0,
+            rto_undo: None,
+            last_rx: now,
+            last_tx: now,
+            probe_deadline: None,
+            probe_due: false,
+            probe_backoff: 0,
+            probes_unanswered: 0,
+            pending_accept: false,
+            pending_close: false,
+            connect_sent_at: None,
+            events: VecDeque::new(),
+            delivered: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// [`Flow::connect`] reassembling received messages in `bufs`.
+    pub fn connect_with(
+        cfg: FlowConfig,
+        local_id: FlowId,
+        service: ServiceId,
+        now: Instant,
+        bufs: R,
+    ) -> Self {
+        let mut flow = Flow::new(
+            cfg,
+            local_id,
+            State::Connecting {
+                attempts: 0,
+                next: now,
+            },
+            now,
+            bufs,
+        );
+        flow.service = service;
+        flow
+    }
+
+    /// [`Flow::accept`] reassembling received messages in `bufs`. The Connect's service is
+    /// the caller's business (it chose to accept).
+    pub fn accept_with(
+        cfg: FlowConfig,
+        local_id: FlowId,
+        connect: &Repr<'_>,
+        now: Instant,
+        bufs: R,
+    ) -> Result<Self, FlowError> {
+        let Repr::Connect {
+            versions,
+            src_flow,
+            credit,
+            ..
+        } = *connect
+        else {
+            return Err(FlowError::NotConnect);
+        };
+        let Some(version) = negotiate(cfg.versions, versions) else {
+            return Err(FlowError::Rejected {
+                reject: Box::new(Repr::Reject {
+                    dst_flow: src_flow,
+                    versions: cfg.versions,
+                    reason: RejectReason::NoCommonVersion,
+                }),
+            });
+        };
+        let mut flow = Flow::new(cfg, local_id, State::Connected, now, bufs);
+        flow.peer_id = src_flow;
+        flow.version = version;
+        flow.peer_credit = PeerCredit::new(credit);
+        flow.pending_accept = true;
+        flow.events.push_back(FlowEvent::Connected { version });
+        Ok(flow)
+    }
+
+    /// Queues a message on `stream`; returns its id. Segments go out as window and credit
+    /// allow; [`FlowEvent::MessageSent`] reports when all are acknowledged.
+    pub fn send_message(
+        &mut self,
+        stream: StreamId,
+        data: impl Into<Chunks>,
+    ) -> Result<MessageId, FlowError> {
+        let data = data.into();
+        self.check_send(data.len(), self.cfg.max_message_len.min(u32::MAX as usize))?;
+        Ok(self.send.push_message(stream, data))
+    }
+
+    /// Queues a one-sided request or response (one packet, reliable like data).
+    pub fn send_one_sided(&mut self, op: OneSided) -> Result<(), FlowError> {
+        self.check_send(op.payload().len(), wire::max_payload(self.cfg.mtu, op.kind()))?;
+        self.send.push_one_sided(op);
+        Ok(())
+    }
+
+    fn check_send(&self, len: usize, max: usize) -> Result<(), FlowError> {
+        if !matches!(self.state, State::Connecting { .. } | State::Connected) {
+            return Err(FlowError::Closed);
+        }
+        if len > max {
+            return Err(FlowError::TooLarge { len, max });
+        }
+        let queued = self.send.queued_bytes();
+        if queued > 0 && queued + len as u64 > self.cfg.send_buffer {
+            return Err(FlowError::Busy);
+        }
+        Ok(())
+    }
+
+    /// Caps the credit this flow advertises at `bytes`, e.g. the free space of the memory
+    /// its messages are reassembled in, so a peer is held back by flow control rather than
+    /// by drops when that memory runs short. Call again as it changes; `u64::MAX` lifts it.
+    pub fn limit_credit(&mut self, bytes: u64) {
+        // Messages being reassembled already have their memory: what they still expect
+        // comes on top of the free space.
+        let limit = bytes.saturating_add(self.reassembly.unfilled() as u64);
+        if self.rbuf.set_limit(limit) && self.state == State::Connected {
+            self.ack.request();
+        }
+    }
+
+    /// Closes the flow once everything queued has been delivered and acknowledged.
+    pub fn close(&mut self) {
+        match self.state {
+            State::Connecting { .. } => self.finish_closed(),
+            State::Connected => self.state = State::Closing,
+            _ => {}
+        }
+    }
+
+    /// Whether the flow is closed or failed (nothing more will happen).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Closed | State::Failed)
+    }
+
+    /// Our id for this flow.
+    pub fn local_id(&self) -> FlowId {
+        self.local_id
+    }
+
+    /// The peer's id for this flow (0 before the handshake finishes on the initiator).
+    pub fn peer_id(&self) -> FlowId {
+        self.peer_id
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> FlowStats {
+        FlowStats {
+            srtt: self.rtt.srtt(),
+            rto: self.rtt.rto(),
+            cwnd: self.cc.cwnd(),
+            bytes_in_flight: self.send.unacked_bytes(),
+            peer_credit: self.peer_credit.credit(),
+            recv_buffered: self.rbuf.buffered(),
+            reassembly_reserved: self.reassembly.reserved() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    /// The next event. Taking a received message frees its bytes from the receive buffer,
+    /// which may trigger a window update.
+    pub fn poll_event(&mut self) -> Option<FlowEvent<R::Buf>> {
+        let ev = self.events.pop_front()?;
+        let freed = match &ev {
+            FlowEvent::MessageReceived { data, .. } => data.len(),
+            FlowEvent::OneSided(op) => op.payload().len(),
+            _ => 0,
+        };
+        if freed > 0 && self.rbuf.release(freed as u64) && self.state == State::Connected {
+            self.ack.request();
+        }
+        Some(ev)
+    }
+
+    fn now_ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn fail(&mut self, reason: FailReason) {
+        self.state = State::Failed;
+        self.rto_deadline = None;
+        self.probe_deadline = None;
+        self.events.push_back(FlowEvent::Failed(reason));
+    }
+
+    fn finish_closed(&mut self) {
+        self.state = State::Closed;
+        self.rto_deadline = None;
+        self.probe_deadline = None;
+        self.events.push_back(FlowEvent::Closed);
+    }
+}
+
+mod io;

@@ -1,0 +1,230 @@
+//! The MicroQuanta class-map interface: which threads are in the class, and whether the
+//! scheduler is loaded ([`sysfs`]).
+//!
+//! This is the documented interface between `scx_microquanta` and its users (`mqctl`, the
+//! Snap engine runtime, tests). It holds no scheduler code, so programs that only join the
+//! class stay under MIT OR Apache-2.0 (libbpf-rs is LGPL-2.1 OR BSD-2-Clause).
+//!
+//! The class is a BPF hash map of thread ids that the scheduler pins at
+//! [`TASKS_MAP_PIN`]. Adding a thread id makes the BPF program treat that
+//! thread as a MicroQuanta thread from its next scheduling event on; removing
+//! it makes it a normal thread again. Because the map is pinned, membership
+//! outlives a scheduler restart, and any root process (the Snap host, `mqctl`,
+//! a test) can change it without talking to the scheduler process.
+//!
+//! Only root can open the pinned map (bpffs is root-only and the map needs
+//! CAP_BPF), which is exactly the access rule the class wants.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use libbpf_rs::{ErrorKind, MapCore, MapFlags, MapHandle};
+
+pub mod sysfs;
+
+pub use sysfs::SchedExtState;
+
+/// Where the scheduler pins its BPF objects.
+pub const PIN_DIR: &str = "/sys/fs/bpf/scx_microquanta";
+/// The pinned class map: key = thread id (u32), value = time added (u64 ns,
+/// CLOCK_MONOTONIC).
+pub const TASKS_MAP_PIN: &str = "/sys/fs/bpf/scx_microquanta/mq_tasks";
+
+/// Why a class operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassError {
+    #[error(
+        "the MicroQuanta class map is not pinned at {}: start scx_microquanta first",
+        .0.display()
+    )]
+    NotPinned(PathBuf),
+    #[error("permission denied opening {}: only root may change the MicroQuanta class", .0.display())]
+    PermissionDenied(PathBuf),
+    #[error("thread {0} does not exist")]
+    NoSuchThread(u32),
+    #[error("the MicroQuanta class is full")]
+    Full,
+    #[error("BPF map operation on the MicroQuanta class failed: {0}")]
+    Bpf(#[source] libbpf_rs::Error),
+}
+
+/// A handle on the MicroQuanta class of a running (or previously run)
+/// scheduler.
+#[derive(Debug)]
+pub struct Class {
+    map: MapHandle,
+}
+
+impl Class {
+    /// Opens the class the scheduler pinned at [`TASKS_MAP_PIN`].
+    pub fn open() -> Result<Self, ClassError> {
+        Self::open_at(Path::new(TASKS_MAP_PIN))
+    }
+
+    /// Opens a class map pinned at `path`.
+    pub fn open_at(path: &Path) -> Result<Self, ClassError> {
+        let map = MapHandle::from_pinned_path(path).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => ClassError::NotPinned(path.to_path_buf()),
+            ErrorKind::PermissionDenied => ClassError::PermissionDenied(path.to_path_buf()),
+            _ => ClassError::Bpf(e),
+        })?;
+        Ok(Self { map })
+    }
+
+    /// Puts thread `tid` into the class. Adding a member again is not an
+    /// error.
+    pub fn add(&self, tid: u32) -> Result<(), ClassError> {
+        if !thread_exists(tid) {
+            return Err(ClassError::NoSuchThread(tid));
+        }
+        let added_ns = monotonic_ns();
+        self.map
+            .update(&tid.to_ne_bytes(), &added_ns.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| match e.kind() {
+                ErrorKind::OutOfMemory | ErrorKind::TooBig => ClassError::Full,
+                _ => ClassError::Bpf(e),
+            })
+    }
+
+    /// Takes thread `tid` out of the class; `Ok(false)` if it was not in it.
+    pub fn remove(&self, tid: u32) -> Result<bool, ClassError> {
+        match self.map.delete(&tid.to_ne_bytes()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ClassError::Bpf(e)),
+        }
+    }
+
+    /// Whether thread `tid` is in the class.
+    pub fn contains(&self, tid: u32) -> Result<bool, ClassError> {
+        self.map
+            .lookup(&tid.to_ne_bytes(), MapFlags::ANY)
+            .map(|v| v.is_some())
+            .map_err(ClassError::Bpf)
+    }
+
+    /// The thread ids in the class, sorted.
+    pub fn list(&self) -> Vec<u32> {
+        let mut tids: Vec<u32> = self
+            .map
+            .keys()
+            .filter_map(|key| key.try_into().ok().map(u32::from_ne_bytes))
+            .collect();
+        tids.sort_unstable();
+        tids
+    }
+
+    /// Removes members whose thread no longer exists. The BPF program drops
+    /// threads that exit while it runs; this catches those that exited while
+    /// no scheduler was loaded, before their ids can be reused.
+    pub fn prune_exited(&self) -> Result<usize, ClassError> {
+        let mut pruned = 0;
+        for tid in self.list() {
+            if !thread_exists(tid) && self.remove(tid)? {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+}
+
+/// The threads an id names: every current thread of the process if `id` is
+/// a process (thread-group leader), else the one thread. Threads created
+/// later inherit the class from their creator in the BPF program.
+pub fn threads_of(id: u32) -> Result<Vec<u32>, ClassError> {
+    if !thread_exists(id) {
+        return Err(ClassError::NoSuchThread(id));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{id}/status")).unwrap_or_default();
+    let tgid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if tgid != Some(id) {
+        return Ok(vec![id]);
+    }
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{id}/task"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![id]);
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// The calling thread's id, the key the class uses.
+pub fn current_tid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u32
+}
+
+/// Whether a thread with this id exists (any process's thread: `/proc/<tid>`
+/// resolves thread ids too, even though `ls /proc` only shows leaders).
+pub fn thread_exists(tid: u32) -> bool {
+    tid != 0
+        && match std::fs::metadata(format!("/proc/{tid}")) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_thread_exists_and_a_bogus_one_does_not() {
+        assert!(thread_exists(current_tid()));
+        assert!(!thread_exists(0));
+        // Above the kernel's PID_MAX_LIMIT (4M), so never a real thread.
+        assert!(!thread_exists(u32::MAX - 1));
+    }
+
+    #[test]
+    fn each_thread_has_its_own_tid() {
+        let main_tid = current_tid();
+        let other = std::thread::spawn(current_tid).join().unwrap();
+        assert_ne!(main_tid, other);
+        assert!(main_tid > 0 && other > 0);
+    }
+
+    #[test]
+    fn a_process_id_names_all_its_threads_and_a_thread_id_only_itself() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tx.send(current_tid()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let worker_tid = rx.recv().unwrap();
+        let pid = std::process::id();
+        let all = threads_of(pid).unwrap();
+        assert!(all.contains(&pid) && all.contains(&worker_tid), "{all:?}");
+        assert_eq!(threads_of(worker_tid).unwrap(), vec![worker_tid]);
+        assert!(matches!(
+            threads_of(u32::MAX - 1),
+            Err(ClassError::NoSuchThread(_))
+        ));
+        done_tx.send(()).unwrap();
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn opening_a_missing_pin_says_the_scheduler_is_not_running() {
+        let err = Class::open_at(Path::new("/nonexistent/mq_tasks")).unwrap_err();
+        assert!(matches!(err, ClassError::NotPinned(_)), "{err:?}");
+        assert!(err.to_string().contains("start scx_microquanta first"));
+    }
+}
