@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Experiments on the MicroQuanta scheduler and, later, the Snap engines and
-//! Pony Express: the building blocks each experiment shares and the binaries
-//! that run them (`mq-wakeup`, `mq-demo`).
+//! Experiments on the MicroQuanta scheduler, the Snap engine modes and Pony
+//! Express: the building blocks each experiment shares and the binaries that
+//! run them (`mq-wakeup`, `mq-demo`, `mq-bench-sched`, `mq-bench-modes`,
+//! `mq-bench-pony`).
 //!
 //! Everything here drives real processes and threads: the real scheduler
 //! binary, `stress-ng` as interference, real sleeping threads measured with

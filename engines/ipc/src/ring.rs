@@ -1,7 +1,7 @@
 //! A lock-free single-producer/single-consumer ring of variable-length messages in shared
 //! memory, usable between threads or between processes.
 //!
-//! This is the queue that will feed engines: an application (or another engine) pushes, the
+//! It is the queue that feeds engines: an application (or another engine) pushes, the
 //! engine pops, and neither ever takes a lock or makes a system call on the data path.
 //!
 //! ```text
