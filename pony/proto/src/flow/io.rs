@@ -337,11 +337,11 @@ impl<R: RecvBuffers> Flow<R> {
                             offset: *offset,
                             payload,
                         };
-                        return Some(Transmit { repr, rest });
+                        return Some(Transmit::new(repr, rest));
                     }
                     Payload::OneSided(op) => {
                         let (repr, rest) = op.to_repr(dst_flow, seq);
-                        return Some(Transmit { repr, rest });
+                        return Some(Transmit::new(repr, rest));
                     }
                 }
             }
@@ -356,7 +356,7 @@ impl<R: RecvBuffers> Flow<R> {
                 payload: &[],
             },
         };
-        Some(Transmit { repr, rest: &[] })
+        Some(Transmit::new(repr, &[]))
     }
 
     fn next_transmit(&mut self, now: Instant) -> Option<Next> {

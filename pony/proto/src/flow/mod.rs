@@ -28,258 +28,37 @@
 mod buffers;
 mod cc;
 mod chunks;
+mod config;
 mod credit;
+mod error;
+mod event;
 mod onesided;
 mod recv;
 mod rtt;
 mod send;
+mod stats;
 #[cfg(test)]
 mod tests;
+mod transmit;
 
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
 
 pub use buffers::{HeapBuffers, MessageBuf, RecvBuffers};
 pub use cc::SwiftConfig;
-pub use chunks::Chunks;
-pub use chunks::Cutter;
+pub use chunks::{Chunks, Cutter};
+pub use config::FlowConfig;
+pub use error::FlowError;
+pub use event::{FailReason, FlowEvent};
 pub use onesided::OneSided;
+pub use stats::FlowStats;
+pub use transmit::Transmit;
 
-use crate::wire::{
-    self, negotiate, FlowId, Kind, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId,
-    VersionRange,
-};
+use crate::wire::{self, negotiate, FlowId, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId};
 use credit::{PeerCredit, RecvBuffer};
 use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
 use rtt::RttEstimator;
 use send::{Payload, SendState};
-
-/// Flow parameters. Both sides should use compatible values: `recv_buffer` must hold the
-/// peer's largest message (it is reassembled whole before delivery).
-#[derive(Debug, Clone)]
-pub struct FlowConfig {
-    /// Largest packet, headers included.
-    pub mtu: usize,
-    /// Largest message accepted by `send_message` and from the peer.
-    pub max_message_len: usize,
-    /// `send_message` fails with `Busy` while this many bytes are accepted and not yet
-    /// acknowledged (one message is always accepted when nothing is queued).
-    pub send_buffer: u64,
-    /// Bytes buffered for the application (the credit granted to the peer).
-    pub recv_buffer: u64,
-    /// RTO before any RTT sample (also the connect retry interval).
-    pub initial_rto: Duration,
-    /// Lower bound of the RTO.
-    pub min_rto: Duration,
-    /// Upper bound of the RTO, backoff included.
-    pub max_rto: Duration,
-    /// Consecutive timeouts without progress (RTOs, connect attempts, unanswered window
-    /// probes) after which the flow fails.
-    pub max_retries: u32,
-    /// Acknowledge at least every this many packets.
-    pub ack_every: u32,
-    /// Longest an ACK is held for a packet that arrived in order.
-    pub delayed_ack: Duration,
-    /// Versions spoken.
-    pub versions: VersionRange,
-    /// Congestion control.
-    pub cc: SwiftConfig,
-    /// A connected flow that hears nothing from its peer for this long fails
-    /// ([`FailReason::PeerUnresponsive`]), even with nothing to send; to keep the peer's
-    /// timer quiet, a flow that has sent nothing for a quarter of it sends an ACK as a
-    /// heartbeat. `None`: an idle flow never notices a dead peer. Peers should agree.
-    pub idle_timeout: Option<Duration>,
-}
-
-impl Default for FlowConfig {
-    fn default() -> Self {
-        FlowConfig {
-            mtu: 5000,
-            max_message_len: 8 << 20,
-            send_buffer: 32 << 20,
-            recv_buffer: 16 << 20,
-            initial_rto: Duration::from_millis(1),
-            min_rto: Duration::from_millis(1),
-            max_rto: Duration::from_millis(100),
-            max_retries: 10,
-            ack_every: 2,
-            delayed_ack: Duration::from_micros(20),
-            versions: wire::SUPPORTED_VERSIONS,
-            cc: SwiftConfig::default(),
-            idle_timeout: Some(Duration::from_secs(5)),
-        }
-    }
-}
-
-impl FlowConfig {
-    /// Largest payload of one Data packet (at least 1, so that segmentation progresses
-    /// even with an `mtu` too small for the header; such packets then exceed the `mtu`).
-    pub fn max_payload(&self) -> usize {
-        wire::max_payload(self.mtu, Kind::Data).max(1)
-    }
-}
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FlowError {
-    /// The message (or one-sided payload) exceeds what may be sent in one go.
-    #[error("{len} bytes exceed the maximum of {max}")]
-    TooLarge {
-        /// Bytes offered.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// The send buffer is full; retry after `MessageSent` events.
-    #[error("send buffer full")]
-    Busy,
-    /// The flow is closing, closed or failed.
-    #[error("flow is closed")]
-    Closed,
-    /// `accept` was given something other than a Connect.
-    #[error("not a Connect packet")]
-    NotConnect,
-    /// No common version: send `reject` to the initiator.
-    #[error("no common wire version")]
-    Rejected {
-        /// The Reject packet to send back.
-        reject: Box<Repr<'static>>,
-    },
-}
-
-/// Why a flow failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailReason {
-    /// No Accept after `max_retries` Connect retransmissions.
-    ConnectTimeout,
-    /// The peer refused: it speaks `peer` only.
-    NoCommonVersion {
-        /// The peer's versions.
-        peer: VersionRange,
-    },
-    /// The peer refused: nobody listens on the service the Connect named.
-    NoListener,
-    /// The peer refused for a reason this version does not know (a newer peer's code).
-    Refused {
-        /// The Reject's reason code.
-        code: u8,
-    },
-    /// No ACK after `max_retries` consecutive retransmission timeouts or window probes.
-    PeerUnresponsive,
-    /// The peer sent something impossible (e.g. accepted a version we do not speak).
-    ProtocolViolation,
-}
-
-/// What happened, for the layer above.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowEvent<B = Vec<u8>> {
-    /// The handshake finished with this version.
-    Connected {
-        /// Negotiated version.
-        version: u8,
-    },
-    /// A whole message arrived (per stream in order, exactly once).
-    MessageReceived {
-        /// Stream.
-        stream: StreamId,
-        /// Message id on that stream.
-        message: MessageId,
-        /// The bytes, in the buffer the flow's [`RecvBuffers`] gave.
-        data: B,
-    },
-    /// Every segment of a message we sent was acknowledged.
-    MessageSent {
-        /// Stream.
-        stream: StreamId,
-        /// Message id.
-        message: MessageId,
-    },
-    /// A one-sided request or response arrived (exactly once, not ordered).
-    OneSided(OneSided),
-    /// The flow closed (either side).
-    Closed,
-    /// The flow failed.
-    Failed(FailReason),
-}
-
-/// Counters and gauges.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FlowStats {
-    /// Packets handed out by `poll_transmit` (ACKs and control included).
-    pub packets_sent: u64,
-    /// Packets given to `handle`.
-    pub packets_received: u64,
-    /// ACKs sent.
-    pub acks_sent: u64,
-    /// Retransmitted packets (all causes).
-    pub retransmits: u64,
-    /// Packets declared lost by SACK / duplicate ACKs.
-    pub fast_retransmits: u64,
-    /// Retransmission timeouts.
-    pub rtos: u64,
-    /// Duplicate ACKs received.
-    pub dup_acks: u64,
-    /// Received packets dropped as duplicates.
-    pub dups_dropped: u64,
-    /// Received packets dropped for lack of buffer (the sender overran our credit).
-    pub credit_drops: u64,
-    /// Data packets dropped because no buffer could be had for a new message
-    /// ([`RecvBuffers::alloc`] said no); the peer resends them.
-    pub buffer_drops: u64,
-    /// Received packets dropped as malformed.
-    pub malformed: u64,
-    /// Zero-window probes sent.
-    pub probes_sent: u64,
-    /// ACKs sent as heartbeats on an idle flow.
-    pub keepalives_sent: u64,
-    /// Retransmission timeouts found spurious afterwards (their window cut was undone).
-    pub spurious_rtos: u64,
-    /// Smoothed RTT.
-    pub srtt: Duration,
-    /// Current RTO (without backoff).
-    pub rto: Duration,
-    /// Congestion window, packets.
-    pub cwnd: f64,
-    /// Payload bytes sent and not yet acknowledged.
-    pub bytes_in_flight: u64,
-    /// The peer's latest credit.
-    pub peer_credit: u64,
-    /// Bytes we hold for our application.
-    pub recv_buffered: u64,
-    /// Bytes allocated for messages being reassembled (whole messages from their first
-    /// segment; capped, see `credit_drops`).
-    pub reassembly_reserved: u64,
-}
-
-/// A packet to send, borrowing the flow's buffers: a [`Repr`] (deref to read it) whose
-/// payload may continue in more pieces; [`Transmit::emit`] gathers them all.
-#[derive(Debug)]
-pub struct Transmit<'a> {
-    repr: Repr<'a>,
-    rest: &'a [Bytes],
-}
-
-impl<'a> Deref for Transmit<'a> {
-    type Target = Repr<'a>;
-    fn deref(&self) -> &Repr<'a> {
-        &self.repr
-    }
-}
-
-impl Transmit<'_> {
-    /// Writes the packet into `buf` (the payload's one copy); returns its length.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, wire::WireError> {
-        self.repr.emit_gather(self.rest, buf)
-    }
-
-    /// Bytes [`Transmit::emit`] writes.
-    pub fn buffer_len(&self) -> usize {
-        self.repr.buffer_len() + self.rest.iter().map(Bytes::len).sum::<usize>()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
