@@ -28,7 +28,7 @@ impl<R: RecvBuffers> Flow<R> {
 
     fn handle_packet(&mut self, repr: &Repr<'_>, now: Instant, in_place: bool) -> bool {
         self.stats.packets_received += 1;
-        self.last_rx = now;
+        self.liveness.on_receive(now);
         match self.state {
             State::Failed => return false,
             State::Closed => {
@@ -108,7 +108,7 @@ impl<R: RecvBuffers> Flow<R> {
         self.version = version;
         self.peer_credit = PeerCredit::new(credit);
         self.state = State::Connected;
-        self.backoff = 0;
+        self.rto.reset_backoff();
         self.events.push_back(FlowEvent::Connected { version });
     }
 
@@ -126,9 +126,8 @@ impl<R: RecvBuffers> Flow<R> {
         let sack_end = sacks.iter().map(|b| b.end).max().unwrap_or(0);
         self.peer_credit.on_ack(cumulative, sack_end, credit);
         // Any ACK proves the peer alive and answers a window probe.
-        self.probes_unanswered = 0;
-        self.rtos_unanswered = 0;
-        self.probe_deadline = None;
+        self.probe.on_ack();
+        self.rto.on_ack();
         let out = self.send.on_ack(cumulative, sacks.iter());
         if out.duplicate {
             self.stats.dup_acks += 1;
@@ -144,9 +143,7 @@ impl<R: RecvBuffers> Flow<R> {
             if let Some(rtt) = sample {
                 self.cc.on_ack(rtt, out.newly_acked, now, self.rtt.srtt());
             }
-            // Progress: restart the retransmission timer without backoff (RFC 6298 5.3).
-            self.backoff = 0;
-            self.rto_deadline = self.send.has_unacked().then(|| now + self.rtt.rto());
+            self.rto.on_progress(now, self.send.has_unacked(), &self.rtt);
         }
         if out.new_losses > 0 {
             self.stats.fast_retransmits += out.new_losses as u64;
@@ -157,22 +154,12 @@ impl<R: RecvBuffers> Flow<R> {
         }
     }
 
-    /// Eifel-style detection (RFC 3522): after an RTO, an ACK echoing an *original*
-    /// transmission sent before the timeout means the packets were only late (a busy peer
-    /// or a descheduled engine, common on shared cores), so the window cut is undone. An
-    /// echo of a retransmission means they were lost: the cut stands.
+    /// An ACK that echoes an original transmission sent before the last RTO shows the RTO
+    /// was spurious: its window cut is undone (see `rto.rs`).
     fn check_spurious_rto(&mut self, echo: u64) {
-        let Some((rto_at, cwnd_before)) = self.rto_undo else {
-            return;
-        };
-        if echo == 0 {
-            return; // no timestamp to judge by
-        }
-        self.rto_undo = None;
-        if decode_echo(echo).is_some_and(|sent| sent < rto_at) {
+        if let Some(cwnd_before) = self.rto.spurious(echo) {
             self.stats.spurious_rtos += 1;
             self.cc.undo_rto(cwnd_before);
-            self.backoff = 0;
         }
     }
 
@@ -293,7 +280,7 @@ impl<R: RecvBuffers> Flow<R> {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
         let next = self.next_transmit(now)?;
         self.stats.packets_sent += 1;
-        self.last_tx = now;
+        self.liveness.on_send(now);
         let dst_flow = self.peer_id;
         let repr = match next {
             Next::Connect => Repr::Connect {
@@ -392,25 +379,25 @@ impl<R: RecvBuffers> Flow<R> {
         if window_open && self.send.has_lost() {
             let seq = self.send.retransmit(now_ns)?;
             self.stats.retransmits += 1;
-            self.arm_rto(now);
+            self.rto.arm(now, &self.rtt);
             return Some(Next::Packet(seq));
         }
         if window_open {
             if let Some(need) = self.send.next_new_need(self.cfg.max_payload()) {
                 if self.peer_credit.allows(self.send.unacked_bytes(), need) {
                     let seq = self.send.send_new(self.cfg.max_payload(), now_ns)?;
-                    self.probe_backoff = 0;
-                    self.arm_rto(now);
+                    self.probe.on_data_sent();
+                    self.rto.arm(now, &self.rtt);
                     return Some(Next::Packet(seq));
                 }
                 // Blocked by credit with nothing outstanding: no ACK will come to lift it
                 // unless we ask, so arm the zero-window probe timer.
-                if !self.send.has_unacked() && self.probe_deadline.is_none() {
-                    self.probe_deadline = Some(now + self.rtt.backed_off(self.probe_backoff));
+                if !self.send.has_unacked() {
+                    self.probe.arm(now, &self.rtt);
                 }
             }
         }
-        if std::mem::take(&mut self.probe_due) && !self.send.has_unacked() && self.send.next_seq() > 0 {
+        if self.probe.take_due() && !self.send.has_unacked() && self.send.next_seq() > 0 {
             // A zero-length segment under an already acknowledged sequence number: the
             // receiver drops it as a duplicate and answers with an ACK carrying its credit.
             self.stats.probes_sent += 1;
@@ -423,12 +410,6 @@ impl<R: RecvBuffers> Flow<R> {
         None
     }
 
-    fn arm_rto(&mut self, now: Instant) {
-        if self.rto_deadline.is_none() {
-            self.rto_deadline = Some(now + self.rtt.backed_off(self.backoff));
-        }
-    }
-
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timers = match self.state {
@@ -439,10 +420,10 @@ impl<R: RecvBuffers> Flow<R> {
             }
             State::Connected | State::Closing => [
                 self.ack.timeout(),
-                self.rto_deadline,
-                self.probe_deadline,
-                self.keepalive_deadline(),
-                self.idle_deadline(),
+                self.rto.deadline(),
+                self.probe.deadline(),
+                self.liveness.keepalive_deadline(),
+                self.liveness.idle_deadline(),
             ],
         };
         timers.into_iter().flatten().min()
@@ -460,55 +441,31 @@ impl<R: RecvBuffers> Flow<R> {
             State::Connected | State::Closing => {}
             State::Failed | State::Closed => return,
         }
-        if self.rto_deadline.is_some_and(|d| d <= now) {
-            if !self.send.has_unacked() {
-                self.rto_deadline = None;
-            } else if self.rtos_unanswered >= self.cfg.max_retries {
+        let (now_ns, cwnd, outstanding) = (self.now_ns(now), self.cc.cwnd(), self.send.has_unacked());
+        match self.rto.on_timeout(now, now_ns, cwnd, outstanding, &self.rtt) {
+            Some(Expiry::GiveUp) => {
                 self.fail(FailReason::PeerUnresponsive);
                 return;
-            } else {
+            }
+            Some(Expiry::Fired) => {
                 self.stats.rtos += 1;
                 self.send.on_rto();
-                let at = self.now_ns(now);
-                let cwnd = self.cc.cwnd();
-                self.rto_undo.get_or_insert((at, cwnd));
                 self.cc.on_rto(now);
-                self.backoff += 1;
-                // Only silence counts towards failure: a peer that answers but takes
-                // nothing (no buffer for it yet) is alive, and is retried at the backed-off
-                // pace for as long as it answers.
-                self.rtos_unanswered += 1;
-                self.rto_deadline = Some(now + self.rtt.backed_off(self.backoff));
             }
+            None => {}
         }
-        if self.probe_deadline.is_some_and(|d| d <= now) {
-            if self.probes_unanswered >= self.cfg.max_retries {
-                self.fail(FailReason::PeerUnresponsive);
-                return;
-            }
-            self.probes_unanswered += 1;
-            self.probe_backoff += 1;
-            self.probe_due = true;
-            self.probe_deadline = Some(now + self.rtt.backed_off(self.probe_backoff));
-        }
-        if self.idle_deadline().is_some_and(|d| d <= now) {
+        if self.probe.on_timeout(now, &self.rtt) == Some(Expiry::GiveUp) {
             self.fail(FailReason::PeerUnresponsive);
             return;
         }
-        if self.keepalive_deadline().is_some_and(|d| d <= now) {
+        if self.liveness.peer_gone(now) {
+            self.fail(FailReason::PeerUnresponsive);
+            return;
+        }
+        if self.liveness.keepalive_due(now) {
             self.stats.keepalives_sent += 1;
             self.ack.request();
         }
         // The delayed-ACK timer needs no action: `poll_transmit` sees it is due.
-    }
-
-    /// When a silent peer is declared gone.
-    fn idle_deadline(&self) -> Option<Instant> {
-        self.cfg.idle_timeout.map(|t| self.last_rx + t)
-    }
-
-    /// When a flow that has sent nothing for a while sends a heartbeat ACK.
-    fn keepalive_deadline(&self) -> Option<Instant> {
-        self.cfg.idle_timeout.map(|t| self.last_tx + t / 4)
     }
 }

@@ -32,8 +32,11 @@ mod config;
 mod credit;
 mod error;
 mod event;
+mod liveness;
 mod onesided;
+mod probe;
 mod recv;
+mod rto;
 mod rtt;
 mod send;
 mod stats;
@@ -56,7 +59,10 @@ pub use transmit::Transmit;
 
 use crate::wire::{self, negotiate, FlowId, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId};
 use credit::{PeerCredit, RecvBuffer};
+use liveness::Liveness;
+use probe::WindowProbe;
 use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
+use rto::RtoTimer;
 use rtt::RttEstimator;
 use send::{Payload, SendState};
 
@@ -67,6 +73,15 @@ enum State {
     Closing,
     Closed,
     Failed,
+}
+
+/// What an expired retransmission or probe timer asks of the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Retransmit (RTO) or send a probe; the timer re-armed itself.
+    Fired,
+    /// The peer stayed silent through `max_retries` expiries: fail the flow.
+    GiveUp,
 }
 
 /// What `poll_transmit` decided to send (decided mutably, then built borrowing).
@@ -100,22 +115,9 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     peer_credit: PeerCredit,
     rtt: RttEstimator,
     cc: cc::Swift,
-    rto_deadline: Option<Instant>,
-    backoff: u32,
-    /// Retransmission timeouts since the peer last sent an ACK.
-    rtos_unanswered: u32,
-    /// Since the first RTO of an episode: when it fired (ns since the epoch) and the window
-    /// it cut, to undo it if an ACK shows the original packets were not lost.
-    rto_undo: Option<(u64, f64)>,
-    /// When the peer was last heard from, and when we last sent (keepalive).
-    last_rx: Instant,
-    last_tx: Instant,
-    probe_deadline: Option<Instant>,
-    probe_due: bool,
-    /// Doublings of the probe interval; reset only when credit lets data flow again.
-    probe_backoff: u32,
-    /// Probes sent since the last ACK; too many and the peer is presumed gone.
-    probes_unanswered: u32,
+    rto: RtoTimer,
+    probe: WindowProbe,
+    liveness: Liveness,
     pending_accept: bool,
     pending_close: bool,
     connect_sent_at: Option<Instant>,
@@ -151,6 +153,9 @@ impl<R: RecvBuffers> Flow<R> {
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
             cc: cc::Swift::new(cfg.cc.clone()),
             peer_credit: PeerCredit::new(0),
+            rto: RtoTimer::new(cfg.max_retries),
+            probe: WindowProbe::new(cfg.max_retries),
+            liveness: Liveness::new(cfg.idle_timeout, now),
             cfg,
             local_id,
             peer_id: 0,
@@ -163,16 +168,6 @@ impl<R: RecvBuffers> Flow<R> {
             reassembly: Reassembly::default(),
             bufs,
             rbuf,
-            rto_deadline: None,
-            backoff: 0,
-            rtos_unanswered: 0,
-            rto_undo: None,
-            last_rx: now,
-            last_tx: now,
-            probe_deadline: None,
-            probe_due: false,
-            probe_backoff: 0,
-            probes_unanswered: 0,
             pending_accept: false,
             pending_close: false,
             connect_sent_at: None,
@@ -344,15 +339,15 @@ impl<R: RecvBuffers> Flow<R> {
 
     fn fail(&mut self, reason: FailReason) {
         self.state = State::Failed;
-        self.rto_deadline = None;
-        self.probe_deadline = None;
+        self.rto.stop();
+        self.probe.stop();
         self.events.push_back(FlowEvent::Failed(reason));
     }
 
     fn finish_closed(&mut self) {
         self.state = State::Closed;
-        self.rto_deadline = None;
-        self.probe_deadline = None;
+        self.rto.stop();
+        self.probe.stop();
         self.events.push_back(FlowEvent::Closed);
     }
 }
