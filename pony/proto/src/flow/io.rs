@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use super::recv::{Segment, SegmentError};
 use super::send::{decode_echo, encode_ts};
 use super::*;
 
@@ -163,8 +162,8 @@ impl<R: RecvBuffers> Flow<R> {
         }
     }
 
-    /// A packet with a sequence number: duplicate suppression, buffer admission, delivery.
-    /// With `in_place`, a new one-sided packet is left to the caller (returns true).
+    /// A packet with a sequence number, for the receiving half once connected. With
+    /// `in_place`, a new one-sided packet is left to the caller (returns true).
     fn on_reliable(
         &mut self,
         repr: &Repr<'_>,
@@ -177,103 +176,8 @@ impl<R: RecvBuffers> Flow<R> {
             // Sent by a responder whose Accept we have not seen; it will be retransmitted.
             return false;
         }
-        if seq >= self.received.cumulative().saturating_add(MAX_SEQ_AHEAD) {
-            self.stats.malformed += 1;
-            return false;
-        }
-        if self.received.contains(seq) {
-            // A duplicate (or a window probe): drop it, but acknowledge at once so a sender
-            // whose ACK was lost learns, and a prober gets our credit.
-            self.stats.dups_dropped += 1;
-            self.ack.on_packet(timestamp, true, now);
-            return false;
-        }
-        let payload: &[u8] = match *repr {
-            Repr::Data { payload, .. }
-            | Repr::WriteRequest { payload, .. }
-            | Repr::OpResponse { payload, .. } => payload,
-            _ => &[],
-        };
-        // A peer can make us allocate a whole message with its first segment; bound what
-        // partial messages may hold (beyond what credit bounds) and refuse new ones past it
-        // without recording the packet, so an honest sender retransmits it later.
-        if let Repr::Data {
-            stream,
-            message,
-            message_len,
-            ..
-        } = *repr
-        {
-            let cap = self.reassembly_cap();
-            if !self.reassembly.admits(stream, message, message_len, cap) {
-                self.stats.credit_drops += 1;
-                self.ack.on_packet(timestamp, true, now);
-                return false;
-            }
-        }
-        // A one-sided packet acted on in place is consumed at once: nothing is buffered.
-        let consumed_now = in_place && !matches!(repr, Repr::Data { .. });
-        if !consumed_now && !self.rbuf.try_charge(payload.len() as u64) {
-            self.stats.credit_drops += 1;
-            self.ack.on_packet(timestamp, true, now);
-            return false;
-        }
-        if let Repr::Data {
-            stream,
-            message,
-            message_len,
-            offset,
-            payload,
-            ..
-        } = *repr
-        {
-            let max = self.cfg.max_message_len;
-            let seg = Segment {
-                stream,
-                message,
-                message_len,
-                offset,
-                payload,
-            };
-            match self
-                .reassembly
-                .on_segment(seg, max, &mut self.bufs, &mut self.delivered)
-            {
-                Ok(()) => {}
-                Err(SegmentError::NoBuffer) => {
-                    // Like a credit drop: not recorded, so the peer resends it later.
-                    self.stats.buffer_drops += 1;
-                    self.rbuf.release(payload.len() as u64);
-                    self.ack.on_packet(timestamp, true, now);
-                    return false;
-                }
-                Err(SegmentError::Malformed) => {
-                    // Acknowledge it anyway: retransmitting it would not make it valid.
-                    self.stats.malformed += 1;
-                    self.rbuf.release(payload.len() as u64);
-                }
-            }
-            for (stream, message, data) in self.delivered.drain(..) {
-                self.events.push_back(FlowEvent::MessageReceived {
-                    stream,
-                    message,
-                    data,
-                });
-            }
-        } else if !consumed_now {
-            if let Some(op) = OneSided::from_repr(repr) {
-                self.events.push_back(FlowEvent::OneSided(op));
-            }
-        }
-        let in_order = self.received.insert(seq);
-        self.ack.on_packet(timestamp, !in_order, now);
-        consumed_now
-    }
-
-    /// Most bytes partial messages may hold: the receive buffer plus two largest messages
-    /// (one finishing, one starting, as an honest sender that respects credit can have).
-    fn reassembly_cap(&self) -> usize {
-        (self.cfg.recv_buffer as usize).saturating_add(self.cfg.max_message_len.saturating_mul(2))
+        self.rx
+            .on_packet(repr, seq, timestamp, now, in_place, &mut self.events)
     }
 
     /// The next packet to send, if any. Call until `None` after anything happened.
@@ -286,23 +190,17 @@ impl<R: RecvBuffers> Flow<R> {
             Next::Connect => Repr::Connect {
                 versions: self.cfg.versions,
                 src_flow: self.local_id,
-                credit: self.rbuf.available(),
+                credit: self.rx.credit(),
                 service: self.service,
             },
             Next::Accept => Repr::Accept {
                 dst_flow,
                 version: self.version,
                 src_flow: self.local_id,
-                credit: self.rbuf.available(),
+                credit: self.rx.credit(),
             },
             Next::Close => Repr::Close { dst_flow },
-            Next::Ack(echo_timestamp_ns) => Repr::Ack {
-                dst_flow,
-                cumulative: self.received.cumulative(),
-                sacks: self.received.sacks(),
-                credit: self.rbuf.available(),
-                echo_timestamp_ns,
-            },
+            Next::Ack(echo_timestamp_ns) => self.rx.ack(dst_flow, echo_timestamp_ns),
             Next::Packet(seq) => {
                 let p = self.send.packet(seq);
                 match &p.payload {
@@ -368,9 +266,8 @@ impl<R: RecvBuffers> Flow<R> {
         if std::mem::take(&mut self.pending_accept) {
             return Some(Next::Accept);
         }
-        if self.ack.due(now) {
-            let echo = self.ack.on_sent(now);
-            self.rbuf.advertised(self.rbuf.available());
+        if self.rx.ack_due(now) {
+            let echo = self.rx.on_ack_sent(now);
             self.stats.acks_sent += 1;
             return Some(Next::Ack(echo));
         }
@@ -419,7 +316,7 @@ impl<R: RecvBuffers> Flow<R> {
                 return Some(next).filter(|_| attempts <= self.cfg.max_retries + 1);
             }
             State::Connected | State::Closing => [
-                self.ack.timeout(),
+                self.rx.ack_timeout(),
                 self.rto.deadline(),
                 self.probe.deadline(),
                 self.liveness.keepalive_deadline(),
@@ -464,7 +361,7 @@ impl<R: RecvBuffers> Flow<R> {
         }
         if self.liveness.keepalive_due(now) {
             self.stats.keepalives_sent += 1;
-            self.ack.request();
+            self.rx.request_ack();
         }
         // The delayed-ACK timer needs no action: `poll_transmit` sees it is due.
     }

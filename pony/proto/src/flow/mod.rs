@@ -58,10 +58,10 @@ pub use stats::FlowStats;
 pub use transmit::Transmit;
 
 use crate::wire::{self, negotiate, FlowId, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId};
-use credit::{PeerCredit, RecvBuffer};
+use credit::PeerCredit;
 use liveness::Liveness;
 use probe::WindowProbe;
-use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
+use recv::Receiver;
 use rto::RtoTimer;
 use rtt::RttEstimator;
 use send::{Payload, SendState};
@@ -107,11 +107,7 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     state: State,
     epoch: Instant,
     send: SendState,
-    received: Received,
-    reassembly: Reassembly<R::Buf>,
-    bufs: R,
-    ack: AckState,
-    rbuf: RecvBuffer,
+    rx: Receiver<R>,
     peer_credit: PeerCredit,
     rtt: RttEstimator,
     cc: cc::Swift,
@@ -122,7 +118,6 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     pending_close: bool,
     connect_sent_at: Option<Instant>,
     events: VecDeque<FlowEvent<R::Buf>>,
-    delivered: Vec<(StreamId, MessageId, R::Buf)>,
     stats: FlowStats,
 }
 
@@ -147,9 +142,8 @@ impl Flow {
 
 impl<R: RecvBuffers> Flow<R> {
     fn new(cfg: FlowConfig, local_id: FlowId, state: State, now: Instant, bufs: R) -> Self {
-        let rbuf = RecvBuffer::new(cfg.recv_buffer, cfg.max_payload() as u64);
+        let rx = Receiver::new(&cfg, bufs);
         Flow {
-            ack: AckState::new(cfg.ack_every, cfg.delayed_ack),
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
             cc: cc::Swift::new(cfg.cc.clone()),
             peer_credit: PeerCredit::new(0),
@@ -164,15 +158,11 @@ impl<R: RecvBuffers> Flow<R> {
             state,
             epoch: now,
             send: SendState::default(),
-            received: Received::default(),
-            reassembly: Reassembly::default(),
-            bufs,
-            rbuf,
+            rx,
             pending_accept: false,
             pending_close: false,
             connect_sent_at: None,
             events: VecDeque::new(),
-            delivered: Vec::new(),
             stats: FlowStats::default(),
         }
     }
@@ -274,9 +264,8 @@ impl<R: RecvBuffers> Flow<R> {
     pub fn limit_credit(&mut self, bytes: u64) {
         // Messages being reassembled already have their memory: what they still expect
         // comes on top of the free space.
-        let limit = bytes.saturating_add(self.reassembly.unfilled() as u64);
-        if self.rbuf.set_limit(limit) && self.state == State::Connected {
-            self.ack.request();
+        if self.rx.limit_credit(bytes) && self.state == State::Connected {
+            self.rx.request_ack();
         }
     }
 
@@ -306,14 +295,19 @@ impl<R: RecvBuffers> Flow<R> {
 
     /// Counters and gauges.
     pub fn stats(&self) -> FlowStats {
+        let drops = self.rx.drops();
         FlowStats {
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(),
             cwnd: self.cc.cwnd(),
             bytes_in_flight: self.send.unacked_bytes(),
             peer_credit: self.peer_credit.credit(),
-            recv_buffered: self.rbuf.buffered(),
-            reassembly_reserved: self.reassembly.reserved() as u64,
+            recv_buffered: self.rx.buffered(),
+            reassembly_reserved: self.rx.reserved() as u64,
+            dups_dropped: drops.dups,
+            credit_drops: drops.credit,
+            buffer_drops: drops.buffer,
+            malformed: drops.malformed,
             ..self.stats.clone()
         }
     }
@@ -327,8 +321,8 @@ impl<R: RecvBuffers> Flow<R> {
             FlowEvent::OneSided(op) => op.payload().len(),
             _ => 0,
         };
-        if freed > 0 && self.rbuf.release(freed as u64) && self.state == State::Connected {
-            self.ack.request();
+        if freed > 0 && self.rx.release(freed as u64) && self.state == State::Connected {
+            self.rx.request_ack();
         }
         Some(ev)
     }
