@@ -1,16 +1,13 @@
-//! The Pony engine: an `engines::Engine` that joins apps' sessions ([`crate::session`]) to
+//! The Pony engine: a `snap_runtime::Engine` that joins apps' sessions ([`crate::session`]) to
 //! flows ([`pony_proto::flow`]) over a NIC ([`crate::nic`]), with the wire format of
 //! [`pony_proto::wire`].
 //!
 //! ```text
-//!   app sessions                      PonyEngine::run(now), bounded                 NIC
-//!   ────────────                      ─────────────────────────────                 ───
-//!   command ring ──▶ command() ──▶ flows: FlowTable (the flow mapper)     Link
-//!                                    id → FlowEntry { Flow, peer, owner,  emit ──▶ send
-//!   completion ring ◀── events ◀─────   Outbox, Target, … }  ◀── route ◀── parse ◀── recv
-//!                                  ops: PendingOps (our one-sided ops)
-//!                                  listeners: Listeners (service → app)
-//!                                  sessions: Sessions, regions: Regions
+//!   app sessions (Sessions)     PonyEngine::run(now), each phase bounded               NIC (Link)
+//!   ───────────────────────     ────────────────────────────────────────               ──────────
+//!   command ring ──▶ command() ──▶ FlowTable: id → FlowEntry { Flow, Outbox, Target } ──▶ emit, send
+//!   completion ring ◀── flow events, PendingOps ◀────────── route ◀── parse ◀─────────── recv
+//!                       Listeners: service → app        Regions: what one-sided ops reach
 //! ```
 //!
 //! [`PonyEngine`], in this module, composes the engine's state and runs its steps; each
