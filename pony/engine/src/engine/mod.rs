@@ -1,23 +1,42 @@
-//! The Pony engine: an `engines::Engine` that joins apps' sessions ([`crate::app`]) to flows
-//! ([`crate::flow`]) over a NIC ([`crate::nic`]), with the wire format of [`crate::wire`].
+//! The Pony engine: a `snap_runtime::Engine` that joins apps' sessions ([`crate::session`]) to
+//! flows ([`pony_proto::flow`]) over a NIC ([`crate::nic`]), with the wire format of
+//! [`pony_proto::wire`].
 //!
 //! ```text
-//!   app sessions (EngineSession)        PonyEngine::run(now), bounded          Box<dyn Nic>
-//!   ─────────────────────────────       ─────────────────────────────          ────────────
-//!   command ring ──▶ commands.rs ──▶ flow mapper: local id → FlowEntry ──▶ emit ──▶ send
-//!   completion ring ◀── events ◀──── { Flow, peer, owner, outbox, … } ◀── parse ◀── recv
-//!                                      ops.rs: one-sided ops (both ends), Regions checks
+//!   app sessions (Sessions)     PonyEngine::run(now), each phase bounded               NIC (Link)
+//!   ───────────────────────     ────────────────────────────────────────               ──────────
+//!   command ring ──▶ command() ──▶ FlowTable: id → FlowEntry { Flow, Outbox, Target } ──▶ emit, send
+//!   completion ring ◀── flow events, PendingOps ◀────────── route ◀── parse ◀─────────── recv
+//!                       Listeners: service → app        Regions: what one-sided ops reach
 //! ```
 //!
-//! Files: `io.rs` the NIC side and the flow mapper's routing, `commands.rs` app commands,
-//! `ops.rs` flow events and one-sided ops, this file the state, attach/detach and `run`.
+//! [`PonyEngine`], in this module, composes the engine's state and runs its steps; each
+//! part of the state is a type in a module of its own, with the rules that concern it:
+//!
+//! | module | type | holds |
+//! |---|---|---|
+//! | `link.rs` | `Link` | the NIC, the transmit buffer and its batching, the stash of packets the NIC refused |
+//! | `flows.rs` | `FlowTable` | the flow mapper: id → entry, (peer, peer's id) → id for accepted flows |
+//! | `entry.rs` | `FlowEntry` | one flow: peer, owner, origin, Send cookies, close-when-drained |
+//! | `outbox.rs` | `Outbox` | what waits to be handed to one flow (Sends, one-sided segments) |
+//! | `target.rs` | `Target` | the remote end of one-sided ops: serving peers' reads and writes from regions |
+//! | `pending.rs` | `PendingOps` | the requester end: our apps' one-sided ops awaiting answers |
+//! | `sessions.rs` | `Sessions` | attached apps: sessions, ring probes, round-robin cursor, staged memfds |
+//! | `listeners.rs` | `Listeners` | service → (session, Listen cookie) |
+//! | `config.rs`, `stats.rs` | [`PonyConfig`], [`PonyStats`] | settings and counters |
 //!
 //! One step ([`PonyEngine::run`]) does, each bounded: up to `packet_batch` packets off the
 //! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app listening on the
-//! service it names, or is rejected), up to `command_batch` app commands (round robin over sessions), then
-//! drives every flow: timers, events → completions, the flow's outbox → the flow, and
-//! `poll_transmit` → `Repr::emit` → `Nic::send`. A packet the NIC refuses
-//! ([`crate::nic::NicError::WouldBlock`]) is kept and sent first in a later step.
+//! service it names, or is rejected), up to `command_batch` app commands (round robin over
+//! sessions), then drives every flow: timers, events → completions, the flow's outbox → the
+//! flow, and `poll_transmit` → `Transmit::emit` → `Nic::send_batch`. A packet the NIC
+//! refuses ([`crate::nic::NicError::WouldBlock`]) is kept and sent first in a later step.
+//!
+//! Every command is answered exactly once: a completion for its cookie, either at once
+//! (refusals, Listen, regions) or when the flow reports the outcome (OpenFlow, Send, the
+//! one-sided ops). A chain a command carries is always either released, returned to the
+//! app with its completion, or held by a pending op that detach or a flow's end finishes,
+//! so no path leaks pool buffers.
 //!
 //! Ownership rules that make a dead app harmless: every flow and every pending one-sided op
 //! records its owning session; [`AppFacing::detach`] reclaims the session's pool
@@ -37,7 +56,7 @@
 //! its peers through flow control instead of making them retransmit. The one copy left
 //! beyond the packet's: a served Read's bytes are taken from the region when the request
 //! arrives (a region is the app's live memory, only ever read by copying; see
-//! `app::regions`).
+//! [`crate::regions`]).
 //!
 //! Region memfds (a one-sided target must be registered first) cannot travel on the
 //! command ring. Two paths: descriptors appended to the attach request after the optional
@@ -47,173 +66,69 @@
 //! same cookie, so registration stays ordered with the app's other commands. In-process
 //! callers may use [`PonyEngine::register_region_local`].
 
-mod commands;
-mod io;
-mod ops;
+mod config;
+mod entry;
+mod flows;
+mod link;
+mod listeners;
+mod outbox;
+mod pending;
+mod sessions;
 mod stats;
+mod target;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod zero_copy_tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use pony_express::app::{AppSession, Completion, Completions, Cookie, SessionShape};
+use pony_express::app::{AppSession, Command, Completion, Completions, Cookie, OpErrorCode, ServiceId};
+use pony_proto::flow::{FailReason, Flow, FlowError, FlowEvent, OneSided};
+use pony_proto::wire::{self, negotiate, Kind, RejectReason, Repr};
 use snap_ipc::channel::APP_FDS;
 use snap_ipc::SharedMem;
-use snap_runtime::{
-    AppFacing, AttachReply, AttachRequest, Engine, RingSet, RunOutcome, WakeSource, WorkProbe,
-};
+use snap_runtime::{AppFacing, AttachReply, AttachRequest, Engine, RunOutcome, WakeSource, WorkProbe};
 
 use crate::nic::{Nic, PeerAddr};
 use crate::regions::{RegionGrant, Regions};
-use crate::session::{ChainId, EngineSession, SessionBuffers};
-use pony_proto::flow::{Chunks, Flow, FlowConfig, OneSided};
-use pony_proto::wire::{self, ServiceId};
+use crate::session::{Accepted, ChainId, EngineSession};
+pub use config::PonyConfig;
+use entry::{FlowEntry, Origin};
+use flows::FlowTable;
+use link::Link;
+use listeners::Listeners;
+use outbox::Out;
+use pending::{OpKind, PendingOps};
+use sessions::Sessions;
 pub use stats::PonyStats;
+use target::Served;
 
-/// Settings of one Pony engine.
-#[derive(Debug, Clone)]
-pub struct PonyConfig {
-    /// Flow parameters; `mtu` is lowered to the NIC's (by default it is the NIC's).
-    pub flow: FlowConfig,
-    /// Rings and pool of each app session.
-    pub session: SessionShape,
-    /// Packets taken off the NIC per step.
-    pub packet_batch: u32,
-    /// App commands taken per step (all sessions together).
-    pub command_batch: u32,
-    /// Packets sent per step (all flows together).
-    pub transmit_batch: u32,
-    /// Retry interval when the NIC is full (nothing else would wake the engine for it).
-    pub retry_after: Duration,
-}
-
-impl Default for PonyConfig {
-    /// Flow defaults except the MTU, which is the NIC's.
-    fn default() -> Self {
-        Self {
-            flow: FlowConfig {
-                mtu: usize::MAX,
-                ..FlowConfig::default()
-            },
-            session: SessionShape::default(),
-            packet_batch: 64,
-            command_batch: 64,
-            transmit_batch: 128,
-            retry_after: Duration::from_micros(50),
-        }
+/// Parses an OpenFlow peer: `shm` for the point-to-point wire, else `ip:port`.
+fn parse_peer(peer: &str) -> Option<PeerAddr> {
+    if peer == "shm" {
+        return Some(PeerAddr::Shm);
     }
+    peer.parse::<SocketAddr>().ok().map(PeerAddr::Udp)
 }
 
-/// How a flow came to be, i.e. which completion announces it.
-#[derive(Debug, Clone, Copy)]
-enum Origin {
-    /// Opened by the owner's OpenFlow with this cookie.
-    Opened(Cookie),
-    /// Accepted for the owner's Listen with this cookie.
-    Accepted(Cookie),
-}
-
-/// Packets the NIC refused: a batch of `segment`-sized packets (the last may be shorter).
-#[derive(Debug)]
-struct Stashed {
-    packets: Vec<u8>,
-    segment: usize,
-    to: PeerAddr,
-}
-
-/// Something waiting to be handed to a flow (it may refuse with `Busy`).
-#[derive(Debug)]
-enum Out {
-    Message {
-        stream: u32,
-        data: Chunks,
-        cookie: Cookie,
-    },
-    OneSided(OneSided),
-}
-
-/// Progress of a Write a peer is making into one of our regions.
-#[derive(Debug, Clone, Copy)]
-enum InboundWrite {
-    Progress(u64),
-    Refused,
-}
-
-/// One flow and everything the engine keeps about it.
-#[derive(Debug)]
-struct FlowEntry {
-    flow: Flow<SessionBuffers>,
-    peer: PeerAddr,
-    /// The peer's id, for accepted flows (to recognise a retransmitted Connect).
-    peer_key: Option<u32>,
-    /// Owning session; `None` once it detached (the flow is closing).
-    owner: Option<u64>,
-    origin: Origin,
-    connected: bool,
-    outbox: VecDeque<Out>,
-    /// The owner asked to close: the flow closes once the outbox is drained into it, so
-    /// Sends posted before the CloseFlow are delivered, as with a socket's close.
-    close_when_drained: bool,
-    /// Cookies of messages handed to the flow, by (stream, message id).
-    sends: HashMap<(u32, u64), Cookie>,
-    inbound_writes: HashMap<u64, InboundWrite>,
-}
-
-/// A one-sided op one of our apps started and the peer has not answered yet.
-#[derive(Debug)]
-struct PendingOp {
-    session: u64,
-    flow: u32,
-    cookie: Cookie,
-    kind: OpKind,
-}
-
-#[derive(Debug)]
-enum OpKind {
-    /// Read / IndirectRead into `chain`; response packets are written into it as they
-    /// come, `total` (the response's length) fixed by the first.
-    Read {
-        chain: ChainId,
-        total: Option<u32>,
-        got: u64,
-    },
-    Write,
+fn dup(fd: impl AsFd) -> Result<OwnedFd, String> {
+    fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
 }
 
 /// See the module documentation.
 pub struct PonyEngine {
     name: String,
     cfg: PonyConfig,
-    nic: Box<dyn Nic>,
+    link: Link,
+    /// The receive step's packet buffer (the NIC's MTU); taken out while a packet borrowed
+    /// from it is routed.
     rx_buf: Vec<u8>,
-    /// Room for `max_batch` packets of `tx_packet_cap` bytes: a flow's packets are emitted
-    /// end to end and sent with one [`Nic::send_batch`].
-    tx_buf: Vec<u8>,
-    tx_packet_cap: usize,
-    max_batch: usize,
-    /// Packets the NIC refused (queue full), sent before anything else.
-    stash: VecDeque<Stashed>,
-    /// Boxed: `drive_flows` takes each entry out of the map for a step, and a `Flow` is
-    /// too large to move twice per flow per step.
-    flows: BTreeMap<u32, Box<FlowEntry>>,
-    /// The flow ids `drive_flows` visits, kept to reuse its allocation.
-    flow_ids: Vec<u32>,
-    by_peer: HashMap<(PeerAddr, u32), u32>,
-    next_flow: u32,
-    sessions: BTreeMap<u64, EngineSession>,
-    next_session: u64,
-    cursor: u64,
-    /// Who accepts the flows opened to each service: (session, its Listen's cookie).
-    listeners: HashMap<ServiceId, (u64, Cookie)>,
-    staged: HashMap<(u64, Cookie), OwnedFd>,
+    flows: FlowTable,
+    sessions: Sessions,
+    listeners: Listeners,
     regions: Regions,
-    ops: HashMap<u64, PendingOp>,
-    next_op: u64,
-    rings: RingSet,
+    ops: PendingOps,
     stats: PonyStats,
     /// When the engine must run again without an interrupt (computed at the end of a step).
     wake_at: Option<Instant>,
@@ -232,32 +147,19 @@ impl std::fmt::Debug for PonyEngine {
 impl PonyEngine {
     /// An engine on `nic`, with no sessions or flows yet.
     pub fn new(name: impl Into<String>, nic: Box<dyn Nic>, mut cfg: PonyConfig) -> Self {
+        let name = name.into();
         cfg.flow.mtu = cfg.flow.mtu.min(nic.mtu());
         let mtu = nic.mtu().max(wire::MAX_HEADER_LEN);
-        let tx_packet_cap = cfg.flow.mtu.max(wire::MAX_HEADER_LEN) + 64;
-        let max_batch = nic.max_batch().max(1);
         Self {
-            name: name.into(),
-            nic,
+            link: Link::new(&name, nic, cfg.flow.mtu),
+            name,
             rx_buf: vec![0; mtu],
-            tx_buf: vec![0; max_batch * tx_packet_cap],
-            tx_packet_cap,
-            max_batch,
             cfg,
-            stash: VecDeque::new(),
-            flows: BTreeMap::new(),
-            flow_ids: Vec::new(),
-            by_peer: HashMap::new(),
-            next_flow: 1,
-            sessions: BTreeMap::new(),
-            next_session: 1,
-            cursor: 0,
-            listeners: HashMap::new(),
-            staged: HashMap::new(),
+            flows: FlowTable::default(),
+            sessions: Sessions::default(),
+            listeners: Listeners::default(),
             regions: Regions::new(),
-            ops: HashMap::new(),
-            next_op: 1,
-            rings: RingSet::default(),
+            ops: PendingOps::default(),
             stats: PonyStats::default(),
             wake_at: None,
         }
@@ -269,19 +171,15 @@ impl PonyEngine {
         s.sessions = self.sessions.len();
         s.flows = self.flows.len();
         s.refusals = self.regions.refusals();
-        for e in self.flows.values() {
-            let f = e.flow.stats();
-            s.retransmits += f.retransmits;
-            s.rtos += f.rtos;
-            s.dups_dropped += f.dups_dropped;
-            s.buffer_drops += f.buffer_drops;
+        for e in self.flows.iter() {
+            s.add_flow(&e.flow.stats());
         }
         s
     }
 
     /// The NIC (e.g. for its own counters).
     pub fn nic(&self) -> &dyn Nic {
-        &*self.nic
+        self.link.nic()
     }
 
     /// Attaches an app in this process through the same path as the control plane
@@ -311,7 +209,7 @@ impl PonyEngine {
 
     /// Registers a region for `session` directly (in-process apps and tests).
     pub fn register_region_local(&mut self, session: u64, mem: SharedMem) -> Result<RegionGrant, String> {
-        if !self.sessions.contains_key(&session) {
+        if !self.sessions.contains(session) {
             return Err(format!("no session {session}"));
         }
         self.regions.register_mem(session, mem).map_err(|e| e.to_string())
@@ -320,82 +218,120 @@ impl PonyEngine {
     /// Stages a region memfd for `session`; its `RegisterRegion { cookie, .. }` command
     /// claims it. Meant for the control plane (the memfd came over the control socket).
     pub fn stage_region_fd(&mut self, session: u64, cookie: Cookie, fd: OwnedFd) -> Result<(), String> {
-        if !self.sessions.contains_key(&session) {
-            return Err(format!("no session {session}"));
-        }
-        self.staged.insert((session, cookie), fd);
-        Ok(())
+        self.sessions.stage(session, cookie, fd)
     }
 
-    fn complete(&mut self, session: u64, c: Completion) {
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.complete(c);
-        }
-    }
+    // ── Packets in: the flow mapper's routing ──────────────────────────────────────────
 
-    /// Drives every flow: timers, events, outbox, transmit. Returns (events handled, more
-    /// to send than the budget allowed).
-    fn drive_flows(&mut self, now: Instant) -> (u32, bool) {
-        let mut budget = self.cfg.transmit_batch;
-        let mut items = 0;
-        let mut ids = std::mem::take(&mut self.flow_ids);
-        ids.clear();
-        ids.extend(self.flows.keys().copied());
-        for &id in &ids {
-            let Some(mut e) = self.flows.remove(&id) else {
-                continue;
-            };
-            if e.flow.poll_timeout().is_some_and(|t| t <= now) {
-                e.flow.handle_timeout(now);
-            }
-            if let Some(s) = e.owner.and_then(|o| self.sessions.get(&o)) {
-                e.flow.limit_credit(s.free_bytes());
-            }
-            // Events can queue responses (outbox) and sending can finish a close (events):
-            // a few rounds settle both without letting one flow loop forever.
-            for _ in 0..3 {
-                let handled = self.flow_events(id, &mut e);
-                self.drain_outbox(id, &mut e);
-                self.transmit(&mut e, &mut budget, now);
-                items += handled;
-                if handled == 0 {
+    /// Receives, parses and routes up to `packet_batch` packets; returns how many.
+    fn receive(&mut self, now: Instant) -> (u32, bool) {
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        let mut n = 0;
+        let mut more = false;
+        while n < self.cfg.packet_batch {
+            let (len, from) = match self.link.recv(&mut buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("{}: nic recv: {e}", self.name);
                     break;
                 }
+            };
+            n += 1;
+            self.stats.packets_in += 1;
+            match Repr::parse(&buf[..len]) {
+                Ok(repr) => self.route(&repr, from, now),
+                Err(_) => self.stats.malformed += 1,
             }
-            if e.flow.is_finished() {
-                // The last transmit may have finished a close: its event is still queued.
-                items += self.flow_events(id, &mut e);
-                self.retire(id, e);
-            } else {
-                self.flows.insert(id, e);
-            }
+            more = n == self.cfg.packet_batch;
         }
-        self.flow_ids = ids;
-        (items, budget == 0)
+        self.rx_buf = buf;
+        (n, more)
     }
 
-    /// Forgets a finished flow, keeping its counters.
-    fn retire(&mut self, id: u32, e: Box<FlowEntry>) {
-        let f = e.flow.stats();
-        self.stats.retransmits += f.retransmits;
-        self.stats.rtos += f.rtos;
-        self.stats.dups_dropped += f.dups_dropped;
-        self.stats.buffer_drops += f.buffer_drops;
-        if let Some(k) = e.peer_key {
-            self.by_peer.remove(&(e.peer, k));
+    /// The flow mapper: hands a packet to its flow, or accepts / rejects a Connect (no
+    /// common version, or nobody listening on its service).
+    fn route(&mut self, repr: &Repr<'_>, from: PeerAddr, now: Instant) {
+        if let Some(dst) = repr.dst_flow() {
+            let act_now = match self.flows.get_mut(dst) {
+                Some(e) if e.peer == from => e.flow.handle_in_place(repr, now),
+                _ => {
+                    self.stats.unknown_flow += 1;
+                    return;
+                }
+            };
+            // A new one-sided packet: served, or written to its target, straight from the
+            // receive buffer.
+            if let (true, Some((op, payload))) = (act_now, OneSided::from_repr_in_place(repr)) {
+                if let Some(mut e) = self.flows.take(dst) {
+                    self.one_sided(dst, &mut e, op, payload);
+                    self.flows.put(dst, e);
+                }
+            }
+            return;
         }
-        self.ops.retain(|_, op| op.flow != id);
+        let Repr::Connect {
+            src_flow,
+            service,
+            versions,
+            ..
+        } = *repr
+        else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if let Some(e) = self.flows.accepted_mut(from, src_flow) {
+            e.flow.handle(repr, now); // a retransmitted Connect: re-send the Accept
+            return;
+        }
+        // Versions first: an initiator we cannot talk to learns that, not that nobody
+        // listens (it could not use the listener anyway).
+        let listener = match negotiate(self.cfg.flow.versions, versions) {
+            None => Err(RejectReason::NoCommonVersion),
+            Some(_) => self.listeners.get(service).ok_or(RejectReason::NoListener),
+        };
+        let (session, cookie) = match listener {
+            Ok(listener) => listener,
+            Err(reason) => {
+                self.stats.connects_rejected += 1;
+                let reject = Repr::Reject {
+                    dst_flow: src_flow,
+                    versions: self.cfg.flow.versions,
+                    reason,
+                };
+                self.link.send_raw(&reject, from, &mut self.stats);
+                return;
+            }
+        };
+        let Some(bufs) = self.sessions.recv_buffers(session) else {
+            return;
+        };
+        let id = self.flows.next_id();
+        match Flow::accept_with(self.cfg.flow.clone(), id, repr, now, bufs) {
+            Ok(flow) => {
+                self.stats.flows_accepted += 1;
+                let mut e = FlowEntry::new(flow, from, session, Origin::Accepted(cookie));
+                e.peer_key = Some(src_flow);
+                self.flows.insert(e);
+            }
+            Err(FlowError::Rejected { reject }) => {
+                self.stats.connects_rejected += 1;
+                self.link.send_raw(&reject, from, &mut self.stats);
+            }
+            Err(_) => self.stats.malformed += 1,
+        }
     }
+
+    // ── App commands ───────────────────────────────────────────────────────────────────
 
     /// Takes up to `command_batch` commands, one session after the other from a rotating
     /// start so that a busy app cannot starve the others across steps.
     fn take_commands(&mut self, now: Instant) -> (u32, bool) {
-        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        let ids = self.sessions.ids();
         if ids.is_empty() {
             return (0, false);
         }
-        let start = (self.cursor as usize) % ids.len();
-        self.cursor = self.cursor.wrapping_add(1);
+        let start = self.sessions.round_start(ids.len());
         let mut n = 0;
         let per_session = (self.cfg.command_batch / ids.len() as u32).max(1);
         for k in 0..ids.len() {
@@ -404,7 +340,7 @@ impl PonyEngine {
                 if n >= self.cfg.command_batch {
                     return (n, true);
                 }
-                let Some(s) = self.sessions.get_mut(&sid) else {
+                let Some(s) = self.sessions.get_mut(sid) else {
                     break;
                 };
                 let accepted = match s.next_command() {
@@ -422,45 +358,351 @@ impl PonyEngine {
                 self.command(sid, accepted, now);
             }
         }
-        (n, self.rings.any_pending())
+        (n, self.sessions.rings().any_pending())
+    }
+
+    /// Handles one accepted command of session `sid`.
+    fn command(&mut self, sid: u64, a: Accepted, now: Instant) {
+        match a.cmd {
+            Command::OpenFlow {
+                cookie,
+                peer,
+                service,
+            } => self.open_flow(sid, cookie, &peer, service, now),
+            Command::Listen { cookie, service } => {
+                if self.listeners.listen(service, sid, cookie) {
+                    self.sessions.complete(sid, Completion::Listening { cookie });
+                } else {
+                    let code = OpErrorCode::ServiceTaken;
+                    self.sessions.refuse(sid, cookie, code, service.into());
+                }
+            }
+            Command::Unlisten { cookie, service } => {
+                if self.listeners.unlisten(service, sid) {
+                    self.sessions.complete(sid, Completion::Unlistened { cookie });
+                } else {
+                    let code = OpErrorCode::NoListener;
+                    self.sessions.refuse(sid, cookie, code, service.into());
+                }
+            }
+            // Closed by `drain_outbox` once everything posted before is in the flow.
+            Command::CloseFlow { flow } => match self.flows.owned_mut(sid, flow) {
+                Some(e) => e.close_when_drained(),
+                None => self.sessions.refuse(sid, 0, OpErrorCode::UnknownFlow, flow),
+            },
+            Command::Send {
+                flow, stream, cookie, ..
+            } => {
+                let data = self.sessions.take_pieces(sid, a.chain);
+                match self.flows.owned_mut(sid, flow) {
+                    Some(e) if e.is_closing() => {
+                        self.sessions.refuse(sid, cookie, OpErrorCode::FlowClosed, flow)
+                    }
+                    Some(e) => e.outbox().push(Out::Message { stream, data, cookie }),
+                    None => self.sessions.refuse(sid, cookie, OpErrorCode::UnknownFlow, flow),
+                }
+            }
+            Command::Read {
+                flow,
+                region,
+                key,
+                offset,
+                len,
+                cookie,
+                ..
+            } => {
+                let req = |op| OneSided::ReadRequest {
+                    op,
+                    region,
+                    key,
+                    offset,
+                    len,
+                };
+                self.start_read(sid, flow, a.chain, cookie, req);
+            }
+            Command::IndirectRead {
+                flow,
+                table,
+                table_key,
+                index,
+                region,
+                key,
+                cookie,
+                ..
+            } => {
+                // The wire carries a 32-bit index: a larger one is out of any table.
+                let Ok(index) = u32::try_from(index) else {
+                    let result = Err(OpErrorCode::OutOfBounds);
+                    self.sessions.read_done(sid, a.chain, cookie, result);
+                    return;
+                };
+                let req = |op| OneSided::IndirectReadRequest {
+                    op,
+                    table,
+                    table_key,
+                    index,
+                    region,
+                    key,
+                };
+                self.start_read(sid, flow, a.chain, cookie, req);
+            }
+            Command::Write {
+                flow,
+                region,
+                key,
+                offset,
+                cookie,
+                ..
+            } => {
+                let data = self.sessions.take_pieces(sid, a.chain);
+                let Some(id) = self.flows.owned(sid, flow) else {
+                    let done = Completion::WriteDone {
+                        cookie,
+                        result: Err(OpErrorCode::UnknownFlow),
+                    };
+                    self.sessions.complete(sid, done);
+                    return;
+                };
+                let op = self.ops.start(sid, id, cookie, OpKind::Write);
+                let seg = wire::max_payload(self.cfg.flow.mtu, Kind::WriteRequest).max(1);
+                if let Some(e) = self.flows.get_mut(id) {
+                    e.outbox().push_write(op, (region, key, offset), data, seg);
+                }
+            }
+            Command::RegisterRegion { cookie, len } => {
+                let result = match self.sessions.claim_staged(sid, cookie) {
+                    Some(fd) => self
+                        .regions
+                        .register(sid, fd, Some(len))
+                        .map_err(|e| e.to_string()),
+                    None => Err("no region descriptor staged for this cookie".into()),
+                };
+                match result {
+                    Ok(g) => self.sessions.complete(
+                        sid,
+                        Completion::RegionRegistered {
+                            cookie,
+                            region: g.region,
+                            key: g.key,
+                            len: g.len,
+                        },
+                    ),
+                    Err(e) => {
+                        log::debug!("{}: session {sid}: register region: {e}", self.name);
+                        self.sessions.refuse(sid, cookie, OpErrorCode::RegionRefused, len);
+                    }
+                }
+            }
+            Command::UnregisterRegion { cookie, region } => match self.regions.unregister(sid, region) {
+                Ok(()) => self
+                    .sessions
+                    .complete(sid, Completion::RegionUnregistered { cookie, region }),
+                Err(code) => self.sessions.refuse(sid, cookie, code, u64::from(region)),
+            },
+        }
+    }
+
+    fn open_flow(&mut self, sid: u64, cookie: Cookie, peer: &str, service: ServiceId, now: Instant) {
+        let Some(peer) = parse_peer(peer) else {
+            let c = Completion::FlowOpened {
+                cookie,
+                result: Err(OpErrorCode::Unreachable),
+            };
+            self.sessions.complete(sid, c);
+            return;
+        };
+        let Some(bufs) = self.sessions.recv_buffers(sid) else {
+            return;
+        };
+        let id = self.flows.next_id();
+        let flow = Flow::connect_with(self.cfg.flow.clone(), id, service, now, bufs);
+        self.flows
+            .insert(FlowEntry::new(flow, peer, sid, Origin::Opened(cookie)));
+    }
+
+    fn start_read(
+        &mut self,
+        sid: u64,
+        flow: u64,
+        chain: Option<ChainId>,
+        cookie: Cookie,
+        req: impl FnOnce(u64) -> OneSided,
+    ) {
+        let (Some(id), Some(chain)) = (self.flows.owned(sid, flow), chain) else {
+            let result = Err(OpErrorCode::UnknownFlow);
+            self.sessions.read_done(sid, chain, cookie, result);
+            return;
+        };
+        let kind = OpKind::Read {
+            chain,
+            total: None,
+            got: 0,
+        };
+        let op = self.ops.start(sid, id, cookie, kind);
+        if let Some(e) = self.flows.get_mut(id) {
+            e.outbox().push(Out::OneSided(req(op)));
+        }
+    }
+
+    // ── Flows: timers, events → completions, outbox → flow, transmit ────────────────────
+
+    /// Drives every flow: timers, events, outbox, transmit. Returns (events handled, more
+    /// to send than the budget allowed).
+    fn drive_flows(&mut self, now: Instant) -> (u32, bool) {
+        let mut budget = self.cfg.transmit_batch;
+        let mut items = 0;
+        let ids = self.flows.visit();
+        for &id in &ids {
+            let Some(mut e) = self.flows.take(id) else {
+                continue;
+            };
+            if e.flow.poll_timeout().is_some_and(|t| t <= now) {
+                e.flow.handle_timeout(now);
+            }
+            if let Some(s) = e.owner.and_then(|o| self.sessions.get(o)) {
+                e.flow.limit_credit(s.free_bytes());
+            }
+            // Events can queue responses (outbox) and sending can finish a close (events):
+            // a few rounds settle both without letting one flow loop forever.
+            for _ in 0..3 {
+                let handled = self.flow_events(id, &mut e);
+                self.drain_outbox(id, &mut e);
+                self.link
+                    .transmit(&mut e.flow, e.peer, &mut budget, now, &mut self.stats);
+                items += handled;
+                if handled == 0 {
+                    break;
+                }
+            }
+            if e.flow.is_finished() {
+                // The last transmit may have finished a close: its event is still queued.
+                items += self.flow_events(id, &mut e);
+                self.retire(id, e);
+            } else {
+                self.flows.put(id, e);
+            }
+        }
+        self.flows.end_visit(ids);
+        (items, budget == 0)
+    }
+
+    /// Takes the flow's events and turns them into completions; returns how many.
+    fn flow_events(&mut self, id: u32, e: &mut FlowEntry) -> u32 {
+        let mut n = 0;
+        loop {
+            let Some(ev) = e.flow.poll_event() else { return n };
+            n += 1;
+            match ev {
+                FlowEvent::Connected { .. } => {
+                    if let Some((owner, c)) = e.on_connected(id) {
+                        self.sessions.complete(owner, c);
+                    }
+                }
+                FlowEvent::MessageReceived { stream, data, .. } => {
+                    // Without an owner the message is dropped, which releases its buffers.
+                    if let Some(s) = e.owner.and_then(|o| self.sessions.get_mut(o)) {
+                        s.deliver_chain(u64::from(id), stream, data);
+                        self.stats.messages_delivered += 1;
+                    }
+                }
+                FlowEvent::MessageSent { stream, message } => {
+                    if let Some((owner, c)) = e.on_sent(stream, message) {
+                        self.sessions.complete(owner, c);
+                    }
+                }
+                FlowEvent::OneSided(op) => {
+                    // Not taken: `route` acts on one-sided packets in place. A flow fed by
+                    // `Flow::handle` would queue them with an owned payload.
+                    let payload = op.payload().to_vec();
+                    self.one_sided(id, e, op, &payload);
+                }
+                FlowEvent::Closed => self.end_flow(id, e, OpErrorCode::FlowClosed),
+                FlowEvent::Failed(reason) => {
+                    self.stats.flows_failed += 1;
+                    log::info!("{}: flow {id} failed: {reason:?}", self.name);
+                    let code = match reason {
+                        FailReason::ProtocolViolation => OpErrorCode::Internal,
+                        FailReason::NoListener => OpErrorCode::NoListener,
+                        FailReason::NoCommonVersion { .. } => OpErrorCode::VersionMismatch,
+                        _ => OpErrorCode::Unreachable,
+                    };
+                    self.end_flow(id, e, code);
+                }
+            }
+        }
+    }
+
+    /// The flow closed or failed: every operation still waiting on it completes with
+    /// `code`, then the owner hears that the flow is gone (or that it never opened).
+    fn end_flow(&mut self, id: u32, e: &mut FlowEntry, code: OpErrorCode) {
+        self.ops.fail_flow(id, code, &mut self.sessions);
+        if let Some((owner, done)) = e.on_end(id, code) {
+            for c in done {
+                self.sessions.complete(owner, c);
+            }
+        }
+    }
+
+    /// Hands the flow what its outbox holds; what it can never take fails: a Send with an
+    /// error completion, a request of ours by failing its op.
+    fn drain_outbox(&mut self, id: u32, e: &mut FlowEntry) {
+        let (sessions, ops) = (&mut self.sessions, &mut self.ops);
+        let owner = e.owner;
+        e.drain_outbox(|out, code| match out {
+            Out::Message { cookie, .. } => {
+                if let Some(owner) = owner {
+                    let detail = u64::from(id);
+                    sessions.complete(owner, Completion::Error { cookie, code, detail });
+                }
+            }
+            Out::OneSided(op) => ops.request_failed(&op, code, sessions),
+        });
+    }
+
+    /// Acts on a one-sided packet whose payload is `payload` (`op`'s own is not read): a
+    /// peer's request is served from our regions, a response goes to our pending op.
+    fn one_sided(&mut self, id: u32, e: &mut FlowEntry, op: OneSided, payload: &[u8]) {
+        match op {
+            OneSided::OpResponse {
+                op,
+                total_len,
+                payload_offset,
+                ..
+            } => {
+                let segment = (total_len, payload_offset);
+                if !self.ops.on_response(id, op, segment, payload, &mut self.sessions) {
+                    self.stats.stray_responses += 1;
+                }
+            }
+            OneSided::OpError { op, code } => {
+                if self.ops.on_error(id, op, code, &mut self.sessions) {
+                    self.stats.ops_failed_remote += 1;
+                } else {
+                    self.stats.stray_responses += 1;
+                }
+            }
+            req => match e.serve(req, payload, &self.regions, self.cfg.flow.mtu) {
+                Served::Done => self.stats.ops_served += 1,
+                Served::Refused => self.stats.ops_refused += 1,
+                Served::Nothing => {}
+            },
+        }
+    }
+
+    /// Forgets a finished flow, keeping its counters.
+    fn retire(&mut self, id: u32, e: Box<FlowEntry>) {
+        self.stats.add_flow(&e.flow.stats());
+        self.flows.retire(&e);
+        self.ops.forget_flow(id);
     }
 
     fn next_wake(&self, retry: bool, now: Instant) -> Option<Instant> {
-        let mut at = self.nic.poll_at();
-        let mut earliest = |t: Option<Instant>| {
-            if let Some(t) = t {
-                at = Some(at.map_or(t, |a| a.min(t)));
-            }
-        };
-        for e in self.flows.values() {
-            earliest(e.flow.poll_timeout());
-        }
-        if retry {
-            earliest(Some(now + self.cfg.retry_after));
-        }
-        at
+        let retry = retry.then(|| now + self.cfg.retry_after);
+        [self.link.nic().poll_at(), self.flows.next_timeout(), retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
-}
-
-impl FlowEntry {
-    fn new(flow: Flow<SessionBuffers>, peer: PeerAddr, owner: u64, origin: Origin) -> Box<Self> {
-        Box::new(Self {
-            flow,
-            peer,
-            peer_key: None,
-            owner: Some(owner),
-            origin,
-            connected: false,
-            outbox: VecDeque::new(),
-            close_when_drained: false,
-            sends: HashMap::new(),
-            inbound_writes: HashMap::new(),
-        })
-    }
-}
-
-fn dup(fd: impl AsFd) -> Result<OwnedFd, String> {
-    fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
 }
 
 impl Engine for PonyEngine {
@@ -469,11 +711,11 @@ impl Engine for PonyEngine {
     }
 
     fn run(&mut self, now: Instant) -> RunOutcome {
-        let nic_ok = self.flush_stash();
+        let nic_ok = self.link.flush_stash(&mut self.stats);
         let (rx, rx_more) = self.receive(now);
         let (cmds, cmd_more) = self.take_commands(now);
         let (events, tx_more) = if nic_ok { self.drive_flows(now) } else { (0, false) };
-        self.wake_at = self.next_wake(!self.stash.is_empty(), now);
+        self.wake_at = self.next_wake(self.link.is_stalled(), now);
         RunOutcome {
             items: rx + cmds + events,
             pending: rx_more || cmd_more || tx_more,
@@ -481,18 +723,14 @@ impl Engine for PonyEngine {
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
-        let mut v: Vec<WakeSource> = self.nic.wake_source().into_iter().collect();
-        v.extend(
-            self.sessions
-                .values()
-                .map(|s| WakeSource::Doorbell(s.doorbell().clone())),
-        );
+        let mut v: Vec<WakeSource> = self.link.nic().wake_source().into_iter().collect();
+        v.extend(self.sessions.doorbells());
         v
     }
 
     fn work_probe(&self) -> WorkProbe {
-        let nic = self.nic.work_probe();
-        let rings = self.rings.clone();
+        let nic = self.link.nic().work_probe();
+        let rings = self.sessions.rings().clone();
         WorkProbe::new(move || nic.has_work() || rings.any_pending())
     }
 
@@ -518,8 +756,7 @@ impl AppFacing for PonyEngine {
         let completion = request.notify.then_some(request.fds);
         let (session, fds) =
             EngineSession::create(self.cfg.session, completion).map_err(|e| e.to_string())?;
-        let id = self.next_session;
-        self.next_session += 1;
+        let id = self.sessions.next_id();
         let mut grants = Vec::new();
         for fd in region_fds {
             match self.regions.register(id, fd, None) {
@@ -530,7 +767,6 @@ impl AppFacing for PonyEngine {
                 }
             }
         }
-        self.rings.insert(id, session.command_probe());
         let pool = session.pool().shape();
         self.sessions.insert(id, session);
         let details = serde_json::json!({
@@ -546,37 +782,16 @@ impl AppFacing for PonyEngine {
     }
 
     fn detach(&mut self, id: u64) -> bool {
-        let Some(mut session) = self.sessions.remove(&id) else {
+        let Some(mut session) = self.sessions.remove(id) else {
             return false;
         };
-        self.rings.remove(id);
         // Rebuild the pool first: chains held by pending ops keep one reference each, which
         // finishing them below drops, so the pool ends up entirely free.
         let stats = session.reclaim();
-        let mine: Vec<u64> = self
-            .ops
-            .iter()
-            .filter(|(_, o)| o.session == id)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in mine {
-            if let Some(PendingOp {
-                kind: OpKind::Read { chain, .. },
-                ..
-            }) = self.ops.remove(&k)
-            {
-                let _ = session.finish_chain(chain);
-            }
-        }
+        self.ops.drop_session(id, &mut session);
         let regions = self.regions.remove_all_of(id);
-        self.listeners.retain(|_, (s, _)| *s != id);
-        self.staged.retain(|(s, _), _| *s != id);
-        for e in self.flows.values_mut().filter(|e| e.owner == Some(id)) {
-            e.owner = None;
-            e.sends.clear();
-            e.outbox.retain(|o| matches!(o, Out::OneSided(_)));
-            e.flow.close();
-        }
+        self.listeners.remove_session(id);
+        self.flows.disown(id);
         log::info!(
             "{}: session {id} detached: {} buffers held at reclaim, {} free after, {regions} regions dropped",
             self.name,
@@ -587,15 +802,14 @@ impl AppFacing for PonyEngine {
     }
 
     fn channel_ids(&self) -> Vec<u64> {
-        self.sessions.keys().copied().collect()
+        self.sessions.ids()
     }
 
     /// A region memfd from the control socket: staged under a fresh cookie (the op
     /// counter, with the top bit set so it cannot be mistaken for one) that the app's
     /// `RegisterRegion` names.
     fn stage_fd(&mut self, id: u64, fd: OwnedFd) -> Result<u64, String> {
-        let cookie = (1 << 63) | self.next_op;
-        self.next_op += 1;
+        let cookie = (1 << 63) | self.ops.next_id();
         self.stage_region_fd(id, cookie, fd)?;
         Ok(cookie)
     }

@@ -1,6 +1,8 @@
 //! [`PonyStats`]: an engine's counters, read through `PonyEngine::stats` (the control
 //! plane's status, tests and benchmarks).
 
+use pony_proto::flow::FlowStats;
+
 use crate::regions::Refusals;
 
 /// Counters of an engine (cumulative unless said otherwise).
@@ -51,4 +53,15 @@ pub struct PonyStats {
     pub rtos: u64,
     /// Received packets the flows dropped as duplicates.
     pub dups_dropped: u64,
+}
+
+impl PonyStats {
+    /// Adds a flow's counters to the engine's (live flows' when read, finished flows' when
+    /// they are forgotten).
+    pub(super) fn add_flow(&mut self, f: &FlowStats) {
+        self.retransmits += f.retransmits;
+        self.rtos += f.rtos;
+        self.dups_dropped += f.dups_dropped;
+        self.buffer_drops += f.buffer_drops;
+    }
 }

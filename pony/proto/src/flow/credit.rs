@@ -21,7 +21,7 @@
 //! When the application drains a significant amount (a quarter of the buffer, or enough for
 //! a segment after the credit had fallen below one), the receiver sends a window update
 //! (a plain ACK). If that is lost while the sender has nothing in flight, no ACK would ever
-//! come back; the sender's zero-window probe timer (`send.rs`) breaks that deadlock.
+//! come back; the sender's zero-window probe timer (`probe.rs`) breaks that deadlock.
 
 use crate::wire::PacketSeq;
 

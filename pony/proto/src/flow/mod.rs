@@ -2,18 +2,33 @@
 //! time go in, packets to send, timers and events come out. No sockets, no clocks; the
 //! engine owns the I/O, tests drive it with a virtual clock.
 //!
+//! [`Flow`], in this module, is the state machine: the lifecycle and handshake, and the
+//! transitions that tie the sub-states together on each packet ([`Flow::handle`]), timer
+//! ([`Flow::handle_timeout`]) and transmit opportunity ([`Flow::poll_transmit`]). Each
+//! sub-state is a type in a module of its own, with the rules that concern it alone:
+//!
 //! ```text
-//!            send_message / send_one_sided            poll_event
-//!                      │                                  ▲
-//!   ┌──────────────────▼─────────────┐  ┌─────────────────┴───────────────┐
-//!   │ send.rs  queue → segments →    │  │ recv.rs  received set, reassembly│
-//!   │          in flight → lost set  │  │          per stream, ACK timing  │
-//!   └───────┬───────────────▲────────┘  └────▲──────────────────┬─────────┘
-//!   cc.rs (Swift window)    │ Ack            │ Data/one-sided   │ Ack
-//!   credit.rs (peer credit) │                │                  │ (credit: credit.rs)
-//!   rtt.rs (RTO)            │                │                  │
-//!           poll_transmit ──┴────── handle ──┴──── poll_transmit┘
+//!          send_message / send_one_sided                         poll_event
+//!                     │                                              ▲
+//!   ┌─────────────────▼───────────────┐   ┌──────────────────────────┴───────────┐
+//!   │ send.rs  SendState              │   │ recv/  Receiver                      │
+//!   │  queue → segments → in flight   │   │  received set, reassembly per stream,│
+//!   │  → lost set                     │   │  ACK timing, receive-buffer credit   │
+//!   └──────┬──────────────────▲───────┘   └────▲────────────────────────┬────────┘
+//!          │ gated by         │ Ack            │ Data / one-sided       │ Ack
+//!          │  cc.rs Swift (the window), credit.rs PeerCredit (the peer's credit)
+//!          │ timed by                                                   │
+//!          │  rto.rs RtoTimer (with rtt.rs RttEstimator), probe.rs WindowProbe,
+//!          │  liveness.rs Liveness (idle timeout, keepalive)            │
+//!          ▼                  │                │                        ▼
+//!     poll_transmit ──────────┴──── handle ────┴─────────────────── poll_transmit
 //! ```
+//!
+//! The public value types are in `config.rs` ([`FlowConfig`]), `error.rs` ([`FlowError`]),
+//! `event.rs` ([`FlowEvent`], [`FailReason`]), `stats.rs` ([`FlowStats`]) and
+//! `transmit.rs` ([`Transmit`]); what is sent is held as [`Chunks`] (`chunks.rs`),
+//! one-sided packets as [`OneSided`] (`onesided.rs`), and received messages are
+//! reassembled in the buffers of a [`RecvBuffers`] (`buffers.rs`).
 //!
 //! Usage: after creating a flow, after every [`Flow::handle`] and [`Flow::handle_timeout`],
 //! and after sending, call [`Flow::poll_transmit`] until it returns `None`, then arm a timer
@@ -24,262 +39,51 @@
 //! from anywhere (connect timed out or refused, peer unresponsive). Close is not
 //! acknowledged: a closed flow answers any further packet with another Close, so a lost
 //! Close is repaired by the peer's next retransmission.
+//!
+//! Order of what [`Flow::poll_transmit`] sends: handshake, ACK (cheap and it unblocks the
+//! peer), retransmissions (oldest first: they gate in-order delivery), new one-sided
+//! packets, new segments, a zero-window probe, and Close once everything is acknowledged.
 
 mod buffers;
 mod cc;
 mod chunks;
+mod config;
 mod credit;
+mod error;
+mod event;
+mod liveness;
 mod onesided;
+mod probe;
 mod recv;
+mod rto;
 mod rtt;
 mod send;
+mod stats;
 #[cfg(test)]
 mod tests;
+mod transmit;
 
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::time::{Duration, Instant};
-
-use bytes::Bytes;
 
 pub use buffers::{HeapBuffers, MessageBuf, RecvBuffers};
 pub use cc::SwiftConfig;
-pub use chunks::Chunks;
-pub use chunks::Cutter;
+pub use chunks::{Chunks, Cutter};
+pub use config::FlowConfig;
+pub use error::FlowError;
+pub use event::{FailReason, FlowEvent};
 pub use onesided::OneSided;
+pub use stats::FlowStats;
+pub use transmit::Transmit;
 
-use crate::wire::{
-    self, negotiate, FlowId, Kind, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId,
-    VersionRange,
-};
-use credit::{PeerCredit, RecvBuffer};
-use recv::{AckState, Reassembly, Received, MAX_SEQ_AHEAD};
+use crate::wire::{self, negotiate, FlowId, MessageId, PacketSeq, RejectReason, Repr, ServiceId, StreamId};
+use credit::PeerCredit;
+use liveness::Liveness;
+use probe::WindowProbe;
+use recv::Receiver;
+use rto::RtoTimer;
 use rtt::RttEstimator;
-use send::{Payload, SendState};
-
-/// Flow parameters. Both sides should use compatible values: `recv_buffer` must hold the
-/// peer's largest message (it is reassembled whole before delivery).
-#[derive(Debug, Clone)]
-pub struct FlowConfig {
-    /// Largest packet, headers included.
-    pub mtu: usize,
-    /// Largest message accepted by `send_message` and from the peer.
-    pub max_message_len: usize,
-    /// `send_message` fails with `Busy` while this many bytes are accepted and not yet
-    /// acknowledged (one message is always accepted when nothing is queued).
-    pub send_buffer: u64,
-    /// Bytes buffered for the application (the credit granted to the peer).
-    pub recv_buffer: u64,
-    /// RTO before any RTT sample (also the connect retry interval).
-    pub initial_rto: Duration,
-    /// Lower bound of the RTO.
-    pub min_rto: Duration,
-    /// Upper bound of the RTO, backoff included.
-    pub max_rto: Duration,
-    /// Consecutive timeouts without progress (RTOs, connect attempts, unanswered window
-    /// probes) after which the flow fails.
-    pub max_retries: u32,
-    /// Acknowledge at least every this many packets.
-    pub ack_every: u32,
-    /// Longest an ACK is held for a packet that arrived in order.
-    pub delayed_ack: Duration,
-    /// Versions spoken.
-    pub versions: VersionRange,
-    /// Congestion control.
-    pub cc: SwiftConfig,
-    /// A connected flow that hears nothing from its peer for this long fails
-    /// ([`FailReason::PeerUnresponsive`]), even with nothing to send; to keep the peer's
-    /// timer quiet, a flow that has sent nothing for a quarter of it sends an ACK as a
-    /// heartbeat. `None`: an idle flow never notices a dead peer. Peers should agree.
-    pub idle_timeout: Option<Duration>,
-}
-
-impl Default for FlowConfig {
-    fn default() -> Self {
-        FlowConfig {
-            mtu: 5000,
-            max_message_len: 8 << 20,
-            send_buffer: 32 << 20,
-            recv_buffer: 16 << 20,
-            initial_rto: Duration::from_millis(1),
-            min_rto: Duration::from_millis(1),
-            max_rto: Duration::from_millis(100),
-            max_retries: 10,
-            ack_every: 2,
-            delayed_ack: Duration::from_micros(20),
-            versions: wire::SUPPORTED_VERSIONS,
-            cc: SwiftConfig::default(),
-            idle_timeout: Some(Duration::from_secs(5)),
-        }
-    }
-}
-
-impl FlowConfig {
-    /// Largest payload of one Data packet (at least 1, so that segmentation progresses
-    /// even with an `mtu` too small for the header; such packets then exceed the `mtu`).
-    pub fn max_payload(&self) -> usize {
-        wire::max_payload(self.mtu, Kind::Data).max(1)
-    }
-}
-
-/// Why a call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FlowError {
-    /// The message (or one-sided payload) exceeds what may be sent in one go.
-    #[error("{len} bytes exceed the maximum of {max}")]
-    TooLarge {
-        /// Bytes offered.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// The send buffer is full; retry after `MessageSent` events.
-    #[error("send buffer full")]
-    Busy,
-    /// The flow is closing, closed or failed.
-    #[error("flow is closed")]
-    Closed,
-    /// `accept` was given something other than a Connect.
-    #[error("not a Connect packet")]
-    NotConnect,
-    /// No common version: send `reject` to the initiator.
-    #[error("no common wire version")]
-    Rejected {
-        /// The Reject packet to send back.
-        reject: Box<Repr<'static>>,
-    },
-}
-
-/// Why a flow failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailReason {
-    /// No Accept after `max_retries` Connect retransmissions.
-    ConnectTimeout,
-    /// The peer refused: it speaks `peer` only.
-    NoCommonVersion {
-        /// The peer's versions.
-        peer: VersionRange,
-    },
-    /// The peer refused: nobody listens on the service the Connect named.
-    NoListener,
-    /// The peer refused for a reason this version does not know (a newer peer's code).
-    Refused {
-        /// The Reject's reason code.
-        code: u8,
-    },
-    /// No ACK after `max_retries` consecutive retransmission timeouts or window probes.
-    PeerUnresponsive,
-    /// The peer sent something impossible (e.g. accepted a version we do not speak).
-    ProtocolViolation,
-}
-
-/// What happened, for the layer above.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowEvent<B = Vec<u8>> {
-    /// The handshake finished with this version.
-    Connected {
-        /// Negotiated version.
-        version: u8,
-    },
-    /// A whole message arrived (per stream in order, exactly once).
-    MessageReceived {
-        /// Stream.
-        stream: StreamId,
-        /// Message id on that stream.
-        message: MessageId,
-        /// The bytes, in the buffer the flow's [`RecvBuffers`] gave.
-        data: B,
-    },
-    /// Every segment of a message we sent was acknowledged.
-    MessageSent {
-        /// Stream.
-        stream: StreamId,
-        /// Message id.
-        message: MessageId,
-    },
-    /// A one-sided request or response arrived (exactly once, not ordered).
-    OneSided(OneSided),
-    /// The flow closed (either side).
-    Closed,
-    /// The flow failed.
-    Failed(FailReason),
-}
-
-/// Counters and gauges.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FlowStats {
-    /// Packets handed out by `poll_transmit` (ACKs and control included).
-    pub packets_sent: u64,
-    /// Packets given to `handle`.
-    pub packets_received: u64,
-    /// ACKs sent.
-    pub acks_sent: u64,
-    /// Retransmitted packets (all causes).
-    pub retransmits: u64,
-    /// Packets declared lost by SACK / duplicate ACKs.
-    pub fast_retransmits: u64,
-    /// Retransmission timeouts.
-    pub rtos: u64,
-    /// Duplicate ACKs received.
-    pub dup_acks: u64,
-    /// Received packets dropped as duplicates.
-    pub dups_dropped: u64,
-    /// Received packets dropped for lack of buffer (the sender overran our credit).
-    pub credit_drops: u64,
-    /// Data packets dropped because no buffer could be had for a new message
-    /// ([`RecvBuffers::alloc`] said no); the peer resends them.
-    pub buffer_drops: u64,
-    /// Received packets dropped as malformed.
-    pub malformed: u64,
-    /// Zero-window probes sent.
-    pub probes_sent: u64,
-    /// ACKs sent as heartbeats on an idle flow.
-    pub keepalives_sent: u64,
-    /// Retransmission timeouts found spurious afterwards (their window cut was undone).
-    pub spurious_rtos: u64,
-    /// Smoothed RTT.
-    pub srtt: Duration,
-    /// Current RTO (without backoff).
-    pub rto: Duration,
-    /// Congestion window, packets.
-    pub cwnd: f64,
-    /// Payload bytes sent and not yet acknowledged.
-    pub bytes_in_flight: u64,
-    /// The peer's latest credit.
-    pub peer_credit: u64,
-    /// Bytes we hold for our application.
-    pub recv_buffered: u64,
-    /// Bytes allocated for messages being reassembled (whole messages from their first
-    /// segment; capped, see `credit_drops`).
-    pub reassembly_reserved: u64,
-}
-
-/// A packet to send, borrowing the flow's buffers: a [`Repr`] (deref to read it) whose
-/// payload may continue in more pieces; [`Transmit::emit`] gathers them all.
-#[derive(Debug)]
-pub struct Transmit<'a> {
-    repr: Repr<'a>,
-    rest: &'a [Bytes],
-}
-
-impl<'a> Deref for Transmit<'a> {
-    type Target = Repr<'a>;
-    fn deref(&self) -> &Repr<'a> {
-        &self.repr
-    }
-}
-
-impl Transmit<'_> {
-    /// Writes the packet into `buf` (the payload's one copy); returns its length.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, wire::WireError> {
-        self.repr.emit_gather(self.rest, buf)
-    }
-
-    /// Bytes [`Transmit::emit`] writes.
-    pub fn buffer_len(&self) -> usize {
-        self.repr.buffer_len() + self.rest.iter().map(Bytes::len).sum::<usize>()
-    }
-}
+use send::{decode_echo, encode_ts, Payload, SendState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -288,6 +92,15 @@ enum State {
     Closing,
     Closed,
     Failed,
+}
+
+/// What an expired retransmission or probe timer asks of the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Retransmit (RTO) or send a probe; the timer re-armed itself.
+    Fired,
+    /// The peer stayed silent through `max_retries` expiries: fail the flow.
+    GiveUp,
 }
 
 /// What `poll_transmit` decided to send (decided mutably, then built borrowing).
@@ -313,35 +126,17 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     state: State,
     epoch: Instant,
     send: SendState,
-    received: Received,
-    reassembly: Reassembly<R::Buf>,
-    bufs: R,
-    ack: AckState,
-    rbuf: RecvBuffer,
+    rx: Receiver<R>,
     peer_credit: PeerCredit,
     rtt: RttEstimator,
     cc: cc::Swift,
-    rto_deadline: Option<Instant>,
-    backoff: u32,
-    /// Retransmission timeouts since the peer last sent an ACK.
-    rtos_unanswered: u32,
-    /// Since the first RTO of an episode: when it fired (ns since the epoch) and the window
-    /// it cut, to undo it if an ACK shows the original packets were not lost.
-    rto_undo: Option<(u64, f64)>,
-    /// When the peer was last heard from, and when we last sent (keepalive).
-    last_rx: Instant,
-    last_tx: Instant,
-    probe_deadline: Option<Instant>,
-    probe_due: bool,
-    /// Doublings of the probe interval; reset only when credit lets data flow again.
-    probe_backoff: u32,
-    /// Probes sent since the last ACK; too many and the peer is presumed gone.
-    probes_unanswered: u32,
+    rto: RtoTimer,
+    probe: WindowProbe,
+    liveness: Liveness,
     pending_accept: bool,
     pending_close: bool,
     connect_sent_at: Option<Instant>,
     events: VecDeque<FlowEvent<R::Buf>>,
-    delivered: Vec<(StreamId, MessageId, R::Buf)>,
     stats: FlowStats,
 }
 
@@ -366,12 +161,14 @@ impl Flow {
 
 impl<R: RecvBuffers> Flow<R> {
     fn new(cfg: FlowConfig, local_id: FlowId, state: State, now: Instant, bufs: R) -> Self {
-        let rbuf = RecvBuffer::new(cfg.recv_buffer, cfg.max_payload() as u64);
+        let rx = Receiver::new(&cfg, bufs);
         Flow {
-            ack: AckState::new(cfg.ack_every, cfg.delayed_ack),
             rtt: RttEstimator::new(cfg.initial_rto, cfg.min_rto, cfg.max_rto),
             cc: cc::Swift::new(cfg.cc.clone()),
             peer_credit: PeerCredit::new(0),
+            rto: RtoTimer::new(cfg.max_retries),
+            probe: WindowProbe::new(cfg.max_retries),
+            liveness: Liveness::new(cfg.idle_timeout, now),
             cfg,
             local_id,
             peer_id: 0,
@@ -380,25 +177,11 @@ impl<R: RecvBuffers> Flow<R> {
             state,
             epoch: now,
             send: SendState::default(),
-            received: Received::default(),
-            reassembly: Reassembly::default(),
-            bufs,
-            rbuf,
-            rto_deadline: None,
-            backoff: 0,
-            rtos_unanswered: 0,
-            rto_undo: None,
-            last_rx: now,
-            last_tx: now,
-            probe_deadline: None,
-            probe_due: false,
-            probe_backoff: 0,
-            probes_unanswered: 0,
+            rx,
             pending_accept: false,
             pending_close: false,
             connect_sent_at: None,
             events: VecDeque::new(),
-            delivered: Vec::new(),
             stats: FlowStats::default(),
         }
     }
@@ -500,9 +283,8 @@ impl<R: RecvBuffers> Flow<R> {
     pub fn limit_credit(&mut self, bytes: u64) {
         // Messages being reassembled already have their memory: what they still expect
         // comes on top of the free space.
-        let limit = bytes.saturating_add(self.reassembly.unfilled() as u64);
-        if self.rbuf.set_limit(limit) && self.state == State::Connected {
-            self.ack.request();
+        if self.rx.limit_credit(bytes) && self.state == State::Connected {
+            self.rx.request_ack();
         }
     }
 
@@ -532,14 +314,19 @@ impl<R: RecvBuffers> Flow<R> {
 
     /// Counters and gauges.
     pub fn stats(&self) -> FlowStats {
+        let drops = self.rx.drops();
         FlowStats {
             srtt: self.rtt.srtt(),
             rto: self.rtt.rto(),
             cwnd: self.cc.cwnd(),
             bytes_in_flight: self.send.unacked_bytes(),
             peer_credit: self.peer_credit.credit(),
-            recv_buffered: self.rbuf.buffered(),
-            reassembly_reserved: self.reassembly.reserved() as u64,
+            recv_buffered: self.rx.buffered(),
+            reassembly_reserved: self.rx.reserved() as u64,
+            dups_dropped: drops.dups,
+            credit_drops: drops.credit,
+            buffer_drops: drops.buffer,
+            malformed: drops.malformed,
             ..self.stats.clone()
         }
     }
@@ -553,8 +340,8 @@ impl<R: RecvBuffers> Flow<R> {
             FlowEvent::OneSided(op) => op.payload().len(),
             _ => 0,
         };
-        if freed > 0 && self.rbuf.release(freed as u64) && self.state == State::Connected {
-            self.ack.request();
+        if freed > 0 && self.rx.release(freed as u64) && self.state == State::Connected {
+            self.rx.request_ack();
         }
         Some(ev)
     }
@@ -565,17 +352,370 @@ impl<R: RecvBuffers> Flow<R> {
 
     fn fail(&mut self, reason: FailReason) {
         self.state = State::Failed;
-        self.rto_deadline = None;
-        self.probe_deadline = None;
+        self.rto.stop();
+        self.probe.stop();
         self.events.push_back(FlowEvent::Failed(reason));
     }
 
     fn finish_closed(&mut self) {
         self.state = State::Closed;
-        self.rto_deadline = None;
-        self.probe_deadline = None;
+        self.rto.stop();
+        self.probe.stop();
         self.events.push_back(FlowEvent::Closed);
     }
-}
 
-mod io;
+    /// Processes one packet addressed to this flow.
+    pub fn handle(&mut self, repr: &Repr<'_>, now: Instant) {
+        self.handle_packet(repr, now, false);
+    }
+
+    /// Like [`Flow::handle`], except that a new one-sided packet is not queued as a
+    /// [`FlowEvent::OneSided`] (whose payload would be a copy): `true` says the caller must
+    /// act on `repr` now, reading its payload in place (e.g. with
+    /// [`OneSided::from_repr_in_place`]), since the flow has recorded and will acknowledge
+    /// it. Duplicates and refused packets give `false`, as do all other kinds.
+    pub fn handle_in_place(&mut self, repr: &Repr<'_>, now: Instant) -> bool {
+        self.handle_packet(repr, now, true)
+    }
+
+    fn handle_packet(&mut self, repr: &Repr<'_>, now: Instant, in_place: bool) -> bool {
+        self.stats.packets_received += 1;
+        self.liveness.on_receive(now);
+        match self.state {
+            State::Failed => return false,
+            State::Closed => {
+                // Tell a peer that missed our Close (it is retransmitting).
+                if !matches!(
+                    repr,
+                    Repr::Close { .. } | Repr::Connect { .. } | Repr::Reject { .. }
+                ) {
+                    self.pending_close = true;
+                }
+                return false;
+            }
+            _ => {}
+        }
+        match *repr {
+            Repr::Connect { src_flow, .. } => {
+                // The initiator did not get our Accept and retransmitted its Connect.
+                if !matches!(self.state, State::Connecting { .. }) && src_flow == self.peer_id {
+                    self.pending_accept = true;
+                }
+            }
+            Repr::Accept {
+                version,
+                src_flow,
+                credit,
+                ..
+            } => self.on_accept(version, src_flow, credit, now),
+            Repr::Reject { versions, reason, .. } => {
+                if matches!(self.state, State::Connecting { .. }) {
+                    self.fail(match reason {
+                        RejectReason::NoCommonVersion => FailReason::NoCommonVersion { peer: versions },
+                        RejectReason::NoListener => FailReason::NoListener,
+                        RejectReason::Other(code) => FailReason::Refused { code },
+                    });
+                }
+            }
+            Repr::Close { .. } => {
+                if !matches!(self.state, State::Connecting { .. }) {
+                    self.finish_closed();
+                }
+            }
+            Repr::Ack {
+                cumulative,
+                ref sacks,
+                credit,
+                echo_timestamp_ns,
+                ..
+            } => self.on_ack(cumulative, sacks, credit, echo_timestamp_ns, now),
+            Repr::Data {
+                seq, timestamp_ns, ..
+            } => return self.on_reliable(repr, seq, timestamp_ns, now, false),
+            Repr::ReadRequest { seq, .. }
+            | Repr::IndirectReadRequest { seq, .. }
+            | Repr::WriteRequest { seq, .. }
+            | Repr::OpResponse { seq, .. }
+            | Repr::OpError { seq, .. } => {
+                // One-sided packets carry no timestamp; echo 0 ("no RTT sample").
+                return self.on_reliable(repr, seq, 0, now, in_place);
+            }
+        }
+        false
+    }
+
+    fn on_accept(&mut self, version: u8, src_flow: FlowId, credit: u64, now: Instant) {
+        let State::Connecting { attempts, .. } = self.state else {
+            return; // a duplicate Accept
+        };
+        if version < self.cfg.versions.min || version > self.cfg.versions.max {
+            self.fail(FailReason::ProtocolViolation);
+            return;
+        }
+        // The handshake is a fine first RTT sample, unless the Connect was retransmitted.
+        if let (1, Some(at)) = (attempts, self.connect_sent_at) {
+            self.rtt.on_sample(now.saturating_duration_since(at));
+        }
+        self.peer_id = src_flow;
+        self.version = version;
+        self.peer_credit = PeerCredit::new(credit);
+        self.state = State::Connected;
+        self.rto.reset_backoff();
+        self.events.push_back(FlowEvent::Connected { version });
+    }
+
+    fn on_ack(
+        &mut self,
+        cumulative: PacketSeq,
+        sacks: &crate::wire::heapless_sacks::Sacks,
+        credit: u64,
+        echo: u64,
+        now: Instant,
+    ) {
+        if matches!(self.state, State::Connecting { .. }) {
+            return;
+        }
+        let sack_end = sacks.iter().map(|b| b.end).max().unwrap_or(0);
+        self.peer_credit.on_ack(cumulative, sack_end, credit);
+        // Any ACK proves the peer alive and answers a window probe.
+        self.probe.on_ack();
+        self.rto.on_ack();
+        let out = self.send.on_ack(cumulative, sacks.iter());
+        if out.duplicate {
+            self.stats.dup_acks += 1;
+        }
+        self.check_spurious_rto(echo);
+        let sample = decode_echo(echo)
+            .and_then(|sent| self.now_ns(now).checked_sub(sent))
+            .map(Duration::from_nanos);
+        if let Some(rtt) = sample {
+            self.rtt.on_sample(rtt);
+        }
+        if out.newly_acked > 0 {
+            if let Some(rtt) = sample {
+                self.cc.on_ack(rtt, out.newly_acked, now, self.rtt.srtt());
+            }
+            self.rto.on_progress(now, self.send.has_unacked(), &self.rtt);
+        }
+        if out.new_losses > 0 {
+            self.stats.fast_retransmits += out.new_losses as u64;
+            self.cc.on_fast_retransmit(now, self.rtt.srtt());
+        }
+        for (stream, message) in out.completed {
+            self.events.push_back(FlowEvent::MessageSent { stream, message });
+        }
+    }
+
+    /// An ACK that echoes an original transmission sent before the last RTO shows the RTO
+    /// was spurious: its window cut is undone (see `rto.rs`).
+    fn check_spurious_rto(&mut self, echo: u64) {
+        if let Some(cwnd_before) = self.rto.spurious(echo) {
+            self.stats.spurious_rtos += 1;
+            self.cc.undo_rto(cwnd_before);
+        }
+    }
+
+    /// A packet with a sequence number, for the receiving half once connected. With
+    /// `in_place`, a new one-sided packet is left to the caller (returns true).
+    fn on_reliable(
+        &mut self,
+        repr: &Repr<'_>,
+        seq: PacketSeq,
+        timestamp: u64,
+        now: Instant,
+        in_place: bool,
+    ) -> bool {
+        if matches!(self.state, State::Connecting { .. }) {
+            // Sent by a responder whose Accept we have not seen; it will be retransmitted.
+            return false;
+        }
+        self.rx
+            .on_packet(repr, seq, timestamp, now, in_place, &mut self.events)
+    }
+
+    /// The next packet to send, if any. Call until `None` after anything happened.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        let next = self.next_transmit(now)?;
+        self.stats.packets_sent += 1;
+        self.liveness.on_send(now);
+        let dst_flow = self.peer_id;
+        let repr = match next {
+            Next::Connect => Repr::Connect {
+                versions: self.cfg.versions,
+                src_flow: self.local_id,
+                credit: self.rx.credit(),
+                service: self.service,
+            },
+            Next::Accept => Repr::Accept {
+                dst_flow,
+                version: self.version,
+                src_flow: self.local_id,
+                credit: self.rx.credit(),
+            },
+            Next::Close => Repr::Close { dst_flow },
+            Next::Ack(echo_timestamp_ns) => self.rx.ack(dst_flow, echo_timestamp_ns),
+            Next::Packet(seq) => {
+                let p = self.send.packet(seq);
+                match &p.payload {
+                    Payload::Data {
+                        stream,
+                        message,
+                        message_len,
+                        offset,
+                        bytes,
+                    } => {
+                        let (payload, rest) = bytes.split_first();
+                        let repr = Repr::Data {
+                            dst_flow,
+                            seq,
+                            timestamp_ns: p.timestamp,
+                            stream: *stream,
+                            message: *message,
+                            message_len: *message_len,
+                            offset: *offset,
+                            payload,
+                        };
+                        return Some(Transmit::new(repr, rest));
+                    }
+                    Payload::OneSided(op) => {
+                        let (repr, rest) = op.to_repr(dst_flow, seq);
+                        return Some(Transmit::new(repr, rest));
+                    }
+                }
+            }
+            Next::Probe(seq) => Repr::Data {
+                dst_flow,
+                seq,
+                timestamp_ns: encode_ts(self.now_ns(now), false),
+                stream: 0,
+                message: 0,
+                message_len: 0,
+                offset: 0,
+                payload: &[],
+            },
+        };
+        Some(Transmit::new(repr, &[]))
+    }
+
+    fn next_transmit(&mut self, now: Instant) -> Option<Next> {
+        match self.state {
+            State::Failed => return None,
+            State::Closed => {
+                return std::mem::take(&mut self.pending_close).then_some(Next::Close);
+            }
+            State::Connecting { attempts, next } => {
+                if now < next || attempts > self.cfg.max_retries {
+                    return None;
+                }
+                self.state = State::Connecting {
+                    attempts: attempts + 1,
+                    next: now + self.rtt.backed_off(attempts),
+                };
+                self.connect_sent_at = Some(now);
+                return Some(Next::Connect);
+            }
+            State::Connected | State::Closing => {}
+        }
+        if std::mem::take(&mut self.pending_accept) {
+            return Some(Next::Accept);
+        }
+        if self.rx.ack_due(now) {
+            let echo = self.rx.on_ack_sent(now);
+            self.stats.acks_sent += 1;
+            return Some(Next::Ack(echo));
+        }
+        let now_ns = self.now_ns(now);
+        let window_open = self.send.in_flight_pkts() < self.cc.window();
+        if window_open && self.send.has_lost() {
+            let seq = self.send.retransmit(now_ns)?;
+            self.stats.retransmits += 1;
+            self.rto.arm(now, &self.rtt);
+            return Some(Next::Packet(seq));
+        }
+        if window_open {
+            if let Some(need) = self.send.next_new_need(self.cfg.max_payload()) {
+                if self.peer_credit.allows(self.send.unacked_bytes(), need) {
+                    let seq = self.send.send_new(self.cfg.max_payload(), now_ns)?;
+                    self.probe.on_data_sent();
+                    self.rto.arm(now, &self.rtt);
+                    return Some(Next::Packet(seq));
+                }
+                // Blocked by credit with nothing outstanding: no ACK will come to lift it
+                // unless we ask, so arm the zero-window probe timer.
+                if !self.send.has_unacked() {
+                    self.probe.arm(now, &self.rtt);
+                }
+            }
+        }
+        if self.probe.take_due() && !self.send.has_unacked() && self.send.next_seq() > 0 {
+            // A zero-length segment under an already acknowledged sequence number: the
+            // receiver drops it as a duplicate and answers with an ACK carrying its credit.
+            self.stats.probes_sent += 1;
+            return Some(Next::Probe(self.send.next_seq() - 1));
+        }
+        if self.state == State::Closing && self.send.is_idle() {
+            self.finish_closed();
+            return Some(Next::Close);
+        }
+        None
+    }
+
+    /// When `handle_timeout` should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timers = match self.state {
+            State::Failed | State::Closed => return None,
+            State::Connecting { attempts, next } => {
+                // After the last attempt, `next` is when we give up.
+                return Some(next).filter(|_| attempts <= self.cfg.max_retries + 1);
+            }
+            State::Connected | State::Closing => [
+                self.rx.ack_timeout(),
+                self.rto.deadline(),
+                self.probe.deadline(),
+                self.liveness.keepalive_deadline(),
+                self.liveness.idle_deadline(),
+            ],
+        };
+        timers.into_iter().flatten().min()
+    }
+
+    /// Runs the timers that expired at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Connecting { attempts, next } => {
+                if now >= next && attempts > self.cfg.max_retries {
+                    self.fail(FailReason::ConnectTimeout);
+                }
+                return;
+            }
+            State::Connected | State::Closing => {}
+            State::Failed | State::Closed => return,
+        }
+        let (now_ns, cwnd, outstanding) = (self.now_ns(now), self.cc.cwnd(), self.send.has_unacked());
+        match self.rto.on_timeout(now, now_ns, cwnd, outstanding, &self.rtt) {
+            Some(Expiry::GiveUp) => {
+                self.fail(FailReason::PeerUnresponsive);
+                return;
+            }
+            Some(Expiry::Fired) => {
+                self.stats.rtos += 1;
+                self.send.on_rto();
+                self.cc.on_rto(now);
+            }
+            None => {}
+        }
+        if self.probe.on_timeout(now, &self.rtt) == Some(Expiry::GiveUp) {
+            self.fail(FailReason::PeerUnresponsive);
+            return;
+        }
+        if self.liveness.peer_gone(now) {
+            self.fail(FailReason::PeerUnresponsive);
+            return;
+        }
+        if self.liveness.keepalive_due(now) {
+            self.stats.keepalives_sent += 1;
+            self.rx.request_ack();
+        }
+        // The delayed-ACK timer needs no action: `poll_transmit` sees it is due.
+    }
+}

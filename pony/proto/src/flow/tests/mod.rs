@@ -14,7 +14,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::wire::OpErrorCode;
+use crate::wire::{OpErrorCode, VersionRange};
 use sim::{content, LinkCfg, SimNet};
 
 fn us(n: u64) -> Duration {

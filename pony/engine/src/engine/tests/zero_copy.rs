@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::*;
+use crate::engine::*;
 use crate::nic::{ShmWire, ShmWireConfig};
-use pony_express::app::{Command, Completion};
+use pony_express::app::{Command, Completion, SessionShape};
 use pony_express::pool::PoolShape;
 
 const BUF: u32 = 2048;

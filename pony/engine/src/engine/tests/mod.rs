@@ -1,12 +1,15 @@
 //! Two engines stepped by hand on one thread over a lossless `ShmWire` pair: the control
 //! paths (services and their listeners, reject without a listener, unknown flows, close,
-//! malformed packets) without threads, so every run is the same.
+//! malformed packets) without threads, so every run is the same. The zero-copy data path,
+//! over the same kind of pair, is tested in [`zero_copy`].
+
+mod zero_copy;
 
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::nic::{ShmWire, ShmWireConfig};
-use pony_express::app::{Command, Completion, OpErrorCode};
+use pony_express::app::{Command, Completion, OpErrorCode, SessionShape};
 
 fn pair() -> (PonyEngine, PonyEngine) {
     let (a, b) = ShmWire::pair(ShmWireConfig::default()).unwrap();
@@ -276,7 +279,7 @@ fn bad_peer_unknown_flow_close_and_malformed() {
     assert_eq!(c, Completion::FlowClosed { flow: fy });
 
     // Garbage on the wire is counted and dropped.
-    a.nic.send(&[0u8; 40], &PeerAddr::Shm).unwrap();
+    a.link.nic_mut().send(&[0u8; 40], &PeerAddr::Shm).unwrap();
     for _ in 0..10 {
         b.run(Instant::now());
     }

@@ -1,0 +1,147 @@
+//! [`Sessions`]: the apps attached to the engine, by session id: each one's
+//! [`EngineSession`], the probes of their command rings (for the runtime's work probe),
+//! the cursor that rotates which session's commands are taken first, and the region memfds
+//! the control plane staged for them until a `RegisterRegion` claims them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+
+use pony_express::app::{Completion, Cookie, OpErrorCode};
+use pony_proto::flow::Chunks;
+use snap_runtime::{RingSet, WakeSource};
+
+use crate::session::{ChainId, EngineSession, SessionBuffers};
+
+/// The attached apps' sessions.
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    by_id: BTreeMap<u64, EngineSession>,
+    /// The last id handed out (ids start at 1 and are never reused).
+    last_id: u64,
+    /// Rotates the session whose commands are taken first in a step.
+    cursor: u64,
+    rings: RingSet,
+    staged: HashMap<(u64, Cookie), OwnedFd>,
+}
+
+impl Sessions {
+    /// A fresh session id (taken even if the attach then fails).
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    /// Adds `session` under `id` (from [`Sessions::next_id`]).
+    pub(super) fn insert(&mut self, id: u64, session: EngineSession) {
+        self.rings.insert(id, session.command_probe());
+        self.by_id.insert(id, session);
+    }
+
+    /// Takes session `id` out, with its ring probe and staged memfds.
+    pub(super) fn remove(&mut self, id: u64) -> Option<EngineSession> {
+        let session = self.by_id.remove(&id)?;
+        self.rings.remove(id);
+        self.staged.retain(|(s, _), _| *s != id);
+        Some(session)
+    }
+
+    /// Sessions attached now.
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether session `id` is attached.
+    pub(super) fn contains(&self, id: u64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    pub(super) fn get(&self, id: u64) -> Option<&EngineSession> {
+        self.by_id.get(&id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut EngineSession> {
+        self.by_id.get_mut(&id)
+    }
+
+    /// The ids of the attached sessions, in order.
+    pub(super) fn ids(&self) -> Vec<u64> {
+        self.by_id.keys().copied().collect()
+    }
+
+    /// Where this step's round over `n` sessions starts; each step starts one further, so
+    /// that a busy app cannot starve the others across steps.
+    pub(super) fn round_start(&mut self, n: usize) -> usize {
+        let start = (self.cursor as usize) % n;
+        self.cursor = self.cursor.wrapping_add(1);
+        start
+    }
+
+    /// The probes of every command ring (shared with the runtime's work probe).
+    pub(super) fn rings(&self) -> &RingSet {
+        &self.rings
+    }
+
+    /// The sessions' doorbells, for the runtime to wait on.
+    pub(super) fn doorbells(&self) -> impl Iterator<Item = WakeSource> + '_ {
+        self.by_id
+            .values()
+            .map(|s| WakeSource::Doorbell(s.doorbell().clone()))
+    }
+
+    /// Buffers in session `id`'s pool for the messages of a new flow.
+    pub(super) fn recv_buffers(&self, id: u64) -> Option<SessionBuffers> {
+        self.get(id).map(|s| s.recv_buffers())
+    }
+
+    /// Posts a completion to session `id`, if it is still attached.
+    pub(super) fn complete(&mut self, id: u64, c: Completion) {
+        if let Some(s) = self.by_id.get_mut(&id) {
+            s.complete(c);
+        }
+    }
+
+    /// Refuses command `cookie` of session `id` with `code`.
+    pub(super) fn refuse(&mut self, id: u64, cookie: Cookie, code: OpErrorCode, detail: u64) {
+        self.complete(id, Completion::Error { cookie, code, detail });
+    }
+
+    /// Ends a Read: the chain goes back to the app with the completion.
+    pub(super) fn read_done(
+        &mut self,
+        id: u64,
+        chain: Option<ChainId>,
+        cookie: Cookie,
+        result: Result<u32, OpErrorCode>,
+    ) {
+        if let Some(s) = self.by_id.get_mut(&id) {
+            if let Some(c) = chain {
+                let _ = s.return_chain(c);
+            }
+            s.complete(Completion::ReadDone { cookie, result });
+        }
+    }
+
+    /// A Send's or Write's payload, zero-copy: the held chain becomes the pieces the flow
+    /// slices and gathers; each buffer returns to the pool when the flow drops its last
+    /// piece of it (acknowledged, or the flow is gone).
+    pub(super) fn take_pieces(&mut self, id: u64, chain: Option<ChainId>) -> Chunks {
+        let (Some(s), Some(chain)) = (self.by_id.get_mut(&id), chain) else {
+            return Chunks::default();
+        };
+        s.take_chain_pieces(chain).unwrap_or_default()
+    }
+
+    /// Stages a region memfd for session `id` under `cookie`.
+    pub(super) fn stage(&mut self, id: u64, cookie: Cookie, fd: OwnedFd) -> Result<(), String> {
+        if !self.contains(id) {
+            return Err(format!("no session {id}"));
+        }
+        self.staged.insert((id, cookie), fd);
+        Ok(())
+    }
+
+    /// Takes the memfd staged for session `id` under `cookie`.
+    pub(super) fn claim_staged(&mut self, id: u64, cookie: Cookie) -> Option<OwnedFd> {
+        self.staged.remove(&(id, cookie))
+    }
+}
