@@ -4,7 +4,8 @@
 //! thread runs and the JSON schema). Needs no root: on a plain kernel the
 //! engines run on EEVDF; in the VM with `scx_microquanta` loaded (or with
 //! `--with-scheduler`) they run in the MicroQuanta class. Progress and a
-//! table go to stderr; the JSON report to stdout, or to `--json PATH`.
+//! table go to stderr; the JSON report to stdout on one `MQ_BENCH_MODES_JSON {...}` line,
+//! or to `--json PATH`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,6 +101,5 @@ fn main() -> Result<()> {
         &modes_bench::table(&report),
         &report,
         opts.json.as_deref(),
-        "",
     )
 }

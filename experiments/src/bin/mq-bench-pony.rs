@@ -124,6 +124,5 @@ fn main() -> Result<()> {
         &pony_bench::table(&report),
         &report,
         opts.json.as_deref(),
-        "MQ_BENCH_PONY_JSON ",
     )
 }

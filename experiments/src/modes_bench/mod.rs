@@ -24,16 +24,9 @@
 //! shared with this program's main thread and the host's control and monitor
 //! threads, and spreading engines can only really use CPU 1 (CPU 0 spins).
 //!
-//! # Report schema (JSON)
+//! # Report
 //!
-//! ```text
-//! machine, kernel, accel ("native" | "kvm" | "tcg"), scheduler ("eevdf" |
-//! "microquanta" | "sched_ext:<ops>"), cpus, work_ns, engines, seconds,
-//! warmup_ms, layout: str,
-//! rows: [{mode, offered_load (%), p50_us, p99_us, p999_us, max_us,
-//!         ops_per_s, offered_ops_per_s, cores, host_cores, sent, received,
-//!         ring_full, engine_threads, threads_in_class}]
-//! ```
+//! [`mq_report::modes::Report`] has the schema.
 
 pub mod driver;
 pub mod host;
@@ -43,13 +36,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use mq_report::modes::{Report, Row, MODES};
 
 use self::driver::{Driven, DRAIN, MEASURE, WARMUP};
 use self::host::{GroupLayout, SnapHost};
-
-/// The modes, in report order.
-pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 
 /// Per-request CPU cost natively; under TCG every wakeup and ring operation
 /// costs ~100x more, so requests are made 10x more expensive to keep the
@@ -138,42 +128,6 @@ impl Layout {
         }
         s
     }
-}
-
-/// One (mode, load) point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    pub mode: String,
-    pub offered_load: u32,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub ops_per_s: f64,
-    pub offered_ops_per_s: f64,
-    pub cores: f64,
-    pub host_cores: f64,
-    pub sent: u64,
-    pub received: u64,
-    pub ring_full: u64,
-    pub engine_threads: usize,
-    pub threads_in_class: usize,
-}
-
-/// The whole run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub machine: String,
-    pub kernel: String,
-    pub accel: String,
-    pub scheduler: String,
-    pub cpus: usize,
-    pub work_ns: u64,
-    pub engines: usize,
-    pub seconds: f64,
-    pub warmup_ms: u64,
-    pub layout: String,
-    pub rows: Vec<Row>,
 }
 
 /// What runs the engines' threads now: our class, the kernel's EEVDF, or
