@@ -81,6 +81,7 @@ pub struct Row {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract_value;
     use crate::tests::round_trip;
 
     #[test]
@@ -119,5 +120,15 @@ mod tests {
         assert!(crate::tagged_line(&report)
             .unwrap()
             .starts_with("MQ_BENCH_MODES_JSON {"));
+    }
+
+    #[test]
+    fn the_report_is_found_after_other_output() {
+        let out = "mq-bench-modes: ...\n  vm| MQ_BENCH_MODES_JSON {\"rows\":[]}\n";
+        assert_eq!(
+            extract_value(Report::TAG, out).unwrap()["rows"],
+            serde_json::json!([])
+        );
+        assert!(extract_value(Report::TAG, "nothing\n").is_err());
     }
 }

@@ -100,6 +100,7 @@ pub struct OneSided {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract_value;
     use crate::tests::round_trip;
 
     #[test]
@@ -156,5 +157,15 @@ mod tests {
         assert!(crate::tagged_line(&report)
             .unwrap()
             .starts_with("MQ_BENCH_PONY_JSON {"));
+    }
+
+    #[test]
+    fn the_report_is_found_after_other_output() {
+        let out = "mq-bench-pony: ...\n  vm| MQ_BENCH_PONY_JSON {\"rows\":[]}\n";
+        assert_eq!(
+            extract_value(Report::TAG, out).unwrap()["rows"],
+            serde_json::json!([])
+        );
+        assert!(extract_value(Report::TAG, "nothing\n").is_err());
     }
 }
