@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `mq-bench-sched`: the scheduler benchmark (see `mq_experiments::sched_bench`
-//! for what it measures and the JSON schema). Runs as root on a sched_ext
+//! for what it measures, `mq_report::sched` for the JSON report). Runs as root on a sched_ext
 //! kernel, e.g. `cargo xtask vm -- mq-bench-sched --quick`. Progress and a
 //! table go to stderr; the last stdout line is the report behind its tag,
 //! `MQ_BENCH_SCHED_JSON {...}`.
