@@ -219,7 +219,7 @@ fn render_modes_table(run: &mq_report::modes::Report, native: bool) -> String {
     );
     out.push_str(&format!(
         "scheduler {}, accel {}, {} ns of CPU per request; load in % of one core\n",
-        run.scheduler, run.accel, run.work_ns
+        run.platform.scheduler, run.platform.accel, run.work_ns
     ));
     out.push_str(&format!(
         "{:<12} {:>6} {:>10} {:>10} {:>10} {:>6}\n",

@@ -119,6 +119,20 @@ pub fn extract<R: Tagged>(output: &str) -> Result<R, Error> {
     })
 }
 
+/// What a bench run ran on and under: the first fields of the modes and pony reports
+/// (flattened into them, so the JSON keeps them at the top level).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Platform {
+    /// The CPU model and count.
+    pub machine: String,
+    pub kernel: String,
+    /// `native`, `kvm` or `tcg`.
+    pub accel: String,
+    /// What ran the engines' threads: `eevdf`, `microquanta` or `sched_ext:<ops>`.
+    pub scheduler: String,
+    pub cpus: usize,
+}
+
 /// Percentiles of one wakeup latency distribution, in microseconds (the demo's and the
 /// scheduler benchmark's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -149,6 +163,16 @@ pub(crate) mod tests {
         assert_eq!(value, serde_json::to_value(report).unwrap());
     }
 
+    pub fn platform(accel: &str, scheduler: &str) -> Platform {
+        Platform {
+            machine: "Test CPU (2 CPUs)".into(),
+            kernel: "6.12.0".into(),
+            accel: accel.into(),
+            scheduler: scheduler.into(),
+            cpus: 2,
+        }
+    }
+
     pub fn latency(p50: f64) -> LatencySummary {
         LatencySummary {
             p50,
@@ -159,18 +183,19 @@ pub(crate) mod tests {
         }
     }
 
+    const TAGS: [Tag; 4] = [
+        <demo::Report as Tagged>::TAG,
+        <sched::Report as Tagged>::TAG,
+        <modes::Report as Tagged>::TAG,
+        <pony::Report as Tagged>::TAG,
+    ];
+
     #[test]
     fn tags_are_distinct_and_none_is_inside_another() {
-        let tags = [
-            <demo::Report as Tagged>::TAG,
-            <sched::Report as Tagged>::TAG,
-            <modes::Report as Tagged>::TAG,
-            <pony::Report as Tagged>::TAG,
-        ];
-        for (i, a) in tags.iter().enumerate() {
+        for (i, a) in TAGS.iter().enumerate() {
             assert!(a.prefix.ends_with("_JSON "), "{a:?}");
             assert!(a.program.starts_with("mq-"), "{a:?}");
-            for b in &tags[i + 1..] {
+            for b in &TAGS[i + 1..] {
                 assert!(!a.prefix.contains(b.prefix) && !b.prefix.contains(a.prefix));
                 assert_ne!(a.program, b.program);
             }
@@ -185,6 +210,15 @@ pub(crate) mod tests {
         assert!(extract_value(tag, "nothing\n").is_err());
         assert!(extract_value(tag, "MQ_BENCH_SCHED_JSON {broken\n").is_err());
         assert!(extract_value(tag, "MQ_BENCH_SCHED_JSON [1,2]\n").is_err());
+    }
+
+    #[test]
+    fn each_report_is_found_after_other_output() {
+        for tag in TAGS {
+            let out = format!("{}: ...\n  vm| {}{{\"rows\":[]}}\n", tag.program, tag.prefix);
+            assert_eq!(extract_value(tag, &out).unwrap()["rows"], serde_json::json!([]));
+            assert!(extract_value(tag, "nothing\n").is_err());
+        }
     }
 
     #[test]

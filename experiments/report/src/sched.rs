@@ -142,61 +142,27 @@ mod tests {
     use super::*;
     use crate::tests::{latency, round_trip};
 
-    fn conformance(mq_share: f64, expected: f64, overrun: Option<f64>) -> Conformance {
-        Conformance {
-            period_us: 100,
-            runtime_us: 25,
-            mq_share,
-            other_share: 1.0 - mq_share,
-            expected_mq_share: expected,
-            alone_share: None,
-            other_max_gap_us: 0.0,
-            mq_max_gap_us: 0.0,
-            sched_overrun_max_us: overrun,
-            window_ms: 2000,
-            cpu: 1,
-        }
-    }
-
+    /// A report as the program prints it, trimmed: two classes, one cyclictest run.
     fn sample() -> Report {
-        let wakeup = [(EEVDF, 900.0), (FIFO, 40.0), (MICROQUANTA, 50.0)]
-            .map(|(class, p50)| (class.to_string(), latency(p50)))
-            .into();
-        let cyclictest = Cyclictest {
-            min: 6.0,
-            avg: 40.0,
-            max: 150_000.0,
-            p50: Some(25.0),
-            p90: Some(70.0),
-            p99: None,
-            cycles: 400,
-            overflows: 3,
-        };
-        Report {
-            kernel: "6.12.38+deb13-cloud-amd64".into(),
-            cpus: 2,
-            quick: true,
-            hogs: 4,
-            wake_period_us: 1000,
-            scheduler: Bandwidth {
-                period_us: 40,
-                runtime_us: 20,
-            },
-            wakeup_latency_us: wakeup,
-            ratios: [
-                ("eevdf_p99_over_mq_p99".to_string(), Some(18.0)),
-                ("deadline_p99_over_mq_p99".to_string(), None),
-            ]
-            .into(),
-            deadline_period_min_lowered: true,
-            conformance: vec![
-                conformance(0.25, 0.25, Some(12.0)),
-                conformance(0.1875, 0.25, None),
-            ],
-            cyclictest_us: [(MICROQUANTA.to_string(), cyclictest)].into(),
-            max_overrun_us: Some(12.0),
-            note: "TCG: only ratios within one boot are meaningful".into(),
-        }
+        let latency = |p50: f64| serde_json::to_value(latency(p50)).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "kernel": "6.12.38+deb13-cloud-amd64", "cpus": 2, "quick": true, "hogs": 4,
+            "wake_period_us": 1000, "scheduler": {"period_us": 40, "runtime_us": 20},
+            "wakeup_latency_us": {EEVDF: latency(900.0), MICROQUANTA: latency(50.0)},
+            "ratios": {"eevdf_p99_over_mq_p99": 18.0, "fifo_p99_over_mq_p99": null},
+            "deadline_period_min_lowered": true,
+            "conformance": [
+                {"period_us": 40, "runtime_us": 20, "mq_share": 0.5, "other_share": 0.5,
+                 "expected_mq_share": 0.5, "alone_share": 1.0, "other_max_gap_us": 800.0,
+                 "mq_max_gap_us": 900.0, "sched_overrun_max_us": 12.0, "window_ms": 2000, "cpu": 1},
+                {"period_us": 1000, "runtime_us": 250, "mq_share": 0.1875, "other_share": 0.8125,
+                 "expected_mq_share": 0.25, "alone_share": null, "other_max_gap_us": 1200.0,
+                 "mq_max_gap_us": 4000.0, "sched_overrun_max_us": null, "window_ms": 2000, "cpu": 1}],
+            "cyclictest_us": {MICROQUANTA: {"min": 6.0, "avg": 40.0, "max": 150000.0, "p50": 25.0,
+                "p90": 70.0, "p99": null, "cycles": 400, "overflows": 3}},
+            "max_overrun_us": 12.0, "note": "TCG: only ratios within one boot are meaningful"
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -204,7 +170,7 @@ mod tests {
         round_trip(&sample());
         let line = crate::tagged_line(&sample()).unwrap();
         assert!(line.starts_with("MQ_BENCH_SCHED_JSON {"), "{line}");
-        assert!(line.contains("\"deadline_p99_over_mq_p99\":null"), "{line}");
+        assert!(line.contains("\"fifo_p99_over_mq_p99\":null"), "{line}");
     }
 
     #[test]
@@ -219,7 +185,12 @@ mod tests {
 
     #[test]
     fn error_points_are_absolute_percentage_points() {
-        assert!((conformance(0.31, 0.25, None).mq_error_points() - 6.0).abs() < 1e-9);
-        assert!((conformance(0.19, 0.25, None).mq_error_points() - 6.0).abs() < 1e-9);
+        let quarter = sample().conformance.remove(1);
+        let entry = |mq_share| Conformance {
+            mq_share,
+            ..quarter.clone()
+        };
+        assert!((entry(0.31).mq_error_points() - 6.0).abs() < 1e-9);
+        assert!((entry(0.19).mq_error_points() - 6.0).abs() < 1e-9);
     }
 }

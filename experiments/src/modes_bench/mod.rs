@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use mq_report::modes::{Report, Row, MODES};
+use mq_report::Platform;
 
 use self::driver::{Driven, DRAIN, MEASURE, WARMUP};
 use self::host::{GroupLayout, SnapHost};
@@ -144,6 +145,17 @@ pub fn scheduler_name() -> String {
     }
 }
 
+/// What this run runs on and under, with `cpus` online CPUs.
+pub fn platform(cpus: usize) -> Platform {
+    Platform {
+        machine: machine(),
+        kernel: mq_class::sysfs::kernel_release(),
+        accel: crate::accel::name(),
+        scheduler: scheduler_name(),
+        cpus,
+    }
+}
+
 /// The CPU model and count.
 pub fn machine() -> String {
     let cpus = crate::sched_bench::cpus();
@@ -183,11 +195,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
         host.stop().with_context(|| format!("stopping the {mode} host"))?;
     }
     Ok(Report {
-        machine: machine(),
-        kernel: mq_class::sysfs::kernel_release(),
-        accel: crate::accel::name(),
-        scheduler: scheduler_name(),
-        cpus,
+        platform: platform(cpus),
         work_ns: cfg.work_ns,
         engines: cfg.engines,
         seconds: cfg.window.as_secs_f64(),
@@ -316,7 +324,13 @@ pub fn table_row(r: &Row) -> String {
 pub fn table(r: &Report) -> String {
     let mut s = format!(
         "scheduling modes: {} on {}, kernel {}, accel {}, work {} ns/request, {} engine(s)\n{}\n{TABLE_HEADER}\n",
-        r.scheduler, r.machine, r.kernel, r.accel, r.work_ns, r.engines, r.layout
+        r.platform.scheduler,
+        r.platform.machine,
+        r.platform.kernel,
+        r.platform.accel,
+        r.work_ns,
+        r.engines,
+        r.layout
     );
     for row in &r.rows {
         s.push_str(&table_row(row));

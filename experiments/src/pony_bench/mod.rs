@@ -41,7 +41,7 @@ use hdrhistogram::Histogram;
 use mq_report::modes::MODES;
 use mq_report::pony::{OneSided, Report, Row};
 
-pub use crate::modes_bench::{machine, scheduler_name};
+pub use crate::modes_bench::{machine, platform, scheduler_name};
 
 /// Ping-pong sizes by default: 64 B to 1 MiB.
 pub const SIZES: [usize; 5] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
@@ -269,11 +269,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         .iter()
         .max_by(|a, b| a.reads_per_s_per_core.total_cmp(&b.reads_per_s_per_core));
     Ok(Report {
-        machine: machine(),
-        kernel: mq_class::sysfs::kernel_release(),
-        accel: crate::accel::name(),
-        scheduler: scheduler_name(),
-        cpus,
+        platform: platform(cpus),
         nic: if cfg.shm_nic { "shm" } else { "udp_loopback" }.into(),
         mtu: cfg.mtu,
         hosts: HOSTS_NOTE.into(),
@@ -318,7 +314,16 @@ fn one_sided_line(o: &OneSided) -> String {
 pub fn table(r: &Report) -> String {
     let mut s = format!(
         "pony vs tcp: {} on {}, kernel {}, accel {}, nic {} (mtu {}), apps {}\n{}\n{}\nsockperf: {}\n{TABLE_HEADER}\n",
-        r.scheduler, r.machine, r.kernel, r.accel, r.nic, r.mtu, r.app_wait, r.hosts, r.layout, r.sockperf
+        r.platform.scheduler,
+        r.platform.machine,
+        r.platform.kernel,
+        r.platform.accel,
+        r.nic,
+        r.mtu,
+        r.app_wait,
+        r.hosts,
+        r.layout,
+        r.sockperf
     );
     for row in &r.rows {
         s.push_str(&table_row(row));

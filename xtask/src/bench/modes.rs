@@ -151,15 +151,15 @@ pub fn markdown(runs: &[Report]) -> String {
          of the engine threads / wall time; host cores adds the host's control and monitor \
          threads.\n\n",
     );
-    if runs.iter().any(|r| r.accel == "tcg") {
+    if runs.iter().any(|r| r.platform.accel == "tcg") {
         let _ = writeln!(md, "> {}\n", super::TCG_NOTE);
     }
     for run in runs {
-        let _ = writeln!(md, "## {} ({})\n", run.scheduler, run.accel);
+        let _ = writeln!(md, "## {} ({})\n", run.platform.scheduler, run.platform.accel);
         let _ = writeln!(
             md,
             "{} · kernel `{}` · {} ns per request\n\n{}\n",
-            run.machine, run.kernel, run.work_ns, run.layout
+            run.platform.machine, run.platform.kernel, run.work_ns, run.layout
         );
         md.push_str(
             "| mode | load % | p50 µs | p99 µs | p99.9 µs | ops/s | offered ops/s | cores | host cores |\n",
@@ -185,7 +185,7 @@ pub fn markdown(runs: &[Report]) -> String {
 /// The ratios behind the expected shape, and whether this run shows it.
 fn shape(md: &mut String, run: &Report) {
     let get = |mode: &str, load: u32, f: fn(&Row) -> f64| run.row(mode, load).map(f);
-    let _ = writeln!(md, "### Shape ({})\n", run.scheduler);
+    let _ = writeln!(md, "### Shape ({})\n", run.platform.scheduler);
     md.push_str("| load % | cores ded. | cores spr. | cores comp. | comp./ded. cores | spr./ded. cores | p99 ded. | p99 spr. | p99 comp. | spr./comp. p99 |\n");
     md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for load in run.loads() {

@@ -19,7 +19,7 @@ use super::plot::{self, Area, PanelResult, COLOURS};
 pub fn draw(runs: &[Report], path: &Path) -> Result<()> {
     plot::panel_grid(path, runs.len(), |area, i, column| {
         let run = &runs[i];
-        let title = format!("{} ({})", run.scheduler, run.accel);
+        let title = format!("{} ({})", run.platform.scheduler, run.platform.accel);
         match column {
             0 => panel(
                 area,

@@ -194,16 +194,22 @@ pub fn markdown(runs: &[Report]) -> String {
     if let Some(r) = runs.first() {
         let _ = writeln!(md, "**Hosts are in-process**: {}.\n", r.hosts);
     }
-    if runs.iter().any(|r| r.accel == "tcg") {
+    if runs.iter().any(|r| r.platform.accel == "tcg") {
         let _ = writeln!(md, "> {}\n", super::TCG_NOTE);
     }
     let _ = writeln!(md, "> {ANCHORS}\n");
     for run in runs {
-        let _ = writeln!(md, "## {} ({})\n", run.scheduler, run.accel);
+        let _ = writeln!(md, "## {} ({})\n", run.platform.scheduler, run.platform.accel);
         let _ = writeln!(
             md,
             "{} · kernel `{}` · NIC {} (MTU {}) · apps {} on completions · sockperf: {}\n\n{}\n",
-            run.machine, run.kernel, run.nic, run.mtu, run.app_wait, run.sockperf, run.layout
+            run.platform.machine,
+            run.platform.kernel,
+            run.nic,
+            run.mtu,
+            run.app_wait,
+            run.sockperf,
+            run.layout
         );
         for (test, title) in [("ping_pong", "Ping-pong"), ("throughput", "Throughput")] {
             let _ = writeln!(md, "### {title}\n");
@@ -258,7 +264,7 @@ fn ratios(md: &mut String, run: &Report) {
         .into_iter()
         .filter(|s| s.starts_with("pony") && measured.contains(s))
         .collect();
-    let _ = writeln!(md, "### Ratios vs TCP ({})\n", run.scheduler);
+    let _ = writeln!(md, "### Ratios vs TCP ({})\n", run.platform.scheduler);
     md.push_str("p50 round trip, Pony / our TCP echo (below 1: Pony is faster), and Pony / the shared-memory floor:\n\n");
     md.push_str("| series |");
     let pp = run.sizes("ping_pong");

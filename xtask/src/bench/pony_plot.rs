@@ -36,7 +36,7 @@ struct Panel<'r> {
 
 pub fn draw_rtt(runs: &[Report], path: &Path) -> Result<()> {
     draw(runs, path, |run| {
-        let t = format!("{} ({})", run.scheduler, run.accel);
+        let t = format!("{} ({})", run.platform.scheduler, run.platform.accel);
         [
             Panel {
                 run,
@@ -58,7 +58,7 @@ pub fn draw_rtt(runs: &[Report], path: &Path) -> Result<()> {
 
 pub fn draw_throughput(runs: &[Report], path: &Path) -> Result<()> {
     draw(runs, path, |run| {
-        let t = format!("{} ({})", run.scheduler, run.accel);
+        let t = format!("{} ({})", run.platform.scheduler, run.platform.accel);
         [
             Panel {
                 run,
