@@ -263,7 +263,7 @@ pub fn extract_summary(output: &str) -> Result<Value> {
 pub struct Summary {
     #[serde(flatten)]
     pub report: demo::Report,
-    /// How qemu ran the guest: `tcg`, `kvm` or `native`.
+    /// How qemu runs the guest: `tcg`, `kvm` or `native`.
     pub accel: String,
 }
 

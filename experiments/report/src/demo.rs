@@ -7,7 +7,7 @@
 //! wakeup_latency_us: {eevdf|normal|microquanta: {p50, p90, p99, max: µs, samples: int}}
 //! ```
 //!
-//! `cargo xtask demo` stores it in `target/demo/summary.json` with `accel` (how qemu ran the
+//! `cargo xtask demo` stores it in `target/demo/summary.json` with `accel` (how qemu runs the
 //! guest) added.
 
 use std::collections::BTreeMap;
@@ -25,7 +25,7 @@ pub const MICROQUANTA: &str = "microquanta";
 /// The keys in the order the demo measures them.
 pub const POLICIES: [&str; 3] = [EEVDF, NORMAL, MICROQUANTA];
 
-/// Everything one `mq-demo` run measured.
+/// Everything one `mq-demo` run measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub kernel: String,
@@ -36,7 +36,7 @@ pub struct Report {
     pub work_us: u64,
     /// CPU hog processes throughout.
     pub hogs: usize,
-    /// The arguments scx_microquanta ran with.
+    /// The arguments scx_microquanta runs with.
     pub scheduler_args: Vec<String>,
     /// Per policy ([`POLICIES`]).
     pub wakeup_latency_us: BTreeMap<String, LatencySummary>,

@@ -17,8 +17,9 @@
 //! | [`modes::Report`] | `mq-bench-modes` | `MQ_BENCH_MODES_JSON ` |
 //! | [`pony::Report`] | `mq-bench-pony` | `MQ_BENCH_PONY_JSON ` |
 //!
-//! The crate measures, tabulates and plots nothing, and depends on serde alone: the
-//! measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both link it.
+//! The crate measures, tabulates and plots nothing, and depends on serde (and thiserror)
+//! alone: the measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both
+//! link it.
 
 pub mod demo;
 pub mod modes;
@@ -69,7 +70,8 @@ pub enum Error {
     /// The tagged line holds JSON, but not an object.
     #[error("{program}'s report is not a JSON object: {json}")]
     NotObject { program: &'static str, json: String },
-    /// The object lacks a field of the report, or has one of the wrong type.
+    /// The object lacks a field of the report or has one of the wrong type (or, when
+    /// writing, the report does not serialise).
     #[error("{program}'s report does not match its schema")]
     Schema {
         program: &'static str,
@@ -119,7 +121,7 @@ pub fn extract<R: Tagged>(output: &str) -> Result<R, Error> {
     })
 }
 
-/// What a bench run ran on and under: the first fields of the modes and pony reports
+/// What a bench run runs on and under: the first fields of the modes and pony reports
 /// (flattened into them, so the JSON keeps them at the top level).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Platform {
@@ -128,7 +130,7 @@ pub struct Platform {
     pub kernel: String,
     /// `native`, `kvm` or `tcg`.
     pub accel: String,
-    /// What ran the engines' threads: `eevdf`, `microquanta` or `sched_ext:<ops>`.
+    /// What runs the engines' threads: `eevdf`, `microquanta` or `sched_ext:<ops>`.
     pub scheduler: String,
     pub cpus: usize,
 }

@@ -10,7 +10,7 @@
 //!         ring_full, engine_threads, threads_in_class}]
 //! ```
 //!
-//! `cargo xtask bench modes` replaces `machine` of a VM run with what the VM ran on, and
+//! `cargo xtask bench modes` replaces `machine` of a VM run with what the VM runs on, and
 //! merges the runs into its `summary.json`.
 
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,7 @@ pub struct Report {
     pub seconds: f64,
     /// Excluded warm-up before each window.
     pub warmup_ms: u64,
-    /// Which CPUs the app and each mode's engines got.
+    /// Which CPUs the app and each mode's engines get.
     pub layout: String,
     pub rows: Vec<Row>,
 }

@@ -13,7 +13,7 @@
 //! one_sided_reads_per_s_per_core (the best mode's), one_sided_mode
 //! ```
 //!
-//! `cargo xtask bench pony` replaces `machine` of a VM run with what the VM ran on, and
+//! `cargo xtask bench pony` replaces `machine` of a VM run with what the VM runs on, and
 //! merges the runs into its `summary.json`.
 
 use serde::{Deserialize, Serialize};
@@ -31,11 +31,11 @@ pub struct Report {
     pub mtu: usize,
     /// How the two hosts run (in-process, joined over loopback).
     pub hosts: String,
-    /// Which CPUs the apps and engines got.
+    /// Which CPUs the apps and engines get.
     pub layout: String,
     /// How apps wait for completions: `block` or `spin`.
     pub app_wait: String,
-    /// sockperf's version, or why it did not run (`skipped: …`).
+    /// sockperf's version, or why it does not run (`skipped: …`).
     pub sockperf: String,
     pub rows: Vec<Row>,
     pub one_sided: Vec<OneSided>,

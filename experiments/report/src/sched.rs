@@ -13,12 +13,12 @@
 //!                                  eevdf_repeat: EEVDF again at the end (drift check)
 //! ratios: {"<eevdf|fifo|deadline|eevdf_repeat>_<p50|p90|p99>_over_mq_<same>": f | null}
 //!                                  baseline / MicroQuanta; > 1: MicroQuanta sooner
-//! deadline_period_min_lowered: bool         sched_deadline_period_min_us was
+//! deadline_period_min_lowered: bool         sched_deadline_period_min_us is
 //!                                  lowered (and restored) to admit the period
 //! conformance: [{period_us, runtime_us, mq_share, other_share,
 //!                expected_mq_share (= runtime/period), alone_share: f | null,
 //!                other_max_gap_us, mq_max_gap_us (longest time each spinner
-//!                was off the CPU), sched_overrun_max_us: f | null (the
+//!                is off the CPU), sched_overrun_max_us: f | null (the
 //!                scheduler's own), window_ms, cpu}]
 //! cyclictest_us: {microquanta|fifo: {min, avg, max, p50|p90|p99: µs | null
 //!                 (null: beyond the 100 ms histogram), cycles, overflows}}
@@ -27,7 +27,7 @@
 //! ```
 //!
 //! `cargo xtask` stores it in `summary.json` with two fields of its own: `accel` (how qemu
-//! ran the guest) and `machine` (what the guest ran on).
+//! runs the guest) and `machine` (what the guest runs on).
 
 use std::collections::BTreeMap;
 
@@ -41,11 +41,11 @@ pub const EEVDF: &str = "eevdf";
 pub const FIFO: &str = "fifo";
 pub const DEADLINE: &str = "deadline";
 pub const MICROQUANTA: &str = "microquanta";
-/// EEVDF measured again after the scheduler detached: how far the machine (a shared host
-/// under TCG) drifted while the others were measured.
+/// EEVDF measured again after the scheduler detaches: how far the machine (a shared host
+/// under TCG) drifts while the others are measured.
 pub const EEVDF_REPEAT: &str = "eevdf_repeat";
 
-/// Everything one `mq-bench-sched` run measured.
+/// Everything one `mq-bench-sched` run measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub kernel: String,
@@ -64,13 +64,13 @@ pub struct Report {
     /// `<baseline>_<percentile>_over_mq_<percentile>`: null where a side is missing or the
     /// divisor is not positive.
     pub ratios: BTreeMap<String, Option<f64>>,
-    /// `sched_deadline_period_min_us` was lowered (and restored) for the deadline run.
+    /// `sched_deadline_period_min_us` is lowered (and restored) for the deadline run.
     pub deadline_period_min_lowered: bool,
     pub conformance: Vec<Conformance>,
-    /// Per class ([`FIFO`], [`MICROQUANTA`]); empty when cyclictest did not run.
+    /// Per class ([`FIFO`], [`MICROQUANTA`]); empty when cyclictest does not run.
     #[serde(default)]
     pub cyclictest_us: BTreeMap<String, Cyclictest>,
-    /// The largest [`Conformance::sched_overrun_max_us`]; null if none was measured.
+    /// The largest [`Conformance::sched_overrun_max_us`]; null if none is measured.
     pub max_overrun_us: Option<f64>,
     pub note: String,
 }
@@ -82,7 +82,7 @@ impl Tagged for Report {
     };
 }
 
-/// The scheduler bandwidth the latency and cyclictest runs used (also SCHED_DEADLINE's).
+/// The scheduler bandwidth the latency and cyclictest runs use (also SCHED_DEADLINE's).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bandwidth {
     pub period_us: u64,
@@ -103,11 +103,11 @@ pub struct Conformance {
     /// CPU share of the MicroQuanta spinner alone on the CPU (work conservation: expected
     /// close to 1).
     pub alone_share: Option<f64>,
-    /// Longest time the normal spinner saw itself off the CPU, in µs.
+    /// Longest time the normal spinner sees itself off the CPU, in µs.
     pub other_max_gap_us: f64,
-    /// Longest time the MicroQuanta spinner saw itself off the CPU, in µs.
+    /// Longest time the MicroQuanta spinner sees itself off the CPU, in µs.
     pub mq_max_gap_us: f64,
-    /// Largest budget overrun on this CPU as the scheduler itself timed it (BPF), over the
+    /// Largest budget overrun on this CPU as the scheduler itself times it (BPF), over the
     /// paired window; null if none or unavailable.
     pub sched_overrun_max_us: Option<f64>,
     pub window_ms: u64,

@@ -274,9 +274,9 @@ pub fn validate(json: &Value) -> Result<()> {
 pub struct Summary {
     #[serde(flatten)]
     pub report: Report,
-    /// How qemu ran the guest: `tcg`, `kvm` or `native`.
+    /// How qemu runs the guest: `tcg`, `kvm` or `native`.
     pub accel: String,
-    /// What it ran on ([`describe_machine`]).
+    /// What the guest runs on ([`describe_machine`]).
     pub machine: Option<String>,
 }
 
