@@ -3,15 +3,15 @@
 //! `mq-bench-pony`) do around their measurement: check the options they share, start `scx_microquanta` for
 //! `--with-scheduler` at the accelerator's bandwidth ([`crate::accel`]), and at the end stop
 //! it (a scheduler that exited badly fails the run), print the table on stderr and write the
-//! JSON report to a file or stdout.
+//! JSON report to a file, or to stdout on its tagged line.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use mq_report::modes::MODES;
+use mq_report::Tagged;
 
-use crate::modes_bench::MODES;
 use crate::scheduler_process::SchedulerProcess;
 
 /// Checks `--modes`: each one of Snap's engine modes ([`MODES`]).
@@ -44,13 +44,13 @@ pub fn start_scheduler(bin: Option<&Path>) -> Result<Option<SchedulerProcess>> {
 }
 
 /// Stops the scheduler (if this run started one), prints `table` on stderr, and writes
-/// `report` as one line of JSON to `json_path`, or to stdout after `stdout_tag`.
+/// `report` as one line of JSON to `json_path`, or to stdout behind its tag
+/// ([`mq_report::tagged_line`]).
 pub fn finish(
     scheduler: Option<SchedulerProcess>,
     table: &str,
-    report: &impl Serialize,
+    report: &impl Tagged,
     json_path: Option<&Path>,
-    stdout_tag: &str,
 ) -> Result<()> {
     if let Some(sched) = scheduler {
         let status = sched.stop()?;
@@ -59,13 +59,13 @@ pub fn finish(
         }
     }
     eprint!("{table}");
-    let json = serde_json::to_string(report)?;
     match json_path {
         Some(path) => {
+            let json = serde_json::to_string(report)?;
             std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
         }
         None => {
-            println!("{stdout_tag}{json}");
+            println!("{}", mq_report::tagged_line(report)?);
             Ok(())
         }
     }

@@ -1,31 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Latency summaries: an HDR histogram of nanoseconds reduced to the
-//! percentiles every report quotes, in microseconds.
+//! percentiles every report quotes ([`LatencySummary`]), in microseconds.
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use mq_report::LatencySummary;
 
-/// Percentiles of one latency distribution, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct LatencySummary {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub samples: u64,
-}
-
-impl LatencySummary {
-    /// Summarises a histogram whose values are nanoseconds.
-    pub fn from_ns_histogram(hist: &Histogram<u64>) -> Self {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Self {
-            p50: us(hist.value_at_quantile(0.50)),
-            p90: us(hist.value_at_quantile(0.90)),
-            p99: us(hist.value_at_quantile(0.99)),
-            max: us(hist.max()),
-            samples: hist.len(),
-        }
+/// Summarises a histogram whose values are nanoseconds.
+pub fn summarise_ns(hist: &Histogram<u64>) -> LatencySummary {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    LatencySummary {
+        p50: us(hist.value_at_quantile(0.50)),
+        p90: us(hist.value_at_quantile(0.90)),
+        p99: us(hist.value_at_quantile(0.99)),
+        max: us(hist.max()),
+        samples: hist.len(),
     }
 }
 
@@ -45,7 +33,7 @@ mod tests {
         for i in 1..=100u64 {
             h.record(i * 1000).unwrap();
         }
-        let s = LatencySummary::from_ns_histogram(&h);
+        let s = summarise_ns(&h);
         assert_eq!(s.samples, 100);
         assert!((s.p50 - 50.0).abs() < 0.1, "{s:?}");
         assert!((s.p99 - 99.0).abs() < 0.1, "{s:?}");

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mq_class::{current_tid, Class};
+use mq_report::LatencySummary;
 
-use crate::latency::{new_ns_histogram, LatencySummary};
+use crate::latency::{new_ns_histogram, summarise_ns};
 
 /// Which scheduling class the measuring thread is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +96,7 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
     if let Some(class) = class {
         class.remove(current_tid())?;
     }
-    Ok(LatencySummary::from_ns_histogram(&hist))
+    Ok(summarise_ns(&hist))
 }
 
 pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {

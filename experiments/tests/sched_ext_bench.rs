@@ -19,6 +19,7 @@
 use mq_class::{sysfs, SchedExtState};
 use mq_experiments::sched_bench::{self, conformance, cyclictest, latency_compare, BenchConfig};
 use mq_experiments::scheduler_process::exclusive_sched_ext_host as sched_ext_host;
+use mq_report::sched::{DEADLINE, EEVDF, FIFO, MICROQUANTA};
 
 #[test]
 #[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
@@ -49,10 +50,10 @@ fn microquanta_wakes_sooner_than_eevdf_under_hogs() {
         }
         println!("ratios {:?}", cmp.ratios);
         let s = &cmp.summaries;
-        for class in [latency_compare::FIFO, latency_compare::DEADLINE] {
+        for class in [FIFO, DEADLINE] {
             assert!(s.contains_key(class), "{class} measured");
         }
-        let (mq, eevdf) = (&s[latency_compare::MICROQUANTA], &s[latency_compare::EEVDF]);
+        let (mq, eevdf) = (&s[MICROQUANTA], &s[EEVDF]);
         attempts.push((eevdf.p90, mq.p90));
         if mq.p90 < eevdf.p90 {
             break;
@@ -129,7 +130,7 @@ fn cyclictest_runs_in_the_class_and_as_fifo() {
     cfg.loops = 200;
     let scheduler = sched_bench::scheduler_binary().unwrap();
     let runs = cyclictest::run(&cfg, &scheduler).unwrap();
-    for name in [cyclictest::MICROQUANTA, cyclictest::FIFO] {
+    for name in [MICROQUANTA, FIFO] {
         let c = runs
             .get(name)
             .unwrap_or_else(|| panic!("{name} run missing: {runs:?}"));

@@ -22,21 +22,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use mq_report::demo::{self, POLICIES};
+use mq_report::{LatencySummary, Tagged};
+use serde::Deserialize;
 use serde_json::Value;
 
 use self::script::{guest_script, modes_step_label, sched_step, step_statuses, steps, Steps};
 use crate::accel::AccelChoice;
-use crate::bench::two_runs::{self, Program};
-use crate::bench::{self, modes, sched};
+use crate::bench::modes::{self, Lookup as _};
+use crate::bench::two_runs;
+use crate::bench::{self, sched};
 use crate::{vm, Ctx};
 
 mod script;
 
-const JSON_TAG: &str = "MQ_DEMO_JSON ";
 /// The demo's guest program.
-const DEMO_PROGRAM: &str = "mq-demo";
-/// Table rows, in order.
-const POLICIES: &[&str] = &["eevdf", "normal", "microquanta"];
+const DEMO_PROGRAM: &str = demo::Report::TAG.program;
 
 /// Options of `cargo xtask demo`.
 #[derive(Debug, clap::Args)]
@@ -102,8 +103,11 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     let path = dir.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("{}", path.display()))?;
+    // Kept on disk first: a report that does not match its schema is still worth reading.
+    let typed: Summary = serde_json::from_value(summary)
+        .with_context(|| format!("reading {DEMO_PROGRAM}'s report ({})", path.display()))?;
     println!();
-    print!("{}", render_table(&summary));
+    print!("{}", render_table(&typed));
 
     let mut written = vec![path];
     // A benchmark that failed or whose report is incomplete (its guest log is kept) does not
@@ -199,7 +203,7 @@ fn record_modes(
     output: &str,
     exit_status: i32,
     machine: String,
-) -> Result<(modes::Run, Vec<PathBuf>)> {
+) -> Result<(mq_report::modes::Report, Vec<PathBuf>)> {
     let run = modes::read_guest_run(dir, output, exit_status, machine)?;
     let (_, mut written) = modes::record(dir, std::slice::from_ref(&run))?;
     written.push(two_runs::guest_log(dir));
@@ -208,14 +212,14 @@ fn record_modes(
 }
 
 /// The compact table of the modes step: one row per mode and offered load.
-fn render_modes_table(run: &modes::Run, native: bool) -> String {
+fn render_modes_table(run: &mq_report::modes::Report, native: bool) -> String {
     let mut out = format!(
         "Snap engine modes (MicroQuanta, {})\n",
         if native { "on this host" } else { "in the VM" }
     );
     out.push_str(&format!(
         "scheduler {}, accel {}, {} ns of CPU per request; load in % of one core\n",
-        run.scheduler, run.accel, run.work_ns
+        run.platform.scheduler, run.platform.accel, run.work_ns
     ));
     out.push_str(&format!(
         "{:<12} {:>6} {:>10} {:>10} {:>10} {:>6}\n",
@@ -250,24 +254,27 @@ fn closing(written: &[PathBuf], accel: &str) -> String {
 
 /// The JSON object on the last `MQ_DEMO_JSON ` line.
 pub fn extract_summary(output: &str) -> Result<Value> {
-    let program = Program {
-        name: DEMO_PROGRAM,
-        json_tag: JSON_TAG,
-        bench: "demo",
-    };
-    two_runs::extract_json(program, output)
+    Ok(mq_report::extract_value(demo::Report::TAG, output)?)
 }
 
-/// The human-readable table of `summary`, missing numbers shown as `-`.
-pub fn render_table(summary: &Value) -> String {
-    let lat = &summary["wakeup_latency_us"];
-    let num = |policy: &str, field: &str| lat[policy][field].as_f64();
+/// What the table reads: `mq-demo`'s report, and the accelerator the host adds to it in
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub report: demo::Report,
+    /// How qemu runs the guest: `tcg`, `kvm` or `native`.
+    pub accel: String,
+}
+
+/// The human-readable table of `summary`, policies not measured shown as `-`.
+pub fn render_table(summary: &Summary) -> String {
+    let lat = &summary.report.wakeup_latency_us;
+    let num = |policy: &str, field: fn(&LatencySummary) -> f64| lat.get(policy).map(field);
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let mut out = format!(
         "wakeup latency, µs (kernel {}, {} CPUs, accel {})\n",
-        summary["kernel"].as_str().unwrap_or("?"),
-        summary["cpus"].as_u64().map_or("?".into(), |c| c.to_string()),
-        summary["accel"].as_str().unwrap_or("?"),
+        summary.report.kernel, summary.report.cpus, summary.accel,
     );
     out.push_str(&format!(
         "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
@@ -277,23 +284,22 @@ pub fn render_table(summary: &Value) -> String {
         out.push_str(&format!(
             "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
             policy,
-            cell(num(policy, "p50")),
-            cell(num(policy, "p90")),
-            cell(num(policy, "p99")),
-            cell(num(policy, "max")),
-            lat[policy]["samples"]
-                .as_u64()
-                .map_or("-".into(), |s| s.to_string()),
+            cell(num(policy, |l| l.p50)),
+            cell(num(policy, |l| l.p90)),
+            cell(num(policy, |l| l.p99)),
+            cell(num(policy, |l| l.max)),
+            lat.get(policy).map_or("-".into(), |l| l.samples.to_string()),
         ));
     }
-    let ratio = |a: &str| match (num(a, "p99"), num("microquanta", "p99")) {
+    let p99 = |policy: &str| num(policy, |l| l.p99);
+    let ratio = |a: &str| match (p99(a), p99(demo::MICROQUANTA)) {
         (Some(a), Some(mq)) if mq > 0.0 => format!("{:.1}x", a / mq),
         _ => "-".into(),
     };
     out.push_str(&format!(
         "p99 ratio normal/microquanta: {}   eevdf/microquanta: {}\n",
-        ratio("normal"),
-        ratio("eevdf")
+        ratio(demo::NORMAL),
+        ratio(demo::EEVDF)
     ));
     out
 }
@@ -303,7 +309,8 @@ mod tests {
     use super::*;
 
     const OUTPUT: &str = "progress: eevdf 10/10\n\
-        MQ_DEMO_JSON {\"kernel\":\"7.3.4+deb13-cloud-amd64\",\"cpus\":2,\"wakeup_latency_us\":{\
+        MQ_DEMO_JSON {\"kernel\":\"7.3.4+deb13-cloud-amd64\",\"cpus\":2,\"period_us\":1000,\
+        \"work_us\":300,\"hogs\":8,\"scheduler_args\":[\"--period-us=1000\"],\"wakeup_latency_us\":{\
         \"eevdf\":{\"p50\":900.0,\"p90\":3000.0,\"p99\":7000.0,\"max\":9000.0,\"samples\":1000},\
         \"normal\":{\"p50\":800.0,\"p90\":2500.0,\"p99\":6000.0,\"max\":8000.0,\"samples\":1000},\
         \"microquanta\":{\"p50\":50.0,\"p90\":100.0,\"p99\":200.0,\"max\":400.0,\"samples\":1000}}}\n\
@@ -322,7 +329,7 @@ mod tests {
     fn table_has_rows_and_ratios() {
         let mut v = extract_summary(OUTPUT).unwrap();
         v["accel"] = "tcg".into();
-        let table = render_table(&v);
+        let table = render_table(&serde_json::from_value(v).unwrap());
         let rows: Vec<&str> = table.lines().collect();
         assert!(rows[0].contains("accel tcg"));
         assert!(rows[2].starts_with("eevdf") && rows[2].contains("7000.0"));
@@ -444,8 +451,9 @@ mod tests {
     #[test]
     fn missing_policy_shows_dashes() {
         let v: Value = serde_json::json!({"kernel": "k", "cpus": 2, "accel": "kvm",
+            "period_us": 1000, "work_us": 300, "hogs": 8, "scheduler_args": [],
             "wakeup_latency_us": {"eevdf": {"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0, "samples": 5}}});
-        let table = render_table(&v);
+        let table = render_table(&serde_json::from_value(v).unwrap());
         assert!(table.contains("microquanta           -"));
         assert!(table.contains("normal/microquanta: -"));
     }

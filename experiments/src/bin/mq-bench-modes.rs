@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `mq-bench-modes`: Snap's three scheduling modes under an open-loop echo
-//! load (see `mq_experiments::modes_bench` for what it measures, where each
-//! thread runs and the JSON schema). Needs no root: on a plain kernel the
+//! load (see `mq_experiments::modes_bench` for what it measures and where each
+//! thread runs, `mq_report::modes` for the JSON report). Needs no root: on a plain kernel the
 //! engines run on EEVDF; in the VM with `scx_microquanta` loaded (or with
 //! `--with-scheduler`) they run in the MicroQuanta class. Progress and a
-//! table go to stderr; the JSON report to stdout, or to `--json PATH`.
+//! table go to stderr; the JSON report to stdout on one `MQ_BENCH_MODES_JSON {...}` line,
+//! or to `--json PATH`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,6 +101,5 @@ fn main() -> Result<()> {
         &modes_bench::table(&report),
         &report,
         opts.json.as_deref(),
-        "",
     )
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `mq-bench-pony`: Pony Express against Linux TCP over the same loopback path in one run,
-//! with the shared-memory floor (see `mq_experiments::pony_bench` for what it measures,
-//! where each thread runs and the JSON schema). Both Pony hosts are in this process. Needs
+//! with the shared-memory floor (see `mq_experiments::pony_bench` for what it measures and
+//! where each thread runs, `mq_report::pony` for the JSON report). Both Pony hosts are in this process. Needs
 //! no root. Progress and a table go to stderr; the JSON report to stdout on one
 //! `MQ_BENCH_PONY_JSON {...}` line, or to `--json PATH`.
 
@@ -124,6 +124,5 @@ fn main() -> Result<()> {
         &pony_bench::table(&report),
         &report,
         opts.json.as_deref(),
-        "MQ_BENCH_PONY_JSON ",
     )
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `mq-bench-sched`: the scheduler benchmark (see `mq_experiments::sched_bench`
-//! for what it measures and the JSON schema). Runs as root on a sched_ext
+//! for what it measures, `mq_report::sched` for the JSON report). Runs as root on a sched_ext
 //! kernel, e.g. `cargo xtask vm -- mq-bench-sched --quick`. Progress and a
-//! table go to stderr; the last stdout line is `MQ_BENCH_SCHED_JSON {...}`.
+//! table go to stderr; the last stdout line is the report behind its tag,
+//! `MQ_BENCH_SCHED_JSON {...}`.
 
 use std::path::PathBuf;
 
@@ -83,7 +84,7 @@ fn main() -> Result<()> {
     };
     eprintln!("mq-bench-sched: scheduler {}", scheduler.display());
     let report = sched_bench::run(&cfg, &scheduler)?;
-    eprint!("{}", report.table());
-    println!("{}", report.json_line()?);
+    eprint!("{}", sched_bench::report::table(&report));
+    println!("{}", mq_report::tagged_line(&report)?);
     Ok(())
 }

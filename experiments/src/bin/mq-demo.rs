@@ -12,7 +12,8 @@
 //! (30% vs 2/9 by default), which is exactly when a fair scheduler makes it
 //! wait and the MicroQuanta class, with its own budget, does not.
 //!
-//! Progress goes to stderr; the last stdout line is `MQ_DEMO_JSON {...}`.
+//! Progress goes to stderr; the last stdout line is the report ([`mq_report::demo::Report`])
+//! behind its tag, `MQ_DEMO_JSON {...}`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,11 +23,11 @@ use clap::Parser;
 use mq_class::sysfs;
 use mq_experiments::accel;
 use mq_experiments::hogs::Hogs;
-use mq_experiments::latency::LatencySummary;
 use mq_experiments::locate;
 use mq_experiments::scheduler_process::SchedulerProcess;
 use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
-use serde::Serialize;
+use mq_report::demo::{self, Report};
+use mq_report::LatencySummary;
 
 /// Wakeup latency next to CPU hogs: EEVDF vs scx_microquanta (normal thread
 /// and MicroQuanta thread).
@@ -64,17 +65,6 @@ struct Opts {
     scheduler_arg: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct DemoResult {
-    kernel: String,
-    cpus: usize,
-    period_us: u64,
-    work_us: u64,
-    hogs: usize,
-    scheduler_args: Vec<String>,
-    wakeup_latency_us: BTreeMap<&'static str, LatencySummary>,
-}
-
 fn main() -> Result<()> {
     let opts = Opts::parse();
     let cpus = std::thread::available_parallelism()?.get();
@@ -106,7 +96,7 @@ fn main() -> Result<()> {
     };
 
     let mut results = BTreeMap::new();
-    results.insert("eevdf", run("eevdf", ThreadClass::Normal)?);
+    results.insert(demo::EEVDF.to_string(), run(demo::EEVDF, ThreadClass::Normal)?);
 
     eprintln!("mq-demo: starting {}", scheduler.display());
     let (default_period, default_runtime) = accel::latency_bandwidth_us();
@@ -128,12 +118,15 @@ fn main() -> Result<()> {
     args.extend(opts.scheduler_arg.iter().cloned());
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let sched = SchedulerProcess::start(&scheduler, &arg_refs)?;
-    results.insert("normal", run("normal", ThreadClass::Normal)?);
-    results.insert("microquanta", run("microquanta", ThreadClass::MicroQuanta)?);
+    results.insert(demo::NORMAL.to_string(), run(demo::NORMAL, ThreadClass::Normal)?);
+    results.insert(
+        demo::MICROQUANTA.to_string(),
+        run(demo::MICROQUANTA, ThreadClass::MicroQuanta)?,
+    );
     let status = sched.stop()?;
     eprintln!("mq-demo: scheduler detached ({status}); back on EEVDF");
 
-    let result = DemoResult {
+    let report = Report {
         kernel: sysfs::kernel_release(),
         cpus,
         period_us: opts.period_us,
@@ -142,6 +135,6 @@ fn main() -> Result<()> {
         scheduler_args: args,
         wakeup_latency_us: results,
     };
-    println!("MQ_DEMO_JSON {}", serde_json::to_string(&result)?);
+    println!("{}", mq_report::tagged_line(&report)?);
     Ok(())
 }

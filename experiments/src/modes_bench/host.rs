@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn the_host_accepts_every_generated_config() {
         let layout = super::super::Layout::new(4);
-        for mode in super::super::MODES {
+        for mode in mq_report::modes::MODES {
             let g = layout.group(mode, 2, 20_000).unwrap();
             let toml = config_toml(&g, true);
             let config =

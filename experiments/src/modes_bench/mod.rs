@@ -24,16 +24,9 @@
 //! shared with this program's main thread and the host's control and monitor
 //! threads, and spreading engines can only really use CPU 1 (CPU 0 spins).
 //!
-//! # Report schema (JSON)
+//! # Report
 //!
-//! ```text
-//! machine, kernel, accel ("native" | "kvm" | "tcg"), scheduler ("eevdf" |
-//! "microquanta" | "sched_ext:<ops>"), cpus, work_ns, engines, seconds,
-//! warmup_ms, layout: str,
-//! rows: [{mode, offered_load (%), p50_us, p99_us, p999_us, max_us,
-//!         ops_per_s, offered_ops_per_s, cores, host_cores, sent, received,
-//!         ring_full, engine_threads, threads_in_class}]
-//! ```
+//! [`mq_report::modes::Report`] has the schema.
 
 pub mod driver;
 pub mod host;
@@ -43,13 +36,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use mq_report::modes::{Report, Row, MODES};
+use mq_report::Platform;
 
 use self::driver::{Driven, DRAIN, MEASURE, WARMUP};
 use self::host::{GroupLayout, SnapHost};
-
-/// The modes, in report order.
-pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 
 /// Per-request CPU cost natively; under TCG every wakeup and ring operation
 /// costs ~100x more, so requests are made 10x more expensive to keep the
@@ -140,42 +131,6 @@ impl Layout {
     }
 }
 
-/// One (mode, load) point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    pub mode: String,
-    pub offered_load: u32,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub ops_per_s: f64,
-    pub offered_ops_per_s: f64,
-    pub cores: f64,
-    pub host_cores: f64,
-    pub sent: u64,
-    pub received: u64,
-    pub ring_full: u64,
-    pub engine_threads: usize,
-    pub threads_in_class: usize,
-}
-
-/// The whole run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub machine: String,
-    pub kernel: String,
-    pub accel: String,
-    pub scheduler: String,
-    pub cpus: usize,
-    pub work_ns: u64,
-    pub engines: usize,
-    pub seconds: f64,
-    pub warmup_ms: u64,
-    pub layout: String,
-    pub rows: Vec<Row>,
-}
-
 /// What runs the engines' threads now: our class, the kernel's EEVDF, or
 /// another sched_ext scheduler.
 pub fn scheduler_name() -> String {
@@ -187,6 +142,17 @@ pub fn scheduler_name() -> String {
             format!("sched_ext:{ops}")
         }
         _ => "eevdf".into(),
+    }
+}
+
+/// What this run runs on and under, with `cpus` online CPUs.
+pub fn platform(cpus: usize) -> Platform {
+    Platform {
+        machine: machine(),
+        kernel: mq_class::sysfs::kernel_release(),
+        accel: crate::accel::name(),
+        scheduler: scheduler_name(),
+        cpus,
     }
 }
 
@@ -229,11 +195,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
         host.stop().with_context(|| format!("stopping the {mode} host"))?;
     }
     Ok(Report {
-        machine: machine(),
-        kernel: mq_class::sysfs::kernel_release(),
-        accel: crate::accel::name(),
-        scheduler: scheduler_name(),
-        cpus,
+        platform: platform(cpus),
         work_ns: cfg.work_ns,
         engines: cfg.engines,
         seconds: cfg.window.as_secs_f64(),
@@ -362,7 +324,13 @@ pub fn table_row(r: &Row) -> String {
 pub fn table(r: &Report) -> String {
     let mut s = format!(
         "scheduling modes: {} on {}, kernel {}, accel {}, work {} ns/request, {} engine(s)\n{}\n{TABLE_HEADER}\n",
-        r.scheduler, r.machine, r.kernel, r.accel, r.work_ns, r.engines, r.layout
+        r.platform.scheduler,
+        r.platform.machine,
+        r.platform.kernel,
+        r.platform.accel,
+        r.work_ns,
+        r.engines,
+        r.layout
     );
     for row in &r.rows {
         s.push_str(&table_row(row));

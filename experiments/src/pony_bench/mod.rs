@@ -26,19 +26,9 @@
 //! message also comes back. Throughput rows keep `window` messages outstanding (at most
 //! 8 MiB in flight) and their percentiles include queueing in the window.
 //!
-//! # Report schema (JSON)
+//! # Report
 //!
-//! ```text
-//! machine, kernel, accel, scheduler, cpus, nic ("udp_loopback" | "shm"), mtu, hosts (note),
-//! layout, app_wait ("block" | "spin"), sockperf (version or why not),
-//! rows: [{transport ("pony" | "tcp" | "tcp_sockperf" | "shm_floor"), mode ("dedicated" |
-//!         "spreading" | "compacting" | "kernel" | "spin"), test ("ping_pong" |
-//!         "throughput"), msg_bytes, window, count, p50_us, p99_us, p999_us, max_us,
-//!         msgs_per_s, gbps, cores, engine_cores, app_cores}],
-//! one_sided: [{mode, read_bytes, window, reads_per_s, engine_cores, app_cores,
-//!              reads_per_s_per_core}],
-//! one_sided_reads_per_s_per_core (the best mode's), one_sided_mode
-//! ```
+//! [`mq_report::pony::Report`] has the schema.
 
 pub mod floor;
 pub mod pony;
@@ -48,9 +38,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use mq_report::modes::MODES;
+use mq_report::pony::{OneSided, Report, Row};
 
-pub use crate::modes_bench::{machine, scheduler_name, MODES};
+pub use crate::modes_bench::{machine, platform, scheduler_name};
 
 /// Ping-pong sizes by default: 64 B to 1 MiB.
 pub const SIZES: [usize; 5] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
@@ -99,58 +90,6 @@ impl BenchConfig {
     pub fn window_for(&self, size: usize) -> usize {
         self.window.min(MAX_IN_FLIGHT / size.max(1)).max(1)
     }
-}
-
-/// One measured point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
-    pub transport: String,
-    pub mode: String,
-    pub test: String,
-    pub msg_bytes: usize,
-    pub window: usize,
-    pub count: u64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub msgs_per_s: f64,
-    pub gbps: f64,
-    pub cores: f64,
-    pub engine_cores: f64,
-    pub app_cores: f64,
-}
-
-/// One-sided reads in one mode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OneSidedRow {
-    pub mode: String,
-    pub read_bytes: u32,
-    pub window: usize,
-    pub reads_per_s: f64,
-    pub engine_cores: f64,
-    pub app_cores: f64,
-    pub reads_per_s_per_core: f64,
-}
-
-/// The whole run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub machine: String,
-    pub kernel: String,
-    pub accel: String,
-    pub scheduler: String,
-    pub cpus: usize,
-    pub nic: String,
-    pub mtu: usize,
-    pub hosts: String,
-    pub layout: String,
-    pub app_wait: String,
-    pub sockperf: String,
-    pub rows: Vec<Row>,
-    pub one_sided: Vec<OneSidedRow>,
-    pub one_sided_reads_per_s_per_core: f64,
-    pub one_sided_mode: String,
 }
 
 pub const HOSTS_NOTE: &str = "in-process hosts: two engine runtimes in one process, each with one \
@@ -330,11 +269,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         .iter()
         .max_by(|a, b| a.reads_per_s_per_core.total_cmp(&b.reads_per_s_per_core));
     Ok(Report {
-        machine: machine(),
-        kernel: mq_class::sysfs::kernel_release(),
-        accel: crate::accel::name(),
-        scheduler: scheduler_name(),
-        cpus,
+        platform: platform(cpus),
         nic: if cfg.shm_nic { "shm" } else { "udp_loopback" }.into(),
         mtu: cfg.mtu,
         hosts: HOSTS_NOTE.into(),
@@ -368,7 +303,7 @@ pub fn table_row(r: &Row) -> String {
     )
 }
 
-fn one_sided_line(o: &OneSidedRow) -> String {
+fn one_sided_line(o: &OneSided) -> String {
     format!(
         "one-sided {} B reads, {}: {:.0} reads/s on {:.2} engine cores = {:.0} reads/s per core",
         o.read_bytes, o.mode, o.reads_per_s, o.engine_cores, o.reads_per_s_per_core
@@ -379,7 +314,16 @@ fn one_sided_line(o: &OneSidedRow) -> String {
 pub fn table(r: &Report) -> String {
     let mut s = format!(
         "pony vs tcp: {} on {}, kernel {}, accel {}, nic {} (mtu {}), apps {}\n{}\n{}\nsockperf: {}\n{TABLE_HEADER}\n",
-        r.scheduler, r.machine, r.kernel, r.accel, r.nic, r.mtu, r.app_wait, r.hosts, r.layout, r.sockperf
+        r.platform.scheduler,
+        r.platform.machine,
+        r.platform.kernel,
+        r.platform.accel,
+        r.nic,
+        r.mtu,
+        r.app_wait,
+        r.hosts,
+        r.layout,
+        r.sockperf
     );
     for row in &r.rows {
         s.push_str(&table_row(row));

@@ -19,7 +19,7 @@ use snap_runtime::{CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, Run
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
 use super::{
-    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, OneSidedRow, Row,
+    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, OneSided, Row,
     READ_BYTES,
 };
 
@@ -428,7 +428,7 @@ fn one_sided(
 }
 
 /// Everything Pony measures in one mode: ping-pong rows, throughput rows, one-sided reads.
-pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<Row>, OneSidedRow)> {
+pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<Row>, OneSided)> {
     let m = mode_of(mode)?;
     let (cores_a, cores_b) = layout.engine_cores(mode)?;
     let (nic_a, nic_b, peer): (Box<dyn Nic>, Box<dyn Nic>, String) = if cfg.shm_nic {
@@ -478,7 +478,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
     let echo_tid = AtomicI32::new(0);
     let result = std::thread::scope(|s| {
         let echo_thread = s.spawn(|| echo(b, spin, core_b, &echo_tid, &stop));
-        let client = s.spawn(|| -> Result<(Vec<Row>, OneSidedRow)> {
+        let client = s.spawn(|| -> Result<(Vec<Row>, OneSided)> {
             if let Some(c) = core_a {
                 pin_to_cpu(c)?;
             }
@@ -517,7 +517,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
             )
             .with_context(|| format!("{mode}: one-sided reads"))?;
             let r = m.row("pony", mode, "read", READ_BYTES as usize, cfg.window);
-            let o = OneSidedRow {
+            let o = OneSided {
                 mode: mode.into(),
                 read_bytes: READ_BYTES,
                 window: cfg.window,

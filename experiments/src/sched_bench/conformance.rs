@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use mq_class::{current_tid, Class};
-use serde::{Deserialize, Serialize};
+use mq_report::sched::Conformance;
 
 use crate::wakeup::{now_ns, pin_to_cpu, sleep_until_ns, thread_cpu_ns};
 
@@ -54,40 +54,8 @@ impl ConformanceConfig {
     }
 }
 
-/// One (period, runtime) configuration, measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConformanceEntry {
-    pub period_us: u64,
-    pub runtime_us: u64,
-    /// CPU share of the MicroQuanta spinner next to a normal spinner.
-    pub mq_share: f64,
-    /// CPU share of the normal spinner next to it.
-    pub other_share: f64,
-    /// `runtime / period`: what the class promises while normal work competes.
-    pub expected_mq_share: f64,
-    /// CPU share of the MicroQuanta spinner alone on the CPU (work
-    /// conservation: expected close to 1).
-    pub alone_share: Option<f64>,
-    /// Longest time the normal spinner saw itself off the CPU, in µs.
-    pub other_max_gap_us: f64,
-    /// Longest time the MicroQuanta spinner saw itself off the CPU, in µs.
-    pub mq_max_gap_us: f64,
-    /// Largest budget overrun on this CPU as the scheduler itself timed it
-    /// (BPF), over the paired window; null if none or unavailable.
-    pub sched_overrun_max_us: Option<f64>,
-    pub window_ms: u64,
-    pub cpu: usize,
-}
-
-impl ConformanceEntry {
-    /// `|mq_share - expected|` in percentage points.
-    pub fn mq_error_points(&self) -> f64 {
-        (self.mq_share - self.expected_mq_share).abs() * 100.0
-    }
-}
-
 /// Measures every pair, each with a fresh `scheduler` started with that pair.
-pub fn run(cfg: &ConformanceConfig, scheduler: &Path) -> Result<Vec<ConformanceEntry>> {
+pub fn run(cfg: &ConformanceConfig, scheduler: &Path) -> Result<Vec<Conformance>> {
     let mut entries = Vec::new();
     for &(period_us, runtime_us) in &cfg.pairs {
         let sched = super::start_scheduler(scheduler, period_us, runtime_us)?;
@@ -116,7 +84,7 @@ pub fn measure_loaded(
     scheduler: &Path,
     period_us: u64,
     runtime_us: u64,
-) -> Result<ConformanceEntry> {
+) -> Result<Conformance> {
     let paired = measure_window(cfg.cpu, cfg.window, true)?;
     // Read now: alone, no normal work waits, so nothing more can overrun.
     let sched_overrun_max_us = super::sched_stats::overrun_max_us(scheduler, cfg.cpu);
@@ -125,7 +93,7 @@ pub fn measure_loaded(
     let other = paired
         .other
         .ok_or_else(|| anyhow!("the normal spinner did not report"))?;
-    Ok(ConformanceEntry {
+    Ok(Conformance {
         period_us,
         runtime_us,
         mq_share: share(paired.mq.cpu_ns, window_ns),
@@ -222,7 +190,7 @@ pub fn share(cpu_ns: u64, window_ns: u64) -> f64 {
 
 /// The largest scheduler-measured overrun over all entries (`None` if no
 /// entry has one).
-pub fn max_overrun_us(entries: &[ConformanceEntry]) -> Option<f64> {
+pub fn max_overrun_us(entries: &[Conformance]) -> Option<f64> {
     entries
         .iter()
         .filter_map(|e| e.sched_overrun_max_us)
@@ -261,8 +229,8 @@ mod tests {
         );
     }
 
-    fn entry(mq_share: f64, expected: f64, overrun: Option<f64>) -> ConformanceEntry {
-        ConformanceEntry {
+    fn entry(mq_share: f64, expected: f64, overrun: Option<f64>) -> Conformance {
+        Conformance {
             period_us: 100,
             runtime_us: 25,
             mq_share,
@@ -275,12 +243,6 @@ mod tests {
             window_ms: 2000,
             cpu: 1,
         }
-    }
-
-    #[test]
-    fn error_points_are_absolute_percentage_points() {
-        assert!((entry(0.31, 0.25, None).mq_error_points() - 6.0).abs() < 1e-9);
-        assert!((entry(0.19, 0.25, None).mq_error_points() - 6.0).abs() < 1e-9);
     }
 
     #[test]

@@ -15,17 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+// The keys of the two runs in the report.
+use mq_report::sched::{Cyclictest, FIFO, MICROQUANTA};
+use serde::Deserialize;
 
 use crate::hogs::Hogs;
 use crate::locate;
 
 /// Histogram range in µs: wide enough for TCG's multi-millisecond stalls.
 pub const HIST_LIMIT_US: u64 = 100_000;
-
-/// Keys of the two runs in the JSON.
-pub const MICROQUANTA: &str = "microquanta";
-pub const FIFO: &str = "fifo";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -42,25 +40,9 @@ pub struct CyclictestConfig {
     pub mq_runtime_us: u64,
 }
 
-/// One cyclictest run, in µs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CyclictestSummary {
-    pub min: f64,
-    pub avg: f64,
-    pub max: f64,
-    /// From the histogram; null when it falls beyond [`HIST_LIMIT_US`].
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-    /// Wakeups measured.
-    pub cycles: u64,
-    /// Wakeups later than the histogram's range.
-    pub overflows: u64,
-}
-
 /// The two runs under `hogs_per_cpu * cpus` hogs: FIFO first with no BPF
 /// scheduler, then `--policy=other` in the class with `scheduler` loaded.
-pub fn run(cfg: &CyclictestConfig, scheduler: &Path) -> Result<BTreeMap<String, CyclictestSummary>> {
+pub fn run(cfg: &CyclictestConfig, scheduler: &Path) -> Result<BTreeMap<String, Cyclictest>> {
     let cyclictest = locate::on_path("cyclictest")
         .context("cyclictest is not installed (rt-tests; cargo xtask deps installs it)")?;
     let mqctl = locate::binary("mqctl").context("mqctl binary not found")?;
@@ -97,7 +79,7 @@ fn run_one(
     cyclictest: &Path,
     policy_args: &[&str],
     label: &str,
-) -> Result<CyclictestSummary> {
+) -> Result<Cyclictest> {
     let json_path = json_path(label);
     let mut argv: Vec<PathBuf> = wrapper.iter().map(|p| p.to_path_buf()).collect();
     argv.push(cyclictest.to_path_buf());
@@ -160,7 +142,7 @@ struct CtThread {
 }
 
 /// Summarises thread 0 of a cyclictest `--json` file.
-pub fn parse_json(text: &str) -> Result<CyclictestSummary> {
+pub fn parse_json(text: &str) -> Result<Cyclictest> {
     let doc: CtJson = serde_json::from_str(text).context("not cyclictest JSON")?;
     let t = doc.thread.get("0").context("cyclictest JSON has no thread 0")?;
     let mut hist = BTreeMap::new();
@@ -178,7 +160,7 @@ pub fn parse_json(text: &str) -> Result<CyclictestSummary> {
         );
     }
     let pct = |q| percentile(&hist, t.cycles, q).map(|us| us as f64);
-    Ok(CyclictestSummary {
+    Ok(Cyclictest {
         min: t.min,
         avg: t.avg,
         max: t.max,

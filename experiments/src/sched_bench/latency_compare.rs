@@ -14,20 +14,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+// The keys of the measurements, in the report and in [`ratios`].
+use mq_report::sched::{DEADLINE, EEVDF, EEVDF_REPEAT, FIFO, MICROQUANTA};
+use mq_report::LatencySummary;
 
 use super::policy::DeadlinePeriodMin;
 use crate::hogs::Hogs;
-use crate::latency::LatencySummary;
 use crate::wakeup::{measure, ThreadClass, WakeupConfig};
-
-/// Keys of the four measurements, in the JSON and in [`ratios`].
-pub const EEVDF: &str = "eevdf";
-pub const FIFO: &str = "fifo";
-pub const DEADLINE: &str = "deadline";
-pub const MICROQUANTA: &str = "microquanta";
-/// EEVDF measured again after the scheduler detached: how far the machine
-/// (a shared host under TCG) drifted while the others were measured.
-pub const EEVDF_REPEAT: &str = "eevdf_repeat";
 
 /// The baselines compared with MicroQuanta, and the percentiles compared.
 const BASELINES: [&str; 4] = [EEVDF, FIFO, DEADLINE, EEVDF_REPEAT];

@@ -13,32 +13,10 @@
 //!    spinner alone.
 //! 3. [`cyclictest`]: rt-tests' cyclictest in the class vs SCHED_FIFO.
 //!
-//! # Report schema (`MQ_BENCH_SCHED_JSON {...}`, the last stdout line)
+//! # Report
 //!
-//! ```text
-//! kernel: str                      uname -r
-//! cpus: int                        online CPUs
-//! quick: bool                      --quick (short windows, few samples)
-//! hogs: int                        stress-ng CPU hogs during latency runs
-//! wake_period_us: int              sleep period of the latency probe (1000)
-//! scheduler: {period_us, runtime_us}        MicroQuanta (and DEADLINE) bandwidth
-//! wakeup_latency_us: {eevdf|fifo|deadline|microquanta|eevdf_repeat:
-//!                     {p50, p90, p99, max: µs, samples: int}}
-//!                                  eevdf_repeat: EEVDF again at the end (drift check)
-//! ratios: {"<eevdf|fifo|deadline|eevdf_repeat>_<p50|p90|p99>_over_mq_<same>": f | null}
-//!                                  baseline / MicroQuanta; > 1: MicroQuanta sooner
-//! deadline_period_min_lowered: bool         sched_deadline_period_min_us was
-//!                                  lowered (and restored) to admit the period
-//! conformance: [{period_us, runtime_us, mq_share, other_share,
-//!                expected_mq_share (= runtime/period), alone_share: f | null,
-//!                other_max_gap_us, mq_max_gap_us (longest time each spinner
-//!                was off the CPU), sched_overrun_max_us: f | null (the
-//!                scheduler's own, see below), window_ms, cpu}]
-//! cyclictest_us: {microquanta|fifo: {min, avg, max, p50|p90|p99: µs | null
-//!                 (null: beyond the 100 ms histogram), cycles, overflows}}
-//! max_overrun_us: f | null         max of sched_overrun_max_us (see below)
-//! note: "TCG: only ratios within one boot are meaningful"
-//! ```
+//! [`mq_report::sched::Report`] has the schema; the last stdout line carries it behind its
+//! tag (`MQ_BENCH_SCHED_JSON {...}`).
 //!
 //! Overrun (how long class work ran past the instant its CPU's budget ran
 //! out while normal work waited) cannot be seen from userspace: it needs the
@@ -61,6 +39,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mq_class::sysfs;
+use mq_report::sched::{Bandwidth, Report};
 
 use crate::locate;
 use crate::scheduler_process::SchedulerProcess;
@@ -68,7 +47,7 @@ use crate::scheduler_process::SchedulerProcess;
 use self::conformance::ConformanceConfig;
 use self::cyclictest::CyclictestConfig;
 use self::latency_compare::LatencyConfig;
-use self::report::{Bandwidth, BenchReport, NOTE};
+use self::report::NOTE;
 
 /// Defaults of a full run and of `--quick` (sized for a TCG VM test).
 pub const SAMPLES: u64 = 2000;
@@ -137,12 +116,12 @@ impl BenchConfig {
 }
 
 /// Runs all three phases with the `scheduler` binary and assembles the report.
-pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<BenchReport> {
+pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
     let latency = latency_compare::run(&cfg.latency(), scheduler)?;
     let conformance = conformance::run(&cfg.conformance, scheduler)?;
     let cyclictest_us = cyclictest::run(&cfg.cyclictest(), scheduler)?;
     let max_overrun_us = conformance::max_overrun_us(&conformance);
-    Ok(BenchReport {
+    Ok(Report {
         kernel: sysfs::kernel_release(),
         cpus: cpus(),
         quick: cfg.quick,

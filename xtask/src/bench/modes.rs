@@ -17,21 +17,19 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde::Deserialize;
+use mq_report::modes::{Report, Row, MODES};
+use mq_report::Tagged;
 use serde_json::Value;
 
 use super::modes_plot;
 use super::two_runs::{self, ratio, Program, VmArgs};
 use crate::Ctx;
 
-pub const GUEST_PROGRAM: &str = "mq-bench-modes";
-const JSON_TAG: &str = "MQ_BENCH_MODES_JSON ";
+pub const GUEST_PROGRAM: &str = Report::TAG.program;
 const PROGRAM: Program = Program {
-    name: GUEST_PROGRAM,
-    json_tag: JSON_TAG,
+    report: Report::TAG,
     bench: "modes",
 };
-pub const MODES: [&str; 3] = ["dedicated", "spreading", "compacting"];
 
 /// Options of `cargo xtask bench modes`.
 #[derive(Debug, clap::Args)]
@@ -91,55 +89,31 @@ pub(crate) fn read_guest_run(dir: &Path, output: &str, exit_status: i32, machine
     two_runs::read_guest_run(PROGRAM, dir, output, exit_status, machine)
 }
 
-/// The report on the last tagged line (tests use it on sample outputs).
-#[cfg(test)]
-fn extract_json(output: &str) -> Result<Value> {
-    two_runs::extract_json(PROGRAM, output)
+/// What the summary, the plot and the demo look up in one run's report.
+pub trait Lookup {
+    /// The point of `mode` at `load`.
+    fn row(&self, mode: &str, load: u32) -> Option<&Row>;
+    /// Offered loads in ascending order.
+    fn loads(&self) -> Vec<u32>;
+    /// Modes in report order, those measured only.
+    fn modes(&self) -> Vec<&'static str>;
 }
 
-/// One measured point, as the summary reads it (the JSON keeps every field).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Row {
-    pub mode: String,
-    pub offered_load: u32,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub ops_per_s: f64,
-    pub offered_ops_per_s: f64,
-    pub cores: f64,
-    pub host_cores: f64,
-}
-
-/// One run of `mq-bench-modes`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Run {
-    pub machine: String,
-    pub kernel: String,
-    pub accel: String,
-    pub scheduler: String,
-    pub work_ns: u64,
-    pub layout: String,
-    pub rows: Vec<Row>,
-}
-
-impl Run {
-    pub fn row(&self, mode: &str, load: u32) -> Option<&Row> {
+impl Lookup for Report {
+    fn row(&self, mode: &str, load: u32) -> Option<&Row> {
         self.rows
             .iter()
             .find(|r| r.mode == mode && r.offered_load == load)
     }
 
-    /// Offered loads in ascending order.
-    pub fn loads(&self) -> Vec<u32> {
+    fn loads(&self) -> Vec<u32> {
         let mut loads: Vec<u32> = self.rows.iter().map(|r| r.offered_load).collect();
         loads.sort_unstable();
         loads.dedup();
         loads
     }
 
-    /// Modes in report order, those measured only.
-    pub fn modes(&self) -> Vec<&'static str> {
+    fn modes(&self) -> Vec<&'static str> {
         MODES
             .into_iter()
             .filter(|m| self.rows.iter().any(|r| r.mode == *m))
@@ -151,7 +125,7 @@ impl Run {
 /// or more, in report order: native and VM for `bench modes`, the VM's alone for the demo);
 /// returns the markdown and the files written.
 pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
-    let typed: Vec<Run> = two_runs::typed_runs(runs)?;
+    let typed: Vec<Report> = two_runs::typed_runs(runs)?;
     let md = markdown(&typed);
     let [json_path, md_path] = two_runs::write_summary(dir, &merge(runs)?, &md)?;
     let svg = dir.join("modes.svg");
@@ -169,7 +143,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 /// The whole `summary.md`.
-pub fn markdown(runs: &[Run]) -> String {
+pub fn markdown(runs: &[Report]) -> String {
     let mut md = String::from("# Snap scheduling modes\n\n");
     md.push_str(
         "An app drives echo engines open-loop at each offered load (% of one core at `work_ns` \
@@ -177,15 +151,15 @@ pub fn markdown(runs: &[Run]) -> String {
          of the engine threads / wall time; host cores adds the host's control and monitor \
          threads.\n\n",
     );
-    if runs.iter().any(|r| r.accel == "tcg") {
+    if runs.iter().any(|r| r.platform.accel == "tcg") {
         let _ = writeln!(md, "> {}\n", super::TCG_NOTE);
     }
     for run in runs {
-        let _ = writeln!(md, "## {} ({})\n", run.scheduler, run.accel);
+        let _ = writeln!(md, "## {} ({})\n", run.platform.scheduler, run.platform.accel);
         let _ = writeln!(
             md,
             "{} · kernel `{}` · {} ns per request\n\n{}\n",
-            run.machine, run.kernel, run.work_ns, run.layout
+            run.platform.machine, run.platform.kernel, run.work_ns, run.layout
         );
         md.push_str(
             "| mode | load % | p50 µs | p99 µs | p99.9 µs | ops/s | offered ops/s | cores | host cores |\n",
@@ -209,9 +183,9 @@ pub fn markdown(runs: &[Run]) -> String {
 }
 
 /// The ratios behind the expected shape, and whether this run shows it.
-fn shape(md: &mut String, run: &Run) {
+fn shape(md: &mut String, run: &Report) {
     let get = |mode: &str, load: u32, f: fn(&Row) -> f64| run.row(mode, load).map(f);
-    let _ = writeln!(md, "### Shape ({})\n", run.scheduler);
+    let _ = writeln!(md, "### Shape ({})\n", run.platform.scheduler);
     md.push_str("| load % | cores ded. | cores spr. | cores comp. | comp./ded. cores | spr./ded. cores | p99 ded. | p99 spr. | p99 comp. | spr./comp. p99 |\n");
     md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for load in run.loads() {
@@ -265,7 +239,7 @@ pub(crate) mod tests {
             serde_json::json!({"mode": mode, "offered_load": load, "p50_us": p99 / 3.0, "p99_us": p99,
                 "p999_us": p99 * 2.0, "max_us": p99 * 3.0, "ops_per_s": load as f64 * 500.0,
                 "offered_ops_per_s": load as f64 * 500.0, "cores": cores, "host_cores": cores + 0.01,
-                "sent": 10, "received": 10})
+                "sent": 10, "received": 10, "ring_full": 0, "engine_threads": 1, "threads_in_class": 0})
         };
         let run = |sched: &str, accel: &str| {
             serde_json::json!({"machine": "m", "kernel": "k", "accel": accel, "scheduler": sched,
@@ -292,7 +266,7 @@ pub(crate) mod tests {
 
     #[test]
     fn markdown_has_tables_ratios_and_the_verdict() {
-        let runs: Vec<Run> = sample_runs()
+        let runs: Vec<Report> = sample_runs()
             .into_iter()
             .map(|v| serde_json::from_value(v).unwrap())
             .collect();
@@ -315,13 +289,6 @@ pub(crate) mod tests {
         );
         assert!(md.contains("best p99 at the lowest load: **yes**"), "{md}");
         assert!(md.contains("Under TCG"), "{md}");
-    }
-
-    #[test]
-    fn guest_json_is_found_after_other_output() {
-        let out = "mq-bench-modes: ...\n  vm| MQ_BENCH_MODES_JSON {\"rows\":[]}\n";
-        assert_eq!(extract_json(out).unwrap()["rows"], serde_json::json!([]));
-        assert!(extract_json("nothing\n").is_err());
     }
 
     #[test]

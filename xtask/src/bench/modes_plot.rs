@@ -10,14 +10,16 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use super::modes::{Row, Run};
+use mq_report::modes::{Report, Row};
+
+use super::modes::Lookup as _;
 use super::plot::{self, Area, PanelResult, COLOURS};
 
 /// Draws every run into `path`.
-pub fn draw(runs: &[Run], path: &Path) -> Result<()> {
+pub fn draw(runs: &[Report], path: &Path) -> Result<()> {
     plot::panel_grid(path, runs.len(), |area, i, column| {
         let run = &runs[i];
-        let title = format!("{} ({})", run.scheduler, run.accel);
+        let title = format!("{} ({})", run.platform.scheduler, run.platform.accel);
         match column {
             0 => panel(
                 area,
@@ -41,7 +43,7 @@ pub fn draw(runs: &[Run], path: &Path) -> Result<()> {
 
 fn panel(
     area: &Area,
-    run: &Run,
+    run: &Report,
     title: &str,
     y_desc: &str,
     log: bool,
@@ -75,7 +77,7 @@ fn panel(
 /// The axes and one line per mode, on a linear or a log y axis.
 fn lines<'a, 'b: 'a, Y>(
     mut chart: ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
-    run: &Run,
+    run: &Report,
     y_desc: &str,
     log: bool,
     value: fn(&Row) -> f64,
@@ -98,7 +100,7 @@ where
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
     let loads = run.loads();
-    // Per mode, in [`super::modes::MODES`] order.
+    // Per mode, in [`mq_report::modes::MODES`] order.
     for (k, mode) in run.modes().into_iter().enumerate() {
         let points = loads
             .iter()
@@ -117,7 +119,7 @@ mod tests {
 
     #[test]
     fn svg_has_a_panel_pair_per_run_and_a_line_per_mode() {
-        let runs: Vec<Run> = sample_runs()
+        let runs: Vec<Report> = sample_runs()
             .into_iter()
             .map(|v| serde_json::from_value(v).unwrap())
             .collect();

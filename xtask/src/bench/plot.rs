@@ -9,11 +9,13 @@ use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use mq_report::sched::{Conformance, EEVDF_REPEAT};
+use mq_report::LatencySummary;
 use plotters::coord::ranged1d::{AsRangedCoord, KeyPointHint, NoDefaultFormatting, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::sched::{Summary, EEVDF_REPEAT};
+use super::sched::Summary;
 
 const SIZE: (u32, u32) = (900, 500);
 /// Series colours of every bench plot, in order: colour-blind safe (Okabe-Ito) and distinct
@@ -53,9 +55,12 @@ struct Bars {
 /// `latency.svg`: p50 and p99 wakeup latency per class, log y (EEVDF is often 100x slower).
 pub fn latency(s: &Summary, path: &Path) -> Result<()> {
     let rows = s.latency_rows();
-    let pick = |f: fn(&super::sched::Latency) -> f64| rows.iter().map(|(_, l)| l.map(f)).collect();
+    let pick = |f: fn(&LatencySummary) -> f64| rows.iter().map(|(_, l)| l.map(f)).collect();
     let bars = Bars {
-        title: format!("Wakeup latency under CPU hogs ({}, {} CPUs)", s.accel, s.cpus),
+        title: format!(
+            "Wakeup latency under CPU hogs ({}, {} CPUs)",
+            s.accel, s.report.cpus
+        ),
         y_desc: "µs (log scale)".into(),
         groups: rows
             .iter()
@@ -89,21 +94,20 @@ pub fn latency(s: &Summary, path: &Path) -> Result<()> {
 
 /// `conformance.svg`: expected vs measured class share per (period, runtime), linear y in %.
 pub fn conformance(s: &Summary, path: &Path) -> Result<()> {
-    let pct = |f: fn(&super::sched::Conformance) -> Option<f64>| {
-        s.conformance.iter().map(|c| f(c).map(|v| v * 100.0)).collect()
-    };
+    let conformance = &s.report.conformance;
+    let pct =
+        |f: fn(&Conformance) -> Option<f64>| conformance.iter().map(|c| f(c).map(|v| v * 100.0)).collect();
     let bars = Bars {
         title: format!("MicroQuanta CPU share next to a normal spinner ({})", s.accel),
         y_desc: "CPU share, %".into(),
-        groups: s
-            .conformance
+        groups: conformance
             .iter()
             .map(|c| format!("{} µs every {} µs", c.runtime_us, c.period_us))
             .collect(),
         series: vec![
             Series {
                 name: "expected (runtime/period)".into(),
-                values: pct(|c| Some(c.expected_share())),
+                values: pct(|c| Some(c.expected_mq_share)),
             },
             Series {
                 name: "measured class share".into(),
@@ -378,7 +382,7 @@ mod tests {
     #[test]
     fn missing_classes_leave_gaps_not_errors() {
         let mut s = sample();
-        s.wakeup_latency_us.remove("deadline");
+        s.report.wakeup_latency_us.remove("deadline");
         let svg = render(latency, &s, "latency-gap.svg");
         assert!(texts(&svg).iter().any(|t| t == "deadline"));
         assert!(!texts(&svg).iter().any(|t| t == "150"));

@@ -12,18 +12,16 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use mq_report::pony::{Report, Row};
+use mq_report::Tagged;
 use serde_json::Value;
 
 use super::pony_plot;
 use super::two_runs::{self, ratio, Program, VmArgs};
 use crate::Ctx;
 
-pub const GUEST_PROGRAM: &str = "mq-bench-pony";
-const JSON_TAG: &str = "MQ_BENCH_PONY_JSON ";
 const PROGRAM: Program = Program {
-    name: GUEST_PROGRAM,
-    json_tag: JSON_TAG,
+    report: Report::TAG,
     bench: "pony",
 };
 
@@ -72,32 +70,15 @@ pub(crate) fn guest_args(quick: bool, modes: Option<&str>, sizes: Option<&str>) 
     argv
 }
 
-/// The report on the last tagged line (tests use it on sample outputs).
-#[cfg(test)]
-fn extract_json(output: &str) -> Result<Value> {
-    two_runs::extract_json(PROGRAM, output)
-}
-
-/// One measured point, as the summary reads it (the JSON keeps every field).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Row {
-    pub transport: String,
-    pub mode: String,
-    pub test: String,
-    pub msg_bytes: u64,
-    pub window: u64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub msgs_per_s: f64,
-    pub gbps: f64,
-    pub cores: f64,
-    pub engine_cores: f64,
-}
-
-impl Row {
+/// How the summary and the plots label and rate one measured point.
+pub trait RowView {
     /// The plot and table label: `pony dedicated`, `tcp`, `tcp_sockperf`, `shm_floor`.
-    pub fn series(&self) -> String {
+    fn series(&self) -> String;
+    fn gbps_per_core(&self) -> Option<f64>;
+}
+
+impl RowView for Row {
+    fn series(&self) -> String {
         if self.transport == "pony" {
             format!("pony {}", self.mode)
         } else {
@@ -105,38 +86,9 @@ impl Row {
         }
     }
 
-    pub fn gbps_per_core(&self) -> Option<f64> {
+    fn gbps_per_core(&self) -> Option<f64> {
         (self.cores > 0.0).then(|| self.gbps / self.cores)
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct OneSided {
-    pub mode: String,
-    pub read_bytes: u32,
-    pub window: u64,
-    pub reads_per_s: f64,
-    pub engine_cores: f64,
-    pub reads_per_s_per_core: f64,
-}
-
-/// One run of `mq-bench-pony`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Run {
-    pub machine: String,
-    pub kernel: String,
-    pub accel: String,
-    pub scheduler: String,
-    pub nic: String,
-    pub mtu: u64,
-    pub hosts: String,
-    pub layout: String,
-    pub app_wait: String,
-    pub sockperf: String,
-    pub rows: Vec<Row>,
-    pub one_sided: Vec<OneSided>,
-    pub one_sided_reads_per_s_per_core: f64,
-    pub one_sided_mode: String,
 }
 
 /// Series in report order: Pony per mode, then TCP, sockperf, the floor.
@@ -149,16 +101,25 @@ pub const SERIES: [&str; 6] = [
     "shm_floor",
 ];
 
-impl Run {
-    pub fn row(&self, series: &str, test: &str, bytes: u64) -> Option<&Row> {
+/// What the summary and the plots look up in one run's report.
+pub trait Lookup {
+    /// The point of `series` in `test` at `bytes`.
+    fn row(&self, series: &str, test: &str, bytes: usize) -> Option<&Row>;
+    /// Sizes measured by `test`, ascending.
+    fn sizes(&self, test: &str) -> Vec<usize>;
+    /// Series present for `test`, in [`SERIES`] order.
+    fn series(&self, test: &str) -> Vec<&'static str>;
+}
+
+impl Lookup for Report {
+    fn row(&self, series: &str, test: &str, bytes: usize) -> Option<&Row> {
         self.rows
             .iter()
             .find(|r| r.series() == series && r.test == test && r.msg_bytes == bytes)
     }
 
-    /// Sizes measured by `test`, ascending.
-    pub fn sizes(&self, test: &str) -> Vec<u64> {
-        let mut s: Vec<u64> = self
+    fn sizes(&self, test: &str) -> Vec<usize> {
+        let mut s: Vec<usize> = self
             .rows
             .iter()
             .filter(|r| r.test == test)
@@ -169,8 +130,7 @@ impl Run {
         s
     }
 
-    /// Series present for `test`, in [`SERIES`] order.
-    pub fn series(&self, test: &str) -> Vec<&'static str> {
+    fn series(&self, test: &str) -> Vec<&'static str> {
         SERIES
             .into_iter()
             .filter(|s| self.rows.iter().any(|r| r.test == test && r.series() == *s))
@@ -181,7 +141,7 @@ impl Run {
 /// Writes `summary.json`, `summary.md`, `rtt.svg` and `throughput.svg` into `dir`; returns
 /// the markdown and the files written.
 pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
-    let typed: Vec<Run> = two_runs::typed_runs(runs)?;
+    let typed: Vec<Report> = two_runs::typed_runs(runs)?;
     let md = markdown(&typed);
     let [json_path, md_path] = two_runs::write_summary(dir, &merge(runs)?, &md)?;
     let rtt = dir.join("rtt.svg");
@@ -205,7 +165,7 @@ pub fn merge(runs: &[Value]) -> Result<Value> {
 }
 
 /// `64 B`, `16 KiB`, `1 MiB`.
-pub fn size_label(bytes: u64) -> String {
+pub fn size_label(bytes: usize) -> String {
     match bytes {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
@@ -220,7 +180,7 @@ pub const ANCHORS: &str = "Anchors (Snap/Pony Express, SOSP'19, on Google's hard
     1 KB messages p50/p99/p99.9 = 18/19/25 µs at window 1, 753 k msg/s at window 32 (Azure).";
 
 /// The whole `summary.md`.
-pub fn markdown(runs: &[Run]) -> String {
+pub fn markdown(runs: &[Report]) -> String {
     let mut md = String::from("# Pony Express vs Linux TCP\n\n");
     md.push_str(
         "Ping-pong round trips (one message outstanding) and windowed throughput of Pony messages \
@@ -234,16 +194,22 @@ pub fn markdown(runs: &[Run]) -> String {
     if let Some(r) = runs.first() {
         let _ = writeln!(md, "**Hosts are in-process**: {}.\n", r.hosts);
     }
-    if runs.iter().any(|r| r.accel == "tcg") {
+    if runs.iter().any(|r| r.platform.accel == "tcg") {
         let _ = writeln!(md, "> {}\n", super::TCG_NOTE);
     }
     let _ = writeln!(md, "> {ANCHORS}\n");
     for run in runs {
-        let _ = writeln!(md, "## {} ({})\n", run.scheduler, run.accel);
+        let _ = writeln!(md, "## {} ({})\n", run.platform.scheduler, run.platform.accel);
         let _ = writeln!(
             md,
             "{} · kernel `{}` · NIC {} (MTU {}) · apps {} on completions · sockperf: {}\n\n{}\n",
-            run.machine, run.kernel, run.nic, run.mtu, run.app_wait, run.sockperf, run.layout
+            run.platform.machine,
+            run.platform.kernel,
+            run.nic,
+            run.mtu,
+            run.app_wait,
+            run.sockperf,
+            run.layout
         );
         for (test, title) in [("ping_pong", "Ping-pong"), ("throughput", "Throughput")] {
             let _ = writeln!(md, "### {title}\n");
@@ -291,14 +257,14 @@ pub fn markdown(runs: &[Run]) -> String {
 }
 
 /// Pony vs TCP: p50 RTT ratio per size, Gbps-per-core ratio per size, and the floor.
-fn ratios(md: &mut String, run: &Run) {
+fn ratios(md: &mut String, run: &Report) {
     // Pony's series measured by either test, in [`SERIES`] order.
     let measured = [run.series("ping_pong"), run.series("throughput")].concat();
     let pony: Vec<&str> = SERIES
         .into_iter()
         .filter(|s| s.starts_with("pony") && measured.contains(s))
         .collect();
-    let _ = writeln!(md, "### Ratios vs TCP ({})\n", run.scheduler);
+    let _ = writeln!(md, "### Ratios vs TCP ({})\n", run.platform.scheduler);
     md.push_str("p50 round trip, Pony / our TCP echo (below 1: Pony is faster), and Pony / the shared-memory floor:\n\n");
     md.push_str("| series |");
     let pp = run.sizes("ping_pong");
@@ -386,7 +352,7 @@ pub(crate) mod tests {
         vec![run("eevdf", "native"), run("microquanta", "tcg")]
     }
 
-    fn typed() -> Vec<Run> {
+    fn typed() -> Vec<Report> {
         sample_runs()
             .into_iter()
             .map(|v| serde_json::from_value(v).unwrap())
@@ -431,13 +397,6 @@ pub(crate) mod tests {
         assert!(md.contains("| pony spreading | 0.80 |"), "{md}");
         assert!(md.contains("sockperf 18.0 µs"), "{md}");
         assert!(md.contains("Under TCG"), "{md}");
-    }
-
-    #[test]
-    fn guest_json_is_found_after_other_output() {
-        let out = "mq-bench-pony: ...\n  vm| MQ_BENCH_PONY_JSON {\"rows\":[]}\n";
-        assert_eq!(extract_json(out).unwrap()["rows"], serde_json::json!([]));
-        assert!(extract_json("nothing\n").is_err());
     }
 
     #[test]

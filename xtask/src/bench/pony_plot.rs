@@ -9,7 +9,9 @@ use anyhow::Result;
 use plotters::prelude::*;
 
 use super::plot::{self, Area, PanelResult, COLOURS};
-use super::pony::{Row, Run, SERIES};
+use mq_report::pony::{Report, Row};
+
+use super::pony::{Lookup as _, RowView as _, SERIES};
 
 /// Colour index, name, points.
 type Series<'s> = (usize, &'s str, Vec<(f64, f64)>);
@@ -25,16 +27,16 @@ fn decimal_size(v: f64) -> String {
 
 /// One panel's job.
 struct Panel<'r> {
-    run: &'r Run,
+    run: &'r Report,
     test: &'static str,
     title: String,
     y_desc: &'static str,
     value: fn(&Row) -> Option<f64>,
 }
 
-pub fn draw_rtt(runs: &[Run], path: &Path) -> Result<()> {
+pub fn draw_rtt(runs: &[Report], path: &Path) -> Result<()> {
     draw(runs, path, |run| {
-        let t = format!("{} ({})", run.scheduler, run.accel);
+        let t = format!("{} ({})", run.platform.scheduler, run.platform.accel);
         [
             Panel {
                 run,
@@ -54,9 +56,9 @@ pub fn draw_rtt(runs: &[Run], path: &Path) -> Result<()> {
     })
 }
 
-pub fn draw_throughput(runs: &[Run], path: &Path) -> Result<()> {
+pub fn draw_throughput(runs: &[Report], path: &Path) -> Result<()> {
     draw(runs, path, |run| {
-        let t = format!("{} ({})", run.scheduler, run.accel);
+        let t = format!("{} ({})", run.platform.scheduler, run.platform.accel);
         [
             Panel {
                 run,
@@ -76,7 +78,7 @@ pub fn draw_throughput(runs: &[Run], path: &Path) -> Result<()> {
     })
 }
 
-fn draw<'r>(runs: &'r [Run], path: &Path, panels: impl Fn(&'r Run) -> [Panel<'r>; 2]) -> Result<()> {
+fn draw<'r>(runs: &'r [Report], path: &Path, panels: impl Fn(&'r Report) -> [Panel<'r>; 2]) -> Result<()> {
     plot::panel_grid(path, runs.len(), |area, i, column| {
         let [left, right] = panels(&runs[i]);
         panel(area, if column == 0 { &left } else { &right })
@@ -142,7 +144,7 @@ mod tests {
 
     #[test]
     fn plots_have_a_panel_pair_per_run_and_a_line_per_series() {
-        let runs: Vec<Run> = sample_runs()
+        let runs: Vec<Report> = sample_runs()
             .into_iter()
             .map(|v| serde_json::from_value(v).unwrap())
             .collect();

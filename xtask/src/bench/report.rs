@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::sched::{Summary, MICROQUANTA};
+use mq_report::sched::{EEVDF_REPEAT, FIFO, MICROQUANTA};
+
+use super::sched::Summary;
 
 /// Under TCG every instruction is emulated, which inflates all times by a factor that drifts
 /// with the host's load; the reader must not compare absolute numbers with other runs.
@@ -20,10 +22,10 @@ pub fn markdown(s: &Summary) -> String {
         md,
         "Machine: {} · kernel `{}` · {} CPUs · accel **{}**{}\n",
         s.machine.as_deref().unwrap_or("unknown"),
-        s.kernel,
-        s.cpus,
+        s.report.kernel,
+        s.report.cpus,
         s.accel,
-        if s.quick { " · `--quick` run" } else { "" },
+        if s.report.quick { " · `--quick` run" } else { "" },
     );
     if s.accel == "tcg" {
         let _ = writeln!(md, "> **This run used TCG.** {TCG_NOTE}\n");
@@ -47,18 +49,12 @@ pub fn headline(s: &Summary) -> String {
 
 fn latency(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "## Wakeup latency\n");
-    let bandwidth = s.scheduler.map_or_else(String::new, |b| {
-        format!(
-            "; MicroQuanta and SCHED_DEADLINE get {} µs every {} µs",
-            b.runtime_us, b.period_us
-        )
-    });
+    let b = s.report.scheduler;
     let _ = writeln!(
         md,
-        "A thread sleeping {} µs at a time, woken under {} CPU hogs{bandwidth}. \
-         Ratio above 1: MicroQuanta woke sooner.\n",
-        opt_int(s.wake_period_us),
-        opt_int(s.hogs),
+        "A thread sleeping {} µs at a time, woken under {} CPU hogs; MicroQuanta and \
+         SCHED_DEADLINE get {} µs every {} µs. Ratio above 1: MicroQuanta woke sooner.\n",
+        s.report.wake_period_us, s.report.hogs, b.runtime_us, b.period_us,
     );
     let _ = writeln!(
         md,
@@ -66,7 +62,7 @@ fn latency(md: &mut String, s: &Summary) {
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
     for (class, lat) in s.latency_rows() {
-        let label = if class == "eevdf_repeat" {
+        let label = if class == EEVDF_REPEAT {
             "eevdf (again, at the end)"
         } else {
             class
@@ -82,7 +78,7 @@ fn latency(md: &mut String, s: &Summary) {
                     md,
                     "| {label} | {} | {} | {} | {} | {} | {ratio} |",
                     us(l.p50),
-                    opt_us(l.p90),
+                    us(l.p90),
                     us(l.p99),
                     us(l.max),
                     l.samples
@@ -98,7 +94,7 @@ fn latency(md: &mut String, s: &Summary) {
 
 fn conformance(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "## Bandwidth conformance\n");
-    let window = s.conformance.first().and_then(|c| c.window_ms);
+    let window = s.report.conformance.first().map(|c| c.window_ms);
     let _ = writeln!(
         md,
         "A MicroQuanta spinner and a normal spinner pinned to one CPU for {} ms per \
@@ -111,8 +107,8 @@ fn conformance(md: &mut String, s: &Summary) {
         "| period µs | runtime µs | expected share | class share | normal share | alone share | error pp |"
     );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
-    for c in &s.conformance {
-        let expected = c.expected_share();
+    for c in &s.report.conformance {
+        let expected = c.expected_mq_share;
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {:+.1} |",
@@ -126,6 +122,7 @@ fn conformance(md: &mut String, s: &Summary) {
         );
     }
     let overrun = s
+        .report
         .max_overrun_us
         .map_or_else(|| "none measured".to_string(), |o| format!("{} µs", us(o)));
     let _ = writeln!(
@@ -137,7 +134,8 @@ fn conformance(md: &mut String, s: &Summary) {
 
 fn cyclictest(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "## cyclictest\n");
-    if s.cyclictest_us.is_empty() {
+    let cyclictest = &s.report.cyclictest_us;
+    if cyclictest.is_empty() {
         let _ = writeln!(md, "Not measured.\n");
         return;
     }
@@ -152,25 +150,25 @@ fn cyclictest(md: &mut String, s: &Summary) {
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     // FIFO first, MicroQuanta second, like the latency table; anything else after them.
-    let mut names: Vec<&String> = s.cyclictest_us.keys().collect();
+    let mut names: Vec<&String> = cyclictest.keys().collect();
     names.sort_by_key(|n| match n.as_str() {
-        "fifo" => 0,
+        FIFO => 0,
         MICROQUANTA => 1,
         _ => 2,
     });
     for name in names {
-        let c = &s.cyclictest_us[name];
+        let c = &cyclictest[name];
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            opt_us(c.min),
-            opt_us(c.avg),
+            us(c.min),
+            us(c.avg),
             opt_us(c.p50),
             opt_us(c.p90),
             opt_us(c.p99),
-            opt_us(c.max),
-            opt_int(c.cycles),
-            opt_int(c.overflows)
+            us(c.max),
+            c.cycles,
+            c.overflows
         );
     }
     md.push('\n');
@@ -282,8 +280,8 @@ mod tests {
     fn kvm_runs_keep_the_caveat_but_not_the_warning() {
         let mut s = sample();
         s.accel = "kvm".into();
-        s.max_overrun_us = None;
-        s.wakeup_latency_us.remove("fifo");
+        s.report.max_overrun_us = None;
+        s.report.wakeup_latency_us.remove("fifo");
         let md = markdown(&s);
         assert!(!md.contains("This run used TCG"));
         assert!(md.contains(TCG_NOTE));

@@ -5,15 +5,17 @@
 //! output, for this command and for `cargo xtask demo`, which runs `mq-bench-sched --quick`
 //! in the same boot as `mq-demo`.
 //!
-//! The guest program and this command are built from different crates (and licences), so
-//! the JSON is the contract between them: it is checked key by key here, and a report
-//! missing something fails loudly instead of producing a table of dashes.
+//! The guest program and this command are built from different crates (and licences); the
+//! JSON between them has one schema, `mq_report::sched::Report`, which both use. It is
+//! checked key by key here as well, so that a report missing something names every missing
+//! key at once and fails loudly instead of producing a table of dashes.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use mq_report::sched::{Report, DEADLINE, EEVDF, EEVDF_REPEAT, FIFO, MICROQUANTA};
+use mq_report::{LatencySummary, Tagged};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -22,12 +24,10 @@ use super::{plot, report};
 use crate::accel::AccelChoice;
 use crate::{sys, vm, Ctx};
 
-const JSON_TAG: &str = "MQ_BENCH_SCHED_JSON ";
 /// The guest program; it starts and stops `scx_microquanta` itself.
-pub const GUEST_PROGRAM: &str = "mq-bench-sched";
+pub const GUEST_PROGRAM: &str = Report::TAG.program;
 const PROGRAM: Program = Program {
-    name: GUEST_PROGRAM,
-    json_tag: JSON_TAG,
+    report: Report::TAG,
     bench: "sched",
 };
 /// The VM every published number comes from (of `bench modes` and `bench pony` too):
@@ -36,10 +36,8 @@ pub const CPUS: u32 = 2;
 pub const MEM_MIB: u32 = 2048;
 
 /// The classes compared, in table order. MicroQuanta is last: the ratios divide by it.
-pub const CLASSES: [&str; 4] = ["eevdf", "fifo", "deadline", "microquanta"];
-pub const MICROQUANTA: &str = "microquanta";
-/// EEVDF measured again at the end of the latency phase (drift check); optional.
-pub const EEVDF_REPEAT: &str = "eevdf_repeat";
+/// EEVDF measured again at the end of the latency phase ([`EEVDF_REPEAT`]) is optional.
+pub const CLASSES: [&str; 4] = [EEVDF, FIFO, DEADLINE, MICROQUANTA];
 
 /// Options of `cargo xtask bench sched`.
 #[derive(Debug, clap::Args)]
@@ -182,13 +180,6 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
     })
 }
 
-/// The JSON object on the last `MQ_BENCH_SCHED_JSON ` line of the guest's output (tests use
-/// it on sample outputs).
-#[cfg(test)]
-fn extract_json(output: &str) -> Result<Value> {
-    two_runs::extract_json(PROGRAM, output)
-}
-
 /// What a value at a path must be.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -270,95 +261,42 @@ pub fn validate(json: &Value) -> Result<()> {
     }
     if !problems.is_empty() {
         bail!(
-            "{GUEST_PROGRAM}'s report is incomplete (schema: experiments/src/sched_bench/mod.rs): {}",
+            "{GUEST_PROGRAM}'s report is incomplete (schema: experiments/report/src/sched.rs): {}",
             problems.join("; ")
         );
     }
     Ok(())
 }
 
-/// The report as the summary and plots read it (a subset of `mq-bench-sched`'s schema;
-/// what only the JSON file needs is not mirrored here).
+/// What the summary and plots read: the guest's report, and what the host adds to it in
+/// `summary.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Summary {
-    pub kernel: String,
+    #[serde(flatten)]
+    pub report: Report,
+    /// How qemu runs the guest: `tcg`, `kvm` or `native`.
     pub accel: String,
-    pub cpus: u64,
+    /// What the guest runs on ([`describe_machine`]).
     pub machine: Option<String>,
-    #[serde(default)]
-    pub quick: bool,
-    pub hogs: Option<u64>,
-    pub wake_period_us: Option<u64>,
-    pub scheduler: Option<Bandwidth>,
-    pub wakeup_latency_us: BTreeMap<String, Latency>,
-    pub conformance: Vec<Conformance>,
-    #[serde(default)]
-    pub cyclictest_us: BTreeMap<String, Cyclictest>,
-    pub max_overrun_us: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Bandwidth {
-    pub period_us: u64,
-    pub runtime_us: u64,
-}
-
-/// Wakeup latency percentiles of one class, µs.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p90: Option<f64>,
-    pub p99: f64,
-    pub max: f64,
-    pub samples: u64,
-}
-
-/// CPU shares (0..1) for one (period, runtime) configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Conformance {
-    pub period_us: u64,
-    pub runtime_us: u64,
-    pub mq_share: f64,
-    pub other_share: f64,
-    pub alone_share: Option<f64>,
-    pub window_ms: Option<u64>,
-}
-
-impl Conformance {
-    /// What the class is promised while normal work competes: runtime / period.
-    pub fn expected_share(&self) -> f64 {
-        self.runtime_us as f64 / self.period_us as f64
-    }
-}
-
-/// One cyclictest run, µs; percentiles are null beyond cyclictest's histogram.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Cyclictest {
-    pub min: Option<f64>,
-    pub avg: Option<f64>,
-    pub max: Option<f64>,
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-    pub cycles: Option<u64>,
-    pub overflows: Option<u64>,
 }
 
 impl Summary {
     /// Latency rows in table order: the four classes, then the EEVDF repeat if measured.
-    pub fn latency_rows(&self) -> Vec<(&'static str, Option<&Latency>)> {
+    pub fn latency_rows(&self) -> Vec<(&'static str, Option<&LatencySummary>)> {
+        let latency = &self.report.wakeup_latency_us;
         CLASSES
             .iter()
             .chain([&EEVDF_REPEAT])
-            .filter(|c| **c != EEVDF_REPEAT || self.wakeup_latency_us.contains_key(**c))
-            .map(|c| (*c, self.wakeup_latency_us.get(*c)))
+            .filter(|c| **c != EEVDF_REPEAT || latency.contains_key(**c))
+            .map(|c| (*c, latency.get(*c)))
             .collect()
     }
 
     /// `class` p99 / MicroQuanta p99: above 1, MicroQuanta woke sooner.
     pub fn p99_ratio(&self, class: &str) -> Option<f64> {
-        let base = self.wakeup_latency_us.get(class)?.p99;
-        let mq = self.wakeup_latency_us.get(MICROQUANTA)?.p99;
+        let latency = &self.report.wakeup_latency_us;
+        let base = latency.get(class)?.p99;
+        let mq = latency.get(MICROQUANTA)?.p99;
         (mq > 0.0).then(|| base / mq)
     }
 }
@@ -397,7 +335,7 @@ pub(super) mod tests {
 
     /// The sample as `run` sees it after adding what the host knows.
     pub fn sample_json() -> Value {
-        let mut v = extract_json(OUTPUT).unwrap();
+        let mut v = mq_report::extract_value(PROGRAM.report, OUTPUT).unwrap();
         v["accel"] = "tcg".into();
         v["machine"] = "qemu VM (2 vCPUs, 2048 MiB) on a host with Test CPU (2 CPUs)".into();
         v
@@ -410,24 +348,15 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn extracts_the_last_tagged_line_even_after_a_prefix() {
-        let out = "MQ_BENCH_SCHED_JSON {\"cpus\":1}\n  vm| MQ_BENCH_SCHED_JSON {\"cpus\":2}\ndone\n";
-        assert_eq!(extract_json(out).unwrap()["cpus"], 2);
-        assert!(extract_json("nothing\n").is_err());
-        assert!(extract_json("MQ_BENCH_SCHED_JSON {broken\n").is_err());
-        assert!(extract_json("MQ_BENCH_SCHED_JSON [1,2]\n").is_err());
-    }
-
-    #[test]
     fn the_sample_is_valid_and_typed() {
         let s = sample();
-        assert_eq!(s.cpus, 2);
+        assert_eq!(s.report.cpus, 2);
         assert_eq!(s.accel, "tcg");
-        assert_eq!(s.wakeup_latency_us["fifo"].p99, 100.0);
-        assert_eq!(s.conformance.len(), 2);
-        assert_eq!(s.conformance[1].alone_share, None);
-        assert_eq!(s.cyclictest_us["microquanta"].p99, None);
-        assert_eq!(s.max_overrun_us, Some(12.0));
+        assert_eq!(s.report.wakeup_latency_us["fifo"].p99, 100.0);
+        assert_eq!(s.report.conformance.len(), 2);
+        assert_eq!(s.report.conformance[1].alone_share, None);
+        assert_eq!(s.report.cyclictest_us["microquanta"].p99, None);
+        assert_eq!(s.report.max_overrun_us, Some(12.0));
         assert_eq!(s.p99_ratio("eevdf"), Some(40.0));
         let rows: Vec<_> = s.latency_rows().iter().map(|r| r.0).collect();
         assert_eq!(rows, ["eevdf", "fifo", "deadline", "microquanta", "eevdf_repeat"]);

@@ -3,12 +3,14 @@
 //! `scx_microquanta` loaded; each run's report comes back as a JSON object for the caller to
 //! merge, tabulate and plot. Also the guest side of it (the tagged JSON line the guest prints,
 //! and keeping the guest's output on disk), which `bench sched` and `cargo xtask demo` use too.
+//! The reports' types and tags are `mq_report`'s, the same the programs write with.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use mq_report::Tag;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -35,30 +37,33 @@ pub struct VmArgs {
     pub timeout_secs: u64,
 }
 
-/// A measurement program and how its report is tagged in guest output.
+/// A measurement program: its binary and report tag, and the benchmark it runs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Program {
-    /// Binary name, e.g. `mq-bench-modes`.
-    pub name: &'static str,
-    /// Prefix of the line carrying its JSON report in guest output.
-    pub json_tag: &'static str,
+    /// The program (`mq-bench-modes`) and the prefix of the line carrying its JSON report.
+    pub report: Tag,
     /// Benchmark name for progress messages, e.g. `modes`.
     pub bench: &'static str,
 }
 
 impl Program {
+    /// The binary's name.
+    pub fn name(self) -> &'static str {
+        self.report.program
+    }
+
     /// Where the guest writes its report (`--json`) before printing it on one tagged line.
     fn guest_json(self) -> String {
-        format!("/tmp/{}.json", self.name)
+        format!("/tmp/{}.json", self.name())
     }
 }
 
 /// The guest's command line (one line, no newline): `program` with `args` and
 /// `scx_microquanta` from `release_dir` loaded around it (`--with-scheduler`), then, if it
-/// succeeded, its report on one line tagged `program.json_tag`. Its exit status is the
+/// succeeded, its report on one line behind its tag's prefix. Its exit status is the
 /// program's.
 pub(crate) fn guest_script(program: Program, args: &[String], release_dir: &Path) -> String {
-    let mut argv = vec![program.name.to_string()];
+    let mut argv = vec![program.name().to_string()];
     argv.extend(args.iter().cloned());
     let scheduler = release_dir.join("scx_microquanta");
     argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
@@ -66,7 +71,7 @@ pub(crate) fn guest_script(program: Program, args: &[String], release_dir: &Path
     format!(
         "{} && echo \"{}$(cat {})\"",
         sys::quote_all(&argv),
-        program.json_tag,
+        program.report.prefix,
         program.guest_json()
     )
 }
@@ -90,7 +95,7 @@ pub(crate) fn native_then_vm(
 
     println!("bench {}: native run (EEVDF on this host)", program.bench);
     let native_json = dir.join("native.json");
-    let mut cmd = Command::new(release_dir.join(program.name));
+    let mut cmd = Command::new(release_dir.join(program.name()));
     cmd.args(args).arg("--json").arg(&native_json);
     // The host's own accelerator, whatever the caller's environment says.
     cmd.env_remove(vm::ACCEL_ENV);
@@ -141,15 +146,15 @@ pub(crate) fn read_guest_run(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = guest_log(dir);
     std::fs::write(&log, output).with_context(|| format!("writing {}", log.display()))?;
-    let name = program.name;
+    let name = program.name();
     if exit_status != 0 {
         bail!(
             "{name} failed (exit status {exit_status}); its output is in {}",
             log.display()
         );
     }
-    let mut run =
-        extract_json(program, output).with_context(|| format!("guest output: {}", log.display()))?;
+    let mut run = mq_report::extract_value(program.report, output)
+        .with_context(|| format!("guest output: {}", log.display()))?;
     run["machine"] = Value::String(machine);
     Ok(run)
 }
@@ -159,25 +164,10 @@ pub(crate) fn guest_log(dir: &Path) -> PathBuf {
     dir.join("guest-output.log")
 }
 
-/// The JSON object on the last line tagged with `program.json_tag`.
-pub(crate) fn extract_json(program: Program, output: &str) -> Result<Value> {
-    let (name, tag) = (program.name, program.json_tag);
-    let line = output
-        .lines()
-        .rev()
-        .find_map(|l| l.trim_end().split_once(tag).map(|(_, json)| json))
-        .with_context(|| format!("{name} printed no `{}` line", tag.trim()))?;
-    let value: Value = serde_json::from_str(line.trim()).with_context(|| format!("parsing {name}'s JSON"))?;
-    if !value.is_object() {
-        bail!("{name}'s report is not a JSON object: {line}");
-    }
-    Ok(value)
-}
-
-/// The runs' reports as the summary's typed view of them.
+/// The runs' reports, typed.
 pub(crate) fn typed_runs<T: DeserializeOwned>(runs: &[Value]) -> Result<Vec<T>> {
     runs.iter()
-        .map(|r| serde_json::from_value(r.clone()).context("a run's report lacks a field the summary needs"))
+        .map(|r| serde_json::from_value(r.clone()).context("a run's report does not match its schema"))
         .collect()
 }
 
