@@ -104,9 +104,9 @@ static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
  */
 static void arm_class_timer(struct cpu_ctx *c)
 {
-	u64 step = c->budget_left_ns < mq_slice_ns ? c->budget_left_ns : mq_slice_ns;
+	u64 step = c->budget_left_ns < class_slice_ns ? c->budget_left_ns : class_slice_ns;
 
-	c->timer_for_budget = c->budget_left_ns <= mq_slice_ns;
+	c->timer_for_budget = c->budget_left_ns <= class_slice_ns;
 	c->budget_left_ns -= step;
 	arm_budget_timer(c, step);
 }

@@ -17,7 +17,7 @@
  *        |                                        |
  *   select_cpu: idle core > idle CPU >      select_cpu: idle CPU -> its local DSQ
  *     CPU without MicroQuanta work >          |
- *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (FAIR_DSQ)
+ *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (NORMAL_DSQ)
  *        |                                        |
  *   enqueue: budget left and no class work   enqueue: + preempt the normal task
  *     there -> head of its local DSQ,           on its CPU if it is half a
@@ -26,7 +26,7 @@
  *        \____________________  __________________/
  *                             \/
  *   dispatch(cpu): own MicroQuanta FIFO, then other CPUs' FIFOs (steal),
- *                  then FAIR_DSQ -- unless this CPU's MicroQuanta budget is
+ *                  then NORMAL_DSQ -- unless this CPU's MicroQuanta budget is
  *                  spent and normal work is waiting (throttled).
  *
  * Bandwidth is fair-queued as in the kernel patch: per CPU, a credit grows at
@@ -47,8 +47,8 @@
 char _license[] SEC("license") = "GPL";
 
 /* Set by the loader before the program is loaded. */
-const volatile u64 fair_slice_ns = 3000ULL * NSEC_PER_USEC;
-const volatile u64 mq_slice_ns = 1000ULL * NSEC_PER_USEC;
+const volatile u64 normal_slice_ns = 3000ULL * NSEC_PER_USEC;
+const volatile u64 class_slice_ns = 1000ULL * NSEC_PER_USEC;
 const volatile u64 mq_period_ns = 40ULL * NSEC_PER_USEC;
 const volatile u64 mq_runtime_ns = 20ULL * NSEC_PER_USEC;
 const volatile u32 nr_cpus = 1;
@@ -78,7 +78,7 @@ struct cpu_ctx {
 	s64 credit_ns;		/* MicroQuanta budget: target minus consumed */
 	u64 curr_vtime;		/* vtime of the current normal task */
 	u32 mq_running;		/* the current task is in the class */
-	u32 fair_running;	/* the current task is one of ours and normal */
+	u32 normal_running;	/* the current task is one of ours and normal */
 	u32 throttled;		/* class work waits here for budget */
 	u32 throttle_pending;	/* the running class task was told to yield */
 	u64 budget_out_ns;	/* ...because its budget ran out at this time */
@@ -170,7 +170,7 @@ static bool is_mq(const struct task_struct *p)
 /* Normal work this CPU could run instead of MicroQuanta work. */
 static bool normal_work_waiting(s32 cpu)
 {
-	return scx_bpf_dsq_nr_queued(MQ_FAIR_DSQ) > 0 ||
+	return scx_bpf_dsq_nr_queued(MQ_NORMAL_DSQ) > 0 ||
 	       scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) > 0;
 }
 
@@ -243,8 +243,8 @@ s32 BPF_STRUCT_OPS(mq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
-		stat_inc(MQ_STAT_FAIR_DIRECT);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, fair_slice_ns, 0);
+		stat_inc(MQ_STAT_NORMAL_DIRECT);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, normal_slice_ns, 0);
 	}
 	return cpu;
 }
@@ -261,8 +261,8 @@ static void preempt_for_waker(const struct task_struct *p, u64 vtime)
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
-	if (c && c->fair_running && vtime + fair_slice_ns / 2 < c->curr_vtime) {
-		stat_inc(MQ_STAT_FAIR_WAKE_PREEMPT);
+	if (c && c->normal_running && vtime + normal_slice_ns / 2 < c->curr_vtime) {
+		stat_inc(MQ_STAT_NORMAL_WAKE_PREEMPT);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 }
@@ -293,13 +293,13 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		if (c && wakeup && !c->mq_running && !c->throttled &&
 		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
 		    credit_at(c, scx_bpf_now()) > 0) {
-			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, mq_slice_ns,
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
 			return;
 		}
 
-		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
+		scx_bpf_dsq_insert(p, mq_dsq(cpu), class_slice_ns, enq_flags);
 		/*
 		 * Otherwise a wakeup still preempts normal work at once (a class
 		 * task put back after a preemption must not: that is how a
@@ -320,10 +320,10 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 
 	/* A task that slept long gets at most one slice of credit. */
 	vtime = p->scx.dsq_vtime;
-	floor = vtime_now > fair_slice_ns ? vtime_now - fair_slice_ns : 0;
+	floor = vtime_now > normal_slice_ns ? vtime_now - normal_slice_ns : 0;
 	if (vtime < floor)
 		vtime = floor;
-	scx_bpf_dsq_insert_vtime(p, MQ_FAIR_DSQ, fair_slice_ns, vtime, enq_flags);
+	scx_bpf_dsq_insert_vtime(p, MQ_NORMAL_DSQ, normal_slice_ns, vtime, enq_flags);
 
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		preempt_for_waker(p, vtime);
@@ -358,7 +358,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		credit_charge(c, scx_bpf_now());
 	else
 		credit_refill(c, scx_bpf_now());
-	prev_normal = prev && c->fair_running && (prev->scx.flags & SCX_TASK_QUEUED);
+	prev_normal = prev && c->normal_running && (prev->scx.flags & SCX_TASK_QUEUED);
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
 	may_run_mq = budget_allows_class(c) || !normal_waiting;
 	c->throttled = !may_run_mq;
@@ -378,8 +378,8 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		arm_budget_timer(c, refill_wait_ns(c->credit_ns));
 	}
 
-	if (scx_bpf_dsq_move_to_local(MQ_FAIR_DSQ, 0)) {
-		stat_inc(MQ_STAT_FAIR_DISPATCH);
+	if (scx_bpf_dsq_move_to_local(MQ_NORMAL_DSQ, 0)) {
+		stat_inc(MQ_STAT_NORMAL_DISPATCH);
 		return;
 	}
 
@@ -387,7 +387,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		/* Throttled, and the normal task we would give the CPU to is
 		 * prev itself: keep it running. */
 		if (prev_normal) {
-			scx_bpf_task_set_slice(prev, fair_slice_ns);
+			scx_bpf_task_set_slice(prev, normal_slice_ns);
 			return;
 		}
 		/* Work-conserving: the waiting normal work cannot run here. */
@@ -433,7 +433,7 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		return;
 	c->run_start_ns = now;
 	c->mq_running = is_mq(p);
-	c->fair_running = !c->mq_running;
+	c->normal_running = !c->mq_running;
 	c->curr_vtime = p->scx.dsq_vtime;
 	if (c->mq_running) {
 		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
@@ -472,7 +472,7 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 
 	if (!c)
 		return;
-	c->fair_running = 0;
+	c->normal_running = 0;
 	if (c->mq_running) {
 		credit_charge(c, now);
 		c->mq_running = 0;
@@ -549,7 +549,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
 {
 	s32 cpu, ret;
 
-	ret = scx_bpf_create_dsq(MQ_FAIR_DSQ, -1);
+	ret = scx_bpf_create_dsq(MQ_NORMAL_DSQ, -1);
 	if (ret)
 		return ret;
 	bpf_for(cpu, 0, nr_cpus) {
