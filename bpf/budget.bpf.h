@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * budget.bpf.h - the MicroQuanta bandwidth: per-CPU credit and the timers
- * that enforce it below the tick. Included once, by main.bpf.c, after the
- * maps, struct cpu_ctx and the small helpers it uses; kept apart because it
- * is the part of the scheduler with its own invariants:
+ * budget.bpf.h - the MicroQuanta bandwidth: per-CPU credit and the timer
+ * callback that enforces it below the tick. Included once, by main.bpf.c,
+ * after the maps and the small helpers it uses; the states it moves through
+ * are in cpu_state.bpf.h. Kept apart because it is the part of the
+ * scheduler with its own invariants:
  *
  * - credit grows at runtime/period of wall time, falls by class run time,
  *   and stays within +-2 periods (credit_limit);
@@ -35,8 +36,8 @@ static s64 credit_at(const struct cpu_ctx *c, u64 now)
 	 * 4 * period * period / runtime of wall time; beyond that the clamp
 	 * decides. Bounding delta there keeps delta * runtime <= 5 * period^2,
 	 * far from overflow for periods up to the 1 s the loader allows. (A
-	 * bound of 4 periods, as here before, starved a CPU that had been idle
-	 * of credit whenever runtime < period.)
+	 * bound of 4 periods would starve a CPU that has been idle of credit
+	 * whenever runtime < period.)
 	 */
 	delta = now - c->credit_at_ns;
 	full_ns = (4 * mq_period_ns / mq_runtime_ns + 1) * mq_period_ns;
@@ -54,7 +55,7 @@ static s64 credit_running(const struct cpu_ctx *c, u64 now)
 {
 	s64 credit = credit_at(c, now);
 
-	if (c->mq_running && now > c->mq_charged_ns)
+	if (runs_class(c) && now > c->mq_charged_ns)
 		credit -= (s64)(now - c->mq_charged_ns);
 	return credit;
 }
@@ -82,42 +83,6 @@ static void credit_charge(struct cpu_ctx *c, u64 now)
 }
 
 /*
- * Sub-tick enforcement. The tick comes every 4 ms, a budget lasts tens of
- * µs, so each CPU has one BPF timer, pinned to it, armed for the instant
- * its budget state must change: when a running class task's credit runs
- * out (throttle) or when a throttled CPU's credit turns positive again
- * (unthrottle). Either way the CPU is kicked with SCX_KICK_PREEMPT and
- * dispatch() decides with up-to-date credit.
- *
- * Owner CPU only: BPF_F_TIMER_CPU_PIN pins to the calling CPU.
- */
-static void arm_budget_timer(struct cpu_ctx *c, u64 after_ns)
-{
-	if (after_ns < MQ_MIN_TIMER_NS)
-		after_ns = MQ_MIN_TIMER_NS;
-	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
-}
-
-/*
- * While class work runs the timer fires at the end of each round-robin
- * slice and at the end of the budget, whichever comes first.
- */
-static void arm_class_timer(struct cpu_ctx *c)
-{
-	u64 step = c->budget_left_ns < mq_slice_ns ? c->budget_left_ns : mq_slice_ns;
-
-	c->timer_for_budget = c->budget_left_ns <= mq_slice_ns;
-	c->budget_left_ns -= step;
-	arm_budget_timer(c, step);
-}
-
-/* The running class task is told to yield: count its overrun at stopping. */
-static void mark_throttle(struct cpu_ctx *c)
-{
-	c->throttle_pending = 1;
-}
-
-/*
  * Hysteresis: a throttled CPU lets class work back in once the credit is
  * worth a whole runtime again, not the moment it turns positive. Otherwise
  * the class would run in slivers of a few ns between two context switches,
@@ -126,12 +91,13 @@ static void mark_throttle(struct cpu_ctx *c)
  */
 static bool budget_allows_class(const struct cpu_ctx *c)
 {
-	if (!c->throttled)
-		return c->credit_ns > 0;
 	/* The timer measures time on CLOCK_MONOTONIC, the credit on the rq
-	 * clock; once the timer says the refill is done, any positive credit
-	 * will do rather than a second round trip over a clock skew. */
-	return c->credit_ns >= (s64)mq_runtime_ns || (c->unthrottle_due && c->credit_ns > 0);
+	 * clock; once the timer says the refill is done (UNTHROTTLE_DUE), any
+	 * positive credit will do rather than a second round trip over a clock
+	 * skew. */
+	if (c->budget == MQ_BUDGET_THROTTLED)
+		return c->credit_ns >= (s64)mq_runtime_ns;
+	return c->credit_ns > 0;
 }
 
 /* Time until @credit is worth a whole runtime again, growing at runtime/period. */
@@ -143,9 +109,10 @@ static u64 refill_wait_ns(s64 credit)
 }
 
 /*
- * The timer only kicks; dispatch() and running() decide with the rq clock.
+ * The budget timer (armed in cpu_state.bpf.h) only kicks its CPU with
+ * SCX_KICK_PREEMPT; dispatch() and running() decide with the rq clock.
  * Outside the scheduler's callbacks the clock scx_bpf_now() returns can lag,
- * and a decision taken on it here re-armed the timer on stale credit.
+ * and a decision taken on it here would re-arm the timer on stale credit.
  */
 static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 {
@@ -156,18 +123,23 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		return 0;
 	if (cpu != bpf_get_smp_processor_id())
 		stat_inc(MQ_STAT_TIMER_MIGRATED);
-	if (c->mq_running) {
+	if (runs_class(c)) {
+		/* A refill step still armed while class work runs means dispatch
+		 * throttled and then found nothing else to run here: the budget
+		 * is spent just as at BUDGET_END. */
+		bool budget_end = c->timer_for != MQ_TIMER_SLICE_END;
+
 		/* Budget spent and normal work waits: throttle. */
-		if (c->timer_for_budget && normal_work_waiting(cpu)) {
+		if (budget_end && normal_work_waiting(cpu)) {
 			stat_inc(MQ_STAT_TIMER_THROTTLE);
-			mark_throttle(c);
+			class_told_to_yield(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			return 0;
 		}
 		/* Budget spent with nothing normal waiting: the class may use the
 		 * whole CPU (a normal task that arrives kicks us, see
 		 * kick_overbudget_cpu); from now on only slices are timed. */
-		if (c->timer_for_budget) {
+		if (budget_end) {
 			c->budget_left_ns = (u64)-1;
 		} else if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 			/* Slice over and another class task waits: round-robin. */
@@ -175,12 +147,15 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			return 0;
 		}
-		arm_class_timer(c);
+		timer_arm_class_step(c);
 		return 0;
 	}
-	if (c->throttled && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+	/* Whatever the timer stands for: a class task that stopped before its
+	 * step ended leaves the timer armed, and a throttled CPU checks its
+	 * refill then too. */
+	if (throttled(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 		stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
-		c->unthrottle_due = 1;
+		budget_unthrottle_due(c);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 	return 0;
@@ -198,7 +173,7 @@ static void kick_overbudget_cpu(const struct task_struct *p)
 	bpf_for(cpu, 0, nr_cpus) {
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
-		if (!c || !c->mq_running || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		if (!c || !runs_class(c) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		s64 credit = credit_running(c, now);
 
@@ -208,7 +183,7 @@ static void kick_overbudget_cpu(const struct task_struct *p)
 			 * else wanted the CPU: its overrun starts now. */
 			if (now > c->budget_out_ns)
 				c->budget_out_ns = now;
-			mark_throttle(c);
+			class_told_to_yield(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			return;
 		}

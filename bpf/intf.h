@@ -25,7 +25,7 @@ enum mq_consts {
 
 	/* Dispatch queues: one shared vtime queue for normal tasks and one
 	 * FIFO per CPU for MicroQuanta tasks (id MQ_DSQ_BASE + cpu). */
-	MQ_FAIR_DSQ = 0,
+	MQ_NORMAL_DSQ = 0,
 	MQ_DSQ_BASE = 1,
 
 	NSEC_PER_USEC = 1000,
@@ -67,9 +67,9 @@ enum mq_stat_idx {
 	MQ_STAT_MQ_STEAL,	/* ...dispatched from another CPU's queue */
 	MQ_STAT_MQ_THROTTLE,	/* MicroQuanta queue skipped: budget spent, normal work waiting */
 	MQ_STAT_MQ_TICK_THROTTLE,/* running MicroQuanta task cut at the tick: budget spent */
-	MQ_STAT_FAIR_DISPATCH,	/* normal task dispatched from the fair queue */
-	MQ_STAT_FAIR_DIRECT,	/* normal task placed straight on an idle CPU */
-	MQ_STAT_FAIR_WAKE_PREEMPT,/* woken normal task far behind in vtime preempted its CPU */
+	MQ_STAT_NORMAL_DISPATCH,/* normal task dispatched from the normal queue */
+	MQ_STAT_NORMAL_DIRECT,	/* normal task placed straight on an idle CPU */
+	MQ_STAT_NORMAL_WAKE_PREEMPT,/* woken normal task far behind in vtime preempted its CPU */
 	MQ_STAT_CPU_RELEASE,	/* CPU taken by an RT/DL task: local queue re-enqueued */
 	MQ_STAT_CLASS_EXIT,	/* exiting thread removed from the class */
 	MQ_STAT_CLASS_INHERIT,	/* new thread/process joined its creator's class */

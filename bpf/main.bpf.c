@@ -17,7 +17,7 @@
  *        |                                        |
  *   select_cpu: idle core > idle CPU >      select_cpu: idle CPU -> its local DSQ
  *     CPU without MicroQuanta work >          |
- *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (FAIR_DSQ)
+ *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (NORMAL_DSQ)
  *        |                                        |
  *   enqueue: budget left and no class work   enqueue: + preempt the normal task
  *     there -> head of its local DSQ,           on its CPU if it is half a
@@ -26,7 +26,7 @@
  *        \____________________  __________________/
  *                             \/
  *   dispatch(cpu): own MicroQuanta FIFO, then other CPUs' FIFOs (steal),
- *                  then FAIR_DSQ -- unless this CPU's MicroQuanta budget is
+ *                  then NORMAL_DSQ -- unless this CPU's MicroQuanta budget is
  *                  spent and normal work is waiting (throttled).
  *
  * Bandwidth is fair-queued as in the kernel patch: per CPU, a credit grows at
@@ -34,7 +34,8 @@
  * clamped to +-2 periods. The scheduler tick (HZ=250: 4 ms) is far too
  * coarse for budgets of tens of µs, so per-CPU BPF timers throttle and
  * unthrottle at the right instant; the tick only backs them up. That part
- * lives in budget.bpf.h.
+ * lives in budget.bpf.h; what each CPU runs, whether its budget lets class
+ * work in and what its timer stands for are the states of cpu_state.bpf.h.
  *
  * Normal tasks get weighted virtual-time fairness charged with the runtime
  * actually measured between running() and stopping(). Class membership is
@@ -47,8 +48,8 @@
 char _license[] SEC("license") = "GPL";
 
 /* Set by the loader before the program is loaded. */
-const volatile u64 fair_slice_ns = 3000ULL * NSEC_PER_USEC;
-const volatile u64 mq_slice_ns = 1000ULL * NSEC_PER_USEC;
+const volatile u64 normal_slice_ns = 3000ULL * NSEC_PER_USEC;
+const volatile u64 class_slice_ns = 1000ULL * NSEC_PER_USEC;
 const volatile u64 mq_period_ns = 40ULL * NSEC_PER_USEC;
 const volatile u64 mq_runtime_ns = 20ULL * NSEC_PER_USEC;
 const volatile u32 nr_cpus = 1;
@@ -70,28 +71,12 @@ struct {
 	__type(value, u64);
 } mq_tasks SEC(".maps");
 
-struct cpu_ctx {
-	struct bpf_timer timer;	/* budget enforcement, pinned to this CPU */
-	u64 run_start_ns;	/* when the current task started running */
-	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
-	u64 credit_at_ns;	/* credit brought up to date at this time */
-	s64 credit_ns;		/* MicroQuanta budget: target minus consumed */
-	u64 curr_vtime;		/* vtime of the current normal task */
-	u32 mq_running;		/* the current task is in the class */
-	u32 fair_running;	/* the current task is one of ours and normal */
-	u32 throttled;		/* class work waits here for budget */
-	u32 throttle_pending;	/* the running class task was told to yield */
-	u64 budget_out_ns;	/* ...because its budget ran out at this time */
-	u64 budget_left_ns;	/* class budget left after the armed timer step */
-	u32 timer_for_budget;	/* the armed step ends the budget (else a slice) */
-	u32 rt_owned;		/* an RT/deadline task holds this CPU */
-	u32 unthrottle_due;	/* the unthrottle timer fired: refill is done */
-};
+#include "cpu_state.bpf.h"
 
 /*
  * A plain array rather than a per-CPU one: placement reads other CPUs'
  * entries. Those reads race with the owner's writes, which only costs a
- * slightly stale placement decision; only the owning CPU writes.
+ * slightly stale placement decision; who writes what is in cpu_state.bpf.h.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -170,13 +155,13 @@ static bool is_mq(const struct task_struct *p)
 /* Normal work this CPU could run instead of MicroQuanta work. */
 static bool normal_work_waiting(s32 cpu)
 {
-	return scx_bpf_dsq_nr_queued(MQ_FAIR_DSQ) > 0 ||
+	return scx_bpf_dsq_nr_queued(MQ_NORMAL_DSQ) > 0 ||
 	       scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) > 0;
 }
 
 static bool cpu_has_mq_work(s32 cpu, const struct cpu_ctx *c)
 {
-	return c->mq_running || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
+	return runs_class(c) || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
 }
 
 #include "budget.bpf.h"
@@ -201,7 +186,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	}
 
 	c = lookup_cpu_ctx(prev_cpu);
-	if (c && !c->rt_owned && bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
+	if (c && !held_by_rt(c) && bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
 	    !cpu_has_mq_work(prev_cpu, c)) {
 		stat_inc(MQ_STAT_MQ_BUSY_PICK);
 		return prev_cpu;
@@ -217,8 +202,8 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 			continue;
 		/* A CPU held by an RT/deadline task comes last: we never
 		 * preempt those, so a class task placed there just waits. */
-		load = c->mq_running + scx_bpf_dsq_nr_queued(mq_dsq(cpu)) +
-		       (c->rt_owned ? MQ_MAX_TASKS : 0);
+		load = (runs_class(c) ? 1 : 0) + scx_bpf_dsq_nr_queued(mq_dsq(cpu)) +
+		       (held_by_rt(c) ? MQ_MAX_TASKS : 0);
 		if (load == 0) {
 			stat_inc(MQ_STAT_MQ_BUSY_PICK);
 			return cpu;
@@ -243,8 +228,8 @@ s32 BPF_STRUCT_OPS(mq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
-		stat_inc(MQ_STAT_FAIR_DIRECT);
-		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, fair_slice_ns, 0);
+		stat_inc(MQ_STAT_NORMAL_DIRECT);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, normal_slice_ns, 0);
 	}
 	return cpu;
 }
@@ -261,8 +246,8 @@ static void preempt_for_waker(const struct task_struct *p, u64 vtime)
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
-	if (c && c->fair_running && vtime + fair_slice_ns / 2 < c->curr_vtime) {
-		stat_inc(MQ_STAT_FAIR_WAKE_PREEMPT);
+	if (c && runs_normal(c) && vtime + normal_slice_ns / 2 < c->curr_vtime) {
+		stat_inc(MQ_STAT_NORMAL_WAKE_PREEMPT);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 }
@@ -290,16 +275,16 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		 * dispatch() round trip. (We run on that CPU's rq: it is the
 		 * task's CPU.)
 		 */
-		if (c && wakeup && !c->mq_running && !c->throttled &&
+		if (c && wakeup && !runs_class(c) && !throttled(c) &&
 		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
 		    credit_at(c, scx_bpf_now()) > 0) {
-			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, mq_slice_ns,
+			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
 			return;
 		}
 
-		scx_bpf_dsq_insert(p, mq_dsq(cpu), mq_slice_ns, enq_flags);
+		scx_bpf_dsq_insert(p, mq_dsq(cpu), class_slice_ns, enq_flags);
 		/*
 		 * Otherwise a wakeup still preempts normal work at once (a class
 		 * task put back after a preemption must not: that is how a
@@ -309,7 +294,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		 * is back; a CPU already running class work round-robins at the
 		 * slice end.
 		 */
-		if (c && !c->mq_running && wakeup) {
+		if (c && !runs_class(c) && wakeup) {
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 			stat_inc(MQ_STAT_KICK_PREEMPT);
 		}
@@ -320,10 +305,10 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 
 	/* A task that slept long gets at most one slice of credit. */
 	vtime = p->scx.dsq_vtime;
-	floor = vtime_now > fair_slice_ns ? vtime_now - fair_slice_ns : 0;
+	floor = vtime_now > normal_slice_ns ? vtime_now - normal_slice_ns : 0;
 	if (vtime < floor)
 		vtime = floor;
-	scx_bpf_dsq_insert_vtime(p, MQ_FAIR_DSQ, fair_slice_ns, vtime, enq_flags);
+	scx_bpf_dsq_insert_vtime(p, MQ_NORMAL_DSQ, normal_slice_ns, vtime, enq_flags);
 
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		preempt_for_waker(p, vtime);
@@ -354,15 +339,14 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	/* prev has not been charged or put back yet: charge a class prev, and
 	 * count a runnable normal prev as normal work that wants this CPU. */
-	if (c->mq_running)
+	if (runs_class(c))
 		credit_charge(c, scx_bpf_now());
 	else
 		credit_refill(c, scx_bpf_now());
-	prev_normal = prev && c->fair_running && (prev->scx.flags & SCX_TASK_QUEUED);
+	prev_normal = prev && runs_normal(c) && (prev->scx.flags & SCX_TASK_QUEUED);
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
 	may_run_mq = budget_allows_class(c) || !normal_waiting;
-	c->throttled = !may_run_mq;
-	c->unthrottle_due = 0;
+	budget_decided(c, may_run_mq);
 
 	if (may_run_mq) {
 		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
@@ -371,15 +355,15 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		}
 		if (steal_mq(cpu))
 			return;
-	} else if (c->mq_running || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
+	} else if (cpu_has_mq_work(cpu, c)) {
 		/* Class work (queued, or prev about to be put back) waits for
-		 * budget: wake this CPU when the credit is positive again. */
+		 * budget: wake this CPU when the credit is worth a runtime again. */
 		stat_inc(MQ_STAT_MQ_THROTTLE);
-		arm_budget_timer(c, refill_wait_ns(c->credit_ns));
+		timer_arm(c, MQ_TIMER_REFILL, refill_wait_ns(c->credit_ns));
 	}
 
-	if (scx_bpf_dsq_move_to_local(MQ_FAIR_DSQ, 0)) {
-		stat_inc(MQ_STAT_FAIR_DISPATCH);
+	if (scx_bpf_dsq_move_to_local(MQ_NORMAL_DSQ, 0)) {
+		stat_inc(MQ_STAT_NORMAL_DISPATCH);
 		return;
 	}
 
@@ -387,7 +371,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		/* Throttled, and the normal task we would give the CPU to is
 		 * prev itself: keep it running. */
 		if (prev_normal) {
-			scx_bpf_task_set_slice(prev, fair_slice_ns);
+			scx_bpf_task_set_slice(prev, normal_slice_ns);
 			return;
 		}
 		/* Work-conserving: the waiting normal work cannot run here. */
@@ -408,11 +392,11 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 	if (!c)
 		return;
 
-	if (c->mq_running) {
+	if (runs_class(c)) {
 		credit_charge(c, now);
 		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
 			scx_bpf_task_set_slice(p, 0);
-			mark_throttle(c);
+			class_told_to_yield(c);
 			stat_inc(MQ_STAT_MQ_TICK_THROTTLE);
 		}
 		return;
@@ -420,7 +404,7 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 
 	/* A throttled MicroQuanta task has earned its budget back. */
 	credit_refill(c, now);
-	if (c->throttled && budget_allows_class(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+	if (throttled(c) && budget_allows_class(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
 		scx_bpf_task_set_slice(p, 0);
 }
 
@@ -432,10 +416,9 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	if (!c)
 		return;
 	c->run_start_ns = now;
-	c->mq_running = is_mq(p);
-	c->fair_running = !c->mq_running;
+	cpu_starts(c, is_mq(p));
 	c->curr_vtime = p->scx.dsq_vtime;
-	if (c->mq_running) {
+	if (runs_class(c)) {
 		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
 
 		if (t && t->wake_enq_ns) {
@@ -457,7 +440,7 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 					    (mq_period_ns - mq_runtime_ns);
 			c->budget_out_ns = now + c->budget_left_ns;
 		}
-		arm_class_timer(c);
+		timer_arm_class_step(c);
 		return;
 	}
 	if (p->scx.dsq_vtime > vtime_now)
@@ -469,20 +452,17 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	struct cpu_ctx *c = lookup_cpu_ctx(scx_bpf_task_cpu(p));
 	u64 now = scx_bpf_now();
 	u64 ran_ns;
+	u32 ran;
 
 	if (!c)
 		return;
-	c->fair_running = 0;
-	if (c->mq_running) {
+	ran = cpu_stops(c);
+	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING) {
 		credit_charge(c, now);
-		c->mq_running = 0;
 		/* Overrun: class time past the instant its budget ran out
 		 * while normal work waited. */
-		if (c->throttle_pending) {
-			c->throttle_pending = 0;
-			if (now > c->budget_out_ns)
-				hist_add(MQ_HIST_OVERRUN, now - c->budget_out_ns);
-		}
+		if (ran == MQ_RUN_CLASS_YIELDING && now > c->budget_out_ns)
+			hist_add(MQ_HIST_OVERRUN, now - c->budget_out_ns);
 		return;
 	}
 	/* Charge what was measured, not the slice handed out: a task that ran
@@ -504,7 +484,7 @@ void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 	 * elsewhere instead of waiting behind it, and place no class wakeup
 	 * here while it holds the CPU. */
 	if (c)
-		c->rt_owned = 1;
+		cpu_released(c);
 	stat_inc(MQ_STAT_CPU_RELEASE);
 	scx_bpf_reenqueue_local();
 }
@@ -514,7 +494,7 @@ void BPF_STRUCT_OPS(mq_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
 	if (c)
-		c->rt_owned = 0;
+		cpu_acquired(c);
 }
 
 /*
@@ -549,7 +529,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
 {
 	s32 cpu, ret;
 
-	ret = scx_bpf_create_dsq(MQ_FAIR_DSQ, -1);
+	ret = scx_bpf_create_dsq(MQ_NORMAL_DSQ, -1);
 	if (ret)
 		return ret;
 	bpf_for(cpu, 0, nr_cpus) {

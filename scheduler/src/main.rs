@@ -32,7 +32,8 @@ use stats::{Report, StatsReader};
 /// before every normal task: on wakeup they take an idle CPU or preempt one
 /// that runs normal work. Per CPU they may use RUNTIME out of every PERIOD
 /// while normal tasks want that CPU, and all of it when nothing else does.
-/// Every other task gets weighted fair sharing of the remaining time.
+/// Every other task is a normal task: normal tasks share the remaining time
+/// in proportion to their weights.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Opts {
@@ -45,14 +46,15 @@ struct Opts {
     #[arg(long, default_value_t = 20)]
     runtime_us: u64,
 
-    /// Round-robin slice among MicroQuanta threads sharing a CPU, in
-    /// microseconds.
+    /// Round-robin slice among MicroQuanta (class) threads sharing a CPU,
+    /// in microseconds.
     #[arg(long, default_value_t = 1000)]
-    mq_slice_us: u64,
+    class_slice_us: u64,
 
-    /// Time slice of normal tasks, in microseconds.
+    /// Time slice of normal tasks (every task outside the class), in
+    /// microseconds.
     #[arg(long, default_value_t = 3000)]
-    slice_us: u64,
+    normal_slice_us: u64,
 
     /// sched_ext watchdog: eject the scheduler if a runnable task waits this
     /// long (milliseconds, 0 = kernel default of 30 s). Tests set it low to
@@ -107,7 +109,10 @@ impl Opts {
                 self.period_us
             );
         }
-        for (flag, value) in [("--slice-us", self.slice_us), ("--mq-slice-us", self.mq_slice_us)] {
+        for (flag, value) in [
+            ("--normal-slice-us", self.normal_slice_us),
+            ("--class-slice-us", self.class_slice_us),
+        ] {
             if !SLICE_US_RANGE.contains(&value) {
                 bail!(
                     "{flag} {value} is outside {}..={} µs",
@@ -185,8 +190,8 @@ impl<'obj> Scheduler<'obj> {
             .rodata_data
             .as_mut()
             .context("BPF object has no rodata")?;
-        rodata.fair_slice_ns = opts.slice_us * 1000;
-        rodata.mq_slice_ns = opts.mq_slice_us * 1000;
+        rodata.normal_slice_ns = opts.normal_slice_us * 1000;
+        rodata.class_slice_ns = opts.class_slice_us * 1000;
         rodata.mq_period_ns = opts.period_us * 1000;
         rodata.mq_runtime_ns = opts.runtime_us * 1000;
         rodata.nr_cpus = nr_cpus as u32;
@@ -404,7 +409,8 @@ mod tests {
     fn nonsense_values_are_refused() {
         assert!(parse(&["--runtime-us", "0"]).is_err());
         assert!(parse(&["--period-us", "1"]).is_err());
-        assert!(parse(&["--slice-us", "0"]).is_err());
+        assert!(parse(&["--normal-slice-us", "0"]).is_err());
+        assert!(parse(&["--class-slice-us", "0"]).is_err());
         assert!(parse(&["--watchdog-timeout-ms", "60000"]).is_err());
         assert!(parse(&["--stats", "-1"]).is_err());
         assert!(parse(&["--period-us", "abc"]).is_err());

@@ -91,12 +91,12 @@ fn a_microquanta_thread_wakes_sooner_than_a_normal_one_next_to_hogs() {
         cpu: None,
     };
     // What the class promises is a bounded delay, so the tail is what must
-    // differ: our fair class's wakeup preemption already serves this thread
-    // at the median (both near 0.3 ms in the TCG VM), but at p90 it waited
-    // 2.7 ms against 0.55 ms in the class. p90 rather than p99 because a
-    // TCG vCPU can stall for milliseconds at any time; and up to three paired
-    // runs, because one run in several was dominated by such stalls (both
-    // p90s at 2.7 ms). Every attempt is printed.
+    // differ: our wakeup preemption among normal tasks already serves this
+    // thread at the median (both near 0.3 ms in the TCG VM), but at p90 it
+    // waits 2.7 ms as a normal task against 0.55 ms in the class. p90 rather
+    // than p99 because a TCG vCPU can stall for milliseconds at any time; and
+    // up to three paired runs, because about one run in several is dominated
+    // by such stalls (both p90s at 2.7 ms). Every attempt is printed.
     let mut attempts = Vec::new();
     for _ in 0..3 {
         let normal = measure(cfg(ThreadClass::Normal)).unwrap();
@@ -355,7 +355,7 @@ fn an_rt_task_is_never_preempted_and_class_work_moves_out_of_its_way() {
 fn class_threads_sharing_a_cpu_round_robin_at_the_slice() {
     let _serial = sched_ext_host();
     let cpu = cpus() - 1;
-    let sched = start(&["--mq-slice-us", "500"]);
+    let sched = start(&["--class-slice-us", "500"]);
     let window = Duration::from_secs(2);
     let shares: Vec<f64> = (0..2)
         .map(|_| {

@@ -19,9 +19,9 @@ pub struct Counters {
     pub mq_steal: u64,
     pub mq_throttle: u64,
     pub mq_tick_throttle: u64,
-    pub fair_dispatch: u64,
-    pub fair_direct: u64,
-    pub fair_wake_preempt: u64,
+    pub normal_dispatch: u64,
+    pub normal_direct: u64,
+    pub normal_wake_preempt: u64,
     pub cpu_release: u64,
     pub class_exit: u64,
     pub class_inherit: u64,
@@ -47,9 +47,9 @@ impl Counters {
             mq_steal: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_STEAL),
             mq_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_THROTTLE),
             mq_tick_throttle: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_TICK_THROTTLE),
-            fair_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DISPATCH),
-            fair_direct: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_DIRECT),
-            fair_wake_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_FAIR_WAKE_PREEMPT),
+            normal_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_NORMAL_DISPATCH),
+            normal_direct: get(bpf_intf::mq_stat_idx_MQ_STAT_NORMAL_DIRECT),
+            normal_wake_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_NORMAL_WAKE_PREEMPT),
             cpu_release: get(bpf_intf::mq_stat_idx_MQ_STAT_CPU_RELEASE),
             class_exit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_EXIT),
             class_inherit: get(bpf_intf::mq_stat_idx_MQ_STAT_CLASS_INHERIT),
@@ -74,9 +74,9 @@ impl Counters {
             mq_steal: self.mq_steal.wrapping_sub(earlier.mq_steal),
             mq_throttle: self.mq_throttle.wrapping_sub(earlier.mq_throttle),
             mq_tick_throttle: self.mq_tick_throttle.wrapping_sub(earlier.mq_tick_throttle),
-            fair_dispatch: self.fair_dispatch.wrapping_sub(earlier.fair_dispatch),
-            fair_direct: self.fair_direct.wrapping_sub(earlier.fair_direct),
-            fair_wake_preempt: self.fair_wake_preempt.wrapping_sub(earlier.fair_wake_preempt),
+            normal_dispatch: self.normal_dispatch.wrapping_sub(earlier.normal_dispatch),
+            normal_direct: self.normal_direct.wrapping_sub(earlier.normal_direct),
+            normal_wake_preempt: self.normal_wake_preempt.wrapping_sub(earlier.normal_wake_preempt),
             cpu_release: self.cpu_release.wrapping_sub(earlier.cpu_release),
             class_exit: self.class_exit.wrapping_sub(earlier.class_exit),
             class_inherit: self.class_inherit.wrapping_sub(earlier.class_inherit),
@@ -92,7 +92,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={}] fair[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={}] normal[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -108,9 +108,9 @@ impl Counters {
             self.overbudget_kick,
             self.timer_migrated,
             self.timer_round_robin,
-            self.fair_dispatch,
-            self.fair_direct,
-            self.fair_wake_preempt,
+            self.normal_dispatch,
+            self.normal_direct,
+            self.normal_wake_preempt,
             self.cpu_release,
             self.class_exit,
             self.class_inherit,
@@ -137,16 +137,16 @@ mod tests {
     fn since_gives_the_interval_delta() {
         let before = Counters {
             mq_enqueue: 10,
-            fair_dispatch: 100,
+            normal_dispatch: 100,
             ..Default::default()
         };
         let after = Counters {
             mq_enqueue: 15,
-            fair_dispatch: 180,
+            normal_dispatch: 180,
             ..Default::default()
         };
         let d = after.since(&before);
-        assert_eq!((d.mq_enqueue, d.fair_dispatch), (5, 80));
+        assert_eq!((d.mq_enqueue, d.normal_dispatch), (5, 80));
         assert!(d.format_line(2).contains("threads=2 enq=5"));
     }
 }

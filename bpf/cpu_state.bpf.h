@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * cpu_state.bpf.h - the per-CPU state machine: struct cpu_ctx, the three
+ * states it holds and the only functions that change them. Included once,
+ * by main.bpf.c, after the loader's constants and before the cpu_ctxs map.
+ *
+ * Each CPU is in one state of each of three machines:
+ *
+ *   what runs (run)
+ *     IDLE --running()--> CLASS or NORMAL --stopping()--> IDLE
+ *     CLASS --told to yield (timer, tick, normal wakeup)--> CLASS_YIELDING
+ *     CLASS_YIELDING --stopping()--> IDLE
+ *     IDLE --cpu_release()--> RT --cpu_acquire()--> IDLE
+ *
+ *   the budget (budget)
+ *     any --dispatch()--> OK or THROTTLED
+ *     THROTTLED or UNTHROTTLE_DUE --timer, class work queued--> UNTHROTTLE_DUE
+ *
+ *   what the armed timer stands for (timer_for)
+ *     class task starts running, or its step ends --> SLICE_END or BUDGET_END
+ *     dispatch() throttles with class work waiting --> REFILL
+ *
+ * Being told to yield is a state of what runs, not of the budget: it
+ * belongs to the running class task and ends when that task stops, while
+ * the budget may be THROTTLED at the same time (a throttled CPU runs class
+ * work when nothing normal can run there).
+ *
+ * The kernel calls stopping() before cpu_release() for the task that an
+ * RT/deadline task displaces, and cpu_acquire() before the next running(),
+ * so RT never overlaps with one of our tasks running.
+ *
+ * Only the owning CPU changes its states, with one exception: a normal
+ * wakeup on another CPU tells a class task running past its budget to
+ * yield (class_told_to_yield, a compare-and-swap, so that a CPU which has
+ * stopped running class work meanwhile stays as it is) and moves that
+ * CPU's budget_out_ns forward.
+ */
+#ifndef __MICROQUANTA_CPU_STATE_BPF_H
+#define __MICROQUANTA_CPU_STATE_BPF_H
+
+/* What the CPU runs, as far as this scheduler knows. */
+enum mq_cpu_run {
+	MQ_RUN_IDLE,		/* none of our tasks: idle, or between two tasks */
+	MQ_RUN_NORMAL,		/* a normal task */
+	MQ_RUN_CLASS,		/* a MicroQuanta task */
+	MQ_RUN_CLASS_YIELDING,	/* a MicroQuanta task told to yield: budget spent */
+	MQ_RUN_RT,		/* an RT/deadline task holds the CPU */
+};
+
+/* Whether class work may run here; decided by dispatch() on the rq clock. */
+enum mq_cpu_budget {
+	MQ_BUDGET_OK,		/* class work runs while the credit is positive */
+	MQ_BUDGET_THROTTLED,	/* class work waits until the credit is worth a runtime */
+	MQ_BUDGET_UNTHROTTLE_DUE,/* throttled, and the timer says the refill is done */
+};
+
+/* The instant the armed budget timer stands for. */
+enum mq_cpu_timer {
+	MQ_TIMER_SLICE_END,	/* the running class task's round-robin slice ends */
+	MQ_TIMER_BUDGET_END,	/* the running class task's budget runs out */
+	MQ_TIMER_REFILL,	/* a throttled CPU's credit is worth a runtime again */
+};
+
+struct cpu_ctx {
+	struct bpf_timer timer;	/* budget enforcement, pinned to this CPU */
+	u64 run_start_ns;	/* when the current task started running */
+	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
+	u64 credit_at_ns;	/* credit brought up to date at this time */
+	s64 credit_ns;		/* MicroQuanta budget: target minus consumed */
+	u64 curr_vtime;		/* vtime of the current normal task */
+	u64 budget_out_ns;	/* when the running class task's budget runs out */
+	u64 budget_left_ns;	/* class budget left after the armed timer step */
+	u32 run;		/* enum mq_cpu_run; u32 for the compare-and-swap */
+	u32 budget;		/* enum mq_cpu_budget */
+	u32 timer_for;		/* enum mq_cpu_timer */
+};
+
+/* --- what runs --------------------------------------------------------- */
+
+static bool runs_class(const struct cpu_ctx *c)
+{
+	return c->run == MQ_RUN_CLASS || c->run == MQ_RUN_CLASS_YIELDING;
+}
+
+static bool runs_normal(const struct cpu_ctx *c)
+{
+	return c->run == MQ_RUN_NORMAL;
+}
+
+static bool held_by_rt(const struct cpu_ctx *c)
+{
+	return c->run == MQ_RUN_RT;
+}
+
+/* running(): one of our tasks starts on this CPU. */
+static void cpu_starts(struct cpu_ctx *c, bool class)
+{
+	c->run = class ? MQ_RUN_CLASS : MQ_RUN_NORMAL;
+}
+
+/*
+ * stopping(): our task leaves the CPU. Returns what ran, so the caller
+ * charges a class task's time and counts a yielding one's overrun.
+ */
+static u32 cpu_stops(struct cpu_ctx *c)
+{
+	u32 ran = c->run;
+
+	if (ran != MQ_RUN_RT)
+		c->run = MQ_RUN_IDLE;
+	return ran;
+}
+
+/* The running class task is told to yield: its overrun is counted at stopping. */
+static void class_told_to_yield(struct cpu_ctx *c)
+{
+	__sync_val_compare_and_swap(&c->run, MQ_RUN_CLASS, MQ_RUN_CLASS_YIELDING);
+}
+
+/* cpu_release(): an RT or deadline task took the CPU. */
+static void cpu_released(struct cpu_ctx *c)
+{
+	c->run = MQ_RUN_RT;
+}
+
+/* cpu_acquire(): the CPU is back with this scheduler. */
+static void cpu_acquired(struct cpu_ctx *c)
+{
+	if (c->run == MQ_RUN_RT)
+		c->run = MQ_RUN_IDLE;
+}
+
+/* --- the budget -------------------------------------------------------- */
+
+static bool throttled(const struct cpu_ctx *c)
+{
+	return c->budget != MQ_BUDGET_OK;
+}
+
+/* dispatch(): class work may run here now, or waits for credit. */
+static void budget_decided(struct cpu_ctx *c, bool class_may_run)
+{
+	c->budget = class_may_run ? MQ_BUDGET_OK : MQ_BUDGET_THROTTLED;
+}
+
+/*
+ * The timer fired on a throttled CPU with class work queued: the refill is
+ * done, and dispatch() lets class work in on any positive credit.
+ */
+static void budget_unthrottle_due(struct cpu_ctx *c)
+{
+	if (throttled(c))
+		c->budget = MQ_BUDGET_UNTHROTTLE_DUE;
+}
+
+/* --- the timer --------------------------------------------------------- */
+
+/*
+ * Sub-tick enforcement. The tick comes every 4 ms, a budget lasts tens of
+ * µs, so each CPU has one BPF timer, pinned to it, armed for the next
+ * instant its state must change (enum mq_cpu_timer). Owner CPU only:
+ * BPF_F_TIMER_CPU_PIN pins to the calling CPU.
+ */
+static void timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
+{
+	if (after_ns < MQ_MIN_TIMER_NS)
+		after_ns = MQ_MIN_TIMER_NS;
+	c->timer_for = timer_for;
+	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
+}
+
+/*
+ * While class work runs the timer fires at the end of each round-robin
+ * slice and at the end of the budget, whichever comes first.
+ */
+static void timer_arm_class_step(struct cpu_ctx *c)
+{
+	u64 step = class_slice_ns;
+	u32 timer_for = MQ_TIMER_SLICE_END;
+
+	if (c->budget_left_ns <= class_slice_ns) {
+		step = c->budget_left_ns;
+		timer_for = MQ_TIMER_BUDGET_END;
+	}
+	c->budget_left_ns -= step;
+	timer_arm(c, timer_for, step);
+}
+
+#endif /* __MICROQUANTA_CPU_STATE_BPF_H */
