@@ -73,7 +73,7 @@ impl Engine for Echo {
             let Some(msg) = self.input.peek().unwrap() else {
                 break;
             };
-            if self.output.push(&msg).is_err() {
+            if self.output.push(&msg.to_vec()).is_err() {
                 return RunOutcome { items, pending: true };
             }
             msg.release();

@@ -6,7 +6,8 @@
 //! it; [`doorbell`] is how a producer wakes a blocked consumer (suppressed while the consumer
 //! polls); [`channel`] is one app's connection to an engine (request and response rings,
 //! doorbells) and its descriptor layout; [`control`] is the host's control protocol (attach,
-//! descriptors over `SCM_RIGHTS`, status) and the app-side client.
+//! descriptors over `SCM_RIGHTS`, status) and the app-side client. [`peer`] is the one way
+//! to read memory another process can write: by copy, never through a reference.
 //!
 //! Applications link this crate (through the Pony app library), so it has no threads of its
 //! own, no BPF, no configuration format and no engine runtime: the host's side lives in
@@ -15,6 +16,7 @@
 pub mod channel;
 pub mod control;
 pub mod doorbell;
+pub mod peer;
 pub mod ring;
 pub mod shm;
 

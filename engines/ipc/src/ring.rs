@@ -21,8 +21,10 @@
 //! caller's contract: the ring cannot see the other process.
 //!
 //! Memory safety never depends on the peer: indices and length prefixes read from shared
-//! memory are checked before use. A peer that breaks the protocol can make us read garbage
-//! bytes or report [`PopError::Corrupt`], but never read or write outside the region.
+//! memory are checked before use, and message bytes are copied in ([`crate::peer`]), never
+//! borrowed. A peer that breaks the protocol can make us read garbage bytes or report
+//! [`PopError::Corrupt`] or [`PopError::BadLength`], but never read or write outside the
+//! region.
 //!
 //! `index` holds the ordering protocol (checked with `loom`), `layout` the header format
 //! and its validation, `handles` the producer and consumer.
@@ -35,7 +37,8 @@ use std::sync::Arc;
 
 pub use handles::{Consumer, Peeked, PopError, Producer, PushError};
 
-use core::sync::atomic::Ordering::Acquire;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering::Acquire};
 
 use crate::shm::SharedMem;
 use layout::{Header, IndexLine, Meta, LEN_PREFIX, MAGIC, SLOTS_OFFSET, VERSION};
@@ -96,10 +99,31 @@ struct Shared {
 }
 
 impl Shared {
-    fn header(&self) -> &Header {
-        // SAFETY: create/attach checked that the (page-aligned) region holds a header. Its
-        // plain fields never change after creation; the indices are atomics.
-        unsafe { &*self.mem.as_ptr().cast::<Header>() }
+    /// The producer index. Only the two index lines are ever borrowed: they are atomics, so
+    /// a `&AtomicU64` over peer-writable memory is sound; the plain `Meta` fields are never
+    /// borrowed (see [`crate::peer`]).
+    fn producer(&self) -> &AtomicU64 {
+        // SAFETY: create/attach checked that the (page-aligned) region holds a header; the
+        // field is an aligned AtomicU64 inside it, and the mapping lives as long as `self`.
+        unsafe {
+            &*self
+                .mem
+                .as_ptr()
+                .add(offset_of!(Header, producer))
+                .cast::<AtomicU64>()
+        }
+    }
+
+    /// The consumer index; see [`Shared::producer`].
+    fn consumer(&self) -> &AtomicU64 {
+        // SAFETY: as in `producer`.
+        unsafe {
+            &*self
+                .mem
+                .as_ptr()
+                .add(offset_of!(Header, consumer))
+                .cast::<AtomicU64>()
+        }
     }
 
     /// Pointer to the slot of message number `seq`.
@@ -127,11 +151,10 @@ impl RingProbe {
     /// Messages published and not yet released, clamped to the capacity (a corrupt peer
     /// cannot make this report more than the ring holds).
     pub fn len(&self) -> u64 {
-        let h = self.shared.header();
         // Consumer first: it only grows, so a producer loaded afterwards is never behind it
         // unless the peer broke the protocol, which saturates to 0 below.
-        let consumer = h.consumer.value.load(Acquire);
-        let producer = h.producer.value.load(Acquire);
+        let consumer = self.shared.consumer().load(Acquire);
+        let producer = self.shared.producer().load(Acquire);
         producer.saturating_sub(consumer).min(self.shared.capacity)
     }
 
@@ -206,8 +229,10 @@ impl Ring {
     }
 
     fn indices(&self) -> (u64, u64) {
-        let h = self.shared.header();
-        (h.producer.value.load(Acquire), h.consumer.value.load(Acquire))
+        (
+            self.shared.producer().load(Acquire),
+            self.shared.consumer().load(Acquire),
+        )
     }
 
     /// A thread-safe, read-only view of the fill level (see [`RingProbe`]).

@@ -41,6 +41,8 @@ pub struct EchoEngine {
     batch: u32,
     channels: AppChannels,
     stats: EchoStats,
+    /// The request, copied in from the app's ring (never read in place: snap_ipc::peer).
+    scratch: Vec<u8>,
 }
 
 impl EchoEngine {
@@ -52,6 +54,7 @@ impl EchoEngine {
             batch: DEFAULT_BATCH,
             channels: AppChannels::new(RingSet::default(), 1),
             stats: EchoStats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -111,7 +114,11 @@ impl EchoEngine {
             return Some(false);
         }
         spin(work);
-        match responses.push(&msg) {
+        self.scratch.resize(msg.len(), 0);
+        let request = msg
+            .copy_into(&mut self.scratch)
+            .expect("scratch sized to the message");
+        match responses.push(request) {
             Ok(()) => {
                 msg.release();
                 self.stats.echoed += 1;

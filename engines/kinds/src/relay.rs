@@ -189,9 +189,10 @@ impl RelayEngine {
             self.stats.too_large += 1;
             return Forward::Dropped;
         }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&ch.id.to_le_bytes());
-        self.scratch.extend_from_slice(&msg);
+        // The request is copied in from the app's ring (never read in place: snap_ipc::peer).
+        self.scratch.resize(PREFIX_LEN + msg.len(), 0);
+        self.scratch[..PREFIX_LEN].copy_from_slice(&ch.id.to_le_bytes());
+        let _ = msg.copy_into(&mut self.scratch[PREFIX_LEN..]);
         match self.downstream.push(&self.scratch) {
             Ok(()) => {
                 msg.release();
@@ -227,12 +228,14 @@ impl RelayEngine {
                 return Return::Idle;
             }
         };
-        let Some(prefix) = msg.get(..PREFIX_LEN) else {
+        if msg.len() < PREFIX_LEN {
             msg.release();
             self.stats.corrupt += 1;
             return Return::Dropped;
-        };
-        let id = u64::from_le_bytes(prefix.try_into().expect("8 bytes"));
+        }
+        self.scratch.resize(msg.len(), 0);
+        let _ = msg.copy_into(&mut self.scratch);
+        let id = u64::from_le_bytes(self.scratch[..PREFIX_LEN].try_into().expect("8 bytes"));
         let Some(i) = self.channels.position(id) else {
             msg.release();
             self.stats.dropped_detached += 1;
@@ -243,7 +246,7 @@ impl RelayEngine {
             self.stats.stalls += 1;
             return Return::Stalled;
         }
-        match ch.end.responses().push(&msg[PREFIX_LEN..]) {
+        match ch.end.responses().push(&self.scratch[PREFIX_LEN..]) {
             Ok(()) => {
                 msg.release();
                 self.stats.returned += 1;

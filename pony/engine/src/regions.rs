@@ -15,7 +15,6 @@
 //! from a table region, then checks the target like any other access.
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -99,12 +98,12 @@ pub struct Regions {
 }
 
 /// A checked range of a registered region. The app that owns the region may write it
-/// concurrently, so it is accessed by copying, never as a Rust slice.
+/// concurrently, so it is accessed by copying (`snap_ipc::peer`), never as a Rust slice.
 #[derive(Debug)]
 pub struct RegionSpan<'a> {
-    ptr: *mut u8,
+    mem: &'a SharedMem,
+    offset: usize,
     len: usize,
-    _region: PhantomData<&'a SharedMem>,
 }
 
 impl RegionSpan<'_> {
@@ -118,14 +117,21 @@ impl RegionSpan<'_> {
         self.len == 0
     }
 
-    /// Copies the span into `out` (which must be exactly as long).
+    /// Copies the span into `out` (which must be exactly as long), with
+    /// [`SharedMem::read_at`]: a copy-in, as the app may be writing the bytes.
     pub fn read_into(&self, out: &mut [u8]) -> Result<(), OpErrorCode> {
-        if out.len() != self.len {
+        self.read_part(0, out)
+    }
+
+    /// Copies `out.len()` bytes from `at` bytes into the span into `out`: how a large read
+    /// is served in pieces without one allocation of its size.
+    pub fn read_part(&self, at: usize, out: &mut [u8]) -> Result<(), OpErrorCode> {
+        if at.checked_add(out.len()).is_none_or(|end| end > self.len) {
             return Err(OpErrorCode::TooLarge);
         }
-        // SAFETY: `check` proved ptr..ptr+len lies inside a live mapping (borrowed for 'a).
-        unsafe { core::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr(), self.len) };
-        Ok(())
+        self.mem
+            .read_at(self.offset + at, out)
+            .map_err(|_| OpErrorCode::OutOfBounds)
     }
 
     /// The span's bytes as a vector.
@@ -140,9 +146,9 @@ impl RegionSpan<'_> {
         if data.len() != self.len {
             return Err(OpErrorCode::TooLarge);
         }
-        // SAFETY: as in read_into; the mapping is shared read-write.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, self.len) };
-        Ok(())
+        self.mem
+            .write_at(self.offset, data)
+            .map_err(|_| OpErrorCode::OutOfBounds)
     }
 }
 
@@ -218,12 +224,11 @@ impl Regions {
             self.out_of_bounds.fetch_add(1, Relaxed);
             return Err(OpErrorCode::OutOfBounds);
         }
+        // offset + len <= mem.len() (checked above, no overflow), so both fit in usize.
         Ok(RegionSpan {
-            // SAFETY: offset + len <= mem.len() (checked above, no overflow), so offset fits
-            // in usize and the pointer stays inside the mapping.
-            ptr: unsafe { r.mem.as_ptr().add(offset as usize) },
+            mem: &r.mem,
+            offset: offset as usize,
             len: len as usize,
-            _region: PhantomData,
         })
     }
 
@@ -299,8 +304,7 @@ mod tests {
 
     fn region_with(data: &[u8]) -> SharedMem {
         let m = SharedMem::create("region", data.len()).unwrap();
-        // SAFETY: fresh mapping of data.len() bytes, only this thread.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), m.as_ptr(), data.len()) };
+        m.write_at(0, data).unwrap();
         m
     }
 
@@ -434,10 +438,8 @@ mod tests {
             .unwrap()
             .write_from(b"abc")
             .unwrap();
-        // SAFETY: 64-byte mapping, only this thread.
-        assert_eq!(
-            unsafe { core::slice::from_raw_parts(app_side.as_ptr().add(8), 3) },
-            b"abc"
-        );
+        let mut got = [0u8; 3];
+        app_side.read_at(8, &mut got).unwrap();
+        assert_eq!(&got, b"abc");
     }
 }

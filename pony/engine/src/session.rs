@@ -62,6 +62,8 @@ pub struct EngineSession {
     refused: u64,
     app_gone: bool,
     scratch: Vec<u8>,
+    /// The command being decoded, copied in from the app's ring (`snap_ipc::peer`).
+    command: Vec<u8>,
 }
 
 impl EngineSession {
@@ -91,6 +93,7 @@ impl EngineSession {
             refused: 0,
             app_gone: false,
             scratch: Vec::with_capacity(MAX_RECORD_LEN),
+            command: Vec::new(),
         }
     }
 
@@ -148,7 +151,11 @@ impl EngineSession {
             let Some(msg) = self.chan.requests().peek()? else {
                 return Ok(None);
             };
-            let decoded = Command::decode(&msg);
+            self.command.resize(msg.len(), 0);
+            let bytes = msg
+                .copy_into(&mut self.command)
+                .expect("buffer sized to the message");
+            let decoded = Command::decode(bytes);
             msg.release();
             let cmd = match decoded {
                 Ok(cmd) => cmd,
@@ -200,7 +207,7 @@ impl EngineSession {
         Ok(ChainId(head))
     }
 
-    /// A held chain, to read in place ([`ChainSnapshot::chain_segments`]).
+    /// A held chain, to copy in ([`ChainSnapshot::read_into`]).
     pub fn chain(&self, id: ChainId) -> Option<&ChainSnapshot> {
         self.held.get(&id.0)
     }

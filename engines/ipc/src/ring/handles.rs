@@ -1,13 +1,16 @@
-//! The two ends of a ring: [`Producer`] writes slots and publishes them, [`Consumer`] reads
-//! them (by copy or in place) and frees them.
+//! The two ends of a ring: [`Producer`] writes slots and publishes them, [`Consumer`] copies
+//! them out and frees them.
 //!
 //! Both wrap the private index state of `super::index` around the slot format of
 //! `super::layout`: a little-endian `u32` length, then the bytes. Neither end is `Sync` or
 //! `Clone`: the protocol allows exactly one thread per end.
+//!
+//! The consumer never borrows a slot: the producer may be a hostile process that rewrites
+//! a published slot, so the length prefix is loaded once and checked, and the bytes are
+//! copied in with [`crate::peer::copy_in`] (the safety argument lives there).
 
 use core::cell::Cell;
 use core::marker::PhantomData;
-use core::ops::Deref;
 use core::ptr;
 use std::sync::Arc;
 
@@ -87,10 +90,9 @@ impl Producer {
         if msg.len() > max {
             return Err(PushError::TooLarge { len: msg.len(), max });
         }
-        let header = self.shared.header();
         let seq = self
             .index
-            .reserve(&header.consumer.value, self.shared.capacity)
+            .reserve(self.shared.consumer(), self.shared.capacity)
             .ok_or(PushError::Full)?;
         let slot = self.shared.slot(seq);
         let len = (msg.len() as u32).to_le_bytes();
@@ -101,7 +103,7 @@ impl Producer {
             ptr::copy_nonoverlapping(len.as_ptr(), slot, LEN_PREFIX);
             ptr::copy_nonoverlapping(msg.as_ptr(), slot.add(LEN_PREFIX), msg.len());
         }
-        self.index.publish(&header.producer.value);
+        self.index.publish(self.shared.producer());
         Ok(())
     }
 
@@ -142,11 +144,11 @@ impl Consumer {
         }
     }
 
-    /// Borrows the oldest message in place, without copying; it stays in the ring until
-    /// [`Peeked::release`]. `Ok(None)` when the ring is empty.
+    /// Looks at the oldest message without consuming it: its length is known (checked
+    /// against the slot size) and its bytes can be copied out with [`Peeked::copy_into`];
+    /// it stays in the ring until [`Peeked::release`]. `Ok(None)` when the ring is empty.
     pub fn peek(&mut self) -> Result<Option<Peeked<'_>>, PopError> {
-        let header = self.shared.header();
-        let seq = match self.index.peek(&header.producer.value, self.shared.capacity) {
+        let seq = match self.index.peek(self.shared.producer(), self.shared.capacity) {
             Ok(Some(seq)) => seq,
             Ok(None) => return Ok(None),
             Err(c) => {
@@ -157,10 +159,9 @@ impl Consumer {
             }
         };
         let slot = self.shared.slot(seq);
-        let mut len = [0u8; LEN_PREFIX];
-        // SAFETY: the slot is in bounds and was published to us by the Acquire in `peek`.
-        unsafe { ptr::copy_nonoverlapping(slot, len.as_mut_ptr(), LEN_PREFIX) };
-        let len = u32::from_le_bytes(len) as usize;
+        // SAFETY: the slot is in bounds, 8-aligned (slots start at offset 192 and slot sizes
+        // are multiples of 8), and was published to us by the Acquire in `peek`.
+        let len = u32::from_le(unsafe { crate::peer::load_u32(slot.cast::<u32>()) }) as usize;
         let max = self.shared.max_message_len();
         if len > max {
             return Err(PopError::BadLength { len, max });
@@ -179,14 +180,7 @@ impl Consumer {
         let Some(msg) = self.peek()? else {
             return Ok(None);
         };
-        let n = msg.len();
-        let Some(dst) = buf.get_mut(..n) else {
-            return Err(PopError::BufferTooSmall {
-                needed: n,
-                len: buf.len(),
-            });
-        };
-        dst.copy_from_slice(&msg);
+        let n = msg.copy_into(buf)?.len();
         msg.release();
         Ok(Some(n))
     }
@@ -197,8 +191,8 @@ impl Consumer {
     }
 }
 
-/// A message read in place by [`Consumer::peek`]. Dereferences to its bytes; dropping it
-/// without [`Peeked::release`] leaves the message at the head of the ring.
+/// The oldest message, found by [`Consumer::peek`]: its length, and its bytes to copy out.
+/// Dropping it without [`Peeked::release`] leaves the message at the head of the ring.
 #[derive(Debug)]
 pub struct Peeked<'a> {
     consumer: &'a mut Consumer,
@@ -207,23 +201,46 @@ pub struct Peeked<'a> {
 }
 
 impl Peeked<'_> {
-    /// Frees the slot for the producer; the bytes must not be used after this (enforced:
-    /// `self` is consumed).
-    pub fn release(self) {
-        let header = self.consumer.shared.header();
-        self.consumer.index.release(&header.consumer.value);
+    /// Length of the message (validated against the slot size).
+    pub fn len(&self) -> usize {
+        self.len
     }
-}
 
-impl Deref for Peeked<'_> {
-    type Target = [u8];
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `data..data+len` lies in a published slot that the producer will not
-        // reuse until `release`, which consumes `self` (and thus ends this borrow). A
-        // producer process that ignores the protocol could change the bytes underneath; it
-        // cannot move them out of the mapping, which `consumer` keeps alive.
-        unsafe { core::slice::from_raw_parts(self.data, self.len) }
+    /// Copies the message into the front of `buf` and returns that part of `buf`. The
+    /// copy is the only view of the bytes: decode it, never the slot. If `buf` is too
+    /// short nothing is copied.
+    pub fn copy_into<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], PopError> {
+        let len = buf.len();
+        let Some(dst) = buf.get_mut(..self.len) else {
+            return Err(PopError::BufferTooSmall {
+                needed: self.len,
+                len,
+            });
+        };
+        // SAFETY: `data..data+len` lies in a published slot of the mapping `consumer` keeps
+        // alive; a producer that rewrites it meanwhile only changes what we copy
+        // (crate::peer).
+        unsafe { crate::peer::copy_in(dst, self.data) };
+        Ok(dst)
+    }
+
+    /// The message as a new vector (tests and cold paths).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len];
+        // Cannot fail: the buffer is exactly as long.
+        let _ = self.copy_into(&mut v);
+        v
+    }
+
+    /// Frees the slot for the producer; the message cannot be copied after this
+    /// (enforced: `self` is consumed).
+    pub fn release(self) {
+        self.consumer.index.release(self.consumer.shared.consumer());
     }
 }
 
@@ -289,14 +306,21 @@ mod tests {
         let (mut p, mut c) = ring(2, 16);
         p.push(b"ab").unwrap();
         p.push(b"cd").unwrap();
-        assert_eq!(&*c.peek().unwrap().unwrap(), b"ab");
+        assert_eq!(c.peek().unwrap().unwrap().to_vec(), b"ab");
         // Dropped without release: still there, and the ring is still full.
         assert_eq!(p.push(b"x"), Err(PushError::Full));
         let m = c.peek().unwrap().unwrap();
-        assert_eq!(&*m, b"ab");
+        assert_eq!(m.len(), 2);
+        let mut small = [0u8; 1];
+        assert_eq!(
+            m.copy_into(&mut small).unwrap_err(),
+            PopError::BufferTooSmall { needed: 2, len: 1 }
+        );
+        let mut buf = [0u8; 8];
+        assert_eq!(m.copy_into(&mut buf).unwrap(), b"ab");
         m.release();
         p.push(b"ef").unwrap();
-        assert_eq!(&*c.peek().unwrap().unwrap(), b"cd");
+        assert_eq!(c.peek().unwrap().unwrap().to_vec(), b"cd");
     }
 
     #[test]
@@ -310,6 +334,67 @@ mod tests {
         // SAFETY: slot 0's length prefix is at offset 192; nothing else is accessing it.
         unsafe { base.add(192).cast::<u32>().write(1000u32.to_le()) };
         assert_eq!(c.peek().unwrap_err(), PopError::BadLength { len: 1000, max: 12 });
+    }
+
+    /// A producer that keeps rewriting a published slot (payload and length prefix), as a
+    /// hostile app could, while the consumer peeks and copies it in: every outcome is a
+    /// checked length with bytes from the scribbler, or a counted `BadLength`, never a read
+    /// outside the slot.
+    #[test]
+    fn scribbled_slot_is_copied_in_not_borrowed() {
+        use std::os::fd::AsFd;
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        let len = Ring::required_len(2, 64).unwrap();
+        let ring = Ring::create(SharedMem::create("ring-test", len).unwrap(), 2, 64).unwrap();
+        let fd = ring.shared_mem().as_fd().try_clone_to_owned().unwrap();
+        let peer = SharedMem::from_fd(fd).unwrap();
+        let (mut p, mut c) = ring.split();
+        p.push(&[1; 60]).unwrap();
+        let stop = AtomicBool::new(false);
+        let (mut ok, mut bad) = (0u32, 0u32);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u32;
+                while !stop.load(Relaxed) {
+                    i = i.wrapping_add(1);
+                    let fake_len = if i.is_multiple_of(3) { 1000 + i } else { i % 61 };
+                    // SAFETY: slot 0 (offset 192..256) of the mapping; volatile, like a peer.
+                    unsafe {
+                        peer.as_ptr()
+                            .add(192)
+                            .cast::<u32>()
+                            .write_volatile(fake_len.to_le());
+                        for j in 0..60 {
+                            peer.as_ptr().add(196 + j).write_volatile(i as u8 | 1);
+                        }
+                    }
+                }
+            });
+            let mut buf = [0u8; 60];
+            for _ in 0..50_000 {
+                match c.peek() {
+                    Ok(Some(m)) => {
+                        let got = m.copy_into(&mut buf).unwrap();
+                        assert!(got.len() <= 60);
+                        assert!(got.iter().all(|b| b & 1 == 1), "only bytes someone wrote");
+                        ok += 1;
+                    }
+                    Err(PopError::BadLength { len, max: 60 }) => {
+                        assert!(len > 60);
+                        bad += 1;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            stop.store(true, Relaxed);
+        });
+        assert_eq!(ok + bad, 50_000);
+        // The indices are untouched by the scribbling: with a sane prefix again, the
+        // message releases and the ring is empty.
+        // SAFETY: as above; the scribbler has stopped.
+        unsafe { peer.as_ptr().add(192).cast::<u32>().write_volatile(5u32.to_le()) };
+        c.peek().unwrap().unwrap().release();
+        assert_eq!(c.try_pop(&mut [0u8; 60]), Ok(None));
     }
 
     #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@
 //! The two indices sit on separate cache lines so that the producer's stores do not
 //! invalidate the line the consumer writes, and vice versa (false sharing).
 
-use core::mem::{align_of, size_of};
+use core::mem::{align_of, offset_of, size_of};
 use core::sync::atomic::AtomicU64;
 
 use super::RingError;
@@ -77,10 +77,19 @@ pub(crate) unsafe fn validate(base: *const u8, len: usize) -> Result<(u64, u32),
             len,
         });
     }
-    // The header's plain fields are only written before the region is shared, so reading
-    // them non-atomically is fine; values are validated before anything relies on them.
-    // SAFETY: the caller guarantees `len >= SLOTS_OFFSET` readable, aligned bytes.
-    let meta = unsafe { &*base.cast::<Meta>() };
+    // The peer may rewrite the header at any time, so its fields are copied in (see
+    // `crate::peer`) and validated; nothing borrows them.
+    let mut raw = [0u8; size_of::<Meta>()];
+    // SAFETY: the caller guarantees `len >= SLOTS_OFFSET > size_of::<Meta>()` readable bytes.
+    unsafe { crate::peer::copy_in(&mut raw, base) };
+    let u64_at = |at: usize| u64::from_ne_bytes(raw[at..at + 8].try_into().unwrap_or_default());
+    let u32_at = |at: usize| u32::from_ne_bytes(raw[at..at + 4].try_into().unwrap_or_default());
+    let meta = Meta {
+        magic: u64_at(offset_of!(Meta, magic)),
+        version: u32_at(offset_of!(Meta, version)),
+        slot_size: u32_at(offset_of!(Meta, slot_size)),
+        capacity: u64_at(offset_of!(Meta, capacity)),
+    };
     if meta.magic != MAGIC {
         return Err(RingError::BadMagic(meta.magic));
     }

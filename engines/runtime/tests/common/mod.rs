@@ -73,7 +73,7 @@ impl Engine for Forwarder {
                     pending: false,
                 };
             };
-            if self.output.push(&msg).is_err() {
+            if self.output.push(&msg.to_vec()).is_err() {
                 // Output full: keep the message, try again next step.
                 return RunOutcome { items, pending: true };
             }
@@ -199,7 +199,7 @@ impl Engine for Faulty {
         // One message per step, so that the trigger is always seen before it is forwarded.
         self.inner.batch = 1;
         if let Some(msg) = self.inner.input.peek().unwrap() {
-            if u64::from_le_bytes(msg[..8].try_into().unwrap()) == self.trigger {
+            if u64::from_le_bytes(msg.to_vec()[..8].try_into().unwrap()) == self.trigger {
                 msg.release();
                 match self.how {
                     Misbehaviour::Panic => panic!("engine {} hit message {}", self.inner.name, self.trigger),

@@ -41,13 +41,8 @@ fn send_is_read_in_place_and_completed() {
     };
     assert_eq!(head, chain.head.0);
     let id = acc.chain.unwrap();
-    let got: Vec<u8> = eng
-        .chain(id)
-        .unwrap()
-        .chain_segments(eng.pool())
-        .flatten()
-        .copied()
-        .collect();
+    let mut got = Vec::new();
+    eng.chain(id).unwrap().read_into(eng.pool(), &mut got);
     assert_eq!(got, msg);
     eng.finish_chain(id).unwrap();
     eng.complete(Completion::Sent { cookie: 42 });

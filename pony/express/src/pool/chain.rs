@@ -9,7 +9,9 @@
 //! A [`ChainSnapshot`] is what the engine takes when it accepts a command naming a chain:
 //! one validated walk, recorded as a list of (buffer, length). From then on the engine
 //! reads, writes and frees through the snapshot only, so the app cannot redirect it by
-//! relinking the chain after posting. Its segments are infallible `&[u8]`s.
+//! relinking the chain after posting. The engine copies a snapshot's bytes out
+//! ([`ChainSnapshot::read_into`], or pieces that copy themselves into packets,
+//! `held.rs`); only the app reads a snapshot in place ([`ChainSnapshot::chain_segments`]).
 
 use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
@@ -72,17 +74,22 @@ impl Pool {
         Ok(chain)
     }
 
-    /// Walks the chain at `head` and appends its bytes to `out`; returns how many.
+    /// Walks the chain at `head` and appends its bytes to `out` (copied in); returns how
+    /// many.
     pub fn read_chain(&self, head: BufIdx, out: &mut Vec<u8>) -> Result<usize, PoolError> {
         let start = out.len();
         for seg in self.chain_segments(head) {
-            out.extend_from_slice(seg?);
+            let (idx, len) = seg?;
+            let at = out.len();
+            out.resize(at + len as usize, 0);
+            self.copy_in(idx, 0, &mut out[at..])?;
         }
         Ok(out.len() - start)
     }
 
-    /// The segments of the chain at `head`, in place, following live links. Yields an error
-    /// (then stops) on an out-of-range link, a bad length or more than `count` segments.
+    /// The segments `(buffer, length)` of the chain at `head`, following live links. Yields
+    /// an error (then stops) on an out-of-range link, a bad length or more than `count`
+    /// segments.
     pub fn chain_segments(&self, head: BufIdx) -> ChainSegments<'_> {
         ChainSegments {
             pool: self,
@@ -166,8 +173,8 @@ pub struct ChainSegments<'a> {
     steps: u32,
 }
 
-impl<'a> Iterator for ChainSegments<'a> {
-    type Item = Result<&'a [u8], PoolError>;
+impl Iterator for ChainSegments<'_> {
+    type Item = Result<(u32, u32), PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.next == NONE {
@@ -189,12 +196,7 @@ impl<'a> Iterator for ChainSegments<'a> {
         }
         self.steps += 1;
         self.next = b.next.load(Relaxed);
-        // SAFETY: idx < count and len <= buf_size, so the slice is inside buffer idx. By the
-        // ownership protocol the holder of the chain is its only writer (the same contract
-        // as a ring slot handed out by `Consumer::peek`).
-        Some(Ok(unsafe {
-            core::slice::from_raw_parts(self.pool.data_ptr(idx), len as usize)
-        }))
+        Some(Ok((idx, len)))
     }
 }
 
@@ -232,23 +234,35 @@ impl ChainSnapshot {
         self.segs.len() * pool.buf_size() as usize
     }
 
-    /// The payload in place, zero-copy. `pool` must be the pool the snapshot was taken
-    /// from (any handle on it); with another pool the indices are re-checked and segments
-    /// out of its range are skipped rather than read out of bounds.
+    /// The payload in place, zero-copy: **for the app only**, reading a message its host
+    /// wrote (the app trusts its host, and the engine does not write a buffer it has handed
+    /// over). The engine, which must not trust the app, never calls this: it copies with
+    /// [`ChainSnapshot::read_into`] or [`ChainSnapshot::into_pieces`]. `pool` must be the
+    /// pool the snapshot was taken from (any handle on it); with another pool the indices
+    /// are re-checked and segments out of its range are skipped rather than read out of
+    /// bounds.
     pub fn chain_segments<'p>(&'p self, pool: &'p Pool) -> impl Iterator<Item = &'p [u8]> + 'p {
         self.segs.iter().filter_map(move |&(idx, len)| {
             if idx >= pool.shape().buffers || len > pool.buf_size() {
                 return None;
             }
-            // SAFETY: bounds re-checked just above; see ChainSegments::next for sharing.
+            // SAFETY: bounds re-checked just above. Sharing: by the ownership protocol the
+            // engine has handed these buffers to the app and writes them no more, and the
+            // app trusts the engine, so nothing changes them while the app borrows them.
             Some(unsafe { core::slice::from_raw_parts(pool.data_ptr(idx), len as usize) })
         })
     }
 
-    /// Copies the payload into `out`.
+    /// Appends the payload to `out`, copied in (`snap_ipc::peer`): how the engine reads a
+    /// chain the app may still be writing. Segments outside `pool` are skipped, as in
+    /// [`ChainSnapshot::chain_segments`].
     pub fn read_into(&self, pool: &Pool, out: &mut Vec<u8>) {
-        for seg in self.chain_segments(pool) {
-            out.extend_from_slice(seg);
+        for &(idx, len) in &self.segs {
+            let at = out.len();
+            out.resize(at + len as usize, 0);
+            if pool.copy_in(idx, 0, &mut out[at..]).is_err() {
+                out.truncate(at);
+            }
         }
     }
 

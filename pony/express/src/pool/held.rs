@@ -2,9 +2,9 @@
 //! path's ownership.
 //!
 //! ```text
-//!   Send{head}  ─snapshot─▶ ChainSnapshot ─into_pieces─▶ Bytes × n (PoolPiece owners)
+//!   Send{head}  ─snapshot─▶ ChainSnapshot ─into_pieces─▶ Piece × n (held PoolPieces)
 //!                                                        flow segments slice them, emit
-//!                                                        gathers them; the last clone
+//!                                                        copies them in; the last clone
 //!                                                        dropped (acked) releases the buffer
 //!   first Data segment ─▶ RecvChain::alloc ─write_at (the NIC copy)─▶ into_chain ─▶ app
 //! ```
@@ -16,9 +16,11 @@
 //! counts refuse a command that names a buffer the engine still holds (it would let the
 //! app make the engine release a buffer twice).
 //!
-//! A [`PoolPiece`] is one held buffer as a `Bytes` owner ([`bytes::Bytes::from_owner`]):
-//! slicing and cloning the `Bytes` are free, and dropping the last clone releases the
-//! buffer. A [`RecvChain`] is a message being reassembled: buffers the engine allocated,
+//! A [`PoolPiece`] is one held buffer as a [`pony_proto::flow::Piece`] (held bytes):
+//! slicing and cloning the piece are free, and dropping the last clone releases the
+//! buffer. The app can still write the buffer (it is hostile to the engine), so the piece
+//! is never borrowed as `&[u8]`: emitting a packet copies its bytes in with
+//! `snap_ipc::peer`, the payload's one copy, and the packet's checksum covers that copy. A [`RecvChain`] is a message being reassembled: buffers the engine allocated,
 //! recorded privately (the app may relink them in shared memory; we never follow its
 //! links), released on drop unless handed to the app with [`RecvChain::into_chain`].
 
@@ -27,7 +29,7 @@ use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use pony_proto::flow::{HeldBytes, Piece};
 
 use super::{BufIdx, Chain, ChainSnapshot, Pool, PoolError, NONE};
 
@@ -71,7 +73,7 @@ impl Holds {
     }
 }
 
-/// One engine-held buffer as the owner of a [`Bytes`]: its `len` bytes, read in place.
+/// One engine-held buffer as [`HeldBytes`]: its `len` bytes, copied in on demand.
 #[derive(Debug)]
 pub struct PoolPiece {
     pool: Arc<Pool>,
@@ -80,12 +82,21 @@ pub struct PoolPiece {
     len: u32,
 }
 
-impl AsRef<[u8]> for PoolPiece {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: built from a validated snapshot (idx < count, len <= buf_size) of the
-        // same pool; while held, the engine is the buffer's only reader and the app gave up
-        // its reference (the ownership contract of `Pool::chain_segments`).
-        unsafe { core::slice::from_raw_parts(self.pool.data_ptr(self.idx), self.len as usize) }
+impl HeldBytes for PoolPiece {
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn copy_to(&self, offset: usize, dst: &mut [u8]) {
+        // Built from a validated snapshot (idx < count, len <= buf_size), so this only
+        // fails if a caller breaks `offset + dst.len() <= len`; zeros then, not a panic on
+        // the data path.
+        let in_piece = offset
+            .checked_add(dst.len())
+            .is_some_and(|end| end <= self.len as usize);
+        if !in_piece || self.pool.copy_in(self.idx, offset, dst).is_err() {
+            dst.fill(0);
+        }
     }
 }
 
@@ -100,10 +111,10 @@ impl Drop for PoolPiece {
 }
 
 impl ChainSnapshot {
-    /// Turns a held chain into one [`Bytes`] per non-empty segment, each owning that
+    /// Turns a held chain into one [`Piece`] per non-empty segment, each owning that
     /// buffer's reference and hold (empty segments are released at once). `pool` and
     /// `holds` must be the ones the snapshot was taken and held with.
-    pub fn into_pieces(self, pool: &Arc<Pool>, holds: &Arc<Holds>) -> Vec<Bytes> {
+    pub fn into_pieces(self, pool: &Arc<Pool>, holds: &Arc<Holds>) -> Vec<Piece> {
         let mut out = Vec::with_capacity(self.segs.len());
         for (idx, len) in self.segs {
             let piece = PoolPiece {
@@ -113,7 +124,7 @@ impl ChainSnapshot {
                 len,
             };
             if len > 0 {
-                out.push(Bytes::from_owner(piece));
+                out.push(Piece::held(Arc::new(piece)));
             }
         }
         out
@@ -241,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn pieces_read_in_place_and_release_on_last_drop() {
+    fn pieces_copy_in_and_release_on_last_drop() {
         let (pool, holds) = pool();
         let app = pool.try_clone(Owner::App).unwrap();
         let data: Vec<u8> = (0..150u8).collect();
@@ -253,16 +264,81 @@ mod tests {
         }
         let pieces = snap.into_pieces(&pool, &holds);
         assert_eq!(pieces.len(), 3);
-        assert_eq!(pieces.concat(), data);
+        assert_eq!(
+            pony_proto::flow::Chunks::from_parts(pieces.clone()).to_vec(),
+            data
+        );
         assert_eq!(holds.held_buffers(), 3);
-        let slice = pieces[1].slice(10..20); // a segment keeps its buffer alive
+        let mut rest = pieces[1].clone();
+        rest.split_to(10);
+        let slice = rest.split_to(10); // a segment keeps its buffer alive
+        drop(rest);
         drop(pieces);
         assert_eq!(pool.stats().free, 7);
         assert!(holds.is_held(bufs[1]) && !holds.is_held(bufs[0]));
-        assert_eq!(&slice[..], &data[74..84]);
+        let mut got = [0u8; 10];
+        slice.copy_to(&mut got);
+        assert_eq!(&got[..], &data[74..84]);
         drop(slice);
         assert_eq!(pool.stats().free, 8);
         assert_eq!(holds.held_buffers(), 0);
+    }
+
+    /// The app keeps scribbling over buffers it sent while the engine gathers them into
+    /// packets: each packet is built from the engine's one copy, so it always parses with
+    /// a valid checksum (the CRC covers our copy, not the shared buffer), and its payload
+    /// holds only bytes the app wrote.
+    #[test]
+    fn app_scribbling_sent_buffers_cannot_break_the_packet() {
+        use pony_proto::wire::Repr;
+        use std::sync::atomic::AtomicBool;
+        let (pool, holds) = pool();
+        let app = pool.try_clone(Owner::App).unwrap();
+        let chain = app.write_chain(&[0x11; 150]).unwrap();
+        let snap = pool.snapshot(chain.head, Some(150)).unwrap();
+        let bufs: Vec<u32> = snap.buffers().collect();
+        for &b in &bufs {
+            holds.hold(b);
+        }
+        let pieces = snap.into_pieces(&pool, &holds);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut fill = 0x11u8;
+                while !stop.load(Relaxed) {
+                    fill = fill.wrapping_add(0x22) | 1;
+                    for &b in &bufs {
+                        for i in 0..64 {
+                            // SAFETY: buffer b of the app's own mapping; volatile, as a
+                            // peer process writes.
+                            unsafe { app.data_ptr(b).add(i).write_volatile(fill) };
+                        }
+                    }
+                }
+            });
+            let repr = Repr::Data {
+                dst_flow: 1,
+                seq: 2,
+                timestamp_ns: 3,
+                stream: 4,
+                message: 5,
+                message_len: 150,
+                offset: 0,
+                payload: &[],
+            };
+            let mut packet = vec![0u8; 2048];
+            for _ in 0..20_000 {
+                let n = repr.emit_gather(&pieces, &mut packet).unwrap();
+                let Ok(Repr::Data { payload, .. }) = Repr::parse(&packet[..n]) else {
+                    panic!("the packet must parse, checksum included");
+                };
+                assert_eq!(payload.len(), 150);
+                assert!(payload.iter().all(|b| b & 1 == 1), "only bytes the app wrote");
+            }
+            stop.store(true, Relaxed);
+        });
+        drop(pieces);
+        assert_eq!((pool.stats().free, holds.held_buffers()), (8, 0));
     }
 
     #[test]

@@ -133,7 +133,8 @@ pub(crate) unsafe fn validate(base: *const u8, len: usize) -> Result<Geometry, P
             len,
         });
     }
-    // SAFETY: the caller guarantees `len >= HEADERS_OFFSET` readable, aligned bytes. The
+    // SAFETY: the caller guarantees `len >= HEADERS_OFFSET` readable, aligned bytes. One
+    // volatile read by value, never a reference (the argument of `snap_ipc::peer`): the
     // fields are plain integers, so any bit pattern is a valid value; they are checked below.
     let meta = unsafe { base.cast::<Meta>().read_volatile() };
     if meta.magic != MAGIC {

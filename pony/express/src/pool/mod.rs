@@ -25,7 +25,11 @@
 //! walks stop after `count` steps (so a cycle is an error, not a hang), and a refcount that
 //! is already zero is refused rather than wrapped. The engine additionally takes a
 //! [`ChainSnapshot`] when it accepts a command, so a chain relinked by the app afterwards
-//! cannot redirect the engine's reads or frees.
+//! cannot redirect the engine's reads or frees. The engine reads buffer bytes only by copy
+//! ([`Pool::copy_in`], built on `snap_ipc::peer`, whose module documentation holds the
+//! safety argument); the app, which trusts its host, may read what the engine wrote in
+//! place ([`ChainSnapshot::chain_segments`]). Headers (`BufHeader`, the free-list head) are
+//! all atomics, read with atomic loads and validated before use.
 //!
 //! `layout` is the region format, `stack` the free list (loom-checked), `chain` the chain
 //! walks and snapshots, `held` what the engine holds for the zero-copy data path.
@@ -37,7 +41,9 @@ mod stack;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+use core::mem::offset_of;
 use core::sync::atomic::Ordering::{self, Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use std::os::fd::AsFd;
 
 pub use chain::{ChainSegments, ChainSnapshot};
@@ -291,10 +297,31 @@ impl Pool {
         self.geo.count as usize * self.geo.buf_size as usize
     }
 
-    fn header(&self) -> &Header {
-        // SAFETY: create/attach checked the region holds a header; its shared fields are
-        // atomics and `meta` is never read through this reference after validation.
-        unsafe { &*self.mem.as_ptr().cast::<Header>() }
+    /// The free-list head. Only the header's atomics are ever borrowed (a `&AtomicU64`
+    /// over peer-writable memory is sound); its plain `Meta` fields are read once, by
+    /// value, at attach (`snap_ipc::peer`).
+    fn free_head(&self) -> &AtomicU64 {
+        // SAFETY: create/attach checked the region holds a header; the field is an aligned
+        // atomic inside it, and the mapping lives as long as `self`.
+        unsafe {
+            &*self
+                .mem
+                .as_ptr()
+                .add(offset_of!(Header, free_head))
+                .cast::<AtomicU64>()
+        }
+    }
+
+    /// The free-buffer count (advisory: clamped wherever it is reported).
+    fn free_count(&self) -> &AtomicU32 {
+        // SAFETY: as in `free_head`.
+        unsafe {
+            &*self
+                .mem
+                .as_ptr()
+                .add(offset_of!(Header, free_count))
+                .cast::<AtomicU32>()
+        }
     }
 
     /// The header of buffer `idx`, or an error if it does not exist.
@@ -325,6 +352,28 @@ impl Pool {
         }
     }
 
+    /// Copies `dst.len()` bytes at `offset` of buffer `idx` into `dst`, checking that they
+    /// lie inside the buffer. The peer may be writing them: this is a copy-in
+    /// (`snap_ipc::peer`), never a borrow.
+    pub(crate) fn copy_in(&self, idx: u32, offset: usize, dst: &mut [u8]) -> Result<(), PoolError> {
+        if idx >= self.geo.count {
+            return Err(PoolError::OutOfRange(idx));
+        }
+        let fits = offset
+            .checked_add(dst.len())
+            .is_some_and(|end| end <= self.geo.buf_size as usize);
+        if !fits {
+            return Err(PoolError::BadSegmentLen {
+                idx,
+                len: offset.saturating_add(dst.len()).min(u32::MAX as usize) as u32,
+            });
+        }
+        // SAFETY: idx < count and offset + len <= buf_size: inside buffer idx of the live
+        // mapping; see snap_ipc::peer for why a concurrent writer is harmless.
+        unsafe { snap_ipc::peer::copy_in(dst, self.data_ptr(idx).add(offset)) };
+        Ok(())
+    }
+
     /// Takes one buffer off the free list: refcount 1, empty, unlinked. `None` when the
     /// pool is exhausted (or its free list is corrupt; see [`Pool::try_alloc`]).
     pub fn alloc(&self) -> Option<BufIdx> {
@@ -336,7 +385,7 @@ impl Pool {
         let Some(idx) = stack::pop(self).map_err(|_| PoolError::CorruptFreeList)? else {
             return Ok(None);
         };
-        self.header().free_count.value.fetch_sub(1, Relaxed);
+        self.free_count().fetch_sub(1, Relaxed);
         let b = self.buf(idx)?;
         b.len.store(0, Relaxed);
         b.next.store(NONE, Relaxed);
@@ -352,7 +401,7 @@ impl Pool {
             b.owner.store(0, Relaxed);
         }
         stack::push(self, idx);
-        self.header().free_count.value.fetch_add(1, Relaxed);
+        self.free_count().fetch_add(1, Relaxed);
     }
 
     /// Adds a reference to buffer `idx`.
@@ -400,7 +449,7 @@ impl Pool {
 
     /// Counters.
     pub fn stats(&self) -> PoolStats {
-        let free = self.header().free_count.value.load(Relaxed);
+        let free = self.free_count().load(Relaxed);
         PoolStats {
             buffers: self.geo.count,
             buf_size: self.geo.buf_size,
@@ -411,7 +460,7 @@ impl Pool {
     /// Counts the free list by walking it (at most `count` steps). Exact only while no one
     /// allocates or frees; meant for tests and post-mortems.
     pub fn count_free(&self) -> Result<u32, PoolError> {
-        let mut idx = (self.header().free_head.value.load(Ordering::Acquire)) as u32;
+        let mut idx = (self.free_head().load(Ordering::Acquire)) as u32;
         let mut n = 0u32;
         while idx != NONE {
             if n == self.geo.count {
@@ -435,12 +484,10 @@ impl Pool {
     /// Only sound when no other process uses the pool any more, and no other thread of
     /// this one is allocating or freeing.
     pub fn rebuild_after_peer_death(&self, held: impl Fn(u32) -> bool) {
-        let h = self.header();
-        let tag = (h.free_head.value.load(Relaxed) >> 32) as u32;
-        h.free_head
-            .value
+        let tag = (self.free_head().load(Relaxed) >> 32) as u32;
+        self.free_head()
             .store(stack::pack(tag.wrapping_add(1), NONE), Relaxed);
-        h.free_count.value.store(0, Relaxed);
+        self.free_count().store(0, Relaxed);
         for idx in (0..self.geo.count).rev() {
             let Ok(b) = self.buf(idx) else { continue };
             if held(idx) {
@@ -459,12 +506,10 @@ impl stack::StackMem for Pool {
         self.geo.count
     }
     fn load_head(&self, order: Ordering) -> u64 {
-        self.header().free_head.value.load(order)
+        self.free_head().load(order)
     }
     fn cas_head(&self, current: u64, new: u64) -> Result<u64, u64> {
-        self.header()
-            .free_head
-            .value
+        self.free_head()
             .compare_exchange(current, new, stack::CAS_SUCCESS, stack::CAS_FAILURE)
     }
     fn load_link(&self, idx: u32) -> u32 {

@@ -145,8 +145,7 @@ fn corrupt_chains_are_errors_not_hangs() {
 fn corrupt_free_list_is_an_error_and_rebuild_repairs_it() {
     let p = small(4);
     let held = p.alloc().unwrap();
-    let h = p.header();
-    h.free_head.value.store(stack::pack(3, 77), Relaxed);
+    p.free_head().store(stack::pack(3, 77), Relaxed);
     assert!(matches!(p.try_alloc(), Err(PoolError::CorruptFreeList)));
     assert_eq!(p.alloc(), None);
     assert!(matches!(p.count_free(), Err(PoolError::CorruptFreeList)));

@@ -1,6 +1,6 @@
 //! [`Chunks`]: bytes the flow sends, held as a list of pieces that are never made
-//! contiguous. The engine builds a message from an app's pool buffers (one [`Bytes`] per
-//! buffer, owning the buffer's reference), the flow cuts segments as sub-lists of slices,
+//! contiguous. The engine builds a message from an app's pool buffers (one held [`Piece`]
+//! per buffer, owning the buffer's reference), the flow cuts segments as sub-lists of slices,
 //! and emitting gathers them into the packet ([`crate::wire::Repr::emit_gather`]). So a
 //! payload is written once by the app and copied once more, into the packet, by the NIC
 //! side: the zero-copy path of Snap's Pony Express.
@@ -10,7 +10,9 @@
 
 use std::fmt;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
+
+use super::Piece;
 
 /// Bytes as pieces; see the module documentation.
 #[derive(Clone, Default)]
@@ -21,27 +23,31 @@ pub struct Chunks {
 
 #[derive(Clone)]
 enum Parts {
-    One(Bytes),
-    Many(Vec<Bytes>),
+    One(Piece),
+    Many(Vec<Piece>),
 }
 
 impl Default for Parts {
     fn default() -> Self {
-        Parts::One(Bytes::new())
+        Parts::One(Piece::default())
     }
 }
 
 impl Chunks {
     /// No bytes.
     pub const EMPTY: Chunks = Chunks {
-        parts: Parts::One(Bytes::new()),
+        parts: Parts::Many(Vec::new()),
         len: 0,
     };
 
     /// The concatenation of `parts` (empty ones are dropped).
-    pub fn from_parts(parts: impl IntoIterator<Item = Bytes>) -> Self {
-        let mut v: Vec<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
-        let len = v.iter().map(Bytes::len).sum();
+    pub fn from_parts<P: Into<Piece>>(parts: impl IntoIterator<Item = P>) -> Self {
+        let mut v: Vec<Piece> = parts
+            .into_iter()
+            .map(Into::into)
+            .filter(|b| !b.is_empty())
+            .collect();
+        let len = v.iter().map(Piece::len).sum();
         let parts = match v.len() {
             0 => Parts::default(),
             1 => Parts::One(v.pop().unwrap_or_default()),
@@ -61,29 +67,50 @@ impl Chunks {
     }
 
     /// The pieces, in order.
-    pub fn parts(&self) -> &[Bytes] {
+    pub fn parts(&self) -> &[Piece] {
         match &self.parts {
             Parts::One(b) => std::slice::from_ref(b),
             Parts::Many(v) => v,
         }
     }
 
-    /// The first piece and the rest: a packet's payload as [`crate::wire::Repr`] holds it
-    /// plus what [`crate::wire::Repr::emit_gather`] appends.
-    pub(crate) fn split_first(&self) -> (&[u8], &[Bytes]) {
+    /// The first piece if it is owned, and the rest: a packet's payload as
+    /// [`crate::wire::Repr`] holds it plus what [`crate::wire::Repr::emit_gather`] copies
+    /// in. A held first piece is never borrowed: then the Repr's own payload is empty and
+    /// every piece is gathered.
+    pub(crate) fn split_first(&self) -> (&[u8], &[Piece]) {
         match self.parts() {
-            [first, rest @ ..] => (first, rest),
+            [first, rest @ ..] => match first.as_owned() {
+                Some(b) => (b, rest),
+                None => (&[], self.parts()),
+            },
             [] => (&[], &[]),
         }
     }
 
-    /// A contiguous copy (tests, diagnostics; never the data path).
+    /// Copies the bytes into `dst`, which must be exactly [`Chunks::len`] bytes.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        assert_eq!(
+            dst.len(),
+            self.len,
+            "copy_to needs a buffer of the chunks' length"
+        );
+        let mut at = 0;
+        for p in self.parts() {
+            p.copy_to(&mut dst[at..at + p.len()]);
+            at += p.len();
+        }
+    }
+
+    /// A contiguous copy.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.parts().concat()
+        let mut v = vec![0; self.len];
+        self.copy_to(&mut v);
+        v
     }
 
     /// The pieces, owned.
-    pub(crate) fn into_parts(self) -> Vec<Bytes> {
+    pub(crate) fn into_parts(self) -> Vec<Piece> {
         match self.parts {
             Parts::One(b) if b.is_empty() => Vec::new(),
             Parts::One(b) => vec![b],
@@ -95,7 +122,7 @@ impl Chunks {
 /// A cursor cutting a [`Chunks`] front to back into segments, zero-copy.
 #[derive(Debug, Default)]
 pub struct Cutter {
-    parts: Vec<Bytes>,
+    parts: Vec<Piece>,
     /// The first piece not yet wholly cut (it may have been advanced).
     next: usize,
     remaining: usize,
@@ -148,7 +175,7 @@ impl From<Bytes> for Chunks {
     fn from(b: Bytes) -> Self {
         Chunks {
             len: b.len(),
-            parts: Parts::One(b),
+            parts: Parts::One(b.into()),
         }
     }
 }
@@ -166,13 +193,9 @@ impl From<&'static [u8]> for Chunks {
 }
 
 impl PartialEq for Chunks {
-    /// Equal bytes, however they are split.
+    /// Equal bytes, however they are split (copies both: tests and diagnostics only).
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && {
-            let mut a = self.parts().iter().flat_map(|b| b.chunk().iter());
-            let mut b = other.parts().iter().flat_map(|b| b.chunk().iter());
-            a.by_ref().eq(b.by_ref())
-        }
+        self.len == other.len && self.to_vec() == other.to_vec()
     }
 }
 
@@ -200,14 +223,14 @@ mod tests {
         let s1 = cut.cut(4);
         assert_eq!(s1.parts().len(), 1);
         assert_eq!(
-            s1.parts()[0].as_ptr(),
+            s1.parts()[0].as_owned().unwrap().as_ptr(),
             a.as_ptr(),
             "a slice of the piece, not a copy"
         );
         let s2 = cut.cut(12); // 6 of a, 5 of b, 1 of c
         assert_eq!(s2.parts().len(), 3);
         assert_eq!(s2.to_vec(), (4..16u8).collect::<Vec<_>>());
-        let lens: Vec<usize> = s2.parts().iter().map(Bytes::len).collect();
+        let lens: Vec<usize> = s2.parts().iter().map(Piece::len).collect();
         assert_eq!(lens, vec![6, 5, 1], "pieces start at 0, 6 and 11");
         let s3 = cut.cut(100);
         assert_eq!(s3.to_vec(), (16..40u8).collect::<Vec<_>>());

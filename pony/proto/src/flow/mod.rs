@@ -26,7 +26,8 @@
 //!
 //! The public value types are in `config.rs` ([`FlowConfig`]), `error.rs` ([`FlowError`]),
 //! `event.rs` ([`FlowEvent`], [`FailReason`]), `stats.rs` ([`FlowStats`]) and
-//! `transmit.rs` ([`Transmit`]); what is sent is held as [`Chunks`] (`chunks.rs`),
+//! `transmit.rs` ([`Transmit`]); what is sent is held as [`Chunks`] (`chunks.rs`) of
+//! [`Piece`]s (`piece.rs`: owned bytes, or [`HeldBytes`] that are copied, never borrowed),
 //! one-sided packets as [`OneSided`] (`onesided.rs`), and received messages are
 //! reassembled in the buffers of a [`RecvBuffers`] (`buffers.rs`).
 //!
@@ -53,6 +54,7 @@ mod error;
 mod event;
 mod liveness;
 mod onesided;
+mod piece;
 mod probe;
 mod recv;
 mod rto;
@@ -73,6 +75,7 @@ pub use config::FlowConfig;
 pub use error::FlowError;
 pub use event::{FailReason, FlowEvent};
 pub use onesided::OneSided;
+pub use piece::{HeldBytes, Piece};
 pub use stats::FlowStats;
 pub use transmit::Transmit;
 

@@ -76,7 +76,7 @@ impl OneSided {
 
     /// The packet for it, borrowing the payload: the Repr holds its first piece, the rest
     /// are gathered when it is emitted.
-    pub(crate) fn to_repr(&self, dst_flow: FlowId, seq: PacketSeq) -> (Repr<'_>, &[Bytes]) {
+    pub(crate) fn to_repr(&self, dst_flow: FlowId, seq: PacketSeq) -> (Repr<'_>, &[super::Piece]) {
         let (payload, rest) = self.payload().split_first();
         let repr = match *self {
             OneSided::ReadRequest {

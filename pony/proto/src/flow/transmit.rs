@@ -3,8 +3,7 @@
 
 use std::ops::Deref;
 
-use bytes::Bytes;
-
+use super::Piece;
 use crate::wire::{self, Repr};
 
 /// A packet to send, borrowing the flow's buffers: a [`Repr`] (deref to read it) whose
@@ -12,12 +11,12 @@ use crate::wire::{self, Repr};
 #[derive(Debug)]
 pub struct Transmit<'a> {
     repr: Repr<'a>,
-    rest: &'a [Bytes],
+    rest: &'a [Piece],
 }
 
 impl<'a> Transmit<'a> {
     /// A packet whose payload is `repr`'s and then `rest`'s pieces.
-    pub(crate) fn new(repr: Repr<'a>, rest: &'a [Bytes]) -> Self {
+    pub(crate) fn new(repr: Repr<'a>, rest: &'a [Piece]) -> Self {
         Transmit { repr, rest }
     }
 }
@@ -37,6 +36,6 @@ impl Transmit<'_> {
 
     /// Bytes [`Transmit::emit`] writes.
     pub fn buffer_len(&self) -> usize {
-        self.repr.buffer_len() + self.rest.iter().map(Bytes::len).sum::<usize>()
+        self.repr.buffer_len() + self.rest.iter().map(Piece::len).sum::<usize>()
     }
 }

@@ -2,8 +2,8 @@
 
 use super::packet;
 use super::{
-    heapless_sacks, FlowId, Kind, OpErrorCode, Packet, RejectReason, Repr, VersionRange, WireError, MAGIC,
-    VERSION,
+    heapless_sacks, FlowId, Kind, OpErrorCode, Packet, PayloadPart, RejectReason, Repr, VersionRange,
+    WireError, MAGIC, VERSION,
 };
 
 /// `Ok` when a payload segment of `len` bytes at `offset` lies within `total`.
@@ -257,9 +257,11 @@ impl<'a> Repr<'a> {
     /// payload followed by `parts`, gathered straight into `buf`. This is how a message
     /// held as pieces of an app's pool buffers reaches the NIC with its one copy (the
     /// gather into the packet) and no contiguous staging copy before it. The offsets and
-    /// lengths the Repr states must describe the whole gathered payload.
-    pub fn emit_gather<B: AsRef<[u8]>>(&self, parts: &[B], buf: &mut [u8]) -> Result<usize, WireError> {
-        let payload_len = self.payload().len() + parts.iter().map(|p| p.as_ref().len()).sum::<usize>();
+    /// lengths the Repr states must describe the whole gathered payload. Each part copies
+    /// itself in ([`PayloadPart`]): a part in memory someone else can write is never
+    /// borrowed, and the checksum covers the packet, not the parts.
+    pub fn emit_gather<B: PayloadPart>(&self, parts: &[B], buf: &mut [u8]) -> Result<usize, WireError> {
+        let payload_len = self.payload().len() + parts.iter().map(PayloadPart::part_len).sum::<usize>();
         self.check(payload_len)?;
         let len = self.header_len() + payload_len;
         let Some(buf) = buf.get_mut(..len) else {
@@ -431,11 +433,14 @@ impl<'a> Repr<'a> {
                 p.set_error_code(code as u8);
             }
         }
-        let mut at = 0;
         let out = p.payload_mut();
-        for part in std::iter::once(self.payload()).chain(parts.iter().map(|p| p.as_ref())) {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+        let own = self.payload();
+        out[..own.len()].copy_from_slice(own);
+        let mut at = own.len();
+        for part in parts {
+            let n = part.part_len();
+            part.copy_to(&mut out[at..at + n]);
+            at += n;
         }
         p.fill_checksum();
         Ok(len)

@@ -27,6 +27,7 @@
 //!   A Connect names the service it wants; a Reject says why ([`RejectReason`]).
 
 mod codec;
+mod gather;
 mod packet;
 #[cfg(test)]
 mod proptests;
@@ -35,6 +36,7 @@ mod repr;
 mod tests;
 
 pub use codec::{check_parse_roundtrip, fuzz_parse};
+pub use gather::PayloadPart;
 pub use packet::{Packet, COMMON_HEADER_LEN, MAGIC};
 pub use repr::*;
 

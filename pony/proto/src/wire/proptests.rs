@@ -205,6 +205,42 @@ proptest! {
         prop_assert_eq!(gathered, emit_vec(&repr));
     }
 
+    /// The same with every piece held elsewhere ([`crate::flow::Piece::held`], copied,
+    /// never borrowed) and an empty Repr payload, as the engine's send path emits pool
+    /// buffers: byte-identical packets, checksum included.
+    #[test]
+    fn gathered_held_pieces_emit_the_same_bytes(
+        fields in fields(),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        use crate::flow::{HeldBytes, Piece};
+        struct Held(Vec<u8>);
+        impl HeldBytes for Held {
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+            fn copy_to(&self, offset: usize, dst: &mut [u8]) {
+                dst.copy_from_slice(&self.0[offset..offset + dst.len()]);
+            }
+        }
+        let repr = fields.repr();
+        let payload = repr.payload();
+        let mut whole = Piece::held(std::sync::Arc::new(Held(payload.to_vec())));
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(payload.len() + 1)).collect();
+        at.sort_unstable();
+        let mut parts = Vec::new();
+        let mut taken = 0;
+        for &cut in &at {
+            parts.push(whole.split_to(cut - taken));
+            taken = cut;
+        }
+        parts.push(whole);
+        let mut gathered = vec![0u8; repr.buffer_len()];
+        let n = with_payload(&repr, &[]).emit_gather(&parts, &mut gathered);
+        prop_assert_eq!(n, Ok(gathered.len()));
+        prop_assert_eq!(gathered, emit_vec(&repr));
+    }
+
     /// The fuzz target's body on random bytes (almost all rejected early).
     #[test]
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {

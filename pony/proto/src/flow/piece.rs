@@ -1,0 +1,167 @@
+//! [`Piece`]: one piece of bytes a flow sends, either owned ([`Bytes`]) or held elsewhere
+//! ([`HeldBytes`]: e.g. an app's pool buffer that the app can still write).
+//!
+//! Held bytes are never lent out as `&[u8]`: a reference over memory another process can
+//! write is unsound, however briefly it lives. A piece only knows its length and how to
+//! copy a range of itself into a buffer of ours; emitting a packet asks it to
+//! ([`crate::wire::PayloadPart`]), so the one copy from the app's buffer into the packet is
+//! the holder's (for the Pony engine, `pony_express`'s pool pieces, which copy with
+//! `snap_ipc::peer`). Cloning and slicing a piece are free in both forms.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Bytes held somewhere this crate cannot borrow from; see the module documentation.
+pub trait HeldBytes: Send + Sync + 'static {
+    /// Bytes held.
+    fn len(&self) -> usize;
+
+    /// Whether nothing is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `dst.len()` bytes starting at `offset` into `dst`. Callers keep
+    /// `offset + dst.len() <= len()`.
+    fn copy_to(&self, offset: usize, dst: &mut [u8]);
+}
+
+/// One piece of a payload; see the module documentation.
+#[derive(Clone)]
+pub struct Piece(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    Owned(Bytes),
+    Held {
+        src: Arc<dyn HeldBytes>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl Piece {
+    /// The whole of `src`.
+    pub fn held(src: Arc<dyn HeldBytes>) -> Self {
+        let len = src.len();
+        Piece(Inner::Held { src, start: 0, len })
+    }
+
+    /// Bytes in the piece.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Inner::Owned(b) => b.len(),
+            Inner::Held { len, .. } => *len,
+        }
+    }
+
+    /// Whether the piece is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, if they are ours to borrow.
+    pub fn as_owned(&self) -> Option<&Bytes> {
+        match &self.0 {
+            Inner::Owned(b) => Some(b),
+            Inner::Held { .. } => None,
+        }
+    }
+
+    /// Splits off and returns the first `at` bytes (`at <= len()`), zero-copy.
+    pub fn split_to(&mut self, at: usize) -> Piece {
+        assert!(
+            at <= self.len(),
+            "split_to({at}) past the end of a {}-byte piece",
+            self.len()
+        );
+        match &mut self.0 {
+            Inner::Owned(b) => Piece(Inner::Owned(b.split_to(at))),
+            Inner::Held { src, start, len } => {
+                let front = Piece(Inner::Held {
+                    src: src.clone(),
+                    start: *start,
+                    len: at,
+                });
+                *start += at;
+                *len -= at;
+                front
+            }
+        }
+    }
+
+    /// Copies the piece into `dst`, which must be exactly [`Piece::len`] bytes.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        match &self.0 {
+            Inner::Owned(b) => dst.copy_from_slice(b),
+            Inner::Held { src, start, len } => {
+                assert_eq!(dst.len(), *len, "copy_to needs a buffer of the piece's length");
+                src.copy_to(*start, dst);
+            }
+        }
+    }
+}
+
+impl crate::wire::PayloadPart for Piece {
+    fn part_len(&self) -> usize {
+        self.len()
+    }
+    fn copy_to(&self, dst: &mut [u8]) {
+        Piece::copy_to(self, dst)
+    }
+}
+
+impl Default for Piece {
+    fn default() -> Self {
+        Piece(Inner::Owned(Bytes::new()))
+    }
+}
+
+impl From<Bytes> for Piece {
+    fn from(b: Bytes) -> Self {
+        Piece(Inner::Owned(b))
+    }
+}
+
+impl fmt::Debug for Piece {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Owned(b) => write!(f, "Piece::Owned({} bytes)", b.len()),
+            Inner::Held { start, len, .. } => write!(f, "Piece::Held({len} bytes at {start})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held bytes backed by a vector, copying only through `copy_to`.
+    struct Vecs(Vec<u8>);
+    impl HeldBytes for Vecs {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn copy_to(&self, offset: usize, dst: &mut [u8]) {
+            dst.copy_from_slice(&self.0[offset..offset + dst.len()]);
+        }
+    }
+
+    #[test]
+    fn held_pieces_split_and_copy_like_owned_ones() {
+        let data: Vec<u8> = (0..100u8).collect();
+        let mut held = Piece::held(Arc::new(Vecs(data.clone())));
+        let mut owned = Piece::from(Bytes::from(data.clone()));
+        assert!(held.as_owned().is_none() && owned.as_owned().is_some());
+        for cut in [10, 0, 35, 55] {
+            let (a, b) = (held.split_to(cut), owned.split_to(cut));
+            let (mut x, mut y) = (vec![0; cut], vec![0; cut]);
+            a.copy_to(&mut x);
+            b.copy_to(&mut y);
+            assert_eq!(x, y);
+        }
+        assert!(held.is_empty() && owned.is_empty());
+    }
+}
