@@ -114,7 +114,7 @@ fn echo_read_and_host_death_across_two_hosts() {
     assert!(matches!(
         a.read(flow, bad, 0, 8),
         Err(ClientError::Op {
-            code: OpErrorCode::BadKey
+            code: OpErrorCode::AccessDenied
         })
     ));
 

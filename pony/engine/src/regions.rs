@@ -10,7 +10,11 @@
 //!
 //! Every access goes through [`Regions::check`]: unknown id, wrong key and out-of-bounds
 //! (with overflow-checked `offset + len`) are refused and counted, so an operator can see a
-//! misbehaving or probing peer in the engine's stats. [`Regions::indirect`] adds one level:
+//! misbehaving or probing peer in the engine's stats. An unknown id and a wrong key are one
+//! answer, [`OpErrorCode::AccessDenied`], and one counter (`access_denied`): a peer without
+//! the key cannot tell an existing region from a missing one (the key is compared either
+//! way, so the two paths also cost the same). Bounds are checked only after the key, so
+//! `OutOfBounds` tells only a key holder the region's size. [`Regions::indirect`] adds one level:
 //! it reads a 16-byte entry (`offset: u64`, `len: u32`, 4 reserved bytes, little-endian)
 //! from a table region, then checks the target like any other access.
 
@@ -71,10 +75,8 @@ pub struct RegionGrant {
 /// Refused accesses, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Refusals {
-    /// Unknown region id.
-    pub unknown_region: u64,
-    /// Wrong key.
-    pub bad_key: u64,
+    /// Unknown region id or wrong key (one answer to the peer: `AccessDenied`).
+    pub access_denied: u64,
     /// Out of bounds or overflowing offset/length.
     pub out_of_bounds: u64,
 }
@@ -92,8 +94,7 @@ struct Region {
 pub struct Regions {
     regions: HashMap<u32, Region>,
     next_id: u32,
-    unknown_region: AtomicU64,
-    bad_key: AtomicU64,
+    access_denied: AtomicU64,
     out_of_bounds: AtomicU64,
 }
 
@@ -168,7 +169,8 @@ fn random_key() -> Result<u64, RegionError> {
             Err(e) => return Err(RegionError::Random(e)),
         }
     }
-    Ok(u64::from_le_bytes(buf))
+    // Never 0: that is the key an unknown region id is compared against.
+    Ok(u64::from_le_bytes(buf).max(1))
 }
 
 impl Regions {
@@ -209,14 +211,14 @@ impl Regions {
 
     /// Checks an access of `len` bytes at `offset` of `region` with `key`.
     pub fn check(&self, region: u32, key: u64, offset: u64, len: u64) -> Result<RegionSpan<'_>, OpErrorCode> {
-        let Some(r) = self.regions.get(&region) else {
-            self.unknown_region.fetch_add(1, Relaxed);
-            return Err(OpErrorCode::UnknownRegion);
+        let r = self.regions.get(&region);
+        // Compared even for an unknown id (against 0, a key `random_key` never draws), so
+        // both refusals take the same path.
+        let matches = keys_match(r.map_or(0, |r| r.key), key);
+        let Some(r) = r.filter(|_| matches) else {
+            self.access_denied.fetch_add(1, Relaxed);
+            return Err(OpErrorCode::AccessDenied);
         };
-        if !keys_match(r.key, key) {
-            self.bad_key.fetch_add(1, Relaxed);
-            return Err(OpErrorCode::BadKey);
-        }
         let in_bounds = offset
             .checked_add(len)
             .is_some_and(|end| end <= r.mem.len() as u64);
@@ -290,8 +292,7 @@ impl Regions {
     /// Refusals so far.
     pub fn refusals(&self) -> Refusals {
         Refusals {
-            unknown_region: self.unknown_region.load(Relaxed),
-            bad_key: self.bad_key.load(Relaxed),
+            access_denied: self.access_denied.load(Relaxed),
             out_of_bounds: self.out_of_bounds.load(Relaxed),
         }
     }
@@ -317,13 +318,19 @@ mod tests {
             vec![7u8; 96]
         );
         assert_eq!(regs.check(g.region, g.key, 4096, 0).unwrap().len(), 0);
+        // Unknown id and wrong key: the same answer, one counter.
         assert_eq!(
             regs.check(g.region + 1, g.key, 0, 1).unwrap_err(),
-            OpErrorCode::UnknownRegion
+            OpErrorCode::AccessDenied
         );
         assert_eq!(
             regs.check(g.region, !g.key, 0, 1).unwrap_err(),
-            OpErrorCode::BadKey
+            OpErrorCode::AccessDenied
+        );
+        // Without the key, bounds are not even looked at.
+        assert_eq!(
+            regs.check(g.region, !g.key, u64::MAX, 2).unwrap_err(),
+            OpErrorCode::AccessDenied
         );
         assert_eq!(
             regs.check(g.region, g.key, 4000, 97).unwrap_err(),
@@ -340,8 +347,7 @@ mod tests {
         assert_eq!(
             regs.refusals(),
             Refusals {
-                unknown_region: 1,
-                bad_key: 1,
+                access_denied: 3,
                 out_of_bounds: 3
             }
         );
@@ -357,7 +363,7 @@ mod tests {
         assert_ne!(a.region, b.region);
         assert_eq!(
             regs.check(a.region, a.key, 0, 1).unwrap_err(),
-            OpErrorCode::UnknownRegion
+            OpErrorCode::AccessDenied
         );
     }
 
@@ -401,8 +407,8 @@ mod tests {
         assert_eq!(err(3, t.key, d.key), OpErrorCode::OutOfBounds);
         assert_eq!(err(4, t.key, d.key), OpErrorCode::OutOfBounds);
         assert_eq!(err(u64::MAX, t.key, d.key), OpErrorCode::OutOfBounds);
-        assert_eq!(err(u64::MAX, !t.key, d.key), OpErrorCode::BadKey);
-        assert_eq!(err(0, t.key, !d.key), OpErrorCode::BadKey);
+        assert_eq!(err(u64::MAX, !t.key, d.key), OpErrorCode::AccessDenied);
+        assert_eq!(err(0, t.key, !d.key), OpErrorCode::AccessDenied);
         assert_eq!(regs.refusals().out_of_bounds, 4);
     }
 

@@ -242,15 +242,15 @@ fn app_process_sends_8_mib_engine_reads_in_place() {
     let refused = |r: Result<RegionSpan<'_>, OpErrorCode>| r.unwrap_err();
     assert_eq!(
         refused(regions.check(data.region, !data.key, 0, 1)),
-        OpErrorCode::BadKey
+        OpErrorCode::AccessDenied
     );
     assert_eq!(
         refused(regions.check(table.region, data.key, 0, 1)),
-        OpErrorCode::BadKey
+        OpErrorCode::AccessDenied
     );
     assert_eq!(
         refused(regions.check(99, data.key, 0, 1)),
-        OpErrorCode::UnknownRegion
+        OpErrorCode::AccessDenied
     );
     let oob = [
         (DATA_LEN as u64, 1),
@@ -277,8 +277,7 @@ fn app_process_sends_8_mib_engine_reads_in_place() {
     assert_eq!(
         regions.refusals(),
         Refusals {
-            unknown_region: 1,
-            bad_key: 2,
+            access_denied: 3,
             out_of_bounds: 7
         }
     );
@@ -298,7 +297,7 @@ fn app_process_sends_8_mib_engine_reads_in_place() {
     }
     assert_eq!(
         refused(regions.indirect(table.region, table.key, 0, data.region, !data.key)),
-        OpErrorCode::BadKey
+        OpErrorCode::AccessDenied
     );
     assert_eq!(regions.remove_all_of(APP), 2);
 }

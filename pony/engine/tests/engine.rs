@@ -410,7 +410,7 @@ fn one_sided_read_write_indirect_and_refusals() {
     );
     assert_eq!(
         do_read(&mut a, read(0, 16, key ^ 1), 16),
-        Err(OpErrorCode::BadKey)
+        Err(OpErrorCode::AccessDenied)
     );
     assert_eq!(
         do_read(&mut a, indirect(4, tg.key), 16),
@@ -423,15 +423,33 @@ fn one_sided_read_write_indirect_and_refusals() {
         wait(&mut a, "WriteDone"),
         Completion::WriteDone {
             cookie: 6,
-            result: Err(OpErrorCode::BadKey)
+            result: Err(OpErrorCode::AccessDenied)
         }
     );
+    // A peer probing region ids without the key: an id that exists and ids that do not
+    // get the same completion, and B counts every probe as access_denied.
+    for probed in [region, region + 1, region + 1000, u32::MAX] {
+        let probe = move |local| Command::Read {
+            flow,
+            region: probed,
+            key: key ^ 0xdead,
+            offset: 0,
+            len: 16,
+            local,
+            cookie: 7,
+        };
+        assert_eq!(
+            do_read(&mut a, probe, 16),
+            Err(OpErrorCode::AccessDenied),
+            "region {probed}"
+        );
+    }
     let (sa, sb) = (stats(&ha.h), stats(&hb.h));
-    assert_eq!(sb.ops_refused, 4);
-    assert_eq!(sb.refusals.bad_key, 2);
+    assert_eq!(sb.ops_refused, 8);
+    assert_eq!(sb.refusals.access_denied, 6);
     assert_eq!(sb.refusals.out_of_bounds, 2);
     assert_eq!(sb.ops_served, 3);
-    assert_eq!(sa.ops_failed_remote, 4);
+    assert_eq!(sa.ops_failed_remote, 8);
 }
 
 #[test]

@@ -173,12 +173,12 @@ mod tests {
             cookie,
         };
         o.push(msg(1));
-        o.push_error(9, wire::OpErrorCode::BadKey);
+        o.push_error(9, wire::OpErrorCode::AccessDenied);
         o.push(msg(2));
         assert_eq!(o.drain_messages().collect::<Vec<_>>(), vec![1, 2]);
         assert!(o.is_empty());
         o.push(msg(3));
-        o.push_error(9, wire::OpErrorCode::BadKey);
+        o.push_error(9, wire::OpErrorCode::AccessDenied);
         o.drop_messages();
         assert!(matches!(
             o.pop_front(),

@@ -27,8 +27,7 @@ use pony_proto::wire;
 /// The completion code for a remote refusal.
 fn from_wire(code: wire::OpErrorCode) -> OpErrorCode {
     match code {
-        wire::OpErrorCode::NoSuchRegion => OpErrorCode::UnknownRegion,
-        wire::OpErrorCode::BadKey => OpErrorCode::BadKey,
+        wire::OpErrorCode::AccessDenied => OpErrorCode::AccessDenied,
         wire::OpErrorCode::OutOfBounds => OpErrorCode::OutOfBounds,
         wire::OpErrorCode::TooLarge => OpErrorCode::TooLarge,
     }

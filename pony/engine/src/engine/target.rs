@@ -27,8 +27,7 @@ use pony_proto::wire::{self, Kind};
 /// The wire code for a local refusal (codes without a wire form never come from checks).
 fn to_wire(code: OpErrorCode) -> wire::OpErrorCode {
     match code {
-        OpErrorCode::UnknownRegion => wire::OpErrorCode::NoSuchRegion,
-        OpErrorCode::BadKey => wire::OpErrorCode::BadKey,
+        OpErrorCode::AccessDenied => wire::OpErrorCode::AccessDenied,
         OpErrorCode::TooLarge => wire::OpErrorCode::TooLarge,
         _ => wire::OpErrorCode::OutOfBounds,
     }
@@ -186,5 +185,71 @@ fn respond(op: u64, r: Result<Vec<u8>, OpErrorCode>, mtu: usize, out: &mut Outbo
             out.push_error(op, to_wire(code));
             Served::Refused
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::outbox::Out;
+    use snap_ipc::SharedMem;
+
+    /// What the peer gets back for `req`: exactly one packet's content.
+    fn answer(regions: &Regions, req: OneSided) -> (Served, OneSided) {
+        let mut out = Outbox::default();
+        let served = Target::default().serve(req, &[], regions, 1500, &mut out);
+        let Some(Out::OneSided(answer)) = out.pop_front() else {
+            panic!("no answer");
+        };
+        assert!(out.is_empty(), "one packet");
+        (served, answer)
+    }
+
+    /// A peer probing region ids with a wrong key gets the same answer whether the id
+    /// exists or not, for reads, indirect reads and writes; both are counted as
+    /// `access_denied`.
+    #[test]
+    fn probing_ids_without_the_key_learns_nothing() {
+        let mut regions = Regions::new();
+        let g = regions
+            .register_mem(1, SharedMem::create("r", 4096).unwrap())
+            .unwrap();
+        let missing = g.region + 7;
+        let read = |region| OneSided::ReadRequest {
+            op: 9,
+            region,
+            key: g.key ^ 0x55,
+            offset: 0,
+            len: 64,
+        };
+        let indirect = |table| OneSided::IndirectReadRequest {
+            op: 9,
+            table,
+            table_key: g.key ^ 1,
+            index: 0,
+            region: table,
+            key: g.key,
+        };
+        let write = |region| OneSided::WriteRequest {
+            op: 9,
+            region,
+            key: !g.key,
+            offset: 0,
+            total_len: 3,
+            payload_offset: 0,
+            payload: pony_proto::flow::Chunks::EMPTY,
+        };
+        let denied = OneSided::OpError {
+            op: 9,
+            code: wire::OpErrorCode::AccessDenied,
+        };
+        for make in [&read as &dyn Fn(u32) -> OneSided, &indirect, &write] {
+            let existing = answer(&regions, make(g.region));
+            let absent = answer(&regions, make(missing));
+            assert_eq!(existing, absent);
+            assert_eq!(existing, (Served::Refused, denied.clone()));
+        }
+        assert_eq!(regions.refusals().access_denied, 6);
+        assert_eq!(regions.refusals().out_of_bounds, 0);
     }
 }

@@ -30,12 +30,16 @@ pub use session::{AppSession, Completions, Received, SessionError, SessionShape}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[repr(u16)]
 pub enum OpErrorCode {
-    /// No region with that id (never registered, or unregistered).
+    /// The app's own Unregister named a region it does not hold (never registered, already
+    /// unregistered, or another app's: the three read the same). Local only: a remote peer
+    /// never sees this code, it gets [`OpErrorCode::AccessDenied`].
     #[error("unknown region")]
     UnknownRegion = 1,
-    /// The key does not match the region's.
-    #[error("bad region key")]
-    BadKey = 2,
+    /// A one-sided op named a region that does not exist or a key that does not match it.
+    /// One code for both, so a peer probing region ids learns nothing about which exist.
+    /// (Code 2 was `BadKey` before; its meaning only widened.)
+    #[error("access denied: unknown region or wrong key")]
+    AccessDenied = 2,
     /// Offset and length fall (partly) outside the region, or overflow.
     #[error("out of region bounds")]
     OutOfBounds = 3,
@@ -87,7 +91,7 @@ impl OpErrorCode {
         use OpErrorCode::*;
         Some(match v {
             1 => UnknownRegion,
-            2 => BadKey,
+            2 => AccessDenied,
             3 => OutOfBounds,
             4 => UnknownFlow,
             5 => BadChain,

@@ -250,8 +250,7 @@ impl OpErrorCode {
     /// The code with this byte, if any.
     pub const fn from_byte(byte: u8) -> Option<OpErrorCode> {
         match byte {
-            1 => Some(OpErrorCode::NoSuchRegion),
-            2 => Some(OpErrorCode::BadKey),
+            2 => Some(OpErrorCode::AccessDenied),
             3 => Some(OpErrorCode::OutOfBounds),
             4 => Some(OpErrorCode::TooLarge),
             _ => None,

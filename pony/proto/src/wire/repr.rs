@@ -47,10 +47,10 @@ pub const MAX_SACK_BLOCKS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum OpErrorCode {
-    /// No region with that id.
-    NoSuchRegion = 1,
-    /// The key does not match the region's key.
-    BadKey = 2,
+    /// No region with that id, or the key does not match it: one code for both, so that a
+    /// peer probing region ids cannot tell which exist. (Code 1, `NoSuchRegion`, is
+    /// retired: never sent, and read as malformed.)
+    AccessDenied = 2,
     /// offset + len is outside the region (or the indirection table entry is).
     OutOfBounds = 3,
     /// The operation is larger than the peer accepts in one go.

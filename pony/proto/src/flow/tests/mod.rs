@@ -506,7 +506,7 @@ fn one_sided_packets_are_reliable_and_passed_through_once() {
             },
             _ => OneSided::OpError {
                 op,
-                code: OpErrorCode::BadKey,
+                code: OpErrorCode::AccessDenied,
             },
         })
         .collect();
