@@ -166,7 +166,7 @@ impl Fields {
                 dst_flow: s0,
                 seq: w0,
                 op: w1,
-                code: OpErrorCode::from_byte(self.bytes[2] % 4 + 1).unwrap(),
+                code: OpErrorCode::from_byte(self.bytes[2] % 3 + 2).unwrap(),
             },
         }
     }
