@@ -244,6 +244,13 @@ impl Regions {
         region: u32,
         key: u64,
     ) -> Result<RegionSpan<'_>, OpErrorCode> {
+        let (offset, len) = self.resolve(table, table_key, index)?;
+        self.check(region, key, offset, u64::from(len))
+    }
+
+    /// Reads (copies in) entry `index` of the `table` region, checked like
+    /// [`Regions::check`]: the `(offset, len)` it names, not yet checked against any region.
+    pub fn resolve(&self, table: u32, table_key: u64, index: u64) -> Result<(u64, u32), OpErrorCode> {
         let Some(at) = index.checked_mul(TABLE_ENTRY_LEN) else {
             // Count it against the table like any other out-of-bounds access, after the
             // id and key checks so that a probe without the key learns nothing.
@@ -257,7 +264,7 @@ impl Regions {
         let (offset, rest) = entry.split_at(8);
         let offset = u64::from_le_bytes(offset.try_into().unwrap_or_default());
         let len = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default());
-        self.check(region, key, offset, u64::from(len))
+        Ok((offset, len))
     }
 
     /// Withdraws `region` if `app` registered it.

@@ -21,7 +21,17 @@ pub struct PonyConfig {
     pub transmit_batch: u32,
     /// Retry interval when the NIC is full (nothing else would wake the engine for it).
     pub retry_after: Duration,
+    /// Largest one-sided Read or Write (bytes) the engine serves for a peer or starts for
+    /// an app; larger ones are refused with `TooLarge`. Default 16 MiB
+    /// ([`DEFAULT_MAX_ONESIDED_BYTES`]).
+    pub max_onesided_bytes: u32,
 }
+
+/// 16 MiB: the size of an app's default pool (`SessionShape::default()`: 8192 × 2 KiB), so
+/// an app on defaults can receive any read it is allowed to ask for, and twice the largest
+/// message (8 MiB). Reads are served in chunks whatever this is (`engine::target`), so it
+/// bounds the time one op holds a flow and what a Write may touch, not the engine's memory.
+pub const DEFAULT_MAX_ONESIDED_BYTES: u32 = 16 << 20;
 
 impl Default for PonyConfig {
     /// Flow defaults except the MTU, which is the NIC's.
@@ -36,6 +46,7 @@ impl Default for PonyConfig {
             command_batch: 64,
             transmit_batch: 128,
             retry_after: Duration::from_micros(50),
+            max_onesided_bytes: DEFAULT_MAX_ONESIDED_BYTES,
         }
     }
 }

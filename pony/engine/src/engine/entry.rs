@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::outbox::{Out, Outbox};
-use super::target::{Served, Target};
+use super::target::{Served, Step, Target};
 use crate::nic::PeerAddr;
 use crate::regions::Regions;
 use crate::session::SessionBuffers;
@@ -139,8 +139,17 @@ impl FlowEntry {
     /// Hands queued messages and one-sided packets to the flow until it is full; closes
     /// the flow once all of them are in, if the owner asked to. An item the flow can never
     /// take (closed, too large) goes to `refused` with the code to fail it with.
-    pub(super) fn drain_outbox(&mut self, mut refused: impl FnMut(Out, OpErrorCode)) {
+    pub(super) fn drain_outbox(&mut self, regions: &Regions, mut refused: impl FnMut(Out, OpErrorCode)) {
         while let Some(out) = self.outbox.pop_front() {
+            if let Out::Serve(mut serving) = out {
+                match serving.step(&mut self.flow, regions) {
+                    Step::Done | Step::Closed => continue,
+                    Step::Wait => {
+                        self.outbox.push_front(Out::Serve(serving));
+                        break;
+                    }
+                }
+            }
             let result = match &out {
                 Out::Message { stream, data, cookie } => {
                     self.flow.send_message(*stream, data.clone()).map(|m| {
@@ -148,6 +157,7 @@ impl FlowEntry {
                     })
                 }
                 Out::OneSided(op) => self.flow.send_one_sided(op.clone()),
+                Out::Serve(_) => continue,
             };
             match result {
                 Ok(()) => {}
@@ -170,7 +180,14 @@ impl FlowEntry {
     }
 
     /// Serves the peer's one-sided request `req` (payload `payload`) from `regions`.
-    pub(super) fn serve(&mut self, req: OneSided, payload: &[u8], regions: &Regions, mtu: usize) -> Served {
-        self.target.serve(req, payload, regions, mtu, &mut self.outbox)
+    /// `limits` are the MTU and `max_onesided_bytes`.
+    pub(super) fn serve(
+        &mut self,
+        req: OneSided,
+        payload: &[u8],
+        regions: &Regions,
+        limits: (usize, u32),
+    ) -> Served {
+        self.target.serve(req, payload, regions, limits, &mut self.outbox)
     }
 }

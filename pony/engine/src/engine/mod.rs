@@ -93,7 +93,7 @@ use snap_runtime::{AppFacing, AttachReply, AttachRequest, Engine, RunOutcome, Wa
 use crate::nic::{Nic, PeerAddr};
 use crate::regions::{RegionGrant, Regions};
 use crate::session::{Accepted, ChainId, EngineSession};
-pub use config::PonyConfig;
+pub use config::{PonyConfig, DEFAULT_MAX_ONESIDED_BYTES};
 use entry::{FlowEntry, Origin};
 use flows::FlowTable;
 use link::Link;
@@ -411,6 +411,12 @@ impl PonyEngine {
                 cookie,
                 ..
             } => {
+                // The peer would refuse it; say so without a round trip.
+                if len > self.cfg.max_onesided_bytes {
+                    let result = Err(OpErrorCode::TooLarge);
+                    self.sessions.read_done(sid, a.chain, cookie, result);
+                    return;
+                }
                 let req = |op| OneSided::ReadRequest {
                     op,
                     region,
@@ -455,10 +461,19 @@ impl PonyEngine {
                 ..
             } => {
                 let data = self.sessions.take_pieces(sid, a.chain);
-                let Some(id) = self.flows.owned(sid, flow) else {
+                // Too large for the peer (which would refuse it): fail it here; dropping
+                // `data` gives its buffers back.
+                let too_large = data.len() > self.cfg.max_onesided_bytes as usize;
+                let id = self.flows.owned(sid, flow).filter(|_| !too_large);
+                let Some(id) = id else {
+                    let code = if too_large {
+                        OpErrorCode::TooLarge
+                    } else {
+                        OpErrorCode::UnknownFlow
+                    };
                     let done = Completion::WriteDone {
                         cookie,
-                        result: Err(OpErrorCode::UnknownFlow),
+                        result: Err(code),
                     };
                     self.sessions.complete(sid, done);
                     return;
@@ -648,7 +663,7 @@ impl PonyEngine {
     fn drain_outbox(&mut self, id: u32, e: &mut FlowEntry) {
         let (sessions, ops) = (&mut self.sessions, &mut self.ops);
         let owner = e.owner;
-        e.drain_outbox(|out, code| match out {
+        e.drain_outbox(&self.regions, |out, code| match out {
             Out::Message { cookie, .. } => {
                 if let Some(owner) = owner {
                     let detail = u64::from(id);
@@ -656,6 +671,8 @@ impl PonyEngine {
                 }
             }
             Out::OneSided(op) => ops.request_failed(&op, code, sessions),
+            // A read served for the peer: nothing of ours to fail.
+            Out::Serve(_) => {}
         });
     }
 
@@ -681,9 +698,18 @@ impl PonyEngine {
                     self.stats.stray_responses += 1;
                 }
             }
-            req => match e.serve(req, payload, &self.regions, self.cfg.flow.mtu) {
+            req => match e.serve(
+                req,
+                payload,
+                &self.regions,
+                (self.cfg.flow.mtu, self.cfg.max_onesided_bytes),
+            ) {
                 Served::Done => self.stats.ops_served += 1,
                 Served::Refused => self.stats.ops_refused += 1,
+                Served::TooLarge => {
+                    self.stats.ops_refused += 1;
+                    self.stats.onesided_too_large += 1;
+                }
                 Served::Nothing => {}
             },
         }

@@ -1,12 +1,12 @@
 //! [`Outbox`]: what waits to be handed to one flow, in order. The flow may refuse an item
 //! with `Busy` (its send buffer is full); the item then stays at the front until a later
-//! step. Writes and read responses are cut here into packet-sized one-sided segments
-//! (each carries its `payload_offset`), since the flow carries one-sided packets whole.
+//! step. Writes are cut here into packet-sized one-sided segments (each carries its
+//! `payload_offset`), since the flow carries one-sided packets whole; a read being served
+//! is a [`Serving`] that cuts its responses as the flow drains (`target.rs`).
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
-
+use super::target::Serving;
 use pony_express::app::Cookie;
 use pony_proto::flow::{Chunks, Cutter, OneSided};
 use pony_proto::wire;
@@ -22,6 +22,8 @@ pub(super) enum Out {
     },
     /// A one-sided request or response.
     OneSided(OneSided),
+    /// A peer's read being served, chunk by chunk.
+    Serve(Serving),
 }
 
 /// The queue of one flow.
@@ -64,26 +66,6 @@ impl Outbox {
         }
     }
 
-    /// Queues the answer to read `op`: `data` in `OpResponse` segments of at most `seg`
-    /// bytes (at least one).
-    pub(super) fn push_read_response(&mut self, op: u64, data: Bytes, seg: usize) {
-        let total_len = data.len() as u32;
-        let mut at = 0;
-        loop {
-            let end = (at + seg).min(data.len());
-            self.push(Out::OneSided(OneSided::OpResponse {
-                op,
-                total_len,
-                payload_offset: at as u32,
-                payload: data.slice(at..end).into(),
-            }));
-            at = end;
-            if at >= data.len() {
-                break;
-            }
-        }
-    }
-
     /// Queues the acknowledgement of Write `op`: an `OpResponse` with `total_len` 0.
     pub(super) fn push_write_done(&mut self, op: u64) {
         self.push(Out::OneSided(OneSided::OpResponse {
@@ -116,13 +98,13 @@ impl Outbox {
     pub(super) fn drain_messages(&mut self) -> impl Iterator<Item = Cookie> + '_ {
         self.queue.drain(..).filter_map(|o| match o {
             Out::Message { cookie, .. } => Some(cookie),
-            Out::OneSided(_) => None,
+            Out::OneSided(_) | Out::Serve(_) => None,
         })
     }
 
     /// Drops the messages, keeping the one-sided packets (responses still owed to the peer).
     pub(super) fn drop_messages(&mut self) {
-        self.queue.retain(|o| matches!(o, Out::OneSided(_)));
+        self.queue.retain(|o| !matches!(o, Out::Message { .. }));
     }
 }
 
@@ -151,17 +133,14 @@ mod tests {
     }
 
     #[test]
-    fn writes_and_responses_are_cut_into_segments() {
+    fn writes_are_cut_into_segments() {
         let mut o = Outbox::default();
-        o.push_write(1, (2, 3, 4), Chunks::from(Bytes::from(vec![0u8; 25])), 10);
+        o.push_write(1, (2, 3, 4), Chunks::from(vec![0u8; 25]), 10);
         assert_eq!(segments(&mut o), vec![(25, 0, 10), (25, 10, 10), (25, 20, 5)]);
         o.push_write(1, (2, 3, 4), Chunks::default(), 10);
         assert_eq!(segments(&mut o), vec![(0, 0, 0)], "an empty Write still goes");
-        o.push_read_response(5, Bytes::from(vec![0u8; 20]), 10);
-        assert_eq!(segments(&mut o), vec![(20, 0, 10), (20, 10, 10)]);
-        o.push_read_response(5, Bytes::new(), 10);
         o.push_write_done(6);
-        assert_eq!(segments(&mut o), vec![(0, 0, 0), (0, 0, 0)]);
+        assert_eq!(segments(&mut o), vec![(0, 0, 0)]);
     }
 
     #[test]

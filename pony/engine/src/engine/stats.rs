@@ -43,6 +43,9 @@ pub struct PonyStats {
     pub ops_refused: u64,
     /// Region check refusals by reason.
     pub refusals: Refusals,
+    /// One-sided requests from peers refused as larger than `max_onesided_bytes` (also in
+    /// `ops_refused`).
+    pub onesided_too_large: u64,
     /// Our apps' one-sided ops the peer refused.
     pub ops_failed_remote: u64,
     /// One-sided responses for no pending op (late, after a close) or inconsistent ones.

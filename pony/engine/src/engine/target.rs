@@ -2,27 +2,44 @@
 //! requests from our registered regions.
 //!
 //! ```text
-//!  ReadRequest ─────────▶ Regions::check ────▶ OpResponse × n (each ≤ one packet) or OpError
-//!  IndirectReadRequest ─▶ Regions::indirect ─▶ like Read
-//!  WriteRequest × n ────▶ check (offset, total_len) once per op, write each segment,
-//!                         OpResponse{total_len: 0} when every byte landed, or OpError
+//!  ReadRequest ─────────▶ size ≤ max? Regions::check ─▶ Serving in the outbox ─▶ OpResponse
+//!  IndirectReadRequest ─▶ Regions::resolve (table entry read once) ─▶ like Read   × n
+//!  WriteRequest × n ────▶ size ≤ max? check (offset, total_len) once per op, write each
+//!                         segment, OpResponse{total_len: 0} when every byte landed
+//!  any refusal ─────────▶ OpError (TooLarge before the key is looked at; AccessDenied,
+//!                         OutOfBounds)
 //! ```
 //!
 //! Requests ride the flow reliably (exactly once, unordered), so a Write's segments are
 //! counted to know when to acknowledge it, and its whole range is checked on the first
-//! segment seen, so a refused Write writes nothing. A served Read's bytes are copied out of
-//! the region when the request arrives (a region is the app's live memory, only ever read
-//! by copying); a Write's segments are written from the receive buffer into the region.
+//! segment seen, so a refused Write writes nothing; a Write's segments are written from the
+//! receive buffer into the region.
+//!
+//! A one-sided op larger than the engine's `max_onesided_bytes` is refused with `TooLarge`
+//! (counted as `onesided_too_large`). An accepted Read is not copied when it arrives: a
+//! [`Serving`] waits in the flow's outbox and cuts one packet-sized `OpResponse` at a time,
+//! copied from the region ([`crate::regions::RegionSpan::read_into`], a copy-in) straight
+//! into that packet's buffer, and only while the flow holds less than [`SERVE_AHEAD`]
+//! unacknowledged bytes. So serving a read costs at most that much memory whatever its
+//! size, never one allocation proportional to it. Each chunk re-checks the region (the app
+//! may have unregistered it: the rest of the read becomes an `OpError`); the bytes are the
+//! region's as each chunk is cut, like an RDMA read of memory its owner writes.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use pony_proto::flow::Flow;
 
-use super::outbox::Outbox;
+use super::outbox::{Out, Outbox};
 use crate::regions::Regions;
 use pony_express::app::OpErrorCode;
 use pony_proto::flow::OneSided;
 use pony_proto::wire::{self, Kind};
+
+/// Unacknowledged bytes a flow may hold before a [`Serving`] read cuts its next chunk: a
+/// few bandwidth-delay products of a fast link (100 Gbit/s × 40 µs ≈ 500 KB), far below
+/// the flow's send buffer, so a large read keeps the link busy without being buffered whole.
+pub(super) const SERVE_AHEAD: u64 = 1 << 20;
 
 /// The wire code for a local refusal (codes without a wire form never come from checks).
 fn to_wire(code: OpErrorCode) -> wire::OpErrorCode {
@@ -47,6 +64,8 @@ pub(super) enum Served {
     Done,
     /// Refused with an `OpError`.
     Refused,
+    /// Refused with `OpError(TooLarge)`: larger than `max_onesided_bytes`.
+    TooLarge,
     /// A write's segment landed and more are to come, or a refused write's later segment
     /// was dropped; or the packet was not a request.
     Nothing,
@@ -60,13 +79,13 @@ pub(super) struct Target {
 
 impl Target {
     /// Acts on request `req` whose payload is `payload` (`req`'s own is not read), queuing
-    /// the answer on `out`; `mtu` sizes read responses.
+    /// the answer on `out`; `mtu` sizes read responses, `max` is the largest op served.
     pub(super) fn serve(
         &mut self,
         req: OneSided,
         payload: &[u8],
         regions: &Regions,
-        mtu: usize,
+        (mtu, max): (usize, u32),
         out: &mut Outbox,
     ) -> Served {
         match req {
@@ -77,9 +96,14 @@ impl Target {
                 offset,
                 len,
             } => {
+                // Size first: it says nothing about our regions to a peer without a key.
+                if len > max {
+                    out.push_error(op, wire::OpErrorCode::TooLarge);
+                    return Served::TooLarge;
+                }
                 let r = regions
                     .check(region, key, offset, u64::from(len))
-                    .map(|s| s.to_vec());
+                    .map(|_| (region, key, offset, len));
                 respond(op, r, mtu, out)
             }
             OneSided::IndirectReadRequest {
@@ -90,11 +114,30 @@ impl Target {
                 region,
                 key,
             } => {
+                // The entry is read once, here: the app may rewrite its table meanwhile.
                 let r = regions
-                    .indirect(table, table_key, u64::from(index), region, key)
-                    .map(|s| s.to_vec());
+                    .resolve(table, table_key, u64::from(index))
+                    .and_then(|(offset, len)| {
+                        if len > max {
+                            return Err(OpErrorCode::TooLarge);
+                        }
+                        regions.check(region, key, offset, u64::from(len))?;
+                        Ok((region, key, offset, len))
+                    });
+                if r == Err(OpErrorCode::TooLarge) {
+                    out.push_error(op, wire::OpErrorCode::TooLarge);
+                    return Served::TooLarge;
+                }
                 respond(op, r, mtu, out)
             }
+            OneSided::WriteRequest { op, total_len, .. } if total_len > max => match self.writes.get(&op) {
+                // Refused on its first segment; later ones are dropped quietly.
+                Some(_) => Served::Nothing,
+                None => {
+                    self.refuse(op, OpErrorCode::TooLarge, out);
+                    Served::TooLarge
+                }
+            },
             OneSided::WriteRequest {
                 op,
                 region,
@@ -173,17 +216,103 @@ impl Target {
     }
 }
 
-/// Answers a read: the bytes in packet-sized OpResponses, or an OpError.
-fn respond(op: u64, r: Result<Vec<u8>, OpErrorCode>, mtu: usize, out: &mut Outbox) -> Served {
+/// Answers a checked read: a [`Serving`] that cuts packet-sized OpResponses as the flow
+/// drains, or an OpError.
+fn respond(op: u64, r: Result<(u32, u64, u64, u32), OpErrorCode>, mtu: usize, out: &mut Outbox) -> Served {
     match r {
-        Ok(d) => {
-            let seg = wire::max_payload(mtu, Kind::OpResponse).max(1);
-            out.push_read_response(op, Bytes::from(d), seg);
+        Ok((region, key, offset, total_len)) => {
+            out.push(Out::Serve(Serving {
+                op,
+                region,
+                key,
+                offset,
+                total_len,
+                at: 0,
+                seg: wire::max_payload(mtu, Kind::OpResponse).max(1) as u32,
+            }));
             Served::Done
         }
         Err(code) => {
             out.push_error(op, to_wire(code));
             Served::Refused
+        }
+    }
+}
+
+/// A read being served: which bytes, and how far it got. Lives in the flow's outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Serving {
+    op: u64,
+    region: u32,
+    key: u64,
+    offset: u64,
+    total_len: u32,
+    /// Bytes already handed to the flow.
+    at: u32,
+    /// Payload bytes per response packet.
+    seg: u32,
+}
+
+/// What [`Serving::step`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Every response (or the final OpError) is in the flow.
+    Done,
+    /// More to cut once the flow drains below [`SERVE_AHEAD`] (or stops being busy).
+    Wait,
+    /// The flow is closed: nothing more can be sent.
+    Closed,
+}
+
+impl Serving {
+    /// Hands the flow response chunks while it holds less than [`SERVE_AHEAD`]
+    /// unacknowledged bytes, each copied from the region into its own packet-sized buffer.
+    pub(super) fn step<B: pony_proto::flow::RecvBuffers>(
+        &mut self,
+        flow: &mut Flow<B>,
+        regions: &Regions,
+    ) -> Step {
+        loop {
+            if flow.queued_bytes() >= SERVE_AHEAD {
+                return Step::Wait;
+            }
+            let n = self.seg.min(self.total_len - self.at);
+            let chunk = regions
+                .check(
+                    self.region,
+                    self.key,
+                    self.offset + u64::from(self.at),
+                    u64::from(n),
+                )
+                .and_then(|span| {
+                    let mut buf = vec![0u8; n as usize];
+                    span.read_into(&mut buf).map(|()| buf)
+                });
+            let (packet, last) = match chunk {
+                Ok(buf) => (
+                    OneSided::OpResponse {
+                        op: self.op,
+                        total_len: self.total_len,
+                        payload_offset: self.at,
+                        payload: Bytes::from(buf).into(),
+                    },
+                    self.at + n >= self.total_len,
+                ),
+                // The region went away (or shrank its rights) mid-read: the rest fails.
+                Err(code) => (
+                    OneSided::OpError {
+                        op: self.op,
+                        code: to_wire(code),
+                    },
+                    true,
+                ),
+            };
+            match flow.send_one_sided(packet) {
+                Ok(()) if last => return Step::Done,
+                Ok(()) => self.at += n,
+                Err(pony_proto::flow::FlowError::Busy) => return Step::Wait,
+                Err(_) => return Step::Closed,
+            }
         }
     }
 }
@@ -197,7 +326,7 @@ mod tests {
     /// What the peer gets back for `req`: exactly one packet's content.
     fn answer(regions: &Regions, req: OneSided) -> (Served, OneSided) {
         let mut out = Outbox::default();
-        let served = Target::default().serve(req, &[], regions, 1500, &mut out);
+        let served = Target::default().serve(req, &[], regions, (1500, 16 << 20), &mut out);
         let Some(Out::OneSided(answer)) = out.pop_front() else {
             panic!("no answer");
         };
@@ -251,5 +380,105 @@ mod tests {
         }
         assert_eq!(regions.refusals().access_denied, 6);
         assert_eq!(regions.refusals().out_of_bounds, 0);
+    }
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Reads and writes over `max_onesided_bytes` are refused with TooLarge, before the
+    /// key or the bounds are looked at (a 4 GiB read of a 4 KiB region, or of a region that
+    /// is large enough), counted, and nothing is read or queued but the one OpError.
+    #[test]
+    fn oversized_ops_are_refused_with_too_large() {
+        const MAX: u32 = 8 << 20;
+        let mut regions = Regions::new();
+        let small = regions
+            .register_mem(1, SharedMem::create("small", 4096).unwrap())
+            .unwrap();
+        let large = regions
+            .register_mem(1, SharedMem::create("large", 64 << 20).unwrap())
+            .unwrap();
+        let too_large = OneSided::OpError {
+            op: 9,
+            code: wire::OpErrorCode::TooLarge,
+        };
+        let serve = |target: &mut Target, req| {
+            let mut out = Outbox::default();
+            let served = target.serve(req, &[], &regions, (1500, MAX), &mut out);
+            let answers: Vec<Out> = std::iter::from_fn(|| out.pop_front()).collect();
+            (served, answers)
+        };
+        let read = |g: crate::regions::RegionGrant, key, len| OneSided::ReadRequest {
+            op: 9,
+            region: g.region,
+            key,
+            offset: 0,
+            len,
+        };
+        for req in [
+            read(small, small.key, u32::MAX),
+            read(large, large.key, u32::MAX),
+            read(large, large.key, MAX + 1),
+            read(large, !large.key, u32::MAX),
+        ] {
+            let (served, answers) = serve(&mut Target::default(), req);
+            assert_eq!(served, Served::TooLarge);
+            assert!(matches!(&answers[..], [Out::OneSided(a)] if *a == too_large));
+        }
+        // A Write is refused on its first segment; its later segments are dropped.
+        let mut target = Target::default();
+        let write = |payload_offset| OneSided::WriteRequest {
+            op: 9,
+            region: large.region,
+            key: large.key,
+            offset: 0,
+            total_len: u32::MAX,
+            payload_offset,
+            payload: pony_proto::flow::Chunks::EMPTY,
+        };
+        let (served, answers) = serve(&mut target, write(0));
+        assert_eq!(served, Served::TooLarge);
+        assert!(matches!(&answers[..], [Out::OneSided(a)] if *a == too_large));
+        let (served, answers) = serve(&mut target, write(1400));
+        assert_eq!(served, Served::Nothing);
+        assert!(answers.is_empty());
+        assert_eq!(regions.refusals(), Default::default(), "not region refusals");
+    }
+
+    /// Accepting a read of 64 MiB queues one `Serving`, not its bytes: nothing is copied
+    /// until the flow takes chunks. Four such reads held at once leave the process's
+    /// anonymous memory (the heap, not the shared regions) within 64 MiB of where it was,
+    /// where a copy at request time would add 256 MiB (other tests of this binary run
+    /// alongside, hence the margin).
+    #[test]
+    fn an_accepted_read_is_queued_not_copied() {
+        let mut regions = Regions::new();
+        let mem = SharedMem::create("large", 64 << 20).unwrap();
+        mem.write_at(0, &[1; 4096]).unwrap();
+        let g = regions.register_mem(1, mem).unwrap();
+        let before = rss_kib();
+        let mut outboxes = Vec::new();
+        for op in 0..4 {
+            let mut out = Outbox::default();
+            let req = OneSided::ReadRequest {
+                op,
+                region: g.region,
+                key: g.key,
+                offset: 0,
+                len: 64 << 20,
+            };
+            let served = Target::default().serve(req, &[], &regions, (1500, u32::MAX), &mut out);
+            assert_eq!(served, Served::Done);
+            outboxes.push(out);
+        }
+        let grown = rss_kib().saturating_sub(before);
+        assert!(grown < 64 << 10, "RssAnon grew by {grown} KiB");
+        for mut out in outboxes {
+            assert!(matches!(out.pop_front(), Some(Out::Serve(_))));
+            assert!(out.is_empty());
+        }
     }
 }

@@ -259,6 +259,13 @@ impl<R: RecvBuffers> Flow<R> {
         Ok(self.send.push_message(stream, data))
     }
 
+    /// Bytes accepted for sending and not yet acknowledged (messages and one-sided
+    /// packets): what the flow holds, bounded by `send_buffer`. A producer that can wait
+    /// (the engine serving a large read) uses it to stay a window ahead, not a buffer.
+    pub fn queued_bytes(&self) -> u64 {
+        self.send.queued_bytes()
+    }
+
     /// Queues a one-sided request or response (one packet, reliable like data).
     pub fn send_one_sided(&mut self, op: OneSided) -> Result<(), FlowError> {
         self.check_send(op.payload().len(), wire::max_payload(self.cfg.mtu, op.kind()))?;
