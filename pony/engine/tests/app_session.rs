@@ -198,7 +198,7 @@ fn serve_until_send(
 }
 
 #[test]
-fn app_process_sends_8_mib_engine_reads_in_place() {
+fn app_process_sends_8_mib_engine_copies_it_in() {
     if std::env::var_os(ROLE_VAR).is_some() {
         return;
     }

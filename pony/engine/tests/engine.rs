@@ -279,9 +279,10 @@ fn make_region(len: usize, fill: impl Fn(usize) -> u8) -> SharedMem {
 }
 
 fn read_region(mem: &SharedMem, at: usize, len: usize) -> Vec<u8> {
-    assert!(at + len <= mem.len());
-    // SAFETY: in bounds; the remote engine's writes finished before WriteDone was sent.
-    unsafe { std::slice::from_raw_parts(mem.as_ptr().add(at), len).to_vec() }
+    // Copied in: the remote engine wrote these bytes (snap_ipc::peer).
+    let mut out = vec![0; len];
+    mem.read_at(at, &mut out).unwrap();
+    out
 }
 
 /// Reads into a fresh local chain; returns the bytes or the error.
