@@ -72,12 +72,12 @@ pub unsafe fn copy_in(dst: &mut [u8], src: *const u8) {
     // 8, one u64 to 16 (a ring payload, 4 bytes into an 8-aligned slot, takes two). Each
     // step runs only if its load fits, so any later loop that runs starts aligned.
     let mut i = 0;
-    while i < len && (src as usize + i) % 4 != 0 {
+    while i < len && !(src.addr() + i).is_multiple_of(4) {
         // SAFETY: i < len, inside the caller's range; `out` is our own buffer.
         unsafe { out.add(i).write(src.add(i).read_volatile()) };
         i += 1;
     }
-    if i + 4 <= len && (src as usize + i) % 8 != 0 {
+    if i + 4 <= len && !(src.addr() + i).is_multiple_of(8) {
         // SAFETY: 4-aligned and inside the range.
         unsafe {
             let v = src.add(i).cast::<u32>().read_volatile();
@@ -85,7 +85,7 @@ pub unsafe fn copy_in(dst: &mut [u8], src: *const u8) {
         }
         i += 4;
     }
-    if i + WORD <= len && (src as usize + i) % HEAD_ALIGN != 0 {
+    if i + WORD <= len && !(src.addr() + i).is_multiple_of(HEAD_ALIGN) {
         // SAFETY: 8-aligned and inside the range.
         unsafe {
             let v = src.add(i).cast::<u64>().read_volatile();
