@@ -123,9 +123,14 @@ pub enum PoolError {
     /// A refcount would overflow.
     #[error("buffer {0} refcount overflow")]
     RefcountOverflow(u32),
-    /// The free list names a buffer that does not exist.
+    /// The free list names a buffer that does not exist, or its head kept changing under
+    /// us beyond any honest contention (`stack::MAX_CAS_ATTEMPTS`).
     #[error("free list is corrupt")]
     CorruptFreeList,
+    /// A buffer's refcount kept changing under us beyond any honest contention: the peer
+    /// is rewriting it in a loop.
+    #[error("buffer {0} refcount keeps changing")]
+    Contended(u32),
     /// Data does not fit in the chain it is written into.
     #[error("{len} bytes do not fit in a chain of {capacity} bytes")]
     ChainTooSmall {
@@ -400,7 +405,12 @@ impl Pool {
         if let Ok(b) = self.buf(idx) {
             b.owner.store(0, Relaxed);
         }
-        stack::push(self, idx);
+        if stack::push(self, idx).is_err() {
+            // Only a peer hammering the head gets here; the buffer is off the list until
+            // `rebuild_after_peer_death` (the peer's own loss, not ours).
+            log::warn!("pool: free list head contended; buffer {idx} not freed");
+            return;
+        }
         self.free_count().fetch_add(1, Relaxed);
     }
 
@@ -408,7 +418,7 @@ impl Pool {
     pub fn retain(&self, idx: BufIdx) -> Result<(), PoolError> {
         let rc = &self.buf(idx.0)?.refcount;
         let mut cur = rc.load(Relaxed);
-        loop {
+        for _ in 0..stack::MAX_CAS_ATTEMPTS {
             let new = match cur {
                 0 => return Err(PoolError::NotAllocated(idx.0)),
                 u32::MAX => return Err(PoolError::RefcountOverflow(idx.0)),
@@ -419,6 +429,7 @@ impl Pool {
                 Err(now) => cur = now,
             }
         }
+        Err(PoolError::Contended(idx.0))
     }
 
     /// Drops a reference to buffer `idx`; frees it when it was the last. Returns whether
@@ -426,7 +437,7 @@ impl Pool {
     pub fn release(&self, idx: BufIdx) -> Result<bool, PoolError> {
         let rc = &self.buf(idx.0)?.refcount;
         let mut cur = rc.load(Relaxed);
-        loop {
+        for _ in 0..stack::MAX_CAS_ATTEMPTS {
             if cur == 0 {
                 return Err(PoolError::NotAllocated(idx.0));
             }
@@ -440,6 +451,7 @@ impl Pool {
                 Err(now) => cur = now,
             }
         }
+        Err(PoolError::Contended(idx.0))
     }
 
     /// Current refcount of a buffer (0 = free), for tests and debugging.

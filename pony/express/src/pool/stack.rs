@@ -20,6 +20,11 @@
 //! hand out a buffer that is also in use, which corrupts data in shared memory (its own
 //! business) but not our memory.
 //!
+//! Bounded: every compare-and-swap loop here and on refcounts gives up after
+//! [`MAX_CAS_ATTEMPTS`] failures. Honest contention (a few threads of two processes) never
+//! comes near that; a peer that rewrites the head or a refcount in a tight loop to starve
+//! us gets an error instead of a spinning engine.
+//!
 //! Ordering: a push writes the link (Relaxed) and then publishes with a Release CAS; a pop
 //! loads the head with Acquire, so the link it then reads is the pusher's. Successful CASes
 //! are AcqRel so that whatever the freeing side did with the buffer happens-before the
@@ -41,9 +46,14 @@ pub(crate) trait StackMem {
     fn store_link(&self, idx: u32, next: u32);
 }
 
-/// The free list's shape is impossible: an out-of-range index in the head or a link.
+/// The free list's shape is impossible (an out-of-range index in the head or a link), or
+/// its head kept changing under us for [`MAX_CAS_ATTEMPTS`] tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Corrupt;
+
+/// Failed compare-and-swaps after which a loop on shared memory gives up; see the module
+/// documentation.
+pub(crate) const MAX_CAS_ATTEMPTS: u32 = 1 << 16;
 
 #[inline]
 pub(crate) fn pack(tag: u32, idx: u32) -> u64 {
@@ -55,24 +65,26 @@ fn unpack(head: u64) -> (u32, u32) {
     ((head >> 32) as u32, head as u32)
 }
 
-/// Pushes buffer `idx` (< count, not on the stack, owned by the caller).
-pub(crate) fn push(mem: &impl StackMem, idx: u32) {
+/// Pushes buffer `idx` (< count, not on the stack, owned by the caller). `Err` if the head
+/// kept changing for [`MAX_CAS_ATTEMPTS`] tries: the buffer is then not on the list.
+pub(crate) fn push(mem: &impl StackMem, idx: u32) -> Result<(), Corrupt> {
     debug_assert!(idx < mem.count());
     let mut head = mem.load_head(Relaxed);
-    loop {
+    for _ in 0..MAX_CAS_ATTEMPTS {
         let (tag, top) = unpack(head);
         mem.store_link(idx, top);
         match mem.cas_head(head, pack(tag.wrapping_add(1), idx)) {
-            Ok(_) => return,
+            Ok(_) => return Ok(()),
             Err(now) => head = now,
         }
     }
+    Err(Corrupt)
 }
 
 /// Pops a buffer index; `Ok(None)` when the stack is empty.
 pub(crate) fn pop(mem: &impl StackMem) -> Result<Option<u32>, Corrupt> {
     let mut head = mem.load_head(Acquire);
-    loop {
+    for _ in 0..MAX_CAS_ATTEMPTS {
         let (tag, top) = unpack(head);
         if top == NONE {
             return Ok(None);
@@ -96,6 +108,7 @@ pub(crate) fn pop(mem: &impl StackMem) -> Result<Option<u32>, Corrupt> {
             Err(now) => head = now,
         }
     }
+    Err(Corrupt)
 }
 
 /// The orderings every real implementation uses for [`StackMem::cas_head`].
@@ -142,14 +155,49 @@ mod tests {
         let m = mem(3);
         assert_eq!(pop(&m), Ok(None));
         for i in 0..3 {
-            push(&m, i);
+            push(&m, i).unwrap();
         }
         assert_eq!(pop(&m), Ok(Some(2)));
         assert_eq!(pop(&m), Ok(Some(1)));
-        push(&m, 2);
+        push(&m, 2).unwrap();
         assert_eq!(pop(&m), Ok(Some(2)));
         assert_eq!(pop(&m), Ok(Some(0)));
         assert_eq!(pop(&m), Ok(None));
+    }
+
+    /// A peer that changes the head before every one of our CASes (it always wins the
+    /// race) gets an error after MAX_CAS_ATTEMPTS tries, not an engine spinning forever.
+    #[test]
+    fn a_head_that_never_holds_still_is_an_error_not_a_spin() {
+        struct Hostile(Mem);
+        impl StackMem for Hostile {
+            fn count(&self) -> u32 {
+                self.0.count()
+            }
+            fn load_head(&self, order: Ordering) -> u64 {
+                self.0.load_head(order)
+            }
+            fn cas_head(&self, _current: u64, _new: u64) -> Result<u64, u64> {
+                // The peer bumped the tag just before us, every time.
+                let now = self.0.head.fetch_add(1 << 32, Relaxed) + (1 << 32);
+                Err(now)
+            }
+            fn load_link(&self, idx: u32) -> u32 {
+                self.0.load_link(idx)
+            }
+            fn store_link(&self, idx: u32, next: u32) {
+                self.0.store_link(idx, next)
+            }
+        }
+        let m = Hostile(mem(3));
+        assert_eq!(push(&m, 1), Err(Corrupt));
+        m.0.head.store(pack(0, 2), Relaxed);
+        assert_eq!(pop(&m), Err(Corrupt));
+        let tries = (m.0.head.load(Relaxed) >> 32) as u32;
+        assert_eq!(
+            tries, MAX_CAS_ATTEMPTS,
+            "every try was one CAS, and then it stopped"
+        );
     }
 
     #[test]
@@ -221,14 +269,14 @@ mod loom_tests {
             use_buf(m, i, 10 + k as u32);
         }
         for i in [a, b].into_iter().flatten() {
-            push(m, i);
+            push(m, i).expect("not contended that much");
         }
     }
 
     fn single(m: &Model) {
         if let Some(i) = pop(m).expect("never corrupt") {
             use_buf(m, i, 20);
-            push(m, i);
+            push(m, i).expect("not contended that much");
         }
     }
 
@@ -240,8 +288,8 @@ mod loom_tests {
                 links: [AtomicU32::new(NONE), AtomicU32::new(NONE)],
                 data: [UnsafeCell::new(0), UnsafeCell::new(0)],
             });
-            push(&*m, 0);
-            push(&*m, 1);
+            push(&*m, 0).unwrap();
+            push(&*m, 1).unwrap();
             let m2 = m.clone();
             let t = thread::spawn(move || hoarder(&m2));
             single(&m);
