@@ -39,11 +39,22 @@
 //!
 //! # Who writes what
 //!
-//! Host-side code (the engines) must use this module for every read of app- or peer-written
-//! memory: request rings and pool buffers the app fills, regions the app registers, a peer
-//! host's shared-memory wire. The app trusts its host, so app-side reads of host-written
-//! memory (response rings, received messages in the pool) may read in place; the ring's
-//! consumer copies in on both sides anyway, because it is one type.
+//! The app is hostile to its host; the host is trusted by its apps. So every read the host
+//! (an engine) makes of memory an app or a peer host can write is a copy-in, while an app
+//! may read what its host wrote in place:
+//!
+//! | memory | written by | read by the host with |
+//! |---|---|---|
+//! | request ring slots (app channel, Pony command ring) | the app | `Peeked::copy_into` |
+//! | response ring slots (completions) | the engine | (the app reads them; the ring copies anyway) |
+//! | ring header indices | each side its own index | atomic loads, checked (`PopError::Corrupt`) |
+//! | ring header `Meta` | the creator, once | one copy-in at attach, validated |
+//! | Pony pool buffers of a Send / Write | the app | `PoolPiece` (`HeldBytes`) into the packet, `ChainSnapshot::read_into` |
+//! | Pony pool buffers of a received message or Read | the engine, then handed to the app | (the app may read in place: `ChainSnapshot::chain_segments`) |
+//! | pool `BufHeader`s, free-list head, free count | both | atomic loads, checked; bounded CAS loops |
+//! | registered regions | the app | `RegionSpan::read_into`/`read_part` (`SharedMem::read_at`) |
+//! | the shm wire's rings | the peer host | `Peeked::copy_into` |
+//! | doorbell pages | both | atomics only |
 //!
 //! # Speed
 //!

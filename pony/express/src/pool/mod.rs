@@ -26,7 +26,7 @@
 //! is already zero is refused rather than wrapped. The engine additionally takes a
 //! [`ChainSnapshot`] when it accepts a command, so a chain relinked by the app afterwards
 //! cannot redirect the engine's reads or frees. The engine reads buffer bytes only by copy
-//! ([`Pool::copy_in`], built on `snap_ipc::peer`, whose module documentation holds the
+//! (`Pool::copy_in`, built on `snap_ipc::peer`, whose module documentation holds the
 //! safety argument); the app, which trusts its host, may read what the engine wrote in
 //! place ([`ChainSnapshot::chain_segments`]). Headers (`BufHeader`, the free-list head) are
 //! all atomics, read with atomic loads and validated before use.
