@@ -109,12 +109,16 @@ fn scribbled_request_ring_is_quarantined_and_the_host_does_not_spin() {
     hostile.push(b"fine").unwrap();
     scribble_producer(&raw, 1 << 40);
     hostile.kick();
-    wait_until("the hostile channel is quarantined", || hostile.quarantined().is_some());
+    wait_until("the hostile channel is quarantined", || {
+        hostile.quarantined().is_some()
+    });
     assert_eq!(hostile.quarantined(), Some(CloseReason::CorruptIndices));
     let mut buf = [0u8; 64];
     assert!(matches!(
         hostile.recv_timeout(&mut buf, TIMEOUT),
-        Err(snap_ipc::channel::ChannelError::Quarantined(CloseReason::CorruptIndices))
+        Err(snap_ipc::channel::ChannelError::Quarantined(
+            CloseReason::CorruptIndices
+        ))
     ));
     // Detached and counted; the registry no longer lists it.
     let status = good_client.status().unwrap();
@@ -143,7 +147,6 @@ fn scribbled_request_ring_is_quarantined_and_the_host_does_not_spin() {
     drop(good);
     assert!(host.terminate().success());
 }
-
 
 /// Reads `n` responses, which must be 0..n in order.
 fn drain_in_order(ch: &mut ChannelAppEnd, n: u64) {
@@ -219,7 +222,11 @@ fn drain_all_in_order(apps: &mut [ChannelAppEnd], sent: &[u64]) {
         for (i, app) in apps.iter_mut().enumerate() {
             while let Some(n) = app.try_recv(&mut buf).unwrap() {
                 assert_eq!(n, 8);
-                assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), next[i], "app {i}");
+                assert_eq!(
+                    u64::from_le_bytes(buf[..8].try_into().unwrap()),
+                    next[i],
+                    "app {i}"
+                );
                 next[i] += 1;
                 progress = true;
             }
@@ -265,7 +272,10 @@ fn slow_apps_behind_a_relay_backpressure_the_pipeline_without_loss() {
         if more == 0 && relay >= 1 && echo >= 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "pipeline not backpressured; sent {sent:?}");
+        assert!(
+            Instant::now() < deadline,
+            "pipeline not backpressured; sent {sent:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // Everything the apps queued is held somewhere: nothing was dropped for lack of room.
@@ -274,7 +284,10 @@ fn slow_apps_behind_a_relay_backpressure_the_pipeline_without_loss() {
     assert!(sent.iter().sum::<u64>() >= 1024, "{sent:?}");
 
     let used = cpu_over_window(pid, || {});
-    assert!(used < MAX_CPU, "host used {used:?} of CPU in {WINDOW:?}; relay {relay:?}");
+    assert!(
+        used < MAX_CPU,
+        "host used {used:?} of CPU in {WINDOW:?}; relay {relay:?}"
+    );
 
     drain_all_in_order(&mut apps, &sent);
     assert!(host.terminate().success());

@@ -554,8 +554,9 @@ impl ChannelAppEnd {
                         let efd = bell.eventfd();
                         // A hung-up control connection shows as HUP whatever we ask for.
                         let host = self.host.as_ref().map(|h| PollFd::new(h, PollFlags::empty()));
-                        let mut fds: Vec<PollFd<'_>> =
-                            std::iter::once(PollFd::new(&efd, PollFlags::IN)).chain(host).collect();
+                        let mut fds: Vec<PollFd<'_>> = std::iter::once(PollFd::new(&efd, PollFlags::IN))
+                            .chain(host)
+                            .collect();
                         let ts = Timespec::try_from(left).unwrap_or(Timespec {
                             tv_sec: i64::MAX,
                             tv_nsec: 0,

@@ -21,7 +21,9 @@
 
 use std::sync::Arc;
 
-use snap_ipc::channel::{completion_ringer, AppChannel, ChannelEngineEnd, ChannelShape, CloseReason, APP_FDS};
+use snap_ipc::channel::{
+    completion_ringer, AppChannel, ChannelEngineEnd, ChannelShape, CloseReason, APP_FDS,
+};
 use snap_runtime::{AttachReply, AttachRequest, ChannelLedger, RingSet, WakeSource};
 
 /// One attached channel.
@@ -89,12 +91,21 @@ impl AppChannels {
 
     /// Quarantines channel `i` of engine `engine` (see the module documentation): it is not
     /// read again, leaves the work probe now, and is detached by the next [`Self::reap`].
-    pub fn quarantine(&mut self, engine: &str, i: usize, reason: CloseReason, detail: impl std::fmt::Display) {
+    pub fn quarantine(
+        &mut self,
+        engine: &str,
+        i: usize,
+        reason: CloseReason,
+        detail: impl std::fmt::Display,
+    ) {
         let ch = &mut self.list[i];
         if ch.quarantined.is_some() {
             return;
         }
-        log::warn!("{engine}: channel {}: {reason} ({detail}); quarantined and detached", ch.id);
+        log::warn!(
+            "{engine}: channel {}: {reason} ({detail}); quarantined and detached",
+            ch.id
+        );
         ch.quarantined = Some(reason);
         if std::mem::take(&mut ch.backpressured) {
             self.backpressured -= 1;

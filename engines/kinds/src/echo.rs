@@ -384,7 +384,9 @@ mod tests {
         let mut buf = [0u8; 8];
         assert!(matches!(
             bad.recv_timeout(&mut buf, Duration::from_secs(5)),
-            Err(snap_ipc::channel::ChannelError::Quarantined(CloseReason::CorruptIndices))
+            Err(snap_ipc::channel::ChannelError::Quarantined(
+                CloseReason::CorruptIndices
+            ))
         ));
         let ledger = e.ledger().unwrap();
         assert_eq!(ledger.quarantined(), 1);

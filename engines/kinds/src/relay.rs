@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 
 use crate::app_channels::AppChannels;
 use crate::echo::{spin, DEFAULT_BATCH};
-use snap_ipc::channel::{AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape, CloseReason};
+use snap_ipc::channel::{
+    AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape, CloseReason,
+};
 use snap_ipc::PushError;
 use snap_runtime::{AppFacing, AttachReply, AttachRequest, ChannelLedger};
 use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};

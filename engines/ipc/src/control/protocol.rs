@@ -107,6 +107,23 @@ pub struct HostStatus {
     pub runtime: Status,
     /// Channels attached now, across all connections.
     pub channels: Vec<ChannelInfo>,
+    /// The control server's own counters.
+    #[serde(default)]
+    pub control: ControlStats,
+}
+
+/// Counters of the control server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Connections open now (this one included).
+    pub connections: usize,
+    /// The most it serves at once.
+    pub max_connections: usize,
+    /// Connections refused because the cap was reached, since start.
+    pub refused: u64,
+    /// Connections closed because they idled with no channel attached, or did not take a
+    /// reply in time, since start.
+    pub timed_out: u64,
 }
 
 impl HostStatus {
