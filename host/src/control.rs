@@ -281,7 +281,7 @@ fn refuse(conn: &OwnedFd, shared: &Shared) {
     let n = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
     let cap = shared.opts.max_connections;
     // A flood must not flood the log too: the first refusal and every 1000th.
-    if n == 1 || n % 1000 == 0 {
+    if n == 1 || n.is_multiple_of(1000) {
         log::warn!("control connection refused: {cap} connections open (the cap); {n} refused so far");
     }
     let _ = sockopt::set_socket_timeout(conn, sockopt::Timeout::Send, Some(Duration::from_millis(10)));

@@ -494,8 +494,7 @@ impl ChannelAppEnd {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        matches!(poll(&mut fds, Some(&zero)), Ok(_))
-            && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
+        poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
     }
 
     /// Queues a request without waking the engine; follow a batch with [`Self::kick`].
@@ -650,6 +649,56 @@ mod tests {
             app.recv_timeout(&mut buf, Duration::from_millis(5)).unwrap(),
             None
         );
+    }
+
+    /// The backpressure pair under real threads: an engine that blocks whenever the
+    /// response ring is full, and an app that pops as fast as it can. A lost wakeup (the
+    /// app popped between the engine's flag and its re-check, and neither saw the other)
+    /// shows as the engine's wait timing out.
+    #[test]
+    fn space_wakeup_is_never_lost() {
+        const N: u32 = 20_000;
+        let shape = ChannelShape {
+            capacity: 2,
+            slot_size: 64,
+        };
+        let (mut eng, mut app) = AppChannel::pair(shape, false).unwrap();
+        let consumer = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut next = 0u32;
+            while next < N {
+                match app.try_recv(&mut buf).unwrap() {
+                    Some(4) => {
+                        assert_eq!(u32::from_le_bytes(buf[..4].try_into().unwrap()), next);
+                        next += 1;
+                    }
+                    _ => std::hint::spin_loop(),
+                }
+            }
+        });
+        let (mut i, mut blocked) = (0u32, 0u32);
+        while i < N {
+            if !eng.responses_full() {
+                eng.responses().push(&i.to_le_bytes()).unwrap();
+                i += 1;
+                continue;
+            }
+            if eng.wait_for_space() {
+                blocked += 1;
+                let efd = eng.doorbell().eventfd();
+                let mut fds = [PollFd::new(&efd, PollFlags::IN)];
+                let five_s = Timespec {
+                    tv_sec: 5,
+                    tv_nsec: 0,
+                };
+                let ready = poll(&mut fds, Some(&five_s)).unwrap();
+                assert_eq!(ready, 1, "lost wakeup at message {i}");
+                eng.doorbell().drain();
+            }
+        }
+        consumer.join().unwrap();
+        // The test exercised the blocking path, not only the re-check.
+        assert!(blocked > 0);
     }
 
     #[test]

@@ -171,13 +171,10 @@ impl Engine for EchoEngine {
                 if items >= self.batch {
                     break 'passes;
                 }
-                match self.echo_one(i) {
-                    Some(true) => {
-                        items += 1;
-                        self.channels.mark(i);
-                        progress = true;
-                    }
-                    Some(false) | None => {}
+                if self.echo_one(i) == Some(true) {
+                    items += 1;
+                    self.channels.mark(i);
+                    progress = true;
                 }
             }
             if !progress {

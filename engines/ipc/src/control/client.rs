@@ -144,7 +144,7 @@ impl SnapClient {
         let (resp, fds) = self.call(&req, fds.as_ref().map_or(&[], |f| &f[..]))?;
         match resp {
             Response::Attached { channel, .. } => {
-                let host = self.socket.try_clone().map_err(|e| ChannelError::Dup(e.into()))?;
+                let host = self.socket.try_clone().map_err(ChannelError::Dup)?;
                 Ok((channel, ChannelAppEnd::from_fds(fds, completion)?.with_host(host)))
             }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
