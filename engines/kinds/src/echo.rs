@@ -394,6 +394,31 @@ mod tests {
         assert_eq!(good.try_recv(&mut buf).unwrap(), Some(1));
     }
 
+    #[test]
+    fn bad_length_prefix_is_quarantined_and_others_unaffected() {
+        let mut e = EchoEngine::new("e", 0);
+        let (_, mut good) = attach(&mut e, 4, false);
+        let (bad_id, mut bad, request_ring) = attach_hostile(&mut e);
+        bad.push(b"ok").unwrap();
+        // SAFETY: offset 192 is slot 0's length prefix (ring::layout), inside the mapping.
+        unsafe {
+            request_ring
+                .as_ptr()
+                .add(192)
+                .cast::<u32>()
+                .write_volatile(u32::MAX)
+        };
+        good.send(b"g").unwrap();
+        assert_eq!(e.run(now()).items, 1);
+        assert_eq!(bad.quarantined(), Some(CloseReason::BadLength));
+        assert_eq!(e.channel_ids().len(), 1);
+        assert!(!e.channel_ids().contains(&bad_id));
+        let mut buf = [0u8; 8];
+        assert_eq!(good.try_recv(&mut buf).unwrap(), Some(1));
+        assert_eq!(e.run(now()), RunOutcome::IDLE);
+        assert!(!e.work_probe().has_work());
+    }
+
     /// A channel whose app also keeps a raw mapping of its request ring, to scribble it.
     fn attach_hostile(engine: &mut EchoEngine) -> (u64, ChannelAppEnd, snap_ipc::SharedMem) {
         let bell = snap_ipc::Doorbell::new().unwrap();

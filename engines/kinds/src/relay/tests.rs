@@ -238,3 +238,25 @@ fn relay_chains_to_a_relay() {
     assert_eq!(recv_all(&mut app), want);
     assert_eq!(second.stats().returned, 10);
 }
+
+#[test]
+fn corrupt_app_ring_is_quarantined_and_the_other_app_served() {
+    let (mut relay, mut echo) = pipeline(16);
+    let (_, mut good) = attach(&mut relay, 16);
+    // A channel whose app keeps a raw mapping of its request ring.
+    let (end, fds) = AppChannel::create(shape(16), None).unwrap().into_parts();
+    let raw = snap_ipc::SharedMem::from_fd(fds[0].try_clone().unwrap()).unwrap();
+    let mut bad = ChannelAppEnd::from_fds(fds, None).unwrap();
+    let bad_id = relay.attach(end);
+    bad.push(b"x").unwrap();
+    // SAFETY: offset 64 is the producer index (ring::layout), inside the mapping.
+    unsafe { raw.as_ptr().add(64).cast::<u64>().write_volatile(u64::MAX) };
+    good.send(b"g").unwrap();
+    settle(&mut relay, &mut echo);
+    assert_eq!(bad.quarantined(), Some(CloseReason::CorruptIndices));
+    assert_eq!(relay.channel_ids(), vec![1]);
+    assert!(relay.wake_sources_changed());
+    assert_eq!(relay.ledger().unwrap().take_quarantined()[0].channel, bad_id);
+    assert_eq!(recv_all(&mut good), [b"g".to_vec()]);
+    assert!(!relay.work_probe().has_work());
+}
