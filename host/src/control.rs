@@ -420,6 +420,9 @@ fn attach(
         .runtime
         .engine(&engine)
         .ok_or_else(|| format!("no engine named {engine:?}"))?;
+    // Every attach collects what was quarantined since the last: the engines' pending
+    // lists stay as short as the channels attached at once, even if nobody reads status.
+    collect_quarantined(shared);
     let request = AttachRequest {
         notify,
         fds,
@@ -504,8 +507,8 @@ fn detach_from_engine(shared: &Shared, a: &Attached) {
         .retain(|c| !(c.engine == a.engine && c.channel == id));
 }
 
-/// Drops from the registry the channels engines quarantined and detached on their own (the
-/// registry is only read by `status`, so collecting here keeps it true).
+/// Drops from the registry the channels engines quarantined and detached on their own.
+/// Called by `status` (the registry's only reader, so it reads true) and by `attach`.
 fn collect_quarantined(shared: &Shared) {
     let mut gone = Vec::new();
     for name in shared.runtime.engine_names() {

@@ -79,8 +79,8 @@ pub struct ChannelLedger {
     quarantined: AtomicU64,
     backpressured: AtomicU64,
     /// Quarantined channels the control plane has not collected yet. Bounded by the
-    /// number of channels ever attached between two collections; the control plane
-    /// collects on every `status` and detach.
+    /// number of channels attached between two collections; the control plane collects on
+    /// every `status` and every attach.
     pending: Mutex<Vec<Quarantined>>,
 }
 
