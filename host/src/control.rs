@@ -1,6 +1,18 @@
 //! The control server: the host side of `snap_ipc::control`'s protocol, with a listener
-//! thread and one thread per connection (control traffic
-//! is rare, so threads are simpler than an event loop and cost nothing on the data path).
+//! thread and one thread per connection (control traffic is rare, so threads are simpler
+//! than an event loop and cost nothing on the data path).
+//!
+//! Every resource is bounded. At most [`ServerOptions::max_connections`] connections are
+//! open at once (so at most that many connection threads, each with a small stack); the
+//! listener answers any connection beyond that with an `error` saying so and closes it, and
+//! counts it (`refused` in the status). A connection that holds no channel is closed after
+//! [`ServerOptions::idle_timeout`] without a request (counted as `timed_out`, told why), so
+//! idle connections cannot fill the cap for long; one with an attached channel stays open
+//! for the channel's life, since its hang-up is how the app learns the host is gone. A
+//! reply the peer does not take within [`ServerOptions::request_timeout`] closes the
+//! connection too (its channels are detached): a peer that stops reading cannot pin a
+//! thread. A request is one seqpacket message, so there are no partial requests to wait
+//! for.
 //!
 //! Every channel is tied to the connection that attached it. When the connection closes,
 //! whether the app exited, crashed or was killed (the kernel closes its sockets in all
@@ -18,18 +30,47 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::net::{accept_with, bind, listen, sockopt, Shutdown, SocketAddrUnix, SocketFlags};
 
-use snap_ipc::control::protocol::{self, ChannelInfo, HostStatus, Request, Response};
+use snap_ipc::control::protocol::{self, ChannelInfo, ControlStats, HostStatus, Request, Response};
 use snap_runtime::{AttachRequest, EngineHandle, Runtime};
 
 /// Settings of a [`ControlServer`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Users served besides root and the host's own user.
     pub allowed_uids: Vec<u32>,
+    /// Connections open at once; more are refused with an error.
+    pub max_connections: usize,
+    /// A connection with no channel attached is closed after this long without a request.
+    pub idle_timeout: Duration,
+    /// A reply the peer has not taken after this long closes the connection.
+    pub request_timeout: Duration,
+}
+
+/// Default of [`ServerOptions::max_connections`]: far more than the apps of one host, few
+/// enough threads (with [`CONNECTION_STACK`] each) to be harmless.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default of [`ServerOptions::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ServerOptions::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Stack of a connection thread: a request needs a few KiB (JSON, one mailbox round trip).
+const CONNECTION_STACK: usize = 256 * 1024;
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            allowed_uids: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// Why the control server could not start.
@@ -70,6 +111,10 @@ struct Shared {
     conns: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     channels: Mutex<Vec<ChannelInfo>>,
     next_conn: AtomicU64,
+    /// Connections refused because [`ServerOptions::max_connections`] were open.
+    refused: AtomicU64,
+    /// Connections closed for idling or not taking a reply.
+    timed_out: AtomicU64,
 }
 
 impl ControlServer {
@@ -88,6 +133,8 @@ impl ControlServer {
             conns: Mutex::new(HashMap::new()),
             channels: Mutex::new(Vec::new()),
             next_conn: AtomicU64::new(1),
+            refused: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
         });
         let thread = {
             let stop = stop.clone();
@@ -188,16 +235,23 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
                 continue;
             }
         };
+        workers.retain(|w| !w.is_finished());
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-        shared
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, conn.clone());
+        {
+            let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+            if conns.len() >= shared.opts.max_connections {
+                drop(conns);
+                refuse(&conn, shared);
+                continue;
+            }
+            conns.insert(id, conn.clone());
+        }
         let worker = {
             let shared = shared.clone();
+            let conn = conn.clone();
             std::thread::Builder::new()
                 .name(format!("snap-control-{id}"))
+                .stack_size(CONNECTION_STACK)
                 .spawn(move || {
                     serve(&conn, &shared);
                     shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
@@ -205,9 +259,12 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
         };
         match worker {
             Ok(w) => workers.push(w),
-            Err(e) => log::warn!("control connection thread: {e}"),
+            Err(e) => {
+                log::warn!("control connection thread: {e}");
+                shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                refuse(&conn, shared);
+            }
         }
-        workers.retain(|w| !w.is_finished());
     }
     // Wake every connection thread out of recvmsg; each detaches its channels.
     for conn in shared.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
@@ -216,6 +273,23 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
     for w in workers {
         let _ = w.join();
     }
+}
+
+/// Tells a connection beyond the cap why it is closed, and counts it. Never blocks the
+/// listener: the reply goes into an empty socket buffer, with a short send timeout anyway.
+fn refuse(conn: &OwnedFd, shared: &Shared) {
+    let n = shared.refused.fetch_add(1, Ordering::Relaxed) + 1;
+    let cap = shared.opts.max_connections;
+    // A flood must not flood the log too: the first refusal and every 1000th.
+    if n == 1 || n.is_multiple_of(1000) {
+        log::warn!("control connection refused: {cap} connections open (the cap); {n} refused so far");
+    }
+    let _ = sockopt::set_socket_timeout(conn, sockopt::Timeout::Send, Some(Duration::from_millis(10)));
+    let message = format!(
+        "too many control connections: this Snap host serves at most {cap} at once \
+         ([control] max_connections); try again later"
+    );
+    let _ = protocol::send(conn.as_fd(), &Response::Error { message }, &[]);
 }
 
 /// Root, the host's own user, and the configured ones.
@@ -255,12 +329,38 @@ fn serve(conn: &OwnedFd, shared: &Shared) {
         return;
     }
     log::debug!("control connection from pid {pid} uid {uid}");
+    let opts = &shared.opts;
+    if let Err(e) = sockopt::set_socket_timeout(conn, sockopt::Timeout::Send, Some(opts.request_timeout)) {
+        log::warn!("control connection from pid {pid}: SO_SNDTIMEO: {e}; closing it");
+        return;
+    }
     let mut attached: Vec<Attached> = Vec::new();
     let mut buf = Vec::new();
+    // Whether the receive timeout is set: only while no channel is attached.
+    let mut idle_timer = false;
     loop {
+        if attached.is_empty() != idle_timer {
+            idle_timer = attached.is_empty();
+            let timeout = idle_timer.then_some(opts.idle_timeout);
+            if let Err(e) = sockopt::set_socket_timeout(conn, sockopt::Timeout::Recv, timeout) {
+                log::warn!("control connection from pid {pid}: SO_RCVTIMEO: {e}; closing it");
+                break;
+            }
+        }
         let received = match protocol::recv::<Request>(conn.as_fd(), &mut buf) {
             Ok(Some(r)) => r,
             Ok(None) => break,
+            Err(protocol::ProtocolError::Io(rustix::io::Errno::AGAIN)) if idle_timer => {
+                shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                log::debug!("control connection from pid {pid}: idle with no channel; closing it");
+                let message = format!(
+                    "closing an idle control connection: no request for {} ms and no channel \
+                     attached ([control] idle_timeout_ms)",
+                    opts.idle_timeout.as_millis()
+                );
+                let _ = protocol::send(conn.as_fd(), &Response::Error { message }, &[]);
+                break;
+            }
             Err(protocol::ProtocolError::Json(e)) => {
                 let message = format!("malformed request: {e}");
                 if protocol::send(conn.as_fd(), &Response::Error { message }, &[]).is_err() {
@@ -284,7 +384,15 @@ fn serve(conn: &OwnedFd, shared: &Shared) {
         let (response, fds) = result.unwrap_or_else(|message| (Response::Error { message }, Vec::new()));
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
         if let Err(e) = protocol::send(conn.as_fd(), &response, &borrowed) {
-            log::debug!("control connection from pid {pid}: {e}");
+            if matches!(e, protocol::ProtocolError::Io(rustix::io::Errno::AGAIN)) {
+                shared.timed_out.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "control connection from pid {pid}: reply not taken within {} ms; closing it",
+                    opts.request_timeout.as_millis()
+                );
+            } else {
+                log::debug!("control connection from pid {pid}: {e}");
+            }
             break;
         }
     }
@@ -312,6 +420,9 @@ fn attach(
         .runtime
         .engine(&engine)
         .ok_or_else(|| format!("no engine named {engine:?}"))?;
+    // Every attach collects what was quarantined since the last: the engines' pending
+    // lists stay as short as the channels attached at once, even if nobody reads status.
+    collect_quarantined(shared);
     let request = AttachRequest {
         notify,
         fds,
@@ -396,12 +507,41 @@ fn detach_from_engine(shared: &Shared, a: &Attached) {
         .retain(|c| !(c.engine == a.engine && c.channel == id));
 }
 
+/// Drops from the registry the channels engines quarantined and detached on their own.
+/// Called by `status` (the registry's only reader, so it reads true) and by `attach`.
+fn collect_quarantined(shared: &Shared) {
+    let mut gone = Vec::new();
+    for name in shared.runtime.engine_names() {
+        if let Some(handle) = shared.runtime.engine(&name) {
+            for q in handle.take_quarantined() {
+                log::warn!("channel {} of {name} quarantined: {}", q.channel, q.reason);
+                gone.push((name.clone(), q.channel));
+            }
+        }
+    }
+    if !gone.is_empty() {
+        shared
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !gone.iter().any(|(e, id)| *e == c.engine && *id == c.channel));
+    }
+}
+
 fn status(shared: &Shared) -> Response {
+    collect_quarantined(shared);
     let channels = shared.channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let control = ControlStats {
+        connections: shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        max_connections: shared.opts.max_connections,
+        refused: shared.refused.load(Ordering::Relaxed),
+        timed_out: shared.timed_out.load(Ordering::Relaxed),
+    };
     Response::Status {
         status: Box::new(HostStatus {
             runtime: shared.runtime.status(),
             channels,
+            control,
         }),
     }
 }

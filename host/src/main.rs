@@ -12,7 +12,7 @@ use log::LevelFilter;
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use snap_host::config::{self, Config};
-use snap_host::control::{ControlServer, ServerOptions};
+use snap_host::control::ControlServer;
 use snap_host::process::READY_PREFIX;
 use snap_runtime::{Runtime, Status};
 
@@ -66,9 +66,7 @@ fn main() -> Result<()> {
     })
     .context("installing the SIGINT/SIGTERM handler")?;
 
-    let server_opts = ServerOptions {
-        allowed_uids: config.allowed_uids.clone(),
-    };
+    let server_opts = config.server_options();
     let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts)
         .context("starting the control server")?;
     println!("{READY_PREFIX}{}", config.control_socket.display());

@@ -21,6 +21,21 @@
 //!
 //! The rings sit in two memfds rather than one because a [`Ring`] owns its whole region;
 //! the cost is two descriptors more, once per attach.
+//!
+//! Two signals travel in the engine doorbell's page besides the armed flag (see
+//! [`crate::doorbell`]):
+//!
+//! - **Backpressure.** An engine whose response ring is full leaves the app's requests in
+//!   the request ring and flags "space wanted"; the app end rings the engine doorbell after
+//!   it pops a response while that flag is set ([`ChannelAppEnd::try_recv`] does it, an
+//!   in-process consumer that reads in place calls [`ChannelAppEnd::space_freed`]). The same
+//!   pair works the other way on the completion doorbell: a producer of requests that
+//!   found the request ring full waits for the engine's [`ChannelEngineEnd::space_freed`].
+//! - **Quarantine.** An engine that finds the channel broken (corrupt indices, a bad
+//!   length, a malformed message) stores a [`CloseReason`] code in the page, rings the
+//!   completion doorbell and drops its end. The app end reports it as
+//!   [`ChannelError::Quarantined`] from [`ChannelAppEnd::recv_timeout`] once no response is
+//!   left, and [`ChannelAppEnd::quarantined`] says it at any time.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -39,6 +54,9 @@ pub const HOST_FDS: usize = 4;
 /// order: completion doorbell page memfd, completion doorbell eventfd (from
 /// [`Doorbell::fds`]).
 pub const APP_FDS: usize = 2;
+
+/// How often a polling [`ChannelAppEnd::recv_timeout`] checks that the host is still there.
+const HOST_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// Why a channel could not be made, exported or rebuilt from descriptors.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +110,67 @@ pub enum ChannelError {
     /// The response ring is corrupt.
     #[error("response ring: {0}")]
     Pop(#[from] PopError),
+    /// The engine quarantined the channel and detached it: nothing more will come.
+    #[error("the engine quarantined this channel: {0}")]
+    Quarantined(CloseReason),
+    /// The control connection the channel belongs to is closed: the host exited, crashed
+    /// or was killed (or the app dropped its client, which detaches the channel).
+    #[error("the Snap host is gone (control connection closed)")]
+    HostGone,
+}
+
+/// Why an engine quarantined a channel: the code it leaves in the engine doorbell's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The request ring's indices are inconsistent (the producer index is ahead of what the
+    /// ring can hold, or went back).
+    CorruptIndices = 1,
+    /// A slot's length prefix is larger than a slot.
+    BadLength = 2,
+    /// A message the engine cannot handle (too large for the answer, malformed).
+    BadMessage = 3,
+    /// The app broke the engine's protocol in some other way.
+    Protocol = 4,
+}
+
+impl CloseReason {
+    /// The code stored in shared memory.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The reason for a code read from shared memory; an unknown non-zero code (a peer
+    /// scribbled the page) reads as [`Self::Protocol`], 0 as open.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => None,
+            1 => Some(Self::CorruptIndices),
+            2 => Some(Self::BadLength),
+            3 => Some(Self::BadMessage),
+            _ => Some(Self::Protocol),
+        }
+    }
+
+    /// The reason a request ring read failed.
+    pub fn of_pop(e: &PopError) -> Self {
+        match e {
+            PopError::Corrupt { .. } => Self::CorruptIndices,
+            PopError::BadLength { .. } => Self::BadLength,
+            PopError::BufferTooSmall { .. } => Self::BadMessage,
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CorruptIndices => "corrupt ring indices",
+            Self::BadLength => "bad message length",
+            Self::BadMessage => "malformed message",
+            Self::Protocol => "protocol violation",
+        })
+    }
 }
 
 /// Shape of both rings of a channel.
@@ -286,16 +365,57 @@ impl ChannelEngineEnd {
     pub fn notify_app(&self) -> bool {
         self.completion.as_ref().is_some_and(Ringer::ring)
     }
+
+    /// Call after consuming requests: wakes a producer that waits for room in the request
+    /// ring (it flagged "space wanted" on its completion doorbell). Returns whether a
+    /// wakeup was written.
+    pub fn space_freed(&self) -> bool {
+        self.completion.as_ref().is_some_and(Ringer::ring_for_space)
+    }
+
+    /// The response ring is full: flags "space wanted" so that the app rings the engine
+    /// doorbell when it pops, then checks again (Dekker, see [`crate::doorbell`]). Returns
+    /// `true` if the ring is still full, so the engine may stop serving this channel until
+    /// the doorbell rings; `false` (flag cleared) if room appeared meanwhile.
+    pub fn wait_for_space(&self) -> bool {
+        self.doorbell.want_space();
+        if self.responses_full() {
+            true
+        } else {
+            self.doorbell.cancel_want_space();
+            false
+        }
+    }
+
+    /// Stops waiting for space (the ring has room again, or the channel goes away).
+    pub fn cancel_wait_for_space(&self) {
+        self.doorbell.cancel_want_space();
+    }
+
+    /// Tells the app that the engine quarantined this channel and why, and wakes it if it
+    /// is blocked. The engine drops its end afterwards.
+    pub fn quarantine(&self, reason: CloseReason) {
+        self.doorbell.cancel_want_space();
+        self.doorbell.close(reason.code());
+        if let Some(bell) = &self.completion {
+            bell.ring();
+        }
+    }
 }
 
 /// The app's end of a channel: it pushes requests and pops responses.
 #[derive(Debug)]
 pub struct ChannelAppEnd {
     requests: Producer,
+    request_probe: RingProbe,
+    request_capacity: u64,
     responses: Consumer,
     response_probe: RingProbe,
     engine_bell: Ringer,
     completion: Option<Doorbell>,
+    /// The control connection the channel was attached on, watched for hang-up while
+    /// blocking ([`Self::with_host`]).
+    host: Option<OwnedFd>,
 }
 
 impl ChannelAppEnd {
@@ -307,16 +427,74 @@ impl ChannelAppEnd {
                 expected: HOST_FDS,
                 got: v.len(),
             })?;
-        let requests = attach_ring(req, "request")?.into_producer();
+        let request_ring = attach_ring(req, "request")?;
+        let request_capacity = request_ring.capacity();
+        let requests = request_ring.into_producer();
         let responses = attach_ring(resp, "response")?.into_consumer();
         let engine_bell = ringer(page, efd, "engine")?;
         Ok(Self {
+            request_probe: requests.probe(),
+            request_capacity,
             requests,
             response_probe: responses.probe(),
             responses,
             engine_bell,
             completion,
+            host: None,
         })
+    }
+
+    /// Watches `control` (a duplicate of the control connection the channel was attached
+    /// on) while blocking: [`Self::recv_timeout`] returns [`ChannelError::HostGone`] as soon
+    /// as the host hangs it up, instead of waiting out its timeout.
+    pub fn with_host(mut self, control: OwnedFd) -> Self {
+        self.host = Some(control);
+        self
+    }
+
+    /// Why the engine quarantined this channel, if it did.
+    pub fn quarantined(&self) -> Option<CloseReason> {
+        CloseReason::from_code(self.engine_bell.closed())
+    }
+
+    /// Call after consuming responses in place ([`Self::responses`]): wakes the engine if
+    /// it waits for room in the response ring. [`Self::try_recv`] does it itself.
+    pub fn space_freed(&self) -> bool {
+        self.engine_bell.ring_for_space()
+    }
+
+    /// Whether the request ring has no free slot (the engine is not consuming).
+    pub fn requests_full(&self) -> bool {
+        self.request_probe.len() >= self.request_capacity
+    }
+
+    /// The request ring is full: flags "space wanted" on the completion doorbell so that the
+    /// engine rings it when it consumes, then checks again (Dekker, see
+    /// [`crate::doorbell`]). Returns `true` if the ring is still full (wait on the
+    /// completion doorbell), `false` if room appeared meanwhile. Without a completion
+    /// doorbell nothing can ring: returns whether the ring is full.
+    pub fn wait_for_space(&self) -> bool {
+        let Some(bell) = &self.completion else {
+            return self.requests_full();
+        };
+        bell.want_space();
+        if self.requests_full() {
+            true
+        } else {
+            bell.cancel_want_space();
+            false
+        }
+    }
+
+    /// Whether the host hung up the watched control connection ([`Self::with_host`]).
+    fn host_gone(&self) -> bool {
+        let Some(host) = &self.host else { return false };
+        let mut fds = [PollFd::new(host, PollFlags::empty())];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
     }
 
     /// Queues a request without waking the engine; follow a batch with [`Self::kick`].
@@ -336,19 +514,30 @@ impl ChannelAppEnd {
         Ok(())
     }
 
-    /// Pops a response if one is there (see [`Consumer::try_pop`]).
+    /// Pops a response if one is there (see [`Consumer::try_pop`]), and wakes the engine
+    /// if it waits for the room this frees.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, PopError> {
-        self.responses.try_pop(buf)
+        let got = self.responses.try_pop(buf)?;
+        if got.is_some() {
+            self.engine_bell.ring_for_space();
+        }
+        Ok(got)
     }
 
     /// Pops a response, waiting up to `timeout` for one. Blocks on the completion doorbell
     /// if this end has one, and otherwise yields the CPU between checks. `Ok(None)` on
-    /// timeout.
+    /// timeout; [`ChannelError::Quarantined`] once the engine quarantined the channel and
+    /// no response is left; [`ChannelError::HostGone`] as soon as the host is gone (only
+    /// for an end attached through `SnapClient`, which watches the control connection).
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>, ChannelError> {
         let deadline = Instant::now() + timeout;
+        let mut host_checked = Instant::now();
         loop {
-            if let Some(n) = self.responses.try_pop(buf)? {
+            if let Some(n) = self.try_recv(buf)? {
                 return Ok(Some(n));
+            }
+            if let Some(reason) = self.quarantined() {
+                return Err(ChannelError::Quarantined(reason));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -357,11 +546,16 @@ impl ChannelAppEnd {
             match &self.completion {
                 Some(bell) => {
                     bell.arm();
-                    // Dekker check (see crate::doorbell): the engine may have pushed just
-                    // before we armed, in which case it did not ring.
-                    if self.response_probe.is_empty() {
+                    // Dekker check (see crate::doorbell): the engine may have pushed (or
+                    // closed the channel) just before we armed, in which case it did not
+                    // ring.
+                    if self.response_probe.is_empty() && self.engine_bell.closed() == 0 {
                         let efd = bell.eventfd();
-                        let mut fds = [PollFd::new(&efd, PollFlags::IN)];
+                        // A hung-up control connection shows as HUP whatever we ask for.
+                        let host = self.host.as_ref().map(|h| PollFd::new(h, PollFlags::empty()));
+                        let mut fds: Vec<PollFd<'_>> = std::iter::once(PollFd::new(&efd, PollFlags::IN))
+                            .chain(host)
+                            .collect();
                         let ts = Timespec::try_from(left).unwrap_or(Timespec {
                             tv_sec: i64::MAX,
                             tv_nsec: 0,
@@ -370,11 +564,28 @@ impl ChannelAppEnd {
                             Ok(_) | Err(rustix::io::Errno::INTR) => {}
                             Err(e) => return Err(ChannelError::Wait(e)),
                         }
+                        if fds
+                            .get(1)
+                            .is_some_and(|h| h.revents().intersects(PollFlags::HUP | PollFlags::ERR))
+                        {
+                            bell.disarm();
+                            return Err(ChannelError::HostGone);
+                        }
                     }
                     bell.disarm();
                     bell.drain();
                 }
-                None => std::thread::yield_now(),
+                None => {
+                    // Polling app: look at the control connection every 20 ms, not on
+                    // every round (a system call each).
+                    if host_checked.elapsed() >= HOST_CHECK_EVERY {
+                        host_checked = Instant::now();
+                        if self.host_gone() {
+                            return Err(ChannelError::HostGone);
+                        }
+                    }
+                    std::thread::yield_now();
+                }
             }
         }
     }
@@ -438,6 +649,56 @@ mod tests {
             app.recv_timeout(&mut buf, Duration::from_millis(5)).unwrap(),
             None
         );
+    }
+
+    /// The backpressure pair under real threads: an engine that blocks whenever the
+    /// response ring is full, and an app that pops as fast as it can. A lost wakeup (the
+    /// app popped between the engine's flag and its re-check, and neither saw the other)
+    /// shows as the engine's wait timing out.
+    #[test]
+    fn space_wakeup_is_never_lost() {
+        const N: u32 = 20_000;
+        let shape = ChannelShape {
+            capacity: 2,
+            slot_size: 64,
+        };
+        let (mut eng, mut app) = AppChannel::pair(shape, false).unwrap();
+        let consumer = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut next = 0u32;
+            while next < N {
+                match app.try_recv(&mut buf).unwrap() {
+                    Some(4) => {
+                        assert_eq!(u32::from_le_bytes(buf[..4].try_into().unwrap()), next);
+                        next += 1;
+                    }
+                    _ => std::hint::spin_loop(),
+                }
+            }
+        });
+        let (mut i, mut blocked) = (0u32, 0u32);
+        while i < N {
+            if !eng.responses_full() {
+                eng.responses().push(&i.to_le_bytes()).unwrap();
+                i += 1;
+                continue;
+            }
+            if eng.wait_for_space() {
+                blocked += 1;
+                let efd = eng.doorbell().eventfd();
+                let mut fds = [PollFd::new(&efd, PollFlags::IN)];
+                let five_s = Timespec {
+                    tv_sec: 5,
+                    tv_nsec: 0,
+                };
+                let ready = poll(&mut fds, Some(&five_s)).unwrap();
+                assert_eq!(ready, 1, "lost wakeup at message {i}");
+                eng.doorbell().drain();
+            }
+        }
+        consumer.join().unwrap();
+        // The test exercised the blocking path, not only the re-check.
+        assert!(blocked > 0);
     }
 
     #[test]

@@ -20,6 +20,31 @@
 //! flag and rings, or the engine sees the message and does not block. The flag lives in its
 //! own small memfd so that both descriptors can be handed to another process
 //! ([`Doorbell::fds`] / [`Ringer::from_fds`]).
+//!
+//! The page carries two more words for the doorbell's owner:
+//!
+//! - *space wanted*: the owner produces into a ring whose consumer holds this doorbell's
+//!   [`Ringer`] (an engine pushing responses to an app, a relay pushing requests to the
+//!   next engine). When the ring is full, the owner stops producing and sets the flag
+//!   ([`Doorbell::want_space`]); the consumer, after it frees slots, calls
+//!   [`Ringer::ring_for_space`], which writes the eventfd only if the flag is set. It is the
+//!   same Dekker pair as above with the roles swapped:
+//!
+//!   ```text
+//!     consumer (frees slots)                owner (producer, ring full)
+//!     release (Release store of its index)  want = 1
+//!     fence(SeqCst)                         fence(SeqCst)
+//!     if want.swap(0) == 1 { write efd }    if ring still full { park } else { want = 0; go on }
+//!   ```
+//!
+//!   Either the consumer sees the flag and rings, or the owner sees the free slot and does
+//!   not park: no lost wakeup.
+//! - *closed*: a reason code the owner stores when it quarantines the channel
+//!   ([`Doorbell::close`]), for the peer to read with [`Ringer::closed`]. The peer keeps its
+//!   own mapping of the page, so it can read the reason after the owner dropped its end.
+//!
+//! The peer can write every word of the page. None of them is trusted: a peer that sets or
+//! clears a flag only changes when *it* gets rung or woken.
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -43,6 +68,10 @@ struct Page {
     rung: AtomicU64,
     /// Times a producer skipped the write because the engine was not armed.
     suppressed: AtomicU64,
+    /// The owner waits for its peer to free slots in a ring (see the module documentation).
+    want_space: AtomicU32,
+    /// Why the owner closed the channel; 0 while it is open.
+    closed: AtomicU32,
 }
 
 const PAGE_LEN: usize = 4096;
@@ -129,6 +158,32 @@ impl Doorbell {
     /// Whether the doorbell is armed (for tests and status).
     pub fn is_armed(&self) -> bool {
         self.inner.page().armed.load(Ordering::Relaxed) == ARMED
+    }
+
+    /// Flags that the owner waits for free slots in a ring the peer consumes (the peer
+    /// then rings with [`Ringer::ring_for_space`]). The fence is included: re-check the ring
+    /// afterwards and [`Self::cancel_want_space`] if it has room already.
+    pub fn want_space(&self) {
+        self.inner.page().want_space.store(ARMED, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Clears the space-wanted flag (the ring has room, or the owner stopped waiting).
+    pub fn cancel_want_space(&self) {
+        self.inner.page().want_space.store(DISARMED, Ordering::Relaxed);
+    }
+
+    /// Whether the space-wanted flag is set (for tests and status).
+    pub fn wants_space(&self) -> bool {
+        self.inner.page().want_space.load(Ordering::Relaxed) == ARMED
+    }
+
+    /// Records why the owner closed the channel (a non-zero code), for the peer to read
+    /// with [`Ringer::closed`].
+    pub fn close(&self, reason: u32) {
+        self.inner.page().closed.store(reason, Ordering::Release);
+        // Ordered before whatever wakeup the caller sends next (see Ringer::ring's fence).
+        fence(Ordering::SeqCst);
     }
 
     /// Consumes pending rings; returns how many there were (0 if none).
@@ -225,6 +280,28 @@ impl Ringer {
             false
         }
     }
+
+    /// Call after freeing slots in a ring the doorbell's owner produces into: rings only if
+    /// the owner flagged that it waits for space ([`Doorbell::want_space`]); returns
+    /// whether it did. One load after the fence when nobody waits.
+    pub fn ring_for_space(&self) -> bool {
+        fence(Ordering::SeqCst);
+        let page = self.inner.page();
+        if page.want_space.load(Ordering::Relaxed) == ARMED
+            && page.want_space.swap(DISARMED, Ordering::Relaxed) == ARMED
+        {
+            page.rung.fetch_add(1, Ordering::Relaxed);
+            let _ = rustix::io::write(&self.inner.eventfd, &1u64.to_ne_bytes());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The owner's close reason code, 0 while the channel is open.
+    pub fn closed(&self) -> u32 {
+        self.inner.page().closed.load(Ordering::Acquire)
+    }
 }
 
 impl fmt::Debug for Ringer {
@@ -256,6 +333,37 @@ mod tests {
         assert!(!ringer.ring());
         assert_eq!(bell.drain(), 1);
         assert_eq!(bell.counters(), (1, 2));
+    }
+
+    #[test]
+    fn space_ring_only_while_wanted_and_once() {
+        let bell = Doorbell::new().unwrap();
+        let ringer = bell.ringer();
+        // Nobody waits: freeing slots costs no write.
+        assert!(!ringer.ring_for_space());
+        assert_eq!(bell.drain(), 0);
+        bell.want_space();
+        assert!(bell.wants_space());
+        // Independent of the armed flag: the owner may be running, not blocked.
+        assert!(!bell.is_armed());
+        assert!(ringer.ring_for_space());
+        assert!(!ringer.ring_for_space());
+        assert!(!bell.wants_space());
+        assert_eq!(bell.drain(), 1);
+        bell.want_space();
+        bell.cancel_want_space();
+        assert!(!ringer.ring_for_space());
+    }
+
+    #[test]
+    fn close_reason_survives_the_owner() {
+        let bell = Doorbell::new().unwrap();
+        let (page, efd) = bell.fds();
+        let ringer = Ringer::from_fds(dup(page), dup(efd)).unwrap();
+        assert_eq!(ringer.closed(), 0);
+        bell.close(3);
+        drop(bell);
+        assert_eq!(ringer.closed(), 3);
     }
 
     #[test]

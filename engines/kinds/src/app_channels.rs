@@ -3,9 +3,28 @@
 //! repeat: ids that are never reused (so a late response cannot reach a different app),
 //! the round-robin cursor that keeps a busy app from starving the others across steps, the
 //! [`RingSet`] that the runtime probes for input, and the doorbells that wake the engine.
+//!
+//! It also carries the two ways a channel stops being served:
+//!
+//! - **Quarantine** ([`AppChannels::quarantine`]): the channel is broken (corrupt indices, a
+//!   bad length, a malformed message). Its request ring leaves the work probe at once, the
+//!   app is told why (a [`CloseReason`] in the engine doorbell's page, plus a ring of its
+//!   completion doorbell), and at the end of the step ([`AppChannels::reap`]) the channel is
+//!   detached: its end is dropped (rings unmapped, doorbell closed), its doorbell leaves the
+//!   thread's epoll set ([`AppChannels::take_sources_changed`]), and the
+//!   [`ChannelLedger`] counts it and hands it to the control plane, which drops it from the
+//!   host's registry.
+//! - **Backpressure** ([`AppChannels::backpressure`]): the app's response ring is full.
+//!   The engine leaves its requests in the request ring, takes the ring out of the work
+//!   probe and flags "space wanted" in its doorbell's page; the app rings the doorbell when
+//!   it pops, and [`AppChannels::resume_backpressured`] puts the channel back.
 
-use snap_ipc::channel::{completion_ringer, AppChannel, ChannelEngineEnd, ChannelShape, APP_FDS};
-use snap_runtime::{AttachReply, AttachRequest, RingSet, WakeSource};
+use std::sync::Arc;
+
+use snap_ipc::channel::{
+    completion_ringer, AppChannel, ChannelEngineEnd, ChannelShape, CloseReason, APP_FDS,
+};
+use snap_runtime::{AttachReply, AttachRequest, ChannelLedger, RingSet, WakeSource};
 
 /// One attached channel.
 #[derive(Debug)]
@@ -14,17 +33,18 @@ pub struct Attached {
     pub id: u64,
     /// The engine's end of the channel.
     pub end: ChannelEngineEnd,
-    /// Set when the channel's rings were found corrupt: nothing more is read from it until
-    /// it is detached.
-    pub broken: bool,
+    /// Set when the channel was found broken: nothing more is read from it, and it is
+    /// detached at the end of the step ([`AppChannels::reap`]).
+    pub quarantined: Option<CloseReason>,
+    /// Set while the engine waits for the app to free room in its response ring.
+    pub backpressured: bool,
 }
 
 impl Attached {
-    /// Marks the channel broken (its rings are corrupt or malformed) and says so in the
-    /// log: the engine `engine` ignores it from now on, until the app detaches.
-    pub fn set_broken(&mut self, engine: &str, why: impl std::fmt::Display) {
-        log::warn!("{engine}: channel {}: {why}; ignoring it until detached", self.id);
-        self.broken = true;
+    /// Whether the engine serves this channel now (neither quarantined nor waiting for
+    /// room).
+    pub fn serving(&self) -> bool {
+        self.quarantined.is_none() && !self.backpressured
     }
 }
 
@@ -38,6 +58,13 @@ pub struct AppChannels {
     /// Positions that got responses this step ([`Self::mark`]); kept between steps so that
     /// the hot path does not allocate.
     marked: Vec<bool>,
+    ledger: Arc<ChannelLedger>,
+    /// Channels waiting for room now.
+    backpressured: usize,
+    /// Channels quarantined in this step, not yet reaped.
+    quarantined: usize,
+    /// A channel left on its own since the runtime last asked ([`Self::take_sources_changed`]).
+    sources_changed: bool,
 }
 
 impl AppChannels {
@@ -50,6 +77,105 @@ impl AppChannels {
             cursor: 0,
             rings,
             marked: Vec::new(),
+            ledger: Arc::default(),
+            backpressured: 0,
+            quarantined: 0,
+            sources_changed: false,
+        }
+    }
+
+    /// The ledger the engine hands to the runtime ([`snap_runtime::AppFacing::ledger`]).
+    pub fn ledger(&self) -> Arc<ChannelLedger> {
+        self.ledger.clone()
+    }
+
+    /// Quarantines channel `i` of engine `engine` (see the module documentation): it is not
+    /// read again, leaves the work probe now, and is detached by the next [`Self::reap`].
+    pub fn quarantine(
+        &mut self,
+        engine: &str,
+        i: usize,
+        reason: CloseReason,
+        detail: impl std::fmt::Display,
+    ) {
+        let ch = &mut self.list[i];
+        if ch.quarantined.is_some() {
+            return;
+        }
+        log::warn!(
+            "{engine}: channel {}: {reason} ({detail}); quarantined and detached",
+            ch.id
+        );
+        ch.quarantined = Some(reason);
+        if std::mem::take(&mut ch.backpressured) {
+            self.backpressured -= 1;
+        } else {
+            self.rings.remove(ch.id);
+        }
+        ch.end.quarantine(reason);
+        self.quarantined += 1;
+    }
+
+    /// Detaches the channels quarantined in this step and records them in the ledger. Call
+    /// at the end of every step (positions change when one goes).
+    pub fn reap(&mut self) {
+        if self.quarantined == 0 {
+            return;
+        }
+        self.quarantined = 0;
+        let ledger = &self.ledger;
+        self.list.retain(|c| match c.quarantined {
+            Some(reason) => {
+                ledger.record_quarantine(c.id, reason.to_string());
+                false
+            }
+            None => true,
+        });
+        self.marked.clear();
+        if self.cursor >= self.list.len() {
+            self.cursor = 0;
+        }
+        self.sources_changed = true;
+    }
+
+    /// Whether a channel left since the last call (its doorbell must leave the epoll set).
+    pub fn take_sources_changed(&mut self) -> bool {
+        std::mem::take(&mut self.sources_changed)
+    }
+
+    /// Channel `i` has a request but its response ring is full: flags "space wanted" and,
+    /// if the ring is still full after that (no lost wakeup, see `snap_ipc::doorbell`),
+    /// stops serving it until the app pops. Returns whether it did; `false` means room
+    /// appeared meanwhile and the caller may go on.
+    pub fn backpressure(&mut self, i: usize) -> bool {
+        let ch = &mut self.list[i];
+        if ch.backpressured {
+            return true;
+        }
+        if !ch.end.wait_for_space() {
+            return false;
+        }
+        ch.backpressured = true;
+        self.rings.remove(ch.id);
+        self.backpressured += 1;
+        self.ledger.record_backpressure();
+        true
+    }
+
+    /// Serves again the backpressured channels whose app made room. Call at the start of
+    /// every step (the app's doorbell ring only wakes the thread). Costs nothing while no
+    /// channel waits.
+    pub fn resume_backpressured(&mut self) {
+        if self.backpressured == 0 {
+            return;
+        }
+        for ch in &mut self.list {
+            if ch.backpressured && !ch.end.responses_full() {
+                ch.end.cancel_wait_for_space();
+                ch.backpressured = false;
+                self.rings.insert(ch.id, ch.end.request_probe());
+                self.backpressured -= 1;
+            }
         }
     }
 
@@ -61,7 +187,8 @@ impl AppChannels {
         self.list.push(Attached {
             id,
             end,
-            broken: false,
+            quarantined: None,
+            backpressured: false,
         });
         id
     }
@@ -94,7 +221,17 @@ impl AppChannels {
     /// Removes channel `id`; returns whether it was attached.
     pub fn detach(&mut self, id: u64) -> bool {
         let before = self.list.len();
-        self.list.retain(|c| c.id != id);
+        let (mut backpressured, mut quarantined) = (0, 0);
+        self.list.retain(|c| {
+            let keep = c.id != id;
+            if !keep {
+                backpressured += usize::from(c.backpressured);
+                quarantined += usize::from(c.quarantined.is_some());
+            }
+            keep
+        });
+        self.backpressured -= backpressured;
+        self.quarantined -= quarantined;
         self.rings.remove(id);
         self.marked.clear();
         if self.cursor >= self.list.len() {
@@ -152,20 +289,22 @@ impl AppChannels {
     }
 
     /// Rings the completion doorbell of every channel marked in this step (apps that asked
-    /// to be notified and are blocked), and clears the marks.
+    /// to be notified and are blocked), wakes the ones that wait for room in their request
+    /// ring (the engine consumed from it), and clears the marks.
     pub fn notify_marked(&mut self) {
         for (ch, marked) in self.list.iter().zip(self.marked.iter_mut()) {
             if std::mem::take(marked) {
                 ch.end.notify_app();
+                ch.end.space_freed();
             }
         }
     }
 
-    /// Whether a channel not found corrupt has a request waiting: what an engine that
+    /// Whether a channel the engine serves has a request waiting: what an engine that
     /// stopped at its bound reports as `pending`. Only the request rings, unlike
     /// [`Self::rings`], which may hold the engine's other inputs.
     pub fn any_requests(&self) -> bool {
-        self.list.iter().any(|c| !c.broken && c.end.has_requests())
+        self.list.iter().any(|c| c.serving() && c.end.has_requests())
     }
 
     /// The doorbells apps ring after posting.
@@ -199,8 +338,56 @@ mod tests {
         assert!(!set.any_requests());
         app.send(b"x").unwrap();
         assert!(set.any_requests());
-        set.get_mut(0).broken = true;
+        set.quarantine("t", 0, CloseReason::BadLength, "test");
         assert!(!set.any_requests());
+        assert!(!set.rings().any_pending());
+        // The app learns why.
+        assert_eq!(app.quarantined(), Some(CloseReason::BadLength));
+        // Detached at the end of the step, counted, handed to the control plane once.
+        assert_eq!(set.len(), 2);
+        set.reap();
+        assert_eq!(set.ids(), vec![2]);
+        assert!(set.take_sources_changed());
+        assert!(!set.take_sources_changed());
+        let ledger = set.ledger();
+        assert_eq!(ledger.quarantined(), 1);
+        let taken = ledger.take_quarantined();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].channel, 1);
+        assert!(ledger.take_quarantined().is_empty());
+    }
+
+    #[test]
+    fn backpressure_parks_until_the_app_pops() {
+        let mut set = AppChannels::new(RingSet::default(), 1);
+        let shape = ChannelShape {
+            capacity: 2,
+            slot_size: 64,
+        };
+        let (eng, mut app) = AppChannel::pair(shape, false).unwrap();
+        set.attach(eng);
+        // Room: nothing to wait for.
+        assert!(!set.backpressure(0));
+        let (_, responses) = set.get_mut(0).end.rings();
+        responses.push(b"1").unwrap();
+        responses.push(b"2").unwrap();
+        app.send(b"q").unwrap();
+        assert!(set.backpressure(0));
+        assert!(set.get_mut(0).end.doorbell().wants_space());
+        // Its request stays, but it no longer counts as work.
+        assert!(!set.rings().any_pending());
+        assert!(!set.any_requests());
+        set.resume_backpressured();
+        assert!(set.get_mut(0).backpressured);
+        // The app pops: it rings the engine doorbell (not armed: the flag is what counts).
+        let mut buf = [0u8; 64];
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(1));
+        assert_eq!(set.get_mut(0).end.doorbell().drain(), 1);
+        set.resume_backpressured();
+        assert!(!set.get_mut(0).backpressured);
+        assert!(set.rings().any_pending());
+        assert!(set.any_requests());
+        assert_eq!(set.ledger().backpressured(), 1);
     }
 
     fn end() -> ChannelEngineEnd {

@@ -7,13 +7,19 @@
 //! [`EchoEngine::attach`] / [`EchoEngine::detach`] on the engine's own thread via its
 //! mailbox. The engine cannot see an app die; the control plane detaches the app's channels
 //! when its control connection closes, which the kernel does for a crashed app too.
+//!
+//! A channel found broken is quarantined and detached; an app whose response ring is full
+//! is backpressured: its requests wait in its ring, uncounted as work, until it pops (see
+//! [`crate::app_channels`]). Neither keeps the engine's thread from blocking, and the other
+//! apps are served meanwhile.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app_channels::AppChannels;
-use snap_ipc::channel::{ChannelEngineEnd, ChannelShape};
+use snap_ipc::channel::{ChannelEngineEnd, ChannelShape, CloseReason};
 use snap_ipc::PushError;
-use snap_runtime::{AppFacing, AttachReply, AttachRequest};
+use snap_runtime::{AppFacing, AttachReply, AttachRequest, ChannelLedger};
 use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
 
 /// Requests handled per `run()` by default: bounds the step so that the other engines on a
@@ -29,7 +35,7 @@ pub struct EchoStats {
     pub echoed: u64,
     /// Times a request had to wait because its app's response ring was full.
     pub stalls: u64,
-    /// Requests refused as malformed (a corrupt ring; the channel is then ignored).
+    /// Channels found broken (corrupt ring, malformed request), quarantined and detached.
     pub corrupt: u64,
 }
 
@@ -89,54 +95,54 @@ impl EchoEngine {
     }
 
     /// Echoes one request of channel `i`. Returns `Some(true)` if it did, `Some(false)` if
-    /// a request is waiting but the response ring is full, `None` if there is nothing to do.
+    /// a request is waiting but the response ring is full (the channel is then
+    /// backpressured, unless room appeared meanwhile), `None` if there is nothing to do.
     fn echo_one(&mut self, i: usize) -> Option<bool> {
         let work = self.work;
         let ch = self.channels.get_mut(i);
-        if ch.broken {
+        if !ch.serving() {
             return None;
         }
         // Check for room first: a request is never popped without a slot for its response,
         // so a slow app's requests stay queued instead of being dropped.
         let full = ch.end.responses_full();
         let (requests, responses) = ch.end.rings();
-        let msg = match requests.peek() {
-            Ok(Some(msg)) => msg,
+        let broken = match requests.peek() {
             Ok(None) => return None,
-            Err(e) => {
-                ch.set_broken(&self.name, e);
-                self.stats.corrupt += 1;
-                return None;
-            }
-        };
-        if full {
-            self.stats.stalls += 1;
-            return Some(false);
-        }
-        spin(work);
-        self.scratch.resize(msg.len(), 0);
-        let request = msg
-            .copy_into(&mut self.scratch)
-            .expect("scratch sized to the message");
-        match responses.push(request) {
-            Ok(()) => {
-                msg.release();
-                self.stats.echoed += 1;
-                Some(true)
-            }
-            // Cannot happen while we are the only producer and checked for room; keep
-            // the request for the next step anyway.
-            Err(PushError::Full) => {
+            Ok(Some(_)) if full => {
                 self.stats.stalls += 1;
-                Some(false)
+                self.channels.backpressure(i);
+                return Some(false);
             }
-            // Both rings have the same slot size, so this means a malformed channel.
-            Err(e @ PushError::TooLarge { .. }) => {
-                ch.set_broken(&self.name, e);
-                self.stats.corrupt += 1;
-                None
+            Ok(Some(msg)) => {
+                spin(work);
+                // Copied in from the app's ring, never read in place (snap_ipc::peer).
+                self.scratch.resize(msg.len(), 0);
+                let request = msg
+                    .copy_into(&mut self.scratch)
+                    .expect("scratch sized to the message");
+                match responses.push(request) {
+                    Ok(()) => {
+                        msg.release();
+                        self.stats.echoed += 1;
+                        return Some(true);
+                    }
+                    // Cannot happen while we are the only producer and checked for room;
+                    // keep the request for the next step anyway.
+                    Err(PushError::Full) => {
+                        self.stats.stalls += 1;
+                        return Some(false);
+                    }
+                    // Both rings have the same slot size, so this means a malformed
+                    // channel.
+                    Err(e @ PushError::TooLarge { .. }) => (CloseReason::BadMessage, e.to_string()),
+                }
             }
-        }
+            Err(e) => (CloseReason::of_pop(&e), e.to_string()),
+        };
+        self.channels.quarantine(&self.name, i, broken.0, broken.1);
+        self.stats.corrupt += 1;
+        None
     }
 }
 
@@ -162,9 +168,9 @@ impl Engine for EchoEngine {
         if n == 0 {
             return RunOutcome::IDLE;
         }
+        self.channels.resume_backpressured();
         let order = self.channels.round_robin();
         let mut items = 0u32;
-        let mut stalled = false;
         // Passes of one request per channel, starting at the cursor, until the bound is
         // reached or a whole pass finds nothing to do.
         'passes: loop {
@@ -173,14 +179,10 @@ impl Engine for EchoEngine {
                 if items >= self.batch {
                     break 'passes;
                 }
-                match self.echo_one(i) {
-                    Some(true) => {
-                        items += 1;
-                        self.channels.mark(i);
-                        progress = true;
-                    }
-                    Some(false) => stalled = true,
-                    None => {}
+                if self.echo_one(i) == Some(true) {
+                    items += 1;
+                    self.channels.mark(i);
+                    progress = true;
                 }
             }
             if !progress {
@@ -189,11 +191,16 @@ impl Engine for EchoEngine {
         }
         self.channels.advance();
         self.channels.notify_marked();
-        // Pending if we stopped at the bound with input left, or if input is stuck behind
-        // a full response ring (the app will drain it; we must not sleep through that, since
-        // nothing rings our doorbell when it does).
-        let pending = stalled || (items >= self.batch && self.channels.any_requests());
+        self.channels.reap();
+        // Pending only if we stopped at the bound with input left. Input stuck behind a
+        // full response ring is not pending: that channel is backpressured and its app
+        // rings our doorbell when it pops.
+        let pending = items >= self.batch && self.channels.any_requests();
         RunOutcome { items, pending }
+    }
+
+    fn wake_sources_changed(&mut self) -> bool {
+        self.channels.take_sources_changed()
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
@@ -220,6 +227,10 @@ impl AppFacing for EchoEngine {
 
     fn channel_ids(&self) -> Vec<u64> {
         EchoEngine::channel_ids(self)
+    }
+
+    fn ledger(&self) -> Option<Arc<ChannelLedger>> {
+        Some(self.channels.ledger())
     }
 }
 
@@ -297,23 +308,138 @@ mod tests {
         app.send(b"2").unwrap();
         assert_eq!(e.run(now()).items, 2);
         app.send(b"3").unwrap();
-        // Response ring full: the request stays, and the engine says it has work.
-        assert_eq!(
-            e.run(now()),
-            RunOutcome {
-                items: 0,
-                pending: true
-            }
-        );
-        assert!(e.work_probe().has_work());
+        // Response ring full: the request stays, but the app is backpressured: no work
+        // until it pops, which rings the engine's doorbell.
+        assert_eq!(e.run(now()), RunOutcome::IDLE);
+        assert!(!e.work_probe().has_work());
+        let WakeSource::Doorbell(bell) = &e.wake_sources()[0] else {
+            panic!("expected a doorbell");
+        };
+        assert_eq!(bell.drain(), 0);
         let mut buf = [0u8; 8];
         assert_eq!(app.try_recv(&mut buf).unwrap(), Some(1));
+        assert_eq!(bell.drain(), 1);
         assert_eq!(e.run(now()).items, 1);
         for want in [b"2", b"3"] {
             app.try_recv(&mut buf).unwrap().unwrap();
             assert_eq!(&buf[..1], want);
         }
         assert!(e.stats().stalls >= 1);
+        assert_eq!(e.ledger().unwrap().backpressured(), 1);
+    }
+
+    #[test]
+    fn backpressured_app_does_not_hold_up_the_others() {
+        let mut e = EchoEngine::new("e", 0);
+        let (_, mut slow) = attach(&mut e, 2, false);
+        let (_, mut other) = attach(&mut e, 16, false);
+        for i in 0u8..2 {
+            slow.send(&[i]).unwrap();
+        }
+        assert_eq!(e.run(now()).items, 2);
+        for i in 2u8..4 {
+            slow.send(&[i]).unwrap();
+        }
+        assert_eq!(e.run(now()), RunOutcome::IDLE);
+        assert!(!e.work_probe().has_work());
+        other.send(b"o").unwrap();
+        assert!(e.work_probe().has_work());
+        assert_eq!(e.run(now()).items, 1);
+        let mut buf = [0u8; 8];
+        assert_eq!(other.try_recv(&mut buf).unwrap(), Some(1));
+        // Nothing of the slow app was lost: it drains, the engine resumes, all arrive in
+        // order.
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            while let Some(1) = slow.try_recv(&mut buf).unwrap() {
+                got.push(buf[0]);
+            }
+            e.run(now());
+        }
+        assert_eq!(got, (0u8..4).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn corrupt_request_ring_is_quarantined() {
+        let mut e = EchoEngine::new("e", 0);
+        let (bad_id, mut bad, request_ring) = attach_hostile(&mut e);
+        let (_, mut good) = attach(&mut e, 4, false);
+        assert_eq!(e.wake_sources().len(), 2);
+        // The hostile app publishes a producer index far past the ring's capacity.
+        for _ in 0..3 {
+            bad.push(b"x").unwrap();
+        }
+        // SAFETY: offset 64 is the producer index of the ring header (ring::layout), inside
+        // the mapping; this is what a hostile app does to its own mapping.
+        unsafe {
+            request_ring
+                .as_ptr()
+                .add(64)
+                .cast::<u64>()
+                .write_volatile(1 << 40)
+        };
+        assert!(e.work_probe().has_work());
+        e.run(now());
+        assert!(e.wake_sources_changed());
+        assert_eq!(e.wake_sources().len(), 1);
+        assert_eq!(e.channel_ids().len(), 1);
+        assert!(!e.channel_ids().contains(&bad_id));
+        assert!(!e.work_probe().has_work());
+        assert_eq!(bad.quarantined(), Some(CloseReason::CorruptIndices));
+        let mut buf = [0u8; 8];
+        assert!(matches!(
+            bad.recv_timeout(&mut buf, Duration::from_secs(5)),
+            Err(snap_ipc::channel::ChannelError::Quarantined(
+                CloseReason::CorruptIndices
+            ))
+        ));
+        let ledger = e.ledger().unwrap();
+        assert_eq!(ledger.quarantined(), 1);
+        assert_eq!(ledger.take_quarantined()[0].channel, bad_id);
+        assert_eq!(e.stats().corrupt, 1);
+        good.send(b"g").unwrap();
+        assert_eq!(e.run(now()).items, 1);
+        assert_eq!(good.try_recv(&mut buf).unwrap(), Some(1));
+    }
+
+    #[test]
+    fn bad_length_prefix_is_quarantined_and_others_unaffected() {
+        let mut e = EchoEngine::new("e", 0);
+        let (_, mut good) = attach(&mut e, 4, false);
+        let (bad_id, mut bad, request_ring) = attach_hostile(&mut e);
+        bad.push(b"ok").unwrap();
+        // SAFETY: offset 192 is slot 0's length prefix (ring::layout), inside the mapping.
+        unsafe {
+            request_ring
+                .as_ptr()
+                .add(192)
+                .cast::<u32>()
+                .write_volatile(u32::MAX)
+        };
+        good.send(b"g").unwrap();
+        assert_eq!(e.run(now()).items, 1);
+        assert_eq!(bad.quarantined(), Some(CloseReason::BadLength));
+        assert_eq!(e.channel_ids().len(), 1);
+        assert!(!e.channel_ids().contains(&bad_id));
+        let mut buf = [0u8; 8];
+        assert_eq!(good.try_recv(&mut buf).unwrap(), Some(1));
+        assert_eq!(e.run(now()), RunOutcome::IDLE);
+        assert!(!e.work_probe().has_work());
+    }
+
+    /// A channel whose app also keeps a raw mapping of its request ring, to scribble it.
+    fn attach_hostile(engine: &mut EchoEngine) -> (u64, ChannelAppEnd, snap_ipc::SharedMem) {
+        let bell = snap_ipc::Doorbell::new().unwrap();
+        let (page, efd) = bell.fds();
+        let ringer = snap_ipc::channel::completion_ringer(vec![
+            page.try_clone_to_owned().unwrap(),
+            efd.try_clone_to_owned().unwrap(),
+        ])
+        .unwrap();
+        let (end, fds) = AppChannel::create(shape(4), Some(ringer)).unwrap().into_parts();
+        let raw = snap_ipc::SharedMem::from_fd(fds[0].try_clone().unwrap()).unwrap();
+        let app = ChannelAppEnd::from_fds(fds, Some(bell)).unwrap();
+        (engine.attach(end), app, raw)
     }
 
     #[test]

@@ -24,21 +24,33 @@
 //! dropped, each with a counter: requests too long to fit with the prefix, and responses
 //! whose app detached in the meantime (ids are never reused, so a late response cannot reach
 //! a different app).
+//!
+//! Waiting for room never spins. When the internal request ring is full, the relay flags
+//! "space wanted" on its completion doorbell and stops forwarding (app requests no longer
+//! count as work) until the next engine consumes and rings it. When the response at the
+//! head is for an app whose ring is full, that app is backpressured (see
+//! [`crate::app_channels`]) and the relay stops returning until the app pops and rings.
+//! After returning responses the relay rings the next engine if it waits for room in the
+//! internal response ring. A broken app channel is quarantined as in the echo engine.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app_channels::AppChannels;
 use crate::echo::{spin, DEFAULT_BATCH};
-use snap_ipc::channel::{AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape};
+use snap_ipc::channel::{
+    AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape, CloseReason,
+};
 use snap_ipc::PushError;
-use snap_runtime::{AppFacing, AttachReply, AttachRequest};
+use snap_runtime::{AppFacing, AttachReply, AttachRequest, ChannelLedger};
 use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
 
 /// Bytes of the routing prefix (the app channel id) on every internal message.
 pub const PREFIX_LEN: usize = 8;
 
-/// Key of the internal response ring in the relay's [`RingSet`]; app ids start at 1.
-const DOWNSTREAM_KEY: u64 = 0;
+/// App ids start here (0 stays free for the internal channel in logs).
+const FIRST_APP_ID: u64 = 1;
 
 /// Counters of a relay engine, read through the control mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -57,7 +69,8 @@ pub struct RelayStats {
     /// Times a message had to wait for room (internal request ring or an app's response
     /// ring full).
     pub stalls: u64,
-    /// Malformed messages or corrupt rings (such a ring is then ignored).
+    /// Malformed messages from the next engine, a corrupt internal response ring (then
+    /// ignored), or app channels found broken (quarantined and detached).
     pub corrupt: u64,
 }
 
@@ -79,8 +92,9 @@ enum Return {
     Delivered(usize),
     /// Consumed without delivering (detached app, too large, malformed).
     Dropped,
-    /// The app's response ring is full: the response stays at the head.
-    Stalled,
+    /// The response ring of the app at this index of `channels` is full: the response
+    /// stays at the head.
+    Stalled(usize),
     /// No response waiting.
     Idle,
 }
@@ -91,12 +105,20 @@ pub struct RelayEngine {
     name: String,
     work: Duration,
     batch: u32,
-    /// App channels; their request rings share a [`RingSet`] with the internal response
-    /// ring (under [`DOWNSTREAM_KEY`]).
+    /// App channels.
     channels: AppChannels,
     downstream: ChannelAppEnd,
     /// Set when the internal response ring is found corrupt.
     downstream_broken: bool,
+    /// Set while forwarding waits for room in the internal request ring: app requests do
+    /// not count as work then. Shared with the work probe.
+    forward_parked: Arc<AtomicBool>,
+    /// Set while returning responses waits (for a backpressured app, or for ever once the
+    /// internal response ring is broken): the internal response ring does not count as
+    /// work then. Shared with the work probe.
+    return_parked: Arc<AtomicBool>,
+    /// The app whose full response ring holds the head response back.
+    return_waits_for: Option<u64>,
     /// Where a prefixed request is assembled before the push (reused: no allocation per
     /// message).
     scratch: Vec<u8>,
@@ -113,15 +135,16 @@ impl RelayEngine {
         if downstream.completion().is_none() {
             log::warn!("{name}: internal channel has no completion doorbell; responses will not wake it");
         }
-        let rings = RingSet::default();
-        rings.insert(DOWNSTREAM_KEY, downstream.response_probe());
         Self {
             name,
             work: Duration::from_nanos(work_ns),
             batch: DEFAULT_BATCH,
-            channels: AppChannels::new(rings, DOWNSTREAM_KEY + 1),
+            channels: AppChannels::new(RingSet::default(), FIRST_APP_ID),
             downstream,
             downstream_broken: false,
+            forward_parked: Arc::default(),
+            return_parked: Arc::default(),
+            return_waits_for: None,
             scratch: Vec::new(),
             stats: RelayStats::default(),
         }
@@ -168,17 +191,41 @@ impl RelayEngine {
         }
     }
 
+    /// Lifts the waits whose cause is gone: apps that made room, the internal request ring
+    /// that has room again, an app the head response waited for that left.
+    fn resume(&mut self) {
+        self.channels.resume_backpressured();
+        if let Some(id) = self.return_waits_for {
+            let still_waiting = self
+                .channels
+                .position(id)
+                .is_some_and(|i| self.channels.get_mut(i).backpressured);
+            if !still_waiting {
+                self.return_waits_for = None;
+                self.return_parked.store(self.downstream_broken, Relaxed);
+            }
+        }
+        if self.forward_parked.load(Relaxed) && !self.downstream.requests_full() {
+            if let Some(bell) = self.downstream.completion() {
+                bell.cancel_want_space();
+            }
+            self.forward_parked.store(false, Relaxed);
+        }
+    }
+
     /// Moves one request of app channel `i` into the internal request ring.
     fn forward_one(&mut self, i: usize) -> Forward {
         let ch = self.channels.get_mut(i);
-        if ch.broken {
+        if !ch.serving() {
             return Forward::Idle;
         }
+        let id = ch.id;
         let msg = match ch.end.requests().peek() {
             Ok(Some(msg)) => msg,
             Ok(None) => return Forward::Idle,
             Err(e) => {
-                ch.set_broken(&self.name, e);
+                self.channels
+                    .quarantine(&self.name, i, CloseReason::of_pop(&e), e);
                 self.stats.corrupt += 1;
                 return Forward::Idle;
             }
@@ -191,7 +238,7 @@ impl RelayEngine {
         }
         // The request is copied in from the app's ring (never read in place: snap_ipc::peer).
         self.scratch.resize(PREFIX_LEN + msg.len(), 0);
-        self.scratch[..PREFIX_LEN].copy_from_slice(&ch.id.to_le_bytes());
+        self.scratch[..PREFIX_LEN].copy_from_slice(&id.to_le_bytes());
         let _ = msg.copy_into(&mut self.scratch[PREFIX_LEN..]);
         match self.downstream.push(&self.scratch) {
             Ok(()) => {
@@ -224,6 +271,7 @@ impl RelayEngine {
             Err(e) => {
                 log::warn!("{}: internal response ring: {e}; no more responses", self.name);
                 self.downstream_broken = true;
+                self.return_parked.store(true, Relaxed);
                 self.stats.corrupt += 1;
                 return Return::Idle;
             }
@@ -244,7 +292,7 @@ impl RelayEngine {
         let ch = self.channels.get_mut(i);
         if ch.end.responses_full() {
             self.stats.stalls += 1;
-            return Return::Stalled;
+            return Return::Stalled(i);
         }
         match ch.end.responses().push(&self.scratch[PREFIX_LEN..]) {
             Ok(()) => {
@@ -255,7 +303,7 @@ impl RelayEngine {
             // Cannot happen while we are the only producer and checked for room.
             Err(PushError::Full) => {
                 self.stats.stalls += 1;
-                Return::Stalled
+                Return::Stalled(i)
             }
             // A next engine that answers with more than was asked, into a smaller ring.
             Err(PushError::TooLarge { .. }) => {
@@ -273,32 +321,40 @@ impl Engine for RelayEngine {
     }
 
     fn run(&mut self, _now: Instant) -> RunOutcome {
+        self.resume();
         let n = self.channels.len();
         let mut pending = false;
         // Responses first: they complete work already in flight and free room downstream.
         let mut returned = 0u32;
-        while returned < self.batch {
+        while returned < self.batch && !self.return_parked.load(Relaxed) {
             match self.return_one() {
                 Return::Delivered(i) => {
                     self.channels.mark(i);
                     returned += 1;
                 }
                 Return::Dropped => returned += 1,
-                Return::Stalled => {
-                    // The app will drain its ring without telling us: stay runnable.
-                    pending = true;
-                    break;
+                Return::Stalled(i) => {
+                    // The app is backpressured; its pop rings our doorbell for that app.
+                    // If room appeared meanwhile, go round again.
+                    if self.channels.backpressure(i) {
+                        self.return_waits_for = Some(self.channels.get_mut(i).id);
+                        self.return_parked.store(true, Relaxed);
+                    }
                 }
                 Return::Idle => break,
             }
         }
-        if returned >= self.batch && self.downstream.has_responses() {
+        if returned > 0 {
+            // The next engine may wait for room in the internal response ring.
+            self.downstream.space_freed();
+        }
+        if returned >= self.batch && !self.return_parked.load(Relaxed) && self.downstream.has_responses() {
             pending = true;
         }
         // Requests: passes of one per app, from the cursor, as in the echo engine.
         let mut forwarded = 0u32;
         let mut sent = false;
-        if n > 0 {
+        if n > 0 && !self.forward_parked.load(Relaxed) {
             let order = self.channels.round_robin();
             'passes: loop {
                 let mut progress = false;
@@ -317,9 +373,15 @@ impl Engine for RelayEngine {
                             forwarded += 1;
                             progress = true;
                         }
-                        // The shared internal ring is full for every app alike.
+                        // The shared internal ring is full for every app alike: wait for
+                        // the next engine to ring (or go on at once if it made room
+                        // meanwhile).
                         Forward::Stalled => {
-                            pending = true;
+                            if self.downstream.wait_for_space() {
+                                self.forward_parked.store(true, Relaxed);
+                            } else {
+                                pending = true;
+                            }
                             break 'passes;
                         }
                         Forward::Idle => {}
@@ -335,10 +397,15 @@ impl Engine for RelayEngine {
             self.downstream.kick();
         }
         self.channels.notify_marked();
+        self.channels.reap();
         RunOutcome {
             items: returned + forwarded,
             pending,
         }
+    }
+
+    fn wake_sources_changed(&mut self) -> bool {
+        self.channels.take_sources_changed()
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
@@ -353,7 +420,13 @@ impl Engine for RelayEngine {
     }
 
     fn work_probe(&self) -> WorkProbe {
-        WorkProbe::rings(self.channels.rings().clone())
+        let apps = self.channels.rings().clone();
+        let responses = self.downstream.response_probe();
+        let (forward_parked, return_parked) = (self.forward_parked.clone(), self.return_parked.clone());
+        WorkProbe::new(move || {
+            (!forward_parked.load(Relaxed) && apps.any_pending())
+                || (!return_parked.load(Relaxed) && !responses.is_empty())
+        })
     }
 
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
@@ -372,6 +445,10 @@ impl AppFacing for RelayEngine {
 
     fn channel_ids(&self) -> Vec<u64> {
         RelayEngine::channel_ids(self)
+    }
+
+    fn ledger(&self) -> Option<Arc<ChannelLedger>> {
+        Some(self.channels.ledger())
     }
 }
 

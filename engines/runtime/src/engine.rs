@@ -149,6 +149,13 @@ pub trait Engine: Any + Send {
     /// The input check used before blocking and by the compacting rebalancer.
     fn work_probe(&self) -> WorkProbe;
 
+    /// Whether [`Self::wake_sources`] changed during the last `run()` (the engine dropped a
+    /// channel on its own, e.g. quarantined it); asked after every step, and the answer
+    /// resets. Control operations need not say it: the runtime re-asks after each.
+    fn wake_sources_changed(&mut self) -> bool {
+        false
+    }
+
     /// When the engine next needs a `run()` even if no interrupt arrives (a retransmission
     /// timer, a delayed packet). A blocked thread wakes by then; `None` means only
     /// interrupts. Asked after every step.

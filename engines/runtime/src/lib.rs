@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use app_facing::{AppFacing, AttachReply, AttachRequest};
+pub use app_facing::{AppFacing, AttachReply, AttachRequest, ChannelLedger, Quarantined};
 pub use compacting::{CompactingParams, FULL, PACK};
 pub use engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
 pub use mailbox::ControlError;
@@ -176,6 +176,15 @@ impl EngineHandle {
         })?
     }
 
+    /// Channels the engine quarantined and detached on its own since the last call (the
+    /// control plane drops them from its registry).
+    pub fn take_quarantined(&self) -> Vec<Quarantined> {
+        self.shared
+            .ledger
+            .as_ref()
+            .map_or_else(Vec::new, |l| l.take_quarantined())
+    }
+
     /// Like [`Self::control`] for code that works on any engine type (through the trait's
     /// methods, e.g. [`Engine::app_facing`]).
     pub fn control_dyn<R: Send + 'static>(
@@ -306,12 +315,15 @@ impl Runtime {
         }
         let mut placed = Vec::new();
         for engine in spec.engines {
+            let mut engine = engine;
+            let ledger = engine.app_facing().and_then(|app| app.ledger());
             let shared = Arc::new(EngineShared {
                 id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
                 name: engine.name().to_owned(),
                 mailbox: Mailbox::new().map_err(|e| err(format!("eventfd: {e}")))?,
                 stats: EngineStats::default(),
                 probe: engine.work_probe(),
+                ledger,
             });
             placed.push(Placed { shared, engine });
         }
@@ -507,5 +519,7 @@ fn engine_status(e: &EngineShared, now: u64) -> EngineStatus {
         queueing_delay_us: s.queueing_delay_ns.load(Relaxed) as f64 / 1e3,
         max_queueing_delay_us: s.max_queueing_delay_ns.load(Relaxed) as f64 / 1e3,
         health,
+        quarantined: e.ledger.as_ref().map_or(0, |l| l.quarantined()),
+        backpressured: e.ledger.as_ref().map_or(0, |l| l.backpressured()),
     }
 }

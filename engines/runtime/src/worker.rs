@@ -36,6 +36,8 @@ pub(crate) struct EngineShared {
     pub mailbox: Mailbox,
     pub stats: EngineStats,
     pub probe: WorkProbe,
+    /// Quarantine and backpressure counters of an app-facing engine.
+    pub ledger: Option<Arc<crate::app_facing::ChannelLedger>>,
 }
 
 /// An engine and its shared parts, as handed between threads.
@@ -279,6 +281,11 @@ impl Worker {
                         progressed = true;
                     }
                     pending |= outcome.pending;
+                    // A channel quarantined in this step takes its doorbell with it: stop
+                    // watching it now, or a hostile app could keep waking the thread.
+                    if engine.wake_sources_changed() {
+                        self.reregister(i);
+                    }
                     i += 1;
                 }
                 Err(payload) => {

@@ -7,6 +7,10 @@
 //! stuck_after_ms = 100                     # optional
 //! allowed_uids = [1000]                    # control socket users besides root and the host's uid
 //! microquanta = true                       # spreading/compacting threads join the MicroQuanta class if it is loaded
+//! [control]                                # optional, these are the defaults
+//! max_connections = 256                    # open control connections at once; more are refused with an error
+//! idle_timeout_ms = 10000                  # a connection with no channel attached is closed after this long without a request
+//! request_timeout_ms = 2000                # a reply the peer has not taken after this long closes the connection
 //! [[group]]
 //! name = "latency"
 //! mode = "spreading"              # dedicated | spreading | compacting
@@ -102,6 +106,9 @@ pub struct Config {
     /// `false` opts out.
     #[serde(default = "default_true")]
     pub microquanta: bool,
+    /// The control server's limits.
+    #[serde(default)]
+    pub control: ControlConfig,
     /// Engine groups, at least one.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
@@ -110,6 +117,31 @@ pub struct Config {
 fn default_true() -> bool {
     true
 }
+
+/// The `[control]` table: limits of the control server (see `crate::control`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Control connections open at once; more are refused with an error.
+    pub max_connections: u64,
+    /// A connection with no channel attached is closed after this long without a request.
+    pub idle_timeout_ms: u64,
+    /// A reply the peer has not taken after this long closes the connection.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: crate::control::DEFAULT_MAX_CONNECTIONS as u64,
+            idle_timeout_ms: crate::control::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            request_timeout_ms: crate::control::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+const MAX_CONNECTIONS: (u64, u64) = (1, 65_536);
+const CONTROL_TIMEOUT_MS: (u64, u64) = (10, 3_600_000);
 
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_CONTROL_SOCKET)
@@ -204,6 +236,25 @@ impl Config {
 
     fn validate(&self, cpus: usize) -> Result<(), ConfigError> {
         check_range("stuck_after_ms".into(), self.stuck_after_ms, STUCK_AFTER_MS, "ms")?;
+        let c = &self.control;
+        check_range(
+            "control.max_connections".into(),
+            c.max_connections,
+            MAX_CONNECTIONS,
+            "connections",
+        )?;
+        check_range(
+            "control.idle_timeout_ms".into(),
+            c.idle_timeout_ms,
+            CONTROL_TIMEOUT_MS,
+            "ms",
+        )?;
+        check_range(
+            "control.request_timeout_ms".into(),
+            c.request_timeout_ms,
+            CONTROL_TIMEOUT_MS,
+            "ms",
+        )?;
         if self.control_socket.as_os_str().is_empty() {
             return Err(invalid("control_socket", "must not be empty"));
         }
@@ -337,6 +388,16 @@ impl Config {
             check_range(format!("{at}.{name}"), value, range, unit)?;
         }
         Ok(())
+    }
+
+    /// Control server options from `allowed_uids` and `[control]`.
+    pub fn server_options(&self) -> crate::control::ServerOptions {
+        crate::control::ServerOptions {
+            allowed_uids: self.allowed_uids.clone(),
+            max_connections: self.control.max_connections as usize,
+            idle_timeout: Duration::from_millis(self.control.idle_timeout_ms),
+            request_timeout: Duration::from_millis(self.control.request_timeout_ms),
+        }
     }
 
     /// Runtime options from the top-level keys.

@@ -62,6 +62,41 @@ fn defaults() {
     assert_eq!(c.stuck_after_ms, 100);
     assert!(c.allowed_uids.is_empty());
     assert_eq!(c.group[0].engine[0].work_ns, 0);
+    assert_eq!(c.control, ControlConfig::default());
+    let opts = c.server_options();
+    assert_eq!(opts.max_connections, 256);
+    assert_eq!(opts.idle_timeout, Duration::from_secs(10));
+    assert_eq!(opts.request_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn control_table_sets_the_server_limits_within_range() {
+    let text = format!(
+        "[control]\nmax_connections = 8\nidle_timeout_ms = 500\nrequest_timeout_ms = 100\n{}",
+        group("mode = \"spreading\"")
+    );
+    let opts = parse(&text).unwrap().server_options();
+    assert_eq!(opts.max_connections, 8);
+    assert_eq!(opts.idle_timeout, Duration::from_millis(500));
+    assert_eq!(opts.request_timeout, Duration::from_millis(100));
+    let e = err(&format!(
+        "[control]\nmax_connections = 0\n{}",
+        group("mode = \"spreading\"")
+    ));
+    assert!(
+        e.starts_with("control.max_connections: 0 connections is outside"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "[control]\nidle_timeout_ms = 1\n{}",
+        group("mode = \"spreading\"")
+    ));
+    assert!(e.starts_with("control.idle_timeout_ms:"), "{e}");
+    let e = err(&format!(
+        "[control]\nbacklog = 1\n{}",
+        group("mode = \"spreading\"")
+    ));
+    assert!(e.contains("backlog"), "{e}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! A channel lives as long as the connection that attached it: keep the [`SnapClient`]
 //! alive while using its channels. Dropping the client (or the process exiting) makes the
-//! host detach them all.
+//! host detach them all. Each channel end keeps a duplicate of the connection to notice a
+//! host that is gone ([`ChannelError::HostGone`](crate::channel::ChannelError::HostGone)).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -78,13 +79,44 @@ impl SnapClient {
         req: &Request,
         fds: &[std::os::fd::BorrowedFd<'_>],
     ) -> Result<(Response, Vec<OwnedFd>), ClientError> {
-        protocol::send(self.socket.as_fd(), req, fds)?;
-        let got =
-            protocol::recv::<Response>(self.socket.as_fd(), &mut self.buf)?.ok_or(ClientError::Closed)?;
+        let got = match protocol::send(self.socket.as_fd(), req, fds) {
+            Ok(()) => protocol::recv::<Response>(self.socket.as_fd(), &mut self.buf),
+            Err(e) => Err(e),
+        };
+        let got = match got {
+            Ok(got) => got,
+            // The host may have closed the connection with an error waiting for us (it
+            // refused the connection, or closed it for idling): say that, not "broken pipe".
+            Err(ProtocolError::Io(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET)) => {
+                return Err(self.closing_error())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let got = got.ok_or(ClientError::Closed)?;
         match got.msg {
             Response::Error { message } => Err(ClientError::Refused(message)),
             msg => Ok((msg, got.fds)),
         }
+    }
+
+    /// What the host said before it closed the connection, if it said anything. The kernel
+    /// reports a reset first when the host closed with our request unread; the message it
+    /// sent before is still queued behind that.
+    fn closing_error(&mut self) -> ClientError {
+        for _ in 0..2 {
+            match protocol::recv::<Response>(self.socket.as_fd(), &mut self.buf) {
+                Ok(Some(got)) => {
+                    return match got.msg {
+                        Response::Error { message } => ClientError::Refused(message),
+                        other => ClientError::Unexpected(format!("{other:?}")),
+                    }
+                }
+                Ok(None) => break,
+                Err(ProtocolError::Io(rustix::io::Errno::CONNRESET)) => continue,
+                Err(e) => return e.into(),
+            }
+        }
+        ClientError::Closed
     }
 
     /// Attaches a new channel to the echo-style engine `engine`. With `notify`, the engine
@@ -111,7 +143,10 @@ impl SnapClient {
         });
         let (resp, fds) = self.call(&req, fds.as_ref().map_or(&[], |f| &f[..]))?;
         match resp {
-            Response::Attached { channel, .. } => Ok((channel, ChannelAppEnd::from_fds(fds, completion)?)),
+            Response::Attached { channel, .. } => {
+                let host = self.socket.try_clone().map_err(ChannelError::Dup)?;
+                Ok((channel, ChannelAppEnd::from_fds(fds, completion)?.with_host(host)))
+            }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -189,5 +224,13 @@ impl SnapClient {
             Response::Status { status } => Ok(*status),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
+    }
+}
+
+impl Drop for SnapClient {
+    /// Hangs up even though the channels keep a duplicate of the socket (to notice a dead
+    /// host): the host then detaches them, as it always did when the client went away.
+    fn drop(&mut self) {
+        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
     }
 }

@@ -16,5 +16,5 @@ pub mod protocol;
 pub mod status;
 
 pub use client::{ClientError, SnapClient};
-pub use protocol::{ChannelInfo, HostStatus, Request, Response};
+pub use protocol::{ChannelInfo, ControlStats, HostStatus, Request, Response};
 pub use status::{EngineHealth, EngineStatus, GroupStatus, Status, ThreadStatus};

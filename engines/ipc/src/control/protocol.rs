@@ -107,6 +107,23 @@ pub struct HostStatus {
     pub runtime: Status,
     /// Channels attached now, across all connections.
     pub channels: Vec<ChannelInfo>,
+    /// The control server's own counters.
+    #[serde(default)]
+    pub control: ControlStats,
+}
+
+/// Counters of the control server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Connections open now (this one included).
+    pub connections: usize,
+    /// The most it serves at once.
+    pub max_connections: usize,
+    /// Connections refused because the cap was reached, since start.
+    pub refused: u64,
+    /// Connections closed because they idled with no channel attached, or did not take a
+    /// reply in time, since start.
+    pub timed_out: u64,
 }
 
 impl HostStatus {
@@ -231,6 +248,40 @@ pub fn recv<T: DeserializeOwned>(
     Ok(Some(Received { msg, fds }))
 }
 
+/// The fuzz target's body (`engines/ipc/fuzz`, target `control`), also run by the stable
+/// tests: `data` as one packet through a real seqpacket socket pair into [`recv`], as the
+/// server reads a [`Request`] and as a client reads a [`Response`]. Receiving never panics,
+/// and whatever parses encodes to a message that parses to the same encoding. Panics when
+/// that fails.
+pub fn fuzz_recv(data: &[u8]) {
+    let (tx, rx) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socketpair");
+    let mut buf = Vec::new();
+    // A packet larger than the socket takes is refused by the kernel, as a real peer's.
+    if rustix::net::send(&tx, data, SendFlags::NOSIGNAL).is_err() {
+        return;
+    }
+    if let Ok(Some(got)) = recv::<Request>(rx.as_fd(), &mut buf) {
+        let again = serde_json::to_vec(&got.msg).expect("a request encodes");
+        let back: Request = serde_json::from_slice(&again).expect("an encoded request parses");
+        assert_eq!(back, got.msg, "request changed through encode and parse");
+    }
+    if rustix::net::send(&tx, data, SendFlags::NOSIGNAL).is_err() {
+        return;
+    }
+    if let Ok(Some(got)) = recv::<Response>(rx.as_fd(), &mut buf) {
+        let again = serde_json::to_vec(&got.msg).expect("a response encodes");
+        let back: Response = serde_json::from_slice(&again).expect("an encoded response parses");
+        let twice = serde_json::to_vec(&back).expect("a response encodes");
+        assert_eq!(twice, again, "response changed through parse and encode");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +346,50 @@ mod tests {
             recv::<Request>(b.as_fd(), &mut buf),
             Err(ProtocolError::Json(_))
         ));
+    }
+
+    mod fuzz {
+        use super::super::{fuzz_recv, Request};
+        use proptest::prelude::*;
+
+        fn valid_requests() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                ("[a-z0-9]{0,12}", any::<bool>())
+                    .prop_map(|(engine, notify)| Request::Attach { engine, notify }),
+                any::<u64>().prop_map(|channel| Request::Detach { channel }),
+                ("[a-z0-9]{0,12}", any::<u64>())
+                    .prop_map(|(engine, channel)| Request::StageFd { engine, channel }),
+                Just(Request::Status),
+            ]
+            .prop_map(|r| serde_json::to_vec(&r).unwrap())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_packets(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+                fuzz_recv(&data);
+            }
+
+            /// Valid requests with a few bytes flipped, truncated or extended: near misses
+            /// explore the parser deeper than random bytes.
+            #[test]
+            fn mutated_requests(
+                mut data in valid_requests(),
+                flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                cut in any::<usize>(),
+            ) {
+                fuzz_recv(&data);
+                for (at, byte) in flips {
+                    if !data.is_empty() {
+                        let i = at % data.len();
+                        data[i] = byte;
+                    }
+                }
+                fuzz_recv(&data);
+                data.truncate(cut % (data.len() + 1));
+                fuzz_recv(&data);
+            }
+        }
     }
 
     #[test]

@@ -91,6 +91,13 @@ pub struct EngineStatus {
     pub max_queueing_delay_us: f64,
     /// Whether it works.
     pub health: EngineHealth,
+    /// App channels it quarantined (found broken) and detached, since start.
+    #[serde(default)]
+    pub quarantined: u64,
+    /// Times it stopped serving an app that did not drain its responses, until the app
+    /// made room (backpressure), since start.
+    #[serde(default)]
+    pub backpressured: u64,
 }
 
 /// Whether an engine works, as far as the runtime can tell.

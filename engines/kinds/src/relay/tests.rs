@@ -67,16 +67,25 @@ fn full_internal_ring_keeps_requests_with_the_app() {
         app.send(&[i]).unwrap();
     }
     let now = Instant::now();
-    // Two fit downstream; the rest wait in the app's ring, and the relay says so.
+    // Two fit downstream; the rest wait in the app's ring, and the relay waits for the
+    // next engine to make room (flag set, no work: it does not spin).
     assert_eq!(
         relay.run(now),
         RunOutcome {
             items: 2,
-            pending: true
+            pending: false
         }
     );
-    assert!(relay.work_probe().has_work());
+    assert!(!relay.work_probe().has_work());
     assert!(relay.stats().stalls >= 1);
+    let WakeSource::Doorbell(bell) = relay.wake_sources().pop().unwrap() else {
+        panic!("expected the internal completion doorbell last");
+    };
+    assert!(bell.wants_space());
+    // The next engine consumes and rings the relay.
+    assert_eq!(echo.run(now).items, 2);
+    assert_eq!(bell.drain(), 1);
+    assert!(!bell.wants_space());
     settle(&mut relay, &mut echo);
     let want: Vec<Vec<u8>> = (0u8..5).map(|i| vec![i]).collect();
     assert_eq!(recv_all(&mut app), want);
@@ -95,12 +104,20 @@ fn full_app_ring_leaves_response_in_place() {
     app.send(b"3").unwrap();
     app.send(b"4").unwrap();
     settle(&mut relay, &mut echo);
+    // The app is backpressured: the relay stops returning and has no work.
     let outcome = relay.run(Instant::now());
-    assert!(outcome.pending, "{outcome:?}");
-    assert!(relay.work_probe().has_work());
+    assert!(!outcome.pending, "{outcome:?}");
+    assert!(!relay.work_probe().has_work());
     assert_eq!(relay.stats().returned, 2);
+    assert_eq!(relay.ledger().unwrap().backpressured(), 1);
+    let WakeSource::Doorbell(app_bell) = relay.wake_sources().remove(0) else {
+        panic!("expected the app's doorbell first");
+    };
+    assert_eq!(app_bell.drain(), 0);
     let mut buf = [0u8; 64];
     assert_eq!(app.try_recv(&mut buf).unwrap(), Some(1));
+    // Its pop rang the relay (which wakes its thread; the next step resumes the app).
+    assert_eq!(app_bell.drain(), 1);
     assert_eq!(&buf[..1], b"1");
     settle(&mut relay, &mut echo);
     assert_eq!(recv_all(&mut app), [b"2", b"3"].map(|m| m.to_vec()));
@@ -220,4 +237,26 @@ fn relay_chains_to_a_relay() {
     let want: Vec<Vec<u8>> = (0u8..10).map(|i| vec![i; 4]).collect();
     assert_eq!(recv_all(&mut app), want);
     assert_eq!(second.stats().returned, 10);
+}
+
+#[test]
+fn corrupt_app_ring_is_quarantined_and_the_other_app_served() {
+    let (mut relay, mut echo) = pipeline(16);
+    let (_, mut good) = attach(&mut relay, 16);
+    // A channel whose app keeps a raw mapping of its request ring.
+    let (end, fds) = AppChannel::create(shape(16), None).unwrap().into_parts();
+    let raw = snap_ipc::SharedMem::from_fd(fds[0].try_clone().unwrap()).unwrap();
+    let mut bad = ChannelAppEnd::from_fds(fds, None).unwrap();
+    let bad_id = relay.attach(end);
+    bad.push(b"x").unwrap();
+    // SAFETY: offset 64 is the producer index (ring::layout), inside the mapping.
+    unsafe { raw.as_ptr().add(64).cast::<u64>().write_volatile(u64::MAX) };
+    good.send(b"g").unwrap();
+    settle(&mut relay, &mut echo);
+    assert_eq!(bad.quarantined(), Some(CloseReason::CorruptIndices));
+    assert_eq!(relay.channel_ids(), vec![1]);
+    assert!(relay.wake_sources_changed());
+    assert_eq!(relay.ledger().unwrap().take_quarantined()[0].channel, bad_id);
+    assert_eq!(recv_all(&mut good), [b"g".to_vec()]);
+    assert!(!relay.work_probe().has_work());
 }
