@@ -398,10 +398,21 @@ fn detach_from_engine(shared: &Shared, a: &Attached) {
 
 fn status(shared: &Shared) -> Response {
     let channels = shared.channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut counters = std::collections::BTreeMap::new();
+    for name in shared.runtime.engine_names() {
+        // An engine that cannot answer (failed, stopping) just has no counters here.
+        let Some(handle) = shared.runtime.engine(&name) else {
+            continue;
+        };
+        if let Ok(Some(c)) = handle.control_dyn(|e| e.counters()) {
+            counters.insert(name, c);
+        }
+    }
     Response::Status {
         status: Box::new(HostStatus {
             runtime: shared.runtime.status(),
             channels,
+            counters,
         }),
     }
 }

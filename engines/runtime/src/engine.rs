@@ -161,6 +161,13 @@ pub trait Engine: Any + Send {
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
         None
     }
+
+    /// The engine's own counters, for the control plane's `status` (asked through the
+    /// mailbox, so the engine answers between steps). `None`: it has none beyond the
+    /// runtime's.
+    fn counters(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -360,7 +360,7 @@ fn e_kind(e: &DecodeError) -> u8 {
         DecodeError::Empty => 0,
         DecodeError::UnknownKind(k) => *k,
         DecodeError::Truncated { kind } | DecodeError::Trailing { kind, .. } => *kind,
-        DecodeError::BadCode(_) | DecodeError::BadPeer => 0,
+        DecodeError::BadCode(_) | DecodeError::BadPeer | DecodeError::BadReason(_) => 0,
     }
 }
 

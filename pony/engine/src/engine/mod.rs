@@ -83,7 +83,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use pony_express::app::{AppSession, Command, Completion, Completions, Cookie, OpErrorCode, ServiceId};
+use pony_express::app::{
+    AppSession, CloseReason, Command, Completion, Completions, Cookie, OpErrorCode, ServiceId,
+};
 use pony_proto::flow::{FailReason, Flow, FlowError, FlowEvent, OneSided};
 use pony_proto::wire::{self, negotiate, Kind, RejectReason, Repr};
 use snap_ipc::channel::APP_FDS;
@@ -93,9 +95,10 @@ use snap_runtime::{AppFacing, AttachReply, AttachRequest, Engine, RunOutcome, Wa
 use crate::nic::{Nic, PeerAddr};
 use crate::regions::{RegionGrant, Regions};
 use crate::session::{Accepted, ChainId, EngineSession};
-pub use config::PonyConfig;
+pub use config::{PonyConfig, PonyLimits};
 use entry::{FlowEntry, Origin};
-use flows::FlowTable;
+pub use flows::MAX_FLOWS_LIMIT;
+use flows::{FlowTable, Lookup};
 use link::Link;
 use listeners::Listeners;
 use outbox::Out;
@@ -154,8 +157,8 @@ impl PonyEngine {
             link: Link::new(&name, nic, cfg.flow.mtu),
             name,
             rx_buf: vec![0; mtu],
+            flows: FlowTable::new(cfg.limits.max_flows),
             cfg,
-            flows: FlowTable::default(),
             sessions: Sessions::default(),
             listeners: Listeners::default(),
             regions: Regions::new(),
@@ -171,6 +174,8 @@ impl PonyEngine {
         s.sessions = self.sessions.len();
         s.flows = self.flows.len();
         s.refusals = self.regions.refusals();
+        s.regions = self.regions.len();
+        s.ops_outstanding = self.sessions.ops_outstanding();
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }
@@ -211,6 +216,10 @@ impl PonyEngine {
     pub fn register_region_local(&mut self, session: u64, mem: SharedMem) -> Result<RegionGrant, String> {
         if !self.sessions.contains(session) {
             return Err(format!("no session {session}"));
+        }
+        if self.regions.count_of(session) >= self.cfg.limits.max_regions_per_app as usize {
+            self.stats.limit_regions += 1;
+            return Err(OpErrorCode::TooManyRegions.to_string());
         }
         self.regions.register_mem(session, mem).map_err(|e| e.to_string())
     }
@@ -255,8 +264,11 @@ impl PonyEngine {
         if let Some(dst) = repr.dst_flow() {
             let act_now = match self.flows.get_mut(dst) {
                 Some(e) if e.peer == from => e.flow.handle_in_place(repr, now),
-                _ => {
+                other => {
                     self.stats.unknown_flow += 1;
+                    if other.is_none() && self.flows.lookup(u64::from(dst)) == Lookup::Stale {
+                        self.stats.stale_flow_ids += 1;
+                    }
                     return;
                 }
             };
@@ -289,7 +301,14 @@ impl PonyEngine {
         let listener = match negotiate(self.cfg.flow.versions, versions) {
             None => Err(RejectReason::NoCommonVersion),
             Some(_) => self.listeners.get(service).ok_or(RejectReason::NoListener),
-        };
+        }
+        .and_then(|(session, cookie)| match self.flow_limit(session) {
+            Some(_) => {
+                self.stats.limit_flows += 1;
+                Err(RejectReason::TooManyFlows)
+            }
+            None => Ok((session, cookie)),
+        });
         let (session, cookie) = match listener {
             Ok(listener) => listener,
             Err(reason) => {
@@ -361,8 +380,71 @@ impl PonyEngine {
         (n, self.sessions.rings().any_pending())
     }
 
+    /// Why session `sid` may not have another flow now, if it may not.
+    fn flow_limit(&self, sid: u64) -> Option<&'static str> {
+        if self.flows.is_full() {
+            Some("max_flows")
+        } else if self.flows.owned_by(sid) >= self.cfg.limits.max_flows_per_app as usize {
+            Some("max_flows_per_app")
+        } else {
+            None
+        }
+    }
+
+    /// The error for a command naming `flow`, which is not one of the session's:
+    /// `StaleFlow` for an old generation of a slot (counted), else `UnknownFlow`.
+    fn no_flow(&mut self, flow: u64) -> OpErrorCode {
+        if self.flows.lookup(flow) == Lookup::Stale {
+            self.stats.stale_flow_ids += 1;
+            OpErrorCode::StaleFlow
+        } else {
+            OpErrorCode::UnknownFlow
+        }
+    }
+
+    /// Counts an operation-carrying command of session `sid`; if the session is at
+    /// `max_ops_per_app`, refuses it with `TooManyOps` (its completion uncounts it) and
+    /// returns false.
+    fn admit_op(&mut self, sid: u64, a: &Accepted) -> bool {
+        let op = matches!(
+            a.cmd,
+            Command::Send { .. }
+                | Command::Read { .. }
+                | Command::Write { .. }
+                | Command::IndirectRead { .. }
+        );
+        if !op || self.sessions.op_started(sid, self.cfg.limits.max_ops_per_app) {
+            return true;
+        }
+        self.stats.limit_ops += 1;
+        let code = OpErrorCode::TooManyOps;
+        let detail = u64::from(self.cfg.limits.max_ops_per_app);
+        match a.cmd {
+            Command::Send { cookie, .. } => {
+                drop(self.sessions.take_pieces(sid, a.chain));
+                self.sessions.send_failed(sid, cookie, code, detail);
+            }
+            Command::Write { cookie, .. } => {
+                drop(self.sessions.take_pieces(sid, a.chain));
+                let done = Completion::WriteDone {
+                    cookie,
+                    result: Err(code),
+                };
+                self.sessions.complete(sid, done);
+            }
+            Command::Read { cookie, .. } | Command::IndirectRead { cookie, .. } => {
+                self.sessions.read_done(sid, a.chain, cookie, Err(code));
+            }
+            _ => {}
+        }
+        false
+    }
+
     /// Handles one accepted command of session `sid`.
     fn command(&mut self, sid: u64, a: Accepted, now: Instant) {
+        if !self.admit_op(sid, &a) {
+            return;
+        }
         match a.cmd {
             Command::OpenFlow {
                 cookie,
@@ -388,7 +470,10 @@ impl PonyEngine {
             // Closed by `drain_outbox` once everything posted before is in the flow.
             Command::CloseFlow { flow } => match self.flows.owned_mut(sid, flow) {
                 Some(e) => e.close_when_drained(),
-                None => self.sessions.refuse(sid, 0, OpErrorCode::UnknownFlow, flow),
+                None => {
+                    let code = self.no_flow(flow);
+                    self.sessions.refuse(sid, 0, code, flow);
+                }
             },
             Command::Send {
                 flow, stream, cookie, ..
@@ -396,10 +481,14 @@ impl PonyEngine {
                 let data = self.sessions.take_pieces(sid, a.chain);
                 match self.flows.owned_mut(sid, flow) {
                     Some(e) if e.is_closing() => {
-                        self.sessions.refuse(sid, cookie, OpErrorCode::FlowClosed, flow)
+                        self.sessions
+                            .send_failed(sid, cookie, OpErrorCode::FlowClosed, flow)
                     }
                     Some(e) => e.outbox().push(Out::Message { stream, data, cookie }),
-                    None => self.sessions.refuse(sid, cookie, OpErrorCode::UnknownFlow, flow),
+                    None => {
+                        let code = self.no_flow(flow);
+                        self.sessions.send_failed(sid, cookie, code, flow);
+                    }
                 }
             }
             Command::Read {
@@ -458,7 +547,7 @@ impl PonyEngine {
                 let Some(id) = self.flows.owned(sid, flow) else {
                     let done = Completion::WriteDone {
                         cookie,
-                        result: Err(OpErrorCode::UnknownFlow),
+                        result: Err(self.no_flow(flow)),
                     };
                     self.sessions.complete(sid, done);
                     return;
@@ -470,6 +559,14 @@ impl PonyEngine {
                 }
             }
             Command::RegisterRegion { cookie, len } => {
+                if self.regions.count_of(sid) >= self.cfg.limits.max_regions_per_app as usize {
+                    drop(self.sessions.claim_staged(sid, cookie));
+                    self.stats.limit_regions += 1;
+                    let max = u64::from(self.cfg.limits.max_regions_per_app);
+                    self.sessions
+                        .refuse(sid, cookie, OpErrorCode::TooManyRegions, max);
+                    return;
+                }
                 let result = match self.sessions.claim_staged(sid, cookie) {
                     Some(fd) => self
                         .regions
@@ -511,6 +608,16 @@ impl PonyEngine {
             self.sessions.complete(sid, c);
             return;
         };
+        if let Some(limit) = self.flow_limit(sid) {
+            log::debug!("{}: session {sid}: OpenFlow refused at {limit}", self.name);
+            self.stats.limit_flows += 1;
+            let c = Completion::FlowOpened {
+                cookie,
+                result: Err(OpErrorCode::TooManyFlows),
+            };
+            self.sessions.complete(sid, c);
+            return;
+        }
         let Some(bufs) = self.sessions.recv_buffers(sid) else {
             return;
         };
@@ -529,7 +636,7 @@ impl PonyEngine {
         req: impl FnOnce(u64) -> OneSided,
     ) {
         let (Some(id), Some(chain)) = (self.flows.owned(sid, flow), chain) else {
-            let result = Err(OpErrorCode::UnknownFlow);
+            let result = Err(self.no_flow(flow));
             self.sessions.read_done(sid, chain, cookie, result);
             return;
         };
@@ -616,7 +723,13 @@ impl PonyEngine {
                     let payload = op.payload().to_vec();
                     self.one_sided(id, e, op, &payload);
                 }
-                FlowEvent::Closed => self.end_flow(id, e, OpErrorCode::FlowClosed),
+                FlowEvent::Closed => {
+                    let why = match e.flow.closed_by_peer() {
+                        true => CloseReason::PeerClosed,
+                        false => CloseReason::LocalClose,
+                    };
+                    self.end_flow(id, e, OpErrorCode::FlowClosed, why);
+                }
                 FlowEvent::Failed(reason) => {
                     self.stats.flows_failed += 1;
                     log::info!("{}: flow {id} failed: {reason:?}", self.name);
@@ -624,21 +737,33 @@ impl PonyEngine {
                         FailReason::ProtocolViolation => OpErrorCode::Internal,
                         FailReason::NoListener => OpErrorCode::NoListener,
                         FailReason::NoCommonVersion { .. } => OpErrorCode::VersionMismatch,
+                        FailReason::PeerBusy => OpErrorCode::PeerBusy,
                         _ => OpErrorCode::Unreachable,
                     };
-                    self.end_flow(id, e, code);
+                    let why = match reason {
+                        FailReason::PeerUnresponsive | FailReason::ConnectTimeout => CloseReason::PeerTimeout,
+                        _ => CloseReason::Reset,
+                    };
+                    self.end_flow(id, e, code, why);
                 }
             }
         }
     }
 
     /// The flow closed or failed: every operation still waiting on it completes with
-    /// `code`, then the owner hears that the flow is gone (or that it never opened).
-    fn end_flow(&mut self, id: u32, e: &mut FlowEntry, code: OpErrorCode) {
+    /// `code`, then the owner hears that the flow is gone for `why` (or that it never
+    /// opened).
+    fn end_flow(&mut self, id: u32, e: &mut FlowEntry, code: OpErrorCode, why: CloseReason) {
         self.ops.fail_flow(id, code, &mut self.sessions);
-        if let Some((owner, done)) = e.on_end(id, code) {
+        if let Some((owner, done)) = e.on_end(id, code, why) {
             for c in done {
-                self.sessions.complete(owner, c);
+                match c {
+                    // The Sends the flow still held: each ends an operation.
+                    Completion::Error { cookie, code, detail } => {
+                        self.sessions.send_failed(owner, cookie, code, detail)
+                    }
+                    c => self.sessions.complete(owner, c),
+                }
             }
         }
     }
@@ -651,8 +776,7 @@ impl PonyEngine {
         e.drain_outbox(|out, code| match out {
             Out::Message { cookie, .. } => {
                 if let Some(owner) = owner {
-                    let detail = u64::from(id);
-                    sessions.complete(owner, Completion::Error { cookie, code, detail });
+                    sessions.send_failed(owner, cookie, code, u64::from(id));
                 }
             }
             Out::OneSided(op) => ops.request_failed(&op, code, sessions),
@@ -741,6 +865,11 @@ impl Engine for PonyEngine {
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
         Some(self)
     }
+
+    /// [`PonyStats`], as JSON.
+    fn counters(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.stats()).ok()
+    }
 }
 
 impl AppFacing for PonyEngine {
@@ -758,6 +887,14 @@ impl AppFacing for PonyEngine {
             EngineSession::create(self.cfg.session, completion).map_err(|e| e.to_string())?;
         let id = self.sessions.next_id();
         let mut grants = Vec::new();
+        if region_fds.len() > self.cfg.limits.max_regions_per_app as usize {
+            self.stats.limit_regions += 1;
+            return Err(format!(
+                "{} regions at attach exceed max_regions_per_app ({})",
+                region_fds.len(),
+                self.cfg.limits.max_regions_per_app
+            ));
+        }
         for fd in region_fds {
             match self.regions.register(id, fd, None) {
                 Ok(g) => grants.push(serde_json::json!({ "region": g.region, "key": g.key, "len": g.len })),

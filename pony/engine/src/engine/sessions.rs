@@ -22,6 +22,9 @@ pub(super) struct Sessions {
     cursor: u64,
     rings: RingSet,
     staged: HashMap<(u64, Cookie), OwnedFd>,
+    /// Operations (Sends, Reads, Writes, IndirectReads) each session has in the engine:
+    /// counted when the command is taken, uncounted when its completion is posted.
+    ops: HashMap<u64, u32>,
 }
 
 impl Sessions {
@@ -42,6 +45,7 @@ impl Sessions {
         let session = self.by_id.remove(&id)?;
         self.rings.remove(id);
         self.staged.retain(|(s, _), _| *s != id);
+        self.ops.remove(&id);
         Some(session)
     }
 
@@ -93,11 +97,43 @@ impl Sessions {
         self.get(id).map(|s| s.recv_buffers())
     }
 
-    /// Posts a completion to session `id`, if it is still attached.
+    /// Counts an operation of session `id` taken from its ring; returns whether it is
+    /// within `max` (if not, the caller refuses it, and its completion uncounts it).
+    pub(super) fn op_started(&mut self, id: u64, max: u32) -> bool {
+        let n = self.ops.entry(id).or_default();
+        *n += 1;
+        *n <= max
+    }
+
+    fn op_ended(&mut self, id: u64) {
+        if let Some(n) = self.ops.get_mut(&id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Operations of all sessions in the engine now.
+    pub(super) fn ops_outstanding(&self) -> u64 {
+        self.ops.values().map(|&n| u64::from(n)).sum()
+    }
+
+    /// Posts a completion to session `id`, if it is still attached. `Sent`, `ReadDone`
+    /// and `WriteDone` end an operation.
     pub(super) fn complete(&mut self, id: u64, c: Completion) {
+        if matches!(
+            c,
+            Completion::Sent { .. } | Completion::ReadDone { .. } | Completion::WriteDone { .. }
+        ) {
+            self.op_ended(id);
+        }
         if let Some(s) = self.by_id.get_mut(&id) {
             s.complete(c);
         }
+    }
+
+    /// A Send of session `id` failed: its `Error` completion, ending the operation.
+    pub(super) fn send_failed(&mut self, id: u64, cookie: Cookie, code: OpErrorCode, detail: u64) {
+        self.op_ended(id);
+        self.complete(id, Completion::Error { cookie, code, detail });
     }
 
     /// Refuses command `cookie` of session `id` with `code`.
@@ -113,6 +149,7 @@ impl Sessions {
         cookie: Cookie,
         result: Result<u32, OpErrorCode>,
     ) {
+        self.op_ended(id);
         if let Some(s) = self.by_id.get_mut(&id) {
             if let Some(c) = chain {
                 let _ = s.return_chain(c);

@@ -111,8 +111,9 @@ pub enum Completion {
         cookie: Cookie,
         result: Result<FlowId, OpErrorCode>,
     },
-    /// The flow is gone (after CloseFlow, or because the peer closed it).
-    FlowClosed { flow: FlowId },
+    /// The flow is gone, for `reason`. Operations still waiting on it completed before
+    /// this (with [`OpErrorCode::FlowClosed`] or the failure's code).
+    FlowClosed { flow: FlowId, reason: CloseReason },
     /// The message of a Send reached the peer; its chain is released.
     Sent { cookie: Cookie },
     /// A message arrived: `len` bytes in the chain at `head`, whose reference is now the
@@ -157,6 +158,41 @@ pub enum Completion {
     },
 }
 
+/// Why a flow closed ([`Completion::FlowClosed`]); one byte in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// This app's CloseFlow finished: everything sent before it was delivered.
+    #[error("closed locally")]
+    LocalClose = 1,
+    /// The peer closed the flow: its app closed it, or its app exited or crashed and its
+    /// host closed the app's flows.
+    #[error("closed by the peer")]
+    PeerClosed = 2,
+    /// The peer stopped answering (no packet for the idle timeout, or retransmissions
+    /// unacknowledged): its host or the path to it is gone.
+    #[error("peer timed out")]
+    PeerTimeout = 3,
+    /// The flow was torn down without a graceful close: the peer broke the protocol or
+    /// refused the flow after it was up.
+    #[error("flow reset")]
+    Reset = 4,
+}
+
+impl CloseReason {
+    /// The reason numbered `v`, if any.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        use CloseReason::*;
+        Some(match v {
+            1 => LocalClose,
+            2 => PeerClosed,
+            3 => PeerTimeout,
+            4 => Reset,
+            _ => return None,
+        })
+    }
+}
+
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -178,6 +214,9 @@ pub enum DecodeError {
     /// OpenFlow's peer is not UTF-8.
     #[error("peer address is not UTF-8")]
     BadPeer,
+    /// A close reason that does not exist.
+    #[error("unknown close reason {0}")]
+    BadReason(u8),
 }
 
 mod kind {
@@ -403,8 +442,8 @@ impl Completion {
                     w.u64(f);
                 });
             }
-            Completion::FlowClosed { flow } => {
-                w.u8(kind::FLOW_CLOSED).u64(*flow);
+            Completion::FlowClosed { flow, reason } => {
+                w.u8(kind::FLOW_CLOSED).u64(*flow).u8(*reason as u8);
             }
             Completion::Sent { cookie } => {
                 w.u8(kind::SENT).u64(*cookie);
@@ -475,7 +514,12 @@ impl Completion {
                     result: status.map(|()| flow),
                 }
             }
-            kind::FLOW_CLOSED => Completion::FlowClosed { flow: r.u64()? },
+            kind::FLOW_CLOSED => {
+                let flow = r.u64()?;
+                let v = r.u8()?;
+                let reason = CloseReason::from_u8(v).ok_or(DecodeError::BadReason(v))?;
+                Completion::FlowClosed { flow, reason }
+            }
             kind::SENT => Completion::Sent { cookie: r.u64()? },
             kind::RECEIVED => Completion::Received {
                 flow: r.u64()?,

@@ -66,12 +66,16 @@ fn code() -> impl Strategy<Value = OpErrorCode> {
     (1u16..=OpErrorCode::LAST as u16).prop_map(|c| OpErrorCode::from_u16(c).unwrap())
 }
 
+fn reason() -> impl Strategy<Value = CloseReason> {
+    (1u8..=4).prop_map(|v| CloseReason::from_u8(v).unwrap())
+}
+
 fn completion() -> impl Strategy<Value = Completion> {
     let a = any::<u64>;
     prop_oneof![
         (a(), prop::result::maybe_ok(a(), code()))
             .prop_map(|(cookie, result)| Completion::FlowOpened { cookie, result }),
-        a().prop_map(|flow| Completion::FlowClosed { flow }),
+        (a(), reason()).prop_map(|(flow, reason)| Completion::FlowClosed { flow, reason }),
         a().prop_map(|cookie| Completion::Sent { cookie }),
         (a(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(flow, stream, head, len)| {
             Completion::Received {
@@ -167,4 +171,25 @@ fn long_peer_is_cut_on_a_char_boundary() {
         panic!()
     };
     assert_eq!((peer.len(), service), (254, u32::MAX));
+}
+
+#[test]
+fn close_reasons_round_trip() {
+    for v in 0..=255u8 {
+        match CloseReason::from_u8(v) {
+            Some(r) => {
+                assert_eq!(r as u8, v);
+                let c = Completion::FlowClosed { flow: 7, reason: r };
+                assert_eq!(Completion::decode(&c.encode()), Ok(c));
+            }
+            None => assert!(v == 0 || v > CloseReason::Reset as u8, "{v}"),
+        }
+    }
+    let mut bad = Completion::FlowClosed {
+        flow: 7,
+        reason: CloseReason::PeerTimeout,
+    }
+    .encode();
+    *bad.last_mut().unwrap() = 9;
+    assert_eq!(Completion::decode(&bad), Err(DecodeError::BadReason(9)));
 }
