@@ -176,6 +176,7 @@ impl PonyEngine {
         s.refusals = self.regions.refusals();
         s.regions = self.regions.len();
         s.ops_outstanding = self.sessions.ops_outstanding();
+        s.sessions_backpressured = self.sessions.backpressured();
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }
@@ -366,9 +367,8 @@ impl PonyEngine {
                     Ok(Some(a)) => a,
                     Ok(None) => break,
                     Err(e) => {
-                        // A corrupt ring: nothing more can be read from it. The control
-                        // plane detaches the app when its connection closes.
-                        log::warn!("{}: session {sid}: {e}", self.name);
+                        // A corrupt ring: nothing more can be read from it.
+                        self.quarantine(sid, &e.to_string());
                         break;
                     }
                 };
@@ -438,6 +438,23 @@ impl PonyEngine {
             _ => {}
         }
         false
+    }
+
+    /// Session `sid` broke its command ring: it is told why (an `Error` with code
+    /// `Quarantined`, if its completion ring has room) and detached at once, so it is
+    /// never polled again, leaves the work probe and the wake sources, and its flows close
+    /// (peers see `PeerClosed`), its pool and regions reclaimed. Its control connection
+    /// closing later finds nothing left to detach.
+    fn quarantine(&mut self, sid: u64, why: &str) {
+        log::warn!("{}: session {sid} quarantined: {why}", self.name);
+        self.stats.sessions_quarantined += 1;
+        let told = Completion::Error {
+            cookie: 0,
+            code: OpErrorCode::Quarantined,
+            detail: 0,
+        };
+        self.sessions.complete(sid, told);
+        self.detach(sid);
     }
 
     /// Handles one accepted command of session `sid`.
@@ -839,6 +856,7 @@ impl Engine for PonyEngine {
         let (rx, rx_more) = self.receive(now);
         let (cmds, cmd_more) = self.take_commands(now);
         let (events, tx_more) = if nic_ok { self.drive_flows(now) } else { (0, false) };
+        self.stats.backpressure_waits += self.sessions.update_backpressure();
         self.wake_at = self.next_wake(self.link.is_stalled(), now);
         RunOutcome {
             items: rx + cmds + events,
@@ -855,7 +873,8 @@ impl Engine for PonyEngine {
     fn work_probe(&self) -> WorkProbe {
         let nic = self.link.nic().work_probe();
         let rings = self.sessions.rings().clone();
-        WorkProbe::new(move || nic.has_work() || rings.any_pending())
+        let space = self.sessions.space().clone();
+        WorkProbe::new(move || nic.has_work() || rings.any_pending() || space.any_space())
     }
 
     fn poll_at(&self) -> Option<Instant> {

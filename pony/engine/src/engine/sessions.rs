@@ -1,13 +1,22 @@
 //! [`Sessions`]: the apps attached to the engine, by session id: each one's
 //! [`EngineSession`], the probes of their command rings (for the runtime's work probe),
-//! the cursor that rotates which session's commands are taken first, and the region memfds
-//! the control plane staged for them until a `RegisterRegion` claims them.
+//! the cursor that rotates which session's commands are taken first, the region memfds
+//! the control plane staged for them until a `RegisterRegion` claims them, and which of
+//! them are under backpressure.
+//!
+//! Backpressure: a session whose completions found its completion ring full takes no
+//! commands until they are all pushed. While it waits, its command ring leaves the work
+//! probe (so pending commands do not keep the engine thread spinning) and its completion
+//! ring's probe joins the set of rings waited on for space: the engine thread sleeps until
+//! the app pops a completion (the app rings the engine's doorbell on the pop that frees
+//! the first slot: see `AppSession`'s `popped` for why no wakeup is lost).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 
 use pony_express::app::{Completion, Cookie, OpErrorCode};
 use pony_proto::flow::Chunks;
+use snap_ipc::RingProbe;
 use snap_runtime::{RingSet, WakeSource};
 
 use crate::session::{ChainId, EngineSession, SessionBuffers};
@@ -22,6 +31,8 @@ pub(super) struct Sessions {
     cursor: u64,
     rings: RingSet,
     staged: HashMap<(u64, Cookie), OwnedFd>,
+    /// Completion rings of sessions under backpressure, waited on for a free slot.
+    full: SpaceSet,
     /// Operations (Sends, Reads, Writes, IndirectReads) each session has in the engine:
     /// counted when the command is taken, uncounted when its completion is posted.
     ops: HashMap<u64, u32>,
@@ -44,6 +55,7 @@ impl Sessions {
     pub(super) fn remove(&mut self, id: u64) -> Option<EngineSession> {
         let session = self.by_id.remove(&id)?;
         self.rings.remove(id);
+        self.full.remove(id);
         self.staged.retain(|(s, _), _| *s != id);
         self.ops.remove(&id);
         Some(session)
@@ -95,6 +107,37 @@ impl Sessions {
     /// Buffers in session `id`'s pool for the messages of a new flow.
     pub(super) fn recv_buffers(&self, id: u64) -> Option<SessionBuffers> {
         self.get(id).map(|s| s.recv_buffers())
+    }
+
+    /// Puts sessions whose completions wait for ring space under backpressure, and takes
+    /// those whose completions all went out from under it. Returns how many entered it.
+    pub(super) fn update_backpressure(&mut self) -> u64 {
+        let mut entered = 0;
+        for (&id, s) in &self.by_id {
+            let waiting = s.parked() > 0;
+            if waiting == self.full.contains(id) {
+                continue;
+            }
+            if waiting {
+                self.rings.remove(id);
+                self.full.insert(id, s.completion_probe());
+                entered += 1;
+            } else {
+                self.full.remove(id);
+                self.rings.insert(id, s.command_probe());
+            }
+        }
+        entered
+    }
+
+    /// Sessions under backpressure now.
+    pub(super) fn backpressured(&self) -> usize {
+        self.full.len()
+    }
+
+    /// The completion rings waited on for space (shared with the runtime's work probe).
+    pub(super) fn space(&self) -> &SpaceSet {
+        &self.full
     }
 
     /// Counts an operation of session `id` taken from its ring; returns whether it is
@@ -180,5 +223,46 @@ impl Sessions {
     /// Takes the memfd staged for session `id` under `cookie`.
     pub(super) fn claim_staged(&mut self, id: u64, cookie: Cookie) -> Option<OwnedFd> {
         self.staged.remove(&(id, cookie))
+    }
+}
+
+/// Completion rings of sessions under backpressure: any with a free slot is work.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SpaceSet(std::sync::Arc<std::sync::RwLock<Vec<(u64, RingProbe)>>>);
+
+impl SpaceSet {
+    fn insert(&self, id: u64, probe: RingProbe) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, probe));
+    }
+
+    fn remove(&self, id: u64) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| *k != id);
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(k, _)| *k == id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether any of the rings has a free slot (its app consumed something).
+    pub(super) fn any_space(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(_, p)| p.len() < p.capacity())
     }
 }

@@ -17,6 +17,13 @@ pub struct PonyStats {
     pub packets_in: u64,
     /// Packets handed to the NIC.
     pub packets_out: u64,
+    /// Sessions whose command ring broke, quarantined and detached.
+    pub sessions_quarantined: u64,
+    /// Times a session's completions found its ring full, so the engine stopped taking its
+    /// commands until it consumed some.
+    pub backpressure_waits: u64,
+    /// Sessions under backpressure now.
+    pub sessions_backpressured: usize,
     /// Operations (Sends, Reads, Writes, IndirectReads) of all apps in the engine now.
     pub ops_outstanding: u64,
     /// Regions registered now.

@@ -94,11 +94,16 @@ pub enum OpErrorCode {
     /// The peer engine refused the flow: it holds as many flows as it may.
     #[error("the peer holds too many flows")]
     PeerBusy = 20,
+    /// The engine quarantined this session: its command ring broke (indices or lengths
+    /// that no correct app writes). The session is detached: its flows are closed and its
+    /// buffers and regions reclaimed. Sent once, as an `Error` with cookie 0.
+    #[error("session quarantined: its command ring is corrupt")]
+    Quarantined = 21,
 }
 
 impl OpErrorCode {
     /// The highest code.
-    pub const LAST: OpErrorCode = OpErrorCode::PeerBusy;
+    pub const LAST: OpErrorCode = OpErrorCode::Quarantined;
 
     /// The code numbered `v`, if any.
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -124,6 +129,7 @@ impl OpErrorCode {
             18 => TooManyOps,
             19 => TooManyRegions,
             20 => PeerBusy,
+            21 => Quarantined,
             _ => return None,
         })
     }
