@@ -370,7 +370,9 @@ fn e_kind(e: &DecodeError) -> u8 {
     match e {
         DecodeError::Empty => 0,
         DecodeError::UnknownKind(k) => *k,
-        DecodeError::Truncated { kind } | DecodeError::Trailing { kind, .. } => *kind,
+        DecodeError::Truncated { kind }
+        | DecodeError::Trailing { kind, .. }
+        | DecodeError::ValueOnError { kind } => *kind,
         DecodeError::BadCode(_) | DecodeError::BadPeer | DecodeError::BadReason(_) => 0,
     }
 }

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Records are written with no padding and decoded with every length checked: a record
-//! that is short, has trailing bytes, an unknown kind or status, or a peer that is not
-//! UTF-8 is a [`DecodeError`]. Decoding reads only the slice it is given and never panics
+//! that is short, has trailing bytes, an unknown kind, status or close reason, a value
+//! after an error status, or a peer that is not UTF-8 is a [`DecodeError`]; so every
+//! record has exactly one encoding. Decoding reads only the slice it is given and never panics
 //! (a proptest below feeds it arbitrary bytes), because the other side may be hostile.
 //! A decoded command is only well-formed: buffer indices, region keys and bounds in it
 //! are checked later against the pool and the region registry. The field writer and the
@@ -214,9 +215,44 @@ pub enum DecodeError {
     /// OpenFlow's peer is not UTF-8.
     #[error("peer address is not UTF-8")]
     BadPeer,
+    /// An error status followed by a non-zero value (the value is zero on errors, so that
+    /// every record has one encoding).
+    #[error("record of kind {kind} has a value after an error status")]
+    ValueOnError { kind: u8 },
     /// A close reason that does not exist.
     #[error("unknown close reason {0}")]
     BadReason(u8),
+}
+
+/// The result of a status and the value after it, which must be zero on an error.
+fn with_value<T: Default + PartialEq>(
+    status: Result<(), OpErrorCode>,
+    value: T,
+    kind: u8,
+) -> Result<Result<T, OpErrorCode>, DecodeError> {
+    match status {
+        Ok(()) => Ok(Ok(value)),
+        Err(_) if value != T::default() => Err(DecodeError::ValueOnError { kind }),
+        Err(code) => Ok(Err(code)),
+    }
+}
+
+/// The fuzz target's body (`pony/express/fuzz`, target `app_proto`), also run by the stable
+/// tests: decoding arbitrary bytes as a command and as a completion never panics, and what
+/// decodes is canonical: it encodes back to the same bytes and decodes to the same record.
+/// Panics when the property fails.
+pub fn fuzz_decode(data: &[u8]) {
+    if let Ok(c) = Command::decode(data) {
+        let bytes = c.encode();
+        assert_eq!(bytes, data, "command {c:?} re-encodes differently");
+        assert!(bytes.len() <= MAX_RECORD_LEN);
+        assert_eq!(Command::decode(&bytes), Ok(c));
+    }
+    if let Ok(c) = Completion::decode(data) {
+        let bytes = c.encode();
+        assert_eq!(bytes, data, "completion {c:?} re-encodes differently");
+        assert_eq!(Completion::decode(&bytes), Ok(c));
+    }
 }
 
 mod kind {
@@ -511,7 +547,7 @@ impl Completion {
                 let flow = r.u64()?;
                 Completion::FlowOpened {
                     cookie,
-                    result: status.map(|()| flow),
+                    result: with_value(status, flow, r.kind)?,
                 }
             }
             kind::FLOW_CLOSED => {
@@ -533,7 +569,7 @@ impl Completion {
                 let len = r.u32()?;
                 Completion::ReadDone {
                     cookie,
-                    result: status.map(|()| len),
+                    result: with_value(status, len, r.kind)?,
                 }
             }
             kind::WRITE_DONE => Completion::WriteDone {

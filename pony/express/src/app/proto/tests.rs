@@ -133,6 +133,25 @@ proptest! {
     }
 
     #[test]
+    fn decoded_records_are_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzz_decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_records_are_canonical_when_they_decode(
+        c in completion(),
+        cmd in command(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        for mut bytes in [c.encode(), cmd.encode()] {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            fuzz_decode(&bytes);
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Command::decode(&bytes);
         let _ = Completion::decode(&bytes);
@@ -192,4 +211,33 @@ fn close_reasons_round_trip() {
     .encode();
     *bad.last_mut().unwrap() = 9;
     assert_eq!(Completion::decode(&bad), Err(DecodeError::BadReason(9)));
+}
+
+#[test]
+fn a_value_after_an_error_status_is_refused() {
+    // Found by the fuzz target: the value was ignored, so one record had many encodings.
+    let mut bytes = Completion::FlowOpened {
+        cookie: 1,
+        result: Err(OpErrorCode::NoBuffers),
+    }
+    .encode();
+    *bytes.last_mut().unwrap() = 88;
+    assert_eq!(
+        Completion::decode(&bytes),
+        Err(DecodeError::ValueOnError {
+            kind: kind::FLOW_OPENED
+        })
+    );
+    let mut bytes = Completion::ReadDone {
+        cookie: 1,
+        result: Err(OpErrorCode::TooLarge),
+    }
+    .encode();
+    bytes[12] = 1;
+    assert_eq!(
+        Completion::decode(&bytes),
+        Err(DecodeError::ValueOnError {
+            kind: kind::READ_DONE
+        })
+    );
 }
