@@ -8,7 +8,9 @@
 //! - an app that scribbles its command ring is quarantined (the host's CPU stays under
 //!   5 % of wall time over 5 s; another app keeps working);
 //! - an app that never consumes its completions gets backpressure (the host's CPU stays
-//!   under 5 % over 5 s) and loses nothing once it consumes.
+//!   under 5 % over 5 s) and loses nothing once it consumes;
+//! - limits from the host's TOML: the app over one gets the clear error, another app keeps
+//!   working, and `status` counts the refusals.
 //!
 //! The killed app is this test binary re-executed (`crash_child_app`), so that its death is
 //! a real process death. CPU is the host process's utime + stime from `/proc/PID/stat`, so
@@ -22,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{line_starting, Host, TIMEOUT};
-use pony_express::app::{AppSession, CloseReason, Command, Completion, Completions};
+use pony_express::app::{AppSession, CloseReason, Command, Completion, Completions, OpErrorCode};
 use pony_express::client::{ClientError, PonyClient};
 use pony_express::socket::{PonyListener, PonyStream, SocketError};
 use rustix::process::{kill_process, Pid, Signal};
@@ -363,4 +365,86 @@ fn an_app_that_never_consumes_costs_the_host_no_cpu_and_loses_nothing() {
     assert_eq!(got, (0..N).collect::<Vec<_>>());
     assert!(counter(&mut watch, "backpressure_waits") >= 1);
     assert_eq!(counter(&mut watch, "sessions_backpressured"), 0);
+}
+
+fn op_error<T: std::fmt::Debug>(r: Result<T, ClientError>) -> OpErrorCode {
+    match r {
+        Err(ClientError::Op { code }) => code,
+        other => panic!("expected an operation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn limits_from_the_configuration_refuse_clearly_and_are_counted_in_status() {
+    let options = "max_flows = 3\nmax_flows_per_app = 1\nmax_ops_per_app = 1\nmax_regions_per_app = 1";
+    let host = Host::start_with(options);
+    let peer = Host::start();
+    let mut b = PonyClient::connect(&peer.socket, "pony0", Completions::Block).unwrap();
+    b.listen(SERVICE).unwrap();
+    let mut x = PonyClient::connect(&host.socket, "pony0", Completions::Block).unwrap();
+    let mut z = PonyClient::connect(&host.socket, "pony0", Completions::Block).unwrap();
+    let mut watch = SnapClient::connect(&host.socket).unwrap();
+
+    // Flows per app.
+    let fx = x.open_flow(&peer.addr, SERVICE).unwrap();
+    assert_eq!(
+        op_error(x.open_flow(&peer.addr, SERVICE)),
+        OpErrorCode::TooManyFlows
+    );
+    let fz = z.open_flow(&peer.addr, SERVICE).unwrap();
+    assert_eq!(counter(&mut watch, "limit_flows"), 1);
+
+    // Regions per app.
+    let mem = || SharedMem::create("limits-region", 4096).unwrap();
+    x.register_region(&mem()).unwrap();
+    assert_eq!(op_error(x.register_region(&mem())), OpErrorCode::TooManyRegions);
+    z.register_region(&mem()).unwrap();
+    assert_eq!(counter(&mut watch, "limit_regions"), 1);
+
+    // Operations per app: two Sends posted at once, the second is one too many.
+    let first = x.send(fx, 0, b"one").unwrap();
+    let second = x.send(fx, 0, b"two").unwrap();
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 2 {
+        match x.wait_completion(TIMEOUT).unwrap().expect("a completion") {
+            Completion::Sent { cookie } => outcomes.push((cookie, None)),
+            Completion::Error { cookie, code, .. } => outcomes.push((cookie, Some(code))),
+            other => panic!("{other:?}"),
+        }
+    }
+    outcomes.sort_by_key(|(cookie, _)| *cookie);
+    // Usually the second is refused; if the first was acknowledged before the second was
+    // taken, both went: then a burst proves the limit.
+    if outcomes == [(first, None), (second, None)] {
+        let cookies: Vec<_> = (0..8).map(|_| x.send(fx, 0, b"burst").unwrap()).collect();
+        let mut refused = 0;
+        for _ in &cookies {
+            if let Some(Completion::Error { code, .. }) = x.wait_completion(TIMEOUT).unwrap() {
+                assert_eq!(code, OpErrorCode::TooManyOps);
+                refused += 1;
+            }
+        }
+        assert!(
+            refused > 0,
+            "no Send of a burst of 8 was refused at max_ops_per_app = 1"
+        );
+    } else {
+        assert_eq!(outcomes, [(first, None), (second, Some(OpErrorCode::TooManyOps))]);
+    }
+    assert!(counter(&mut watch, "limit_ops") >= 1);
+    z.send(fz, 0, b"z works").unwrap();
+    // b gets z's message (after whatever of x's went through).
+    while b.recv(TIMEOUT).unwrap().data != b"z works" {}
+
+    // Flows per engine: a third app's flow fills it (3), a peer's Connect beyond is
+    // rejected and its opener told.
+    let mut w = PonyClient::connect(&host.socket, "pony0", Completions::Block).unwrap();
+    w.listen(SERVICE).unwrap();
+    let mut p = PonyClient::connect(&peer.socket, "pony0", Completions::Block).unwrap();
+    p.open_flow(&host.addr, SERVICE).unwrap();
+    w.accept(TIMEOUT).unwrap();
+    let mut q = PonyClient::connect(&peer.socket, "pony0", Completions::Block).unwrap();
+    assert_eq!(op_error(q.open_flow(&host.addr, SERVICE)), OpErrorCode::PeerBusy);
+    assert_eq!(counter(&mut watch, "limit_flows"), 2);
+    assert_eq!(counter(&mut watch, "flows"), 3);
 }
