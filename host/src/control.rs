@@ -398,19 +398,22 @@ fn detach_from_engine(shared: &Shared, a: &Attached) {
 
 fn status(shared: &Shared) -> Response {
     let channels = shared.channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let runtime = shared.runtime.status();
     let mut counters = std::collections::BTreeMap::new();
-    for name in shared.runtime.engine_names() {
-        // An engine that cannot answer (failed, stopping) just has no counters here.
-        let Some(handle) = shared.runtime.engine(&name) else {
+    // Healthy engines only: a stuck one would hold the answer for the control timeout.
+    let engines = runtime.groups.iter().flat_map(|g| &g.engines);
+    for e in engines.filter(|e| e.health == snap_ipc::control::EngineHealth::Ok) {
+        // An engine that cannot answer (stopping) just has no counters here.
+        let Some(handle) = shared.runtime.engine(&e.name) else {
             continue;
         };
         if let Ok(Some(c)) = handle.control_dyn(|e| e.counters()) {
-            counters.insert(name, c);
+            counters.insert(e.name.clone(), c);
         }
     }
     Response::Status {
         status: Box::new(HostStatus {
-            runtime: shared.runtime.status(),
+            runtime,
             channels,
             counters,
         }),
