@@ -162,6 +162,14 @@ pub trait Engine: Any + Send {
         None
     }
 
+    /// Whether the engine's [`Engine::wake_sources`] changed during its last step (not
+    /// through a control operation, after which they are always read again); reading it
+    /// resets it. The worker then watches the new set, so that, e.g., an app session the
+    /// engine dropped cannot wake its thread any more.
+    fn take_sources_changed(&mut self) -> bool {
+        false
+    }
+
     /// The engine's own counters, for the control plane's `status` (asked through the
     /// mailbox, so the engine answers between steps). `None`: it has none beyond the
     /// runtime's.

@@ -279,6 +279,11 @@ impl Worker {
                         progressed = true;
                     }
                     pending |= outcome.pending;
+                    // The step dropped or added an interrupt source (e.g. a quarantined
+                    // session's doorbell): stop watching what it no longer has.
+                    if engine.take_sources_changed() {
+                        self.reregister(i);
+                    }
                     i += 1;
                 }
                 Err(payload) => {

@@ -135,6 +135,8 @@ pub struct PonyEngine {
     stats: PonyStats,
     /// When the engine must run again without an interrupt (computed at the end of a step).
     wake_at: Option<Instant>,
+    /// A step dropped a session (quarantine): the runtime must stop watching its doorbell.
+    sources_changed: bool,
 }
 
 impl std::fmt::Debug for PonyEngine {
@@ -165,6 +167,7 @@ impl PonyEngine {
             ops: PendingOps::default(),
             stats: PonyStats::default(),
             wake_at: None,
+            sources_changed: false,
         }
     }
 
@@ -455,6 +458,7 @@ impl PonyEngine {
         };
         self.sessions.complete(sid, told);
         self.detach(sid);
+        self.sources_changed = true;
     }
 
     /// Handles one accepted command of session `sid`.
@@ -879,6 +883,10 @@ impl Engine for PonyEngine {
 
     fn poll_at(&self) -> Option<Instant> {
         self.wake_at
+    }
+
+    fn take_sources_changed(&mut self) -> bool {
+        std::mem::take(&mut self.sources_changed)
     }
 
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {

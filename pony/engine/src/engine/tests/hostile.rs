@@ -22,6 +22,14 @@ fn attach_keeping_ring(e: &mut PonyEngine) -> (u64, AppSession, SharedMem) {
     (reply.id, app, ring)
 }
 
+/// Doorbells among the engine's wake sources (the shm wire's and one per session).
+fn bells(e: &PonyEngine) -> usize {
+    e.wake_sources()
+        .iter()
+        .filter(|s| matches!(s, WakeSource::Doorbell(_)))
+        .count()
+}
+
 fn settle(a: &mut PonyEngine, b: &mut PonyEngine, steps: usize) {
     for _ in 0..steps {
         let now = Instant::now();
@@ -46,6 +54,7 @@ fn a_scribbled_command_ring_quarantines_only_its_session() {
         panic!("accept")
     };
 
+    let bells_before = bells(&a);
     // The app writes a producer index no ring can have (offset 64: the producer line).
     // SAFETY: the ring's header is at least 192 bytes; the index is an aligned AtomicU64.
     let producer = unsafe { &*(ring.as_ptr().add(64) as *const AtomicU64) };
@@ -54,6 +63,9 @@ fn a_scribbled_command_ring_quarantines_only_its_session() {
 
     assert_eq!(a.stats().sessions_quarantined, 1);
     assert_eq!(a.stats().sessions, 1);
+    // Its doorbell is no longer a wake source, and the runtime is told to look again.
+    assert!(a.take_sources_changed() && !a.take_sources_changed());
+    assert_eq!(bells(&a), bells_before - 1);
     // Told why, if it still reads.
     assert_eq!(
         x.poll_completion().unwrap(),
