@@ -174,8 +174,10 @@ pub enum CloseReason {
     /// unacknowledged): its host or the path to it is gone.
     #[error("peer timed out")]
     PeerTimeout = 3,
-    /// The flow was torn down without a graceful close: the peer broke the protocol or
-    /// refused the flow after it was up.
+    /// The flow was torn down without a graceful close, for a failure other than a
+    /// timeout. The engine maps every other flow failure here, but in this wire version
+    /// none happens once a flow is up (a Reject or a bad Accept only ends a flow still
+    /// connecting, which its opener hears as `FlowOpened`'s error), so it is not sent yet.
     #[error("flow reset")]
     Reset = 4,
 }
