@@ -537,10 +537,24 @@ fn status(shared: &Shared) -> Response {
         refused: shared.refused.load(Ordering::Relaxed),
         timed_out: shared.timed_out.load(Ordering::Relaxed),
     };
+    let runtime = shared.runtime.status();
+    let mut counters = std::collections::BTreeMap::new();
+    // Healthy engines only: a stuck one would hold the answer for the control timeout.
+    let engines = runtime.groups.iter().flat_map(|g| &g.engines);
+    for e in engines.filter(|e| e.health == snap_ipc::control::EngineHealth::Ok) {
+        // An engine that cannot answer (stopping) just has no counters here.
+        let Some(handle) = shared.runtime.engine(&e.name) else {
+            continue;
+        };
+        if let Ok(Some(c)) = handle.control_dyn(|e| e.counters()) {
+            counters.insert(e.name.clone(), c);
+        }
+    }
     Response::Status {
         status: Box::new(HostStatus {
-            runtime: shared.runtime.status(),
+            runtime,
             channels,
+            counters,
             control,
         }),
     }

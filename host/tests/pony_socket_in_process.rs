@@ -142,7 +142,7 @@ fn peer_close_is_the_end_of_the_stream() {
     assert_eq!(server.recv_with_stream().unwrap(), Some((3, b"two".to_vec())));
     assert_eq!(server.recv().unwrap(), None);
     assert_eq!(server.recv().unwrap(), None);
-    assert!(matches!(server.send(b"late"), Err(SocketError::Closed)));
+    assert!(matches!(server.send(b"late"), Err(SocketError::Closed { .. })));
 }
 
 /// Far more sends than the rings hold, without reading a completion in between: the

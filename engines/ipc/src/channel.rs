@@ -345,6 +345,12 @@ impl ChannelEngineEnd {
         !self.request_probe.is_empty()
     }
 
+    /// Fill level of the response ring (e.g. to learn, without running the engine, when
+    /// an app that stopped consuming frees a slot).
+    pub fn response_probe(&self) -> RingProbe {
+        self.response_probe.clone()
+    }
+
     /// Whether the response ring has no free slot (the app is not consuming).
     pub fn responses_full(&self) -> bool {
         self.response_probe.len() >= self.capacity

@@ -162,6 +162,11 @@ impl RingProbe {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Messages the ring holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.shared.capacity
+    }
 }
 
 /// A validated ring in a shared region, not yet split into its producer and consumer.

@@ -199,7 +199,7 @@ impl Engine for EchoEngine {
         RunOutcome { items, pending }
     }
 
-    fn wake_sources_changed(&mut self) -> bool {
+    fn take_sources_changed(&mut self) -> bool {
         self.channels.take_sources_changed()
     }
 
@@ -380,7 +380,7 @@ mod tests {
         };
         assert!(e.work_probe().has_work());
         e.run(now());
-        assert!(e.wake_sources_changed());
+        assert!(e.take_sources_changed());
         assert_eq!(e.wake_sources().len(), 1);
         assert_eq!(e.channel_ids().len(), 1);
         assert!(!e.channel_ids().contains(&bad_id));

@@ -404,7 +404,7 @@ impl Engine for RelayEngine {
         }
     }
 
-    fn wake_sources_changed(&mut self) -> bool {
+    fn take_sources_changed(&mut self) -> bool {
         self.channels.take_sources_changed()
     }
 

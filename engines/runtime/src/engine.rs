@@ -149,13 +149,6 @@ pub trait Engine: Any + Send {
     /// The input check used before blocking and by the compacting rebalancer.
     fn work_probe(&self) -> WorkProbe;
 
-    /// Whether [`Self::wake_sources`] changed during the last `run()` (the engine dropped a
-    /// channel on its own, e.g. quarantined it); asked after every step, and the answer
-    /// resets. Control operations need not say it: the runtime re-asks after each.
-    fn wake_sources_changed(&mut self) -> bool {
-        false
-    }
-
     /// When the engine next needs a `run()` even if no interrupt arrives (a retransmission
     /// timer, a delayed packet). A blocked thread wakes by then; `None` means only
     /// interrupts. Asked after every step.
@@ -166,6 +159,21 @@ pub trait Engine: Any + Send {
     /// The engine's app-attachment interface, if apps attach to it (the control plane's
     /// `attach` uses this, so it works for any app-facing engine type).
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        None
+    }
+
+    /// Whether the engine's [`Engine::wake_sources`] changed during its last step (not
+    /// through a control operation, after which they are always read again); reading it
+    /// resets it. The worker then watches the new set, so that, e.g., an app session the
+    /// engine dropped cannot wake its thread any more.
+    fn take_sources_changed(&mut self) -> bool {
+        false
+    }
+
+    /// The engine's own counters, for the control plane's `status` (asked through the
+    /// mailbox, so the engine answers between steps). `None`: it has none beyond the
+    /// runtime's.
+    fn counters(&self) -> Option<serde_json::Value> {
         None
     }
 }

@@ -281,9 +281,9 @@ impl Worker {
                         progressed = true;
                     }
                     pending |= outcome.pending;
-                    // A channel quarantined in this step takes its doorbell with it: stop
-                    // watching it now, or a hostile app could keep waking the thread.
-                    if engine.wake_sources_changed() {
+                    // The step dropped or added an interrupt source (e.g. a quarantined
+                    // session's doorbell): stop watching what it no longer has.
+                    if engine.take_sources_changed() {
                         self.reregister(i);
                     }
                     i += 1;

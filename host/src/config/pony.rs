@@ -9,15 +9,24 @@
 //! bind = "127.0.0.1:7000"    # udp: local address (port 0 picks one)
 //! mtu = 1472                 # udp, optional: largest datagram payload
 //! # path = "/run/snap/wire"  # shm_listen / shm_connect: the wire's rendezvous socket
+//! # Limits (optional; defaults in brackets), each at least 1:
+//! # max_flows = 4096           # flows of the engine, accepted + opened (at most 1048575)
+//! # max_flows_per_app = 1024   # flows one app owns
+//! # max_ops_per_app = 4096     # Sends/Reads/Writes of one app not yet completed
+//! # max_regions_per_app = 64   # regions one app has registered
 //! ```
 //!
-//! Every other setting is [`PonyConfig::default`]. `shm_listen` blocks the host's start-up until the peer host
+//! A peer's Connect beyond `max_flows` is rejected (`TooManyFlows`), an app's request
+//! beyond a limit gets the matching error (`TooManyFlows`, `TooManyOps`,
+//! `TooManyRegions`); each refusal is counted in the engine's counters in `status`
+//! (`limit_flows`, `limit_ops`, `limit_regions`). Every other setting is
+//! [`PonyConfig::default`]. `shm_listen` blocks the host's start-up until the peer host
 //! connects (a wire needs both ends), so start the listening host first.
 
 use std::net::SocketAddr;
 
 use pony_engine::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
-use pony_engine::{PonyConfig, PonyEngine};
+use pony_engine::{PonyConfig, PonyEngine, PonyLimits, MAX_FLOWS_LIMIT};
 use snap_runtime::Engine;
 use toml::{Table, Value};
 
@@ -42,11 +51,49 @@ fn string<'t>(options: &'t Table, key: &str) -> Result<Option<&'t str>, String> 
     }
 }
 
+/// The limit options, each an integer in 1..=its maximum.
+const LIMIT_KEYS: [&str; 4] = [
+    "max_flows",
+    "max_flows_per_app",
+    "max_ops_per_app",
+    "max_regions_per_app",
+];
+
+fn limits(options: &Table) -> Result<PonyLimits, String> {
+    let mut l = PonyLimits::default();
+    for key in LIMIT_KEYS {
+        let max = if key == "max_flows" {
+            MAX_FLOWS_LIMIT
+        } else {
+            u32::MAX
+        };
+        let v = match options.get(key) {
+            None => continue,
+            Some(Value::Integer(v)) if (1..=i64::from(max)).contains(v) => *v as u32,
+            Some(Value::Integer(v)) => return Err(format!("{key}: {v} is outside 1..={max}")),
+            Some(other) => return Err(format!("{key}: expected an integer, got {}", other.type_str())),
+        };
+        match key {
+            "max_flows" => l.max_flows = v,
+            "max_flows_per_app" => l.max_flows_per_app = v,
+            "max_ops_per_app" => l.max_ops_per_app = v,
+            _ => l.max_regions_per_app = v,
+        }
+    }
+    Ok(l)
+}
+
 fn parse(options: &Table) -> Result<NicOptions, String> {
     const KEYS: [&str; 4] = ["nic", "bind", "mtu", "path"];
-    if let Some(k) = options.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(format!("unknown option {k:?} (known: {})", KEYS.join(", ")));
+    let known = |k: &str| KEYS.contains(&k) || LIMIT_KEYS.contains(&k);
+    if let Some(k) = options.keys().find(|k| !known(k.as_str())) {
+        return Err(format!(
+            "unknown option {k:?} (known: {}, {})",
+            KEYS.join(", "),
+            LIMIT_KEYS.join(", ")
+        ));
     }
+    limits(options)?;
     let nic = string(options, "nic")?.ok_or("nic: required (udp, shm_listen or shm_connect)")?;
     let only = |allowed: &[&str]| match KEYS
         .iter()
@@ -121,7 +168,11 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
             Box::new(ShmWire::connect(&path).map_err(|e| format!("shm wire {path}: {e}"))?)
         }
     };
-    Ok(Box::new(PonyEngine::new(name, nic, PonyConfig::default())))
+    let cfg = PonyConfig {
+        limits: limits(options)?,
+        ..PonyConfig::default()
+    };
+    Ok(Box::new(PonyEngine::new(name, nic, cfg)))
 }
 
 #[cfg(test)]
@@ -137,6 +188,15 @@ mod tests {
         let ok = |t: &str| validate(&table(t));
         ok("nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmtu = 1400").unwrap();
         ok("nic = \"shm_connect\"\npath = \"/tmp/w\"").unwrap();
+        let l = "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmax_flows = 8\nmax_flows_per_app = 2\nmax_ops_per_app = 3\nmax_regions_per_app = 4";
+        ok(l).unwrap();
+        let want = PonyLimits {
+            max_flows: 8,
+            max_flows_per_app: 2,
+            max_ops_per_app: 3,
+            max_regions_per_app: 4,
+        };
+        assert_eq!(limits(&table(l)).unwrap(), want);
         let cases = [
             ("", "nic: required"),
             ("nic = \"tcp\"", "nic: unknown NIC \"tcp\""),
@@ -152,6 +212,14 @@ mod tests {
             ),
             ("nic = \"shm_listen\"", "path: required"),
             ("nic = \"udp\"\nspeed = 1", "unknown option \"speed\""),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmax_flows = 0",
+                "max_flows: 0 is outside 1..=1048575",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmax_ops_per_app = \"many\"",
+                "max_ops_per_app: expected an integer",
+            ),
         ];
         for (text, want) in cases {
             let e = ok(text).unwrap_err();

@@ -38,6 +38,11 @@ impl Host {
     /// Starts a host with one spreading group holding Pony engine `pony0` on a UDP port of
     /// 127.0.0.1, and waits for its ready line.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`Self::start`] with more lines in the engine's options (e.g. limits).
+    pub fn start_with(options: &str) -> Self {
         let dir = test_dir("pony-hosts");
         // A port the kernel just handed out, so that the peer's address is known before
         // the host starts (a tiny race with other processes is accepted for a test).
@@ -50,7 +55,7 @@ impl Host {
             "microquanta = false\n\
              [[group]]\nname = \"pony\"\nmode = \"spreading\"\n\
              [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n\
-             [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n"
+             [group.engine.options]\nnic = \"udp\"\nbind = \"{addr}\"\n{options}\n"
         );
         Self::spawn(&dir, &groups, addr)
     }

@@ -15,4 +15,4 @@ pub mod nic;
 pub mod regions;
 pub mod session;
 
-pub use engine::{PonyConfig, PonyEngine, PonyStats};
+pub use engine::{PonyConfig, PonyEngine, PonyLimits, PonyStats, MAX_FLOWS_LIMIT};

@@ -73,7 +73,7 @@ pub struct RegionGrant {
 }
 
 /// Refused accesses, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Refusals {
     /// Unknown region id or wrong key (one answer to the peer: `AccessDenied`).
     pub access_denied: u64,
@@ -284,6 +284,11 @@ impl Regions {
         let before = self.regions.len();
         self.regions.retain(|_, r| r.app != app);
         before - self.regions.len()
+    }
+
+    /// Regions `app` has registered now.
+    pub fn count_of(&self, app: AppId) -> usize {
+        self.regions.values().filter(|r| r.app == app).count()
     }
 
     /// Registered regions.

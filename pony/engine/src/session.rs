@@ -133,6 +133,17 @@ impl EngineSession {
         self.chan.request_probe()
     }
 
+    /// Fill level of the completion ring (to learn when an app that stopped consuming
+    /// frees a slot).
+    pub fn completion_probe(&self) -> RingProbe {
+        self.chan.response_probe()
+    }
+
+    /// Completions waiting for ring space; while any wait, no command is taken.
+    pub fn parked(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Commands refused so far (malformed, or naming a bad chain).
     pub fn refused(&self) -> u64 {
         self.refused
@@ -366,8 +377,10 @@ fn e_kind(e: &DecodeError) -> u8 {
     match e {
         DecodeError::Empty => 0,
         DecodeError::UnknownKind(k) => *k,
-        DecodeError::Truncated { kind } | DecodeError::Trailing { kind, .. } => *kind,
-        DecodeError::BadCode(_) | DecodeError::BadPeer => 0,
+        DecodeError::Truncated { kind }
+        | DecodeError::Trailing { kind, .. }
+        | DecodeError::ValueOnError { kind } => *kind,
+        DecodeError::BadCode(_) | DecodeError::BadPeer | DecodeError::BadReason(_) => 0,
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pony_engine::nic::{FaultConfig, FaultyNic, Nic, ShmWire, ShmWireConfig, UdpNic};
 use pony_engine::{PonyConfig, PonyEngine, PonyStats};
 use pony_express::app::SessionError;
-use pony_express::app::{AppSession, Command, Completion, OpErrorCode};
+use pony_express::app::{AppSession, CloseReason, Command, Completion, OpErrorCode};
 use pony_express::pool::{BufIdx, PoolError};
 use snap_ipc::SharedMem;
 use snap_runtime::{AttachRequest, CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
@@ -530,7 +530,7 @@ fn a_dead_peer_host_fails_the_flow_instead_of_hanging() {
     loop {
         match wait(&mut a, "a failure") {
             Completion::Error { cookie, code, .. } => errors.push((cookie, code)),
-            Completion::FlowClosed { flow: f } => {
+            Completion::FlowClosed { flow: f, .. } => {
                 assert_eq!(f, flow);
                 break;
             }
@@ -561,7 +561,13 @@ fn an_idle_flow_notices_a_dead_peer_host() {
     drop(b);
     drop(hb.rt.shutdown());
     let t = Instant::now();
-    assert_eq!(wait(&mut a, "the flow to fail"), Completion::FlowClosed { flow });
+    assert_eq!(
+        wait(&mut a, "the flow to fail"),
+        Completion::FlowClosed {
+            flow,
+            reason: CloseReason::PeerTimeout
+        }
+    );
     let waited = t.elapsed();
     assert!(waited < Duration::from_secs(2), "noticed after {waited:?}");
     let s = stats(&ha.h);

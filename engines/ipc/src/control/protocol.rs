@@ -107,6 +107,10 @@ pub struct HostStatus {
     pub runtime: Status,
     /// Channels attached now, across all connections.
     pub channels: Vec<ChannelInfo>,
+    /// Engine-specific counters by engine name, for engines that keep some (e.g. a Pony
+    /// engine's flows, limits and refusals).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, serde_json::Value>,
     /// The control server's own counters.
     #[serde(default)]
     pub control: ControlStats,

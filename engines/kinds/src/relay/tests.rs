@@ -255,7 +255,7 @@ fn corrupt_app_ring_is_quarantined_and_the_other_app_served() {
     settle(&mut relay, &mut echo);
     assert_eq!(bad.quarantined(), Some(CloseReason::CorruptIndices));
     assert_eq!(relay.channel_ids(), vec![1]);
-    assert!(relay.wake_sources_changed());
+    assert!(relay.take_sources_changed());
     assert_eq!(relay.ledger().unwrap().take_quarantined()[0].channel, bad_id);
     assert_eq!(recv_all(&mut good), [b"g".to_vec()]);
     assert!(!relay.work_probe().has_work());

@@ -13,7 +13,7 @@ use super::target::{Served, Step, Target};
 use crate::nic::PeerAddr;
 use crate::regions::Regions;
 use crate::session::SessionBuffers;
-use pony_express::app::{Completion, Cookie, OpErrorCode};
+use pony_express::app::{CloseReason, Completion, Cookie, OpErrorCode};
 use pony_proto::flow::{Flow, FlowError, OneSided};
 
 /// How a flow came to be, i.e. which completion announces it.
@@ -103,8 +103,14 @@ impl FlowEntry {
     }
 
     /// Flow `id` closed or failed: the owner's completions, every Send still waiting
-    /// failing with `code`, then `FlowClosed` (or `FlowOpened` with why it never opened).
-    pub(super) fn on_end(&mut self, id: u32, code: OpErrorCode) -> Option<(u64, Vec<Completion>)> {
+    /// failing with `code` (the only `Error`s among them), then `FlowClosed` with `reason`
+    /// (or `FlowOpened` with why it never opened).
+    pub(super) fn on_end(
+        &mut self,
+        id: u32,
+        code: OpErrorCode,
+        reason: CloseReason,
+    ) -> Option<(u64, Vec<Completion>)> {
         let owner = self.owner?;
         let detail = u64::from(id);
         let mut cookies: Vec<_> = self.sends.drain().map(|(_, c)| c).collect();
@@ -122,7 +128,7 @@ impl FlowEntry {
                     code => code,
                 }),
             },
-            _ => Completion::FlowClosed { flow: detail },
+            _ => Completion::FlowClosed { flow: detail, reason },
         });
         Some((owner, done))
     }

@@ -83,7 +83,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use pony_express::app::{AppSession, Command, Completion, Completions, Cookie, OpErrorCode, ServiceId};
+use pony_express::app::{
+    AppSession, CloseReason, Command, Completion, Completions, Cookie, OpErrorCode, ServiceId,
+};
 use pony_proto::flow::{FailReason, Flow, FlowError, FlowEvent, OneSided};
 use pony_proto::wire::{self, negotiate, Kind, RejectReason, Repr};
 use snap_ipc::channel::APP_FDS;
@@ -93,9 +95,10 @@ use snap_runtime::{AppFacing, AttachReply, AttachRequest, Engine, RunOutcome, Wa
 use crate::nic::{Nic, PeerAddr};
 use crate::regions::{RegionGrant, Regions};
 use crate::session::{Accepted, ChainId, EngineSession};
-pub use config::{PonyConfig, DEFAULT_MAX_ONESIDED_BYTES};
+pub use config::{PonyConfig, PonyLimits, DEFAULT_MAX_ONESIDED_BYTES};
 use entry::{FlowEntry, Origin};
-use flows::FlowTable;
+pub use flows::MAX_FLOWS_LIMIT;
+use flows::{FlowTable, Lookup};
 use link::Link;
 use listeners::Listeners;
 use outbox::Out;
@@ -132,6 +135,8 @@ pub struct PonyEngine {
     stats: PonyStats,
     /// When the engine must run again without an interrupt (computed at the end of a step).
     wake_at: Option<Instant>,
+    /// A step dropped a session (quarantine): the runtime must stop watching its doorbell.
+    sources_changed: bool,
 }
 
 impl std::fmt::Debug for PonyEngine {
@@ -154,14 +159,15 @@ impl PonyEngine {
             link: Link::new(&name, nic, cfg.flow.mtu),
             name,
             rx_buf: vec![0; mtu],
+            flows: FlowTable::new(cfg.limits.max_flows),
             cfg,
-            flows: FlowTable::default(),
             sessions: Sessions::default(),
             listeners: Listeners::default(),
             regions: Regions::new(),
             ops: PendingOps::default(),
             stats: PonyStats::default(),
             wake_at: None,
+            sources_changed: false,
         }
     }
 
@@ -171,6 +177,9 @@ impl PonyEngine {
         s.sessions = self.sessions.len();
         s.flows = self.flows.len();
         s.refusals = self.regions.refusals();
+        s.regions = self.regions.len();
+        s.ops_outstanding = self.sessions.ops_outstanding();
+        s.sessions_backpressured = self.sessions.backpressured();
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }
@@ -211,6 +220,10 @@ impl PonyEngine {
     pub fn register_region_local(&mut self, session: u64, mem: SharedMem) -> Result<RegionGrant, String> {
         if !self.sessions.contains(session) {
             return Err(format!("no session {session}"));
+        }
+        if self.regions.count_of(session) >= self.cfg.limits.max_regions_per_app as usize {
+            self.stats.limit_regions += 1;
+            return Err(OpErrorCode::TooManyRegions.to_string());
         }
         self.regions.register_mem(session, mem).map_err(|e| e.to_string())
     }
@@ -255,8 +268,11 @@ impl PonyEngine {
         if let Some(dst) = repr.dst_flow() {
             let act_now = match self.flows.get_mut(dst) {
                 Some(e) if e.peer == from => e.flow.handle_in_place(repr, now),
-                _ => {
+                other => {
                     self.stats.unknown_flow += 1;
+                    if other.is_none() && self.flows.lookup(u64::from(dst)) == Lookup::Stale {
+                        self.stats.stale_flow_ids += 1;
+                    }
                     return;
                 }
             };
@@ -289,7 +305,14 @@ impl PonyEngine {
         let listener = match negotiate(self.cfg.flow.versions, versions) {
             None => Err(RejectReason::NoCommonVersion),
             Some(_) => self.listeners.get(service).ok_or(RejectReason::NoListener),
-        };
+        }
+        .and_then(|(session, cookie)| match self.flow_limit(session) {
+            Some(_) => {
+                self.stats.limit_flows += 1;
+                Err(RejectReason::TooManyFlows)
+            }
+            None => Ok((session, cookie)),
+        });
         let (session, cookie) = match listener {
             Ok(listener) => listener,
             Err(reason) => {
@@ -347,9 +370,8 @@ impl PonyEngine {
                     Ok(Some(a)) => a,
                     Ok(None) => break,
                     Err(e) => {
-                        // A corrupt ring: nothing more can be read from it. The control
-                        // plane detaches the app when its connection closes.
-                        log::warn!("{}: session {sid}: {e}", self.name);
+                        // A corrupt ring: nothing more can be read from it.
+                        self.quarantine(sid, &e.to_string());
                         break;
                     }
                 };
@@ -361,8 +383,89 @@ impl PonyEngine {
         (n, self.sessions.rings().any_pending())
     }
 
+    /// Why session `sid` may not have another flow now, if it may not.
+    fn flow_limit(&self, sid: u64) -> Option<&'static str> {
+        if self.flows.is_full() {
+            Some("max_flows")
+        } else if self.flows.owned_by(sid) >= self.cfg.limits.max_flows_per_app as usize {
+            Some("max_flows_per_app")
+        } else {
+            None
+        }
+    }
+
+    /// The error for a command naming `flow`, which is not one of the session's:
+    /// `StaleFlow` for an old generation of a slot (counted), else `UnknownFlow`.
+    fn no_flow(&mut self, flow: u64) -> OpErrorCode {
+        if self.flows.lookup(flow) == Lookup::Stale {
+            self.stats.stale_flow_ids += 1;
+            OpErrorCode::StaleFlow
+        } else {
+            OpErrorCode::UnknownFlow
+        }
+    }
+
+    /// Counts an operation-carrying command of session `sid`; if the session is at
+    /// `max_ops_per_app`, refuses it with `TooManyOps` (its completion uncounts it) and
+    /// returns false.
+    fn admit_op(&mut self, sid: u64, a: &Accepted) -> bool {
+        let op = matches!(
+            a.cmd,
+            Command::Send { .. }
+                | Command::Read { .. }
+                | Command::Write { .. }
+                | Command::IndirectRead { .. }
+        );
+        if !op || self.sessions.op_started(sid, self.cfg.limits.max_ops_per_app) {
+            return true;
+        }
+        self.stats.limit_ops += 1;
+        let code = OpErrorCode::TooManyOps;
+        let detail = u64::from(self.cfg.limits.max_ops_per_app);
+        match a.cmd {
+            Command::Send { cookie, .. } => {
+                drop(self.sessions.take_pieces(sid, a.chain));
+                self.sessions.send_failed(sid, cookie, code, detail);
+            }
+            Command::Write { cookie, .. } => {
+                drop(self.sessions.take_pieces(sid, a.chain));
+                let done = Completion::WriteDone {
+                    cookie,
+                    result: Err(code),
+                };
+                self.sessions.complete(sid, done);
+            }
+            Command::Read { cookie, .. } | Command::IndirectRead { cookie, .. } => {
+                self.sessions.read_done(sid, a.chain, cookie, Err(code));
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Session `sid` broke its command ring: it is told why (an `Error` with code
+    /// `Quarantined`, if its completion ring has room) and detached at once, so it is
+    /// never polled again, leaves the work probe and the wake sources, and its flows close
+    /// (peers see `PeerClosed`), its pool and regions reclaimed. Its control connection
+    /// closing later finds nothing left to detach.
+    fn quarantine(&mut self, sid: u64, why: &str) {
+        log::warn!("{}: session {sid} quarantined: {why}", self.name);
+        self.stats.sessions_quarantined += 1;
+        let told = Completion::Error {
+            cookie: 0,
+            code: OpErrorCode::Quarantined,
+            detail: 0,
+        };
+        self.sessions.complete(sid, told);
+        self.detach(sid);
+        self.sources_changed = true;
+    }
+
     /// Handles one accepted command of session `sid`.
     fn command(&mut self, sid: u64, a: Accepted, now: Instant) {
+        if !self.admit_op(sid, &a) {
+            return;
+        }
         match a.cmd {
             Command::OpenFlow {
                 cookie,
@@ -388,7 +491,10 @@ impl PonyEngine {
             // Closed by `drain_outbox` once everything posted before is in the flow.
             Command::CloseFlow { flow } => match self.flows.owned_mut(sid, flow) {
                 Some(e) => e.close_when_drained(),
-                None => self.sessions.refuse(sid, 0, OpErrorCode::UnknownFlow, flow),
+                None => {
+                    let code = self.no_flow(flow);
+                    self.sessions.refuse(sid, 0, code, flow);
+                }
             },
             Command::Send {
                 flow, stream, cookie, ..
@@ -396,10 +502,14 @@ impl PonyEngine {
                 let data = self.sessions.take_pieces(sid, a.chain);
                 match self.flows.owned_mut(sid, flow) {
                     Some(e) if e.is_closing() => {
-                        self.sessions.refuse(sid, cookie, OpErrorCode::FlowClosed, flow)
+                        self.sessions
+                            .send_failed(sid, cookie, OpErrorCode::FlowClosed, flow)
                     }
                     Some(e) => e.outbox().push(Out::Message { stream, data, cookie }),
-                    None => self.sessions.refuse(sid, cookie, OpErrorCode::UnknownFlow, flow),
+                    None => {
+                        let code = self.no_flow(flow);
+                        self.sessions.send_failed(sid, cookie, code, flow);
+                    }
                 }
             }
             Command::Read {
@@ -469,7 +579,7 @@ impl PonyEngine {
                     let code = if too_large {
                         OpErrorCode::TooLarge
                     } else {
-                        OpErrorCode::UnknownFlow
+                        self.no_flow(flow)
                     };
                     let done = Completion::WriteDone {
                         cookie,
@@ -485,6 +595,14 @@ impl PonyEngine {
                 }
             }
             Command::RegisterRegion { cookie, len } => {
+                if self.regions.count_of(sid) >= self.cfg.limits.max_regions_per_app as usize {
+                    drop(self.sessions.claim_staged(sid, cookie));
+                    self.stats.limit_regions += 1;
+                    let max = u64::from(self.cfg.limits.max_regions_per_app);
+                    self.sessions
+                        .refuse(sid, cookie, OpErrorCode::TooManyRegions, max);
+                    return;
+                }
                 let result = match self.sessions.claim_staged(sid, cookie) {
                     Some(fd) => self
                         .regions
@@ -526,6 +644,16 @@ impl PonyEngine {
             self.sessions.complete(sid, c);
             return;
         };
+        if let Some(limit) = self.flow_limit(sid) {
+            log::debug!("{}: session {sid}: OpenFlow refused at {limit}", self.name);
+            self.stats.limit_flows += 1;
+            let c = Completion::FlowOpened {
+                cookie,
+                result: Err(OpErrorCode::TooManyFlows),
+            };
+            self.sessions.complete(sid, c);
+            return;
+        }
         let Some(bufs) = self.sessions.recv_buffers(sid) else {
             return;
         };
@@ -544,7 +672,7 @@ impl PonyEngine {
         req: impl FnOnce(u64) -> OneSided,
     ) {
         let (Some(id), Some(chain)) = (self.flows.owned(sid, flow), chain) else {
-            let result = Err(OpErrorCode::UnknownFlow);
+            let result = Err(self.no_flow(flow));
             self.sessions.read_done(sid, chain, cookie, result);
             return;
         };
@@ -631,7 +759,13 @@ impl PonyEngine {
                     let payload = op.payload().to_vec();
                     self.one_sided(id, e, op, &payload);
                 }
-                FlowEvent::Closed => self.end_flow(id, e, OpErrorCode::FlowClosed),
+                FlowEvent::Closed => {
+                    let why = match e.flow.closed_by_peer() {
+                        true => CloseReason::PeerClosed,
+                        false => CloseReason::LocalClose,
+                    };
+                    self.end_flow(id, e, OpErrorCode::FlowClosed, why);
+                }
                 FlowEvent::Failed(reason) => {
                     self.stats.flows_failed += 1;
                     log::info!("{}: flow {id} failed: {reason:?}", self.name);
@@ -639,21 +773,33 @@ impl PonyEngine {
                         FailReason::ProtocolViolation => OpErrorCode::Internal,
                         FailReason::NoListener => OpErrorCode::NoListener,
                         FailReason::NoCommonVersion { .. } => OpErrorCode::VersionMismatch,
+                        FailReason::PeerBusy => OpErrorCode::PeerBusy,
                         _ => OpErrorCode::Unreachable,
                     };
-                    self.end_flow(id, e, code);
+                    let why = match reason {
+                        FailReason::PeerUnresponsive | FailReason::ConnectTimeout => CloseReason::PeerTimeout,
+                        _ => CloseReason::Reset,
+                    };
+                    self.end_flow(id, e, code, why);
                 }
             }
         }
     }
 
     /// The flow closed or failed: every operation still waiting on it completes with
-    /// `code`, then the owner hears that the flow is gone (or that it never opened).
-    fn end_flow(&mut self, id: u32, e: &mut FlowEntry, code: OpErrorCode) {
+    /// `code`, then the owner hears that the flow is gone for `why` (or that it never
+    /// opened).
+    fn end_flow(&mut self, id: u32, e: &mut FlowEntry, code: OpErrorCode, why: CloseReason) {
         self.ops.fail_flow(id, code, &mut self.sessions);
-        if let Some((owner, done)) = e.on_end(id, code) {
+        if let Some((owner, done)) = e.on_end(id, code, why) {
             for c in done {
-                self.sessions.complete(owner, c);
+                match c {
+                    // The Sends the flow still held: each ends an operation.
+                    Completion::Error { cookie, code, detail } => {
+                        self.sessions.send_failed(owner, cookie, code, detail)
+                    }
+                    c => self.sessions.complete(owner, c),
+                }
             }
         }
     }
@@ -666,8 +812,7 @@ impl PonyEngine {
         e.drain_outbox(&self.regions, |out, code| match out {
             Out::Message { cookie, .. } => {
                 if let Some(owner) = owner {
-                    let detail = u64::from(id);
-                    sessions.complete(owner, Completion::Error { cookie, code, detail });
+                    sessions.send_failed(owner, cookie, code, u64::from(id));
                 }
             }
             Out::OneSided(op) => ops.request_failed(&op, code, sessions),
@@ -741,6 +886,7 @@ impl Engine for PonyEngine {
         let (rx, rx_more) = self.receive(now);
         let (cmds, cmd_more) = self.take_commands(now);
         let (events, tx_more) = if nic_ok { self.drive_flows(now) } else { (0, false) };
+        self.stats.backpressure_waits += self.sessions.update_backpressure();
         self.wake_at = self.next_wake(self.link.is_stalled(), now);
         RunOutcome {
             items: rx + cmds + events,
@@ -757,15 +903,25 @@ impl Engine for PonyEngine {
     fn work_probe(&self) -> WorkProbe {
         let nic = self.link.nic().work_probe();
         let rings = self.sessions.rings().clone();
-        WorkProbe::new(move || nic.has_work() || rings.any_pending())
+        let space = self.sessions.space().clone();
+        WorkProbe::new(move || nic.has_work() || rings.any_pending() || space.any_space())
     }
 
     fn poll_at(&self) -> Option<Instant> {
         self.wake_at
     }
 
+    fn take_sources_changed(&mut self) -> bool {
+        std::mem::take(&mut self.sources_changed)
+    }
+
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
         Some(self)
+    }
+
+    /// [`PonyStats`], as JSON.
+    fn counters(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.stats()).ok()
     }
 }
 
@@ -784,6 +940,14 @@ impl AppFacing for PonyEngine {
             EngineSession::create(self.cfg.session, completion).map_err(|e| e.to_string())?;
         let id = self.sessions.next_id();
         let mut grants = Vec::new();
+        if region_fds.len() > self.cfg.limits.max_regions_per_app as usize {
+            self.stats.limit_regions += 1;
+            return Err(format!(
+                "{} regions at attach exceed max_regions_per_app ({})",
+                region_fds.len(),
+                self.cfg.limits.max_regions_per_app
+            ));
+        }
         for fd in region_fds {
             match self.regions.register(id, fd, None) {
                 Ok(g) => grants.push(serde_json::json!({ "region": g.region, "key": g.key, "len": g.len })),

@@ -1,13 +1,22 @@
 //! [`Sessions`]: the apps attached to the engine, by session id: each one's
 //! [`EngineSession`], the probes of their command rings (for the runtime's work probe),
-//! the cursor that rotates which session's commands are taken first, and the region memfds
-//! the control plane staged for them until a `RegisterRegion` claims them.
+//! the cursor that rotates which session's commands are taken first, the region memfds
+//! the control plane staged for them until a `RegisterRegion` claims them, and which of
+//! them are under backpressure.
+//!
+//! Backpressure: a session whose completions found its completion ring full takes no
+//! commands until they are all pushed. While it waits, its command ring leaves the work
+//! probe (so pending commands do not keep the engine thread spinning) and its completion
+//! ring's probe joins the set of rings waited on for space: the engine thread sleeps until
+//! the app pops a completion (the app rings the engine's doorbell on the pop that frees
+//! the first slot: see `AppSession`'s `popped` for why no wakeup is lost).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 
 use pony_express::app::{Completion, Cookie, OpErrorCode};
 use pony_proto::flow::Chunks;
+use snap_ipc::RingProbe;
 use snap_runtime::{RingSet, WakeSource};
 
 use crate::session::{ChainId, EngineSession, SessionBuffers};
@@ -22,6 +31,11 @@ pub(super) struct Sessions {
     cursor: u64,
     rings: RingSet,
     staged: HashMap<(u64, Cookie), OwnedFd>,
+    /// Completion rings of sessions under backpressure, waited on for a free slot.
+    full: SpaceSet,
+    /// Operations (Sends, Reads, Writes, IndirectReads) each session has in the engine:
+    /// counted when the command is taken, uncounted when its completion is posted.
+    ops: HashMap<u64, u32>,
 }
 
 impl Sessions {
@@ -41,7 +55,9 @@ impl Sessions {
     pub(super) fn remove(&mut self, id: u64) -> Option<EngineSession> {
         let session = self.by_id.remove(&id)?;
         self.rings.remove(id);
+        self.full.remove(id);
         self.staged.retain(|(s, _), _| *s != id);
+        self.ops.remove(&id);
         Some(session)
     }
 
@@ -93,11 +109,74 @@ impl Sessions {
         self.get(id).map(|s| s.recv_buffers())
     }
 
-    /// Posts a completion to session `id`, if it is still attached.
+    /// Puts sessions whose completions wait for ring space under backpressure, and takes
+    /// those whose completions all went out from under it. Returns how many entered it.
+    pub(super) fn update_backpressure(&mut self) -> u64 {
+        let mut entered = 0;
+        for (&id, s) in &self.by_id {
+            let waiting = s.parked() > 0;
+            if waiting == self.full.contains(id) {
+                continue;
+            }
+            if waiting {
+                self.rings.remove(id);
+                self.full.insert(id, s.completion_probe());
+                entered += 1;
+            } else {
+                self.full.remove(id);
+                self.rings.insert(id, s.command_probe());
+            }
+        }
+        entered
+    }
+
+    /// Sessions under backpressure now.
+    pub(super) fn backpressured(&self) -> usize {
+        self.full.len()
+    }
+
+    /// The completion rings waited on for space (shared with the runtime's work probe).
+    pub(super) fn space(&self) -> &SpaceSet {
+        &self.full
+    }
+
+    /// Counts an operation of session `id` taken from its ring; returns whether it is
+    /// within `max` (if not, the caller refuses it, and its completion uncounts it).
+    pub(super) fn op_started(&mut self, id: u64, max: u32) -> bool {
+        let n = self.ops.entry(id).or_default();
+        *n += 1;
+        *n <= max
+    }
+
+    fn op_ended(&mut self, id: u64) {
+        if let Some(n) = self.ops.get_mut(&id) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Operations of all sessions in the engine now.
+    pub(super) fn ops_outstanding(&self) -> u64 {
+        self.ops.values().map(|&n| u64::from(n)).sum()
+    }
+
+    /// Posts a completion to session `id`, if it is still attached. `Sent`, `ReadDone`
+    /// and `WriteDone` end an operation.
     pub(super) fn complete(&mut self, id: u64, c: Completion) {
+        if matches!(
+            c,
+            Completion::Sent { .. } | Completion::ReadDone { .. } | Completion::WriteDone { .. }
+        ) {
+            self.op_ended(id);
+        }
         if let Some(s) = self.by_id.get_mut(&id) {
             s.complete(c);
         }
+    }
+
+    /// A Send of session `id` failed: its `Error` completion, ending the operation.
+    pub(super) fn send_failed(&mut self, id: u64, cookie: Cookie, code: OpErrorCode, detail: u64) {
+        self.op_ended(id);
+        self.complete(id, Completion::Error { cookie, code, detail });
     }
 
     /// Refuses command `cookie` of session `id` with `code`.
@@ -113,6 +192,7 @@ impl Sessions {
         cookie: Cookie,
         result: Result<u32, OpErrorCode>,
     ) {
+        self.op_ended(id);
         if let Some(s) = self.by_id.get_mut(&id) {
             if let Some(c) = chain {
                 let _ = s.return_chain(c);
@@ -143,5 +223,46 @@ impl Sessions {
     /// Takes the memfd staged for session `id` under `cookie`.
     pub(super) fn claim_staged(&mut self, id: u64, cookie: Cookie) -> Option<OwnedFd> {
         self.staged.remove(&(id, cookie))
+    }
+}
+
+/// Completion rings of sessions under backpressure: any with a free slot is work.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SpaceSet(std::sync::Arc<std::sync::RwLock<Vec<(u64, RingProbe)>>>);
+
+impl SpaceSet {
+    fn insert(&self, id: u64, probe: RingProbe) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, probe));
+    }
+
+    fn remove(&self, id: u64) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(k, _)| *k != id);
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(k, _)| *k == id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether any of the rings has a free slot (its app consumed something).
+    pub(super) fn any_space(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(_, p)| p.len() < p.capacity())
     }
 }

@@ -5,8 +5,9 @@ use pony_proto::flow::FlowStats;
 
 use crate::regions::Refusals;
 
-/// Counters of an engine (cumulative unless said otherwise).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Counters of an engine (cumulative unless said otherwise). Serialized as the engine's
+/// counters in the host's `status`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct PonyStats {
     /// Sessions attached now.
     pub sessions: usize,
@@ -16,6 +17,28 @@ pub struct PonyStats {
     pub packets_in: u64,
     /// Packets handed to the NIC.
     pub packets_out: u64,
+    /// Sessions whose command ring broke, quarantined and detached.
+    pub sessions_quarantined: u64,
+    /// Times a session's completions found its ring full, so the engine stopped taking its
+    /// commands until it consumed some.
+    pub backpressure_waits: u64,
+    /// Sessions under backpressure now.
+    pub sessions_backpressured: usize,
+    /// Operations (Sends, Reads, Writes, IndirectReads) of all apps in the engine now.
+    pub ops_outstanding: u64,
+    /// Regions registered now.
+    pub regions: usize,
+    /// Flows refused at a limit (`max_flows`, `max_flows_per_app`): peers' Connects
+    /// (rejected with `TooManyFlows`) and apps' OpenFlows.
+    pub limit_flows: u64,
+    /// Commands refused with `TooManyOps` (`max_ops_per_app`).
+    pub limit_ops: u64,
+    /// Region registrations refused with `TooManyRegions` (`max_regions_per_app`).
+    pub limit_regions: u64,
+    /// Flow ids refused because they name a closed flow (an old generation): in apps'
+    /// commands (answered `StaleFlow`) and in peers' packets (dropped, also counted in
+    /// `unknown_flow`).
+    pub stale_flow_ids: u64,
     /// Received packets that did not parse (bad checksum, truncated, unknown kind…).
     pub malformed: u64,
     /// Received packets for no flow of ours (or from the wrong peer).

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use pony_express::app::CloseReason;
 use pony_express::pool::PoolShape;
 use snap_ipc::SharedMem;
 
@@ -181,15 +182,27 @@ fn blocked_app_is_woken() {
     let (mut eng, mut app) = pair(Completions::Block);
     let waiter = std::thread::spawn(move || app.wait_completion(Duration::from_secs(10)).unwrap());
     std::thread::sleep(Duration::from_millis(20));
-    eng.complete(Completion::FlowClosed { flow: 5 });
-    assert_eq!(waiter.join().unwrap(), Some(Completion::FlowClosed { flow: 5 }));
+    eng.complete(Completion::FlowClosed {
+        flow: 5,
+        reason: CloseReason::LocalClose,
+    });
+    assert_eq!(
+        waiter.join().unwrap(),
+        Some(Completion::FlowClosed {
+            flow: 5,
+            reason: CloseReason::LocalClose
+        })
+    );
 }
 
 #[test]
 fn full_completion_ring_parks_completions_and_stops_commands() {
     let (mut eng, mut app) = pair(Completions::Poll);
     for flow in 0..10 {
-        eng.complete(Completion::FlowClosed { flow });
+        eng.complete(Completion::FlowClosed {
+            flow,
+            reason: CloseReason::LocalClose,
+        });
     }
     app.submit(&Command::CloseFlow { flow: 1 }).unwrap();
     assert_eq!(
@@ -200,17 +213,26 @@ fn full_completion_ring_parks_completions_and_stops_commands() {
     for flow in 0..8 {
         assert_eq!(
             app.poll_completion().unwrap(),
-            Some(Completion::FlowClosed { flow })
+            Some(Completion::FlowClosed {
+                flow,
+                reason: CloseReason::LocalClose
+            })
         );
     }
     assert!(eng.next_command().unwrap().is_some());
     assert_eq!(
         app.poll_completion().unwrap(),
-        Some(Completion::FlowClosed { flow: 8 })
+        Some(Completion::FlowClosed {
+            flow: 8,
+            reason: CloseReason::LocalClose
+        })
     );
     assert_eq!(
         app.poll_completion().unwrap(),
-        Some(Completion::FlowClosed { flow: 9 })
+        Some(Completion::FlowClosed {
+            flow: 9,
+            reason: CloseReason::LocalClose
+        })
     );
 }
 

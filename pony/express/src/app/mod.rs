@@ -22,7 +22,7 @@
 pub mod proto;
 pub mod session;
 
-pub use proto::{Command, Completion, Cookie, DecodeError, FlowId, ServiceId};
+pub use proto::{CloseReason, Command, Completion, Cookie, DecodeError, FlowId, ServiceId};
 pub use session::{AppSession, Completions, Received, SessionError, SessionShape};
 
 /// Why an operation failed, as carried in completions (and on the wire to the peer engine
@@ -80,11 +80,34 @@ pub enum OpErrorCode {
     /// The peer engine speaks no wire version this one does.
     #[error("no common wire version with the peer")]
     VersionMismatch = 15,
+    /// The flow id names a flow that is gone: its slot now holds a later flow, or none
+    /// (ids carry a generation, so an old id never reaches a new flow).
+    #[error("stale flow id (the flow is closed)")]
+    StaleFlow = 16,
+    /// The engine (or this app) holds as many flows as it may (`max_flows`,
+    /// `max_flows_per_app`).
+    #[error("too many flows")]
+    TooManyFlows = 17,
+    /// This app has as many operations in the engine as it may (`max_ops_per_app`); retry
+    /// once some complete.
+    #[error("too many operations in flight")]
+    TooManyOps = 18,
+    /// This app has registered as many regions as it may (`max_regions_per_app`).
+    #[error("too many regions")]
+    TooManyRegions = 19,
+    /// The peer engine refused the flow: it holds as many flows as it may.
+    #[error("the peer holds too many flows")]
+    PeerBusy = 20,
+    /// The engine quarantined this session: its command ring broke (indices or lengths
+    /// that no correct app writes). The session is detached: its flows are closed and its
+    /// buffers and regions reclaimed. Sent once, as an `Error` with cookie 0.
+    #[error("session quarantined: its command ring is corrupt")]
+    Quarantined = 21,
 }
 
 impl OpErrorCode {
     /// The highest code.
-    pub const LAST: OpErrorCode = OpErrorCode::VersionMismatch;
+    pub const LAST: OpErrorCode = OpErrorCode::Quarantined;
 
     /// The code numbered `v`, if any.
     pub fn from_u16(v: u16) -> Option<Self> {
@@ -105,6 +128,12 @@ impl OpErrorCode {
             13 => ServiceTaken,
             14 => NoListener,
             15 => VersionMismatch,
+            16 => StaleFlow,
+            17 => TooManyFlows,
+            18 => TooManyOps,
+            19 => TooManyRegions,
+            20 => PeerBusy,
+            21 => Quarantined,
             _ => return None,
         })
     }
@@ -116,7 +145,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for v in 0..=20u16 {
+        for v in 0..=40u16 {
             match OpErrorCode::from_u16(v) {
                 Some(c) => assert_eq!(c as u16, v),
                 None => assert!(v == 0 || v > OpErrorCode::LAST as u16),

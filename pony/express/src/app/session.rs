@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use snap_ipc::channel::{ChannelAppEnd, ChannelError, ChannelShape, HOST_FDS};
-use snap_ipc::{Doorbell, PopError, PushError, SharedMem};
+use snap_ipc::{Doorbell, PopError, PushError, RingProbe, SharedMem};
 
 use crate::app::proto::{Command, Completion, Cookie, DecodeError, FlowId, MAX_RECORD_LEN};
 use crate::pool::{BufIdx, Chain, ChainSnapshot, Owner, Pool, PoolError, PoolShape};
@@ -95,6 +95,9 @@ pub enum SessionError {
 #[derive(Debug)]
 pub struct AppSession {
     chan: ChannelAppEnd,
+    /// The completion ring's fill level: a pop that leaves it one short of full may be
+    /// the one an engine waiting for space needs (see [`AppSession::popped`]).
+    completions: RingProbe,
     pool: Pool,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -120,6 +123,7 @@ impl AppSession {
         let pool = Pool::attach(mem)?.with_owner(Owner::App);
         let buf = vec![0; chan.max_message_len()];
         Ok(Self {
+            completions: chan.response_probe(),
             chan,
             pool,
             buf,
@@ -195,8 +199,30 @@ impl AppSession {
     /// The next completion, if one is waiting.
     pub fn poll_completion(&mut self) -> Result<Option<Completion>, SessionError> {
         match self.chan.try_recv(&mut self.buf)? {
-            Some(n) => Ok(Some(Completion::decode(&self.buf[..n])?)),
+            Some(n) => {
+                self.popped();
+                Ok(Some(Completion::decode(&self.buf[..n])?))
+            }
             None => Ok(None),
+        }
+    }
+
+    /// Backpressure's wakeup: an engine whose completions found this ring full stops
+    /// taking this app's commands and may block until a slot frees. The pop that frees
+    /// the first slot (the ring now holds `capacity - 1`) rings the engine's doorbell.
+    ///
+    /// No wakeup is lost. The engine parks completions only after a push found the ring
+    /// full, and before blocking it arms its doorbell, fences, and checks whether this
+    /// ring has a free slot. This side stores its consumer index (the pop), then `kick`
+    /// fences and reads the armed flag (Dekker, as in `snap_ipc::doorbell`): either the
+    /// engine sees the freed slot and does not block, or this side sees it armed and
+    /// rings. While the engine is blocked it pushes nothing, so the first pop after its
+    /// check reads exactly `capacity - 1`; when it is not blocked it retries by itself
+    /// on its next step. Costs one load per pop, and a doorbell check only after a full
+    /// ring.
+    fn popped(&self) {
+        if self.completions.len() + 1 == self.completions.capacity() {
+            self.chan.kick();
         }
     }
 
@@ -204,7 +230,10 @@ impl AppSession {
     /// with [`Completions::Block`], yielding between checks otherwise.
     pub fn wait_completion(&mut self, timeout: Duration) -> Result<Option<Completion>, SessionError> {
         match self.chan.recv_timeout(&mut self.buf, timeout)? {
-            Some(n) => Ok(Some(Completion::decode(&self.buf[..n])?)),
+            Some(n) => {
+                self.popped();
+                Ok(Some(Completion::decode(&self.buf[..n])?))
+            }
             None => Ok(None),
         }
     }

@@ -27,7 +27,9 @@
 //!
 //! Every type is `Send + Sync` and every call takes `&self`: one thread may read a stream
 //! while another writes it. A closed flow reads as the end of the stream (`Ok(None)`) once
-//! its messages are read, and refuses sends with [`SocketError::Closed`]. Dropping a stream
+//! its messages are read, and refuses sends with [`SocketError::Closed`], which carries the
+//! engine's [`CloseReason`]; a flow that ended without a graceful close (the peer timed
+//! out, or reset it) reads as that error rather than as the end of the stream. Dropping a stream
 //! waits (up to [`LINGER`]) until the peer has what was sent, then closes its flow;
 //! [`PonyStream::close`] does the same and reports errors. A dead host is
 //! [`ClientError::HostGone`] within [`HOST_CHECK`], never a hang.
@@ -43,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use snap_ipc::PushError;
 
-use crate::app::{Command, Completions, FlowId, OpErrorCode, Received, ServiceId, SessionError};
+use crate::app::{CloseReason, Command, Completions, FlowId, OpErrorCode, Received, ServiceId, SessionError};
 use crate::client::{ClientError, PonyClient, HOST_CHECK};
 use crate::pool::PoolError;
 use shared::{Core, Inbox, Pending};
@@ -52,8 +54,13 @@ use shared::{Core, Inbox, Pending};
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     /// The flow is closed (by either side, or it failed): nothing more can be sent on it.
-    #[error("flow closed")]
-    Closed,
+    /// `reason` says why, once the engine said so (`None`: this stream is closed or its
+    /// close is still under way).
+    #[error("flow closed{}", reason.map_or(String::new(), |r| format!(": {r}")))]
+    Closed {
+        /// Why, as the engine reported it.
+        reason: Option<CloseReason>,
+    },
     /// Nothing arrived (or was acknowledged) within the timeout.
     #[error("timed out")]
     TimedOut,
@@ -324,12 +331,14 @@ impl PonyStream {
             if let Some(m) = inbox.messages.pop_front() {
                 return Some(Ok(Some(m)));
             }
-            // A failure seen by a send (the peer died) is not a clean end of stream.
-            inbox.closed.then(|| {
-                inbox
-                    .error
-                    .take()
-                    .map_or(Ok(None), |code| Err(SocketError::Op(code)))
+            // A failure seen by a send (the peer died) is not a clean end of stream, nor is
+            // a flow that timed out or was reset.
+            inbox.closed.then(|| match (inbox.error.take(), inbox.reason) {
+                (Some(code), _) => Err(SocketError::Op(code)),
+                (None, Some(r @ (CloseReason::PeerTimeout | CloseReason::Reset))) => {
+                    Err(SocketError::Closed { reason: Some(r) })
+                }
+                (None, _) => Ok(None),
             })
         })?;
         let Some(Pending { stream, head, len }) = got else {
@@ -347,14 +356,14 @@ impl PonyStream {
         let flow = self.flow;
         self.core.wait(deadline(&self.write_timeout), |st| {
             let Some(inbox) = st.flows.get_mut(&flow) else {
-                return Some(Err(SocketError::Closed));
+                return Some(Err(SocketError::Closed { reason: None }));
             };
             if let Some(code) = inbox.error.take() {
                 return Some(Err(SocketError::Op(code)));
             }
             match (inbox.unacked, inbox.closed) {
                 (0, _) => Some(Ok(())),
-                (_, true) => Some(Err(SocketError::Closed)),
+                (_, true) => Some(Err(SocketError::Closed { reason: inbox.reason })),
                 _ => None,
             }
         })
@@ -368,7 +377,7 @@ impl PonyStream {
         // The engine fails Sends it still holds when the flow closes (and drops them when
         // the session detaches), so close only once they have all been acknowledged.
         match self.flush() {
-            Ok(()) | Err(SocketError::Closed) => {}
+            Ok(()) | Err(SocketError::Closed { .. }) => {}
             Err(e) => return Err(e),
         }
         let already = self.core.state().flows.get(&flow).is_none_or(|i| i.closed);

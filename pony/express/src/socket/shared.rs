@@ -19,7 +19,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use snap_ipc::{Doorbell, PushError, Ringer};
 
 use super::SocketError;
-use crate::app::{Command, Completion, Cookie, FlowId, OpErrorCode, SessionError};
+use crate::app::{CloseReason, Command, Completion, Cookie, FlowId, OpErrorCode, SessionError};
 use crate::client::{ClientError, PonyClient, HOST_CHECK};
 use crate::pool::{BufIdx, Owner, Pool};
 
@@ -40,6 +40,8 @@ pub(super) struct Inbox {
     pub(super) messages: VecDeque<Pending>,
     /// The engine reported the flow gone (`FlowClosed`).
     pub(super) closed: bool,
+    /// Why, from its `FlowClosed`.
+    pub(super) reason: Option<CloseReason>,
     /// The first failure of a send, reported once by the next call.
     pub(super) error: Option<OpErrorCode>,
     /// Sends without their completion yet.
@@ -136,10 +138,10 @@ impl Core {
             return Err(ClientError::HostGone.into());
         }
         match st.flows.get_mut(&flow) {
-            None => Err(SocketError::Closed),
+            None => Err(SocketError::Closed { reason: None }),
             Some(inbox) => match inbox.error.take() {
                 Some(code) => Err(SocketError::Op(code)),
-                None if inbox.closed => Err(SocketError::Closed),
+                None if inbox.closed => Err(SocketError::Closed { reason: inbox.reason }),
                 None => Ok(()),
             },
         }
@@ -255,9 +257,10 @@ impl Core {
                     st.send_done(cookie, Some(code));
                 }
                 Completion::Unlistened { cookie } => st.unlistened(cookie),
-                Completion::FlowClosed { flow } => {
+                Completion::FlowClosed { flow, reason } => {
                     if let Some(inbox) = st.flows.get_mut(&flow) {
                         inbox.closed = true;
+                        inbox.reason = Some(reason);
                     }
                 }
                 Completion::FlowAccepted { flow, .. } if st.listening => {

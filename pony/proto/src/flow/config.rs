@@ -6,6 +6,10 @@ use std::time::Duration;
 use super::SwiftConfig;
 use crate::wire::{self, Kind, VersionRange};
 
+/// The default [`FlowConfig::idle_timeout`]: a dead peer is noticed within it, well under a
+/// second, at the cost of one heartbeat ACK per idle flow every quarter of it (200 ms).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// Flow parameters. Both sides should use compatible values: `recv_buffer` must hold the
 /// peer's largest message (it is reassembled whole before delivery).
 #[derive(Debug, Clone)]
@@ -58,7 +62,7 @@ impl Default for FlowConfig {
             delayed_ack: Duration::from_micros(20),
             versions: wire::SUPPORTED_VERSIONS,
             cc: SwiftConfig::default(),
-            idle_timeout: Some(Duration::from_secs(5)),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }

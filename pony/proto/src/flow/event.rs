@@ -16,6 +16,8 @@ pub enum FailReason {
     },
     /// The peer refused: nobody listens on the service the Connect named.
     NoListener,
+    /// The peer refused: it holds as many flows as it may.
+    PeerBusy,
     /// The peer refused for a reason this version does not know (a newer peer's code).
     Refused {
         /// The Reject's reason code.
@@ -53,7 +55,7 @@ pub enum FlowEvent<B = Vec<u8>> {
     },
     /// A one-sided request or response arrived (exactly once, not ordered).
     OneSided(OneSided),
-    /// The flow closed (either side).
+    /// The flow closed (either side; [`Flow::closed_by`](super::Flow::closed_by) says which).
     Closed,
     /// The flow failed.
     Failed(FailReason),

@@ -71,7 +71,7 @@ use std::time::{Duration, Instant};
 pub use buffers::{HeapBuffers, MessageBuf, RecvBuffers};
 pub use cc::SwiftConfig;
 pub use chunks::{Chunks, Cutter};
-pub use config::FlowConfig;
+pub use config::{FlowConfig, DEFAULT_IDLE_TIMEOUT};
 pub use error::FlowError;
 pub use event::{FailReason, FlowEvent};
 pub use onesided::OneSided;
@@ -138,6 +138,8 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     liveness: Liveness,
     pending_accept: bool,
     pending_close: bool,
+    /// The flow closed because the peer's Close arrived (not our own close).
+    closed_by_peer: bool,
     connect_sent_at: Option<Instant>,
     events: VecDeque<FlowEvent<R::Buf>>,
     stats: FlowStats,
@@ -183,6 +185,7 @@ impl<R: RecvBuffers> Flow<R> {
             rx,
             pending_accept: false,
             pending_close: false,
+            closed_by_peer: false,
             connect_sent_at: None,
             events: VecDeque::new(),
             stats: FlowStats::default(),
@@ -307,6 +310,12 @@ impl<R: RecvBuffers> Flow<R> {
         }
     }
 
+    /// Whether the flow closed because the peer closed it (its Close arrived), rather than
+    /// because our own [`Flow::close`] finished. Meaningful once `Closed` was reported.
+    pub fn closed_by_peer(&self) -> bool {
+        self.closed_by_peer
+    }
+
     /// Whether the flow is closed or failed (nothing more will happen).
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Closed | State::Failed)
@@ -423,12 +432,17 @@ impl<R: RecvBuffers> Flow<R> {
                     self.fail(match reason {
                         RejectReason::NoCommonVersion => FailReason::NoCommonVersion { peer: versions },
                         RejectReason::NoListener => FailReason::NoListener,
+                        RejectReason::TooManyFlows => FailReason::PeerBusy,
                         RejectReason::Other(code) => FailReason::Refused { code },
                     });
                 }
             }
             Repr::Close { .. } => {
                 if !matches!(self.state, State::Connecting { .. }) {
+                    // Our own close may have been under way: the peer's Close still ends
+                    // the flow before everything of ours was acknowledged, so it is the
+                    // peer's doing.
+                    self.closed_by_peer = true;
                     self.finish_closed();
                 }
             }

@@ -204,7 +204,7 @@ impl<'a> Repr<'a> {
             Repr::Accept { version: 0, .. } => Err(WireError::Malformed("version 0")),
             // Other(1) would be written as 1 and read back as NoCommonVersion: not canonical.
             Repr::Reject {
-                reason: RejectReason::Other(0..=2),
+                reason: RejectReason::Other(0..=3),
                 ..
             } => Err(WireError::Malformed("reject reason that has a name or is 0")),
             Repr::Data {

@@ -265,6 +265,7 @@ impl RejectReason {
             0 => None,
             1 => Some(RejectReason::NoCommonVersion),
             2 => Some(RejectReason::NoListener),
+            3 => Some(RejectReason::TooManyFlows),
             other => Some(RejectReason::Other(other)),
         }
     }
@@ -274,6 +275,7 @@ impl RejectReason {
         match self {
             RejectReason::NoCommonVersion => 1,
             RejectReason::NoListener => 2,
+            RejectReason::TooManyFlows => 3,
             RejectReason::Other(code) => code,
         }
     }

@@ -68,6 +68,8 @@ pub enum RejectReason {
     NoCommonVersion,
     /// Nobody listens on the Connect's service (code 2).
     NoListener,
+    /// The responder holds as many flows as it may (code 3).
+    TooManyFlows,
     /// A code from a newer version: never 0 (invalid) nor one of the codes above.
     Other(u8),
 }

@@ -3,6 +3,8 @@
 //! malformed packets) without threads, so every run is the same. The zero-copy data path,
 //! over the same kind of pair, is tested in [`zero_copy`].
 
+mod hostile;
+mod limits;
 mod zero_copy;
 
 use std::time::{Duration, Instant};
@@ -12,6 +14,15 @@ use crate::nic::{ShmWire, ShmWireConfig};
 use pony_express::app::{Command, Completion, OpErrorCode, SessionShape};
 
 fn pair() -> (PonyEngine, PonyEngine) {
+    pair_with(PonyLimits::default())
+}
+
+fn pair_with(limits: PonyLimits) -> (PonyEngine, PonyEngine) {
+    pair_limits(limits, limits)
+}
+
+/// Two engines with limits of their own.
+fn pair_limits(limits: PonyLimits, b_limits: PonyLimits) -> (PonyEngine, PonyEngine) {
     let (a, b) = ShmWire::pair(ShmWireConfig::default()).unwrap();
     let cfg = PonyConfig {
         session: SessionShape {
@@ -21,11 +32,16 @@ fn pair() -> (PonyEngine, PonyEngine) {
                 buf_size: 2048,
             },
         },
+        limits,
         ..PonyConfig::default()
     };
+    let b_cfg = PonyConfig {
+        limits: b_limits,
+        ..cfg.clone()
+    };
     (
-        PonyEngine::new("a", Box::new(a), cfg.clone()),
-        PonyEngine::new("b", Box::new(b), cfg),
+        PonyEngine::new("a", Box::new(a), cfg),
+        PonyEngine::new("b", Box::new(b), b_cfg),
     )
 }
 
@@ -273,10 +289,19 @@ fn bad_peer_unknown_flow_close_and_malformed() {
     x.submit(&Command::CloseFlow { flow: fx }).unwrap();
     assert_eq!(
         step_until(&mut a, &mut b, &mut x),
-        Completion::FlowClosed { flow: fx }
+        Completion::FlowClosed {
+            flow: fx,
+            reason: CloseReason::LocalClose
+        }
     );
     let c = step_until(&mut a, &mut b, &mut y);
-    assert_eq!(c, Completion::FlowClosed { flow: fy });
+    assert_eq!(
+        c,
+        Completion::FlowClosed {
+            flow: fy,
+            reason: CloseReason::PeerClosed
+        }
+    );
 
     // Garbage on the wire is counted and dropped.
     a.link.nic_mut().send(&[0u8; 40], &PeerAddr::Shm).unwrap();
@@ -323,7 +348,13 @@ fn close_after_send_delivers_the_send_and_refuses_later_ones() {
         got.push(step_until(&mut a, &mut b, &mut x));
     }
     assert!(got.contains(&Completion::Sent { cookie: 10 }), "{got:?}");
-    assert!(got.contains(&Completion::FlowClosed { flow: fx }), "{got:?}");
+    assert!(
+        got.contains(&Completion::FlowClosed {
+            flow: fx,
+            reason: CloseReason::LocalClose
+        }),
+        "{got:?}"
+    );
     assert!(got.contains(&Completion::Error {
         cookie: 11,
         code: OpErrorCode::FlowClosed,
@@ -337,7 +368,10 @@ fn close_after_send_delivers_the_send_and_refuses_later_ones() {
     assert_eq!(data, vec![7u8; 5000]);
     assert_eq!(
         step_until(&mut a, &mut b, &mut y),
-        Completion::FlowClosed { flow: fy }
+        Completion::FlowClosed {
+            flow: fy,
+            reason: CloseReason::PeerClosed
+        }
     );
     assert_eq!(x.pool().stats().free, 256, "both chains are back");
 }

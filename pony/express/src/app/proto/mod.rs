@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Records are written with no padding and decoded with every length checked: a record
-//! that is short, has trailing bytes, an unknown kind or status, or a peer that is not
-//! UTF-8 is a [`DecodeError`]. Decoding reads only the slice it is given and never panics
+//! that is short, has trailing bytes, an unknown kind, status or close reason, a value
+//! after an error status, or a peer that is not UTF-8 is a [`DecodeError`]; so every
+//! record has exactly one encoding. Decoding reads only the slice it is given and never panics
 //! (a proptest below feeds it arbitrary bytes), because the other side may be hostile.
 //! A decoded command is only well-formed: buffer indices, region keys and bounds in it
 //! are checked later against the pool and the region registry. The field writer and the
@@ -111,8 +112,9 @@ pub enum Completion {
         cookie: Cookie,
         result: Result<FlowId, OpErrorCode>,
     },
-    /// The flow is gone (after CloseFlow, or because the peer closed it).
-    FlowClosed { flow: FlowId },
+    /// The flow is gone, for `reason`. Operations still waiting on it completed before
+    /// this (with [`OpErrorCode::FlowClosed`] or the failure's code).
+    FlowClosed { flow: FlowId, reason: CloseReason },
     /// The message of a Send reached the peer; its chain is released.
     Sent { cookie: Cookie },
     /// A message arrived: `len` bytes in the chain at `head`, whose reference is now the
@@ -157,6 +159,43 @@ pub enum Completion {
     },
 }
 
+/// Why a flow closed ([`Completion::FlowClosed`]); one byte in the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// This app's CloseFlow finished: everything sent before it was delivered.
+    #[error("closed locally")]
+    LocalClose = 1,
+    /// The peer closed the flow: its app closed it, or its app exited or crashed and its
+    /// host closed the app's flows.
+    #[error("closed by the peer")]
+    PeerClosed = 2,
+    /// The peer stopped answering (no packet for the idle timeout, or retransmissions
+    /// unacknowledged): its host or the path to it is gone.
+    #[error("peer timed out")]
+    PeerTimeout = 3,
+    /// The flow was torn down without a graceful close, for a failure other than a
+    /// timeout. The engine maps every other flow failure here, but in this wire version
+    /// none happens once a flow is up (a Reject or a bad Accept only ends a flow still
+    /// connecting, which its opener hears as `FlowOpened`'s error), so it is not sent yet.
+    #[error("flow reset")]
+    Reset = 4,
+}
+
+impl CloseReason {
+    /// The reason numbered `v`, if any.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        use CloseReason::*;
+        Some(match v {
+            1 => LocalClose,
+            2 => PeerClosed,
+            3 => PeerTimeout,
+            4 => Reset,
+            _ => return None,
+        })
+    }
+}
+
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -178,6 +217,44 @@ pub enum DecodeError {
     /// OpenFlow's peer is not UTF-8.
     #[error("peer address is not UTF-8")]
     BadPeer,
+    /// An error status followed by a non-zero value (the value is zero on errors, so that
+    /// every record has one encoding).
+    #[error("record of kind {kind} has a value after an error status")]
+    ValueOnError { kind: u8 },
+    /// A close reason that does not exist.
+    #[error("unknown close reason {0}")]
+    BadReason(u8),
+}
+
+/// The result of a status and the value after it, which must be zero on an error.
+fn with_value<T: Default + PartialEq>(
+    status: Result<(), OpErrorCode>,
+    value: T,
+    kind: u8,
+) -> Result<Result<T, OpErrorCode>, DecodeError> {
+    match status {
+        Ok(()) => Ok(Ok(value)),
+        Err(_) if value != T::default() => Err(DecodeError::ValueOnError { kind }),
+        Err(code) => Ok(Err(code)),
+    }
+}
+
+/// The fuzz target's body (`pony/express/fuzz`, target `app_proto`), also run by the stable
+/// tests: decoding arbitrary bytes as a command and as a completion never panics, and what
+/// decodes is canonical: it encodes back to the same bytes and decodes to the same record.
+/// Panics when the property fails.
+pub fn fuzz_decode(data: &[u8]) {
+    if let Ok(c) = Command::decode(data) {
+        let bytes = c.encode();
+        assert_eq!(bytes, data, "command {c:?} re-encodes differently");
+        assert!(bytes.len() <= MAX_RECORD_LEN);
+        assert_eq!(Command::decode(&bytes), Ok(c));
+    }
+    if let Ok(c) = Completion::decode(data) {
+        let bytes = c.encode();
+        assert_eq!(bytes, data, "completion {c:?} re-encodes differently");
+        assert_eq!(Completion::decode(&bytes), Ok(c));
+    }
 }
 
 mod kind {
@@ -403,8 +480,8 @@ impl Completion {
                     w.u64(f);
                 });
             }
-            Completion::FlowClosed { flow } => {
-                w.u8(kind::FLOW_CLOSED).u64(*flow);
+            Completion::FlowClosed { flow, reason } => {
+                w.u8(kind::FLOW_CLOSED).u64(*flow).u8(*reason as u8);
             }
             Completion::Sent { cookie } => {
                 w.u8(kind::SENT).u64(*cookie);
@@ -472,10 +549,15 @@ impl Completion {
                 let flow = r.u64()?;
                 Completion::FlowOpened {
                     cookie,
-                    result: status.map(|()| flow),
+                    result: with_value(status, flow, r.kind)?,
                 }
             }
-            kind::FLOW_CLOSED => Completion::FlowClosed { flow: r.u64()? },
+            kind::FLOW_CLOSED => {
+                let flow = r.u64()?;
+                let v = r.u8()?;
+                let reason = CloseReason::from_u8(v).ok_or(DecodeError::BadReason(v))?;
+                Completion::FlowClosed { flow, reason }
+            }
             kind::SENT => Completion::Sent { cookie: r.u64()? },
             kind::RECEIVED => Completion::Received {
                 flow: r.u64()?,
@@ -489,7 +571,7 @@ impl Completion {
                 let len = r.u32()?;
                 Completion::ReadDone {
                     cookie,
-                    result: status.map(|()| len),
+                    result: with_value(status, len, r.kind)?,
                 }
             }
             kind::WRITE_DONE => Completion::WriteDone {

@@ -66,12 +66,16 @@ fn code() -> impl Strategy<Value = OpErrorCode> {
     (1u16..=OpErrorCode::LAST as u16).prop_map(|c| OpErrorCode::from_u16(c).unwrap())
 }
 
+fn reason() -> impl Strategy<Value = CloseReason> {
+    (1u8..=4).prop_map(|v| CloseReason::from_u8(v).unwrap())
+}
+
 fn completion() -> impl Strategy<Value = Completion> {
     let a = any::<u64>;
     prop_oneof![
         (a(), prop::result::maybe_ok(a(), code()))
             .prop_map(|(cookie, result)| Completion::FlowOpened { cookie, result }),
-        a().prop_map(|flow| Completion::FlowClosed { flow }),
+        (a(), reason()).prop_map(|(flow, reason)| Completion::FlowClosed { flow, reason }),
         a().prop_map(|cookie| Completion::Sent { cookie }),
         (a(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(flow, stream, head, len)| {
             Completion::Received {
@@ -129,6 +133,25 @@ proptest! {
     }
 
     #[test]
+    fn decoded_records_are_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzz_decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_records_are_canonical_when_they_decode(
+        c in completion(),
+        cmd in command(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        for mut bytes in [c.encode(), cmd.encode()] {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            fuzz_decode(&bytes);
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Command::decode(&bytes);
         let _ = Completion::decode(&bytes);
@@ -167,4 +190,54 @@ fn long_peer_is_cut_on_a_char_boundary() {
         panic!()
     };
     assert_eq!((peer.len(), service), (254, u32::MAX));
+}
+
+#[test]
+fn close_reasons_round_trip() {
+    for v in 0..=255u8 {
+        match CloseReason::from_u8(v) {
+            Some(r) => {
+                assert_eq!(r as u8, v);
+                let c = Completion::FlowClosed { flow: 7, reason: r };
+                assert_eq!(Completion::decode(&c.encode()), Ok(c));
+            }
+            None => assert!(v == 0 || v > CloseReason::Reset as u8, "{v}"),
+        }
+    }
+    let mut bad = Completion::FlowClosed {
+        flow: 7,
+        reason: CloseReason::PeerTimeout,
+    }
+    .encode();
+    *bad.last_mut().unwrap() = 9;
+    assert_eq!(Completion::decode(&bad), Err(DecodeError::BadReason(9)));
+}
+
+#[test]
+fn a_value_after_an_error_status_is_refused() {
+    // Found by the fuzz target: the value was ignored, so one record had many encodings.
+    let mut bytes = Completion::FlowOpened {
+        cookie: 1,
+        result: Err(OpErrorCode::NoBuffers),
+    }
+    .encode();
+    *bytes.last_mut().unwrap() = 88;
+    assert_eq!(
+        Completion::decode(&bytes),
+        Err(DecodeError::ValueOnError {
+            kind: kind::FLOW_OPENED
+        })
+    );
+    let mut bytes = Completion::ReadDone {
+        cookie: 1,
+        result: Err(OpErrorCode::TooLarge),
+    }
+    .encode();
+    bytes[12] = 1;
+    assert_eq!(
+        Completion::decode(&bytes),
+        Err(DecodeError::ValueOnError {
+            kind: kind::READ_DONE
+        })
+    );
 }

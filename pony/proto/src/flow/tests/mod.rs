@@ -564,6 +564,21 @@ fn close_after_everything_is_acknowledged() {
 }
 
 #[test]
+fn who_closed_is_known_on_both_sides() {
+    let mut sim = SimNet::connected(14, cfg(), cfg(), [LinkCfg::lossy(0.05), LinkCfg::lossy(0.05)]);
+    let mut w = Workload::new(vec![(0, 0, 10_000)]);
+    w.app(&mut sim);
+    sim.flow(1).close();
+    let deadline = sim.start + Duration::from_secs(1);
+    while !sim.flow(0).is_finished() || !sim.flow(1).is_finished() {
+        assert!(sim.step(deadline), "close did not finish");
+        w.app(&mut sim);
+    }
+    assert!(sim.flow(0).closed_by_peer(), "side 0 got side 1's Close");
+    assert!(!sim.flow(1).closed_by_peer(), "side 1 closed itself");
+}
+
+#[test]
 fn send_limits() {
     let c = FlowConfig {
         max_message_len: 1000,

@@ -1,0 +1,238 @@
+//! [`FlowTable`]: the flow mapper. Our flow id → [`FlowEntry`], and (peer, the peer's flow
+//! id) → our id for accepted flows, so a retransmitted Connect finds the flow it already
+//! made. The table holds at most `max_flows` flows.
+//!
+//! A flow id is a slot and a generation: `id = generation << slot_bits | slot`, with
+//! `slot_bits` just wide enough for `max_flows` slots and the generation in the bits left
+//! (at least 12). A slot's generation steps each time the slot is given to a new flow, and
+//! free slots are reused oldest-freed first, so an id comes back only after every slot has
+//! been reused `2^generation_bits` times: long after the app, its in-flight completions
+//! and the peer's packets stopped naming it. An id whose slot has held a flow but is not
+//! the live one is *stale* ([`FlowTable::lookup`]): commands naming it are refused with
+//! `OpErrorCode::StaleFlow`, packets for it are dropped, and both are counted. Generation
+//! 0 is skipped, so no id is 0, and the generation wraps rather than overflows.
+//!
+//! Entries are boxed: a step takes each entry out of the table while it drives it (so the
+//! entry and the rest of the engine can be borrowed at once), and a `Flow` is too large to
+//! move twice per flow per step.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use super::entry::FlowEntry;
+use crate::nic::PeerAddr;
+
+/// Largest `max_flows`: slots 1..=2^20-1 take 20 bits, leaving 12 of generation.
+pub const MAX_FLOWS_LIMIT: u32 = (1 << 20) - 1;
+
+/// What an id names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// A live flow.
+    Live,
+    /// A slot that held flows, but not this one now: an old generation.
+    Stale,
+    /// Nothing this table ever handed out.
+    Unknown,
+}
+
+/// The engine's flows.
+#[derive(Debug)]
+pub(super) struct FlowTable {
+    by_id: BTreeMap<u32, Box<FlowEntry>>,
+    by_peer: HashMap<(PeerAddr, u32), u32>,
+    slot_bits: u32,
+    generation_mask: u32,
+    max_flows: u32,
+    /// The generation last given out in each slot that has been used (index = slot - 1).
+    generations: Vec<u32>,
+    /// Slots free for reuse, oldest-freed first.
+    free: VecDeque<u32>,
+    /// Flows alive or taken out by a step (counts against `max_flows`).
+    live: usize,
+    /// The ids a step visits, kept to reuse its allocation.
+    ids: Vec<u32>,
+}
+
+impl FlowTable {
+    /// A table for at most `max_flows` flows (clamped to 1..=[`MAX_FLOWS_LIMIT`]), its
+    /// generations in all the bits the slots leave.
+    pub(super) fn new(max_flows: u32) -> Self {
+        let max_flows = max_flows.clamp(1, MAX_FLOWS_LIMIT);
+        let slot_bits = 32 - max_flows.leading_zeros();
+        Self::with_generation_bits(max_flows, 32 - slot_bits)
+    }
+
+    /// Like [`FlowTable::new`] with only `generation_bits` of generation, so that tests
+    /// can wrap generations quickly.
+    pub(super) fn with_generation_bits(max_flows: u32, generation_bits: u32) -> Self {
+        let max_flows = max_flows.clamp(1, MAX_FLOWS_LIMIT);
+        let slot_bits = 32 - max_flows.leading_zeros();
+        let generation_bits = generation_bits.clamp(1, 32 - slot_bits);
+        FlowTable {
+            by_id: BTreeMap::new(),
+            by_peer: HashMap::new(),
+            slot_bits,
+            generation_mask: ((1u64 << generation_bits) - 1) as u32,
+            max_flows,
+            generations: Vec::new(),
+            free: VecDeque::new(),
+            live: 0,
+            ids: Vec::new(),
+        }
+    }
+
+    fn split(&self, id: u32) -> (u32, u32) {
+        (id & ((1 << self.slot_bits) - 1), id >> self.slot_bits)
+    }
+
+    /// Whether `max_flows` flows exist (alive or closing).
+    pub(super) fn is_full(&self) -> bool {
+        self.live >= self.max_flows as usize
+    }
+
+    /// The slot the next flow gets and its new generation's id, without taking it.
+    pub(super) fn next_id(&self) -> u32 {
+        let slot = match self.free.front() {
+            Some(&s) => s,
+            None => self.generations.len() as u32 + 1,
+        };
+        let last = self.generations.get(slot as usize - 1).copied().unwrap_or(0);
+        let mut generation = last.wrapping_add(1) & self.generation_mask;
+        if generation == 0 {
+            generation = 1;
+        }
+        generation << self.slot_bits | slot
+    }
+
+    /// Adds a new flow, made with id [`FlowTable::next_id`] while the table is not
+    /// [full](FlowTable::is_full); an accepted one (with a `peer_key`) is also found by its
+    /// peer's id from now on.
+    pub(super) fn insert(&mut self, e: Box<FlowEntry>) {
+        let id = e.flow.local_id();
+        debug_assert_eq!(id, self.next_id());
+        let (slot, generation) = self.split(id);
+        if self.free.front() == Some(&slot) {
+            self.free.pop_front();
+            self.generations[slot as usize - 1] = generation;
+        } else {
+            self.generations.push(generation);
+        }
+        self.live += 1;
+        if let Some(k) = e.peer_key {
+            self.by_peer.insert((e.peer, k), id);
+        }
+        self.by_id.insert(id, e);
+    }
+
+    /// Flows alive now.
+    pub(super) fn len(&self) -> usize {
+        self.live
+    }
+
+    /// What `id` names now.
+    pub(super) fn lookup(&self, id: u64) -> Lookup {
+        let Ok(id) = u32::try_from(id) else {
+            return Lookup::Unknown;
+        };
+        if self.by_id.contains_key(&id) {
+            return Lookup::Live;
+        }
+        let (slot, generation) = self.split(id);
+        let used = slot >= 1 && (slot as usize) <= self.generations.len();
+        if used && generation != 0 && generation <= self.generation_mask {
+            Lookup::Stale
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// Flows owned by session `sid` now (alive or closing with it as owner).
+    pub(super) fn owned_by(&self, sid: u64) -> usize {
+        self.by_id.values().filter(|e| e.owner == Some(sid)).count()
+    }
+
+    pub(super) fn get(&self, id: u32) -> Option<&FlowEntry> {
+        self.by_id.get(&id).map(|e| &**e)
+    }
+
+    pub(super) fn get_mut(&mut self, id: u32) -> Option<&mut FlowEntry> {
+        self.by_id.get_mut(&id).map(|e| &mut **e)
+    }
+
+    /// The flow `peer` opened with its id `peer_id`, if we accepted it.
+    pub(super) fn accepted_mut(&mut self, peer: PeerAddr, peer_id: u32) -> Option<&mut FlowEntry> {
+        let id = *self.by_peer.get(&(peer, peer_id))?;
+        self.get_mut(id)
+    }
+
+    /// Our flow id for session `sid`'s `flow`, if that flow exists and is the session's.
+    pub(super) fn owned(&self, sid: u64, flow: u64) -> Option<u32> {
+        let id = u32::try_from(flow).ok()?;
+        self.get(id).filter(|e| e.owner == Some(sid)).map(|_| id)
+    }
+
+    /// Session `sid`'s flow `flow`, if it exists and is the session's.
+    pub(super) fn owned_mut(&mut self, sid: u64, flow: u64) -> Option<&mut FlowEntry> {
+        let id = self.owned(sid, flow)?;
+        self.get_mut(id)
+    }
+
+    /// Takes flow `id` out to work on it alongside the rest of the engine; [`put`] it back
+    /// or [`retire`] it.
+    ///
+    /// [`put`]: FlowTable::put
+    /// [`retire`]: FlowTable::retire
+    pub(super) fn take(&mut self, id: u32) -> Option<Box<FlowEntry>> {
+        self.by_id.remove(&id)
+    }
+
+    /// Puts back a flow [`FlowTable::take`] took out.
+    pub(super) fn put(&mut self, id: u32, e: Box<FlowEntry>) {
+        self.by_id.insert(id, e);
+    }
+
+    /// Forgets a finished flow taken out with [`FlowTable::take`]; its slot joins the back
+    /// of the free queue.
+    pub(super) fn retire(&mut self, e: &FlowEntry) {
+        if let Some(k) = e.peer_key {
+            self.by_peer.remove(&(e.peer, k));
+        }
+        let (slot, _) = self.split(e.flow.local_id());
+        self.free.push_back(slot);
+        self.live -= 1;
+    }
+
+    /// The ids of all flows now, for a step to visit; give the vector back with
+    /// [`FlowTable::end_visit`].
+    pub(super) fn visit(&mut self) -> Vec<u32> {
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        ids.extend(self.by_id.keys().copied());
+        ids
+    }
+
+    /// Keeps the allocation of a [`FlowTable::visit`] vector.
+    pub(super) fn end_visit(&mut self, ids: Vec<u32>) {
+        self.ids = ids;
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &FlowEntry> + '_ {
+        self.by_id.values().map(|e| &**e)
+    }
+
+    /// Session `sid` detached: its flows close, ownerless.
+    pub(super) fn disown(&mut self, sid: u64) {
+        for e in self.by_id.values_mut().filter(|e| e.owner == Some(sid)) {
+            e.disown();
+        }
+    }
+
+    /// The earliest timer of any flow.
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        self.iter().filter_map(|e| e.flow.poll_timeout()).min()
+    }
+}
+
+#[cfg(test)]
+mod tests;
