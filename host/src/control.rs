@@ -11,7 +11,7 @@
 //! configured `allowed_uids` are served, anyone else gets an `error` and is disconnected.
 //! The socket file itself is world-connectable for that reason.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -402,8 +402,28 @@ fn status(shared: &Shared) -> Response {
         status: Box::new(HostStatus {
             runtime: shared.runtime.status(),
             channels,
+            counters: engine_counters(shared),
         }),
     }
+}
+
+/// Every engine's own counters, each read on the engine's thread through its mailbox. An
+/// engine that cannot answer (failed, stopping) is left out: its runtime status says why.
+fn engine_counters(shared: &Shared) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut all = BTreeMap::new();
+    for name in shared.runtime.engine_names() {
+        let Some(handle) = shared.runtime.engine(&name) else {
+            continue;
+        };
+        let Ok(counters) = handle.control_dyn(|e| e.counters()) else {
+            continue;
+        };
+        if !counters.is_empty() {
+            let counters = counters.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            all.insert(name, counters);
+        }
+    }
+    all
 }
 
 #[cfg(test)]

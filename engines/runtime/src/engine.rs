@@ -10,6 +10,7 @@
 //! ([`crate::mailbox`]).
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::os::fd::AsFd;
 use std::sync::{Arc, RwLock};
@@ -160,6 +161,13 @@ pub trait Engine: Any + Send {
     /// `attach` uses this, so it works for any app-facing engine type).
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
         None
+    }
+
+    /// The engine's own counters by name (cumulative), for the control plane's `status`:
+    /// what the runtime cannot see from outside (packets, drops, refusals, faults). Asked
+    /// through the engine's mailbox, on its own thread. None by default.
+    fn counters(&self) -> BTreeMap<&'static str, u64> {
+        BTreeMap::new()
     }
 }
 

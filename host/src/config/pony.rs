@@ -9,14 +9,22 @@
 //! bind = "127.0.0.1:7000"    # udp: local address (port 0 picks one)
 //! mtu = 1472                 # udp, optional: largest datagram payload
 //! # path = "/run/snap/wire"  # shm_listen / shm_connect: the wire's rendezvous socket
+//! # faults = { loss = 0.05, duplicate = 0.01, reorder = 0.02, corrupt = 0.001, seed = 1 }
 //! ```
+//!
+//! `faults` is a testing knob, never for production: it wraps the NIC (any kind) in the
+//! fault injector ([`FaultyNic`]), which makes *sent* packets worse on purpose, from a
+//! seeded RNG: each key is a probability in `[0, 1]` (missing keys are 0; `seed` defaults
+//! to 0). It is how the soak test (`host/tests/soak`) puts loss, duplication, reordering
+//! and corruption on a real link; what was injected shows in `status` as the engine's
+//! `faults_tx_*` counters.
 //!
 //! Every other setting is [`PonyConfig::default`]. `shm_listen` blocks the host's start-up until the peer host
 //! connects (a wire needs both ends), so start the listening host first.
 
 use std::net::SocketAddr;
 
-use pony_engine::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
+use pony_engine::nic::{FaultConfig, FaultyNic, Nic, ShmWire, ShmWireConfig, UdpNic};
 use pony_engine::{PonyConfig, PonyEngine};
 use snap_runtime::Engine;
 use toml::{Table, Value};
@@ -26,7 +34,14 @@ const MIN_MTU: i64 = 256;
 /// Largest MTU accepted: a UDP datagram's payload.
 const MAX_MTU: i64 = 65_507;
 
-/// The options, checked.
+/// The options, checked: the NIC, and the faults to inject on it (if any).
+#[derive(Debug)]
+struct Options {
+    nic: NicOptions,
+    faults: Option<FaultConfig>,
+}
+
+/// The NIC options, checked.
 #[derive(Debug)]
 enum NicOptions {
     Udp { bind: SocketAddr, mtu: Option<usize> },
@@ -42,11 +57,69 @@ fn string<'t>(options: &'t Table, key: &str) -> Result<Option<&'t str>, String> 
     }
 }
 
-fn parse(options: &Table) -> Result<NicOptions, String> {
-    const KEYS: [&str; 4] = ["nic", "bind", "mtu", "path"];
+/// The `faults` table: probabilities in `[0, 1]` and a seed; sent packets only.
+fn faults(value: &Value) -> Result<FaultConfig, String> {
+    const KEYS: [&str; 5] = ["loss", "duplicate", "reorder", "corrupt", "seed"];
+    let Value::Table(t) = value else {
+        return Err(format!("faults: expected a table, got {}", value.type_str()));
+    };
+    if let Some(k) = t.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!("faults: unknown key {k:?} (known: {})", KEYS.join(", ")));
+    }
+    let probability = |key: &str| -> Result<f64, String> {
+        let p = match t.get(key) {
+            None => return Ok(0.0),
+            Some(Value::Float(p)) => *p,
+            Some(Value::Integer(p)) => *p as f64,
+            Some(other) => {
+                return Err(format!(
+                    "faults.{key}: expected a number, got {}",
+                    other.type_str()
+                ))
+            }
+        };
+        if (0.0..=1.0).contains(&p) {
+            Ok(p)
+        } else {
+            Err(format!("faults.{key}: {p} is not a probability in [0, 1]"))
+        }
+    };
+    let seed = match t.get("seed") {
+        None => 0,
+        Some(Value::Integer(s)) if *s >= 0 => *s as u64,
+        Some(Value::Integer(s)) => return Err(format!("faults.seed: {s} is negative")),
+        Some(other) => {
+            return Err(format!(
+                "faults.seed: expected an integer, got {}",
+                other.type_str()
+            ))
+        }
+    };
+    Ok(FaultConfig {
+        seed,
+        loss: probability("loss")?,
+        duplicate: probability("duplicate")?,
+        reorder: probability("reorder")?,
+        corrupt: probability("corrupt")?,
+        ..FaultConfig::default()
+    })
+}
+
+fn parse(options: &Table) -> Result<Options, String> {
+    const KEYS: [&str; 5] = ["nic", "bind", "mtu", "path", "faults"];
     if let Some(k) = options.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!("unknown option {k:?} (known: {})", KEYS.join(", ")));
     }
+    let faults = options.get("faults").map(faults).transpose()?;
+    Ok(Options {
+        nic: parse_nic(options)?,
+        faults,
+    })
+}
+
+fn parse_nic(options: &Table) -> Result<NicOptions, String> {
+    // The keys that choose and configure the NIC (`faults` applies to every kind).
+    const KEYS: [&str; 4] = ["nic", "bind", "mtu", "path"];
     let nic = string(options, "nic")?.ok_or("nic: required (udp, shm_listen or shm_connect)")?;
     let only = |allowed: &[&str]| match KEYS
         .iter()
@@ -99,7 +172,8 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
         // A transport's cost is its own; modelled CPU cost belongs to the echo engines.
         return Err("work_ns is not supported by kind \"pony\"".into());
     }
-    let nic: Box<dyn Nic> = match parse(options)? {
+    let Options { nic, faults } = parse(options)?;
+    let nic: Box<dyn Nic> = match nic {
         NicOptions::Udp { bind, mtu } => {
             let nic = UdpNic::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
             let nic = match mtu {
@@ -120,6 +194,13 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
         NicOptions::ShmConnect { path } => {
             Box::new(ShmWire::connect(&path).map_err(|e| format!("shm wire {path}: {e}"))?)
         }
+    };
+    let nic: Box<dyn Nic> = match faults {
+        Some(cfg) => {
+            log::warn!("{name}: injecting faults into sent packets (a testing knob): {cfg:?}");
+            Box::new(FaultyNic::new(nic).on_send(cfg))
+        }
+        None => nic,
     };
     Ok(Box::new(PonyEngine::new(name, nic, PonyConfig::default())))
 }
@@ -152,11 +233,76 @@ mod tests {
             ),
             ("nic = \"shm_listen\"", "path: required"),
             ("nic = \"udp\"\nspeed = 1", "unknown option \"speed\""),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = 0.1",
+                "faults: expected a table",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1.5 }",
+                "faults.loss: 1.5 is not a probability",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { corrupt = -0.1 }",
+                "faults.corrupt: -0.1 is not a probability",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { reorder = \"often\" }",
+                "faults.reorder: expected a number",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { seed = -1 }",
+                "faults.seed: -1 is negative",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { jitter = 1 }",
+                "faults: unknown key \"jitter\"",
+            ),
         ];
         for (text, want) in cases {
             let e = ok(text).unwrap_err();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn faults_are_parsed_into_the_injector_config() {
+        let o = parse(&table(
+            "nic = \"udp\"\nbind = \"127.0.0.1:0\"\n\
+             faults = { loss = 0.05, duplicate = 0.01, reorder = 0.02, corrupt = 0.001, seed = 7 }",
+        ))
+        .unwrap();
+        let f = o.faults.expect("faults parsed");
+        assert_eq!(
+            (f.loss, f.duplicate, f.reorder, f.corrupt, f.seed),
+            (0.05, 0.01, 0.02, 0.001, 7)
+        );
+        // Missing keys inject nothing; no table, no injector.
+        let f = parse(&table(
+            "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1 }",
+        ))
+        .unwrap()
+        .faults
+        .unwrap();
+        assert_eq!((f.loss, f.duplicate, f.corrupt, f.seed), (1.0, 0.0, 0.0, 0));
+        assert!(parse(&table("nic = \"udp\"\nbind = \"127.0.0.1:0\""))
+            .unwrap()
+            .faults
+            .is_none());
+    }
+
+    #[test]
+    fn a_faulty_engine_counts_its_faults() {
+        // The injector's counters show up among the engine's, and only with an injector.
+        let e = build(
+            "p",
+            0,
+            &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1.0 }"),
+        )
+        .unwrap();
+        let c = e.counters();
+        assert_eq!(c.get("faults_tx_dropped"), Some(&0));
+        let plain = build("q", 0, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"")).unwrap();
+        assert_eq!(plain.counters().get("faults_tx_dropped"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!
 //! [`HOST_FDS`]: crate::channel::HOST_FDS
 
+use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -107,9 +108,18 @@ pub struct HostStatus {
     pub runtime: Status,
     /// Channels attached now, across all connections.
     pub channels: Vec<ChannelInfo>,
+    /// Each engine's own counters (`Engine::counters`: packets, drops, refusals, injected
+    /// faults…), by engine name; engines without any are left out.
+    #[serde(default)]
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl HostStatus {
+    /// Counter `name` of `engine`, if it reports one.
+    pub fn counter(&self, engine: &str, name: &str) -> Option<u64> {
+        self.counters.get(engine)?.get(name).copied()
+    }
+
     /// Number of channels attached to `engine`.
     pub fn channels_of(&self, engine: &str) -> usize {
         self.channels.iter().filter(|c| c.engine == engine).count()

@@ -79,6 +79,7 @@ mod target;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
@@ -171,6 +172,7 @@ impl PonyEngine {
         s.sessions = self.sessions.len();
         s.flows = self.flows.len();
         s.refusals = self.regions.refusals();
+        s.faults = self.link.nic().fault_stats();
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }
@@ -736,6 +738,10 @@ impl Engine for PonyEngine {
 
     fn poll_at(&self) -> Option<Instant> {
         self.wake_at
+    }
+
+    fn counters(&self) -> BTreeMap<&'static str, u64> {
+        self.stats().counters()
     }
 
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {

@@ -1,8 +1,11 @@
 //! [`PonyStats`]: an engine's counters, read through `PonyEngine::stats` (the control
 //! plane's status, tests and benchmarks).
 
+use std::collections::BTreeMap;
+
 use pony_proto::flow::FlowStats;
 
+use crate::nic::FaultStats;
 use crate::regions::Refusals;
 
 /// Counters of an engine (cumulative unless said otherwise).
@@ -53,6 +56,8 @@ pub struct PonyStats {
     pub rtos: u64,
     /// Received packets the flows dropped as duplicates.
     pub dups_dropped: u64,
+    /// What a fault-injecting NIC did to packets sent and received (`None` on a plain NIC).
+    pub faults: Option<[FaultStats; 2]>,
 }
 
 impl PonyStats {
@@ -63,5 +68,52 @@ impl PonyStats {
         self.rtos += f.rtos;
         self.dups_dropped += f.dups_dropped;
         self.buffer_drops += f.buffer_drops;
+    }
+
+    /// The counters by name, for the host's `status` (`Engine::counters`). Injected faults
+    /// appear as `faults_{tx,rx}_{dropped,corrupted,duplicated,reordered,delayed}` only on a
+    /// fault-injecting NIC.
+    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+        let mut c = BTreeMap::from([
+            ("sessions", self.sessions as u64),
+            ("flows", self.flows as u64),
+            ("packets_in", self.packets_in),
+            ("packets_out", self.packets_out),
+            ("malformed", self.malformed),
+            ("unknown_flow", self.unknown_flow),
+            ("connects_rejected", self.connects_rejected),
+            ("flows_accepted", self.flows_accepted),
+            ("flows_failed", self.flows_failed),
+            ("tx_would_block", self.tx_would_block),
+            ("tx_errors", self.tx_errors),
+            ("commands", self.commands),
+            ("messages_delivered", self.messages_delivered),
+            ("buffer_drops", self.buffer_drops),
+            ("ops_served", self.ops_served),
+            ("ops_refused", self.ops_refused),
+            ("refused_unknown_region", self.refusals.unknown_region),
+            ("refused_bad_key", self.refusals.bad_key),
+            ("refused_out_of_bounds", self.refusals.out_of_bounds),
+            ("ops_failed_remote", self.ops_failed_remote),
+            ("stray_responses", self.stray_responses),
+            ("retransmits", self.retransmits),
+            ("rtos", self.rtos),
+            ("dups_dropped", self.dups_dropped),
+        ]);
+        if let Some([tx, rx]) = &self.faults {
+            c.extend([
+                ("faults_tx_dropped", tx.dropped),
+                ("faults_tx_corrupted", tx.corrupted),
+                ("faults_tx_duplicated", tx.duplicated),
+                ("faults_tx_reordered", tx.reordered),
+                ("faults_tx_delayed", tx.delayed),
+                ("faults_rx_dropped", rx.dropped),
+                ("faults_rx_corrupted", rx.corrupted),
+                ("faults_rx_duplicated", rx.duplicated),
+                ("faults_rx_reordered", rx.reordered),
+                ("faults_rx_delayed", rx.delayed),
+            ]);
+        }
+        c
     }
 }

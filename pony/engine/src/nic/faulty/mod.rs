@@ -385,6 +385,10 @@ impl<N: Nic> Nic for FaultyNic<N> {
     fn stats(&self) -> NicStats {
         self.inner.stats()
     }
+
+    fn fault_stats(&self) -> Option<[FaultStats; 2]> {
+        Some([self.send_faults(), self.recv_faults()])
+    }
 }
 
 #[cfg(test)]
