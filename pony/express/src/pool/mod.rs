@@ -31,6 +31,8 @@
 //! walks and snapshots, `held` what the engine holds for the zero-copy data path.
 
 mod chain;
+#[cfg(not(loom))]
+mod fuzz;
 mod held;
 mod layout;
 mod stack;
@@ -41,6 +43,8 @@ use core::sync::atomic::Ordering::{self, Relaxed};
 use std::os::fd::AsFd;
 
 pub use chain::{ChainSegments, ChainSnapshot};
+#[cfg(not(loom))]
+pub use fuzz::{fuzz_engine_ops, PoolFuzzOutcome};
 pub use held::{Holds, PoolPiece, RecvChain};
 pub use layout::NONE;
 use layout::{BufHeader, Geometry, Header, Line32, Line64, Meta, HEADERS_OFFSET, MAGIC, VERSION};

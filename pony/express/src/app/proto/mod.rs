@@ -20,6 +20,7 @@ use super::OpErrorCode;
 use codec::{reader, W};
 
 mod codec;
+mod fuzz;
 
 /// Longest peer address an OpenFlow may carry.
 pub const MAX_PEER_LEN: usize = 255;
@@ -31,6 +32,7 @@ pub type FlowId = u64;
 /// Chooses the app's request in completions; opaque to the engine.
 pub type Cookie = u64;
 /// A service on an engine, named by Listen and OpenFlow (it travels in the wire's Connect).
+pub use fuzz::{fuzz_decode, AppCommandFuzzOutcome};
 pub use pony_proto::wire::ServiceId;
 
 /// A request from the app to its engine.
