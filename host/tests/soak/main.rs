@@ -173,6 +173,9 @@ fn summarize(soak: &Soak, rounds: &[Round], wall: Duration) -> String {
         assert!(*n > 0, "the fault injector {what} no packet: {faults:?}");
     }
     assert_eq!(total(&status, "flows_failed"), 0, "a flow failed");
+    // A flipped bit never passes CRC32C: the corrupted packets that reached the peer were
+    // dropped as malformed rather than delivered (the byte-exact check above agrees).
+    assert!(total(&status, "malformed") > 0, "no corrupted packet was caught");
     let mut lat: Vec<u64> = rounds.iter().flat_map(|r| r.latencies.iter().copied()).collect();
     lat.sort_unstable();
     let pct = |p: f64| Duration::from_nanos(lat[((lat.len() - 1) as f64 * p) as usize]);
