@@ -23,7 +23,7 @@
 //! configured `allowed_uids` are served, anyone else gets an `error` and is disconnected.
 //! The socket file itself is world-connectable for that reason.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -538,7 +538,7 @@ fn status(shared: &Shared) -> Response {
         timed_out: shared.timed_out.load(Ordering::Relaxed),
     };
     let runtime = shared.runtime.status();
-    let mut counters = std::collections::BTreeMap::new();
+    let mut counters = BTreeMap::new();
     // Healthy engines only: a stuck one would hold the answer for the control timeout.
     let engines = runtime.groups.iter().flat_map(|g| &g.engines);
     for e in engines.filter(|e| e.health == snap_ipc::control::EngineHealth::Ok) {

@@ -1,5 +1,5 @@
 //! `cargo xtask`: the project's developer commands (dependencies, the sched_ext kernel, the
-//! qemu VM, the test suite, the demo and the benchmarks), written in Rust so they need nothing
+//! qemu VM, the test suite, the demo, the benchmarks and the soak), written in Rust so they need nothing
 //! but cargo and behave the same on a laptop and in CI.
 
 mod accel;
@@ -11,6 +11,7 @@ mod deps;
 mod initramfs;
 mod kernel;
 mod logscan;
+mod soak;
 mod sys;
 mod test;
 mod version;
@@ -57,6 +58,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run a benchmark in a VM; write its results under target/experiments/.
     Bench(bench::BenchArgs),
+    /// Soak Pony between two hosts over veth with faults injected, then summarise (root).
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Test(args) => test::run(&ctx, &args)?,
         Cmd::Demo(args) => demo::run(&ctx, &args)?,
         Cmd::Bench(args) => bench::run(&ctx, &args)?,
+        Cmd::Soak(args) => soak::run(&ctx, &args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

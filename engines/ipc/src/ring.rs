@@ -29,12 +29,16 @@
 //! `index` holds the ordering protocol (checked with `loom`), `layout` the header format
 //! and its validation, `handles` the producer and consumer.
 
+#[cfg(not(loom))]
+mod fuzz;
 mod handles;
 mod index;
 mod layout;
 
 use std::sync::Arc;
 
+#[cfg(not(loom))]
+pub use fuzz::{fuzz_consumer, RingFuzzOutcome};
 pub use handles::{Consumer, Peeked, PopError, Producer, PushError};
 
 use core::mem::offset_of;

@@ -51,6 +51,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use snap_runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
 
+pub use fuzz::{fuzz_parse, ConfigFuzzOutcome};
 pub use kind::EngineKind;
 
 /// Where the control socket goes when the file does not say.
@@ -439,6 +440,7 @@ impl Config {
     }
 }
 
+mod fuzz;
 pub mod kind;
 mod pipeline;
 mod pony;

@@ -14,19 +14,29 @@
 //! # max_flows_per_app = 1024   # flows one app owns
 //! # max_ops_per_app = 4096     # Sends/Reads/Writes of one app not yet completed
 //! # max_regions_per_app = 64   # regions one app has registered
+//! # max_onesided_bytes = 16777216  # largest one-sided Read/Write, served or started
+//! # faults = { loss = 0.05, duplicate = 0.01, reorder = 0.02, corrupt = 0.001, seed = 1 }
 //! ```
+//!
+//! `faults` is a testing knob, never for production: it wraps the NIC (any kind) in the
+//! fault injector ([`FaultyNic`]), which makes *sent* packets worse on purpose, from a
+//! seeded RNG: each key is a probability in `[0, 1]` (missing keys are 0; `seed` defaults
+//! to 0). It is how the soak test (`host/tests/soak`) puts loss, duplication, reordering
+//! and corruption on a real link; what was injected shows in `status` as the engine's
+//! `faults.tx` counters.
 //!
 //! A peer's Connect beyond `max_flows` is rejected (`TooManyFlows`), an app's request
 //! beyond a limit gets the matching error (`TooManyFlows`, `TooManyOps`,
-//! `TooManyRegions`); each refusal is counted in the engine's counters in `status`
-//! (`limit_flows`, `limit_ops`, `limit_regions`). Every other setting is
-//! [`PonyConfig::default`]. `shm_listen` blocks the host's start-up until the peer host
+//! `TooManyRegions`, `TooLarge`); each refusal is counted in the engine's counters in
+//! `status` (`limit_flows`, `limit_ops`, `limit_regions`, `onesided_too_large`).
+//!
+//! Every other setting is [`PonyConfig::default`]. `shm_listen` blocks the host's start-up until the peer host
 //! connects (a wire needs both ends), so start the listening host first.
 
 use std::net::SocketAddr;
 
-use pony_engine::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
-use pony_engine::{PonyConfig, PonyEngine, PonyLimits, MAX_FLOWS_LIMIT};
+use pony_engine::nic::{FaultConfig, FaultyNic, Nic, ShmWire, ShmWireConfig, UdpNic};
+use pony_engine::{PonyConfig, PonyEngine, MAX_FLOWS_LIMIT};
 use snap_runtime::Engine;
 use toml::{Table, Value};
 
@@ -35,7 +45,16 @@ const MIN_MTU: i64 = 256;
 /// Largest MTU accepted: a UDP datagram's payload.
 const MAX_MTU: i64 = 65_507;
 
-/// The options, checked.
+/// The options, checked: the NIC, and the faults to inject on it (if any).
+#[derive(Debug)]
+struct Options {
+    nic: NicOptions,
+    faults: Option<FaultConfig>,
+    /// The engine's configuration: its limits set, the rest default.
+    engine: PonyConfig,
+}
+
+/// The NIC options, checked.
 #[derive(Debug)]
 enum NicOptions {
     Udp { bind: SocketAddr, mtu: Option<usize> },
@@ -52,15 +71,17 @@ fn string<'t>(options: &'t Table, key: &str) -> Result<Option<&'t str>, String> 
 }
 
 /// The limit options, each an integer in 1..=its maximum.
-const LIMIT_KEYS: [&str; 4] = [
+const LIMIT_KEYS: [&str; 5] = [
     "max_flows",
     "max_flows_per_app",
     "max_ops_per_app",
     "max_regions_per_app",
+    "max_onesided_bytes",
 ];
 
-fn limits(options: &Table) -> Result<PonyLimits, String> {
-    let mut l = PonyLimits::default();
+/// The engine's configuration with the limits the options set.
+fn engine_config(options: &Table) -> Result<PonyConfig, String> {
+    let mut c = PonyConfig::default();
     for key in LIMIT_KEYS {
         let max = if key == "max_flows" {
             MAX_FLOWS_LIMIT
@@ -74,17 +95,66 @@ fn limits(options: &Table) -> Result<PonyLimits, String> {
             Some(other) => return Err(format!("{key}: expected an integer, got {}", other.type_str())),
         };
         match key {
-            "max_flows" => l.max_flows = v,
-            "max_flows_per_app" => l.max_flows_per_app = v,
-            "max_ops_per_app" => l.max_ops_per_app = v,
-            _ => l.max_regions_per_app = v,
+            "max_flows" => c.limits.max_flows = v,
+            "max_flows_per_app" => c.limits.max_flows_per_app = v,
+            "max_ops_per_app" => c.limits.max_ops_per_app = v,
+            "max_regions_per_app" => c.limits.max_regions_per_app = v,
+            _ => c.max_onesided_bytes = v,
         }
     }
-    Ok(l)
+    Ok(c)
 }
 
-fn parse(options: &Table) -> Result<NicOptions, String> {
-    const KEYS: [&str; 4] = ["nic", "bind", "mtu", "path"];
+/// The `faults` table: probabilities in `[0, 1]` and a seed; sent packets only.
+fn faults(value: &Value) -> Result<FaultConfig, String> {
+    const KEYS: [&str; 5] = ["loss", "duplicate", "reorder", "corrupt", "seed"];
+    let Value::Table(t) = value else {
+        return Err(format!("faults: expected a table, got {}", value.type_str()));
+    };
+    if let Some(k) = t.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!("faults: unknown key {k:?} (known: {})", KEYS.join(", ")));
+    }
+    let probability = |key: &str| -> Result<f64, String> {
+        let p = match t.get(key) {
+            None => return Ok(0.0),
+            Some(Value::Float(p)) => *p,
+            Some(Value::Integer(p)) => *p as f64,
+            Some(other) => {
+                return Err(format!(
+                    "faults.{key}: expected a number, got {}",
+                    other.type_str()
+                ))
+            }
+        };
+        if (0.0..=1.0).contains(&p) {
+            Ok(p)
+        } else {
+            Err(format!("faults.{key}: {p} is not a probability in [0, 1]"))
+        }
+    };
+    let seed = match t.get("seed") {
+        None => 0,
+        Some(Value::Integer(s)) if *s >= 0 => *s as u64,
+        Some(Value::Integer(s)) => return Err(format!("faults.seed: {s} is negative")),
+        Some(other) => {
+            return Err(format!(
+                "faults.seed: expected an integer, got {}",
+                other.type_str()
+            ))
+        }
+    };
+    Ok(FaultConfig {
+        seed,
+        loss: probability("loss")?,
+        duplicate: probability("duplicate")?,
+        reorder: probability("reorder")?,
+        corrupt: probability("corrupt")?,
+        ..FaultConfig::default()
+    })
+}
+
+fn parse(options: &Table) -> Result<Options, String> {
+    const KEYS: [&str; 5] = ["nic", "bind", "mtu", "path", "faults"];
     let known = |k: &str| KEYS.contains(&k) || LIMIT_KEYS.contains(&k);
     if let Some(k) = options.keys().find(|k| !known(k.as_str())) {
         return Err(format!(
@@ -93,7 +163,17 @@ fn parse(options: &Table) -> Result<NicOptions, String> {
             LIMIT_KEYS.join(", ")
         ));
     }
-    limits(options)?;
+    let faults = options.get("faults").map(faults).transpose()?;
+    Ok(Options {
+        nic: parse_nic(options)?,
+        faults,
+        engine: engine_config(options)?,
+    })
+}
+
+fn parse_nic(options: &Table) -> Result<NicOptions, String> {
+    // The keys that choose and configure the NIC (`faults` applies to every kind).
+    const KEYS: [&str; 4] = ["nic", "bind", "mtu", "path"];
     let nic = string(options, "nic")?.ok_or("nic: required (udp, shm_listen or shm_connect)")?;
     let only = |allowed: &[&str]| match KEYS
         .iter()
@@ -146,7 +226,8 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
         // A transport's cost is its own; modelled CPU cost belongs to the echo engines.
         return Err("work_ns is not supported by kind \"pony\"".into());
     }
-    let nic: Box<dyn Nic> = match parse(options)? {
+    let Options { nic, faults, engine } = parse(options)?;
+    let nic: Box<dyn Nic> = match nic {
         NicOptions::Udp { bind, mtu } => {
             let nic = UdpNic::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
             let nic = match mtu {
@@ -168,16 +249,20 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
             Box::new(ShmWire::connect(&path).map_err(|e| format!("shm wire {path}: {e}"))?)
         }
     };
-    let cfg = PonyConfig {
-        limits: limits(options)?,
-        ..PonyConfig::default()
+    let nic: Box<dyn Nic> = match faults {
+        Some(cfg) => {
+            log::warn!("{name}: injecting faults into sent packets (a testing knob): {cfg:?}");
+            Box::new(FaultyNic::new(nic).on_send(cfg))
+        }
+        None => nic,
     };
-    Ok(Box::new(PonyEngine::new(name, nic, cfg)))
+    Ok(Box::new(PonyEngine::new(name, nic, engine)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pony_engine::PonyLimits;
 
     fn table(text: &str) -> Table {
         text.parse().unwrap()
@@ -188,7 +273,7 @@ mod tests {
         let ok = |t: &str| validate(&table(t));
         ok("nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmtu = 1400").unwrap();
         ok("nic = \"shm_connect\"\npath = \"/tmp/w\"").unwrap();
-        let l = "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmax_flows = 8\nmax_flows_per_app = 2\nmax_ops_per_app = 3\nmax_regions_per_app = 4";
+        let l = "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmax_flows = 8\nmax_flows_per_app = 2\nmax_ops_per_app = 3\nmax_regions_per_app = 4\nmax_onesided_bytes = 5";
         ok(l).unwrap();
         let want = PonyLimits {
             max_flows: 8,
@@ -196,7 +281,8 @@ mod tests {
             max_ops_per_app: 3,
             max_regions_per_app: 4,
         };
-        assert_eq!(limits(&table(l)).unwrap(), want);
+        let c = engine_config(&table(l)).unwrap();
+        assert_eq!((c.limits, c.max_onesided_bytes), (want, 5));
         let cases = [
             ("", "nic: required"),
             ("nic = \"tcp\"", "nic: unknown NIC \"tcp\""),
@@ -220,11 +306,77 @@ mod tests {
                 "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nmax_ops_per_app = \"many\"",
                 "max_ops_per_app: expected an integer",
             ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = 0.1",
+                "faults: expected a table",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1.5 }",
+                "faults.loss: 1.5 is not a probability",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { corrupt = -0.1 }",
+                "faults.corrupt: -0.1 is not a probability",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { reorder = \"often\" }",
+                "faults.reorder: expected a number",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { seed = -1 }",
+                "faults.seed: -1 is negative",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { jitter = 1 }",
+                "faults: unknown key \"jitter\"",
+            ),
         ];
         for (text, want) in cases {
             let e = ok(text).unwrap_err();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn faults_are_parsed_into_the_injector_config() {
+        let o = parse(&table(
+            "nic = \"udp\"\nbind = \"127.0.0.1:0\"\n\
+             faults = { loss = 0.05, duplicate = 0.01, reorder = 0.02, corrupt = 0.001, seed = 7 }",
+        ))
+        .unwrap();
+        let f = o.faults.expect("faults parsed");
+        assert_eq!(
+            (f.loss, f.duplicate, f.reorder, f.corrupt, f.seed),
+            (0.05, 0.01, 0.02, 0.001, 7)
+        );
+        // Missing keys inject nothing; no table, no injector.
+        let f = parse(&table(
+            "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1 }",
+        ))
+        .unwrap()
+        .faults
+        .unwrap();
+        assert_eq!((f.loss, f.duplicate, f.corrupt, f.seed), (1.0, 0.0, 0.0, 0));
+        assert!(parse(&table("nic = \"udp\"\nbind = \"127.0.0.1:0\""))
+            .unwrap()
+            .faults
+            .is_none());
+    }
+
+    #[test]
+    fn a_faulty_engine_counts_its_faults() {
+        // The injector's counters show up among the engine's, and only with an injector.
+        let e = build(
+            "p",
+            0,
+            &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1.0 }"),
+        )
+        .unwrap();
+        let c = e.counters().expect("a Pony engine has counters");
+        assert_eq!(c["faults"]["tx"]["dropped"], 0);
+        let plain = build("q", 0, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"")).unwrap();
+        let c = plain.counters().expect("a Pony engine has counters");
+        assert!(c["faults"].is_null(), "{c}");
     }
 
     #[test]

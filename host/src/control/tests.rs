@@ -151,3 +151,33 @@ fn access_rule() {
     assert!(is_allowed(1001, 1000, &[1001]));
     assert!(!is_allowed(1002, 1000, &[1001]));
 }
+
+#[test]
+fn status_carries_each_engines_own_counters() {
+    use pony_engine::nic::{FaultConfig, FaultyNic, UdpNic};
+    use pony_engine::{PonyConfig, PonyEngine};
+    let nic = FaultyNic::new(UdpNic::bind("127.0.0.1:0").unwrap()).on_send(FaultConfig {
+        loss: 1.0,
+        ..FaultConfig::default()
+    });
+    let engines: Vec<Box<dyn Engine>> = vec![
+        Box::new(EchoEngine::new("echo0", 0)),
+        Box::new(PonyEngine::new("pony0", Box::new(nic), PonyConfig::default())),
+    ];
+    let group = GroupSpec {
+        name: "g".into(),
+        mode: Mode::Spreading,
+        cores: Vec::new(),
+        engines,
+        compacting: CompactingParams::default(),
+    };
+    let runtime = Arc::new(Runtime::start(vec![group], RuntimeOptions::default()).unwrap());
+    let path = socket_path();
+    let _server = ControlServer::start(&path, runtime, ServerOptions::default()).unwrap();
+    let status = SnapClient::connect(&path).unwrap().status().unwrap();
+    // The Pony engine reports its counters, its fault injector's included; the echo engine
+    // has none of its own.
+    assert_eq!(status.counter("pony0", "packets_out"), Some(0));
+    assert_eq!(status.counter("pony0", "faults.tx.dropped"), Some(0));
+    assert!(!status.counters.contains_key("echo0"), "{:?}", status.counters);
+}

@@ -4,8 +4,6 @@
 //! `AppSession::from_fds`: the real attach path minus the control socket. Plus a UDP
 //! loopback variant. Deadlines below only bound hangs; nothing asserts on timing.
 
-mod common;
-
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -239,22 +237,22 @@ fn udp_loopback_small_messages() {
 /// by a veth pair; the engines themselves run on ordinary runtime threads.
 #[test]
 fn pony_between_two_network_namespaces_over_veth() {
-    if let Some(why) = common::netns::skip_reason() {
+    if let Some(why) = snap_test_netns::skip_reason() {
         eprintln!("skipping the veth test: {why}");
         return;
     }
-    let topo = common::netns::Topology::new('p', 1500);
+    let topo = snap_test_netns::Topology::new('p', 1500);
     let bind_in = |i: usize, addr: &'static str| {
         topo.spawn_in(i, move || UdpNic::bind(format!("{addr}:7100")).unwrap())
             .join()
             .expect("binding in the namespace")
     };
-    let na = bind_in(0, common::netns::ADDR_A);
-    let nb = bind_in(1, common::netns::ADDR_B);
+    let na = bind_in(0, snap_test_netns::ADDR_A);
+    let nb = bind_in(1, snap_test_netns::ADDR_B);
     let (ha, hb) = (host("veth-a", na), host("veth-b", nb));
     let (_, mut a) = attach(&ha.h);
     let (_, mut b) = attach(&hb.h);
-    let peer = format!("{}:7100", common::netns::ADDR_B);
+    let peer = format!("{}:7100", snap_test_netns::ADDR_B);
     let (fa, _) = connect(&mut a, &mut b, &peer);
     transfer(
         &mut a,

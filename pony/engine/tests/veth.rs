@@ -2,8 +2,8 @@
 //! between a `UdpNic` in each, at the default MTU and with jumbo frames.
 //!
 //! ```text
-//!   netns pony-veth-PIDt-a           veth pair           netns pony-veth-PIDt-b
-//!   UdpNic 10.77.0.1:*  ── pvPIDta ══════════ pvPIDtb ──  UdpNic 10.77.0.2:7777 (echo)
+//!   netns snap-veth-PIDt-a           veth pair           netns snap-veth-PIDt-b
+//!   UdpNic 10.77.0.1:*  ── svPIDta ══════════ svPIDtb ──  UdpNic 10.77.0.2:7777 (echo)
 //! ```
 //!
 //! Needs root and iproute2's `ip`; without them it prints why and passes (skips). Each side
@@ -12,8 +12,6 @@
 //! clash, and a guard deletes the namespaces (which destroys the veth pair with them) when
 //! the test ends, also on panic.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +19,7 @@ use std::time::{Duration, Instant};
 use pony_engine::nic::{Nic, NicError, PeerAddr, UdpNic, WakeSource};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use common::netns::{skip_reason, Topology, ADDR_A, ADDR_B};
+use snap_test_netns::{skip_reason, Topology, ADDR_A, ADDR_B};
 
 const ECHO_PORT: u16 = 7777;
 

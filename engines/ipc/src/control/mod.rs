@@ -12,9 +12,11 @@
 //! shared memory only.
 
 pub mod client;
+mod fuzz;
 pub mod protocol;
 pub mod status;
 
 pub use client::{ClientError, SnapClient};
+pub use fuzz::{fuzz_recv, ControlFuzzOutcome};
 pub use protocol::{ChannelInfo, ControlStats, HostStatus, Request, Response};
 pub use status::{EngineHealth, EngineStatus, GroupStatus, Status, ThreadStatus};

@@ -17,6 +17,7 @@
 //!
 //! [`HOST_FDS`]: crate::channel::HOST_FDS
 
+use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -110,7 +111,7 @@ pub struct HostStatus {
     /// Engine-specific counters by engine name, for engines that keep some (e.g. a Pony
     /// engine's flows, limits and refusals).
     #[serde(default)]
-    pub counters: std::collections::BTreeMap<String, serde_json::Value>,
+    pub counters: BTreeMap<String, serde_json::Value>,
     /// The control server's own counters.
     #[serde(default)]
     pub control: ControlStats,
@@ -131,6 +132,14 @@ pub struct ControlStats {
 }
 
 impl HostStatus {
+    /// Counter `path` of `engine` (its fields joined by dots, e.g. `"flows_failed"` or
+    /// `"faults.tx.dropped"`), if the engine reports it as a whole number.
+    pub fn counter(&self, engine: &str, path: &str) -> Option<u64> {
+        path.split('.')
+            .try_fold(self.counters.get(engine)?, |v, key| v.get(key))?
+            .as_u64()
+    }
+
     /// Number of channels attached to `engine`.
     pub fn channels_of(&self, engine: &str) -> usize {
         self.channels.iter().filter(|c| c.engine == engine).count()
@@ -252,40 +261,6 @@ pub fn recv<T: DeserializeOwned>(
     Ok(Some(Received { msg, fds }))
 }
 
-/// The fuzz target's body (`engines/ipc/fuzz`, target `control`), also run by the stable
-/// tests: `data` as one packet through a real seqpacket socket pair into [`recv`], as the
-/// server reads a [`Request`] and as a client reads a [`Response`]. Receiving never panics,
-/// and whatever parses encodes to a message that parses to the same encoding. Panics when
-/// that fails.
-pub fn fuzz_recv(data: &[u8]) {
-    let (tx, rx) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .expect("socketpair");
-    let mut buf = Vec::new();
-    // A packet larger than the socket takes is refused by the kernel, as a real peer's.
-    if rustix::net::send(&tx, data, SendFlags::NOSIGNAL).is_err() {
-        return;
-    }
-    if let Ok(Some(got)) = recv::<Request>(rx.as_fd(), &mut buf) {
-        let again = serde_json::to_vec(&got.msg).expect("a request encodes");
-        let back: Request = serde_json::from_slice(&again).expect("an encoded request parses");
-        assert_eq!(back, got.msg, "request changed through encode and parse");
-    }
-    if rustix::net::send(&tx, data, SendFlags::NOSIGNAL).is_err() {
-        return;
-    }
-    if let Ok(Some(got)) = recv::<Response>(rx.as_fd(), &mut buf) {
-        let again = serde_json::to_vec(&got.msg).expect("a response encodes");
-        let back: Response = serde_json::from_slice(&again).expect("an encoded response parses");
-        let twice = serde_json::to_vec(&back).expect("a response encodes");
-        assert_eq!(twice, again, "response changed through parse and encode");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,7 +328,8 @@ mod tests {
     }
 
     mod fuzz {
-        use super::super::{fuzz_recv, Request};
+        use super::super::Request;
+        use crate::control::fuzz_recv;
         use proptest::prelude::*;
 
         fn valid_requests() -> impl Strategy<Value = Vec<u8>> {

@@ -104,7 +104,7 @@ use listeners::Listeners;
 use outbox::Out;
 use pending::{OpKind, PendingOps};
 use sessions::Sessions;
-pub use stats::PonyStats;
+pub use stats::{InjectedFaults, PonyStats};
 use target::Served;
 
 /// Parses an OpenFlow peer: `shm` for the point-to-point wire, else `ip:port`.
@@ -180,6 +180,11 @@ impl PonyEngine {
         s.regions = self.regions.len();
         s.ops_outstanding = self.sessions.ops_outstanding();
         s.sessions_backpressured = self.sessions.backpressured();
+        s.faults = self
+            .link
+            .nic()
+            .fault_stats()
+            .map(|[tx, rx]| InjectedFaults { tx, rx });
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }

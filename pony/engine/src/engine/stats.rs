@@ -3,6 +3,7 @@
 
 use pony_proto::flow::FlowStats;
 
+use crate::nic::FaultStats;
 use crate::regions::Refusals;
 
 /// Counters of an engine (cumulative unless said otherwise). Serialized as the engine's
@@ -79,6 +80,17 @@ pub struct PonyStats {
     pub rtos: u64,
     /// Received packets the flows dropped as duplicates.
     pub dups_dropped: u64,
+    /// What a fault-injecting NIC did to packets sent and received (`None` on a plain NIC).
+    pub faults: Option<InjectedFaults>,
+}
+
+/// What a fault-injecting NIC did, in each direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InjectedFaults {
+    /// To packets sent.
+    pub tx: FaultStats,
+    /// To packets received.
+    pub rx: FaultStats,
 }
 
 impl PonyStats {

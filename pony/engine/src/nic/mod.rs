@@ -140,6 +140,12 @@ pub trait Nic: Send {
 
     /// Counters.
     fn stats(&self) -> NicStats;
+
+    /// What a fault injector did to packets sent and received (`[send, recv]`): `None`
+    /// for every NIC but [`FaultyNic`], so status can show that faults were injected.
+    fn fault_stats(&self) -> Option<[FaultStats; 2]> {
+        None
+    }
 }
 
 impl<N: Nic + ?Sized> Nic for Box<N> {
@@ -169,5 +175,8 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn stats(&self) -> NicStats {
         (**self).stats()
+    }
+    fn fault_stats(&self) -> Option<[FaultStats; 2]> {
+        (**self).fault_stats()
     }
 }

@@ -35,6 +35,8 @@
 //! walks and snapshots, `held` what the engine holds for the zero-copy data path.
 
 mod chain;
+#[cfg(not(loom))]
+mod fuzz;
 mod held;
 mod layout;
 mod stack;
@@ -47,6 +49,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 use std::os::fd::AsFd;
 
 pub use chain::{ChainSegments, ChainSnapshot};
+#[cfg(not(loom))]
+pub use fuzz::{fuzz_engine_ops, PoolFuzzOutcome};
 pub use held::{Holds, PoolPiece, RecvChain};
 pub use layout::NONE;
 use layout::{BufHeader, Geometry, Header, Line32, Line64, Meta, HEADERS_OFFSET, MAGIC, VERSION};

@@ -78,7 +78,7 @@ impl Default for FaultConfig {
 }
 
 /// What the injector did in one direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultStats {
     /// Packets that entered this direction (sent by the caller, or taken off the inner NIC).
     pub packets: u64,
@@ -384,6 +384,10 @@ impl<N: Nic> Nic for FaultyNic<N> {
     /// [`FaultyNic::send_faults`] and [`FaultyNic::recv_faults`].
     fn stats(&self) -> NicStats {
         self.inner.stats()
+    }
+
+    fn fault_stats(&self) -> Option<[FaultStats; 2]> {
+        Some([self.send_faults(), self.recv_faults()])
     }
 }
 

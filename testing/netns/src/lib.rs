@@ -1,10 +1,15 @@
 //! Two network namespaces joined by a veth pair, for tests that need a real link (the UDP
-//! NIC, and Pony between two hosts). Needs root and iproute2's `ip` ([`skip_reason`] says
-//! when the machine cannot). Names carry the pid and a per-test tag so that concurrent tests
-//! and runs do not clash; dropping the [`Topology`] deletes the namespaces, which destroys
-//! the veth pair with them, also on panic.
-
-#![allow(dead_code)]
+//! NIC, Pony between two engines, two `snap-host` processes). Needs root and iproute2's
+//! `ip` ([`skip_reason`] says when the machine cannot). Names carry the pid and a per-test
+//! tag so that concurrent tests and runs do not clash; dropping the [`Topology`] deletes
+//! the namespaces, which destroys the veth pair with them, also on panic.
+//!
+//! A thread enters a namespace with [`Topology::spawn_in`]; sockets it creates belong to
+//! that namespace, and so do processes it starts (a child inherits its creator's network
+//! namespace), so a test can run a whole host inside one.
+//!
+//! It is its own crate (a dev-dependency of `pony-engine` and `snap-host`) so that both
+//! crates' integration tests share it without a test helper in a library's public API.
 
 use std::os::fd::AsFd;
 use std::process::Command;
@@ -58,11 +63,11 @@ impl Topology {
         let pid = std::process::id();
         let topo = Self {
             ns: [
-                format!("pony-veth-{pid}{tag}-a"),
-                format!("pony-veth-{pid}{tag}-b"),
+                format!("snap-veth-{pid}{tag}-a"),
+                format!("snap-veth-{pid}{tag}-b"),
             ],
-            // Interface names are at most 15 bytes: "pv" + pid (≤ 7 digits) + 2.
-            veth: [format!("pv{pid}{tag}a"), format!("pv{pid}{tag}b")],
+            // Interface names are at most 15 bytes: "sv" + pid (≤ 7 digits) + 2.
+            veth: [format!("sv{pid}{tag}a"), format!("sv{pid}{tag}b")],
         };
         let [ns_a, ns_b] = &topo.ns;
         let [veth_a, veth_b] = &topo.veth;
@@ -116,7 +121,7 @@ impl Drop for Topology {
         }
         let _ = ip(&["link", "del", &self.veth[0]]);
         if !self.ns.iter().all(|ns| ip(&["-n", ns, "link"]).is_err()) {
-            eprintln!("veth test: namespaces {:?} may be left behind", self.ns);
+            eprintln!("veth topology: namespaces {:?} may be left behind", self.ns);
         }
     }
 }

@@ -1,3 +1,0 @@
-//! Helpers shared by pony's integration tests.
-
-pub mod netns;
