@@ -18,7 +18,7 @@ use pony_express::app::OpErrorCode;
 use pony_express::pool::{BufIdx, ChainSnapshot, Holds, Pool, PoolError, RecvChain};
 use pony_proto::flow::{Chunks, RecvBuffers};
 use snap_ipc::channel::{completion_ringer, AppChannel, ChannelEngineEnd, ChannelError};
-use snap_ipc::{Doorbell, RingProbe};
+use snap_ipc::{Doorbell, PopError, RingProbe};
 
 /// A chain the engine holds for an accepted command (its head index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +44,39 @@ pub struct ReclaimStats {
     pub free: u32,
     /// Completions that were waiting for ring space and are dropped.
     pub dropped_completions: usize,
+}
+
+/// How an app broke the session protocol. The engine quarantines the session for it
+/// (`PonyEngine::quarantine`): a hostile or broken app is detached, never served on.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    /// The command ring itself is corrupt (indices, lengths).
+    #[error("command ring: {0}")]
+    Ring(#[from] PopError),
+    /// A record that is not a command.
+    #[error("malformed command: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A command naming a chain the app cannot lend: out of the pool, not allocated, a
+    /// cycle, not the length the command says, or buffers the engine already holds.
+    #[error("command {cookie} names a bad chain at buffer {head}")]
+    BadChain {
+        /// The command's cookie.
+        cookie: Cookie,
+        /// The chain's first buffer, as the command named it.
+        head: u32,
+    },
+}
+
+impl Violation {
+    /// The error code that names the violation, told to the app as the `detail` of its
+    /// `Quarantined` error (`None` for a corrupt ring: `detail` 0).
+    pub fn code(&self) -> Option<OpErrorCode> {
+        match self {
+            Violation::Ring(_) => None,
+            Violation::Malformed(_) => Some(OpErrorCode::BadCommand),
+            Violation::BadChain { .. } => Some(OpErrorCode::BadChain),
+        }
+    }
 }
 
 /// The engine's end of a session.
@@ -144,17 +177,18 @@ impl EngineSession {
         self.pending.len()
     }
 
-    /// Commands refused so far (malformed, or naming a bad chain).
+    /// Commands refused so far (a Read into a chain too small for it).
     pub fn refused(&self) -> u64 {
         self.refused
     }
 
-    /// Takes the next command off the ring. Malformed commands and commands naming a bad
-    /// chain are answered with [`Completion::Error`] here and skipped, so the caller only
-    /// sees commands it can act on. `Ok(None)` when there is nothing to do, or while
+    /// Takes the next command off the ring. A chain too small for a Read is answered with
+    /// [`Completion::Error`] (`TooLarge`) here and skipped, so the caller only sees
+    /// commands it can act on. `Ok(None)` when there is nothing to do, or while
     /// completions wait for ring space (backpressure on an app that does not read).
-    /// `Err` only if the command ring itself is corrupt.
-    pub fn next_command(&mut self) -> Result<Option<Accepted>, SessionError> {
+    /// `Err` when the app broke the protocol: a corrupt ring, a malformed record or a bad
+    /// chain.
+    pub fn next_command(&mut self) -> Result<Option<Accepted>, Violation> {
         loop {
             if !self.flush_pending() {
                 return Ok(None);
@@ -168,13 +202,7 @@ impl EngineSession {
                 .expect("buffer sized to the message");
             let decoded = Command::decode(bytes);
             msg.release();
-            let cmd = match decoded {
-                Ok(cmd) => cmd,
-                Err(e) => {
-                    self.refuse(0, OpErrorCode::BadCommand, u64::from(e_kind(&e)));
-                    continue;
-                }
-            };
+            let cmd = decoded?;
             let named = match cmd {
                 Command::Send { head, len, .. } | Command::Write { head, len, .. } => {
                     Some((head, Some(u64::from(len)), 0))
@@ -188,6 +216,12 @@ impl EngineSession {
             };
             match self.hold(head, expected, min_capacity) {
                 Ok(id) => return Ok(Some(Accepted { cmd, chain: Some(id) })),
+                Err(OpErrorCode::BadChain) => {
+                    return Err(Violation::BadChain {
+                        cookie: cmd.cookie(),
+                        head,
+                    })
+                }
                 Err(code) => self.refuse(cmd.cookie(), code, u64::from(head)),
             }
         }
@@ -370,17 +404,6 @@ impl RecvBuffers for SessionBuffers {
 
     fn alloc(&mut self, len: usize) -> Option<RecvChain> {
         RecvChain::alloc(&self.pool, &self.holds, len).ok()
-    }
-}
-
-fn e_kind(e: &DecodeError) -> u8 {
-    match e {
-        DecodeError::Empty => 0,
-        DecodeError::UnknownKind(k) => *k,
-        DecodeError::Truncated { kind }
-        | DecodeError::Trailing { kind, .. }
-        | DecodeError::ValueOnError { kind } => *kind,
-        DecodeError::BadCode(_) | DecodeError::BadPeer | DecodeError::BadReason(_) => 0,
     }
 }
 

@@ -94,7 +94,7 @@ use snap_runtime::{AppFacing, AttachReply, AttachRequest, Engine, RunOutcome, Wa
 
 use crate::nic::{Nic, PeerAddr};
 use crate::regions::{RegionGrant, Regions};
-use crate::session::{Accepted, ChainId, EngineSession};
+use crate::session::{Accepted, ChainId, EngineSession, Violation};
 pub use config::{PonyConfig, PonyLimits, DEFAULT_MAX_ONESIDED_BYTES};
 use entry::{FlowEntry, Origin};
 pub use flows::MAX_FLOWS_LIMIT;
@@ -375,8 +375,8 @@ impl PonyEngine {
                     Ok(Some(a)) => a,
                     Ok(None) => break,
                     Err(e) => {
-                        // A corrupt ring: nothing more can be read from it.
-                        self.quarantine(sid, &e.to_string());
+                        // A broken protocol: the app is not served on.
+                        self.quarantine(sid, &e);
                         break;
                     }
                 };
@@ -448,18 +448,18 @@ impl PonyEngine {
         false
     }
 
-    /// Session `sid` broke its command ring: it is told why (an `Error` with code
+    /// Session `sid` broke the protocol (`session::Violation`): it is told why (an `Error` with code
     /// `Quarantined`, if its completion ring has room) and detached at once, so it is
     /// never polled again, leaves the work probe and the wake sources, and its flows close
     /// (peers see `PeerClosed`), its pool and regions reclaimed. Its control connection
     /// closing later finds nothing left to detach.
-    fn quarantine(&mut self, sid: u64, why: &str) {
+    fn quarantine(&mut self, sid: u64, why: &Violation) {
         log::warn!("{}: session {sid} quarantined: {why}", self.name);
         self.stats.sessions_quarantined += 1;
         let told = Completion::Error {
             cookie: 0,
             code: OpErrorCode::Quarantined,
-            detail: 0,
+            detail: why.code().map_or(0, |c| c as u64),
         };
         self.sessions.complete(sid, told);
         self.detach(sid);

@@ -47,7 +47,8 @@ pub enum OpErrorCode {
     #[error("unknown flow")]
     UnknownFlow = 4,
     /// A buffer chain named by the command is invalid (out of range, not allocated,
-    /// cyclic, wrong length, or already held by another command).
+    /// cyclic, wrong length, or already held by another command): the engine quarantines
+    /// the session and names this code in the `Quarantined` error's `detail`.
     #[error("bad buffer chain")]
     BadChain = 5,
     /// The pool has no free buffers for the result.
@@ -62,7 +63,8 @@ pub enum OpErrorCode {
     /// The flow was closed while the operation was in flight.
     #[error("flow closed")]
     FlowClosed = 9,
-    /// The command record could not be decoded.
+    /// The command record could not be decoded: the engine quarantines the session and
+    /// names this code in the `Quarantined` error's `detail`.
     #[error("malformed command")]
     BadCommand = 10,
     /// The engine failed for a reason of its own.

@@ -1,5 +1,5 @@
-//! Hostile and slow apps on stepped engines: a session whose command ring is scribbled is
-//! quarantined (told why, detached, its flows closed for the peer, out of the work probe),
+//! Hostile and slow apps on stepped engines: a session whose command ring is scribbled, or
+//! that names a chain it cannot lend, is quarantined (told why, detached, its flows closed for the peer, out of the work probe),
 //! and a session that stops consuming completions is put under backpressure (no work
 //! reported for it, so the engine thread can sleep) until it consumes, losing nothing.
 
@@ -87,6 +87,44 @@ fn a_scribbled_command_ring_quarantines_only_its_session() {
     );
     // The other app on the same engine keeps working.
     open(&mut z, 2, 5);
+    let Completion::FlowOpened { result: Ok(_), .. } = step_until(&mut a, &mut b, &mut z) else {
+        panic!("the other app's open")
+    };
+}
+
+#[test]
+fn a_command_naming_a_bad_chain_quarantines_its_session_and_says_why() {
+    let (mut a, mut b) = pair();
+    let (_, mut x) = a.attach_local(Completions::Poll).unwrap();
+    let (_, mut z) = a.attach_local(Completions::Poll).unwrap();
+    let (_, mut y) = b.attach_local(Completions::Poll).unwrap();
+    listen(&mut a, &mut b, &mut y, 1, 5);
+    open(&mut x, 1, 5);
+    let Completion::FlowOpened { result: Ok(fx), .. } = step_until(&mut a, &mut b, &mut x) else {
+        panic!("open")
+    };
+    // A buffer index outside the pool: no correct app names it.
+    x.post(&Command::Send {
+        flow: fx,
+        stream: 0,
+        head: u32::MAX - 1,
+        len: 10,
+        cookie: 9,
+    })
+    .unwrap();
+    settle(&mut a, &mut b, 5);
+    assert_eq!(a.stats().sessions_quarantined, 1);
+    assert_eq!(
+        x.poll_completion().unwrap(),
+        Some(Completion::Error {
+            cookie: 0,
+            code: OpErrorCode::Quarantined,
+            detail: OpErrorCode::BadChain as u64
+        })
+    );
+    assert!(!a.work_probe().has_work());
+    // The other app on the same engine keeps working.
+    open(&mut z, 1, 5);
     let Completion::FlowOpened { result: Ok(_), .. } = step_until(&mut a, &mut b, &mut z) else {
         panic!("the other app's open")
     };
