@@ -7,19 +7,9 @@ mod common;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::Host;
+use common::{Host, ECHO_GROUP};
 use snap_ipc::channel::ChannelError;
 use snap_ipc::control::SnapClient;
-
-const ECHO_GROUP: &str = r#"
-microquanta = false
-[[group]]
-name = "latency"
-mode = "spreading"
-[[group.engine]]
-name = "echo0"
-kind = "echo"
-"#;
 
 /// The bound the issue sets for noticing a dead host.
 const HOST_GONE_WITHIN: Duration = Duration::from_millis(100);

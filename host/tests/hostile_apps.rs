@@ -9,20 +9,10 @@ mod common;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Host, TIMEOUT};
+use common::{wait_until, Host, ECHO_GROUP, TIMEOUT};
 use snap_ipc::channel::{ChannelAppEnd, CloseReason};
 use snap_ipc::control::SnapClient;
 use snap_ipc::{Doorbell, SharedMem};
-
-const ECHO_GROUP: &str = r#"
-microquanta = false
-[[group]]
-name = "latency"
-mode = "spreading"
-[[group.engine]]
-name = "echo0"
-kind = "echo"
-"#;
 
 /// The window over which the host's CPU time is measured, and the bound: 5 % of it.
 const WINDOW: Duration = Duration::from_secs(5);

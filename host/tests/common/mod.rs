@@ -17,6 +17,17 @@ use snap_host::process::HostProcess;
 /// How long the helpers (and the tests) wait for anything.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A host with one echo engine, `echo0`, in a spreading group (for [`Host::with_config`]).
+pub const ECHO_GROUP: &str = r#"
+microquanta = false
+[[group]]
+name = "latency"
+mode = "spreading"
+[[group.engine]]
+name = "echo0"
+kind = "echo"
+"#;
+
 /// A running `snap-host`, killed if a test fails before it is stopped.
 pub struct Host {
     /// The host process.
