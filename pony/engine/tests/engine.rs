@@ -14,35 +14,16 @@ use pony_express::app::SessionError;
 use pony_express::app::{AppSession, CloseReason, Command, Completion, OpErrorCode};
 use pony_express::pool::{BufIdx, PoolError};
 use snap_ipc::SharedMem;
-use snap_runtime::{AttachRequest, CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
+use snap_runtime::EngineHandle;
+
+mod common;
+
+use common::{host_with, Host};
 
 const DEADLINE: Duration = Duration::from_secs(12);
 
-struct Host {
-    rt: Runtime,
-    h: EngineHandle,
-}
-
 fn host(name: &str, nic: impl Nic + 'static) -> Host {
     host_with(name, nic, PonyConfig::default())
-}
-
-fn host_with(name: &str, nic: impl Nic + 'static, cfg: PonyConfig) -> Host {
-    let engine = PonyEngine::new(name, Box::new(nic), cfg);
-    let spec = GroupSpec {
-        name: name.into(),
-        mode: Mode::Spreading,
-        cores: vec![],
-        engines: vec![Box::new(engine)],
-        compacting: CompactingParams::default(),
-    };
-    let options = RuntimeOptions {
-        microquanta: false,
-        ..Default::default()
-    };
-    let rt = Runtime::start(vec![spec], options).unwrap();
-    let h = rt.engine(name).unwrap();
-    Host { rt, h }
 }
 
 fn faults(seed: u64) -> FaultConfig {
@@ -66,20 +47,9 @@ fn lossy_pair(seed: u64) -> (Host, Host) {
 }
 
 fn attach(h: &EngineHandle) -> (u64, AppSession) {
-    let reply = h
-        .control_dyn(|e| {
-            let req = AttachRequest {
-                notify: false,
-                fds: vec![],
-                pid: std::process::id() as i32,
-                uid: 0,
-            };
-            e.app_facing().expect("app-facing").attach_app(req)
-        })
-        .unwrap()
-        .unwrap();
-    assert_eq!(reply.details["pool_buffers"], 8192);
-    (reply.id, AppSession::from_fds(reply.fds, None).unwrap())
+    let (id, app, details) = common::attach(h);
+    assert_eq!(details["pool_buffers"], 8192);
+    (id, app)
 }
 
 fn stats(h: &EngineHandle) -> PonyStats {

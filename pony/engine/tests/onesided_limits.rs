@@ -19,7 +19,11 @@ use pony_engine::{PonyConfig, PonyEngine, PonyStats};
 use pony_express::app::{AppSession, Command, Completion, OpErrorCode};
 use pony_express::pool::BufIdx;
 use snap_ipc::SharedMem;
-use snap_runtime::{AttachRequest, CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
+use snap_runtime::EngineHandle;
+
+mod common;
+
+use common::{host_with, Host};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const LIMIT: u32 = 8 << 20;
@@ -59,47 +63,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-struct Host {
-    _rt: Runtime,
-    h: EngineHandle,
-}
-
 fn host(name: &str, nic: ShmWire, max_onesided_bytes: u32) -> Host {
     let cfg = PonyConfig {
         max_onesided_bytes,
         ..PonyConfig::default()
     };
-    let engine = PonyEngine::new(name, Box::new(nic), cfg);
-    let spec = GroupSpec {
-        name: name.into(),
-        mode: Mode::Spreading,
-        cores: vec![],
-        engines: vec![Box::new(engine)],
-        compacting: CompactingParams::default(),
-    };
-    let options = RuntimeOptions {
-        microquanta: false,
-        ..Default::default()
-    };
-    let rt = Runtime::start(vec![spec], options).unwrap();
-    let h = rt.engine(name).unwrap();
-    Host { _rt: rt, h }
+    host_with(name, nic, cfg)
 }
 
 fn attach(h: &EngineHandle) -> (u64, AppSession) {
-    let reply = h
-        .control_dyn(|e| {
-            let req = AttachRequest {
-                notify: false,
-                fds: vec![],
-                pid: std::process::id() as i32,
-                uid: 0,
-            };
-            e.app_facing().expect("app-facing").attach_app(req)
-        })
-        .unwrap()
-        .unwrap();
-    (reply.id, AppSession::from_fds(reply.fds, None).unwrap())
+    let (id, app, _) = common::attach(h);
+    (id, app)
 }
 
 fn stats(h: &EngineHandle) -> PonyStats {
