@@ -23,10 +23,14 @@ fn socket_path() -> PathBuf {
 }
 
 fn host() -> (Arc<Runtime>, ControlServer, PathBuf) {
-    let engines: Vec<Box<dyn Engine>> = vec![
+    host_with(vec![
         Box::new(EchoEngine::new("echo0", 0)),
         Box::new(UdpEchoEngine::bind("udp0", "127.0.0.1:0".parse().unwrap(), 0).unwrap()),
-    ];
+    ])
+}
+
+/// A control server on a spreading runtime of `engines`.
+fn host_with(engines: Vec<Box<dyn Engine>>) -> (Arc<Runtime>, ControlServer, PathBuf) {
     let group = GroupSpec {
         name: "g".into(),
         mode: Mode::Spreading,
@@ -160,20 +164,10 @@ fn status_carries_each_engines_own_counters() {
         loss: 1.0,
         ..FaultConfig::default()
     });
-    let engines: Vec<Box<dyn Engine>> = vec![
+    let (_runtime, _server, path) = host_with(vec![
         Box::new(EchoEngine::new("echo0", 0)),
         Box::new(PonyEngine::new("pony0", Box::new(nic), PonyConfig::default())),
-    ];
-    let group = GroupSpec {
-        name: "g".into(),
-        mode: Mode::Spreading,
-        cores: Vec::new(),
-        engines,
-        compacting: CompactingParams::default(),
-    };
-    let runtime = Arc::new(Runtime::start(vec![group], RuntimeOptions::default()).unwrap());
-    let path = socket_path();
-    let _server = ControlServer::start(&path, runtime, ServerOptions::default()).unwrap();
+    ]);
     let status = SnapClient::connect(&path).unwrap().status().unwrap();
     // The Pony engine reports its counters, its fault injector's included; the echo engine
     // has none of its own.

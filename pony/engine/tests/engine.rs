@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use pony_engine::nic::{FaultConfig, FaultyNic, Nic, ShmWire, ShmWireConfig, UdpNic};
-use pony_engine::{PonyConfig, PonyEngine, PonyStats};
+use pony_engine::{PonyConfig, PonyEngine};
 use pony_express::app::SessionError;
 use pony_express::app::{AppSession, CloseReason, Command, Completion, OpErrorCode};
 use pony_express::pool::{BufIdx, PoolError};
@@ -18,7 +18,7 @@ use snap_runtime::EngineHandle;
 
 mod common;
 
-use common::{host_with, Host};
+use common::{host_with, stats, Host};
 
 const DEADLINE: Duration = Duration::from_secs(12);
 
@@ -52,15 +52,8 @@ fn attach(h: &EngineHandle) -> (u64, AppSession) {
     (id, app)
 }
 
-fn stats(h: &EngineHandle) -> PonyStats {
-    h.control::<PonyEngine, _>(|e| e.stats()).unwrap()
-}
-
 fn wait(app: &mut AppSession, what: &str) -> Completion {
-    match app.wait_completion(DEADLINE).unwrap() {
-        Some(c) => c,
-        None => panic!("no completion while waiting for {what}"),
-    }
+    common::wait_for(app, DEADLINE, what)
 }
 
 /// Connects `a`'s app to `b`'s (which listens); returns (a's flow, b's flow).

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use pony_engine::nic::{ShmWire, ShmWireConfig};
-use pony_engine::{PonyConfig, PonyEngine, PonyStats};
+use pony_engine::{PonyConfig, PonyEngine};
 use pony_express::app::{AppSession, Command, Completion, OpErrorCode};
 use pony_express::pool::BufIdx;
 use snap_ipc::SharedMem;
@@ -23,7 +23,7 @@ use snap_runtime::EngineHandle;
 
 mod common;
 
-use common::{host_with, Host};
+use common::{host_with, stats, Host};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const LIMIT: u32 = 8 << 20;
@@ -76,15 +76,8 @@ fn attach(h: &EngineHandle) -> (u64, AppSession) {
     (id, app)
 }
 
-fn stats(h: &EngineHandle) -> PonyStats {
-    h.control::<PonyEngine, _>(|e| e.stats()).unwrap()
-}
-
 fn wait(app: &mut AppSession, what: &str) -> Completion {
-    match app.wait_completion(DEADLINE).unwrap() {
-        Some(c) => c,
-        None => panic!("no completion while waiting for {what}"),
-    }
+    common::wait_for(app, DEADLINE, what)
 }
 
 /// Opens a flow from `a` to `b` (which listens on `service`); returns a's flow.

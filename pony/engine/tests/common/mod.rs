@@ -5,8 +5,10 @@
 #![allow(dead_code)]
 
 use pony_engine::nic::Nic;
-use pony_engine::{PonyConfig, PonyEngine};
-use pony_express::app::AppSession;
+use std::time::Duration;
+
+use pony_engine::{PonyConfig, PonyEngine, PonyStats};
+use pony_express::app::{AppSession, Completion};
 use snap_runtime::{
     AttachReply, AttachRequest, CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions,
 };
@@ -58,4 +60,17 @@ pub fn attach(h: &EngineHandle) -> (u64, AppSession, serde_json::Value) {
         AppSession::from_fds(reply.fds, None).unwrap(),
         reply.details,
     )
+}
+
+/// The engine's counters, read on its own thread.
+pub fn stats(h: &EngineHandle) -> PonyStats {
+    h.control::<PonyEngine, _>(|e| e.stats()).unwrap()
+}
+
+/// The app's next completion, failing the test after `deadline` without one.
+pub fn wait_for(app: &mut AppSession, deadline: Duration, what: &str) -> Completion {
+    match app.wait_completion(deadline).unwrap() {
+        Some(c) => c,
+        None => panic!("no completion while waiting for {what}"),
+    }
 }
