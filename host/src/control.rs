@@ -49,6 +49,9 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// A reply the peer has not taken after this long closes the connection.
     pub request_timeout: Duration,
+    /// Each engine's kind by engine name, reported in `status` (the runtime knows engines,
+    /// not kinds).
+    pub engine_kinds: BTreeMap<String, String>,
 }
 
 /// Default of [`ServerOptions::max_connections`]: far more than the apps of one host, few
@@ -69,6 +72,7 @@ impl Default for ServerOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            engine_kinds: BTreeMap::new(),
         }
     }
 }
@@ -556,6 +560,7 @@ fn status(shared: &Shared) -> Response {
             channels,
             counters,
             control,
+            kinds: shared.opts.engine_kinds.clone(),
         }),
     }
 }

@@ -398,6 +398,12 @@ impl Config {
             max_connections: self.control.max_connections as usize,
             idle_timeout: Duration::from_millis(self.control.idle_timeout_ms),
             request_timeout: Duration::from_millis(self.control.request_timeout_ms),
+            engine_kinds: self
+                .group
+                .iter()
+                .flat_map(|g| &g.engine)
+                .map(|e| (e.name.clone(), e.kind.as_str().to_owned()))
+                .collect(),
         }
     }
 

@@ -375,6 +375,9 @@ fn pony_engines_parse_and_build_with_their_options() {
     ]);
     let c = parse(&text).unwrap();
     assert_eq!(c.group[0].engine[0].kind, EngineKind::Pony);
+    // The control server reports each engine's kind, so that clients find Pony engines.
+    let kinds = c.server_options().engine_kinds;
+    assert_eq!(kinds.get("p").map(String::as_str), Some("pony"));
     let (groups, _) = c.build().unwrap();
     assert_eq!(groups[0].engines[0].name(), "p");
 }

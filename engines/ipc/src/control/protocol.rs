@@ -115,6 +115,11 @@ pub struct HostStatus {
     /// The control server's own counters.
     #[serde(default)]
     pub control: ControlStats,
+    /// Each engine's kind (`echo`, `relay`, `pony`, …) by engine name, as configured, so
+    /// that a client can pick the engines it can attach to (e.g. the `pony` tool finds the
+    /// host's Pony engines).
+    #[serde(default)]
+    pub kinds: BTreeMap<String, String>,
 }
 
 /// Counters of the control server.
@@ -138,6 +143,15 @@ impl HostStatus {
         path.split('.')
             .try_fold(self.counters.get(engine)?, |v, key| v.get(key))?
             .as_u64()
+    }
+
+    /// The names of the engines of `kind`, in name order.
+    pub fn engines_of_kind(&self, kind: &str) -> Vec<&str> {
+        self.kinds
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .map(|(name, _)| name.as_str())
+            .collect()
     }
 
     /// Number of channels attached to `engine`.
