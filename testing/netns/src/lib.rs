@@ -61,14 +61,23 @@ impl Topology {
     /// `tag` (one character) tells apart the tests of one run, which go in parallel.
     pub fn new(tag: char, mtu: u32) -> Self {
         let pid = std::process::id();
-        let topo = Self {
-            ns: [
+        Self::named(
+            [
                 format!("snap-veth-{pid}{tag}-a"),
                 format!("snap-veth-{pid}{tag}-b"),
             ],
             // Interface names are at most 15 bytes: "sv" + pid (≤ 7 digits) + 2.
-            veth: [format!("sv{pid}{tag}a"), format!("sv{pid}{tag}b")],
-        };
+            [format!("sv{pid}{tag}a"), format!("sv{pid}{tag}b")],
+            mtu,
+        )
+    }
+
+    /// Namespaces `ns` and veth ends `veth` of fixed names, for a test that runs commands
+    /// naming them (a documented example); the caller keeps the names unique to its test.
+    /// A leftover of a killed run fails the setup with `ip`'s message (and is removed as
+    /// the half-made topology is dropped).
+    pub fn named(ns: [String; 2], veth: [String; 2], mtu: u32) -> Self {
+        let topo = Self { ns, veth };
         let [ns_a, ns_b] = &topo.ns;
         let [veth_a, veth_b] = &topo.veth;
         let mtu = mtu.to_string();
