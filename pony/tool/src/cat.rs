@@ -68,7 +68,7 @@ fn retry_timeouts(mut op: impl FnMut() -> Result<(), SocketError>) -> anyhow::Re
 /// The size of stdin if it is a regular file (for the progress meter's share).
 fn stdin_len() -> Option<u64> {
     let meta = std::fs::metadata("/dev/stdin").ok()?;
-    meta.is_file().then(|| meta.len())
+    meta.is_file().then_some(meta.len())
 }
 
 /// Reads stdin on a thread of its own, so that the main thread can notice Ctrl-C while a
