@@ -4,11 +4,17 @@
 //! concatenates them), so a stream has no length limit. The sender exits once the peer's
 //! engine acknowledged every byte and the flow is closed (`PonyStream::close`); the
 //! receiver exits at the end of the stream, which is the sender's close.
+//!
+//! The end mark: a flow whose sender crashed or was interrupted is closed by its host, and
+//! the wire's Close does not say why, so the receiver cannot tell it from a finished
+//! stream. The sender therefore ends with one message on stream [`END_STREAM`] holding the
+//! number of bytes it sent (u64, little-endian); a stream that ends without it, or with a
+//! different count, is an error at the receiver rather than a silently short copy.
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use pony_express::app::ServiceId;
 use pony_express::socket::{PonyListener, PonyStream, SocketError};
 
@@ -20,6 +26,9 @@ use crate::{fail, HostOpts};
 /// Bytes per message: large enough that completions cost little per byte, small enough
 /// that several are in flight within a default pool (16 MiB).
 const CHUNK: usize = 1 << 20;
+
+/// The stream of the end mark (data goes on stream 0).
+const END_STREAM: u32 = 1;
 
 /// Chunks read ahead of the flow.
 const READ_AHEAD: usize = 4;
@@ -35,6 +44,7 @@ pub fn send(host: &HostOpts, peer: &str, service: ServiceId) -> anyhow::Result<(
     // Sends and the final flush wait in slices, to notice Ctrl-C.
     stream.set_write_timeout(Some(SLICE));
     let mut progress = Progress::new("sent", total);
+    let mut sent = 0u64;
     loop {
         interrupt::check()?;
         let data = match chunks.recv_timeout(SLICE) {
@@ -45,9 +55,11 @@ pub fn send(host: &HostOpts, peer: &str, service: ServiceId) -> anyhow::Result<(
         };
         for piece in data.chunks(chunk) {
             retry_timeouts(|| stream.send(piece)).context("sending")?;
+            sent += piece.len() as u64;
             progress.add(piece.len() as u64);
         }
     }
+    retry_timeouts(|| stream.send_on(END_STREAM, &sent.to_le_bytes())).context("sending the end mark")?;
     retry_timeouts(|| stream.flush()).context("waiting for the peer to acknowledge")?;
     stream.set_write_timeout(None);
     stream.close().context("closing the stream")?;
@@ -126,12 +138,25 @@ pub fn listen(host: &HostOpts, service: ServiceId) -> anyhow::Result<()> {
     // One stream only: later ones are refused as if nobody listened.
     drop(listener);
     stream.set_read_timeout(Some(SLICE));
-    let mut out = std::io::BufWriter::with_capacity(CHUNK, std::io::stdout().lock());
+    // Each message is written out and flushed as it arrives, so a consumer downstream sees
+    // the stream as it comes (messages are large: a flush each costs nothing).
+    let mut out = std::io::stdout().lock();
     let mut progress = Progress::new("received", None);
+    let mut received = 0u64;
+    let mut end = None;
     loop {
-        match stream.recv() {
-            Ok(Some(data)) => {
-                out.write_all(&data).context("writing stdout")?;
+        match stream.recv_with_stream() {
+            Ok(Some((END_STREAM, mark))) => {
+                let mark: [u8; 8] = mark
+                    .try_into()
+                    .map_err(|_| anyhow!("the sender's end mark is malformed (is it `pony cat`?)"))?;
+                end = Some(u64::from_le_bytes(mark));
+            }
+            Ok(Some((_, data))) => {
+                out.write_all(&data)
+                    .and_then(|()| out.flush())
+                    .context("writing stdout")?;
+                received += data.len() as u64;
                 progress.add(data.len() as u64);
             }
             Ok(None) => break,
@@ -141,5 +166,32 @@ pub fn listen(host: &HostOpts, service: ServiceId) -> anyhow::Result<()> {
     }
     out.flush().context("writing stdout")?;
     progress.finish();
-    Ok(())
+    check_end(end, received)
+}
+
+/// Whether the stream ended as the sender meant it to.
+fn check_end(end: Option<u64>, received: u64) -> anyhow::Result<()> {
+    match end {
+        Some(sent) if sent == received => Ok(()),
+        Some(sent) => bail!("the sender sent {sent} bytes but {received} arrived"),
+        None => bail!(
+            "the stream ended without the sender's end mark after {received} bytes: \
+             the sender stopped early (interrupted, or it or its host died)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_stream_with_a_matching_end_mark_is_complete() {
+        assert!(check_end(Some(5), 5).is_ok());
+        assert!(check_end(Some(0), 0).is_ok());
+        let e = check_end(Some(6), 5).unwrap_err().to_string();
+        assert!(e.contains("sent 6 bytes but 5 arrived"), "{e}");
+        let e = check_end(None, 5).unwrap_err().to_string();
+        assert!(e.contains("without the sender's end mark after 5 bytes"), "{e}");
+    }
 }

@@ -10,7 +10,7 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use snap_host::process::HostProcess;
@@ -125,12 +125,12 @@ impl Host {
 }
 
 /// A child killed when dropped (a test that fails leaves no `pony` behind).
-pub struct Running(Option<Child>);
+pub struct Running(Option<Child>, Option<mpsc::Receiver<String>>);
 
 impl Running {
     /// Takes over `child`.
     pub fn new(child: Child) -> Self {
-        Self(Some(child))
+        Self(Some(child), None)
     }
 
     /// The child.
@@ -153,6 +153,7 @@ impl Running {
         }
         let stdout = drain(self.child().stdout.take());
         let stderr = drain(self.child().stderr.take());
+        let stderr_lines = self.1.take();
         let deadline = Instant::now() + TIMEOUT;
         let status = loop {
             if let Some(status) = self.child().try_wait().unwrap() {
@@ -162,10 +163,16 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         };
         self.0 = None;
+        let mut stderr = stderr.join().unwrap();
+        // What [`stderr_line`] did not consume (its reader ends with the pipe).
+        for line in stderr_lines.iter().flat_map(|rx| rx.iter()) {
+            stderr.extend_from_slice(line.as_bytes());
+            stderr.push(b'\n');
+        }
         Output {
             status,
             stdout: stdout.join().unwrap(),
-            stderr: stderr.join().unwrap(),
+            stderr,
         }
     }
 }
@@ -209,16 +216,20 @@ pub fn run(mut cmd: Command, input: &[u8]) -> Output {
 }
 
 /// Waits for a line containing `pattern` on `child`'s stderr (the tool says there when it
-/// listens) and returns it; the rest of stderr is drained in the background.
+/// listens) and returns it; later lines stay for [`Running::finish`].
 pub fn stderr_line(child: &mut Running, pattern: &str) -> String {
     use std::io::{BufRead, BufReader};
-    let stderr = child.child().stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    if child.1.is_none() {
+        let stderr = child.child().stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        child.1 = Some(rx);
+    }
+    let rx = child.1.as_ref().unwrap();
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -250,4 +261,13 @@ pub fn hash(bytes: &[u8]) -> u64 {
 /// `out`'s stderr as text, for assertions.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits (up to [`TIMEOUT`]) until `cond` holds.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
