@@ -65,7 +65,7 @@ fn load(mut src: impl Read) -> anyhow::Result<SharedMem> {
     let mut bytes = Vec::new();
     src.read_to_end(&mut bytes)?;
     if bytes.is_empty() {
-        bail!("it is empty, and a region cannot be");
+        bail!("it is empty (a region holds at least one byte)");
     }
     let mem = SharedMem::create("pony-region", bytes.len()).context("creating shared memory")?;
     for (i, step) in bytes.chunks(STEP).enumerate() {
