@@ -8,8 +8,8 @@ use std::process::Command;
 use common::{free_addr, pony_engine, spawn, stderr, test_dir, Host, PONY};
 
 /// Runs `pony args` and returns its stderr, checking it failed with `code` and cleanly.
-fn fails(mut cmd: Command, code: i32) -> String {
-    let out = spawn(std::mem::replace(&mut cmd, Command::new(PONY))).finish();
+fn fails(cmd: Command, code: i32) -> String {
+    let out = spawn(cmd).finish();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(code), "{err}");
     assert!(

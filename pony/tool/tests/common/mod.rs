@@ -90,6 +90,15 @@ pub struct Host {
     pub socket: PathBuf,
     /// Its Pony engine's UDP address ([`Host::start`]).
     pub addr: String,
+    /// Its directory (configuration, socket), removed with the host.
+    dir: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.process.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Host {
@@ -113,6 +122,7 @@ impl Host {
             process,
             socket,
             addr: String::new(),
+            dir,
         }
     }
 
