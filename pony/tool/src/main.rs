@@ -46,8 +46,9 @@ enum Command {
     /// Copies stdin to one stream to a peer, or (--listen) one incoming stream to stdout
     /// (like nc).
     Cat(CatOpts),
-    /// Reads bytes of a peer's region with a one-sided read (no app runs on the peer's side
-    /// of the transfer) and writes them to stdout.
+    /// Reads bytes of a peer's region (see `pony region serve`) with one-sided reads, which
+    /// the peer's engine serves from the region without its app taking part, and writes
+    /// them to stdout.
     Read(ReadOpts),
     /// Registers memory as a region that peers may read.
     #[command(subcommand)]
