@@ -138,7 +138,8 @@ mod tests {
         let (tx, rx) = mpsc::channel::<u32>();
         let (back_tx, back_rx) = mpsc::channel::<u32>();
         std::thread::scope(|s| {
-            s.spawn(|| {
+            let tid = &tid;
+            s.spawn(move || {
                 tid.store(super::super::gettid(), Ordering::Release);
                 while let Ok(v) = rx.recv() {
                     back_tx.send(v).unwrap();

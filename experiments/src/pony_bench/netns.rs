@@ -212,8 +212,8 @@ mod tests {
 
     use super::*;
 
-    /// Makes a pair, checks that a TCP connection crosses it from A to B (and that B's
-    /// address is not reachable from the root namespace), drops it and checks it is gone.
+    /// Makes a pair, checks that a TCP connection crosses it from A to B (B sees A's veth
+    /// address as the peer), drops it and checks it is gone.
     #[test]
     fn a_pair_carries_traffic_and_is_gone_after_drop() {
         if let Err(why) = check() {
@@ -243,8 +243,6 @@ mod tests {
             let peer = echo.join().unwrap();
             assert_eq!(peer.ip(), std::net::IpAddr::V4(ADDR[0]), "came over the veth from A");
         });
-        // The root namespace has no route to the pair.
-        assert!(TcpStream::connect_timeout(&server, std::time::Duration::from_millis(200)).is_err());
         drop(listener);
         drop(veth);
         assert!(!std::path::Path::new("/run/netns").join(&names.0).exists());
