@@ -67,12 +67,25 @@ fn quick_run_reports_every_transport_with_sane_numbers() {
         out.status
     );
     eprintln!("{stderr}");
-    assert!(bench_namespaces(pid).is_empty(), "{:?} left behind", bench_namespaces(pid));
+    assert!(
+        bench_namespaces(pid).is_empty(),
+        "{:?} left behind",
+        bench_namespaces(pid)
+    );
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     let _ = std::fs::remove_file(&json_path);
 
     for key in [
-        "machine", "kernel", "accel", "scheduler", "path", "hosts", "layout", "app_wait", "sockperf", "counters",
+        "machine",
+        "kernel",
+        "accel",
+        "scheduler",
+        "path",
+        "hosts",
+        "layout",
+        "app_wait",
+        "sockperf",
+        "counters",
     ] {
         assert!(report[key].is_string(), "{key} in {report}");
     }
@@ -116,7 +129,10 @@ fn quick_run_reports_every_transport_with_sane_numbers() {
                 && r["msg_bytes"].as_u64() == Some(*bytes)
                 && r["engines"].as_u64() == Some(*engines)
         });
-        assert!(found, "no {transport} {nic} {p} {test} {bytes} B ×{engines} row in {report}");
+        assert!(
+            found,
+            "no {transport} {nic} {p} {test} {bytes} B ×{engines} row in {report}"
+        );
     }
     assert_eq!(rows.len(), want.len(), "{report}");
     for r in rows {

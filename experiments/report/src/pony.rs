@@ -193,14 +193,14 @@ impl Row {
 }
 
 /// The best (lowest p50) single-engine ping-pong row at `bytes` among `rows` that `pick`.
-fn best_p50<'r>(rows: &'r [Row], bytes: usize, pick: impl Fn(&Row) -> bool) -> Option<&'r Row> {
+fn best_p50(rows: &[Row], bytes: usize, pick: impl Fn(&Row) -> bool) -> Option<&Row> {
     rows.iter()
         .filter(|r| r.test == "ping_pong" && r.msg_bytes == bytes && r.engines == 1 && pick(r))
         .min_by(|a, b| a.p50_us.total_cmp(&b.p50_us))
 }
 
 /// The best (highest Gbps per core) single-engine throughput row at `bytes` that `pick`s.
-fn best_gpc<'r>(rows: &'r [Row], bytes: usize, pick: impl Fn(&Row) -> bool) -> Option<(&'r Row, f64)> {
+fn best_gpc(rows: &[Row], bytes: usize, pick: impl Fn(&Row) -> bool) -> Option<(&Row, f64)> {
     rows.iter()
         .filter(|r| r.test == "throughput" && r.msg_bytes == bytes && r.engines == 1 && pick(r))
         .filter_map(|r| Some((r, r.gbps_per_core?)))
@@ -215,7 +215,13 @@ fn ratio_p50(a: Option<&Row>, b: Option<&Row>, what: (&str, &str)) -> Result<(f6
     }
     Ok((
         a.p50_us / b.p50_us,
-        format!("{} {:.1} µs / {} {:.1} µs", a.label(), a.p50_us, b.label(), b.p50_us),
+        format!(
+            "{} {:.1} µs / {} {:.1} µs",
+            a.label(),
+            a.p50_us,
+            b.label(),
+            b.p50_us
+        ),
     ))
 }
 
@@ -362,18 +368,32 @@ mod tests {
     #[test]
     fn targets_are_ratios_of_this_runs_rows() {
         let t = targets(&rows());
-        let get = |name: &str| t.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name}: {t:?}"));
+        let get = |name: &str| {
+            t.iter()
+                .find(|t| t.name == name)
+                .unwrap_or_else(|| panic!("{name}: {t:?}"))
+        };
         // 10 / 25 (the shm wire's 4 µs is not between the hosts).
         let best = get("64 B p50 RTT: best Pony / TCP");
         assert_eq!((best.value, best.pass), (Some(0.4), Some(true)));
-        assert!(best.from.contains("pony dedicated udp 10.0 µs / tcp 25.0 µs"), "{}", best.from);
+        assert!(
+            best.from.contains("pony dedicated udp 10.0 µs / tcp 25.0 µs"),
+            "{}",
+            best.from
+        );
         let spreading = get("64 B p50 RTT: spreading Pony / TCP");
         assert_eq!((spreading.value, spreading.pass), (Some(1.2), Some(false)));
         // The best Pony mode at each size: 0.3 / 0.1 and 3.0 / 2.5.
         let g64 = get("Gbps per core at 64 B: best Pony / TCP");
-        assert!((g64.value.unwrap() - 3.0).abs() < 1e-9 && g64.pass == Some(true), "{g64:?}");
+        assert!(
+            (g64.value.unwrap() - 3.0).abs() < 1e-9 && g64.pass == Some(true),
+            "{g64:?}"
+        );
         let g4k = get("Gbps per core at 4096 B: best Pony / TCP");
-        assert!((g4k.value.unwrap() - 1.2).abs() < 1e-9 && g4k.pass == Some(false), "{g4k:?}");
+        assert!(
+            (g4k.value.unwrap() - 1.2).abs() < 1e-9 && g4k.pass == Some(false),
+            "{g4k:?}"
+        );
         // No 1 MiB rows: not measured, neither passed nor failed.
         let mib = get("Gbps per core at 1 MiB: best Pony / TCP");
         assert_eq!((mib.value, mib.pass), (None, None));
@@ -397,7 +417,9 @@ mod tests {
         let t = targets(&rows);
         assert_eq!(t[0].pass, None);
         assert_eq!(t[0].from, "no tcp 64 B ping-pong row");
-        assert!(t.iter().any(|t| t.from == "no tcp throughput row from 64 B to 4 KiB"));
+        assert!(t
+            .iter()
+            .any(|t| t.from == "no tcp throughput row from 64 B to 4 KiB"));
     }
 
     #[test]

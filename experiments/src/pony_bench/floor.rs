@@ -12,7 +12,9 @@ use snap_ipc::{Consumer, Producer, Ring, SharedMem};
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
 use super::counters::Counts;
-use super::{gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Point, Probe, Row};
+use super::{
+    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Point, Probe, Row,
+};
 
 fn ring(size: usize) -> Result<(Producer, Consumer)> {
     let slot = (size + 8).next_multiple_of(64) as u32;
@@ -80,7 +82,14 @@ fn one(size: usize, iters: usize, cores: (usize, usize)) -> Result<Measured> {
             // Per thread: a running thread's schedstat on another CPU lags until its next
             // tick, so over a short window each is clamped to the wall time it could use.
             let probe = Probe::new(Vec::new(), vec![gettid(), tid]);
-            let sample = || (own_thread_cpu_ns(), thread_cpu_ns(tid), Instant::now(), probe.sample().counts);
+            let sample = || {
+                (
+                    own_thread_cpu_ns(),
+                    thread_cpu_ns(tid),
+                    Instant::now(),
+                    probe.sample().counts,
+                )
+            };
             let mut first = sample();
             for i in 0..total {
                 if i == warm {

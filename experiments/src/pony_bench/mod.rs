@@ -501,7 +501,12 @@ mod tests {
             }),
             at,
         };
-        let m = Measured::between(hist, 100, &snap(0, 10, t), &snap(500_000_000, 410, t + Duration::from_secs(1)));
+        let m = Measured::between(
+            hist,
+            100,
+            &snap(0, 10, t),
+            &snap(500_000_000, 410, t + Duration::from_secs(1)),
+        );
         let p = Point {
             transport: "pony",
             nic: "udp",

@@ -112,7 +112,10 @@ impl Veth {
             dev: [format!("bench{pid}{tag}a"), format!("bench{pid}{tag}b")],
         };
         if veth.dev[0].len() > 15 {
-            bail!("interface name {} is longer than 15 bytes (tag {tag:?} too long)", veth.dev[0]);
+            bail!(
+                "interface name {} is longer than 15 bytes (tag {tag:?} too long)",
+                veth.dev[0]
+            );
         }
         // Registered (and owned) before the first command, so a half-made pair is removed too.
         LIVE.lock()
@@ -127,9 +130,8 @@ impl Veth {
         ip(&["link", "set", dev_a, "netns", ns_a])?;
         ip(&["link", "set", dev_b, "netns", ns_b])?;
         let mtu = mtu.to_string();
-        for side in 0..2 {
-            let (ns, dev) = (&veth.ns[side], &veth.dev[side]);
-            let cidr = format!("{}/24", ADDR[side]);
+        for ((ns, dev), addr) in veth.ns.iter().zip(&veth.dev).zip(ADDR) {
+            let cidr = format!("{addr}/24");
             ip(&["-n", ns, "link", "set", dev, "mtu", &mtu])
                 .with_context(|| format!("MTU {mtu} on {dev}"))?;
             ip(&["-n", ns, "addr", "add", &cidr, "dev", dev])?;
@@ -233,20 +235,26 @@ mod tests {
                 c.write_all(&buf).unwrap();
                 peer
             });
-            let mut c = veth
-                .open_in(0, || Ok(TcpStream::connect(server)?))
-                .unwrap();
+            let mut c = veth.open_in(0, || Ok(TcpStream::connect(server)?)).unwrap();
             c.write_all(b"hello").unwrap();
             let mut back = [0u8; 5];
             c.read_exact(&mut back).unwrap();
             assert_eq!(&back, b"hello");
             let peer = echo.join().unwrap();
-            assert_eq!(peer.ip(), std::net::IpAddr::V4(ADDR[0]), "came over the veth from A");
+            assert_eq!(
+                peer.ip(),
+                std::net::IpAddr::V4(ADDR[0]),
+                "came over the veth from A"
+            );
         });
         drop(listener);
         drop(veth);
         assert!(!std::path::Path::new("/run/netns").join(&names.0).exists());
-        assert!(ip(&["link", "show", &names.1]).is_err(), "{} still exists", names.1);
+        assert!(
+            ip(&["link", "show", &names.1]).is_err(),
+            "{} still exists",
+            names.1
+        );
         assert!(!LIVE.lock().unwrap().iter().flatten().any(|ns| *ns == names.0));
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pony_engine::PonyEngine;
-use pony_express::app::{AppSession, Command, Completion, Completions, SessionError};
+use pony_express::app::{AppSession, Command, Completion, SessionError};
 use pony_express::pool::{BufIdx, PoolError};
 use snap_ipc::SharedMem;
 use snap_runtime::EngineHandle;
@@ -20,41 +20,15 @@ use snap_runtime::EngineHandle;
 use crate::wakeup::pin_to_cpu;
 
 use super::path::{NicKind, Path};
-use super::setup::{Hosts, Layout};
-use super::{gettid, histogram, payload, record, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap, READ_BYTES};
+use super::setup::{attach, next, Hosts, Layout};
+use super::{
+    gettid, histogram, payload, record, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap, READ_BYTES,
+};
 
 /// Bounds every wait for one completion; only hangs hit it.
 const STUCK: Duration = Duration::from_secs(10);
 /// Bytes of app B's region (reads cycle through it).
 const REGION_BYTES: usize = 64 << 10;
-
-fn attach(h: &EngineHandle, spin: bool) -> Result<(u64, AppSession)> {
-    let completions = if spin {
-        Completions::Poll
-    } else {
-        Completions::Block
-    };
-    h.control::<PonyEngine, _>(move |e| e.attach_local(completions))
-        .map_err(|e| anyhow!("attach: {e}"))?
-        .map_err(|e| anyhow!("attach: {e}"))
-}
-
-/// The next completion within `timeout` (spinning or blocking on the doorbell).
-fn next(app: &mut AppSession, spin: bool, timeout: Duration) -> Result<Option<Completion>> {
-    if !spin {
-        return Ok(app.wait_completion(timeout)?);
-    }
-    let start = Instant::now();
-    loop {
-        if let Some(c) = app.poll_completion()? {
-            return Ok(Some(c));
-        }
-        if start.elapsed() >= timeout {
-            return Ok(None);
-        }
-        std::hint::spin_loop();
-    }
-}
 
 fn wait(app: &mut AppSession, spin: bool, what: &str) -> Result<Completion> {
     next(app, spin, STUCK)?.with_context(|| format!("no completion within {STUCK:?} waiting for {what}"))
@@ -511,7 +485,10 @@ pub fn run_scaling(
     mode: &str,
     n: usize,
 ) -> Result<Row> {
-    eprintln!("mq-bench-pony: pony over {}, {mode}, {n} engines per host", nic.name());
+    eprintln!(
+        "mq-bench-pony: pony over {}, {mode}, {n} engines per host",
+        nic.name()
+    );
     let (hosts, conns) = start(cfg, layout, path, nic, mode, n)?;
     let spin = cfg.spin_apps;
     let size = cfg.scaling_bytes;
@@ -557,9 +534,14 @@ pub fn run_scaling(
         let mut count = 0;
         let mut failed = None;
         for c in clients {
-            match c.join().map_err(|_| anyhow!("client thread panicked")).and_then(|r| r) {
+            match c
+                .join()
+                .map_err(|_| anyhow!("client thread panicked"))
+                .and_then(|r| r)
+            {
                 Ok((m, a)) => {
-                    hist.add(&m.hist).map_err(|e| anyhow!("merging histograms: {e}"))?;
+                    hist.add(&m.hist)
+                        .map_err(|e| anyhow!("merging histograms: {e}"))?;
                     count += m.count;
                     sessions.push(a);
                 }

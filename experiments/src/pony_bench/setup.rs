@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! How each engine mode is set up, in one place: which CPUs the apps and each host's engines
 //! get ([`Layout`]) and the two hosts' runtimes with `n` Pony engines each ([`Hosts::start`]).
-//! A new way to place engines (several hosts' engines on one dedicated core, apps'
-//! spin-then-block) is a change here and nowhere else.
+//! How apps wait for completions is here too ([`attach`], [`next`]). A new way to place
+//! engines (several hosts' engines on one dedicated core) or to wait (apps' spin-then-block)
+//! is a change here and nowhere else.
 
-use anyhow::{bail, Context, Result};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
 use mq_report::modes::MODES;
 use pony_engine::{PonyConfig, PonyEngine};
+use pony_express::app::{AppSession, Completion, Completions};
 use snap_runtime::{CompactingParams, Engine, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
 
 use super::path::NicPair;
@@ -91,10 +95,19 @@ impl Hosts {
         let m = mode_of(mode)?;
         let (cores_a, cores_b) = layout.engine_cores(mode)?;
         let n = nics.len();
-        let (mut ea, mut eb): (Vec<Box<dyn Engine>>, Vec<Box<dyn Engine>>) = (Vec::new(), Vec::new());
+        let mut ea: Vec<Box<dyn Engine>> = Vec::new();
+        let mut eb: Vec<Box<dyn Engine>> = Vec::new();
         for (i, pair) in nics.into_iter().enumerate() {
-            ea.push(Box::new(PonyEngine::new(&format!("pony-a{i}"), pair.a, PonyConfig::default())));
-            eb.push(Box::new(PonyEngine::new(&format!("pony-b{i}"), pair.b, PonyConfig::default())));
+            ea.push(Box::new(PonyEngine::new(
+                format!("pony-a{i}"),
+                pair.a,
+                PonyConfig::default(),
+            )));
+            eb.push(Box::new(PonyEngine::new(
+                format!("pony-b{i}"),
+                pair.b,
+                PonyConfig::default(),
+            )));
         }
         let start = |name: &str, engines, cores| -> Result<Runtime> {
             let spec = GroupSpec {
@@ -114,7 +127,8 @@ impl Hosts {
         let b = start("host-b", eb, cores_b)?;
         let pairs = (0..n)
             .map(|i| {
-                let h = |rt: &Runtime, name: String| rt.engine(&name).with_context(|| format!("{name} missing"));
+                let h =
+                    |rt: &Runtime, name: String| rt.engine(&name).with_context(|| format!("{name} missing"));
                 Ok((h(&a, format!("pony-a{i}"))?, h(&b, format!("pony-b{i}"))?))
             })
             .collect::<Result<_>>()?;
@@ -135,6 +149,36 @@ impl Hosts {
         drop(self.pairs);
         drop(self.a.shutdown());
         drop(self.b.shutdown());
+    }
+}
+
+/// Attaches an app to engine `h`: its completions are polled (`spin`) or come with a
+/// doorbell to block on.
+pub fn attach(h: &EngineHandle, spin: bool) -> Result<(u64, AppSession)> {
+    let completions = if spin {
+        Completions::Poll
+    } else {
+        Completions::Block
+    };
+    h.control::<PonyEngine, _>(move |e| e.attach_local(completions))
+        .map_err(|e| anyhow!("attach: {e}"))?
+        .map_err(|e| anyhow!("attach: {e}"))
+}
+
+/// The next completion within `timeout` (spinning or blocking on the doorbell).
+pub fn next(app: &mut AppSession, spin: bool, timeout: Duration) -> Result<Option<Completion>> {
+    if !spin {
+        return Ok(app.wait_completion(timeout)?);
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(c) = app.poll_completion()? {
+            return Ok(Some(c));
+        }
+        if start.elapsed() >= timeout {
+            return Ok(None);
+        }
+        std::hint::spin_loop();
     }
 }
 

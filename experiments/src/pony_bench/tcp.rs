@@ -235,8 +235,8 @@ pub fn sockperf(cfg: &BenchConfig, path: &Path) -> Result<(Row, String)> {
     if cfg.sockperf_secs == 0 {
         bail!("disabled (--sockperf-secs 0)");
     }
-    let bin = crate::locate::binary("sockperf")
-        .context("sockperf not on PATH (`cargo xtask deps` installs it)")?;
+    let bin =
+        crate::locate::binary("sockperf").context("sockperf not on PATH (`cargo xtask deps` installs it)")?;
     let version = Command::new(&bin)
         .arg("--version")
         .output()
@@ -250,7 +250,9 @@ pub fn sockperf(cfg: &BenchConfig, path: &Path) -> Result<(Row, String)> {
         })
         .unwrap_or_default();
     let server_ip = path.addr(1).to_string();
-    let port = path.open_in(1, || Ok(TcpListener::bind((path.addr(1), 0))?.local_addr()?.port()))?;
+    let port = path.open_in(1, || {
+        Ok(TcpListener::bind((path.addr(1), 0))?.local_addr()?.port())
+    })?;
     let mut server = path
         .exec(1, &bin)
         .args(["server", "--tcp", "-i", &server_ip, "-p", &port.to_string()])

@@ -156,7 +156,11 @@ impl Lookup for Report {
         }
         order
             .into_iter()
-            .filter(|s| self.rows.iter().any(|r| r.test == test && r.engines == 1 && r.label() == *s))
+            .filter(|s| {
+                self.rows
+                    .iter()
+                    .any(|r| r.test == test && r.engines == 1 && r.label() == *s)
+            })
             .collect()
     }
 
@@ -175,7 +179,12 @@ impl Lookup for Report {
                 let mut rows: Vec<&Row> = self
                     .rows
                     .iter()
-                    .filter(|r| r.transport == "pony" && r.label() == s && r.test == "throughput" && r.msg_bytes == bytes)
+                    .filter(|r| {
+                        r.transport == "pony"
+                            && r.label() == s
+                            && r.test == "throughput"
+                            && r.msg_bytes == bytes
+                    })
                     .collect();
                 rows.sort_by_key(|r| r.engines);
                 (rows.len() > 1).then_some((s, rows))
@@ -332,7 +341,11 @@ fn targets(md: &mut String, run: &Report) {
 /// Aggregate throughput of 1 to N engines per host, per mode and NIC.
 fn scaling(md: &mut String, run: &Report) {
     let series = run.scaling();
-    let Some(bytes) = series.first().and_then(|(_, rows)| rows.first()).map(|r| r.msg_bytes) else {
+    let Some(bytes) = series
+        .first()
+        .and_then(|(_, rows)| rows.first())
+        .map(|r| r.msg_bytes)
+    else {
         return;
     };
     let _ = writeln!(
@@ -425,7 +438,15 @@ fn ratios(md: &mut String, run: &Report) {
 pub(crate) mod tests {
     use super::*;
 
-    fn row(transport: &str, nic: &str, mode: &str, test: &str, bytes: usize, p50: f64, gbps: f64, cores: f64) -> Row {
+    /// A single-engine row of `(transport, nic, mode)`.
+    fn row(
+        (transport, nic, mode): (&str, &str, &str),
+        test: &str,
+        bytes: usize,
+        p50: f64,
+        gbps: f64,
+        cores: f64,
+    ) -> Row {
         Row {
             transport: transport.into(),
             nic: nic.into(),
@@ -455,22 +476,29 @@ pub(crate) mod tests {
     pub fn sample_runs() -> Vec<Value> {
         let run = |sched: &str, accel: &str| {
             let mut rows = vec![
-                row("pony", "udp", "dedicated", "ping_pong", 64, 20.0, 0.01, 2.0),
-                row("pony", "udp", "spreading", "ping_pong", 64, 30.0, 0.01, 1.0),
-                row("pony", "udp", "spreading", "ping_pong", 16384, 60.0, 0.5, 1.0),
-                row("pony", "udp", "spreading", "throughput", 64, 100.0, 0.05, 1.0),
-                row("pony", "udp", "spreading", "throughput", 16384, 600.0, 4.0, 1.0),
-                row("pony", "shm", "dedicated", "ping_pong", 64, 4.0, 0.01, 2.0),
-                row("tcp", "kernel", "kernel", "ping_pong", 64, 25.0, 0.02, 1.0),
-                row("tcp", "kernel", "kernel", "ping_pong", 16384, 30.0, 4.0, 1.0),
-                row("tcp", "kernel", "kernel", "throughput", 64, 50.0, 0.02, 1.0),
-                row("tcp", "kernel", "kernel", "throughput", 16384, 300.0, 8.0, 1.6),
-                row("sockperf", "kernel", "kernel", "ping_pong", 64, 18.0, 0.03, 0.3),
-                row("shm_floor", "shm", "spin", "ping_pong", 64, 1.0, 0.4, 1.0),
-                row("shm_floor", "shm", "spin", "ping_pong", 16384, 8.0, 14.0, 1.0),
+                row(("pony", "udp", "dedicated"), "ping_pong", 64, 20.0, 0.01, 2.0),
+                row(("pony", "udp", "spreading"), "ping_pong", 64, 30.0, 0.01, 1.0),
+                row(("pony", "udp", "spreading"), "ping_pong", 16384, 60.0, 0.5, 1.0),
+                row(("pony", "udp", "spreading"), "throughput", 64, 100.0, 0.05, 1.0),
+                row(("pony", "udp", "spreading"), "throughput", 16384, 600.0, 4.0, 1.0),
+                row(("pony", "shm", "dedicated"), "ping_pong", 64, 4.0, 0.01, 2.0),
+                row(("tcp", "kernel", "kernel"), "ping_pong", 64, 25.0, 0.02, 1.0),
+                row(("tcp", "kernel", "kernel"), "ping_pong", 16384, 30.0, 4.0, 1.0),
+                row(("tcp", "kernel", "kernel"), "throughput", 64, 50.0, 0.02, 1.0),
+                row(("tcp", "kernel", "kernel"), "throughput", 16384, 300.0, 8.0, 1.6),
+                row(("sockperf", "kernel", "kernel"), "ping_pong", 64, 18.0, 0.03, 0.3),
+                row(("shm_floor", "shm", "spin"), "ping_pong", 64, 1.0, 0.4, 1.0),
+                row(("shm_floor", "shm", "spin"), "ping_pong", 16384, 8.0, 14.0, 1.0),
             ];
             for n in [2, 4] {
-                let mut r = row("pony", "udp", "spreading", "throughput", 64, 100.0, 0.05 * n as f64 * 0.8, 1.0 + n as f64 / 4.0);
+                let mut r = row(
+                    ("pony", "udp", "spreading"),
+                    "throughput",
+                    64,
+                    100.0,
+                    0.05 * n as f64 * 0.8,
+                    1.0 + n as f64 / 4.0,
+                );
                 r.engines = n;
                 r.msgs_per_s = 10_000.0 * n as f64 * 0.8;
                 rows.push(r);
@@ -547,13 +575,26 @@ pub(crate) mod tests {
         let run = &typed()[0];
         assert_eq!(
             run.series("ping_pong"),
-            ["pony dedicated udp", "pony spreading udp", "pony dedicated shm", "tcp", "sockperf", "shm_floor"]
+            [
+                "pony dedicated udp",
+                "pony spreading udp",
+                "pony dedicated shm",
+                "tcp",
+                "sockperf",
+                "shm_floor"
+            ]
         );
         // Scaling rows stay out of the single-engine lookups.
-        assert_eq!(run.row("pony spreading udp", "throughput", 64).unwrap().engines, 1);
+        assert_eq!(
+            run.row("pony spreading udp", "throughput", 64).unwrap().engines,
+            1
+        );
         let scaling = run.scaling();
         assert_eq!(scaling.len(), 1);
-        assert_eq!(scaling[0].1.iter().map(|r| r.engines).collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(
+            scaling[0].1.iter().map(|r| r.engines).collect::<Vec<_>>(),
+            [1, 2, 4]
+        );
     }
 
     #[test]
@@ -576,7 +617,10 @@ pub(crate) mod tests {
             md.contains("| 64 B p50 RTT: best Pony / TCP | FAIL 0.80 ≤ 0.5 | pony dedicated udp 20.0 µs / tcp 25.0 µs |"),
             "{md}"
         );
-        assert!(md.contains("| 64 B p50 RTT: Pony on the shm wire / shm floor | PASS 4.00 ≤ 5 |"), "{md}");
+        assert!(
+            md.contains("| 64 B p50 RTT: Pony on the shm wire / shm floor | PASS 4.00 ≤ 5 |"),
+            "{md}"
+        );
         // Scaling: 2 engines do 16 000 msgs/s against 10 000 for one.
         assert!(md.contains("| pony spreading udp | 2 | 16000 |"), "{md}");
         assert!(md.contains("| 1.60 | 4.00 |"), "{md}");
@@ -585,7 +629,10 @@ pub(crate) mod tests {
             md.contains("| pony spreading udp | 1.20 | 30.00 | 2.00 | 7.50 |"),
             "{md}"
         );
-        assert!(md.contains("| pony dedicated udp | 0.80 | 20.00 | - | - |"), "{md}");
+        assert!(
+            md.contains("| pony dedicated udp | 0.80 | 20.00 | - | - |"),
+            "{md}"
+        );
         // Gbps per core at 64 B and 16 KiB: 0.05/1 vs 0.02/1, 4/1 vs 8/1.6.
         assert!(md.contains("| pony spreading udp | 2.50 | 0.80 |"), "{md}");
         assert!(md.contains("sockperf 18.0 µs"), "{md}");
