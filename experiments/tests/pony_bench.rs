@@ -172,3 +172,34 @@ fn quick_run_reports_every_transport_with_sane_numbers() {
     }
     assert!(stderr.contains("targets (ratios within this run):"), "{stderr}");
 }
+
+/// Without root the veth path is refused with an error that says why and what to do, before
+/// anything is made. As root, the run drops to `nobody` with `setpriv` (util-linux).
+#[test]
+fn the_veth_path_is_refused_without_root() {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BENCH]);
+        c
+    } else {
+        Command::new(BENCH)
+    };
+    let out = match cmd.args(["--quick", "--path", "veth"]).output() {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: no setpriv ({e})");
+            return;
+        }
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.starts_with("setpriv:") {
+        // E.g. the target directory is not readable by nobody.
+        eprintln!("skipped: {stderr}");
+        return;
+    }
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the veth path needs root") && stderr.contains("--path loopback"),
+        "{stderr}"
+    );
+}
