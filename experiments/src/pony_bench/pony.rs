@@ -509,27 +509,32 @@ pub fn run_scaling(
             let (stop, go) = (&stop, &go);
             echoes.push(s.spawn(move || echo(b, spin, core_b, tb, stop)));
             clients.push(s.spawn(move || -> Result<(Measured, AppSession)> {
+                ta.store(gettid(), Ordering::Release);
+                // Everything that can fail comes after the barrier, so nobody waits forever.
+                go.wait();
                 if let Some(c) = core_a {
                     pin_to_cpu(c)?;
                 }
-                ta.store(gettid(), Ordering::Release);
-                go.wait();
                 let m = throughput(&mut a, flow, spin, size, window, time, &Probe::clock())?;
                 Ok((m, a))
             }));
         }
-        let measured = (|| -> Result<(Snap, Snap)> {
-            let mut app_tids = Vec::new();
-            for (ta, tb) in &tids {
-                app_tids.extend([tid_of(ta)?, tid_of(tb)?]);
-            }
-            let probe = Probe::new(hosts.engine_tids(), app_tids);
-            go.wait();
+        let app_tids = tids
+            .iter()
+            .map(|(ta, tb)| Ok([tid_of(ta)?, tid_of(tb)?]))
+            .collect::<Result<Vec<_>>>();
+        let probe = app_tids
+            .as_ref()
+            .ok()
+            .map(|t| Probe::new(hosts.engine_tids(), t.iter().flatten().copied().collect()));
+        // Released whatever happened, so that the clients finish and the scope can end.
+        go.wait();
+        let measured = probe.map(|probe| {
             std::thread::sleep(warm);
             let first = probe.sample();
             std::thread::sleep(time);
-            Ok((first, probe.sample()))
-        })();
+            (first, probe.sample())
+        });
         let mut hist = histogram();
         let mut count = 0;
         let mut failed = None;
@@ -555,7 +560,10 @@ pub fn run_scaling(
         if let Some(e) = failed {
             return Err(e).with_context(|| format!("{mode}: scaling to {n} engines"));
         }
-        let (first, last) = measured?;
+        let (first, last) = match measured {
+            Some(m) => m,
+            None => return Err(app_tids.err().unwrap_or_else(|| anyhow!("no app threads"))),
+        };
         // Each client counted its own window of `time`, which the coordinator's overlaps.
         let mut m = Measured::between(hist, count, &first, &last);
         m.wall = time;
