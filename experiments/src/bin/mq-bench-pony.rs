@@ -64,6 +64,11 @@ struct Opts {
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,10")]
     engines: Vec<usize>,
 
+    /// No loopback rows (on the veth path they add 64 B ping-pong of Pony over UDP and TCP
+    /// on 127.0.0.1, for continuity with earlier runs).
+    #[arg(long)]
+    no_loopback_rows: bool,
+
     /// Message size of the scaling rows.
     #[arg(long, default_value_t = 64)]
     scaling_bytes: usize,
@@ -152,6 +157,8 @@ fn main() -> Result<()> {
         mtu: opts.mtu,
         spin_apps: opts.spin_apps,
         sockperf_secs: opts.sockperf_secs.unwrap_or(if opts.quick { 1 } else { 2 }),
+        one_sided: true,
+        loopback_rows: !opts.no_loopback_rows,
         microquanta: mq_class::sysfs::microquanta_loaded(),
     };
     eprintln!(

@@ -91,6 +91,11 @@ pub struct BenchConfig {
     pub spin_apps: bool,
     /// sockperf run length (0: skip).
     pub sockperf_secs: u32,
+    /// Measure one-sided reads in each Pony suite.
+    pub one_sided: bool,
+    /// On the veth path, also 64 B ping-pong of Pony over UDP (each mode) and TCP on
+    /// loopback, for continuity with loopback runs (rows with `path` `loopback`).
+    pub loopback_rows: bool,
     pub microquanta: bool,
 }
 
@@ -308,8 +313,10 @@ pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
             );
             let (r, o) = pony::run_suite(cfg, &layout, path, nic, mode)?;
             r.into_iter().for_each(|r| keep(r, &mut rows));
-            eprintln!("{}", one_sided_line(&o));
-            one_sided.push(o);
+            if let Some(o) = o {
+                eprintln!("{}", one_sided_line(&o));
+                one_sided.push(o);
+            }
             if nic == NicKind::Shm {
                 continue;
             }
@@ -333,6 +340,24 @@ pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
             format!("skipped: {why:#}")
         }
     };
+    if cfg.loopback_rows && matches!(path, Path::Veth(_)) {
+        eprintln!("mq-bench-pony: loopback rows (continuity): 64 B ping-pong over 127.0.0.1");
+        let lo = BenchConfig {
+            sizes: vec![64],
+            throughput_sizes: Vec::new(),
+            one_sided: false,
+            ..cfg.clone()
+        };
+        if cfg.nics.contains(&NicKind::Udp) {
+            for mode in &cfg.modes {
+                let (r, _) = pony::run_suite(&lo, &layout, &Path::Loopback, NicKind::Udp, mode)?;
+                r.into_iter().for_each(|r| keep(r, &mut rows));
+            }
+        }
+        for row in tcp::run(&lo, &layout, &Path::Loopback)? {
+            keep(row, &mut rows);
+        }
+    }
     eprintln!("mq-bench-pony: shared-memory floor");
     for row in floor::run(cfg, &layout)? {
         keep(row, &mut rows);
@@ -478,6 +503,8 @@ mod tests {
             mtu: 1472,
             spin_apps: false,
             sockperf_secs: 0,
+            one_sided: true,
+            loopback_rows: false,
             microquanta: false,
         };
         assert_eq!(cfg.window_for(64), 32);

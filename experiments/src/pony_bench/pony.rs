@@ -382,14 +382,14 @@ fn tid_of(t: &AtomicI32) -> Result<i32> {
 }
 
 /// Everything Pony measures on one NIC in one mode with one engine per host: ping-pong
-/// rows, throughput rows, one-sided reads.
+/// rows, throughput rows, one-sided reads (if [`BenchConfig::one_sided`]).
 pub fn run_suite(
     cfg: &BenchConfig,
     layout: &Layout,
     path: &Path,
     nic: NicKind,
     mode: &str,
-) -> Result<(Vec<Row>, OneSided)> {
+) -> Result<(Vec<Row>, Option<OneSided>)> {
     let (hosts, mut conns) = start(cfg, layout, path, nic, mode, 1)?;
     let Connected {
         mut a,
@@ -420,7 +420,7 @@ pub fn run_suite(
     let echo_tid = AtomicI32::new(0);
     let result = std::thread::scope(|s| {
         let echo_thread = s.spawn(|| echo(b, spin, core_b, &echo_tid, &stop));
-        let client = s.spawn(|| -> Result<(Vec<Row>, OneSided)> {
+        let client = s.spawn(|| -> Result<(Vec<Row>, Option<OneSided>)> {
             if let Some(c) = core_a {
                 pin_to_cpu(c)?;
             }
@@ -436,6 +436,9 @@ pub fn run_suite(
                 let m = throughput(&mut a, flow, spin, size, w, cfg.throughput_time, &probe)
                     .with_context(|| format!("{mode}: throughput {size} B"))?;
                 rows.push(m.row(point("throughput", size, w)));
+            }
+            if !cfg.one_sided {
+                return Ok((rows, None));
             }
             let m = one_sided(
                 &mut a,
@@ -459,7 +462,7 @@ pub fn run_suite(
                 app_cores: r.app_cores,
                 reads_per_s_per_core: r.msgs_per_s / r.engine_cores.max(1e-9),
             };
-            Ok((rows, o))
+            Ok((rows, Some(o)))
         });
         let out = client.join().map_err(|_| anyhow!("client thread panicked"));
         stop.store(true, Ordering::Release);

@@ -113,6 +113,16 @@ pub fn series_style(series: &str) -> (usize, usize) {
     }
 }
 
+/// The series of `row` in `run`: its [`Row::label`], plus ` loopback` for the continuity
+/// rows of a run on the veth.
+pub fn series_name(run: &Report, row: &Row) -> String {
+    if row.path == "loopback" && run.path != "loopback" {
+        format!("{} loopback", row.label())
+    } else {
+        row.label()
+    }
+}
+
 /// What the summary and the plots look up in one run's report. Single-engine rows only,
 /// but for [`Lookup::scaling`].
 pub trait Lookup {
@@ -129,9 +139,9 @@ pub trait Lookup {
 
 impl Lookup for Report {
     fn row(&self, series: &str, test: &str, bytes: usize) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.engines == 1 && r.label() == series && r.test == test && r.msg_bytes == bytes)
+        self.rows.iter().find(|r| {
+            r.engines == 1 && series_name(self, r) == series && r.test == test && r.msg_bytes == bytes
+        })
     }
 
     fn sizes(&self, test: &str) -> Vec<usize> {
@@ -150,8 +160,9 @@ impl Lookup for Report {
         let mut order = series_order();
         // A series this xtask does not know yet still shows, last.
         for r in &self.rows {
-            if !order.contains(&r.label()) {
-                order.push(r.label());
+            let name = series_name(self, r);
+            if !order.contains(&name) {
+                order.push(name);
             }
         }
         order
@@ -159,7 +170,7 @@ impl Lookup for Report {
             .filter(|s| {
                 self.rows
                     .iter()
-                    .any(|r| r.test == test && r.engines == 1 && r.label() == *s)
+                    .any(|r| r.test == test && r.engines == 1 && series_name(self, r) == *s)
             })
             .collect()
     }
@@ -181,7 +192,7 @@ impl Lookup for Report {
                     .iter()
                     .filter(|r| {
                         r.transport == "pony"
-                            && r.label() == s
+                            && series_name(self, r) == s
                             && r.test == "throughput"
                             && r.msg_bytes == bytes
                     })
@@ -490,6 +501,9 @@ pub(crate) mod tests {
                 row(("shm_floor", "shm", "spin"), "ping_pong", 64, 1.0, 0.4, 1.0),
                 row(("shm_floor", "shm", "spin"), "ping_pong", 16384, 8.0, 14.0, 1.0),
             ];
+            let mut lo = row(("tcp", "kernel", "kernel"), "ping_pong", 64, 15.0, 0.02, 1.0);
+            lo.path = "loopback".into();
+            rows.push(lo);
             for n in [2, 4] {
                 let mut r = row(
                     ("pony", "udp", "spreading"),
@@ -549,9 +563,9 @@ pub(crate) mod tests {
     fn merged_rows_carry_their_scheduler_and_the_headline() {
         let merged = merge(&sample_runs()).unwrap();
         let rows = merged["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), 30);
+        assert_eq!(rows.len(), 32);
         assert_eq!(rows[0]["scheduler"], "eevdf");
-        assert_eq!(rows[29]["accel"], "tcg");
+        assert_eq!(rows[31]["accel"], "tcg");
         assert_eq!(merged["one_sided"][1]["scheduler"], "microquanta");
         assert_eq!(merged["one_sided_reads_per_s_per_core"], 100000.0);
         assert!(merged["runs"][0].get("rows").is_none());
@@ -581,9 +595,12 @@ pub(crate) mod tests {
                 "pony dedicated shm",
                 "tcp",
                 "sockperf",
-                "shm_floor"
+                "shm_floor",
+                "tcp loopback"
             ]
         );
+        assert_eq!(run.row("tcp", "ping_pong", 64).unwrap().p50_us, 25.0);
+        assert_eq!(run.row("tcp loopback", "ping_pong", 64).unwrap().p50_us, 15.0);
         // Scaling rows stay out of the single-engine lookups.
         assert_eq!(
             run.row("pony spreading udp", "throughput", 64).unwrap().engines,

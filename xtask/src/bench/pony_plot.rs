@@ -101,10 +101,12 @@ fn draw<'r>(runs: &'r [Report], path: &Path, panels: impl Fn(&'r Report) -> [Pan
 
 fn panel(area: &Area, p: &Panel) -> PanelResult {
     let sizes = p.run.sizes(p.test);
+    // Loopback rows of a veth run are single continuity points: tables only.
     let series: Vec<Series> = p
         .run
         .series(p.test)
         .into_iter()
+        .filter(|s| !s.ends_with(" loopback"))
         .map(|s| {
             let points = sizes
                 .iter()
