@@ -548,8 +548,10 @@ pub fn run_scaling(
                 .and_then(|r| r)
             {
                 Ok((m, a)) => {
-                    hist.add(&m.hist)
-                        .map_err(|e| anyhow!("merging histograms: {e}"))?;
+                    // No early return before `stop`: the echo threads would never end.
+                    if let Err(e) = hist.add(&m.hist) {
+                        failed = Some(anyhow!("merging histograms: {e}"));
+                    }
                     count += m.count;
                     sessions.push(a);
                 }
