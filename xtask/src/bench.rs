@@ -10,7 +10,7 @@
 pub mod modes;
 mod modes_plot;
 mod plot;
-/// `cargo xtask bench pony`: Pony Express vs Linux TCP natively and in the VM.
+/// `cargo xtask bench pony`: Pony Express vs Linux TCP natively (veth) and in the VM.
 pub mod pony;
 mod pony_plot;
 mod report;
@@ -43,9 +43,11 @@ enum BenchCmd {
     /// latency, throughput and cores, natively (EEVDF) and in the VM with MicroQuanta
     /// (runs `mq-bench-modes`).
     Modes(modes::ModesArgs),
-    /// Pony Express vs Linux TCP (our echo and sockperf) over loopback and the shared-memory
-    /// floor: RTT, throughput, cores, one-sided reads per core, per engine mode, natively
-    /// (EEVDF) and in the VM with MicroQuanta (runs `mq-bench-pony`).
+    /// Pony Express vs Linux TCP (our echo and sockperf) on a veth pair between two network
+    /// namespaces (root; loopback in the VM), the shm wire and the shared-memory floor: RTT,
+    /// throughput, cores, context switches, one-sided reads per core, per engine mode and
+    /// NIC, 1 to 10 engines per host, and the targets; natively (EEVDF) and in the VM with
+    /// MicroQuanta (runs `mq-bench-pony`).
     Pony(pony::PonyArgs),
 }
 

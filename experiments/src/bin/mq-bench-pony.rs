@@ -1,20 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! `mq-bench-pony`: Pony Express against Linux TCP over the same loopback path in one run,
-//! with the shared-memory floor (see `mq_experiments::pony_bench` for what it measures and
-//! where each thread runs, `mq_report::pony` for the JSON report). Both Pony hosts are in this process. Needs
-//! no root. Progress and a table go to stderr; the JSON report to stdout on one
-//! `MQ_BENCH_PONY_JSON {...}` line, or to `--json PATH`.
+//! `mq-bench-pony`: Pony Express against Linux TCP over the same path in one run: a veth
+//! pair between two network namespaces that it makes and removes (root), or loopback; with
+//! the shared-memory wire and floor (see `mq_experiments::pony_bench` for what it measures
+//! and where each thread runs, `mq_report::pony` for the JSON report and the targets). Both
+//! Pony hosts are in this process. Progress, a table and the targets go to stderr; the JSON
+//! report to stdout on one `MQ_BENCH_PONY_JSON {...}` line, or to `--json PATH`.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Parser;
 use mq_experiments::bench_run;
-use mq_experiments::pony_bench::{self, BenchConfig, SIZES, THROUGHPUT_SIZES};
+use mq_experiments::pony_bench::netns::{self, Veth};
+use mq_experiments::pony_bench::path::{NicKind, Path};
+use mq_experiments::pony_bench::{self, BenchConfig, SCALING, SIZES, THROUGHPUT_SIZES};
 
 /// Ping-pong RTT and windowed throughput of Pony messages (64 B to 1 MiB) between two
-/// in-process hosts in dedicated, spreading and compacting modes, our TCP echo and sockperf
-/// over 127.0.0.1, one-sided reads per second per core, and the shared-memory floor.
+/// in-process hosts in dedicated, spreading and compacting modes over UDP sockets and the
+/// shared-memory wire, 1 to 10 engines per host, our TCP echo and sockperf on the same path
+/// (a veth pair between two network namespaces, made and removed here), one-sided reads per
+/// second per core, and the shared-memory floor; then the targets from those rows.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Opts {
@@ -22,12 +27,12 @@ struct Opts {
     #[arg(long, value_delimiter = ',', default_value = "dedicated,spreading,compacting")]
     modes: Vec<String>,
 
-    /// Ping-pong message sizes in bytes (comma-separated) [default: 64,1024,16384,262144,1048576].
+    /// Ping-pong message sizes in bytes (comma-separated) [default: 64,1024,4096,16384,262144,1048576].
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<usize>>,
 
-    /// Throughput message sizes in bytes [default: 64,16384,1048576; with --sizes: those
-    /// of them that are among the defaults, else all of them].
+    /// Throughput message sizes in bytes [default: 64,4096,16384,1048576; with --sizes:
+    /// those of them that are among the defaults, else all of them].
     #[arg(long, value_delimiter = ',')]
     throughput_sizes: Option<Vec<usize>>,
 
@@ -44,11 +49,32 @@ struct Opts {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
     window: u32,
 
-    /// Wire between the hosts: `udp` (loopback, like TCP) or `shm` (shared-memory wire).
-    #[arg(long, default_value = "udp", value_parser = ["udp", "shm"])]
-    nic: String,
+    /// The path between the hosts: `veth` (two network namespaces joined by a veth pair,
+    /// made and removed by this run; needs root and iproute2) or `loopback` (127.0.0.1).
+    #[arg(long, default_value = "veth", value_parser = ["veth", "loopback"])]
+    path: String,
 
-    /// UDP payload per packet; the default is the shared-memory wire's (jumbo) MTU.
+    /// Pony's NICs, each run in every mode: `udp` (sockets on the path) and `shm` (the
+    /// shared-memory wire inside the process).
+    #[arg(long, value_delimiter = ',', default_value = "udp,shm")]
+    nics: Vec<String>,
+
+    /// Engines per host in the scaling rows (comma-separated; 1 is the throughput rows'
+    /// own point, so `1` alone skips scaling).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,10")]
+    engines: Vec<usize>,
+
+    /// No loopback rows (on the veth path they add 64 B ping-pong of Pony over UDP and TCP
+    /// on 127.0.0.1, for continuity with earlier runs).
+    #[arg(long)]
+    no_loopback_rows: bool,
+
+    /// Message size of the scaling rows.
+    #[arg(long, default_value_t = 64)]
+    scaling_bytes: usize,
+
+    /// UDP payload per packet (the veth's MTU is 28 bytes more); the default is the
+    /// shared-memory wire's (jumbo) MTU.
     #[arg(long, default_value_t = 8972)]
     mtu: usize,
 
@@ -98,18 +124,41 @@ fn main() -> Result<()> {
     if tcg && opts.iterations.is_none() {
         iterations = (iterations / 10).max(50);
     }
+    if opts.engines.iter().any(|&n| !(1..=64).contains(&n)) {
+        bail!("--engines: every count must be 1 to 64");
+    }
+    if opts.engines.iter().any(|n| !SCALING.contains(n)) {
+        eprintln!("mq-bench-pony: scaling beyond the usual {SCALING:?} engines per host");
+    }
+    let nics = opts
+        .nics
+        .iter()
+        .map(|n| NicKind::parse(n))
+        .collect::<Result<Vec<_>>>()?;
+    let path = match opts.path.as_str() {
+        "veth" => {
+            netns::check()?;
+            netns::install_cleanup()?;
+            Path::Veth(Veth::create("", opts.mtu as u32 + 28)?)
+        }
+        _ => Path::Loopback,
+    };
     let scheduler = bench_run::start_scheduler(opts.with_scheduler.as_deref())?;
     let cfg = BenchConfig {
         modes: opts.modes,
+        nics,
+        scaling: opts.engines,
+        scaling_bytes: opts.scaling_bytes,
         sizes,
         throughput_sizes,
         window: opts.window as usize,
         iterations,
         throughput_time,
-        shm_nic: opts.nic == "shm",
         mtu: opts.mtu,
         spin_apps: opts.spin_apps,
         sockperf_secs: opts.sockperf_secs.unwrap_or(if opts.quick { 1 } else { 2 }),
+        one_sided: true,
+        loopback_rows: !opts.no_loopback_rows,
         microquanta: mq_class::sysfs::microquanta_loaded(),
     };
     eprintln!(
@@ -118,7 +167,7 @@ fn main() -> Result<()> {
         pony_bench::scheduler_name(),
         mq_experiments::accel::name()
     );
-    let report = pony_bench::run(&cfg)?;
+    let report = pony_bench::run(&cfg, &path)?;
     bench_run::finish(
         scheduler,
         &pony_bench::table(&report),

@@ -11,7 +11,10 @@ use snap_ipc::{Consumer, Producer, Ring, SharedMem};
 
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
-use super::{gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Row};
+use super::counters::Counts;
+use super::{
+    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Point, Probe, Row,
+};
 
 fn ring(size: usize) -> Result<(Producer, Consumer)> {
     let slot = (size + 8).next_multiple_of(64) as u32;
@@ -78,7 +81,15 @@ fn one(size: usize, iters: usize, cores: (usize, usize)) -> Result<Measured> {
             let warm = total - iters;
             // Per thread: a running thread's schedstat on another CPU lags until its next
             // tick, so over a short window each is clamped to the wall time it could use.
-            let sample = || (own_thread_cpu_ns(), thread_cpu_ns(tid), Instant::now());
+            let probe = Probe::new(Vec::new(), vec![gettid(), tid]);
+            let sample = || {
+                (
+                    own_thread_cpu_ns(),
+                    thread_cpu_ns(tid),
+                    Instant::now(),
+                    probe.sample().counts,
+                )
+            };
             let mut first = sample();
             for i in 0..total {
                 if i == warm {
@@ -100,12 +111,17 @@ fn one(size: usize, iters: usize, cores: (usize, usize)) -> Result<Measured> {
             let wall_ns = wall.as_nanos() as u64;
             let ping_ns = last.0.saturating_sub(first.0).min(wall_ns);
             let pong_ns = last.1.saturating_sub(first.1).min(wall_ns);
+            let counts = match (first.3, last.3) {
+                (Some(a), Some(b)) => Some(b.since(&a)),
+                _ => None::<Counts>,
+            };
             Ok(Measured {
                 hist,
                 count: iters as u64,
                 wall,
                 engine_ns: 0,
                 app_ns: ping_ns + pong_ns,
+                counts,
             })
         });
         let m = ping.join().map_err(|_| anyhow!("ping thread panicked"));
@@ -125,7 +141,16 @@ pub fn run(cfg: &BenchConfig, layout: &Layout) -> Result<Vec<Row>> {
         .iter()
         .map(|&size| {
             let m = one(size, cfg.iterations(size), cores).with_context(|| format!("floor at {size} B"))?;
-            Ok(m.row("shm_floor", "spin", "ping_pong", size, 1))
+            Ok(m.row(Point {
+                transport: "shm_floor",
+                nic: "shm",
+                path: "local",
+                mode: "spin",
+                test: "ping_pong",
+                msg_bytes: size,
+                window: 1,
+                engines: 1,
+            }))
         })
         .collect()
 }

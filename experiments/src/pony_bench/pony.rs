@@ -2,118 +2,33 @@
 //! Pony between two in-process hosts: host A's app (the measuring thread) opens a flow to
 //! host B, whose app echoes every message back from its own thread. Ping-pong keeps one
 //! message outstanding; throughput keeps a window; one-sided reads hit a region app B
-//! registered.
+//! registered. Scaling runs `n` such pairs at once (an engine per pair on each host, each
+//! pair with its own two apps and flow) and adds up their throughput.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use pony_engine::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
-use pony_engine::{PonyConfig, PonyEngine};
-use pony_express::app::{AppSession, Command, Completion, Completions, SessionError};
+use pony_engine::PonyEngine;
+use pony_express::app::{AppSession, Command, Completion, SessionError};
 use pony_express::pool::{BufIdx, PoolError};
 use snap_ipc::SharedMem;
-use snap_runtime::{CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
+use snap_runtime::EngineHandle;
 
-use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
+use crate::wakeup::pin_to_cpu;
 
+use super::path::{NicKind, Path};
+use super::setup::{attach, next, Hosts, Layout};
 use super::{
-    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, OneSided, Row,
-    READ_BYTES,
+    gettid, histogram, payload, record, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap, READ_BYTES,
 };
 
 /// Bounds every wait for one completion; only hangs hit it.
 const STUCK: Duration = Duration::from_secs(10);
 /// Bytes of app B's region (reads cycle through it).
 const REGION_BYTES: usize = 64 << 10;
-
-struct Host {
-    rt: Runtime,
-    h: EngineHandle,
-}
-
-fn mode_of(name: &str) -> Result<Mode> {
-    Ok(match name {
-        "dedicated" => Mode::Dedicated,
-        "spreading" => Mode::Spreading,
-        "compacting" => Mode::Compacting,
-        other => bail!("unknown mode {other:?}"),
-    })
-}
-
-fn start_host(
-    name: &str,
-    nic: Box<dyn Nic>,
-    mode: Mode,
-    cores: Vec<usize>,
-    microquanta: bool,
-) -> Result<Host> {
-    let engine = PonyEngine::new(name, nic, PonyConfig::default());
-    let spec = GroupSpec {
-        name: name.into(),
-        mode,
-        cores,
-        engines: vec![Box::new(engine)],
-        compacting: CompactingParams::default(),
-    };
-    let options = RuntimeOptions {
-        microquanta,
-        ..Default::default()
-    };
-    let rt = Runtime::start(vec![spec], options).with_context(|| format!("starting host {name}"))?;
-    let h = rt.engine(name).context("engine missing from its runtime")?;
-    Ok(Host { rt, h })
-}
-
-/// A loopback UDP NIC with room for a throughput window in its socket buffers.
-fn udp_nic(mtu: usize) -> Result<UdpNic> {
-    let nic = UdpNic::bind("127.0.0.1:0").context("binding a UDP socket on 127.0.0.1")?;
-    let fd = std::os::fd::AsRawFd::as_raw_fd(nic.socket());
-    let bytes: libc::c_int = 8 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: fd is a live socket; the option value is a c_int of the given size.
-        // Best effort: the kernel caps it at rmem_max/wmem_max.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
-    Ok(nic.with_mtu(mtu))
-}
-
-fn attach(h: &EngineHandle, spin: bool) -> Result<(u64, AppSession)> {
-    let completions = if spin {
-        Completions::Poll
-    } else {
-        Completions::Block
-    };
-    h.control::<PonyEngine, _>(move |e| e.attach_local(completions))
-        .map_err(|e| anyhow!("attach: {e}"))?
-        .map_err(|e| anyhow!("attach: {e}"))
-}
-
-/// The next completion within `timeout` (spinning or blocking on the doorbell).
-fn next(app: &mut AppSession, spin: bool, timeout: Duration) -> Result<Option<Completion>> {
-    if !spin {
-        return Ok(app.wait_completion(timeout)?);
-    }
-    let start = Instant::now();
-    loop {
-        if let Some(c) = app.poll_completion()? {
-            return Ok(Some(c));
-        }
-        if start.elapsed() >= timeout {
-            return Ok(None);
-        }
-        std::hint::spin_loop();
-    }
-}
 
 fn wait(app: &mut AppSession, spin: bool, what: &str) -> Result<Completion> {
     next(app, spin, STUCK)?.with_context(|| format!("no completion within {STUCK:?} waiting for {what}"))
@@ -186,45 +101,6 @@ fn echo(
     Ok(())
 }
 
-/// What the measuring thread needs to sample CPU time.
-struct Probe<'a> {
-    hosts: [&'a Host; 2],
-    echo_tid: i32,
-}
-
-impl Probe<'_> {
-    fn engine_ns(&self) -> u64 {
-        self.hosts
-            .iter()
-            .flat_map(|h| h.rt.status().groups)
-            .flat_map(|g| g.threads)
-            .map(|t| thread_cpu_ns(t.tid))
-            .sum()
-    }
-
-    /// (engine ns, app ns, when).
-    fn sample(&self) -> (u64, u64, Instant) {
-        let e = self.engine_ns();
-        let a = own_thread_cpu_ns() + thread_cpu_ns(self.echo_tid);
-        (e, a, Instant::now())
-    }
-}
-
-fn measured(
-    hist: hdrhistogram::Histogram<u64>,
-    count: u64,
-    first: (u64, u64, Instant),
-    last: (u64, u64, Instant),
-) -> Measured {
-    Measured {
-        hist,
-        count,
-        wall: last.2 - first.2,
-        engine_ns: last.0.saturating_sub(first.0),
-        app_ns: last.1.saturating_sub(first.1),
-    }
-}
-
 /// Sends `data` on `flow`, retrying while the pool or ring is full.
 fn send(app: &mut AppSession, flow: u64, data: &[u8], cookie: u64) -> Result<()> {
     let start = Instant::now();
@@ -274,7 +150,7 @@ fn ping_pong(
             bail!("echo of {} bytes for a {size}-byte message", buf.len());
         }
     }
-    Ok(measured(hist, iters as u64, first, probe.sample()))
+    Ok(Measured::between(hist, iters as u64, &first, &probe.sample()))
 }
 
 fn throughput(
@@ -291,7 +167,7 @@ fn throughput(
     let mut sent_at: VecDeque<Instant> = VecDeque::new();
     let warm = (time / 5).min(Duration::from_millis(300));
     let start = Instant::now();
-    let mut measuring: Option<(u64, u64, Instant)> = None;
+    let mut measuring: Option<Snap> = None;
     let mut hist = histogram();
     let mut count = 0u64;
     let mut cookie = 0u64;
@@ -339,7 +215,7 @@ fn throughput(
         }
     }
     let first = measuring.context("measuring window never began")?;
-    Ok(measured(hist, count, first, last))
+    Ok(Measured::between(hist, count, &first, &last))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -424,28 +300,21 @@ fn one_sided(
         }
     }
     let first = measuring.context("measuring window never began")?;
-    Ok(measured(hist, count, first, last))
+    Ok(Measured::between(hist, count, &first, &last))
 }
 
-/// Everything Pony measures in one mode: ping-pong rows, throughput rows, one-sided reads.
-pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<Row>, OneSided)> {
-    let m = mode_of(mode)?;
-    let (cores_a, cores_b) = layout.engine_cores(mode)?;
-    let (nic_a, nic_b, peer): (Box<dyn Nic>, Box<dyn Nic>, String) = if cfg.shm_nic {
-        let (a, b) = ShmWire::pair(ShmWireConfig::default()).context("shared-memory wire")?;
-        (Box::new(a), Box::new(b), "shm".into())
-    } else {
-        let (a, b) = (udp_nic(cfg.mtu)?, udp_nic(cfg.mtu)?);
-        let peer = b.local_addr()?.to_string();
-        (Box::new(a), Box::new(b), peer)
-    };
-    let ha = start_host("pony-a", nic_a, m, cores_a, cfg.microquanta)?;
-    let hb = start_host("pony-b", nic_b, m, cores_b, cfg.microquanta)?;
-    let spin = cfg.spin_apps;
-    let (_, mut a) = attach(&ha.h, spin)?;
-    let (sid_b, mut b) = attach(&hb.h, spin)?;
+/// One engine pair's apps, connected: A's session and its flow to B, B's session (which
+/// accepted it) and its session id.
+struct Connected {
+    a: AppSession,
+    b: AppSession,
+    flow: u64,
+    sid_b: u64,
+}
 
-    // Connect before the echo thread takes app B.
+fn connect(ha: &EngineHandle, hb: &EngineHandle, peer: &str, spin: bool) -> Result<Connected> {
+    let (_, mut a) = attach(ha, spin)?;
+    let (sid_b, mut b) = attach(hb, spin)?;
     b.submit(&Command::Listen {
         cookie: 7,
         service: 0,
@@ -456,7 +325,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
     }
     a.submit(&Command::OpenFlow {
         cookie: 1,
-        peer: peer.clone(),
+        peer: peer.to_string(),
         service: 0,
     })?;
     let flow = match wait(&mut a, spin, "FlowOpened")? {
@@ -467,43 +336,109 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         Completion::FlowAccepted { .. } => {}
         other => bail!("accept: {other:?}"),
     }
+    Ok(Connected { a, b, flow, sid_b })
+}
+
+/// `n` engine pairs on `nic` in `mode`, each with its apps connected.
+fn start(
+    cfg: &BenchConfig,
+    layout: &Layout,
+    path: &Path,
+    nic: NicKind,
+    mode: &str,
+    n: usize,
+) -> Result<(Hosts, Vec<Connected>)> {
+    let nics = (0..n)
+        .map(|i| nic.open_pair(path, cfg.mtu, i))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("opening {} NICs", nic.name()))?;
+    let peers: Vec<String> = nics.iter().map(|p| p.peer.clone()).collect();
+    let hosts = Hosts::start(layout, mode, nics, cfg.microquanta)?;
+    let conns = hosts
+        .pairs
+        .iter()
+        .zip(&peers)
+        .map(|((a, b), peer)| connect(a, b, peer, cfg.spin_apps))
+        .collect::<Result<Vec<_>>>();
+    match conns {
+        Ok(c) => Ok((hosts, c)),
+        Err(e) => {
+            hosts.shutdown();
+            Err(e)
+        }
+    }
+}
+
+/// Waits until an echo thread has published its tid.
+fn tid_of(t: &AtomicI32) -> Result<i32> {
+    let start = Instant::now();
+    loop {
+        match t.load(Ordering::Acquire) {
+            0 if start.elapsed() > STUCK => bail!("an app thread did not start"),
+            0 => std::thread::sleep(Duration::from_millis(1)),
+            tid => return Ok(tid),
+        }
+    }
+}
+
+/// Everything Pony measures on one NIC in one mode with one engine per host: ping-pong
+/// rows, throughput rows, one-sided reads (if [`BenchConfig::one_sided`]).
+pub fn run_suite(
+    cfg: &BenchConfig,
+    layout: &Layout,
+    path: &Path,
+    nic: NicKind,
+    mode: &str,
+) -> Result<(Vec<Row>, Option<OneSided>)> {
+    let (hosts, mut conns) = start(cfg, layout, path, nic, mode, 1)?;
+    let Connected {
+        mut a,
+        b,
+        flow,
+        sid_b,
+    } = conns.pop().context("no pair")?;
+    let spin = cfg.spin_apps;
     let mem = SharedMem::create("pony-bench-region", REGION_BYTES).context("region memfd")?;
-    let grant =
-        hb.h.control::<PonyEngine, _>(move |e| e.register_region_local(sid_b, mem))
-            .map_err(|e| anyhow!("register region: {e}"))?
-            .map_err(|e| anyhow!("register region: {e}"))?;
+    let grant = hosts.pairs[0]
+        .1
+        .control::<PonyEngine, _>(move |e| e.register_region_local(sid_b, mem))
+        .map_err(|e| anyhow!("register region: {e}"))?
+        .map_err(|e| anyhow!("register region: {e}"))?;
+    let point = |test, msg_bytes, window| Point {
+        transport: "pony",
+        nic: nic.name(),
+        path: nic.path_name(path),
+        mode,
+        test,
+        msg_bytes,
+        window,
+        engines: 1,
+    };
 
     let (core_a, core_b) = layout.app_cores();
     let stop = AtomicBool::new(false);
     let echo_tid = AtomicI32::new(0);
     let result = std::thread::scope(|s| {
         let echo_thread = s.spawn(|| echo(b, spin, core_b, &echo_tid, &stop));
-        let client = s.spawn(|| -> Result<(Vec<Row>, OneSided)> {
+        let client = s.spawn(|| -> Result<(Vec<Row>, Option<OneSided>)> {
             if let Some(c) = core_a {
                 pin_to_cpu(c)?;
             }
-            let t = Instant::now();
-            while echo_tid.load(Ordering::Acquire) == 0 {
-                if t.elapsed() > STUCK {
-                    bail!("echo thread did not start");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let probe = Probe {
-                hosts: [&ha, &hb],
-                echo_tid: echo_tid.load(Ordering::Acquire),
-            };
+            let probe = Probe::new(hosts.engine_tids(), vec![gettid(), tid_of(&echo_tid)?]);
             let mut rows = Vec::new();
             for &size in &cfg.sizes {
                 let m = ping_pong(&mut a, flow, spin, size, cfg.iterations(size), &probe)
                     .with_context(|| format!("{mode}: ping-pong {size} B"))?;
-                rows.push(m.row("pony", mode, "ping_pong", size, 1));
+                rows.push(m.row(point("ping_pong", size, 1)));
             }
             for &size in &cfg.throughput_sizes {
                 let w = cfg.window_for(size);
                 let m = throughput(&mut a, flow, spin, size, w, cfg.throughput_time, &probe)
                     .with_context(|| format!("{mode}: throughput {size} B"))?;
-                rows.push(m.row("pony", mode, "throughput", size, w));
+                rows.push(m.row(point("throughput", size, w)));
+            }
+            if !cfg.one_sided {
+                return Ok((rows, None));
             }
             let m = one_sided(
                 &mut a,
@@ -516,9 +451,10 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
                 &probe,
             )
             .with_context(|| format!("{mode}: one-sided reads"))?;
-            let r = m.row("pony", mode, "read", READ_BYTES as usize, cfg.window);
+            let r = m.row(point("read", READ_BYTES as usize, cfg.window));
             let o = OneSided {
                 mode: mode.into(),
+                nic: nic.name().into(),
                 read_bytes: READ_BYTES,
                 window: cfg.window,
                 reads_per_s: r.msgs_per_s,
@@ -526,7 +462,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
                 app_cores: r.app_cores,
                 reads_per_s_per_core: r.msgs_per_s / r.engine_cores.max(1e-9),
             };
-            Ok((rows, o))
+            Ok((rows, Some(o)))
         });
         let out = client.join().map_err(|_| anyhow!("client thread panicked"));
         stop.store(true, Ordering::Release);
@@ -536,7 +472,118 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         Ok(out)
     });
     drop(a);
-    drop(ha.rt.shutdown());
-    drop(hb.rt.shutdown());
+    hosts.shutdown();
+    result
+}
+
+/// `n` engines per host at once, each pair with its own client and echo app and flow, all
+/// keeping a window of [`BenchConfig::scaling_bytes`] messages for the same time: one row
+/// with their aggregate msgs/s and Gbps, and the CPU time and context switches of every
+/// engine and app thread over the common window.
+pub fn run_scaling(
+    cfg: &BenchConfig,
+    layout: &Layout,
+    path: &Path,
+    nic: NicKind,
+    mode: &str,
+    n: usize,
+) -> Result<Row> {
+    eprintln!(
+        "mq-bench-pony: pony over {}, {mode}, {n} engines per host",
+        nic.name()
+    );
+    let (hosts, conns) = start(cfg, layout, path, nic, mode, n)?;
+    let spin = cfg.spin_apps;
+    let size = cfg.scaling_bytes;
+    let window = cfg.window_for(size);
+    let time = cfg.throughput_time;
+    let warm = (time / 5).min(Duration::from_millis(300));
+    let (core_a, core_b) = layout.app_cores();
+    let stop = AtomicBool::new(false);
+    let tids: Vec<(AtomicI32, AtomicI32)> = (0..n).map(|_| (AtomicI32::new(0), AtomicI32::new(0))).collect();
+    // Clients and the coordinator start the window together.
+    let go = Barrier::new(n + 1);
+    let mut sessions = Vec::new();
+    let result = std::thread::scope(|s| -> Result<Row> {
+        let mut echoes = Vec::new();
+        let mut clients = Vec::new();
+        for (c, (ta, tb)) in conns.into_iter().zip(&tids) {
+            let Connected { mut a, b, flow, .. } = c;
+            let (stop, go) = (&stop, &go);
+            echoes.push(s.spawn(move || echo(b, spin, core_b, tb, stop)));
+            clients.push(s.spawn(move || -> Result<(Measured, AppSession)> {
+                ta.store(gettid(), Ordering::Release);
+                // Everything that can fail comes after the barrier, so nobody waits forever.
+                go.wait();
+                if let Some(c) = core_a {
+                    pin_to_cpu(c)?;
+                }
+                let m = throughput(&mut a, flow, spin, size, window, time, &Probe::clock())?;
+                Ok((m, a))
+            }));
+        }
+        let app_tids = tids
+            .iter()
+            .map(|(ta, tb)| Ok([tid_of(ta)?, tid_of(tb)?]))
+            .collect::<Result<Vec<_>>>();
+        let probe = app_tids
+            .as_ref()
+            .ok()
+            .map(|t| Probe::new(hosts.engine_tids(), t.iter().flatten().copied().collect()));
+        // Released whatever happened, so that the clients finish and the scope can end.
+        go.wait();
+        let measured = probe.map(|probe| {
+            std::thread::sleep(warm);
+            let first = probe.sample();
+            std::thread::sleep(time);
+            (first, probe.sample())
+        });
+        let mut hist = histogram();
+        let mut count = 0;
+        let mut failed = None;
+        for c in clients {
+            match c
+                .join()
+                .map_err(|_| anyhow!("client thread panicked"))
+                .and_then(|r| r)
+            {
+                Ok((m, a)) => {
+                    // No early return before `stop`: the echo threads would never end.
+                    if let Err(e) = hist.add(&m.hist) {
+                        failed = Some(anyhow!("merging histograms: {e}"));
+                    }
+                    count += m.count;
+                    sessions.push(a);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        stop.store(true, Ordering::Release);
+        for e in echoes {
+            e.join().map_err(|_| anyhow!("echo thread panicked"))??;
+        }
+        if let Some(e) = failed {
+            return Err(e).with_context(|| format!("{mode}: scaling to {n} engines"));
+        }
+        let (first, last) = match measured {
+            Some(m) => m,
+            None => return Err(app_tids.err().unwrap_or_else(|| anyhow!("no app threads"))),
+        };
+        // Each client counted its own window of `time`, which the coordinator's overlaps.
+        let mut m = Measured::between(hist, count, &first, &last);
+        m.wall = time;
+        Ok(m.row(Point {
+            transport: "pony",
+            nic: nic.name(),
+            path: nic.path_name(path),
+            mode,
+            test: "throughput",
+            msg_bytes: size,
+            window,
+            engines: n,
+        }))
+    });
+    drop(sessions);
+    hosts.shutdown();
     result
 }

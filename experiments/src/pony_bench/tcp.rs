@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The Linux TCP baseline over 127.0.0.1 in the same run: our own echo (a server thread
-//! echoing length-prefixed messages; a client doing ping-pong, and windowed throughput with
-//! a writer and a reader thread), and `sockperf` ping-pong at 64 B when it is on PATH.
-//! Blocking sockets with TCP_NODELAY, like the apps blocking on Pony's doorbells.
+//! The Linux TCP baseline on the same path in the same run: our own echo (a server thread in
+//! host B's namespace echoing length-prefixed messages; a client in host A's doing ping-pong,
+//! and windowed throughput with a writer and a reader thread), and `sockperf` ping-pong at
+//! 64 B when it is on PATH (its server started in B's namespace, its client in A's).
+//! Blocking sockets with TCP_NODELAY, like the apps blocking on Pony's doorbells. Context
+//! switches: per-thread counters on our threads, like Pony's; sockperf's from getrusage.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
+use crate::wakeup::pin_to_cpu;
 
-use super::{gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Row};
+use super::counters::Counts;
+use super::path::Path;
+use super::{gettid, histogram, payload, record, BenchConfig, Layout, Measured, Point, Probe, Row};
 
 fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
@@ -36,6 +40,7 @@ fn write_msg(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
 
 /// Echoes messages on every connection, one at a time, until the client closes.
 fn serve(listener: TcpListener, core: Option<usize>, tid: &AtomicI32, connections: usize) -> Result<()> {
+    // The listener was made in B's namespace: accepted connections are B's too.
     if let Some(c) = core {
         pin_to_cpu(c)?;
     }
@@ -62,7 +67,8 @@ fn ping_pong(s: &mut TcpStream, size: usize, iters: usize, server_tid: i32) -> R
     let mut buf = Vec::new();
     let warm = (iters / 10).max(5);
     let mut hist = histogram();
-    let sample = || (own_thread_cpu_ns() + thread_cpu_ns(server_tid), Instant::now());
+    let probe = Probe::new(Vec::new(), vec![gettid(), server_tid]);
+    let sample = || probe.sample();
     let mut first = sample();
     for i in 0..warm + iters {
         if i == warm {
@@ -77,14 +83,7 @@ fn ping_pong(s: &mut TcpStream, size: usize, iters: usize, server_tid: i32) -> R
             record(&mut hist, t0.elapsed());
         }
     }
-    let last = sample();
-    Ok(Measured {
-        hist,
-        count: iters as u64,
-        wall: last.1 - first.1,
-        engine_ns: 0,
-        app_ns: last.0 - first.0,
-    })
+    Ok(Measured::between(hist, iters as u64, &first, &sample()))
 }
 
 /// Windowed: the writer keeps `window` messages outstanding (credits from the reader), the
@@ -137,12 +136,8 @@ fn throughput(
                     t => break t,
                 }
             };
-            let sample = || {
-                (
-                    own_thread_cpu_ns() + thread_cpu_ns(server_tid) + thread_cpu_ns(tid),
-                    Instant::now(),
-                )
-            };
+            let probe = Probe::new(Vec::new(), vec![gettid(), server_tid, tid]);
+            let sample = || probe.sample();
             let mut first = None;
             let mut last = None;
             // Every send gets its echo: read until the writer stops and the channel drains.
@@ -165,13 +160,7 @@ fn throughput(
             }
             let first = first.context("no echo after the warm-up")?;
             let last = last.unwrap_or_else(sample);
-            Ok(Measured {
-                hist,
-                count,
-                wall: last.1 - first.1,
-                engine_ns: 0,
-                app_ns: last.0 - first.0,
-            })
+            Ok(Measured::between(hist, count, &first, &last))
         };
         let m = reader();
         drop(credit_tx);
@@ -182,16 +171,29 @@ fn throughput(
     })
 }
 
-/// Our TCP echo: ping-pong at every size, throughput at the throughput sizes.
-pub fn run(cfg: &BenchConfig, layout: &Layout) -> Result<Vec<Row>> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+/// Our TCP echo: ping-pong at every size, throughput at the throughput sizes; the server
+/// in side B, the client in side A of `path`.
+pub fn run(cfg: &BenchConfig, layout: &Layout, path: &Path) -> Result<Vec<Row>> {
+    let listener = path.open_in(1, || Ok(TcpListener::bind((path.addr(1), 0))?))?;
     let addr = listener.local_addr()?;
     let (core_a, core_b) = layout.app_cores();
     let server_tid = AtomicI32::new(0);
     let connections = 1 + cfg.throughput_sizes.len();
+    let point = |test, msg_bytes, window| Point {
+        transport: "tcp",
+        nic: "kernel",
+        path: path.name(),
+        mode: "kernel",
+        test,
+        msg_bytes,
+        window,
+        engines: 1,
+    };
     std::thread::scope(|sc| {
         let server = sc.spawn(|| serve(listener, core_b, &server_tid, connections));
         let client = sc.spawn(|| -> Result<Vec<Row>> {
+            // This thread (and the writer it spawns) lives in A's namespace.
+            path.enter(0)?;
             if let Some(c) = core_a {
                 pin_to_cpu(c)?;
             }
@@ -206,7 +208,7 @@ pub fn run(cfg: &BenchConfig, layout: &Layout) -> Result<Vec<Row>> {
             for &size in &cfg.sizes {
                 let m = ping_pong(&mut s, size, cfg.iterations(size), tid)
                     .with_context(|| format!("tcp ping-pong {size} B"))?;
-                rows.push(m.row("tcp", "kernel", "ping_pong", size, 1));
+                rows.push(m.row(point("ping_pong", size, 1)));
             }
             drop(s);
             for &size in &cfg.throughput_sizes {
@@ -215,7 +217,7 @@ pub fn run(cfg: &BenchConfig, layout: &Layout) -> Result<Vec<Row>> {
                 let w = cfg.window_for(size);
                 let m = throughput(&s, size, w, cfg.throughput_time, tid)
                     .with_context(|| format!("tcp throughput {size} B"))?;
-                rows.push(m.row("tcp", "kernel", "throughput", size, w));
+                rows.push(m.row(point("throughput", size, w)));
             }
             Ok(rows)
         });
@@ -227,12 +229,14 @@ pub fn run(cfg: &BenchConfig, layout: &Layout) -> Result<Vec<Row>> {
     })
 }
 
-/// One `sockperf ping-pong --tcp -m 64 --full-rtt` row; the second value is its version line.
-pub fn sockperf(cfg: &BenchConfig) -> Result<(Row, String)> {
+/// One `sockperf ping-pong --tcp -m 64 --full-rtt` row, server on side B and client on side
+/// A of `path`; the second value is its version line.
+pub fn sockperf(cfg: &BenchConfig, path: &Path) -> Result<(Row, String)> {
     if cfg.sockperf_secs == 0 {
         bail!("disabled (--sockperf-secs 0)");
     }
-    let bin = crate::locate::binary("sockperf").context("sockperf not on PATH")?;
+    let bin =
+        crate::locate::binary("sockperf").context("sockperf not on PATH (`cargo xtask deps` installs it)")?;
     let version = Command::new(&bin)
         .arg("--version")
         .output()
@@ -245,46 +249,61 @@ pub fn sockperf(cfg: &BenchConfig) -> Result<(Row, String)> {
                 .to_string()
         })
         .unwrap_or_default();
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let mut server = Command::new(&bin)
-        .args(["server", "--tcp", "-i", "127.0.0.1", "-p", &port.to_string()])
+    let server_ip = path.addr(1).to_string();
+    let port = path.open_in(1, || {
+        Ok(TcpListener::bind((path.addr(1), 0))?.local_addr()?.port())
+    })?;
+    let mut server = path
+        .exec(1, &bin)
+        .args(["server", "--tcp", "-i", &server_ip, "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting sockperf server")?;
-    // Wait until it listens.
+    // Wait until it listens (probing from A's side, across the path).
     let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while path
+        .open_in(0, || Ok(TcpStream::connect((path.addr(1), port))?))
+        .is_err()
+    {
         if t.elapsed() > Duration::from_secs(5) {
             let _ = server.kill();
             let _ = server.wait();
-            bail!("sockperf server did not listen on port {port}");
+            bail!("sockperf server did not listen on {server_ip}:{port}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = cfg.sockperf_secs.to_string();
-    let cpu0 = children_cpu_ns();
+    let before = children_usage();
     let started = Instant::now();
-    let out = Command::new(&bin)
-        .args(["ping-pong", "--tcp", "-i", "127.0.0.1", "-p", &port.to_string()])
+    let out = path
+        .exec(0, &bin)
+        .args(["ping-pong", "--tcp", "-i", &server_ip, "-p", &port.to_string()])
         .args(["-m", "64", "-t", &secs, "--full-rtt"])
         .output();
     let wall = started.elapsed();
     let _ = server.kill();
     let _ = server.wait();
-    let cpu = children_cpu_ns().saturating_sub(cpu0);
+    let (cpu, switches) = children_usage();
+    let (cpu, switches) = (cpu.saturating_sub(before.0), switches.saturating_sub(before.1));
     let out = out.context("running sockperf ping-pong")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         bail!("sockperf ping-pong exited with {}: {text}", out.status);
     }
     let mut row = parse_sockperf(&text).with_context(|| format!("parsing sockperf output:\n{text}"))?;
+    row.path = path.name().into();
     // Client and server CPU over the client's whole run (warm-up included).
     row.app_cores = cpu as f64 / 1e9 / wall.as_secs_f64().max(1e-9);
     row.cores = row.app_cores;
+    row.gbps_per_core = (row.cores > 0.0).then(|| row.gbps / row.cores);
+    // Both processes' switches over the whole run, per measured round trip.
+    let counts = Counts {
+        switches,
+        cycles: None,
+        instructions: None,
+    };
+    row.ctx_switches_per_rtt = (row.count > 0).then(|| counts.switches as f64 / row.count as f64);
     Ok((
         row,
         if version.is_empty() {
@@ -295,8 +314,9 @@ pub fn sockperf(cfg: &BenchConfig) -> Result<(Row, String)> {
     ))
 }
 
-/// User + system CPU time of this process's waited-for children.
-fn children_cpu_ns() -> u64 {
+/// User + system CPU time (ns) and context switches (voluntary + involuntary) of this
+/// process's waited-for children.
+fn children_usage() -> (u64, u64) {
     // SAFETY: a zeroed rusage is valid for getrusage to fill.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -304,7 +324,10 @@ fn children_cpu_ns() -> u64 {
         ru
     };
     let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    ns(ru.ru_utime) + ns(ru.ru_stime)
+    (
+        ns(ru.ru_utime) + ns(ru.ru_stime),
+        (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+    )
 }
 
 /// Percentiles (µs, `--full-rtt`) and the valid run's message count and duration.
@@ -356,11 +379,15 @@ pub fn parse_sockperf(text: &str) -> Result<Row> {
     let received = received.context("no ReceivedMessages")?;
     let msgs_per_s = received / secs.max(1e-9);
     Ok(Row {
-        transport: "tcp_sockperf".into(),
+        transport: "sockperf".into(),
+        nic: "kernel".into(),
+        // Filled in by the caller.
+        path: String::new(),
         mode: "kernel".into(),
         test: "ping_pong".into(),
         msg_bytes: 64,
         window: 1,
+        engines: 1,
         count: received as u64,
         p50_us: p50,
         p99_us: p99,
@@ -369,9 +396,13 @@ pub fn parse_sockperf(text: &str) -> Result<Row> {
         msgs_per_s,
         gbps: msgs_per_s * 64.0 * 8.0 / 1e9,
         // Filled in by the caller from the processes' CPU time.
+        gbps_per_core: None,
         cores: 0.0,
         engine_cores: 0.0,
         app_cores: 0.0,
+        ctx_switches_per_rtt: None,
+        cycles_per_rtt: None,
+        instructions_per_rtt: None,
     })
 }
 

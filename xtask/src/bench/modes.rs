@@ -29,6 +29,7 @@ pub const GUEST_PROGRAM: &str = Report::TAG.program;
 const PROGRAM: Program = Program {
     report: Report::TAG,
     bench: "modes",
+    vm_args: &[],
 };
 
 /// Options of `cargo xtask bench modes`.

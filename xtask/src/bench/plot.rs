@@ -243,16 +243,31 @@ where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
+    line_styled(chart, name, colour.stroke_width(2), points)
+}
+
+/// [`line`] in any style (a lighter or wider variant of a colour).
+pub(super) fn line_styled<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    name: &str,
+    style: ShapeStyle,
+    points: Vec<(f64, f64)>,
+) -> PanelResult
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     // A path element rather than LineSeries: that needs plotters' line_series feature, and
     // xtask builds plotters with the SVG backend only.
     chart
-        .draw_series(std::iter::once(PathElement::new(
-            points.clone(),
-            colour.stroke_width(2),
-        )))?
+        .draw_series(std::iter::once(PathElement::new(points.clone(), style)))?
         .label(name)
-        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2)));
-    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, colour.filled())))?;
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
+    let dot = ShapeStyle {
+        filled: true,
+        ..style
+    };
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, dot)))?;
     Ok(())
 }
 

@@ -29,6 +29,7 @@ pub const GUEST_PROGRAM: &str = Report::TAG.program;
 const PROGRAM: Program = Program {
     report: Report::TAG,
     bench: "sched",
+    vm_args: &[],
 };
 /// The VM every published number comes from (of `bench modes` and `bench pony` too):
 /// changing it changes the numbers.

@@ -44,6 +44,9 @@ pub(crate) struct Program {
     pub report: Tag,
     /// Benchmark name for progress messages, e.g. `modes`.
     pub bench: &'static str,
+    /// Options only the VM run gets, after the caller's (what the guest lacks that the
+    /// native run has, e.g. `bench pony`'s network namespaces: `--path loopback`).
+    pub vm_args: &'static [&'static str],
 }
 
 impl Program {
@@ -58,13 +61,15 @@ impl Program {
     }
 }
 
-/// The guest's command line (one line, no newline): `program` with `args` and
+/// The guest's command line (one line, no newline): `program` with `args`, its
+/// [`Program::vm_args`] and
 /// `scx_microquanta` from `release_dir` loaded around it (`--with-scheduler`), then, if it
 /// succeeded, its report on one line behind its tag's prefix. Its exit status is the
 /// program's.
 pub(crate) fn guest_script(program: Program, args: &[String], release_dir: &Path) -> String {
     let mut argv = vec![program.name().to_string()];
     argv.extend(args.iter().cloned());
+    argv.extend(program.vm_args.iter().map(|a| a.to_string()));
     let scheduler = release_dir.join("scx_microquanta");
     argv.extend(["--with-scheduler".into(), scheduler.display().to_string()]);
     argv.extend(["--json".into(), program.guest_json()]);
