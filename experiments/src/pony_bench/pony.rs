@@ -56,6 +56,7 @@ fn start_host(
         cores,
         engines: vec![Box::new(engine)],
         compacting: CompactingParams::default(),
+        idle_poll: mode.default_idle_poll(),
     };
     let options = RuntimeOptions {
         microquanta,
