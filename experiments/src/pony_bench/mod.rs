@@ -52,6 +52,27 @@ pub const MAX_IN_FLIGHT: usize = 8 << 20;
 /// Bytes per one-sided read.
 pub const READ_BYTES: u32 = 64;
 
+/// How the benchmark's apps wait for completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppWait {
+    /// Spin on the completion ring and never block (the engine rings no doorbell).
+    Spin,
+    /// Spin this long, then block on the completion doorbell
+    /// (`AppSession::set_completion_spin`).
+    SpinThenBlock(Duration),
+}
+
+impl AppWait {
+    /// How the report names it: `spin`, or `block` after `spin N µs`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Spin => "spin".into(),
+            Self::SpinThenBlock(d) if d.is_zero() => "block".into(),
+            Self::SpinThenBlock(d) => format!("spin {} µs, then block", d.as_micros()),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -68,8 +89,13 @@ pub struct BenchConfig {
     pub shm_nic: bool,
     /// UDP payload per packet.
     pub mtu: usize,
-    /// Apps spin on their completion rings instead of blocking on a doorbell.
-    pub spin_apps: bool,
+    /// How apps wait for completions.
+    pub app_wait: AppWait,
+    /// Spreading and compacting engines' idle poll window (`None`: the runtime's default).
+    pub idle_poll: Option<Duration>,
+    /// Dedicated mode: both hosts' engines on one dedicated thread (host A's core), the
+    /// other CPUs left to the apps; else one dedicated core per host.
+    pub shared_engine_core: bool,
     /// sockperf run length (0: skip).
     pub sockperf_secs: u32,
     pub microquanta: bool,
@@ -92,14 +118,16 @@ impl BenchConfig {
     }
 }
 
-pub const HOSTS_NOTE: &str = "in-process hosts: two engine runtimes in one process, each with one \
-    Pony engine, joined over UDP on 127.0.0.1 (the kernel loopback path TCP uses too); apps \
+pub const HOSTS_NOTE: &str = "in-process hosts: one Pony engine per host, in two engine runtimes in \
+    one process (dedicated mode by default: one runtime whose single dedicated thread runs both), joined over UDP on 127.0.0.1 (the kernel loopback path TCP uses too); apps \
     attach in-process (no control socket)";
 
 /// Which CPUs the apps and engines get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub cpus: usize,
+    /// Dedicated mode runs both hosts' engines on one thread ([`BenchConfig::shared_engine_core`]).
+    pub shared_engine_core: bool,
 }
 
 impl Layout {
@@ -122,6 +150,7 @@ impl Layout {
             (0..self.cpus).collect()
         };
         Ok(match mode {
+            "dedicated" if self.shared_engine_core => (vec![last], vec![last]),
             "dedicated" => (vec![last], vec![other]),
             "spreading" => (Vec::new(), Vec::new()),
             "compacting" => (not_apps.clone(), not_apps),
@@ -135,12 +164,15 @@ impl Layout {
             (Some(a), Some(b)) => format!("app A on CPU {a}, echo app B on CPU {b}"),
             _ => "apps unpinned".into(),
         };
+        let dedicated = if self.shared_engine_core {
+            format!("both dedicated engines on one thread on CPU {a:?}")
+        } else {
+            format!("dedicated engines on CPU {a:?} (A) and {b:?} (B)")
+        };
         let mut s = format!(
-            "{} CPUs; {apps}; dedicated engines on CPU {:?} (A) and {:?} (B); compacting on {}; \
+            "{} CPUs; {apps}; {dedicated}; compacting on {}; \
              spreading anywhere; floor threads on CPUs 0 and {}",
             self.cpus,
-            a,
-            b,
             if self.cpus >= 4 { "CPUs 2.." } else { "every CPU" },
             self.cpus.min(2) - 1
         );
@@ -231,7 +263,10 @@ pub fn payload(size: usize) -> Vec<u8> {
 /// Runs everything: Pony per mode, TCP, sockperf, the floor.
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
     let cpus = crate::sched_bench::cpus();
-    let layout = Layout { cpus };
+    let layout = Layout {
+        cpus,
+        shared_engine_core: cfg.shared_engine_core,
+    };
     let mut rows = Vec::new();
     let mut one_sided = Vec::new();
     for mode in &cfg.modes {
@@ -274,7 +309,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         mtu: cfg.mtu,
         hosts: HOSTS_NOTE.into(),
         layout: layout.describe(),
-        app_wait: if cfg.spin_apps { "spin" } else { "block" }.into(),
+        app_wait: cfg.app_wait.describe(),
         sockperf,
         one_sided_reads_per_s_per_core: best.map_or(0.0, |b| b.reads_per_s_per_core),
         one_sided_mode: best.map_or(String::new(), |b| b.mode.clone()),
@@ -366,15 +401,32 @@ mod tests {
 
     #[test]
     fn layouts_and_windows() {
-        let l = Layout { cpus: 4 };
+        let l = Layout {
+            cpus: 4,
+            shared_engine_core: false,
+        };
         assert_eq!(l.app_cores(), (Some(0), Some(1)));
         assert_eq!(l.engine_cores("dedicated").unwrap(), (vec![3], vec![2]));
         assert_eq!(l.engine_cores("compacting").unwrap().0, vec![2, 3]);
         assert!(l.engine_cores("lazy").is_err());
-        let two = Layout { cpus: 2 };
+        let two = Layout {
+            cpus: 2,
+            shared_engine_core: false,
+        };
         assert_eq!(two.engine_cores("dedicated").unwrap(), (vec![1], vec![0]));
+        let shared = Layout {
+            shared_engine_core: true,
+            ..two
+        };
+        assert_eq!(shared.engine_cores("dedicated").unwrap(), (vec![1], vec![1]));
+        assert!(shared
+            .describe()
+            .contains("both dedicated engines on one thread on CPU [1]"));
         assert!(two.describe().contains("fewer than 4 CPUs"));
-        let one = Layout { cpus: 1 };
+        let one = Layout {
+            cpus: 1,
+            shared_engine_core: false,
+        };
         assert_eq!(one.engine_cores("dedicated").unwrap(), (vec![0], vec![0]));
         let cfg = BenchConfig {
             modes: vec![],
@@ -385,7 +437,9 @@ mod tests {
             throughput_time: Duration::from_secs(1),
             shm_nic: false,
             mtu: 1472,
-            spin_apps: false,
+            app_wait: AppWait::SpinThenBlock(Duration::ZERO),
+            idle_poll: None,
+            shared_engine_core: true,
             sockperf_secs: 0,
             microquanta: false,
         };

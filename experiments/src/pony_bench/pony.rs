@@ -14,12 +14,12 @@ use pony_engine::{PonyConfig, PonyEngine};
 use pony_express::app::{AppSession, Command, Completion, Completions, SessionError};
 use pony_express::pool::{BufIdx, PoolError};
 use snap_ipc::SharedMem;
-use snap_runtime::{CompactingParams, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
+use snap_runtime::{CompactingParams, Engine, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
 
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
 use super::{
-    gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, OneSided, Row,
+    gettid, histogram, payload, record, thread_cpu_ns, AppWait, BenchConfig, Layout, Measured, OneSided, Row,
     READ_BYTES,
 };
 
@@ -28,9 +28,12 @@ const STUCK: Duration = Duration::from_secs(10);
 /// Bytes of app B's region (reads cycle through it).
 const REGION_BYTES: usize = 64 << 10;
 
-struct Host {
-    rt: Runtime,
-    h: EngineHandle,
+/// The in-process hosts' runtimes (one per host, or one for both when their engines share
+/// a dedicated thread) and their engines' handles.
+struct Hosts {
+    runtimes: Vec<Runtime>,
+    a: EngineHandle,
+    b: EngineHandle,
 }
 
 fn mode_of(name: &str) -> Result<Mode> {
@@ -42,29 +45,64 @@ fn mode_of(name: &str) -> Result<Mode> {
     })
 }
 
-fn start_host(
+fn group(
     name: &str,
-    nic: Box<dyn Nic>,
     mode: Mode,
     cores: Vec<usize>,
-    microquanta: bool,
-) -> Result<Host> {
-    let engine = PonyEngine::new(name, nic, PonyConfig::default());
-    let spec = GroupSpec {
+    engines: Vec<Box<dyn Engine>>,
+    cfg: &BenchConfig,
+) -> GroupSpec {
+    GroupSpec {
         name: name.into(),
         mode,
         cores,
-        engines: vec![Box::new(engine)],
+        engines,
         compacting: CompactingParams::default(),
-        idle_poll: mode.default_idle_poll(),
-    };
+        idle_poll: match mode {
+            Mode::Dedicated => Duration::ZERO,
+            _ => cfg.idle_poll.unwrap_or(mode.default_idle_poll()),
+        },
+    }
+}
+
+/// Starts host A's and host B's Pony engines: each in its own runtime, or, for dedicated
+/// mode with [`BenchConfig::shared_engine_core`], both in one dedicated group on host A's
+/// core (one thread polls both engines; the other CPUs are left to the apps).
+fn start_hosts(
+    cfg: &BenchConfig,
+    layout: &Layout,
+    mode: Mode,
+    nics: (Box<dyn Nic>, Box<dyn Nic>),
+) -> Result<Hosts> {
     let options = RuntimeOptions {
-        microquanta,
+        microquanta: cfg.microquanta,
         ..Default::default()
     };
-    let rt = Runtime::start(vec![spec], options).with_context(|| format!("starting host {name}"))?;
-    let h = rt.engine(name).context("engine missing from its runtime")?;
-    Ok(Host { rt, h })
+    let (cores_a, cores_b) = layout.engine_cores(mode.as_str())?;
+    let a = Box::new(PonyEngine::new("pony-a", nics.0, PonyConfig::default()));
+    let b = Box::new(PonyEngine::new("pony-b", nics.1, PonyConfig::default()));
+    let runtimes = if mode == Mode::Dedicated && cfg.shared_engine_core {
+        let spec = group("pony-ab", mode, cores_a, vec![a, b], cfg);
+        vec![Runtime::start(vec![spec], options).context("starting hosts A and B")?]
+    } else {
+        vec![
+            Runtime::start(
+                vec![group("pony-a", mode, cores_a, vec![a], cfg)],
+                options.clone(),
+            )
+            .context("starting host A")?,
+            Runtime::start(vec![group("pony-b", mode, cores_b, vec![b], cfg)], options)
+                .context("starting host B")?,
+        ]
+    };
+    let find = |name: &str| {
+        runtimes
+            .iter()
+            .find_map(|rt| rt.engine(name))
+            .with_context(|| format!("engine {name} missing from its runtime"))
+    };
+    let (a, b) = (find("pony-a")?, find("pony-b")?);
+    Ok(Hosts { runtimes, a, b })
 }
 
 /// A loopback UDP NIC with room for a throughput window in its socket buffers.
@@ -88,20 +126,24 @@ fn udp_nic(mtu: usize) -> Result<UdpNic> {
     Ok(nic.with_mtu(mtu))
 }
 
-fn attach(h: &EngineHandle, spin: bool) -> Result<(u64, AppSession)> {
-    let completions = if spin {
-        Completions::Poll
-    } else {
-        Completions::Block
+fn attach(h: &EngineHandle, wait: AppWait) -> Result<(u64, AppSession)> {
+    let completions = match wait {
+        AppWait::Spin => Completions::Poll,
+        AppWait::SpinThenBlock(_) => Completions::Block,
     };
-    h.control::<PonyEngine, _>(move |e| e.attach_local(completions))
+    let (id, mut session) = h
+        .control::<PonyEngine, _>(move |e| e.attach_local(completions))
         .map_err(|e| anyhow!("attach: {e}"))?
-        .map_err(|e| anyhow!("attach: {e}"))
+        .map_err(|e| anyhow!("attach: {e}"))?;
+    if let AppWait::SpinThenBlock(spin) = wait {
+        session.set_completion_spin(spin);
+    }
+    Ok((id, session))
 }
 
-/// The next completion within `timeout` (spinning or blocking on the doorbell).
-fn next(app: &mut AppSession, spin: bool, timeout: Duration) -> Result<Option<Completion>> {
-    if !spin {
+/// The next completion within `timeout`: spinning, or the session's spin-then-block wait.
+fn next(app: &mut AppSession, wait: AppWait, timeout: Duration) -> Result<Option<Completion>> {
+    if let AppWait::SpinThenBlock(_) = wait {
         return Ok(app.wait_completion(timeout)?);
     }
     let start = Instant::now();
@@ -116,7 +158,7 @@ fn next(app: &mut AppSession, spin: bool, timeout: Duration) -> Result<Option<Co
     }
 }
 
-fn wait(app: &mut AppSession, spin: bool, what: &str) -> Result<Completion> {
+fn wait(app: &mut AppSession, spin: AppWait, what: &str) -> Result<Completion> {
     next(app, spin, STUCK)?.with_context(|| format!("no completion within {STUCK:?} waiting for {what}"))
 }
 
@@ -131,7 +173,7 @@ fn retryable(e: &SessionError) -> bool {
 /// App B: echoes every message back on its flow and stream until `stop`.
 fn echo(
     mut app: AppSession,
-    spin: bool,
+    spin: AppWait,
     core: Option<usize>,
     tid: &AtomicI32,
     stop: &AtomicBool,
@@ -189,15 +231,15 @@ fn echo(
 
 /// What the measuring thread needs to sample CPU time.
 struct Probe<'a> {
-    hosts: [&'a Host; 2],
+    runtimes: &'a [Runtime],
     echo_tid: i32,
 }
 
 impl Probe<'_> {
     fn engine_ns(&self) -> u64 {
-        self.hosts
+        self.runtimes
             .iter()
-            .flat_map(|h| h.rt.status().groups)
+            .flat_map(|rt| rt.status().groups)
             .flat_map(|g| g.threads)
             .map(|t| thread_cpu_ns(t.tid))
             .sum()
@@ -241,7 +283,7 @@ fn send(app: &mut AppSession, flow: u64, data: &[u8], cookie: u64) -> Result<()>
 fn ping_pong(
     app: &mut AppSession,
     flow: u64,
-    spin: bool,
+    spin: AppWait,
     size: usize,
     iters: usize,
     probe: &Probe,
@@ -281,7 +323,7 @@ fn ping_pong(
 fn throughput(
     app: &mut AppSession,
     flow: u64,
-    spin: bool,
+    spin: AppWait,
     size: usize,
     window: usize,
     time: Duration,
@@ -347,7 +389,7 @@ fn throughput(
 fn one_sided(
     app: &mut AppSession,
     flow: u64,
-    spin: bool,
+    spin: AppWait,
     region: u32,
     key: u64,
     window: usize,
@@ -431,7 +473,6 @@ fn one_sided(
 /// Everything Pony measures in one mode: ping-pong rows, throughput rows, one-sided reads.
 pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<Row>, OneSided)> {
     let m = mode_of(mode)?;
-    let (cores_a, cores_b) = layout.engine_cores(mode)?;
     let (nic_a, nic_b, peer): (Box<dyn Nic>, Box<dyn Nic>, String) = if cfg.shm_nic {
         let (a, b) = ShmWire::pair(ShmWireConfig::default()).context("shared-memory wire")?;
         (Box::new(a), Box::new(b), "shm".into())
@@ -440,11 +481,10 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         let peer = b.local_addr()?.to_string();
         (Box::new(a), Box::new(b), peer)
     };
-    let ha = start_host("pony-a", nic_a, m, cores_a, cfg.microquanta)?;
-    let hb = start_host("pony-b", nic_b, m, cores_b, cfg.microquanta)?;
-    let spin = cfg.spin_apps;
-    let (_, mut a) = attach(&ha.h, spin)?;
-    let (sid_b, mut b) = attach(&hb.h, spin)?;
+    let hosts = start_hosts(cfg, layout, m, (nic_a, nic_b))?;
+    let spin = cfg.app_wait;
+    let (_, mut a) = attach(&hosts.a, spin)?;
+    let (sid_b, mut b) = attach(&hosts.b, spin)?;
 
     // Connect before the echo thread takes app B.
     b.submit(&Command::Listen {
@@ -469,10 +509,11 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         other => bail!("accept: {other:?}"),
     }
     let mem = SharedMem::create("pony-bench-region", REGION_BYTES).context("region memfd")?;
-    let grant =
-        hb.h.control::<PonyEngine, _>(move |e| e.register_region_local(sid_b, mem))
-            .map_err(|e| anyhow!("register region: {e}"))?
-            .map_err(|e| anyhow!("register region: {e}"))?;
+    let grant = hosts
+        .b
+        .control::<PonyEngine, _>(move |e| e.register_region_local(sid_b, mem))
+        .map_err(|e| anyhow!("register region: {e}"))?
+        .map_err(|e| anyhow!("register region: {e}"))?;
 
     let (core_a, core_b) = layout.app_cores();
     let stop = AtomicBool::new(false);
@@ -491,7 +532,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
                 std::thread::sleep(Duration::from_millis(1));
             }
             let probe = Probe {
-                hosts: [&ha, &hb],
+                runtimes: &hosts.runtimes,
                 echo_tid: echo_tid.load(Ordering::Acquire),
             };
             let mut rows = Vec::new();
@@ -537,7 +578,8 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         Ok(out)
     });
     drop(a);
-    drop(ha.rt.shutdown());
-    drop(hb.rt.shutdown());
+    for rt in hosts.runtimes {
+        drop(rt.shutdown());
+    }
     result
 }
