@@ -47,6 +47,10 @@ struct Opts {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
     window: u32,
 
+    /// Bytes per one-sided read (the reads keep --window outstanding, at most 8 MiB).
+    #[arg(long, default_value_t = pony_bench::READ_BYTES, value_parser = clap::value_parser!(u32).range(1..=(8 << 20)))]
+    read_bytes: u32,
+
     /// Wire between the hosts: `udp` (loopback, like TCP) or `shm` (shared-memory wire).
     #[arg(long, default_value = "udp", value_parser = ["udp", "shm"])]
     nic: String,
@@ -129,6 +133,7 @@ fn main() -> Result<()> {
         sizes,
         throughput_sizes,
         window: opts.window as usize,
+        read_bytes: opts.read_bytes,
         iterations,
         throughput_time,
         shm_nic: opts.nic == "shm",

@@ -49,7 +49,7 @@ pub const SIZES: [usize; 5] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
 pub const THROUGHPUT_SIZES: [usize; 3] = [64, 16 << 10, 1 << 20];
 /// Bytes in flight at most in a throughput window.
 pub const MAX_IN_FLIGHT: usize = 8 << 20;
-/// Bytes per one-sided read.
+/// Bytes per one-sided read by default.
 pub const READ_BYTES: u32 = 64;
 
 /// How the benchmark's apps wait for completions.
@@ -83,6 +83,8 @@ pub struct BenchConfig {
     pub window: usize,
     /// Round trips at 64 B; larger sizes do fewer ([`Self::iterations`]).
     pub iterations: usize,
+    /// Bytes per one-sided read.
+    pub read_bytes: u32,
     /// Length of each throughput and one-sided run.
     pub throughput_time: Duration,
     /// `shm` for the shared-memory wire, else UDP over loopback.
@@ -434,6 +436,7 @@ mod tests {
             throughput_sizes: vec![],
             window: 32,
             iterations: 1000,
+            read_bytes: READ_BYTES,
             throughput_time: Duration::from_secs(1),
             shm_nic: false,
             mtu: 1472,

@@ -20,13 +20,19 @@ use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
 use super::{
     gettid, histogram, payload, record, thread_cpu_ns, AppWait, BenchConfig, Layout, Measured, OneSided, Row,
-    READ_BYTES,
 };
 
 /// Bounds every wait for one completion; only hangs hit it.
 const STUCK: Duration = Duration::from_secs(10);
-/// Bytes of app B's region (reads cycle through it).
+/// Bytes of app B's region at least (reads cycle through it).
 const REGION_BYTES: usize = 64 << 10;
+
+/// App B's region for reads of `read` bytes: a whole number of reads, at least four and
+/// at least [`REGION_BYTES`], so every read of the cycle is in bounds.
+fn region_bytes(read: u32) -> usize {
+    let read = read.max(1) as usize;
+    read * (REGION_BYTES / read).max(4)
+}
 
 /// The in-process hosts' runtimes (one per host, or one for both when their engines share
 /// a dedicated thread) and their engines' handles.
@@ -392,6 +398,7 @@ fn one_sided(
     spin: AppWait,
     region: u32,
     key: u64,
+    read_bytes: u32,
     window: usize,
     time: Duration,
     probe: &Probe,
@@ -414,7 +421,7 @@ fn one_sided(
             break probe.sample();
         }
         while outstanding < window {
-            let Ok(chain) = app.pool().alloc_chain(READ_BYTES as usize) else {
+            let Ok(chain) = app.pool().alloc_chain(read_bytes as usize) else {
                 break;
             };
             let head = chain.head.0;
@@ -423,11 +430,11 @@ fn one_sided(
                 region,
                 key,
                 offset,
-                len: READ_BYTES,
+                len: read_bytes,
                 local: head,
                 cookie: u64::from(head),
             };
-            offset = (offset + u64::from(READ_BYTES)) % (REGION_BYTES as u64);
+            offset = (offset + u64::from(read_bytes)) % (region_bytes(read_bytes) as u64);
             if let Err(e) = app.post(&cmd) {
                 app.pool().release_chain(BufIdx(head))?;
                 if retryable(&e) {
@@ -508,7 +515,7 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
         Completion::FlowAccepted { .. } => {}
         other => bail!("accept: {other:?}"),
     }
-    let mem = SharedMem::create("pony-bench-region", REGION_BYTES).context("region memfd")?;
+    let mem = SharedMem::create("pony-bench-region", region_bytes(cfg.read_bytes)).context("region memfd")?;
     let grant = hosts
         .b
         .control::<PonyEngine, _>(move |e| e.register_region_local(sid_b, mem))
@@ -547,22 +554,24 @@ pub fn run_mode(cfg: &BenchConfig, layout: &Layout, mode: &str) -> Result<(Vec<R
                     .with_context(|| format!("{mode}: throughput {size} B"))?;
                 rows.push(m.row("pony", mode, "throughput", size, w));
             }
+            let read_window = cfg.window_for(cfg.read_bytes as usize);
             let m = one_sided(
                 &mut a,
                 flow,
                 spin,
                 grant.region,
                 grant.key,
-                cfg.window,
+                cfg.read_bytes,
+                read_window,
                 cfg.throughput_time,
                 &probe,
             )
             .with_context(|| format!("{mode}: one-sided reads"))?;
-            let r = m.row("pony", mode, "read", READ_BYTES as usize, cfg.window);
+            let r = m.row("pony", mode, "read", cfg.read_bytes as usize, read_window);
             let o = OneSided {
                 mode: mode.into(),
-                read_bytes: READ_BYTES,
-                window: cfg.window,
+                read_bytes: cfg.read_bytes,
+                window: read_window,
                 reads_per_s: r.msgs_per_s,
                 engine_cores: r.engine_cores,
                 app_cores: r.app_cores,
