@@ -112,9 +112,10 @@ pub struct GroupSpec {
     pub idle_poll: Duration,
 }
 
-/// The idle poll window groups get unless they say otherwise ([`GroupSpec::idle_poll`]),
-/// chosen from `mq-bench-pony` measurements (docs/ENGINES.md, "Idle poll window").
-pub const DEFAULT_IDLE_POLL: Duration = Duration::from_micros(20);
+/// The idle poll window groups get unless they say otherwise ([`GroupSpec::idle_poll`]):
+/// none, from `mq-bench-pony` measurements on a 2-CPU machine, where no window lowered the
+/// round trip and 50 µs or more raised it (docs/ENGINES.md, "Idle poll window").
+pub const DEFAULT_IDLE_POLL: Duration = Duration::ZERO;
 
 impl std::fmt::Debug for GroupSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

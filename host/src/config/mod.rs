@@ -15,7 +15,7 @@
 //! name = "latency"
 //! mode = "spreading"              # dedicated | spreading | compacting
 //! cores = [1]                     # required for dedicated; optional otherwise
-//! idle_poll_us = 20               # spreading/compacting: poll this long before blocking (default 20)
+//! idle_poll_us = 0                # spreading/compacting: poll this long (µs) before blocking (default 0)
 //! [[group.engine]]
 //! name = "echo0"
 //! kind = "echo"                   # echo | udp_echo | relay | pony

@@ -34,9 +34,10 @@ pub enum Completions {
 }
 
 /// How long [`AppSession::wait_completion`] spins on the completion ring by default
-/// before it arms the completion doorbell and blocks, chosen from `mq-bench-pony`
-/// measurements (docs/PONY.md, "Waiting for completions").
-pub const DEFAULT_COMPLETION_SPIN: Duration = Duration::from_micros(20);
+/// before it arms the completion doorbell and blocks: not at all, from `mq-bench-pony`
+/// measurements on a 2-CPU machine, where every spin raised the round trip (docs/PONY.md,
+/// "Waiting for completions"). An app with a core of its own may want one.
+pub const DEFAULT_COMPLETION_SPIN: Duration = Duration::ZERO;
 
 /// Shape of a session's rings and pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
