@@ -372,6 +372,35 @@ mod tests {
         m
     }
 
+    /// A response chunk is a held piece of the region: it copies the region's bytes as they
+    /// are when it is emitted, only inside its own range, and keeps the mapping alive after
+    /// the region is unregistered.
+    #[test]
+    fn pieces_copy_the_region_when_emitted_and_outlive_an_unregister() {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
+        let mut regs = Regions::new();
+        let g = regs.register_mem(1, region_with(&data)).unwrap();
+        let span = regs.check(g.region, g.key, 1000, 2000).unwrap();
+        assert!(span.piece(1500, 501).is_none(), "a piece past the span's end");
+        let mut piece = span.piece(100, 1000).unwrap();
+        assert_eq!(piece.len(), 1000);
+        let mut got = vec![0u8; 1000];
+        piece.copy_to(&mut got);
+        assert_eq!(got, data[1100..2100]);
+        // The app writes the region: the piece copies what is there now.
+        let mem = &regs.regions[&g.region].mem;
+        mem.write_at(1100, &[0xEE; 10]).unwrap();
+        let front = piece.split_to(10);
+        let mut first = [0u8; 10];
+        front.copy_to(&mut first);
+        assert_eq!(first, [0xEE; 10]);
+        regs.unregister(1, g.region).unwrap();
+        assert!(regs.check(g.region, g.key, 0, 1).is_err());
+        let mut rest = vec![0u8; 990];
+        piece.copy_to(&mut rest);
+        assert_eq!(rest, data[1110..2100]);
+    }
+
     #[test]
     fn check_refuses_and_counts() {
         let mut regs = Regions::new();
