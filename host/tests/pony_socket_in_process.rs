@@ -54,6 +54,7 @@ fn hosts() -> Hosts {
         cores: Vec::new(),
         engines,
         compacting: CompactingParams::default(),
+        idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
     };
     let options = RuntimeOptions {
         microquanta: false,

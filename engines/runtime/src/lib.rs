@@ -74,6 +74,17 @@ impl Mode {
     }
 }
 
+impl Mode {
+    /// The idle poll window a group in this mode gets by default: [`DEFAULT_IDLE_POLL`],
+    /// zero for dedicated groups (which never block).
+    pub fn default_idle_poll(self) -> Duration {
+        match self {
+            Self::Dedicated => Duration::ZERO,
+            Self::Spreading | Self::Compacting => DEFAULT_IDLE_POLL,
+        }
+    }
+}
+
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -93,7 +104,18 @@ pub struct GroupSpec {
     pub engines: Vec<Box<dyn Engine>>,
     /// Rebalancer settings (compacting only).
     pub compacting: CompactingParams,
+    /// Spreading and compacting: how long a thread whose engines ran out of work keeps
+    /// polling them before it arms their doorbells and blocks ([`DEFAULT_IDLE_POLL`]; zero
+    /// blocks at once). Work that arrives within the window is picked up without a wakeup
+    /// through epoll, at the price of that much CPU after each burst. Dedicated threads
+    /// always poll, so it must be zero there.
+    pub idle_poll: Duration,
 }
+
+/// The idle poll window groups get unless they say otherwise ([`GroupSpec::idle_poll`]):
+/// none, from `mq-bench-pony` measurements on a 2-CPU machine, where no window lowered the
+/// round trip and 50 µs or more raised it (docs/ENGINES.md, "Idle poll window").
+pub const DEFAULT_IDLE_POLL: Duration = Duration::ZERO;
 
 impl std::fmt::Debug for GroupSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,6 +125,7 @@ impl std::fmt::Debug for GroupSpec {
             .field("mode", &self.mode)
             .field("cores", &self.cores)
             .field("engines", &names)
+            .field("idle_poll", &self.idle_poll)
             .finish()
     }
 }
@@ -313,6 +336,11 @@ impl Runtime {
         if spec.engines.is_empty() {
             return Err(err("has no engines".into()));
         }
+        if spec.mode == Mode::Dedicated && !spec.idle_poll.is_zero() {
+            return Err(err(
+                "an idle poll window only applies to spreading and compacting groups (dedicated threads always poll)".into(),
+            ));
+        }
         let mut placed = Vec::new();
         for engine in spec.engines {
             let mut engine = engine;
@@ -359,7 +387,7 @@ impl Runtime {
         let (idle, microquanta) = match spec.mode {
             // Dedicated threads own their cores; the class would only throttle them.
             Mode::Dedicated => (Idle::Spin, false),
-            Mode::Spreading | Mode::Compacting => (Idle::Block, options.microquanta),
+            Mode::Spreading | Mode::Compacting => (Idle::Block { poll: spec.idle_poll }, options.microquanta),
         };
         let mut workers = Vec::new();
         for (i, (cores, initial)) in layout.drain(..).enumerate() {

@@ -14,7 +14,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventData, EventFlags};
@@ -51,8 +51,9 @@ pub(crate) struct Placed {
 pub(crate) enum Idle {
     /// Poll again at once (dedicated cores): lowest latency, burns the core.
     Spin,
-    /// Arm doorbells and block until an interrupt (spreading, compacting).
-    Block,
+    /// Keep polling for `poll` after the last step that had work, then arm doorbells and
+    /// block until an interrupt (spreading, compacting).
+    Block { poll: Duration },
 }
 
 pub(crate) enum Command {
@@ -226,17 +227,34 @@ fn thread_main(setup: WorkerSetup, ready: mpsc::Sender<Result<(), String>>) {
 impl Worker {
     fn run_loop(&mut self, idle: Idle, stop: &AtomicBool) {
         let mut events = Vec::with_capacity(64);
+        // When the engines last had work, while polling before blocking.
+        let mut idle_since: Option<Instant> = None;
         while !stop.load(Relaxed) {
             for cmd in self.setup_shared.take_commands() {
                 self.handle(cmd);
             }
             let (progressed, pending) = self.step_all();
             if progressed || pending {
+                idle_since = None;
                 continue;
             }
             match idle {
                 Idle::Spin => std::hint::spin_loop(),
-                Idle::Block => self.block(stop, &mut events),
+                Idle::Block { poll } => {
+                    // The poll window: a reply that comes back within it (the other half
+                    // of a round trip) costs no epoll wakeup and no context switch. The
+                    // window restarts after every step with work, and blocking itself is
+                    // unchanged (arm, probe, wait), so no wakeup can be lost.
+                    if !poll.is_zero() {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < poll {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                    }
+                    idle_since = None;
+                    self.block(stop, &mut events);
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ fn group(mode: Mode, cores: Vec<usize>, engines: Vec<Box<dyn Engine>>) -> GroupS
         cores,
         engines,
         compacting: CompactingParams::default(),
+        idle_poll: mode.default_idle_poll(),
     }
 }
 
@@ -394,11 +395,13 @@ fn blocked_engine_runs_at_its_timer_deadline() {
         deadline,
         fired: fired.clone(),
     };
-    let rt = Runtime::start(
-        vec![group(Mode::Spreading, vec![], vec![Box::new(engine)])],
-        options(),
-    )
-    .unwrap();
+    // No idle poll window: this is about blocking until the deadline, which the step
+    // count below shows only when the thread blocks as soon as it is idle.
+    let spec = GroupSpec {
+        idle_poll: Duration::ZERO,
+        ..group(Mode::Spreading, vec![], vec![Box::new(engine)])
+    };
+    let rt = Runtime::start(vec![spec], options()).unwrap();
     let status = wait_for(&rt, Duration::from_secs(10), |s| {
         s.engine("timer").unwrap().items == 1
     });

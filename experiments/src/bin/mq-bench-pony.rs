@@ -7,13 +7,15 @@
 //! report to stdout on one `MQ_BENCH_PONY_JSON {...}` line, or to `--json PATH`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Parser;
 use mq_experiments::bench_run;
 use mq_experiments::pony_bench::netns::{self, Veth};
 use mq_experiments::pony_bench::path::{NicKind, Path};
-use mq_experiments::pony_bench::{self, BenchConfig, SCALING, SIZES, THROUGHPUT_SIZES};
+use mq_experiments::pony_bench::{self, AppWait, BenchConfig, SCALING, SIZES, THROUGHPUT_SIZES};
+use pony_express::app::DEFAULT_COMPLETION_SPIN;
 
 /// Ping-pong RTT and windowed throughput of Pony messages (64 B to 1 MiB) between two
 /// in-process hosts in dedicated, spreading and compacting modes over UDP sockets and the
@@ -78,9 +80,25 @@ struct Opts {
     #[arg(long, default_value_t = 8972)]
     mtu: usize,
 
-    /// Apps spin on their completion rings instead of blocking on a doorbell.
+    /// Bytes per one-sided read (the reads keep --window outstanding, at most 8 MiB).
+    #[arg(long, default_value_t = pony_bench::READ_BYTES, value_parser = clap::value_parser!(u32).range(1..=(8 << 20)))]
+    read_bytes: u32,
+
+    /// How long apps spin on their completion ring before they block on its doorbell, in
+    /// µs; `forever` spins without ever blocking (the engine then rings no doorbell)
+    /// [default: pony-express's DEFAULT_COMPLETION_SPIN].
+    #[arg(long, value_name = "US|forever", value_parser = parse_completion_spin)]
+    completion_spin_us: Option<AppWait>,
+
+    /// Spreading and compacting engines poll this long (µs) after their last work before
+    /// they block [default: snap-runtime's DEFAULT_IDLE_POLL].
+    #[arg(long, value_name = "US")]
+    idle_poll_us: Option<u64>,
+
+    /// Dedicated mode: one dedicated core per host's engines, instead of one thread running
+    /// both hosts' engines on one core (which leaves the other CPUs to the apps).
     #[arg(long)]
-    spin_apps: bool,
+    dedicated_core_per_host: bool,
 
     /// sockperf ping-pong seconds (0: skip it) [default: 2, 1 with --quick].
     #[arg(long)]
@@ -97,6 +115,16 @@ struct Opts {
     /// Write the JSON report here instead of stdout.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+}
+
+fn parse_completion_spin(s: &str) -> Result<AppWait, String> {
+    if s == "forever" {
+        return Ok(AppWait::Spin);
+    }
+    let us: u64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither a number of µs nor \"forever\""))?;
+    Ok(AppWait::SpinThenBlock(Duration::from_micros(us)))
 }
 
 fn main() -> Result<()> {
@@ -155,7 +183,12 @@ fn main() -> Result<()> {
         iterations,
         throughput_time,
         mtu: opts.mtu,
-        spin_apps: opts.spin_apps,
+        read_bytes: opts.read_bytes,
+        app_wait: opts
+            .completion_spin_us
+            .unwrap_or(AppWait::SpinThenBlock(DEFAULT_COMPLETION_SPIN)),
+        idle_poll: opts.idle_poll_us.map(Duration::from_micros),
+        shared_engine_core: !opts.dedicated_core_per_host,
         sockperf_secs: opts.sockperf_secs.unwrap_or(if opts.quick { 1 } else { 2 }),
         one_sided: true,
         loopback_rows: !opts.no_loopback_rows,

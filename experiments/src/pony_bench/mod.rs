@@ -64,8 +64,29 @@ pub const THROUGHPUT_SIZES: [usize; 4] = [64, 4 << 10, 16 << 10, 1 << 20];
 pub const SCALING: [usize; 4] = [1, 2, 4, 10];
 /// Bytes in flight at most in a throughput window.
 pub const MAX_IN_FLIGHT: usize = 8 << 20;
-/// Bytes per one-sided read.
+/// Bytes per one-sided read by default.
 pub const READ_BYTES: u32 = 64;
+
+/// How the benchmark's apps wait for completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppWait {
+    /// Spin on the completion ring and never block (the engine rings no doorbell).
+    Spin,
+    /// Spin this long, then block on the completion doorbell
+    /// (`AppSession::set_completion_spin`).
+    SpinThenBlock(Duration),
+}
+
+impl AppWait {
+    /// How the report names it: `spin`, `block`, or `spin N µs, then block`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Spin => "spin".into(),
+            Self::SpinThenBlock(d) if d.is_zero() => "block".into(),
+            Self::SpinThenBlock(d) => format!("spin {} µs, then block", d.as_micros()),
+        }
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -87,8 +108,15 @@ pub struct BenchConfig {
     pub throughput_time: Duration,
     /// UDP payload per packet (the veth's MTU is this plus the IP and UDP headers).
     pub mtu: usize,
-    /// Apps spin on their completion rings instead of blocking on a doorbell.
-    pub spin_apps: bool,
+    /// Bytes per one-sided read.
+    pub read_bytes: u32,
+    /// How apps wait for completions.
+    pub app_wait: AppWait,
+    /// Spreading and compacting engines' idle poll window (`None`: the runtime's default).
+    pub idle_poll: Option<Duration>,
+    /// Dedicated mode: both hosts' engines on one dedicated thread (host A's core), the
+    /// other CPUs left to the apps; else one dedicated core per host.
+    pub shared_engine_core: bool,
     /// sockperf run length (0: skip).
     pub sockperf_secs: u32,
     /// Measure one-sided reads in each Pony suite.
@@ -296,7 +324,10 @@ pub fn payload(size: usize) -> Vec<u8> {
 /// floor; then the targets from those rows.
 pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
     let cpus = crate::sched_bench::cpus();
-    let layout = Layout { cpus };
+    let layout = Layout {
+        cpus,
+        shared_engine_core: cfg.shared_engine_core,
+    };
     let mut rows = Vec::new();
     let mut one_sided = Vec::new();
     let keep = |r: Row, rows: &mut Vec<Row>| {
@@ -372,7 +403,7 @@ pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
         mtu: cfg.mtu,
         hosts: path.hosts_note(),
         layout: layout.describe(),
-        app_wait: if cfg.spin_apps { "spin" } else { "block" }.into(),
+        app_wait: cfg.app_wait.describe(),
         sockperf,
         counters: counters::describe(),
         one_sided_reads_per_s_per_core: best.map_or(0.0, |b| b.reads_per_s_per_core),
@@ -501,7 +532,10 @@ mod tests {
             iterations: 1000,
             throughput_time: Duration::from_secs(1),
             mtu: 1472,
-            spin_apps: false,
+            read_bytes: READ_BYTES,
+            app_wait: AppWait::SpinThenBlock(Duration::ZERO),
+            idle_poll: None,
+            shared_engine_core: true,
             sockperf_secs: 0,
             one_sided: true,
             loopback_rows: false,

@@ -22,15 +22,22 @@ use crate::wakeup::pin_to_cpu;
 use super::path::{NicKind, Path};
 use super::setup::{attach, next, Hosts, Layout};
 use super::{
-    gettid, histogram, payload, record, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap, READ_BYTES,
+    gettid, histogram, payload, record, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap, AppWait,
 };
 
 /// Bounds every wait for one completion; only hangs hit it.
 const STUCK: Duration = Duration::from_secs(10);
-/// Bytes of app B's region (reads cycle through it).
+/// Bytes of app B's region at least (reads cycle through it).
 const REGION_BYTES: usize = 64 << 10;
 
-fn wait(app: &mut AppSession, spin: bool, what: &str) -> Result<Completion> {
+/// App B's region for reads of `read` bytes: a whole number of reads, at least four and
+/// at least [`REGION_BYTES`], so every read of the cycle is in bounds.
+fn region_bytes(read: u32) -> usize {
+    let read = read.max(1) as usize;
+    read * (REGION_BYTES / read).max(4)
+}
+
+fn wait(app: &mut AppSession, spin: AppWait, what: &str) -> Result<Completion> {
     next(app, spin, STUCK)?.with_context(|| format!("no completion within {STUCK:?} waiting for {what}"))
 }
 
@@ -45,7 +52,7 @@ fn retryable(e: &SessionError) -> bool {
 /// App B: echoes every message back on its flow and stream until `stop`.
 fn echo(
     mut app: AppSession,
-    spin: bool,
+    spin: AppWait,
     core: Option<usize>,
     tid: &AtomicI32,
     stop: &AtomicBool,
@@ -116,7 +123,7 @@ fn send(app: &mut AppSession, flow: u64, data: &[u8], cookie: u64) -> Result<()>
 fn ping_pong(
     app: &mut AppSession,
     flow: u64,
-    spin: bool,
+    spin: AppWait,
     size: usize,
     iters: usize,
     probe: &Probe,
@@ -156,7 +163,7 @@ fn ping_pong(
 fn throughput(
     app: &mut AppSession,
     flow: u64,
-    spin: bool,
+    spin: AppWait,
     size: usize,
     window: usize,
     time: Duration,
@@ -222,9 +229,10 @@ fn throughput(
 fn one_sided(
     app: &mut AppSession,
     flow: u64,
-    spin: bool,
+    spin: AppWait,
     region: u32,
     key: u64,
+    read_bytes: u32,
     window: usize,
     time: Duration,
     probe: &Probe,
@@ -247,7 +255,7 @@ fn one_sided(
             break probe.sample();
         }
         while outstanding < window {
-            let Ok(chain) = app.pool().alloc_chain(READ_BYTES as usize) else {
+            let Ok(chain) = app.pool().alloc_chain(read_bytes as usize) else {
                 break;
             };
             let head = chain.head.0;
@@ -256,11 +264,11 @@ fn one_sided(
                 region,
                 key,
                 offset,
-                len: READ_BYTES,
+                len: read_bytes,
                 local: head,
                 cookie: u64::from(head),
             };
-            offset = (offset + u64::from(READ_BYTES)) % (REGION_BYTES as u64);
+            offset = (offset + u64::from(read_bytes)) % (region_bytes(read_bytes) as u64);
             if let Err(e) = app.post(&cmd) {
                 app.pool().release_chain(BufIdx(head))?;
                 if retryable(&e) {
@@ -312,7 +320,7 @@ struct Connected {
     sid_b: u64,
 }
 
-fn connect(ha: &EngineHandle, hb: &EngineHandle, peer: &str, spin: bool) -> Result<Connected> {
+fn connect(ha: &EngineHandle, hb: &EngineHandle, peer: &str, spin: AppWait) -> Result<Connected> {
     let (_, mut a) = attach(ha, spin)?;
     let (sid_b, mut b) = attach(hb, spin)?;
     b.submit(&Command::Listen {
@@ -353,12 +361,12 @@ fn start(
         .collect::<Result<Vec<_>>>()
         .with_context(|| format!("opening {} NICs", nic.name()))?;
     let peers: Vec<String> = nics.iter().map(|p| p.peer.clone()).collect();
-    let hosts = Hosts::start(layout, mode, nics, cfg.microquanta)?;
+    let hosts = Hosts::start(cfg, layout, mode, nics)?;
     let conns = hosts
         .pairs
         .iter()
         .zip(&peers)
-        .map(|((a, b), peer)| connect(a, b, peer, cfg.spin_apps))
+        .map(|((a, b), peer)| connect(a, b, peer, cfg.app_wait))
         .collect::<Result<Vec<_>>>();
     match conns {
         Ok(c) => Ok((hosts, c)),
@@ -397,8 +405,8 @@ pub fn run_suite(
         flow,
         sid_b,
     } = conns.pop().context("no pair")?;
-    let spin = cfg.spin_apps;
-    let mem = SharedMem::create("pony-bench-region", REGION_BYTES).context("region memfd")?;
+    let spin = cfg.app_wait;
+    let mem = SharedMem::create("pony-bench-region", region_bytes(cfg.read_bytes)).context("region memfd")?;
     let grant = hosts.pairs[0]
         .1
         .control::<PonyEngine, _>(move |e| e.register_region_local(sid_b, mem))
@@ -446,16 +454,17 @@ pub fn run_suite(
                 spin,
                 grant.region,
                 grant.key,
+                cfg.read_bytes,
                 cfg.window,
                 cfg.throughput_time,
                 &probe,
             )
             .with_context(|| format!("{mode}: one-sided reads"))?;
-            let r = m.row(point("read", READ_BYTES as usize, cfg.window));
+            let r = m.row(point("read", cfg.read_bytes as usize, cfg.window));
             let o = OneSided {
                 mode: mode.into(),
                 nic: nic.name().into(),
-                read_bytes: READ_BYTES,
+                read_bytes: cfg.read_bytes,
                 window: cfg.window,
                 reads_per_s: r.msgs_per_s,
                 engine_cores: r.engine_cores,
@@ -493,7 +502,7 @@ pub fn run_scaling(
         nic.name()
     );
     let (hosts, conns) = start(cfg, layout, path, nic, mode, n)?;
-    let spin = cfg.spin_apps;
+    let spin = cfg.app_wait;
     let size = cfg.scaling_bytes;
     let window = cfg.window_for(size);
     let time = cfg.throughput_time;

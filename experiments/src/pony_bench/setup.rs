@@ -14,11 +14,14 @@ use pony_express::app::{AppSession, Completion, Completions};
 use snap_runtime::{CompactingParams, Engine, EngineHandle, GroupSpec, Mode, Runtime, RuntimeOptions};
 
 use super::path::NicPair;
+use super::{AppWait, BenchConfig};
 
 /// Which CPUs the apps and engines get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub cpus: usize,
+    /// Dedicated mode runs both hosts' engines on one thread ([`BenchConfig::shared_engine_core`]).
+    pub shared_engine_core: bool,
 }
 
 impl Layout {
@@ -41,6 +44,7 @@ impl Layout {
             (0..self.cpus).collect()
         };
         Ok(match mode {
+            "dedicated" if self.shared_engine_core => (vec![last], vec![last]),
             "dedicated" => (vec![last], vec![other]),
             "spreading" => (Vec::new(), Vec::new()),
             "compacting" => (not_apps.clone(), not_apps),
@@ -54,13 +58,15 @@ impl Layout {
             (Some(a), Some(b)) => format!("app A on CPU {a}, echo app B on CPU {b}"),
             _ => "apps unpinned".into(),
         };
+        let dedicated = if self.shared_engine_core {
+            format!("both hosts' dedicated engines on one thread on CPU {a:?}")
+        } else {
+            format!("dedicated engines on CPU {a:?} (A) and {b:?} (B), all of a host's engines on its one core")
+        };
         let mut s = format!(
-            "{} CPUs; {apps}; dedicated engines on CPU {:?} (A) and {:?} (B), all of a host's \
-             engines on its one core; compacting on {}; spreading anywhere (a thread per \
+            "{} CPUs; {apps}; {dedicated}; compacting on {}; spreading anywhere (a thread per \
              engine); floor threads on CPUs 0 and {}",
             self.cpus,
-            a,
-            b,
             if self.cpus >= 4 { "CPUs 2.." } else { "every CPU" },
             self.cpus.min(2) - 1
         );
@@ -80,18 +86,19 @@ fn mode_of(name: &str) -> Result<Mode> {
     })
 }
 
-/// The two hosts' runtimes and their engines, pair by pair.
+/// The two hosts' runtimes and their engines, pair by pair: one runtime per host, or one
+/// for both when their dedicated engines share a thread ([`BenchConfig::shared_engine_core`]).
 pub struct Hosts {
-    a: Runtime,
-    b: Runtime,
+    runtimes: Vec<Runtime>,
     /// Engine `i` of host A and engine `i` of host B, joined by pair `i`'s NICs.
     pub pairs: Vec<(EngineHandle, EngineHandle)>,
 }
 
 impl Hosts {
     /// Starts host A and host B in `mode`, one Pony engine per NIC pair on each, all of a
-    /// host's engines in one group.
-    pub fn start(layout: &Layout, mode: &str, nics: Vec<NicPair>, microquanta: bool) -> Result<Self> {
+    /// host's engines in one group (in dedicated mode with a shared engine core, both hosts'
+    /// engines in one group: one thread polls them all, the other CPUs are the apps').
+    pub fn start(cfg: &BenchConfig, layout: &Layout, mode: &str, nics: Vec<NicPair>) -> Result<Self> {
         let m = mode_of(mode)?;
         let (cores_a, cores_b) = layout.engine_cores(mode)?;
         let n = nics.len();
@@ -116,28 +123,38 @@ impl Hosts {
                 cores,
                 engines,
                 compacting: CompactingParams::default(),
+                idle_poll: match m {
+                    Mode::Dedicated => Duration::ZERO,
+                    _ => cfg.idle_poll.unwrap_or(m.default_idle_poll()),
+                },
             };
             let options = RuntimeOptions {
-                microquanta,
+                microquanta: cfg.microquanta,
                 ..Default::default()
             };
-            Runtime::start(vec![spec], options).with_context(|| format!("starting host {name}"))
+            Runtime::start(vec![spec], options).with_context(|| format!("starting {name}"))
         };
-        let a = start("host-a", ea, cores_a)?;
-        let b = start("host-b", eb, cores_b)?;
+        let runtimes = if m == Mode::Dedicated && layout.shared_engine_core {
+            ea.append(&mut eb);
+            vec![start("hosts-ab", ea, cores_a)?]
+        } else {
+            vec![start("host-a", ea, cores_a)?, start("host-b", eb, cores_b)?]
+        };
+        let find = |name: String| {
+            runtimes
+                .iter()
+                .find_map(|rt| rt.engine(&name))
+                .with_context(|| format!("{name} missing"))
+        };
         let pairs = (0..n)
-            .map(|i| {
-                let h =
-                    |rt: &Runtime, name: String| rt.engine(&name).with_context(|| format!("{name} missing"));
-                Ok((h(&a, format!("pony-a{i}"))?, h(&b, format!("pony-b{i}"))?))
-            })
+            .map(|i| Ok((find(format!("pony-a{i}"))?, find(format!("pony-b{i}"))?)))
             .collect::<Result<_>>()?;
-        Ok(Self { a, b, pairs })
+        Ok(Self { runtimes, pairs })
     }
 
     /// The tids of both hosts' engine threads.
     pub fn engine_tids(&self) -> Vec<i32> {
-        [&self.a, &self.b]
+        self.runtimes
             .iter()
             .flat_map(|rt| rt.status().groups)
             .flat_map(|g| g.threads)
@@ -147,27 +164,32 @@ impl Hosts {
 
     pub fn shutdown(self) {
         drop(self.pairs);
-        drop(self.a.shutdown());
-        drop(self.b.shutdown());
+        for rt in self.runtimes {
+            drop(rt.shutdown());
+        }
     }
 }
 
-/// Attaches an app to engine `h`: its completions are polled (`spin`) or come with a
-/// doorbell to block on.
-pub fn attach(h: &EngineHandle, spin: bool) -> Result<(u64, AppSession)> {
-    let completions = if spin {
-        Completions::Poll
-    } else {
-        Completions::Block
+/// Attaches an app to engine `h`: its completions are polled ([`AppWait::Spin`]) or come
+/// with a doorbell it blocks on after its spin.
+pub fn attach(h: &EngineHandle, wait: AppWait) -> Result<(u64, AppSession)> {
+    let completions = match wait {
+        AppWait::Spin => Completions::Poll,
+        AppWait::SpinThenBlock(_) => Completions::Block,
     };
-    h.control::<PonyEngine, _>(move |e| e.attach_local(completions))
+    let (id, mut session) = h
+        .control::<PonyEngine, _>(move |e| e.attach_local(completions))
         .map_err(|e| anyhow!("attach: {e}"))?
-        .map_err(|e| anyhow!("attach: {e}"))
+        .map_err(|e| anyhow!("attach: {e}"))?;
+    if let AppWait::SpinThenBlock(spin) = wait {
+        session.set_completion_spin(spin);
+    }
+    Ok((id, session))
 }
 
-/// The next completion within `timeout` (spinning or blocking on the doorbell).
-pub fn next(app: &mut AppSession, spin: bool, timeout: Duration) -> Result<Option<Completion>> {
-    if !spin {
+/// The next completion within `timeout`: spinning, or the session's spin-then-block wait.
+pub fn next(app: &mut AppSession, wait: AppWait, timeout: Duration) -> Result<Option<Completion>> {
+    if let AppWait::SpinThenBlock(_) = wait {
         return Ok(app.wait_completion(timeout)?);
     }
     let start = Instant::now();
@@ -188,15 +210,30 @@ mod tests {
 
     #[test]
     fn layouts() {
-        let l = Layout { cpus: 4 };
+        let l = Layout {
+            cpus: 4,
+            shared_engine_core: false,
+        };
         assert_eq!(l.app_cores(), (Some(0), Some(1)));
         assert_eq!(l.engine_cores("dedicated").unwrap(), (vec![3], vec![2]));
         assert_eq!(l.engine_cores("compacting").unwrap().0, vec![2, 3]);
         assert!(l.engine_cores("lazy").is_err());
-        let two = Layout { cpus: 2 };
+        let two = Layout {
+            cpus: 2,
+            shared_engine_core: false,
+        };
         assert_eq!(two.engine_cores("dedicated").unwrap(), (vec![1], vec![0]));
+        let shared = Layout {
+            shared_engine_core: true,
+            ..two
+        };
+        assert_eq!(shared.engine_cores("dedicated").unwrap(), (vec![1], vec![1]));
+        assert!(shared.describe().contains("both hosts' dedicated engines on one thread on CPU [1]"));
         assert!(two.describe().contains("fewer than 4 CPUs"));
-        let one = Layout { cpus: 1 };
+        let one = Layout {
+            cpus: 1,
+            shared_engine_core: false,
+        };
         assert_eq!(one.engine_cores("dedicated").unwrap(), (vec![0], vec![0]));
     }
 }

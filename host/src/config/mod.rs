@@ -15,6 +15,7 @@
 //! name = "latency"
 //! mode = "spreading"              # dedicated | spreading | compacting
 //! cores = [1]                     # required for dedicated; optional otherwise
+//! idle_poll_us = 0                # spreading/compacting: poll this long (µs) before blocking (default 0)
 //! [[group.engine]]
 //! name = "echo0"
 //! kind = "echo"                   # echo | udp_echo | relay | pony
@@ -41,7 +42,7 @@
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
 //! is found without reading this code. Compacting-only keys (`poll_interval_us`,
 //! `max_queueing_delay_us`, `shrink_after_ms`) are refused in other modes rather than
-//! silently ignored.
+//! silently ignored, and so is `idle_poll_us` in dedicated mode.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -168,6 +169,9 @@ pub struct GroupConfig {
     pub max_queueing_delay_us: Option<u64>,
     /// Compacting: how long a thread must be unneeded before it is removed.
     pub shrink_after_ms: Option<u64>,
+    /// Spreading and compacting: how long an idle thread keeps polling its engines before
+    /// it arms their doorbells and blocks (`GroupSpec::idle_poll`; 0 blocks at once).
+    pub idle_poll_us: Option<u64>,
     /// The group's engines, at least one.
     #[serde(default)]
     pub engine: Vec<EngineConfig>,
@@ -195,6 +199,8 @@ pub struct EngineConfig {
 const POLL_INTERVAL_US: (u64, u64) = (5, 100_000);
 const MAX_QUEUEING_DELAY_US: (u64, u64) = (1, 1_000_000);
 const SHRINK_AFTER_MS: (u64, u64) = (1, 60_000);
+/// Beyond 10 ms an idle poll is a spinning thread, which is what dedicated mode is for.
+const IDLE_POLL_US: (u64, u64) = (0, 10_000);
 const STUCK_AFTER_MS: (u64, u64) = (1, 60_000);
 /// 10 ms per request is far beyond any realistic engine step; more is a typo.
 const MAX_WORK_NS: u64 = 10_000_000;
@@ -278,7 +284,7 @@ impl Config {
                 ));
             }
             self.validate_cores(gi, g, cpus, &mut claimed)?;
-            self.validate_compacting(gi, g)?;
+            self.validate_mode_keys(gi, g)?;
             if g.engine.is_empty() {
                 return Err(invalid(
                     format!("{at}.engine"),
@@ -366,7 +372,7 @@ impl Config {
         Ok(())
     }
 
-    fn validate_compacting(&self, gi: usize, g: &GroupConfig) -> Result<(), ConfigError> {
+    fn validate_mode_keys(&self, gi: usize, g: &GroupConfig) -> Result<(), ConfigError> {
         let at = format!("group[{gi}]");
         let fields = [
             ("poll_interval_us", g.poll_interval_us, POLL_INTERVAL_US, "µs"),
@@ -387,6 +393,15 @@ impl Config {
                 ));
             }
             check_range(format!("{at}.{name}"), value, range, unit)?;
+        }
+        if let Some(value) = g.idle_poll_us {
+            if g.mode == Mode::Dedicated {
+                return Err(invalid(
+                    format!("{at}.idle_poll_us"),
+                    "only applies to modes \"spreading\" and \"compacting\" (dedicated threads always poll)",
+                ));
+            }
+            check_range(format!("{at}.idle_poll_us"), value, IDLE_POLL_US, "µs")?;
         }
         Ok(())
     }
@@ -440,6 +455,9 @@ impl Config {
                         .shrink_after_ms
                         .map_or(defaults.shrink_after, Duration::from_millis),
                 },
+                idle_poll: g
+                    .idle_poll_us
+                    .map_or(g.mode.default_idle_poll(), Duration::from_micros),
             });
         }
         Ok((specs, self.runtime_options()))

@@ -205,6 +205,29 @@ fn compacting_fields_only_in_compacting_mode() {
 }
 
 #[test]
+fn idle_poll_reaches_the_group_and_is_refused_in_dedicated_mode() {
+    let c = parse(&group("mode = \"spreading\"\nidle_poll_us = 75")).unwrap();
+    let (specs, _) = c.build().unwrap();
+    assert_eq!(specs[0].idle_poll, Duration::from_micros(75));
+    let c = parse(&group("mode = \"compacting\"\nidle_poll_us = 0")).unwrap();
+    assert_eq!(c.build().unwrap().0[0].idle_poll, Duration::ZERO);
+    let (specs, _) = parse(&group("mode = \"spreading\"")).unwrap().build().unwrap();
+    assert_eq!(specs[0].idle_poll, snap_runtime::DEFAULT_IDLE_POLL);
+    let (specs, _) = parse(&group("mode = \"dedicated\"\ncores = [0]"))
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(specs[0].idle_poll, Duration::ZERO);
+    let e = err(&group("mode = \"dedicated\"\ncores = [0]\nidle_poll_us = 5"));
+    assert!(
+        e.starts_with("group[0].idle_poll_us: only applies to modes \"spreading\" and \"compacting\""),
+        "{e}"
+    );
+    let e = err(&group("mode = \"spreading\"\nidle_poll_us = 10001"));
+    assert_eq!(e, "group[0].idle_poll_us: 10001 µs is outside 0..=10000 µs");
+}
+
+#[test]
 fn ranges() {
     let e = err(&group("mode = \"compacting\"\npoll_interval_us = 4"));
     assert_eq!(e, "group[0].poll_interval_us: 4 µs is outside 5..=100000 µs");

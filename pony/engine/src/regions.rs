@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
+use pony_proto::flow::{HeldBytes, Piece};
 use snap_ipc::{SharedMem, ShmError};
 
 use pony_express::app::OpErrorCode;
@@ -85,7 +87,9 @@ pub struct Refusals {
 struct Region {
     app: AppId,
     key: u64,
-    mem: SharedMem,
+    /// Shared with the [`RegionPiece`]s of responses not yet acknowledged, which keep the
+    /// mapping alive after an unregister.
+    mem: Arc<SharedMem>,
 }
 
 /// The registry. Checks take `&self` (counters are atomics), so spans borrowed from one
@@ -102,7 +106,7 @@ pub struct Regions {
 /// concurrently, so it is accessed by copying (`snap_ipc::peer`), never as a Rust slice.
 #[derive(Debug)]
 pub struct RegionSpan<'a> {
-    mem: &'a SharedMem,
+    mem: &'a Arc<SharedMem>,
     offset: usize,
     len: usize,
 }
@@ -135,6 +139,20 @@ impl RegionSpan<'_> {
             .map_err(|_| OpErrorCode::OutOfBounds)
     }
 
+    /// `len` bytes from `at` bytes into the span as a held [`Piece`]: no bytes are copied
+    /// now; emitting the packet copies them straight from the region into the packet
+    /// ([`RegionPiece`]). `None` if the range is not inside the span.
+    pub fn piece(&self, at: usize, len: usize) -> Option<Piece> {
+        if at.checked_add(len).is_none_or(|end| end > self.len) {
+            return None;
+        }
+        Some(Piece::held(Arc::new(RegionPiece {
+            mem: self.mem.clone(),
+            offset: self.offset + at,
+            len,
+        })))
+    }
+
     /// The span's bytes as a vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0; self.len];
@@ -150,6 +168,38 @@ impl RegionSpan<'_> {
         self.mem
             .write_at(self.offset, data)
             .map_err(|_| OpErrorCode::OutOfBounds)
+    }
+}
+
+/// A checked range of a registered region as [`HeldBytes`]: the bytes of a one-sided read
+/// response, copied from the region (with [`SharedMem::read_at`], a copy-in: the app may be
+/// writing them) into each packet that carries them, when the packet is emitted. So a read
+/// is served with one copy, region to packet, and no buffer of our own in between; the
+/// bytes are the region's as each packet is emitted, a retransmission included (like an
+/// RDMA NIC reading host memory at transmit time). The piece holds the mapping, so it stays
+/// valid after an unregister until the response is acknowledged: at most
+/// `engine::target::SERVE_AHEAD` bytes of responses already cut are emitted from a region
+/// after it was unregistered (chunks not yet cut are refused then).
+#[derive(Debug)]
+pub struct RegionPiece {
+    mem: Arc<SharedMem>,
+    offset: usize,
+    len: usize,
+}
+
+impl HeldBytes for RegionPiece {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn copy_to(&self, offset: usize, dst: &mut [u8]) {
+        // The range was checked against the mapping when the piece was cut (and a sealed
+        // memfd cannot shrink), so this fails only if a caller breaks `offset + dst.len()
+        // <= len`: zeros then, not a panic on the data path.
+        let in_piece = offset.checked_add(dst.len()).is_some_and(|end| end <= self.len);
+        if !in_piece || self.mem.read_at(self.offset + offset, dst).is_err() {
+            dst.fill(0);
+        }
     }
 }
 
@@ -205,6 +255,7 @@ impl Regions {
         self.next_id = self.next_id.checked_add(1).ok_or(RegionError::IdsExhausted)?;
         let key = random_key()?;
         let len = mem.len() as u64;
+        let mem = Arc::new(mem);
         self.regions.insert(region, Region { app, key, mem });
         Ok(RegionGrant { region, key, len })
     }
@@ -319,6 +370,35 @@ mod tests {
         let m = SharedMem::create("region", data.len()).unwrap();
         m.write_at(0, data).unwrap();
         m
+    }
+
+    /// A response chunk is a held piece of the region: it copies the region's bytes as they
+    /// are when it is emitted, only inside its own range, and keeps the mapping alive after
+    /// the region is unregistered.
+    #[test]
+    fn pieces_copy_the_region_when_emitted_and_outlive_an_unregister() {
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 13) as u8).collect();
+        let mut regs = Regions::new();
+        let g = regs.register_mem(1, region_with(&data)).unwrap();
+        let span = regs.check(g.region, g.key, 1000, 2000).unwrap();
+        assert!(span.piece(1500, 501).is_none(), "a piece past the span's end");
+        let mut piece = span.piece(100, 1000).unwrap();
+        assert_eq!(piece.len(), 1000);
+        let mut got = vec![0u8; 1000];
+        piece.copy_to(&mut got);
+        assert_eq!(got, data[1100..2100]);
+        // The app writes the region: the piece copies what is there now.
+        let mem = &regs.regions[&g.region].mem;
+        mem.write_at(1100, &[0xEE; 10]).unwrap();
+        let front = piece.split_to(10);
+        let mut first = [0u8; 10];
+        front.copy_to(&mut first);
+        assert_eq!(first, [0xEE; 10]);
+        regs.unregister(1, g.region).unwrap();
+        assert!(regs.check(g.region, g.key, 0, 1).is_err());
+        let mut rest = vec![0u8; 990];
+        piece.copy_to(&mut rest);
+        assert_eq!(rest, data[1110..2100]);
     }
 
     #[test]

@@ -195,6 +195,48 @@ fn udp_loopback_small_messages() {
     transfer(&mut a, &mut b, fa, &sizes_on_three_streams(&[1, 1024, 64 << 10]));
 }
 
+/// Both hosts' engines in one dedicated group on one core, as `mq-bench-pony` runs them on
+/// a 2-CPU machine: one thread polls both, and they exchange messages over UDP loopback
+/// (every message crosses both engines, so both make progress on that one thread).
+#[test]
+fn two_hosts_engines_share_one_dedicated_thread() {
+    let na = UdpNic::bind("127.0.0.1:0").unwrap();
+    let nb = UdpNic::bind("127.0.0.1:0").unwrap();
+    let addr_b = nb.local_addr().unwrap();
+    let core = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let spec = snap_runtime::GroupSpec {
+        name: "two-hosts".into(),
+        mode: snap_runtime::Mode::Dedicated,
+        cores: vec![core],
+        engines: vec![
+            Box::new(PonyEngine::new("ded-a", Box::new(na), PonyConfig::default())),
+            Box::new(PonyEngine::new("ded-b", Box::new(nb), PonyConfig::default())),
+        ],
+        compacting: snap_runtime::CompactingParams::default(),
+        idle_poll: Duration::ZERO,
+    };
+    let options = snap_runtime::RuntimeOptions {
+        microquanta: false,
+        ..Default::default()
+    };
+    let rt = snap_runtime::Runtime::start(vec![spec], options).unwrap();
+    let status = rt.status();
+    let threads: Vec<_> = status.groups.iter().flat_map(|g| &g.threads).collect();
+    assert_eq!(threads.len(), 1, "{status:#?}");
+    assert_eq!(threads[0].engines, ["ded-a", "ded-b"]);
+    let (ha, hb) = (rt.engine("ded-a").unwrap(), rt.engine("ded-b").unwrap());
+    let (_, mut a) = attach(&ha);
+    let (_, mut b) = attach(&hb);
+    let (fa, fb) = connect(&mut a, &mut b, &addr_b.to_string());
+    transfer(&mut a, &mut b, fa, &sizes_on_three_streams(&[1, 1024, 64 << 10]));
+    // And back the other way, on the accepted flow.
+    transfer(&mut b, &mut a, fb, &sizes_on_three_streams(&[64, 9000]));
+    let (sa, sb) = (stats(&ha), stats(&hb));
+    assert_eq!(sb.messages_delivered, 9);
+    assert_eq!(sa.messages_delivered, 6);
+    drop(rt.shutdown());
+}
+
 /// Pony across a real link: each host's UDP socket is created inside its own network
 /// namespace (a socket belongs to the namespace of the thread that makes it), the two joined
 /// by a veth pair; the engines themselves run on ordinary runtime threads.

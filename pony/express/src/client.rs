@@ -31,6 +31,7 @@ use snap_ipc::{Doorbell, PushError, SharedMem};
 
 use crate::app::{
     AppSession, Command, Completion, Completions, Cookie, FlowId, OpErrorCode, ServiceId, SessionError,
+    DEFAULT_COMPLETION_SPIN,
 };
 use crate::pool::BufIdx;
 
@@ -86,6 +87,26 @@ pub struct Region {
     pub len: u64,
 }
 
+/// How a [`PonyClient`] attaches and waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Whether the engine rings a doorbell for completions (so waits can block).
+    pub completions: Completions,
+    /// How long a wait spins on the completion ring before it blocks
+    /// ([`AppSession::set_completion_spin`]).
+    pub completion_spin: Duration,
+}
+
+impl Default for ClientOptions {
+    /// Blocking waits after [`DEFAULT_COMPLETION_SPIN`].
+    fn default() -> Self {
+        Self {
+            completions: Completions::Block,
+            completion_spin: DEFAULT_COMPLETION_SPIN,
+        }
+    }
+}
+
 /// An app's session with one Pony engine of a `snap-host`.
 #[derive(Debug)]
 pub struct PonyClient {
@@ -102,12 +123,26 @@ pub struct PonyClient {
 
 impl PonyClient {
     /// Connects to the host's control socket at `socket_path` and attaches a session to
-    /// the Pony engine `engine`.
+    /// the Pony engine `engine`, waiting with the default spin.
     pub fn connect(
         socket_path: impl AsRef<Path>,
         engine: &str,
         completions: Completions,
     ) -> Result<Self, ClientError> {
+        let options = ClientOptions {
+            completions,
+            ..ClientOptions::default()
+        };
+        Self::connect_with(socket_path, engine, &options)
+    }
+
+    /// [`Self::connect`] with every option.
+    pub fn connect_with(
+        socket_path: impl AsRef<Path>,
+        engine: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let completions = options.completions;
         let mut control = SnapClient::connect(socket_path)?;
         let bell = match completions {
             Completions::Poll => None,
@@ -121,7 +156,8 @@ impl PonyClient {
         let (channel, details, fds) =
             control.attach_raw(engine, notify, fds.as_ref().map_or(&[], |f| &f[..]))?;
         let mine = bell.clone();
-        let session = AppSession::from_fds(fds, bell)?;
+        let mut session = AppSession::from_fds(fds, bell)?;
+        session.set_completion_spin(options.completion_spin);
         Ok(Self {
             control,
             engine: engine.to_owned(),

@@ -18,17 +18,17 @@
 //! A one-sided op larger than the engine's `max_onesided_bytes` is refused with `TooLarge`
 //! (counted as `onesided_too_large`). An accepted Read is not copied when it arrives: a
 //! [`Serving`] waits in the flow's outbox and cuts one packet-sized `OpResponse` at a time,
-//! copied from the region ([`crate::regions::RegionSpan::read_into`], a copy-in) straight
-//! into that packet's buffer, and only while the flow holds less than [`SERVE_AHEAD`]
-//! unacknowledged bytes. So serving a read costs at most that much memory whatever its
-//! size, never one allocation proportional to it. Each chunk re-checks the region (the app
+//! only while the flow holds less than [`SERVE_AHEAD`] unacknowledged bytes. A chunk is a
+//! held piece of the region ([`crate::regions::RegionPiece`]), not a copy: emitting its
+//! packet copies the bytes from the region (a copy-in) straight into the packet, with the
+//! checksum computed in the same pass. So serving a read costs no memory of its own beyond
+//! the piece handles, and one copy per byte sent. Each chunk re-checks the region (the app
 //! may have unregistered it: the rest of the read becomes an `OpError`); the bytes are the
-//! region's as each chunk is cut, like an RDMA read of memory its owner writes.
+//! region's as each packet is emitted, like an RDMA read of memory its owner writes.
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-use pony_proto::flow::Flow;
+use pony_proto::flow::{Chunks, Flow};
 
 use super::outbox::{Out, Outbox};
 use crate::regions::Regions;
@@ -284,17 +284,14 @@ impl Serving {
                     self.offset + u64::from(self.at),
                     u64::from(n),
                 )
-                .and_then(|span| {
-                    let mut buf = vec![0u8; n as usize];
-                    span.read_into(&mut buf).map(|()| buf)
-                });
+                .and_then(|span| span.piece(0, n as usize).ok_or(OpErrorCode::OutOfBounds));
             let (packet, last) = match chunk {
-                Ok(buf) => (
+                Ok(piece) => (
                     OneSided::OpResponse {
                         op: self.op,
                         total_len: self.total_len,
                         payload_offset: self.at,
-                        payload: Bytes::from(buf).into(),
+                        payload: Chunks::from_parts([piece]),
                     },
                     self.at + n >= self.total_len,
                 ),

@@ -30,6 +30,7 @@ pub fn host_with(name: &str, nic: impl Nic + 'static, cfg: PonyConfig) -> Host {
         cores: vec![],
         engines: vec![Box::new(engine)],
         compacting: CompactingParams::default(),
+        idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
     };
     let options = RuntimeOptions {
         microquanta: false,

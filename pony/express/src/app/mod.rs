@@ -23,7 +23,7 @@ pub mod proto;
 pub mod session;
 
 pub use proto::{CloseReason, Command, Completion, Cookie, DecodeError, FlowId, ServiceId};
-pub use session::{AppSession, Completions, Received, SessionError, SessionShape};
+pub use session::{AppSession, Completions, Received, SessionError, SessionShape, DEFAULT_COMPLETION_SPIN};
 
 /// Why an operation failed, as carried in completions (and on the wire to the peer engine
 /// when a remote check refuses). Numbered from 1: 0 means success in records.

@@ -33,6 +33,12 @@ pub enum Completions {
     Block,
 }
 
+/// How long [`AppSession::wait_completion`] spins on the completion ring by default
+/// before it arms the completion doorbell and blocks: not at all, from `mq-bench-pony`
+/// measurements on a 2-CPU machine, where every spin raised the round trip (docs/PONY.md,
+/// "Waiting for completions"). An app with a core of its own may want one.
+pub const DEFAULT_COMPLETION_SPIN: Duration = Duration::ZERO;
+
 /// Shape of a session's rings and pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionShape {
@@ -101,6 +107,8 @@ pub struct AppSession {
     pool: Pool,
     buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// How long a wait spins before it blocks ([`Self::set_completion_spin`]).
+    completion_spin: Duration,
 }
 
 impl AppSession {
@@ -128,6 +136,7 @@ impl AppSession {
             pool,
             buf,
             scratch: Vec::with_capacity(MAX_RECORD_LEN),
+            completion_spin: DEFAULT_COMPLETION_SPIN,
         })
     }
 
@@ -140,6 +149,21 @@ impl AppSession {
                 source,
             })
         })
+    }
+
+    /// How long [`Self::wait_completion`] polls the completion ring before it arms the
+    /// completion doorbell and blocks ([`DEFAULT_COMPLETION_SPIN`] unless set; zero blocks
+    /// at once). A completion that arrives within the spin costs no system call on either
+    /// side and no context switch; the price is up to that much CPU per wait that ends up
+    /// blocking anyway. A polling session ([`Completions::Poll`]) yields between checks
+    /// after the spin instead of blocking.
+    pub fn set_completion_spin(&mut self, spin: Duration) {
+        self.completion_spin = spin;
+    }
+
+    /// The spin set by [`Self::set_completion_spin`].
+    pub fn completion_spin(&self) -> Duration {
+        self.completion_spin
     }
 
     /// The shared pool: allocate and write chains here before posting them.
@@ -226,10 +250,27 @@ impl AppSession {
         }
     }
 
-    /// The next completion, waiting up to `timeout`: blocking on the completion doorbell
-    /// with [`Completions::Block`], yielding between checks otherwise.
+    /// The next completion, waiting up to `timeout`: spinning on the completion ring for
+    /// up to [`Self::completion_spin`], then blocking on the completion doorbell with
+    /// [`Completions::Block`], yielding between checks otherwise.
     pub fn wait_completion(&mut self, timeout: Duration) -> Result<Option<Completion>, SessionError> {
-        match self.chan.recv_timeout(&mut self.buf, timeout)? {
+        let spin = self.completion_spin.min(timeout);
+        let mut left = timeout;
+        if !spin.is_zero() {
+            let start = std::time::Instant::now();
+            loop {
+                if let Some(c) = self.poll_completion()? {
+                    return Ok(Some(c));
+                }
+                let spent = start.elapsed();
+                if spent >= spin {
+                    left = timeout.saturating_sub(spent);
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        match self.chan.recv_timeout(&mut self.buf, left)? {
             Some(n) => {
                 self.popped();
                 Ok(Some(Completion::decode(&self.buf[..n])?))

@@ -94,12 +94,28 @@ impl Piece {
 
     /// Copies the piece into `dst`, which must be exactly [`Piece::len`] bytes.
     pub fn copy_to(&self, dst: &mut [u8]) {
+        assert_eq!(
+            dst.len(),
+            self.len(),
+            "copy_to needs a buffer of the piece's length"
+        );
+        self.copy_range(0, dst);
+    }
+
+    /// Copies `dst.len()` bytes of the piece, starting `offset` bytes in, into `dst`.
+    /// Panics if that range is not inside the piece.
+    pub fn copy_range(&self, offset: usize, dst: &mut [u8]) {
+        let end = offset.checked_add(dst.len()).filter(|&e| e <= self.len());
+        let Some(end) = end else {
+            panic!(
+                "copy_range({offset}, {} bytes) past the end of a {}-byte piece",
+                dst.len(),
+                self.len()
+            );
+        };
         match &self.0 {
-            Inner::Owned(b) => dst.copy_from_slice(b),
-            Inner::Held { src, start, len } => {
-                assert_eq!(dst.len(), *len, "copy_to needs a buffer of the piece's length");
-                src.copy_to(*start, dst);
-            }
+            Inner::Owned(b) => dst.copy_from_slice(&b[offset..end]),
+            Inner::Held { src, start, .. } => src.copy_to(start + offset, dst),
         }
     }
 }
@@ -108,8 +124,8 @@ impl crate::wire::PayloadPart for Piece {
     fn part_len(&self) -> usize {
         self.len()
     }
-    fn copy_to(&self, dst: &mut [u8]) {
-        Piece::copy_to(self, dst)
+    fn copy_to(&self, offset: usize, dst: &mut [u8]) {
+        self.copy_range(offset, dst)
     }
 }
 

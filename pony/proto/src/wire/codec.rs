@@ -259,7 +259,8 @@ impl<'a> Repr<'a> {
     /// gather into the packet) and no contiguous staging copy before it. The offsets and
     /// lengths the Repr states must describe the whole gathered payload. Each part copies
     /// itself in ([`PayloadPart`]): a part in memory someone else can write is never
-    /// borrowed, and the checksum covers the packet, not the parts.
+    /// borrowed, and the checksum is computed over each copied block of the packet as it lands
+    /// (one pass over the payload), never over the parts.
     pub fn emit_gather<B: PayloadPart>(&self, parts: &[B], buf: &mut [u8]) -> Result<usize, WireError> {
         let payload_len = self.payload().len() + parts.iter().map(PayloadPart::part_len).sum::<usize>();
         self.check(payload_len)?;
@@ -433,18 +434,38 @@ impl<'a> Repr<'a> {
                 p.set_error_code(code as u8);
             }
         }
+        // The checksum is folded into the payload's copy: each block is summed right after
+        // it lands, while it is still in L1, so the payload is read from its source once
+        // and the packet is not read again from memory (the header is ours and small).
+        let mut crc = p.header_checksum(header_len);
         let out = p.payload_mut();
-        let own = self.payload();
-        out[..own.len()].copy_from_slice(own);
-        let mut at = own.len();
+        let mut at = copy_summing(self.payload(), out, 0, &mut crc);
         for part in parts {
-            let n = part.part_len();
-            part.copy_to(&mut out[at..at + n]);
-            at += n;
+            at = copy_summing(part, out, at, &mut crc);
         }
-        p.fill_checksum();
+        debug_assert_eq!(at, payload_len);
+        p.set_checksum(crc);
         Ok(len)
     }
+}
+
+/// Bytes copied per step of [`copy_summing`]: small enough that a block is still in L1 when
+/// the CRC reads it back, large enough that the CRC runs at its full (3-way) speed.
+const FOLD_BLOCK: usize = 4096;
+
+/// Copies `part` into `out` at `at`, a block at a time, continuing `crc` over each block as
+/// soon as it is copied; returns where the part ends in `out`.
+fn copy_summing<P: PayloadPart + ?Sized>(part: &P, out: &mut [u8], at: usize, crc: &mut u32) -> usize {
+    let n = part.part_len();
+    let mut done = 0;
+    while done < n {
+        let take = (n - done).min(FOLD_BLOCK);
+        let dst = &mut out[at + done..at + done + take];
+        part.copy_to(done, dst);
+        *crc = crc32c::crc32c_append(*crc, dst);
+        done += take;
+    }
+    at + n
 }
 
 /// The fuzz target's body (`pony/fuzz`, target `parse`), also run by the stable tests:

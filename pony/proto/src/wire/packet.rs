@@ -326,6 +326,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
         crc32c::crc32c_append(crc, &buf[field::CHECKSUM.end..])
     }
 
+    /// CRC32C of the first `header_len` bytes with the checksum field taken as zero: the
+    /// start of [`Packet::compute_checksum`], for a writer that continues it over the
+    /// payload as it copies it in. Panics if the buffer is shorter than `header_len` or
+    /// `header_len` is shorter than the common header.
+    pub fn header_checksum(&self, header_len: usize) -> u32 {
+        let buf = &self.buffer.as_ref()[..header_len];
+        let crc = crc32c::crc32c(&buf[..field::CHECKSUM.start]);
+        let crc = crc32c::crc32c_append(crc, &[0; 4]);
+        crc32c::crc32c_append(crc, &buf[field::CHECKSUM.end..])
+    }
+
     /// Whether the checksum field matches the contents.
     pub fn verify_checksum(&self) -> bool {
         self.checksum() == self.compute_checksum()
