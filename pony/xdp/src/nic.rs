@@ -233,11 +233,20 @@ impl XdpNic {
                 })
             }
         }
+        let probe = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .map_err(|e| XdpError::Interface {
+            interface: interface.clone(),
+            source: e.into(),
+        })?;
+        let info = InterfaceInfo::query(&probe, &interface)?;
         let port = UdpSocket::bind(config.bind).map_err(|source| XdpError::Bind {
             bind: config.bind,
             source,
         })?;
-        let info = InterfaceInfo::query(&port, &interface)?;
         let program = Program::load(config.bind).map_err(|e| {
             if matches!(e.kind(), libbpf_rs::ErrorKind::PermissionDenied) {
                 XdpError::Permission {
@@ -582,7 +591,7 @@ struct InterfaceInfo {
 }
 
 impl InterfaceInfo {
-    fn query(socket: &UdpSocket, interface: &str) -> Result<Self, XdpError> {
+    fn query(socket: &OwnedFd, interface: &str) -> Result<Self, XdpError> {
         let name = interface.as_bytes();
         if name.len() >= libc::IFNAMSIZ || name.contains(&0) {
             return Err(XdpError::NoSuchInterface(interface.to_owned()));

@@ -129,7 +129,9 @@ fn exchange(
         ready_tx.send(()).unwrap();
         echo(nic, stop2)
     });
-    ready_rx.recv_timeout(Duration::from_secs(10)).expect("server opened");
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server opened");
     let client = topo.spawn_in(0, move || {
         let mut nic = client();
         let mtu = nic.mtu();
@@ -153,14 +155,21 @@ fn diagnose(topo: &Topology) {
             let mut args = vec!["-n", ns];
             args.extend_from_slice(cmd);
             let out = Command::new("ip").args(&args).output().unwrap();
-            eprintln!("{ns}: ip {}:\n{}", cmd.join(" "), String::from_utf8_lossy(&out.stdout));
+            eprintln!(
+                "{ns}: ip {}:\n{}",
+                cmd.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         let out = Command::new("ip")
             .args(["netns", "exec", ns, "cat", "/proc/net/snmp", "/proc/net/netstat"])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        for l in text.lines().filter(|l| l.starts_with("Udp:") || l.starts_with("Ip:")) {
+        for l in text
+            .lines()
+            .filter(|l| l.starts_with("Udp:") || l.starts_with("Ip:"))
+        {
             eprintln!("{ns}: {l}");
         }
     }
@@ -178,7 +187,11 @@ fn xdp_to_xdp() {
     let Some(topo) = topology('x') else { return };
     let (sc, cc) = (xdp_config(&topo, 1, ADDR_B), xdp_config(&topo, 0, ADDR_A));
     let (server, client) = exchange(&topo, move || open_xdp(sc), move || open_xdp(cc));
-    assert_eq!(client.mtu(), 1472, "a 1500-byte link carries 1472-byte UDP payloads");
+    assert_eq!(
+        client.mtu(),
+        1472,
+        "a 1500-byte link carries 1472-byte UDP payloads"
+    );
     assert!(server.stats().rx_packets >= lengths(1472).len() as u64);
     assert!(client.stats().rx_packets >= lengths(1472).len() as u64);
 }
@@ -226,7 +239,9 @@ fn other_traffic_reaches_the_kernel() {
     let ns_b = topo.namespace(1).to_owned();
     // busybox's ping: iputils may not be installed.
     let ping = Command::new("ip")
-        .args(["netns", "exec", &ns_b, "busybox", "ping", "-c", "2", "-W", "2", ADDR_A])
+        .args([
+            "netns", "exec", &ns_b, "busybox", "ping", "-c", "2", "-W", "2", ADDR_A,
+        ])
         .output()
         .expect("ping runs");
     assert!(

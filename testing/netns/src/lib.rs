@@ -75,7 +75,10 @@ impl Topology {
                 format!("{ns_prefix}-{pid}{tag}-b"),
             ],
             // Interface names are at most 15 bytes: prefix (≤ 6) + pid (≤ 7 digits) + 2.
-            veth: [format!("{if_prefix}{pid}{tag}a"), format!("{if_prefix}{pid}{tag}b")],
+            veth: [
+                format!("{if_prefix}{pid}{tag}a"),
+                format!("{if_prefix}{pid}{tag}b"),
+            ],
         };
         let [ns_a, ns_b] = &topo.ns;
         let [veth_a, veth_b] = &topo.veth;
