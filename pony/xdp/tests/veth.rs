@@ -290,3 +290,33 @@ fn clear_errors() {
     .join()
     .unwrap();
 }
+
+/// Opened on a thread inside the namespace, used from a thread outside it (as the
+/// benchmark and a host's engine threads do): everything `open` set up belongs to the
+/// namespace it ran in, including neighbour resolution.
+#[test]
+fn opened_in_a_namespace_used_outside() {
+    let Some(topo) = topology('o') else { return };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = topo.spawn_in(1, move || {
+        let nic: Box<dyn Nic> = Box::new(UdpNic::bind((ADDR_B, PORT)).expect("bind"));
+        ready_tx.send(()).unwrap();
+        echo(nic, stop2)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("server bound");
+    let cfg = xdp_config(&topo, 0, ADDR_A);
+    let mut nic = topo.spawn_in(0, move || open_xdp(cfg)).join().expect("opened");
+    // This thread is in the test's own namespace, where neither interface exists.
+    let mtu = nic.mtu();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ping_pong(&mut *nic, addr(ADDR_B, PORT), &lengths(mtu))
+    }));
+    stop.store(true, Ordering::Relaxed);
+    let server = server.join().expect("server thread");
+    outcome.expect("ping-pong from outside the namespace");
+    assert!(server.stats().rx_packets >= lengths(mtu).len() as u64);
+}
