@@ -27,7 +27,7 @@ const SIZES: [usize; 6] = [8, 100, 1400, 4000, 65_536, 300_000];
 /// Two hosts, killed before the namespaces go (field order).
 struct Pair {
     hosts: [HostProcess; 2],
-    topo: Topology,
+    _topo: Topology,
 }
 
 impl Pair {
@@ -62,7 +62,7 @@ impl Pair {
             .unwrap_or_else(|e| panic!("snap-host {i} ({}) in its namespace: {e}", nics[i]))
         };
         let hosts = [start(0, ADDR_A), start(1, ADDR_B)];
-        Some(Self { hosts, topo })
+        Some(Self { hosts, _topo: topo })
     }
 
     fn socket(&self, i: usize) -> PathBuf {
@@ -93,7 +93,7 @@ fn echo_across(pair: &Pair) {
     let b_socket = pair.socket(1);
     let _app_b = std::thread::spawn(move || echo_app(b_socket, tx));
     rx.recv_timeout(TIMEOUT).expect("app B listens");
-    let mut a = PonyClient::connect(&pair.socket(0), "pony0", Completions::Block).unwrap();
+    let mut a = PonyClient::connect(pair.socket(0), "pony0", Completions::Block).unwrap();
     let flow = a.open_flow(&format!("{ADDR_B}:{PORT}"), ECHO).unwrap();
     for (seq, &len) in SIZES.iter().enumerate() {
         for stream in [0, 1] {

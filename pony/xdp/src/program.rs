@@ -92,7 +92,7 @@ impl Program {
             .pony_xdp
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| libbpf_rs::Error::from(e))?;
+            .map_err(libbpf_rs::Error::from)?;
         let xsks = MapHandle::try_from(&skel.maps.pony_xsks)?;
         let counters = MapHandle::try_from(&skel.maps.pony_counters)?;
         Ok(Self { prog, xsks, counters })
