@@ -8,8 +8,10 @@
 //! UDP datagram to `bind` on that queue to the socket, and the NIC:
 //!
 //! - receives: takes a batch of RX descriptors, parses each frame ([`crate::frame`]),
-//!   copies the UDP payload out, learns the sender's MAC, and returns the frames to the
-//!   fill ring (`need_wakeup` honoured);
+//!   hands the UDP payload to the engine in place ([`Nic::recv_in_place`]: the engine
+//!   parses it and copies the message bytes into the app's pool straight from the UMEM
+//!   frame), learns the sender's MAC, and returns the frames to the fill ring
+//!   (`need_wakeup` honoured);
 //! - sends: builds Ethernet/IPv4/UDP headers in a free UMEM frame around the payload
 //!   (checksums included, so a kernel UDP socket accepts it), a batch per TX ring
 //!   submission and one wakeup `sendto` when the kernel asks for one (always, in copy
@@ -418,8 +420,10 @@ impl XdpNic {
         Ok(n as usize)
     }
 
-    /// The next received frame's payload, copied into `buf`.
-    fn next_received(&mut self, buf: &mut [u8]) -> Option<(usize, PeerAddr)> {
+    /// The next received frame's payload, handed to `deliver` in place (from the UMEM
+    /// frame) if it is at most `max_len` bytes; the frame goes back to the kernel after.
+    fn next_received<R>(&mut self, max_len: usize, deliver: impl FnOnce(&[u8], PeerAddr) -> R) -> Option<R> {
+        let mut deliver = Some(deliver);
         while self.rx_at < self.rx_queue.len() {
             let d = self.rx_queue[self.rx_at];
             self.rx_at += 1;
@@ -433,17 +437,19 @@ impl XdpNic {
                     self.rx_invalid += 1;
                     None
                 }
-                Some(p) if p.payload.len() > buf.len() => {
+                Some(p) if p.payload.len() > max_len => {
                     self.stats.rx_oversize += 1;
                     None
                 }
                 Some(p) => {
                     let len = p.payload.len();
-                    buf[..len].copy_from_slice(&frame[p.payload]);
-                    self.neighbours.learn(*p.src.ip(), p.src_mac);
                     self.stats.rx_packets += 1;
                     self.stats.rx_bytes += len as u64;
-                    Some((len, PeerAddr::Udp(SocketAddr::V4(p.src))))
+                    self.neighbours.learn(*p.src.ip(), p.src_mac);
+                    let from = PeerAddr::Udp(SocketAddr::V4(p.src));
+                    // The frame is ours until rx_return below: the kernel does not write it.
+                    let frame = self.xsk.rx_frame(&d);
+                    Some((deliver.take().expect("delivers once"))(&frame[p.payload], from))
                 }
             };
             self.xsk.rx_return(&d);
@@ -452,6 +458,21 @@ impl XdpNic {
             }
         }
         None
+    }
+
+    /// Takes the next batch of RX descriptors, after giving the last batch's frames back
+    /// to the kernel; false when nothing was received.
+    fn next_batch(&mut self) -> Result<bool, NicError> {
+        self.xsk.refill();
+        self.rx_queue.clear();
+        self.rx_at = 0;
+        self.rx_invalid += u64::from(self.xsk.rx_take(RX_BATCH, &mut self.rx_queue));
+        if self.rx_queue.is_empty() {
+            // Frames a busy device left in the TX ring go out now.
+            self.xsk.kick()?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
@@ -498,21 +519,38 @@ impl Nic for XdpNic {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError> {
+        let max_len = buf.len();
         loop {
-            if let Some(p) = self.next_received(buf) {
+            let copy = |payload: &[u8], from| {
+                buf[..payload.len()].copy_from_slice(payload);
+                (payload.len(), from)
+            };
+            if let Some(p) = self.next_received(max_len, copy) {
                 return Ok(Some(p));
             }
-            // The batch is used up: its frames go back to the kernel before the next.
-            self.xsk.refill();
-            self.rx_queue.clear();
-            self.rx_at = 0;
-            self.rx_invalid += u64::from(self.xsk.rx_take(RX_BATCH, &mut self.rx_queue));
-            if self.rx_queue.is_empty() {
-                // Frames a busy device left in the TX ring go out now.
-                self.xsk.kick()?;
+            if !self.next_batch()? {
                 return Ok(None);
             }
         }
+    }
+
+    /// Each payload straight from its UMEM frame.
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        let mut n = 0;
+        while n < max {
+            if self.next_received(self.mtu, &mut *deliver).is_some() {
+                n += 1;
+                continue;
+            }
+            if !self.next_batch()? {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     fn wake_source(&self) -> Option<WakeSource> {

@@ -24,7 +24,10 @@ struct Stashed {
 
 /// The NIC, the transmit buffer and the stash of refused packets.
 pub(super) struct Link {
-    nic: Box<dyn Nic>,
+    /// `None` while the engine holds it to receive in place ([`Link::detach_nic`]).
+    nic: Option<Box<dyn Nic>>,
+    /// Raw packets (Rejects) sent while the NIC was detached, sent when it is back.
+    deferred: Vec<(Vec<u8>, PeerAddr)>,
     /// The engine's name, for log lines.
     name: String,
     /// Room for `max_batch` packets of `tx_packet_cap` bytes: a flow's packets are emitted
@@ -42,7 +45,8 @@ impl Link {
         let tx_packet_cap = flow_mtu.max(wire::MAX_HEADER_LEN) + 64;
         let max_batch = nic.max_batch().max(1);
         Link {
-            nic,
+            nic: Some(nic),
+            deferred: Vec::new(),
             name: name.to_owned(),
             tx_buf: vec![0; max_batch * tx_packet_cap],
             tx_packet_cap,
@@ -51,20 +55,39 @@ impl Link {
         }
     }
 
-    /// The NIC.
+    /// The NIC. Panics while it is detached (only `receive` detaches it, and gives it back
+    /// before anything else runs).
     pub(super) fn nic(&self) -> &dyn Nic {
-        &*self.nic
+        self.nic.as_deref().expect("the NIC is attached")
+    }
+
+    fn nic_mut_inner(&mut self) -> &mut dyn Nic {
+        self.nic.as_deref_mut().expect("the NIC is attached")
     }
 
     /// The NIC, to send behind the engine's back (tests of malformed input).
     #[cfg(test)]
     pub(super) fn nic_mut(&mut self) -> &mut dyn Nic {
-        &mut *self.nic
+        self.nic_mut_inner()
     }
 
-    /// Receives one packet into `buf`, if one is waiting.
-    pub(super) fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError> {
-        self.nic.recv(buf)
+    /// Takes the NIC out so that the engine can receive in place from the NIC's buffer
+    /// ([`Nic::recv_in_place`]) while routing packets with the rest of itself, this link
+    /// included: a Reject sent meanwhile waits in `deferred`. Give it back with
+    /// [`Link::attach_nic`].
+    pub(super) fn detach_nic(&mut self) -> Box<dyn Nic> {
+        self.nic.take().expect("the NIC is attached")
+    }
+
+    /// Puts the NIC back and sends what was deferred while it was out.
+    pub(super) fn attach_nic(&mut self, nic: Box<dyn Nic>, stats: &mut PonyStats) {
+        self.nic = Some(nic);
+        for (packet, to) in std::mem::take(&mut self.deferred) {
+            match self.nic_mut_inner().send(&packet, &to) {
+                Ok(()) => stats.packets_out += 1,
+                Err(_) => stats.tx_errors += 1,
+            }
+        }
     }
 
     /// Whether packets the NIC refused are waiting.
@@ -76,7 +99,12 @@ impl Link {
     /// it is dropped (the initiator retransmits its Connect).
     pub(super) fn send_raw(&mut self, repr: &Repr<'_>, to: PeerAddr, stats: &mut PonyStats) {
         if let Ok(n) = repr.emit(&mut self.tx_buf) {
-            match self.nic.send(&self.tx_buf[..n], &to) {
+            let Some(nic) = self.nic.as_deref_mut() else {
+                // Bounded by the receive batch: one Reject at most per received packet.
+                self.deferred.push((self.tx_buf[..n].to_vec(), to));
+                return;
+            };
+            match nic.send(&self.tx_buf[..n], &to) {
                 Ok(()) => stats.packets_out += 1,
                 Err(_) => stats.tx_errors += 1,
             }
@@ -97,7 +125,7 @@ impl Link {
     /// front of the stash; returns false then (the NIC is full).
     fn send_batch(&mut self, packets: &[u8], segment: usize, to: PeerAddr, stats: &mut PonyStats) -> bool {
         let count = |bytes: usize| bytes.div_ceil(segment.max(1)) as u64;
-        match self.nic.send_batch(packets, segment, &to) {
+        match self.nic_mut_inner().send_batch(packets, segment, &to) {
             Ok(()) => {
                 stats.packets_out += count(packets.len());
                 true

@@ -20,12 +20,18 @@
 //! - `poll_at` lets a NIC that holds packets back in time ([`FaultyNic`]'s delay and reorder)
 //!   tell the engine when to call it again even if nothing else happens.
 //! - `stats` counts packets, bytes and drops so that tests and status can see the wire.
+//! - `recv_in_place` hands received packets to the engine as slices of the NIC's own
+//!   buffer (smoltcp's `RxToken` idea), so the engine parses and copies a payload straight
+//!   from where the NIC received it: from a GRO segment of [`UdpNic`], a UMEM frame of
+//!   pony-xdp's `XdpNic`. [`ShmWire`] still copies each packet once out of the wire ring
+//!   first (the peer host can write that memory, so it is read by copy only).
 //!
 //! Contracts shared by every backend: `send` and `recv` never block; a full TX queue is
 //! [`NicError::WouldBlock`] (the caller retries later, or treats it as loss: the transport
 //! recovers either way); an incoming packet that does not fit the caller's buffer is
 //! dropped and counted in [`NicStats::rx_oversize`] rather than wedging the queue, so `recv`
-//! fails only when the backend itself is broken.
+//! fails only when the backend itself is broken (`recv_in_place` drops packets longer than
+//! the MTU the same way).
 
 mod faulty;
 mod shm;
@@ -101,6 +107,31 @@ pub trait Nic: Send {
     /// nothing is waiting. Never blocks.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError>;
 
+    /// Hands up to `max` waiting packets to `deliver`, each as a slice of the NIC's own
+    /// receive buffer (a UMEM frame, a GRO segment) rather than a copy in a caller's
+    /// buffer, and returns how many it delivered. Never blocks. A packet longer than
+    /// [`Nic::mtu`] is dropped and counted in [`NicStats::rx_oversize`], as `recv` does with
+    /// one longer than its buffer. On an error, packets delivered before it stay delivered.
+    ///
+    /// The default goes through [`Nic::recv`] and a buffer of the MTU it allocates per
+    /// call, one copy more: the backends override it.
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        let mut buf = vec![0; self.mtu()];
+        let mut n = 0;
+        while n < max {
+            let Some((len, from)) = self.recv(&mut buf)? else {
+                break;
+            };
+            deliver(&buf[..len], from);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// What wakes a blocked engine when packets arrive.
     fn wake_source(&self) -> Option<WakeSource>;
 
@@ -154,6 +185,13 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError> {
         (**self).recv(buf)
+    }
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        (**self).recv_in_place(max, deliver)
     }
     fn wake_source(&self) -> Option<WakeSource> {
         (**self).wake_source()
