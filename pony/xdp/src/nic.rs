@@ -12,7 +12,8 @@
 //!   parses it and copies the message bytes into the app's pool straight from the UMEM
 //!   frame), learns the sender's MAC, and returns the frames to the fill ring
 //!   (`need_wakeup` honoured);
-//! - sends: builds Ethernet/IPv4/UDP headers in a free UMEM frame around the payload
+//! - sends: the engine emits each packet straight into a free UMEM frame
+//!   ([`Nic::emit_in_place`]), behind the Ethernet/IPv4/UDP headers written after it
 //!   (checksums included, so a kernel UDP socket accepts it), a batch per TX ring
 //!   submission and one wakeup `sendto` when the kernel asks for one (always, in copy
 //!   mode). A peer whose MAC is not known yet costs that packet (counted in
@@ -387,34 +388,32 @@ impl XdpNic {
         }
     }
 
-    /// Sends `packets` (each at most the MTU) to one peer: one TX submission. Returns how
-    /// many went out; fewer than all when the TX ring or the transmit frames ran out.
-    fn transmit<'a>(
+    /// Sends up to `max` packets to one peer, each written by `payload` into the room
+    /// behind the headers of a UMEM frame (it returns the payload's length, or `None` to
+    /// stop): one TX submission. Returns how many went out; fewer than asked also when the
+    /// TX ring or the transmit frames ran out (counted in `tx_full`).
+    fn transmit(
         &mut self,
         headers: &Headers,
-        packets: impl ExactSizeIterator<Item = &'a [u8]>,
+        max: usize,
+        mut payload: impl FnMut(&mut [u8]) -> Option<usize>,
     ) -> Result<usize, NicError> {
-        let want = packets.len() as u32;
-        let room = self.xsk.tx_room(want);
-        let n = self.xsk.tx_reserve(room);
-        let mut bytes = 0;
-        for (i, p) in packets.take(n as usize).enumerate() {
-            self.ip_id = self.ip_id.wrapping_add(1);
-            let id = self.ip_id;
-            self.xsk.tx_write(i as u32, |frame| {
-                let len = HEADER_LEN + p.len();
-                frame[HEADER_LEN..len].copy_from_slice(p);
-                headers.write(&mut frame[..len], id);
-                len
-            });
-            bytes += p.len();
-        }
-        if n > 0 {
-            self.xsk.tx_submit(n)?;
-            self.stats.tx_packets += u64::from(n);
-            self.stats.tx_bytes += bytes as u64;
-        }
-        if n < want {
+        let (mtu, mut ip_id, mut bytes, mut stopped) = (self.mtu, self.ip_id, 0, false);
+        let n = self.xsk.tx_fill(max as u32, |frame| {
+            let Some(len) = payload(&mut frame[HEADER_LEN..HEADER_LEN + mtu]) else {
+                stopped = true;
+                return None;
+            };
+            let len = len.min(mtu);
+            ip_id = ip_id.wrapping_add(1);
+            headers.write(&mut frame[..HEADER_LEN + len], ip_id);
+            bytes += len;
+            Some(HEADER_LEN + len)
+        })?;
+        self.ip_id = ip_id;
+        self.stats.tx_packets += u64::from(n);
+        self.stats.tx_bytes += bytes as u64;
+        if (n as usize) < max && !stopped {
             self.stats.tx_full += 1;
         }
         Ok(n as usize)
@@ -485,7 +484,13 @@ impl Nic for XdpNic {
             });
         }
         let headers = self.headers_to(to)?;
-        match self.transmit(&headers, std::iter::once(packet))? {
+        let mut once = Some(packet);
+        let copy = |room: &mut [u8]| {
+            let p = once.take()?;
+            room[..p.len()].copy_from_slice(p);
+            Some(p.len())
+        };
+        match self.transmit(&headers, 1, copy)? {
             0 => Err(NicError::WouldBlock),
             _ => Ok(()),
         }
@@ -505,13 +510,33 @@ impl Nic for XdpNic {
         }
         let headers = self.headers_to(to).map_err(|e| (0, e))?;
         let count = batch.len().div_ceil(segment);
-        let sent = self
-            .transmit(&headers, batch.chunks(segment))
-            .map_err(|e| (0, e))?;
+        let mut chunks = batch.chunks(segment);
+        let copy = |room: &mut [u8]| {
+            let p = chunks.next()?;
+            room[..p.len()].copy_from_slice(p);
+            Some(p.len())
+        };
+        let sent = self.transmit(&headers, count, copy).map_err(|e| (0, e))?;
         if sent < count {
             return Err((sent * segment, NicError::WouldBlock));
         }
         Ok(())
+    }
+
+    fn emits_in_place(&self) -> bool {
+        true
+    }
+
+    /// Each packet emitted straight into a UMEM frame, behind the headers written after it.
+    /// An unresolved peer is an error before anything is emitted: the flow keeps its packets.
+    fn emit_in_place(
+        &mut self,
+        to: &PeerAddr,
+        max: usize,
+        emit: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, NicError> {
+        let headers = self.headers_to(to)?;
+        self.transmit(&headers, max, emit)
     }
 
     fn max_batch(&self) -> usize {

@@ -243,50 +243,47 @@ impl Xsk {
         self.completion.release(n);
     }
 
-    /// How many packets `tx_write` can take right now (free frames and free TX slots).
-    pub(crate) fn tx_room(&mut self, want: u32) -> u32 {
-        if (self.tx_free.len() as u32) < want {
+    /// Writes up to `max` packets into free transmit frames and submits them (one TX ring
+    /// submission, one wakeup if the kernel wants one): `write` gets a whole frame and
+    /// returns the frame's length, or `None` to stop (that frame stays free). Returns how
+    /// many went into the ring; fewer than `max` also when frames or ring slots ran out.
+    pub(crate) fn tx_fill(
+        &mut self,
+        max: u32,
+        mut write: impl FnMut(&mut [u8]) -> Option<usize>,
+    ) -> io::Result<u32> {
+        if (self.tx_free.len() as u32) < max {
             self.reclaim();
         }
-        (self.tx_free.len() as u32).min(want).min(self.tx.free(want))
-    }
-
-    /// Reserves `n` packets' worth of TX slots (at most [`Xsk::tx_room`]).
-    pub(crate) fn tx_reserve(&mut self, n: u32) -> u32 {
-        let n = n.min(self.tx_free.len() as u32);
-        self.tx.reserve(n)
-    }
-
-    /// Fills the `i`th reserved TX slot: `write` gets the frame's bytes and returns the
-    /// length it wrote.
-    pub(crate) fn tx_write(&mut self, i: u32, write: impl FnOnce(&mut [u8]) -> usize) {
-        let addr = self
-            .tx_free
-            .pop()
-            .expect("tx_reserve bounded the count by free frames");
-        // SAFETY: a frame in tx_free is ours alone, inside the UMEM by construction.
-        let frame = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.umem.ptr.as_ptr().add(addr as usize),
-                self.frame_size as usize,
-            )
-        };
-        let len = write(frame);
-        self.tx.write(
-            i,
-            XdpDesc {
-                addr,
-                len: len as u32,
-                options: XdpDescOptions::empty(),
-            },
-        );
-    }
-
-    /// Publishes `n` written slots and kicks the kernel if it asked to be (copy mode always
-    /// does: it transmits inside the system call).
-    pub(crate) fn tx_submit(&mut self, n: u32) -> io::Result<()> {
-        self.tx.submit(n);
-        self.kick()
+        let room = (self.tx_free.len() as u32).min(max);
+        let reserved = self.tx.reserve(room);
+        let mut n = 0;
+        while n < reserved {
+            let addr = *self.tx_free.last().expect("reserved at most the free frames");
+            // SAFETY: a frame in tx_free is ours alone, inside the UMEM by construction.
+            let frame = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.umem.ptr.as_ptr().add(addr as usize),
+                    self.frame_size as usize,
+                )
+            };
+            let Some(len) = write(frame) else { break };
+            self.tx_free.pop();
+            self.tx.write(
+                n,
+                XdpDesc {
+                    addr,
+                    len: len.min(self.frame_size as usize) as u32,
+                    options: XdpDescOptions::empty(),
+                },
+            );
+            n += 1;
+        }
+        if n > 0 {
+            self.tx.submit(n);
+            self.kick()?;
+        }
+        Ok(n)
     }
 
     /// The transmit wakeup, if the kernel wants one. `EAGAIN`/`EBUSY`/`ENOBUFS` mean the

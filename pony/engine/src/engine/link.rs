@@ -37,6 +37,9 @@ pub(super) struct Link {
     max_batch: usize,
     /// Packets the NIC refused (queue full), sent before anything else.
     stash: VecDeque<Stashed>,
+    /// An in-place NIC had no free frame for a flow with packets to send: the engine
+    /// retries soon, as with a stash (see [`Link::is_stalled`]).
+    frames_full: bool,
 }
 
 impl Link {
@@ -52,6 +55,7 @@ impl Link {
             tx_packet_cap,
             max_batch,
             stash: VecDeque::new(),
+            frames_full: false,
         }
     }
 
@@ -92,7 +96,7 @@ impl Link {
 
     /// Whether packets the NIC refused are waiting.
     pub(super) fn is_stalled(&self) -> bool {
-        !self.stash.is_empty()
+        !self.stash.is_empty() || self.frames_full
     }
 
     /// Sends a packet not belonging to a flow (a Reject) straight to the NIC; on any error
@@ -113,6 +117,8 @@ impl Link {
 
     /// Sends the stashed packets; returns whether the NIC is usable this step.
     pub(super) fn flush_stash(&mut self, stats: &mut PonyStats) -> bool {
+        // Frames may have come back since: the next transmit finds out.
+        self.frames_full = false;
         while let Some(st) = self.stash.pop_front() {
             if !self.send_batch(&st.packets, st.segment, st.to, stats) {
                 return false;
@@ -173,6 +179,9 @@ impl Link {
         now: Instant,
         stats: &mut PonyStats,
     ) {
+        if self.nic().emits_in_place() {
+            return self.transmit_in_place(flow, peer, budget, now, stats);
+        }
         let cap = self.tx_packet_cap;
         let (mut len, mut count, mut segment) = (0, 0, 0);
         while *budget > 0 && self.stash.is_empty() {
@@ -206,6 +215,63 @@ impl Link {
         }
         if count > 0 {
             self.flush_batch(len, segment, peer, stats);
+        }
+    }
+
+    /// [`Link::transmit`] on a NIC that emits in place: each packet is emitted straight into
+    /// a transmit frame of the NIC, in rounds of up to `max_batch` (one ring submission and
+    /// wakeup each), while the flow has packets, the budget lasts and frames are free.
+    fn transmit_in_place<R: RecvBuffers>(
+        &mut self,
+        flow: &mut Flow<R>,
+        peer: PeerAddr,
+        budget: &mut u32,
+        now: Instant,
+        stats: &mut PonyStats,
+    ) {
+        let name = &self.name;
+        let nic = self.nic.as_deref_mut().expect("the NIC is attached");
+        while *budget > 0 && self.stash.is_empty() {
+            let max = (*budget as usize).min(self.max_batch);
+            let (mut emitted, mut errors, mut drained) = (0u32, 0u64, false);
+            let result = nic.emit_in_place(&peer, max, &mut |frame| loop {
+                let Some(t) = flow.poll_transmit(now) else {
+                    drained = true;
+                    return None;
+                };
+                match t.emit(frame) {
+                    Ok(n) => {
+                        emitted += 1;
+                        return Some(n);
+                    }
+                    Err(err) => {
+                        log::warn!("{name}: emit: {err}");
+                        errors += 1;
+                    }
+                }
+            });
+            *budget = budget.saturating_sub(emitted);
+            stats.tx_errors += errors;
+            match result {
+                Ok(sent) => {
+                    stats.packets_out += sent as u64;
+                    if drained {
+                        return;
+                    }
+                    if sent < max {
+                        // No free frame: the flow keeps its packets until the next step.
+                        stats.tx_would_block += 1;
+                        self.frames_full = true;
+                        return;
+                    }
+                }
+                Err(err) => {
+                    // Emitted packets are lost (the transport retransmits them).
+                    log::debug!("{name}: nic emit: {err}");
+                    stats.tx_errors += 1;
+                    return;
+                }
+            }
         }
     }
 }

@@ -25,6 +25,11 @@
 //!   from where the NIC received it: from a GRO segment of [`UdpNic`], a UMEM frame of
 //!   pony-xdp's `XdpNic`. [`ShmWire`] still copies each packet once out of the wire ring
 //!   first (the peer host can write that memory, so it is read by copy only).
+//! - `emit_in_place` is the transmit side of the same idea (smoltcp's `TxToken`): a NIC
+//!   whose transmit buffers are its own frames (`XdpNic`'s UMEM) lets the engine emit each
+//!   packet straight into one. `UdpNic` and `ShmWire` keep `send_batch`: for them the
+//!   engine's transmit buffer already is the buffer the system call or the ring push
+//!   copies from.
 //!
 //! Contracts shared by every backend: `send` and `recv` never block; a full TX queue is
 //! [`NicError::WouldBlock`] (the caller retries later, or treats it as loss: the transport
@@ -132,6 +137,38 @@ pub trait Nic: Send {
         Ok(n)
     }
 
+    /// Whether [`Nic::emit_in_place`] writes packets straight into the NIC's own transmit
+    /// frames, so the engine should use it instead of [`Nic::send_batch`] (false for the
+    /// default implementation).
+    fn emits_in_place(&self) -> bool {
+        false
+    }
+
+    /// Sends up to `max` packets to `to`, each written by `emit` straight into a transmit
+    /// frame of the NIC (smoltcp's `TxToken` idea): `emit` gets room for one packet of up to
+    /// [`Nic::mtu`] bytes and returns the packet's length, or `None` when it has no more.
+    /// Returns how many were sent. Never blocks: `emit` is called only while the NIC has a
+    /// free frame, so a packet is never emitted and then refused (nothing to stash).
+    ///
+    /// The default emits into a buffer it allocates and sends each with [`Nic::send`] (a
+    /// refused packet is then lost, for the transport to retransmit); backends that return
+    /// true from [`Nic::emits_in_place`] override it.
+    fn emit_in_place(
+        &mut self,
+        to: &PeerAddr,
+        max: usize,
+        emit: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, NicError> {
+        let mut buf = vec![0; self.mtu()];
+        let mut n = 0;
+        while n < max {
+            let Some(len) = emit(&mut buf) else { break };
+            self.send(&buf[..len.min(buf.len())], to)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// What wakes a blocked engine when packets arrive.
     fn wake_source(&self) -> Option<WakeSource>;
 
@@ -192,6 +229,17 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
         deliver: &mut dyn FnMut(&[u8], PeerAddr),
     ) -> Result<usize, NicError> {
         (**self).recv_in_place(max, deliver)
+    }
+    fn emits_in_place(&self) -> bool {
+        (**self).emits_in_place()
+    }
+    fn emit_in_place(
+        &mut self,
+        to: &PeerAddr,
+        max: usize,
+        emit: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, NicError> {
+        (**self).emit_in_place(to, max, emit)
     }
     fn wake_source(&self) -> Option<WakeSource> {
         (**self).wake_source()
