@@ -621,11 +621,14 @@ fn attach(
     let mut last = None;
     for &mode in modes {
         match program.attach(index, mode) {
-            Ok(link) => return Ok((link, mode)),
-            Err(e) => {
-                log::debug!("pony-xdp: attaching to {interface} in {mode} mode: {e}");
-                last = Some((mode, e));
+            Ok(link) => {
+                if let Some((failed, e)) = &last {
+                    // Works, but slower, and on veth an MTU above ~3500 is the usual cause.
+                    log::warn!("pony-xdp: {interface}: {failed} XDP failed ({e}); using {mode} XDP");
+                }
+                return Ok((link, mode));
             }
+            Err(e) => last = Some((mode, e)),
         }
     }
     let (mode, source) = last.expect("at least one mode");
