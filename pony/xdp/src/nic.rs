@@ -170,6 +170,11 @@ pub struct XdpStats {
     pub tx_unresolved: u64,
     /// Received frames that were not a well-formed datagram to `bind` (dropped).
     pub rx_invalid: u64,
+    /// Frames the kernel dropped for this socket (`XDP_STATISTICS`: RX ring full, no
+    /// free frame in the fill ring, too long for a frame).
+    pub kernel_rx_dropped: u64,
+    /// Of them, how often the RX ring was full.
+    pub kernel_rx_ring_full: u64,
     /// How the program runs.
     pub attach: AttachMode,
     /// Whether the socket is in zero-copy mode.
@@ -342,7 +347,10 @@ impl XdpNic {
 
     /// The XDP side's counters and mode.
     pub fn xdp_stats(&self) -> XdpStats {
+        let kernel = rustix::net::sockopt::xdp_statistics(self.xsk.fd()).ok();
         XdpStats {
+            kernel_rx_dropped: kernel.map_or(0, |k| k.rx_dropped),
+            kernel_rx_ring_full: kernel.and_then(|k| k.rx_ring_full).unwrap_or(0),
             program: self.program.counters(),
             tx_unresolved: self.tx_unresolved,
             rx_invalid: self.rx_invalid,

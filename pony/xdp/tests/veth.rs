@@ -320,3 +320,50 @@ fn opened_in_a_namespace_used_outside() {
     outcome.expect("ping-pong from outside the namespace");
     assert!(server.stats().rx_packets >= lengths(mtu).len() as u64);
 }
+
+/// On a jumbo-MTU veth native XDP does not attach (veth limits it to about a page), so
+/// auto mode runs the program in generic mode, with an MTU bounded by the UMEM frame; a
+/// datagram longer than a frame is dropped by the kernel and counted, a shorter one
+/// arrives.
+#[test]
+fn jumbo_link_uses_generic_xdp_and_counts_frames_too_long() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let topo = Topology::named("xdp", "xdp", 'j', 9000);
+    let cfg = xdp_config(&topo, 0, ADDR_A);
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<()>();
+    let side_a = topo.spawn_in(0, move || {
+        let mut nic = XdpNic::open(&cfg).unwrap_or_else(|e| panic!("open: {e}"));
+        opened_tx.send((nic.attach_mode(), nic.mtu())).unwrap();
+        sent_rx.recv().unwrap();
+        let mut buf = vec![0u8; nic.mtu()];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < deadline {
+            wait_readable(&nic, Duration::from_millis(50));
+            while let Some((n, _)) = nic.recv(&mut buf).unwrap() {
+                got.push(n);
+            }
+        }
+        (got, nic.xdp_stats())
+    });
+    let (attach, mtu) = opened_rx.recv_timeout(Duration::from_secs(10)).expect("opened");
+    assert_eq!(attach, pony_xdp::AttachMode::Generic);
+    assert_eq!(mtu, 4096 - 256 - 42, "bounded by the UMEM frame, not the link");
+    topo.spawn_in(1, || {
+        let s = UdpSocket::bind((ADDR_B, 0)).unwrap();
+        s.send_to(&[1; 5000], (ADDR_A, PORT)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.send_to(&[2; 1000], (ADDR_A, PORT)).unwrap();
+    })
+    .join()
+    .unwrap();
+    sent_tx.send(()).unwrap();
+    let (got, stats) = side_a.join().unwrap();
+    assert_eq!(got, vec![1000], "only the datagram that fits a frame arrives");
+    assert!(stats.kernel_rx_dropped >= 1, "{stats:?}");
+    assert_eq!(stats.program.redirected, 2, "{stats:?}");
+}
