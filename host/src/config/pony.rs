@@ -5,9 +5,13 @@
 //! name = "pony0"
 //! kind = "pony"
 //! [group.engine.options]
-//! nic = "udp"                # udp | shm_listen | shm_connect
+//! nic = "udp"                # udp | xdp | shm_listen | shm_connect
 //! bind = "127.0.0.1:7000"    # udp: local address (port 0 picks one)
+//!                            # xdp: the interface's IPv4 address and Pony's port (not 0)
 //! mtu = 1472                 # udp, optional: largest datagram payload
+//! # interface = "veth-a"     # xdp: the interface (in the host's network namespace)
+//! # queue = 0                # xdp, optional: its receive queue [0]
+//! # xdp_mode = "auto"        # xdp, optional: auto | copy | zerocopy [auto]
 //! # path = "/run/snap/wire"  # shm_listen / shm_connect: the wire's rendezvous socket
 //! # Limits (optional; defaults in brackets), each at least 1:
 //! # max_flows = 4096           # flows of the engine, accepted + opened (at most 1048575)
@@ -30,13 +34,20 @@
 //! `TooManyRegions`, `TooLarge`); each refusal is counted in the engine's counters in
 //! `status` (`limit_flows`, `limit_ops`, `limit_regions`, `onesided_too_large`).
 //!
+//! `nic = "xdp"` is AF_XDP ([`XdpNic`]): kernel bypass on one queue of an interface, with
+//! UDP addressing, so it talks to a host on `nic = "udp"`. It needs root (or CAP_NET_ADMIN,
+//! CAP_NET_RAW and CAP_BPF); `auto` uses zero-copy where the driver offers it and copy
+//! mode elsewhere (veth), `zerocopy` fails where the driver does not offer it. The MTU
+//! follows the interface's.
+//!
 //! Every other setting is [`PonyConfig::default`]. `shm_listen` blocks the host's start-up until the peer host
 //! connects (a wire needs both ends), so start the listening host first.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 
 use pony_engine::nic::{FaultConfig, FaultyNic, Nic, ShmWire, ShmWireConfig, UdpNic};
 use pony_engine::{PonyConfig, PonyEngine, MAX_FLOWS_LIMIT};
+use pony_xdp::{XdpConfig, XdpMode, XdpNic};
 use snap_runtime::Engine;
 use toml::{Table, Value};
 
@@ -58,6 +69,7 @@ struct Options {
 #[derive(Debug)]
 enum NicOptions {
     Udp { bind: SocketAddr, mtu: Option<usize> },
+    Xdp(XdpConfig),
     ShmListen { path: String },
     ShmConnect { path: String },
 }
@@ -154,7 +166,16 @@ fn faults(value: &Value) -> Result<FaultConfig, String> {
 }
 
 fn parse(options: &Table) -> Result<Options, String> {
-    const KEYS: [&str; 5] = ["nic", "bind", "mtu", "path", "faults"];
+    const KEYS: [&str; 8] = [
+        "nic",
+        "bind",
+        "mtu",
+        "path",
+        "interface",
+        "queue",
+        "xdp_mode",
+        "faults",
+    ];
     let known = |k: &str| KEYS.contains(&k) || LIMIT_KEYS.contains(&k);
     if let Some(k) = options.keys().find(|k| !known(k.as_str())) {
         return Err(format!(
@@ -173,8 +194,8 @@ fn parse(options: &Table) -> Result<Options, String> {
 
 fn parse_nic(options: &Table) -> Result<NicOptions, String> {
     // The keys that choose and configure the NIC (`faults` applies to every kind).
-    const KEYS: [&str; 4] = ["nic", "bind", "mtu", "path"];
-    let nic = string(options, "nic")?.ok_or("nic: required (udp, shm_listen or shm_connect)")?;
+    const KEYS: [&str; 7] = ["nic", "bind", "mtu", "path", "interface", "queue", "xdp_mode"];
+    let nic = string(options, "nic")?.ok_or("nic: required (udp, xdp, shm_listen or shm_connect)")?;
     let only = |allowed: &[&str]| match KEYS
         .iter()
         .skip(1)
@@ -198,6 +219,45 @@ fn parse_nic(options: &Table) -> Result<NicOptions, String> {
             };
             Ok(NicOptions::Udp { bind, mtu })
         }
+        "xdp" => {
+            only(&["bind", "interface", "queue", "xdp_mode"])?;
+            let interface = string(options, "interface")?
+                .ok_or("interface: required for nic = \"xdp\"")?
+                .to_owned();
+            let bind = string(options, "bind")?.ok_or("bind: required for nic = \"xdp\"")?;
+            let bind: SocketAddrV4 = bind
+                .parse()
+                .map_err(|e| format!("bind: {bind:?} is not an IPv4 ip:port address: {e}"))?;
+            if bind.port() == 0 {
+                return Err(format!(
+                    "bind: {bind} needs a port for nic = \"xdp\" (0 picks none)"
+                ));
+            }
+            let queue = match options.get("queue") {
+                None => 0,
+                Some(Value::Integer(q)) => {
+                    u32::try_from(*q).map_err(|_| format!("queue: {q} is not a queue number"))?
+                }
+                Some(other) => return Err(format!("queue: expected an integer, got {}", other.type_str())),
+            };
+            let mode = match string(options, "xdp_mode")? {
+                None | Some("auto") => XdpMode::Auto,
+                Some("copy") => XdpMode::Copy,
+                Some("zerocopy") => XdpMode::ZeroCopy,
+                Some(other) => {
+                    return Err(format!(
+                        "xdp_mode: unknown mode {other:?} (known: auto, copy, zerocopy)"
+                    ))
+                }
+            };
+            Ok(NicOptions::Xdp(XdpConfig {
+                interface,
+                queue,
+                bind,
+                mode,
+                ..XdpConfig::default()
+            }))
+        }
         "shm_listen" | "shm_connect" => {
             only(&["path"])?;
             let path = string(options, "path")?
@@ -210,7 +270,7 @@ fn parse_nic(options: &Table) -> Result<NicOptions, String> {
             })
         }
         other => Err(format!(
-            "nic: unknown NIC {other:?} (known: udp, shm_listen, shm_connect)"
+            "nic: unknown NIC {other:?} (known: udp, xdp, shm_listen, shm_connect)"
         )),
     }
 }
@@ -236,6 +296,19 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
             };
             let addr = nic.local_addr().map_err(|e| e.to_string())?;
             log::info!("{name}: Pony on UDP {addr} (mtu {})", nic.mtu());
+            Box::new(nic)
+        }
+        NicOptions::Xdp(config) => {
+            let nic = XdpNic::open(&config).map_err(|e| e.to_string())?;
+            log::info!(
+                "{name}: Pony on AF_XDP {} queue {} {} (program {}, {} mode, mtu {})",
+                config.interface,
+                config.queue,
+                config.bind,
+                nic.attach_mode(),
+                if nic.is_zero_copy() { "zero-copy" } else { "copy" },
+                nic.mtu()
+            );
             Box::new(nic)
         }
         NicOptions::ShmListen { path } => {
@@ -335,6 +408,96 @@ mod tests {
             let e = ok(text).unwrap_err();
             assert!(e.starts_with(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn xdp_options_are_checked() {
+        let nic = |t: &str| parse(&table(t)).map(|o| o.nic);
+        let full = "nic = \"xdp\"\ninterface = \"veth-a\"\nbind = \"10.77.0.1:7000\"\nqueue = 2\nxdp_mode = \"zerocopy\"";
+        let Ok(NicOptions::Xdp(c)) = nic(full) else {
+            panic!("{full:?} not parsed as xdp")
+        };
+        assert_eq!(
+            (c.interface.as_str(), c.bind, c.queue, c.mode),
+            ("veth-a", "10.77.0.1:7000".parse().unwrap(), 2, XdpMode::ZeroCopy)
+        );
+        // Defaults: queue 0, auto mode, the default UMEM sizes.
+        let Ok(NicOptions::Xdp(c)) = nic("nic = \"xdp\"\ninterface = \"eth0\"\nbind = \"10.0.0.1:7000\"")
+        else {
+            panic!("minimal xdp options not parsed")
+        };
+        let d = XdpConfig::default();
+        assert_eq!(
+            (c.queue, c.mode, c.frame_size, c.ring_size),
+            (0, XdpMode::Auto, d.frame_size, d.ring_size)
+        );
+        let Ok(NicOptions::Xdp(c)) =
+            nic("nic = \"xdp\"\ninterface = \"eth0\"\nbind = \"10.0.0.1:7000\"\nxdp_mode = \"copy\"")
+        else {
+            panic!("copy mode not parsed")
+        };
+        assert_eq!(c.mode, XdpMode::Copy);
+        let x = "nic = \"xdp\"\ninterface = \"eth0\"\n";
+        let cases = [
+            (
+                "nic = \"xdp\"\nbind = \"10.0.0.1:7000\"".to_owned(),
+                "interface: required",
+            ),
+            (x.to_owned(), "bind: required"),
+            (
+                format!("{x}bind = \"[::1]:7000\""),
+                "bind: \"[::1]:7000\" is not an IPv4",
+            ),
+            (
+                format!("{x}bind = \"10.0.0.1:0\""),
+                "bind: 10.0.0.1:0 needs a port",
+            ),
+            (
+                format!("{x}bind = \"10.0.0.1:7000\"\nqueue = -1"),
+                "queue: -1 is not",
+            ),
+            (
+                format!("{x}bind = \"10.0.0.1:7000\"\nqueue = \"0\""),
+                "queue: expected an integer",
+            ),
+            (
+                format!("{x}bind = \"10.0.0.1:7000\"\nxdp_mode = \"fast\""),
+                "xdp_mode: unknown mode \"fast\"",
+            ),
+            (
+                format!("{x}bind = \"10.0.0.1:7000\"\nmtu = 1400"),
+                "mtu: does not apply",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\ninterface = \"eth0\"".to_owned(),
+                "interface: does not apply",
+            ),
+            (
+                "nic = \"udp\"\nbind = \"127.0.0.1:0\"\nxdp_mode = \"copy\"".to_owned(),
+                "xdp_mode: does not apply",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = validate(&table(&text)).unwrap_err();
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+    }
+
+    /// Building on an interface that does not exist fails with pony-xdp's error naming it
+    /// (and, unprivileged, the missing privilege), never a panic.
+    #[test]
+    fn xdp_build_errors_name_what_is_missing() {
+        let Err(e) = build(
+            "p",
+            0,
+            &table("nic = \"xdp\"\ninterface = \"xdp-none0\"\nbind = \"127.0.0.1:7999\""),
+        ) else {
+            panic!("built on a missing interface")
+        };
+        assert!(
+            e.contains("xdp-none0") || e.contains("permission denied") || e.contains("no AF_XDP"),
+            "{e}"
+        );
     }
 
     #[test]

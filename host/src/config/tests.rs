@@ -433,7 +433,7 @@ fn pony_option_errors_name_the_options() {
     ]));
     assert_eq!(
         e,
-        "group[0].engine[0].options: nic: unknown NIC \"tcp\" (known: udp, shm_listen, shm_connect)"
+        "group[0].engine[0].options: nic: unknown NIC \"tcp\" (known: udp, xdp, shm_listen, shm_connect)"
     );
     let e = err(&engines(&["name = \"p\"\nkind = \"pony\""]));
     assert!(e.starts_with("group[0].engine[0].options: nic: required"), "{e}");

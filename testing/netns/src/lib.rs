@@ -60,14 +60,22 @@ pub struct Topology {
 impl Topology {
     /// `tag` (one character) tells apart the tests of one run, which go in parallel.
     pub fn new(tag: char, mtu: u32) -> Self {
+        Self::prefixed("snap-veth", "sv", tag, mtu)
+    }
+
+    /// Like [`Topology::new`], with the namespaces named `{ns_prefix}-{pid}{tag}-a`/`-b`
+    /// and the interfaces `{if_prefix}{pid}{tag}a`/`b` (so that several suites' names never
+    /// collide). `if_prefix` is at most 6 bytes: interface names have 15.
+    pub fn prefixed(ns_prefix: &str, if_prefix: &str, tag: char, mtu: u32) -> Self {
+        assert!(if_prefix.len() <= 6, "interface prefix {if_prefix:?} too long");
         let pid = std::process::id();
         Self::named(
             [
-                format!("snap-veth-{pid}{tag}-a"),
-                format!("snap-veth-{pid}{tag}-b"),
+                format!("{ns_prefix}-{pid}{tag}-a"),
+                format!("{ns_prefix}-{pid}{tag}-b"),
             ],
-            // Interface names are at most 15 bytes: "sv" + pid (≤ 7 digits) + 2.
-            [format!("sv{pid}{tag}a"), format!("sv{pid}{tag}b")],
+            // Interface names are at most 15 bytes: prefix (≤ 6) + pid (≤ 7 digits) + 2.
+            [format!("{if_prefix}{pid}{tag}a"), format!("{if_prefix}{pid}{tag}b")],
             mtu,
         )
     }
@@ -103,6 +111,16 @@ impl Topology {
             }
         }
         topo
+    }
+
+    /// The veth end in namespace `i` (0 or 1).
+    pub fn interface(&self, i: usize) -> &str {
+        &self.veth[i]
+    }
+
+    /// The name of namespace `i` (0 or 1), for `ip netns exec`.
+    pub fn namespace(&self, i: usize) -> &str {
+        &self.ns[i]
     }
 
     /// Runs `f` on a new thread inside namespace `i` (0 or 1).

@@ -124,9 +124,6 @@ pub struct PonyEngine {
     name: String,
     cfg: PonyConfig,
     link: Link,
-    /// The receive step's packet buffer (the NIC's MTU); taken out while a packet borrowed
-    /// from it is routed.
-    rx_buf: Vec<u8>,
     flows: FlowTable,
     sessions: Sessions,
     listeners: Listeners,
@@ -154,11 +151,9 @@ impl PonyEngine {
     pub fn new(name: impl Into<String>, nic: Box<dyn Nic>, mut cfg: PonyConfig) -> Self {
         let name = name.into();
         cfg.flow.mtu = cfg.flow.mtu.min(nic.mtu());
-        let mtu = nic.mtu().max(wire::MAX_HEADER_LEN);
         Self {
             link: Link::new(&name, nic, cfg.flow.mtu),
             name,
-            rx_buf: vec![0; mtu],
             flows: FlowTable::new(cfg.limits.max_flows),
             cfg,
             sessions: Sessions::default(),
@@ -241,30 +236,24 @@ impl PonyEngine {
 
     // ── Packets in: the flow mapper's routing ──────────────────────────────────────────
 
-    /// Receives, parses and routes up to `packet_batch` packets; returns how many.
+    /// Receives, parses and routes up to `packet_batch` packets in place, from the NIC's
+    /// own buffer ([`Nic::recv_in_place`]); returns how many, and whether the batch was full.
     fn receive(&mut self, now: Instant) -> (u32, bool) {
-        let mut buf = std::mem::take(&mut self.rx_buf);
-        let mut n = 0;
-        let mut more = false;
-        while n < self.cfg.packet_batch {
-            let (len, from) = match self.link.recv(&mut buf) {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("{}: nic recv: {e}", self.name);
-                    break;
-                }
-            };
-            n += 1;
+        let max = self.cfg.packet_batch as usize;
+        let mut nic = self.link.detach_nic();
+        let got = nic.recv_in_place(max, &mut |packet, from| {
             self.stats.packets_in += 1;
-            match Repr::parse(&buf[..len]) {
+            match Repr::parse(packet) {
                 Ok(repr) => self.route(&repr, from, now),
                 Err(_) => self.stats.malformed += 1,
             }
-            more = n == self.cfg.packet_batch;
-        }
-        self.rx_buf = buf;
-        (n, more)
+        });
+        self.link.attach_nic(nic, &mut self.stats);
+        let n = got.unwrap_or_else(|e| {
+            log::warn!("{}: nic recv: {e}", self.name);
+            0
+        });
+        (n as u32, n == max)
     }
 
     /// The flow mapper: hands a packet to its flow, or accepts / rejects a Connect (no

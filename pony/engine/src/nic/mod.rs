@@ -20,12 +20,23 @@
 //! - `poll_at` lets a NIC that holds packets back in time ([`FaultyNic`]'s delay and reorder)
 //!   tell the engine when to call it again even if nothing else happens.
 //! - `stats` counts packets, bytes and drops so that tests and status can see the wire.
+//! - `recv_in_place` hands received packets to the engine as slices of the NIC's own
+//!   buffer (smoltcp's `RxToken` idea), so the engine parses and copies a payload straight
+//!   from where the NIC received it: from a GRO segment of [`UdpNic`], a UMEM frame of
+//!   pony-xdp's `XdpNic`. [`ShmWire`] still copies each packet once out of the wire ring
+//!   first (the peer host can write that memory, so it is read by copy only).
+//! - `emit_in_place` is the transmit side of the same idea (smoltcp's `TxToken`): a NIC
+//!   whose transmit buffers are its own frames (`XdpNic`'s UMEM) lets the engine emit each
+//!   packet straight into one. `UdpNic` and `ShmWire` keep `send_batch`: for them the
+//!   engine's transmit buffer already is the buffer the system call or the ring push
+//!   copies from.
 //!
 //! Contracts shared by every backend: `send` and `recv` never block; a full TX queue is
 //! [`NicError::WouldBlock`] (the caller retries later, or treats it as loss: the transport
 //! recovers either way); an incoming packet that does not fit the caller's buffer is
 //! dropped and counted in [`NicStats::rx_oversize`] rather than wedging the queue, so `recv`
-//! fails only when the backend itself is broken.
+//! fails only when the backend itself is broken (`recv_in_place` drops packets longer than
+//! the MTU the same way).
 
 mod faulty;
 mod shm;
@@ -101,6 +112,63 @@ pub trait Nic: Send {
     /// nothing is waiting. Never blocks.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError>;
 
+    /// Hands up to `max` waiting packets to `deliver`, each as a slice of the NIC's own
+    /// receive buffer (a UMEM frame, a GRO segment) rather than a copy in a caller's
+    /// buffer, and returns how many it delivered. Never blocks. A packet longer than
+    /// [`Nic::mtu`] is dropped and counted in [`NicStats::rx_oversize`], as `recv` does with
+    /// one longer than its buffer. On an error, packets delivered before it stay delivered.
+    ///
+    /// The default goes through [`Nic::recv`] and a buffer of the MTU it allocates per
+    /// call, one copy more: the backends override it.
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        let mut buf = vec![0; self.mtu()];
+        let mut n = 0;
+        while n < max {
+            let Some((len, from)) = self.recv(&mut buf)? else {
+                break;
+            };
+            deliver(&buf[..len], from);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Whether [`Nic::emit_in_place`] writes packets straight into the NIC's own transmit
+    /// frames, so the engine should use it instead of [`Nic::send_batch`] (false for the
+    /// default implementation).
+    fn emits_in_place(&self) -> bool {
+        false
+    }
+
+    /// Sends up to `max` packets to `to`, each written by `emit` straight into a transmit
+    /// frame of the NIC (smoltcp's `TxToken` idea): `emit` gets room for one packet of up to
+    /// [`Nic::mtu`] bytes and returns the packet's length, or `None` when it has no more.
+    /// Returns how many were sent. Never blocks: `emit` is called only while the NIC has a
+    /// free frame, so a packet is never emitted and then refused (nothing to stash).
+    ///
+    /// The default emits into a buffer it allocates and sends each with [`Nic::send`] (a
+    /// refused packet is then lost, for the transport to retransmit); backends that return
+    /// true from [`Nic::emits_in_place`] override it.
+    fn emit_in_place(
+        &mut self,
+        to: &PeerAddr,
+        max: usize,
+        emit: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, NicError> {
+        let mut buf = vec![0; self.mtu()];
+        let mut n = 0;
+        while n < max {
+            let Some(len) = emit(&mut buf) else { break };
+            self.send(&buf[..len.min(buf.len())], to)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// What wakes a blocked engine when packets arrive.
     fn wake_source(&self) -> Option<WakeSource>;
 
@@ -154,6 +222,24 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError> {
         (**self).recv(buf)
+    }
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        (**self).recv_in_place(max, deliver)
+    }
+    fn emits_in_place(&self) -> bool {
+        (**self).emits_in_place()
+    }
+    fn emit_in_place(
+        &mut self,
+        to: &PeerAddr,
+        max: usize,
+        emit: &mut dyn FnMut(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, NicError> {
+        (**self).emit_in_place(to, max, emit)
     }
     fn wake_source(&self) -> Option<WakeSource> {
         (**self).wake_source()

@@ -158,8 +158,9 @@ impl UdpNic {
         Ok(())
     }
 
-    /// The next packet of the datagrams already received, if any, copied into `buf`.
-    fn next_queued(&mut self, buf: &mut [u8]) -> Option<(usize, PeerAddr)> {
+    /// The next packet of the datagrams already received, if any, handed to `deliver` in
+    /// place if it is at most `max_len` bytes (longer ones are counted and skipped).
+    fn next_queued<R>(&mut self, max_len: usize, deliver: impl FnOnce(&[u8], PeerAddr) -> R) -> Option<R> {
         let rx = &mut self.rx;
         while rx.at.0 < rx.filled {
             let (d, off) = rx.at;
@@ -172,16 +173,41 @@ impl UdpNic {
             let end = (off + stride).min(meta.len);
             rx.at.1 = end;
             let packet = &rx.bufs[d][off..end];
-            if packet.len() > buf.len() {
+            if packet.len() > max_len {
                 self.stats.rx_oversize += 1;
                 continue;
             }
-            buf[..packet.len()].copy_from_slice(packet);
             self.stats.rx_packets += 1;
             self.stats.rx_bytes += packet.len() as u64;
-            return Some((packet.len(), PeerAddr::Udp(meta.addr)));
+            return Some(deliver(packet, PeerAddr::Udp(meta.addr)));
         }
         None
+    }
+
+    /// One `recvmmsg` into the queue; false when nothing was waiting.
+    fn refill(&mut self) -> Result<bool, NicError> {
+        loop {
+            let rx = &mut self.rx;
+            let mut bufs = rx.bufs.iter_mut();
+            let mut slices: [IoSliceMut<'_>; RX_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..])));
+            match self
+                .state
+                .recv(UdpSockRef::from(&*self.socket), &mut slices, &mut rx.meta)
+            {
+                Ok(n) => {
+                    rx.filled = n;
+                    rx.at = (0, 0);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error queued for an earlier send (port unreachable): a loss for the
+                // transport, not a reason to stop receiving.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -212,32 +238,40 @@ impl Nic for UdpNic {
 
     /// Packets of a GRO-coalesced datagram are copied out one at a time (the cost of
     /// keeping `recv`'s one-packet contract; the kernel's per-datagram work is what GRO
-    /// saves).
+    /// saves). [`Nic::recv_in_place`] does without that copy.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<(usize, PeerAddr)>, NicError> {
+        let max_len = buf.len();
         loop {
-            if let Some(p) = self.next_queued(buf) {
+            let copy = |packet: &[u8], from| {
+                buf[..packet.len()].copy_from_slice(packet);
+                (packet.len(), from)
+            };
+            if let Some(p) = self.next_queued(max_len, copy) {
                 return Ok(Some(p));
             }
-            let rx = &mut self.rx;
-            let mut bufs = rx.bufs.iter_mut();
-            let mut slices: [IoSliceMut<'_>; RX_BATCH] =
-                std::array::from_fn(|_| IoSliceMut::new(bufs.next().map_or(&mut [][..], |b| &mut b[..])));
-            match self
-                .state
-                .recv(UdpSockRef::from(&*self.socket), &mut slices, &mut rx.meta)
-            {
-                Ok(n) => {
-                    rx.filled = n;
-                    rx.at = (0, 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // An ICMP error queued for an earlier send (port unreachable): a loss for the
-                // transport, not a reason to stop receiving.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return Err(e.into()),
+            if !self.refill()? {
+                return Ok(None);
             }
         }
+    }
+
+    /// Each packet straight from its (GRO) receive buffer.
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        let mut n = 0;
+        while n < max {
+            if self.next_queued(self.mtu, &mut *deliver).is_some() {
+                n += 1;
+                continue;
+            }
+            if !self.refill()? {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     fn wake_source(&self) -> Option<WakeSource> {
@@ -358,5 +392,41 @@ mod tests {
             a.send_batch(&vec![0; 2 * over], over, &to_b),
             Err((0, NicError::TooLarge { .. }))
         ));
+    }
+
+    /// In-place delivery hands out a GSO batch's packets one by one (from the GRO buffer),
+    /// at most `max` per call, and drops a datagram longer than the MTU with a count.
+    #[test]
+    fn nic_udp_delivers_in_place_bounded_and_drops_oversize() {
+        let mut a = UdpNic::bind("127.0.0.1:0").unwrap().with_mtu(UdpNic::JUMBO_MTU);
+        let mut b = UdpNic::bind("127.0.0.1:0").unwrap().with_mtu(1000);
+        let to_b = PeerAddr::Udp(b.local_addr().unwrap());
+        a.send(&[9; 1001], &to_b).unwrap();
+        let mut batch = Vec::new();
+        for i in 0..6u8 {
+            batch.extend(std::iter::repeat_n(i, if i < 5 { 1000 } else { 300 }));
+        }
+        a.send_batch(&batch, 1000, &to_b).unwrap();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while got.len() < 6 {
+            let before = got.len();
+            let n = b
+                .recv_in_place(4, &mut |p, from| {
+                    assert_eq!(from, PeerAddr::Udp(a.local_addr().unwrap()));
+                    got.push(p.to_vec());
+                })
+                .unwrap();
+            assert!(n <= 4, "at most max per call");
+            assert_eq!(n, got.len() - before);
+            if n == 0 {
+                wait_readable(&b);
+            }
+        }
+        for (i, p) in got.iter().enumerate() {
+            let len = if i < 5 { 1000 } else { 300 };
+            assert_eq!(p, &vec![i as u8; len], "packet {i}");
+        }
+        assert_eq!(b.stats().rx_oversize, 1, "the 1001-byte datagram");
+        assert_eq!(b.stats().rx_packets, 6);
     }
 }

@@ -4,6 +4,7 @@
 //! over the same kind of pair, is tested in [`zero_copy`].
 
 mod hostile;
+mod in_place;
 mod limits;
 mod zero_copy;
 

@@ -167,6 +167,8 @@ pub struct ShmWire {
     bell: Doorbell,
     mtu: usize,
     stats: NicStats,
+    /// Where `recv_in_place` copies a packet in from the wire ring (empty until used).
+    scratch: Vec<u8>,
 }
 
 impl ShmWire {
@@ -218,6 +220,7 @@ impl ShmWire {
             bell,
             mtu,
             stats: NicStats::default(),
+            scratch: Vec::new(),
         }
     }
 }
@@ -267,6 +270,33 @@ impl Nic for ShmWire {
             self.stats.rx_bytes += n as u64;
             return Ok(Some((n, PeerAddr::Shm)));
         }
+    }
+
+    /// Still one copy per packet, into a scratch buffer: the peer host can write the wire
+    /// ring, so its slots are read by copy only, never through a reference.
+    fn recv_in_place(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8], PeerAddr),
+    ) -> Result<usize, NicError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(self.mtu, 0);
+        let mut n = 0;
+        let result = loop {
+            if n == max {
+                break Ok(n);
+            }
+            match self.recv(&mut scratch) {
+                Ok(Some((len, from))) => {
+                    deliver(&scratch[..len], from);
+                    n += 1;
+                }
+                Ok(None) => break Ok(n),
+                Err(e) => break Err(e),
+            }
+        };
+        self.scratch = scratch;
+        result
     }
 
     fn wake_source(&self) -> Option<WakeSource> {
