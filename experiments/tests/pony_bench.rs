@@ -95,7 +95,13 @@ fn quick_run_reports_every_transport_with_sane_numbers() {
     let num = |r: &Value, k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} in {r}"));
     // (transport, nic, path, test, bytes, engines)
     let mut want = Vec::new();
-    for nic in ["udp", "shm"] {
+    // AF_XDP needs an interface of its own: the veth path only.
+    let nics: &[&str] = if path == "veth" {
+        &["xdp", "udp", "shm"]
+    } else {
+        &["udp", "shm"]
+    };
+    for &nic in nics {
         let p = if nic == "shm" { "local" } else { path };
         for test in ["ping_pong", "throughput"] {
             for bytes in [64, 4096] {

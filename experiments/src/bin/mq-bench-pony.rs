@@ -56,10 +56,11 @@ struct Opts {
     #[arg(long, default_value = "veth", value_parser = ["veth", "loopback"])]
     path: String,
 
-    /// Pony's NICs, each run in every mode: `udp` (sockets on the path) and `shm` (the
-    /// shared-memory wire inside the process).
-    #[arg(long, value_delimiter = ',', default_value = "udp,shm")]
-    nics: Vec<String>,
+    /// Pony's NICs, each run in every mode: `xdp` (AF_XDP on the veth ends; veth path
+    /// only), `udp` (sockets on the path) and `shm` (the shared-memory wire inside the
+    /// process) [default: xdp,udp,shm on the veth path, udp,shm on loopback].
+    #[arg(long, value_delimiter = ',')]
+    nics: Option<Vec<String>>,
 
     /// Engines per host in the scaling rows (comma-separated; 1 is the throughput rows'
     /// own point, so `1` alone skips scaling).
@@ -75,10 +76,12 @@ struct Opts {
     #[arg(long, default_value_t = 64)]
     scaling_bytes: usize,
 
-    /// UDP payload per packet (the veth's MTU is 28 bytes more); the default is the
-    /// shared-memory wire's (jumbo) MTU.
-    #[arg(long, default_value_t = 8972)]
-    mtu: usize,
+    /// UDP payload per packet (the veth's MTU is 28 bytes more) [default: 3472 on the veth
+    /// path, the largest MTU at which veth runs an XDP program natively (an AF_XDP frame is
+    /// a 4 KiB page), so that every NIC's rows use one MTU; 8972 on loopback, the
+    /// shared-memory wire's jumbo MTU].
+    #[arg(long)]
+    mtu: Option<usize>,
 
     /// Bytes per one-sided read (the reads keep --window outstanding, at most 8 MiB).
     #[arg(long, default_value_t = pony_bench::READ_BYTES, value_parser = clap::value_parser!(u32).range(1..=(8 << 20)))]
@@ -158,8 +161,19 @@ fn main() -> Result<()> {
     if opts.engines.iter().any(|n| !SCALING.contains(n)) {
         eprintln!("mq-bench-pony: scaling beyond the usual {SCALING:?} engines per host");
     }
+    let veth = opts.path == "veth";
+    let mtu = opts.mtu.unwrap_or(if veth { 3472 } else { 8972 });
     let nics = opts
         .nics
+        .clone()
+        .unwrap_or_else(|| {
+            let default: &[&str] = if veth {
+                &["xdp", "udp", "shm"]
+            } else {
+                &["udp", "shm"]
+            };
+            default.iter().map(|n| n.to_string()).collect()
+        })
         .iter()
         .map(|n| NicKind::parse(n))
         .collect::<Result<Vec<_>>>()?;
@@ -167,7 +181,7 @@ fn main() -> Result<()> {
         "veth" => {
             netns::check()?;
             netns::install_cleanup()?;
-            Path::Veth(Veth::create("", opts.mtu as u32 + 28)?)
+            Path::Veth(Veth::create("", mtu as u32 + 28)?)
         }
         _ => Path::Loopback,
     };
@@ -182,7 +196,7 @@ fn main() -> Result<()> {
         window: opts.window as usize,
         iterations,
         throughput_time,
-        mtu: opts.mtu,
+        mtu,
         read_bytes: opts.read_bytes,
         app_wait: opts
             .completion_spin_us

@@ -348,7 +348,9 @@ pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
                 eprintln!("{}", one_sided_line(&o));
                 one_sided.push(o);
             }
-            if nic == NicKind::Shm {
+            // Scaling is of engines on one path: not the in-process shm wire, and not AF_XDP,
+            // whose one socket per interface queue (the veth has one) means one engine per host.
+            if matches!(nic, NicKind::Shm | NicKind::Xdp) {
                 continue;
             }
             for &n in cfg.scaling.iter().filter(|&&n| n > 1) {

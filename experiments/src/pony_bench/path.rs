@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use pony_engine::nic::{Nic, ShmWire, ShmWireConfig, UdpNic};
+use pony_xdp::{XdpConfig, XdpMode, XdpNic};
 
 use super::netns::{Side, Veth};
 
@@ -113,6 +114,9 @@ pub enum NicKind {
     Udp,
     /// The shared-memory wire between the two engines, inside this process (no path).
     Shm,
+    /// AF_XDP on each veth end (`pony_xdp::XdpNic`, mode `auto`: copy mode on veth): one
+    /// socket per interface queue, so one engine per host.
+    Xdp,
 }
 
 /// Both ends of one engine pair.
@@ -128,7 +132,8 @@ impl NicKind {
         Ok(match name {
             "udp" => NicKind::Udp,
             "shm" => NicKind::Shm,
-            other => bail!("unknown NIC {other:?} (expected udp or shm)"),
+            "xdp" => NicKind::Xdp,
+            other => bail!("unknown NIC {other:?} (expected udp, shm or xdp)"),
         })
     }
 
@@ -136,6 +141,7 @@ impl NicKind {
         match self {
             NicKind::Udp => "udp",
             NicKind::Shm => "shm",
+            NicKind::Xdp => "xdp",
         }
     }
 
@@ -182,6 +188,23 @@ impl NicKind {
                 Ok((Box::new(nic) as Box<dyn Nic>, addr))
             }),
             NicKind::Shm => bail!("the shm wire is opened as a pair"),
+            NicKind::Xdp => {
+                if !matches!(path, Path::Veth(_)) {
+                    bail!("AF_XDP needs the veth path (an interface of its own), not loopback");
+                }
+                let interface = path.device(side).to_owned();
+                path.open_in(side, move || {
+                    let config = XdpConfig {
+                        interface,
+                        queue: 0,
+                        bind,
+                        mode: XdpMode::Auto,
+                        ..Default::default()
+                    };
+                    let nic = XdpNic::open(&config)?;
+                    Ok((Box::new(nic) as Box<dyn Nic>, SocketAddr::V4(bind)))
+                })
+            }
         }
     }
 }

@@ -75,7 +75,10 @@ impl Topology {
                 format!("{ns_prefix}-{pid}{tag}-b"),
             ],
             // Interface names are at most 15 bytes: prefix (≤ 6) + pid (≤ 7 digits) + 2.
-            [format!("{if_prefix}{pid}{tag}a"), format!("{if_prefix}{pid}{tag}b")],
+            [
+                format!("{if_prefix}{pid}{tag}a"),
+                format!("{if_prefix}{pid}{tag}b"),
+            ],
             mtu,
         )
     }
