@@ -436,34 +436,45 @@ impl Config {
     /// a `bind` address in use).
     pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
         let built = pipeline::build_engines(self)?;
-        let mut specs = Vec::with_capacity(self.group.len());
-        for (g, engines) in self.group.iter().zip(built) {
-            let defaults = CompactingParams::default();
-            specs.push(GroupSpec {
-                name: g.name.clone(),
-                mode: g.mode,
-                cores: g.cores.clone().unwrap_or_default(),
-                engines,
-                compacting: CompactingParams {
-                    poll_interval: g
-                        .poll_interval_us
-                        .map_or(defaults.poll_interval, Duration::from_micros),
-                    max_queueing_delay: g
-                        .max_queueing_delay_us
-                        .map_or(defaults.max_queueing_delay, Duration::from_micros),
-                    shrink_after: g
-                        .shrink_after_ms
-                        .map_or(defaults.shrink_after, Duration::from_millis),
-                },
-                idle_poll: g
-                    .idle_poll_us
-                    .map_or(g.mode.default_idle_poll(), Duration::from_micros),
-            });
-        }
+        let specs = self
+            .group
+            .iter()
+            .zip(built)
+            .map(|(g, engines)| g.spec(engines))
+            .collect();
         Ok((specs, self.runtime_options()))
     }
 }
 
+impl GroupConfig {
+    /// The runtime's spec of this group, with its built engines.
+    fn spec(&self, engines: Vec<Box<dyn snap_runtime::Engine>>) -> GroupSpec {
+        let g = self;
+        let defaults = CompactingParams::default();
+        GroupSpec {
+            name: g.name.clone(),
+            mode: g.mode,
+            cores: g.cores.clone().unwrap_or_default(),
+            engines,
+            compacting: CompactingParams {
+                poll_interval: g
+                    .poll_interval_us
+                    .map_or(defaults.poll_interval, Duration::from_micros),
+                max_queueing_delay: g
+                    .max_queueing_delay_us
+                    .map_or(defaults.max_queueing_delay, Duration::from_micros),
+                shrink_after: g
+                    .shrink_after_ms
+                    .map_or(defaults.shrink_after, Duration::from_millis),
+            },
+            idle_poll: g
+                .idle_poll_us
+                .map_or(g.mode.default_idle_poll(), Duration::from_micros),
+        }
+    }
+}
+
+mod change;
 mod fuzz;
 pub mod kind;
 mod pipeline;
