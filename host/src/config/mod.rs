@@ -419,6 +419,7 @@ impl Config {
                 .flat_map(|g| &g.engine)
                 .map(|e| (e.name.clone(), e.kind.as_str().to_owned()))
                 .collect(),
+            pipeline: Some(self.clone()),
         }
     }
 
