@@ -39,9 +39,12 @@ name = "c0"
 kind = "echo"
 "#;
 
+/// One group as [`shape`] sees it: name, mode, cores, thread ids, engine names.
+type GroupShape = (String, String, Vec<usize>, Vec<i32>, Vec<String>);
+
 /// What must not change when a command is refused: groups, modes, cores, threads and
 /// engines.
-fn shape(s: &HostStatus) -> Vec<(String, String, Vec<usize>, Vec<i32>, Vec<String>)> {
+fn shape(s: &HostStatus) -> Vec<GroupShape> {
     s.runtime
         .groups
         .iter()
@@ -242,7 +245,7 @@ fn refused_commands_say_why_and_change_nothing() {
             "engine.kind: a relay",
         ),
         (&["engine", "remove", "nope"], "no engine named \"nope\""),
-        (&["engine", "remove", "c0"], "last one of group \"packed\""),
+        (&["engine", "remove", "c0"], "last engine of group \"packed\""),
         (
             &[
                 "group",

@@ -88,7 +88,7 @@ impl Config {
             return Err(invalid(
                 "engine",
                 format!(
-                    "engine {name:?} is the last one of group {:?}; remove the group instead",
+                    "{name:?} is the last engine of group {:?}; remove the group instead",
                     next.group[gi].name
                 ),
             ));
@@ -118,7 +118,7 @@ impl Config {
         if e.kind == EngineKind::Relay {
             return Err(invalid(
                 "engine",
-                format!("engine {name:?} is a relay, joined to its next engine at start-up; it cannot be removed at run time"),
+                format!("{name:?} is a relay, joined to its next engine at start-up; it cannot be removed at run time"),
             ));
         }
         let relay = self
@@ -130,7 +130,7 @@ impl Config {
             return Err(invalid(
                 "engine",
                 format!(
-                    "engine {name:?} is the next engine of relay {:?} (joined at start-up); it cannot be removed at run time",
+                    "{name:?} is the next engine of relay {:?} (joined at start-up); it cannot be removed at run time",
                     relay.name
                 ),
             ));
@@ -278,7 +278,7 @@ mod tests {
         let (with, _) = c.with_engine("a", "name = \"e1\"\nkind = \"echo\"", 2).unwrap();
         let without = with.without_engine("e1").unwrap();
         assert_eq!(without, c);
-        assert!(err(c.without_engine("e0")).contains("last one of group \"a\""));
+        assert!(err(c.without_engine("e0")).contains("last engine of group \"a\""));
         assert!(err(c.without_engine("zz")).contains("no engine named"));
         assert!(err(c.without_engine("r")).contains("is a relay"));
         let (with, _) = c.with_engine("p", "name = \"p2\"\nkind = \"echo\"", 2).unwrap();
