@@ -36,7 +36,9 @@
 //! not cycle, and end at an echo engine (Pony's app protocol is its own).
 //!
 //! [`kind`] is the registry of engine kinds: every kind the host can build, each built in
-//! one place.
+//! one place. `change` checks the operator's run-time changes (one engine or group table at
+//! a time) as part of the whole configuration they would make ([`Config::with_engine`] and
+//! its siblings).
 //!
 //! Parsing is strict: unknown keys are errors (with their line, from the `toml` crate), and
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake

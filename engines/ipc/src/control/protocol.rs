@@ -162,7 +162,8 @@ pub struct HostStatus {
     /// The control server's own counters.
     #[serde(default)]
     pub control: ControlStats,
-    /// Each engine's kind (`echo`, `relay`, `pony`, …) by engine name, as configured, so
+    /// Each engine's kind (`echo`, `relay`, `pony`, …) by engine name, as configured (and
+    /// changed by the operator since), so
     /// that a client can pick the engines it can attach to (e.g. the `pony` tool finds the
     /// host's Pony engines).
     #[serde(default)]
