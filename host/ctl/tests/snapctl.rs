@@ -410,3 +410,39 @@ fn a_pony_engine_is_added_with_its_options_and_removed() {
     ok(&host.snapctl(&["engine", "remove", "pony1"]));
     assert!(!host.status().kinds.contains_key("pony1"));
 }
+
+#[test]
+fn a_pony_app_waiting_on_a_removed_engine_gets_host_gone() {
+    use pony_express::app::Completions;
+    use pony_express::client::{ClientError, PonyClient};
+    let [a, b] = [0, 1].map(|_| {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let host = Host::start(&format!(
+        "[[group]]\nname = \"pony\"\nmode = \"spreading\"\n\
+         [[group.engine]]\nname = \"pony0\"\nkind = \"pony\"\n[group.engine.options]\nnic = \"udp\"\nbind = \"{a}\"\n\
+         [[group.engine]]\nname = \"pony1\"\nkind = \"pony\"\n[group.engine.options]\nnic = \"udp\"\nbind = \"{b}\"\n"
+    ));
+    let mut app = PonyClient::connect(&host.socket, "pony1", Completions::Block).unwrap();
+    app.listen(7).unwrap();
+    // Blocked in accept (nobody connects) when the engine goes.
+    let waiter = std::thread::spawn(move || {
+        let result = app.accept(Duration::from_secs(20));
+        (result, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let removed = Instant::now();
+    let out = ok(&host.snapctl(&["engine", "remove", "pony1"]));
+    assert!(out.contains("1 app connections closed"), "{out}");
+    let (result, ended) = waiter.join().unwrap();
+    let took = ended.duration_since(removed);
+    eprintln!("accept on the removed engine ended {took:?} after the remove began: {result:?}");
+    assert!(matches!(result, Err(ClientError::HostGone)), "{result:?}");
+    assert!(took < PROMPT, "{took:?}");
+    // The other Pony engine serves on.
+    let mut other = PonyClient::connect(&host.socket, "pony0", Completions::Block).unwrap();
+    other.listen(7).unwrap();
+}
