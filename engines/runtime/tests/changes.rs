@@ -322,3 +322,89 @@ fn refused_changes_change_nothing() {
     echoes(&mut app, 0);
     rt.shutdown();
 }
+
+#[test]
+fn compacting_rebalances_engines_added_at_run_time_and_after_a_removal() {
+    if cpus() < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let (idle, _idle_app, idle_dropped) = tracked("idle");
+    let spec = GroupSpec {
+        compacting: CompactingParams {
+            poll_interval: Duration::from_micros(50),
+            max_queueing_delay: Duration::from_micros(300),
+            shrink_after: Duration::from_millis(50),
+        },
+        ..spec("c", Mode::Compacting, vec![0, 1], vec![idle])
+    };
+    let rt = Runtime::start(vec![spec], options()).unwrap();
+    // Two engines that each keep a thread busy (16 × 50 µs per step), added at run time.
+    let mut apps = Vec::new();
+    for i in 0..2 {
+        let (engine, app) = forwarder(&format!("hot{i}"), Duration::from_micros(50));
+        rt.add_engine("c", Box::new(engine)).unwrap();
+        apps.push(app);
+    }
+    assert_eq!(
+        rt.status().groups[0].active_threads,
+        1,
+        "added where the engines are"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoed = Arc::new(AtomicU64::new(0));
+    let loaders: Vec<_> = apps
+        .into_iter()
+        .map(|mut app| {
+            let (stop, echoed) = (stop.clone(), echoed.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Relaxed) {
+                    if app.tx.push(&seq.to_le_bytes()).is_ok() {
+                        seq += 1;
+                    }
+                    app.ringer.ring();
+                    while app.try_recv().is_some() {
+                        echoed.fetch_add(1, Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            })
+        })
+        .collect();
+    let wait = |what: &str, cond: &dyn Fn(&Status) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = rt.status();
+            if cond(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: {s:#?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait("did not grow onto the second core", &|s| {
+        s.groups[0].active_threads == 2
+    });
+    // Removing the first engine shifts the others' places in the rebalancer's view; the
+    // group must go on balancing them as the engines they are.
+    rt.remove_engine("idle").unwrap();
+    wait_dropped(&idle_dropped);
+    let before = echoed.load(Relaxed);
+    wait("traffic stopped after the removal", &|_| {
+        echoed.load(Relaxed) > before + 1000
+    });
+    stop.store(true, Relaxed);
+    for l in loaders {
+        l.join().unwrap();
+    }
+    let shrunk = wait("did not shrink back when idle", &|s| {
+        s.groups[0].active_threads == 1
+    });
+    let engines: Vec<&str> = shrunk.groups[0].engines.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(engines, ["hot0", "hot1"]);
+    let moves: u64 = shrunk.groups[0].engines.iter().map(|e| e.migrations).sum();
+    assert!(moves >= 2, "{shrunk:#?}");
+    assert!(shrunk.unhealthy().is_empty(), "{shrunk:#?}");
+    rt.shutdown();
+}
