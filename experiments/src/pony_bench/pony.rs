@@ -22,7 +22,7 @@ use crate::wakeup::pin_to_cpu;
 use super::path::{NicKind, Path};
 use super::setup::{attach, next, Hosts, Layout};
 use super::{
-    gettid, histogram, payload, record, AppWait, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap,
+    gettid, histogram, payload, record, BenchConfig, Measured, OneSided, Point, Probe, Row, Snap, AppWait,
 };
 
 /// Bounds every wait for one completion; only hangs hit it.

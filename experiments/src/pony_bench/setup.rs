@@ -61,9 +61,7 @@ impl Layout {
         let dedicated = if self.shared_engine_core {
             format!("both hosts' dedicated engines on one thread on CPU {a:?}")
         } else {
-            format!(
-                "dedicated engines on CPU {a:?} (A) and {b:?} (B), all of a host's engines on its one core"
-            )
+            format!("dedicated engines on CPU {a:?} (A) and {b:?} (B), all of a host's engines on its one core")
         };
         let mut s = format!(
             "{} CPUs; {apps}; {dedicated}; compacting on {}; spreading anywhere (a thread per \
@@ -230,9 +228,7 @@ mod tests {
             ..two
         };
         assert_eq!(shared.engine_cores("dedicated").unwrap(), (vec![1], vec![1]));
-        assert!(shared
-            .describe()
-            .contains("both hosts' dedicated engines on one thread on CPU [1]"));
+        assert!(shared.describe().contains("both hosts' dedicated engines on one thread on CPU [1]"));
         assert!(two.describe().contains("fewer than 4 CPUs"));
         let one = Layout {
             cpus: 1,
