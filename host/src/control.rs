@@ -21,7 +21,9 @@
 //!
 //! Access: `SO_PEERCRED` gives the peer's uid at accept; root, the host's own user and the
 //! configured `allowed_uids` are served, anyone else gets an `error` and is disconnected.
-//! The socket file itself is world-connectable for that reason.
+//! The socket file itself is world-connectable for that reason. The operator's requests,
+//! which change the running pipeline (`operator`), are served to root and the host's own
+//! user only: `allowed_uids` run apps, they do not reconfigure the host.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
@@ -38,6 +40,8 @@ use rustix::net::{accept_with, bind, listen, sockopt, Shutdown, SocketAddrUnix, 
 use snap_ipc::control::protocol::{self, ChannelInfo, ControlStats, HostStatus, Request, Response};
 use snap_runtime::{AttachRequest, EngineHandle, Runtime};
 
+use crate::config::Config;
+
 /// Settings of a [`ControlServer`].
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -52,6 +56,9 @@ pub struct ServerOptions {
     /// Each engine's kind by engine name, reported in `status` (the runtime knows engines,
     /// not kinds).
     pub engine_kinds: BTreeMap<String, String>,
+    /// The configuration the runtime was started from. The operator's changes are checked
+    /// against it and recorded in it; without it they are refused.
+    pub pipeline: Option<Config>,
 }
 
 /// Default of [`ServerOptions::max_connections`]: far more than the apps of one host, few
@@ -73,6 +80,7 @@ impl Default for ServerOptions {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             engine_kinds: BTreeMap::new(),
+            pipeline: None,
         }
     }
 }
@@ -113,7 +121,13 @@ struct Shared {
     own_uid: u32,
     /// Open connections, to shut them down when the server stops.
     conns: Mutex<HashMap<u64, Arc<OwnedFd>>>,
-    channels: Mutex<Vec<ChannelInfo>>,
+    /// Attached channels, each with the connection that attached it.
+    channels: Mutex<Vec<(u64, ChannelInfo)>>,
+    /// Each engine's kind, kept up to date by the operator's changes.
+    kinds: Mutex<BTreeMap<String, String>>,
+    /// The running configuration (see [`ServerOptions::pipeline`]); its lock also
+    /// serialises the operator's changes.
+    pipeline: Mutex<Option<Config>>,
     next_conn: AtomicU64,
     /// Connections refused because [`ServerOptions::max_connections`] were open.
     refused: AtomicU64,
@@ -132,6 +146,8 @@ impl ControlServer {
         );
         let shared = Arc::new(Shared {
             runtime,
+            kinds: Mutex::new(opts.engine_kinds.clone()),
+            pipeline: Mutex::new(opts.pipeline.clone()),
             opts,
             own_uid: rustix::process::getuid().as_raw(),
             conns: Mutex::new(HashMap::new()),
@@ -257,7 +273,7 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
                 .name(format!("snap-control-{id}"))
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
-                    serve(&conn, &shared);
+                    serve(&conn, &shared, id);
                     shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 })
         };
@@ -308,7 +324,7 @@ struct Attached {
     channel: u64,
 }
 
-fn serve(conn: &OwnedFd, shared: &Shared) {
+fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
     let cred = match sockopt::socket_peercred(conn) {
         Ok(cred) => cred,
         Err(e) => {
@@ -378,12 +394,23 @@ fn serve(conn: &OwnedFd, shared: &Shared) {
             }
         };
         let result = match received.msg {
-            Request::Attach { engine, notify } => {
-                attach(shared, &mut attached, engine, notify, received.fds, (pid, uid))
-            }
+            request if request.is_operator() => operator::serve(shared, request, (pid, uid)),
+            Request::Attach { engine, notify } => attach(
+                shared,
+                &mut attached,
+                engine,
+                notify,
+                received.fds,
+                (pid, uid),
+                id,
+            ),
             Request::Detach { channel } => detach(shared, &mut attached, channel),
             Request::StageFd { engine, channel } => stage_fd(&attached, &engine, channel, received.fds),
             Request::Status => Ok((status(shared), Vec::new())),
+            Request::EngineAdd { .. }
+            | Request::EngineRemove { .. }
+            | Request::GroupAdd { .. }
+            | Request::GroupRemove { .. } => unreachable!("operator requests are served above"),
         };
         let (response, fds) = result.unwrap_or_else(|message| (Response::Error { message }, Vec::new()));
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
@@ -419,6 +446,7 @@ fn attach(
     notify: bool,
     fds: Vec<OwnedFd>,
     (pid, uid): (i32, u32),
+    conn: u64,
 ) -> Reply {
     let handle = shared
         .runtime
@@ -447,17 +475,16 @@ fn attach(
         engine: engine.clone(),
         channel: id,
     });
-    shared
-        .channels
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(ChannelInfo {
+    shared.channels.lock().unwrap_or_else(|e| e.into_inner()).push((
+        conn,
+        ChannelInfo {
             engine: engine.clone(),
             channel: id,
             pid,
             uid,
             notify,
-        });
+        },
+    ));
     log::info!("pid {pid} uid {uid} attached channel {id} to {engine} (notify: {notify})");
     let response = Response::Attached {
         channel: id,
@@ -508,7 +535,7 @@ fn detach_from_engine(shared: &Shared, a: &Attached) {
         .channels
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|c| !(c.engine == a.engine && c.channel == id));
+        .retain(|(_, c)| !(c.engine == a.engine && c.channel == id));
 }
 
 /// Drops from the registry the channels engines quarantined and detached on their own.
@@ -528,13 +555,19 @@ fn collect_quarantined(shared: &Shared) {
             .channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| !gone.iter().any(|(e, id)| *e == c.engine && *id == c.channel));
+            .retain(|(_, c)| !gone.iter().any(|(e, id)| *e == c.engine && *id == c.channel));
     }
 }
 
 fn status(shared: &Shared) -> Response {
     collect_quarantined(shared);
-    let channels = shared.channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let channels = shared
+        .channels
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
     let control = ControlStats {
         connections: shared.conns.lock().unwrap_or_else(|e| e.into_inner()).len(),
         max_connections: shared.opts.max_connections,
@@ -560,10 +593,11 @@ fn status(shared: &Shared) -> Response {
             channels,
             counters,
             control,
-            kinds: shared.opts.engine_kinds.clone(),
+            kinds: shared.kinds.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }),
     }
 }
 
+mod operator;
 #[cfg(test)]
 mod tests;

@@ -93,6 +93,20 @@ impl Rebalancer {
         }
     }
 
+    /// A new engine (index = the current count), added at run time: its load starts at
+    /// zero and is learnt like the others'.
+    pub fn add_engine(&mut self) {
+        self.load.push(0.0);
+        self.last_busy_ns.push(0);
+    }
+
+    /// Engine `i` was removed at run time: the engines after it shift down by one, as in
+    /// the samples from now on. The others keep their learnt loads.
+    pub fn remove_engine(&mut self, i: usize) {
+        self.load.remove(i);
+        self.last_busy_ns.remove(i);
+    }
+
     fn settle_ns(&self) -> u64 {
         (self.params.poll_interval * 20)
             .max(Duration::from_millis(1))

@@ -16,6 +16,11 @@
 //!   └─ monitor:    samples queueing delay, flags stuck engines, runs the rebalancer
 //! ```
 //!
+//! Groups and engines can be added and removed while the others run (`changes`): a new
+//! group gets its own threads, a new engine joins a thread of its group through that
+//! thread's command queue, and a removed engine is dropped by its own thread after one
+//! mailbox operation, so no other engine's thread pauses for it.
+//!
 //! [`engine`] is the trait and what an engine tells the runtime, [`app_facing`] how the
 //! control plane attaches apps to an engine; `worker` is the thread loop, `compacting` the
 //! rebalancer's decisions, `monitor` the sampling thread, `placement` pinning and class
@@ -23,6 +28,7 @@
 //! (whose types are `snap_ipc::control::status`, shared with clients).
 
 pub mod app_facing;
+mod changes;
 mod compacting;
 mod cpu_time;
 pub mod engine;
@@ -34,7 +40,7 @@ mod worker;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,7 +53,7 @@ pub use mailbox::ControlError;
 pub use snap_ipc::control::status::{EngineHealth, EngineStatus, GroupStatus, Status, ThreadStatus};
 
 use mailbox::{ControlOp, Mailbox};
-use monitor::{Compacting, Monitor, WatchedGroup};
+use monitor::{Compacting, Monitor, Watched, WatchedGroup};
 use stats::{Clock, EngineStats, Health};
 use worker::{EngineShared, Idle, Placed, WorkerSetup, WorkerShared};
 
@@ -151,7 +157,8 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Why the runtime could not start.
+/// Why the runtime could not start, or refused a run-time change (a refused change changes
+/// nothing).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// A group cannot be built as specified.
@@ -165,6 +172,33 @@ pub enum RuntimeError {
     /// Two engines share a name.
     #[error("duplicate engine name {0:?}")]
     DuplicateEngine(String),
+    /// Two groups share a name.
+    #[error("duplicate group name {0:?}")]
+    DuplicateGroup(String),
+    /// No group has this name.
+    #[error("no group named {0:?}")]
+    UnknownGroup(String),
+    /// No engine has this name.
+    #[error("no engine named {0:?}")]
+    UnknownEngine(String),
+    /// Removing the engine would leave its group empty, which no mode gives a meaning to
+    /// (a group is started with at least one engine, too): remove the group instead.
+    #[error("engine {engine:?} is the last one of group {group:?}; remove the group instead")]
+    LastEngine {
+        /// Engine name.
+        engine: String,
+        /// Its group.
+        group: String,
+    },
+    /// The engine's thread did not take the removal (the engine is stuck in `run()`); the
+    /// engine keeps running.
+    #[error("cannot remove engine {engine:?}: {source}")]
+    Control {
+        /// Engine name.
+        engine: String,
+        /// Why its mailbox refused.
+        source: ControlError,
+    },
 }
 
 /// The control plane's handle on one engine.
@@ -232,28 +266,61 @@ impl EngineHandle {
     }
 }
 
+/// One running group: its engines, its threads, and what a thread started for it later
+/// (spreading: one per added engine) needs.
 struct Group {
     name: String,
     mode: Mode,
+    cores: Vec<usize>,
+    idle: Idle,
+    microquanta: bool,
     engines: Vec<Arc<EngineShared>>,
-    workers: Vec<Arc<WorkerShared>>,
+    threads: Vec<Thread>,
+    /// Suffix of the next thread's name (`snap-GROUP-N`), never reused.
+    next_thread: usize,
+}
+
+/// One engine thread of a group.
+struct Thread {
+    shared: Arc<WorkerShared>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Thread {
+    /// Tells the thread to stop and waits for it (its engines are dropped as it exits).
+    fn stop_and_join(&mut self) {
+        self.shared.stop();
+        if let Some(handle) = self.handle.take() {
+            // A thread can only have died by a panic outside engine code (a runtime bug);
+            // it was already reported on stderr.
+            let _ = handle.join();
+        }
+    }
 }
 
 /// A running Snap host runtime. Dropping it stops every thread.
+///
+/// Shared by the control plane (`&self` everywhere but [`Runtime::shutdown`]): the groups
+/// sit behind a lock taken briefly by status, lookups and changes; changes are also
+/// serialised among themselves, and do their slow part (starting threads, waiting for an
+/// engine's thread) without holding the groups' lock.
 pub struct Runtime {
-    groups: Vec<Group>,
-    threads: Vec<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    groups: Mutex<Vec<Group>>,
+    watched: Watched,
+    changes: Mutex<()>,
+    monitor: Option<JoinHandle<()>>,
+    monitor_stop: Arc<AtomicBool>,
+    stopped: bool,
     clock: Clock,
     started: Instant,
     microquanta_loaded: bool,
-    control_timeout: Duration,
+    options: RuntimeOptions,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("groups", &self.groups.len())
+            .field("groups", &self.lock_groups().len())
             .finish()
     }
 }
@@ -264,73 +331,104 @@ impl Runtime {
     /// Builds every group and starts its threads. Nothing is left running on error.
     pub fn start(specs: Vec<GroupSpec>, options: RuntimeOptions) -> Result<Self, RuntimeError> {
         let mut names = std::collections::HashSet::new();
+        let mut group_names = std::collections::HashSet::new();
         for spec in &specs {
+            if !group_names.insert(spec.name.clone()) {
+                return Err(RuntimeError::DuplicateGroup(spec.name.clone()));
+            }
             for engine in &spec.engines {
                 if !names.insert(engine.name().to_owned()) {
                     return Err(RuntimeError::DuplicateEngine(engine.name().to_owned()));
                 }
             }
         }
-        let clock = Clock::new();
+        let monitor_stop = Arc::new(AtomicBool::new(false));
         let mut runtime = Self {
-            groups: Vec::new(),
-            threads: Vec::new(),
-            stop: Arc::new(AtomicBool::new(false)),
-            clock,
+            groups: Mutex::new(Vec::new()),
+            watched: Arc::new(Mutex::new(Vec::new())),
+            changes: Mutex::new(()),
+            monitor: None,
+            monitor_stop: monitor_stop.clone(),
+            stopped: false,
+            clock: Clock::new(),
             started: Instant::now(),
             microquanta_loaded: options.microquanta && mq_class::sysfs::microquanta_loaded(),
-            control_timeout: options.control_timeout,
+            options,
         };
-        let mut watched = Vec::new();
-        let mut interval = Duration::from_millis(1);
         for spec in specs {
             // On error `runtime` is dropped, which stops the threads already started.
-            let (group, compacting) = runtime.start_group(spec, &options)?;
-            if let Some(c) = &compacting {
-                interval = interval.min(c.0);
-            }
-            watched.push(WatchedGroup {
-                engines: group.engines.clone(),
-                workers: group.workers.clone(),
-                waiting_since: vec![None; group.engines.len()],
-                compacting: compacting.map(|c| c.1),
-            });
-            runtime.groups.push(group);
+            runtime.check_cores(&spec)?;
+            let (group, watched) = runtime.start_group(spec)?;
+            runtime.lock_watched().push(watched);
+            runtime.lock_groups().push(group);
         }
         let monitor = Monitor {
-            groups: watched,
-            clock,
-            stop: runtime.stop.clone(),
-            interval,
-            stuck_after: options.stuck_after,
+            groups: runtime.watched.clone(),
+            clock: runtime.clock,
+            stop: monitor_stop,
+            stuck_after: runtime.options.stuck_after,
+            microquanta: runtime.options.microquanta,
         };
-        let join_class = options.microquanta && runtime.groups.iter().any(|g| g.mode == Mode::Compacting);
         let handle = std::thread::Builder::new()
             .name("snap-monitor".into())
-            .spawn(move || {
-                if join_class {
-                    // The rebalancer polls every few tens of µs; under load it needs the class
-                    // as much as the engines do.
-                    placement::join_microquanta(rustix::thread::gettid().as_raw_nonzero().get() as u32);
-                }
-                monitor.run()
-            })
+            .spawn(move || monitor.run())
             .map_err(|e| RuntimeError::Group {
                 group: "monitor".into(),
                 reason: format!("cannot start thread: {e}"),
             })?;
-        runtime.threads.push(handle);
+        runtime.monitor = Some(handle);
         Ok(runtime)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn start_group(
-        &mut self,
-        spec: GroupSpec,
-        options: &RuntimeOptions,
-    ) -> Result<(Group, Option<(Duration, Compacting)>), RuntimeError> {
+    fn lock_groups(&self) -> MutexGuard<'_, Vec<Group>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_watched(&self) -> MutexGuard<'_, Vec<WatchedGroup>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks `spec`'s cores against its mode and the running groups: dedicated needs at
+    /// least one; every core exists and is listed once; a dedicated core is nobody else's.
+    fn check_cores(&self, spec: &GroupSpec) -> Result<(), RuntimeError> {
         let err = |reason: String| RuntimeError::Group {
             group: spec.name.clone(),
+            reason,
+        };
+        if spec.mode == Mode::Dedicated && spec.cores.is_empty() {
+            return Err(err("dedicated mode needs at least one core".into()));
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut seen = std::collections::HashSet::new();
+        for &core in &spec.cores {
+            if core >= cpus {
+                return Err(err(format!(
+                    "core {core} does not exist (this machine has cores 0..={})",
+                    cpus - 1
+                )));
+            }
+            if !seen.insert(core) {
+                return Err(err(format!("core {core} is listed twice")));
+            }
+        }
+        for g in self.lock_groups().iter() {
+            let dedicated = spec.mode == Mode::Dedicated || g.mode == Mode::Dedicated;
+            if let Some(core) = g.cores.iter().find(|c| seen.contains(c)).filter(|_| dedicated) {
+                return Err(err(format!(
+                    "core {core} is also used by group {:?}, and dedicated cores cannot be shared",
+                    g.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one group's threads with its engines. On error the threads already started
+    /// for it are stopped (and its engines dropped).
+    fn start_group(&self, spec: GroupSpec) -> Result<(Group, WatchedGroup), RuntimeError> {
+        let name = spec.name.clone();
+        let err = |reason: String| RuntimeError::Group {
+            group: name.clone(),
             reason,
         };
         if spec.engines.is_empty() {
@@ -343,25 +441,12 @@ impl Runtime {
         }
         let mut placed = Vec::new();
         for engine in spec.engines {
-            let mut engine = engine;
-            let ledger = engine.app_facing().and_then(|app| app.ledger());
-            let shared = Arc::new(EngineShared {
-                id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
-                name: engine.name().to_owned(),
-                mailbox: Mailbox::new().map_err(|e| err(format!("eventfd: {e}")))?,
-                stats: EngineStats::default(),
-                probe: engine.work_probe(),
-                ledger,
-            });
-            placed.push(Placed { shared, engine });
+            placed.push(place(engine).map_err(&err)?);
         }
         let engines: Vec<Arc<EngineShared>> = placed.iter().map(|p| p.shared.clone()).collect();
         // Per thread: its CPUs and its initial engines.
         let mut layout: Vec<(Vec<usize>, Vec<Placed>)> = match spec.mode {
             Mode::Dedicated => {
-                if spec.cores.is_empty() {
-                    return Err(err("dedicated mode needs at least one core".into()));
-                }
                 let mut threads: Vec<_> = spec.cores.iter().map(|&c| (vec![c], Vec::new())).collect();
                 let n = threads.len();
                 for (i, p) in placed.into_iter().enumerate() {
@@ -387,60 +472,86 @@ impl Runtime {
         let (idle, microquanta) = match spec.mode {
             // Dedicated threads own their cores; the class would only throttle them.
             Mode::Dedicated => (Idle::Spin, false),
-            Mode::Spreading | Mode::Compacting => (Idle::Block { poll: spec.idle_poll }, options.microquanta),
+            Mode::Spreading | Mode::Compacting => {
+                (Idle::Block { poll: spec.idle_poll }, self.options.microquanta)
+            }
         };
-        let mut workers = Vec::new();
-        for (i, (cores, initial)) in layout.drain(..).enumerate() {
-            let shared = Arc::new(WorkerShared::new(cores).map_err(|e| err(format!("eventfd: {e}")))?);
-            let handle = worker::spawn(WorkerSetup {
-                name: format!("snap-{}-{i}", spec.name),
-                shared: shared.clone(),
-                idle,
-                stop: self.stop.clone(),
-                clock: self.clock,
-                microquanta,
-                initial,
-            })
-            .map_err(err)?;
-            self.threads.push(handle);
-            workers.push(shared);
-        }
-        let compacting = (spec.mode == Mode::Compacting).then(|| {
-            let rebalancer = compacting::Rebalancer::new(spec.compacting, workers.len(), engines.len());
-            let assignment = vec![0; engines.len()];
-            (
-                spec.compacting.poll_interval,
-                Compacting {
-                    rebalancer,
-                    assignment,
-                    samples: Vec::with_capacity(engines.len()),
-                },
-            )
-        });
-        let group = Group {
+        let mut group = Group {
             name: spec.name,
             mode: spec.mode,
+            cores: spec.cores,
+            idle,
+            microquanta,
             engines,
-            workers,
+            threads: Vec::new(),
+            next_thread: 0,
         };
-        Ok((group, compacting))
+        for (cores, initial) in layout.drain(..) {
+            match self.spawn_thread(&mut group, cores, initial) {
+                Ok(thread) => group.threads.push(thread),
+                Err(reason) => {
+                    for t in &mut group.threads {
+                        t.stop_and_join();
+                    }
+                    return Err(err(reason));
+                }
+            }
+        }
+        let workers: Vec<Arc<WorkerShared>> = group.threads.iter().map(|t| t.shared.clone()).collect();
+        let compacting = (spec.mode == Mode::Compacting).then(|| Compacting {
+            poll_interval: spec.compacting.poll_interval,
+            rebalancer: compacting::Rebalancer::new(spec.compacting, workers.len(), group.engines.len()),
+            assignment: vec![0; group.engines.len()],
+            samples: Vec::with_capacity(group.engines.len()),
+        });
+        let watched = WatchedGroup {
+            name: group.name.clone(),
+            engines: group.engines.clone(),
+            workers,
+            waiting_since: vec![None; group.engines.len()],
+            compacting,
+        };
+        Ok((group, watched))
+    }
+
+    /// Starts one thread of `group` on `cores` with its `initial` engines.
+    fn spawn_thread(
+        &self,
+        group: &mut Group,
+        cores: Vec<usize>,
+        initial: Vec<Placed>,
+    ) -> Result<Thread, String> {
+        let shared = Arc::new(WorkerShared::new(cores).map_err(|e| format!("eventfd: {e}"))?);
+        let handle = worker::spawn(WorkerSetup {
+            name: format!("snap-{}-{}", group.name, group.next_thread),
+            shared: shared.clone(),
+            idle: group.idle,
+            clock: self.clock,
+            microquanta: group.microquanta,
+            initial,
+        })?;
+        group.next_thread += 1;
+        Ok(Thread {
+            shared,
+            handle: Some(handle),
+        })
     }
 
     /// The handle of the engine called `name`.
     pub fn engine(&self, name: &str) -> Option<EngineHandle> {
-        self.groups
+        self.lock_groups()
             .iter()
             .flat_map(|g| &g.engines)
             .find(|e| e.name == name)
             .map(|shared| EngineHandle {
                 shared: shared.clone(),
-                timeout: self.control_timeout,
+                timeout: self.options.control_timeout,
             })
     }
 
     /// Names of all engines, group by group.
     pub fn engine_names(&self) -> Vec<String> {
-        self.groups
+        self.lock_groups()
             .iter()
             .flat_map(|g| &g.engines)
             .map(|e| e.name.clone())
@@ -450,16 +561,17 @@ impl Runtime {
     /// A snapshot of every group, thread and engine.
     pub fn status(&self) -> Status {
         let now = self.clock.now_ns();
-        let stopped = self.threads.is_empty();
+        let stopped = self.stopped;
         let groups = self
-            .groups
+            .lock_groups()
             .iter()
             .map(|g| {
                 let engines: Vec<EngineStatus> = g.engines.iter().map(|e| engine_status(e, now)).collect();
                 let threads: Vec<ThreadStatus> = g
-                    .workers
+                    .threads
                     .iter()
-                    .map(|w| {
+                    .map(|t| {
+                        let w = &t.shared;
                         let tid = w.tid.load(Relaxed);
                         ThreadStatus {
                             tid,
@@ -468,6 +580,11 @@ impl Runtime {
                                 w.exit_cpu_ns.load(Relaxed)
                             } else {
                                 cpu_time::thread_cpu_time_ns(tid)
+                            },
+                            last_cpu: if stopped {
+                                None
+                            } else {
+                                cpu_time::thread_last_cpu(tid)
                             },
                             busy_ns: w.busy_ns.load(Relaxed),
                             engines: engines
@@ -482,10 +599,11 @@ impl Runtime {
                 GroupStatus {
                     name: g.name.clone(),
                     mode: g.mode.as_str().to_owned(),
+                    cores: g.cores.clone(),
                     active_threads: g
-                        .workers
+                        .threads
                         .iter()
-                        .filter(|w| w.engine_count.load(Relaxed) > 0)
+                        .filter(|t| t.shared.engine_count.load(Relaxed) > 0)
                         .count(),
                     threads,
                     engines,
@@ -508,13 +626,17 @@ impl Runtime {
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.store(true, Relaxed);
-        for w in self.groups.iter().flat_map(|g| &g.workers) {
-            w.wake();
+        self.stopped = true;
+        self.monitor_stop.store(true, Relaxed);
+        let groups = self.groups.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Tell every thread first, so that they wind down together.
+        for t in groups.iter().flat_map(|g| &g.threads) {
+            t.shared.stop();
         }
-        for handle in self.threads.drain(..) {
-            // A thread can only have died by a panic outside engine code (a runtime bug);
-            // it was already reported on stderr.
+        for t in groups.iter_mut().flat_map(|g| &mut g.threads) {
+            t.stop_and_join();
+        }
+        if let Some(handle) = self.monitor.take() {
             let _ = handle.join();
         }
     }
@@ -524,6 +646,21 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_and_join();
     }
+}
+
+/// An engine with the parts other threads see, ready for a thread to adopt.
+fn place(mut engine: Box<dyn Engine>) -> Result<Placed, String> {
+    let ledger = engine.app_facing().and_then(|app| app.ledger());
+    let shared = Arc::new(EngineShared {
+        id: NEXT_ENGINE_ID.fetch_add(1, Relaxed),
+        name: engine.name().to_owned(),
+        mailbox: Mailbox::new().map_err(|e| format!("eventfd: {e}"))?,
+        stats: EngineStats::default(),
+        probe: engine.work_probe(),
+        ledger,
+        retire: Mutex::new(None),
+    });
+    Ok(Placed { shared, engine })
 }
 
 fn engine_status(e: &EngineShared, now: u64) -> EngineStatus {

@@ -8,7 +8,7 @@
 //! reason).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::compacting::{Rebalancer, Sample};
@@ -17,6 +17,8 @@ use crate::worker::{Command, EngineShared, WorkerShared};
 
 /// A compacting group's rebalancer and where it has put each engine.
 pub(crate) struct Compacting {
+    /// How often this group wants to be sampled.
+    pub poll_interval: Duration,
     pub rebalancer: Rebalancer,
     pub assignment: Vec<usize>,
     /// This poll's samples for the rebalancer; kept so that polling does not allocate.
@@ -25,6 +27,7 @@ pub(crate) struct Compacting {
 
 /// What the monitor watches of one group.
 pub(crate) struct WatchedGroup {
+    pub name: String,
     pub engines: Vec<Arc<EngineShared>>,
     pub workers: Vec<Arc<WorkerShared>>,
     pub compacting: Option<Compacting>,
@@ -32,21 +35,43 @@ pub(crate) struct WatchedGroup {
     pub waiting_since: Vec<Option<u64>>,
 }
 
+/// The groups the monitor watches: the runtime's control plane adds and removes groups and
+/// engines here while the monitor runs (it holds the lock for one poll round).
+pub(crate) type Watched = Arc<Mutex<Vec<WatchedGroup>>>;
+
+/// Sampling interval when no compacting group asks for a shorter one.
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(1);
+
 pub(crate) struct Monitor {
-    pub groups: Vec<WatchedGroup>,
+    pub groups: Watched,
     pub clock: Clock,
     pub stop: Arc<AtomicBool>,
-    pub interval: Duration,
     pub stuck_after: Duration,
+    /// Join the MicroQuanta class once a compacting group exists (the rebalancer polls
+    /// every few tens of µs; under load it needs the class as much as the engines do).
+    pub microquanta: bool,
 }
 
 impl Monitor {
-    pub fn run(mut self) {
+    pub fn run(self) {
+        let mut in_class = false;
+        let mut interval = DEFAULT_INTERVAL;
         while !self.stop.load(Relaxed) {
-            std::thread::sleep(self.interval);
+            std::thread::sleep(interval);
             let now = self.clock.now_ns();
-            for group in &mut self.groups {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            interval = DEFAULT_INTERVAL;
+            for group in groups.iter_mut() {
                 poll_group(group, now, self.stuck_after.as_nanos() as u64);
+                if let Some(c) = &group.compacting {
+                    interval = interval.min(c.poll_interval);
+                }
+            }
+            let compacting = groups.iter().any(|g| g.compacting.is_some());
+            drop(groups);
+            if self.microquanta && compacting && !in_class {
+                in_class = true;
+                crate::placement::join_microquanta(rustix::thread::gettid().as_raw_nonzero().get() as u32);
             }
         }
     }

@@ -38,6 +38,9 @@ pub(crate) struct EngineShared {
     pub probe: WorkProbe,
     /// Quarantine and backpressure counters of an app-facing engine.
     pub ledger: Option<Arc<crate::app_facing::ChannelLedger>>,
+    /// Set by the control plane to remove the engine: the owning thread drops the engine
+    /// after the mailbox operation that follows, then signals here.
+    pub retire: Mutex<Option<mpsc::Sender<()>>>,
 }
 
 /// An engine and its shared parts, as handed between threads.
@@ -77,6 +80,9 @@ pub(crate) struct WorkerShared {
     pub busy_ns: AtomicU64,
     /// The thread's own CPU time when it exited (its `/proc` entry is gone by then).
     pub exit_cpu_ns: AtomicU64,
+    /// Tells the thread to exit at its next round (the runtime stops, or its group or its
+    /// last engine is removed); its remaining engines are dropped with it.
+    pub stop: AtomicBool,
     commands: Mutex<Vec<Command>>,
     has_commands: AtomicBool,
     wake: OwnedFd,
@@ -100,6 +106,7 @@ impl WorkerShared {
             engine_count: AtomicUsize::new(0),
             busy_ns: AtomicU64::new(0),
             exit_cpu_ns: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
             commands: Mutex::new(Vec::new()),
             has_commands: AtomicBool::new(false),
             wake: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
@@ -109,6 +116,12 @@ impl WorkerShared {
     pub fn send(&self, cmd: Command) {
         self.commands.lock().unwrap_or_else(|e| e.into_inner()).push(cmd);
         self.has_commands.store(true, Release);
+        self.wake();
+    }
+
+    /// Stops the thread at its next round, waking it if it is blocked.
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
         self.wake();
     }
 
@@ -133,7 +146,6 @@ pub(crate) struct WorkerSetup {
     pub name: String,
     pub shared: Arc<WorkerShared>,
     pub idle: Idle,
-    pub stop: Arc<AtomicBool>,
     pub clock: Clock,
     /// Join the MicroQuanta class if the scheduler is loaded.
     pub microquanta: bool,
@@ -213,7 +225,7 @@ fn thread_main(setup: WorkerSetup, ready: mpsc::Sender<Result<(), String>>) {
         worker.adopt(placed);
     }
     let _ = ready.send(Ok(()));
-    worker.run_loop(setup.idle, &setup.stop);
+    worker.run_loop(setup.idle, &setup.shared.stop);
     for slot in worker.slots.drain(..) {
         slot.placed.shared.mailbox.close();
         slot.placed.shared.stats.tid.store(0, Relaxed);
@@ -279,9 +291,19 @@ impl Worker {
                     );
                     continue;
                 }
+                progressed = true;
+                let retire = shared.retire.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(done) = retire {
+                    // Removed by the control plane: dropped here, on its own thread, like a
+                    // failed engine (its apps' channels lose their host side).
+                    let slot = self.remove(i);
+                    slot.placed.shared.mailbox.close();
+                    drop(slot);
+                    let _ = done.send(());
+                    continue;
+                }
                 // The operation may have attached or detached an interrupt source.
                 self.reregister(i);
-                progressed = true;
             }
             let Placed { shared, engine } = &mut self.slots[i].placed;
             let start = Instant::now();

@@ -36,7 +36,9 @@
 //! not cycle, and end at an echo engine (Pony's app protocol is its own).
 //!
 //! [`kind`] is the registry of engine kinds: every kind the host can build, each built in
-//! one place.
+//! one place. `change` checks the operator's run-time changes (one engine or group table at
+//! a time) as part of the whole configuration they would make ([`Config::with_engine`] and
+//! its siblings).
 //!
 //! Parsing is strict: unknown keys are errors (with their line, from the `toml` crate), and
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
@@ -419,6 +421,7 @@ impl Config {
                 .flat_map(|g| &g.engine)
                 .map(|e| (e.name.clone(), e.kind.as_str().to_owned()))
                 .collect(),
+            pipeline: Some(self.clone()),
         }
     }
 
@@ -436,34 +439,45 @@ impl Config {
     /// a `bind` address in use).
     pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
         let built = pipeline::build_engines(self)?;
-        let mut specs = Vec::with_capacity(self.group.len());
-        for (g, engines) in self.group.iter().zip(built) {
-            let defaults = CompactingParams::default();
-            specs.push(GroupSpec {
-                name: g.name.clone(),
-                mode: g.mode,
-                cores: g.cores.clone().unwrap_or_default(),
-                engines,
-                compacting: CompactingParams {
-                    poll_interval: g
-                        .poll_interval_us
-                        .map_or(defaults.poll_interval, Duration::from_micros),
-                    max_queueing_delay: g
-                        .max_queueing_delay_us
-                        .map_or(defaults.max_queueing_delay, Duration::from_micros),
-                    shrink_after: g
-                        .shrink_after_ms
-                        .map_or(defaults.shrink_after, Duration::from_millis),
-                },
-                idle_poll: g
-                    .idle_poll_us
-                    .map_or(g.mode.default_idle_poll(), Duration::from_micros),
-            });
-        }
+        let specs = self
+            .group
+            .iter()
+            .zip(built)
+            .map(|(g, engines)| g.spec(engines))
+            .collect();
         Ok((specs, self.runtime_options()))
     }
 }
 
+impl GroupConfig {
+    /// The runtime's spec of this group, with its built engines.
+    fn spec(&self, engines: Vec<Box<dyn snap_runtime::Engine>>) -> GroupSpec {
+        let g = self;
+        let defaults = CompactingParams::default();
+        GroupSpec {
+            name: g.name.clone(),
+            mode: g.mode,
+            cores: g.cores.clone().unwrap_or_default(),
+            engines,
+            compacting: CompactingParams {
+                poll_interval: g
+                    .poll_interval_us
+                    .map_or(defaults.poll_interval, Duration::from_micros),
+                max_queueing_delay: g
+                    .max_queueing_delay_us
+                    .map_or(defaults.max_queueing_delay, Duration::from_micros),
+                shrink_after: g
+                    .shrink_after_ms
+                    .map_or(defaults.shrink_after, Duration::from_millis),
+            },
+            idle_poll: g
+                .idle_poll_us
+                .map_or(g.mode.default_idle_poll(), Duration::from_micros),
+        }
+    }
+}
+
+mod change;
 mod fuzz;
 pub mod kind;
 mod pipeline;

@@ -94,6 +94,33 @@ enum Built {
     Other(Box<dyn Engine>),
 }
 
+/// Builds an engine that joins no pipeline (any kind but relay), binding its sockets. `at`
+/// is its field path, for errors.
+pub(super) fn build_standalone(e: &super::EngineConfig, at: &str) -> Result<Box<dyn Engine>, ConfigError> {
+    let field = |f: &str| format!("{at}.{f}");
+    match e.kind {
+        EngineKind::Echo => Ok(Box::new(EchoEngine::new(e.name.clone(), e.work_ns))),
+        EngineKind::UdpEcho => {
+            let addr = e
+                .bind
+                .ok_or_else(|| invalid(field("bind"), "required for kind \"udp_echo\""))?;
+            let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
+                .map_err(|err| invalid(field("bind"), format!("cannot bind {addr}: {err}")))?;
+            Ok(Box::new(engine))
+        }
+        EngineKind::Pony => {
+            // Options of a pony engine whose file has none.
+            let empty = toml::Table::new();
+            let options = e.options.as_ref().unwrap_or(&empty);
+            pony::build(&e.name, e.work_ns, options).map_err(|m| invalid(field("options"), m))
+        }
+        EngineKind::Relay => Err(invalid(
+            field("kind"),
+            "a relay is joined to its next engine when the host starts; it cannot be built on its own",
+        )),
+    }
+}
+
 /// Builds every group's engines, joining relays to their next engines. Errors name the
 /// field.
 pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>, ConfigError> {
@@ -101,8 +128,6 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
         .filter(|(_, _, e)| e.kind == EngineKind::Relay)
         .count();
     let shape = internal_shape(relays);
-    // Options of a pony engine whose file has none.
-    let empty = toml::Table::new();
     let mut groups: Vec<Vec<Built>> = Vec::with_capacity(config.group.len());
     let mut at: HashMap<&str, (usize, usize)> = HashMap::new();
     // (field of the relay's `next`, next engine's name, engine end to attach there).
@@ -125,19 +150,8 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
                     links.push((field("next"), next, end));
                     Built::Relay(relay)
                 }
-                EngineKind::UdpEcho => {
-                    let addr = e
-                        .bind
-                        .ok_or_else(|| invalid(field("bind"), "required for kind \"udp_echo\""))?;
-                    let engine = UdpEchoEngine::bind(e.name.clone(), addr, e.work_ns)
-                        .map_err(|err| invalid(field("bind"), format!("cannot bind {addr}: {err}")))?;
-                    Built::Other(Box::new(engine))
-                }
-                EngineKind::Pony => {
-                    let options = e.options.as_ref().unwrap_or(&empty);
-                    Built::Other(
-                        pony::build(&e.name, e.work_ns, options).map_err(|m| invalid(field("options"), m))?,
-                    )
+                EngineKind::UdpEcho | EngineKind::Pony => {
+                    Built::Other(build_standalone(e, &format!("group[{gi}].engine[{ei}]"))?)
                 }
             };
             at.insert(e.name.as_str(), (gi, ei));

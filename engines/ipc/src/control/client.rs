@@ -218,6 +218,43 @@ impl SnapClient {
         }
     }
 
+    /// Operator: adds the engine described by `table` (the body of a `[[group.engine]]`
+    /// table of the host's configuration) to `group`. Returns the host's summary.
+    pub fn engine_add(&mut self, group: &str, table: &str) -> Result<String, ClientError> {
+        self.change(Request::EngineAdd {
+            group: group.to_owned(),
+            table: table.to_owned(),
+        })
+    }
+
+    /// Operator: removes engine `engine`.
+    pub fn engine_remove(&mut self, engine: &str) -> Result<String, ClientError> {
+        self.change(Request::EngineRemove {
+            engine: engine.to_owned(),
+        })
+    }
+
+    /// Operator: adds the group described by `table` (the body of a `[[group]]` table).
+    pub fn group_add(&mut self, table: &str) -> Result<String, ClientError> {
+        self.change(Request::GroupAdd {
+            table: table.to_owned(),
+        })
+    }
+
+    /// Operator: removes group `group` with its engines.
+    pub fn group_remove(&mut self, group: &str) -> Result<String, ClientError> {
+        self.change(Request::GroupRemove {
+            group: group.to_owned(),
+        })
+    }
+
+    fn change(&mut self, request: Request) -> Result<String, ClientError> {
+        match self.call(&request, &[])? {
+            (Response::Changed { summary }, _) => Ok(summary),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// The host's status.
     pub fn status(&mut self) -> Result<HostStatus, ClientError> {
         match self.call(&Request::Status, &[])?.0 {

@@ -12,8 +12,15 @@
 //! | `detach {channel}`           | 0           | `detached`  | 0                     |
 //! | `stage_fd {engine, channel}` | 1           | `staged`    | 0                     |
 //! | `status`                     | 0           | `status`    | 0                     |
+//! | `engine_add {group, table}`  | 0           | `changed`   | 0                     |
+//! | `engine_remove {engine}`     | 0           | `changed`   | 0                     |
+//! | `group_add {table}`          | 0           | `changed`   | 0                     |
+//! | `group_remove {group}`       | 0           | `changed`   | 0                     |
 //!
-//! Any request can be answered with `error {message}`.
+//! Any request can be answered with `error {message}`. The last four are the operator's
+//! (`snapctl`): they change the running pipeline, and only root and the host's own user may
+//! send them. `table` is the body of one `[[group.engine]]` or `[[group]]` table of the
+//! host's TOML configuration, with the same keys and meaning.
 //!
 //! [`HOST_FDS`]: crate::channel::HOST_FDS
 
@@ -66,6 +73,41 @@ pub enum Request {
     },
     /// The host's status.
     Status,
+    /// Operator: start an engine in a running group.
+    EngineAdd {
+        /// The group.
+        group: String,
+        /// The engine, as the body of a `[[group.engine]]` table of the host's configuration.
+        table: String,
+    },
+    /// Operator: stop and drop an engine; its apps' connections are closed.
+    EngineRemove {
+        /// Engine name.
+        engine: String,
+    },
+    /// Operator: start a group with its engines.
+    GroupAdd {
+        /// The group, as the body of a `[[group]]` table of the host's configuration.
+        table: String,
+    },
+    /// Operator: stop a group and drop its engines; their apps' connections are closed.
+    GroupRemove {
+        /// Group name.
+        group: String,
+    },
+}
+
+impl Request {
+    /// Whether the request changes the running pipeline (an operator's request).
+    pub fn is_operator(&self) -> bool {
+        matches!(
+            self,
+            Self::EngineAdd { .. }
+                | Self::EngineRemove { .. }
+                | Self::GroupAdd { .. }
+                | Self::GroupRemove { .. }
+        )
+    }
 }
 
 /// What the host answers.
@@ -94,6 +136,11 @@ pub enum Response {
         /// Runtime and control-plane status.
         status: Box<HostStatus>,
     },
+    /// An operator's change was made.
+    Changed {
+        /// What changed, for people.
+        summary: String,
+    },
     /// The request failed, or the connection is refused.
     Error {
         /// Why, for people.
@@ -115,7 +162,8 @@ pub struct HostStatus {
     /// The control server's own counters.
     #[serde(default)]
     pub control: ControlStats,
-    /// Each engine's kind (`echo`, `relay`, `pony`, …) by engine name, as configured, so
+    /// Each engine's kind (`echo`, `relay`, `pony`, …) by engine name, as configured (and
+    /// changed by the operator since), so
     /// that a client can pick the engines it can attach to (e.g. the `pony` tool finds the
     /// host's Pony engines).
     #[serde(default)]

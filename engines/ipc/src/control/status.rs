@@ -41,6 +41,10 @@ pub struct GroupStatus {
     pub name: String,
     /// `dedicated`, `spreading` or `compacting`.
     pub mode: String,
+    /// The cores it was given (dedicated: one thread each; spreading: its threads' CPUs;
+    /// compacting: where it may grow); empty: any.
+    #[serde(default)]
+    pub cores: Vec<usize>,
     /// Threads currently hosting at least one engine.
     pub active_threads: usize,
     /// Every thread of the group, active or parked.
@@ -58,6 +62,9 @@ pub struct ThreadStatus {
     pub cores: Vec<usize>,
     /// CPU time the kernel charged to the thread (`/proc/self/task/TID/schedstat`).
     pub cpu_time_ns: u64,
+    /// The CPU it last ran on (`/proc/self/task/TID/stat`); `None` once it exited.
+    #[serde(default)]
+    pub last_cpu: Option<usize>,
     /// Time its engines spent in `run()` steps that made progress.
     pub busy_ns: u64,
     /// Engines it hosts now.
