@@ -26,7 +26,7 @@
 use crate::wire::PacketSeq;
 
 /// The sender's view of the peer's credit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PeerCredit {
     credit: u64,
     freshest: (PacketSeq, PacketSeq),
@@ -65,7 +65,7 @@ impl PeerCredit {
 }
 
 /// The receiver's buffer accounting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RecvBuffer {
     capacity: u64,
     /// A cap from outside the flow (the memory messages land in), `u64::MAX` for none.

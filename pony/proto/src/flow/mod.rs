@@ -60,6 +60,7 @@ mod recv;
 mod rto;
 mod rtt;
 mod send;
+pub mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -88,9 +89,13 @@ use rto::RtoTimer;
 use rtt::RttEstimator;
 use send::{decode_echo, encode_ts, Payload, SendState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
-    Connecting { attempts: u32, next: Instant },
+    Connecting {
+        attempts: u32,
+        #[serde(with = "state::instant")]
+        next: Instant,
+    },
     Connected,
     Closing,
     Closed,
@@ -118,7 +123,11 @@ enum Next {
 
 /// One flow. See the module doc. `R` supplies the buffers received messages are
 /// reassembled in.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "R::Buf: serde::Serialize",
+    deserialize = "R: Default, R::Buf: serde::de::DeserializeOwned"
+))]
 pub struct Flow<R: RecvBuffers = HeapBuffers> {
     cfg: FlowConfig,
     local_id: FlowId,
@@ -127,6 +136,7 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     service: ServiceId,
     version: u8,
     state: State,
+    #[serde(with = "state::instant")]
     epoch: Instant,
     send: SendState,
     rx: Receiver<R>,
@@ -140,6 +150,7 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     pending_close: bool,
     /// The flow closed because the peer's Close arrived (not our own close).
     closed_by_peer: bool,
+    #[serde(with = "state::opt_instant")]
     connect_sent_at: Option<Instant>,
     events: VecDeque<FlowEvent<R::Buf>>,
     stats: FlowStats,
