@@ -95,6 +95,11 @@ impl RecvBuffer {
 
     /// Caps what [`Self::available`] says at `limit`. Returns whether a window update
     /// should be sent now (the cap rose enough to matter, as in [`Self::release`]).
+    /// The cap last set by [`RecvBuffer::set_limit`].
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
     pub(crate) fn set_limit(&mut self, limit: u64) -> bool {
         self.limit = limit;
         self.update_due()

@@ -205,4 +205,11 @@ impl<R: super::RecvBuffers> super::Flow<R> {
     pub fn set_recv_buffers(&mut self, bufs: R) {
         self.rx.set_bufs(bufs);
     }
+
+    /// Whether the flow's state may have changed since the last call (every mutating
+    /// call sets it, conservatively), and clears it: what an engine's upgrade uses to
+    /// re-export only the flows that changed since its previous export.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
 }

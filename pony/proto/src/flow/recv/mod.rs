@@ -200,6 +200,11 @@ impl<R: RecvBuffers> Receiver<R> {
     /// Caps the credit at `bytes` of free memory, plus what messages being reassembled
     /// still expect (they already have their memory). Returns whether the peer should hear
     /// of it now (a window update).
+    /// The receive buffer's current cap (what `limit_credit` last set).
+    pub(crate) fn credit_limit(&self) -> u64 {
+        self.rbuf.limit()
+    }
+
     pub(crate) fn limit_credit(&mut self, bytes: u64) -> bool {
         let limit = bytes.saturating_add(self.reassembly.unfilled() as u64);
         self.rbuf.set_limit(limit)
