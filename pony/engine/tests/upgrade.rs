@@ -50,6 +50,8 @@ struct Upgrade {
     /// The whole upgrade: in this harness the old engine's exports run on its own thread,
     /// so its steps pause while each is taken.
     stall: Duration,
+    /// Writing the full snapshot.
+    full_export: Duration,
 }
 
 enum Cmd {
@@ -59,6 +61,10 @@ enum Cmd {
     /// (refused), and keep running.
     RefusedUpgrade(mpsc::Sender<StateError>),
     Stats(mpsc::Sender<PonyStats>),
+    /// A full snapshot (the engine keeps running).
+    Export(mpsc::Sender<Vec<u8>>),
+    /// Freeze, then thaw as if the new side had refused the final delta.
+    FreezeAndThaw(mpsc::Sender<bool>),
 }
 
 /// One host: a thread stepping its engine, taking commands between steps.
@@ -87,6 +93,17 @@ impl Host {
                         reply.send(app).unwrap();
                     }
                     Ok(Cmd::Stats(reply)) => reply.send(engine.stats()).unwrap(),
+                    Ok(Cmd::Export(reply)) => reply.send(engine.export_full().unwrap()).unwrap(),
+                    Ok(Cmd::FreezeAndThaw(reply)) => {
+                        engine.export_full().unwrap();
+                        let mut last = engine.freeze().unwrap();
+                        // A frozen engine does nothing.
+                        let idle = engine.run(Instant::now()).items == 0;
+                        last.truncate(last.len() / 2);
+                        assert!(PonyEngine::check_snapshot(&last).is_err());
+                        engine.thaw();
+                        reply.send(idle && !engine.is_frozen()).unwrap();
+                    }
                     Ok(Cmd::RefusedUpgrade(reply)) => {
                         let mut full = engine.export_full().unwrap();
                         full[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
@@ -165,6 +182,7 @@ fn upgrade(
 ) -> Result<(PonyEngine, Upgrade), StateError> {
     let t0 = Instant::now();
     let full = old.export_full()?;
+    let full_export = t0.elapsed();
     PonyEngine::check_snapshot(&full)?;
     let mut ds = Vec::new();
     for _ in 0..deltas {
@@ -190,6 +208,7 @@ fn upgrade(
         brownout,
         blackout,
         stall: t0.elapsed(),
+        full_export,
     };
     Ok((new, report))
 }
@@ -325,7 +344,7 @@ fn ping_pong(
         if !got_sent {
             assert_eq!(wait(&mut a, "Sent"), Completion::Sent { cookie: i });
         }
-        for rx in pending.drain(..).collect::<Vec<_>>() {
+        for rx in std::mem::take(&mut pending) {
             match rx.try_recv() {
                 Ok(r) => reports.push(r.expect("upgrade")),
                 Err(mpsc::TryRecvError::Empty) => pending.push(rx),
@@ -455,18 +474,26 @@ fn upgrade_with_many_flows() {
             Host::start_with("mf-a", plain(), cfg.clone()),
             Host::start_with("mf-b", plain(), cfg),
         );
-        let rounds = (flows as u64 * 2).max(40);
-        let at: Vec<u64> = (1..=5).map(|k| rounds * k / 6).collect();
+        // UPGRADES=n for more samples when measuring (default 5).
+        let n: u64 = std::env::var("UPGRADES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5);
+        let rounds = (flows as u64 * 2).max(8 * n);
+        let at: Vec<u64> = (1..=n).map(|k| rounds * k / (n + 1)).collect();
         let reports = ping_pong(&ha, &hb, flows, rounds, &at, 2);
         let mut b: Vec<Duration> = reports.iter().map(|r| r.blackout).collect();
         b.sort();
+        let p99 = b[((b.len() * 99).div_ceil(100)).saturating_sub(1)];
         eprintln!(
-            "flows {flows}: blackout min {:?} p50 {:?} max {:?}; brownout p50 {:?}; longest stall {:?}; full {} B, last delta {} B ({} flows)",
+            "flows {flows}: {} upgrades, blackout p99 {p99:?}; blackout min {:?} p50 {:?} max {:?}; brownout p50 {:?}; longest stall {:?}; full export p50 {:?}, {} B, last delta {} B ({} flows)",
+            b.len(),
             b[0],
             b[b.len() / 2],
             b[b.len() - 1],
             reports[reports.len() / 2].brownout,
             reports.iter().map(|r| r.stall).max().unwrap(),
+            reports[reports.len() / 2].full_export,
             reports[0].full_bytes,
             reports[0].last_delta_bytes,
             reports[0].delta_flows,
@@ -503,4 +530,71 @@ fn deltas_carry_only_changed_flows() {
         "idle flows stay out of the final delta ({})",
         r.delta_flows
     );
+}
+
+/// The new side refusing the final delta (here: damaged) leaves the old engine to thaw
+/// and serve on; the flow never noticed.
+#[test]
+fn a_refused_final_delta_thaws_the_old_engine() {
+    let (ha, hb) = (Host::start("th-a", plain()), Host::start("th-b", plain()));
+    let (mut a, mut b) = (ha.attach(), hb.attach());
+    let flow = open_flows(&mut a, &mut b, &hb.addr, 1)[0];
+    let (tx, rx) = mpsc::channel();
+    ha.tx.send(Cmd::FreezeAndThaw(tx)).unwrap();
+    assert!(rx.recv().unwrap(), "frozen, idle, then thawed");
+    send_retrying(&mut a, flow, &message(0, 3000), 0);
+    assert_eq!(wait(&mut a, "Sent"), Completion::Sent { cookie: 0 });
+    let Completion::Received { head, len, .. } = wait(&mut b, "Received") else {
+        panic!("no message")
+    };
+    let mut buf = Vec::new();
+    b.take_received(head, len, &mut buf).unwrap();
+    assert_eq!(buf, message(0, 3000));
+}
+
+/// A snapshot with flows, sessions and a listener, for damaging.
+fn some_snapshot() -> Vec<u8> {
+    use std::sync::OnceLock;
+    static SNAP: OnceLock<Vec<u8>> = OnceLock::new();
+    SNAP.get_or_init(|| {
+        let (ha, hb) = (Host::start("fz-a", plain()), Host::start("fz-b", plain()));
+        ping_pong(&ha, &hb, 3, 9, &[], 0);
+        let (tx, rx) = mpsc::channel();
+        hb.tx.send(Cmd::Export(tx)).unwrap();
+        rx.recv().unwrap()
+    })
+    .clone()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Damaged or truncated snapshots are typed errors, never panics; with the checksum
+    /// recomputed (damage the checksum cannot see), decoding still never panics.
+    #[test]
+    fn damaged_snapshots_are_errors(
+        flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 1u8..), 1..6),
+        cut in proptest::prelude::any::<proptest::sample::Index>(),
+        fix_crc in proptest::prelude::any::<bool>(),
+    ) {
+        let snap = some_snapshot();
+        PonyEngine::check_snapshot(&snap).unwrap();
+        let mut bad = snap.clone();
+        for (at, x) in flips {
+            let i = at.index(bad.len());
+            bad[i] ^= x;
+        }
+        bad.truncate(cut.index(bad.len() + 1).max(bad.len() / 2));
+        if fix_crc && bad.len() >= 14 {
+            let crc = crc32c::crc32c(&bad[14..]).to_le_bytes();
+            bad[10..14].copy_from_slice(&crc);
+            let _ = PonyEngine::check_snapshot(&bad);
+        } else if bad != snap {
+            let err = PonyEngine::check_snapshot(&bad).unwrap_err();
+            proptest::prop_assert!(matches!(
+                err,
+                StateError::NotASnapshot | StateError::UnsupportedVersion { .. } | StateError::Checksum
+            ), "{err}");
+        }
+    }
 }

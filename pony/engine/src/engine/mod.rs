@@ -24,6 +24,7 @@
 //! | `sessions.rs` | `Sessions` | attached apps: sessions, ring probes, round-robin cursor, staged memfds |
 //! | `listeners.rs` | `Listeners` | service → (session, Listen cookie) |
 //! | `config.rs`, `stats.rs` | [`PonyConfig`], [`PonyStats`] | settings and counters |
+//! | `upgrade.rs` | [`upgrade::Handover`] | the state snapshot and its transfer to a new engine (docs/UPGRADE.md) |
 //!
 //! One step ([`PonyEngine::run`]) does, each bounded: up to `packet_batch` packets off the
 //! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app listening on the

@@ -180,8 +180,8 @@ impl FlowTable {
 
     /// Takes every entry out (an engine handing its state over; see
     /// [`super::PonyEngine::freeze`]).
-    pub(super) fn drain(&mut self) -> Vec<Box<FlowEntry>> {
-        std::mem::take(&mut self.by_id).into_values().collect()
+    pub(super) fn drain(&mut self) -> BTreeMap<u32, Box<FlowEntry>> {
+        std::mem::take(&mut self.by_id)
     }
 
     fn split(&self, id: u32) -> (u32, u32) {
