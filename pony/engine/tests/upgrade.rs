@@ -442,6 +442,25 @@ fn stream(upgrade_sender: bool) {
     for rx in pending {
         reports.push(rx.recv_timeout(DEADLINE).unwrap().expect("upgrade"));
     }
+    // Every pool buffer comes back: the moved flows' references (data in flight, messages
+    // being reassembled) were not leaked. (A release too many would have freed a buffer
+    // still in use, which the byte-exact checks above would see as damaged messages.)
+    for (app, who) in [(&a, "sender"), (&b, "receiver")] {
+        let t = Instant::now();
+        loop {
+            let st = app.pool().stats();
+            if st.free == st.buffers {
+                break;
+            }
+            assert!(
+                t.elapsed() < DEADLINE,
+                "{who}'s pool: {} of {} free",
+                st.free,
+                st.buffers
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     eprintln!("{} MiB, {reports:#?}", total >> 20);
     assert!(reports.len() >= 5);
     assert!(
