@@ -102,3 +102,26 @@ proptest! {
         let _ = import(&bytes, &sim);
     }
 }
+
+/// The change mark: an idle flow that is only polled stays unmarked; a send marks it.
+#[test]
+fn idle_flows_stay_unmarked() {
+    let mut sim = SimNet::connected(9, cfg(), cfg(), [LinkCfg::default(), LinkCfg::default()]);
+    sim.flush();
+    let now = sim.now;
+    let f = sim.flow(0);
+    f.limit_credit(1 << 20);
+    while f.poll_transmit(now).is_some() {}
+    while f.poll_event().is_some() {}
+    f.take_changed();
+    for _ in 0..3 {
+        f.limit_credit(1 << 20);
+        assert!(f.poll_transmit(now).is_none());
+        assert!(f.poll_event().is_none());
+    }
+    assert!(!f.take_changed(), "polling an idle flow changes nothing");
+    f.limit_credit(1 << 19);
+    assert!(f.take_changed(), "a new credit cap is a change");
+    f.send_message(1, vec![1u8; 10]).expect("queued");
+    assert!(f.take_changed(), "a send is a change");
+}
