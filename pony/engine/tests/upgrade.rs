@@ -5,6 +5,7 @@
 //! duplicated or reordered. Each host's engine is stepped by a thread of its own (the
 //! runtime's part, which the process-to-process upgrade will do across processes).
 
+use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -63,6 +64,8 @@ enum Cmd {
     Stats(mpsc::Sender<PonyStats>),
     /// A full snapshot (the engine keeps running).
     Export(mpsc::Sender<Vec<u8>>),
+    /// Runs a closure on the engine, between steps.
+    With(Box<dyn FnOnce(&mut PonyEngine) + Send>),
     /// Freeze, then thaw as if the new side had refused the final delta.
     FreezeAndThaw(mpsc::Sender<bool>),
 }
@@ -93,6 +96,7 @@ impl Host {
                         reply.send(app).unwrap();
                     }
                     Ok(Cmd::Stats(reply)) => reply.send(engine.stats()).unwrap(),
+                    Ok(Cmd::With(f)) => f(&mut engine),
                     Ok(Cmd::Export(reply)) => reply.send(engine.export_full().unwrap()).unwrap(),
                     Ok(Cmd::FreezeAndThaw(reply)) => {
                         engine.export_full().unwrap();
@@ -616,4 +620,79 @@ proptest::proptest! {
             ), "{err}");
         }
     }
+}
+
+/// One-sided reads from a region on B while both hosts are upgraded with reads in flight:
+/// the region, its key, B's reads being served and A's pending ops all move, and every
+/// read returns the region's bytes.
+#[test]
+fn upgrade_with_one_sided_reads_in_flight() {
+    use snap_ipc::SharedMem;
+    use std::os::fd::AsFd;
+
+    let (ha, hb) = (Host::start("os-a", plain()), Host::start("os-b", plain()));
+    let (mut a, mut b) = (ha.attach(), hb.attach());
+    let flow = open_flows(&mut a, &mut b, &hb.addr, 1)[0];
+    let len = 48 << 10;
+    let data = SharedMem::create("upgrade-region", len).unwrap();
+    let fill = |i: usize| (i * 7 % 251) as u8;
+    for i in 0..len {
+        // SAFETY: i < len; the mapping is ours and nobody reads it yet.
+        unsafe { data.as_ptr().add(i).write(fill(i)) };
+    }
+    let fd = data.as_fd().try_clone_to_owned().unwrap();
+    let (tx, rx) = mpsc::channel();
+    hb.tx
+        .send(Cmd::With(Box::new(move |e| {
+            // The only session on B is the app's (id 1).
+            let g = e
+                .register_region_local(1, SharedMem::from_fd(fd).unwrap())
+                .unwrap();
+            tx.send(g).unwrap();
+        })))
+        .unwrap();
+    let grant = rx.recv().unwrap();
+    let mut pending = Vec::new();
+    let mut buf = Vec::new();
+    for round in 0..12u64 {
+        // Four reads in flight, then an upgrade of one host or the other.
+        let mut chains = HashMap::new();
+        for k in 0..4u64 {
+            let cookie = round * 4 + k;
+            let offset = (cookie * 1000) % 8000;
+            let n = (len as u64 - offset) as u32;
+            let chain = a.pool().alloc_chain(n as usize).unwrap();
+            a.submit(&Command::Read {
+                flow,
+                region: grant.region,
+                key: grant.key,
+                offset,
+                len: n,
+                local: chain.head.0,
+                cookie,
+            })
+            .unwrap();
+            chains.insert(cookie, (chain.head.0, offset));
+        }
+        pending.push(if round % 2 == 0 {
+            ha.upgrade(1)
+        } else {
+            hb.upgrade(1)
+        });
+        for _ in 0..4 {
+            let Completion::ReadDone { cookie, result } = wait(&mut a, "ReadDone") else {
+                panic!("expected ReadDone")
+            };
+            let n = result.expect("read");
+            let (head, offset) = chains[&cookie];
+            buf.clear();
+            a.take_received(head, n, &mut buf).unwrap();
+            let want: Vec<u8> = (offset as usize..len).map(fill).collect();
+            assert!(buf == want, "read {cookie}: the region's bytes");
+        }
+    }
+    for rx in pending {
+        rx.recv_timeout(DEADLINE).unwrap().expect("upgrade");
+    }
+    assert!(hb.stats().ops_served >= 48);
 }
