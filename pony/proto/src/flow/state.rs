@@ -21,8 +21,10 @@
 //! every derived type; a scoped thread-local is the small way to give one, and it is
 //! cleared on every exit from the scope (panic included).
 //!
-//! Reading untrusted bytes never panics: everything ends in a serde error, and an imported
-//! flow is checked for the invariants the flow relies on ([`super::Flow::check_state`]).
+//! Reading damaged bytes never panics (a serde error; proptest in `tests/state.rs`), and a
+//! held reference is checked against its buffer. The state's internal consistency is not
+//! checked field by field: the engine's snapshot carries a checksum, and its source is the
+//! old engine of the same host, not a peer.
 
 use std::any::Any;
 use std::cell::RefCell;
