@@ -29,7 +29,7 @@
 //! Write's segments cut from a region copy) is written inline.
 //!
 //! A delta carries the flows that changed since the previous export (the flow table's
-//! marks, [`super::flows::FlowTable::take_changes`]) and the ids of flows retired since,
+//! marks, `FlowTable::take_changes`) and the ids of flows retired since,
 //! plus the rest of the state in full: it is small (sessions, listeners, regions and ops,
 //! not per-flow) and replacing it whole avoids a second change-tracking scheme.
 //!
