@@ -15,4 +15,5 @@ pub mod nic;
 pub mod regions;
 pub mod session;
 
+pub use engine::upgrade::{FdUse, Handover, SnapshotInfo, StateError, FORMAT_VERSION};
 pub use engine::{PonyConfig, PonyEngine, PonyLimits, PonyStats, MAX_FLOWS_LIMIT};

@@ -28,6 +28,15 @@ use snap_ipc::{SharedMem, ShmError};
 
 use pony_express::app::OpErrorCode;
 
+/// The registry's state in an engine's snapshot ([`Regions::state`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RegionsState {
+    /// (region id, app, key), by id.
+    pub regions: Vec<(u32, AppId, u64)>,
+    next_id: u32,
+    refusals: (u64, u64),
+}
+
 /// Identifies the app that registered a region (the engine's id for a session).
 pub type AppId = u64;
 
@@ -75,7 +84,7 @@ pub struct RegionGrant {
 }
 
 /// Refused accesses, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Refusals {
     /// Unknown region id or wrong key (one answer to the peer: `AccessDenied`).
     pub access_denied: u64,
@@ -258,6 +267,44 @@ impl Regions {
         let mem = Arc::new(mem);
         self.regions.insert(region, Region { app, key, mem });
         Ok(RegionGrant { region, key, len })
+    }
+
+    /// The registry for a state snapshot: (id, app, key) per region, the next id, the
+    /// refusal counters. The memory itself travels as a handle (its memfd).
+    pub fn state(&self) -> RegionsState {
+        let mut regions: Vec<_> = self.regions.iter().map(|(&id, r)| (id, r.app, r.key)).collect();
+        regions.sort_unstable();
+        let r = self.refusals();
+        RegionsState {
+            regions,
+            next_id: self.next_id,
+            refusals: (r.access_denied, r.out_of_bounds),
+        }
+    }
+
+    /// Every region's memory, by id, taken out (an engine handing its state over).
+    pub fn drain_mems(&mut self) -> Vec<(u32, Arc<SharedMem>)> {
+        self.regions.drain().map(|(id, r)| (id, r.mem)).collect()
+    }
+
+    /// The registry `st` describes, each region on the memory `mems` has for its id.
+    pub fn adopt(st: RegionsState, mems: &mut HashMap<u32, Arc<SharedMem>>) -> Result<Self, String> {
+        let mut regions = HashMap::new();
+        for (id, app, key) in st.regions {
+            if id >= st.next_id {
+                return Err(format!("region {id} at or past the next id {}", st.next_id));
+            }
+            let mem = mems
+                .remove(&id)
+                .ok_or_else(|| format!("no memory handed over for region {id}"))?;
+            regions.insert(id, Region { app, key, mem });
+        }
+        Ok(Regions {
+            regions,
+            next_id: st.next_id,
+            access_denied: AtomicU64::new(st.refusals.0),
+            out_of_bounds: AtomicU64::new(st.refusals.1),
+        })
     }
 
     /// Checks an access of `len` bytes at `offset` of `region` with `key`.

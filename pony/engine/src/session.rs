@@ -21,7 +21,7 @@ use snap_ipc::channel::{completion_ringer, AppChannel, ChannelEngineEnd, Channel
 use snap_ipc::{Doorbell, PopError, RingProbe};
 
 /// A chain the engine holds for an accepted command (its head index).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ChainId(pub u32);
 
 /// A command the engine accepted: well-formed, and its chain (if any) validated and now
@@ -116,10 +116,14 @@ impl EngineSession {
     }
 
     fn new(chan: ChannelEngineEnd, pool: Pool) -> Self {
+        Self::new_shared(chan, Arc::new(pool))
+    }
+
+    fn new_shared(chan: ChannelEngineEnd, pool: Arc<Pool>) -> Self {
         let holds = Holds::new(pool.shape().buffers);
         Self {
             chan,
-            pool: Arc::new(pool),
+            pool,
             held: HashMap::new(),
             holds,
             pending: VecDeque::new(),
@@ -282,10 +286,7 @@ impl EngineSession {
 
     /// Where flows of this session reassemble received messages: the session's pool.
     pub fn recv_buffers(&self) -> SessionBuffers {
-        SessionBuffers {
-            pool: self.pool.clone(),
-            holds: self.holds.clone(),
-        }
+        SessionBuffers(Some((self.pool.clone(), self.holds.clone())))
     }
 
     /// Bytes of free pool buffers (what received messages can still land in).
@@ -392,18 +393,84 @@ impl EngineSession {
     }
 }
 
-/// A session's pool as the place its flows reassemble messages ([`RecvBuffers`]).
-#[derive(Debug)]
-pub struct SessionBuffers {
-    pool: Arc<Pool>,
-    holds: Arc<Holds>,
-}
+/// A session's pool as the place its flows reassemble messages ([`RecvBuffers`]). The
+/// default has no pool (it allocates nothing): a flow read from a state snapshot has it
+/// until the importer gives the flow its session's buffers.
+#[derive(Debug, Default)]
+pub struct SessionBuffers(Option<(Arc<Pool>, Arc<Holds>)>);
 
 impl RecvBuffers for SessionBuffers {
     type Buf = RecvChain;
 
     fn alloc(&mut self, len: usize) -> Option<RecvChain> {
-        RecvChain::alloc(&self.pool, &self.holds, len).ok()
+        let (pool, holds) = self.0.as_ref()?;
+        RecvChain::alloc(pool, holds, len).ok()
+    }
+}
+
+/// What a session is beyond its shared memory, for an engine's state snapshot
+/// ([`crate::engine::upgrade`]): the rings' positions and the pool's contents are in the
+/// shared memory itself, which the importer maps again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SessionState {
+    /// The pool's name in the snapshot ([`pony_express::pool::pool_key`]).
+    pub pool_key: u64,
+    /// Chains of accepted commands the engine holds, by head.
+    held: Vec<(u32, ChainSnapshot)>,
+    /// Completions waiting for ring space, encoded as on the ring.
+    pending: Vec<Vec<u8>>,
+    refused: u64,
+    app_gone: bool,
+}
+
+impl EngineSession {
+    /// The session's state (see [`SessionState`]).
+    pub fn state(&self) -> SessionState {
+        SessionState {
+            pool_key: pony_express::pool::pool_key(&self.pool),
+            held: self.held.iter().map(|(&k, c)| (k, c.clone())).collect(),
+            pending: self.pending.iter().map(|c| c.encode()).collect(),
+            refused: self.refused,
+            app_gone: self.app_gone,
+        }
+    }
+
+    /// The session's shared objects, given up to the engine that adopts the session
+    /// (the engine holds no other reference that releases anything).
+    pub fn into_handles(self) -> (ChannelEngineEnd, Arc<Pool>) {
+        (self.chan, self.pool)
+    }
+
+    /// The session `st` describes, on its channel and pool. The engine's holds are
+    /// counted afresh: the held chains' here, the flows' as the flows are adopted.
+    pub fn adopt(chan: ChannelEngineEnd, pool: Arc<Pool>, st: SessionState) -> Result<Self, String> {
+        let mut s = Self::new_shared(chan, pool);
+        for (head, chain) in st.held {
+            if chain.buffers().any(|b| b >= s.pool.shape().buffers) {
+                return Err(format!("held chain {head} outside the pool"));
+            }
+            for b in chain.buffers() {
+                s.holds.hold(b);
+            }
+            s.held.insert(head, chain);
+        }
+        for c in st.pending {
+            s.pending
+                .push_back(Completion::decode(&c).map_err(|e| format!("parked completion: {e}"))?);
+        }
+        s.refused = st.refused;
+        s.app_gone = st.app_gone;
+        Ok(s)
+    }
+
+    /// The holds of this session's pool (for adopting flows' pieces and chains).
+    pub fn holds(&self) -> &Arc<Holds> {
+        &self.holds
+    }
+
+    /// The pool, shared.
+    pub fn pool_arc(&self) -> &Arc<Pool> {
+        &self.pool
     }
 }
 

@@ -17,7 +17,7 @@ use pony_express::app::{CloseReason, Completion, Cookie, OpErrorCode};
 use pony_proto::flow::{Flow, FlowError, OneSided};
 
 /// How a flow came to be, i.e. which completion announces it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(super) enum Origin {
     /// Opened by the owner's OpenFlow with this cookie.
     Opened(Cookie),
@@ -26,9 +26,10 @@ pub(super) enum Origin {
 }
 
 /// One flow and everything the engine keeps about it.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct FlowEntry {
     pub(super) flow: Flow<SessionBuffers>,
+    #[serde(with = "super::upgrade::peer_addr")]
     pub(super) peer: PeerAddr,
     /// The peer's id, for accepted flows (to recognise a retransmitted Connect).
     pub(super) peer_key: Option<u32>,

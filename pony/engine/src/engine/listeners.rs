@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use pony_express::app::{Cookie, ServiceId};
 
 /// Service → (session, its Listen's cookie).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Listeners {
     by_service: HashMap<ServiceId, (u64, Cookie)>,
 }

@@ -24,6 +24,7 @@
 //! | `sessions.rs` | `Sessions` | attached apps: sessions, ring probes, round-robin cursor, staged memfds |
 //! | `listeners.rs` | `Listeners` | service → (session, Listen cookie) |
 //! | `config.rs`, `stats.rs` | [`PonyConfig`], [`PonyStats`] | settings and counters |
+//! | `upgrade.rs` | [`upgrade::Handover`] | the state snapshot and its transfer to a new engine (docs/UPGRADE.md) |
 //!
 //! One step ([`PonyEngine::run`]) does, each bounded: up to `packet_batch` packets off the
 //! NIC (parsed, then routed by `dst_flow`; a Connect goes to the app listening on the
@@ -78,6 +79,7 @@ mod stats;
 mod target;
 #[cfg(test)]
 mod tests;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -134,6 +136,10 @@ pub struct PonyEngine {
     wake_at: Option<Instant>,
     /// A step dropped a session (quarantine): the runtime must stop watching its doorbell.
     sources_changed: bool,
+    /// The state transfer under way, if any ([`upgrade`]).
+    transfer: Option<upgrade::Transfer>,
+    /// Frozen for a transfer's blackout: steps do nothing.
+    frozen: bool,
 }
 
 impl std::fmt::Debug for PonyEngine {
@@ -163,6 +169,8 @@ impl PonyEngine {
             stats: PonyStats::default(),
             wake_at: None,
             sources_changed: false,
+            transfer: None,
+            frozen: false,
         }
     }
 
@@ -690,9 +698,11 @@ impl PonyEngine {
         let mut items = 0;
         let ids = self.flows.visit();
         for &id in &ids {
-            let Some(mut e) = self.flows.take(id) else {
+            let Some(mut e) = self.flows.take_unmarked(id) else {
                 continue;
             };
+            // The upgrade's deltas carry only the flows this visit changed.
+            let mut changed = !e.outbox().is_empty();
             if e.flow.poll_timeout().is_some_and(|t| t <= now) {
                 e.flow.handle_timeout(now);
             }
@@ -707,16 +717,21 @@ impl PonyEngine {
                 self.link
                     .transmit(&mut e.flow, e.peer, &mut budget, now, &mut self.stats);
                 items += handled;
+                changed |= handled > 0;
                 if handled == 0 {
                     break;
                 }
             }
+            changed |= e.flow.take_changed();
             if e.flow.is_finished() {
                 // The last transmit may have finished a close: its event is still queued.
                 items += self.flow_events(id, &mut e);
                 self.retire(id, e);
             } else {
                 self.flows.put(id, e);
+                if changed {
+                    self.flows.mark(id);
+                }
             }
         }
         self.flows.end_visit(ids);
@@ -876,6 +891,12 @@ impl Engine for PonyEngine {
     }
 
     fn run(&mut self, now: Instant) -> RunOutcome {
+        if self.frozen {
+            return RunOutcome {
+                items: 0,
+                pending: false,
+            };
+        }
         let nic_ok = self.link.flush_stash(&mut self.stats);
         let (rx, rx_more) = self.receive(now);
         let (cmds, cmd_more) = self.take_commands(now);

@@ -12,7 +12,7 @@ use pony_proto::flow::{Chunks, Cutter, OneSided};
 use pony_proto::wire;
 
 /// Something waiting to be handed to a flow.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) enum Out {
     /// An app's Send.
     Message {
@@ -27,7 +27,7 @@ pub(super) enum Out {
 }
 
 /// The queue of one flow.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Outbox {
     queue: VecDeque<Out>,
 }

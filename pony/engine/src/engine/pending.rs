@@ -34,7 +34,7 @@ fn from_wire(code: wire::OpErrorCode) -> OpErrorCode {
 }
 
 /// What an op is waiting for.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) enum OpKind {
     /// Read / IndirectRead into `chain`; response packets are written into it as they
     /// come, `total` (the response's length) fixed by the first.
@@ -47,7 +47,7 @@ pub(super) enum OpKind {
 }
 
 /// A one-sided op one of our apps started and the peer has not answered yet.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct PendingOp {
     session: u64,
     flow: u32,
@@ -56,7 +56,7 @@ struct PendingOp {
 }
 
 /// The pending ops, by op id, and the id counter.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct PendingOps {
     ops: HashMap<u64, PendingOp>,
     next: u64,

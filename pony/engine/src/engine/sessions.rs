@@ -220,6 +220,43 @@ impl Sessions {
         Ok(())
     }
 
+    /// The counters a state snapshot carries: (last id, cursor, ops per session).
+    pub(super) fn meta(&self) -> (u64, u64, Vec<(u64, u32)>) {
+        let ops = self.ops.iter().map(|(&k, &v)| (k, v)).collect();
+        (self.last_id, self.cursor, ops)
+    }
+
+    /// Sets the counters of [`Sessions::meta`] (an imported engine's).
+    pub(super) fn set_meta(&mut self, last_id: u64, cursor: u64, ops: Vec<(u64, u32)>) {
+        self.last_id = last_id;
+        self.cursor = cursor;
+        self.ops = ops.into_iter().collect();
+    }
+
+    /// Every session, taken out (an engine handing its state over).
+    pub(super) fn drain(&mut self) -> Vec<(u64, EngineSession)> {
+        for id in self.ids() {
+            self.rings.remove(id);
+            self.full.remove(id);
+        }
+        std::mem::take(&mut self.by_id).into_iter().collect()
+    }
+
+    /// The (session, cookie) of every staged memfd.
+    pub(super) fn staged_keys(&self) -> impl Iterator<Item = (u64, Cookie)> + '_ {
+        self.staged.keys().copied()
+    }
+
+    /// Every staged memfd, taken out.
+    pub(super) fn drain_staged(&mut self) -> Vec<((u64, Cookie), OwnedFd)> {
+        self.staged.drain().collect()
+    }
+
+    /// The sessions in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &EngineSession)> + '_ {
+        self.by_id.iter().map(|(&k, v)| (k, v))
+    }
+
     /// Takes the memfd staged for session `id` under `cookie`.
     pub(super) fn claim_staged(&mut self, id: u64, cookie: Cookie) -> Option<OwnedFd> {
         self.staged.remove(&(id, cookie))

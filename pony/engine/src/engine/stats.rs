@@ -8,7 +8,7 @@ use crate::regions::Refusals;
 
 /// Counters of an engine (cumulative unless said otherwise). Serialized as the engine's
 /// counters in the host's `status`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PonyStats {
     /// Sessions attached now.
     pub sessions: usize,
@@ -81,6 +81,8 @@ pub struct PonyStats {
     /// Received packets the flows dropped as duplicates.
     pub dups_dropped: u64,
     /// What a fault-injecting NIC did to packets sent and received (`None` on a plain NIC).
+    /// (Read live from the NIC, never from a state snapshot's JSON.)
+    #[serde(default, skip_deserializing)]
     pub faults: Option<InjectedFaults>,
 }
 

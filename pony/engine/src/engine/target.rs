@@ -51,7 +51,7 @@ fn to_wire(code: OpErrorCode) -> wire::OpErrorCode {
 }
 
 /// Progress of a Write a peer is making into one of our regions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 enum InboundWrite {
     Progress(u64),
     Refused,
@@ -72,7 +72,7 @@ pub(super) enum Served {
 }
 
 /// The peer's Writes in progress on one flow.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(super) struct Target {
     writes: HashMap<u64, InboundWrite>,
 }
@@ -240,7 +240,7 @@ fn respond(op: u64, r: Result<(u32, u64, u64, u32), OpErrorCode>, mtu: usize, ou
 }
 
 /// A read being served: which bytes, and how far it got. Lives in the flow's outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Serving {
     op: u64,
     region: u32,

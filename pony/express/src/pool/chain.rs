@@ -202,7 +202,7 @@ impl Iterator for ChainSegments<'_> {
 
 /// A chain as the engine accepted it: validated (buffer, length) pairs. Indices are in
 /// range and lengths at most the buffer size for the pool it was taken from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainSnapshot {
     pub(super) segs: Vec<(u32, u32)>,
     len: u64,

@@ -29,7 +29,9 @@ use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use pony_proto::flow::state::{self, BufRef, HeldRef};
 use pony_proto::flow::{HeldBytes, Piece};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{BufIdx, Chain, ChainSnapshot, Pool, PoolError, NONE};
 
@@ -82,9 +84,42 @@ pub struct PoolPiece {
     len: u32,
 }
 
+impl PoolPiece {
+    /// Buffer `idx` (`len` bytes) of `pool`, whose pool reference the caller already owns
+    /// (a moved flow's piece: the old engine's reference passes to this one); counted in
+    /// `holds`. `None` if `idx` or `len` do not fit the pool.
+    pub fn adopt(pool: &Arc<Pool>, holds: &Arc<Holds>, idx: u32, len: u32) -> Option<Self> {
+        if idx >= pool.shape().buffers || len > pool.buf_size() {
+            return None;
+        }
+        holds.hold(idx);
+        Some(PoolPiece {
+            pool: pool.clone(),
+            holds: holds.clone(),
+            idx,
+            len,
+        })
+    }
+}
+
+/// The name a pool has in an engine's state snapshot: its address in the exporting
+/// process, unique while the pool lives (the snapshot's session table maps it to the
+/// session, whose pool the importer maps again).
+pub fn pool_key(pool: &Arc<Pool>) -> u64 {
+    Arc::as_ptr(pool) as usize as u64
+}
+
 impl HeldBytes for PoolPiece {
     fn len(&self) -> usize {
         self.len as usize
+    }
+
+    fn locate(&self) -> Option<HeldRef> {
+        Some(HeldRef {
+            pool: pool_key(&self.pool),
+            buf: self.idx,
+            len: self.len,
+        })
     }
 
     fn copy_to(&self, offset: usize, dst: &mut [u8]) {
@@ -164,6 +199,26 @@ impl RecvChain {
         Ok(chain)
     }
 
+    /// The chain of `bufs` for a `len`-byte message in `pool`, whose pool references the
+    /// caller already owns (a moved flow's reassembly); counted in `holds`. `None` if the
+    /// buffers do not fit the pool or the length.
+    pub fn adopt(pool: &Arc<Pool>, holds: &Arc<Holds>, bufs: Vec<u32>, len: usize) -> Option<Self> {
+        let needed = len.div_ceil(pool.buf_size() as usize).max(1);
+        let count = pool.shape().buffers;
+        if bufs.len() != needed || bufs.iter().any(|&b| b >= count) {
+            return None;
+        }
+        for &b in &bufs {
+            holds.hold(b);
+        }
+        Some(RecvChain {
+            pool: pool.clone(),
+            holds: holds.clone(),
+            bufs,
+            len,
+        })
+    }
+
     /// The message length.
     pub fn len(&self) -> usize {
         self.len
@@ -222,6 +277,26 @@ impl Drop for RecvChain {
             }
             self.holds.unhold(idx);
         }
+    }
+}
+
+/// A chain in a moved flow's state is its buffers, not their bytes (they are in the
+/// pool, which the importer maps again).
+impl Serialize for RecvChain {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        BufRef {
+            pool: pool_key(&self.pool),
+            bufs: self.bufs.clone(),
+            len: self.len as u64,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecvChain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = BufRef::deserialize(d)?;
+        state::adopt_buf::<RecvChain>(r).map_err(serde::de::Error::custom)
     }
 }
 

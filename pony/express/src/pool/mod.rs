@@ -51,7 +51,7 @@ use std::os::fd::AsFd;
 pub use chain::{ChainSegments, ChainSnapshot};
 #[cfg(not(loom))]
 pub use fuzz::{fuzz_engine_ops, PoolFuzzOutcome};
-pub use held::{Holds, PoolPiece, RecvChain};
+pub use held::{pool_key, Holds, PoolPiece, RecvChain};
 pub use layout::NONE;
 use layout::{BufHeader, Geometry, Header, Line32, Line64, Meta, HEADERS_OFFSET, MAGIC, VERSION};
 use snap_ipc::{SharedMem, ShmError};

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// software NICs whose engines share cores with other work: there the measured delay is
 /// mostly endpoint scheduling, and Swift's hardware-fabric targets of tens of µs kept the
 /// window at a few packets on a 2-CPU host (see docs/PONY.md, "Performance").
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SwiftConfig {
     /// Target delay with a large window (fabric + endpoint budget).
     pub base_target: Duration,
@@ -66,10 +66,11 @@ impl Default for SwiftConfig {
 }
 
 /// Swift's state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Swift {
     cfg: SwiftConfig,
     cwnd: f64,
+    #[serde(with = "super::state::opt_instant")]
     last_decrease: Option<Instant>,
 }
 

@@ -15,13 +15,13 @@ use bytes::Bytes;
 use super::Piece;
 
 /// Bytes as pieces; see the module documentation.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Chunks {
     parts: Parts,
     len: usize,
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 enum Parts {
     One(Piece),
     Many(Vec<Piece>),
@@ -120,7 +120,7 @@ impl Chunks {
 }
 
 /// A cursor cutting a [`Chunks`] front to back into segments, zero-copy.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Cutter {
     parts: Vec<Piece>,
     /// The first piece not yet wholly cut (it may have been advanced).

@@ -12,7 +12,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Flow parameters. Both sides should use compatible values: `recv_buffer` must hold the
 /// peer's largest message (it is reassembled whole before delivery).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FlowConfig {
     /// Largest packet, headers included.
     pub mtu: usize,

@@ -26,7 +26,7 @@
 use crate::wire::PacketSeq;
 
 /// The sender's view of the peer's credit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PeerCredit {
     credit: u64,
     freshest: (PacketSeq, PacketSeq),
@@ -65,7 +65,7 @@ impl PeerCredit {
 }
 
 /// The receiver's buffer accounting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RecvBuffer {
     capacity: u64,
     /// A cap from outside the flow (the memory messages land in), `u64::MAX` for none.
@@ -95,6 +95,11 @@ impl RecvBuffer {
 
     /// Caps what [`Self::available`] says at `limit`. Returns whether a window update
     /// should be sent now (the cap rose enough to matter, as in [`Self::release`]).
+    /// The cap last set by [`RecvBuffer::set_limit`].
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
     pub(crate) fn set_limit(&mut self, limit: u64) -> bool {
         self.limit = limit;
         self.update_due()

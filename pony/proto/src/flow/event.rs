@@ -5,7 +5,7 @@ use super::OneSided;
 use crate::wire::{MessageId, StreamId, VersionRange};
 
 /// Why a flow failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FailReason {
     /// No Accept after `max_retries` Connect retransmissions.
     ConnectTimeout,
@@ -30,7 +30,7 @@ pub enum FailReason {
 }
 
 /// What happened, for the layer above.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FlowEvent<B = Vec<u8>> {
     /// The handshake finished with this version.
     Connected {

@@ -7,10 +7,12 @@
 use std::time::{Duration, Instant};
 
 /// The idle and keepalive clocks of one flow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Liveness {
     idle_timeout: Option<Duration>,
+    #[serde(with = "super::state::instant")]
     last_rx: Instant,
+    #[serde(with = "super::state::instant")]
     last_tx: Instant,
 }
 

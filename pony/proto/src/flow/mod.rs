@@ -60,6 +60,7 @@ mod recv;
 mod rto;
 mod rtt;
 mod send;
+pub mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -88,9 +89,13 @@ use rto::RtoTimer;
 use rtt::RttEstimator;
 use send::{decode_echo, encode_ts, Payload, SendState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
-    Connecting { attempts: u32, next: Instant },
+    Connecting {
+        attempts: u32,
+        #[serde(with = "state::instant")]
+        next: Instant,
+    },
     Connected,
     Closing,
     Closed,
@@ -118,7 +123,11 @@ enum Next {
 
 /// One flow. See the module doc. `R` supplies the buffers received messages are
 /// reassembled in.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "R::Buf: serde::Serialize",
+    deserialize = "R: Default, R::Buf: serde::de::DeserializeOwned"
+))]
 pub struct Flow<R: RecvBuffers = HeapBuffers> {
     cfg: FlowConfig,
     local_id: FlowId,
@@ -127,6 +136,7 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     service: ServiceId,
     version: u8,
     state: State,
+    #[serde(with = "state::instant")]
     epoch: Instant,
     send: SendState,
     rx: Receiver<R>,
@@ -140,9 +150,14 @@ pub struct Flow<R: RecvBuffers = HeapBuffers> {
     pending_close: bool,
     /// The flow closed because the peer's Close arrived (not our own close).
     closed_by_peer: bool,
+    #[serde(with = "state::opt_instant")]
     connect_sent_at: Option<Instant>,
     events: VecDeque<FlowEvent<R::Buf>>,
     stats: FlowStats,
+    /// Whether the state may have changed since [`Flow::take_changed`] (an engine's
+    /// upgrade re-exports only changed flows). Set by every mutation, conservatively.
+    #[serde(skip)]
+    changed: bool,
 }
 
 impl Flow {
@@ -189,6 +204,7 @@ impl<R: RecvBuffers> Flow<R> {
             connect_sent_at: None,
             events: VecDeque::new(),
             stats: FlowStats::default(),
+            changed: true,
         }
     }
 
@@ -257,6 +273,7 @@ impl<R: RecvBuffers> Flow<R> {
         stream: StreamId,
         data: impl Into<Chunks>,
     ) -> Result<MessageId, FlowError> {
+        self.changed = true;
         let data = data.into();
         self.check_send(data.len(), self.cfg.max_message_len.min(u32::MAX as usize))?;
         Ok(self.send.push_message(stream, data))
@@ -271,6 +288,7 @@ impl<R: RecvBuffers> Flow<R> {
 
     /// Queues a one-sided request or response (one packet, reliable like data).
     pub fn send_one_sided(&mut self, op: OneSided) -> Result<(), FlowError> {
+        self.changed = true;
         self.check_send(op.payload().len(), wire::max_payload(self.cfg.mtu, op.kind()))?;
         self.send.push_one_sided(op);
         Ok(())
@@ -296,13 +314,17 @@ impl<R: RecvBuffers> Flow<R> {
     pub fn limit_credit(&mut self, bytes: u64) {
         // Messages being reassembled already have their memory: what they still expect
         // comes on top of the free space.
-        if self.rx.limit_credit(bytes) && self.state == State::Connected {
+        let before = self.rx.credit_limit();
+        let due = self.rx.limit_credit(bytes);
+        self.changed |= before != self.rx.credit_limit();
+        if due && self.state == State::Connected {
             self.rx.request_ack();
         }
     }
 
     /// Closes the flow once everything queued has been delivered and acknowledged.
     pub fn close(&mut self) {
+        self.changed = true;
         match self.state {
             State::Connecting { .. } => self.finish_closed(),
             State::Connected => self.state = State::Closing,
@@ -354,6 +376,7 @@ impl<R: RecvBuffers> Flow<R> {
     /// which may trigger a window update.
     pub fn poll_event(&mut self) -> Option<FlowEvent<R::Buf>> {
         let ev = self.events.pop_front()?;
+        self.changed = true;
         let freed = match &ev {
             FlowEvent::MessageReceived { data, .. } => data.len(),
             FlowEvent::OneSided(op) => op.payload().len(),
@@ -385,6 +408,7 @@ impl<R: RecvBuffers> Flow<R> {
 
     /// Processes one packet addressed to this flow.
     pub fn handle(&mut self, repr: &Repr<'_>, now: Instant) {
+        self.changed = true;
         self.handle_packet(repr, now, false);
     }
 
@@ -394,6 +418,7 @@ impl<R: RecvBuffers> Flow<R> {
     /// [`OneSided::from_repr_in_place`]), since the flow has recorded and will acknowledge
     /// it. Duplicates and refused packets give `false`, as do all other kinds.
     pub fn handle_in_place(&mut self, repr: &Repr<'_>, now: Instant) -> bool {
+        self.changed = true;
         self.handle_packet(repr, now, true)
     }
 
@@ -560,6 +585,7 @@ impl<R: RecvBuffers> Flow<R> {
     /// The next packet to send, if any. Call until `None` after anything happened.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
         let next = self.next_transmit(now)?;
+        self.changed = true;
         self.stats.packets_sent += 1;
         self.liveness.on_send(now);
         let dst_flow = self.peer_id;
@@ -651,6 +677,7 @@ impl<R: RecvBuffers> Flow<R> {
         let now_ns = self.now_ns(now);
         let window_open = self.send.in_flight_pkts() < self.cc.window();
         if window_open && self.send.has_lost() {
+            self.changed = true;
             let seq = self.send.retransmit(now_ns)?;
             self.stats.retransmits += 1;
             self.rto.arm(now, &self.rtt);
@@ -659,6 +686,7 @@ impl<R: RecvBuffers> Flow<R> {
         if window_open {
             if let Some(need) = self.send.next_new_need(self.cfg.max_payload()) {
                 if self.peer_credit.allows(self.send.unacked_bytes(), need) {
+                    self.changed = true;
                     let seq = self.send.send_new(self.cfg.max_payload(), now_ns)?;
                     self.probe.on_data_sent();
                     self.rto.arm(now, &self.rtt);
@@ -667,11 +695,14 @@ impl<R: RecvBuffers> Flow<R> {
                 // Blocked by credit with nothing outstanding: no ACK will come to lift it
                 // unless we ask, so arm the zero-window probe timer.
                 if !self.send.has_unacked() {
+                    self.changed = true;
                     self.probe.arm(now, &self.rtt);
                 }
             }
         }
-        if self.probe.take_due() && !self.send.has_unacked() && self.send.next_seq() > 0 {
+        let probe_due = self.probe.take_due();
+        self.changed |= probe_due;
+        if probe_due && !self.send.has_unacked() && self.send.next_seq() > 0 {
             // A zero-length segment under an already acknowledged sequence number: the
             // receiver drops it as a duplicate and answers with an ACK carrying its credit.
             self.stats.probes_sent += 1;
@@ -705,6 +736,7 @@ impl<R: RecvBuffers> Flow<R> {
 
     /// Runs the timers that expired at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.changed = true;
         match self.state {
             State::Connecting { attempts, next } => {
                 if now >= next && attempts > self.cfg.max_retries {

@@ -12,7 +12,7 @@ use super::Chunks;
 use crate::wire::{FlowId, Kind, OpErrorCode, PacketSeq, Repr};
 
 /// A one-sided packet with owned payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)] // the fields mean what they mean in `wire::Repr`
 pub enum OneSided {
     /// See [`Repr::ReadRequest`].

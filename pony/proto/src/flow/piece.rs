@@ -12,6 +12,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::state::{self, HeldRef};
 
 /// Bytes held somewhere this crate cannot borrow from; see the module documentation.
 pub trait HeldBytes: Send + Sync + 'static {
@@ -26,6 +29,13 @@ pub trait HeldBytes: Send + Sync + 'static {
     /// Copies `dst.len()` bytes starting at `offset` into `dst`. Callers keep
     /// `offset + dst.len() <= len()`.
     fn copy_to(&self, offset: usize, dst: &mut [u8]);
+
+    /// Where the bytes live, if another process mapping the same memory can find them
+    /// there: a moved flow then carries this reference instead of a copy
+    /// ([`super::state`]). `None` (the default): the bytes are copied into the state.
+    fn locate(&self) -> Option<HeldRef> {
+        None
+    }
 }
 
 /// One piece of a payload; see the module documentation.
@@ -138,6 +148,54 @@ impl Default for Piece {
 impl From<Bytes> for Piece {
     fn from(b: Bytes) -> Self {
         Piece(Inner::Owned(b))
+    }
+}
+
+/// A piece as written in a flow's state ([`super::state`]).
+#[derive(Serialize, Deserialize)]
+enum PieceState {
+    /// Bytes of the flow's own (or held bytes that cannot be located), copied.
+    Inline(Vec<u8>),
+    /// `len` bytes from `start` of the held bytes `at` names.
+    Held { at: HeldRef, start: u32, len: u32 },
+}
+
+impl Serialize for Piece {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let located = match &self.0 {
+            Inner::Held { src, start, len } => src.locate().map(|at| PieceState::Held {
+                at,
+                start: *start as u32,
+                len: *len as u32,
+            }),
+            Inner::Owned(_) => None,
+        };
+        let st = located.unwrap_or_else(|| {
+            let mut v = vec![0; self.len()];
+            self.copy_to(&mut v);
+            PieceState::Inline(v)
+        });
+        st.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Piece {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match PieceState::deserialize(d)? {
+            PieceState::Inline(v) => Ok(Piece::from(Bytes::from(v))),
+            PieceState::Held { at, start, len } => {
+                let src = state::adopter(|a| a.adopt_held(at)).map_err(serde::de::Error::custom)?;
+                let (start, len) = (start as usize, len as usize);
+                // Checked here so that a forged reference cannot make a later copy panic.
+                if start.checked_add(len).is_none_or(|end| end > src.len()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "piece {start}+{len} outside its {}-byte buffer",
+                        src.len()
+                    )));
+                }
+                Ok(Piece(Inner::Held { src, start, len }))
+            }
+        }
     }
 }
 

@@ -15,8 +15,9 @@ use super::rtt::RttEstimator;
 use super::Expiry;
 
 /// The zero-window probe timer of one flow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WindowProbe {
+    #[serde(with = "super::state::opt_instant")]
     deadline: Option<Instant>,
     /// A probe should go out at the next transmit opportunity.
     due: bool,

@@ -22,8 +22,9 @@ use super::send::decode_echo;
 use super::Expiry;
 
 /// The retransmission timer of one flow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RtoTimer {
+    #[serde(with = "super::state::opt_instant")]
     deadline: Option<Instant>,
     /// Doublings of the RTO since the last progress.
     backoff: u32,

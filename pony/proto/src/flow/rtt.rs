@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 /// Smoothed RTT, its variation and the RTO derived from them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,

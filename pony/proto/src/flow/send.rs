@@ -49,7 +49,7 @@ pub(crate) fn decode_echo(ts: u64) -> Option<u64> {
 }
 
 /// What a packet carries.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Payload {
     /// A message segment.
     Data {
@@ -64,7 +64,7 @@ pub(crate) enum Payload {
 }
 
 /// A packet sent and not yet acknowledged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SentPacket {
     pub(crate) payload: Payload,
     /// Transmission order of the first and the latest transmission.
@@ -78,7 +78,7 @@ pub(crate) struct SentPacket {
 }
 
 /// A message not yet fully cut into segments.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Queued {
     stream: StreamId,
     id: MessageId,
@@ -87,7 +87,7 @@ struct Queued {
 }
 
 /// Per-message completion tracking.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Track {
     unacked_segments: u32,
     fully_cut: bool,
@@ -108,7 +108,7 @@ pub(crate) struct AckOutcome {
 }
 
 /// The sending half.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SendState {
     queue: VecDeque<Queued>,
     one_sided: VecDeque<OneSided>,

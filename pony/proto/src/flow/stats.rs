@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Counters and gauges.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlowStats {
     /// Packets handed out by `poll_transmit` (ACKs and control included).
     pub packets_sent: u64,

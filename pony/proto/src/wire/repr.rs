@@ -23,7 +23,7 @@ pub type MessageId = u64;
 pub type ServiceId = u32;
 
 /// Range of wire versions a peer speaks (inclusive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VersionRange {
     /// Oldest version spoken.
     pub min: u8,
@@ -44,7 +44,7 @@ pub struct SackBlock {
 pub const MAX_SACK_BLOCKS: usize = 4;
 
 /// Why a one-sided operation was refused by the remote side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum OpErrorCode {
     /// No region with that id, or the key does not match it: one code for both, so that a

@@ -15,8 +15,13 @@
 //! Entries are boxed: a step takes each entry out of the table while it drives it (so the
 //! entry and the rest of the engine can be borrowed at once), and a `Flow` is too large to
 //! move twice per flow per step.
+//!
+//! For an upgrade's iterative state transfer the table keeps the ids of flows that may have
+//! changed, and of flows retired, since the last export ([`FlowTable::take_changes`]):
+//! every access that can mutate an entry marks it, except a step's visit, which marks only
+//! the flows it actually moved ([`FlowTable::mark`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use super::entry::FlowEntry;
@@ -52,6 +57,21 @@ pub(super) struct FlowTable {
     live: usize,
     /// The ids a step visits, kept to reuse its allocation.
     ids: Vec<u32>,
+    /// Flows that may have changed since the last [`FlowTable::take_changes`].
+    dirty: BTreeSet<u32>,
+    /// Flows retired since then.
+    removed: BTreeSet<u32>,
+}
+
+/// The table's bookkeeping beyond its entries, in a state snapshot: ids stay valid (and
+/// stale ids stale) in the engine that imports it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct TableState {
+    slot_bits: u32,
+    generation_mask: u32,
+    max_flows: u32,
+    generations: Vec<u32>,
+    free: VecDeque<u32>,
 }
 
 impl FlowTable {
@@ -79,7 +99,89 @@ impl FlowTable {
             free: VecDeque::new(),
             live: 0,
             ids: Vec::new(),
+            dirty: BTreeSet::new(),
+            removed: BTreeSet::new(),
         }
+    }
+
+    /// The bookkeeping of [`TableState`].
+    pub(super) fn state(&self) -> TableState {
+        TableState {
+            slot_bits: self.slot_bits,
+            generation_mask: self.generation_mask,
+            max_flows: self.max_flows,
+            generations: self.generations.clone(),
+            free: self.free.clone(),
+        }
+    }
+
+    /// A table with `st`'s bookkeeping holding `entries` (by id). Checks that every id
+    /// is the live generation of a used slot and that no slot is both used and free.
+    pub(super) fn restore(st: TableState, entries: Vec<(u32, Box<FlowEntry>)>) -> Result<Self, String> {
+        let bits_ok = (1..=20).contains(&st.slot_bits)
+            && st.max_flows >= 1
+            && st.max_flows <= MAX_FLOWS_LIMIT
+            && u64::from(st.generation_mask) < (1u64 << (32 - st.slot_bits));
+        if !bits_ok || st.generations.len() > st.max_flows as usize {
+            return Err("flow table bookkeeping out of range".into());
+        }
+        let mut t = FlowTable {
+            by_id: BTreeMap::new(),
+            by_peer: HashMap::new(),
+            slot_bits: st.slot_bits,
+            generation_mask: st.generation_mask,
+            max_flows: st.max_flows,
+            generations: st.generations,
+            free: st.free,
+            live: 0,
+            ids: Vec::new(),
+            dirty: BTreeSet::new(),
+            removed: BTreeSet::new(),
+        };
+        let free: BTreeSet<u32> = t.free.iter().copied().collect();
+        if free.len() != t.free.len() || free.iter().any(|&s| s == 0 || s as usize > t.generations.len()) {
+            return Err("flow table free list is not a set of used slots".into());
+        }
+        for (id, e) in entries {
+            let (slot, generation) = t.split(id);
+            let live = slot >= 1 && t.generations.get(slot as usize - 1) == Some(&generation);
+            if !live || free.contains(&slot) || e.flow.local_id() != id || t.by_id.contains_key(&id) {
+                return Err(format!("flow {id} does not fit the table"));
+            }
+            if let Some(k) = e.peer_key {
+                t.by_peer.insert((e.peer, k), id);
+            }
+            t.by_id.insert(id, e);
+            t.live += 1;
+        }
+        if t.live + free.len() != t.generations.len() {
+            return Err("flow table slots neither live nor free".into());
+        }
+        Ok(t)
+    }
+
+    /// Marks flow `id` as possibly changed (a step's visit changed it).
+    pub(super) fn mark(&mut self, id: u32) {
+        self.dirty.insert(id);
+    }
+
+    /// The flows that may have changed and the flows retired since the last call, and
+    /// starts counting afresh.
+    pub(super) fn take_changes(&mut self) -> (Vec<u32>, Vec<u32>) {
+        let dirty = std::mem::take(&mut self.dirty).into_iter().collect();
+        let removed = std::mem::take(&mut self.removed).into_iter().collect();
+        (dirty, removed)
+    }
+
+    /// Every flow id, in order.
+    pub(super) fn ids(&self) -> Vec<u32> {
+        self.by_id.keys().copied().collect()
+    }
+
+    /// Takes every entry out (an engine handing its state over; see
+    /// [`super::PonyEngine::freeze`]).
+    pub(super) fn drain(&mut self) -> BTreeMap<u32, Box<FlowEntry>> {
+        std::mem::take(&mut self.by_id)
     }
 
     fn split(&self, id: u32) -> (u32, u32) {
@@ -119,6 +221,8 @@ impl FlowTable {
             self.generations.push(generation);
         }
         self.live += 1;
+        self.dirty.insert(id);
+        self.removed.remove(&id);
         if let Some(k) = e.peer_key {
             self.by_peer.insert((e.peer, k), id);
         }
@@ -157,7 +261,9 @@ impl FlowTable {
     }
 
     pub(super) fn get_mut(&mut self, id: u32) -> Option<&mut FlowEntry> {
-        self.by_id.get_mut(&id).map(|e| &mut **e)
+        let e = self.by_id.get_mut(&id)?;
+        self.dirty.insert(id);
+        Some(&mut **e)
     }
 
     /// The flow `peer` opened with its id `peer_id`, if we accepted it.
@@ -184,6 +290,14 @@ impl FlowTable {
     /// [`put`]: FlowTable::put
     /// [`retire`]: FlowTable::retire
     pub(super) fn take(&mut self, id: u32) -> Option<Box<FlowEntry>> {
+        let e = self.by_id.remove(&id)?;
+        self.dirty.insert(id);
+        Some(e)
+    }
+
+    /// [`FlowTable::take`] for a step's visit, which [marks](FlowTable::mark) the flow
+    /// itself if it changed it.
+    pub(super) fn take_unmarked(&mut self, id: u32) -> Option<Box<FlowEntry>> {
         self.by_id.remove(&id)
     }
 
@@ -198,7 +312,10 @@ impl FlowTable {
         if let Some(k) = e.peer_key {
             self.by_peer.remove(&(e.peer, k));
         }
-        let (slot, _) = self.split(e.flow.local_id());
+        let id = e.flow.local_id();
+        self.dirty.remove(&id);
+        self.removed.insert(id);
+        let (slot, _) = self.split(id);
         self.free.push_back(slot);
         self.live -= 1;
     }
@@ -223,7 +340,8 @@ impl FlowTable {
 
     /// Session `sid` detached: its flows close, ownerless.
     pub(super) fn disown(&mut self, sid: u64) {
-        for e in self.by_id.values_mut().filter(|e| e.owner == Some(sid)) {
+        for (id, e) in self.by_id.iter_mut().filter(|(_, e)| e.owner == Some(sid)) {
+            self.dirty.insert(*id);
             e.disown();
         }
     }

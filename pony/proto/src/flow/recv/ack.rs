@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 /// When to send an ACK, and what timestamp to echo in it.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AckState {
     ack_every: u32,
     delayed_ack: Duration,
@@ -15,8 +15,10 @@ pub(crate) struct AckState {
     /// Send an ACK at the next opportunity.
     now: bool,
     /// Send an ACK at this time at the latest.
+    #[serde(with = "crate::flow::state::opt_instant")]
     deadline: Option<Instant>,
     /// Timestamp of the packet that will be echoed and when it arrived.
+    #[serde(with = "crate::flow::state::opt_echo")]
     echo: Option<(u64, Instant)>,
 }
 

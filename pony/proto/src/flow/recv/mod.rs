@@ -36,7 +36,7 @@ use received::{Received, MAX_SEQ_AHEAD};
 
 /// Received packets dropped, by cause (the same-named [`FlowStats`](super::FlowStats)
 /// fields).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Drops {
     /// Duplicates (`dups_dropped`).
     pub(crate) dups: u64,
@@ -49,10 +49,16 @@ pub(crate) struct Drops {
 }
 
 /// The receiving half of one flow; `R` supplies the buffers messages are reassembled in.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "R::Buf: serde::Serialize",
+    deserialize = "R: Default, R::Buf: serde::de::DeserializeOwned"
+))]
 pub(crate) struct Receiver<R: RecvBuffers> {
     received: Received,
     reassembly: Reassembly<R::Buf>,
+    /// Not state: the importer supplies the buffers (`Flow::set_recv_buffers`).
+    #[serde(skip)]
     bufs: R,
     ack: AckState,
     rbuf: RecvBuffer,
@@ -78,6 +84,11 @@ impl<R: RecvBuffers> Receiver<R> {
             reassembly_cap: (cfg.recv_buffer as usize).saturating_add(cfg.max_message_len.saturating_mul(2)),
             drops: Drops::default(),
         }
+    }
+
+    /// Replaces the buffers new messages are reassembled in (an imported flow's).
+    pub(crate) fn set_bufs(&mut self, bufs: R) {
+        self.bufs = bufs;
     }
 
     /// A packet with a sequence number (`timestamp` to echo, 0 for none): duplicate
@@ -189,6 +200,11 @@ impl<R: RecvBuffers> Receiver<R> {
     /// Caps the credit at `bytes` of free memory, plus what messages being reassembled
     /// still expect (they already have their memory). Returns whether the peer should hear
     /// of it now (a window update).
+    /// The receive buffer's current cap (what `limit_credit` last set).
+    pub(crate) fn credit_limit(&self) -> u64 {
+        self.rbuf.limit()
+    }
+
     pub(crate) fn limit_credit(&mut self, bytes: u64) -> bool {
         let limit = bytes.saturating_add(self.reassembly.unfilled() as u64);
         self.rbuf.set_limit(limit)

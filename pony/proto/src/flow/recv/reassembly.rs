@@ -15,14 +15,14 @@ use crate::flow::buffers::{MessageBuf, RecvBuffers};
 use crate::wire::{MessageId, StreamId};
 
 /// One message being reassembled.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Partial<B> {
     data: B,
     have: u64,
 }
 
 /// Per-stream receive state.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct StreamRx<B> {
     /// The next message id to hand to the application.
     next: MessageId,
@@ -61,7 +61,7 @@ pub(crate) struct Segment<'a> {
 }
 
 /// Reassembly of all streams.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Reassembly<B> {
     streams: HashMap<StreamId, StreamRx<B>>,
     /// Bytes allocated for partial messages. A message's buffer is allocated whole on its

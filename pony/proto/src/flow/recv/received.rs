@@ -15,7 +15,7 @@ use crate::wire::{PacketSeq, SackBlock, MAX_SACK_BLOCKS};
 pub(crate) const MAX_SEQ_AHEAD: u64 = 1 << 20;
 
 /// The set of received packet sequence numbers.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Received {
     cumulative: PacketSeq,
     /// start -> end (half-open) of received ranges above `cumulative`, disjoint and not

@@ -6,6 +6,7 @@
 mod buffers;
 mod quiet;
 mod sim;
+mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
