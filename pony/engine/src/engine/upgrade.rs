@@ -510,11 +510,9 @@ impl PonyEngine {
         };
         let name = name.into();
         cfg.flow.mtu = cfg.flow.mtu.min(nic.mtu());
-        let mtu = nic.mtu().max(pony_proto::wire::MAX_HEADER_LEN);
         Ok(PonyEngine {
             link: Link::new(&name, nic, cfg.flow.mtu),
             name,
-            rx_buf: vec![0; mtu],
             flows,
             cfg,
             sessions,
