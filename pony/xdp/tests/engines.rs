@@ -32,6 +32,7 @@ fn host(name: &str, nic: XdpNic) -> (Runtime, EngineHandle) {
             PonyConfig::default(),
         ))],
         compacting: CompactingParams::default(),
+        idle_poll: Mode::Spreading.default_idle_poll(),
     };
     let rt = Runtime::start(
         vec![spec],
