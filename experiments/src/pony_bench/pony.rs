@@ -133,6 +133,7 @@ fn ping_pong(
     let warm = (iters / 10).max(5);
     let mut hist = histogram();
     let mut first = probe.sample();
+    let mut sends_done = 0u64;
     for i in 0..warm + iters {
         if i == warm {
             first = probe.sample();
@@ -146,7 +147,7 @@ fn ping_pong(
                     app.take_received(head, len, &mut buf)?;
                     break;
                 }
-                Completion::Sent { .. } => {}
+                Completion::Sent { .. } => sends_done += 1,
                 other => bail!("ping-pong: unexpected {other:?}"),
             }
         }
@@ -157,7 +158,15 @@ fn ping_pong(
             bail!("echo of {} bytes for a {size}-byte message", buf.len());
         }
     }
-    Ok(Measured::between(hist, iters as u64, &first, &probe.sample()))
+    let last = probe.sample();
+    // The Sents still to come (each waits for the peer's ACK), so the next test starts clean.
+    while sends_done < (warm + iters) as u64 {
+        match wait(app, spin, "the last Sents")? {
+            Completion::Sent { .. } => sends_done += 1,
+            other => bail!("ping-pong: unexpected {other:?} after the last echo"),
+        }
+    }
+    Ok(Measured::between(hist, iters as u64, &first, &last))
 }
 
 fn throughput(
@@ -178,6 +187,7 @@ fn throughput(
     let mut hist = histogram();
     let mut count = 0u64;
     let mut cookie = 0u64;
+    let mut sends_done = 0u64;
     let last = loop {
         let now = Instant::now();
         if measuring.is_none() && now - start >= warm {
@@ -209,16 +219,21 @@ fn throughput(
                     count += 1;
                 }
             }
-            Completion::Sent { .. } => {}
+            Completion::Sent { .. } => sends_done += 1,
             other => bail!("throughput: unexpected {other:?}"),
         }
     };
-    // Drain the window so the next point starts clean.
-    while !sent_at.is_empty() {
-        if let Completion::Received { head, len, .. } = wait(app, spin, "the window to drain")? {
-            buf.clear();
-            app.take_received(head, len, &mut buf)?;
-            sent_at.pop_front();
+    // Drain the window, echoes and the Sents of our messages (a Sent waits for the peer's
+    // ACK, which may come after the echo), so the next point starts clean.
+    while !sent_at.is_empty() || sends_done < cookie {
+        match wait(app, spin, "the window to drain")? {
+            Completion::Received { head, len, .. } => {
+                buf.clear();
+                app.take_received(head, len, &mut buf)?;
+                sent_at.pop_front();
+            }
+            Completion::Sent { .. } => sends_done += 1,
+            other => bail!("throughput: unexpected {other:?} while draining"),
         }
     }
     let first = measuring.context("measuring window never began")?;

@@ -92,6 +92,8 @@ pub struct EngineSession {
     /// Completions that found the ring full, oldest first. While any wait, no new command
     /// is accepted, so an app that stops reading cannot make this grow without bound.
     pending: VecDeque<Completion>,
+    /// Completions were pushed since the app's doorbell last rang ([`Self::ring`]).
+    ring_due: bool,
     refused: u64,
     app_gone: bool,
     scratch: Vec<u8>,
@@ -127,6 +129,7 @@ impl EngineSession {
             held: HashMap::new(),
             holds,
             pending: VecDeque::new(),
+            ring_due: false,
             refused: 0,
             app_gone: false,
             scratch: Vec::with_capacity(MAX_RECORD_LEN),
@@ -233,7 +236,7 @@ impl EngineSession {
 
     fn refuse(&mut self, cookie: Cookie, code: OpErrorCode, detail: u64) {
         self.refused += 1;
-        self.complete(Completion::Error { cookie, code, detail });
+        self.post(Completion::Error { cookie, code, detail });
     }
 
     /// Validates and snapshots the chain at `head` and marks its buffers held.
@@ -324,6 +327,14 @@ impl EngineSession {
     /// Queues a completion for the app and wakes it if it blocks. Never fails: a full ring
     /// parks the completion (see `next_command`).
     pub fn complete(&mut self, c: Completion) {
+        self.post(c);
+        self.ring();
+    }
+
+    /// Queues a completion for the app without waking it: the engine posts a step's
+    /// completions this way and rings once at the end of the step ([`Self::ring`]), so an
+    /// app woken by the first completion does not preempt the engine before the rest.
+    pub fn post(&mut self, c: Completion) {
         if self.app_gone {
             return;
         }
@@ -331,9 +342,15 @@ impl EngineSession {
         self.flush_pending();
     }
 
-    /// Pushes parked completions; returns whether none are left.
+    /// Wakes the app if completions were pushed since the last ring (the doorbell itself
+    /// writes only if the app blocks on it). Returns whether the doorbell was written.
+    pub fn ring(&mut self) -> bool {
+        std::mem::take(&mut self.ring_due) && self.chan.notify_app()
+    }
+
+    /// Pushes parked completions (the ring is due if any went); returns whether none are
+    /// left.
     fn flush_pending(&mut self) -> bool {
-        let mut pushed = false;
         while let Some(c) = self.pending.front() {
             self.scratch.clear();
             c.encode_into(&mut self.scratch);
@@ -341,22 +358,20 @@ impl EngineSession {
                 break;
             }
             self.pending.pop_front();
-            pushed = true;
-        }
-        if pushed {
-            self.chan.notify_app();
+            self.ring_due = true;
         }
         self.pending.is_empty()
     }
 
     /// Hands a message reassembled in this session's pool to the app: the chain's
-    /// reference goes with the completion. After a reclaim it is released instead.
+    /// reference goes with the completion (posted: the app wakes at the next
+    /// [`Self::ring`]). After a reclaim it is released instead.
     pub fn deliver_chain(&mut self, flow: FlowId, stream: u32, msg: RecvChain) {
         if self.app_gone {
             return; // dropping it releases its buffers
         }
         let chain = msg.into_chain();
-        self.complete(Completion::Received {
+        self.post(Completion::Received {
             flow,
             stream,
             head: chain.head.0,
@@ -364,12 +379,13 @@ impl EngineSession {
         });
     }
 
-    /// Copies `data` into a fresh chain and delivers it (in-process callers and tests; the
-    /// engine's flows reassemble in place through [`Self::recv_buffers`]).
+    /// Copies `data` into a fresh chain, delivers it and wakes the app (in-process callers
+    /// and tests; the engine's flows reassemble in place through [`Self::recv_buffers`]).
     pub fn deliver(&mut self, flow: FlowId, stream: u32, data: &[u8]) -> Result<(), PoolError> {
         let mut msg = RecvChain::alloc(&self.pool, &self.holds, data.len())?;
         msg.write_at(0, data);
         self.deliver_chain(flow, stream, msg);
+        self.ring();
         Ok(())
     }
 

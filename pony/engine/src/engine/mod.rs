@@ -902,6 +902,8 @@ impl Engine for PonyEngine {
         let (cmds, cmd_more) = self.take_commands(now);
         let (events, tx_more) = if nic_ok { self.drive_flows(now) } else { (0, false) };
         self.stats.backpressure_waits += self.sessions.update_backpressure();
+        // Completions of the whole step wake each app once, after the engine's work.
+        self.sessions.ring_doorbells();
         self.wake_at = self.next_wake(self.link.is_stalled(), now);
         RunOutcome {
             items: rx + cmds + events,

@@ -169,7 +169,15 @@ impl Sessions {
             self.op_ended(id);
         }
         if let Some(s) = self.by_id.get_mut(&id) {
-            s.complete(c);
+            s.post(c);
+        }
+    }
+
+    /// Rings the doorbell of every session that got completions since its last ring: once
+    /// per session at the end of a step, however many completions the step posted.
+    pub(super) fn ring_doorbells(&mut self) {
+        for s in self.by_id.values_mut() {
+            s.ring();
         }
     }
 
@@ -197,7 +205,7 @@ impl Sessions {
             if let Some(c) = chain {
                 let _ = s.return_chain(c);
             }
-            s.complete(Completion::ReadDone { cookie, result });
+            s.post(Completion::ReadDone { cookie, result });
         }
     }
 

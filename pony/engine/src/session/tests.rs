@@ -202,6 +202,31 @@ fn blocked_app_is_woken() {
 }
 
 #[test]
+fn posted_completions_wake_a_blocked_app_once_at_the_ring() {
+    let (mut eng, mut app) = pair(Completions::Block);
+    let waiter = std::thread::spawn(move || {
+        let first = app.wait_completion(Duration::from_secs(10)).unwrap();
+        let second = app.poll_completion().unwrap();
+        (first, second)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    eng.post(Completion::Sent { cookie: 1 });
+    eng.post(Completion::Sent { cookie: 2 });
+    // Posting alone does not wake the app: a step's completions wait for its ring.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!waiter.is_finished(), "a post woke the app");
+    assert!(eng.ring(), "the blocked app's doorbell is written");
+    assert!(!eng.ring(), "nothing posted since: no second write");
+    assert_eq!(
+        waiter.join().unwrap(),
+        (
+            Some(Completion::Sent { cookie: 1 }),
+            Some(Completion::Sent { cookie: 2 })
+        )
+    );
+}
+
+#[test]
 fn full_completion_ring_parks_completions_and_stops_commands() {
     let (mut eng, mut app) = pair(Completions::Poll);
     for flow in 0..10 {

@@ -3,6 +3,7 @@
 //! malformed packets) without threads, so every run is the same. The zero-copy data path,
 //! over the same kind of pair, is tested in [`zero_copy`].
 
+mod doorbell;
 mod hostile;
 mod in_place;
 mod limits;
