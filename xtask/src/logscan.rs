@@ -12,6 +12,10 @@ const FATAL: &[(&str, &str)] = &[
     ("BUG:", "kernel BUG"),
     ("WARNING:", "kernel WARNING"),
     ("general protection fault", "general protection fault"),
+    (
+        "Initramfs unpacking failed",
+        "initramfs unpacking failed: the guest lacks memory for it, files are missing",
+    ),
 ];
 
 /// A `sched_ext: ` line containing one of these reports an error exit of the scheduler
@@ -140,6 +144,10 @@ mod tests {
             (
                 "[  3.1] general protection fault, probably for non-canonical",
                 "general protection fault",
+            ),
+            (
+                "[  5.0] Initramfs unpacking failed: write error",
+                "initramfs unpacking failed: the guest lacks memory for it, files are missing",
             ),
         ];
         for (line, reason) in cases {

@@ -73,7 +73,10 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
     };
     let spec = vm::VmSpec {
         cpus: 2,
-        mem_mib: 2048,
+        // The initramfs carries every debug binary of the workspace and the test
+        // executables (~760 MiB unpacked): with 2 GiB the kernel cannot hold the image and
+        // its unpacked files at once and drops files ("Initramfs unpacking failed").
+        mem_mib: 4096,
         accel: args.accel,
         timeout: Duration::from_secs(VM_TIMEOUT_SECS),
         kernel: &kernel,
