@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use snap_host::process::HostProcess;
@@ -21,38 +20,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The `snapctl` binary under test.
 pub const SNAPCTL: &str = env!("CARGO_BIN_EXE_snapctl");
 
-/// The `snap-host` binary of this workspace, built once per test process with the profile
-/// of this test (a no-op when it is fresh).
-pub fn snap_host_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev".to_owned(),
-            other => other.to_owned(),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "snap-host",
-                "--bin",
-                "snap-host",
-                "--profile",
-            ])
-            .arg(&profile)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building snap-host failed");
-        let bin = profile_dir.join("snap-host");
-        assert!(bin.exists(), "{} after the build", bin.display());
-        bin
-    })
-}
+pub use snap_test_host::snap_host_bin;
 
 /// A running `snap-host` in its own directory, killed and cleaned up when dropped.
 pub struct Host {

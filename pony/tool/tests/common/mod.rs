@@ -7,10 +7,10 @@
 
 use std::io::Write;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use snap_host::process::HostProcess;
@@ -21,39 +21,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The `pony` binary under test.
 pub const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
-/// The `snap-host` binary of this workspace, built once per test process with the profile
-/// of this test (cargo runs the tests after its own build, so the nested build does not
-/// wait for a lock; it is a no-op when the binary is fresh).
-pub fn snap_host_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
-        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
-            "debug" => "dev".to_owned(),
-            other => other.to_owned(),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "snap-host",
-                "--bin",
-                "snap-host",
-                "--profile",
-            ])
-            .arg(&profile)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building snap-host failed");
-        let bin = profile_dir.join("snap-host");
-        assert!(bin.exists(), "{} after the build", bin.display());
-        bin
-    })
-}
+pub use snap_test_host::snap_host_bin;
 
 /// A private directory for a host's or a test's files.
 pub fn test_dir(prefix: &str) -> PathBuf {
