@@ -268,7 +268,7 @@ pub fn markdown(runs: &[Report]) -> String {
          queueing in the window.\n\n",
     );
     if let Some(r) = runs.first() {
-        let _ = writeln!(md, "**Hosts are in-process**: {}.\n", r.hosts);
+        let _ = writeln!(md, "**Hosts**: {}.\n", r.hosts);
     }
     if runs.iter().any(|r| r.platform.accel == "tcg") {
         let _ = writeln!(md, "> {}\n", super::TCG_NOTE);
@@ -621,7 +621,7 @@ pub(crate) mod tests {
             md.contains("## eevdf (native)") && md.contains("## microquanta (tcg)"),
             "{md}"
         );
-        assert!(md.contains("**Hosts are in-process**"), "{md}");
+        assert!(md.contains("**Hosts**: in-process hosts"), "{md}");
         assert!(md.contains("the paper's numbers, not ours"), "{md}");
         assert!(
             md.contains(
