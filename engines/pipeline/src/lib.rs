@@ -24,6 +24,8 @@ pub mod desc;
 pub mod pass;
 pub mod stage;
 
+pub mod queue;
+
 mod packet;
 mod pool;
 
@@ -31,4 +33,5 @@ pub use desc::{DescError, DescRepr, DESC_LEN};
 pub use packet::{Direction, Meta, Packet, Peer, RoomError};
 pub use pass::PassStage;
 pub use pool::{Pool, PoolConfig, PoolError, PoolStats};
+pub use queue::{queue, EndStats, QueueEnd, QueueError};
 pub use stage::{DropCounts, DropEntry, Output, Stage, UpdateError};
