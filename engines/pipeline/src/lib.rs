@@ -21,8 +21,10 @@
 //! live in one host process, and its pool is never shared with apps or peers.
 
 pub mod desc;
+pub mod engine;
 pub mod pass;
 pub mod stage;
+pub mod wire;
 
 pub mod queue;
 
@@ -30,8 +32,10 @@ mod packet;
 mod pool;
 
 pub use desc::{DescError, DescRepr, DESC_LEN};
+pub use engine::{Downstream, StageCounters, StageEngine};
 pub use packet::{Direction, Meta, Packet, Peer, RoomError};
 pub use pass::PassStage;
 pub use pool::{Pool, PoolConfig, PoolError, PoolStats};
 pub use queue::{queue, EndStats, QueueEnd, QueueError};
 pub use stage::{DropCounts, DropEntry, Output, Stage, UpdateError};
+pub use wire::{Wire, WireError};

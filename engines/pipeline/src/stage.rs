@@ -93,7 +93,7 @@ pub struct Output<'a> {
     now: Instant,
     tx: &'a mut Vec<Packet>,
     rx: &'a mut Vec<Packet>,
-    limit: usize,
+    limits: [usize; 2],
     drops: &'a mut DropCounts,
 }
 
@@ -108,11 +108,23 @@ impl<'a> Output<'a> {
         limit: usize,
         drops: &'a mut DropCounts,
     ) -> Self {
+        Self::with_limits(now, tx, rx, [limit, limit], drops)
+    }
+
+    /// As [`Output::new`] with a limit per direction (`[tx, rx]`): how the stage engine
+    /// leaves no more room than the queue after it has.
+    pub fn with_limits(
+        now: Instant,
+        tx: &'a mut Vec<Packet>,
+        rx: &'a mut Vec<Packet>,
+        limits: [usize; 2],
+        drops: &'a mut DropCounts,
+    ) -> Self {
         Self {
             now,
             tx,
             rx,
-            limit,
+            limits,
             drops,
         }
     }
@@ -125,19 +137,19 @@ impl<'a> Output<'a> {
     /// Whether [`Output::forward`] would take a packet travelling in `dir` now.
     pub fn has_room(&self, dir: Direction) -> bool {
         match dir {
-            Direction::Tx => self.tx.len() < self.limit,
-            Direction::Rx => self.rx.len() < self.limit,
+            Direction::Tx => self.tx.len() < self.limits[0],
+            Direction::Rx => self.rx.len() < self.limits[1],
         }
     }
 
     /// Hands the packet on in its direction. When the output is full the packet comes
     /// back (only possible outside `process`'s own packet): keep it and retry later.
     pub fn forward(&mut self, pkt: Packet) -> Result<(), Packet> {
-        let batch = match pkt.direction() {
-            Direction::Tx => &mut *self.tx,
-            Direction::Rx => &mut *self.rx,
+        let (batch, limit) = match pkt.direction() {
+            Direction::Tx => (&mut *self.tx, self.limits[0]),
+            Direction::Rx => (&mut *self.rx, self.limits[1]),
         };
-        if batch.len() >= self.limit {
+        if batch.len() >= limit {
             return Err(pkt);
         }
         batch.push(pkt);
@@ -149,6 +161,11 @@ impl<'a> Output<'a> {
     pub fn drop(&mut self, pkt: Packet, reason: &'static str) {
         self.drops.add(pkt.direction(), reason, pkt.len());
         drop(pkt);
+    }
+
+    /// Counts a drop of a packet that never got a buffer (the pool was empty).
+    pub fn drop_unowned(&mut self, dir: Direction, reason: &'static str, len: usize) {
+        self.drops.add(dir, reason, len);
     }
 }
 
