@@ -54,6 +54,9 @@ pub struct StageCounters {
     /// Nanoseconds spent in steps that moved packets: the stage, its queues' pops and
     /// pushes, and the NIC calls of the last stage.
     pub ns: u64,
+    /// Of `ns`, the time inside the NIC's own send and receive calls (last stage only):
+    /// what Pony pays for its NIC without a pipeline too.
+    pub wire_ns: u64,
     /// Packets the NIC refused for now (kept and retried).
     pub wire_full: u64,
     /// Packets lost because the NIC failed or the pool had no buffer for a received one.
@@ -131,11 +134,13 @@ impl StageEngine {
     }
 
     /// Pushes the forwarded Tx packets downstream; what does not fit stays, in order.
-    fn flush_tx(&mut self, now: Instant) {
+    /// Returns the time spent inside the NIC's send calls (zero for a queue).
+    fn flush_tx(&mut self, now: Instant) -> Duration {
         if self.tx_out.is_empty() {
-            return;
+            return Duration::ZERO;
         }
         let mut pending = std::mem::replace(&mut self.tx_out, std::mem::take(&mut self.spare));
+        let wire_start = matches!(self.down, Downstream::Wire(_)).then(Instant::now);
         {
             let mut it = pending.drain(..);
             while let Some(p) = it.next() {
@@ -164,6 +169,7 @@ impl StageEngine {
             }
         }
         self.spare = pending;
+        wire_start.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// Pushes the forwarded Rx packets upstream; what does not fit stays, in order.
@@ -218,7 +224,7 @@ impl Engine for StageEngine {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
         }
-        self.flush_tx(now);
+        let mut wire = self.flush_tx(now);
         self.flush_rx();
         let tx_limit = self.tx_limit();
         let rx_limit = self.rx_limit();
@@ -267,7 +273,12 @@ impl Engine for StageEngine {
                     let room = if stage.accepts(Direction::Rx) { rx_limit } else { 0 };
                     let pool = &self.pool;
                     let name = &self.name;
+                    // The NIC's time is the call's minus what the stage spent inside it.
+                    let recv_start = Instant::now();
+                    let mut inside = Duration::ZERO;
                     let got = w.recv(room, &mut |bytes, peer| {
+                        let t = Instant::now();
+                        let _inside = Defer(&mut inside, t);
                         counters.rx_packets += 1;
                         counters.rx_bytes += bytes.len() as u64;
                         let Some(mut pkt) = pool.alloc(Direction::Rx) else {
@@ -282,6 +293,7 @@ impl Engine for StageEngine {
                         pkt.set_peer(peer);
                         stage.process(pkt, &mut out);
                     });
+                    wire += recv_start.elapsed().saturating_sub(inside);
                     match got {
                         Ok(k) => {
                             n = k;
@@ -301,7 +313,7 @@ impl Engine for StageEngine {
         }
         self.counters.forwarded +=
             (self.tx_out.len() + self.rx_out.len()).saturating_sub(forwarded_before) as u64;
-        self.flush_tx(now);
+        wire += self.flush_tx(now);
         self.flush_rx();
         self.up.flush();
         if let Downstream::Queue(q) = &mut self.down {
@@ -311,6 +323,7 @@ impl Engine for StageEngine {
         // mode's cost, not the stage's.
         if items > 0 {
             self.counters.ns += start.elapsed().as_nanos() as u64;
+            self.counters.wire_ns += wire.as_nanos() as u64;
         }
         RunOutcome { items, pending }
     }
@@ -371,6 +384,15 @@ impl Engine for StageEngine {
             v["own"] = own;
         }
         Some(v)
+    }
+}
+
+/// Adds the time since `.1` to `.0` when dropped (on every return path of a closure).
+struct Defer<'a>(&'a mut Duration, Instant);
+
+impl Drop for Defer<'_> {
+    fn drop(&mut self) {
+        *self.0 += self.1.elapsed();
     }
 }
 

@@ -73,8 +73,9 @@ impl Tagged for Report {
 pub struct StageRow {
     /// The stage kind, e.g. `pass`.
     pub name: String,
-    /// Time its engine spends per packet (stage plus queue pops and pushes), from the
-    /// stage engines' own counters.
+    /// Time its engine spends per packet (stage plus queue pops and pushes, not the NIC's
+    /// own send and receive calls, which Pony alone pays too), from the stage engines'
+    /// own counters.
     pub ns_per_packet: f64,
     /// Added p50 RTT per stage against Pony alone.
     pub added_p50_us: f64,
@@ -161,7 +162,10 @@ mod tests {
         assert!(Target::evaluate(20.0, &[stage(1.0), stage(2.0)]).met);
         let t = Target::evaluate(20.0, &[stage(1.0), stage(2.5)]);
         assert!(!t.met && (t.worst_added_pct - 12.5).abs() < 1e-9, "{t:?}");
-        assert!(!Target::evaluate(20.0, &[]).met, "no stage measured is not a met target");
+        assert!(
+            !Target::evaluate(20.0, &[]).met,
+            "no stage measured is not a met target"
+        );
     }
 
     #[test]

@@ -119,5 +119,10 @@ fn main() -> Result<()> {
         microquanta: mq_class::sysfs::microquanta_loaded(),
     };
     let report = pipeline_bench::run(&cfg, &path)?;
-    bench_run::finish(scheduler, &pipeline_bench::table(&report), &report, opts.json.as_deref())
+    bench_run::finish(
+        scheduler,
+        &pipeline_bench::table(&report),
+        &report,
+        opts.json.as_deref(),
+    )
 }
