@@ -68,9 +68,12 @@ fn mode_of(name: &str) -> Result<Mode> {
     })
 }
 
+/// Host A's engines: its Pony engine, then its stage engines (none for Pony alone).
+type HostA = (Box<dyn Engine>, Vec<Box<dyn Engine>>);
+
 /// Host A's Pony engine on `nic`, alone or behind `stages` pass stages; and the stage
 /// engines.
-fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<(Box<dyn Engine>, Vec<Box<dyn Engine>>)> {
+fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<HostA> {
     if stages == 0 {
         return Ok((
             Box::new(PonyEngine::new("pony-a", nic, PonyConfig::default())),
