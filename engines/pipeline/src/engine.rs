@@ -13,7 +13,10 @@
 //! The engine never pops a packet it has no room to forward, so a full downstream leaves
 //! packets in the upstream ring: backpressure travels up to Pony's NIC side. While it is
 //! blocked that way its work probe says "no work" (so a spreading or compacting thread
-//! sleeps instead of spinning), and the consumer that frees space rings its doorbell.
+//! sleeps instead of spinning), and the consumer that frees space rings its doorbell. The
+//! last stage also stops watching its NIC while it cannot take received packets (a
+//! readable socket would wake its thread again and again) and watches it again once Pony
+//! has made room.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,6 +84,11 @@ pub struct StageEngine {
     /// Set while the engine cannot take input in a direction (its output is full or the
     /// stage refuses): read by the work probe on the runtime's thread.
     blocked: Arc<[AtomicBool; 2]>,
+    /// The last stage stopped watching its NIC: upstream is full or the stage takes no
+    /// received packets, and a readable NIC (level-triggered) would wake its thread in a
+    /// loop. Pony's next pop (the queue's space doorbell) or the stage's `poll_at` wakes it.
+    nic_paused: bool,
+    sources_changed: bool,
 }
 
 impl StageEngine {
@@ -109,6 +117,8 @@ impl StageEngine {
             drops: DropCounts::default(),
             retry_at: None,
             blocked: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
+            nic_paused: false,
+            sources_changed: false,
         }
     }
 
@@ -318,6 +328,13 @@ impl Engine for StageEngine {
         self.up.flush();
         if let Downstream::Queue(q) = &mut self.down {
             q.flush();
+        } else {
+            // `has_room` flags that we want space, so Pony's next pop rings us.
+            let paused = !self.up.has_room() || !self.stage.accepts(Direction::Rx);
+            if paused != self.nic_paused {
+                self.nic_paused = paused;
+                self.sources_changed = true;
+            }
         }
         // Only steps that moved packets count: a polled engine's empty steps are the
         // mode's cost, not the stage's.
@@ -332,9 +349,14 @@ impl Engine for StageEngine {
         let mut v = vec![self.up.wake_source()];
         match &self.down {
             Downstream::Queue(q) => v.push(q.wake_source()),
+            Downstream::Wire(_) if self.nic_paused => {}
             Downstream::Wire(w) => v.extend(w.wake_source()),
         }
         v
+    }
+
+    fn take_sources_changed(&mut self) -> bool {
+        std::mem::take(&mut self.sources_changed)
     }
 
     fn work_probe(&self) -> WorkProbe {
