@@ -15,6 +15,6 @@
 //! [`prefix`] is the address prefix both the ACL and the overlay's tables use.
 
 pub mod acl;
-// pub mod overlay;
+pub mod overlay;
 pub mod prefix;
 pub mod shaping;
