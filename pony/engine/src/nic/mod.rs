@@ -4,6 +4,8 @@
 //!   pony engine ── Nic ──┬── UdpNic      a nonblocking UDP socket (loopback, veth, real NICs)
 //!                        ├── ShmWire     two shared-memory rings between two Snap hosts on
 //!                        │               one machine, one per direction, with doorbells
+//!                        ├── PipeNic     the first queue of a pipeline of stage engines
+//!                        │               (snap-pipeline); its last stage owns a NicWire<any Nic>
 //!                        └── FaultyNic<N> wraps any of them: loss, reordering, duplication,
 //!                                        corruption and delay from a seeded RNG (tests)
 //! ```
@@ -39,6 +41,7 @@
 //! the MTU the same way).
 
 mod faulty;
+mod pipe;
 mod shm;
 mod udp;
 
@@ -46,6 +49,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use faulty::{FaultConfig, FaultStats, FaultyNic};
+pub use pipe::{NicWire, PipeNic};
 pub use shm::{ShmListener, ShmSetupError, ShmWire, ShmWireConfig};
 pub use snap_runtime::{WakeSource, WorkProbe};
 pub use udp::UdpNic;

@@ -7,6 +7,7 @@ mod doorbell;
 mod hostile;
 mod in_place;
 mod limits;
+mod pipeline;
 mod zero_copy;
 
 use std::time::{Duration, Instant};
