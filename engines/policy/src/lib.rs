@@ -12,9 +12,12 @@
 //! - [`overlay`]: a virtual network per tenant: the encapsulation header
 //!   ([`overlay::wire`]), the virtual→physical mapping table and checked decapsulation.
 //!
-//! [`prefix`] is the address prefix both the ACL and the overlay's tables use.
+//! [`prefix`] is the address prefix the ACL's rules use. [`stage`] runs each core as a
+//! `snap_pipeline::Stage` (kinds `acl`, `shaper`, `overlay`); it is the only module that
+//! knows the pipeline.
 
 pub mod acl;
 pub mod overlay;
 pub mod prefix;
 pub mod shaping;
+pub mod stage;

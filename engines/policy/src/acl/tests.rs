@@ -7,13 +7,13 @@ use pony_proto::wire::{Repr, SUPPORTED_VERSIONS};
 
 use super::*;
 
-pub(super) fn emit(repr: &Repr<'_>) -> Vec<u8> {
+pub(crate) fn emit(repr: &Repr<'_>) -> Vec<u8> {
     let mut buf = vec![0; repr.buffer_len()];
     repr.emit(&mut buf).unwrap();
     buf
 }
 
-pub(super) fn connect(src_flow: u32, service: u32) -> Vec<u8> {
+pub(crate) fn connect(src_flow: u32, service: u32) -> Vec<u8> {
     emit(&Repr::Connect {
         versions: SUPPORTED_VERSIONS,
         src_flow,
@@ -22,7 +22,7 @@ pub(super) fn connect(src_flow: u32, service: u32) -> Vec<u8> {
     })
 }
 
-pub(super) fn accept(dst_flow: u32, src_flow: u32) -> Vec<u8> {
+pub(crate) fn accept(dst_flow: u32, src_flow: u32) -> Vec<u8> {
     emit(&Repr::Accept {
         dst_flow,
         version: SUPPORTED_VERSIONS.max,
@@ -31,7 +31,7 @@ pub(super) fn accept(dst_flow: u32, src_flow: u32) -> Vec<u8> {
     })
 }
 
-pub(super) fn data(dst_flow: u32) -> Vec<u8> {
+pub(crate) fn data(dst_flow: u32) -> Vec<u8> {
     emit(&Repr::Data {
         dst_flow,
         seq: 1,
