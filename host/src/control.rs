@@ -410,7 +410,8 @@ fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
             Request::EngineAdd { .. }
             | Request::EngineRemove { .. }
             | Request::GroupAdd { .. }
-            | Request::GroupRemove { .. } => unreachable!("operator requests are served above"),
+            | Request::GroupRemove { .. }
+            | Request::StageUpdate { .. } => unreachable!("operator requests are served above"),
         };
         let (response, fds) = result.unwrap_or_else(|message| (Response::Error { message }, Vec::new()));
         let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();

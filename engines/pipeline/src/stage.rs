@@ -65,6 +65,13 @@ pub trait Stage: Send {
         None
     }
 
+    /// Bytes the stage may prepend to a packet (an encapsulation header): the pipeline
+    /// reserves the sum over its stages in front of every packet, and gives Pony an MTU
+    /// that much smaller than the NIC's so that the packet still fits the NIC after it.
+    fn headroom(&self) -> usize {
+        0
+    }
+
     /// Packets the stage holds now (shown in status).
     fn held(&self) -> u64 {
         0

@@ -1,6 +1,6 @@
 //! `snapctl`: the operator's tool for a running `snap-host`, over its control socket. It
 //! shows what runs where (`status`) and changes the pipeline while it runs (`engine add`,
-//! `engine remove`, `group add`, `group remove`); the host checks every change as it
+//! `engine remove`, `group add`, `group remove`, `stage update`); the host checks every change as it
 //! checks its configuration file and refuses bad ones with the field at fault, changing
 //! nothing.
 //!
@@ -51,6 +51,22 @@ enum Command {
     /// Adds or removes a group with its engines.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Changes a pipeline stage while it runs.
+    #[command(subcommand)]
+    Stage(StageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StageCommand {
+    /// Replaces a stage's settings: the body of its `settings` table in the host's
+    /// configuration (its keys, without a header). The stage applies them whole, between
+    /// two packets, or refuses them and keeps its old ones.
+    Update {
+        /// The stage's name (its `[[pipeline.stage]]` name).
+        name: String,
+        #[command(flatten)]
+        table: table::TableOpts,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +163,16 @@ fn run(opts: Opts) -> anyhow::Result<()> {
                 client
                     .group_add(&table)
                     .map_err(|e| fail::request(e, "adding a group"))?
+            );
+        }
+        Command::Stage(StageCommand::Update { name, table }) => {
+            let settings = table.read()?;
+            let what = format!("updating stage {name:?}");
+            println!(
+                "{}",
+                client
+                    .stage_update(&name, &settings)
+                    .map_err(|e| fail::request(e, &what))?
             );
         }
         Command::Group(GroupCommand::Remove { name }) => {

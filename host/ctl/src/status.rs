@@ -80,7 +80,60 @@ pub fn render(socket: &Path, status: &HostStatus) -> String {
             );
         }
     }
+    render_stages(&mut out, status);
     out
+}
+
+/// Pipeline stages (engines whose counters name a `stage`): packets each way, forwarded,
+/// dropped, held, and time spent per packet.
+fn render_stages(out: &mut String, status: &HostStatus) {
+    let stages: Vec<(&String, &serde_json::Value)> = status
+        .counters
+        .iter()
+        .filter(|(_, c)| c.get("stage").is_some())
+        .collect();
+    if stages.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\npipeline stages\n  {:<14} {:<9} {:>10} {:>10} {:>10} {:>8} {:>6} {:>9}",
+        "stage", "kind", "tx", "rx", "forwarded", "dropped", "held", "ns/pkt"
+    );
+    for (name, c) in stages {
+        let n = |k: &str| c["counters"][k].as_u64().unwrap_or(0);
+        let packets = n("tx_packets") + n("rx_packets");
+        let dropped: u64 = c["drops"]
+            .as_array()
+            .map_or(0, |d| d.iter().filter_map(|e| e["packets"].as_u64()).sum());
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<9} {:>10} {:>10} {:>10} {:>8} {:>6} {:>9}",
+            name,
+            c["stage"].as_str().unwrap_or("?"),
+            n("tx_packets"),
+            n("rx_packets"),
+            n("forwarded"),
+            dropped,
+            c["held"].as_u64().unwrap_or(0),
+            if packets == 0 {
+                "-".into()
+            } else {
+                (n("ns") / packets).to_string()
+            },
+        );
+        if let Some(drops) = c["drops"].as_array() {
+            for d in drops {
+                let _ = writeln!(
+                    out,
+                    "    dropped {} {}: {}",
+                    d["direction"].as_str().unwrap_or("?"),
+                    d["reason"].as_str().unwrap_or("?"),
+                    d["packets"].as_u64().unwrap_or(0)
+                );
+            }
+        }
+    }
 }
 
 fn cores(cores: &[usize]) -> String {
@@ -135,5 +188,25 @@ mod tests {
         let cols: Vec<&str> = engine.split_whitespace().collect();
         assert_eq!(cols[..6], ["e0", "echo", "77", "ok", "10", "4"], "{engine}");
         assert_eq!(cols.last(), Some(&"1"), "{engine}");
+        assert!(!text.contains("pipeline stages"), "{text}");
+    }
+
+    #[test]
+    fn stages_are_listed_with_their_drops() {
+        let status: HostStatus = serde_json::from_value(serde_json::json!({
+            "runtime": { "uptime_s": 1.0, "microquanta_loaded": false, "groups": [] },
+            "channels": [],
+            "counters": { "acl0": {
+                "stage": "acl", "held": 2,
+                "counters": { "tx_packets": 10, "rx_packets": 6, "forwarded": 13, "ns": 1600 },
+                "drops": [{ "direction": "tx", "reason": "deny_rule", "packets": 3, "bytes": 300 }]
+            }},
+        }))
+        .unwrap();
+        let text = render(Path::new("/s"), &status);
+        let row = text.lines().find(|l| l.trim_start().starts_with("acl0")).unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols, ["acl0", "acl", "10", "6", "13", "3", "2", "100"], "{text}");
+        assert!(text.contains("dropped tx deny_rule: 3"), "{text}");
     }
 }

@@ -109,12 +109,24 @@ impl Config {
         for e in &next.group[gi].engine {
             self.not_in_pipeline(e)?;
         }
+        if super::packet_pipeline::hosts_stages(self, name) {
+            return Err(invalid(
+                "group",
+                format!("group {name:?} runs pipeline stages, built at start-up; it cannot be removed at run time"),
+            ));
+        }
         next.group.remove(gi);
         Ok(next)
     }
 
     fn not_in_pipeline(&self, e: &EngineConfig) -> Result<(), ConfigError> {
         let name = &e.name;
+        if let Some(p) = e.options.as_ref().and_then(super::pony::pipeline_of) {
+            return Err(invalid(
+                "engine",
+                format!("{name:?} is the Pony engine of pipeline {p:?} (built at start-up); it cannot be removed at run time"),
+            ));
+        }
         if e.kind == EngineKind::Relay {
             return Err(invalid(
                 "engine",
@@ -286,5 +298,23 @@ mod tests {
         assert!(err(c.without_group("p")).contains("is a relay"));
         assert_eq!(c.without_group("a").unwrap().group.len(), 2);
         assert!(err(c.without_group("zz")).contains("no group named"));
+    }
+}
+
+impl Config {
+    /// This configuration with pipeline stage `name`'s settings replaced by `settings`
+    /// (the body of its `settings` table). Checks only that the stage exists and the text
+    /// is a TOML table: the stage itself parses and applies it, or refuses it.
+    pub fn with_stage_settings(&self, name: &str, settings: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(settings)?;
+        let mut next = self.clone();
+        let stage = next
+            .pipeline
+            .iter_mut()
+            .flat_map(|p| &mut p.stage)
+            .find(|s| s.name == name)
+            .ok_or_else(|| invalid("engine", format!("no pipeline stage named {name:?}")))?;
+        stage.settings = (!table.is_empty()).then_some(table);
+        Ok(next)
     }
 }

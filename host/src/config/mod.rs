@@ -30,6 +30,9 @@
 //! next = "echo0"                  # an echo or relay engine, in any group
 //! ```
 //!
+//! `[[pipeline]]` tables declare packet pipelines: a Pony engine's NIC side as a line of
+//! stage engines, each in a group, the last owning the NIC ([`packet_pipeline`]).
+//!
 //! A relay and its `next` engine form a pipeline: the relay forwards its apps' requests over
 //! an internal channel (SPSC rings and doorbells, as for an app) to the next engine and
 //! routes the responses back (`snap_engines::relay`). `next` chains may be any length but
@@ -56,6 +59,8 @@ use snap_runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
 
 pub use fuzz::{fuzz_parse, ConfigFuzzOutcome};
 pub use kind::EngineKind;
+pub use packet_pipeline::{PipelineConfig, StageConfig};
+pub use stage_kind::StageKind;
 
 /// Where the control socket goes when the file does not say.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/snap/snap.sock";
@@ -116,6 +121,9 @@ pub struct Config {
     /// Engine groups, at least one.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
+    /// Packet pipelines between Pony engines and their NICs ([`packet_pipeline`]).
+    #[serde(default)]
+    pub pipeline: Vec<PipelineConfig>,
 }
 
 fn default_true() -> bool {
@@ -287,7 +295,7 @@ impl Config {
             }
             self.validate_cores(gi, g, cpus, &mut claimed)?;
             self.validate_mode_keys(gi, g)?;
-            if g.engine.is_empty() {
+            if g.engine.is_empty() && !packet_pipeline::hosts_stages(self, &g.name) {
                 return Err(invalid(
                     format!("{at}.engine"),
                     "at least one [[group.engine]] is required",
@@ -322,7 +330,8 @@ impl Config {
                 kind::validate_options(&at, e)?;
             }
         }
-        pipeline::validate(self)
+        pipeline::validate(self)?;
+        packet_pipeline::validate(self)
     }
 
     fn validate_cores(
@@ -420,6 +429,7 @@ impl Config {
                 .iter()
                 .flat_map(|g| &g.engine)
                 .map(|e| (e.name.clone(), e.kind.as_str().to_owned()))
+                .chain(packet_pipeline::stage_names(self).map(|s| (s.to_owned(), "stage".to_owned())))
                 .collect(),
             pipeline: Some(self.clone()),
         }
@@ -480,7 +490,9 @@ impl GroupConfig {
 mod change;
 mod fuzz;
 pub mod kind;
+pub mod packet_pipeline;
 mod pipeline;
 mod pony;
+pub mod stage_kind;
 #[cfg(test)]
 mod tests;

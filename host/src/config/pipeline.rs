@@ -112,7 +112,7 @@ pub(super) fn build_standalone(e: &super::EngineConfig, at: &str) -> Result<Box<
             // Options of a pony engine whose file has none.
             let empty = toml::Table::new();
             let options = e.options.as_ref().unwrap_or(&empty);
-            pony::build(&e.name, e.work_ns, options).map_err(|m| invalid(field("options"), m))
+            pony::build(&e.name, e.work_ns, options, None).map_err(|m| invalid(field("options"), m))
         }
         EngineKind::Relay => Err(invalid(
             field("kind"),
@@ -128,6 +128,8 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
         .filter(|(_, _, e)| e.kind == EngineKind::Relay)
         .count();
     let shape = internal_shape(relays);
+    // Pipelines first: a Pony engine on one takes its first queue as its NIC.
+    let mut pipes = super::packet_pipeline::build(config)?;
     let mut groups: Vec<Vec<Built>> = Vec::with_capacity(config.group.len());
     let mut at: HashMap<&str, (usize, usize)> = HashMap::new();
     // (field of the relay's `next`, next engine's name, engine end to attach there).
@@ -149,6 +151,13 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
                         })?;
                     links.push((field("next"), next, end));
                     Built::Relay(relay)
+                }
+                EngineKind::Pony if e.options.as_ref().and_then(pony::pipeline_of).is_some() => {
+                    let options = e.options.as_ref().expect("checked above");
+                    let pipe = pony::pipeline_of(options).and_then(|p| pipes.pony_nics.remove(p));
+                    let engine = pony::build(&e.name, e.work_ns, options, pipe)
+                        .map_err(|m| invalid(field("options"), m))?;
+                    Built::Other(engine)
                 }
                 EngineKind::UdpEcho | EngineKind::Pony => {
                     Built::Other(build_standalone(e, &format!("group[{gi}].engine[{ei}]"))?)
@@ -172,7 +181,7 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
             _ => return Err(invalid(field, format!("engine {next:?} does not accept apps"))),
         }
     }
-    Ok(groups
+    let mut groups: Vec<Vec<Box<dyn Engine>>> = groups
         .into_iter()
         .map(|g| {
             g.into_iter()
@@ -183,5 +192,9 @@ pub(super) fn build_engines(config: &Config) -> Result<Vec<Vec<Box<dyn Engine>>>
                 })
                 .collect()
         })
-        .collect())
+        .collect();
+    for (gi, stage) in pipes.stages {
+        groups[gi].push(stage);
+    }
+    Ok(groups)
 }

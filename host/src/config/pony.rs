@@ -6,6 +6,9 @@
 //! kind = "pony"
 //! [group.engine.options]
 //! nic = "udp"                # udp | xdp | shm_listen | shm_connect
+//! # pipeline = "path0"       # instead of `nic` and its keys: the NIC side is the first queue
+//!                            # of that [[pipeline]] (`super::packet_pipeline`), whose last
+//!                            # stage owns the NIC
 //! bind = "127.0.0.1:7000"    # udp: local address (port 0 picks one)
 //!                            # xdp: the interface's IPv4 address and Pony's port (not 0)
 //! mtu = 1472                 # udp, optional: largest datagram payload
@@ -45,7 +48,7 @@
 
 use std::net::{SocketAddr, SocketAddrV4};
 
-use pony_engine::nic::{FaultConfig, FaultyNic, Nic, ShmWire, ShmWireConfig, UdpNic};
+use pony_engine::nic::{FaultConfig, FaultyNic, Nic, PipeNic, ShmWire, ShmWireConfig, UdpNic};
 use pony_engine::{PonyConfig, PonyEngine, MAX_FLOWS_LIMIT};
 use pony_xdp::{XdpConfig, XdpMode, XdpNic};
 use snap_runtime::Engine;
@@ -68,10 +71,21 @@ struct Options {
 /// The NIC options, checked.
 #[derive(Debug)]
 enum NicOptions {
-    Udp { bind: SocketAddr, mtu: Option<usize> },
+    Udp {
+        bind: SocketAddr,
+        mtu: Option<usize>,
+    },
     Xdp(XdpConfig),
-    ShmListen { path: String },
-    ShmConnect { path: String },
+    ShmListen {
+        path: String,
+    },
+    ShmConnect {
+        path: String,
+    },
+    /// The first queue of the named `[[pipeline]]`.
+    Pipeline {
+        name: String,
+    },
 }
 
 fn string<'t>(options: &'t Table, key: &str) -> Result<Option<&'t str>, String> {
@@ -166,8 +180,9 @@ fn faults(value: &Value) -> Result<FaultConfig, String> {
 }
 
 fn parse(options: &Table) -> Result<Options, String> {
-    const KEYS: [&str; 8] = [
+    const KEYS: [&str; 9] = [
         "nic",
+        "pipeline",
         "bind",
         "mtu",
         "path",
@@ -192,10 +207,28 @@ fn parse(options: &Table) -> Result<Options, String> {
     })
 }
 
+/// The keys that choose and configure a NIC (`faults` applies to every kind).
+const NIC_KEYS: [&str; 7] = ["nic", "bind", "mtu", "path", "interface", "queue", "xdp_mode"];
+
 fn parse_nic(options: &Table) -> Result<NicOptions, String> {
-    // The keys that choose and configure the NIC (`faults` applies to every kind).
-    const KEYS: [&str; 7] = ["nic", "bind", "mtu", "path", "interface", "queue", "xdp_mode"];
-    let nic = string(options, "nic")?.ok_or("nic: required (udp, xdp, shm_listen or shm_connect)")?;
+    const KEYS: [&str; 7] = NIC_KEYS;
+    if let Some(name) = string(options, "pipeline")? {
+        if let Some(k) = KEYS.iter().find(|k| options.contains_key(**k)) {
+            return Err(format!(
+                "{k}: does not apply with pipeline = {name:?} (the pipeline's last stage owns the NIC: set it in [pipeline.nic])"
+            ));
+        }
+        if options.contains_key("faults") {
+            return Err(format!(
+                "faults: does not apply with pipeline = {name:?} (set it in [pipeline.nic])"
+            ));
+        }
+        return Ok(NicOptions::Pipeline {
+            name: name.to_owned(),
+        });
+    }
+    let nic = string(options, "nic")?
+        .ok_or("nic: required (udp, xdp, shm_listen or shm_connect), or pipeline = \"NAME\"")?;
     let only = |allowed: &[&str]| match KEYS
         .iter()
         .skip(1)
@@ -280,13 +313,45 @@ pub(super) fn validate(options: &Table) -> Result<(), String> {
     parse(options).map(drop)
 }
 
-/// Builds the Pony engine `name` on the NIC its options choose; the message names the option.
-pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn Engine>, String> {
-    if work_ns != 0 {
-        // A transport's cost is its own; modelled CPU cost belongs to the echo engines.
-        return Err("work_ns is not supported by kind \"pony\"".into());
+/// The pipeline a Pony engine's options name instead of a NIC, if any (options already
+/// validated).
+pub(super) fn pipeline_of(options: &Table) -> Option<&str> {
+    options.get("pipeline").and_then(Value::as_str)
+}
+
+/// Checks a pipeline's `[pipeline.nic]` table: the NIC keys of a Pony engine and `faults`.
+pub(super) fn validate_wire(options: &Table) -> Result<(), String> {
+    if let Some(k) = options
+        .keys()
+        .find(|k| !NIC_KEYS.contains(&k.as_str()) && k.as_str() != "faults")
+    {
+        return Err(format!(
+            "unknown option {k:?} (known: {}, faults)",
+            NIC_KEYS.join(", ")
+        ));
     }
-    let Options { nic, faults, engine } = parse(options)?;
+    if options.contains_key("pipeline") {
+        return Err("pipeline: a pipeline's NIC cannot be another pipeline".into());
+    }
+    parse_nic(options)?;
+    options.get("faults").map(faults).transpose()?;
+    Ok(())
+}
+
+/// Builds the NIC a `[pipeline.nic]` table describes (validated by [`validate_wire`]),
+/// with its fault injector if `faults` is set. `label` names it in logs.
+pub(super) fn build_wire(label: &str, options: &Table) -> Result<Box<dyn Nic>, String> {
+    validate_wire(options)?;
+    let fault_cfg = options.get("faults").map(faults).transpose()?;
+    build_nic(label, parse_nic(options)?, fault_cfg, None)
+}
+
+fn build_nic(
+    name: &str,
+    nic: NicOptions,
+    faults: Option<FaultConfig>,
+    pipe: Option<PipeNic>,
+) -> Result<Box<dyn Nic>, String> {
     let nic: Box<dyn Nic> = match nic {
         NicOptions::Udp { bind, mtu } => {
             let nic = UdpNic::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
@@ -321,14 +386,39 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
         NicOptions::ShmConnect { path } => {
             Box::new(ShmWire::connect(&path).map_err(|e| format!("shm wire {path}: {e}"))?)
         }
+        NicOptions::Pipeline { name: pipeline } => {
+            let pipe = pipe.ok_or_else(|| {
+                format!(
+                    "pipeline: {pipeline:?} is built when the host starts; a Pony engine on a pipeline cannot be added at run time"
+                )
+            })?;
+            log::info!("{name}: Pony on pipeline {pipeline} (mtu {})", pipe.mtu());
+            Box::new(pipe)
+        }
     };
-    let nic: Box<dyn Nic> = match faults {
+    Ok(match faults {
         Some(cfg) => {
             log::warn!("{name}: injecting faults into sent packets (a testing knob): {cfg:?}");
             Box::new(FaultyNic::new(nic).on_send(cfg))
         }
         None => nic,
-    };
+    })
+}
+
+/// Builds the Pony engine `name` on the NIC its options choose (`pipe`: the first queue
+/// of the pipeline they name, if they name one); the message names the option.
+pub(super) fn build(
+    name: &str,
+    work_ns: u64,
+    options: &Table,
+    pipe: Option<PipeNic>,
+) -> Result<Box<dyn Engine>, String> {
+    if work_ns != 0 {
+        // A transport's cost is its own; modelled CPU cost belongs to the echo engines.
+        return Err("work_ns is not supported by kind \"pony\"".into());
+    }
+    let Options { nic, faults, engine } = parse(options)?;
+    let nic = build_nic(name, nic, faults, pipe)?;
     Ok(Box::new(PonyEngine::new(name, nic, engine)))
 }
 
@@ -491,6 +581,7 @@ mod tests {
             "p",
             0,
             &table("nic = \"xdp\"\ninterface = \"xdp-none0\"\nbind = \"127.0.0.1:7999\""),
+            None,
         ) else {
             panic!("built on a missing interface")
         };
@@ -533,20 +624,21 @@ mod tests {
             "p",
             0,
             &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"\nfaults = { loss = 1.0 }"),
+            None,
         )
         .unwrap();
         let c = e.counters().expect("a Pony engine has counters");
         assert_eq!(c["faults"]["tx"]["dropped"], 0);
-        let plain = build("q", 0, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"")).unwrap();
+        let plain = build("q", 0, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\""), None).unwrap();
         let c = plain.counters().expect("a Pony engine has counters");
         assert!(c["faults"].is_null(), "{c}");
     }
 
     #[test]
     fn builds_on_udp() {
-        let e = build("p", 0, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"")).unwrap();
+        let e = build("p", 0, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\""), None).unwrap();
         assert_eq!(e.name(), "p");
-        let Err(err) = build("p", 5, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\"")) else {
+        let Err(err) = build("p", 5, &table("nic = \"udp\"\nbind = \"127.0.0.1:0\""), None) else {
             panic!("work_ns accepted")
         };
         assert!(err.contains("work_ns"), "{err}");

@@ -1,5 +1,5 @@
 //! The operator's requests (`snapctl`): add and remove engines and groups in the running
-//! host.
+//! host, and replace a pipeline stage's settings.
 //!
 //! Only root and the host's own user may change the pipeline; `allowed_uids` are apps'
 //! users, served attach and status only. Each change is checked by the configuration
@@ -16,6 +16,7 @@ use std::collections::HashSet;
 
 use rustix::net::Shutdown;
 use snap_ipc::control::protocol::{Request, Response};
+use snap_pipeline::StageEngine;
 
 use super::{Reply, Shared};
 use crate::config::{online_cpus, Config};
@@ -41,6 +42,7 @@ pub(super) fn serve(shared: &Shared, request: Request, (pid, uid): (i32, u32)) -
         Request::EngineRemove { engine } => engine_remove(shared, config, &engine)?,
         Request::GroupAdd { table } => group_add(shared, config, &table)?,
         Request::GroupRemove { group } => group_remove(shared, config, &group)?,
+        Request::StageUpdate { engine, settings } => stage_update(shared, config, &engine, &settings)?,
         other => return Err(format!("not an operator request: {other:?}")),
     };
     log::info!("pid {pid} uid {uid}: {summary}");
@@ -113,6 +115,26 @@ fn group_remove(shared: &Shared, config: &mut Config, name: &str) -> Result<Stri
         "group {name} removed with engines {} ({apps} app connections closed)",
         names.join(", ")
     ))
+}
+
+/// Hands a pipeline stage new settings through its engine's mailbox (applied between two
+/// packets, or refused with nothing changed), then records them in the running
+/// configuration.
+fn stage_update(shared: &Shared, config: &mut Config, name: &str, settings: &str) -> Result<String, String> {
+    let next = config
+        .with_stage_settings(name, settings)
+        .map_err(|e| e.to_string())?;
+    let handle = shared
+        .runtime
+        .engine(name)
+        .ok_or_else(|| format!("stage {name:?} is not running"))?;
+    let text = settings.to_owned();
+    handle
+        .control(move |e: &mut StageEngine| e.update(&text))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("stage {name:?} refused the settings: {e}"))?;
+    *config = next;
+    Ok(format!("stage {name} updated"))
 }
 
 fn set_kinds(

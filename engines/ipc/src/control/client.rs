@@ -248,6 +248,15 @@ impl SnapClient {
         })
     }
 
+    /// Operator: replaces the settings of pipeline stage `engine` with `settings` (the
+    /// body of its `settings` table).
+    pub fn stage_update(&mut self, engine: &str, settings: &str) -> Result<String, ClientError> {
+        self.change(Request::StageUpdate {
+            engine: engine.to_owned(),
+            settings: settings.to_owned(),
+        })
+    }
+
     fn change(&mut self, request: Request) -> Result<String, ClientError> {
         match self.call(&request, &[])? {
             (Response::Changed { summary }, _) => Ok(summary),

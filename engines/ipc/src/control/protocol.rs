@@ -95,6 +95,14 @@ pub enum Request {
         /// Group name.
         group: String,
     },
+    /// Operator: replace a pipeline stage's settings; the stage applies them whole or
+    /// refuses them, changing nothing.
+    StageUpdate {
+        /// The stage's engine name.
+        engine: String,
+        /// The new settings, as the body of the stage's `settings` table.
+        settings: String,
+    },
 }
 
 impl Request {
@@ -106,6 +114,7 @@ impl Request {
                 | Self::EngineRemove { .. }
                 | Self::GroupAdd { .. }
                 | Self::GroupRemove { .. }
+                | Self::StageUpdate { .. }
         )
     }
 }
