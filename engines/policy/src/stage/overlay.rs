@@ -110,6 +110,10 @@ impl Stage for OverlayStage {
         }
     }
 
+    fn headroom(&self) -> usize {
+        HEADER_LEN
+    }
+
     fn update(&mut self, settings: &str) -> Result<(), UpdateError> {
         let (tables, default_tenant) = tables(settings)?;
         self.overlay.replace(tables);
