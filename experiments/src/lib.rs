@@ -15,6 +15,7 @@ pub mod hogs;
 pub mod latency;
 pub mod locate;
 pub mod modes_bench;
+pub mod pipeline_bench;
 pub mod pony_bench;
 pub mod sched_bench;
 pub mod scheduler_process;

@@ -9,6 +9,8 @@
 /// `cargo xtask bench modes`: the scheduling modes natively and in the VM.
 pub mod modes;
 mod modes_plot;
+/// `cargo xtask bench pipeline`: what each pipeline stage adds to Pony's round trip.
+pub mod pipeline;
 mod plot;
 /// `cargo xtask bench pony`: Pony Express vs Linux TCP natively (veth) and in the VM.
 pub mod pony;
@@ -49,6 +51,10 @@ enum BenchCmd {
     /// NIC, 1 to 10 engines per host, and the targets; natively (EEVDF) and in the VM with
     /// MicroQuanta (runs `mq-bench-pony`).
     Pony(pony::PonyArgs),
+    /// What each stage of a Pony engine's pipeline adds to Pony's 64 B round trip, against
+    /// Pony alone in the same run (interleaved rounds), and the ≤ 10 % target; natively
+    /// (veth) and in the VM with MicroQuanta (runs `mq-bench-pipeline`).
+    Pipeline(pipeline::PipelineArgs),
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
@@ -56,5 +62,6 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
         BenchCmd::Sched(args) => sched::run(ctx, args),
         BenchCmd::Modes(args) => modes::run(ctx, args),
         BenchCmd::Pony(args) => pony::run(ctx, args),
+        BenchCmd::Pipeline(args) => pipeline::run(ctx, args),
     }
 }

@@ -51,7 +51,8 @@ pub struct StageCounters {
     pub rx_bytes: u64,
     /// Packets the stage forwarded (both directions).
     pub forwarded: u64,
-    /// Nanoseconds spent in the stage and its queues' pops and pushes.
+    /// Nanoseconds spent in steps that moved packets: the stage, its queues' pops and
+    /// pushes, and the NIC calls of the last stage.
     pub ns: u64,
     /// Packets the NIC refused for now (kept and retried).
     pub wire_full: u64,
@@ -306,7 +307,11 @@ impl Engine for StageEngine {
         if let Downstream::Queue(q) = &mut self.down {
             q.flush();
         }
-        self.counters.ns += start.elapsed().as_nanos() as u64;
+        // Only steps that moved packets count: a polled engine's empty steps are the
+        // mode's cost, not the stage's.
+        if items > 0 {
+            self.counters.ns += start.elapsed().as_nanos() as u64;
+        }
         RunOutcome { items, pending }
     }
 

@@ -16,6 +16,7 @@
 //! | [`sched::Report`] | `mq-bench-sched` | `MQ_BENCH_SCHED_JSON ` |
 //! | [`modes::Report`] | `mq-bench-modes` | `MQ_BENCH_MODES_JSON ` |
 //! | [`pony::Report`] | `mq-bench-pony` | `MQ_BENCH_PONY_JSON ` |
+//! | [`pipeline::Report`] | `mq-bench-pipeline` | `MQ_BENCH_PIPELINE_JSON ` |
 //!
 //! The crate measures, tabulates and plots nothing, and depends on serde (and thiserror)
 //! alone: the measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both
@@ -23,6 +24,7 @@
 
 pub mod demo;
 pub mod modes;
+pub mod pipeline;
 pub mod pony;
 pub mod sched;
 

@@ -104,12 +104,18 @@ impl Veth {
     /// Makes the namespaces and the pair, with `mtu` on both ends, addresses and links up;
     /// `tag` tells apart pairs of one process (tests run in parallel).
     pub fn create(tag: &str, mtu: u32) -> Result<Self> {
+        Self::create_prefixed("bench", tag, mtu)
+    }
+
+    /// As [`Veth::create`], with `prefix` instead of `bench` in the names (another
+    /// benchmark's, so that two running at once never collide).
+    pub fn create_prefixed(prefix: &str, tag: &str, mtu: u32) -> Result<Self> {
         check()?;
         let pid = std::process::id();
         let veth = Self {
-            ns: [format!("bench-{pid}{tag}-a"), format!("bench-{pid}{tag}-b")],
-            // Interface names have at most 15 bytes: "bench" + pid (≤ 7 digits) + tag + 1.
-            dev: [format!("bench{pid}{tag}a"), format!("bench{pid}{tag}b")],
+            ns: [format!("{prefix}-{pid}{tag}-a"), format!("{prefix}-{pid}{tag}-b")],
+            // Interface names have at most 15 bytes: prefix + pid (≤ 7 digits) + tag + 1.
+            dev: [format!("{prefix}{pid}{tag}a"), format!("{prefix}{pid}{tag}b")],
         };
         if veth.dev[0].len() > 15 {
             bail!(

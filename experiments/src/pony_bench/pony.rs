@@ -50,7 +50,7 @@ fn retryable(e: &SessionError) -> bool {
 }
 
 /// App B: echoes every message back on its flow and stream until `stop`.
-fn echo(
+pub(crate) fn echo(
     mut app: AppSession,
     spin: AppWait,
     core: Option<usize>,
@@ -120,7 +120,7 @@ fn send(app: &mut AppSession, flow: u64, data: &[u8], cookie: u64) -> Result<()>
     }
 }
 
-fn ping_pong(
+pub(crate) fn ping_pong(
     app: &mut AppSession,
     flow: u64,
     spin: AppWait,
@@ -328,14 +328,14 @@ fn one_sided(
 
 /// One engine pair's apps, connected: A's session and its flow to B, B's session (which
 /// accepted it) and its session id.
-struct Connected {
-    a: AppSession,
-    b: AppSession,
-    flow: u64,
-    sid_b: u64,
+pub(crate) struct Connected {
+    pub(crate) a: AppSession,
+    pub(crate) b: AppSession,
+    pub(crate) flow: u64,
+    pub(crate) sid_b: u64,
 }
 
-fn connect(ha: &EngineHandle, hb: &EngineHandle, peer: &str, spin: AppWait) -> Result<Connected> {
+pub(crate) fn connect(ha: &EngineHandle, hb: &EngineHandle, peer: &str, spin: AppWait) -> Result<Connected> {
     let (_, mut a) = attach(ha, spin)?;
     let (sid_b, mut b) = attach(hb, spin)?;
     b.submit(&Command::Listen {

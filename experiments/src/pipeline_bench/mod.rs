@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! What a pipeline of stages adds to Pony's round trip: two in-process hosts joined by UDP
+//! on a path (`pony_bench::path`), host A's Pony engine alone or with 1..n stages between
+//! it and its NIC, ping-pong of small messages, in interleaved rounds.
+//!
+//! ```text
+//!  variant 0:  app A ─ Pony A ──────────────────────────── UdpNic ══ path ══ UdpNic ─ Pony B ─ echo app B
+//!  variant k:  app A ─ Pony A ─ PipeNic ═ stage 1 … stage k ─ UdpNic ══ path ══ …
+//! ```
+//!
+//! The stages run in host A's group, in the same mode as the Pony engines (in dedicated
+//! mode with a shared engine core, on the one thread that polls both hosts: the framework's
+//! own cost without a thread hop; in spreading mode, a thread per stage: a doorbell hop per
+//! stage). Each round starts every variant afresh (new sockets, runtimes and apps) so that
+//! no variant inherits another's state. A stage's `ns_per_packet` comes from its engine's
+//! own counters (time in steps that moved packets, over packets moved).
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use mq_report::pipeline::{Report, Row, StageRow, Target};
+use pony_engine::nic::{Nic, NicWire, PipeNic};
+use pony_engine::{PonyConfig, PonyEngine};
+use snap_pipeline::{queue, Downstream, PassStage, Pool, PoolConfig, StageEngine};
+use snap_runtime::{CompactingParams, Engine, GroupSpec, Mode, Runtime, RuntimeOptions};
+
+use crate::pony_bench::path::{NicKind, Path};
+use crate::pony_bench::pony::{connect, echo, ping_pong};
+use crate::pony_bench::setup::Layout;
+use crate::pony_bench::{histogram, AppWait, Probe};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct PipelineBenchConfig {
+    /// Engine mode of the Pony engines and the stages.
+    pub mode: String,
+    /// Stage counts to measure besides Pony alone, e.g. `[1, 2]`.
+    pub stage_counts: Vec<usize>,
+    pub rounds: usize,
+    /// Round trips per round and variant (after a tenth more of warm-up).
+    pub iterations: usize,
+    pub message_bytes: usize,
+    /// UDP payload per packet.
+    pub mtu: usize,
+    pub app_wait: AppWait,
+    pub idle_poll: Option<Duration>,
+    /// Dedicated mode: both hosts' engines (and the stages) on one thread.
+    pub shared_engine_core: bool,
+    pub microquanta: bool,
+}
+
+/// One variant's running hosts.
+struct Hosts {
+    runtimes: Vec<Runtime>,
+    stage_names: Vec<String>,
+}
+
+fn mode_of(name: &str) -> Result<Mode> {
+    Ok(match name {
+        "dedicated" => Mode::Dedicated,
+        "spreading" => Mode::Spreading,
+        "compacting" => Mode::Compacting,
+        other => bail!("unknown mode {other:?}"),
+    })
+}
+
+/// Host A's Pony engine on `nic`, alone or behind `stages` pass stages; and the stage
+/// engines.
+fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<(Box<dyn Engine>, Vec<Box<dyn Engine>>)> {
+    if stages == 0 {
+        return Ok((Box::new(PonyEngine::new("pony-a", nic, PonyConfig::default())), Vec::new()));
+    }
+    let mtu = nic.mtu();
+    let pool = Pool::new("bench-pipeline", PoolConfig::for_mtu(2048, mtu as u32, 0))?;
+    let (pony_end, mut up) = queue("bench-pipeline-q0", 256, &pool)?;
+    let mut engines: Vec<Box<dyn Engine>> = Vec::new();
+    let mut nic = Some(nic);
+    for i in 0..stages {
+        let (down, next) = if i + 1 == stages {
+            let nic = nic.take().expect("one NIC");
+            (Downstream::Wire(Box::new(NicWire(nic))), None)
+        } else {
+            let (d, u) = queue(&format!("bench-pipeline-q{}", i + 1), 256, &pool)?;
+            (Downstream::Queue(d), Some(u))
+        };
+        engines.push(Box::new(StageEngine::new(format!("pass{i}"), Box::new(PassStage), up, down, 32)));
+        match next {
+            Some(u) => up = u,
+            None => break,
+        }
+    }
+    let pony = PonyEngine::new("pony-a", Box::new(PipeNic::new(pony_end, mtu)), PonyConfig::default());
+    Ok((Box::new(pony), engines))
+}
+
+fn start(cfg: &PipelineBenchConfig, layout: &Layout, path: &Path, stages: usize) -> Result<(Hosts, String)> {
+    let mode = mode_of(&cfg.mode)?;
+    let pair = NicKind::Udp.open_pair(path, cfg.mtu, 0)?;
+    let (pony_a, stage_engines) = host_a(pair.a, stages)?;
+    let stage_names: Vec<String> = stage_engines.iter().map(|e| e.name().to_owned()).collect();
+    let pony_b: Box<dyn Engine> = Box::new(PonyEngine::new("pony-b", pair.b, PonyConfig::default()));
+    let (cores_a, cores_b) = layout.engine_cores(&cfg.mode)?;
+    let group = |name: &str, engines: Vec<Box<dyn Engine>>, cores: Vec<usize>| GroupSpec {
+        name: name.into(),
+        mode,
+        cores,
+        engines,
+        compacting: CompactingParams::default(),
+        idle_poll: match mode {
+            Mode::Dedicated => Duration::ZERO,
+            _ => cfg.idle_poll.unwrap_or(mode.default_idle_poll()),
+        },
+    };
+    let options = RuntimeOptions {
+        microquanta: cfg.microquanta,
+        ..Default::default()
+    };
+    let mut a: Vec<Box<dyn Engine>> = vec![pony_a];
+    a.extend(stage_engines);
+    let runtimes = if mode == Mode::Dedicated && layout.shared_engine_core {
+        a.push(pony_b);
+        vec![Runtime::start(vec![group("hosts-ab", a, cores_a)], options)?]
+    } else {
+        vec![
+            Runtime::start(vec![group("host-a", a, cores_a)], options.clone())?,
+            Runtime::start(vec![group("host-b", vec![pony_b], cores_b)], options)?,
+        ]
+    };
+    Ok((Hosts { runtimes, stage_names }, pair.peer))
+}
+
+/// One measurement: the RTT histogram and, per stage, (ns, packets) from its counters.
+struct Measurement {
+    hist: Histogram<u64>,
+    stage_ns: u64,
+    stage_packets: u64,
+}
+
+fn measure(cfg: &PipelineBenchConfig, layout: &Layout, path: &Path, stages: usize) -> Result<Measurement> {
+    let (hosts, peer) = start(cfg, layout, path, stages)?;
+    let find = |name: &str| {
+        hosts
+            .runtimes
+            .iter()
+            .find_map(|rt| rt.engine(name))
+            .ok_or_else(|| anyhow!("{name} missing"))
+    };
+    let (ha, hb) = (find("pony-a")?, find("pony-b")?);
+    let result = (|| {
+        let conn = connect(&ha, &hb, &peer, cfg.app_wait)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tid = Arc::new(AtomicI32::new(0));
+        let (b, spin) = (conn.b, cfg.app_wait);
+        let echo_thread = {
+            let (stop, tid) = (stop.clone(), tid.clone());
+            std::thread::spawn(move || echo(b, spin, None, &tid, &stop))
+        };
+        let mut a = conn.a;
+        let measured = ping_pong(&mut a, conn.flow, cfg.app_wait, cfg.message_bytes, cfg.iterations, &Probe::clock());
+        stop.store(true, Ordering::Release);
+        let echoed = echo_thread.join().map_err(|_| anyhow!("the echo app panicked"))?;
+        let measured = measured?;
+        echoed?;
+        let (mut stage_ns, mut stage_packets) = (0, 0);
+        for name in &hosts.stage_names {
+            let c = find(name)?
+                .control_dyn(|e| e.counters())
+                .map_err(|e| anyhow!("{name}: {e}"))?
+                .with_context(|| format!("{name} has no counters"))?;
+            let n = |k: &str| c["counters"][k].as_u64().unwrap_or(0);
+            stage_ns += n("ns");
+            stage_packets += n("tx_packets") + n("rx_packets");
+            let dropped = c["drops"].as_array().map_or(0, Vec::len);
+            if dropped > 0 {
+                bail!("{name} dropped packets: {}", c["drops"]);
+            }
+        }
+        Ok(Measurement {
+            hist: measured.hist,
+            stage_ns,
+            stage_packets,
+        })
+    })();
+    drop((ha, hb));
+    for rt in hosts.runtimes {
+        drop(rt.shutdown());
+    }
+    result
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1e3
+}
+
+fn spread(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.collect();
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    if v.is_empty() {
+        0.0
+    } else {
+        max - min
+    }
+}
+
+/// Runs every round, each variant once per round in order (Pony alone first), then derives
+/// the stage rows and the target from those rows.
+pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
+    let cpus = crate::sched_bench::cpus();
+    let layout = Layout {
+        cpus,
+        shared_engine_core: cfg.shared_engine_core,
+    };
+    let variants: Vec<usize> = std::iter::once(0).chain(cfg.stage_counts.iter().copied()).collect();
+    let mut pooled: Vec<Histogram<u64>> = variants.iter().map(|_| histogram()).collect();
+    let mut cost: Vec<(u64, u64)> = vec![(0, 0); variants.len()];
+    let mut rows = Vec::new();
+    for round in 0..cfg.rounds {
+        for (vi, &k) in variants.iter().enumerate() {
+            let m = measure(cfg, &layout, path, k)
+                .with_context(|| format!("round {round}, Pony + {k} stages"))?;
+            eprintln!(
+                "mq-bench-pipeline: round {round} Pony + {k} stages: p50 {:.1} µs p99 {:.1} µs",
+                us(&m.hist, 0.5),
+                us(&m.hist, 0.99)
+            );
+            rows.push(Row {
+                variant: if k == 0 { "pony".into() } else { "pass".into() },
+                stages: k,
+                round,
+                p50_us: us(&m.hist, 0.5),
+                p99_us: us(&m.hist, 0.99),
+                samples: m.hist.len(),
+            });
+            pooled[vi].add(&m.hist).context("pooling histograms")?;
+            cost[vi].0 += m.stage_ns;
+            cost[vi].1 += m.stage_packets;
+        }
+    }
+    let pony_p50 = us(&pooled[0], 0.5);
+    let pony_p99 = us(&pooled[0], 0.99);
+    let round_p50 = |k: usize, round: usize| {
+        rows.iter()
+            .find(|r| r.stages == k && r.round == round)
+            .map_or(f64::NAN, |r| r.p50_us)
+    };
+    let stages: Vec<StageRow> = variants
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(vi, &k)| StageRow {
+            name: if k == 1 {
+                "pass".into()
+            } else {
+                format!("pass, {k} in a row (per stage)")
+            },
+            ns_per_packet: cost[vi].0 as f64 / cost[vi].1.max(1) as f64,
+            added_p50_us: (us(&pooled[vi], 0.5) - pony_p50) / k as f64,
+            added_p99_us: (us(&pooled[vi], 0.99) - pony_p99) / k as f64,
+            added_p50_spread_us: spread((0..cfg.rounds).map(|r| (round_p50(k, r) - round_p50(0, r)) / k as f64)),
+        })
+        .collect();
+    let target = Target::evaluate(pony_p50, &stages);
+    Ok(Report {
+        platform: crate::modes_bench::platform(cpus),
+        path: path.name().into(),
+        nic: "udp".into(),
+        mode: cfg.mode.clone(),
+        message_bytes: cfg.message_bytes,
+        rounds: cfg.rounds,
+        iterations: cfg.iterations,
+        hosts: format!(
+            "{}; stages in host A's group ({}), apps {}; {}",
+            path.hosts_note(),
+            cfg.mode,
+            cfg.app_wait.describe(),
+            layout.describe()
+        ),
+        pony_p50_us: pony_p50,
+        pony_p99_us: pony_p99,
+        pony_p50_spread_us: spread((0..cfg.rounds).map(|r| round_p50(0, r))),
+        stages,
+        shaping: Vec::new(),
+        isolation_violations: None,
+        rows,
+        target,
+    })
+}
+
+/// The table people read: one line per variant, the stage rows and the target.
+pub fn table(r: &Report) -> String {
+    let mut out = format!(
+        "\nPony {} B ping-pong on {} ({}), {} rounds × {} round trips per variant\n",
+        r.message_bytes, r.path, r.mode, r.rounds, r.iterations
+    );
+    out += &format!(
+        "  Pony alone: p50 {:.1} µs (spread {:.1}), p99 {:.1} µs\n",
+        r.pony_p50_us, r.pony_p50_spread_us, r.pony_p99_us
+    );
+    for s in &r.stages {
+        out += &format!(
+            "  {:<32} {:>7.0} ns/packet  +{:.2} µs p50 (spread {:.2})  +{:.2} µs p99  ({:.1} % of Pony's p50)\n",
+            s.name,
+            s.ns_per_packet,
+            s.added_p50_us,
+            s.added_p50_spread_us,
+            s.added_p99_us,
+            100.0 * s.added_p50_us / r.pony_p50_us
+        );
+    }
+    out += &format!("  target: {}\n", r.target.text);
+    out
+}
