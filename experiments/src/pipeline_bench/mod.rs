@@ -32,6 +32,8 @@ use crate::pony_bench::pony::{connect, echo, ping_pong};
 use crate::pony_bench::setup::Layout;
 use crate::pony_bench::{histogram, AppWait, Probe};
 
+pub mod shaping;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct PipelineBenchConfig {
@@ -50,6 +52,8 @@ pub struct PipelineBenchConfig {
     /// Dedicated mode: both hosts' engines (and the stages) on one thread.
     pub shared_engine_core: bool,
     pub microquanta: bool,
+    /// The shaper stage's accuracy run after the round trips (`None`: skipped).
+    pub shaping: Option<shaping::ShapingBenchConfig>,
 }
 
 /// One variant's running hosts.
@@ -69,9 +73,15 @@ fn mode_of(name: &str) -> Result<Mode> {
 
 /// Host A's Pony engine on `nic`, alone or behind `stages` pass stages; and the stage
 /// engines.
-fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<(Box<dyn Engine>, Vec<Box<dyn Engine>>)> {
+/// Host A's Pony engine and its stage engines.
+type HostA = (Box<dyn Engine>, Vec<Box<dyn Engine>>);
+
+fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<HostA> {
     if stages == 0 {
-        return Ok((Box::new(PonyEngine::new("pony-a", nic, PonyConfig::default())), Vec::new()));
+        return Ok((
+            Box::new(PonyEngine::new("pony-a", nic, PonyConfig::default())),
+            Vec::new(),
+        ));
     }
     let mtu = nic.mtu();
     let pool = Pool::new("bench-pipeline", PoolConfig::for_mtu(2048, mtu as u32, 0))?;
@@ -86,13 +96,23 @@ fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<(Box<dyn Engine>, Vec<Box<
             let (d, u) = queue(&format!("bench-pipeline-q{}", i + 1), 256, &pool)?;
             (Downstream::Queue(d), Some(u))
         };
-        engines.push(Box::new(StageEngine::new(format!("pass{i}"), Box::new(PassStage), up, down, 32)));
+        engines.push(Box::new(StageEngine::new(
+            format!("pass{i}"),
+            Box::new(PassStage),
+            up,
+            down,
+            32,
+        )));
         match next {
             Some(u) => up = u,
             None => break,
         }
     }
-    let pony = PonyEngine::new("pony-a", Box::new(PipeNic::new(pony_end, mtu)), PonyConfig::default());
+    let pony = PonyEngine::new(
+        "pony-a",
+        Box::new(PipeNic::new(pony_end, mtu)),
+        PonyConfig::default(),
+    );
     Ok((Box::new(pony), engines))
 }
 
@@ -129,7 +149,13 @@ fn start(cfg: &PipelineBenchConfig, layout: &Layout, path: &Path, stages: usize)
             Runtime::start(vec![group("host-b", vec![pony_b], cores_b)], options)?,
         ]
     };
-    Ok((Hosts { runtimes, stage_names }, pair.peer))
+    Ok((
+        Hosts {
+            runtimes,
+            stage_names,
+        },
+        pair.peer,
+    ))
 }
 
 /// One measurement: the RTT histogram and, per stage, (ns, packets) from its counters.
@@ -159,7 +185,14 @@ fn measure(cfg: &PipelineBenchConfig, layout: &Layout, path: &Path, stages: usiz
             std::thread::spawn(move || echo(b, spin, None, &tid, &stop))
         };
         let mut a = conn.a;
-        let measured = ping_pong(&mut a, conn.flow, cfg.app_wait, cfg.message_bytes, cfg.iterations, &Probe::clock());
+        let measured = ping_pong(
+            &mut a,
+            conn.flow,
+            cfg.app_wait,
+            cfg.message_bytes,
+            cfg.iterations,
+            &Probe::clock(),
+        );
         stop.store(true, Ordering::Release);
         let echoed = echo_thread.join().map_err(|_| anyhow!("the echo app panicked"))?;
         let measured = measured?;
@@ -214,7 +247,9 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
         cpus,
         shared_engine_core: cfg.shared_engine_core,
     };
-    let variants: Vec<usize> = std::iter::once(0).chain(cfg.stage_counts.iter().copied()).collect();
+    let variants: Vec<usize> = std::iter::once(0)
+        .chain(cfg.stage_counts.iter().copied())
+        .collect();
     let mut pooled: Vec<Histogram<u64>> = variants.iter().map(|_| histogram()).collect();
     let mut cost: Vec<(u64, u64)> = vec![(0, 0); variants.len()];
     let mut rows = Vec::new();
@@ -260,7 +295,9 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
             ns_per_packet: cost[vi].0 as f64 / cost[vi].1.max(1) as f64,
             added_p50_us: (us(&pooled[vi], 0.5) - pony_p50) / k as f64,
             added_p99_us: (us(&pooled[vi], 0.99) - pony_p99) / k as f64,
-            added_p50_spread_us: spread((0..cfg.rounds).map(|r| (round_p50(k, r) - round_p50(0, r)) / k as f64)),
+            added_p50_spread_us: spread(
+                (0..cfg.rounds).map(|r| (round_p50(k, r) - round_p50(0, r)) / k as f64),
+            ),
         })
         .collect();
     let target = Target::evaluate(pony_p50, &stages);
@@ -283,7 +320,10 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
         pony_p99_us: pony_p99,
         pony_p50_spread_us: spread((0..cfg.rounds).map(|r| round_p50(0, r))),
         stages,
-        shaping: Vec::new(),
+        shaping: match &cfg.shaping {
+            Some(s) => shaping::run(s).context("shaping")?,
+            None => Vec::new(),
+        },
         isolation_violations: None,
         rows,
         target,

@@ -74,8 +74,12 @@ pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
     let mut summary = runs.first().cloned().context("no run")?;
     summary["runs"] = Value::Array(runs.to_vec());
     let md = markdown(&typed);
-    let written = two_runs::write_summary(dir, &summary, &md)?;
-    Ok((md, written.to_vec()))
+    let mut written = two_runs::write_summary(dir, &summary, &md)?.to_vec();
+    let shaping = dir.join("shaping.svg");
+    if super::pipeline_plot::draw_shaping(&typed, &shaping)? {
+        written.push(shaping);
+    }
+    Ok((md, written))
 }
 
 /// The whole `summary.md`.
@@ -125,6 +129,26 @@ pub fn markdown(runs: &[Report]) -> String {
             );
         }
         let _ = writeln!(md, "\nTarget: {}\n", r.target.text);
+        if !r.shaping.is_empty() {
+            md.push_str(
+                "Shaper stage against the real clock (greedy local sender, every tenant at the \
+                 configured rate; `shaping.svg` has the rate over time):\n\n\
+                 | configured Mbit/s | achieved Mbit/s (mean per tenant) | error % | tenants | fairness |\n\
+                 |---:|---:|---:|---:|---:|\n",
+            );
+            for s in &r.shaping {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.2} | {:+.2} | {} | {:.3} |",
+                    s.configured_mbps,
+                    s.achieved_mbps,
+                    100.0 * (s.achieved_mbps - s.configured_mbps) / s.configured_mbps,
+                    s.tenants,
+                    s.fairness
+                );
+            }
+            md.push('\n');
+        }
     }
     md
 }
@@ -195,6 +219,27 @@ mod tests {
         assert_eq!(summary["runs"].as_array().unwrap().len(), 2);
         assert!(md.contains("| pass | 250 | 1.50 | 0.40 | 3.00 | 7.5 |"), "{md}");
         assert!(md.contains("— met"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shaping_rows_get_a_table_and_a_rate_over_time_plot() {
+        let dir = std::env::temp_dir().join(format!("xtask-pipeline-shaping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = report("native");
+        r.shaping = vec![mq_report::pipeline::ShapingRow {
+            configured_mbps: 100.0,
+            achieved_mbps: 99.5,
+            tenants: 2,
+            fairness: 0.99,
+            bin_ms: 10.0,
+            rate_over_time_mbps: vec![vec![99.0, 98.0], vec![101.0, 100.0]],
+        }];
+        let (md, written) = record(&dir, &[serde_json::to_value(&r).unwrap()]).unwrap();
+        assert!(md.contains("| 100 | 99.50 | -0.50 | 2 | 0.990 |"), "{md}");
+        assert_eq!(written.last().unwrap(), &dir.join("shaping.svg"));
+        let svg = std::fs::read_to_string(dir.join("shaping.svg")).unwrap();
+        assert!(svg.contains("100 Mbit/s, tenant 2"), "a legend entry per tenant");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
