@@ -16,6 +16,9 @@ pub struct ShaperStage {
     shaper: Shaper<Packet>,
     parked: Option<Packet>,
     epoch: Instant,
+    /// The latest `now` seen (ns since `epoch`): a parked packet is offered again a slot
+    /// after it.
+    last_ns: u64,
 }
 
 impl ShaperStage {
@@ -28,6 +31,7 @@ impl ShaperStage {
             shaper,
             parked: None,
             epoch: Instant::now(),
+            last_ns: 0,
         })
     }
 
@@ -68,6 +72,7 @@ impl Stage for ShaperStage {
             return;
         }
         let now_ns = super::ns_since(self.epoch, out.now());
+        self.last_ns = self.last_ns.max(now_ns);
         if let Some(pkt) = self.offer(now_ns, pkt) {
             if let Err(pkt) = out.forward(pkt) {
                 out.drop(pkt, "output_full");
@@ -81,6 +86,7 @@ impl Stage for ShaperStage {
 
     fn poll(&mut self, now: Instant, out: &mut Output<'_>) {
         let now_ns = super::ns_since(self.epoch, now);
+        self.last_ns = self.last_ns.max(now_ns);
         self.shaper.poll(now_ns, |pkt| out.forward(pkt));
         // Offered again only when its output has room, so that a packet the bucket lets
         // go at once can always be forwarded.
