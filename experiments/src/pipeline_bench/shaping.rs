@@ -180,8 +180,11 @@ fn run_one(cfg: &ShapingBenchConfig, rate_mbps: f64) -> Result<ShapingRow> {
         .iter()
         .map(|bin| bin.iter().map(|&b| b as f64 * 8.0 / bin_s / 1e6).collect())
         .collect();
+    let sc = engine.stage_counters();
     eprintln!(
-        "mq-bench-pipeline: shaping {rate_mbps} Mbit/s × {tenants} tenants: {achieved:.2} Mbit/s achieved ({per_tenant:.2?})"
+        "mq-bench-pipeline: shaping {rate_mbps} Mbit/s × {tenants} tenants: {achieved:.2} Mbit/s achieved \
+         ({per_tenant:.2?}); shaper engine {:.0} ns/packet",
+        sc.ns as f64 / sc.tx_packets.max(1) as f64
     );
     Ok(ShapingRow {
         configured_mbps: rate_mbps,
