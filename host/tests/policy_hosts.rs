@@ -403,9 +403,19 @@ fn a_mapping_update_under_traffic_misdirects_nothing_across_tenants_and_shaping_
     assert_eq!(own(&pair.status(0), "ov2")["replacements"], 2);
 
     // Then tenant 2 sends as fast as Pony lets it for 3 s; its shaper holds it to its rate.
-    let sh2 = |s: &HostStatus| own(s, "sh2")["classes"][0][2]["sent_bytes"].as_u64().unwrap();
+    // Bytes the shaper sent, bytes Pony offered it (the stage engine's Tx input), and the
+    // offers its wheel handed back (it was backlogged to its horizon: backpressure).
+    let sh2 = |s: &HostStatus| {
+        let c = &s.counters["sh2"];
+        let class = &c["own"]["classes"][0][2];
+        (
+            class["sent_bytes"].as_u64().unwrap(),
+            c["counters"]["tx_bytes"].as_u64().unwrap(),
+            class["refused_packets"].as_u64().unwrap(),
+        )
+    };
     let start = Instant::now();
-    let mut window: Option<(Instant, u64)> = None;
+    let mut window: Option<(Instant, (u64, u64, u64))> = None;
     let mut n = 0;
     while start.elapsed() < Duration::from_secs(3) {
         let f = n % FLOWS;
@@ -416,23 +426,35 @@ fn a_mapping_update_under_traffic_misdirects_nothing_across_tenants_and_shaping_
             window = Some((Instant::now(), sh2(&pair.status(0))));
         }
     }
-    let (t0, b0) = window.expect("3 s of sending");
-    let bytes = sh2(&pair.status(0)) - b0;
-    let rate_mbps = bytes as f64 * 8.0 / t0.elapsed().as_secs_f64() / 1e6;
+    let (t0, (sent0, offered0, refused0)) = window.expect("3 s of sending");
+    let (sent1, offered1, refused1) = sh2(&pair.status(0));
+    let secs = t0.elapsed().as_secs_f64();
+    let rate_mbps = (sent1 - sent0) as f64 * 8.0 / secs / 1e6;
+    let offered_mbps = (offered1 - offered0) as f64 * 8.0 / secs / 1e6;
     let configured = SHAPED_BPS as f64 / 1e6;
-    eprintln!("tenant 2 shaped: {rate_mbps:.2} Mbit/s achieved, {configured} configured");
-    // Never above the rate (2 % plus one burst over the window); and near it. The
-    // shortfall is the sender's: Pony's delay-based congestion control shrinks its
-    // windows as the shaper delays packets, so the wheel is not always backlogged (the
-    // shaper alone, saturated, is held to 2 % by shaping::tests on a simulated clock).
+    let backlogged = refused1 > refused0;
+    eprintln!(
+        "tenant 2 shaped: {rate_mbps:.2} Mbit/s achieved, {offered_mbps:.2} offered, \
+         {configured} configured, backlogged to the horizon: {backlogged}"
+    );
+    // Never above the rate (2 % plus one burst over the window); at the rate when the
+    // shaper was backlogged (it pushed back), and else passing what it was offered. (Pony
+    // may offer less than the rate: its delay-based congestion control shrinks its windows
+    // as the shaper delays packets, and a busy machine slows a debug build; the shaper
+    // alone, saturated, is held to 2 % by shaping::tests and by the pipeline bench.)
     let burst_mbit = 15_000.0 * 8.0 / 1e6;
     assert!(
-        rate_mbps <= configured * 1.02 + burst_mbit / 2.5,
+        rate_mbps <= configured * 1.02 + burst_mbit / secs,
         "tenant 2 shaped to {configured} Mbit/s, achieved {rate_mbps:.2}"
     );
+    let floor = if backlogged {
+        configured
+    } else {
+        configured.min(offered_mbps)
+    };
     assert!(
-        rate_mbps >= configured * 0.9,
-        "tenant 2 shaped to {configured} Mbit/s, achieved only {rate_mbps:.2}"
+        rate_mbps >= 0.95 * floor,
+        "tenant 2 shaped to {configured} Mbit/s, offered {offered_mbps:.2}, achieved only {rate_mbps:.2}"
     );
     let s = pair.status(0);
     assert_eq!(drops(&s, "sh2", "output_full"), 0);
