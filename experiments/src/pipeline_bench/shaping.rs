@@ -175,8 +175,9 @@ fn run_one(cfg: &ShapingBenchConfig, rate_mbps: f64) -> Result<ShapingRow> {
     let max = per_tenant.iter().cloned().fold(0.0, f64::max);
     let min = per_tenant.iter().cloned().fold(f64::INFINITY, f64::min);
     let bin_s = cfg.bin.as_secs_f64();
-    let series_mbps: Vec<Vec<f64>> = c
-        .bins
+    // The last bin was cut short by the end of the run: left out, not drawn as a dip.
+    let whole_bins = c.bins.len().saturating_sub(1);
+    let series_mbps: Vec<Vec<f64>> = c.bins[..whole_bins]
         .iter()
         .map(|bin| bin.iter().map(|&b| b as f64 * 8.0 / bin_s / 1e6).collect())
         .collect();
