@@ -13,7 +13,10 @@
 //! The engine never pops a packet it has no room to forward, so a full downstream leaves
 //! packets in the upstream ring: backpressure travels up to Pony's NIC side. While it is
 //! blocked that way its work probe says "no work" (so a spreading or compacting thread
-//! sleeps instead of spinning), and the consumer that frees space rings its doorbell.
+//! sleeps instead of spinning), and the consumer that frees space rings its doorbell. The
+//! last stage also stops watching its NIC while it cannot take received packets (a
+//! readable socket would wake its thread again and again) and watches it again once Pony
+//! has made room.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,6 +57,9 @@ pub struct StageCounters {
     /// Nanoseconds spent in steps that moved packets: the stage, its queues' pops and
     /// pushes, and the NIC calls of the last stage.
     pub ns: u64,
+    /// Of `ns`, the time inside the NIC's own send and receive calls (last stage only):
+    /// what Pony pays for its NIC without a pipeline too.
+    pub wire_ns: u64,
     /// Packets the NIC refused for now (kept and retried).
     pub wire_full: u64,
     /// Packets lost because the NIC failed or the pool had no buffer for a received one.
@@ -78,6 +84,11 @@ pub struct StageEngine {
     /// Set while the engine cannot take input in a direction (its output is full or the
     /// stage refuses): read by the work probe on the runtime's thread.
     blocked: Arc<[AtomicBool; 2]>,
+    /// The last stage stopped watching its NIC: upstream is full or the stage takes no
+    /// received packets, and a readable NIC (level-triggered) would wake its thread in a
+    /// loop. Pony's next pop (the queue's space doorbell) or the stage's `poll_at` wakes it.
+    nic_paused: bool,
+    sources_changed: bool,
 }
 
 impl StageEngine {
@@ -106,6 +117,8 @@ impl StageEngine {
             drops: DropCounts::default(),
             retry_at: None,
             blocked: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
+            nic_paused: false,
+            sources_changed: false,
         }
     }
 
@@ -131,11 +144,13 @@ impl StageEngine {
     }
 
     /// Pushes the forwarded Tx packets downstream; what does not fit stays, in order.
-    fn flush_tx(&mut self, now: Instant) {
+    /// Returns the time spent inside the NIC's send calls (zero for a queue).
+    fn flush_tx(&mut self, now: Instant) -> Duration {
         if self.tx_out.is_empty() {
-            return;
+            return Duration::ZERO;
         }
         let mut pending = std::mem::replace(&mut self.tx_out, std::mem::take(&mut self.spare));
+        let wire_start = matches!(self.down, Downstream::Wire(_)).then(Instant::now);
         {
             let mut it = pending.drain(..);
             while let Some(p) = it.next() {
@@ -164,6 +179,7 @@ impl StageEngine {
             }
         }
         self.spare = pending;
+        wire_start.map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// Pushes the forwarded Rx packets upstream; what does not fit stays, in order.
@@ -218,7 +234,7 @@ impl Engine for StageEngine {
         if self.retry_at.is_some_and(|t| t <= now) {
             self.retry_at = None;
         }
-        self.flush_tx(now);
+        let mut wire = self.flush_tx(now);
         self.flush_rx();
         let tx_limit = self.tx_limit();
         let rx_limit = self.rx_limit();
@@ -267,7 +283,12 @@ impl Engine for StageEngine {
                     let room = if stage.accepts(Direction::Rx) { rx_limit } else { 0 };
                     let pool = &self.pool;
                     let name = &self.name;
+                    // The NIC's time is the call's minus what the stage spent inside it.
+                    let recv_start = Instant::now();
+                    let mut inside = Duration::ZERO;
                     let got = w.recv(room, &mut |bytes, peer| {
+                        let t = Instant::now();
+                        let _inside = Defer(&mut inside, t);
                         counters.rx_packets += 1;
                         counters.rx_bytes += bytes.len() as u64;
                         let Some(mut pkt) = pool.alloc(Direction::Rx) else {
@@ -282,6 +303,7 @@ impl Engine for StageEngine {
                         pkt.set_peer(peer);
                         stage.process(pkt, &mut out);
                     });
+                    wire += recv_start.elapsed().saturating_sub(inside);
                     match got {
                         Ok(k) => {
                             n = k;
@@ -301,16 +323,24 @@ impl Engine for StageEngine {
         }
         self.counters.forwarded +=
             (self.tx_out.len() + self.rx_out.len()).saturating_sub(forwarded_before) as u64;
-        self.flush_tx(now);
+        wire += self.flush_tx(now);
         self.flush_rx();
         self.up.flush();
         if let Downstream::Queue(q) = &mut self.down {
             q.flush();
+        } else {
+            // `has_room` flags that we want space, so Pony's next pop rings us.
+            let paused = !self.up.has_room() || !self.stage.accepts(Direction::Rx);
+            if paused != self.nic_paused {
+                self.nic_paused = paused;
+                self.sources_changed = true;
+            }
         }
         // Only steps that moved packets count: a polled engine's empty steps are the
         // mode's cost, not the stage's.
         if items > 0 {
             self.counters.ns += start.elapsed().as_nanos() as u64;
+            self.counters.wire_ns += wire.as_nanos() as u64;
         }
         RunOutcome { items, pending }
     }
@@ -319,9 +349,14 @@ impl Engine for StageEngine {
         let mut v = vec![self.up.wake_source()];
         match &self.down {
             Downstream::Queue(q) => v.push(q.wake_source()),
+            Downstream::Wire(_) if self.nic_paused => {}
             Downstream::Wire(w) => v.extend(w.wake_source()),
         }
         v
+    }
+
+    fn take_sources_changed(&mut self) -> bool {
+        std::mem::take(&mut self.sources_changed)
     }
 
     fn work_probe(&self) -> WorkProbe {
@@ -371,6 +406,15 @@ impl Engine for StageEngine {
             v["own"] = own;
         }
         Some(v)
+    }
+}
+
+/// Adds the time since `.1` to `.0` when dropped (on every return path of a closure).
+struct Defer<'a>(&'a mut Duration, Instant);
+
+impl Drop for Defer<'_> {
+    fn drop(&mut self) {
+        *self.0 += self.1.elapsed();
     }
 }
 

@@ -62,6 +62,10 @@ pub struct EndStats {
 #[derive(Debug)]
 pub struct QueueEnd {
     out: Producer,
+    /// Probes of both rings, made once: `probe()` clones an `Arc`, and a polled engine
+    /// asks for room and input every step.
+    out_probe: RingProbe,
+    inp_probe: RingProbe,
     out_dir: Direction,
     peer_bell: Ringer,
     inp: Consumer,
@@ -112,6 +116,8 @@ impl QueueEnd {
             Direction::Rx => Direction::Tx,
         };
         Self {
+            out_probe: out.probe(),
+            inp_probe: inp.probe(),
             out,
             out_dir,
             peer_bell,
@@ -162,8 +168,7 @@ impl QueueEnd {
 
     /// Free descriptor slots in the outgoing ring.
     pub fn room(&self) -> usize {
-        let p = self.out.probe();
-        (p.capacity() - p.len()) as usize
+        (self.out_probe.capacity() - self.out_probe.len()) as usize
     }
 
     /// Whether the outgoing ring has room; if not, flags that this side wants space (so
@@ -228,12 +233,12 @@ impl QueueEnd {
 
     /// Whether the other side pushed something not yet popped.
     pub fn has_input(&self) -> bool {
-        !self.inp.probe().is_empty()
+        !self.inp_probe.is_empty()
     }
 
     /// Probe of the incoming ring (for the runtime's work probe).
     pub fn input_probe(&self) -> RingProbe {
-        self.inp.probe()
+        self.inp_probe.clone()
     }
 
     /// What wakes the engine holding this end: the doorbell the other side rings.
@@ -243,7 +248,7 @@ impl QueueEnd {
 
     /// Input waiting on this end, callable from any thread.
     pub fn work_probe(&self) -> WorkProbe {
-        let p = self.inp.probe();
+        let p = self.inp_probe.clone();
         WorkProbe::new(move || !p.is_empty())
     }
 

@@ -74,8 +74,9 @@ impl Tagged for Report {
 pub struct StageRow {
     /// The stage kind, e.g. `pass`.
     pub name: String,
-    /// Time its engine spends per packet (stage plus queue pops and pushes), from the
-    /// stage engines' own counters.
+    /// Time its engine spends per packet (stage plus queue pops and pushes, not the NIC's
+    /// own send and receive calls, which Pony alone pays too), from the stage engines'
+    /// own counters.
     pub ns_per_packet: f64,
     /// Added p50 RTT per stage against Pony alone.
     pub added_p50_us: f64,

@@ -116,11 +116,9 @@ fn render_stages(out: &mut String, status: &HostStatus) {
             n("forwarded"),
             dropped,
             c["held"].as_u64().unwrap_or(0),
-            if packets == 0 {
-                "-".into()
-            } else {
-                (n("ns") / packets).to_string()
-            },
+            n("ns")
+                .checked_div(packets)
+                .map_or("-".into(), |ns| ns.to_string()),
         );
         if let Some(drops) = c["drops"].as_array() {
             for d in drops {

@@ -173,6 +173,24 @@ impl GroupConfig {
     }
 }
 
+impl Config {
+    /// This configuration with pipeline stage `name`'s settings replaced by `settings`
+    /// (the body of its `settings` table). Checks only that the stage exists and the text
+    /// is a TOML table: the stage itself parses and applies it, or refuses it.
+    pub fn with_stage_settings(&self, name: &str, settings: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(settings)?;
+        let mut next = self.clone();
+        let stage = next
+            .pipeline
+            .iter_mut()
+            .flat_map(|p| &mut p.stage)
+            .find(|s| s.name == name)
+            .ok_or_else(|| invalid("engine", format!("no pipeline stage named {name:?}")))?;
+        stage.settings = (!table.is_empty()).then_some(table);
+        Ok(next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,23 +316,5 @@ mod tests {
         assert!(err(c.without_group("p")).contains("is a relay"));
         assert_eq!(c.without_group("a").unwrap().group.len(), 2);
         assert!(err(c.without_group("zz")).contains("no group named"));
-    }
-}
-
-impl Config {
-    /// This configuration with pipeline stage `name`'s settings replaced by `settings`
-    /// (the body of its `settings` table). Checks only that the stage exists and the text
-    /// is a TOML table: the stage itself parses and applies it, or refuses it.
-    pub fn with_stage_settings(&self, name: &str, settings: &str) -> Result<Config, ConfigError> {
-        let table: toml::Table = toml::from_str(settings)?;
-        let mut next = self.clone();
-        let stage = next
-            .pipeline
-            .iter_mut()
-            .flat_map(|p| &mut p.stage)
-            .find(|s| s.name == name)
-            .ok_or_else(|| invalid("engine", format!("no pipeline stage named {name:?}")))?;
-        stage.settings = (!table.is_empty()).then_some(table);
-        Ok(next)
     }
 }

@@ -11,12 +11,12 @@ use crate::queue::queue;
 #[derive(Default, Clone)]
 struct MemWire(Arc<Mutex<MemWireState>>);
 
-#[derive(Default)]
 struct MemWireState {
     sent: Vec<(Vec<u8>, Peer)>,
     inbox: VecDeque<(Vec<u8>, Peer)>,
     /// Sends refused with WouldBlock before the next one succeeds.
     refuse: usize,
+    bell: snap_ipc::Doorbell,
 }
 
 impl Wire for MemWire {
@@ -41,7 +41,19 @@ impl Wire for MemWire {
         Ok(n)
     }
     fn wake_source(&self) -> Option<WakeSource> {
-        None
+        // Stands for the NIC's readable descriptor: counted, never waited on here.
+        Some(WakeSource::Doorbell(self.0.lock().unwrap().bell.clone()))
+    }
+}
+
+impl Default for MemWireState {
+    fn default() -> Self {
+        Self {
+            sent: Vec::new(),
+            inbox: VecDeque::new(),
+            refuse: 0,
+            bell: snap_ipc::Doorbell::new().unwrap(),
+        }
     }
 }
 
@@ -262,8 +274,11 @@ fn received_packets_wait_in_the_nic_while_upstream_is_full() {
     for _ in 0..4 {
         step(&mut l);
     }
-    // q1 and q0 hold two each; the NIC stage took no more than it could forward.
+    // q1 and q0 hold two each; the NIC stage took no more than it could forward, and
+    // stopped watching its NIC (a readable socket would wake it in a loop).
     assert_eq!(l.wire.0.lock().unwrap().inbox.len(), 2);
+    assert!(l.b.take_sources_changed());
+    assert_eq!(l.b.wake_sources().len(), 1, "only the queue's doorbell");
     let got: Vec<u8> = std::iter::from_fn(|| l.pony.pop())
         .map(|p| p.bytes()[0])
         .collect();
@@ -271,6 +286,8 @@ fn received_packets_wait_in_the_nic_while_upstream_is_full() {
     l.pony.flush();
     let got: Vec<u8> = drain_rx(&mut l, 10).iter().map(|p| p.bytes()[0]).collect();
     assert_eq!(got, [2, 3, 4, 5]);
+    assert!(l.b.take_sources_changed());
+    assert_eq!(l.b.wake_sources().len(), 2, "the NIC is watched again");
     assert_eq!(l.b.drops().total() + l.a.drops().total(), 0);
 }
 

@@ -91,7 +91,6 @@ fn messages_cross_a_two_stage_pipeline_both_ways() {
     let mut got = Vec::new();
     x.take_received(head, len, &mut got).unwrap();
     assert!(got == reply, "B→A crossed byte for byte");
-    drop(next);
 
     let (c0, c1) = (s0.stage_counters(), s1.stage_counters());
     assert!(c0.tx_packets >= (data.len() / mtu) as u64, "{c0:?}");
