@@ -82,6 +82,11 @@ struct Opts {
     #[arg(long)]
     shaping_seconds: Option<f64>,
 
+    /// Packets per tenant of the overlay isolation run (two tenants, one packet in eight
+    /// misrouted, corrupted or re-stamped); 0 to skip it.
+    #[arg(long, default_value_t = 100_000)]
+    isolation_packets: u64,
+
     /// Few rounds and iterations, for tests and a first look.
     #[arg(long)]
     quick: bool,
@@ -138,6 +143,11 @@ fn main() -> Result<()> {
             packet_bytes: opts.mtu,
             bin: Duration::from_millis(10),
         }),
+        isolation_packets: if opts.quick {
+            opts.isolation_packets.min(10_000)
+        } else {
+            opts.isolation_packets
+        },
     };
     let report = pipeline_bench::run(&cfg, &path)?;
     bench_run::finish(

@@ -33,6 +33,7 @@ use crate::pony_bench::pony::{connect, echo, ping_pong};
 use crate::pony_bench::setup::Layout;
 use crate::pony_bench::{histogram, AppWait, Probe};
 
+pub mod isolation;
 pub mod shaping;
 
 /// What to run.
@@ -55,6 +56,8 @@ pub struct PipelineBenchConfig {
     pub microquanta: bool,
     /// The shaper stage's accuracy run after the round trips (`None`: skipped).
     pub shaping: Option<shaping::ShapingBenchConfig>,
+    /// Packets per tenant of the overlay isolation run (0: skipped).
+    pub isolation_packets: u64,
 }
 
 /// One variant's running hosts.
@@ -326,7 +329,15 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
             Some(s) => shaping::run(s).context("shaping")?,
             None => Vec::new(),
         },
-        isolation_violations: None,
+        isolation_violations: if cfg.isolation_packets == 0 {
+            None
+        } else {
+            Some(
+                isolation::run(cfg.isolation_packets)
+                    .context("isolation")?
+                    .violations,
+            )
+        },
         rows,
         target,
     })

@@ -149,6 +149,13 @@ pub fn markdown(runs: &[Report]) -> String {
             }
             md.push('\n');
         }
+        if let Some(v) = r.isolation_violations {
+            let _ = writeln!(
+                md,
+                "Isolation (two tenants' overlay stages, one packet in eight misrouted, corrupted or \
+                 re-stamped with the other tenant's VNI): {v} packets delivered across tenants.\n"
+            );
+        }
     }
     md
 }
@@ -240,6 +247,13 @@ mod tests {
         assert_eq!(written.last().unwrap(), &dir.join("shaping.svg"));
         let svg = std::fs::read_to_string(dir.join("shaping.svg")).unwrap();
         assert!(svg.contains("100 Mbit/s, tenant 2"), "a legend entry per tenant");
+        assert!(
+            !md.contains("Isolation"),
+            "no isolation line without an isolation run"
+        );
+        r.isolation_violations = Some(0);
+        let (md, _) = record(&dir, &[serde_json::to_value(&r).unwrap()]).unwrap();
+        assert!(md.contains("0 packets delivered across tenants"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
