@@ -70,7 +70,7 @@ struct Opts {
     dedicated_core_per_host: bool,
 
     /// Configured rates (Mbit/s per tenant) of the shaper stage's accuracy run, after the
-    /// round trips; empty to skip it.
+    /// round trips; `0` to skip it.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
     shaping_mbps: Vec<f64>,
 
@@ -81,6 +81,11 @@ struct Opts {
     /// Seconds per configured rate [default: 2; 0.5 with --quick].
     #[arg(long)]
     shaping_seconds: Option<f64>,
+
+    /// Policy stage kinds measured one stage at a time besides `pass` (comma-separated:
+    /// `acl`, `shaper`; `none` for none).
+    #[arg(long, value_delimiter = ',', default_value = "acl,shaper")]
+    policy_stages: Vec<String>,
 
     /// Packets per tenant of the overlay isolation run (two tenants, one packet in eight
     /// misrouted, corrupted or re-stamped); 0 to skip it.
@@ -136,13 +141,22 @@ fn main() -> Result<()> {
         idle_poll: opts.idle_poll_us.map(Duration::from_micros),
         shared_engine_core: !opts.dedicated_core_per_host,
         microquanta: mq_class::sysfs::microquanta_loaded(),
-        shaping: (!opts.shaping_mbps.is_empty()).then(|| ShapingBenchConfig {
-            rates_mbps: opts.shaping_mbps.clone(),
-            tenants: opts.shaping_tenants,
-            seconds: opts.shaping_seconds.unwrap_or(if opts.quick { 0.5 } else { 2.0 }),
-            packet_bytes: opts.mtu,
-            bin: Duration::from_millis(10),
-        }),
+        shaping: opts
+            .shaping_mbps
+            .iter()
+            .any(|&r| r > 0.0)
+            .then(|| ShapingBenchConfig {
+                rates_mbps: opts.shaping_mbps.iter().copied().filter(|&r| r > 0.0).collect(),
+                tenants: opts.shaping_tenants,
+                seconds: opts.shaping_seconds.unwrap_or(if opts.quick { 0.5 } else { 2.0 }),
+                packet_bytes: opts.mtu,
+                bin: Duration::from_millis(10),
+            }),
+        policy_kinds: opts
+            .policy_stages
+            .into_iter()
+            .filter(|k| !k.is_empty() && k != "none")
+            .collect(),
         isolation_packets: if opts.quick {
             opts.isolation_packets.min(10_000)
         } else {
