@@ -11,6 +11,7 @@ pub mod modes;
 mod modes_plot;
 /// `cargo xtask bench pipeline`: what each pipeline stage adds to Pony's round trip.
 pub mod pipeline;
+mod pipeline_plot;
 mod plot;
 /// `cargo xtask bench pony`: Pony Express vs Linux TCP natively (veth) and in the VM.
 pub mod pony;

@@ -6,7 +6,7 @@
 //! mode, message_bytes, rounds, iterations, hosts: str,
 //! pony_p50_us, pony_p99_us, pony_p50_spread_us,
 //! stages: [{name, ns_per_packet, added_p50_us, added_p99_us, added_p50_spread_us}],
-//! shaping: [{configured_mbps, achieved_mbps, tenants, fairness}],
+//! shaping: [{configured_mbps, achieved_mbps, tenants, fairness, bin_ms, rate_over_time_mbps}],
 //! isolation_violations (null: no isolating stage ran),
 //! rows: [{variant, stages, round, p50_us, p99_us, samples}],
 //! target: {bound_pct, worst_added_pct, met, text}
@@ -16,7 +16,8 @@
 //! that a disturbance on a shared machine hits every variant alike; `*_spread_us` is the
 //! largest minus the smallest per-round value. `stages` are derived from the rows of this
 //! run only: a stage's added p50 is (p50 of Pony + k stages − p50 of Pony alone) / k over
-//! the pooled rounds. `shaping` is empty until shaping stages are benchmarked.
+//! the pooled rounds. `shaping` holds one row per configured rate of the shaper stage's run
+//! against the real clock (`mq_experiments::pipeline_bench::shaping`), with its rate over time.
 
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +94,12 @@ pub struct ShapingRow {
     pub tenants: u32,
     /// Smallest over largest tenant rate (1 is perfectly fair).
     pub fairness: f64,
+    /// Width of a `rate_over_time_mbps` bin, ms.
+    #[serde(default)]
+    pub bin_ms: f64,
+    /// Rate per time bin, one value per tenant (Mbit/s): the rate-over-time plot.
+    #[serde(default)]
+    pub rate_over_time_mbps: Vec<Vec<f64>>,
 }
 
 /// One round of one variant.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Parser;
 use mq_experiments::bench_run;
+use mq_experiments::pipeline_bench::shaping::ShapingBenchConfig;
 use mq_experiments::pipeline_bench::{self, PipelineBenchConfig};
 use mq_experiments::pony_bench::netns::{self, Veth};
 use mq_experiments::pony_bench::path::Path;
@@ -68,6 +69,29 @@ struct Opts {
     #[arg(long)]
     dedicated_core_per_host: bool,
 
+    /// Configured rates (Mbit/s per tenant) of the shaper stage's accuracy run, after the
+    /// round trips; `0` to skip it.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,10000")]
+    shaping_mbps: Vec<f64>,
+
+    /// Tenants of the shaping run, each at the configured rate.
+    #[arg(long, default_value_t = 2)]
+    shaping_tenants: u32,
+
+    /// Seconds per configured rate [default: 2; 0.5 with --quick].
+    #[arg(long)]
+    shaping_seconds: Option<f64>,
+
+    /// Policy stage kinds measured one stage at a time besides `pass` (comma-separated:
+    /// `acl`, `shaper`; `none` for none).
+    #[arg(long, value_delimiter = ',', default_value = "acl,shaper")]
+    policy_stages: Vec<String>,
+
+    /// Packets per tenant of the overlay isolation run (two tenants, one packet in eight
+    /// misrouted, corrupted or re-stamped); 0 to skip it.
+    #[arg(long, default_value_t = 100_000)]
+    isolation_packets: u64,
+
     /// Few rounds and iterations, for tests and a first look.
     #[arg(long)]
     quick: bool,
@@ -117,6 +141,27 @@ fn main() -> Result<()> {
         idle_poll: opts.idle_poll_us.map(Duration::from_micros),
         shared_engine_core: !opts.dedicated_core_per_host,
         microquanta: mq_class::sysfs::microquanta_loaded(),
+        shaping: opts
+            .shaping_mbps
+            .iter()
+            .any(|&r| r > 0.0)
+            .then(|| ShapingBenchConfig {
+                rates_mbps: opts.shaping_mbps.iter().copied().filter(|&r| r > 0.0).collect(),
+                tenants: opts.shaping_tenants,
+                seconds: opts.shaping_seconds.unwrap_or(if opts.quick { 0.5 } else { 2.0 }),
+                packet_bytes: opts.mtu,
+                bin: Duration::from_millis(10),
+            }),
+        policy_kinds: opts
+            .policy_stages
+            .into_iter()
+            .filter(|k| !k.is_empty() && k != "none")
+            .collect(),
+        isolation_packets: if opts.quick {
+            opts.isolation_packets.min(10_000)
+        } else {
+            opts.isolation_packets
+        },
     };
     let report = pipeline_bench::run(&cfg, &path)?;
     bench_run::finish(

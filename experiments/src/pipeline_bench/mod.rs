@@ -25,13 +25,17 @@ use hdrhistogram::Histogram;
 use mq_report::pipeline::{Report, Row, StageRow, Target};
 use pony_engine::nic::{Nic, NicWire, PipeNic};
 use pony_engine::{PonyConfig, PonyEngine};
-use snap_pipeline::{queue, Downstream, PassStage, Pool, PoolConfig, StageEngine};
+use snap_pipeline::{queue, Downstream, PassStage, Pool, PoolConfig, Stage, StageEngine};
+use snap_policy::stage::{AclStage, ShaperStage};
 use snap_runtime::{CompactingParams, Engine, GroupSpec, Mode, Runtime, RuntimeOptions};
 
 use crate::pony_bench::path::{NicKind, Path};
 use crate::pony_bench::pony::{connect, echo, ping_pong};
 use crate::pony_bench::setup::Layout;
 use crate::pony_bench::{histogram, AppWait, Probe};
+
+pub mod isolation;
+pub mod shaping;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -51,6 +55,13 @@ pub struct PipelineBenchConfig {
     /// Dedicated mode: both hosts' engines (and the stages) on one thread.
     pub shared_engine_core: bool,
     pub microquanta: bool,
+    /// The shaper stage's accuracy run after the round trips (`None`: skipped).
+    pub shaping: Option<shaping::ShapingBenchConfig>,
+    /// Policy stage kinds (snap-policy: `acl`, `shaper`) measured one stage at a time,
+    /// like `pass`, in every round.
+    pub policy_kinds: Vec<String>,
+    /// Packets per tenant of the overlay isolation run (0: skipped).
+    pub isolation_packets: u64,
 }
 
 /// One variant's running hosts.
@@ -71,9 +82,37 @@ fn mode_of(name: &str) -> Result<Mode> {
 /// Host A's engines: its Pony engine, then its stage engines (none for Pony alone).
 type HostA = (Box<dyn Engine>, Vec<Box<dyn Engine>>);
 
-/// Host A's Pony engine on `nic`, alone or behind `stages` pass stages; and the stage
+/// A stage of `kind` for the round trips: `pass`, or a policy stage whose work is real but
+/// whose verdict lets every packet of the ping-pong through at once (an ACL of rules that
+/// miss before the one that allows; a shaper at 100 Gbit/s, so it stamps every packet and
+/// delays none).
+fn stage_of(kind: &str) -> Result<Box<dyn Stage>> {
+    Ok(match kind {
+        "pass" => Box::new(PassStage),
+        "acl" => Box::new(
+            AclStage::new(
+                "default = \"deny\"\nrule = [\
+                 { action = \"deny\", peer = \"192.0.2.0/24\" },\
+                 { action = \"deny\", peer = \"2001:db8::/32\" },\
+                 { action = \"deny\", service = 4242 },\
+                 { action = \"allow\" }]\n",
+            )
+            .map_err(|e| anyhow!("{e}"))?,
+        ),
+        "shaper" => Box::new(
+            ShaperStage::new(
+                "granularity_ns = 1000\nslots = 4096\ncapacity = 1024\n\
+                 class = [{ tenant = 0, rate_bps = 100_000_000_000, burst_bytes = 1_000_000 }]\n",
+            )
+            .map_err(|e| anyhow!("{e}"))?,
+        ),
+        other => bail!("no stage kind {other:?} for the round trips (pass, acl, shaper)"),
+    })
+}
+
+/// Host A's Pony engine on `nic`, alone or behind `stages` stages of `kind`; and the stage
 /// engines.
-fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<HostA> {
+fn host_a(nic: Box<dyn Nic>, kind: &str, stages: usize) -> Result<HostA> {
     if stages == 0 {
         return Ok((
             Box::new(PonyEngine::new("pony-a", nic, PonyConfig::default())),
@@ -94,8 +133,8 @@ fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<HostA> {
             (Downstream::Queue(d), Some(u))
         };
         engines.push(Box::new(StageEngine::new(
-            format!("pass{i}"),
-            Box::new(PassStage),
+            format!("{kind}{i}"),
+            stage_of(kind)?,
             up,
             down,
             32,
@@ -113,10 +152,16 @@ fn host_a(nic: Box<dyn Nic>, stages: usize) -> Result<HostA> {
     Ok((Box::new(pony), engines))
 }
 
-fn start(cfg: &PipelineBenchConfig, layout: &Layout, path: &Path, stages: usize) -> Result<(Hosts, String)> {
+fn start(
+    cfg: &PipelineBenchConfig,
+    layout: &Layout,
+    path: &Path,
+    kind: &str,
+    stages: usize,
+) -> Result<(Hosts, String)> {
     let mode = mode_of(&cfg.mode)?;
     let pair = NicKind::Udp.open_pair(path, cfg.mtu, 0)?;
-    let (pony_a, stage_engines) = host_a(pair.a, stages)?;
+    let (pony_a, stage_engines) = host_a(pair.a, kind, stages)?;
     let stage_names: Vec<String> = stage_engines.iter().map(|e| e.name().to_owned()).collect();
     let pony_b: Box<dyn Engine> = Box::new(PonyEngine::new("pony-b", pair.b, PonyConfig::default()));
     let (cores_a, cores_b) = layout.engine_cores(&cfg.mode)?;
@@ -162,8 +207,14 @@ struct Measurement {
     stage_packets: u64,
 }
 
-fn measure(cfg: &PipelineBenchConfig, layout: &Layout, path: &Path, stages: usize) -> Result<Measurement> {
-    let (hosts, peer) = start(cfg, layout, path, stages)?;
+fn measure(
+    cfg: &PipelineBenchConfig,
+    layout: &Layout,
+    path: &Path,
+    kind: &str,
+    stages: usize,
+) -> Result<Measurement> {
+    let (hosts, peer) = start(cfg, layout, path, kind, stages)?;
     let find = |name: &str| {
         hosts
             .runtimes
@@ -245,23 +296,30 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
         cpus,
         shared_engine_core: cfg.shared_engine_core,
     };
-    let variants: Vec<usize> = std::iter::once(0)
-        .chain(cfg.stage_counts.iter().copied())
+    // (stage kind, stages): Pony alone, `pass` at each count, each policy kind alone.
+    let variants: Vec<(String, usize)> = std::iter::once(("pony".to_owned(), 0))
+        .chain(cfg.stage_counts.iter().map(|&k| ("pass".to_owned(), k)))
+        .chain(cfg.policy_kinds.iter().map(|kind| (kind.clone(), 1)))
         .collect();
     let mut pooled: Vec<Histogram<u64>> = variants.iter().map(|_| histogram()).collect();
     let mut cost: Vec<(u64, u64)> = vec![(0, 0); variants.len()];
     let mut rows = Vec::new();
     for round in 0..cfg.rounds {
-        for (vi, &k) in variants.iter().enumerate() {
-            let m = measure(cfg, &layout, path, k)
-                .with_context(|| format!("round {round}, Pony + {k} stages"))?;
+        for (vi, (kind, k)) in variants.iter().enumerate() {
+            let k = *k;
+            let what = if k == 0 {
+                "Pony alone".to_owned()
+            } else {
+                format!("Pony + {k} {kind} stages")
+            };
+            let m = measure(cfg, &layout, path, kind, k).with_context(|| format!("round {round}, {what}"))?;
             eprintln!(
-                "mq-bench-pipeline: round {round} Pony + {k} stages: p50 {:.1} µs p99 {:.1} µs",
+                "mq-bench-pipeline: round {round} {what}: p50 {:.1} µs p99 {:.1} µs",
                 us(&m.hist, 0.5),
                 us(&m.hist, 0.99)
             );
             rows.push(Row {
-                variant: if k == 0 { "pony".into() } else { "pass".into() },
+                variant: kind.clone(),
                 stages: k,
                 round,
                 p50_us: us(&m.hist, 0.5),
@@ -275,26 +333,27 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
     }
     let pony_p50 = us(&pooled[0], 0.5);
     let pony_p99 = us(&pooled[0], 0.99);
-    let round_p50 = |k: usize, round: usize| {
+    let round_p50 = |kind: &str, k: usize, round: usize| {
         rows.iter()
-            .find(|r| r.stages == k && r.round == round)
+            .find(|r| r.variant == kind && r.stages == k && r.round == round)
             .map_or(f64::NAN, |r| r.p50_us)
     };
     let stages: Vec<StageRow> = variants
         .iter()
         .enumerate()
         .skip(1)
-        .map(|(vi, &k)| StageRow {
+        .map(|(vi, (kind, k))| (vi, kind, *k))
+        .map(|(vi, kind, k)| StageRow {
             name: if k == 1 {
-                "pass".into()
+                kind.clone()
             } else {
-                format!("pass, {k} in a row (per stage)")
+                format!("{kind}, {k} in a row (per stage)")
             },
             ns_per_packet: cost[vi].0 as f64 / cost[vi].1.max(1) as f64,
             added_p50_us: (us(&pooled[vi], 0.5) - pony_p50) / k as f64,
             added_p99_us: (us(&pooled[vi], 0.99) - pony_p99) / k as f64,
             added_p50_spread_us: spread(
-                (0..cfg.rounds).map(|r| (round_p50(k, r) - round_p50(0, r)) / k as f64),
+                (0..cfg.rounds).map(|r| (round_p50(kind, k, r) - round_p50("pony", 0, r)) / k as f64),
             ),
         })
         .collect();
@@ -316,10 +375,21 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
         ),
         pony_p50_us: pony_p50,
         pony_p99_us: pony_p99,
-        pony_p50_spread_us: spread((0..cfg.rounds).map(|r| round_p50(0, r))),
+        pony_p50_spread_us: spread((0..cfg.rounds).map(|r| round_p50("pony", 0, r))),
         stages,
-        shaping: Vec::new(),
-        isolation_violations: None,
+        shaping: match &cfg.shaping {
+            Some(s) => shaping::run(s).context("shaping")?,
+            None => Vec::new(),
+        },
+        isolation_violations: if cfg.isolation_packets == 0 {
+            None
+        } else {
+            Some(
+                isolation::run(cfg.isolation_packets)
+                    .context("isolation")?
+                    .violations,
+            )
+        },
         rows,
         target,
     })

@@ -3,22 +3,32 @@
 //! sends at run time, so a setting means the same at start-up and later).
 
 use snap_pipeline::{PassStage, Stage};
+use snap_policy::stage::{AclStage, OverlayStage, ShaperStage};
 
 /// Which stage to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageKind {
     /// `snap_pipeline::PassStage`: forwards every packet (the framework's own cost).
     Pass,
+    /// `snap_policy::stage::AclStage`: allow/deny rules on peer, Pony service, direction.
+    Acl,
+    /// `snap_policy::stage::ShaperStage`: per-tenant token buckets on a timing wheel.
+    Shaper,
+    /// `snap_policy::stage::OverlayStage`: tenant encapsulation and checked decapsulation.
+    Overlay,
 }
 
 impl StageKind {
     /// Every kind, in the order error messages list them.
-    pub const ALL: [StageKind; 1] = [Self::Pass];
+    pub const ALL: [StageKind; 4] = [Self::Pass, Self::Acl, Self::Shaper, Self::Overlay];
 
     /// The name used in the file.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pass => "pass",
+            Self::Acl => "acl",
+            Self::Shaper => "shaper",
+            Self::Overlay => "overlay",
         }
     }
 
@@ -33,10 +43,17 @@ impl StageKind {
     /// A stage of this kind with `settings` (TOML text; empty for none). Stages are
     /// sans-IO, so building one is also how its settings are validated.
     pub fn build(self, settings: &str) -> Result<Box<dyn Stage>, String> {
-        let mut stage: Box<dyn Stage> = match self {
-            Self::Pass => Box::new(PassStage),
+        // The policy kinds need their settings to exist at all (rules, wheel, tables).
+        let stage: Box<dyn Stage> = match self {
+            Self::Pass => {
+                let mut stage = Box::new(PassStage);
+                stage.update(settings).map_err(|e| e.to_string())?;
+                stage
+            }
+            Self::Acl => Box::new(AclStage::new(settings).map_err(|e| e.to_string())?),
+            Self::Shaper => Box::new(ShaperStage::new(settings).map_err(|e| e.to_string())?),
+            Self::Overlay => Box::new(OverlayStage::new(settings).map_err(|e| e.to_string())?),
         };
-        stage.update(settings).map_err(|e| e.to_string())?;
         Ok(stage)
     }
 }

@@ -74,8 +74,12 @@ pub fn record(dir: &Path, runs: &[Value]) -> Result<(String, Vec<PathBuf>)> {
     let mut summary = runs.first().cloned().context("no run")?;
     summary["runs"] = Value::Array(runs.to_vec());
     let md = markdown(&typed);
-    let written = two_runs::write_summary(dir, &summary, &md)?;
-    Ok((md, written.to_vec()))
+    let mut written = two_runs::write_summary(dir, &summary, &md)?.to_vec();
+    let shaping = dir.join("shaping.svg");
+    if super::pipeline_plot::draw_shaping(&typed, &shaping)? {
+        written.push(shaping);
+    }
+    Ok((md, written))
 }
 
 /// The whole `summary.md`.
@@ -83,8 +87,9 @@ pub fn markdown(runs: &[Report]) -> String {
     let mut md = String::from("# Pipeline stages on Pony's path\n\n");
     md.push_str(
         "Pony ping-pong between two hosts over UDP; host A's Pony engine alone, then behind \
-         1 and 2 `pass` stages, in interleaved rounds. Added RTT per stage is (p50 with k \
-         stages − p50 alone) / k over the pooled rounds; spread is the largest minus the \
+         1 and 2 `pass` stages and one of each policy stage kind (`acl`, `shaper`), in \
+         interleaved rounds. Added RTT per stage is (p50 with k stages − p50 alone) / k over \
+         the pooled rounds; spread is the largest minus the \
          smallest per-round value; ns/packet is the stage engines' own time per packet.\n\n",
     );
     if runs.iter().any(|r| r.platform.accel == "tcg") {
@@ -125,6 +130,33 @@ pub fn markdown(runs: &[Report]) -> String {
             );
         }
         let _ = writeln!(md, "\nTarget: {}\n", r.target.text);
+        if !r.shaping.is_empty() {
+            md.push_str(
+                "Shaper stage against the real clock (greedy local sender, every tenant at the \
+                 configured rate; `shaping.svg` has the rate over time):\n\n\
+                 | configured Mbit/s | achieved Mbit/s (mean per tenant) | error % | tenants | fairness |\n\
+                 |---:|---:|---:|---:|---:|\n",
+            );
+            for s in &r.shaping {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.2} | {:+.2} | {} | {:.3} |",
+                    s.configured_mbps,
+                    s.achieved_mbps,
+                    100.0 * (s.achieved_mbps - s.configured_mbps) / s.configured_mbps,
+                    s.tenants,
+                    s.fairness
+                );
+            }
+            md.push('\n');
+        }
+        if let Some(v) = r.isolation_violations {
+            let _ = writeln!(
+                md,
+                "Isolation (two tenants' overlay stages, one packet in eight misrouted, corrupted or \
+                 re-stamped with the other tenant's VNI): {v} packets delivered across tenants.\n"
+            );
+        }
     }
     md
 }
@@ -195,6 +227,34 @@ mod tests {
         assert_eq!(summary["runs"].as_array().unwrap().len(), 2);
         assert!(md.contains("| pass | 250 | 1.50 | 0.40 | 3.00 | 7.5 |"), "{md}");
         assert!(md.contains("— met"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shaping_rows_get_a_table_and_a_rate_over_time_plot() {
+        let dir = std::env::temp_dir().join(format!("xtask-pipeline-shaping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = report("native");
+        r.shaping = vec![mq_report::pipeline::ShapingRow {
+            configured_mbps: 100.0,
+            achieved_mbps: 99.5,
+            tenants: 2,
+            fairness: 0.99,
+            bin_ms: 10.0,
+            rate_over_time_mbps: vec![vec![99.0, 98.0], vec![101.0, 100.0]],
+        }];
+        let (md, written) = record(&dir, &[serde_json::to_value(&r).unwrap()]).unwrap();
+        assert!(md.contains("| 100 | 99.50 | -0.50 | 2 | 0.990 |"), "{md}");
+        assert_eq!(written.last().unwrap(), &dir.join("shaping.svg"));
+        let svg = std::fs::read_to_string(dir.join("shaping.svg")).unwrap();
+        assert!(svg.contains("100 Mbit/s, tenant 2"), "a legend entry per tenant");
+        assert!(
+            !md.contains("Isolation"),
+            "no isolation line without an isolation run"
+        );
+        r.isolation_violations = Some(0);
+        let (md, _) = record(&dir, &[serde_json::to_value(&r).unwrap()]).unwrap();
+        assert!(md.contains("0 packets delivered across tenants"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -186,3 +186,70 @@ fn the_build_puts_each_stage_in_its_group_and_pony_on_the_first_queue() {
         .to_string();
     assert!(e.contains("built when the host starts"), "{e}");
 }
+
+/// The policy kinds (snap-policy) in one pipeline, their settings as TOML tables; a bad
+/// setting is refused naming the stage.
+const POLICY: &str = r#"
+    control_socket = "/tmp/snap-pipeline-policy-test.sock"
+    [[group]]
+    name = "pony"
+    mode = "spreading"
+    [[group.engine]]
+    name = "pony0"
+    kind = "pony"
+    options = { pipeline = "path0", max_flows = 64 }
+    [[pipeline]]
+    name = "path0"
+    buffers = 256
+    [[pipeline.stage]]
+    name = "acl0"
+    kind = "acl"
+    group = "pony"
+    [pipeline.stage.settings]
+    default = "deny"
+    rule = [{ action = "allow", service = 8 }, { action = "allow", peer = "192.168.7.0/24", direction = "tx" }]
+    [[pipeline.stage]]
+    name = "overlay0"
+    kind = "overlay"
+    group = "pony"
+    [pipeline.stage.settings]
+    tenant = [{ tenant = 1, vni = 7, endpoint = "192.168.7.1:9000" }]
+    mapping = [{ vni = 7, endpoint = "192.168.7.2:9000", physical = "127.0.0.1:7001" }]
+    [[pipeline.stage]]
+    name = "shaper0"
+    kind = "shaper"
+    group = "pony"
+    [pipeline.stage.settings]
+    granularity_ns = 1000
+    slots = 4096
+    capacity = 1024
+    class = [{ tenant = 1, rate_bps = 100_000_000, burst_bytes = 15000 }]
+    [pipeline.nic]
+    nic = "udp"
+    bind = "127.0.0.1:0"
+"#;
+
+#[test]
+fn the_policy_stage_kinds_are_built_from_their_settings() {
+    let c = Config::parse(POLICY, 2).unwrap();
+    let kinds: Vec<&str> = c.pipeline[0].stage.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["acl", "overlay", "shaper"]);
+    let e = err(&POLICY.replace("192.168.7.0/24", "192.168.7.1/24"));
+    assert!(
+        e.contains("pipeline[0].stage[0].settings") && e.contains("host bits"),
+        "{e}"
+    );
+    let e = err(&POLICY.replace(
+        "vni = 7, endpoint = \"192.168.7.1:9000\"",
+        "vni = 0, endpoint = \"192.168.7.1:9000\"",
+    ));
+    assert!(
+        e.contains("pipeline[0].stage[1].settings") && e.contains("VNI 0"),
+        "{e}"
+    );
+    let e = err(&POLICY.replace("slots = 4096", "slots = 0"));
+    assert!(
+        e.contains("pipeline[0].stage[2].settings") && e.contains("slots"),
+        "{e}"
+    );
+}
