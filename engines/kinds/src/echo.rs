@@ -79,7 +79,12 @@ impl EchoEngine {
 
     /// The engine another host process exported ([`Movable`]): `state` is its final
     /// export and `fds` the descriptors it handed over. Apps keep their channels and ids.
-    pub fn import(name: impl Into<String>, work_ns: u64, state: &[u8], fds: Vec<OwnedFd>) -> Result<Self, String> {
+    pub fn import(
+        name: impl Into<String>,
+        work_ns: u64,
+        state: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Self, String> {
         let st: EchoState = moving::decode(state)?;
         let mut e = Self::new(name, work_ns);
         e.channels = AppChannels::adopt(RingSet::default(), st.channels, fds)?;
@@ -289,7 +294,10 @@ impl AppFacing for EchoEngine {
     fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
         if self.frozen {
             // Its final state is already written: a channel made now would not move.
-            return Err(format!("engine {} is moving to a new host; attach again", self.name));
+            return Err(format!(
+                "engine {} is moving to a new host; attach again",
+                self.name
+            ));
         }
         self.channels.attach_app(request, ChannelShape::default())
     }
@@ -357,7 +365,9 @@ mod tests {
         assert_eq!(app.try_recv(&mut buf).unwrap(), Some(5));
         assert_eq!(&buf[..5], b"three");
         assert_eq!(new.stats().echoed, 3);
-        let future = String::from_utf8(state).unwrap().replace("\"format\":1", "\"format\":9");
+        let future = String::from_utf8(state)
+            .unwrap()
+            .replace("\"format\":1", "\"format\":9");
         let err = EchoEngine::import("e", 0, future.as_bytes(), Vec::new()).unwrap_err();
         assert!(err.contains("format 9"), "{err}");
     }

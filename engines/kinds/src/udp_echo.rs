@@ -78,14 +78,22 @@ impl UdpEchoEngine {
 
     /// The engine another host process exported ([`Movable`]): its final state and its
     /// socket (one descriptor, checked to be a UDP socket).
-    pub fn import(name: impl Into<String>, work_ns: u64, state: &[u8], fds: Vec<OwnedFd>) -> Result<Self, String> {
+    pub fn import(
+        name: impl Into<String>,
+        work_ns: u64,
+        state: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Self, String> {
         let st: UdpEchoState = moving::decode(state)?;
         let [fd]: [OwnedFd; 1] = fds
             .try_into()
             .map_err(|v: Vec<OwnedFd>| format!("a UDP echo engine needs 1 descriptor, got {}", v.len()))?;
-        let ty = rustix::net::sockopt::socket_type(&fd).map_err(|e| format!("the handed-over socket: {e}"))?;
+        let ty =
+            rustix::net::sockopt::socket_type(&fd).map_err(|e| format!("the handed-over socket: {e}"))?;
         if ty != rustix::net::SocketType::DGRAM {
-            return Err(format!("the handed-over descriptor is not a datagram socket ({ty:?})"));
+            return Err(format!(
+                "the handed-over descriptor is not a datagram socket ({ty:?})"
+            ));
         }
         let mut e = Self::from_socket(name, UdpSocket::from(fd), work_ns).map_err(|e| e.to_string())?;
         e.stats = st.stats;
@@ -191,7 +199,11 @@ impl Movable for UdpEchoEngine {
     }
 
     fn hand_over(&mut self) -> Result<Vec<OwnedFd>, String> {
-        let fd = self.socket.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
+        let fd = self
+            .socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?;
         Ok(vec![fd])
     }
 }
