@@ -101,7 +101,7 @@ pub fn take_over(socket: OwnedFd, server_opts: impl FnOnce(&Config) -> ServerOpt
     );
     let mut started_groups = HashSet::new();
     for (i, name) in engines.iter().enumerate() {
-        test_pause(i);
+        test_pause(i, sock);
         let (group, e) = config
             .group
             .iter()
@@ -207,13 +207,20 @@ pub fn take_over(socket: OwnedFd, server_opts: impl FnOnce(&Config) -> ServerOpt
     })
 }
 
-/// The test hook (see the module documentation), before engine `i` moves.
-fn test_pause(i: usize) {
+/// The test hook (see the module documentation), before engine `i` moves. The pause ends
+/// early if the old host goes away, as a real new host would notice at once.
+fn test_pause(i: usize, sock: std::os::fd::BorrowedFd<'_>) {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     if let Some(ms) = var("SNAP_HOST_TEST_TAKEOVER_PAUSE_MS") {
         if var("SNAP_HOST_TEST_TAKEOVER_PAUSE_AFTER").unwrap_or(0) == i as u64 {
             log::warn!("test hook: pausing {ms} ms before engine {i} moves");
-            std::thread::sleep(Duration::from_millis(ms));
+            // No event asked for: only a hang-up (or error) ends the wait early.
+            let mut fds = [rustix::event::PollFd::new(&sock, rustix::event::PollFlags::empty())];
+            let ts = rustix::event::Timespec {
+                tv_sec: (ms / 1000) as i64,
+                tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+            };
+            let _ = rustix::event::poll(&mut fds, Some(&ts));
         }
     }
 }
