@@ -215,7 +215,10 @@ fn test_pause(i: usize, sock: std::os::fd::BorrowedFd<'_>) {
         if var("SNAP_HOST_TEST_TAKEOVER_PAUSE_AFTER").unwrap_or(0) == i as u64 {
             log::warn!("test hook: pausing {ms} ms before engine {i} moves");
             // No event asked for: only a hang-up (or error) ends the wait early.
-            let mut fds = [rustix::event::PollFd::new(&sock, rustix::event::PollFlags::empty())];
+            let mut fds = [rustix::event::PollFd::new(
+                &sock,
+                rustix::event::PollFlags::empty(),
+            )];
             let ts = rustix::event::Timespec {
                 tv_sec: (ms / 1000) as i64,
                 tv_nsec: ((ms % 1000) * 1_000_000) as i64,

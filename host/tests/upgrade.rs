@@ -41,7 +41,14 @@ fn upgrade(host: &mut Host) -> UpgradeReport {
     for e in &report.engines {
         eprintln!(
             "upgrade {} -> {}: {} ({}) brownout {:.3} ms blackout {:.3} ms, {} rounds, {} bytes",
-            report.old_pid, report.new_pid, e.name, e.kind, e.brownout_ms, e.blackout_ms, e.rounds, e.state_bytes
+            report.old_pid,
+            report.new_pid,
+            e.name,
+            e.kind,
+            e.brownout_ms,
+            e.blackout_ms,
+            e.rounds,
+            e.state_bytes
         );
     }
     report
@@ -142,7 +149,12 @@ fn ping_pong_across_upgrades(options: &str) {
         let mut bytes = 0usize;
         for stream in [0, 1] {
             for _ in 0..WINDOW / 2 {
-                a.send(flow, stream, &message(stream, sent[stream as usize], len(sent[stream as usize]))).unwrap();
+                a.send(
+                    flow,
+                    stream,
+                    &message(stream, sent[stream as usize], len(sent[stream as usize])),
+                )
+                .unwrap();
                 sent[stream as usize] += 1;
             }
         }
@@ -151,11 +163,16 @@ fn ping_pong_across_upgrades(options: &str) {
             let s = m.stream as usize;
             assert!(s < 2, "stream {s}");
             let want = message(m.stream, next[s], len(next[s]));
-            assert!(m.data == want, "stream {s}: message {} lost, duplicated, reordered or damaged", next[s]);
+            assert!(
+                m.data == want,
+                "stream {s}: message {} lost, duplicated, reordered or damaged",
+                next[s]
+            );
             bytes += m.data.len();
             next[s] += 1;
             if !stop_a.load(Ordering::Relaxed) {
-                a.send(flow, m.stream, &message(m.stream, sent[s], len(sent[s]))).unwrap();
+                a.send(flow, m.stream, &message(m.stream, sent[s], len(sent[s])))
+                    .unwrap();
                 sent[s] += 1;
             } else if next == sent {
                 return (next, bytes);
@@ -193,7 +210,11 @@ fn ping_pong_across_upgrades(options: &str) {
 
 #[test]
 fn echo_apps_keep_their_channels_and_engine_changes_still_work() {
-    let udp_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let udp_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!(
         "{TWO_ECHOES}[[group.engine]]\nname = \"udp0\"\nkind = \"udp_echo\"\nbind = \"127.0.0.1:{udp_port}\"\n"
     );
@@ -234,7 +255,11 @@ fn echo_apps_keep_their_channels_and_engine_changes_still_work() {
     let r = ch2.recv_timeout(&mut [0u8; 64], TIMEOUT);
     assert!(matches!(r, Err(ChannelError::HostGone)), "{r:?}");
     let status = op.status().unwrap();
-    assert_eq!(status.channels_of("echo0"), 1, "the app's channel moved with its registry entry");
+    assert_eq!(
+        status.channels_of("echo0"),
+        1,
+        "the app's channel moved with its registry entry"
+    );
     stop.store(true, Ordering::Relaxed);
     let (n, mut ch, _client) = app.join().unwrap();
     assert!(n > 10, "requests during the upgrades: {n}");
@@ -256,25 +281,37 @@ fn an_unreadable_state_is_refused_and_the_old_host_keeps_serving() {
         .upgrade(None)
         .expect_err("the new host refuses the state");
     let text = err.to_string();
-    assert!(text.contains("cannot read engine \"echo0\"'s state") && text.contains("format"), "{text}");
+    assert!(
+        text.contains("cannot read engine \"echo0\"'s state") && text.contains("format"),
+        "{text}"
+    );
     // Nothing moved: the same process serves the same channel, and a second try is not
     // blocked by the first.
     echo_once(&mut ch, 2).unwrap();
     assert_eq!(host.process.pid(), pid);
     let status = client.status().unwrap();
     assert_eq!(status.channels_of("echo0"), 1);
-    let again = SnapClient::connect(&host.socket).unwrap().upgrade(None).unwrap_err();
+    let again = SnapClient::connect(&host.socket)
+        .unwrap()
+        .upgrade(None)
+        .unwrap_err();
     assert!(again.to_string().contains("format"), "{again}");
     echo_once(&mut ch, 3).unwrap();
 }
 
 #[test]
 fn a_second_upgrade_while_one_runs_is_refused() {
-    let mut host = host_with_env(common::ECHO_GROUP, &[("SNAP_HOST_TEST_TAKEOVER_PAUSE_MS", "1500")]);
+    let mut host = host_with_env(
+        common::ECHO_GROUP,
+        &[("SNAP_HOST_TEST_TAKEOVER_PAUSE_MS", "1500")],
+    );
     let socket = host.socket.clone();
     let first = std::thread::spawn(move || SnapClient::connect(&socket).unwrap().upgrade(None));
     std::thread::sleep(Duration::from_millis(400));
-    let second = SnapClient::connect(&host.socket).unwrap().upgrade(None).unwrap_err();
+    let second = SnapClient::connect(&host.socket)
+        .unwrap()
+        .upgrade(None)
+        .unwrap_err();
     assert!(second.to_string().contains("already running"), "{second}");
     let report = first.join().unwrap().expect("the first upgrade completes");
     host.process.upgraded(report.new_pid, TIMEOUT).unwrap();
@@ -375,8 +412,64 @@ fn old_host_killed_mid_transfer_apps_see_it_gone() {
     wait_until("the new host exits", || {
         !Path::new(&format!("/proc/{new}")).exists()
             || matches!(
-                rustix::process::waitpid(Some(Pid::from_raw(new as i32).unwrap()), rustix::process::WaitOptions::NOHANG),
+                rustix::process::waitpid(
+                    Some(Pid::from_raw(new as i32).unwrap()),
+                    rustix::process::WaitOptions::NOHANG
+                ),
                 Ok(Some(_)) | Err(_)
             )
     });
+}
+
+/// Host A with `FLOWS` flows (default 100) to host B, upgraded `UPGRADES` times (default
+/// 3), one message echoed on every flow before and after each upgrade; prints each
+/// upgrade's blackout (the measured run: `FLOWS=1000 UPGRADES=20 cargo test --release -p
+/// snap-host --test upgrade upgrade_with_many_flows -- --nocapture`).
+#[test]
+fn upgrade_with_many_flows() {
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (flows, upgrades) = (var("FLOWS", 100), var("UPGRADES", 3));
+    let mut host_a = Host::start();
+    let host_b = Host::start();
+    let (tx, rx) = mpsc::channel();
+    let b_socket = host_b.socket.clone();
+    std::thread::spawn(move || pony_echo_app(b_socket, tx));
+    rx.recv_timeout(TIMEOUT).unwrap();
+    let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
+    let ids: Vec<_> = (0..flows)
+        .map(|_| a.open_flow(&host_b.addr, ECHO).unwrap())
+        .collect();
+    let mut round = |a: &mut PonyClient, r: u32| {
+        for (i, &f) in ids.iter().enumerate() {
+            a.send(f, 0, &message(i as u32, r, 64)).unwrap();
+        }
+        let mut seen = vec![false; flows];
+        for _ in 0..flows {
+            let m = a.recv(Duration::from_secs(20)).expect("every flow echoes");
+            let i = ids.iter().position(|&f| f == m.flow).expect("a flow of ours");
+            assert!(!seen[i], "flow {i}: echoed twice");
+            assert_eq!(m.data, message(i as u32, r, 64), "flow {i}");
+            seen[i] = true;
+        }
+    };
+    round(&mut a, 0);
+    let mut blackouts = Vec::new();
+    for r in 1..=upgrades as u32 {
+        let report = upgrade(&mut host_a);
+        blackouts.push(report.engines[0].blackout_ms);
+        round(&mut a, r);
+    }
+    blackouts.sort_by(f64::total_cmp);
+    let p = |q: f64| blackouts[((blackouts.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "{flows} flows, {upgrades} upgrades: blackout p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        p(0.5),
+        p(0.99),
+        blackouts[blackouts.len() - 1]
+    );
 }
