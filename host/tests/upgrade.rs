@@ -444,7 +444,7 @@ fn upgrade_with_many_flows() {
     let ids: Vec<_> = (0..flows)
         .map(|_| a.open_flow(&host_b.addr, ECHO).unwrap())
         .collect();
-    let mut round = |a: &mut PonyClient, r: u32| {
+    let round = |a: &mut PonyClient, r: u32| {
         for (i, &f) in ids.iter().enumerate() {
             a.send(f, 0, &message(i as u32, r, 64)).unwrap();
         }
