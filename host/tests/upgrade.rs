@@ -238,6 +238,11 @@ fn echo_apps_keep_their_channels_and_engine_changes_still_work() {
         let report = upgrade(&mut host);
         let kinds: Vec<&str> = report.engines.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["echo", "echo", "udp_echo"]);
+        // The new host announces itself on the stdout it inherited.
+        let ready = host
+            .process
+            .line_containing(snap_host::process::READY_PREFIX, TIMEOUT);
+        assert!(ready.is_some_and(|l| l.ends_with(&host.socket.display().to_string())));
         // The UDP socket moved: a datagram to the same port is echoed by the new host.
         udp.send_to(&[round; 100], ("127.0.0.1", udp_port)).unwrap();
         let mut buf = [0u8; 200];
