@@ -54,7 +54,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use snap_runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
 
 pub use fuzz::{fuzz_parse, ConfigFuzzOutcome};
@@ -98,7 +98,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Path of the control socket.
@@ -131,7 +131,7 @@ fn default_true() -> bool {
 }
 
 /// The `[control]` table: limits of the control server (see `crate::control`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
     /// Control connections open at once; more are refused with an error.
@@ -164,7 +164,7 @@ fn default_stuck_after_ms() -> u64 {
 }
 
 /// One `[[group]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Unique group name.
@@ -188,7 +188,7 @@ pub struct GroupConfig {
 }
 
 /// One `[[group.engine]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Unique engine name (across the host).
@@ -239,6 +239,13 @@ impl Config {
         let config: Self = toml::from_str(text)?;
         config.validate(cpus)?;
         Ok(config)
+    }
+
+    /// The configuration as TOML text that [`parse`](Self::parse) reads back as it is: how
+    /// the running configuration (with the operator's changes) goes to the host process
+    /// that takes this one over in an upgrade.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| invalid("config", format!("cannot write it as TOML: {e}")))
     }
 
     /// Reads `path` and [`parse`](Self::parse)s it.
@@ -432,6 +439,8 @@ impl Config {
                 .chain(packet_pipeline::stage_names(self).map(|s| (s.to_owned(), "stage".to_owned())))
                 .collect(),
             pipeline: Some(self.clone()),
+            binary: None,
+            handed_off: None,
         }
     }
 
@@ -461,7 +470,7 @@ impl Config {
 
 impl GroupConfig {
     /// The runtime's spec of this group, with its built engines.
-    fn spec(&self, engines: Vec<Box<dyn snap_runtime::Engine>>) -> GroupSpec {
+    pub fn spec(&self, engines: Vec<Box<dyn snap_runtime::Engine>>) -> GroupSpec {
         let g = self;
         let defaults = CompactingParams::default();
         GroupSpec {
@@ -489,6 +498,7 @@ impl GroupConfig {
 
 mod change;
 mod fuzz;
+pub mod import;
 pub mod kind;
 pub mod packet_pipeline;
 mod pipeline;

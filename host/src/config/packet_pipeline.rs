@@ -35,7 +35,7 @@
 use std::collections::{HashMap, HashSet};
 
 use pony_engine::nic::{NicWire, PipeNic};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use snap_pipeline::{queue, Downstream, Pool, PoolConfig, StageEngine};
 use snap_runtime::Engine;
 
@@ -47,7 +47,7 @@ const QUEUE_CAPACITY: (u64, u64) = (2, 65_536);
 const BATCH: (u64, u64) = (1, 1024);
 
 /// One `[[pipeline]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Unique pipeline name, named by one Pony engine's `pipeline` option.
@@ -79,7 +79,7 @@ fn default_batch() -> u64 {
 }
 
 /// One `[[pipeline.stage]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageConfig {
     /// Engine name of the stage (unique among engines and stages).
@@ -89,6 +89,7 @@ pub struct StageConfig {
     /// The group whose threads run it.
     pub group: String,
     /// The stage's own settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<toml::Table>,
 }
 

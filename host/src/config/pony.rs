@@ -422,6 +422,67 @@ pub(super) fn build(
     Ok(Box::new(PonyEngine::new(name, nic, engine)))
 }
 
+/// Whether this host reads a Pony engine's exported state (its format version);
+/// `claimed`: the test hook of [`super::import`].
+pub(super) fn check_state(state: &[u8], claimed: Option<u16>) -> Result<(), String> {
+    let info = PonyEngine::check_snapshot(state).map_err(|e| e.to_string())?;
+    if let Some(v) = claimed.filter(|&v| v != pony_engine::FORMAT_VERSION) {
+        return Err(format!(
+            "unsupported state format version {} (this host reads version {v})",
+            pony_engine::FORMAT_VERSION
+        ));
+    }
+    let _ = info;
+    Ok(())
+}
+
+/// The Pony engine `name` rebuilt from its exports and the descriptors of its state's fd
+/// table (one group per entry, the NIC's socket first).
+pub(super) fn import(
+    name: &str,
+    options: &Table,
+    full: &[u8],
+    deltas: &[Vec<u8>],
+    groups: Vec<Vec<std::os::fd::OwnedFd>>,
+) -> Result<Box<dyn Engine>, String> {
+    let Options { nic, faults, engine } = parse(options)?;
+    let last = deltas.last().map_or(full, Vec::as_slice);
+    let info = PonyEngine::check_snapshot(last).map_err(|e| e.to_string())?;
+    if info.fds.first() != Some(&pony_engine::FdUse::Nic) {
+        return Err("the state's fd table does not start with the NIC".into());
+    }
+    let mut groups = groups.into_iter();
+    let nic: Box<dyn Nic> = match nic {
+        NicOptions::Udp { mtu, .. } => {
+            let socket = match groups.next().map(|mut g| (g.len(), g.pop())) {
+                Some((1, Some(fd))) => fd,
+                _ => return Err("the NIC's socket was not handed over (one descriptor)".into()),
+            };
+            let ty =
+                rustix::net::sockopt::socket_type(&socket).map_err(|e| format!("the NIC's socket: {e}"))?;
+            if ty != rustix::net::SocketType::DGRAM {
+                return Err(format!("the NIC's descriptor is not a datagram socket ({ty:?})"));
+            }
+            let nic = UdpNic::from_socket(std::net::UdpSocket::from(socket))
+                .map_err(|e| format!("the NIC's socket: {e}"))?;
+            let nic = match mtu {
+                Some(m) => nic.with_mtu(m),
+                None => nic,
+            };
+            Box::new(nic)
+        }
+        _ => return Err("only a Pony engine on a UDP NIC moves between host processes".into()),
+    };
+    let nic: Box<dyn Nic> = match faults {
+        Some(cfg) => Box::new(FaultyNic::new(nic).on_send(cfg)),
+        None => nic,
+    };
+    let handover =
+        pony_engine::Handover::from_fds(&info.fds[1..], groups.collect()).map_err(|e| e.to_string())?;
+    let e = PonyEngine::import(name, nic, engine, full, deltas, handover).map_err(|e| e.to_string())?;
+    Ok(Box::new(e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
