@@ -104,12 +104,18 @@ impl Veth {
     /// Makes the namespaces and the pair, with `mtu` on both ends, addresses and links up;
     /// `tag` tells apart pairs of one process (tests run in parallel).
     pub fn create(tag: &str, mtu: u32) -> Result<Self> {
+        Self::create_named("bench", tag, mtu)
+    }
+
+    /// [`Self::create`] with names starting with `prefix` instead of `bench`
+    /// (`<prefix>-<pid><tag>-a`, `<prefix><pid><tag>a`), for another benchmark's pairs.
+    pub fn create_named(prefix: &str, tag: &str, mtu: u32) -> Result<Self> {
         check()?;
         let pid = std::process::id();
         let veth = Self {
-            ns: [format!("bench-{pid}{tag}-a"), format!("bench-{pid}{tag}-b")],
-            // Interface names have at most 15 bytes: "bench" + pid (≤ 7 digits) + tag + 1.
-            dev: [format!("bench{pid}{tag}a"), format!("bench{pid}{tag}b")],
+            ns: [format!("{prefix}-{pid}{tag}-a"), format!("{prefix}-{pid}{tag}-b")],
+            // Interface names have at most 15 bytes: prefix + pid (≤ 7 digits) + tag + 1.
+            dev: [format!("{prefix}{pid}{tag}a"), format!("{prefix}{pid}{tag}b")],
         };
         if veth.dev[0].len() > 15 {
             bail!(
@@ -202,7 +208,7 @@ impl Drop for Veth {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|ns| ns != &self.ns);
         if self.exists() {
-            eprintln!("mq-bench-pony: namespaces {:?} may be left behind", self.ns);
+            eprintln!("namespaces {:?} may be left behind", self.ns);
         }
     }
 }
