@@ -118,6 +118,7 @@ pub fn ping_client(
             let left = deadline.saturating_duration_since(Instant::now());
             match c.wait_completion(left).context("ping client: waiting")? {
                 Some(Completion::Received { flow, head, len, .. }) => {
+                    buf.clear();
                     c.session().take_received(head, len, &mut buf)?;
                     let now = sig.ns();
                     r.checker.check(flow, &buf);
@@ -166,6 +167,7 @@ pub fn receiver(socket: PathBuf, service: ServiceId, echo: bool, sig: Arc<Signal
     while !sig.stop_receivers.load(Ordering::Relaxed) {
         match c.wait_completion(SLICE).with_context(|| format!("{traffic} receiver: waiting"))? {
             Some(Completion::Received { flow, stream, head, len }) => {
+                buf.clear();
                 c.session().take_received(head, len, &mut buf)?;
                 r.checker.check(flow, &buf);
                 sig.received[slot].store(r.checker.received(), Ordering::Relaxed);
