@@ -1,6 +1,6 @@
-//! `cargo xtask bench`: benchmarks that boot the sched_ext kernel, run one of our measurement
-//! programs in the guest (and, for `modes`, natively too), and turn its machine-readable
-//! report into files under `target/experiments/<name>/` (JSON for tools, markdown and SVG
+//! `cargo xtask bench`: benchmarks that run one of our measurement programs in the sched_ext
+//! VM (and, for `modes` and `pony`, natively too; `upgrade` natively only), and turn its
+//! machine-readable report into files under `target/experiments/<name>/` (JSON for tools, markdown and SVG
 //! plots for people).
 //!
 //! Each benchmark is a nested subcommand with its own module, so that the command line,
@@ -14,6 +14,9 @@ mod plot;
 pub mod pony;
 mod pony_plot;
 mod report;
+/// `record` turns `mq-bench-upgrade`'s report into the summary and the RTT-over-time plot.
+pub mod upgrade;
+mod upgrade_plot;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.
 pub mod sched;
@@ -49,6 +52,12 @@ enum BenchCmd {
     /// NIC, 1 to 10 engines per host, and the targets; natively (EEVDF) and in the VM with
     /// MicroQuanta (runs `mq-bench-pony`).
     Pony(pony::PonyArgs),
+    /// Transparent upgrade under load: two snap-host processes in two network namespaces
+    /// (root; loopback otherwise), a checked ping-pong and bulk stream between their Pony
+    /// apps over 1, 100 and 1000 flows, one host upgraded repeatedly with `snapctl upgrade`:
+    /// blackout and brownout per engine, the apps' view over time, exact lost, duplicated
+    /// and reordered counts; natively only (runs `mq-bench-upgrade`).
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
@@ -56,5 +65,6 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
         BenchCmd::Sched(args) => sched::run(ctx, args),
         BenchCmd::Modes(args) => modes::run(ctx, args),
         BenchCmd::Pony(args) => pony::run(ctx, args),
+        BenchCmd::Upgrade(args) => upgrade::run(ctx, args),
     }
 }
