@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: benchmarks that run one of our measurement programs in the sched_ext
 //! VM (and, for `modes` and `pony`, natively too; `upgrade` natively only), and turn its
-//! machine-readable report into files under `target/experiments/<name>/` (JSON for tools, markdown and SVG
-//! plots for people).
+//! machine-readable report into files under `target/experiments/<name>/` (JSON for tools,
+//! markdown and SVG plots for people).
 //!
 //! Each benchmark is a nested subcommand with its own module, so that the command line,
 //! the output folder and the report of one benchmark stay independent of the others.
