@@ -14,15 +14,15 @@ mod plot;
 pub mod pony;
 mod pony_plot;
 mod report;
-/// `record` turns `mq-bench-upgrade`'s report into the summary and the RTT-over-time plot.
-pub mod upgrade;
-mod upgrade_plot;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.
 pub mod sched;
 /// Running a measurement program natively and in the VM, and reading its tagged report
 /// back from guest output (`cargo xtask demo` reads `mq-demo`'s with it too).
 pub(crate) mod two_runs;
+/// `record` turns `mq-bench-upgrade`'s report into the summary and the RTT-over-time plot.
+pub mod upgrade;
+mod upgrade_plot;
 
 pub use report::TCG_NOTE;
 

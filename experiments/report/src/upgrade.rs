@@ -223,7 +223,12 @@ pub fn targets(runs: &[Run]) -> Vec<Target> {
     let blackout = |pick: fn(&Percentiles) -> Option<f64>| match at {
         None => Err(format!("no {TARGET_FLOWS}-flow run")),
         Some(r) => pick(&r.blackout_ms)
-            .map(|v| (v, format!("{} engine moves at {TARGET_FLOWS} flows", r.blackout_ms.samples)))
+            .map(|v| {
+                (
+                    v,
+                    format!("{} engine moves at {TARGET_FLOWS} flows", r.blackout_ms.samples),
+                )
+            })
             .ok_or_else(|| format!("no blackout measured at {TARGET_FLOWS} flows")),
     };
     let mut out = vec![
@@ -366,11 +371,17 @@ pub(crate) mod tests {
     #[test]
     fn percentiles_are_nearest_rank_and_null_when_empty() {
         let p = Percentiles::of(&[5.0, 1.0, 3.0, 2.0, 4.0]);
-        assert_eq!((p.p50, p.p99, p.max, p.samples), (Some(3.0), Some(5.0), Some(5.0), 5));
+        assert_eq!(
+            (p.p50, p.p99, p.max, p.samples),
+            (Some(3.0), Some(5.0), Some(5.0), 5)
+        );
         let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(Percentiles::of(&hundred).p99, Some(99.0));
         let none = Percentiles::of(&[]);
-        assert_eq!((none.p50, none.p99, none.max, none.samples), (None, None, None, 0));
+        assert_eq!(
+            (none.p50, none.p99, none.max, none.samples),
+            (None, None, None, 0)
+        );
     }
 
     #[test]
@@ -388,7 +399,13 @@ pub(crate) mod tests {
         assert_eq!(r.lost.total, 2);
         assert_eq!(
             r.lost.per_flows,
-            vec![FlowsCount { flows: 1, count: 0 }, FlowsCount { flows: 1000, count: 2 }]
+            vec![
+                FlowsCount { flows: 1, count: 0 },
+                FlowsCount {
+                    flows: 1000,
+                    count: 2
+                }
+            ]
         );
         round_trip(&r);
     }

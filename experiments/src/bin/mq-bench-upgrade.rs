@@ -80,16 +80,22 @@ fn binary(given: Option<PathBuf>, name: &str) -> Result<PathBuf> {
     match given {
         Some(p) => Ok(p),
         None => locate::binary(name).with_context(|| {
-            format!("no {name} next to this program or on PATH; build it (cargo build -p ...) or pass --{name}")
+            format!(
+                "no {name} next to this program or on PATH; build it (cargo build -p ...) or pass --{name}"
+            )
         }),
     }
 }
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
-    let flows = opts
-        .flows
-        .unwrap_or_else(|| if opts.quick { vec![1, 100] } else { vec![1, 100, 1000] });
+    let flows = opts.flows.unwrap_or_else(|| {
+        if opts.quick {
+            vec![1, 100]
+        } else {
+            vec![1, 100, 1000]
+        }
+    });
     if flows.iter().any(|&n| !(1..=1000).contains(&n)) {
         bail!("--flows: every count must be 1 to 1000 (an app owns at most 1024 flows)");
     }
@@ -135,5 +141,10 @@ fn main() -> Result<()> {
     let report = upgrade_bench::run(&cfg, veth.as_ref());
     drop(veth);
     let report = report?;
-    bench_run::finish(None, &upgrade_bench::table(&report), &report, opts.json.as_deref())
+    bench_run::finish(
+        None,
+        &upgrade_bench::table(&report),
+        &report,
+        opts.json.as_deref(),
+    )
 }

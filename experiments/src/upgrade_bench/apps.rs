@@ -95,7 +95,10 @@ pub fn ping_client(
 ) -> Result<PingResult> {
     let mut c = PonyClient::connect(&socket, ENGINE, Completions::Block).context("ping client: attaching")?;
     let ids: Vec<FlowId> = (0..flows)
-        .map(|i| c.open_flow(&peer, ECHO).with_context(|| format!("ping client: opening flow {i}")))
+        .map(|i| {
+            c.open_flow(&peer, ECHO)
+                .with_context(|| format!("ping client: opening flow {i}"))
+        })
         .collect::<Result<_>>()?;
     let _ = ready.send(());
     let mut r = PingResult {
@@ -158,15 +161,24 @@ pub fn receiver(socket: PathBuf, service: ServiceId, echo: bool, sig: Arc<Signal
     };
     let mut c = PonyClient::connect(&socket, ENGINE, Completions::Block)
         .with_context(|| format!("{traffic} receiver: attaching"))?;
-    c.listen(service).with_context(|| format!("listening on service {service}"))?;
+    c.listen(service)
+        .with_context(|| format!("listening on service {service}"))?;
     let mut r = SinkResult {
         checker: Checker::new(traffic),
         errors: Vec::new(),
     };
     let mut buf = Vec::new();
     while !sig.stop_receivers.load(Ordering::Relaxed) {
-        match c.wait_completion(SLICE).with_context(|| format!("{traffic} receiver: waiting"))? {
-            Some(Completion::Received { flow, stream, head, len }) => {
+        match c
+            .wait_completion(SLICE)
+            .with_context(|| format!("{traffic} receiver: waiting"))?
+        {
+            Some(Completion::Received {
+                flow,
+                stream,
+                head,
+                len,
+            }) => {
                 buf.clear();
                 c.session().take_received(head, len, &mut buf)?;
                 r.checker.check(flow, &buf);
@@ -204,7 +216,9 @@ pub fn bulk_sender(
     sig: Arc<Signals>,
 ) -> Result<BulkResult> {
     let mut c = PonyClient::connect(&socket, ENGINE, Completions::Block).context("bulk sender: attaching")?;
-    let flow = c.open_flow(&peer, SINK).context("bulk sender: opening its flow")?;
+    let flow = c
+        .open_flow(&peer, SINK)
+        .context("bulk sender: opening its flow")?;
     let mut out = Vec::new();
     let (mut sent, mut in_flight) = (0u64, 0usize);
     let mut errors = Vec::new();

@@ -194,7 +194,9 @@ fn reap(pid: u32, timeout: Duration) -> bool {
 
 /// A UDP address on 127.0.0.1 the kernel just handed out.
 fn free_port() -> Result<String> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.to_string())
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .to_string())
 }
 
 /// What `snapctl upgrade --json` prints.

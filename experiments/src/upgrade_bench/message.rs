@@ -195,7 +195,10 @@ mod tests {
             }
         }
         let r = c.finish(&[10, 10, 10]);
-        assert_eq!((r.sent, r.received, r.lost, r.duplicated, r.reordered, r.corrupt), (30, 30, 0, 0, 0, 0));
+        assert_eq!(
+            (r.sent, r.received, r.lost, r.duplicated, r.reordered, r.corrupt),
+            (30, 30, 0, 0, 0, 0)
+        );
     }
 
     #[test]
@@ -206,7 +209,10 @@ mod tests {
             .map(|&s| c.check(1, &msg(0, s)))
             .collect();
         use Verdict::*;
-        assert_eq!(v, [InOrder, InOrder, InOrder, Reordered, Duplicated, InOrder, Duplicated, Reordered]);
+        assert_eq!(
+            v,
+            [InOrder, InOrder, InOrder, Reordered, Duplicated, InOrder, Duplicated, Reordered]
+        );
         let mut bad = msg(0, 7);
         bad[20] ^= 1;
         assert_eq!(c.check(1, &bad), Corrupt);

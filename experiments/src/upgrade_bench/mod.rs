@@ -203,7 +203,11 @@ fn run_flows(cfg: &Config, veth: Option<&Veth>, flows: usize) -> Result<Run> {
         ("bulk sink", &sink.errors),
     ] {
         if !errors.is_empty() {
-            eprintln!("mq-bench-upgrade: {who}: {} error completions: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+            eprintln!(
+                "mq-bench-upgrade: {who}: {} error completions: {:?}",
+                errors.len(),
+                &errors[..errors.len().min(5)]
+            );
         }
     }
     if ping.stalls > 0 {

@@ -40,7 +40,8 @@ pub fn bins(samples: &[(u64, u64)]) -> Vec<RttBin> {
 pub fn p50_us(samples: &[(u64, u64)]) -> Option<f64> {
     let mut rtts: Vec<u64> = samples.iter().map(|s| s.1).collect();
     rtts.sort_unstable();
-    rtts.get(rtts.len().saturating_sub(1) / 2).map(|&v| v as f64 / 1e3)
+    rtts.get(rtts.len().saturating_sub(1) / 2)
+        .map(|&v| v as f64 / 1e3)
 }
 
 /// Around `[from_ms, to_ms]` widened by [`MARGIN_MS`]: the longest time between two
@@ -71,10 +72,18 @@ mod tests {
 
     #[test]
     fn bins_hold_each_sample_once_with_their_median_and_max() {
-        let s = [(1 * MS, 50_000), (2 * MS, 70_000), (3 * MS, 60_000), (25 * MS, 900_000)];
+        let s = [
+            (1 * MS, 50_000),
+            (2 * MS, 70_000),
+            (3 * MS, 60_000),
+            (25 * MS, 900_000),
+        ];
         let b = bins(&s);
         assert_eq!(b.len(), 2);
-        assert_eq!((b[0].t_ms, b[0].n, b[0].p50_us, b[0].max_us), (0.0, 3, 60.0, 70.0));
+        assert_eq!(
+            (b[0].t_ms, b[0].n, b[0].p50_us, b[0].max_us),
+            (0.0, 3, 60.0, 70.0)
+        );
         assert_eq!((b[1].t_ms, b[1].n, b[1].max_us), (20.0, 1, 900.0));
         assert!(bins(&[]).is_empty());
         assert_eq!(p50_us(&s), Some(60.0));
@@ -88,7 +97,11 @@ mod tests {
         s.push((130 * MS, 30 * MS));
         s.extend((131..300).map(|t| (t * MS, 60_000)));
         let (gap, rtt) = around(&s, 160.0, 170.0);
-        assert_eq!((gap, rtt), (Some(30.0), Some(30.0)), "window 110..220 reaches the gap");
+        assert_eq!(
+            (gap, rtt),
+            (Some(30.0), Some(30.0)),
+            "window 110..220 reaches the gap"
+        );
         let (gap, rtt) = around(&s, 250.0, 260.0);
         assert_eq!((gap, rtt), (Some(1.0), Some(0.06)));
         assert_eq!(around(&s, 1000.0, 1010.0), (None, None));

@@ -43,18 +43,33 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<()> {
         &ctx.deps,
         &ctx.ws,
         &[
-            "build", "--release", "-p", "mq-experiments", "--bin", "mq-bench-upgrade", "-p", "snap-host",
-            "--bin", "snap-host", "-p", "snap-ctl", "--bin", "snapctl",
+            "build",
+            "--release",
+            "-p",
+            "mq-experiments",
+            "--bin",
+            "mq-bench-upgrade",
+            "-p",
+            "snap-host",
+            "--bin",
+            "snap-host",
+            "-p",
+            "snap-ctl",
+            "--bin",
+            "snapctl",
         ],
     )?;
     let release = ctx.ws.target_dir.join("release");
     let json = dir.join("run.json");
     let mut cmd = Command::new(release.join("mq-bench-upgrade"));
-    cmd.args(program_args(args, sys::is_root())).arg("--json").arg(&json);
+    cmd.args(program_args(args, sys::is_root()))
+        .arg("--json")
+        .arg(&json);
     println!("bench upgrade: native run");
     sys::run(&mut cmd)?;
     let text = std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
-    let report: Report = serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let report: Report =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
     let (md, written) = record(&dir, &report)?;
     two_runs::print_recorded(&md, &written);
     Ok(())
@@ -174,7 +189,13 @@ pub fn markdown(r: &Report) -> String {
                 opt(u.max_rtt_ms, 2),
                 u.error.as_deref().unwrap_or("")
             );
-            let head = format!("| {} | {} | {:.2} | {:.1} |", run.flows, u.index, u.at_ms / 1e3, u.snapctl_ms);
+            let head = format!(
+                "| {} | {} | {:.2} | {:.1} |",
+                run.flows,
+                u.index,
+                u.at_ms / 1e3,
+                u.snapctl_ms
+            );
             if u.engines.is_empty() {
                 let _ = writeln!(md, "{head} - | - | - | - | - | {tail}");
             }
@@ -274,7 +295,10 @@ pub(crate) mod tests {
     }
 
     pub fn sample() -> Report {
-        let runs = vec![run(1, &[0.05, 0.06, 0.07], false), run(1000, &[4.0, 5.0, 30.0], true)];
+        let runs = vec![
+            run(1, &[0.05, 0.06, 0.07], false),
+            run(1000, &[4.0, 5.0, 30.0], true),
+        ];
         Report {
             platform: Platform {
                 machine: "Test CPU (2 CPUs)".into(),
@@ -307,11 +331,25 @@ pub(crate) mod tests {
     fn markdown_has_a_row_per_flow_count_every_upgrade_and_the_targets() {
         let md = markdown(&sample());
         assert!(md.contains("| 1000 | 4 (1) | 5.00 / 30.00 / 30.00 | 3.00 | 32.00 | 80.0 | 150.0 | 4000 | 0 | 0 | 0 | 0 |"), "{md}");
-        assert!(md.contains("| blackout p50 at 1000 flows (ms) | PASS 5.00 ≤ 10 |"), "{md}");
-        assert!(md.contains("| failed upgrades | FAIL 1.00 ≤ 0 | 7 upgrades |"), "{md}");
+        assert!(
+            md.contains("| blackout p50 at 1000 flows (ms) | PASS 5.00 ≤ 10 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| failed upgrades | FAIL 1.00 ≤ 0 | 7 upgrades |"),
+            "{md}"
+        );
         // A failed upgrade is a row with its error and no invented figures.
-        assert!(md.contains("| 1000 | 3 | 2.50 | 5.0 | - | - | - | - | - | - | - | snapctl upgrade failed: refused |"), "{md}");
-        assert!(md.contains("| 1 | 0 | 0.50 | 40.0 | pony0 | 3.00 | 0.05 | 2 | 375.0 kB | 2.05 | 1.05 |  |"), "{md}");
+        assert!(
+            md.contains(
+                "| 1000 | 3 | 2.50 | 5.0 | - | - | - | - | - | - | - | snapctl upgrade failed: refused |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1 | 0 | 0.50 | 40.0 | pony0 | 3.00 | 0.05 | 2 | 375.0 kB | 2.05 | 1.05 |  |"),
+            "{md}"
+        );
         assert!(md.contains("path **veth**"), "{md}");
     }
 
@@ -322,7 +360,10 @@ pub(crate) mod tests {
             flows: Some("1,100".into()),
             upgrades: Some(4),
         };
-        assert_eq!(program_args(&args, true), ["--quick", "--flows", "1,100", "--upgrades", "4"]);
+        assert_eq!(
+            program_args(&args, true),
+            ["--quick", "--flows", "1,100", "--upgrades", "4"]
+        );
         assert_eq!(program_args(&args, false)[5..], ["--path", "loopback"]);
     }
 

@@ -40,7 +40,11 @@ fn panel(area: &Area, run: &Run, r: &Report) -> PanelResult {
         .collect();
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(0.0, f64::max);
-    let (lo, hi) = if lo.is_finite() { (lo / 2.0, hi * 4.0) } else { (0.01, 100.0) };
+    let (lo, hi) = if lo.is_finite() {
+        (lo / 2.0, hi * 4.0)
+    } else {
+        (0.01, 100.0)
+    };
     let end_s = run
         .rtt
         .last()
@@ -78,7 +82,11 @@ fn panel(area: &Area, run: &Run, r: &Report) -> PanelResult {
         .draw()?;
     for (i, u) in run.upgrades.iter().enumerate() {
         let x = u.at_ms / 1e3;
-        let colour = if u.error.is_some() { RGBColor(150, 150, 150) } else { UPGRADE };
+        let colour = if u.error.is_some() {
+            RGBColor(150, 150, 150)
+        } else {
+            UPGRADE
+        };
         let style = colour.mix(0.6).stroke_width(1);
         let s = chart.draw_series(std::iter::once(PathElement::new([(x, lo), (x, hi)], style)))?;
         if i == 0 {
@@ -87,7 +95,11 @@ fn panel(area: &Area, run: &Run, r: &Report) -> PanelResult {
         }
     }
     for (name, colour, pick) in [
-        ("bin max", COLOURS[0], (|b| b.max_us) as fn(&mq_report::upgrade::RttBin) -> f64),
+        (
+            "bin max",
+            COLOURS[0],
+            (|b| b.max_us) as fn(&mq_report::upgrade::RttBin) -> f64,
+        ),
         ("bin median", COLOURS[2], |b| b.p50_us),
     ] {
         let style = colour.stroke_width(1);
@@ -112,7 +124,10 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         for flows in [1, 1000] {
-            assert!(svg.contains(&format!("{flows} flows, host A upgraded")), "panel for {flows}");
+            assert!(
+                svg.contains(&format!("{flows} flows, host A upgraded")),
+                "panel for {flows}"
+            );
         }
         assert!(svg.contains("upgrade (snapctl starts)"));
         // Upgrade markers: 3 + 4 vertical lines, in the upgrade colour or grey (the failed one).
