@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn bins_hold_each_sample_once_with_their_median_and_max() {
         let s = [
-            (1 * MS, 50_000),
+            (MS, 50_000),
             (2 * MS, 70_000),
             (3 * MS, 60_000),
             (25 * MS, 900_000),
