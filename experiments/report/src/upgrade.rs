@@ -157,7 +157,7 @@ pub struct Run {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upgrade {
     pub index: usize,
-    /// When snapctl started, ms since the run's traffic started.
+    /// When snapctl started, ms since the run's apps started (the clock of [`RttBin::t_ms`]).
     pub at_ms: f64,
     /// The snapctl process's wall time, ms.
     pub snapctl_ms: f64,

@@ -71,7 +71,7 @@ fn panel(area: &Area, run: &Run, r: &Report) -> PanelResult {
         .build_cartesian_2d(0.0..end_s, (lo..hi).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("time since the traffic started, s")
+        .x_desc("time since the apps started, s")
         .y_desc("round trip, ms (log scale)")
         .y_label_formatter(&|v| match *v {
             v if v >= 10.0 => format!("{v:.0}"),
