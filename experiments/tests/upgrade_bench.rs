@@ -135,6 +135,7 @@ fn quick_run_upgrades_under_load_and_loses_nothing() {
                 "{c:?}"
             );
         }
+        assert!(run.app_failures.is_empty(), "{:?}", run.app_failures);
         assert!(run.round_trips > 0 && !run.rtt.is_empty());
         assert_eq!(run.rtt.iter().map(|b| b.n).sum::<u64>(), run.round_trips);
     }

@@ -16,7 +16,7 @@
 //!          gap_ms, max_rtt_ms, error}],
 //!         blackout_ms, brownout_ms, checks: [{traffic, flows, sent, received, lost,
 //!         duplicated, reordered, corrupt}], rtt_p50_us, round_trips, bulk_messages,
-//!         bulk_mb_per_s, rtt: [{t_ms, n, p50_us, max_us}]}],
+//!         bulk_mb_per_s, rtt: [{t_ms, n, p50_us, max_us}], app_failures: ["who: why"]}],
 //! targets: [{name, limit, cmp, value, pass, from}]
 //! ```
 //!
@@ -151,6 +151,9 @@ pub struct Run {
     pub bulk_mb_per_s: Option<f64>,
     /// The ping-pong's round trips in time bins.
     pub rtt: Vec<RttBin>,
+    /// Apps whose session failed before they were told to stop (`who: why`); their
+    /// messages until then are counted, the rest of their run is missing.
+    pub app_failures: Vec<String>,
 }
 
 /// One `snapctl upgrade`, as snapctl reports it and as the ping-pong saw it.
@@ -336,6 +339,7 @@ pub(crate) mod tests {
                 p50_us: 60.0,
                 max_us: 90.0,
             }],
+            app_failures: vec![],
         }
     }
 

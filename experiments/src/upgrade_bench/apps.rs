@@ -9,7 +9,9 @@
 //!  bulk sender ── 1 flow, `window` messages in flight ▶ bulk sink (checks)
 //! ```
 //!
-//! Senders stop when told ([`Signals::stop_senders`]) and then wait for what they have in
+//! An app whose session fails (its host gone, a call timed out) stops and says why in its
+//! result's `failed`; what it sent and counted until then stands, so the report shows the
+//! failure as lost messages rather than no report at all. Senders stop when told ([`Signals::stop_senders`]) and then wait for what they have in
 //! flight; receivers run until [`Signals::stop_receivers`], so the caller can let them
 //! drain first. Every completion is consumed (`Sent`s included): a long run keeps no
 //! backlog in the client.
@@ -81,6 +83,8 @@ pub struct PingResult {
     pub stalls: u64,
     /// Error completions (code), in order.
     pub errors: Vec<String>,
+    /// Why it stopped before it was told to (the counts up to then stand).
+    pub failed: Option<String>,
 }
 
 /// The ping client: opens `flows` flows to `peer`'s echo service, then sends one `bytes`
@@ -107,39 +111,46 @@ pub fn ping_client(
         samples: Vec::with_capacity(1 << 20),
         stalls: 0,
         errors: Vec::new(),
+        failed: None,
     };
     let (mut out, mut buf) = (Vec::new(), Vec::new());
     let mut i = 0;
-    while !sig.stop_senders.load(Ordering::Relaxed) {
-        let seq = r.sent[i];
-        message::encode(i as u32, seq, bytes, &mut out);
-        let t0 = sig.ns();
-        c.send(ids[i], 0, &out).context("ping client: send")?;
-        r.sent[i] += 1;
-        let deadline = Instant::now() + STALL;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match c.wait_completion(left).context("ping client: waiting")? {
-                Some(Completion::Received { flow, head, len, .. }) => {
-                    buf.clear();
-                    c.session().take_received(head, len, &mut buf)?;
-                    let now = sig.ns();
-                    r.checker.check(flow, &buf);
-                    sig.received[ECHOES].store(r.checker.received(), Ordering::Relaxed);
-                    if message::decode(&buf) == Some((i as u32, seq)) {
-                        r.samples.push((now, now - t0));
+    let mut run = || -> Result<()> {
+        while !sig.stop_senders.load(Ordering::Relaxed) {
+            let seq = r.sent[i];
+            message::encode(i as u32, seq, bytes, &mut out);
+            let t0 = sig.ns();
+            c.send(ids[i], 0, &out).context("ping client: send")?;
+            r.sent[i] += 1;
+            let deadline = Instant::now() + STALL;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match c.wait_completion(left).context("ping client: waiting")? {
+                    Some(Completion::Received { flow, head, len, .. }) => {
+                        buf.clear();
+                        c.session().take_received(head, len, &mut buf)?;
+                        let now = sig.ns();
+                        r.checker.check(flow, &buf);
+                        sig.received[ECHOES].store(r.checker.received(), Ordering::Relaxed);
+                        if message::decode(&buf) == Some((i as u32, seq)) {
+                            r.samples.push((now, now - t0));
+                            break;
+                        }
+                    }
+                    Some(Completion::Error { code, .. }) => r.errors.push(code.to_string()),
+                    Some(_) => {}
+                    None => {
+                        r.stalls += 1;
                         break;
                     }
                 }
-                Some(Completion::Error { code, .. }) => r.errors.push(code.to_string()),
-                Some(_) => {}
-                None => {
-                    r.stalls += 1;
-                    break;
-                }
             }
+            i = (i + 1) % flows;
         }
-        i = (i + 1) % flows;
+        Ok(())
+    };
+    if let Err(e) = run() {
+        r.failed = Some(format!("{e:#}"));
     }
     Ok(r)
 }
@@ -149,6 +160,7 @@ pub fn ping_client(
 pub struct SinkResult {
     pub checker: Checker,
     pub errors: Vec<String>,
+    pub failed: Option<String>,
 }
 
 /// The echo server (`echo`: sends every message back on its flow) or the bulk sink:
@@ -166,30 +178,37 @@ pub fn receiver(socket: PathBuf, service: ServiceId, echo: bool, sig: Arc<Signal
     let mut r = SinkResult {
         checker: Checker::new(traffic),
         errors: Vec::new(),
+        failed: None,
     };
     let mut buf = Vec::new();
-    while !sig.stop_receivers.load(Ordering::Relaxed) {
-        match c
-            .wait_completion(SLICE)
-            .with_context(|| format!("{traffic} receiver: waiting"))?
-        {
-            Some(Completion::Received {
-                flow,
-                stream,
-                head,
-                len,
-            }) => {
-                buf.clear();
-                c.session().take_received(head, len, &mut buf)?;
-                r.checker.check(flow, &buf);
-                sig.received[slot].store(r.checker.received(), Ordering::Relaxed);
-                if echo {
-                    c.send(flow, stream, &buf).context("echo server: send")?;
+    let mut run = || -> Result<()> {
+        while !sig.stop_receivers.load(Ordering::Relaxed) {
+            match c
+                .wait_completion(SLICE)
+                .with_context(|| format!("{traffic} receiver: waiting"))?
+            {
+                Some(Completion::Received {
+                    flow,
+                    stream,
+                    head,
+                    len,
+                }) => {
+                    buf.clear();
+                    c.session().take_received(head, len, &mut buf)?;
+                    r.checker.check(flow, &buf);
+                    sig.received[slot].store(r.checker.received(), Ordering::Relaxed);
+                    if echo {
+                        c.send(flow, stream, &buf).context("echo server: send")?;
+                    }
                 }
+                Some(Completion::Error { code, .. }) => r.errors.push(code.to_string()),
+                _ => {}
             }
-            Some(Completion::Error { code, .. }) => r.errors.push(code.to_string()),
-            _ => {}
         }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        r.failed = Some(format!("{e:#}"));
     }
     Ok(r)
 }
@@ -204,6 +223,7 @@ pub struct BulkResult {
     /// Messages still without a `Sent` after [`DRAIN`].
     pub unacknowledged: u64,
     pub errors: Vec<String>,
+    pub failed: Option<String>,
 }
 
 /// The bulk sender: one flow to `peer`'s sink, `window` messages of `bytes` in flight until
@@ -224,33 +244,38 @@ pub fn bulk_sender(
     let mut errors = Vec::new();
     let t0 = Instant::now();
     let mut drain_deadline = None;
-    loop {
-        let stopping = sig.stop_senders.load(Ordering::Relaxed);
-        if stopping {
-            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN);
-            if in_flight == 0 || Instant::now() >= deadline {
-                break;
+    let mut run = || -> Result<()> {
+        loop {
+            let stopping = sig.stop_senders.load(Ordering::Relaxed);
+            if stopping {
+                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN);
+                if in_flight == 0 || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            while !stopping && in_flight < window {
+                message::encode(0, sent, bytes, &mut out);
+                c.send(flow, 0, &out).context("bulk sender: send")?;
+                sent += 1;
+                in_flight += 1;
+            }
+            match c.wait_completion(SLICE).context("bulk sender: waiting")? {
+                Some(Completion::Sent { .. }) => in_flight -= 1,
+                Some(Completion::Error { code, .. }) => {
+                    in_flight = in_flight.saturating_sub(1);
+                    errors.push(code.to_string());
+                }
+                _ => {}
             }
         }
-        while !stopping && in_flight < window {
-            message::encode(0, sent, bytes, &mut out);
-            c.send(flow, 0, &out).context("bulk sender: send")?;
-            sent += 1;
-            in_flight += 1;
-        }
-        match c.wait_completion(SLICE).context("bulk sender: waiting")? {
-            Some(Completion::Sent { .. }) => in_flight -= 1,
-            Some(Completion::Error { code, .. }) => {
-                in_flight = in_flight.saturating_sub(1);
-                errors.push(code.to_string());
-            }
-            _ => {}
-        }
-    }
+        Ok(())
+    };
+    let failed = run().err().map(|e| format!("{e:#}"));
     Ok(BulkResult {
         sent,
         secs: t0.elapsed().as_secs_f64(),
         unacknowledged: in_flight as u64,
         errors,
+        failed,
     })
 }

@@ -196,11 +196,12 @@ fn run_flows(cfg: &Config, veth: Option<&Veth>, flows: usize) -> Result<Run> {
         u.gap_ms = gap;
         u.max_rtt_ms = rtt;
     }
-    for (who, errors) in [
-        ("ping client", &ping.errors),
-        ("echo server", &echo.errors),
-        ("bulk sender", &bulk.errors),
-        ("bulk sink", &sink.errors),
+    let mut app_failures = Vec::new();
+    for (who, errors, failed) in [
+        ("ping client", &ping.errors, &ping.failed),
+        ("echo server", &echo.errors, &echo.failed),
+        ("bulk sender", &bulk.errors, &bulk.failed),
+        ("bulk sink", &sink.errors, &sink.failed),
     ] {
         if !errors.is_empty() {
             eprintln!(
@@ -209,9 +210,19 @@ fn run_flows(cfg: &Config, veth: Option<&Veth>, flows: usize) -> Result<Run> {
                 &errors[..errors.len().min(5)]
             );
         }
+        if let Some(why) = failed {
+            eprintln!("mq-bench-upgrade: {who} failed: {why}");
+            app_failures.push(format!("{who}: {why}"));
+        }
     }
     if ping.stalls > 0 {
         eprintln!("mq-bench-upgrade: {} pings got no echo within 5 s", ping.stalls);
+    }
+    if bulk.unacknowledged > 0 {
+        eprintln!(
+            "mq-bench-upgrade: {} bulk messages never completed",
+            bulk.unacknowledged
+        );
     }
     let moves = |pick: fn(&mq_report::upgrade::EngineMove) -> f64| -> Vec<f64> {
         upgrades.iter().flat_map(|u| &u.engines).map(pick).collect()
@@ -232,6 +243,7 @@ fn run_flows(cfg: &Config, veth: Option<&Veth>, flows: usize) -> Result<Run> {
         bulk_mb_per_s: (bulk.secs > 0.0).then(|| bulk_bytes as f64 / 1e6 / bulk.secs),
         rtt: timeline::bins(samples),
         upgrades,
+        app_failures,
     })
 }
 

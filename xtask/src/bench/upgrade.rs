@@ -176,6 +176,11 @@ pub fn markdown(r: &Report) -> String {
         r.corrupt.total,
         r.failed_upgrades
     );
+    for run in &r.runs {
+        for f in &run.app_failures {
+            let _ = writeln!(md, "**App failure** ({} flows): {f}\n", run.flows);
+        }
+    }
     md.push_str("## Targets (issue 12)\n\n| target | verdict | from |\n|---|---|---|\n");
     for t in &r.targets {
         let _ = writeln!(md, "| {} | {} | {} |", t.name, t.verdict(), t.from);
@@ -291,6 +296,11 @@ pub(crate) mod tests {
                     max_us: if i % 50 == 0 { 9000.0 } else { 120.0 },
                 })
                 .collect(),
+            app_failures: if failed {
+                vec!["ping client: the Snap host is gone".into()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -351,6 +361,10 @@ pub(crate) mod tests {
             "{md}"
         );
         assert!(md.contains("path **veth**"), "{md}");
+        assert!(
+            md.contains("**App failure** (1000 flows): ping client: the Snap host is gone"),
+            "{md}"
+        );
     }
 
     #[test]
