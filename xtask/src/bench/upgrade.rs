@@ -121,6 +121,14 @@ fn sum(run: &Run, pick: fn(&mq_report::upgrade::Check) -> u64) -> u64 {
     run.checks.iter().map(pick).sum()
 }
 
+/// `text` as one markdown table cell: one line, no column break.
+fn cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
 /// The summary: platform, one row per flow count, every upgrade, the targets.
 pub fn markdown(r: &Report) -> String {
     let mut md = String::from("# Transparent upgrade under load (`mq-bench-upgrade`)\n\n");
@@ -178,7 +186,7 @@ pub fn markdown(r: &Report) -> String {
     );
     for run in &r.runs {
         for f in &run.app_failures {
-            let _ = writeln!(md, "**App failure** ({} flows): {f}\n", run.flows);
+            let _ = writeln!(md, "**App failure** ({} flows): {}\n", run.flows, cell(f));
         }
     }
     md.push_str("## Targets (issue 12)\n\n| target | verdict | from |\n|---|---|---|\n");
@@ -192,7 +200,7 @@ pub fn markdown(r: &Report) -> String {
                 "{} | {} | {} |",
                 opt(u.gap_ms, 2),
                 opt(u.max_rtt_ms, 2),
-                u.error.as_deref().unwrap_or("")
+                cell(u.error.as_deref().unwrap_or(""))
             );
             let head = format!(
                 "| {} | {} | {:.2} | {:.1} |",
@@ -266,7 +274,7 @@ pub(crate) mod tests {
                 engines: vec![],
                 gap_ms: None,
                 max_rtt_ms: None,
-                error: Some("snapctl upgrade failed: refused".into()),
+                error: Some("snapctl upgrade failed: refused\n\nUsage: snapctl | more".into()),
             });
         }
         Run {
@@ -352,7 +360,7 @@ pub(crate) mod tests {
         // A failed upgrade is a row with its error and no invented figures.
         assert!(
             md.contains(
-                "| 1000 | 3 | 2.50 | 5.0 | - | - | - | - | - | - | - | snapctl upgrade failed: refused |"
+                "| 1000 | 3 | 2.50 | 5.0 | - | - | - | - | - | - | - | snapctl upgrade failed: refused Usage: snapctl \\| more |"
             ),
             "{md}"
         );
