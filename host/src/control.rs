@@ -59,6 +59,12 @@ pub struct ServerOptions {
     /// The configuration the runtime was started from. The operator's changes are checked
     /// against it and recorded in it; without it they are refused.
     pub pipeline: Option<Config>,
+    /// The binary an upgrade starts unless the operator names another: the host's own,
+    /// resolved when it started (`None`: the operator must name one).
+    pub binary: Option<PathBuf>,
+    /// Told once this host has handed everything over to a new process (an upgrade): the
+    /// host then exits without detaching apps or removing the socket.
+    pub handed_off: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Default of [`ServerOptions::max_connections`]: far more than the apps of one host, few
@@ -81,6 +87,8 @@ impl Default for ServerOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             engine_kinds: BTreeMap::new(),
             pipeline: None,
+            binary: None,
+            handed_off: None,
         }
     }
 }
@@ -97,6 +105,9 @@ pub enum ServerError {
     /// Something that is not a socket is in the way.
     #[error("control socket {0}: exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    /// A descriptor handed over by the host this one takes over is not what it should be.
+    #[error("control socket handed over: {0}")]
+    HandedOver(String),
     /// Another host is listening there.
     #[error("control socket {0}: another Snap host is listening there")]
     InUse(PathBuf),
@@ -111,6 +122,7 @@ pub enum ServerError {
 pub struct ControlServer {
     path: PathBuf,
     stop: Arc<OwnedFd>,
+    handed_off: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -133,6 +145,13 @@ struct Shared {
     refused: AtomicU64,
     /// Connections closed for idling or not taking a reply.
     timed_out: AtomicU64,
+    /// The listening socket (an upgrade hands it over).
+    listener: Arc<OwnedFd>,
+    /// An upgrade is running: a second one is refused.
+    upgrading: std::sync::atomic::AtomicBool,
+    /// Everything was handed over to a new process: this one serves nothing more, detaches
+    /// nothing and removes nothing.
+    handed_off: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ControlServer {
@@ -140,6 +159,39 @@ impl ControlServer {
     /// a live one is an error, as is a non-socket file at `path`.
     pub fn start(path: &Path, runtime: Arc<Runtime>, opts: ServerOptions) -> Result<Self, ServerError> {
         let listener = bind_socket(path)?;
+        Self::serve_on(path, listener, runtime, opts, Vec::new())
+    }
+
+    /// Serves on a listening socket and connections handed over by the host process this
+    /// one takes over (an upgrade): nothing is bound, the socket file stays as it is, and
+    /// each connection keeps the channels it had attached (`channels`, whose engines the
+    /// runtime now runs), so its app notices nothing.
+    pub fn adopt(
+        path: &Path,
+        listener: OwnedFd,
+        runtime: Arc<Runtime>,
+        opts: ServerOptions,
+        conns: Vec<(OwnedFd, Vec<ChannelInfo>)>,
+    ) -> Result<Self, ServerError> {
+        let listening = sockopt::socket_acceptconn(&listener)
+            .map_err(|e| ServerError::HandedOver(format!("SO_ACCEPTCONN: {e}")))?;
+        if !listening {
+            return Err(ServerError::HandedOver(
+                "the listener is not a listening socket".into(),
+            ));
+        }
+        Self::serve_on(path, listener, runtime, opts, conns)
+    }
+
+    fn serve_on(
+        path: &Path,
+        listener: OwnedFd,
+        runtime: Arc<Runtime>,
+        opts: ServerOptions,
+        conns: Vec<(OwnedFd, Vec<ChannelInfo>)>,
+    ) -> Result<Self, ServerError> {
+        let listener = Arc::new(listener);
+        let handed_off = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = Arc::new(
             eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
                 .map_err(|e| ServerError::Socket("eventfd", e))?,
@@ -155,20 +207,35 @@ impl ControlServer {
             next_conn: AtomicU64::new(1),
             refused: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
+            listener: listener.clone(),
+            upgrading: Default::default(),
+            handed_off: handed_off.clone(),
         });
+        let mut workers = Vec::new();
+        for (conn, channels) in conns {
+            workers.push(adopt_connection(&shared, conn, channels).map_err(ServerError::Thread)?);
+        }
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("snap-control".into())
-                .spawn(move || listen_loop(&listener, &stop, &shared))
+                .spawn(move || listen_loop(&listener, &stop, &shared, workers))
                 .map_err(ServerError::Thread)?
         };
         log::info!("control socket listening at {}", path.display());
         Ok(Self {
             path: path.to_owned(),
             stop,
+            handed_off,
             thread: Some(thread),
         })
+    }
+
+    /// Whether this host handed everything over to a new process (an upgrade): it must
+    /// then exit without detaching apps (use [`std::process::exit`]; the connection threads
+    /// stay blocked) and without removing the socket.
+    pub fn handed_off(&self) -> bool {
+        self.handed_off.load(Ordering::SeqCst)
     }
 
     /// Where it listens.
@@ -186,6 +253,10 @@ impl ControlServer {
         let Some(thread) = self.thread.take() else { return };
         let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
         let _ = thread.join();
+        if self.handed_off.load(Ordering::SeqCst) {
+            // The socket file is the new host's.
+            return;
+        }
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -225,8 +296,53 @@ fn bind_socket(path: &Path) -> Result<OwnedFd, ServerError> {
     Ok(fd)
 }
 
-fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+/// Serves a connection handed over by the host this one takes over, with the channels it
+/// had attached.
+fn adopt_connection(
+    shared: &Arc<Shared>,
+    conn: OwnedFd,
+    channels: Vec<ChannelInfo>,
+) -> std::io::Result<JoinHandle<()>> {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(conn);
+    shared
+        .conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, conn.clone());
+    let mut attached = Vec::new();
+    {
+        let mut registry = shared.channels.lock().unwrap_or_else(|e| e.into_inner());
+        for c in channels {
+            // An engine that did not move leaves the channel behind: the app's calls on it
+            // see no answer, as after `engine remove`.
+            let Some(handle) = shared.runtime.engine(&c.engine) else {
+                log::warn!(
+                    "handed-over channel {} of {}: no such engine here",
+                    c.channel,
+                    c.engine
+                );
+                continue;
+            };
+            attached.push(Attached {
+                handle,
+                engine: c.engine.clone(),
+                channel: c.channel,
+            });
+            registry.push((id, c));
+        }
+    }
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("snap-control-{id}"))
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || {
+            serve(&conn, &shared, id, attached);
+            shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        })
+}
+
+fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>, mut workers: Vec<JoinHandle<()>>) {
     loop {
         let mut fds = [
             PollFd::new(listener, PollFlags::IN),
@@ -239,7 +355,7 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
                 break;
             }
         }
-        if !fds[1].revents().is_empty() {
+        if !fds[1].revents().is_empty() || shared.handed_off.load(Ordering::SeqCst) {
             break;
         }
         if fds[0].revents().is_empty() {
@@ -273,7 +389,7 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
                 .name(format!("snap-control-{id}"))
                 .stack_size(CONNECTION_STACK)
                 .spawn(move || {
-                    serve(&conn, &shared, id);
+                    serve(&conn, &shared, id, Vec::new());
                     shared.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 })
         };
@@ -285,6 +401,12 @@ fn listen_loop(listener: &OwnedFd, stop: &OwnedFd, shared: &Arc<Shared>) {
                 refuse(&conn, shared);
             }
         }
+    }
+    if shared.handed_off.load(Ordering::SeqCst) {
+        // The connections are the new host's now: a shutdown would hang them up for it
+        // too (it acts on the socket, not on this process's descriptor). The threads stay
+        // blocked until the process exits.
+        return;
     }
     // Wake every connection thread out of recvmsg; each detaches its channels.
     for conn in shared.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
@@ -324,7 +446,7 @@ struct Attached {
     channel: u64,
 }
 
-fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
+fn serve(conn: &OwnedFd, shared: &Shared, id: u64, mut attached: Vec<Attached>) {
     let cred = match sockopt::socket_peercred(conn) {
         Ok(cred) => cred,
         Err(e) => {
@@ -354,7 +476,6 @@ fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
         log::warn!("control connection from pid {pid}: SO_SNDTIMEO: {e}; closing it");
         return;
     }
-    let mut attached: Vec<Attached> = Vec::new();
     let mut buf = Vec::new();
     // Whether the receive timeout is set: only while no channel is attached.
     let mut idle_timer = false;
@@ -367,7 +488,17 @@ fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
                 break;
             }
         }
-        let received = match protocol::recv::<Request>(conn.as_fd(), &mut buf) {
+        let received = protocol::recv::<Request>(conn.as_fd(), &mut buf);
+        if shared.handed_off.load(Ordering::SeqCst) {
+            // A request read after the hand-over belongs to the new host, which cannot see
+            // it now: say so rather than serve it here (or drop it silently).
+            if let Ok(Some(_)) = received {
+                let message = "this Snap host was just upgraded; send the request again".to_owned();
+                let _ = protocol::send(conn.as_fd(), &Response::Error { message }, &[]);
+            }
+            return;
+        }
+        let received = match received {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(protocol::ProtocolError::Io(rustix::io::Errno::AGAIN)) if idle_timer => {
@@ -393,7 +524,13 @@ fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
                 break;
             }
         };
+        let mut upgraded = false;
         let result = match received.msg {
+            Request::Upgrade { binary } => {
+                let r = upgrade::serve(shared, binary, (pid, uid), id);
+                upgraded = r.is_ok();
+                r
+            }
             request if request.is_operator() => operator::serve(shared, request, (pid, uid)),
             Request::Attach { engine, notify } => attach(
                 shared,
@@ -426,6 +563,16 @@ fn serve(conn: &OwnedFd, shared: &Shared, id: u64) {
             }
             break;
         }
+        if upgraded {
+            // The report is sent: this process is done (`main` exits without detaching).
+            if let Some(tx) = &shared.opts.handed_off {
+                let _ = tx.send(());
+            }
+            return;
+        }
+    }
+    if shared.handed_off.load(Ordering::SeqCst) {
+        return;
     }
     for a in attached {
         log::info!(
@@ -601,3 +748,4 @@ fn status(shared: &Shared) -> Response {
 mod operator;
 #[cfg(test)]
 mod tests;
+mod upgrade;

@@ -2,7 +2,13 @@
 //! starts the engine runtime and the control socket, and runs until SIGINT or SIGTERM, then
 //! detaches every app, stops the engines, removes the socket and prints a final status
 //! summary.
+//!
+//! With `--takeover-fd N` (given by a running host that upgrades itself) it takes that
+//! host's configuration, engines, apps and control socket over instead
+//! ([`snap_host::takeover`]); a host that handed everything over to a new one exits at once,
+//! detaching nothing and removing nothing.
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
@@ -12,8 +18,9 @@ use log::LevelFilter;
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use snap_host::config::{self, Config};
-use snap_host::control::ControlServer;
+use snap_host::control::{ControlServer, ServerOptions};
 use snap_host::process::READY_PREFIX;
+use snap_host::takeover;
 use snap_runtime::{Runtime, Status};
 
 /// Snap host: runs engines in dedicated, spreading or compacting mode and serves apps on a
@@ -22,8 +29,12 @@ use snap_runtime::{Runtime, Status};
 #[command(version)]
 struct Opts {
     /// Configuration file (TOML).
-    #[arg(long, value_name = "PATH")]
-    config: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "takeover_fd")]
+    config: Option<PathBuf>,
+    /// Take over the running host on the other end of this inherited socket (an upgrade
+    /// starts the new host so); the configuration comes from it.
+    #[arg(long, value_name = "FD", conflicts_with_all = ["config", "socket"])]
+    takeover_fd: Option<i32>,
     /// Control socket path; overrides `control_socket` in the configuration.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -48,30 +59,57 @@ fn main() -> Result<()> {
     )
     .context("initialising logging")?;
 
-    let mut config = Config::load(&opts.config, config::online_cpus())
-        .with_context(|| format!("config {}", opts.config.display()))?;
-    if let Some(socket) = opts.socket {
-        config.control_socket = socket;
-    }
-    let (groups, options) = config
-        .build()
-        .with_context(|| format!("config {}", opts.config.display()))?;
-    let runtime = Arc::new(Runtime::start(groups, options).context("starting the engine runtime")?);
+    // Resolved now: an upgrade starts this binary again even if the file was replaced.
+    let binary = std::env::current_exe().ok();
 
     // Install the handler before announcing readiness, so that a signal sent as soon as
     // "ready" is seen is always handled as a clean shutdown.
     let (stop_tx, stop_rx) = mpsc::channel();
+    let handed_off = stop_tx.clone();
     ctrlc::set_handler(move || {
         let _ = stop_tx.send(());
     })
     .context("installing the SIGINT/SIGTERM handler")?;
+    let server_opts = move |config: &Config| ServerOptions {
+        binary,
+        handed_off: Some(handed_off),
+        ..config.server_options()
+    };
 
-    let server_opts = config.server_options();
-    let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts)
-        .context("starting the control server")?;
+    let (config, runtime, server) = match opts.takeover_fd {
+        Some(fd) => {
+            // SAFETY: the host that started us passed this descriptor for us alone, open
+            // and not close-on-exec; nothing else in this process owns it.
+            let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+            let _ = rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC);
+            let t = takeover::take_over(socket, server_opts).context("taking over the running host")?;
+            (t.config, t.runtime, t.server)
+        }
+        None => {
+            let path = opts.config.expect("clap requires --config without --takeover-fd");
+            let mut config = Config::load(&path, config::online_cpus())
+                .with_context(|| format!("config {}", path.display()))?;
+            if let Some(socket) = opts.socket {
+                config.control_socket = socket;
+            }
+            let (groups, options) = config
+                .build()
+                .with_context(|| format!("config {}", path.display()))?;
+            let runtime = Arc::new(Runtime::start(groups, options).context("starting the engine runtime")?);
+            let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts(&config))
+                .context("starting the control server")?;
+            (config, runtime, server)
+        }
+    };
     println!("{READY_PREFIX}{}", config.control_socket.display());
 
     let _ = stop_rx.recv();
+    if server.handed_off() {
+        // Everything is the new host's: no detach, no socket removal, no engine stop (the
+        // frozen engines hold nothing any more). Connection threads are still blocked.
+        log::info!("handed over to the new host; exiting");
+        std::process::exit(0);
+    }
     log::info!("shutting down");
     // Control plane first: it detaches every app through the engines' mailboxes, which
     // need the engines' threads still running.

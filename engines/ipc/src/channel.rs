@@ -50,6 +50,11 @@ use crate::shm::{SharedMem, ShmError};
 /// memfd, engine doorbell page memfd, engine doorbell eventfd.
 pub const HOST_FDS: usize = 4;
 
+/// Descriptors an engine end is made of without the app's completion doorbell
+/// ([`ChannelEngineEnd::dup_fds`]): request ring memfd, response ring memfd, engine doorbell
+/// page memfd, engine doorbell eventfd.
+pub const ENGINE_END_FDS: usize = 4;
+
 /// Descriptors an app that asked for completion notifications sends to the host, in this
 /// order: completion doorbell page memfd, completion doorbell eventfd (from
 /// [`Doorbell::fds`]).
@@ -398,6 +403,72 @@ impl ChannelEngineEnd {
         self.doorbell.cancel_want_space();
     }
 
+    /// Duplicates of the descriptors this end is made of, to hand it to another process (a
+    /// host upgrade; see [`ChannelEngineEnd::from_fds`]): request ring memfd, response ring
+    /// memfd, engine doorbell page memfd and eventfd, then the app's completion doorbell
+    /// page memfd and eventfd if the app asked to be notified ([`ENGINE_END_FDS`] or
+    /// [`ENGINE_END_FDS`] + [`APP_FDS`] in all).
+    pub fn dup_fds(&self) -> Result<Vec<OwnedFd>, ChannelError> {
+        let (page, efd) = self.doorbell.fds();
+        let mut fds = vec![
+            dup(self.requests.shared_mem().as_fd())?,
+            dup(self.responses.shared_mem().as_fd())?,
+            dup(page)?,
+            dup(efd)?,
+        ];
+        if let Some(c) = &self.completion {
+            let (page, efd) = c.fds();
+            fds.push(dup(page)?);
+            fds.push(dup(efd)?);
+        }
+        Ok(fds)
+    }
+
+    /// Takes over an engine end from the descriptors [`ChannelEngineEnd::dup_fds`] gave in
+    /// another process: both rings where they stand (messages not yet popped are still
+    /// there), the doorbell with its armed state. Every descriptor is validated as the app
+    /// validates the host's (ring headers, sealed memfds, doorbell pages, eventfds).
+    pub fn from_fds(fds: Vec<OwnedFd>) -> Result<Self, ChannelError> {
+        let got = fds.len();
+        if got != ENGINE_END_FDS && got != ENGINE_END_FDS + APP_FDS {
+            return Err(ChannelError::FdCount {
+                expected: ENGINE_END_FDS,
+                got,
+            });
+        }
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().expect("counted above");
+        let requests = attach_ring(next(), "request")?.into_consumer();
+        let response = attach_ring(next(), "response")?;
+        // What `responses_full` compares with: the response ring's own capacity.
+        let capacity = response.capacity();
+        let responses = response.into_producer();
+        let doorbell = Doorbell::from_fds(next(), next()).map_err(|source| match source {
+            DoorbellError::NotAnEventfd { found } => ChannelError::NotAnEventfd {
+                which: "engine",
+                found,
+            },
+            source => ChannelError::Doorbell {
+                which: "engine",
+                source,
+            },
+        })?;
+        let completion = if got > ENGINE_END_FDS {
+            Some(ringer(next(), next(), "completion")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            request_probe: requests.probe(),
+            requests,
+            response_probe: responses.probe(),
+            responses,
+            capacity,
+            doorbell,
+            completion,
+        })
+    }
+
     /// Tells the app that the engine quarantined this channel and why, and wakes it if it
     /// is blocked. The engine drops its end afterwards.
     pub fn quarantine(&self, reason: CloseReason) {
@@ -655,6 +726,44 @@ mod tests {
             app.recv_timeout(&mut buf, Duration::from_millis(5)).unwrap(),
             None
         );
+    }
+
+    /// An engine end rebuilt from its descriptors (a host upgrade) serves where the old one
+    /// stopped: a request pushed before the move is popped after it, the app's completion
+    /// doorbell still rings, and the old end's armed doorbell is seen armed.
+    #[test]
+    fn engine_end_moves_by_its_descriptors() {
+        let (mut old, mut app) = AppChannel::pair(small(), true).unwrap();
+        app.send(b"before").unwrap();
+        old.doorbell().arm();
+        let fds = old.dup_fds().unwrap();
+        assert_eq!(fds.len(), ENGINE_END_FDS + APP_FDS);
+        drop(old);
+        let mut new = ChannelEngineEnd::from_fds(fds).unwrap();
+        assert!(new.notifies());
+        assert!(new.doorbell().is_armed());
+        let mut buf = [0u8; 64];
+        let n = new.requests().try_pop(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..n], b"before");
+        new.responses().push(b"after").unwrap();
+        assert!(new.notify_app() || !app.completion().unwrap().is_armed());
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(5));
+        assert_eq!(&buf[..5], b"after");
+    }
+
+    #[test]
+    fn engine_end_from_wrong_descriptors_is_an_error() {
+        let (old, _app) = AppChannel::pair(small(), false).unwrap();
+        let mut fds = old.dup_fds().unwrap();
+        assert_eq!(fds.len(), ENGINE_END_FDS);
+        fds.pop();
+        assert!(matches!(
+            ChannelEngineEnd::from_fds(fds),
+            Err(ChannelError::FdCount { .. })
+        ));
+        let mut fds = old.dup_fds().unwrap();
+        fds.swap(0, 3);
+        assert!(ChannelEngineEnd::from_fds(fds).is_err());
     }
 
     /// The backpressure pair under real threads: an engine that blocks whenever the

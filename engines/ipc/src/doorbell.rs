@@ -215,6 +215,18 @@ impl Doorbell {
         (self.inner.mem.as_fd(), self.inner.eventfd.as_fd())
     }
 
+    /// Takes over a doorbell whose descriptors came from [`Doorbell::fds`] of its owner in
+    /// another process (a host upgrade: the new host becomes the owner). Its state (armed,
+    /// counters, close reason) is kept where it stands. Refuses memory that is not a
+    /// doorbell page and a descriptor that is not an eventfd.
+    pub fn from_fds(page: OwnedFd, eventfd: OwnedFd) -> Result<Self, DoorbellError> {
+        check_eventfd(&eventfd)?;
+        let mem = SharedMem::from_fd(page)?;
+        Ok(Self {
+            inner: Arc::new(Inner::check(mem, eventfd)?),
+        })
+    }
+
     /// A producer end in this process.
     pub fn ringer(&self) -> Ringer {
         Ringer {
@@ -296,6 +308,11 @@ impl Ringer {
         } else {
             false
         }
+    }
+
+    /// The descriptors (page memfd, eventfd), to hand this producer end to another process.
+    pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (self.inner.mem.as_fd(), self.inner.eventfd.as_fd())
     }
 
     /// The owner's close reason code, 0 while the channel is open.

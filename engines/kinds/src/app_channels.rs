@@ -19,7 +19,10 @@
 //!   probe and flags "space wanted" in its doorbell's page; the app rings the doorbell when
 //!   it pops, and [`AppChannels::resume_backpressured`] puts the channel back.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use snap_ipc::channel::{
     completion_ringer, AppChannel, ChannelEngineEnd, ChannelShape, CloseReason, APP_FDS,
@@ -46,6 +49,17 @@ impl Attached {
     pub fn serving(&self) -> bool {
         self.quarantined.is_none() && !self.backpressured
     }
+}
+
+/// What a new host needs to take an engine's channels over (with their descriptors, in
+/// this order): the ids, so that apps keep naming their channels as before, and the next
+/// id, so that ids are never reused across the move either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelsState {
+    /// The next id to give.
+    pub next_id: u64,
+    /// Each channel's id and how many descriptors its engine end is made of.
+    pub channels: Vec<(u64, usize)>,
 }
 
 /// The channels of one engine.
@@ -191,6 +205,71 @@ impl AppChannels {
             backpressured: false,
         });
         id
+    }
+
+    /// The channels' state and duplicates of their descriptors, for a new host process.
+    /// Called between steps, so no channel is awaiting its reap; a backpressured channel
+    /// moves as a plain one (the new engine finds its response ring full and waits again).
+    pub fn export(&self) -> Result<(ChannelsState, Vec<OwnedFd>), String> {
+        let mut fds = Vec::new();
+        let mut channels = Vec::with_capacity(self.list.len());
+        for c in self.list.iter().filter(|c| c.quarantined.is_none()) {
+            let mine = c.end.dup_fds().map_err(|e| format!("channel {}: {e}", c.id))?;
+            channels.push((c.id, mine.len()));
+            fds.extend(mine);
+        }
+        let state = ChannelsState {
+            next_id: self.next_id,
+            channels,
+        };
+        Ok((state, fds))
+    }
+
+    /// Channels taken over from another process: `state` and the descriptors
+    /// [`Self::export`] gave there, in order. Every channel's descriptors are validated; a
+    /// count that does not add up, a repeated id or an id at or above `next_id` is an
+    /// error, and nothing is kept.
+    pub fn adopt(rings: RingSet, state: ChannelsState, fds: Vec<OwnedFd>) -> Result<Self, String> {
+        let needed: usize = state.channels.iter().map(|&(_, n)| n).sum();
+        if needed != fds.len() {
+            return Err(format!(
+                "the state names {needed} channel descriptors, {} were handed over",
+                fds.len()
+            ));
+        }
+        let mut fds = fds.into_iter();
+        let mut list: Vec<Attached> = Vec::with_capacity(state.channels.len());
+        for (id, n) in state.channels {
+            if id >= state.next_id || list.iter().any(|c| c.id == id) {
+                return Err(format!("channel id {id} repeated or not below the next id"));
+            }
+            let end = ChannelEngineEnd::from_fds(fds.by_ref().take(n).collect())
+                .map_err(|e| format!("channel {id}: {e}"))?;
+            list.push(Attached {
+                id,
+                end,
+                quarantined: None,
+                backpressured: false,
+            });
+        }
+        let mut channels = Self::new(rings, state.next_id);
+        for c in &list {
+            channels.rings.insert(c.id, c.end.request_probe());
+        }
+        channels.list = list;
+        Ok(channels)
+    }
+
+    /// Takes every channel out of the work probe (`paused`), or puts the serving ones back:
+    /// a frozen engine's thread must not be woken by input it will not read.
+    pub fn set_paused(&mut self, paused: bool) {
+        for c in &self.list {
+            if paused {
+                self.rings.remove(c.id);
+            } else if c.serving() {
+                self.rings.insert(c.id, c.end.request_probe());
+            }
+        }
     }
 
     /// Makes a new [`AppChannel`] of `shape` for an app's attach request (echo-style

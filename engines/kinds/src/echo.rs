@@ -16,11 +16,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app_channels::AppChannels;
+use std::os::fd::OwnedFd;
+
+use crate::app_channels::{AppChannels, ChannelsState};
+use crate::moving;
 use snap_ipc::channel::{ChannelEngineEnd, ChannelShape, CloseReason};
 use snap_ipc::PushError;
 use snap_runtime::{AppFacing, AttachReply, AttachRequest, ChannelLedger};
-use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
+use snap_runtime::{Engine, Movable, RingSet, RunOutcome, WakeSource, WorkProbe};
 
 /// Requests handled per `run()` by default: bounds the step so that the other engines on a
 /// thread (and control operations) get their turn within a few microseconds.
@@ -49,6 +52,15 @@ pub struct EchoEngine {
     stats: EchoStats,
     /// The request, copied in from the app's ring (never read in place: snap_ipc::peer).
     scratch: Vec<u8>,
+    /// Stopped for an upgrade ([`Movable::freeze`]): serves nothing.
+    frozen: bool,
+}
+
+/// What moves to a new host (with the channels' descriptors).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EchoState {
+    channels: ChannelsState,
+    stats: EchoStats,
 }
 
 impl EchoEngine {
@@ -61,7 +73,32 @@ impl EchoEngine {
             channels: AppChannels::new(RingSet::default(), 1),
             stats: EchoStats::default(),
             scratch: Vec::new(),
+            frozen: false,
         }
+    }
+
+    /// The engine another host process exported ([`Movable`]): `state` is its final
+    /// export and `fds` the descriptors it handed over. Apps keep their channels and ids.
+    pub fn import(
+        name: impl Into<String>,
+        work_ns: u64,
+        state: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Self, String> {
+        let st: EchoState = moving::decode(state)?;
+        let mut e = Self::new(name, work_ns);
+        e.channels = AppChannels::adopt(RingSet::default(), st.channels, fds)?;
+        e.stats = st.stats;
+        Ok(e)
+    }
+
+    fn state(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+        let (channels, fds) = self.channels.export()?;
+        let bytes = moving::encode(&EchoState {
+            channels,
+            stats: self.stats,
+        })?;
+        Ok((bytes, fds))
     }
 
     /// Changes the per-step bound (at least 1).
@@ -165,7 +202,7 @@ impl Engine for EchoEngine {
 
     fn run(&mut self, _now: Instant) -> RunOutcome {
         let n = self.channels.len();
-        if n == 0 {
+        if n == 0 || self.frozen {
             return RunOutcome::IDLE;
         }
         self.channels.resume_backpressured();
@@ -204,7 +241,14 @@ impl Engine for EchoEngine {
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
+        if self.frozen {
+            return Vec::new();
+        }
         self.channels.doorbells().collect()
+    }
+
+    fn movable(&mut self) -> Option<&mut dyn Movable> {
+        Some(self)
     }
 
     fn work_probe(&self) -> WorkProbe {
@@ -216,8 +260,45 @@ impl Engine for EchoEngine {
     }
 }
 
+/// Every export is whole (see [`crate::moving`]); the descriptors are duplicated at
+/// `hand_over`, after which the engine drops its channels without closing them for the
+/// apps (no quarantine: the new host serves them).
+impl Movable for EchoEngine {
+    fn export_full(&mut self) -> Result<Vec<u8>, String> {
+        self.state().map(|(bytes, _)| bytes)
+    }
+
+    fn export_delta(&mut self) -> Result<Vec<u8>, String> {
+        self.export_full()
+    }
+
+    fn freeze(&mut self) -> Result<Vec<u8>, String> {
+        self.frozen = true;
+        self.channels.set_paused(true);
+        self.export_full()
+    }
+
+    fn thaw(&mut self) {
+        self.frozen = false;
+        self.channels.set_paused(false);
+    }
+
+    fn hand_over(&mut self) -> Result<Vec<OwnedFd>, String> {
+        let (_, fds) = self.state()?;
+        self.channels = AppChannels::new(RingSet::default(), 1);
+        Ok(fds)
+    }
+}
+
 impl AppFacing for EchoEngine {
     fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
+        if self.frozen {
+            // Its final state is already written: a channel made now would not move.
+            return Err(format!(
+                "engine {} is moving to a new host; attach again",
+                self.name
+            ));
+        }
         self.channels.attach_app(request, ChannelShape::default())
     }
 
@@ -253,6 +334,42 @@ mod tests {
 
     fn now() -> Instant {
         Instant::now()
+    }
+
+    /// The engine moves by its state and descriptors: a request pushed while the old
+    /// engine is frozen is answered by the new one, on the same channel id, counters kept;
+    /// a thawed engine serves again; an unknown state format is refused.
+    #[test]
+    fn moves_by_state_and_descriptors() {
+        let mut old = EchoEngine::new("e", 0);
+        let (id, mut app) = attach(&mut old, 8, true);
+        app.send(b"one").unwrap();
+        old.run(now());
+        let mut buf = [0u8; 64];
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(3));
+        let m = Movable::freeze(&mut old).unwrap();
+        app.send(b"two").unwrap();
+        assert_eq!(old.run(now()), RunOutcome::IDLE);
+        assert!(old.wake_sources().is_empty());
+        Movable::thaw(&mut old);
+        assert_eq!(old.run(now()).items, 1);
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(3));
+        let state = Movable::freeze(&mut old).unwrap();
+        assert_ne!(m, state, "the counters moved on");
+        app.send(b"three").unwrap();
+        let fds = old.hand_over().unwrap();
+        drop(old);
+        let mut new = EchoEngine::import("e", 0, &state, fds).unwrap();
+        assert_eq!(new.channel_ids(), vec![id]);
+        assert_eq!(new.run(now()).items, 1);
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(5));
+        assert_eq!(&buf[..5], b"three");
+        assert_eq!(new.stats().echoed, 3);
+        let future = String::from_utf8(state)
+            .unwrap()
+            .replace("\"format\":1", "\"format\":9");
+        let err = EchoEngine::import("e", 0, future.as_bytes(), Vec::new()).unwrap_err();
+        assert!(err.contains("format 9"), "{err}");
     }
 
     #[test]

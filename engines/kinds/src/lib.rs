@@ -10,5 +10,6 @@
 
 pub mod app_channels;
 pub mod echo;
+pub mod moving;
 pub mod relay;
 pub mod udp_echo;

@@ -8,12 +8,13 @@
 
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::echo::spin;
-use snap_runtime::{Engine, RunOutcome, WakeSource, WorkProbe};
+use crate::moving;
+use snap_runtime::{Engine, Movable, RunOutcome, WakeSource, WorkProbe};
 
 /// Datagrams handled per `run()` by default.
 pub const DEFAULT_BATCH: u32 = 32;
@@ -43,13 +44,26 @@ pub struct UdpEchoEngine {
     batch: u32,
     buf: Vec<u8>,
     stats: UdpEchoStats,
+    /// Stopped for an upgrade ([`Movable::freeze`]): reads nothing.
+    frozen: bool,
+}
+
+/// What moves to a new host (with the socket's descriptor).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UdpEchoState {
+    stats: UdpEchoStats,
 }
 
 impl UdpEchoEngine {
     /// Binds a nonblocking socket to `addr` (port 0 picks a free port; see
     /// [`Self::local_addr`]). `work_ns` is busy-waited per datagram.
     pub fn bind(name: impl Into<String>, addr: SocketAddr, work_ns: u64) -> io::Result<Self> {
-        let socket = UdpSocket::bind(addr)?;
+        Self::from_socket(name, UdpSocket::bind(addr)?, work_ns)
+    }
+
+    /// An engine on a socket that is already bound (e.g. handed over by the host process
+    /// this one upgrades): datagrams queued in it are still there.
+    pub fn from_socket(name: impl Into<String>, socket: UdpSocket, work_ns: u64) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         Ok(Self {
             name: name.into(),
@@ -58,7 +72,32 @@ impl UdpEchoEngine {
             batch: DEFAULT_BATCH,
             buf: vec![0; MAX_DATAGRAM],
             stats: UdpEchoStats::default(),
+            frozen: false,
         })
+    }
+
+    /// The engine another host process exported ([`Movable`]): its final state and its
+    /// socket (one descriptor, checked to be a UDP socket).
+    pub fn import(
+        name: impl Into<String>,
+        work_ns: u64,
+        state: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Self, String> {
+        let st: UdpEchoState = moving::decode(state)?;
+        let [fd]: [OwnedFd; 1] = fds
+            .try_into()
+            .map_err(|v: Vec<OwnedFd>| format!("a UDP echo engine needs 1 descriptor, got {}", v.len()))?;
+        let ty =
+            rustix::net::sockopt::socket_type(&fd).map_err(|e| format!("the handed-over socket: {e}"))?;
+        if ty != rustix::net::SocketType::DGRAM {
+            return Err(format!(
+                "the handed-over descriptor is not a datagram socket ({ty:?})"
+            ));
+        }
+        let mut e = Self::from_socket(name, UdpSocket::from(fd), work_ns).map_err(|e| e.to_string())?;
+        e.stats = st.stats;
+        Ok(e)
     }
 
     /// Changes the per-step bound (at least 1).
@@ -84,6 +123,9 @@ impl Engine for UdpEchoEngine {
     }
 
     fn run(&mut self, _now: Instant) -> RunOutcome {
+        if self.frozen {
+            return RunOutcome::IDLE;
+        }
         let mut items = 0u32;
         while items < self.batch {
             let (n, from) = match self.socket.recv_from(&mut self.buf) {
@@ -119,12 +161,50 @@ impl Engine for UdpEchoEngine {
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
+        if self.frozen {
+            // Level triggered: a readable socket would wake a thread that reads nothing.
+            return Vec::new();
+        }
         let fd: Arc<dyn AsFd + Send + Sync> = self.socket.clone();
         vec![WakeSource::Readable(fd)]
     }
 
     fn work_probe(&self) -> WorkProbe {
         WorkProbe::never()
+    }
+
+    fn movable(&mut self) -> Option<&mut dyn Movable> {
+        Some(self)
+    }
+}
+
+/// The state is the counters (the socket is the rest); the socket's descriptor is
+/// duplicated at `hand_over`, and the kernel keeps its queue for the new host.
+impl Movable for UdpEchoEngine {
+    fn export_full(&mut self) -> Result<Vec<u8>, String> {
+        moving::encode(&UdpEchoState { stats: self.stats })
+    }
+
+    fn export_delta(&mut self) -> Result<Vec<u8>, String> {
+        self.export_full()
+    }
+
+    fn freeze(&mut self) -> Result<Vec<u8>, String> {
+        self.frozen = true;
+        self.export_full()
+    }
+
+    fn thaw(&mut self) {
+        self.frozen = false;
+    }
+
+    fn hand_over(&mut self) -> Result<Vec<OwnedFd>, String> {
+        let fd = self
+            .socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?;
+        Ok(vec![fd])
     }
 }
 

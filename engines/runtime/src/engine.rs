@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::app_facing::AppFacing;
+use crate::movable::Movable;
 use snap_ipc::Doorbell;
 use snap_ipc::RingProbe;
 
@@ -159,6 +160,12 @@ pub trait Engine: Any + Send {
     /// The engine's app-attachment interface, if apps attach to it (the control plane's
     /// `attach` uses this, so it works for any app-facing engine type).
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
+        None
+    }
+
+    /// The engine's upgrade interface, if its state can move to a new host process. `None`:
+    /// an upgrade refuses this engine's host before anything moves.
+    fn movable(&mut self) -> Option<&mut dyn Movable> {
         None
     }
 

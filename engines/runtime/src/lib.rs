@@ -22,7 +22,8 @@
 //! mailbox operation, so no other engine's thread pauses for it.
 //!
 //! [`engine`] is the trait and what an engine tells the runtime, [`app_facing`] how the
-//! control plane attaches apps to an engine; `worker` is the thread loop, `compacting` the
+//! control plane attaches apps to an engine, [`movable`] how an engine's state leaves it for
+//! a new host process; `worker` is the thread loop, `compacting` the
 //! rebalancer's decisions, `monitor` the sampling thread, `placement` pinning and class
 //! membership, `cpu_time` the kernel's per-thread accounting behind the status report
 //! (whose types are `snap_ipc::control::status`, shared with clients).
@@ -34,6 +35,7 @@ mod cpu_time;
 pub mod engine;
 pub mod mailbox;
 mod monitor;
+pub mod movable;
 mod placement;
 mod stats;
 mod worker;
@@ -50,6 +52,7 @@ pub use app_facing::{AppFacing, AttachReply, AttachRequest, ChannelLedger, Quara
 pub use compacting::{CompactingParams, FULL, PACK};
 pub use engine::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
 pub use mailbox::ControlError;
+pub use movable::Movable;
 pub use snap_ipc::control::status::{EngineHealth, EngineStatus, GroupStatus, Status, ThreadStatus};
 
 use mailbox::{ControlOp, Mailbox};

@@ -2,7 +2,8 @@
 //! shows what runs where (`status`) and changes the pipeline while it runs (`engine add`,
 //! `engine remove`, `group add`, `group remove`); the host checks every change as it
 //! checks its configuration file and refuses bad ones with the field at fault, changing
-//! nothing.
+//! nothing. `upgrade` replaces the host process by a new one that takes over its engines
+//! and apps, and prints how long each engine paused.
 //!
 //! ```text
 //!   snapctl ── control socket (root or the host's user) ──▶ snap-host ──▶ engine runtime
@@ -10,12 +11,14 @@
 //!
 //! Modules, one concern each: [`host`] connects (telling a missing host from a stale
 //! socket), [`table`] reads the TOML tables to send, [`status`] prints the status,
-//! [`fail`] the errors people read and the exit codes.
+//! [`upgrade`] prints an upgrade's report, [`fail`] the errors people read and the exit
+//! codes.
 
 mod fail;
 mod host;
 mod status;
 mod table;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +54,20 @@ enum Command {
     /// Adds or removes a group with its engines.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Replaces the running snap-host process by a new one that takes over every engine
+    /// (state and descriptors), every app connection and the control socket; apps keep
+    /// their sessions. Prints each engine's brownout and blackout.
+    Upgrade(UpgradeOpts),
+}
+
+#[derive(Debug, Args)]
+struct UpgradeOpts {
+    /// The new snap-host binary (default: the binary the running host was started from).
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
+    /// Prints the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +165,25 @@ fn run(opts: Opts) -> anyhow::Result<()> {
                     .group_add(&table)
                     .map_err(|e| fail::request(e, "adding a group"))?
             );
+        }
+        Command::Upgrade(u) => {
+            let binary = match &u.binary {
+                Some(b) => Some(
+                    std::fs::canonicalize(b)
+                        .with_context(|| format!("--binary {}", b.display()))?
+                        .to_string_lossy()
+                        .into_owned(),
+                ),
+                None => None,
+            };
+            let report = client
+                .upgrade(binary.as_deref())
+                .map_err(|e| fail::request(e, "upgrading the host"))?;
+            if u.json {
+                println!("{}", serde_json::to_string(&report).context("report as JSON")?);
+            } else {
+                print!("{}", upgrade::render(&report));
+            }
         }
         Command::Group(GroupCommand::Remove { name }) => {
             let what = format!("removing group {name:?}");

@@ -2,7 +2,7 @@
 //! accepts, and the checks of its kind-specific fields. [`super::pipeline`] builds them, all
 //! in one match.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{invalid, ConfigError, EngineConfig};
 
@@ -48,6 +48,12 @@ impl<'de> Deserialize<'de> for EngineKind {
             let known: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
             serde::de::Error::custom(format!("unknown kind {name:?} (known: {})", known.join(", ")))
         })
+    }
+}
+
+impl Serialize for EngineKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -51,7 +51,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use snap_runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
 
 pub use fuzz::{fuzz_parse, ConfigFuzzOutcome};
@@ -93,7 +93,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Path of the control socket.
@@ -123,7 +123,7 @@ fn default_true() -> bool {
 }
 
 /// The `[control]` table: limits of the control server (see `crate::control`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
     /// Control connections open at once; more are refused with an error.
@@ -156,7 +156,7 @@ fn default_stuck_after_ms() -> u64 {
 }
 
 /// One `[[group]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupConfig {
     /// Unique group name.
@@ -180,7 +180,7 @@ pub struct GroupConfig {
 }
 
 /// One `[[group.engine]]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Unique engine name (across the host).
@@ -231,6 +231,13 @@ impl Config {
         let config: Self = toml::from_str(text)?;
         config.validate(cpus)?;
         Ok(config)
+    }
+
+    /// The configuration as TOML text that [`parse`](Self::parse) reads back as it is: how
+    /// the running configuration (with the operator's changes) goes to the host process
+    /// that takes this one over in an upgrade.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| invalid("config", format!("cannot write it as TOML: {e}")))
     }
 
     /// Reads `path` and [`parse`](Self::parse)s it.
@@ -422,6 +429,8 @@ impl Config {
                 .map(|e| (e.name.clone(), e.kind.as_str().to_owned()))
                 .collect(),
             pipeline: Some(self.clone()),
+            binary: None,
+            handed_off: None,
         }
     }
 
@@ -451,7 +460,7 @@ impl Config {
 
 impl GroupConfig {
     /// The runtime's spec of this group, with its built engines.
-    fn spec(&self, engines: Vec<Box<dyn snap_runtime::Engine>>) -> GroupSpec {
+    pub fn spec(&self, engines: Vec<Box<dyn snap_runtime::Engine>>) -> GroupSpec {
         let g = self;
         let defaults = CompactingParams::default();
         GroupSpec {
@@ -479,6 +488,7 @@ impl GroupConfig {
 
 mod change;
 mod fuzz;
+pub mod import;
 pub mod kind;
 mod pipeline;
 mod pony;

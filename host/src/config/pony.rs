@@ -332,6 +332,34 @@ pub(super) fn build(name: &str, work_ns: u64, options: &Table) -> Result<Box<dyn
     Ok(Box::new(PonyEngine::new(name, nic, engine)))
 }
 
+/// Whether this host reads a Pony engine's exported state (its format version);
+/// `claimed`: the test hook of [`super::import`].
+pub(super) fn check_state(state: &[u8], claimed: Option<u16>) -> Result<(), String> {
+    let info = PonyEngine::check_snapshot(state).map_err(|e| e.to_string())?;
+    if let Some(v) = claimed.filter(|&v| v != pony_engine::FORMAT_VERSION) {
+        return Err(format!(
+            "unsupported state format version {} (this host reads version {v})",
+            pony_engine::FORMAT_VERSION
+        ));
+    }
+    let _ = info;
+    Ok(())
+}
+
+/// The Pony engine `name` rebuilt from its exports and the descriptors of its state's fd
+/// table. Not reached while the Pony engine is not movable (the upgrade refuses it first).
+pub(super) fn import(
+    name: &str,
+    _options: &Table,
+    _full: &[u8],
+    _deltas: &[Vec<u8>],
+    _fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<Box<dyn Engine>, String> {
+    Err(format!(
+        "{name}: Pony engines do not move between host processes yet"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

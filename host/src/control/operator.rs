@@ -130,7 +130,7 @@ fn set_kinds(
 /// Closes the control connections that hold a channel of one of `engines` (already
 /// removed): their apps see the host gone. Their connection threads then detach what is
 /// left, as on any hang-up. Returns how many were closed.
-fn disconnect_apps(shared: &Shared, engines: &[&str]) -> usize {
+pub(super) fn disconnect_apps(shared: &Shared, engines: &[&str]) -> usize {
     let conns: HashSet<u64> = shared
         .channels
         .lock()

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use rustix::net::{connect, sockopt, SocketAddrUnix};
 
-use super::protocol::{self, HostStatus, ProtocolError, Request, Response};
+use super::protocol::{self, HostStatus, ProtocolError, Request, Response, UpgradeReport};
 use crate::channel::{ChannelAppEnd, ChannelError};
 use crate::doorbell::{Doorbell, DoorbellError};
 
 /// How long a request waits for the host's answer before giving up.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`SnapClient::upgrade`] waits: every engine's brownout and blackout, bounded by
+/// the host's own limits on rounds and on each step of the transfer.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +254,24 @@ impl SnapClient {
     fn change(&mut self, request: Request) -> Result<String, ClientError> {
         match self.call(&request, &[])? {
             (Response::Changed { summary }, _) => Ok(summary),
+            (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Operator: replaces the host process by a new one (`binary`, or the host's own) that
+    /// takes over its engines and apps. Waits up to [`UPGRADE_TIMEOUT`] for the report.
+    pub fn upgrade(&mut self, binary: Option<&str>) -> Result<UpgradeReport, ClientError> {
+        let timeout = Some(UPGRADE_TIMEOUT);
+        sockopt::set_socket_timeout(&self.socket, sockopt::Timeout::Recv, timeout)
+            .map_err(|e| ClientError::Protocol(ProtocolError::Io(e)))?;
+        let request = Request::Upgrade {
+            binary: binary.map(str::to_owned),
+        };
+        let got = self.call(&request, &[]);
+        let timeout = Some(REPLY_TIMEOUT);
+        let _ = sockopt::set_socket_timeout(&self.socket, sockopt::Timeout::Recv, timeout);
+        match got? {
+            (Response::Upgraded { report }, _) => Ok(report),
             (other, _) => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -18,5 +18,5 @@ pub mod status;
 
 pub use client::{ClientError, SnapClient};
 pub use fuzz::{fuzz_recv, ControlFuzzOutcome};
-pub use protocol::{ChannelInfo, ControlStats, HostStatus, Request, Response};
+pub use protocol::{ChannelInfo, ControlStats, EngineMove, HostStatus, Request, Response, UpgradeReport};
 pub use status::{EngineHealth, EngineStatus, GroupStatus, Status, ThreadStatus};

@@ -95,6 +95,12 @@ pub enum Request {
         /// Group name.
         group: String,
     },
+    /// Operator: replace this host process by a new one that takes over its engines, apps
+    /// and control socket (docs/UPGRADE.md). Answered once the new host serves.
+    Upgrade {
+        /// The new host's binary; by default the binary the running host was started from.
+        binary: Option<String>,
+    },
 }
 
 impl Request {
@@ -106,6 +112,7 @@ impl Request {
                 | Self::EngineRemove { .. }
                 | Self::GroupAdd { .. }
                 | Self::GroupRemove { .. }
+                | Self::Upgrade { .. }
         )
     }
 }
@@ -141,11 +148,47 @@ pub enum Response {
         /// What changed, for people.
         summary: String,
     },
+    /// The host was upgraded: a new process serves from now on.
+    Upgraded {
+        /// What moved and how long it took.
+        report: UpgradeReport,
+    },
     /// The request failed, or the connection is refused.
     Error {
         /// Why, for people.
         message: String,
     },
+}
+
+/// What an upgrade did (`snapctl upgrade --json` prints it as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// The process that served before.
+    pub old_pid: u32,
+    /// The process that serves now.
+    pub new_pid: u32,
+    /// From the request to the new host serving every engine and app connection.
+    pub total_ms: f64,
+    /// Each engine, in the order it moved.
+    pub engines: Vec<EngineMove>,
+}
+
+/// How one engine moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineMove {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// From the first export to the freeze: the engine kept serving.
+    pub brownout_ms: f64,
+    /// From the freeze to the new engine's first step in the new process: the engine's
+    /// flows and apps waited.
+    pub blackout_ms: f64,
+    /// Exports before the freeze (the full snapshot and the deltas).
+    pub rounds: u32,
+    /// Bytes of state sent, every export included.
+    pub state_bytes: u64,
 }
 
 /// The runtime's status plus the control plane's view of attached apps.

@@ -118,6 +118,11 @@ impl Producer {
     pub fn max_message_len(&self) -> usize {
         self.shared.max_message_len()
     }
+
+    /// The ring's region, e.g. to hand its descriptor to a process that takes this end over.
+    pub fn shared_mem(&self) -> &crate::SharedMem {
+        &self.shared.mem
+    }
 }
 
 /// The consuming end of a ring. `Send`, not `Sync`: one thread at a time.
@@ -142,6 +147,11 @@ impl Consumer {
         super::RingProbe {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The ring's region, e.g. to hand its descriptor to a process that takes this end over.
+    pub fn shared_mem(&self) -> &crate::SharedMem {
+        &self.shared.mem
     }
 
     /// Looks at the oldest message without consuming it: its length is known (checked

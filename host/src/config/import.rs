@@ -1,0 +1,75 @@
+//! Engines rebuilt from the state and descriptors another host process handed over (an
+//! upgrade, `crate::takeover`), kind by kind: the counterpart of [`super::pipeline`]'s
+//! building from the configuration. Each kind checks its own state format first, so an
+//! unreadable state is refused before the old engine freezes.
+//!
+//! Test hook: `SNAP_HOST_TEST_STATE_FORMAT=N` makes this host claim it reads state format
+//! `N` only (every kind), standing in for a new binary that cannot read the running one's
+//! state; nothing else reaches that failure with real processes.
+
+use std::os::fd::OwnedFd;
+
+use snap_engines::echo::EchoEngine;
+use snap_engines::moving;
+use snap_engines::udp_echo::UdpEchoEngine;
+use snap_runtime::Engine;
+
+use super::{EngineConfig, EngineKind};
+
+/// The test hook's variable (see the module documentation).
+pub const TEST_STATE_FORMAT_VAR: &str = "SNAP_HOST_TEST_STATE_FORMAT";
+
+fn claimed_format() -> Option<u16> {
+    std::env::var(TEST_STATE_FORMAT_VAR).ok()?.parse().ok()
+}
+
+/// Whether this host can read `state`, an export of engine `e` (full snapshot or final
+/// delta). `Err` says why not.
+pub fn check_state(e: &EngineConfig, state: &[u8]) -> Result<(), String> {
+    match e.kind {
+        EngineKind::Echo | EngineKind::UdpEcho => {
+            let found = moving::state_format(state)?;
+            let supported = claimed_format().unwrap_or(moving::STATE_FORMAT);
+            if found != supported {
+                return Err(format!(
+                    "state format {found} is not supported (this host reads format {supported})"
+                ));
+            }
+            Ok(())
+        }
+        EngineKind::Pony => super::pony::check_state(state, claimed_format()),
+        EngineKind::Relay => Err("relay engines do not move".into()),
+    }
+}
+
+/// Engine `e` rebuilt from its exports (`full`, then `deltas` in order, the last one the
+/// final delta) and the descriptors handed over with them.
+pub fn import(
+    e: &EngineConfig,
+    full: &[u8],
+    deltas: &[Vec<u8>],
+    fds: Vec<OwnedFd>,
+) -> Result<Box<dyn Engine>, String> {
+    let last = deltas.last().map_or(full, Vec::as_slice);
+    match e.kind {
+        // Every export of these kinds is whole: the last one is the state.
+        EngineKind::Echo => Ok(Box::new(EchoEngine::import(
+            e.name.clone(),
+            e.work_ns,
+            last,
+            fds,
+        )?)),
+        EngineKind::UdpEcho => Ok(Box::new(UdpEchoEngine::import(
+            e.name.clone(),
+            e.work_ns,
+            last,
+            fds,
+        )?)),
+        EngineKind::Pony => {
+            let empty = toml::Table::new();
+            let options = e.options.as_ref().unwrap_or(&empty);
+            super::pony::import(&e.name, options, full, deltas, fds)
+        }
+        EngineKind::Relay => Err("relay engines do not move".into()),
+    }
+}
