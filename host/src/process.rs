@@ -4,6 +4,11 @@
 //!
 //! The ready line (`snap-host: ready, control socket at PATH`) is the binary's contract with
 //! these callers; [`READY_PREFIX`] and `main.rs` print and parse it in one place.
+//!
+//! An upgrade (`snapctl upgrade`) replaces the host process by one the old host started:
+//! [`HostProcess::upgraded`] follows it. The caller becomes a child subreaper when it starts
+//! a host, so that the new process, orphaned when the old one exits, becomes its child and
+//! is reaped (and its exit status read) like the first.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -66,6 +71,8 @@ fn config_text(socket: &Path, config: &str) -> String {
 #[derive(Debug)]
 pub struct HostProcess {
     child: Child,
+    /// The process serving now, if an upgrade replaced `child`.
+    successor: Option<Pid>,
     socket: PathBuf,
     /// Its stdout after the ready line, one line at a time.
     output: mpsc::Receiver<String>,
@@ -82,15 +89,33 @@ impl HostProcess {
         timeout: Duration,
         echo: Option<&'static str>,
     ) -> Result<Self, ProcessError> {
+        Self::start_with_env(bin, dir, config, timeout, echo, &[])
+    }
+
+    /// [`Self::start`] with more environment variables for the host (e.g. the test hooks
+    /// of `crate::takeover` and `crate::config::import`; an upgrade's new host inherits
+    /// them).
+    pub fn start_with_env(
+        bin: &Path,
+        dir: &Path,
+        config: &str,
+        timeout: Duration,
+        echo: Option<&'static str>,
+        env: &[(&str, &str)],
+    ) -> Result<Self, ProcessError> {
         let socket = dir.join("snap.sock");
         let path = dir.join("snap.toml");
         std::fs::write(&path, config_text(&socket, config))
             .map_err(io(format!("writing {}", path.display())))?;
+        // Idempotent, process-wide: a host's successor (an upgrade) is reparented to us.
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(|e| io("PR_SET_CHILD_SUBREAPER")(e.into()))?;
         let mut child = Command::new(bin)
             .arg("--config")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .envs(env.iter().copied())
             .spawn()
             .map_err(io(format!("starting {}", bin.display())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -107,6 +132,7 @@ impl HostProcess {
         });
         let mut host = Self {
             child,
+            successor: None,
             socket,
             output,
         };
@@ -140,9 +166,27 @@ impl HostProcess {
         &self.socket
     }
 
-    /// Its process id.
+    /// The id of the process serving now (the successor after an upgrade).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match self.successor {
+            Some(p) => p.as_raw_nonzero().get() as u32,
+            None => self.child.id(),
+        }
+    }
+
+    /// Follows an upgrade: `new_pid` (from the upgrade's report) serves now. Waits up to
+    /// `timeout` for the old process to exit, and returns its exit status. Its stdout is
+    /// the new one's too, so [`Self::line_containing`] keeps reading.
+    pub fn upgraded(&mut self, new_pid: u32, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        let new = Pid::from_raw(new_pid as i32).ok_or_else(|| ProcessError::Io {
+            what: format!("following the upgrade to pid {new_pid}"),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        })?;
+        let status = match self.successor.replace(new) {
+            None => wait_child(&mut self.child, timeout)?,
+            Some(old) => wait_pid(old, timeout)?,
+        };
+        Ok(status)
     }
 
     /// The next line of its stdout containing `pattern`, from `pattern` on, waiting up to
@@ -162,12 +206,25 @@ impl HostProcess {
 
     /// SIGKILL, and reap it.
     pub fn kill(&mut self) {
+        if let Some(p) = self.successor {
+            let _ = kill_process(p, Signal::KILL);
+            let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// SIGTERM, then its exit status (within `timeout`, else it is killed).
     pub fn terminate(mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        if let Some(p) = self.successor {
+            if let Err(e) = kill_process(p, Signal::TERM) {
+                return Err(ProcessError::Io {
+                    what: "sending SIGTERM to snap-host".into(),
+                    source: e.into(),
+                });
+            }
+            return wait_pid(p, timeout);
+        }
         if let Err(e) = kill_process(Pid::from_child(&self.child), Signal::TERM) {
             return Err(ProcessError::Io {
                 what: "sending SIGTERM to snap-host".into(),
@@ -184,6 +241,42 @@ impl HostProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().map_err(io("waiting for snap-host"))? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            return Err(ProcessError::NoExit(timeout));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits up to `timeout` for `pid`, a child of ours (adopted as subreaper), to exit.
+fn wait_pid(pid: Pid, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+    use std::os::unix::process::ExitStatusExt;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG) {
+            Ok(Some((_, status))) => return Ok(ExitStatus::from_raw(status.as_raw())),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(ProcessError::Io {
+                    what: format!("waiting for snap-host pid {}", pid.as_raw_nonzero()),
+                    source: e.into(),
+                })
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(ProcessError::NoExit(timeout));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

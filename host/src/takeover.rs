@@ -18,6 +18,12 @@
 //! If the old host goes away before the control socket moved, this process exits: the
 //! descriptors it holds close, so the apps of engines that moved see `HostGone` (the old
 //! host, the only other holder, is gone too).
+//!
+//! Test hook: with `SNAP_HOST_TEST_TAKEOVER_PAUSE_MS=MS` the new host sleeps that long
+//! after it has started `SNAP_HOST_TEST_TAKEOVER_PAUSE_AFTER` engines (default 0: before
+//! the first), so that a test can kill either process in the middle of a transfer, or ask
+//! for a second upgrade while one runs; nothing else makes those moments last long enough
+//! to be hit with real processes.
 
 pub mod wire;
 
@@ -94,7 +100,8 @@ pub fn take_over(socket: OwnedFd, server_opts: impl FnOnce(&Config) -> ServerOpt
         Runtime::start(Vec::new(), config.runtime_options()).context("starting the engine runtime")?,
     );
     let mut started_groups = HashSet::new();
-    for name in &engines {
+    for (i, name) in engines.iter().enumerate() {
+        test_pause(i, sock);
         let (group, e) = config
             .group
             .iter()
@@ -161,15 +168,16 @@ pub fn take_over(socket: OwnedFd, server_opts: impl FnOnce(&Config) -> ServerOpt
         Msg::Control { conns } => conns,
         other => bail!("expected the control socket, got {other:?}"),
     };
-    let mut fds = wire::recv_fds(sock, "control", conns.len() + 1)
+    let groups = wire::recv_fds(sock, "control", conns.len() + 1)
         .map_err(|e| anyhow!("the control socket's descriptors: {e}"))?;
-    if fds.len() != conns.len() + 1 {
+    if groups.len() != conns.len() + 1 || groups.iter().any(|g| g.len() != 1) {
         bail!(
             "{} control descriptors for {} connections",
-            fds.len(),
+            groups.len(),
             conns.len()
         );
     }
+    let mut fds: Vec<OwnedFd> = groups.into_iter().flatten().collect();
     let listener = fds.remove(0);
     let conns = fds
         .into_iter()
@@ -197,6 +205,27 @@ pub fn take_over(socket: OwnedFd, server_opts: impl FnOnce(&Config) -> ServerOpt
         runtime,
         server,
     })
+}
+
+/// The test hook (see the module documentation), before engine `i` moves. The pause ends
+/// early if the old host goes away, as a real new host would notice at once.
+fn test_pause(i: usize, sock: std::os::fd::BorrowedFd<'_>) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = var("SNAP_HOST_TEST_TAKEOVER_PAUSE_MS") {
+        if var("SNAP_HOST_TEST_TAKEOVER_PAUSE_AFTER").unwrap_or(0) == i as u64 {
+            log::warn!("test hook: pausing {ms} ms before engine {i} moves");
+            // No event asked for: only a hang-up (or error) ends the wait early.
+            let mut fds = [rustix::event::PollFd::new(
+                &sock,
+                rustix::event::PollFlags::empty(),
+            )];
+            let ts = rustix::event::Timespec {
+                tv_sec: (ms / 1000) as i64,
+                tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+            };
+            let _ = rustix::event::poll(&mut fds, Some(&ts));
+        }
+    }
 }
 
 fn send(sock: std::os::fd::BorrowedFd<'_>, msg: &Msg) -> Result<()> {

@@ -733,7 +733,7 @@ mod tests {
     /// doorbell still rings, and the old end's armed doorbell is seen armed.
     #[test]
     fn engine_end_moves_by_its_descriptors() {
-        let (mut old, mut app) = AppChannel::pair(small(), true).unwrap();
+        let (old, mut app) = AppChannel::pair(small(), true).unwrap();
         app.send(b"before").unwrap();
         old.doorbell().arm();
         let fds = old.dup_fds().unwrap();

@@ -283,10 +283,11 @@ impl Movable for EchoEngine {
         self.channels.set_paused(false);
     }
 
-    fn hand_over(&mut self) -> Result<Vec<OwnedFd>, String> {
+    /// One group: the channels' descriptors, counted per channel in the state.
+    fn hand_over(&mut self) -> Result<Vec<Vec<OwnedFd>>, String> {
         let (_, fds) = self.state()?;
         self.channels = AppChannels::new(RingSet::default(), 1);
-        Ok(fds)
+        Ok(vec![fds])
     }
 }
 
@@ -357,7 +358,7 @@ mod tests {
         let state = Movable::freeze(&mut old).unwrap();
         assert_ne!(m, state, "the counters moved on");
         app.send(b"three").unwrap();
-        let fds = old.hand_over().unwrap();
+        let fds = old.hand_over().unwrap().into_iter().flatten().collect();
         drop(old);
         let mut new = EchoEngine::import("e", 0, &state, fds).unwrap();
         assert_eq!(new.channel_ids(), vec![id]);

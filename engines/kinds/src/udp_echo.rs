@@ -198,13 +198,13 @@ impl Movable for UdpEchoEngine {
         self.frozen = false;
     }
 
-    fn hand_over(&mut self) -> Result<Vec<OwnedFd>, String> {
+    fn hand_over(&mut self) -> Result<Vec<Vec<OwnedFd>>, String> {
         let fd = self
             .socket
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| e.to_string())?;
-        Ok(vec![fd])
+        Ok(vec![vec![fd]])
     }
 }
 

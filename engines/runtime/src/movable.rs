@@ -22,9 +22,10 @@ pub trait Movable {
     fn freeze(&mut self) -> Result<Vec<u8>, String>;
     /// Resumes a frozen engine whose state was refused: nothing has moved.
     fn thaw(&mut self);
-    /// Gives up the descriptors the state needs, in the order the state names them. The
+    /// Gives up the descriptors the state needs, one group per object (a channel is
+    /// several descriptors, a socket one), in the order the state names the objects. The
     /// engine stays frozen and never serves again: its objects now belong to the new
     /// process, and dropping it must not touch them (a channel is not quarantined, a pool
     /// reference is not released).
-    fn hand_over(&mut self) -> Result<Vec<OwnedFd>, String>;
+    fn hand_over(&mut self) -> Result<Vec<Vec<OwnedFd>>, String>;
 }

@@ -48,27 +48,28 @@ pub fn import(
     e: &EngineConfig,
     full: &[u8],
     deltas: &[Vec<u8>],
-    fds: Vec<OwnedFd>,
+    groups: Vec<Vec<OwnedFd>>,
 ) -> Result<Box<dyn Engine>, String> {
     let last = deltas.last().map_or(full, Vec::as_slice);
+    let flat = |g: Vec<Vec<OwnedFd>>| g.into_iter().flatten().collect::<Vec<_>>();
     match e.kind {
         // Every export of these kinds is whole: the last one is the state.
         EngineKind::Echo => Ok(Box::new(EchoEngine::import(
             e.name.clone(),
             e.work_ns,
             last,
-            fds,
+            flat(groups),
         )?)),
         EngineKind::UdpEcho => Ok(Box::new(UdpEchoEngine::import(
             e.name.clone(),
             e.work_ns,
             last,
-            fds,
+            flat(groups),
         )?)),
         EngineKind::Pony => {
             let empty = toml::Table::new();
             let options = e.options.as_ref().unwrap_or(&empty);
-            super::pony::import(&e.name, options, full, deltas, fds)
+            super::pony::import(&e.name, options, full, deltas, groups)
         }
         EngineKind::Relay => Err("relay engines do not move".into()),
     }

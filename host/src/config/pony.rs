@@ -347,17 +347,50 @@ pub(super) fn check_state(state: &[u8], claimed: Option<u16>) -> Result<(), Stri
 }
 
 /// The Pony engine `name` rebuilt from its exports and the descriptors of its state's fd
-/// table. Not reached while the Pony engine is not movable (the upgrade refuses it first).
+/// table (one group per entry, the NIC's socket first).
 pub(super) fn import(
     name: &str,
-    _options: &Table,
-    _full: &[u8],
-    _deltas: &[Vec<u8>],
-    _fds: Vec<std::os::fd::OwnedFd>,
+    options: &Table,
+    full: &[u8],
+    deltas: &[Vec<u8>],
+    groups: Vec<Vec<std::os::fd::OwnedFd>>,
 ) -> Result<Box<dyn Engine>, String> {
-    Err(format!(
-        "{name}: Pony engines do not move between host processes yet"
-    ))
+    let Options { nic, faults, engine } = parse(options)?;
+    let last = deltas.last().map_or(full, Vec::as_slice);
+    let info = PonyEngine::check_snapshot(last).map_err(|e| e.to_string())?;
+    if info.fds.first() != Some(&pony_engine::FdUse::Nic) {
+        return Err("the state's fd table does not start with the NIC".into());
+    }
+    let mut groups = groups.into_iter();
+    let nic: Box<dyn Nic> = match nic {
+        NicOptions::Udp { mtu, .. } => {
+            let socket = match groups.next().map(|mut g| (g.len(), g.pop())) {
+                Some((1, Some(fd))) => fd,
+                _ => return Err("the NIC's socket was not handed over (one descriptor)".into()),
+            };
+            let ty =
+                rustix::net::sockopt::socket_type(&socket).map_err(|e| format!("the NIC's socket: {e}"))?;
+            if ty != rustix::net::SocketType::DGRAM {
+                return Err(format!("the NIC's descriptor is not a datagram socket ({ty:?})"));
+            }
+            let nic = UdpNic::from_socket(std::net::UdpSocket::from(socket))
+                .map_err(|e| format!("the NIC's socket: {e}"))?;
+            let nic = match mtu {
+                Some(m) => nic.with_mtu(m),
+                None => nic,
+            };
+            Box::new(nic)
+        }
+        _ => return Err("only a Pony engine on a UDP NIC moves between host processes".into()),
+    };
+    let nic: Box<dyn Nic> = match faults {
+        Some(cfg) => Box::new(FaultyNic::new(nic).on_send(cfg)),
+        None => nic,
+    };
+    let handover =
+        pony_engine::Handover::from_fds(&info.fds[1..], groups.collect()).map_err(|e| e.to_string())?;
+    let e = PonyEngine::import(name, nic, engine, full, deltas, handover).map_err(|e| e.to_string())?;
+    Ok(Box::new(e))
 }
 
 #[cfg(test)]

@@ -299,7 +299,7 @@ impl Transfer<'_> {
         )
         .map_err(|e| self.lost(e))?;
         self.verdict(name)?;
-        let fds: Vec<OwnedFd> = on_engine(handle, name, |m| m.hand_over())?;
+        let fds: Vec<Vec<OwnedFd>> = on_engine(handle, name, |m| m.hand_over())?;
         self.frozen = None;
         self.moved.push(name.to_owned());
         wire::send_fds(self.socket.as_fd(), name, &fds).map_err(|e| self.lost(e))?;
@@ -336,14 +336,17 @@ impl Transfer<'_> {
             .map(|(id, c)| (*id, c.clone()))
             .collect();
         let registry = shared.channels.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut fds = vec![shared
+        let mut fds = vec![vec![shared
             .listener
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| format!("dup: {e}"))?];
+            .map_err(|e| format!("dup: {e}"))?]];
         let mut moving = Vec::with_capacity(conns.len());
         for (id, c) in &conns {
-            fds.push(c.as_fd().try_clone_to_owned().map_err(|e| format!("dup: {e}"))?);
+            fds.push(vec![c
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("dup: {e}"))?]);
             let channels = registry
                 .iter()
                 .filter(|(conn, _)| conn == id)

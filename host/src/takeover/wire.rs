@@ -88,6 +88,9 @@ pub enum Msg {
         owner: String,
         /// Whether this is the set's last message.
         last: bool,
+        /// On the set's first message: how the set's descriptors group into objects (a
+        /// channel is several, a socket one), in order.
+        groups: Vec<usize>,
     },
     /// New → old: `engine` was rebuilt from its state and descriptors, and its thread has
     /// taken it at `started_ns` (`CLOCK_MONOTONIC`); or why it could not be.
@@ -249,10 +252,10 @@ pub fn recv_state(socket: BorrowedFd<'_>, len: u64, limit: u64) -> Result<Vec<u8
     Ok(bytes)
 }
 
-/// Sends a set of descriptors in as many [`Msg::Fds`] as needed (at least one, so that an
-/// empty set is announced too).
-pub fn send_fds(socket: BorrowedFd<'_>, owner: &str, fds: &[OwnedFd]) -> Result<(), WireError> {
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+/// Sends a set of descriptors, grouped by object, in as many [`Msg::Fds`] as needed (at
+/// least one, so that an empty set is announced too).
+pub fn send_fds(socket: BorrowedFd<'_>, owner: &str, groups: &[Vec<OwnedFd>]) -> Result<(), WireError> {
+    let borrowed: Vec<BorrowedFd<'_>> = groups.iter().flatten().map(|f| f.as_fd()).collect();
     let mut chunks: Vec<&[BorrowedFd<'_>]> = borrowed.chunks(MAX_FDS).collect();
     if chunks.is_empty() {
         chunks.push(&[]);
@@ -262,19 +265,31 @@ pub fn send_fds(socket: BorrowedFd<'_>, owner: &str, fds: &[OwnedFd]) -> Result<
         let msg = Msg::Fds {
             owner: owner.to_owned(),
             last: i + 1 == n,
+            groups: if i == 0 {
+                groups.iter().map(Vec::len).collect()
+            } else {
+                Vec::new()
+            },
         };
         send(socket, &msg, &[], c)?;
     }
     Ok(())
 }
 
-/// Receives a set of descriptors sent by [`send_fds`] for `owner`, at most `limit`.
-pub fn recv_fds(socket: BorrowedFd<'_>, owner: &str, limit: usize) -> Result<Vec<OwnedFd>, WireError> {
+/// Receives a set of descriptors sent by [`send_fds`] for `owner`, at most `limit`, in
+/// their groups.
+pub fn recv_fds(socket: BorrowedFd<'_>, owner: &str, limit: usize) -> Result<Vec<Vec<OwnedFd>>, WireError> {
     let mut all = Vec::new();
+    let mut sizes: Option<Vec<usize>> = None;
     loop {
         let r = recv(socket)?;
         match r.msg {
-            Msg::Fds { owner: o, last } if o == owner => {
+            Msg::Fds {
+                owner: o,
+                last,
+                groups,
+            } if o == owner => {
+                sizes.get_or_insert(groups);
                 all.extend(r.fds);
                 if all.len() > limit {
                     return Err(WireError::Malformed(format!(
@@ -282,7 +297,7 @@ pub fn recv_fds(socket: BorrowedFd<'_>, owner: &str, limit: usize) -> Result<Vec
                     )));
                 }
                 if last {
-                    return Ok(all);
+                    break;
                 }
             }
             other => {
@@ -292,6 +307,19 @@ pub fn recv_fds(socket: BorrowedFd<'_>, owner: &str, limit: usize) -> Result<Vec
             }
         }
     }
+    let sizes = sizes.unwrap_or_default();
+    if sizes.iter().sum::<usize>() != all.len() {
+        return Err(WireError::Malformed(format!(
+            "{} descriptors received for {owner}, the groups say {}",
+            all.len(),
+            sizes.iter().sum::<usize>()
+        )));
+    }
+    let mut fds = all.into_iter();
+    Ok(sizes
+        .into_iter()
+        .map(|n| fds.by_ref().take(n).collect())
+        .collect())
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the two processes' common clock.
@@ -321,10 +349,10 @@ mod tests {
         let state: Vec<u8> = (0..3 * MAX_CHUNK + 17).map(|i| i as u8).collect();
         let t = std::thread::spawn(move || {
             send_state(a.as_fd(), "e", Phase::Full, None, &state).unwrap();
-            let fds: Vec<OwnedFd> = (0..MAX_FDS + 5)
-                .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap())
-                .collect();
-            send_fds(a.as_fd(), "e", &fds).unwrap();
+            let fd = || rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+            let groups: Vec<Vec<OwnedFd>> =
+                vec![(0..MAX_FDS + 3).map(|_| fd()).collect(), vec![fd()], vec![fd()]];
+            send_fds(a.as_fd(), "e", &groups).unwrap();
             send_fds(a.as_fd(), "none", &[]).unwrap();
             a
         });
@@ -336,7 +364,9 @@ mod tests {
         let got = recv_state(b.as_fd(), len, 1 << 20).unwrap();
         assert_eq!(got.len(), 3 * MAX_CHUNK + 17);
         assert!(got.iter().enumerate().all(|(i, &x)| x == i as u8));
-        assert_eq!(recv_fds(b.as_fd(), "e", 1000).unwrap().len(), MAX_FDS + 5);
+        let groups = recv_fds(b.as_fd(), "e", 1000).unwrap();
+        let sizes: Vec<usize> = groups.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![MAX_FDS + 3, 1, 1]);
         assert!(recv_fds(b.as_fd(), "none", 0).unwrap().is_empty());
         drop(t.join().unwrap());
         assert!(matches!(recv(b.as_fd()), Err(WireError::Closed)));

@@ -72,6 +72,7 @@ mod entry;
 mod flows;
 mod link;
 mod listeners;
+mod moving;
 mod outbox;
 mod pending;
 mod sessions;
@@ -83,6 +84,8 @@ pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
 use pony_express::app::{
@@ -140,6 +143,9 @@ pub struct PonyEngine {
     transfer: Option<upgrade::Transfer>,
     /// Frozen for a transfer's blackout: steps do nothing.
     frozen: bool,
+    /// `frozen`, for the work probe (the runtime's thread): a frozen engine's input must
+    /// not keep its thread from blocking.
+    paused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PonyEngine {
@@ -171,6 +177,7 @@ impl PonyEngine {
             sources_changed: false,
             transfer: None,
             frozen: false,
+            paused: Arc::default(),
         }
     }
 
@@ -912,6 +919,10 @@ impl Engine for PonyEngine {
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
+        if self.frozen {
+            // The NIC's socket is level triggered: it would wake a thread that reads nothing.
+            return Vec::new();
+        }
         let mut v: Vec<WakeSource> = self.link.nic().wake_source().into_iter().collect();
         v.extend(self.sessions.doorbells());
         v
@@ -921,7 +932,10 @@ impl Engine for PonyEngine {
         let nic = self.link.nic().work_probe();
         let rings = self.sessions.rings().clone();
         let space = self.sessions.space().clone();
-        WorkProbe::new(move || nic.has_work() || rings.any_pending() || space.any_space())
+        let paused = self.paused.clone();
+        WorkProbe::new(move || {
+            !paused.load(Relaxed) && (nic.has_work() || rings.any_pending() || space.any_space())
+        })
     }
 
     fn poll_at(&self) -> Option<Instant> {
@@ -934,6 +948,11 @@ impl Engine for PonyEngine {
 
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
         Some(self)
+    }
+
+    /// Movable when its NIC is (a UDP socket; not AF_XDP or the shared-memory wire).
+    fn movable(&mut self) -> Option<&mut dyn snap_runtime::Movable> {
+        self.link.nic().dup_for_handover().is_some().then_some(self as _)
     }
 
     /// [`PonyStats`], as JSON.

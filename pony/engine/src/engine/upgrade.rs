@@ -210,9 +210,9 @@ pub(super) struct Transfer {
 /// what the descriptor table's descriptors are in two.
 #[derive(Debug)]
 pub struct Handover {
-    sessions: BTreeMap<u64, (ChannelEngineEnd, Arc<Pool>)>,
-    regions: HashMap<u32, Arc<SharedMem>>,
-    staged: Vec<((u64, u64), OwnedFd)>,
+    pub(super) sessions: BTreeMap<u64, (ChannelEngineEnd, Arc<Pool>)>,
+    pub(super) regions: HashMap<u32, Arc<SharedMem>>,
+    pub(super) staged: Vec<((u64, u64), OwnedFd)>,
 }
 
 fn monotonic_ns() -> u64 {
@@ -299,12 +299,14 @@ impl PonyEngine {
         }
         self.link.flush_stash(&mut self.stats);
         self.frozen = true;
+        self.paused.store(true, std::sync::atomic::Ordering::Relaxed);
         self.next_delta()
     }
 
     /// The new engine refused the state: resume as if no transfer had happened.
     pub fn thaw(&mut self) {
         self.frozen = false;
+        self.paused.store(false, std::sync::atomic::Ordering::Relaxed);
         self.transfer = None;
     }
 
@@ -318,6 +320,12 @@ impl PonyEngine {
     /// forgotten rather than dropped (see the module documentation); the NIC is dropped
     /// (the importer's NIC is on a duplicate of its socket).
     pub fn hand_over(mut self) -> Handover {
+        self.take_objects()
+    }
+
+    /// [`Self::hand_over`] in place: the engine stays, frozen and empty (it is dropped
+    /// later by the runtime's thread, with nothing left to release).
+    pub(super) fn take_objects(&mut self) -> Handover {
         std::mem::forget(self.flows.drain());
         let sessions = self
             .sessions
@@ -334,7 +342,7 @@ impl PonyEngine {
         }
     }
 
-    fn fd_table(&self) -> Vec<FdUse> {
+    pub(super) fn fd_table(&self) -> Vec<FdUse> {
         let mut fds = vec![FdUse::Nic];
         for (id, _) in self.sessions.iter() {
             fds.push(FdUse::SessionChannel(id));
@@ -525,6 +533,7 @@ impl PonyEngine {
             sources_changed: true,
             transfer: None,
             frozen: false,
+            paused: Arc::default(),
         })
     }
 }

@@ -172,6 +172,14 @@ pub trait Nic: Send {
     /// What wakes a blocked engine when packets arrive.
     fn wake_source(&self) -> Option<WakeSource>;
 
+    /// A duplicate of the descriptor this NIC is made of, for a new host process that
+    /// takes the engine over (an upgrade) and rebuilds the NIC on it. `None`: this NIC
+    /// cannot move between processes (its state is not all in one descriptor), and an
+    /// upgrade refuses its engine before anything moves.
+    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        None
+    }
+
     /// Whether packets are already waiting, callable from the runtime's thread (see the
     /// module documentation). The default never sees work: right for descriptor-woken NICs.
     fn work_probe(&self) -> WorkProbe {
@@ -243,6 +251,9 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn wake_source(&self) -> Option<WakeSource> {
         (**self).wake_source()
+    }
+    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        (**self).dup_for_handover()
     }
     fn work_probe(&self) -> WorkProbe {
         (**self).work_probe()

@@ -278,6 +278,12 @@ impl Nic for UdpNic {
         Some(WakeSource::Readable(self.socket.clone()))
     }
 
+    /// The socket: datagrams queued in it stay queued for the new host.
+    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        use std::os::fd::AsFd;
+        Some(self.socket.as_fd().try_clone_to_owned())
+    }
+
     fn mtu(&self) -> usize {
         self.mtu
     }

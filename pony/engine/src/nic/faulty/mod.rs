@@ -389,6 +389,13 @@ impl<N: Nic> Nic for FaultyNic<N> {
         self.inner.wake_source()
     }
 
+    /// The inner NIC's: the faults are configuration, rebuilt by the new host. Packets
+    /// held back for later release (delay, reordering) are not moved: they are lost, as
+    /// the faults they stand for may lose them.
+    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        self.inner.dup_for_handover()
+    }
+
     fn work_probe(&self) -> WorkProbe {
         let inner = self.inner.work_probe();
         let queued = self.rx_queued.clone();
