@@ -118,7 +118,6 @@ fn main() -> Result<()> {
         snapctl: binary(opts.snapctl, "snapctl")?,
         binary: opts.binary,
     };
-    hosts::adopt_orphans()?;
     ctrlc::set_handler(|| {
         eprintln!("mq-bench-upgrade: interrupted; stopping the hosts and removing the namespaces");
         hosts::kill_all();

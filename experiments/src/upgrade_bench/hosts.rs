@@ -5,10 +5,10 @@
 //!
 //! A process keeps the network namespace it was started in, so each host is spawned from a
 //! thread inside its namespace ([`Veth::open_in`]); the host that an upgrade starts is the
-//! old one's child and inherits it. When the old host exits, its successor is orphaned: this
-//! process is made the child subreaper ([`adopt_orphans`]) so that the successor is
-//! reparented here and its exit can be reaped. [`Hosts`] stops the current host A (whoever
-//! it is after the upgrades) and host B when dropped, before the namespaces go.
+//! old one's child and inherits it. `HostProcess` follows the upgrade (this process is the
+//! child subreaper, so the successor is reparented here and reaped), and [`Hosts`] stops
+//! whichever process serves host A after the upgrades, and host B, when dropped, before the
+//! namespaces go.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use mq_report::upgrade::EngineMove;
-use rustix::process::{kill_process, Pid, Signal, WaitOptions};
+use rustix::process::{kill_process, Pid, Signal};
 use serde::Deserialize;
 use snap_host::process::HostProcess;
 
@@ -32,12 +32,6 @@ const PORT: u16 = 7100;
 /// Host processes alive now (for the Ctrl-C handler, which must stop them before it
 /// removes their namespaces).
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-/// Makes this process the subreaper of its descendants, so that a host started by an
-/// upgrade becomes our child when its parent (the old host) exits.
-pub fn adopt_orphans() -> Result<()> {
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).context("PR_SET_CHILD_SUBREAPER")
-}
 
 /// SIGKILLs every live host (the Ctrl-C handler).
 pub fn kill_all() {
@@ -70,8 +64,6 @@ fn config(bind: &str) -> String {
 pub struct Hosts {
     a: HostProcess,
     b: HostProcess,
-    /// Host A's process now (a successor after an upgrade).
-    a_pid: u32,
     socket: [PathBuf; 2],
     addr: [String; 2],
     dir: PathBuf,
@@ -102,7 +94,6 @@ impl Hosts {
         let a = start(0)?;
         let b = start(1)?;
         Ok(Self {
-            a_pid: a.pid(),
             socket: [a.socket().to_owned(), b.socket().to_owned()],
             a,
             b,
@@ -127,68 +118,30 @@ impl Hosts {
         let t0 = Instant::now();
         let r = run_snapctl(snapctl, &self.socket[0], binary);
         let took = t0.elapsed();
-        if let Ok(u) = &r {
-            if u.new_pid != self.a_pid {
+        let r = r.and_then(|u| {
+            let old = self.a.pid();
+            if u.new_pid != old {
+                // The old process exits once every engine has moved; wait for it, so that
+                // the next upgrade starts from one host process.
+                let status = self.a.upgraded(u.new_pid, Duration::from_secs(10));
+                track(old, false);
                 track(u.new_pid, true);
-                if self.a_pid != self.a.pid() {
-                    // A successor from an earlier upgrade exited; reap it.
-                    reap(self.a_pid, Duration::from_secs(5));
-                }
-                track(self.a_pid, false);
-                self.a_pid = u.new_pid;
+                status.with_context(|| format!("the old host (pid {old}) after the upgrade"))?;
             }
-        }
+            Ok(u)
+        });
         (took, r)
-    }
-
-    /// Host A's process id now.
-    pub fn a_pid(&self) -> u32 {
-        self.a_pid
     }
 }
 
 impl Drop for Hosts {
     fn drop(&mut self) {
-        if self.a_pid != self.a.pid() {
-            if let Some(pid) = Pid::from_raw(self.a_pid as i32) {
-                let _ = kill_process(pid, Signal::TERM);
-                if !reap(self.a_pid, Duration::from_secs(5)) {
-                    let _ = kill_process(pid, Signal::KILL);
-                    reap(self.a_pid, Duration::from_secs(5));
-                }
-            }
-            track(self.a_pid, false);
+        for host in [&mut self.a, &mut self.b] {
+            let pid = host.pid();
+            host.kill();
+            track(pid, false);
         }
-        self.a.kill();
-        self.b.kill();
-        track(self.a.pid(), false);
-        track(self.b.pid(), false);
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Waits up to `timeout` for `pid` (our child or adopted orphan) to exit and reaps it;
-/// whether it did.
-fn reap(pid: u32, timeout: Duration) -> bool {
-    let Some(p) = Pid::from_raw(pid as i32) else {
-        return true;
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        match rustix::process::waitpid(Some(p), WaitOptions::NOHANG) {
-            Ok(Some(_)) => return true,
-            // Not our child (no subreaper): exited once /proc has no such process.
-            Err(_) => {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    return true;
-                }
-            }
-            Ok(None) => {}
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
