@@ -238,6 +238,11 @@ fn echo_apps_keep_their_channels_and_engine_changes_still_work() {
         let report = upgrade(&mut host);
         let kinds: Vec<&str> = report.engines.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["echo", "echo", "udp_echo"]);
+        // The new host announces itself on the stdout it inherited.
+        let ready = host
+            .process
+            .line_containing(snap_host::process::READY_PREFIX, TIMEOUT);
+        assert!(ready.is_some_and(|l| l.ends_with(&host.socket.display().to_string())));
         // The UDP socket moved: a datagram to the same port is echoed by the new host.
         udp.send_to(&[round; 100], ("127.0.0.1", udp_port)).unwrap();
         let mut buf = [0u8; 200];
@@ -472,4 +477,42 @@ fn upgrade_with_many_flows() {
         p(0.99),
         blackouts[blackouts.len() - 1]
     );
+}
+
+/// An engine that cannot move refuses the upgrade before anything moves, naming the engine
+/// and its kind; the host keeps serving as before.
+#[test]
+fn an_engine_that_cannot_move_refuses_the_upgrade_up_front() {
+    let config = r#"
+microquanta = false
+[[group]]
+name = "g"
+mode = "spreading"
+[[group.engine]]
+name = "echo0"
+kind = "echo"
+[[group.engine]]
+name = "relay0"
+kind = "relay"
+next = "echo0"
+"#;
+    let host = Host::with_config(config);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    let mut ch = client.attach("echo0", true).unwrap();
+    echo_once(&mut ch, 1).unwrap();
+    let err = SnapClient::connect(&host.socket)
+        .unwrap()
+        .upgrade(None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"echo0\" (kind echo) cannot move")
+            || err.contains("\"relay0\" (kind relay) cannot move"),
+        "{err}"
+    );
+    assert!(err.contains("nothing moved"), "{err}");
+    echo_once(&mut ch, 2).unwrap();
+    let pid = host.process.pid();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(client.status().unwrap().channels_of("echo0"), 1);
 }

@@ -1,7 +1,8 @@
 //! `snapctl upgrade` against a real `snap-host`: the text report and the JSON one (the
 //! shape `cargo xtask bench upgrade` reads), an echo app served across both, `--binary`
-//! naming the new host, and a refusal (an upgrade to a binary that does not exist) that
-//! exits non-zero with the reason and leaves the host serving.
+//! naming the new host, a refusal (an upgrade to a path the host cannot start) that exits
+//! non-zero with the reason and leaves the host serving, and a user allowed to run apps
+//! but not to upgrade.
 
 mod common;
 
@@ -69,4 +70,14 @@ fn a_failed_upgrade_exits_non_zero_and_the_host_keeps_serving() {
     );
     app.round_trip().unwrap();
     assert_eq!(host.status().channels_of("echo0"), 1);
+}
+
+#[test]
+fn only_root_and_the_hosts_user_may_upgrade() {
+    let host = Host::start(&format!("allowed_uids = [65534]\n{CONFIG}"));
+    let pid = host.process.pid();
+    let err = failed(&host.snapctl_as(65534, &["upgrade"]), 1);
+    assert!(err.contains("uid 65534 may not upgrade this Snap host"), "{err}");
+    assert_eq!(host.process.pid(), pid);
+    assert_eq!(host.status().runtime.groups.len(), 1);
 }

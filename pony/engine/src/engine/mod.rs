@@ -966,6 +966,13 @@ impl AppFacing for PonyEngine {
     /// size-sealed region memfds, registered now (grants in `details.regions`). Out: the
     /// session's [`pony_express::app::session::SESSION_FDS`] descriptors.
     fn attach_app(&mut self, mut request: AttachRequest) -> Result<AttachReply, String> {
+        if self.frozen {
+            // Its final state is written: a session made now would not move with it.
+            return Err(format!(
+                "engine {} is moving to a new host; attach again",
+                self.name
+            ));
+        }
         let bell = if request.notify { APP_FDS } else { 0 };
         if request.fds.len() < bell {
             return Err(format!("attach with notify needs {bell} descriptors first"));
@@ -1035,6 +1042,9 @@ impl AppFacing for PonyEngine {
     /// counter, with the top bit set so it cannot be mistaken for one) that the app's
     /// `RegisterRegion` names.
     fn stage_fd(&mut self, id: u64, fd: OwnedFd) -> Result<u64, String> {
+        if self.frozen {
+            return Err(format!("engine {} is moving to a new host; try again", self.name));
+        }
         let cookie = (1 << 63) | self.ops.next_id();
         self.stage_region_fd(id, cookie, fd)?;
         Ok(cookie)
