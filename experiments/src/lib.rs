@@ -2,7 +2,7 @@
 //! Experiments on the MicroQuanta scheduler, the Snap engine modes and Pony
 //! Express: the building blocks each experiment shares and the binaries that
 //! run them (`mq-wakeup`, `mq-demo`, `mq-bench-sched`, `mq-bench-modes`,
-//! `mq-bench-pony`).
+//! `mq-bench-pony`, `mq-bench-upgrade`).
 //!
 //! Everything here drives real processes and threads: the real scheduler
 //! binary, `stress-ng` as interference, real sleeping threads measured with
@@ -19,4 +19,5 @@ pub mod pipeline_bench;
 pub mod pony_bench;
 pub mod sched_bench;
 pub mod scheduler_process;
+pub mod upgrade_bench;
 pub mod wakeup;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mq_report::{demo, modes, pony, sched, Tagged};
+use mq_report::{demo, modes, pony, sched, upgrade, Tagged};
 
 #[test]
 fn each_report_tag_names_its_binary() {
@@ -13,6 +13,10 @@ fn each_report_tag_names_its_binary() {
         (env!("CARGO_BIN_EXE_mq-bench-sched"), sched::Report::TAG.program),
         (env!("CARGO_BIN_EXE_mq-bench-modes"), modes::Report::TAG.program),
         (env!("CARGO_BIN_EXE_mq-bench-pony"), pony::Report::TAG.program),
+        (
+            env!("CARGO_BIN_EXE_mq-bench-upgrade"),
+            upgrade::Report::TAG.program,
+        ),
     ] {
         assert_eq!(Path::new(exe).file_name().unwrap(), program, "{exe}");
     }

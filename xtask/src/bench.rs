@@ -1,7 +1,7 @@
-//! `cargo xtask bench`: benchmarks that boot the sched_ext kernel, run one of our measurement
-//! programs in the guest (and, for `modes`, natively too), and turn its machine-readable
-//! report into files under `target/experiments/<name>/` (JSON for tools, markdown and SVG
-//! plots for people).
+//! `cargo xtask bench`: benchmarks that run one of our measurement programs in the sched_ext
+//! VM (and, for `modes` and `pony`, natively too; `upgrade` natively only), and turn its
+//! machine-readable report into files under `target/experiments/<name>/` (JSON for tools,
+//! markdown and SVG plots for people).
 //!
 //! Each benchmark is a nested subcommand with its own module, so that the command line,
 //! the output folder and the report of one benchmark stay independent of the others.
@@ -23,6 +23,9 @@ pub mod sched;
 /// Running a measurement program natively and in the VM, and reading its tagged report
 /// back from guest output (`cargo xtask demo` reads `mq-demo`'s with it too).
 pub(crate) mod two_runs;
+/// `record` turns `mq-bench-upgrade`'s report into the summary and the RTT-over-time plot.
+pub mod upgrade;
+mod upgrade_plot;
 
 pub use report::TCG_NOTE;
 
@@ -56,6 +59,12 @@ enum BenchCmd {
     /// Pony alone in the same run (interleaved rounds), and the ≤ 10 % target; natively
     /// (veth) and in the VM with MicroQuanta (runs `mq-bench-pipeline`).
     Pipeline(pipeline::PipelineArgs),
+    /// Transparent upgrade under load: two snap-host processes in two network namespaces
+    /// (root; loopback otherwise), a checked ping-pong and bulk stream between their Pony
+    /// apps over 1, 100 and 1000 flows, one host upgraded repeatedly with `snapctl upgrade`:
+    /// blackout and brownout per engine, the apps' view over time, exact lost, duplicated
+    /// and reordered counts; natively only (runs `mq-bench-upgrade`).
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
@@ -64,5 +73,6 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
         BenchCmd::Modes(args) => modes::run(ctx, args),
         BenchCmd::Pony(args) => pony::run(ctx, args),
         BenchCmd::Pipeline(args) => pipeline::run(ctx, args),
+        BenchCmd::Upgrade(args) => upgrade::run(ctx, args),
     }
 }

@@ -1,7 +1,7 @@
 //! The benchmark programs' reports, defined once: each report's serde types and the tag its
 //! program prints it behind, for the programs that measure (`mq-demo`, `mq-bench-sched`,
-//! `mq-bench-modes` and `mq-bench-pony`, in `mq-experiments`) and for `cargo xtask`, which
-//! summarises and plots what they print.
+//! `mq-bench-modes`, `mq-bench-pony` and `mq-bench-upgrade`, in `mq-experiments`) and for
+//! `cargo xtask`, which summarises and plots what they print.
 //!
 //! A program prints its report as one line: the [`Tag`]'s prefix, then the report as one
 //! JSON object ([`tagged_line`]). With `--json PATH` the bench programs write the bare object
@@ -17,6 +17,7 @@
 //! | [`modes::Report`] | `mq-bench-modes` | `MQ_BENCH_MODES_JSON ` |
 //! | [`pony::Report`] | `mq-bench-pony` | `MQ_BENCH_PONY_JSON ` |
 //! | [`pipeline::Report`] | `mq-bench-pipeline` | `MQ_BENCH_PIPELINE_JSON ` |
+//! | [`upgrade::Report`] | `mq-bench-upgrade` | `MQ_BENCH_UPGRADE_JSON ` |
 //!
 //! The crate measures, tabulates and plots nothing, and depends on serde (and thiserror)
 //! alone: the measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both
@@ -27,6 +28,7 @@ pub mod modes;
 pub mod pipeline;
 pub mod pony;
 pub mod sched;
+pub mod upgrade;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -187,11 +189,12 @@ pub(crate) mod tests {
         }
     }
 
-    const TAGS: [Tag; 4] = [
+    const TAGS: [Tag; 5] = [
         <demo::Report as Tagged>::TAG,
         <sched::Report as Tagged>::TAG,
         <modes::Report as Tagged>::TAG,
         <pony::Report as Tagged>::TAG,
+        <upgrade::Report as Tagged>::TAG,
     ];
 
     #[test]

@@ -144,7 +144,9 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(name: impl Into<String>, cmp: Cmp, limit: f64, ratio: Result<(f64, String), String>) -> Self {
+    /// A target met or not by `ratio` (its value and where it comes from), or without a
+    /// value when what it needs was not measured (`Err` says what).
+    pub fn new(name: impl Into<String>, cmp: Cmp, limit: f64, ratio: Result<(f64, String), String>) -> Self {
         let (value, from) = match ratio {
             Ok((v, from)) => (Some(v), from),
             Err(missing) => (None, missing),
