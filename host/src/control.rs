@@ -22,7 +22,7 @@
 //! Access: `SO_PEERCRED` gives the peer's uid at accept; root, the host's own user and the
 //! configured `allowed_uids` are served, anyone else gets an `error` and is disconnected.
 //! The socket file itself is world-connectable for that reason. The operator's requests,
-//! which change the running pipeline (`operator`), are served to root and the host's own
+//! which change the running engines (`operator`), are served to root and the host's own
 //! user only: `allowed_uids` run apps, they do not reconfigure the host.
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,7 +58,7 @@ pub struct ServerOptions {
     pub engine_kinds: BTreeMap<String, String>,
     /// The configuration the runtime was started from. The operator's changes are checked
     /// against it and recorded in it; without it they are refused.
-    pub pipeline: Option<Config>,
+    pub config: Option<Config>,
     /// The binary an upgrade starts unless the operator names another: the host's own,
     /// resolved when it started (`None`: the operator must name one).
     pub binary: Option<PathBuf>,
@@ -86,7 +86,7 @@ impl Default for ServerOptions {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             engine_kinds: BTreeMap::new(),
-            pipeline: None,
+            config: None,
             binary: None,
             handed_off: None,
         }
@@ -139,7 +139,7 @@ struct Shared {
     kinds: Mutex<BTreeMap<String, String>>,
     /// The running configuration (see [`ServerOptions::pipeline`]); its lock also
     /// serialises the operator's changes.
-    pipeline: Mutex<Option<Config>>,
+    config: Mutex<Option<Config>>,
     next_conn: AtomicU64,
     /// Connections refused because [`ServerOptions::max_connections`] were open.
     refused: AtomicU64,
@@ -199,7 +199,7 @@ impl ControlServer {
         let shared = Arc::new(Shared {
             runtime,
             kinds: Mutex::new(opts.engine_kinds.clone()),
-            pipeline: Mutex::new(opts.pipeline.clone()),
+            config: Mutex::new(opts.config.clone()),
             opts,
             own_uid: rustix::process::getuid().as_raw(),
             conns: Mutex::new(HashMap::new()),

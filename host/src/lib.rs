@@ -2,7 +2,7 @@
 //! to run one.
 //!
 //! [`config`] is the declarative host configuration (TOML) and the registry of engine kinds
-//! it builds (echo, UDP echo, relay pipelines, Pony), and checks the operator's run-time
+//! it builds (echo, UDP echo, relay chains, Pony), and checks the operator's run-time
 //! changes to it; [`control`] is the control server (attach with peer credentials checked,
 //! descriptors, status, the operator's engine and group changes) on `snap_ipc::control`'s
 //! protocol; [`process`] starts a `snap-host` binary as a child and waits for it to be ready.

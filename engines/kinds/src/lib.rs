@@ -2,7 +2,7 @@
 //!
 //! - [`echo`]: an app-facing echo server (apps attach over the control socket);
 //! - [`udp_echo`]: a NIC-queue echo over a UDP socket;
-//! - [`relay`]: the app-facing first stage of a pipeline of engines: it forwards app
+//! - [`relay`]: the app-facing first stage of a chain of engines: it forwards app
 //!   requests over an internal channel to the next engine and routes the responses back.
 //!
 //! [`app_channels`] is the channel bookkeeping the app-facing kinds share. Pony's engine is

@@ -1,7 +1,7 @@
-//! The relay engine: the first stage of a pipeline of engines. Apps attach to it exactly as
+//! The relay engine: the first link of a relay chain. Apps attach to it exactly as
 //! to an [`EchoEngine`](crate::echo::EchoEngine) (through [`crate::control`]); it forwards
 //! their requests over one internal channel ([`crate::channel`]) to the next engine in the
-//! pipeline (an echo engine or another relay), and routes that engine's responses back to
+//! chain (an echo engine or another relay), and routes that engine's responses back to
 //! the app each came from.
 //!
 //! ```text
@@ -172,7 +172,7 @@ impl RelayEngine {
         self.channels.attach(end)
     }
 
-    /// Stops serving an app channel; its responses still in the pipeline are dropped when
+    /// Stops serving an app channel; its responses still in the chain are dropped when
     /// they come back. Returns whether it was attached.
     pub fn detach(&mut self, id: u64) -> bool {
         self.channels.detach(id)

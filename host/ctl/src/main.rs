@@ -1,5 +1,5 @@
 //! `snapctl`: the operator's tool for a running `snap-host`, over its control socket. It
-//! shows what runs where (`status`) and changes the pipeline while it runs (`engine add`,
+//! shows what runs where (`status`) and changes the engines and groups while they run (`engine add`,
 //! `engine remove`, `group add`, `group remove`, `stage update`); the host checks every change as it
 //! checks its configuration file and refuses bad ones with the field at fault, changing
 //! nothing. `upgrade` replaces the host process by a new one that takes over its engines

@@ -1,6 +1,6 @@
 //! `snapctl` against real `snap-host` processes: status as text and JSON, engines and
 //! groups added and removed while an echo ping-pong runs on another engine, refused
-//! commands that change nothing, users who may not change the pipeline, and apps of a
+//! commands that change nothing, users who may not change the engines, and apps of a
 //! removed engine told promptly.
 
 mod common;
@@ -341,7 +341,7 @@ fn only_root_and_the_hosts_user_may_change_the_pipeline() {
     ] {
         let err = failed(&host.snapctl_as(65534, args), 1);
         assert!(
-            err.contains("uid 65534 may not change this Snap host's pipeline"),
+            err.contains("uid 65534 may not change this Snap host's engines"),
             "{err}"
         );
     }

@@ -75,7 +75,7 @@ fn stage_update_is_applied_or_refused_with_the_stages_reason() {
         1,
     );
     assert!(
-        err.contains("uid 65534 may not change this Snap host's pipeline"),
+        err.contains("uid 65534 may not change this Snap host's engines"),
         "{err}"
     );
     // A group running a stage cannot go, nor the Pony engine on the pipeline.

@@ -1,15 +1,15 @@
-//! Run-time changes to the pipeline, checked exactly as the file is: an engine to add is one
+//! Run-time changes to the engines and groups, checked exactly as the file is: an engine to add is one
 //! `[[group.engine]]` table and a group one `[[group]]` table (their bodies, without the
 //! header), parsed by the same types and validated as part of the whole configuration they
 //! would make, so an option means the same at start-up and at run time. Errors name the
 //! new table's field as `engine.FIELD` or `group.FIELD` (`group.engine[1].bind`).
 //!
-//! Relay pipelines are joined when the host starts (`pipeline`): a relay cannot be added at
+//! Relay chains are joined when the host starts (`engines`): a relay cannot be added at
 //! run time, and neither a relay nor an engine a relay forwards to can be removed.
 
 use snap_runtime::{Engine, GroupSpec};
 
-use super::{invalid, pipeline, Config, ConfigError, EngineConfig, EngineKind, GroupConfig};
+use super::{engines, invalid, Config, ConfigError, EngineConfig, EngineKind, GroupConfig};
 
 /// Renames the error's field from its place in the whole configuration (`from`) to its place
 /// in the table the operator wrote (`to`).
@@ -74,7 +74,7 @@ impl Config {
     }
 
     /// This configuration without engine `name`. Refused for the last engine of a group
-    /// (remove the group) and for relay pipelines' members.
+    /// (remove the group) and for relay chains' members.
     pub fn without_engine(&self, name: &str) -> Result<Config, ConfigError> {
         let mut next = self.clone();
         let (gi, ei) = next
@@ -98,7 +98,7 @@ impl Config {
     }
 
     /// This configuration without group `name`. Refused if the group holds a relay
-    /// pipeline's member.
+    /// relay chain's member.
     pub fn without_group(&self, name: &str) -> Result<Config, ConfigError> {
         let mut next = self.clone();
         let gi = next
@@ -109,7 +109,7 @@ impl Config {
         for e in &next.group[gi].engine {
             self.not_in_pipeline(e)?;
         }
-        if super::packet_pipeline::hosts_stages(self, name) {
+        if super::pipeline::hosts_stages(self, name) {
             return Err(invalid(
                 "group",
                 format!("group {name:?} runs pipeline stages, built at start-up; it cannot be removed at run time"),
@@ -155,7 +155,7 @@ impl EngineConfig {
     /// Builds this engine on its own (binding its sockets), for a run-time add. Errors name
     /// the field as `engine.FIELD`.
     pub fn build_standalone(&self) -> Result<Box<dyn Engine>, ConfigError> {
-        pipeline::build_standalone(self, "engine")
+        engines::build_standalone(self, "engine")
     }
 }
 
@@ -167,7 +167,7 @@ impl GroupConfig {
             .engine
             .iter()
             .enumerate()
-            .map(|(ei, e)| pipeline::build_standalone(e, &format!("group.engine[{ei}]")))
+            .map(|(ei, e)| engines::build_standalone(e, &format!("group.engine[{ei}]")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(self.spec(engines))
     }
@@ -303,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn removals_keep_groups_non_empty_and_pipelines_whole() {
+    fn removals_keep_groups_non_empty_and_relay_chains_whole() {
         let c = base();
         let (with, _) = c.with_engine("a", "name = \"e1\"\nkind = \"echo\"", 2).unwrap();
         let without = with.without_engine("e1").unwrap();

@@ -31,9 +31,9 @@
 //! ```
 //!
 //! `[[pipeline]]` tables declare packet pipelines: a Pony engine's NIC side as a line of
-//! stage engines, each in a group, the last owning the NIC ([`packet_pipeline`]).
+//! stage engines, each in a group, the last owning the NIC ([`pipeline`]).
 //!
-//! A relay and its `next` engine form a pipeline: the relay forwards its apps' requests over
+//! A relay and its `next` engine form a relay chain: the relay forwards its apps' requests over
 //! an internal channel (SPSC rings and doorbells, as for an app) to the next engine and
 //! routes the responses back (`snap_engines::relay`). `next` chains may be any length but
 //! not cycle, and end at an echo engine (Pony's app protocol is its own).
@@ -59,7 +59,7 @@ use snap_runtime::{CompactingParams, GroupSpec, Mode, RuntimeOptions};
 
 pub use fuzz::{fuzz_parse, ConfigFuzzOutcome};
 pub use kind::EngineKind;
-pub use packet_pipeline::{PipelineConfig, StageConfig};
+pub use pipeline::{PipelineConfig, StageConfig};
 pub use stage_kind::StageKind;
 
 /// Where the control socket goes when the file does not say.
@@ -121,7 +121,7 @@ pub struct Config {
     /// Engine groups, at least one.
     #[serde(default)]
     pub group: Vec<GroupConfig>,
-    /// Packet pipelines between Pony engines and their NICs ([`packet_pipeline`]).
+    /// Packet pipelines between Pony engines and their NICs ([`pipeline`]).
     #[serde(default)]
     pub pipeline: Vec<PipelineConfig>,
 }
@@ -302,7 +302,7 @@ impl Config {
             }
             self.validate_cores(gi, g, cpus, &mut claimed)?;
             self.validate_mode_keys(gi, g)?;
-            if g.engine.is_empty() && !packet_pipeline::hosts_stages(self, &g.name) {
+            if g.engine.is_empty() && !pipeline::hosts_stages(self, &g.name) {
                 return Err(invalid(
                     format!("{at}.engine"),
                     "at least one [[group.engine]] is required",
@@ -337,8 +337,8 @@ impl Config {
                 kind::validate_options(&at, e)?;
             }
         }
-        pipeline::validate(self)?;
-        packet_pipeline::validate(self)
+        engines::validate(self)?;
+        pipeline::validate(self)
     }
 
     fn validate_cores(
@@ -436,9 +436,9 @@ impl Config {
                 .iter()
                 .flat_map(|g| &g.engine)
                 .map(|e| (e.name.clone(), e.kind.as_str().to_owned()))
-                .chain(packet_pipeline::stage_names(self).map(|s| (s.to_owned(), "stage".to_owned())))
+                .chain(pipeline::stage_names(self).map(|s| (s.to_owned(), "stage".to_owned())))
                 .collect(),
-            pipeline: Some(self.clone()),
+            config: Some(self.clone()),
             binary: None,
             handed_off: None,
         }
@@ -457,7 +457,7 @@ impl Config {
     /// and the group specs to start the runtime with. Errors name the engine's field (e.g.
     /// a `bind` address in use).
     pub fn build(&self) -> Result<(Vec<GroupSpec>, RuntimeOptions), ConfigError> {
-        let built = pipeline::build_engines(self)?;
+        let built = engines::build_engines(self)?;
         let specs = self
             .group
             .iter()
@@ -497,11 +497,11 @@ impl GroupConfig {
 }
 
 mod change;
+mod engines;
 mod fuzz;
 pub mod import;
 pub mod kind;
-pub mod packet_pipeline;
-mod pipeline;
+pub mod pipeline;
 mod pony;
 pub mod stage_kind;
 #[cfg(test)]

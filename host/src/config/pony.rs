@@ -7,7 +7,7 @@
 //! [group.engine.options]
 //! nic = "udp"                # udp | xdp | shm_listen | shm_connect
 //! # pipeline = "path0"       # instead of `nic` and its keys: the NIC side is the first queue
-//!                            # of that [[pipeline]] (`super::packet_pipeline`), whose last
+//!                            # of that [[pipeline]] (`super::pipeline`), whose last
 //!                            # stage owns the NIC
 //! bind = "127.0.0.1:7000"    # udp: local address (port 0 picks one)
 //!                            # xdp: the interface's IPv4 address and Pony's port (not 0)

@@ -309,7 +309,7 @@ fn engines(bodies: &[&str]) -> String {
 }
 
 #[test]
-fn relay_pipeline_parses_and_builds_across_groups() {
+fn relay_chain_parses_and_builds_across_groups() {
     let text = format!(
         "{}[[group]]\nname = \"h\"\nmode = \"compacting\"\n[[group.engine]]\nname = \"echo1\"\nkind = \"echo\"\n",
         engines(&[
@@ -365,21 +365,21 @@ fn relay_next_must_exist_and_accept_apps() {
 #[test]
 fn relay_cycles_are_refused() {
     let e = err(&engines(&["name = \"r\"\nkind = \"relay\"\nnext = \"r\""]));
-    assert_eq!(e, "group[0].engine[0].next: pipeline cycle: r -> r");
+    assert_eq!(e, "group[0].engine[0].next: relay chain cycle: r -> r");
     let e = err(&engines(&[
         "name = \"e\"\nkind = \"echo\"",
         "name = \"a\"\nkind = \"relay\"\nnext = \"b\"",
         "name = \"b\"\nkind = \"relay\"\nnext = \"c\"",
         "name = \"c\"\nkind = \"relay\"\nnext = \"a\"",
     ]));
-    assert_eq!(e, "group[0].engine[1].next: pipeline cycle: a -> b -> c -> a");
+    assert_eq!(e, "group[0].engine[1].next: relay chain cycle: a -> b -> c -> a");
     // A relay leading into a cycle it is not part of is refused too, at the first relay.
     let e = err(&engines(&[
         "name = \"x\"\nkind = \"relay\"\nnext = \"a\"",
         "name = \"a\"\nkind = \"relay\"\nnext = \"b\"",
         "name = \"b\"\nkind = \"relay\"\nnext = \"a\"",
     ]));
-    assert_eq!(e, "group[0].engine[0].next: pipeline cycle: x -> a -> b -> a");
+    assert_eq!(e, "group[0].engine[0].next: relay chain cycle: x -> a -> b -> a");
     // Two relays feeding the same engine is a tree, not a cycle.
     parse(&engines(&[
         "name = \"e\"\nkind = \"echo\"",

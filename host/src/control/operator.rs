@@ -1,7 +1,7 @@
 //! The operator's requests (`snapctl`): add and remove engines and groups in the running
 //! host, and replace a pipeline stage's settings.
 //!
-//! Only root and the host's own user may change the pipeline; `allowed_uids` are apps'
+//! Only root and the host's own user may change the engines; `allowed_uids` are apps'
 //! users, served attach and status only. Each change is checked by the configuration
 //! (`crate::config`, the same parsing and validation as the file) before anything is built,
 //! then made by the runtime, and recorded in the running configuration only once the runtime
@@ -24,17 +24,17 @@ use crate::config::{online_cpus, Config};
 /// Serves one operator request from `uid`.
 pub(super) fn serve(shared: &Shared, request: Request, (pid, uid): (i32, u32)) -> Reply {
     if uid != 0 && uid != shared.own_uid {
-        log::warn!("pid {pid} uid {uid}: pipeline change refused: not root or the host's user");
+        log::warn!("pid {pid} uid {uid}: engine change refused: not root or the host's user");
         return Err(format!(
-            "uid {uid} may not change this Snap host's pipeline: only root and uid {} (the host's \
+            "uid {uid} may not change this Snap host's engines: only root and uid {} (the host's \
              own user) may",
             shared.own_uid
         ));
     }
-    let mut pipeline = shared.pipeline.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(config) = pipeline.as_mut() else {
+    let mut running = shared.config.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(config) = running.as_mut() else {
         return Err(
-            "this Snap host was started without a configuration; it cannot change its pipeline".into(),
+            "this Snap host was started without a configuration; it cannot change its engines".into(),
         );
     };
     let summary = match request {

@@ -110,8 +110,8 @@ impl Drop for Transfer<'_> {
 fn upgrade(shared: &Shared, binary: Option<String>, conn: u64) -> Result<UpgradeReport, String> {
     let t0 = Instant::now();
     // Held to the end: the operator's changes would change what moves.
-    let pipeline = shared.pipeline.lock().unwrap_or_else(|e| e.into_inner());
-    let config = pipeline
+    let running = shared.config.lock().unwrap_or_else(|e| e.into_inner());
+    let config = running
         .as_ref()
         .ok_or("this Snap host was started without a configuration; it cannot be upgraded")?;
     let mut engines = Vec::new();
@@ -130,7 +130,7 @@ fn upgrade(shared: &Shared, binary: Option<String>, conn: u64) -> Result<Upgrade
                 .flat_map(|g| &g.engine)
                 .any(|r| r.next.as_deref() == Some(&e.name))
         {
-            return Err(cannot("relay pipelines (joined at start-up) do not move yet"));
+            return Err(cannot("relay chains (joined at start-up) do not move yet"));
         }
         let handle = shared
             .runtime
@@ -205,7 +205,7 @@ fn upgrade(shared: &Shared, binary: Option<String>, conn: u64) -> Result<Upgrade
     }
     t.move_control(conn)?;
     t.done = true;
-    drop(pipeline);
+    drop(running);
     Ok(UpgradeReport {
         old_pid: std::process::id(),
         new_pid,

@@ -18,7 +18,7 @@
 //! | `group_remove {group}`       | 0           | `changed`   | 0                     |
 //!
 //! Any request can be answered with `error {message}`. The last four are the operator's
-//! (`snapctl`): they change the running pipeline, and only root and the host's own user may
+//! (`snapctl`): they change the running engines, and only root and the host's own user may
 //! send them. `table` is the body of one `[[group.engine]]` or `[[group]]` table of the
 //! host's TOML configuration, with the same keys and meaning.
 //!
@@ -112,7 +112,7 @@ pub enum Request {
 }
 
 impl Request {
-    /// Whether the request changes the running pipeline (an operator's request).
+    /// Whether the request changes the running engines (an operator's request).
     pub fn is_operator(&self) -> bool {
         matches!(
             self,

@@ -12,7 +12,7 @@ fn shape(capacity: u64) -> ChannelShape {
 }
 
 /// A relay whose internal channel has `internal` slots, connected to an echo engine.
-fn pipeline(internal: u64) -> (RelayEngine, EchoEngine) {
+fn chain(internal: u64) -> (RelayEngine, EchoEngine) {
     let (relay, end) = RelayEngine::connect("relay", 0, shape(internal)).unwrap();
     let mut echo = EchoEngine::new("echo", 0);
     echo.attach(end);
@@ -41,7 +41,7 @@ fn recv_all(app: &mut ChannelAppEnd) -> Vec<Vec<u8>> {
 
 #[test]
 fn two_apps_get_their_own_responses_in_order() {
-    let (mut relay, mut echo) = pipeline(16);
+    let (mut relay, mut echo) = chain(16);
     let (_, mut a) = attach(&mut relay, 64);
     let (_, mut b) = attach(&mut relay, 64);
     for i in 0u8..20 {
@@ -61,7 +61,7 @@ fn two_apps_get_their_own_responses_in_order() {
 
 #[test]
 fn full_internal_ring_keeps_requests_with_the_app() {
-    let (mut relay, mut echo) = pipeline(2);
+    let (mut relay, mut echo) = chain(2);
     let (_, mut app) = attach(&mut relay, 16);
     for i in 0u8..5 {
         app.send(&[i]).unwrap();
@@ -94,7 +94,7 @@ fn full_internal_ring_keeps_requests_with_the_app() {
 
 #[test]
 fn full_app_ring_leaves_response_in_place() {
-    let (mut relay, mut echo) = pipeline(16);
+    let (mut relay, mut echo) = chain(16);
     let (_, mut app) = attach(&mut relay, 2);
     app.send(b"1").unwrap();
     app.send(b"2").unwrap();
@@ -129,7 +129,7 @@ fn full_app_ring_leaves_response_in_place() {
 
 #[test]
 fn responses_of_a_detached_app_are_dropped_and_counted() {
-    let (mut relay, mut echo) = pipeline(16);
+    let (mut relay, mut echo) = chain(16);
     let (a, mut app_a) = attach(&mut relay, 16);
     let (_b, mut app_b) = attach(&mut relay, 16);
     app_a.send(b"gone").unwrap();
@@ -147,7 +147,7 @@ fn responses_of_a_detached_app_are_dropped_and_counted() {
 
 #[test]
 fn too_large_requests_are_refused_not_forwarded() {
-    let (mut relay, mut echo) = pipeline(16);
+    let (mut relay, mut echo) = chain(16);
     let (_, mut app) = attach(&mut relay, 16);
     // Slots of 64 bytes hold 60: 52 plus the prefix fits, 53 does not.
     let max = app.max_message_len();
@@ -162,7 +162,7 @@ fn too_large_requests_are_refused_not_forwarded() {
 
 #[test]
 fn batch_bounds_each_step() {
-    let (relay, mut echo) = pipeline(64);
+    let (relay, mut echo) = chain(64);
     let mut relay = relay.with_batch(4);
     let (_, mut app) = attach(&mut relay, 64);
     for i in 0u8..6 {
@@ -191,7 +191,7 @@ fn batch_bounds_each_step() {
 
 #[test]
 fn wake_sources_and_doorbells() {
-    let (mut relay, mut echo) = pipeline(16);
+    let (mut relay, mut echo) = chain(16);
     // Only the internal completion doorbell before any app attaches.
     assert_eq!(relay.wake_sources().len(), 1);
     let (_, mut app) = attach(&mut relay, 16);
@@ -241,7 +241,7 @@ fn relay_chains_to_a_relay() {
 
 #[test]
 fn corrupt_app_ring_is_quarantined_and_the_other_app_served() {
-    let (mut relay, mut echo) = pipeline(16);
+    let (mut relay, mut echo) = chain(16);
     let (_, mut good) = attach(&mut relay, 16);
     // A channel whose app keeps a raw mapping of its request ring.
     let (end, fds) = AppChannel::create(shape(16), None).unwrap().into_parts();
