@@ -1,5 +1,5 @@
 //! The policy stages end to end: two real `snap-host` processes in two network namespaces
-//! joined by a veth pair (names prefixed `pol`), each with two tenants. A tenant is a Pony
+//! joined by a veth pair (names prefixed `pol`, `wake` for the backpressure test), each with two tenants. A tenant is a Pony
 //! engine whose NIC side is the pipeline `acl → overlay → shaper → UDP NIC`; the two
 //! tenants use the *same* virtual addresses (192.168.1.1 and .2) in different virtual
 //! networks (VNI 101 and 102), each on its own physical port.
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{test_dir, wait_until, TIMEOUT};
-use pony_express::app::Completions;
+use pony_express::app::{Completion, Completions};
 use pony_express::client::{ClientError, PonyClient};
 use snap_host::process::HostProcess;
 use snap_ipc::control::{HostStatus, SnapClient};
@@ -135,11 +135,16 @@ struct Pair {
 
 impl Pair {
     fn start(tag: char) -> Option<Self> {
+        Self::start_prefixed("pol", tag)
+    }
+
+    /// Like [`Pair::start`], with namespaces and interfaces named from `prefix`.
+    fn start_prefixed(prefix: &str, tag: char) -> Option<Self> {
         if let Some(why) = skip_reason() {
             eprintln!("skipping: {why}");
             return None;
         }
-        let topo = Topology::prefixed("pol", "pol", tag, 1500);
+        let topo = Topology::prefixed(prefix, prefix, tag, 1500);
         let start = |i: usize| {
             let config = host_config(i);
             let dir = test_dir("policy-host");
@@ -472,4 +477,107 @@ fn a_mapping_update_under_traffic_misdirects_nothing_across_tenants_and_shaping_
         0,
         "isolation violations"
     );
+}
+
+/// What `status` shows of engine `engine`'s counter `name`.
+fn engine_counter(status: &HostStatus, engine: &str, name: &str) -> u64 {
+    status.counters[engine][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{engine}.{name} in {}", status.counters[engine]))
+}
+
+/// The stall seen after a shaped backlog: an app that sends and never reads its `Sent`
+/// completions fills its completion ring (256), the engine parks the rest and stops taking
+/// that app's commands (backpressure, by design); further sends still return `Ok` while
+/// they fit the command ring, and nothing moves until the app consumes. This test makes
+/// that state on purpose (16 KB messages into the 40 Mbit/s shaper for 3 s, the backlog
+/// drained, 200 more sends without reading), shows the engine is backpressured and took
+/// none of them, then consumes: every parked completion, every `Sent` and every message
+/// must then arrive, the 200 included, and the backpressure end. (What wakes the engine is
+/// the app's pops, or else the flows' heartbeats, every ~50 ms here: recovery is shown, not
+/// which of the two caused it; `AppSession::popped`'s doorbell alone is shown in
+/// `host/tests/pony_crashes.rs`.)
+#[test]
+fn after_a_shaped_backlog_an_app_that_consumes_its_completions_gets_its_stalled_sends_through() {
+    let Some(pair) = Pair::start_prefixed("wake", 'w') else {
+        return;
+    };
+    let seen_b = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    app(pair.socket(1), "t2", 2, SINK, seen_b.clone(), stop.clone());
+
+    let mut a2 = PonyClient::connect(pair.socket(0), "t2", Completions::Block).unwrap();
+    let flows: Vec<u64> = (0..FLOWS)
+        .map(|_| a2.open_flow(&virt(1), SINK).unwrap())
+        .collect();
+    let mut seqs = [0u32; FLOWS];
+    let mut cookies = std::collections::HashSet::new();
+    let mut send = |a2: &mut PonyClient, n: usize| {
+        let f = n % FLOWS;
+        cookies.insert(a2.send(flows[f], 0, &tagged(2, seqs[f], 16_000)).unwrap());
+        seqs[f] += 1;
+    };
+    // 3 s of 16 KB messages into the shaper: `send` consumes completions only to make room
+    // (pool or command ring full), so the app reads few of its `Sent`s.
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        send(&mut a2, n);
+        n += 1;
+    }
+    let expected = n as u64;
+    wait_until(&format!("the sink got all {expected} shaped messages"), || {
+        seen_b.sunk.load(Ordering::Relaxed) == expected
+    });
+    // Every Sent is posted once the backlog is acknowledged: more than the ring holds.
+    wait_until("the engine backpressures the app that does not read", || {
+        engine_counter(&pair.status(0), "t2", "sessions_backpressured") == 1
+    });
+    let before = pair.status(0);
+    let commands = engine_counter(&before, "t2", "commands");
+    eprintln!("after {expected} sends of 16 KB: {}", before.counters["t2"]);
+
+    // 200 more: they fit the command ring, so `send` returns Ok, but the engine takes
+    // none of them while the app leaves its completions unread.
+    for _ in 0..200 {
+        send(&mut a2, n);
+        n += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stalled = pair.status(0);
+    assert_eq!(engine_counter(&stalled, "t2", "commands"), commands);
+    assert_eq!(engine_counter(&stalled, "t2", "sessions_backpressured"), 1);
+    assert!(engine_counter(&stalled, "t2", "completions_parked") > 0);
+    assert_eq!(seen_b.sunk.load(Ordering::Relaxed), expected);
+
+    // The app reads its completions: the pops wake the engine, which pushes what it
+    // parked, takes the 200 and sends them.
+    let expected = n as u64;
+    let mut errors = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !cookies.is_empty() || seen_b.sunk.load(Ordering::Relaxed) < expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} Sents and {} messages missing; engine: {}",
+            cookies.len(),
+            expected - seen_b.sunk.load(Ordering::Relaxed),
+            pair.status(0).counters["t2"]
+        );
+        match a2.wait_completion(Duration::from_millis(50)).unwrap() {
+            Some(Completion::Sent { cookie }) => {
+                assert!(cookies.remove(&cookie), "Sent of unknown cookie {cookie}");
+            }
+            Some(c @ Completion::Error { .. }) => errors.push(c),
+            _ => {}
+        }
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+    let after = pair.status(0);
+    assert_eq!(engine_counter(&after, "t2", "sessions_backpressured"), 0);
+    assert_eq!(engine_counter(&after, "t2", "completions_parked"), 0);
+    assert_eq!(engine_counter(&after, "t2", "commands"), commands + 200);
+
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(seen_b.disorder.load(Ordering::Relaxed), 0);
+    assert_eq!(seen_b.violations.load(Ordering::Relaxed), 0);
 }

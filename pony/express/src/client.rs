@@ -365,6 +365,12 @@ impl PonyClient {
 
     /// Sends `data` on `stream` of `flow` (copied once into the pool); returns the cookie
     /// its `Sent` (or `Error`) completion will carry.
+    ///
+    /// Returns once the command is queued, not once it is sent: the caller must read its
+    /// completions ([`Self::wait_completion`], [`Self::poll_completion`]). An app that
+    /// leaves a completion ring's worth unread is under the engine's backpressure: the
+    /// engine takes none of its commands (these sends still return `Ok` while they fit the
+    /// command ring) until it reads.
     pub fn send(&mut self, flow: FlowId, stream: u32, data: &[u8]) -> Result<Cookie, ClientError> {
         let cookie = self.next_cookie();
         let deadline = Instant::now() + OP_TIMEOUT;

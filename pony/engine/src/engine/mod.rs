@@ -190,6 +190,7 @@ impl PonyEngine {
         s.regions = self.regions.len();
         s.ops_outstanding = self.sessions.ops_outstanding();
         s.sessions_backpressured = self.sessions.backpressured();
+        s.completions_parked = self.sessions.completions_parked();
         s.faults = self
             .link
             .nic()

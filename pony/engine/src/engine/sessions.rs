@@ -135,6 +135,11 @@ impl Sessions {
         self.full.len()
     }
 
+    /// Completions of all sessions waiting for ring space now.
+    pub(super) fn completions_parked(&self) -> u64 {
+        self.by_id.values().map(|s| s.parked() as u64).sum()
+    }
+
     /// The completion rings waited on for space (shared with the runtime's work probe).
     pub(super) fn space(&self) -> &SpaceSet {
         &self.full

@@ -25,6 +25,11 @@ pub struct PonyStats {
     pub backpressure_waits: u64,
     /// Sessions under backpressure now.
     pub sessions_backpressured: usize,
+    /// Completions the engine holds now because their app's completion ring is full: the
+    /// app is not reading its completions (`Sent` included), and the engine takes none of
+    /// its commands until it has read enough for all of these to be pushed.
+    #[serde(default)]
+    pub completions_parked: u64,
     /// Operations (Sends, Reads, Writes, IndirectReads) of all apps in the engine now.
     pub ops_outstanding: u64,
     /// Regions registered now.

@@ -180,6 +180,7 @@ fn an_app_that_stops_consuming_gets_backpressure_and_loses_nothing() {
     // y is under backpressure; a command it posts waits, and b reports no work.
     assert_eq!(b.stats().sessions_backpressured, 1);
     assert!(b.stats().backpressure_waits >= 1);
+    assert!(b.stats().completions_parked > 0);
     y.submit(&Command::Listen {
         cookie: 77,
         service: 6,
@@ -214,4 +215,5 @@ fn an_app_that_stops_consuming_gets_backpressure_and_loses_nothing() {
     assert_eq!(got, (0..N).collect::<Vec<_>>());
     assert!(listening);
     assert_eq!(b.stats().sessions_backpressured, 0);
+    assert_eq!(b.stats().completions_parked, 0);
 }
