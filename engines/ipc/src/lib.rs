@@ -16,6 +16,7 @@
 pub mod channel;
 pub mod control;
 pub mod doorbell;
+pub mod fd_passing;
 pub mod peer;
 pub mod ring;
 pub mod shm;

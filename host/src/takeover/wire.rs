@@ -5,16 +5,12 @@
 //! `SCM_RIGHTS`. State longer than [`MAX_CHUNK`] goes as several [`Msg::Chunk`]s after its
 //! [`Msg::State`]; more descriptors than [`MAX_FDS`] go as several [`Msg::Fds`].
 
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
+use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
 use serde::{Deserialize, Serialize};
 use snap_ipc::control::ChannelInfo;
+use snap_ipc::fd_passing;
 
 /// State bytes per message: well under the socket's default send buffer (about 208 KiB),
 /// so a message never waits for the peer to read the previous one whole.
@@ -143,19 +139,9 @@ pub fn send(
         return Err(WireError::Malformed("message too large".into()));
     }
     let len = (header.len() as u32).to_le_bytes();
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(WireError::Malformed("descriptors do not fit".into()));
-    }
     let iov = [IoSlice::new(&len), IoSlice::new(&header), IoSlice::new(payload)];
-    loop {
-        match sendmsg(socket, &iov, &mut control, SendFlags::NOSIGNAL) {
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    fd_passing::send(socket, &iov, fds, MAX_FDS)?;
+    Ok(())
 }
 
 /// A received message: the header, the payload and the descriptors (close-on-exec).
@@ -171,30 +157,11 @@ pub struct Received {
 /// Receives one message; [`WireError::Closed`] when the peer is gone.
 pub fn recv(socket: BorrowedFd<'_>) -> Result<Received, WireError> {
     let mut buf = vec![0u8; 4 + MAX_HEADER + MAX_CHUNK + 1];
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = loop {
-        match recvmsg(
-            socket.as_fd(),
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(got) => break got,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut fds = Vec::new();
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(r) = m {
-            fds.extend(r);
-        }
-    }
-    if got.bytes == 0 && fds.is_empty() {
+    let got = fd_passing::recv(socket, &mut buf, MAX_FDS)?;
+    if got.is_end() {
         return Err(WireError::Closed);
     }
-    if got.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) || got.bytes < 4 {
+    if got.truncated || got.bytes < 4 {
         return Err(WireError::Malformed("truncated".into()));
     }
     let hlen = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
@@ -203,7 +170,11 @@ pub fn recv(socket: BorrowedFd<'_>) -> Result<Received, WireError> {
     }
     let msg = serde_json::from_slice(&buf[4..4 + hlen]).map_err(|e| WireError::Malformed(e.to_string()))?;
     let payload = buf[4 + hlen..got.bytes].to_vec();
-    Ok(Received { msg, payload, fds })
+    Ok(Received {
+        msg,
+        payload,
+        fds: got.fds,
+    })
 }
 
 /// Sends a state export: its [`Msg::State`] header, then its bytes in chunks.

@@ -16,8 +16,10 @@
 //! | `engine_remove {engine}`     | 0           | `changed`   | 0                     |
 //! | `group_add {table}`          | 0           | `changed`   | 0                     |
 //! | `group_remove {group}`       | 0           | `changed`   | 0                     |
+//! | `stage_update {engine, settings}` | 0      | `changed`   | 0                     |
+//! | `upgrade {binary}`           | 0           | `upgraded`  | 0                     |
 //!
-//! Any request can be answered with `error {message}`. The last four are the operator's
+//! Any request can be answered with `error {message}`. The last six are the operator's
 //! (`snapctl`): they change the running engines, and only root and the host's own user may
 //! send them. `table` is the body of one `[[group.engine]]` or `[[group]]` table of the
 //! host's TOML configuration, with the same keys and meaning.
@@ -25,18 +27,15 @@
 //! [`HOST_FDS`]: crate::channel::HOST_FDS
 
 use std::collections::BTreeMap;
-use std::io::{IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use rustix::net::{
-    recvmsg, sendmsg, socket_with, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
-    ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
-};
+use rustix::net::{socket_with, AddressFamily, SocketFlags, SocketType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::status::Status;
+use crate::fd_passing;
 
 /// Largest message either side sends or accepts (a status of many engines fits easily).
 pub const MAX_MESSAGE: usize = 128 * 1024;
@@ -311,21 +310,8 @@ pub fn send<T: Serialize>(
     if bytes.len() > MAX_MESSAGE || fds.len() > MAX_FDS {
         return Err(ProtocolError::TooLarge);
     }
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        // Cannot fail: the buffer is sized for MAX_FDS.
-        control.push(SendAncillaryMessage::ScmRights(fds));
-    }
-    loop {
-        // NOSIGNAL: a peer that went away must be an error here, not a SIGPIPE that kills
-        // the host.
-        match sendmsg(socket, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL) {
-            Ok(_) => return Ok(()),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    fd_passing::send(socket, &[IoSlice::new(&bytes)], fds, MAX_FDS)?;
+    Ok(())
 }
 
 /// A received message and the descriptors that came with it.
@@ -343,43 +329,23 @@ pub fn recv<T: DeserializeOwned>(
     buf: &mut Vec<u8>,
 ) -> Result<Option<Received<T>>, ProtocolError> {
     buf.resize(MAX_MESSAGE + 1, 0);
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = loop {
-        match recvmsg(
-            socket.as_fd(),
-            &mut [IoSliceMut::new(buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(got) => break got,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    // Take the descriptors before anything else, so that they are closed on every error
-    // path rather than leaked.
-    let mut fds = Vec::new();
-    for msg in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = msg {
-            fds.extend(received);
-        }
-    }
-    if got.bytes == 0 && fds.is_empty() {
+    let got = fd_passing::recv(socket, buf, MAX_FDS)?;
+    if got.is_end() {
         return Ok(None);
     }
-    if got.bytes > MAX_MESSAGE || got.flags.intersects(ReturnFlags::TRUNC | ReturnFlags::CTRUNC) {
+    if got.bytes > MAX_MESSAGE || got.truncated {
         return Err(ProtocolError::TooLarge);
     }
     let msg = serde_json::from_slice(&buf[..got.bytes])?;
-    Ok(Some(Received { msg, fds }))
+    Ok(Some(Received { msg, fds: got.fds }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::net::SendFlags;
     use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     fn pair() -> (OwnedFd, OwnedFd) {
         socketpair(
