@@ -69,7 +69,9 @@ impl Tagged for Report {
     };
 }
 
-/// One stage kind's cost.
+/// One stage kind's cost. The `overlay (with the peer's)` row is one overlay stage on each
+/// host (A's encapsulates what B's decapsulates, and the other way on the reply), so its
+/// added RTT includes the peer's stage; its `ns_per_packet` is host A's stage's alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRow {
     /// The stage kind, e.g. `pass`.

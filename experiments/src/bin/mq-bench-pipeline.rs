@@ -83,8 +83,9 @@ struct Opts {
     shaping_seconds: Option<f64>,
 
     /// Policy stage kinds measured one stage at a time besides `pass` (comma-separated:
-    /// `acl`, `shaper`; `none` for none).
-    #[arg(long, value_delimiter = ',', default_value = "acl,shaper")]
+    /// `acl`, `shaper`, `overlay`; `none` for none). The `overlay` also puts one on host B
+    /// (B decapsulates what A encapsulates, and the other way on the reply).
+    #[arg(long, value_delimiter = ',', default_value = "acl,shaper,overlay")]
     policy_stages: Vec<String>,
 
     /// Packets per tenant of the overlay isolation run (two tenants, one packet in eight

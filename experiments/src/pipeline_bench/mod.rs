@@ -8,7 +8,16 @@
 //!  variant k:  app A ─ Pony A ─ PipeNic ═ stage 1 … stage k ─ UdpNic ══ path ══ …
 //! ```
 //!
-//! The stages run in host A's group, in the same mode as the Pony engines (in dedicated
+//! An `overlay` stage is mirrored: host B gets one too, A's encapsulating to B's and B's
+//! decapsulating (and the other way on the reply), so its row's added RTT is one stage on
+//! each host; its `ns_per_packet` is still host A's stage's own. Every packet one overlay
+//! encapsulated must be decapsulated by the other (the run fails otherwise).
+//!
+//! ```text
+//!  overlay:    app A ─ Pony A ─ PipeNic ═ overlay A ─ UdpNic ══ path ══ UdpNic ─ overlay B ═ PipeNic ─ Pony B ─ …
+//! ```
+//!
+//! The stages run in host A's group (B's overlay in B's), in the same mode as the Pony engines (in dedicated
 //! mode with a shared engine core, on the one thread that polls both hosts: the framework's
 //! own cost without a thread hop; in spreading mode, a thread per stage: a doorbell hop per
 //! stage). Each round starts every variant afresh (new sockets, runtimes and apps) so that
@@ -16,6 +25,7 @@
 //! own counters: time in steps that moved packets, less the time inside the NIC's own
 //! calls (which Pony alone pays too), over packets moved.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +36,7 @@ use mq_report::pipeline::{Report, Row, StageRow, Target};
 use pony_engine::nic::{Nic, NicWire, PipeNic};
 use pony_engine::{PonyConfig, PonyEngine};
 use snap_pipeline::{queue, Downstream, PassStage, Pool, PoolConfig, Stage, StageEngine};
-use snap_policy::stage::{AclStage, ShaperStage};
+use snap_policy::stage::{AclStage, OverlayStage, ShaperStage};
 use snap_runtime::{CompactingParams, Engine, GroupSpec, Mode, Runtime, RuntimeOptions};
 
 use crate::pony_bench::path::{NicKind, Path};
@@ -67,7 +77,10 @@ pub struct PipelineBenchConfig {
 /// One variant's running hosts.
 struct Hosts {
     runtimes: Vec<Runtime>,
+    /// Host A's stage engines (their counters give `ns_per_packet`).
     stage_names: Vec<String>,
+    /// Host B's stage engines (mirrored kinds only: checked for drops, not timed).
+    peer_stage_names: Vec<String>,
 }
 
 fn mode_of(name: &str) -> Result<Mode> {
@@ -79,14 +92,39 @@ fn mode_of(name: &str) -> Result<Mode> {
     })
 }
 
-/// Host A's engines: its Pony engine, then its stage engines (none for Pony alone).
-type HostA = (Box<dyn Engine>, Vec<Box<dyn Engine>>);
+/// One host's engines: its Pony engine, then its stage engines (none for Pony alone).
+type HostEngines = (Box<dyn Engine>, Vec<Box<dyn Engine>>);
 
-/// A stage of `kind` for the round trips: `pass`, or a policy stage whose work is real but
-/// whose verdict lets every packet of the ping-pong through at once (an ACL of rules that
-/// miss before the one that allows; a shaper at 100 Gbit/s, so it stamps every packet and
-/// delays none).
-fn stage_of(kind: &str) -> Result<Box<dyn Stage>> {
+/// The overlay's bench network: one tenant whose virtual endpoint on each host is mapped to
+/// that host's NIC address. Pony A opens its flow to B's virtual endpoint, so every packet
+/// of the round trip is encapsulated by one host's overlay and decapsulated by the other's.
+const OVERLAY_TENANT: u32 = 1;
+const OVERLAY_VNI: u32 = 4242;
+
+/// Host `side`'s virtual endpoint (0: A, 1: B).
+fn overlay_endpoint(side: usize) -> SocketAddr {
+    SocketAddr::from(([10, 77, 0, side as u8 + 1], 7000))
+}
+
+/// Host `side`'s overlay settings: its tenant's endpoint, and the other host's endpoint
+/// mapped to that host's NIC address in `physical` (A's, B's).
+fn overlay_settings(side: usize, physical: [SocketAddr; 2]) -> String {
+    let other = 1 - side;
+    format!(
+        "tenant = [{{ tenant = {OVERLAY_TENANT}, vni = {OVERLAY_VNI}, endpoint = \"{}\" }}]\n\
+         mapping = [{{ vni = {OVERLAY_VNI}, endpoint = \"{}\", physical = \"{}\" }}]\n",
+        overlay_endpoint(side),
+        overlay_endpoint(other),
+        physical[other],
+    )
+}
+
+/// A stage of `kind` on host `side` for the round trips: `pass`, or a policy stage whose
+/// work is real but whose verdict lets every packet of the ping-pong through at once (an ACL
+/// of rules that miss before the one that allows; a shaper at 100 Gbit/s, so it stamps
+/// every packet and delays none; an overlay that encapsulates every packet for the other
+/// host, whose overlay decapsulates it: `physical` holds both hosts' NIC addresses).
+fn stage_of(kind: &str, side: usize, physical: Option<[SocketAddr; 2]>) -> Result<Box<dyn Stage>> {
     Ok(match kind {
         "pass" => Box::new(PassStage),
         "acl" => Box::new(
@@ -106,35 +144,72 @@ fn stage_of(kind: &str) -> Result<Box<dyn Stage>> {
             )
             .map_err(|e| anyhow!("{e}"))?,
         ),
-        other => bail!("no stage kind {other:?} for the round trips (pass, acl, shaper)"),
+        "overlay" => {
+            let physical = physical.context("the overlay needs both hosts' NIC addresses")?;
+            Box::new(
+                OverlayStage::new(&overlay_settings(side, physical))
+                    .map_err(|e| anyhow!("overlay settings: {e}"))?,
+            )
+        }
+        other => bail!("no stage kind {other:?} for the round trips (pass, acl, shaper, overlay)"),
     })
 }
 
-/// Host A's Pony engine on `nic`, alone or behind `stages` stages of `kind`; and the stage
-/// engines.
-fn host_a(nic: Box<dyn Nic>, kind: &str, stages: usize) -> Result<HostA> {
+/// The names of host `side`'s Pony engine and of its `i`th stage of `kind`.
+fn pony_name(side: usize) -> &'static str {
+    ["pony-a", "pony-b"][side]
+}
+
+fn stage_name(side: usize, kind: &str, i: usize) -> String {
+    match side {
+        0 => format!("{kind}{i}"),
+        _ => format!("peer-{kind}{i}"),
+    }
+}
+
+/// Host `side`'s Pony engine on `nic`, alone or behind `stages` stages of `kind`; and the
+/// stage engines.
+fn host(
+    side: usize,
+    nic: Box<dyn Nic>,
+    kind: &str,
+    stages: usize,
+    physical: Option<[SocketAddr; 2]>,
+) -> Result<HostEngines> {
     if stages == 0 {
         return Ok((
-            Box::new(PonyEngine::new("pony-a", nic, PonyConfig::default())),
+            Box::new(PonyEngine::new(pony_name(side), nic, PonyConfig::default())),
             Vec::new(),
         ));
     }
+    let made: Vec<Box<dyn Stage>> = (0..stages)
+        .map(|_| stage_of(kind, side, physical))
+        .collect::<Result<_>>()?;
+    // The stages' headers go in front of Pony's packets: Pony's MTU leaves room for them.
+    let headroom: usize = made.iter().map(|s| s.headroom()).sum();
     let mtu = nic.mtu();
-    let pool = Pool::new("bench-pipeline", PoolConfig::for_mtu(2048, mtu as u32, 0))?;
-    let (pony_end, mut up) = queue("bench-pipeline-q0", 256, &pool)?;
+    if headroom + 256 > mtu {
+        bail!("the stages prepend {headroom} bytes, too much for an MTU of {mtu}");
+    }
+    let tag = ["a", "b"][side];
+    let pool = Pool::new(
+        &format!("bench-pipeline-{tag}"),
+        PoolConfig::for_mtu(2048, mtu as u32, headroom as u32),
+    )?;
+    let (pony_end, mut up) = queue(&format!("bench-pipeline-{tag}-q0"), 256, &pool)?;
     let mut engines: Vec<Box<dyn Engine>> = Vec::new();
     let mut nic = Some(nic);
-    for i in 0..stages {
+    for (i, stage) in made.into_iter().enumerate() {
         let (down, next) = if i + 1 == stages {
             let nic = nic.take().expect("one NIC");
             (Downstream::Wire(Box::new(NicWire(nic))), None)
         } else {
-            let (d, u) = queue(&format!("bench-pipeline-q{}", i + 1), 256, &pool)?;
+            let (d, u) = queue(&format!("bench-pipeline-{tag}-q{}", i + 1), 256, &pool)?;
             (Downstream::Queue(d), Some(u))
         };
         engines.push(Box::new(StageEngine::new(
-            format!("{kind}{i}"),
-            stage_of(kind)?,
+            stage_name(side, kind, i),
+            stage,
             up,
             down,
             32,
@@ -145,11 +220,17 @@ fn host_a(nic: Box<dyn Nic>, kind: &str, stages: usize) -> Result<HostA> {
         }
     }
     let pony = PonyEngine::new(
-        "pony-a",
-        Box::new(PipeNic::new(pony_end, mtu)),
+        pony_name(side),
+        Box::new(PipeNic::new(pony_end, mtu - headroom)),
         PonyConfig::default(),
     );
     Ok((Box::new(pony), engines))
+}
+
+/// Whether stages of `kind` need the same stages on host B (the overlay: B must decapsulate
+/// what A's encapsulates, and encapsulate its replies).
+fn mirrored(kind: &str) -> bool {
+    kind == "overlay"
 }
 
 fn start(
@@ -161,9 +242,21 @@ fn start(
 ) -> Result<(Hosts, String)> {
     let mode = mode_of(&cfg.mode)?;
     let pair = NicKind::Udp.open_pair(path, cfg.mtu, 0)?;
-    let (pony_a, stage_engines) = host_a(pair.a, kind, stages)?;
+    let mirror = mirrored(kind) && stages > 0;
+    let (physical, peer) = if mirror {
+        let parse =
+            |a: &str| -> Result<SocketAddr> { a.parse().with_context(|| format!("NIC address {a:?}")) };
+        (
+            Some([parse(&pair.a_addr)?, parse(&pair.peer)?]),
+            overlay_endpoint(1).to_string(),
+        )
+    } else {
+        (None, pair.peer.clone())
+    };
+    let (pony_a, stage_engines) = host(0, pair.a, kind, stages, physical)?;
+    let (pony_b, peer_engines) = host(1, pair.b, kind, if mirror { stages } else { 0 }, physical)?;
     let stage_names: Vec<String> = stage_engines.iter().map(|e| e.name().to_owned()).collect();
-    let pony_b: Box<dyn Engine> = Box::new(PonyEngine::new("pony-b", pair.b, PonyConfig::default()));
+    let peer_stage_names: Vec<String> = peer_engines.iter().map(|e| e.name().to_owned()).collect();
     let (cores_a, cores_b) = layout.engine_cores(&cfg.mode)?;
     let group = |name: &str, engines: Vec<Box<dyn Engine>>, cores: Vec<usize>| GroupSpec {
         name: name.into(),
@@ -182,21 +275,24 @@ fn start(
     };
     let mut a: Vec<Box<dyn Engine>> = vec![pony_a];
     a.extend(stage_engines);
+    let mut b: Vec<Box<dyn Engine>> = vec![pony_b];
+    b.extend(peer_engines);
     let runtimes = if mode == Mode::Dedicated && layout.shared_engine_core {
-        a.push(pony_b);
+        a.extend(b);
         vec![Runtime::start(vec![group("hosts-ab", a, cores_a)], options)?]
     } else {
         vec![
             Runtime::start(vec![group("host-a", a, cores_a)], options.clone())?,
-            Runtime::start(vec![group("host-b", vec![pony_b], cores_b)], options)?,
+            Runtime::start(vec![group("host-b", b, cores_b)], options)?,
         ]
     };
     Ok((
         Hosts {
             runtimes,
             stage_names,
+            peer_stage_names,
         },
-        pair.peer,
+        peer,
     ))
 }
 
@@ -245,20 +341,30 @@ fn measure(
         let echoed = echo_thread.join().map_err(|_| anyhow!("the echo app panicked"))?;
         let measured = measured?;
         echoed?;
-        let (mut stage_ns, mut stage_packets) = (0, 0);
-        for name in &hosts.stage_names {
+        let counters = |name: &str| -> Result<serde_json::Value> {
             let c = find(name)?
                 .control_dyn(|e| e.counters())
                 .map_err(|e| anyhow!("{name}: {e}"))?
                 .with_context(|| format!("{name} has no counters"))?;
-            let n = |k: &str| c["counters"][k].as_u64().unwrap_or(0);
-            // The NIC's own calls are Pony's cost without a pipeline too.
-            stage_ns += n("ns").saturating_sub(n("wire_ns"));
-            stage_packets += n("tx_packets") + n("rx_packets");
             let dropped = c["drops"].as_array().map_or(0, Vec::len);
             if dropped > 0 {
                 bail!("{name} dropped packets: {}", c["drops"]);
             }
+            Ok(c)
+        };
+        let (mut stage_ns, mut stage_packets) = (0, 0);
+        for name in &hosts.stage_names {
+            let c = counters(name)?;
+            let n = |k: &str| c["counters"][k].as_u64().unwrap_or(0);
+            // The NIC's own calls are Pony's cost without a pipeline too.
+            stage_ns += n("ns").saturating_sub(n("wire_ns"));
+            stage_packets += n("tx_packets") + n("rx_packets");
+        }
+        for name in &hosts.peer_stage_names {
+            counters(name)?;
+        }
+        if mirrored(kind) {
+            check_overlays(&hosts, &counters)?;
         }
         Ok(Measurement {
             hist: measured.hist,
@@ -271,6 +377,39 @@ fn measure(
         drop(rt.shutdown());
     }
     result
+}
+
+/// Each host's overlay decapsulated every packet the other's encapsulated (none dropped,
+/// none lost on the path): the last replies may still be on their way, so this waits a
+/// little for the counts to meet.
+fn check_overlays(hosts: &Hosts, counters: &dyn Fn(&str) -> Result<serde_json::Value>) -> Result<()> {
+    let own = |names: &[String]| -> Result<(u64, u64)> {
+        let (mut encap, mut decap) = (0, 0);
+        for name in names {
+            let c = counters(name)?;
+            encap += c["own"]["encapsulated"].as_u64().unwrap_or(0);
+            decap += c["own"]["decapsulated"].as_u64().unwrap_or(0);
+        }
+        Ok((encap, decap))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let (a, b) = (own(&hosts.stage_names)?, own(&hosts.peer_stage_names)?);
+        if a.0 > 0 && b.0 > 0 && a.0 == b.1 && b.0 == a.1 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "overlay counts do not meet: A encapsulated {} (B decapsulated {}), \
+                 B encapsulated {} (A decapsulated {})",
+                a.0,
+                b.1,
+                b.0,
+                a.1
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -344,7 +483,11 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
         .skip(1)
         .map(|(vi, (kind, k))| (vi, kind, *k))
         .map(|(vi, kind, k)| StageRow {
-            name: if k == 1 {
+            // A mirrored stage's row is one stage on each host: the round trip crosses
+            // A's and B's, each once per direction.
+            name: if k == 1 && mirrored(kind) {
+                format!("{kind} (with the peer's)")
+            } else if k == 1 {
                 kind.clone()
             } else {
                 format!("{kind}, {k} in a row (per stage)")
@@ -367,7 +510,7 @@ pub fn run(cfg: &PipelineBenchConfig, path: &Path) -> Result<Report> {
         rounds: cfg.rounds,
         iterations: cfg.iterations,
         hosts: format!(
-            "{}; stages in host A's group ({}), apps {}; {}",
+            "{}; stages in host A's group ({}; an overlay's peer stage in host B's), apps {}; {}",
             path.hosts_note(),
             cfg.mode,
             cfg.app_wait.describe(),

@@ -125,6 +125,8 @@ pub struct NicPair {
     pub b: Box<dyn Nic>,
     /// B's address, for A's `OpenFlow`.
     pub peer: String,
+    /// A's address (the source B sees), `shm` for the shared-memory wire.
+    pub a_addr: String,
 }
 
 impl NicKind {
@@ -161,14 +163,16 @@ impl NicKind {
                 a: Box::new(a),
                 b: Box::new(b),
                 peer: "shm".into(),
+                a_addr: "shm".into(),
             });
         }
-        let (a, _) = self.open_side(path, 0, path.bind(0, i), mtu)?;
+        let (a, a_addr) = self.open_side(path, 0, path.bind(0, i), mtu)?;
         let (b, peer) = self.open_side(path, 1, path.bind(1, i), mtu)?;
         Ok(NicPair {
             a,
             b,
             peer: peer.to_string(),
+            a_addr: a_addr.to_string(),
         })
     }
 

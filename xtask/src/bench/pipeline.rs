@@ -87,8 +87,11 @@ pub fn markdown(runs: &[Report]) -> String {
     let mut md = String::from("# Pipeline stages on Pony's path\n\n");
     md.push_str(
         "Pony ping-pong between two hosts over UDP; host A's Pony engine alone, then behind \
-         1 and 2 `pass` stages and one of each policy stage kind (`acl`, `shaper`), in \
-         interleaved rounds. Added RTT per stage is (p50 with k stages − p50 alone) / k over \
+         1 and 2 `pass` stages and one of each policy stage kind (`acl`, `shaper`, \
+         `overlay`), in interleaved rounds. The `overlay` row includes the matching overlay \
+         stage on host B (A's encapsulates, B's decapsulates, and the other way on the \
+         reply: the round trip crosses encap and decap on each side); its ns/packet is host \
+         A's stage's. Added RTT per stage is (p50 with k stages − p50 alone) / k over \
          the pooled rounds; spread is the largest minus the \
          smallest per-round value; ns/packet is the stage engines' own time per packet.\n\n",
     );
