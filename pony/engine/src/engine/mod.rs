@@ -950,9 +950,10 @@ impl Engine for PonyEngine {
         Some(self)
     }
 
-    /// Movable when its NIC is (a UDP socket; not AF_XDP or the shared-memory wire).
+    /// Movable when its NIC is (a UDP socket or AF_XDP; not the shared-memory wire or a
+    /// pipeline's queue).
     fn movable(&mut self) -> Option<&mut dyn snap_runtime::Movable> {
-        self.link.nic().dup_for_handover().is_some().then_some(self as _)
+        self.link.nic().can_hand_over().then_some(self as _)
     }
 
     /// [`PonyStats`], as JSON.
