@@ -516,3 +516,51 @@ next = "echo0"
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert_eq!(client.status().unwrap().channels_of("echo0"), 1);
 }
+
+/// A Pony engine whose NIC side is a packet pipeline: the upgrade is refused before
+/// anything moves, naming the engine, its pipeline and the pipeline's stages; the host
+/// keeps serving (its app still attached).
+#[test]
+fn a_pipeline_refuses_the_upgrade_up_front_naming_its_stages() {
+    let config = r#"
+microquanta = false
+[[group]]
+name = "pony"
+mode = "spreading"
+[[group.engine]]
+name = "pony0"
+kind = "pony"
+options = { pipeline = "path" }
+[[group]]
+name = "stages"
+mode = "spreading"
+[[pipeline]]
+name = "path"
+[[pipeline.stage]]
+name = "pass0"
+kind = "pass"
+group = "stages"
+[pipeline.nic]
+nic = "udp"
+bind = "127.0.0.1:0"
+"#;
+    let host = Host::with_config(config);
+    let app = PonyClient::connect(&host.socket, "pony0", Completions::Block).unwrap();
+    let err = SnapClient::connect(&host.socket)
+        .unwrap()
+        .upgrade(None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("engine \"pony0\" (kind pony) cannot move to a new host")
+            && err.contains("packet pipeline \"path\" (stages \"pass0\" (pass))")
+            && err.contains("packet-pipeline stages do not move yet")
+            && err.contains("nothing moved"),
+        "{err}"
+    );
+    let pid = host.process.pid();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let status = SnapClient::connect(&host.socket).unwrap().status().unwrap();
+    assert_eq!(status.channels_of("pony0"), 1, "{:?}", status.channels);
+    drop(app);
+}

@@ -14,13 +14,50 @@ use snap_engines::moving;
 use snap_engines::udp_echo::UdpEchoEngine;
 use snap_runtime::Engine;
 
-use super::{EngineConfig, EngineKind};
+use super::{Config, EngineConfig, EngineKind};
 
 /// The test hook's variable (see the module documentation).
 pub const TEST_STATE_FORMAT_VAR: &str = "SNAP_HOST_TEST_STATE_FORMAT";
 
 fn claimed_format() -> Option<u16> {
     std::env::var(TEST_STATE_FORMAT_VAR).ok()?.parse().ok()
+}
+
+/// Why engine `e` of `config` cannot move to a new host, as far as the configuration
+/// tells (`None`: it can if the running engine agrees, `snap_runtime::Engine::movable`).
+/// Said before anything moves, so an upgrade that cannot complete refuses whole.
+pub fn why_cannot_move(config: &Config, e: &EngineConfig) -> Option<String> {
+    let relayed = config
+        .group
+        .iter()
+        .flat_map(|g| &g.engine)
+        .any(|r| r.next.as_deref() == Some(&e.name));
+    if e.kind == EngineKind::Relay || relayed {
+        return Some("relay pipelines (joined at start-up) do not move yet".into());
+    }
+    if e.kind != EngineKind::Pony {
+        return None;
+    }
+    let options = e.options.as_ref()?;
+    if let Some(p) = super::pony::pipeline_of(options) {
+        let stages: Vec<String> = config
+            .pipeline
+            .iter()
+            .filter(|x| x.name == p)
+            .flat_map(|x| &x.stage)
+            .map(|s| format!("{:?} ({})", s.name, s.kind))
+            .collect();
+        return Some(format!(
+            "its NIC side is packet pipeline {p:?} (stages {}), and packet-pipeline stages do not move yet",
+            stages.join(", ")
+        ));
+    }
+    match options.get("nic").and_then(toml::Value::as_str) {
+        Some(n @ ("shm_listen" | "shm_connect")) => Some(format!(
+            "its NIC is the shared-memory wire (nic = {n:?}), which does not move yet"
+        )),
+        _ => None,
+    }
 }
 
 /// Whether this host can read `state`, an export of engine `e` (full snapshot or final
