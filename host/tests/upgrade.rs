@@ -481,8 +481,12 @@ fn upgrade_with_many_flows() {
 
 /// An engine that cannot move refuses the upgrade before anything moves, naming the engine
 /// and its kind; the host keeps serving as before.
+/// A relay chain (relay1 → relay0 → echo0) moves with its engines: apps on the first
+/// relay and on the echo engine keep their channels, and every request is answered with
+/// its own bytes, in order, before, during and after three upgrades (the relays' internal
+/// channels are moved as descriptors, both ends, and meet again on the same memory).
 #[test]
-fn an_engine_that_cannot_move_refuses_the_upgrade_up_front() {
+fn a_relay_chain_moves_and_its_apps_keep_their_channels() {
     let config = r#"
 microquanta = false
 [[group]]
@@ -495,26 +499,55 @@ kind = "echo"
 name = "relay0"
 kind = "relay"
 next = "echo0"
+[[group.engine]]
+name = "relay1"
+kind = "relay"
+next = "relay0"
 "#;
-    let host = Host::with_config(config);
+    let mut host = Host::with_config(config);
     let mut client = SnapClient::connect(&host.socket).unwrap();
-    let mut ch = client.attach("echo0", true).unwrap();
-    echo_once(&mut ch, 1).unwrap();
-    let err = SnapClient::connect(&host.socket)
-        .unwrap()
-        .upgrade(None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("\"echo0\" (kind echo) cannot move")
-            || err.contains("\"relay0\" (kind relay) cannot move"),
-        "{err}"
-    );
-    assert!(err.contains("nothing moved"), "{err}");
-    echo_once(&mut ch, 2).unwrap();
-    let pid = host.process.pid();
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
-    assert_eq!(client.status().unwrap().channels_of("echo0"), 1);
+    let ch_relay = client.attach("relay1", true).unwrap();
+    let ch_echo = client.attach("echo0", true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // One app thread per channel, each sending sequence numbers and checking every answer.
+    let apps: Vec<_> = [ch_relay, ch_echo]
+        .into_iter()
+        .map(|mut ch| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    echo_once(&mut ch, seq).unwrap_or_else(|e| panic!("request {seq}: {e}"));
+                    seq += 1;
+                }
+                (seq, ch)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let report = upgrade(&mut host);
+        let kinds: Vec<_> = report
+            .engines
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("echo0", "echo"), ("relay0", "relay"), ("relay1", "relay")]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    for app in apps {
+        let (seq, mut ch) = app.join().unwrap();
+        assert!(seq > 50, "requests answered throughout: {seq}");
+        echo_once(&mut ch, u64::MAX).unwrap();
+    }
+    let status = client.status().unwrap();
+    assert_eq!(status.channels_of("relay1"), 1, "{:?}", status.channels);
+    assert_eq!(status.channels_of("echo0"), 1, "{:?}", status.channels);
 }
 
 /// A Pony engine whose NIC side is a packet pipeline: the upgrade is refused before

@@ -521,6 +521,52 @@ impl ChannelAppEnd {
         })
     }
 
+    /// Duplicates of the descriptors this end is made of, to hand it to another process (a
+    /// host upgrade moving an engine that holds an app end, the relay): request ring memfd,
+    /// response ring memfd, the engine doorbell's page memfd and eventfd ([`HOST_FDS`]),
+    /// then the completion doorbell's page memfd and eventfd if it has one ([`APP_FDS`]).
+    /// [`ChannelAppEnd::from_dup_fds`] rebuilds it.
+    pub fn dup_fds(&self) -> Result<Vec<OwnedFd>, ChannelError> {
+        let (page, efd) = self.engine_bell.fds();
+        let mut fds = vec![
+            dup(self.requests.shared_mem().as_fd())?,
+            dup(self.responses.shared_mem().as_fd())?,
+            dup(page)?,
+            dup(efd)?,
+        ];
+        if let Some(c) = &self.completion {
+            let (page, efd) = c.fds();
+            fds.push(dup(page)?);
+            fds.push(dup(efd)?);
+        }
+        Ok(fds)
+    }
+
+    /// Takes over an app end from the descriptors [`ChannelAppEnd::dup_fds`] gave in
+    /// another process, validated as [`ChannelAppEnd::from_fds`] validates the host's.
+    pub fn from_dup_fds(mut fds: Vec<OwnedFd>) -> Result<Self, ChannelError> {
+        let completion = match fds.len() {
+            HOST_FDS => None,
+            n if n == HOST_FDS + APP_FDS => {
+                let efd = fds.pop().expect("counted");
+                let page = fds.pop().expect("counted");
+                Some(
+                    Doorbell::from_fds(page, efd).map_err(|source| ChannelError::Doorbell {
+                        which: "completion",
+                        source,
+                    })?,
+                )
+            }
+            got => {
+                return Err(ChannelError::FdCount {
+                    expected: HOST_FDS,
+                    got,
+                })
+            }
+        };
+        Self::from_fds(fds, completion)
+    }
+
     /// Watches `control` (a duplicate of the control connection the channel was attached
     /// on) while blocking: [`Self::recv_timeout`] returns [`ChannelError::HostGone`] as soon
     /// as the host hangs it up, instead of waiting out its timeout.

@@ -11,6 +11,7 @@ use std::os::fd::OwnedFd;
 
 use snap_engines::echo::EchoEngine;
 use snap_engines::moving;
+use snap_engines::relay::RelayEngine;
 use snap_engines::udp_echo::UdpEchoEngine;
 use snap_runtime::Engine;
 
@@ -27,14 +28,6 @@ fn claimed_format() -> Option<u16> {
 /// tells (`None`: it can if the running engine agrees, `snap_runtime::Engine::movable`).
 /// Said before anything moves, so an upgrade that cannot complete refuses whole.
 pub fn why_cannot_move(config: &Config, e: &EngineConfig) -> Option<String> {
-    let relayed = config
-        .group
-        .iter()
-        .flat_map(|g| &g.engine)
-        .any(|r| r.next.as_deref() == Some(&e.name));
-    if e.kind == EngineKind::Relay || relayed {
-        return Some("relay pipelines (joined at start-up) do not move yet".into());
-    }
     if e.kind != EngineKind::Pony {
         return None;
     }
@@ -64,7 +57,7 @@ pub fn why_cannot_move(config: &Config, e: &EngineConfig) -> Option<String> {
 /// delta). `Err` says why not.
 pub fn check_state(e: &EngineConfig, state: &[u8]) -> Result<(), String> {
     match e.kind {
-        EngineKind::Echo | EngineKind::UdpEcho => {
+        EngineKind::Echo | EngineKind::UdpEcho | EngineKind::Relay => {
             let found = moving::state_format(state)?;
             let supported = claimed_format().unwrap_or(moving::STATE_FORMAT);
             if found != supported {
@@ -75,7 +68,6 @@ pub fn check_state(e: &EngineConfig, state: &[u8]) -> Result<(), String> {
             Ok(())
         }
         EngineKind::Pony => super::pony::check_state(state, claimed_format()),
-        EngineKind::Relay => Err("relay engines do not move".into()),
     }
 }
 
@@ -108,6 +100,13 @@ pub fn import(
             let options = e.options.as_ref().unwrap_or(&empty);
             super::pony::import(&e.name, options, full, deltas, groups)
         }
-        EngineKind::Relay => Err("relay engines do not move".into()),
+        // Its internal channel is among the descriptors; the next engine, moved on its
+        // own, holds the other end among its app channels.
+        EngineKind::Relay => Ok(Box::new(RelayEngine::import(
+            e.name.clone(),
+            e.work_ns,
+            last,
+            flat(groups),
+        )?)),
     }
 }
