@@ -2,7 +2,9 @@
 //! processes and real apps: Pony ping-pong between two hosts while both are upgraded
 //! several times (every message checked byte for byte and in order: nothing lost,
 //! duplicated or reordered), an echo app that keeps its channel and a UDP echo socket that
-//! keeps serving, run-time engine changes after an upgrade, and the failure cases: a state
+//! keeps serving, a relay chain whose apps keep their channels, run-time engine changes
+//! after an upgrade, and the failure cases: an engine that cannot move (a Pony engine on a
+//! packet pipeline) refused up front, a state
 //! the new host cannot read (rollback), a second upgrade while one runs, and either process
 //! killed in the middle of a transfer (the test hooks of `snap_host::takeover` hold the
 //! transfer open long enough to do it).
@@ -479,8 +481,6 @@ fn upgrade_with_many_flows() {
     );
 }
 
-/// An engine that cannot move refuses the upgrade before anything moves, naming the engine
-/// and its kind; the host keeps serving as before.
 /// A relay chain (relay1 → relay0 → echo0) moves with its engines: apps on the first
 /// relay and on the echo engine keep their channels, and every request is answered with
 /// its own bytes, in order, before, during and after three upgrades (the relays' internal
