@@ -812,6 +812,34 @@ mod tests {
         assert!(ChannelEngineEnd::from_fds(fds).is_err());
     }
 
+    /// An app end rebuilt from its descriptors (a host upgrade moving a relay): a response
+    /// pushed before the move is received after it, a request sent after it reaches the
+    /// engine end, and the engine still rings the moved completion doorbell.
+    #[test]
+    fn app_end_moves_by_its_descriptors() {
+        let (mut eng, old) = AppChannel::pair(small(), true).unwrap();
+        eng.responses().push(b"before").unwrap();
+        let fds = old.dup_fds().unwrap();
+        assert_eq!(fds.len(), HOST_FDS + APP_FDS);
+        drop(old);
+        let mut new = ChannelAppEnd::from_dup_fds(fds).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(new.try_recv(&mut buf).unwrap(), Some(6));
+        assert_eq!(&buf[..6], b"before");
+        new.send(b"after").unwrap();
+        let n = eng.requests().try_pop(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..n], b"after");
+        new.completion().unwrap().arm();
+        eng.responses().push(b"x").unwrap();
+        assert!(eng.notify_app(), "the engine rings the moved completion doorbell");
+        let mut fds = new.dup_fds().unwrap();
+        fds.pop();
+        assert!(matches!(
+            ChannelAppEnd::from_dup_fds(fds),
+            Err(ChannelError::FdCount { .. })
+        ));
+    }
+
     /// The backpressure pair under real threads: an engine that blocks whenever the
     /// response ring is full, and an app that pops as fast as it can. A lost wakeup (the
     /// app popped between the engine's flag and its re-check, and neither saw the other)
