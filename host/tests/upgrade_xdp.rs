@@ -4,9 +4,10 @@
 //! upgraded three times and host B once. Every echo must be the next expected message of
 //! its stream byte for byte (sequence and content), so nothing is lost, duplicated,
 //! reordered or damaged; after each upgrade the same XDP program (by kernel id) is still
-//! attached to the interface, the old process is gone, and the new process's NIC keeps
-//! receiving what the program redirects (its packet counter, carried across the move,
-//! keeps growing; a packet the program did not redirect would reach no one).
+//! attached to the interface, the old process is gone, and the program's `redirected`
+//! counter (status `nic.redirected`: its map moved with it, so the count carries on) and
+//! the new process's `packets_in` keep growing: the program still redirects to the moved
+//! socket and the new process receives from it.
 //!
 //! Needs root and iproute2 (without them the test prints why and passes). The namespaces
 //! and the veth pair are removed when the topology drops, also when the test fails.
@@ -111,14 +112,15 @@ impl Pair {
         );
     }
 
-    fn packets_in(&self, i: usize) -> u64 {
+    /// Counter `path` of host `i`'s Pony engine in status.
+    fn counter(&self, i: usize, path: &str) -> u64 {
         let status = SnapClient::connect(self.hosts[i].socket())
             .unwrap()
             .status()
             .unwrap();
         status
-            .counter("pony0", "packets_in")
-            .unwrap_or_else(|| panic!("no packets_in: {:?}", status.counters["pony0"]))
+            .counter("pony0", path)
+            .unwrap_or_else(|| panic!("no {path}: {:?}", status.counters["pony0"]))
     }
 }
 
@@ -196,18 +198,34 @@ fn pony_on_af_xdp_survives_upgrades() {
 
     std::thread::sleep(Duration::from_millis(300));
     for host in [0, 1, 0, 0] {
+        let redirected_before = pair.counter(host, "nic.redirected");
         pair.upgrade(host);
-        let after = pair.packets_in(host);
+        let (redirected, received) = (
+            pair.counter(host, "nic.redirected"),
+            pair.counter(host, "packets_in"),
+        );
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
             pair.xdp_prog_id(host),
             prog[host],
             "host {host}: the same XDP program stays attached across the upgrade"
         );
-        let later = pair.packets_in(host);
+        let (redirected_later, received_later) = (
+            pair.counter(host, "nic.redirected"),
+            pair.counter(host, "packets_in"),
+        );
+        eprintln!(
+            "host {host}: XDP redirected {redirected_before} before the upgrade, {redirected} just after, \
+             {redirected_later} 300 ms later; packets_in {received} -> {received_later}"
+        );
         assert!(
-            later > after,
-            "host {host}: the new process's AF_XDP socket receives ({after} -> {later} packets)"
+            redirected >= redirected_before,
+            "host {host}: the program's counters carry on ({redirected_before} -> {redirected})"
+        );
+        assert!(
+            redirected_later > redirected && received_later > received,
+            "host {host}: the program redirects to the moved socket and the new process \
+             receives ({redirected} -> {redirected_later} redirected, {received} -> {received_later} received)"
         );
     }
     stop.store(true, Ordering::Relaxed);

@@ -739,6 +739,21 @@ impl Nic for XdpNic {
         true
     }
 
+    /// [`XdpNic::xdp_stats`]' counters. The program's are the interface's (all queues)
+    /// and live in its map, so they carry on across a hand-over.
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        let s = self.xdp_stats();
+        Some(vec![
+            ("redirected", s.program.redirected),
+            ("passed", s.program.passed),
+            ("no_socket", s.program.no_socket),
+            ("tx_unresolved", s.tx_unresolved),
+            ("rx_invalid", s.rx_invalid),
+            ("kernel_rx_dropped", s.kernel_rx_dropped),
+            ("kernel_rx_ring_full", s.kernel_rx_ring_full),
+        ])
+    }
+
     /// The socket, the UMEM's memfd, the state, the program, its maps and link, the
     /// reserved port ([`crate::handover`]); [`XdpNic::adopt`] rebuilds the NIC from them.
     fn dup_for_handover(&self) -> Option<io::Result<Vec<OwnedFd>>> {

@@ -195,6 +195,11 @@ impl PonyEngine {
             .nic()
             .fault_stats()
             .map(|[tx, rx]| InjectedFaults { tx, rx });
+        s.nic = self
+            .link
+            .nic()
+            .backend_counters()
+            .map(|c| c.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }

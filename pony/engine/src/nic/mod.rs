@@ -234,6 +234,13 @@ pub trait Nic: Send {
     fn fault_stats(&self) -> Option<[FaultStats; 2]> {
         None
     }
+
+    /// The backend's own counters by name, beyond [`NicStats`] (AF_XDP: what its XDP
+    /// program redirected, what the kernel dropped), shown in status under the engine's
+    /// `nic` key. `None` (the default) for backends that have none.
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        None
+    }
 }
 
 impl<N: Nic + ?Sized> Nic for Box<N> {
@@ -287,6 +294,9 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn stats(&self) -> NicStats {
         (**self).stats()
+    }
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        (**self).backend_counters()
     }
     fn fault_stats(&self) -> Option<[FaultStats; 2]> {
         (**self).fault_stats()

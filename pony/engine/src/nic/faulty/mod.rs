@@ -430,6 +430,10 @@ impl<N: Nic> Nic for FaultyNic<N> {
     fn fault_stats(&self) -> Option<[FaultStats; 2]> {
         Some([self.send_faults(), self.recv_faults()])
     }
+
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.inner.backend_counters()
+    }
 }
 
 #[cfg(test)]
