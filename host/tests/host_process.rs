@@ -81,7 +81,7 @@ kind = "echo"
 "#;
 
 #[test]
-fn relay_pipeline_echoes_in_order_across_groups() {
+fn relay_chain_echoes_in_order_across_groups() {
     const N: u64 = 5_000;
     let host = Host::with_config(PIPELINE_GROUPS);
     let mut client = SnapClient::connect(&host.socket).unwrap();

@@ -2,7 +2,9 @@
 //! processes and real apps: Pony ping-pong between two hosts while both are upgraded
 //! several times (every message checked byte for byte and in order: nothing lost,
 //! duplicated or reordered), an echo app that keeps its channel and a UDP echo socket that
-//! keeps serving, run-time engine changes after an upgrade, and the failure cases: a state
+//! keeps serving, a relay chain whose apps keep their channels, run-time engine changes
+//! after an upgrade, and the failure cases: an engine that cannot move (a Pony engine on a
+//! packet pipeline) refused up front, a state
 //! the new host cannot read (rollback), a second upgrade while one runs, and either process
 //! killed in the middle of a transfer (the test hooks of `snap_host::takeover` hold the
 //! transfer open long enough to do it).
@@ -479,10 +481,12 @@ fn upgrade_with_many_flows() {
     );
 }
 
-/// An engine that cannot move refuses the upgrade before anything moves, naming the engine
-/// and its kind; the host keeps serving as before.
+/// A relay chain (relay1 → relay0 → echo0) moves with its engines: apps on the first
+/// relay and on the echo engine keep their channels, and every request is answered with
+/// its own bytes, in order, before, during and after three upgrades (the relays' internal
+/// channels are moved as descriptors, both ends, and meet again on the same memory).
 #[test]
-fn an_engine_that_cannot_move_refuses_the_upgrade_up_front() {
+fn a_relay_chain_moves_and_its_apps_keep_their_channels() {
     let config = r#"
 microquanta = false
 [[group]]
@@ -495,24 +499,101 @@ kind = "echo"
 name = "relay0"
 kind = "relay"
 next = "echo0"
+[[group.engine]]
+name = "relay1"
+kind = "relay"
+next = "relay0"
+"#;
+    let mut host = Host::with_config(config);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    let ch_relay = client.attach("relay1", true).unwrap();
+    let ch_echo = client.attach("echo0", true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // One app thread per channel, each sending sequence numbers and checking every answer.
+    let apps: Vec<_> = [ch_relay, ch_echo]
+        .into_iter()
+        .map(|mut ch| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    echo_once(&mut ch, seq).unwrap_or_else(|e| panic!("request {seq}: {e}"));
+                    seq += 1;
+                }
+                (seq, ch)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let report = upgrade(&mut host);
+        let kinds: Vec<_> = report
+            .engines
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("echo0", "echo"), ("relay0", "relay"), ("relay1", "relay")]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut client = SnapClient::connect(&host.socket).unwrap();
+    for app in apps {
+        let (seq, mut ch) = app.join().unwrap();
+        assert!(seq > 50, "requests answered throughout: {seq}");
+        echo_once(&mut ch, u64::MAX).unwrap();
+    }
+    let status = client.status().unwrap();
+    assert_eq!(status.channels_of("relay1"), 1, "{:?}", status.channels);
+    assert_eq!(status.channels_of("echo0"), 1, "{:?}", status.channels);
+}
+
+/// A Pony engine whose NIC side is a packet pipeline: the upgrade is refused before
+/// anything moves, naming the engine, its pipeline and the pipeline's stages; the host
+/// keeps serving (its app still attached).
+#[test]
+fn a_pipeline_refuses_the_upgrade_up_front_naming_its_stages() {
+    let config = r#"
+microquanta = false
+[[group]]
+name = "pony"
+mode = "spreading"
+[[group.engine]]
+name = "pony0"
+kind = "pony"
+options = { pipeline = "path" }
+[[group]]
+name = "stages"
+mode = "spreading"
+[[pipeline]]
+name = "path"
+[[pipeline.stage]]
+name = "pass0"
+kind = "pass"
+group = "stages"
+[pipeline.nic]
+nic = "udp"
+bind = "127.0.0.1:0"
 "#;
     let host = Host::with_config(config);
-    let mut client = SnapClient::connect(&host.socket).unwrap();
-    let mut ch = client.attach("echo0", true).unwrap();
-    echo_once(&mut ch, 1).unwrap();
+    let app = PonyClient::connect(&host.socket, "pony0", Completions::Block).unwrap();
     let err = SnapClient::connect(&host.socket)
         .unwrap()
         .upgrade(None)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("\"echo0\" (kind echo) cannot move")
-            || err.contains("\"relay0\" (kind relay) cannot move"),
+        err.contains("engine \"pony0\" (kind pony) cannot move to a new host")
+            && err.contains("packet pipeline \"path\" (stages \"pass0\" (pass))")
+            && err.contains("packet-pipeline stages do not move yet")
+            && err.contains("nothing moved"),
         "{err}"
     );
-    assert!(err.contains("nothing moved"), "{err}");
-    echo_once(&mut ch, 2).unwrap();
     let pid = host.process.pid();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
-    assert_eq!(client.status().unwrap().channels_of("echo0"), 1);
+    let status = SnapClient::connect(&host.socket).unwrap().status().unwrap();
+    assert_eq!(status.channels_of("pony0"), 1, "{:?}", status.channels);
+    drop(app);
 }

@@ -521,6 +521,52 @@ impl ChannelAppEnd {
         })
     }
 
+    /// Duplicates of the descriptors this end is made of, to hand it to another process (a
+    /// host upgrade moving an engine that holds an app end, the relay): request ring memfd,
+    /// response ring memfd, the engine doorbell's page memfd and eventfd ([`HOST_FDS`]),
+    /// then the completion doorbell's page memfd and eventfd if it has one ([`APP_FDS`]).
+    /// [`ChannelAppEnd::from_dup_fds`] rebuilds it.
+    pub fn dup_fds(&self) -> Result<Vec<OwnedFd>, ChannelError> {
+        let (page, efd) = self.engine_bell.fds();
+        let mut fds = vec![
+            dup(self.requests.shared_mem().as_fd())?,
+            dup(self.responses.shared_mem().as_fd())?,
+            dup(page)?,
+            dup(efd)?,
+        ];
+        if let Some(c) = &self.completion {
+            let (page, efd) = c.fds();
+            fds.push(dup(page)?);
+            fds.push(dup(efd)?);
+        }
+        Ok(fds)
+    }
+
+    /// Takes over an app end from the descriptors [`ChannelAppEnd::dup_fds`] gave in
+    /// another process, validated as [`ChannelAppEnd::from_fds`] validates the host's.
+    pub fn from_dup_fds(mut fds: Vec<OwnedFd>) -> Result<Self, ChannelError> {
+        let completion = match fds.len() {
+            HOST_FDS => None,
+            n if n == HOST_FDS + APP_FDS => {
+                let efd = fds.pop().expect("counted");
+                let page = fds.pop().expect("counted");
+                Some(
+                    Doorbell::from_fds(page, efd).map_err(|source| ChannelError::Doorbell {
+                        which: "completion",
+                        source,
+                    })?,
+                )
+            }
+            got => {
+                return Err(ChannelError::FdCount {
+                    expected: HOST_FDS,
+                    got,
+                })
+            }
+        };
+        Self::from_fds(fds, completion)
+    }
+
     /// Watches `control` (a duplicate of the control connection the channel was attached
     /// on) while blocking: [`Self::recv_timeout`] returns [`ChannelError::HostGone`] as soon
     /// as the host hangs it up, instead of waiting out its timeout.
@@ -764,6 +810,34 @@ mod tests {
         let mut fds = old.dup_fds().unwrap();
         fds.swap(0, 3);
         assert!(ChannelEngineEnd::from_fds(fds).is_err());
+    }
+
+    /// An app end rebuilt from its descriptors (a host upgrade moving a relay): a response
+    /// pushed before the move is received after it, a request sent after it reaches the
+    /// engine end, and the engine still rings the moved completion doorbell.
+    #[test]
+    fn app_end_moves_by_its_descriptors() {
+        let (mut eng, old) = AppChannel::pair(small(), true).unwrap();
+        eng.responses().push(b"before").unwrap();
+        let fds = old.dup_fds().unwrap();
+        assert_eq!(fds.len(), HOST_FDS + APP_FDS);
+        drop(old);
+        let mut new = ChannelAppEnd::from_dup_fds(fds).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(new.try_recv(&mut buf).unwrap(), Some(6));
+        assert_eq!(&buf[..6], b"before");
+        new.send(b"after").unwrap();
+        let n = eng.requests().try_pop(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..n], b"after");
+        new.completion().unwrap().arm();
+        eng.responses().push(b"x").unwrap();
+        assert!(eng.notify_app(), "the engine rings the moved completion doorbell");
+        let mut fds = new.dup_fds().unwrap();
+        fds.pop();
+        assert!(matches!(
+            ChannelAppEnd::from_dup_fds(fds),
+            Err(ChannelError::FdCount { .. })
+        ));
     }
 
     /// The backpressure pair under real threads: an engine that blocks whenever the

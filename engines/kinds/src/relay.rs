@@ -32,19 +32,27 @@
 //! [`crate::app_channels`]) and the relay stops returning until the app pops and rings.
 //! After returning responses the relay rings the next engine if it waits for room in the
 //! internal response ring. A broken app channel is quarantined as in the echo engine.
+//!
+//! A relay moves to a new host process like an echo engine ([`Movable`]): its app
+//! channels' descriptors and ids, and the internal channel's app end as descriptors too;
+//! the next engine moves on its own and keeps the internal channel's engine end among its
+//! app channels, so the two meet again on the same shared memory.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app_channels::AppChannels;
+use std::os::fd::OwnedFd;
+
+use crate::app_channels::{AppChannels, ChannelsState};
 use crate::echo::{spin, DEFAULT_BATCH};
+use crate::moving;
 use snap_ipc::channel::{
     AppChannel, ChannelAppEnd, ChannelEngineEnd, ChannelError, ChannelShape, CloseReason,
 };
 use snap_ipc::PushError;
 use snap_runtime::{AppFacing, AttachReply, AttachRequest, ChannelLedger};
-use snap_runtime::{Engine, RingSet, RunOutcome, WakeSource, WorkProbe};
+use snap_runtime::{Engine, Movable, RingSet, RunOutcome, WakeSource, WorkProbe};
 
 /// Bytes of the routing prefix (the app channel id) on every internal message.
 pub const PREFIX_LEN: usize = 8;
@@ -123,6 +131,19 @@ pub struct RelayEngine {
     /// message).
     scratch: Vec<u8>,
     stats: RelayStats,
+    /// Stopped for an upgrade ([`Movable::freeze`]): serves nothing.
+    frozen: bool,
+}
+
+/// What moves to a new host (with the app channels' and the internal channel's
+/// descriptors, in that order, in one group).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RelayState {
+    channels: ChannelsState,
+    /// Descriptors of the internal channel's app end, after the app channels'.
+    downstream_fds: usize,
+    downstream_broken: bool,
+    stats: RelayStats,
 }
 
 impl RelayEngine {
@@ -147,7 +168,49 @@ impl RelayEngine {
             return_waits_for: None,
             scratch: Vec::new(),
             stats: RelayStats::default(),
+            frozen: false,
         }
+    }
+
+    /// The relay another host process exported ([`Movable`]): `state` is its final export
+    /// and `fds` the descriptors it handed over (app channels, then the internal channel's
+    /// app end). Apps keep their channels and ids; the next engine, moved on its own, keeps
+    /// serving the internal channel where it stands.
+    pub fn import(
+        name: impl Into<String>,
+        work_ns: u64,
+        state: &[u8],
+        mut fds: Vec<OwnedFd>,
+    ) -> Result<Self, String> {
+        let st: RelayState = moving::decode(state)?;
+        let at = fds
+            .len()
+            .checked_sub(st.downstream_fds)
+            .ok_or("fewer descriptors than the internal channel needs")?;
+        let downstream = ChannelAppEnd::from_dup_fds(fds.split_off(at))
+            .map_err(|e| format!("the internal channel: {e}"))?;
+        let mut e = Self::new(name, work_ns, downstream);
+        e.channels = AppChannels::adopt(RingSet::default(), st.channels, fds)?;
+        e.downstream_broken = st.downstream_broken;
+        e.return_parked.store(st.downstream_broken, Relaxed);
+        e.stats = st.stats;
+        Ok(e)
+    }
+
+    fn state(&self) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+        let (channels, mut fds) = self.channels.export()?;
+        let down = self
+            .downstream
+            .dup_fds()
+            .map_err(|e| format!("the internal channel: {e}"))?;
+        let bytes = moving::encode(&RelayState {
+            channels,
+            downstream_fds: down.len(),
+            downstream_broken: self.downstream_broken,
+            stats: self.stats,
+        })?;
+        fds.extend(down);
+        Ok((bytes, fds))
     }
 
     /// Makes the internal channel too: returns the relay and the engine end to attach to
@@ -321,6 +384,9 @@ impl Engine for RelayEngine {
     }
 
     fn run(&mut self, _now: Instant) -> RunOutcome {
+        if self.frozen {
+            return RunOutcome::default();
+        }
         self.resume();
         let n = self.channels.len();
         let mut pending = false;
@@ -409,6 +475,9 @@ impl Engine for RelayEngine {
     }
 
     fn wake_sources(&self) -> Vec<WakeSource> {
+        if self.frozen {
+            return Vec::new();
+        }
         self.channels
             .doorbells()
             .chain(
@@ -432,10 +501,57 @@ impl Engine for RelayEngine {
     fn app_facing(&mut self) -> Option<&mut dyn AppFacing> {
         Some(self)
     }
+
+    fn movable(&mut self) -> Option<&mut dyn Movable> {
+        Some(self)
+    }
+}
+
+/// Every export is whole (see [`crate::moving`]), as the echo engine's. Freezing parks
+/// both directions (the work probe then never sees work), so nothing is taken from a ring
+/// after the final state; messages in the rings stay there for the new relay.
+impl Movable for RelayEngine {
+    fn export_full(&mut self) -> Result<Vec<u8>, String> {
+        self.state().map(|(bytes, _)| bytes)
+    }
+
+    fn export_delta(&mut self) -> Result<Vec<u8>, String> {
+        self.export_full()
+    }
+
+    fn freeze(&mut self) -> Result<Vec<u8>, String> {
+        self.frozen = true;
+        self.channels.set_paused(true);
+        self.forward_parked.store(true, Relaxed);
+        self.return_parked.store(true, Relaxed);
+        self.export_full()
+    }
+
+    fn thaw(&mut self) {
+        self.frozen = false;
+        self.channels.set_paused(false);
+        self.forward_parked.store(false, Relaxed);
+        self.return_parked.store(self.downstream_broken, Relaxed);
+        self.return_waits_for = None;
+    }
+
+    /// One group: the app channels' descriptors, then the internal channel's.
+    fn hand_over(&mut self) -> Result<Vec<Vec<OwnedFd>>, String> {
+        let (_, fds) = self.state()?;
+        self.channels = AppChannels::new(RingSet::default(), FIRST_APP_ID);
+        Ok(vec![fds])
+    }
 }
 
 impl AppFacing for RelayEngine {
     fn attach_app(&mut self, request: AttachRequest) -> Result<AttachReply, String> {
+        if self.frozen {
+            // Its final state is already written: a channel made now would not move.
+            return Err(format!(
+                "engine {} is moving to a new host; attach again",
+                self.name
+            ));
+        }
         self.channels.attach_app(request, ChannelShape::default())
     }
 

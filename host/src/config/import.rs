@@ -1,5 +1,5 @@
 //! Engines rebuilt from the state and descriptors another host process handed over (an
-//! upgrade, `crate::takeover`), kind by kind: the counterpart of [`super::pipeline`]'s
+//! upgrade, `crate::takeover`), kind by kind: the counterpart of [`super::engines`]'s
 //! building from the configuration. Each kind checks its own state format first, so an
 //! unreadable state is refused before the old engine freezes.
 //!
@@ -11,10 +11,11 @@ use std::os::fd::OwnedFd;
 
 use snap_engines::echo::EchoEngine;
 use snap_engines::moving;
+use snap_engines::relay::RelayEngine;
 use snap_engines::udp_echo::UdpEchoEngine;
 use snap_runtime::Engine;
 
-use super::{EngineConfig, EngineKind};
+use super::{Config, EngineConfig, EngineKind};
 
 /// The test hook's variable (see the module documentation).
 pub const TEST_STATE_FORMAT_VAR: &str = "SNAP_HOST_TEST_STATE_FORMAT";
@@ -23,11 +24,40 @@ fn claimed_format() -> Option<u16> {
     std::env::var(TEST_STATE_FORMAT_VAR).ok()?.parse().ok()
 }
 
+/// Why engine `e` of `config` cannot move to a new host, as far as the configuration
+/// tells (`None`: it can if the running engine agrees, `snap_runtime::Engine::movable`).
+/// Said before anything moves, so an upgrade that cannot complete refuses whole.
+pub fn why_cannot_move(config: &Config, e: &EngineConfig) -> Option<String> {
+    if e.kind != EngineKind::Pony {
+        return None;
+    }
+    let options = e.options.as_ref()?;
+    if let Some(p) = super::pony::pipeline_of(options) {
+        let stages: Vec<String> = config
+            .pipeline
+            .iter()
+            .filter(|x| x.name == p)
+            .flat_map(|x| &x.stage)
+            .map(|s| format!("{:?} ({})", s.name, s.kind))
+            .collect();
+        return Some(format!(
+            "its NIC side is packet pipeline {p:?} (stages {}), and packet-pipeline stages do not move yet",
+            stages.join(", ")
+        ));
+    }
+    match options.get("nic").and_then(toml::Value::as_str) {
+        Some(n @ ("shm_listen" | "shm_connect")) => Some(format!(
+            "its NIC is the shared-memory wire (nic = {n:?}), which does not move yet"
+        )),
+        _ => None,
+    }
+}
+
 /// Whether this host can read `state`, an export of engine `e` (full snapshot or final
 /// delta). `Err` says why not.
 pub fn check_state(e: &EngineConfig, state: &[u8]) -> Result<(), String> {
     match e.kind {
-        EngineKind::Echo | EngineKind::UdpEcho => {
+        EngineKind::Echo | EngineKind::UdpEcho | EngineKind::Relay => {
             let found = moving::state_format(state)?;
             let supported = claimed_format().unwrap_or(moving::STATE_FORMAT);
             if found != supported {
@@ -38,7 +68,6 @@ pub fn check_state(e: &EngineConfig, state: &[u8]) -> Result<(), String> {
             Ok(())
         }
         EngineKind::Pony => super::pony::check_state(state, claimed_format()),
-        EngineKind::Relay => Err("relay engines do not move".into()),
     }
 }
 
@@ -71,6 +100,13 @@ pub fn import(
             let options = e.options.as_ref().unwrap_or(&empty);
             super::pony::import(&e.name, options, full, deltas, groups)
         }
-        EngineKind::Relay => Err("relay engines do not move".into()),
+        // Its internal channel is among the descriptors; the next engine, moved on its
+        // own, holds the other end among its app channels.
+        EngineKind::Relay => Ok(Box::new(RelayEngine::import(
+            e.name.clone(),
+            e.work_ns,
+            last,
+            flat(groups),
+        )?)),
     }
 }

@@ -437,7 +437,8 @@ pub(super) fn check_state(state: &[u8], claimed: Option<u16>) -> Result<(), Stri
 }
 
 /// The Pony engine `name` rebuilt from its exports and the descriptors of its state's fd
-/// table (one group per entry, the NIC's socket first).
+/// table (one group per entry, the NIC's descriptors first: a UDP socket, or an AF_XDP
+/// NIC's group, `pony_xdp::handover`).
 pub(super) fn import(
     name: &str,
     options: &Table,
@@ -471,7 +472,13 @@ pub(super) fn import(
             };
             Box::new(nic)
         }
-        _ => return Err("only a Pony engine on a UDP NIC moves between host processes".into()),
+        NicOptions::Xdp(config) => {
+            let fds = groups
+                .next()
+                .ok_or("the NIC's descriptors were not handed over")?;
+            Box::new(XdpNic::adopt(&config, fds).map_err(|e| e.to_string())?)
+        }
+        _ => return Err("only a Pony engine on a UDP or AF_XDP NIC moves between host processes".into()),
     };
     let nic: Box<dyn Nic> = match faults {
         Some(cfg) => Box::new(FaultyNic::new(nic).on_send(cfg)),

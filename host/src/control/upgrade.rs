@@ -26,7 +26,6 @@ use snap_ipc::control::protocol::{EngineMove, Response, UpgradeReport};
 use snap_runtime::EngineHandle;
 
 use super::{Reply, Shared};
-use crate::config::EngineKind;
 use crate::takeover::wire::{self, Conn, Msg, Phase};
 
 /// How long the new host may take to answer any one step (reading the configuration,
@@ -123,14 +122,8 @@ fn upgrade(shared: &Shared, binary: Option<String>, conn: u64) -> Result<Upgrade
                 e.name
             )
         };
-        if e.kind == EngineKind::Relay
-            || config
-                .group
-                .iter()
-                .flat_map(|g| &g.engine)
-                .any(|r| r.next.as_deref() == Some(&e.name))
-        {
-            return Err(cannot("relay chains (joined at start-up) do not move yet"));
+        if let Some(why) = crate::config::import::why_cannot_move(config, e) {
+            return Err(cannot(&why));
         }
         let handle = shared
             .runtime

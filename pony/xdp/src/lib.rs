@@ -12,7 +12,8 @@
 //! - [`program`]: loads and attaches the XDP program, its XSKMAP and counters;
 //! - `xsk`: the AF_XDP socket, UMEM and rings; `ring`: the rings' index protocol;
 //! - [`frame`]: Ethernet/IPv4/UDP headers; `neighbour`: peers' MACs from the kernel;
-//! - [`XdpNic`]: all of it behind pony-engine's `Nic` trait.
+//! - [`XdpNic`]: all of it behind pony-engine's `Nic` trait;
+//! - [`handover`]: the NIC's descriptors and state, moved to a new process (upgrade).
 //!
 //! # The ring code: evaluated crates
 //!
@@ -40,6 +41,7 @@
 
 mod bpf_skel;
 pub mod frame;
+pub mod handover;
 mod neighbour;
 mod nic;
 pub mod program;

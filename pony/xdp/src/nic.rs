@@ -20,6 +20,9 @@
 //!   [`XdpStats::tx_unresolved`], reported as an error so the engine counts it too) while
 //!   the kernel resolves it ([`crate::neighbour`]); the transport retransmits.
 //!
+//! An upgrade moves the NIC to a new process: [`Nic::dup_for_handover`] gives its
+//! descriptors and state, [`XdpNic::adopt`] rebuilds it from them (see [`crate::handover`]).
+//!
 //! Addresses are [`PeerAddr::Udp`], the same as [`pony_engine::nic::UdpNic`]'s, so an engine
 //! on AF_XDP and one on a UDP socket talk to each other.
 
@@ -33,6 +36,7 @@ use rustix::io::Errno;
 use rustix::net::xdp::XdpDesc;
 
 use crate::frame::{self, Headers, Mac, HEADER_LEN};
+use crate::handover::{self, NicState};
 use crate::neighbour::Neighbours;
 use crate::program::{AttachMode, Program, ProgramCounters};
 use crate::xsk::{SetupError, Xsk, XskSizes, XDP_PACKET_HEADROOM};
@@ -147,6 +151,14 @@ pub enum XdpError {
         /// The interface.
         interface: String,
     },
+    /// A handed-over NIC could not be rebuilt ([`XdpNic::adopt`]).
+    #[error("taking over AF_XDP on {interface}: {why}")]
+    Handover {
+        /// The interface.
+        interface: String,
+        /// What was wrong with the descriptors or state.
+        why: String,
+    },
     /// Setting up the socket, UMEM or rings failed.
     #[error("AF_XDP socket on {interface} queue {queue}: {step}: {source}")]
     Socket {
@@ -185,10 +197,11 @@ pub struct XdpStats {
 pub struct XdpNic {
     // Drop order: the socket, then the link (detaching the program), then the program.
     xsk: Xsk,
-    _link: OwnedFd,
+    link: OwnedFd,
     program: Program,
     neighbours: Neighbours,
-    _port: UdpSocket,
+    port: UdpSocket,
+    queue: u32,
     interface: String,
     bind: SocketAddrV4,
     src_mac: Mac,
@@ -327,10 +340,11 @@ impl XdpNic {
         );
         Ok(XdpNic {
             xsk,
-            _link: link,
+            link,
             program,
             neighbours,
-            _port: port,
+            port,
+            queue: config.queue,
             interface,
             bind: config.bind,
             src_mac: info.mac,
@@ -343,6 +357,137 @@ impl XdpNic {
             tx_unresolved: 0,
             rx_invalid: 0,
         })
+    }
+
+    /// Rebuilds a NIC another process handed over ([`Nic::dup_for_handover`]: the
+    /// descriptors of [`crate::handover`], in its order) in the calling thread's network
+    /// namespace, which must be the one it was opened in; `config` names the interface,
+    /// queue and address (the sizes and mode come from the handed-over state). The program
+    /// stays attached and the socket stays in the XSKMAP: nothing is set up again but the
+    /// mappings.
+    pub fn adopt(config: &XdpConfig, fds: Vec<OwnedFd>) -> Result<XdpNic, XdpError> {
+        let interface = config.interface.clone();
+        let bad = |why: String| XdpError::Handover {
+            interface: interface.clone(),
+            why,
+        };
+        let fds: [OwnedFd; handover::FDS] = fds
+            .try_into()
+            .map_err(|v: Vec<OwnedFd>| bad(format!("{} descriptors, expected {}", v.len(), handover::FDS)))?;
+        let [xsk_fd, umem_fd, state_fd, prog, xsks, counters, link, port] = fds;
+        let state = NicState::from_memfd(state_fd).map_err(&bad)?;
+        if state.queue != config.queue {
+            return Err(bad(format!(
+                "the state is for queue {}, the configuration names queue {}",
+                state.queue, config.queue
+            )));
+        }
+        let domain =
+            rustix::net::sockopt::socket_domain(&xsk_fd).map_err(|e| bad(format!("the socket: {e}")))?;
+        if domain != rustix::net::AddressFamily::XDP {
+            return Err(bad(format!("the socket is not AF_XDP ({domain:?})")));
+        }
+        let port = UdpSocket::from(port);
+        match port.local_addr() {
+            Ok(SocketAddr::V4(a)) if a == config.bind => {}
+            other => {
+                return Err(bad(format!(
+                    "the reserved port is {other:?}, the configuration binds {}",
+                    config.bind
+                )))
+            }
+        }
+        let program = Program::from_fds([prog, xsks, counters]).map_err(&bad)?;
+        Program::check_link(link.as_fd()).map_err(&bad)?;
+        let probe = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )
+        .map_err(|e| XdpError::Interface {
+            interface: interface.clone(),
+            source: e.into(),
+        })?;
+        let info = InterfaceInfo::query(&probe, &interface)?;
+        let sizes = XskSizes {
+            frame_size: state.frame_size,
+            frame_count: state.frame_count,
+            ring_size: state.ring_size,
+        };
+        let xsk = Xsk::adopt(xsk_fd, umem_fd, sizes, state.zero_copy, state.frames).map_err(|e| {
+            bad(match e {
+                SetupError::Umem(e) => format!("mapping the UMEM: {e}"),
+                SetupError::Rings(e) => format!("mapping the rings: {e}"),
+                SetupError::Socket(e) | SetupError::Bind(e) => format!("the socket: {e}"),
+            })
+        })?;
+        let trigger = port
+            .try_clone()
+            .map_err(|e| bad(format!("the reserved port: {e}")))?;
+        let neighbours = Neighbours::new(&interface, trigger).map_err(|source| XdpError::Interface {
+            interface: interface.clone(),
+            source,
+        })?;
+        let frame_room = state.frame_size as usize - XDP_PACKET_HEADROOM;
+        let mtu = info
+            .mtu
+            .saturating_sub(HEADER_LEN - 14)
+            .min(frame_room - HEADER_LEN);
+        log::info!(
+            "pony-xdp: {interface} queue {} for {}: taken over ({} frames received and not yet delivered), program still attached {}",
+            config.queue,
+            config.bind,
+            state.pending.len(),
+            state.attach,
+        );
+        Ok(XdpNic {
+            xsk,
+            link,
+            program,
+            neighbours,
+            port,
+            queue: config.queue,
+            interface,
+            bind: config.bind,
+            src_mac: info.mac,
+            mtu,
+            attach: state.attach,
+            ip_id: state.ip_id,
+            rx_queue: state.pending,
+            rx_at: 0,
+            stats: state.stats,
+            tx_unresolved: state.tx_unresolved,
+            rx_invalid: state.rx_invalid,
+        })
+    }
+
+    /// The descriptors and state of [`XdpNic::adopt`].
+    fn hand_over(&self) -> io::Result<Vec<OwnedFd>> {
+        let state = NicState {
+            frame_size: self.xsk.frame_size(),
+            frame_count: (self.xsk.umem_len() / self.xsk.frame_size() as usize) as u32,
+            ring_size: self.xsk.ring_size(),
+            queue: self.queue,
+            zero_copy: self.xsk.is_zero_copy(),
+            attach: self.attach,
+            ip_id: self.ip_id,
+            stats: self.stats,
+            tx_unresolved: self.tx_unresolved,
+            rx_invalid: self.rx_invalid,
+            frames: self.xsk.frames(),
+            pending: self.rx_queue[self.rx_at..].to_vec(),
+        };
+        let [prog, xsks, counters] = self.program.dup_fds()?;
+        Ok(vec![
+            self.xsk.fd().try_clone_to_owned()?,
+            self.xsk.umem_fd().try_clone_to_owned()?,
+            state.to_memfd()?,
+            prog,
+            xsks,
+            counters,
+            self.link.try_clone()?,
+            self.port.as_fd().try_clone_to_owned()?,
+        ])
     }
 
     /// The XDP side's counters and mode.
@@ -588,6 +733,31 @@ impl Nic for XdpNic {
 
     fn wake_source(&self) -> Option<WakeSource> {
         Some(WakeSource::Readable(self.xsk.shared_fd()))
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
+    }
+
+    /// [`XdpNic::xdp_stats`]' counters. The program's are the interface's (all queues)
+    /// and live in its map, so they carry on across a hand-over.
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        let s = self.xdp_stats();
+        Some(vec![
+            ("redirected", s.program.redirected),
+            ("passed", s.program.passed),
+            ("no_socket", s.program.no_socket),
+            ("tx_unresolved", s.tx_unresolved),
+            ("rx_invalid", s.rx_invalid),
+            ("kernel_rx_dropped", s.kernel_rx_dropped),
+            ("kernel_rx_ring_full", s.kernel_rx_ring_full),
+        ])
+    }
+
+    /// The socket, the UMEM's memfd, the state, the program, its maps and link, the
+    /// reserved port ([`crate::handover`]); [`XdpNic::adopt`] rebuilds the NIC from them.
+    fn dup_for_handover(&self) -> Option<io::Result<Vec<OwnedFd>>> {
+        Some(self.hand_over())
     }
 
     fn mtu(&self) -> usize {

@@ -98,6 +98,68 @@ impl Program {
         Ok(Self { prog, xsks, counters })
     }
 
+    /// Duplicates of the program's and its two maps' descriptors (program, XSKMAP,
+    /// counters), for a process taking the NIC over.
+    pub(crate) fn dup_fds(&self) -> std::io::Result<[OwnedFd; 3]> {
+        Ok([
+            self.prog.try_clone()?,
+            self.xsks.as_fd().try_clone_to_owned()?,
+            self.counters.as_fd().try_clone_to_owned()?,
+        ])
+    }
+
+    /// The program and maps of [`Program::dup_fds`], in another process. Each descriptor
+    /// is checked to be what it claims (a program, an XSKMAP, a per-CPU array).
+    pub(crate) fn from_fds([prog, xsks, counters]: [OwnedFd; 3]) -> Result<Self, String> {
+        let map = |fd: OwnedFd, what: &str, ty: libbpf_rs::MapType| -> Result<MapHandle, String> {
+            let info = libbpf_rs::MapInfo::new(fd.as_fd()).map_err(|e| format!("{what}: {e}"))?;
+            if info.map_type() != ty {
+                return Err(format!("{what}: a {:?} map, expected {ty:?}", info.map_type()));
+            }
+            // libbpf-rs opens a map handle by id only (a new descriptor of the same map).
+            MapHandle::from_map_id(info.info.id).map_err(|e| format!("{what}: {e}"))
+        };
+        let xsks = map(xsks, "the XSKMAP", libbpf_rs::MapType::Xskmap)?;
+        let counters = map(counters, "the counters map", libbpf_rs::MapType::PercpuArray)?;
+        // SAFETY: zero is a valid bpf_prog_info; the kernel fills at most `len` bytes.
+        let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: a valid descriptor and a buffer of `len` bytes.
+        let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
+        if rc < 0 {
+            return Err(format!(
+                "the XDP program: {}",
+                std::io::Error::from_raw_os_error(-rc)
+            ));
+        }
+        if info.type_ != libbpf_sys::BPF_PROG_TYPE_XDP {
+            return Err(format!(
+                "the XDP program: program type {}, expected XDP",
+                info.type_
+            ));
+        }
+        Ok(Self { prog, xsks, counters })
+    }
+
+    /// Whether `link` is a BPF link of an XDP program (the attachment handed over).
+    pub(crate) fn check_link(link: BorrowedFd<'_>) -> Result<(), String> {
+        // SAFETY: zero is a valid bpf_link_info; the kernel fills at most `len` bytes.
+        let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: a valid descriptor and a buffer of `len` bytes.
+        let rc = unsafe { libbpf_sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) };
+        if rc < 0 {
+            return Err(format!(
+                "the XDP link: {}",
+                std::io::Error::from_raw_os_error(-rc)
+            ));
+        }
+        if info.type_ != libbpf_sys::BPF_LINK_TYPE_XDP {
+            return Err(format!("the XDP link: link type {}, expected XDP", info.type_));
+        }
+        Ok(())
+    }
+
     /// Attaches to the interface `ifindex` of the calling thread's network namespace; the
     /// returned link detaches when dropped.
     pub(crate) fn attach(&self, ifindex: u32, mode: AttachMode) -> std::io::Result<OwnedFd> {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! One AF_XDP socket with its own UMEM: the frame memory, the four rings mapped from the
+//! One AF_XDP socket with its own UMEM: the frame memory (a memfd, so that another process
+//! can take the socket over and map the same frames), the four rings mapped from the
 //! kernel, and the frame accounting between them.
 //!
 //! ```text
@@ -22,7 +23,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use rustix::io::Errno;
-use rustix::mm::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use rustix::net::xdp::{
     SocketAddrXdp, SocketAddrXdpFlags, XdpDesc, XdpDescOptions, XdpRingOffset, XdpUmemReg, XdpUmemRegFlags,
     XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING, XDP_UMEM_PGOFF_COMPLETION_RING, XDP_UMEM_PGOFF_FILL_RING,
@@ -80,7 +81,9 @@ pub(crate) struct Xsk {
     tx: Producer<XdpDesc>,
     _ring_maps: Vec<Mapping>,
     umem: Mapping,
+    umem_fd: OwnedFd,
     frame_size: u32,
+    ring_size: u32,
     /// Transmit frames we may write (their UMEM addresses).
     tx_free: Vec<u64>,
     /// Receive frames back from the engine, waiting to go into the fill ring.
@@ -100,24 +103,16 @@ impl Xsk {
         let fd = rustix::net::socket_with(AddressFamily::XDP, SocketType::RAW, SocketFlags::CLOEXEC, None)
             .map_err(SetupError::Socket)?;
         let umem_len = sizes.frame_size as usize * sizes.frame_count as usize;
-        // SAFETY: a fresh private anonymous mapping.
-        let ptr = unsafe {
-            mmap_anonymous(
-                std::ptr::null_mut(),
-                umem_len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
-            )
-        }
-        .map_err(SetupError::Umem)?;
-        let umem = Mapping {
-            ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
-            len: umem_len,
-        };
+        // A memfd, not anonymous memory: a new host process taking the socket over maps
+        // the same frames from it (`Xsk::adopt`).
+        let umem_fd = rustix::fs::memfd_create("pony-xdp-umem", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(SetupError::Umem)?;
+        rustix::fs::ftruncate(&umem_fd, umem_len as u64).map_err(SetupError::Umem)?;
+        let umem = map_umem(&umem_fd, umem_len).map_err(SetupError::Umem)?;
         sockopt::set_xdp_umem_reg(
             &fd,
             XdpUmemReg {
-                addr: ptr as u64,
+                addr: umem.ptr.as_ptr() as u64,
                 len: umem_len as u64,
                 chunk_size: sizes.frame_size,
                 headroom: 0,
@@ -131,28 +126,13 @@ impl Xsk {
         sockopt::set_xdp_umem_completion_ring_size(&fd, n).map_err(SetupError::Rings)?;
         sockopt::set_xdp_rx_ring_size(&fd, n).map_err(SetupError::Rings)?;
         sockopt::set_xdp_tx_ring_size(&fd, n).map_err(SetupError::Rings)?;
-        let off = sockopt::xdp_mmap_offsets(&fd).map_err(SetupError::Rings)?;
-        let mut maps = Vec::new();
-        let fill = map_ring::<u64>(&fd, &off.fr, n, XDP_UMEM_PGOFF_FILL_RING, &mut maps)?;
-        let completion = map_ring::<u64>(&fd, &off.cr, n, XDP_UMEM_PGOFF_COMPLETION_RING, &mut maps)?;
-        let rx = map_ring::<XdpDesc>(&fd, &off.rx, n, XDP_PGOFF_RX_RING, &mut maps)?;
-        let tx = map_ring::<XdpDesc>(&fd, &off.tx, n, XDP_PGOFF_TX_RING, &mut maps)?;
-
         let half = sizes.frame_count / 2;
         let frame = u64::from(sizes.frame_size);
-        let mut xsk = Xsk {
-            fd: Arc::new(fd),
-            fill: Producer::new(fill),
-            completion: Consumer::new(completion),
-            rx: Consumer::new(rx),
-            tx: Producer::new(tx),
-            _ring_maps: maps,
-            umem,
-            frame_size: sizes.frame_size,
+        let frames = Frames {
             tx_free: (half..sizes.frame_count).map(|i| u64::from(i) * frame).collect(),
             rx_done: (0..half).map(|i| u64::from(i) * frame).collect(),
-            zero_copy,
         };
+        let mut xsk = Self::with_rings(fd, umem_fd, umem, sizes, zero_copy, frames)?;
         xsk.refill();
         let mode = if zero_copy {
             SocketAddrXdpFlags::XDP_ZEROCOPY
@@ -162,6 +142,86 @@ impl Xsk {
         let addr = SocketAddrXdp::new(mode | SocketAddrXdpFlags::XDP_USE_NEED_WAKEUP, ifindex, queue);
         rustix::net::bind(&*xsk.fd, &addr).map_err(SetupError::Bind)?;
         Ok(xsk)
+    }
+
+    /// The socket of another process, handed over with the UMEM's memfd and where its
+    /// frames are (`frames`, checked by the caller against `sizes`): maps the same UMEM
+    /// and the socket's rings again; the rings' positions are in the rings themselves.
+    pub(crate) fn adopt(
+        fd: OwnedFd,
+        umem_fd: OwnedFd,
+        sizes: XskSizes,
+        zero_copy: bool,
+        frames: Frames,
+    ) -> Result<Self, SetupError> {
+        let umem_len = sizes.frame_size as usize * sizes.frame_count as usize;
+        let st = rustix::fs::fstat(&umem_fd).map_err(SetupError::Umem)?;
+        if st.st_size as u64 != umem_len as u64 {
+            return Err(SetupError::Umem(Errno::INVAL));
+        }
+        let umem = map_umem(&umem_fd, umem_len).map_err(SetupError::Umem)?;
+        Self::with_rings(fd, umem_fd, umem, sizes, zero_copy, frames)
+    }
+
+    /// Maps the four rings of `fd` (their sizes set already) around the mapped UMEM.
+    fn with_rings(
+        fd: OwnedFd,
+        umem_fd: OwnedFd,
+        umem: Mapping,
+        sizes: XskSizes,
+        zero_copy: bool,
+        frames: Frames,
+    ) -> Result<Self, SetupError> {
+        let n = sizes.ring_size;
+        let off = sockopt::xdp_mmap_offsets(&fd).map_err(SetupError::Rings)?;
+        let mut maps = Vec::new();
+        let fill = map_ring::<u64>(&fd, &off.fr, n, XDP_UMEM_PGOFF_FILL_RING, &mut maps)?;
+        let completion = map_ring::<u64>(&fd, &off.cr, n, XDP_UMEM_PGOFF_COMPLETION_RING, &mut maps)?;
+        let rx = map_ring::<XdpDesc>(&fd, &off.rx, n, XDP_PGOFF_RX_RING, &mut maps)?;
+        let tx = map_ring::<XdpDesc>(&fd, &off.tx, n, XDP_PGOFF_TX_RING, &mut maps)?;
+        Ok(Xsk {
+            fd: Arc::new(fd),
+            fill: Producer::new(fill),
+            completion: Consumer::new(completion),
+            rx: Consumer::new(rx),
+            tx: Producer::new(tx),
+            _ring_maps: maps,
+            umem,
+            umem_fd,
+            frame_size: sizes.frame_size,
+            ring_size: sizes.ring_size,
+            tx_free: frames.tx_free,
+            rx_done: frames.rx_done,
+            zero_copy,
+        })
+    }
+
+    /// The UMEM's memfd.
+    pub(crate) fn umem_fd(&self) -> BorrowedFd<'_> {
+        self.umem_fd.as_fd()
+    }
+
+    /// The frames that are ours (not in a ring or the kernel): transmit frames free to
+    /// write, receive frames waiting for the fill ring.
+    pub(crate) fn frames(&self) -> Frames {
+        Frames {
+            tx_free: self.tx_free.clone(),
+            rx_done: self.rx_done.clone(),
+        }
+    }
+
+    pub(crate) fn frame_size(&self) -> u32 {
+        self.frame_size
+    }
+
+    /// Entries per ring (all four are the same size).
+    pub(crate) fn ring_size(&self) -> u32 {
+        self.ring_size
+    }
+
+    /// Bytes of the UMEM.
+    pub(crate) fn umem_len(&self) -> usize {
+        self.umem.len
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
@@ -298,6 +358,35 @@ impl Xsk {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Where the frames that are ours are (see [`Xsk`]): what a hand-over carries besides the
+/// descriptors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Frames {
+    /// Transmit frames free to write.
+    pub(crate) tx_free: Vec<u64>,
+    /// Receive frames to give back to the kernel through the fill ring.
+    pub(crate) rx_done: Vec<u64>,
+}
+
+/// Maps the UMEM's memfd, shared (so two processes see the same frames).
+fn map_umem(umem_fd: &OwnedFd, len: usize) -> Result<Mapping, Errno> {
+    // SAFETY: a shared mapping of a memfd we checked or sized to `len`.
+    let ptr = unsafe {
+        mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED | MapFlags::POPULATE,
+            umem_fd,
+            0,
+        )
+    }?;
+    Ok(Mapping {
+        ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
+        len,
+    })
 }
 
 /// Maps one ring of `n` entries at `pgoff` and describes it.

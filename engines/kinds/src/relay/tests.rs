@@ -260,3 +260,47 @@ fn corrupt_app_ring_is_quarantined_and_the_other_app_served() {
     assert_eq!(recv_all(&mut good), [b"g".to_vec()]);
     assert!(!relay.work_probe().has_work());
 }
+
+/// A relay and its echo engine both move by state and descriptors, the relay with
+/// responses waiting in the internal ring and a request waiting in its app's ring: the new
+/// pair delivers every one, in order, on the same channel id, counters kept; a thawed
+/// relay serves again.
+#[test]
+fn a_relay_and_its_next_engine_move_with_messages_in_their_rings() {
+    let (mut relay, mut echo) = chain(16);
+    let (id, mut app) = attach(&mut relay, 64);
+    app.send(b"r0").unwrap();
+    settle(&mut relay, &mut echo);
+    assert_eq!(recv_all(&mut app), vec![b"r0".to_vec()]);
+    let _ = Movable::freeze(&mut relay).unwrap();
+    app.send(b"r1").unwrap();
+    assert_eq!(relay.run(Instant::now()), RunOutcome::IDLE);
+    assert!(relay.wake_sources().is_empty());
+    Movable::thaw(&mut relay);
+    settle(&mut relay, &mut echo);
+    assert_eq!(recv_all(&mut app), vec![b"r1".to_vec()]);
+    // Two requests reach the echo engine and come back into the internal response ring,
+    // not yet returned; a third waits in the app's ring. Then both engines move.
+    app.send(b"r2").unwrap();
+    app.send(b"r3").unwrap();
+    relay.run(Instant::now());
+    echo.run(Instant::now());
+    app.send(b"r4").unwrap();
+    let relay_state = Movable::freeze(&mut relay).unwrap();
+    let echo_state = Movable::freeze(&mut echo).unwrap();
+    let relay_fds = relay.hand_over().unwrap().into_iter().flatten().collect();
+    let echo_fds = echo.hand_over().unwrap().into_iter().flatten().collect();
+    drop((relay, echo));
+    let mut relay = RelayEngine::import("relay", 0, &relay_state, relay_fds).unwrap();
+    let mut echo = EchoEngine::import("echo", 0, &echo_state, echo_fds).unwrap();
+    assert_eq!(relay.channel_ids(), vec![id]);
+    settle(&mut relay, &mut echo);
+    assert_eq!(
+        recv_all(&mut app),
+        vec![b"r2".to_vec(), b"r3".to_vec(), b"r4".to_vec()]
+    );
+    assert_eq!((relay.stats().forwarded, relay.stats().returned), (5, 5));
+    assert_eq!(echo.stats().echoed, 5);
+    let err = RelayEngine::import("relay", 0, &relay_state, Vec::new()).unwrap_err();
+    assert!(err.contains("fewer descriptors"), "{err}");
+}

@@ -196,6 +196,11 @@ impl PonyEngine {
             .nic()
             .fault_stats()
             .map(|[tx, rx]| InjectedFaults { tx, rx });
+        s.nic = self
+            .link
+            .nic()
+            .backend_counters()
+            .map(|c| c.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
         for e in self.flows.iter() {
             s.add_flow(&e.flow.stats());
         }
@@ -951,9 +956,10 @@ impl Engine for PonyEngine {
         Some(self)
     }
 
-    /// Movable when its NIC is (a UDP socket; not AF_XDP or the shared-memory wire).
+    /// Movable when its NIC is (a UDP socket or AF_XDP; not the shared-memory wire or a
+    /// pipeline's queue).
     fn movable(&mut self) -> Option<&mut dyn snap_runtime::Movable> {
-        self.link.nic().dup_for_handover().is_some().then_some(self as _)
+        self.link.nic().can_hand_over().then_some(self as _)
     }
 
     /// [`PonyStats`], as JSON.

@@ -1,6 +1,7 @@
 //! The Pony engine between two host processes ([`snap_runtime::Movable`]): the exports of
 //! [`super::upgrade`], and its objects handed over as descriptors in the order of the
-//! state's fd table ([`FdUse`]), one group per entry: the NIC's socket, each session's
+//! state's fd table ([`FdUse`]), one group per entry: the NIC's descriptors (a UDP
+//! socket; an AF_XDP socket with its UMEM, program and state), each session's
 //! channel (its ring memfds and doorbell descriptors) and pool memfd, each region's memfd,
 //! each staged memfd. [`Handover::from_fds`] rebuilds the objects on the other side.
 
@@ -44,13 +45,16 @@ impl Movable for PonyEngine {
             .nic()
             .dup_for_handover()
             .ok_or("this engine's NIC does not move")?
-            .map_err(|e| format!("the NIC's socket: {e}"))?;
+            .map_err(|e| format!("the NIC's descriptors: {e}"))?;
+        let mut nic = Some(nic);
         let mut h = self.take_objects();
         let mut groups = Vec::with_capacity(table.len());
         let mut missing = Vec::new();
         for u in &table {
             let group = match *u {
-                FdUse::Nic => Ok(vec![nic.try_clone().map_err(|e| e.to_string())?]),
+                FdUse::Nic => nic
+                    .take()
+                    .ok_or_else(|| "a second NIC in the fd table".to_owned()),
                 FdUse::SessionChannel(s) => match h.sessions.get(&s) {
                     Some((chan, _)) => chan.dup_fds().map_err(|e| e.to_string()),
                     None => Err(format!("{u:?}")),

@@ -89,6 +89,10 @@ pub struct PonyStats {
     /// (Read live from the NIC, never from a state snapshot's JSON.)
     #[serde(default, skip_deserializing)]
     pub faults: Option<InjectedFaults>,
+    /// The NIC backend's own counters ([`crate::nic::Nic::backend_counters`]; `None` when
+    /// it has none). Read live from the NIC, never from a state snapshot's JSON.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// What a fault-injecting NIC did, in each direction.

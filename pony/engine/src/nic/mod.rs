@@ -176,11 +176,19 @@ pub trait Nic: Send {
     /// What wakes a blocked engine when packets arrive.
     fn wake_source(&self) -> Option<WakeSource>;
 
-    /// A duplicate of the descriptor this NIC is made of, for a new host process that
-    /// takes the engine over (an upgrade) and rebuilds the NIC on it. `None`: this NIC
-    /// cannot move between processes (its state is not all in one descriptor), and an
+    /// Whether [`Nic::dup_for_handover`] gives this NIC's descriptors (cheap: asked before
+    /// every step of an upgrade). False: this NIC cannot move between processes, and an
     /// upgrade refuses its engine before anything moves.
-    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    fn can_hand_over(&self) -> bool {
+        false
+    }
+
+    /// Duplicates of the descriptors this NIC is made of (one group, in the NIC's own
+    /// order, its state written into a descriptor too if it has any), for a new host
+    /// process that takes the engine over (an upgrade) and rebuilds the NIC from them.
+    /// Called once the engine is frozen (no more `send`/`recv`). `None` when
+    /// [`Nic::can_hand_over`] is false.
+    fn dup_for_handover(&self) -> Option<std::io::Result<Vec<std::os::fd::OwnedFd>>> {
         None
     }
 
@@ -226,6 +234,13 @@ pub trait Nic: Send {
     fn fault_stats(&self) -> Option<[FaultStats; 2]> {
         None
     }
+
+    /// The backend's own counters by name, beyond [`NicStats`] (AF_XDP: what its XDP
+    /// program redirected, what the kernel dropped), shown in status under the engine's
+    /// `nic` key. `None` (the default) for backends that have none.
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        None
+    }
 }
 
 impl<N: Nic + ?Sized> Nic for Box<N> {
@@ -256,7 +271,10 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     fn wake_source(&self) -> Option<WakeSource> {
         (**self).wake_source()
     }
-    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    fn can_hand_over(&self) -> bool {
+        (**self).can_hand_over()
+    }
+    fn dup_for_handover(&self) -> Option<std::io::Result<Vec<std::os::fd::OwnedFd>>> {
         (**self).dup_for_handover()
     }
     fn work_probe(&self) -> WorkProbe {
@@ -276,6 +294,9 @@ impl<N: Nic + ?Sized> Nic for Box<N> {
     }
     fn stats(&self) -> NicStats {
         (**self).stats()
+    }
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        (**self).backend_counters()
     }
     fn fault_stats(&self) -> Option<[FaultStats; 2]> {
         (**self).fault_stats()

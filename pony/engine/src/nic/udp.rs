@@ -279,9 +279,13 @@ impl Nic for UdpNic {
     }
 
     /// The socket: datagrams queued in it stay queued for the new host.
-    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    fn dup_for_handover(&self) -> Option<std::io::Result<Vec<std::os::fd::OwnedFd>>> {
         use std::os::fd::AsFd;
-        Some(self.socket.as_fd().try_clone_to_owned())
+        Some(self.socket.as_fd().try_clone_to_owned().map(|fd| vec![fd]))
+    }
+
+    fn can_hand_over(&self) -> bool {
+        true
     }
 
     fn mtu(&self) -> usize {

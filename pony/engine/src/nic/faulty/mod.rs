@@ -392,8 +392,12 @@ impl<N: Nic> Nic for FaultyNic<N> {
     /// The inner NIC's: the faults are configuration, rebuilt by the new host. Packets
     /// held back for later release (delay, reordering) are not moved: they are lost, as
     /// the faults they stand for may lose them.
-    fn dup_for_handover(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    fn dup_for_handover(&self) -> Option<std::io::Result<Vec<std::os::fd::OwnedFd>>> {
         self.inner.dup_for_handover()
+    }
+
+    fn can_hand_over(&self) -> bool {
+        self.inner.can_hand_over()
     }
 
     fn work_probe(&self) -> WorkProbe {
@@ -425,6 +429,10 @@ impl<N: Nic> Nic for FaultyNic<N> {
 
     fn fault_stats(&self) -> Option<[FaultStats; 2]> {
         Some([self.send_faults(), self.recv_faults()])
+    }
+
+    fn backend_counters(&self) -> Option<Vec<(&'static str, u64)>> {
+        self.inner.backend_counters()
     }
 }
 
