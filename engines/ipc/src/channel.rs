@@ -409,19 +409,14 @@ impl ChannelEngineEnd {
     /// page memfd and eventfd if the app asked to be notified ([`ENGINE_END_FDS`] or
     /// [`ENGINE_END_FDS`] + [`APP_FDS`] in all).
     pub fn dup_fds(&self) -> Result<Vec<OwnedFd>, ChannelError> {
-        let (page, efd) = self.doorbell.fds();
-        let mut fds = vec![
-            dup(self.requests.shared_mem().as_fd())?,
-            dup(self.responses.shared_mem().as_fd())?,
-            dup(page)?,
-            dup(efd)?,
-        ];
-        if let Some(c) = &self.completion {
-            let (page, efd) = c.fds();
-            fds.push(dup(page)?);
-            fds.push(dup(efd)?);
-        }
-        Ok(fds)
+        dup_channel_fds(
+            [
+                self.requests.shared_mem().as_fd(),
+                self.responses.shared_mem().as_fd(),
+            ],
+            self.doorbell.fds(),
+            self.completion.as_ref().map(Ringer::fds),
+        )
     }
 
     /// Takes over an engine end from the descriptors [`ChannelEngineEnd::dup_fds`] gave in
@@ -527,19 +522,14 @@ impl ChannelAppEnd {
     /// then the completion doorbell's page memfd and eventfd if it has one ([`APP_FDS`]).
     /// [`ChannelAppEnd::from_dup_fds`] rebuilds it.
     pub fn dup_fds(&self) -> Result<Vec<OwnedFd>, ChannelError> {
-        let (page, efd) = self.engine_bell.fds();
-        let mut fds = vec![
-            dup(self.requests.shared_mem().as_fd())?,
-            dup(self.responses.shared_mem().as_fd())?,
-            dup(page)?,
-            dup(efd)?,
-        ];
-        if let Some(c) = &self.completion {
-            let (page, efd) = c.fds();
-            fds.push(dup(page)?);
-            fds.push(dup(efd)?);
-        }
-        Ok(fds)
+        dup_channel_fds(
+            [
+                self.requests.shared_mem().as_fd(),
+                self.responses.shared_mem().as_fd(),
+            ],
+            self.engine_bell.fds(),
+            self.completion.as_ref().map(Doorbell::fds),
+        )
     }
 
     /// Takes over an app end from the descriptors [`ChannelAppEnd::dup_fds`] gave in
@@ -740,6 +730,26 @@ impl ChannelAppEnd {
     pub fn response_probe(&self) -> RingProbe {
         self.response_probe.clone()
     }
+}
+
+/// Duplicates a channel's descriptors in the order both ends hand them over: the two ring
+/// memfds, the engine doorbell's page and eventfd, then the completion doorbell's if any.
+fn dup_channel_fds(
+    rings: [BorrowedFd<'_>; 2],
+    engine_bell: (BorrowedFd<'_>, BorrowedFd<'_>),
+    completion: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+) -> Result<Vec<OwnedFd>, ChannelError> {
+    let mut fds = vec![
+        dup(rings[0])?,
+        dup(rings[1])?,
+        dup(engine_bell.0)?,
+        dup(engine_bell.1)?,
+    ];
+    if let Some((page, efd)) = completion {
+        fds.push(dup(page)?);
+        fds.push(dup(efd)?);
+    }
+    Ok(fds)
 }
 
 #[cfg(test)]
