@@ -327,11 +327,7 @@ impl XdpNic {
             interface: interface.clone(),
             source,
         })?;
-        let frame_room = config.frame_size as usize - XDP_PACKET_HEADROOM;
-        let mtu = info
-            .mtu
-            .saturating_sub(HEADER_LEN - 14)
-            .min(frame_room - HEADER_LEN);
+        let mtu = payload_mtu(info.mtu, config.frame_size);
         log::info!(
             "pony-xdp: {interface} queue {} for {}: program attached {attach}, {} mode, MTU {mtu}",
             config.queue,
@@ -428,11 +424,7 @@ impl XdpNic {
             interface: interface.clone(),
             source,
         })?;
-        let frame_room = state.frame_size as usize - XDP_PACKET_HEADROOM;
-        let mtu = info
-            .mtu
-            .saturating_sub(HEADER_LEN - 14)
-            .min(frame_room - HEADER_LEN);
+        let mtu = payload_mtu(info.mtu, state.frame_size);
         log::info!(
             "pony-xdp: {interface} queue {} for {}: taken over ({} frames received and not yet delivered), program still attached {}",
             config.queue,
@@ -871,4 +863,13 @@ impl InterfaceInfo {
         }
         Ok(Self { index, mtu, mac })
     }
+}
+
+/// The largest Pony packet (UDP payload) that fits both the interface's MTU (an IP MTU:
+/// our headers less Ethernet's) and one UMEM frame after the kernel's XDP headroom.
+fn payload_mtu(interface_mtu: usize, frame_size: u32) -> usize {
+    let frame_room = frame_size as usize - XDP_PACKET_HEADROOM;
+    interface_mtu
+        .saturating_sub(HEADER_LEN - 14)
+        .min(frame_room - HEADER_LEN)
 }
