@@ -102,17 +102,20 @@ private(MQ_MASKS) struct bpf_cpumask __kptr *queued_cpus;
 /*
  * The masks are created by init() and never freed while the scheduler
  * runs; the explicit RCU section makes them trusted pointers in the budget
- * timer's callback too, where the verifier does not assume one.
+ * timer's callback too, where the verifier does not assume one. A bit is
+ * written only when it changes: the masks are shared by every CPU, and an
+ * atomic write on each decision would bounce their cache lines. (Skipping
+ * a write that would not change the bit keeps the protocol above.)
  */
 static void mask_set(struct bpf_cpumask *m, s32 cpu)
 {
-	if (m)
+	if (m && !bpf_cpumask_test_cpu(cpu, cast_mask(m)))
 		bpf_cpumask_set_cpu(cpu, m);
 }
 
 static void mask_clear(struct bpf_cpumask *m, s32 cpu)
 {
-	if (m)
+	if (m && bpf_cpumask_test_cpu(cpu, cast_mask(m)))
 		bpf_cpumask_clear_cpu(cpu, m);
 }
 

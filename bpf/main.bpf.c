@@ -176,7 +176,7 @@ static void cpu_may_be_free(s32 cpu)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
-	if (!c)
+	if (!c || held_by_rt(c) || cpu_has_mq_work(cpu, c))
 		return;
 	MASK_SET(free_cpus, cpu);
 	if (held_by_rt(c) || cpu_has_mq_work(cpu, c))
