@@ -239,7 +239,11 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	bpf_rcu_read_lock();
 	cpu = free_cpus ? bpf_cpumask_any_and_distribute(cast_mask(free_cpus), p->cpus_ptr)
 			: nr_cpus;
+	/* The rotor moves on each call: a second call gives a CPU other than
+	 * prev_cpu whenever the task may run on two. */
 	other = bpf_cpumask_any_distribute(p->cpus_ptr);
+	if (other == prev_cpu)
+		other = bpf_cpumask_any_distribute(p->cpus_ptr);
 	bpf_rcu_read_unlock();
 	/* The bit is read without the CPU's lock, as the loop over cpu_ctxs
 	 * read their states; the load confirms it. */
