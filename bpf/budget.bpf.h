@@ -8,8 +8,10 @@
  *
  * - credit grows at runtime/period of wall time, falls by class run time,
  *   and stays within +-2 periods (credit_limit);
- * - only the owning CPU writes its credit; others read it to decide whether
- *   to kick (a stale read costs a kick, never a wrong budget);
+ * - only the owning CPU writes its credit; a wakeup enqueued on that CPU's
+ *   rq reads it (a stale read costs a kick, never a wrong budget), and a
+ *   normal wakeup elsewhere learns that class work runs past its budget
+ *   from overbudget_cpus (cpu_state.bpf.h), not from the credit;
  * - timers only kick: dispatch() and running() decide on the rq clock.
  */
 #ifndef __MICROQUANTA_BUDGET_BPF_H
