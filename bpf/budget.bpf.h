@@ -8,8 +8,10 @@
  *
  * - credit grows at runtime/period of wall time, falls by class run time,
  *   and stays within +-2 periods (credit_limit);
- * - only the owning CPU writes its credit; others read it to decide whether
- *   to kick (a stale read costs a kick, never a wrong budget);
+ * - only the owning CPU writes its credit; a wakeup enqueued on that CPU's
+ *   rq reads it (a stale read costs a kick, never a wrong budget), and a
+ *   normal wakeup elsewhere learns that class work runs past its budget
+ *   from overbudget_cpus (cpu_state.bpf.h), not from the credit;
  * - timers only kick: dispatch() and running() decide on the rq clock.
  */
 #ifndef __MICROQUANTA_BUDGET_BPF_H
@@ -45,19 +47,6 @@ static s64 credit_at(const struct cpu_ctx *c, u64 now)
 		delta = full_ns;
 	credit += delta * mq_runtime_ns / mq_period_ns;
 	return credit > credit_limit() ? credit_limit() : credit;
-}
-
-/*
- * The credit at @now including class time consumed but not yet charged:
- * what a running class task has left.
- */
-static s64 credit_running(const struct cpu_ctx *c, u64 now)
-{
-	s64 credit = credit_at(c, now);
-
-	if (runs_class(c) && now > c->mq_charged_ns)
-		credit -= (s64)(now - c->mq_charged_ns);
-	return credit;
 }
 
 /* Owner CPU only: bring the credit up to @now. */
@@ -129,6 +118,10 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		 * is spent just as at BUDGET_END. */
 		bool budget_end = c->timer_for != MQ_TIMER_SLICE_END;
 
+		/* Marked before looking for normal work: a normal task enqueued
+		 * after this look finds the mark (kick_overbudget_cpu). */
+		if (budget_end)
+			class_past_budget(cpu);
 		/* Budget spent and normal work waits: throttle. */
 		if (budget_end && normal_work_waiting(cpu)) {
 			stat_inc(MQ_STAT_TIMER_THROTTLE);
@@ -163,31 +156,35 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 
 /*
  * A normal task just became runnable: a CPU where class work runs past its
- * budget must give way now, not when its own timer next looks.
+ * budget must give way now, not when its own timer next looks. Such CPUs
+ * are in overbudget_cpus (marked by the budget timer, the tick, or running()
+ * without credit; cleared when the class task stops), so this is one pick,
+ * not a scan: any one allowed for @p, spread round-robin.
  */
 static void kick_overbudget_cpu(const struct task_struct *p)
 {
 	u64 now = scx_bpf_now();
+	struct cpu_ctx *c;
 	s32 cpu;
 
-	bpf_for(cpu, 0, nr_cpus) {
-		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-
-		if (!c || !runs_class(c) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		s64 credit = credit_running(c, now);
-
-		if (credit <= 0) {
-			stat_inc(MQ_STAT_OVERBUDGET_KICK);
-			/* Class work past its budget was allowed while nothing
-			 * else wanted the CPU: its overrun starts now. */
-			if (now > c->budget_out_ns)
-				c->budget_out_ns = now;
-			class_told_to_yield(c);
-			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			return;
-		}
-	}
+	bpf_rcu_read_lock();
+	cpu = overbudget_cpus ?
+		bpf_cpumask_any_and_distribute(cast_mask(overbudget_cpus), p->cpus_ptr) :
+		nr_cpus;
+	bpf_rcu_read_unlock();
+	if (cpu >= nr_cpus)
+		return;
+	c = lookup_cpu_ctx(cpu);
+	/* The mark is cleared at stopping; a racing stop leaves nothing to kick. */
+	if (!c || !runs_class(c))
+		return;
+	stat_inc(MQ_STAT_OVERBUDGET_KICK);
+	/* Class work past its budget was allowed while nothing else wanted
+	 * the CPU: its overrun starts now. */
+	if (now > c->budget_out_ns)
+		c->budget_out_ns = now;
+	class_told_to_yield(c);
+	scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 }
 
 #endif /* __MICROQUANTA_BUDGET_BPF_H */

@@ -34,6 +34,24 @@
  * yield (class_told_to_yield, a compare-and-swap, so that a CPU which has
  * stopped running class work meanwhile stays as it is) and moves that
  * CPU's budget_out_ns forward.
+ *
+ * The decisions that look for a CPU in some state (a CPU free of class
+ * work, one whose class work runs past its budget, one with class work
+ * queued) read three cpumasks instead of visiting every CPU's cpu_ctx, so
+ * they cost the same on 2 CPUs as on 256:
+ *
+ *   free_cpus       no class work runs or is queued here, no RT task holds it
+ *   overbudget_cpus class work runs here past its budget (cleared at stopping)
+ *   queued_cpus     this CPU's class FIFO may hold a task (a hint, see below)
+ *
+ * The transitions below keep them. Whoever makes a CPU busy changes the
+ * state first and then clears the bit; whoever may make it free sets the
+ * bit first and then checks the state again (cpu_may_be_free), clearing it
+ * if the CPU is busy after all. Either order of two racing updates then
+ * ends with the bit matching the state. A task can leave a FIFO without
+ * this scheduler being told (affinity change, exit), so queued_cpus may
+ * name a CPU whose FIFO is empty; readers of it check the queue itself and
+ * clear the stale bit.
  */
 #ifndef __MICROQUANTA_CPU_STATE_BPF_H
 #define __MICROQUANTA_CPU_STATE_BPF_H
@@ -75,6 +93,45 @@ struct cpu_ctx {
 	u32 timer_for;		/* enum mq_cpu_timer */
 };
 
+/* --- the cpumasks ----------------------------------------------------- */
+
+private(MQ_MASKS) struct bpf_cpumask __kptr *free_cpus;
+private(MQ_MASKS) struct bpf_cpumask __kptr *overbudget_cpus;
+private(MQ_MASKS) struct bpf_cpumask __kptr *queued_cpus;
+
+/*
+ * The masks are created by init() and never freed while the scheduler
+ * runs; the explicit RCU section makes them trusted pointers in the budget
+ * timer's callback too, where the verifier does not assume one. A bit is
+ * written only when it changes: the masks are shared by every CPU, and an
+ * atomic write on each decision would bounce their cache lines. (Skipping
+ * a write that would not change the bit keeps the protocol above.)
+ */
+static void mask_set(struct bpf_cpumask *m, s32 cpu)
+{
+	if (m && !bpf_cpumask_test_cpu(cpu, cast_mask(m)))
+		bpf_cpumask_set_cpu(cpu, m);
+}
+
+static void mask_clear(struct bpf_cpumask *m, s32 cpu)
+{
+	if (m && bpf_cpumask_test_cpu(cpu, cast_mask(m)))
+		bpf_cpumask_clear_cpu(cpu, m);
+}
+
+#define MASK_SET(mask, cpu)                                                    \
+	({                                                                     \
+		bpf_rcu_read_lock();                                           \
+		mask_set(mask, cpu);                                           \
+		bpf_rcu_read_unlock();                                         \
+	})
+#define MASK_CLEAR(mask, cpu)                                                  \
+	({                                                                     \
+		bpf_rcu_read_lock();                                           \
+		mask_clear(mask, cpu);                                         \
+		bpf_rcu_read_unlock();                                         \
+	})
+
 /* --- what runs --------------------------------------------------------- */
 
 static bool runs_class(const struct cpu_ctx *c)
@@ -93,22 +150,36 @@ static bool held_by_rt(const struct cpu_ctx *c)
 }
 
 /* running(): one of our tasks starts on this CPU. */
-static void cpu_starts(struct cpu_ctx *c, bool class)
+static void cpu_starts(struct cpu_ctx *c, s32 cpu, bool class)
 {
 	c->run = class ? MQ_RUN_CLASS : MQ_RUN_NORMAL;
+	if (class)
+		MASK_CLEAR(free_cpus, cpu);
 }
 
 /*
  * stopping(): our task leaves the CPU. Returns what ran, so the caller
  * charges a class task's time and counts a yielding one's overrun.
  */
-static u32 cpu_stops(struct cpu_ctx *c)
+static u32 cpu_stops(struct cpu_ctx *c, s32 cpu)
 {
 	u32 ran = c->run;
 
 	if (ran != MQ_RUN_RT)
 		c->run = MQ_RUN_IDLE;
+	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING)
+		MASK_CLEAR(overbudget_cpus, cpu);
 	return ran;
+}
+
+/*
+ * The running class task's budget is out (its timer says so, or it started
+ * without credit because nothing else wanted the CPU): a normal wakeup
+ * anywhere must find this CPU and make it yield (kick_overbudget_cpu).
+ */
+static void class_past_budget(s32 cpu)
+{
+	MASK_SET(overbudget_cpus, cpu);
 }
 
 /* The running class task is told to yield: its overrun is counted at stopping. */
@@ -118,9 +189,10 @@ static void class_told_to_yield(struct cpu_ctx *c)
 }
 
 /* cpu_release(): an RT or deadline task took the CPU. */
-static void cpu_released(struct cpu_ctx *c)
+static void cpu_released(struct cpu_ctx *c, s32 cpu)
 {
 	c->run = MQ_RUN_RT;
+	MASK_CLEAR(free_cpus, cpu);
 }
 
 /* cpu_acquire(): the CPU is back with this scheduler. */
@@ -128,6 +200,15 @@ static void cpu_acquired(struct cpu_ctx *c)
 {
 	if (c->run == MQ_RUN_RT)
 		c->run = MQ_RUN_IDLE;
+}
+
+/* --- the class FIFO ---------------------------------------------------- */
+
+/* A class task was put in @cpu's FIFO (after the insert: see above). */
+static void fifo_filled(s32 cpu)
+{
+	MASK_SET(queued_cpus, cpu);
+	MASK_CLEAR(free_cpus, cpu);
 }
 
 /* --- the budget -------------------------------------------------------- */

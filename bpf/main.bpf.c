@@ -54,6 +54,9 @@ const volatile u64 mq_period_ns = 40ULL * NSEC_PER_USEC;
 const volatile u64 mq_runtime_ns = 20ULL * NSEC_PER_USEC;
 const volatile u32 nr_cpus = 1;
 
+/* CPUs of queued_cpus a dispatch looks at before giving up a steal. */
+#define MQ_STEAL_TRIES 4
+
 UEI_DEFINE(uei);
 
 /* Virtual time of the most recently started normal task. */
@@ -164,20 +167,61 @@ static bool cpu_has_mq_work(s32 cpu, const struct cpu_ctx *c)
 	return runs_class(c) || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
 }
 
+/*
+ * @cpu may have become free of class work (a task stopped, RT left, its
+ * FIFO drained): set its bit in free_cpus, then check, so that a racing
+ * transition to busy (which clears after changing the state) always wins.
+ */
+static void cpu_may_be_free(s32 cpu)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	if (!c || held_by_rt(c) || cpu_has_mq_work(cpu, c))
+		return;
+	MASK_SET(free_cpus, cpu);
+	if (held_by_rt(c) || cpu_has_mq_work(cpu, c))
+		MASK_CLEAR(free_cpus, cpu);
+}
+
+/* @cpu's FIFO was found empty: drop its queued_cpus hint, unless refilled meanwhile. */
+static void fifo_found_empty(s32 cpu)
+{
+	MASK_CLEAR(queued_cpus, cpu);
+	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+		MASK_SET(queued_cpus, cpu);
+	else
+		cpu_may_be_free(cpu);
+}
+
 #include "budget.bpf.h"
+
+/* Class tasks running or queued on @cpu; an RT-held CPU counts as full. */
+static u32 mq_load(s32 cpu)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	if (!c)
+		return (u32)-1;
+	/* A CPU held by an RT/deadline task comes last: we never preempt
+	 * those, so a class task placed there just waits. */
+	return (runs_class(c) ? 1 : 0) + scx_bpf_dsq_nr_queued(mq_dsq(cpu)) +
+	       (held_by_rt(c) ? MQ_MAX_TASKS : 0);
+}
 
 /*
  * Wakeup placement of a MicroQuanta thread, in the kernel patch's order:
  * a fully idle core, an idle CPU, a CPU running only normal work (the
- * previous one first, for its warm cache), else the CPU with the fewest
- * MicroQuanta tasks; CPUs held by RT/deadline tasks last.
+ * previous one first, for its warm cache; else any from free_cpus, spread
+ * round-robin), else the less loaded of the previous CPU and one other
+ * allowed CPU (two random choices: no scan of every CPU's load); CPUs held
+ * by RT/deadline tasks last.
  */
 static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	struct cpu_ctx *c;
 	bool is_idle = false;
-	s32 cpu, best = -1;
-	u32 best_load = (u32)-1;
+	s32 cpu, other;
+	u32 prev_load, other_load;
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
@@ -192,30 +236,28 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 		return prev_cpu;
 	}
 
-	bpf_for(cpu, 0, nr_cpus) {
-		u32 load;
-
-		if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-			continue;
-		c = lookup_cpu_ctx(cpu);
-		if (!c)
-			continue;
-		/* A CPU held by an RT/deadline task comes last: we never
-		 * preempt those, so a class task placed there just waits. */
-		load = (runs_class(c) ? 1 : 0) + scx_bpf_dsq_nr_queued(mq_dsq(cpu)) +
-		       (held_by_rt(c) ? MQ_MAX_TASKS : 0);
-		if (load == 0) {
-			stat_inc(MQ_STAT_MQ_BUSY_PICK);
-			return cpu;
-		}
-		if (load < best_load) {
-			best_load = load;
-			best = cpu;
-		}
+	bpf_rcu_read_lock();
+	cpu = free_cpus ? bpf_cpumask_any_and_distribute(cast_mask(free_cpus), p->cpus_ptr)
+			: nr_cpus;
+	/* The rotor moves on each call: a second call gives a CPU other than
+	 * prev_cpu whenever the task may run on two. */
+	other = bpf_cpumask_any_distribute(p->cpus_ptr);
+	if (other == prev_cpu)
+		other = bpf_cpumask_any_distribute(p->cpus_ptr);
+	bpf_rcu_read_unlock();
+	/* The bit is read without the CPU's lock, as the loop over cpu_ctxs
+	 * read their states; the load confirms it. */
+	if (cpu < nr_cpus && mq_load(cpu) == 0) {
+		stat_inc(MQ_STAT_MQ_BUSY_PICK);
+		return cpu;
 	}
 
 	stat_inc(MQ_STAT_MQ_CROWDED_PICK);
-	return best >= 0 ? best : prev_cpu;
+	prev_load = bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) ? mq_load(prev_cpu) : (u32)-1;
+	other_load = other < nr_cpus ? mq_load(other) : (u32)-1;
+	if (other_load < prev_load)
+		return other;
+	return prev_cpu;
 }
 
 s32 BPF_STRUCT_OPS(mq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
@@ -285,6 +327,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		}
 
 		scx_bpf_dsq_insert(p, mq_dsq(cpu), class_slice_ns, enq_flags);
+		fifo_filled(cpu);
 		/*
 		 * Otherwise a wakeup still preempts normal work at once (a class
 		 * task put back after a preemption must not: that is how a
@@ -301,31 +344,46 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	kick_overbudget_cpu(p);
-
 	/* A task that slept long gets at most one slice of credit. */
 	vtime = p->scx.dsq_vtime;
 	floor = vtime_now > normal_slice_ns ? vtime_now - normal_slice_ns : 0;
 	if (vtime < floor)
 		vtime = floor;
 	scx_bpf_dsq_insert_vtime(p, MQ_NORMAL_DSQ, normal_slice_ns, vtime, enq_flags);
+	/* After the insert: a budget timer that marks its CPU over budget
+	 * after this looks sees this task waiting and throttles by itself. */
+	kick_overbudget_cpu(p);
 
 	if (enq_flags & SCX_ENQ_WAKEUP)
 		preempt_for_waker(p, vtime);
 }
 
-/* Take a MicroQuanta task waiting on another CPU that may run here. */
+/*
+ * Take a MicroQuanta task waiting on another CPU that may run here: look at
+ * up to MQ_STEAL_TRIES CPUs of queued_cpus, round-robin, rather than at
+ * every CPU's queue.
+ */
 static bool steal_mq(s32 self)
 {
 	s32 cpu;
+	u32 i;
 
-	bpf_for(cpu, 0, nr_cpus) {
-		if (cpu == self || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
+	bpf_for(i, 0, MQ_STEAL_TRIES) {
+		bpf_rcu_read_lock();
+		cpu = queued_cpus ? bpf_cpumask_any_distribute(cast_mask(queued_cpus)) : nr_cpus;
+		bpf_rcu_read_unlock();
+		if (cpu >= nr_cpus)
+			return false;
+		if (cpu == self)
 			continue;
 		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
 			stat_inc(MQ_STAT_MQ_STEAL);
+			if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
+				fifo_found_empty(cpu);
 			return true;
 		}
+		if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
+			fifo_found_empty(cpu);
 	}
 	return false;
 }
@@ -353,6 +411,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 			stat_inc(MQ_STAT_MQ_DISPATCH);
 			return;
 		}
+		fifo_found_empty(cpu);
 		if (steal_mq(cpu))
 			return;
 	} else if (cpu_has_mq_work(cpu, c)) {
@@ -394,6 +453,8 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 
 	if (runs_class(c)) {
 		credit_charge(c, now);
+		if (c->credit_ns <= 0)
+			class_past_budget(cpu);
 		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
 			scx_bpf_task_set_slice(p, 0);
 			class_told_to_yield(c);
@@ -410,13 +471,14 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 
 void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 {
-	struct cpu_ctx *c = lookup_cpu_ctx(scx_bpf_task_cpu(p));
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	u64 now = scx_bpf_now();
 
 	if (!c)
 		return;
 	c->run_start_ns = now;
-	cpu_starts(c, is_mq(p));
+	cpu_starts(c, cpu, is_mq(p));
 	c->curr_vtime = p->scx.dsq_vtime;
 	if (runs_class(c)) {
 		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
@@ -439,6 +501,9 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 			c->budget_left_ns = (u64)c->credit_ns * mq_period_ns /
 					    (mq_period_ns - mq_runtime_ns);
 			c->budget_out_ns = now + c->budget_left_ns;
+		} else {
+			/* No credit: running only because nothing else wants the CPU. */
+			class_past_budget(cpu);
 		}
 		timer_arm_class_step(c);
 		return;
@@ -449,15 +514,17 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 
 void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 {
-	struct cpu_ctx *c = lookup_cpu_ctx(scx_bpf_task_cpu(p));
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	u64 now = scx_bpf_now();
 	u64 ran_ns;
 	u32 ran;
 
 	if (!c)
 		return;
-	ran = cpu_stops(c);
+	ran = cpu_stops(c, cpu);
 	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING) {
+		cpu_may_be_free(cpu);
 		credit_charge(c, now);
 		/* Overrun: class time past the instant its budget ran out
 		 * while normal work waited. */
@@ -484,7 +551,7 @@ void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 	 * elsewhere instead of waiting behind it, and place no class wakeup
 	 * here while it holds the CPU. */
 	if (c)
-		cpu_released(c);
+		cpu_released(c, cpu);
 	stat_inc(MQ_STAT_CPU_RELEASE);
 	scx_bpf_reenqueue_local();
 }
@@ -495,6 +562,7 @@ void BPF_STRUCT_OPS(mq_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)
 
 	if (c)
 		cpu_acquired(c);
+	cpu_may_be_free(cpu);
 }
 
 /*
@@ -525,6 +593,24 @@ void BPF_STRUCT_OPS(mq_exit_task, struct task_struct *p, struct scx_exit_task_ar
 		stat_inc(MQ_STAT_CLASS_EXIT);
 }
 
+/* A new empty cpumask in @slot; with every CPU set if @full. */
+static int mask_init(struct bpf_cpumask **slot, bool full)
+{
+	struct bpf_cpumask *m = bpf_cpumask_create();
+	s32 cpu;
+
+	if (!m)
+		return -ENOMEM;
+	if (full) {
+		bpf_for(cpu, 0, nr_cpus)
+			bpf_cpumask_set_cpu(cpu, m);
+	}
+	m = bpf_kptr_xchg(slot, m);
+	if (m)
+		bpf_cpumask_release(m);
+	return 0;
+}
+
 s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
 {
 	s32 cpu, ret;
@@ -532,6 +618,12 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
 	ret = scx_bpf_create_dsq(MQ_NORMAL_DSQ, -1);
 	if (ret)
 		return ret;
+	/* Nothing of ours runs or is queued yet: every CPU is free. */
+	ret = mask_init(&free_cpus, true) ?: mask_init(&overbudget_cpus, false) ?:
+	      mask_init(&queued_cpus, false);
+	if (ret)
+		return ret;
+	/* Init only: one DSQ and one timer per CPU. */
 	bpf_for(cpu, 0, nr_cpus) {
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
