@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{message, test_dir, wait_until, TIMEOUT};
 use pony_express::app::Completions;
-use pony_express::client::{ClientError, PonyClient};
+use pony_express::client::PonyClient;
 use snap_host::process::HostProcess;
 use snap_ipc::control::{HostStatus, SnapClient};
 use snap_test_netns::{skip_reason, Topology, ADDR_A, ADDR_B};
@@ -116,28 +116,11 @@ impl Pair {
     }
 }
 
-/// The echoing app on host B: listens on ECHO, echoes until its client fails.
-fn echo_app(socket: PathBuf, ready: mpsc::Sender<()>) -> ClientError {
-    let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
-    b.listen(ECHO).unwrap();
-    ready.send(()).unwrap();
-    loop {
-        match b.recv(Duration::from_secs(60)) {
-            Ok(m) => {
-                if let Err(e) = b.send(m.flow, m.stream, &m.data) {
-                    return e;
-                }
-            }
-            Err(e) => return e,
-        }
-    }
-}
-
 /// App A's flow to B's echo service (B's app started first).
 fn connect(pair: &Pair) -> (PonyClient, u64) {
     let (tx, rx) = mpsc::channel();
     let b_socket = pair.socket(1);
-    std::thread::spawn(move || echo_app(b_socket, tx));
+    std::thread::spawn(move || common::pony_echo_app(b_socket, ECHO, tx));
     rx.recv_timeout(TIMEOUT).expect("app B listens");
     let mut a = PonyClient::connect(pair.socket(0), "pony0", Completions::Block).unwrap();
     let flow = a.open_flow(&format!("{ADDR_B}:{PORT}"), ECHO).unwrap();

@@ -94,24 +94,6 @@ fn echo_once(ch: &mut ChannelAppEnd, seq: u64) -> Result<(), ChannelError> {
     }
 }
 
-/// App B: echoes every message back on its flow and stream until its client fails.
-fn pony_echo_app(socket: std::path::PathBuf, ready: mpsc::Sender<()>) -> ClientError {
-    let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
-    b.listen(ECHO).unwrap();
-    ready.send(()).unwrap();
-    loop {
-        // Blocked here across every upgrade of its host: the call completes afterwards.
-        match b.recv(Duration::from_secs(60)) {
-            Ok(m) => {
-                if let Err(e) = b.send(m.flow, m.stream, &m.data) {
-                    return e;
-                }
-            }
-            Err(e) => return e,
-        }
-    }
-}
-
 #[test]
 fn pony_ping_pong_survives_upgrades_of_both_hosts() {
     ping_pong_across_upgrades("");
@@ -131,7 +113,7 @@ fn ping_pong_across_upgrades(options: &str) {
     let mut host_b = Host::start_with(options);
     let (tx, rx) = mpsc::channel();
     let b_socket = host_b.socket.clone();
-    let app_b = std::thread::spawn(move || pony_echo_app(b_socket, tx));
+    let app_b = std::thread::spawn(move || common::pony_echo_app(b_socket, ECHO, tx));
     rx.recv_timeout(TIMEOUT).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -445,7 +427,7 @@ fn upgrade_with_many_flows() {
     let host_b = Host::start();
     let (tx, rx) = mpsc::channel();
     let b_socket = host_b.socket.clone();
-    std::thread::spawn(move || pony_echo_app(b_socket, tx));
+    std::thread::spawn(move || common::pony_echo_app(b_socket, ECHO, tx));
     rx.recv_timeout(TIMEOUT).unwrap();
     let mut a = PonyClient::connect(&host_a.socket, "pony0", Completions::Block).unwrap();
     let ids: Vec<_> = (0..flows)

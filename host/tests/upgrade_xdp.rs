@@ -124,23 +124,6 @@ impl Pair {
     }
 }
 
-/// App B: echoes every message back on its flow and stream until its client fails.
-fn echo_app(socket: PathBuf, ready: mpsc::Sender<()>) -> ClientError {
-    let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
-    b.listen(ECHO).unwrap();
-    ready.send(()).unwrap();
-    loop {
-        match b.recv(Duration::from_secs(60)) {
-            Ok(m) => {
-                if let Err(e) = b.send(m.flow, m.stream, &m.data) {
-                    return e;
-                }
-            }
-            Err(e) => return e,
-        }
-    }
-}
-
 #[test]
 fn pony_on_af_xdp_survives_upgrades() {
     let Some(mut pair) = Pair::start('u') else {
@@ -151,7 +134,7 @@ fn pony_on_af_xdp_survives_upgrades() {
 
     let (tx, rx) = mpsc::channel();
     let b_socket = pair.socket(1);
-    let app_b = std::thread::spawn(move || echo_app(b_socket, tx));
+    let app_b = std::thread::spawn(move || common::pony_echo_app(b_socket, ECHO, tx));
     rx.recv_timeout(TIMEOUT).expect("app B listens");
 
     let stop = Arc::new(AtomicBool::new(false));

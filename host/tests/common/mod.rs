@@ -1,6 +1,6 @@
 //! Helpers shared by the host's integration tests that run real `snap-host` processes
 //! (through `snap_host::process`): a host from a configuration, a host with one Pony engine
-//! on a UDP port of 127.0.0.1, reading a child's output, and waiting for a condition. Each test crate uses some of them, hence `dead_code`.
+//! on a UDP port of 127.0.0.1, the Pony echo app, reading a child's output, and waiting for a condition. Each test crate uses some of them, hence `dead_code`.
 
 #![allow(dead_code)]
 
@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use pony_express::app::Completions;
+use pony_express::client::{ClientError, PonyClient};
 use snap_host::process::HostProcess;
 
 /// How long the helpers (and the tests) wait for anything.
@@ -144,4 +146,25 @@ pub fn message(stream: u32, seq: u32, len: usize) -> Vec<u8> {
     let n = head.len().min(len);
     m[..n].copy_from_slice(&head[..n]);
     m
+}
+
+/// The Pony echo app on a host: connects to `pony0` at `socket`, listens on `service`, says
+/// so on `ready`, then echoes every message on the flow and stream it came on until its
+/// client fails, and returns that error (a test expects `HostGone` at the end). Its `recv`
+/// is blocked across whatever the test does to its host (an upgrade): the call completes
+/// afterwards.
+pub fn pony_echo_app(socket: PathBuf, service: u32, ready: mpsc::Sender<()>) -> ClientError {
+    let mut b = PonyClient::connect(&socket, "pony0", Completions::Block).unwrap();
+    b.listen(service).unwrap();
+    ready.send(()).unwrap();
+    loop {
+        match b.recv(Duration::from_secs(60)) {
+            Ok(m) => {
+                if let Err(e) = b.send(m.flow, m.stream, &m.data) {
+                    return e;
+                }
+            }
+            Err(e) => return e,
+        }
+    }
 }
