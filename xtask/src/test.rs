@@ -33,20 +33,30 @@ pub struct TestArgs {
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
     /// Stop after the host tests (no sched_ext tests).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "vm_only")]
     pub skip_vm: bool,
+    /// Run only the sched_ext tests in the VM (no formatting, clippy, host tests or loom):
+    /// the quick loop while working on the scheduler. CI never passes it.
+    #[arg(long)]
+    pub vm_only: bool,
+    /// Run only the sched_ext tests whose name contains this (libtest's filter, passed to
+    /// every sched_ext test executable).
+    #[arg(long, value_name = "SUBSTRING")]
+    pub filter: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
     let started = Instant::now();
-    step(ctx, "formatting", &["fmt", "--all", "--", "--check"])?;
-    step(
-        ctx,
-        "clippy",
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
-    )?;
-    step(ctx, "host tests", &["test", "--workspace"])?;
-    loom_models(ctx)?;
+    if !args.vm_only {
+        step(ctx, "formatting", &["fmt", "--all", "--", "--check"])?;
+        step(
+            ctx,
+            "clippy",
+            &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        )?;
+        step(ctx, "host tests", &["test", "--workspace"])?;
+        loom_models(ctx)?;
+    }
     if args.skip_vm {
         println!("test: --skip-vm: sched_ext tests not run");
         return Ok(());
@@ -86,7 +96,7 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
             ("MQ_REQUIRE_SCHED_EXT".into(), "1".into()),
             ("RUST_BACKTRACE".into(), "1".into()),
         ],
-        script: script(&tests),
+        script: script(&tests, args.filter.as_deref()),
         allow_log_patterns: Vec::new(),
         native,
     };
@@ -149,16 +159,17 @@ pub fn select_sched_ext_tests(artifacts: &[Artifact]) -> Vec<Artifact> {
     tests
 }
 
-/// The guest script: every test executable in turn, a header before each, a summary line
-/// at the end, and a non-zero exit if any failed.
-pub fn script(tests: &[Artifact]) -> String {
-    let mut s = String::from(
+/// The guest script: every test executable in turn (with libtest's `filter`, if any), a
+/// header before each, a summary line at the end, and a non-zero exit if any failed.
+pub fn script(tests: &[Artifact], filter: Option<&str>) -> String {
+    let filter = filter.map(|f| format!(" {}", sys::quote(f))).unwrap_or_default();
+    let mut s = format!(
         "passed=0\nfailed=0\nfailed_names=\n\
-         run_test() {\n\
+         run_test() {{\n\
          \techo \"=== sched_ext test $1 ($2)\"\n\
-         \tif \"$2\" --include-ignored --test-threads=1; then passed=$((passed + 1));\n\
+         \tif \"$2\" --include-ignored --test-threads=1{filter}; then passed=$((passed + 1));\n\
          \telse echo \"=== FAILED: $1\"; failed=$((failed + 1)); failed_names=\"$failed_names $1\"; fi\n\
-         }\n",
+         }}\n",
     );
     for t in tests {
         s.push_str(&format!(
@@ -253,7 +264,7 @@ mod tests {
         let run = |tests: &[Artifact]| {
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(script(tests))
+                .arg(script(tests, None))
                 .output()
                 .unwrap();
             (
@@ -270,6 +281,28 @@ mod tests {
         let (success, out) = run(&[ok]);
         assert!(success);
         assert_eq!(parse_summary(&out), Some((1, 0)));
+    }
+
+    /// The filter reaches every executable as libtest's last argument.
+    #[test]
+    fn script_passes_the_filter() {
+        let dir = std::env::temp_dir().join(format!("xtask-filter-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("fake-test");
+        std::fs::write(&exe, "#!/bin/sh\necho \"args: $*\"\n").unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let t = artifact("sched_ext_x", "test", true, exe.to_str().unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&[t], Some("groups don't")))
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.contains("args: --include-ignored --test-threads=1 groups don't"),
+            "{out}"
+        );
     }
 
     #[test]
