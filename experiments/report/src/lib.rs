@@ -25,6 +25,7 @@
 
 pub mod demo;
 pub mod modes;
+pub mod mqland;
 pub mod pipeline;
 pub mod pony;
 pub mod sched;

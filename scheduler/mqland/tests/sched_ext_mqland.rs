@@ -73,9 +73,9 @@ const MQLAND_SHARE_BOUND: f64 = 0.10;
 fn mqland_class_share_holds_at_millisecond_periods() {
     let _serial = sched_ext_host();
     let cpu = if cpus() > 1 { 1 } else { 0 };
-    for (period_us, runtime_us) in [(10_000u64, 5_000u64), (2_000, 1_000)] {
+    for (period_us, runtime_us) in [(10_000u64, 2_500u64), (2_000, 1_000)] {
         let (p, r) = (period_us.to_string(), runtime_us.to_string());
-        let sched = start(&["--period-us", &p, "--runtime-us", &r]);
+        let sched = start(&["--period-us", &p, "--runtime-us", &r, "--stats", "1"]);
         std::thread::sleep(Duration::from_millis(500));
         let window = Duration::from_secs(3);
         let paired = measure_window(cpu, window, true).unwrap();
