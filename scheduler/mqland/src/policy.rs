@@ -92,9 +92,11 @@ pub struct Policy<T> {
     seq: u64,
     vruntime_now: u64,
     last_stop: HashMap<i32, u64>,
-    /// When the last normal task was handed to the dispatcher: until its slice is over it
-    /// may still wait in the dispatcher's queue, which is normal work waiting too.
-    last_normal_ns: Option<u64>,
+    /// Per CPU (the one a normal task last ran on): normal tasks queued here, and when the
+    /// last one was handed to the dispatcher (until its slice is over it may still wait in
+    /// the dispatcher's queue, which is normal work waiting too).
+    normal_queued: Vec<u32>,
+    last_normal_ns: Vec<Option<u64>>,
     counts: Counts,
 }
 
@@ -110,7 +112,8 @@ impl<T> Policy<T> {
             seq: 0,
             vruntime_now: 0,
             last_stop: HashMap::new(),
-            last_normal_ns: None,
+            normal_queued: vec![0; nr_cpus],
+            last_normal_ns: vec![None; nr_cpus],
             counts: Counts::default(),
         }
     }
@@ -120,13 +123,19 @@ impl<T> Policy<T> {
         self.normal.len() + self.class.len()
     }
 
-    /// Whether normal work waits at `now`: queued here, or handed over less than a normal
-    /// slice ago (it may not have started yet).
-    fn normal_waiting(&self, now: u64) -> bool {
-        !self.normal.is_empty()
-            || self
-                .last_normal_ns
-                .is_some_and(|t| now.saturating_sub(t) < self.cfg.normal_slice_ns)
+    /// Whether normal work waits for `cpu` at `now`: a normal task that last ran there is
+    /// queued here, or was handed over less than a normal slice ago (it may not have
+    /// started yet). A CPU number out of range counts as every CPU.
+    fn normal_waiting(&self, cpu: Option<usize>, now: u64) -> bool {
+        let recent = |t: &Option<u64>| t.is_some_and(|t| now.saturating_sub(t) < self.cfg.normal_slice_ns);
+        match cpu.filter(|&c| c < self.cpus.len()) {
+            Some(c) => self.normal_queued[c] > 0 || recent(&self.last_normal_ns[c]),
+            None => !self.normal.is_empty() || self.last_normal_ns.iter().any(recent),
+        }
+    }
+
+    fn cpu_index(&self, cpu: i32) -> Option<usize> {
+        usize::try_from(cpu).ok().filter(|&c| c < self.cpus.len())
     }
 
     pub fn counts(&self) -> Counts {
@@ -156,6 +165,9 @@ impl<T> Policy<T> {
         let vruntime = own.max(self.vruntime_now.saturating_sub(self.cfg.normal_slice_ns))
             + ran_ns * NICE_0_WEIGHT / weight;
         self.seq += 1;
+        if let Some(c) = self.cpu_index(q.cpu) {
+            self.normal_queued[c] += 1;
+        }
         self.normal
             .insert((vruntime, self.seq), Entry { queued: q, payload });
     }
@@ -185,6 +197,10 @@ impl<T> Policy<T> {
                 payload: d.task,
             });
         } else {
+            self.counts.normal_decisions -= 1;
+            if let Some(c) = self.cpu_index(q.cpu) {
+                self.normal_queued[c] += 1;
+            }
             self.normal.insert(
                 (d.vtime - NORMAL_BAND, 0),
                 Entry {
@@ -202,7 +218,10 @@ impl<T> Policy<T> {
         }
         let ((vruntime, _), entry) = self.normal.pop_first()?;
         self.vruntime_now = self.vruntime_now.max(vruntime);
-        self.last_normal_ns = Some(now);
+        if let Some(c) = self.cpu_index(entry.queued.cpu) {
+            self.normal_queued[c] -= 1;
+            self.last_normal_ns[c] = Some(now);
+        }
         self.counts.normal_decisions += 1;
         Some(Decision {
             task: entry.payload,
@@ -215,7 +234,7 @@ impl<T> Policy<T> {
     fn next_class(&mut self, now: u64) -> Option<Decision<T>> {
         let head = self.class.front()?.queued;
         let bw = self.cfg.bandwidth;
-        if !self.normal_waiting(now) {
+        if !self.normal_waiting(self.cpu_index(head.cpu), now) {
             // Alone, the class may use all of the CPU.
             return self.class_decision(self.cfg.class_slice_ns, None);
         }
@@ -335,6 +354,16 @@ mod tests {
         let d = p.next(5_000_000).unwrap();
         assert_eq!(d.task, 1);
         assert!(d.vtime < NORMAL_BAND);
+    }
+
+    #[test]
+    fn normal_work_of_another_cpu_does_not_throttle_the_class() {
+        let mut p = Policy::new(CFG, 2, 0);
+        p.enqueue(0, q(10, 0, 0, 1), false, 10);
+        p.enqueue(1_000_000, q(1, 1, 1_000_000, 1_000_000), true, 1);
+        // CPU 1's budget is spent, but the only normal work last ran on CPU 0.
+        assert_eq!(p.next(1_000_000).unwrap().task, 1);
+        assert_eq!(p.counts().class_held, 0);
     }
 
     #[test]
