@@ -367,6 +367,26 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_put_back_is_taken_again_first_and_counted_once() {
+        let mut p = Policy::new(CFG, 1, 0);
+        let (n, c) = (q(10, 0, 0, 1), q(1, 0, 0, 1));
+        p.enqueue(0, n, false, 10);
+        p.enqueue(0, q(11, 0, 0, 1), false, 11);
+        let d = p.next(0).unwrap();
+        assert_eq!(d.task, 10);
+        p.requeue(d, n);
+        assert_eq!(p.next(0).unwrap().task, 10);
+        p.enqueue(0, c, true, 1);
+        let d = p.next(0).unwrap();
+        p.requeue(d, c);
+        assert_eq!(p.next(0).unwrap().task, 1);
+        assert_eq!(p.counts().normal_decisions, 1);
+        assert_eq!(p.counts().class_decisions, 1);
+        assert_eq!(p.next(0).unwrap().task, 11);
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
     fn a_run_reported_twice_is_charged_once() {
         let mut p = Policy::new(CFG, 1, 0);
         p.enqueue(0, q(10, 0, 0, 1), false, 10);
