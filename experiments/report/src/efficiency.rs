@@ -84,7 +84,9 @@ pub struct Row {
     /// Messages sent and echoes received in the measuring windows.
     pub sent: u64,
     pub received: u64,
-    /// Round trips from each message's due time to its echo (pooled over rounds).
+    /// Round trips from each message's due time to its echo (pooled over rounds). A
+    /// message due in the window and never echoed counts from its due time to when its app
+    /// stopped waiting (a lower bound): `sent - received` and more were late or lost.
     pub p50_us: f64,
     pub p99_us: f64,
     pub p99_9_us: f64,
