@@ -137,6 +137,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
     let peer = Peer::start(&veth, snap_host, cfg.microquanta).context("starting the echo peer")?;
     let mut pooled: BTreeMap<(usize, usize, usize), Pooled> = BTreeMap::new();
     let mut number = 0;
+    let mut hosts = 0;
     for round in 0..cfg.rounds {
         for design in round_order(&cfg.designs, round) {
             let host = match design.as_str() {
@@ -145,9 +146,10 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
                     let config = stack::host_config(
                         mode,
                         &engine_cores(mode, cpus)?,
-                        &stack::host_bind(),
+                        &stack::host_bind(hosts),
                         cfg.microquanta,
                     );
+                    hosts += 1;
                     Some(
                         Host::start(&veth, stack::APPS, snap_host, mode, &config)
                             .with_context(|| format!("starting the {mode} host"))?,

@@ -24,7 +24,8 @@ use crate::pony_bench::netns::{Veth, ADDR};
 /// The apps' side and the peer's side of the veth pair.
 pub const APPS: usize = 0;
 pub const PEER: usize = 1;
-/// The UDP port of both hosts' Pony engines; library-OS app `i` binds `LINKED_PORT + i`.
+/// The UDP port of the peer's Pony engine; Snap's host number `k` binds `PORT + 1 + k % 64`,
+/// library-OS apps from `LINKED_PORT` on ([`linked_stack`]).
 pub const PORT: u16 = 7000;
 pub const LINKED_PORT: u16 = 7100;
 /// The service the echo app listens on.
@@ -290,9 +291,11 @@ pub fn linked_stack(point: usize, i: usize) -> Stack {
     }
 }
 
-/// Where Snap's host binds its engine on the apps' side.
-pub fn host_bind() -> String {
-    format!("{}:{PORT}", ADDR[APPS])
+/// Where Snap's host number `k` of the run binds its engine on the apps' side: a new port
+/// for each host, so that the peer never sees a new host's flows from the address of an
+/// old host's flows with the same ids (flow ids start again in every host process).
+pub fn host_bind(k: usize) -> String {
+    format!("{}:{}", ADDR[APPS], PORT as usize + 1 + k % 64)
 }
 
 #[cfg(test)]
@@ -309,6 +312,9 @@ mod tests {
         assert_eq!(bind(0, 7), "10.78.0.1:7107");
         assert_eq!(bind(1, 0), "10.78.0.1:7164");
         assert_ne!(bind(1, 0), bind(2, 0));
+        assert_eq!(host_bind(0), "10.78.0.1:7001");
+        assert_eq!(host_bind(63), "10.78.0.1:7064");
+        assert_eq!(host_bind(64), host_bind(0));
         assert_eq!(bind(32, 3), bind(0, 3));
     }
 
@@ -319,7 +325,7 @@ mod tests {
             ("spreading", vec![]),
             ("compacting", vec![0, 1]),
         ] {
-            let toml = host_config(mode, &cores, &host_bind(), false);
+            let toml = host_config(mode, &cores, &host_bind(0), false);
             let config =
                 snap_host::config::Config::parse(&toml, 2).unwrap_or_else(|e| panic!("{mode}: {e}\n{toml}"));
             assert_eq!(config.group[0].engine.len(), 1, "{toml}");
