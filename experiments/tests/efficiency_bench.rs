@@ -12,6 +12,10 @@ use std::process::{Command, Output, Stdio};
 use mq_report::efficiency::{self, APPS, DESIGNS, LOADS};
 use mq_report::idle::{self, IDLE, MODES};
 
+/// The idle tests change the machine's idle states: one at a time, or one would record the
+/// other's setting as the original and put it back.
+static IDLE_STATES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const EFFICIENCY: &str = env!("CARGO_BIN_EXE_mq-bench-efficiency");
 const IDLE_BENCH: &str = env!("CARGO_BIN_EXE_mq-bench-idle");
 
@@ -166,6 +170,7 @@ fn idle_quick_run_has_both_modes_both_settings_and_puts_idle_states_back() {
         eprintln!("skipped: needs root (namespaces, cpuidle)");
         return;
     }
+    let _one = IDLE_STATES.lock().unwrap_or_else(|e| e.into_inner());
     let before = idle_settings();
     let (out, pid, dir) = run_quick(IDLE_BENCH, "idle", &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -235,5 +240,66 @@ fn both_refuse_without_root() {
         }
         assert!(!out.status.success(), "{stderr}");
         assert!(stderr.contains("needs root"), "{bin}: {stderr}");
+    }
+}
+
+/// Ctrl-C (SIGINT to the run's process group, as a terminal sends it) while idle CPUs are
+/// kept polling: the run exits with 130, the idle states are as they were before, its
+/// namespaces are gone and none of its processes is left.
+#[test]
+fn idle_run_interrupted_while_polling_puts_idle_states_back() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("skipped: needs root (namespaces, cpuidle)");
+        return;
+    }
+    let _one = IDLE_STATES.lock().unwrap_or_else(|e| e.into_inner());
+    let before = idle_settings();
+    if before.is_empty() {
+        eprintln!("skipped: no cpuidle states here");
+        return;
+    }
+    let mut child = Command::new(IDLE_BENCH)
+        .args(["--rounds", "2", "--seconds", "2", "--warmup-ms", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while idle_settings() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never kept CPUs polling"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before polling"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; -pid is the child's own process group.
+    assert_eq!(unsafe { libc::kill(-(pid as i32), libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(idle_settings(), before, "idle states not put back after Ctrl-C");
+    assert!(
+        namespaces_of(pid).is_empty(),
+        "{:?} left behind",
+        namespaces_of(pid)
+    );
+    // Every process of the group (the hosts stop on SIGINT as on SIGTERM, the apps die of
+    // it) is gone within the hosts' stop time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // SAFETY: signal 0 only checks whether the group has members.
+    while unsafe { libc::kill(-(pid as i32), 0) } == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes of the interrupted run are still alive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -33,6 +33,32 @@ pub const SERVICE: u32 = 7;
 /// How long a host may take to start and to stop.
 const HOST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The processes this run started and has not seen end, for the Ctrl-C handler
+/// ([`kill_children`]): it exits without running destructors.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn track(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+fn untrack(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// SIGKILL to every process this run started that is still tracked (hosts, apps).
+pub fn kill_children() {
+    for pid in std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner())) {
+        // SAFETY: kill has no memory preconditions; a pid that already exited and was
+        // reaped is untracked first, so this never signals a stranger.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
 /// The peer's Pony address, as apps open their flows to it.
 pub fn peer_addr() -> String {
     format!("{}:{PORT}", ADDR[PEER])
@@ -70,6 +96,7 @@ impl Host {
         let process = veth.open_in(side, || {
             HostProcess::start(bin, &dir, config, HOST_TIMEOUT, Some("  snap-host| ")).map_err(Into::into)
         })?;
+        track(process.pid());
         let status = SnapClient::connect(process.socket())
             .context("connecting to snap-host")?
             .status()
@@ -120,7 +147,11 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        drop(self.process.take());
+        if let Some(p) = self.process.take() {
+            let pid = p.pid();
+            drop(p);
+            untrack(pid);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -152,6 +183,7 @@ impl RoleProcess {
                 .spawn()
                 .with_context(|| format!("starting {what}"))
         })?;
+        track(child.id());
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         Ok(Self {
@@ -191,6 +223,7 @@ impl RoleProcess {
             line.clear();
             if self.stdout.read_line(&mut line)? == 0 {
                 let status = self.child.wait()?;
+                untrack(self.child.id());
                 bail!("{} ended ({status}) before saying {prefix:?}", self.what);
             }
             if let Some(rest) = line.trim_end().strip_prefix(prefix) {
@@ -233,6 +266,7 @@ impl RoleProcess {
     pub fn stop(mut self) -> Result<()> {
         drop(self.stdin.take());
         let status = self.child.wait()?;
+        untrack(self.child.id());
         if !status.success() {
             bail!("{} exited with {status}", self.what);
         }
@@ -246,6 +280,7 @@ impl Drop for RoleProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        untrack(self.child.id());
     }
 }
 
