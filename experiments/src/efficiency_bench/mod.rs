@@ -17,8 +17,9 @@
 //! every design once (the order rotates from round to round), each at every app count and
 //! load ([`point`]); a row pools its rounds. Cores = CPU time of the threads that run the
 //! stack over the measuring window: the library-OS apps' processes (their one thread is
-//! both app and stack), or the host's engine threads; the apps' own CPU in Snap's designs
-//! and the peer's CPU are reported beside it.
+//! both app and stack), or the whole `snap-host` process (engine threads, control thread,
+//! compacting monitor); the apps' own CPU in Snap's designs and the peer's CPU are
+//! reported beside it.
 //!
 //! # Report
 //!

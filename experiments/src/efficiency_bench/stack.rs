@@ -84,8 +84,6 @@ pub fn host_config(mode: &str, cores: &[usize], bind: &str, microquanta: bool) -
 pub struct Host {
     process: Option<HostProcess>,
     dir: PathBuf,
-    /// Its engine threads.
-    pub engine_tids: Vec<i32>,
 }
 
 impl Host {
@@ -97,21 +95,14 @@ impl Host {
             HostProcess::start(bin, &dir, config, HOST_TIMEOUT, Some("  snap-host| ")).map_err(Into::into)
         })?;
         track(process.pid());
-        let status = SnapClient::connect(process.socket())
+        // Ready means its control socket answers.
+        SnapClient::connect(process.socket())
             .context("connecting to snap-host")?
             .status()
             .context("snap-host status")?;
-        let engine_tids = status
-            .runtime
-            .groups
-            .iter()
-            .flat_map(|g| &g.threads)
-            .map(|t| t.tid)
-            .collect();
         Ok(Self {
             process: Some(process),
             dir,
-            engine_tids,
         })
     }
 
@@ -121,14 +112,6 @@ impl Host {
 
     pub fn socket(&self) -> &Path {
         self.process.as_ref().expect("running until stop").socket()
-    }
-
-    /// CPU time of its engine threads.
-    pub fn engine_cpu_ns(&self) -> u64 {
-        self.engine_tids
-            .iter()
-            .map(|&t| thread_cpu_ns(self.pid(), t))
-            .sum()
     }
 
     /// SIGTERM; it must exit with status 0.

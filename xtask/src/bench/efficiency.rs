@@ -135,8 +135,8 @@ pub fn markdown(r: &Report) -> String {
         "- **library_os**: the Pony stack linked into each app process, spin-polled by the app's \
          thread (one copy of the stack per app, busy per app).\n- **dedicated**, **spreading**, \
          **compacting**: the apps are Pony clients of one `snap-host` whose engine runs in that \
-         mode.\n- cores: CPU time of what runs the stack (the library-OS apps; the host's engine \
-         threads) over wall time, mean over rounds (min-max).\n- Layout: {}\n- Peer: {}\n- \
+         mode.\n- cores: CPU time of what runs the stack (the library-OS apps; the whole \
+         snap-host process) over wall time, mean over rounds (min-max).\n- Layout: {}\n- Peer: {}\n- \
          Oversubscribed: {}\n",
         r.layout, r.peer, r.oversubscribed
     );
