@@ -101,12 +101,13 @@ pub fn check_designs(designs: &[String]) -> Result<()> {
 }
 
 /// On Ctrl-C, SIGTERM or SIGHUP: `restore()`, kills the hosts and apps this run started,
-/// removes the live namespaces and exits with 130. Call once, before the first namespace.
+/// removes its temporary directories and live namespaces and exits with 130. Call once, before the first namespace.
 pub fn install_cleanup(program: &'static str, restore: fn()) -> Result<()> {
     ctrlc::set_handler(move || {
         eprintln!("{program}: interrupted; restoring what it changed and removing its namespaces");
         restore();
         stack::kill_children();
+        stack::remove_dirs();
         crate::pony_bench::netns::remove_all();
         std::process::exit(130);
     })

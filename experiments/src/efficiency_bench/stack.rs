@@ -48,6 +48,24 @@ fn untrack(pid: u32) {
         .retain(|&p| p != pid);
 }
 
+/// Removes this run's directories under the temporary directory (hosts' configurations and
+/// sockets, the apps' round-trip files): the Ctrl-C handler's job, destructors do it
+/// otherwise.
+pub fn remove_dirs() {
+    let pid = std::process::id();
+    let ours = |name: &str| {
+        name.starts_with(&format!("mq-bench-efficiency-{pid}-"))
+            || name == format!("mq-bench-efficiency-{pid}")
+            || name == format!("mq-bench-idle-{pid}")
+    };
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        if e.file_name().to_str().is_some_and(ours) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// SIGKILL to every process this run started that is still tracked (hosts, apps).
 pub fn kill_children() {
     for pid in std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner())) {
