@@ -27,6 +27,7 @@ pub mod demo;
 pub mod modes;
 pub mod pipeline;
 pub mod pony;
+pub mod rounds;
 pub mod sched;
 pub mod upgrade;
 

@@ -148,7 +148,7 @@ pub fn scheduler_binary() -> Result<PathBuf> {
 
 /// After attaching, sched_ext moves every task into the new scheduler; give
 /// that a moment so measurements see the steady state, not the switch.
-const SETTLE: Duration = Duration::from_millis(500);
+pub const SETTLE: Duration = Duration::from_millis(500);
 
 /// Starts the scheduler with a bandwidth and waits until it is attached and
 /// has settled.
