@@ -1,7 +1,9 @@
 //! `cargo xtask demo`: the headline measurement. Boots the sched_ext kernel, runs `mq-demo`
 //! (experiments/), and turns its final `MQ_DEMO_JSON {...}` line into
-//! `target/demo/summary.json` plus a table of wakeup latencies under EEVDF, as a normal task
-//! under microquanta, and as a microquanta engine. In the same boot it then runs two quick
+//! `target/demo/summary.json` plus a table of wakeup latencies under EEVDF, SCHED_FIFO, as a
+//! normal task under microquanta, and as a microquanta engine, pooled over interleaved rounds,
+//! with the per-round p99 ratios' median and spread, with and without the wakeups an emulator
+//! stall hit (`mq_experiments::rounds`). In the same boot it then runs two quick
 //! benchmarks and reports each through the code of its `cargo xtask bench` command:
 //!
 //! 1. `mq-bench-sched --quick`, like `cargo xtask bench sched` ([`sched::record`]): its latency
