@@ -105,6 +105,30 @@ pub struct Stalls {
     pub p99_ratio_fifo_over_microquanta_without_stalls: Option<Spread>,
 }
 
+/// The interleaved rounds as `mq-bench-sched` reports them (`rounds`): the demo's workload,
+/// with the same fields the demo's report carries at its top level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundsReport {
+    /// CPU time the measured thread burns per wakeup.
+    pub work_us: u64,
+    /// Sleep period of the measured thread.
+    pub wake_period_us: u64,
+    /// CPU hog processes throughout.
+    pub hogs: usize,
+    /// Wakeups per policy and round.
+    pub samples: u64,
+    /// The scheduler's bandwidth in the rounds.
+    pub period_us: u64,
+    pub runtime_us: u64,
+    /// Per policy, pooled over the rounds.
+    pub wakeup_latency_us: std::collections::BTreeMap<String, LatencySummary>,
+    pub rows: Vec<RoundRow>,
+    pub p99_ratio_eevdf_over_microquanta: Option<Spread>,
+    pub p99_ratio_fifo_over_microquanta: Option<Spread>,
+    pub stalls: Stalls,
+    pub scheduler_cycle_ms: Option<f64>,
+}
+
 /// At most this many stalls are listed in [`Stalls::listed`].
 pub const LISTED_STALLS: usize = 64;
 

@@ -23,6 +23,10 @@
 //! cyclictest_us: {microquanta|fifo: {min, avg, max, p50|p90|p99: µs | null
 //!                 (null: beyond the 100 ms histogram), cycles, overflows}}
 //! max_overrun_us: f | null         max of sched_overrun_max_us
+//! rounds: {work_us, wake_period_us, hogs, samples, period_us, runtime_us,
+//!          wakeup_latency_us, rows, p99_ratio_*_over_microquanta, stalls,
+//!          scheduler_cycle_ms} | null     the demo's workload in interleaved rounds
+//!                                  (`crate::rounds::RoundsReport`)
 //! note: "TCG: only ratios within one boot are meaningful"
 //! ```
 //!
@@ -72,6 +76,9 @@ pub struct Report {
     pub cyclictest_us: BTreeMap<String, Cyclictest>,
     /// The largest [`Conformance::sched_overrun_max_us`]; null if none is measured.
     pub max_overrun_us: Option<f64>,
+    /// The demo's workload in interleaved rounds ([`crate::rounds`]); null when not run.
+    #[serde(default)]
+    pub rounds: Option<crate::rounds::RoundsReport>,
     pub note: String,
 }
 
