@@ -223,6 +223,52 @@ fn conformance(md: &mut String, s: &Summary) {
         "\nLongest run of class work past its budget while normal work waited (the \
          scheduler's own accounting): {overrun}.\n"
     );
+    enforcement(md, s);
+}
+
+/// The scheduler's overrun and throttle-to-preempt histograms per pair, when measured.
+fn enforcement(md: &mut String, s: &Summary) {
+    let rows: Vec<_> = s
+        .report
+        .conformance
+        .iter()
+        .filter_map(|c| c.enforcement.as_ref().map(|e| (c, e)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Enforcement over each paired window (the scheduler's BPF histograms, µs): overrun is \
+         class work past its budget while normal work waited; yield is throttle-to-preempt, \
+         from the decision that class work must yield (budget timer, tick or a normal \
+         wakeup's kick) to the class task leaving the CPU. Maxima since the scheduler was \
+         loaded for the pair.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| period µs | runtime µs | overrun p50 | overrun p99 | overrun max | overrun p99 ≤ period | yields | yield p50 | yield p99 | yield max |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|");
+    for (c, e) in rows {
+        let within = e
+            .overrun_p99_us
+            .map_or("-", |p| if p <= c.period_us as f64 { "yes" } else { "no" });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {within} | {} | {} | {} | {} |",
+            c.period_us,
+            c.runtime_us,
+            opt_us(e.overrun_p50_us),
+            opt_us(e.overrun_p99_us),
+            opt_us(e.overrun_max_us),
+            e.yields,
+            opt_us(e.yield_p50_us),
+            opt_us(e.yield_p99_us),
+            opt_us(e.yield_max_us),
+        );
+    }
+    md.push('\n');
 }
 
 fn cyclictest(md: &mut String, s: &Summary) {

@@ -495,6 +495,12 @@ pub(super) mod tests {
         let dir = scratch("rounds");
         let mut report = mq_report::extract_value(PROGRAM.report, OUTPUT).unwrap();
         report["rounds"] = rounds_json();
+        report["conformance"][0]["enforcement"] = serde_json::json!({"overrun_p50_us": 20.0,
+            "overrun_p99_us": 60.0, "overrun_max_us": 4100.0, "yields": 900,
+            "yield_p50_us": 15.0, "yield_p99_us": 45.0, "yield_max_us": 4000.0});
+        report["conformance"][1]["enforcement"] = serde_json::json!({"overrun_p50_us": 300.0,
+            "overrun_p99_us": 900.0, "overrun_max_us": 3900.0, "yields": 4,
+            "yield_p50_us": 3800.0, "yield_p99_us": 3900.0, "yield_max_us": 3900.0});
         let output = format!("{}{report}\n", PROGRAM.report.prefix);
         let rec = record(&dir, &guest_run(&output, 0)).unwrap();
         let names: Vec<_> = rec
@@ -537,6 +543,15 @@ pub(super) mod tests {
         );
         assert!(md.contains("load + unload 1800 ms"), "{md}");
         assert!(rec.markdown.contains("[rounds.svg](rounds.svg)"));
+        // Enforcement per pair, with the overrun p99 checked against one period.
+        assert!(
+            md.contains("| 40 | 20 | 20.0 | 60.0 | 4100.0 | no | 900 | 15.0 | 45.0 | 4000.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1000 | 200 | 300.0 | 900.0 | 3900.0 | yes | 4 |"),
+            "{md}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
