@@ -44,8 +44,9 @@ struct Opts {
     #[arg(long, default_value_t = 1000)]
     period_us: u64,
 
-    /// Interleaved rounds (each measures all four policies once).
-    #[arg(long, default_value_t = 8)]
+    /// Interleaved rounds (each measures all four policies once; each loads and unloads
+    /// the scheduler, ~10 s under TCG).
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
 
     /// Wakeups measured per policy and round.
