@@ -68,10 +68,17 @@ pub struct ProbeRecord {
     pub lateness: LatencySummary,
 }
 
+/// What one CPU's probe returns: its stalls, those beyond the bound, and its lateness.
+struct CpuRecord {
+    stalls: Vec<Stall>,
+    dropped: u64,
+    lateness: Histogram<u64>,
+}
+
 /// Running probes, one per CPU; [`StallProbe::stop`] collects them.
 pub struct StallProbe {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<Result<(Vec<Stall>, u64, Histogram<u64>)>>>,
+    threads: Vec<JoinHandle<Result<CpuRecord>>>,
 }
 
 impl StallProbe {
@@ -101,12 +108,14 @@ impl StallProbe {
         let mut dropped = 0;
         let mut lateness = new_ns_histogram();
         for thread in std::mem::take(&mut self.threads) {
-            let (s, d, h) = thread
+            let cpu = thread
                 .join()
                 .map_err(|_| anyhow::anyhow!("a stall probe panicked"))??;
-            stalls.extend(s);
-            dropped += d;
-            lateness.add(&h).context("merging the probes' histograms")?;
+            stalls.extend(cpu.stalls);
+            dropped += cpu.dropped;
+            lateness
+                .add(&cpu.lateness)
+                .context("merging the probes' histograms")?;
         }
         stalls.sort_by_key(|s| s.deadline_ns);
         Ok(ProbeRecord {
@@ -127,12 +136,7 @@ impl Drop for StallProbe {
     }
 }
 
-fn probe_loop(
-    cpu: usize,
-    interval: Duration,
-    threshold: Duration,
-    stop: &AtomicBool,
-) -> Result<(Vec<Stall>, u64, Histogram<u64>)> {
+fn probe_loop(cpu: usize, interval: Duration, threshold: Duration, stop: &AtomicBool) -> Result<CpuRecord> {
     pin_to_cpu(cpu)?;
     set_fifo(PROBE_PRIORITY).with_context(|| format!("stall probe on CPU {cpu}"))?;
     let interval_ns = interval.as_nanos() as u64;
@@ -164,7 +168,11 @@ fn probe_loop(
             next = now + interval_ns;
         }
     }
-    Ok((stalls, dropped, hist))
+    Ok(CpuRecord {
+        stalls,
+        dropped,
+        lateness: hist,
+    })
 }
 
 #[cfg(test)]

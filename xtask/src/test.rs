@@ -27,6 +27,10 @@ const SCHED_EXT_PREFIX: &str = "sched_ext";
 const SMP_PREFIX: &str = "sched_ext_smp";
 const MAIN_CPUS: u32 = 2;
 const SMP_CPUS: u32 = 4;
+const _: () = assert!(
+    SMP_CPUS > MAIN_CPUS,
+    "the SMP boot has more CPUs than the main one"
+);
 /// Each VM boot; TCG on 2 cores is slow, but the suite must stay well under 40 min.
 const VM_TIMEOUT_SECS: u64 = 1500;
 const SUMMARY_TAG: &str = "MQ_TEST_SUMMARY";
@@ -299,7 +303,6 @@ mod tests {
         let names = |v: &[Artifact]| v.iter().map(|a| a.target_name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&smp), ["sched_ext_smp"]);
         assert_eq!(names(&main), ["sched_ext", "sched_ext_bench"]);
-        assert!(SMP_CPUS > MAIN_CPUS);
     }
 
     #[test]
