@@ -6,8 +6,9 @@
 //! stall hit (`mq_experiments::rounds`). In the same boot it then runs two quick
 //! benchmarks and reports each through the code of its `cargo xtask bench` command:
 //!
-//! 1. `mq-bench-sched --quick`, like `cargo xtask bench sched` ([`sched::record`]): its latency
-//!    and conformance tables, files in `target/experiments/sched/`;
+//! 1. `mq-bench-sched --quick --rounds 0` (its rounds phase would repeat mq-demo), like
+//!    `cargo xtask bench sched` ([`sched::record`]): its latency and conformance tables, files
+//!    in `target/experiments/sched/`;
 //! 2. `mq-bench-modes --quick --loads 10,50` with `scx_microquanta` loaded, as the VM half of
 //!    `cargo xtask bench modes` ([`modes::guest_script`], [`modes::read_guest_run`],
 //!    [`modes::record`]): a compact table of Snap's engine modes (p50/p99, ops/s, cores per
