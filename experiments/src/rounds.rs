@@ -146,6 +146,7 @@ fn assemble(
 ) -> RoundsResult {
     let mut rows = Vec::with_capacity(measured.len());
     let mut events = Vec::new();
+    let index = StallIndex::new(stalls);
     for m in measured {
         let (start, end) = window(&m.wakeups);
         // The stalls that fell while this policy was measured.
@@ -157,11 +158,10 @@ fn assemble(
                 late_us: s.late_ns as f64 / 1000.0,
             });
         }
-        let (stalled, clean): (Vec<&Wakeup>, Vec<&Wakeup>) = m.wakeups.iter().partition(|w| {
-            stalls
-                .iter()
-                .any(|s| s.overlaps(w.deadline_ns, w.deadline_ns + w.late_ns))
-        });
+        let (stalled, clean): (Vec<&Wakeup>, Vec<&Wakeup>) = m
+            .wakeups
+            .iter()
+            .partition(|w| index.hit(w.deadline_ns, w.deadline_ns + w.late_ns));
         let all = summarise_wakeups(&m.wakeups);
         rows.push(RoundRow {
             round: m.round,
@@ -212,6 +212,35 @@ fn assemble(
         rows,
         stalls,
         scheduler_cycle_ms: Spread::of(cycles_ms).map(|s| s.median),
+    }
+}
+
+/// Answers "does any stall overlap this interval" in O(log n): `stalls` sorted by deadline,
+/// with the latest end among each prefix (a host under load produces tens of thousands of
+/// stalls against tens of thousands of wakeups).
+struct StallIndex<'a> {
+    stalls: &'a [Stall],
+    max_end: Vec<u64>,
+}
+
+impl<'a> StallIndex<'a> {
+    /// `stalls` must be sorted by deadline ([`crate::stall_probe::ProbeRecord::stalls`] is).
+    fn new(stalls: &'a [Stall]) -> Self {
+        let max_end = stalls
+            .iter()
+            .scan(0, |max, s| {
+                *max = s.end_ns().max(*max);
+                Some(*max)
+            })
+            .collect();
+        Self { stalls, max_end }
+    }
+
+    /// Whether a stall overlaps `[start_ns, end_ns]`: among the stalls that began by
+    /// `end_ns`, one ended at or after `start_ns`.
+    fn hit(&self, start_ns: u64, end_ns: u64) -> bool {
+        let began = self.stalls.partition_point(|s| s.deadline_ns <= end_ns);
+        began > 0 && self.max_end[began - 1] >= start_ns
     }
 }
 
@@ -323,6 +352,25 @@ mod tests {
         let clean = r.stalls.p99_ratio_eevdf_over_microquanta_without_stalls.unwrap();
         assert_eq!(clean.rounds, 2);
         assert!(mq1.p99_without_stalls.unwrap() <= mq1.p99);
+    }
+
+    #[test]
+    fn the_index_finds_the_same_overlaps_as_a_scan() {
+        // A long stall early, short ones later: the prefix maximum must carry the long one.
+        let stall = |cpu, deadline_ns, late_ns| Stall {
+            cpu,
+            deadline_ns,
+            late_ns,
+        };
+        let stalls = [stall(0, 100, 1000), stall(1, 300, 10), stall(0, 2000, 50)];
+        let index = StallIndex::new(&stalls);
+        for start in (0..2200).step_by(37) {
+            for len in [0, 5, 60, 400] {
+                let scan = stalls.iter().any(|s| s.overlaps(start, start + len));
+                assert_eq!(index.hit(start, start + len), scan, "[{start}, {}]", start + len);
+            }
+        }
+        assert!(!StallIndex::new(&[]).hit(0, u64::MAX));
     }
 
     #[test]
