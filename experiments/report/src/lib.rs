@@ -33,6 +33,7 @@ pub mod modes;
 pub mod mqland;
 pub mod pipeline;
 pub mod pony;
+pub mod rounds;
 pub mod sched;
 pub mod upgrade;
 

@@ -108,6 +108,7 @@ mod tests {
             conformance: Vec::new(),
             cyclictest_us: BTreeMap::new(),
             max_overrun_us: None,
+            rounds: None,
             note: NOTE.into(),
             mqland: None,
         }

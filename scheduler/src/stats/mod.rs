@@ -112,9 +112,17 @@ pub struct CpuReport {
     pub wakeups: u64,
     pub wake_p50_us: Option<f64>,
     pub wake_p99_us: Option<f64>,
+    pub overrun_p50_us: Option<f64>,
     pub overrun_p99_us: Option<f64>,
     /// Largest overrun since the scheduler started.
     pub overrun_max_us: Option<f64>,
+    /// Throttle-to-preempt: from the decision that class work must yield (budget timer,
+    /// tick, or a normal wakeup's kick) to the class task leaving the CPU, in the interval.
+    pub yields: u64,
+    pub yield_p50_us: Option<f64>,
+    pub yield_p99_us: Option<f64>,
+    /// Largest throttle-to-preempt delay since the scheduler started.
+    pub yield_max_us: Option<f64>,
 }
 
 /// Everything over one interval.
@@ -154,6 +162,8 @@ impl Report {
                 ));
                 let over = hist(later, bpf_intf::mq_hist_idx_MQ_HIST_OVERRUN, cpu);
                 let over_interval = over.since(&hist(earlier, bpf_intf::mq_hist_idx_MQ_HIST_OVERRUN, cpu));
+                let yielded = hist(later, bpf_intf::mq_hist_idx_MQ_HIST_YIELD, cpu);
+                let yield_interval = yielded.since(&hist(earlier, bpf_intf::mq_hist_idx_MQ_HIST_YIELD, cpu));
                 CpuReport {
                     cpu,
                     mq_share: delta(cpu, bpf_intf::mq_stat_idx_MQ_STAT_MQ_RUN_NS) as f64 / interval_ns,
@@ -164,8 +174,13 @@ impl Report {
                     wakeups: wake.count(),
                     wake_p50_us: wake.quantile(0.5).map(us),
                     wake_p99_us: wake.quantile(0.99).map(us),
+                    overrun_p50_us: over_interval.quantile(0.5).map(us),
                     overrun_p99_us: over_interval.quantile(0.99).map(us),
                     overrun_max_us: (over.max > 0).then(|| us(over.max as f64)),
+                    yields: yield_interval.count(),
+                    yield_p50_us: yield_interval.quantile(0.5).map(us),
+                    yield_p99_us: yield_interval.quantile(0.99).map(us),
+                    yield_max_us: (yielded.max > 0).then(|| us(yielded.max as f64)),
                 }
             })
             .collect();
@@ -183,7 +198,7 @@ impl Report {
         let mut out = self.totals.format_line(self.class_members);
         for c in &self.cpus {
             out.push_str(&format!(
-                "\n  cpu{:<3} mq {:>5.1}%  throttles {:>6}  kicks {:>6}  wake(µs) n={} p50 {} p99 {}  overrun(µs) p99 {} max {}",
+                "\n  cpu{:<3} mq {:>5.1}%  throttles {:>6}  kicks {:>6}  wake(µs) n={} p50 {} p99 {}  overrun(µs) p99 {} max {}  yield(µs) p99 {} max {}",
                 c.cpu,
                 c.mq_share * 100.0,
                 c.throttles,
@@ -193,6 +208,8 @@ impl Report {
                 opt(c.wake_p99_us),
                 opt(c.overrun_p99_us),
                 opt(c.overrun_max_us),
+                opt(c.yield_p99_us),
+                opt(c.yield_max_us),
             ));
         }
         out
@@ -242,5 +259,32 @@ mod tests {
         assert_eq!(r.cpus[0].overrun_max_us, None);
         assert!(r.format().contains("cpu0") && r.format().contains("threads=3"));
         assert!(serde_json::to_string(&r).unwrap().contains("\"mq_share\":0.5"));
+        assert_eq!((r.cpus[0].yields, r.cpus[0].yield_max_us), (0, None));
+    }
+
+    #[test]
+    fn throttle_to_preempt_delays_come_from_their_own_histogram() {
+        let t0 = Instant::now();
+        let with_yields = |taken, delays_ns: &[u64]| {
+            let mut s = snapshot(taken, [0, 0], &[]);
+            let mut h = Hist::default();
+            for &v in delays_ns {
+                h.buckets[hist::bucket_of(v)] += 1;
+                h.max = h.max.max(v);
+            }
+            s.hists.push(vec![Hist::default(), h]);
+            s
+        };
+        let a = with_yields(t0, &[4_000_000]);
+        let b = with_yields(t0 + Duration::from_secs(1), &[4_000_000, 30_000, 30_000, 30_000]);
+        let r = Report::between(&a, &b, 1);
+        let cpu1 = &r.cpus[1];
+        assert_eq!(cpu1.yields, 3, "only the interval's yields");
+        let p99 = cpu1.yield_p99_us.unwrap();
+        assert!((p99 - 30.0).abs() / 30.0 < 0.125, "{p99}");
+        // The max is since the start: the 4 ms one before the interval.
+        assert!((cpu1.yield_max_us.unwrap() - 4000.0).abs() < 1e-9);
+        assert_eq!(r.cpus[0].yields, 0);
+        assert!(r.format().contains("yield(µs) p99 "), "{}", r.format());
     }
 }
