@@ -18,12 +18,18 @@
 //! | [`pony::Report`] | `mq-bench-pony` | `MQ_BENCH_PONY_JSON ` |
 //! | [`pipeline::Report`] | `mq-bench-pipeline` | `MQ_BENCH_PIPELINE_JSON ` |
 //! | [`upgrade::Report`] | `mq-bench-upgrade` | `MQ_BENCH_UPGRADE_JSON ` |
+//! | [`interference::Report`] | `mq-bench-interference` | `MQ_BENCH_INTERFERENCE_JSON ` |
+//!
+//! [`experiments::Summary`] is the `summary.json` of `cargo xtask experiments`, which draws
+//! each experiment's rows from those reports.
 //!
 //! The crate measures, tabulates and plots nothing, and depends on serde (and thiserror)
 //! alone: the measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both
 //! link it.
 
 pub mod demo;
+pub mod experiments;
+pub mod interference;
 pub mod modes;
 pub mod pipeline;
 pub mod pony;
@@ -189,12 +195,13 @@ pub(crate) mod tests {
         }
     }
 
-    const TAGS: [Tag; 5] = [
+    const TAGS: [Tag; 6] = [
         <demo::Report as Tagged>::TAG,
         <sched::Report as Tagged>::TAG,
         <modes::Report as Tagged>::TAG,
         <pony::Report as Tagged>::TAG,
         <upgrade::Report as Tagged>::TAG,
+        <interference::Report as Tagged>::TAG,
     ];
 
     #[test]
