@@ -171,6 +171,13 @@ mod tests {
             ..ratio
         };
         assert_eq!(missed.pass(), Some(false));
-        assert_eq!(Ratio { value: None, ..missed }.pass(), None);
+        assert_eq!(
+            Ratio {
+                value: None,
+                ..missed
+            }
+            .pass(),
+            None
+        );
     }
 }
