@@ -4,7 +4,7 @@
 //! what the paper showed, what we measured and the verdict.
 //!
 //! ```text
-//! generated (UTC), quick, host (machine), kernel, seconds,
+//! generated (UTC), quick, host (machine), kernel, build ("release" | "debug"), seconds,
 //! experiments: {NAME: {status ("ok" | "failed" | "skipped"), error (null unless failed or
 //!   skipped), program, platform ({machine, kernel, accel, scheduler, cpus} | null),
 //!   seconds, paper, measured, verdict ("met" | "missed" | "measured" | "failed" |
@@ -50,6 +50,9 @@ pub struct Summary {
     pub host: String,
     /// Its kernel release.
     pub kernel: String,
+    /// The profile the programs were built with: `release`, or `debug` (`--debug-build`: a
+    /// check of the pipeline, whose numbers mean nothing).
+    pub build: String,
     /// Wall time of the whole run.
     pub seconds: f64,
     /// By [`NAMES`]; every name is present (a skipped one says why).
@@ -157,6 +160,7 @@ mod tests {
             quick: true,
             host: "Test CPU (2 CPUs)".into(),
             kernel: "6.18".into(),
+            build: "release".into(),
             seconds: 60.0,
             experiments: NAMES.iter().map(|n| (n.to_string(), exp.clone())).collect(),
         };
