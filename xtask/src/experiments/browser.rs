@@ -73,18 +73,21 @@ fn base(cmd: &mut Command, work: &Path) {
         .stdin(Stdio::null());
 }
 
-fn run(mut cmd: Command, what: &str) -> Result<(String, String)> {
+/// Runs Chromium with its stdout and stderr in files of `work` (a dumped DOM is larger than
+/// a pipe's buffer, and nobody reads a pipe while we wait), under a deadline.
+fn run(mut cmd: Command, work: &Path, what: &str) -> Result<(String, String)> {
     let described = crate::sys::describe(&cmd);
+    let (out_path, err_path) = (work.join("stdout.txt"), work.join("stderr.txt"));
     let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
         .spawn()
         .with_context(|| format!("starting `{described}`"))?;
     // A hung browser must not hang the run.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
@@ -92,12 +95,11 @@ fn run(mut cmd: Command, what: &str) -> Result<(String, String)> {
             bail!("{what}: chromium did not finish within 120 s");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        bail!("{what}: `{described}` failed ({}):\n{stderr}", out.status);
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    if !status.success() {
+        bail!("{what}: `{described}` failed ({status}):\n{stderr}");
     }
     Ok((stdout, stderr))
 }
@@ -142,7 +144,7 @@ pub fn check(html: &Path, work: &Path, screenshot: &Path) -> Result<Checked> {
     let mut cmd = Command::new(&chromium);
     base(&mut cmd, work);
     cmd.arg("--dump-dom").arg(format!("file://{}", copy.display()));
-    let (dom, stderr) = run(cmd, "loading the report")?;
+    let (dom, stderr) = run(cmd, work, "loading the report")?;
     let probe = parse_probe(&dom)?;
     let mut problems: Vec<String> = probe.errors.iter().map(|e| format!("page error: {e}")).collect();
     problems.extend(console_lines(&stderr).iter().map(|l| format!("console: {l}")));
@@ -168,7 +170,7 @@ pub fn check(html: &Path, work: &Path, screenshot: &Path) -> Result<Checked> {
         .arg("--window-size=1100,1600")
         .arg(format!("--screenshot={}", screenshot.display()))
         .arg(format!("file://{}", html.display()));
-    run(cmd, "taking a screenshot")?;
+    run(cmd, work, "taking a screenshot")?;
     let size = screenshot.metadata().map(|m| m.len()).unwrap_or(0);
     if size < 1000 {
         bail!("the screenshot {} is empty ({size} bytes)", screenshot.display());
@@ -203,8 +205,9 @@ mod tests {
         assert_eq!(console_lines(log).len(), 1);
     }
 
-    /// The real report page (rendered from a summary with a real plot) in real headless
-    /// Chromium: it loads clean, its plot renders, the screenshot is written.
+    /// The real report page (rendered from a summary with a real plot, 200 KB like a real
+    /// report) in real headless Chromium: it loads clean, its plot renders, the screenshot is
+    /// written; a page with an empty plot and a missing image fails with both named.
     #[test]
     fn a_rendered_report_loads_clean_in_chromium_and_a_broken_one_does_not() {
         let dir = scratch("ok");
@@ -221,6 +224,8 @@ mod tests {
         };
         let svg = crate::experiments::charts::bars(&chart).unwrap();
         let html = crate::experiments::render::html(&s, &[("interference".into(), vec![svg])]);
+        // Larger than a pipe's buffer once dumped, as a real report is.
+        let html = html.replacen("</body>", &format!("<p>{}</p></body>", "row ".repeat(50_000)), 1);
         let page = dir.join("index.html");
         std::fs::write(&page, &html).unwrap();
         let shot = dir.join("shot.png");

@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mq_report::experiments::{Experiment, Status, Summary, NAMES};
+use mq_report::experiments::{Experiment, Status, Summary, CPU_EFFICIENCY_KEYS, NAMES};
 use mq_report::{interference, pony, Tagged};
 use serde_json::Value;
 
@@ -323,4 +323,100 @@ fn write_report(out: &Path, summary: &Summary, results: &[StepResult], no_browse
         checked.screenshot.display()
     );
     Ok(())
+}
+
+/// Checks a report directory: `summary.json` in its schema with every experiment of
+/// [`NAMES`], each `ok` with rows (`cpu_efficiency`'s with [`CPU_EFFICIENCY_KEYS`]), a
+/// section per experiment in `index.html`, `report.md` and the screenshot. Lists every
+/// problem, not the first.
+pub fn check_report(dir: &Path) -> Result<()> {
+    let summary: Summary = serde_json::from_value(steps::read_json(&dir.join("summary.json"))?)
+        .context("summary.json does not match mq_report::experiments::Summary")?;
+    let html = std::fs::read_to_string(dir.join("index.html")).context("reading index.html")?;
+    let md = std::fs::read_to_string(dir.join("report.md")).context("reading report.md")?;
+    let mut problems = Vec::new();
+    for name in NAMES {
+        let Some(e) = summary.experiments.get(name) else {
+            problems.push(format!("{name}: missing from summary.json"));
+            continue;
+        };
+        if e.status != Status::Ok {
+            problems.push(format!(
+                "{name}: {:?}: {}",
+                e.status,
+                e.error.as_deref().unwrap_or("")
+            ));
+        } else if e.rows.is_empty() {
+            problems.push(format!("{name}: no rows"));
+        }
+        if name == "cpu_efficiency" {
+            for (i, row) in e.rows.iter().enumerate() {
+                for k in CPU_EFFICIENCY_KEYS {
+                    if row.get(k).is_none() {
+                        problems.push(format!("cpu_efficiency row {i}: no `{k}`"));
+                    }
+                }
+            }
+        }
+        if !html.contains(&format!("<section id=\"{name}\">")) {
+            problems.push(format!("{name}: no section in index.html"));
+        }
+        if !md.contains(render::title(name)) {
+            problems.push(format!("{name}: no section in report.md"));
+        }
+    }
+    if !dir.join("screenshot.png").is_file() {
+        problems.push("no screenshot.png (the Chromium check did not pass)".into());
+    }
+    if !problems.is_empty() {
+        bail!("{} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_check_finds_every_problem_and_passes_a_whole_report() {
+        let dir = std::env::temp_dir().join(format!("xtask-check-report-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = render::tests::summary();
+        let write = |s: &Summary| {
+            std::fs::write(dir.join("summary.json"), serde_json::to_string(s).unwrap()).unwrap();
+            std::fs::write(dir.join("index.html"), render::html(s, &[])).unwrap();
+            std::fs::write(dir.join("report.md"), render::markdown(s)).unwrap();
+        };
+        write(&s);
+        let err = check_report(&dir).unwrap_err().to_string();
+        assert!(err.contains("unloaded_latency: Failed: it broke"), "{err}");
+        assert!(err.contains("no screenshot.png"), "{err}");
+        assert!(err.starts_with("2 problem(s)"), "{err}");
+
+        s.experiments.get_mut("unloaded_latency").unwrap().status = Status::Ok;
+        s.experiments.get_mut("unloaded_latency").unwrap().rows = vec![serde_json::json!({"p50_us": 1.0})];
+        s.experiments.get_mut("scaling").unwrap().rows.clear();
+        s.experiments.get_mut("cpu_efficiency").unwrap().rows =
+            vec![serde_json::json!({"design": "dedicated"})];
+        write(&s);
+        std::fs::write(dir.join("screenshot.png"), b"png").unwrap();
+        let err = check_report(&dir).unwrap_err().to_string();
+        assert!(err.contains("scaling: no rows"), "{err}");
+        assert!(err.contains("cpu_efficiency row 0: no `apps`"), "{err}");
+        assert!(!err.contains("screenshot"), "{err}");
+
+        let mut whole = render::tests::summary();
+        for e in whole.experiments.values_mut() {
+            e.status = Status::Ok;
+        }
+        whole.experiments.get_mut("unloaded_latency").unwrap().rows =
+            vec![serde_json::json!({"p50_us": 1.0})];
+        write(&whole);
+        check_report(&dir).unwrap();
+        std::fs::remove_file(dir.join("summary.json")).unwrap();
+        assert!(check_report(&dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
