@@ -11,7 +11,9 @@
 
 pub mod accel;
 pub mod bench_run;
+pub mod efficiency_bench;
 pub mod hogs;
+pub mod idle_bench;
 pub mod interference_bench;
 pub mod latency;
 pub mod locate;
