@@ -9,6 +9,7 @@ use mq_report::experiments::{Experiment, Ratio, Status, CPU_EFFICIENCY_KEYS};
 use mq_report::interference::{self, SETUPS};
 use mq_report::pony::{self, Cmp};
 use mq_report::Platform;
+use mq_report::{efficiency, idle};
 use serde_json::Value;
 
 /// What the Snap paper (SOSP'19) and its talk show, per experiment: context, not our numbers.
@@ -545,15 +546,9 @@ fn json_rows(report: &Value) -> Result<Vec<Value>, String> {
     Ok(rows.clone())
 }
 
-fn counters_of(report: &Value) -> String {
-    report
-        .get("counters")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
-}
-
-/// N apps at low/medium/high load: library OS vs dedicated, spreading, compacting.
+/// N apps at low/medium/high load: library OS vs dedicated, spreading, compacting. The
+/// issue's target is `mq-bench-efficiency`'s own ([`efficiency::targets`]); the rows stay
+/// JSON so that the summary keeps every field the program wrote.
 pub fn cpu_efficiency(report: &Value, program: &str, seconds: f64) -> Experiment {
     let rows = match json_rows(report) {
         Ok(r) => r,
@@ -569,49 +564,55 @@ pub fn cpu_efficiency(report: &Value, program: &str, seconds: f64) -> Experiment
             );
         }
     }
-    let mut e = ok("cpu_efficiency", program, report, seconds, counters_of(report));
-    let find = |design: &str, apps: u64, load: &str| {
-        rows.iter()
-            .find(|r| r["design"] == design && r["apps"].as_u64() == Some(apps) && r["load"] == load)
+    let r: efficiency::Report = match serde_json::from_value(report.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            return failed(
+                "cpu_efficiency",
+                program,
+                format!("its report does not match its schema: {e}"),
+                seconds,
+            )
+        }
     };
-    let num = |r: Option<&Value>, k: &str| r.and_then(|r| r[k].as_f64());
-    let (lib, comp) = (find("library_os", 8, "low"), find("compacting", 8, "low"));
-    let cores = num(comp, "cores")
-        .zip(num(lib, "cores"))
-        .and_then(|(a, b)| div(a, b));
-    let p99 = num(comp, "p99_us")
-        .zip(num(lib, "p99_us"))
-        .and_then(|(a, b)| div(a, b));
-    e.ratios.push(single(
-        "cores, 8 apps at low load: compacting / library_os".into(),
-        cores,
-        Some((0.25, Cmp::AtMost)),
-    ));
-    e.ratios.push(single(
-        "p99, 8 apps at low load: compacting / library_os".into(),
-        p99,
-        Some((2.0, Cmp::AtMost)),
-    ));
-    for design in ["dedicated", "spreading"] {
-        let d = find(design, 8, "low");
-        e.ratios.push(single(
-            format!("cores, 8 apps at low load: {design} / library_os"),
-            num(d, "cores")
-                .zip(num(lib, "cores"))
-                .and_then(|(a, b)| div(a, b)),
-            None,
-        ));
+    let mut e = ok("cpu_efficiency", program, report, seconds, r.counters.clone());
+    e.ratios
+        .extend(efficiency::targets(&r.rows).iter().map(target_ratio));
+    let apps = r.rows.iter().map(|x| x.apps).max().unwrap_or(0);
+    let lib = efficiency::find(&r.rows, "library_os", apps, "low");
+    for design in ["dedicated", "spreading", "compacting"] {
+        let d = efficiency::find(&r.rows, design, apps, "low");
+        let v = d.zip(lib).and_then(|(d, l)| div(d.cores, l.cores));
+        // The spread: the extremes of the per-round CPU of both rows.
+        let (min, max) = match (d, lib) {
+            (Some(d), Some(l)) => (div(d.cores_min, l.cores_max), div(d.cores_max, l.cores_min)),
+            _ => (None, None),
+        };
+        e.ratios.push(Ratio {
+            name: format!("cores at low load, {apps} apps: {design} / library_os"),
+            value: v,
+            min,
+            max,
+            rounds: r.rounds,
+            limit: None,
+            cmp: None,
+        });
     }
+    let comp = efficiency::find(&r.rows, "compacting", apps, "low");
+    let cores = comp.zip(lib).and_then(|(c, l)| div(c.cores, l.cores));
+    let p99 = comp.zip(lib).and_then(|(c, l)| div(c.p99_us, l.p99_us));
     e.measured = format!(
-        "8 apps at low load: library OS {} cores (p99 {} µs), compacting Snap {} cores (p99 {} µs): \
-         {}x the cores at {}x the p99 ({} rows in all).",
-        fmt_opt(num(lib, "cores"), 2),
-        fmt_opt(num(lib, "p99_us"), 0),
-        fmt_opt(num(comp, "cores"), 2),
-        fmt_opt(num(comp, "p99_us"), 0),
+        "{apps} apps at low load: library OS {} cores (p99 {} µs), compacting Snap {} cores (p99 {} µs): \
+         {}x the cores at {}x the p99 ({} rows, {} round(s); {}).",
+        fmt_opt(lib.map(|x| x.cores), 2),
+        fmt_opt(lib.map(|x| x.p99_us), 0),
+        fmt_opt(comp.map(|x| x.cores), 2),
+        fmt_opt(comp.map(|x| x.p99_us), 0),
         fmt_opt(cores, 2),
         fmt_opt(p99, 2),
-        rows.len()
+        rows.len(),
+        r.rounds,
+        r.oversubscribed
     );
     e.verdict = verdict(&e.ratios);
     e.rows = rows;
@@ -624,13 +625,51 @@ pub fn idle_states(report: &Value, program: &str, seconds: f64) -> Experiment {
         Ok(r) => r,
         Err(why) => return failed("idle_states", program, why, seconds),
     };
-    let mut e = ok("idle_states", program, report, seconds, counters_of(report));
-    let note = report
-        .get("models")
-        .or_else(|| report.get("note"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    e.measured = format!("{} rows. {note}", rows.len());
+    let r: idle::Report = match serde_json::from_value(report.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            return failed(
+                "idle_states",
+                program,
+                format!("its report does not match its schema: {e}"),
+                seconds,
+            )
+        }
+    };
+    let mut e = ok("idle_states", program, report, seconds, r.counters.clone());
+    for eff in &r.effects {
+        e.ratios.push(single(
+            format!("p50, {}: idle states allowed / polling", eff.mode),
+            eff.p50_ratio,
+            None,
+        ));
+        e.ratios.push(single(
+            format!("p99, {}: idle states allowed / polling", eff.mode),
+            eff.p99_ratio,
+            None,
+        ));
+    }
+    let p99 = |mode: &str, idle_: &str| idle::find(&r.rows, mode, idle_).map(|x| x.p99_us);
+    e.measured = format!(
+        "p99 RTT, idle states allowed vs polling: spreading {} vs {} µs, dedicated {} vs {} µs \
+         ({}; idle states: {}). What it models: {} What it does not: {}",
+        fmt_opt(p99("spreading", "allowed"), 0),
+        fmt_opt(p99("spreading", "polling"), 0),
+        fmt_opt(p99("dedicated", "allowed"), 0),
+        fmt_opt(p99("dedicated", "polling"), 0),
+        r.mechanism,
+        if r.idle_states.is_empty() {
+            "none listed".to_string()
+        } else {
+            r.idle_states
+                .iter()
+                .map(|s| format!("{} ({} µs exit)", s.name, s.exit_latency_us))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        r.models,
+        r.does_not_model
+    );
     e.rows = rows;
     e
 }
@@ -661,29 +700,85 @@ mod tests {
         assert_eq!(verdict(&[unmeasured]), "missed");
     }
 
-    fn efficiency_row(design: &str, cores: f64, p99: f64) -> Value {
-        serde_json::json!({"design": design, "apps": 8, "load": "low", "cores": cores,
-            "p50_us": p99 / 3.0, "p99_us": p99})
+    fn efficiency_row(design: &str, cores: f64, p99: f64) -> efficiency::Row {
+        efficiency::Row {
+            design: design.into(),
+            apps: 8,
+            load: "low".into(),
+            offered_msgs_per_s: 1000.0,
+            msgs_per_s: 1000.0,
+            sent: 1000,
+            received: 1000,
+            p50_us: p99 / 3.0,
+            p99_us: p99,
+            p99_9_us: p99 * 2.0,
+            max_us: p99 * 3.0,
+            cores,
+            cores_min: cores * 0.5,
+            cores_max: cores * 2.0,
+            p99_min_us: p99,
+            p99_max_us: p99,
+            app_cores: 0.1,
+            peer_cores: 0.1,
+            ctx_switches_per_op: None,
+            migrations_per_op: None,
+            task_clock_us_per_op: None,
+            rounds: 3,
+        }
+    }
+
+    fn efficiency_report(rows: Vec<efficiency::Row>) -> Value {
+        let targets = efficiency::targets(&rows);
+        serde_json::to_value(efficiency::Report {
+            platform: Platform {
+                machine: "m".into(),
+                kernel: "k".into(),
+                accel: "native".into(),
+                scheduler: "eevdf".into(),
+                cpus: 2,
+            },
+            path: "veth".into(),
+            nic: "udp".into(),
+            msg_bytes: 64,
+            rounds: 3,
+            seconds: 1.0,
+            warmup_ms: 100,
+            layout: "l".into(),
+            peer: "p".into(),
+            counters: "c".into(),
+            oversubscribed: "8 spinning apps on 2 CPUs".into(),
+            rows,
+            targets,
+        })
+        .unwrap()
     }
 
     #[test]
-    fn cpu_efficiency_judges_the_issue_target_from_the_rows() {
-        let report = serde_json::json!({"rows": [
+    fn cpu_efficiency_takes_the_issue_target_and_the_spread_from_the_rows() {
+        let report = efficiency_report(vec![
             efficiency_row("library_os", 8.0, 20.0),
             efficiency_row("compacting", 1.6, 30.0),
             efficiency_row("dedicated", 2.0, 15.0),
             efficiency_row("spreading", 1.2, 60.0),
-        ]});
+        ]);
         let e = cpu_efficiency(&report, "mq-bench-efficiency (native)", 1.0);
-        assert_eq!(e.status, Status::Ok);
+        assert_eq!(e.status, Status::Ok, "{:?}", e.error);
         assert_eq!(e.ratios[0].value, Some(0.2));
         assert_eq!(e.ratios[1].value, Some(1.5));
         assert_eq!(e.verdict, "met");
         assert!(e.measured.contains("0.20x the cores"), "{}", e.measured);
-        let worse = serde_json::json!({"rows": [
+        let comp = e
+            .ratios
+            .iter()
+            .find(|r| r.name == "cores at low load, 8 apps: compacting / library_os" && r.limit.is_none())
+            .unwrap();
+        // Per-round extremes: 0.8 / 16 and 3.2 / 4.
+        assert_eq!((comp.min, comp.max), (Some(0.05), Some(0.8)));
+        assert_eq!(e.rows[0]["design"], "library_os");
+        let worse = efficiency_report(vec![
             efficiency_row("library_os", 8.0, 20.0),
             efficiency_row("compacting", 1.6, 50.0),
-        ]});
+        ]);
         assert_eq!(cpu_efficiency(&worse, "p", 1.0).verdict, "missed");
         let broken = serde_json::json!({"rows": [{"design": "library_os"}]});
         let e = cpu_efficiency(&broken, "p", 1.0);

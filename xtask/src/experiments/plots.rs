@@ -56,11 +56,10 @@ pub fn all(
             }
         }
     }
-    for (step, name) in [("efficiency", "cpu_efficiency"), ("idle", "idle_states")] {
+    for (name, series_key) in [("cpu_efficiency", "design"), ("idle_states", "mode")] {
         if ok(name) {
             if let Some(e) = s.experiments.get(name) {
-                let _ = reports.get(step);
-                push(name, design_bars(name, &e.rows));
+                push(name, design_bars(name, series_key, &e.rows));
             }
         }
     }
@@ -141,8 +140,9 @@ fn interference_bars(r: &interference::Report, policy: bool) -> Result<Vec<Strin
     Ok(out)
 }
 
-/// Cores and p99 per design, grouped by the rows' other labels (apps, load, ...).
-fn design_bars(name: &str, rows: &[Value]) -> Result<Vec<String>> {
+/// Cores and p99 per series (`design`, or the idle rows' `mode`), grouped by the rows'
+/// other labels (apps, load, idle).
+fn design_bars(name: &str, series_key: &str, rows: &[Value]) -> Result<Vec<String>> {
     let label = |r: &Value| -> String {
         let mut parts = Vec::new();
         if let Some(a) = r.get("apps").and_then(Value::as_u64) {
@@ -150,7 +150,7 @@ fn design_bars(name: &str, rows: &[Value]) -> Result<Vec<String>> {
         }
         if let Some(o) = r.as_object() {
             for (k, v) in o {
-                if k != "design" {
+                if k != series_key {
                     if let Some(s) = v.as_str() {
                         parts.push(s.to_string());
                     }
@@ -199,7 +199,7 @@ fn design_bars(name: &str, rows: &[Value]) -> Result<Vec<String>> {
             continue;
         }
         out.push(charts::bars(&Bars {
-            title: format!("{name}: {key} per design"),
+            title: format!("{name}: {key} per {series_key}"),
             y_desc: y.into(),
             groups: groups.clone(),
             series,
