@@ -272,6 +272,17 @@ fn run_setup(
             set_fifo(tid)?;
         }
     }
+    if matches!(setup.scheduler, Some(Scheduler::Policy { .. })) {
+        // snap-host puts its threads in the class only under scx_microquanta (ops named
+        // microquanta); under another policy binary of the same class (scx_mqland, which
+        // pins the same map) they join it here, so every policy schedules the same threads.
+        let class = mq_class::Class::open().context("opening the class map of the policy scheduler")?;
+        for &tid in &tids {
+            if !class.contains(tid as u32)? {
+                class.add(tid as u32)?;
+            }
+        }
+    }
     let mut counters = Threads::open(&tids).context("opening perf counters on the engine threads")?;
     let mut rows = Vec::new();
     for a in setup.antagonists {

@@ -24,7 +24,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 pub enum Scheduler<'a> {
     /// scx_microquanta through [`crate::sched_bench::start_scheduler`].
     Microquanta(&'a Path),
-    /// A policy binary by name, with the latency bandwidth when it is scx_microquanta.
+    /// A policy binary by name (`--period-us`/`--runtime-us` at the latency bandwidth).
     Policy { name: &'a str, bin: &'a Path },
 }
 
@@ -63,15 +63,14 @@ impl<'a> Scheduler<'a> {
                         mq_class::sysfs::state()
                     );
                 }
+                // Both binaries of the policy experiment take the class's bandwidth.
                 let mut cmd = Command::new(bin);
-                if name == "scx_microquanta" {
-                    cmd.args([
-                        "--period-us",
-                        &period.to_string(),
-                        "--runtime-us",
-                        &runtime.to_string(),
-                    ]);
-                }
+                cmd.args([
+                    "--period-us",
+                    &period.to_string(),
+                    "--runtime-us",
+                    &runtime.to_string(),
+                ]);
                 let mut child = cmd
                     .stdin(Stdio::null())
                     .spawn()
