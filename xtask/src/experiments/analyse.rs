@@ -221,9 +221,27 @@ pub fn unloaded_latency(report: &Value, r: &pony::Report, program: &str, seconds
             .map(|x| x.p50_us)
             .min_by(f64::total_cmp)
     };
+    let counter = |mode: &str, f: fn(&pony::Row) -> Option<f64>| {
+        rows.iter()
+            .filter(|x| x.mode == mode && x.msg_bytes == 64 && x.path == path)
+            .min_by(|a, b| a.p50_us.total_cmp(&b.p50_us))
+            .and_then(|x| f(x))
+    };
+    let per_rtt: Vec<String> = ["dedicated", "spreading", "compacting", "kernel"]
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} switches, {} migrations, {} µs task-clock",
+                if *m == "kernel" { "TCP" } else { m },
+                fmt_opt(counter(m, |x| x.ctx_switches_per_rtt), 1),
+                fmt_opt(counter(m, |x| x.migrations_per_rtt), 2),
+                fmt_opt(counter(m, |x| x.task_clock_us_per_rtt), 1)
+            )
+        })
+        .collect();
     e.measured = format!(
         "64 B p50 RTT over {path}: Pony dedicated {} µs, spreading {} µs, compacting {} µs; \
-         Linux TCP {} µs (best NIC per mode; {} sizes, {} to {}).",
+         Linux TCP {} µs (best NIC per mode; {} sizes, {} to {}). Per round trip at 64 B: {}.",
         fmt_opt(p50("dedicated"), 1),
         fmt_opt(p50("spreading"), 1),
         fmt_opt(p50("compacting"), 1),
@@ -231,6 +249,7 @@ pub fn unloaded_latency(report: &Value, r: &pony::Report, program: &str, seconds
         sizes.len(),
         sizes.first().map_or("-".into(), |b| pony_size(*b)),
         sizes.last().map_or("-".into(), |b| pony_size(*b)),
+        per_rtt.join("; "),
     );
     e.verdict = verdict(&e.ratios);
     e.rows = rows_json(&rows);
