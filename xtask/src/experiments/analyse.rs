@@ -378,7 +378,7 @@ pub fn scaling(report: &Value, r: &pony::Report, program: &str, seconds: f64) ->
 }
 
 /// Rows of the main interference experiment or of the policy experiment.
-fn interference_rows<'r>(r: &'r interference::Report, policy: bool) -> Vec<&'r interference::Row> {
+fn interference_rows(r: &interference::Report, policy: bool) -> Vec<&interference::Row> {
     r.rows
         .iter()
         .filter(|x| SETUPS.contains(&x.setup.as_str()) != policy)
