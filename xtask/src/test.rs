@@ -143,6 +143,7 @@ fn quick_experiments(ctx: &Ctx, args: &TestArgs) -> Result<()> {
             timeout_secs: 900,
             debug_build: false,
             no_browser: false,
+            vm_lock: None,
         },
     );
     let dir = crate::experiments::output_dir(ctx);

@@ -65,6 +65,10 @@ pub struct ExperimentsArgs {
     /// Do not load the report in headless Chromium afterwards.
     #[arg(long)]
     pub no_browser: bool,
+    /// Hold an exclusive flock on this file during the VM boot only (on a machine where
+    /// VM runs are shared through such a lock, the native steps then leave it free).
+    #[arg(long, value_name = "PATH")]
+    pub vm_lock: Option<PathBuf>,
 }
 
 /// `target/experiments/report/`.
@@ -192,6 +196,7 @@ pub fn run(ctx: &Ctx, args: &ExperimentsArgs) -> Result<()> {
 /// built) in the guest.
 fn run_vm_step(ctx: &Ctx, args: &ExperimentsArgs, step: &Step, bin_dir: &Path, out: &Path) -> Result<Value> {
     let kernel = crate::kernel::ensure(args.kernel.clone())?;
+    let _lock = args.vm_lock.as_deref().map(vm::lock).transpose()?;
     let tag = interference::Report::TAG;
     let spec = vm::VmSpec {
         cpus: crate::bench::sched::CPUS,
