@@ -115,7 +115,7 @@ pub fn html(s: &Summary, plots: &[(String, Vec<String>)]) -> String {
          .verdict{{font-weight:bold}} figure{{margin:0.5em 0}} svg{{max-width:100%;height:auto}}\n\
          details{{margin:0.4em 0}} .meta{{color:#555;font-size:0.9em}}\n</style></head><body>\n\
          <h1>The Snap paper's experiments on microquanta-snap</h1>\n<p class=\"meta\">{} · \
-         host {} · kernel {} · {} · {:.0} s</p>\n<p>{}</p>\n",
+         {} · kernel {} · {} · {:.0} s</p>\n<p>{}</p>\n",
         esc(&s.generated),
         esc(&s.host),
         esc(&s.kernel),
@@ -212,7 +212,7 @@ pub fn markdown(s: &Summary) -> String {
     let mut md = String::from("# The Snap paper's experiments on microquanta-snap\n\n");
     let _ = writeln!(
         md,
-        "{} · host {} · kernel {} · {} · {:.0} s\n\n{HOW_TO_READ}\n",
+        "{} · {} · kernel {} · {} · {:.0} s\n\n{HOW_TO_READ}\n",
         s.generated,
         s.host,
         s.kernel,
