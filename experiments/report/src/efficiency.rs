@@ -92,8 +92,8 @@ pub struct Row {
     pub p99_9_us: f64,
     pub max_us: f64,
     /// CPU time of everything that runs the stack for these apps, over wall time (mean
-    /// over rounds): the apps' polling threads for `library_os`, the host's engine threads
-    /// for Snap's modes.
+    /// over rounds): the apps' polling threads for `library_os`, the whole `snap-host`
+    /// process (engine threads, control, compacting monitor) for Snap's modes.
     pub cores: f64,
     /// The spread of [`Self::cores`] over rounds.
     pub cores_min: f64,

@@ -91,9 +91,9 @@ pub struct Row {
     /// The spread of the per-round p99.
     pub p99_min_us: f64,
     pub p99_max_us: f64,
-    /// CPU time of the host's engine threads over wall time.
+    /// CPU time of the whole `snap-host` process over wall time.
     pub cores: f64,
-    /// Software counters of the engine threads per echoed message; null where not counted.
+    /// Software counters of the host's threads per echoed message; null where not counted.
     pub ctx_switches_per_op: Option<f64>,
     pub migrations_per_op: Option<f64>,
     pub task_clock_us_per_op: Option<f64>,

@@ -261,8 +261,20 @@ fn open_linked(t: &mut Linked, peer: &str, service: u32) -> Result<FlowId> {
 /// Closes the flow and waits for the close to complete, so that the peer forgets it
 /// before the next point's apps open theirs.
 fn close(t: &mut dyn Transport, flow: FlowId) -> Result<()> {
-    t.session().submit(&Command::CloseFlow { flow })?;
     let deadline = Instant::now() + OPEN_TIMEOUT;
+    // The command ring may still be full of sends: make room by running the stack and
+    // reading completions until the close fits.
+    loop {
+        match t.session().submit(&Command::CloseFlow { flow }) {
+            Ok(()) => break,
+            Err(SessionError::Push(_)) if Instant::now() < deadline => {
+                if t.session().poll_completion()?.is_none() {
+                    t.idle(Instant::now() + Duration::from_millis(1))?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     while Instant::now() < deadline {
         let mut c = t.session().poll_completion()?;
         if c.is_none() {

@@ -31,8 +31,8 @@ impl Counts {
 
 /// How the rows count, for the report.
 pub const DESCRIBE: &str = "perf_event_open software counters (context switches, CPU \
-    migrations, task-clock) per thread of the stack (the library-OS apps' threads; the \
-    host's engine threads), user and kernel, over the measuring window, divided by the \
+    migrations, task-clock) per thread of the stack (the library-OS apps' threads; every \
+    thread of the snap-host process), user and kernel, over the measuring window, divided by the \
     echoes received";
 
 fn open(event: Software, tid: i32) -> io::Result<Counter> {

@@ -17,8 +17,9 @@
 //! every design once (the order rotates from round to round), each at every app count and
 //! load ([`point`]); a row pools its rounds. Cores = CPU time of the threads that run the
 //! stack over the measuring window: the library-OS apps' processes (their one thread is
-//! both app and stack), or the host's engine threads; the apps' own CPU in Snap's designs
-//! and the peer's CPU are reported beside it.
+//! both app and stack), or the whole `snap-host` process (engine threads, control thread,
+//! compacting monitor); the apps' own CPU in Snap's designs and the peer's CPU are
+//! reported beside it.
 //!
 //! # Report
 //!
@@ -99,12 +100,13 @@ pub fn check_designs(designs: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// On Ctrl-C, SIGTERM or SIGHUP: `restore()`, then removes the live namespaces and exits
-/// with 130. Call once, before the first namespace.
+/// On Ctrl-C, SIGTERM or SIGHUP: `restore()`, kills the hosts and apps this run started,
+/// removes the live namespaces and exits with 130. Call once, before the first namespace.
 pub fn install_cleanup(program: &'static str, restore: fn()) -> Result<()> {
     ctrlc::set_handler(move || {
         eprintln!("{program}: interrupted; restoring what it changed and removing its namespaces");
         restore();
+        stack::kill_children();
         crate::pony_bench::netns::remove_all();
         std::process::exit(130);
     })
@@ -137,6 +139,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
     let peer = Peer::start(&veth, snap_host, cfg.microquanta).context("starting the echo peer")?;
     let mut pooled: BTreeMap<(usize, usize, usize), Pooled> = BTreeMap::new();
     let mut number = 0;
+    let mut hosts = 0;
     for round in 0..cfg.rounds {
         for design in round_order(&cfg.designs, round) {
             let host = match design.as_str() {
@@ -145,9 +148,10 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
                     let config = stack::host_config(
                         mode,
                         &engine_cores(mode, cpus)?,
-                        &stack::host_bind(),
+                        &stack::host_bind(hosts),
                         cfg.microquanta,
                     );
+                    hosts += 1;
                     Some(
                         Host::start(&veth, stack::APPS, snap_host, mode, &config)
                             .with_context(|| format!("starting the {mode} host"))?,

@@ -91,14 +91,15 @@ pub fn run(
     }
     let pids: Vec<u32> = apps.iter().map(RoleProcess::pid).collect();
     let stack_tids: Vec<i32> = match host {
-        Some(h) => h.engine_tids.clone(),
+        // Everything of the host runs the stack: engine threads, control, compacting monitor.
+        Some(h) => counters::tids_of(h.pid()),
         None => pids.iter().flat_map(|&p| counters::tids_of(p)).collect(),
     };
     let mut threads = Threads::open(&stack_tids).ok();
     let sample = |threads: &mut Option<Threads>| -> Sample {
         let apps_ns: u64 = pids.iter().map(|&p| process_cpu_ns(p)).sum();
         let (stack_ns, app_ns) = match host {
-            Some(h) => (h.engine_cpu_ns(), apps_ns),
+            Some(h) => (process_cpu_ns(h.pid()), apps_ns),
             // The app's thread is the stack.
             None => (apps_ns, 0),
         };

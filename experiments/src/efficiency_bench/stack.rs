@@ -24,13 +24,40 @@ use crate::pony_bench::netns::{Veth, ADDR};
 /// The apps' side and the peer's side of the veth pair.
 pub const APPS: usize = 0;
 pub const PEER: usize = 1;
-/// The UDP port of both hosts' Pony engines; library-OS app `i` binds `LINKED_PORT + i`.
+/// The UDP port of the peer's Pony engine; Snap's host number `k` binds `PORT + 1 + k % 64`,
+/// library-OS apps from `LINKED_PORT` on ([`linked_stack`]).
 pub const PORT: u16 = 7000;
 pub const LINKED_PORT: u16 = 7100;
 /// The service the echo app listens on.
 pub const SERVICE: u32 = 7;
 /// How long a host may take to start and to stop.
 const HOST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The processes this run started and has not seen end, for the Ctrl-C handler
+/// ([`kill_children`]): it exits without running destructors.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn track(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+fn untrack(pid: u32) {
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// SIGKILL to every process this run started that is still tracked (hosts, apps).
+pub fn kill_children() {
+    for pid in std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|e| e.into_inner())) {
+        // SAFETY: kill has no memory preconditions; a pid that already exited and was
+        // reaped is untracked first, so this never signals a stranger.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
 
 /// The peer's Pony address, as apps open their flows to it.
 pub fn peer_addr() -> String {
@@ -57,8 +84,6 @@ pub fn host_config(mode: &str, cores: &[usize], bind: &str, microquanta: bool) -
 pub struct Host {
     process: Option<HostProcess>,
     dir: PathBuf,
-    /// Its engine threads.
-    pub engine_tids: Vec<i32>,
 }
 
 impl Host {
@@ -69,21 +94,15 @@ impl Host {
         let process = veth.open_in(side, || {
             HostProcess::start(bin, &dir, config, HOST_TIMEOUT, Some("  snap-host| ")).map_err(Into::into)
         })?;
-        let status = SnapClient::connect(process.socket())
+        track(process.pid());
+        // Ready means its control socket answers.
+        SnapClient::connect(process.socket())
             .context("connecting to snap-host")?
             .status()
             .context("snap-host status")?;
-        let engine_tids = status
-            .runtime
-            .groups
-            .iter()
-            .flat_map(|g| &g.threads)
-            .map(|t| t.tid)
-            .collect();
         Ok(Self {
             process: Some(process),
             dir,
-            engine_tids,
         })
     }
 
@@ -93,14 +112,6 @@ impl Host {
 
     pub fn socket(&self) -> &Path {
         self.process.as_ref().expect("running until stop").socket()
-    }
-
-    /// CPU time of its engine threads.
-    pub fn engine_cpu_ns(&self) -> u64 {
-        self.engine_tids
-            .iter()
-            .map(|&t| thread_cpu_ns(self.pid(), t))
-            .sum()
     }
 
     /// SIGTERM; it must exit with status 0.
@@ -119,7 +130,11 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        drop(self.process.take());
+        if let Some(p) = self.process.take() {
+            let pid = p.pid();
+            drop(p);
+            untrack(pid);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -151,6 +166,7 @@ impl RoleProcess {
                 .spawn()
                 .with_context(|| format!("starting {what}"))
         })?;
+        track(child.id());
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         Ok(Self {
@@ -190,6 +206,7 @@ impl RoleProcess {
             line.clear();
             if self.stdout.read_line(&mut line)? == 0 {
                 let status = self.child.wait()?;
+                untrack(self.child.id());
                 bail!("{} ended ({status}) before saying {prefix:?}", self.what);
             }
             if let Some(rest) = line.trim_end().strip_prefix(prefix) {
@@ -232,6 +249,7 @@ impl RoleProcess {
     pub fn stop(mut self) -> Result<()> {
         drop(self.stdin.take());
         let status = self.child.wait()?;
+        untrack(self.child.id());
         if !status.success() {
             bail!("{} exited with {status}", self.what);
         }
@@ -245,6 +263,7 @@ impl Drop for RoleProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        untrack(self.child.id());
     }
 }
 
@@ -290,9 +309,11 @@ pub fn linked_stack(point: usize, i: usize) -> Stack {
     }
 }
 
-/// Where Snap's host binds its engine on the apps' side.
-pub fn host_bind() -> String {
-    format!("{}:{PORT}", ADDR[APPS])
+/// Where Snap's host number `k` of the run binds its engine on the apps' side: a new port
+/// for each host, so that the peer never sees a new host's flows from the address of an
+/// old host's flows with the same ids (flow ids start again in every host process).
+pub fn host_bind(k: usize) -> String {
+    format!("{}:{}", ADDR[APPS], PORT as usize + 1 + k % 64)
 }
 
 #[cfg(test)]
@@ -309,6 +330,9 @@ mod tests {
         assert_eq!(bind(0, 7), "10.78.0.1:7107");
         assert_eq!(bind(1, 0), "10.78.0.1:7164");
         assert_ne!(bind(1, 0), bind(2, 0));
+        assert_eq!(host_bind(0), "10.78.0.1:7001");
+        assert_eq!(host_bind(63), "10.78.0.1:7064");
+        assert_eq!(host_bind(64), host_bind(0));
         assert_eq!(bind(32, 3), bind(0, 3));
     }
 
@@ -319,7 +343,7 @@ mod tests {
             ("spreading", vec![]),
             ("compacting", vec![0, 1]),
         ] {
-            let toml = host_config(mode, &cores, &host_bind(), false);
+            let toml = host_config(mode, &cores, &host_bind(0), false);
             let config =
                 snap_host::config::Config::parse(&toml, 2).unwrap_or_else(|e| panic!("{mode}: {e}\n{toml}"));
             assert_eq!(config.group[0].engine.len(), 1, "{toml}");

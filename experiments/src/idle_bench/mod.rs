@@ -77,7 +77,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
                 let config = stack::host_config(
                     mode,
                     &engine_cores(mode, cpus)?,
-                    &stack::host_bind(),
+                    &stack::host_bind(number),
                     cfg.microquanta,
                 );
                 let host = Host::start(&veth, stack::APPS, snap_host, mode, &config)?;
