@@ -16,6 +16,7 @@ mod idle_plot;
 /// `cargo xtask bench modes`: the scheduling modes natively and in the VM.
 pub mod modes;
 mod modes_plot;
+mod mqland_report;
 /// `cargo xtask bench pipeline`: what each pipeline stage adds to Pony's round trip.
 pub mod pipeline;
 mod pipeline_plot;

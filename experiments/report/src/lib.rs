@@ -36,6 +36,7 @@ pub mod experiments;
 pub mod idle;
 pub mod interference;
 pub mod modes;
+pub mod mqland;
 pub mod pipeline;
 pub mod pony;
 pub mod sched;

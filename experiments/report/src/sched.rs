@@ -73,6 +73,9 @@ pub struct Report {
     /// The largest [`Conformance::sched_overrun_max_us`]; null if none is measured.
     pub max_overrun_us: Option<f64>,
     pub note: String,
+    /// `scx_microquanta` vs `scx_mqland` on the same workloads; absent when not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqland: Option<crate::mqland::MqlandComparison>,
 }
 
 impl Tagged for Report {

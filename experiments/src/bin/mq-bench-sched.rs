@@ -48,6 +48,11 @@ struct Opts {
     #[arg(long, default_value_t = 0)]
     work_us: u64,
 
+    /// Rounds of the scx_microquanta vs scx_mqland comparison (each runs both once; 0
+    /// skips it) [default: 3, 2 with --quick].
+    #[arg(long)]
+    mqland_rounds: Option<usize>,
+
     /// The scx_microquanta binary to benchmark, e.g. another build for an A/B
     /// comparison [default: the one next to this binary, else on PATH].
     #[arg(long, value_name = "PATH")]
@@ -77,6 +82,7 @@ fn main() -> Result<()> {
     cfg.runtime_us = runtime_us;
     cfg.hogs_per_cpu = opts.hogs_per_cpu;
     cfg.work = std::time::Duration::from_micros(opts.work_us);
+    cfg.mqland_rounds = opts.mqland_rounds.unwrap_or(cfg.mqland_rounds);
 
     let scheduler = match opts.scheduler {
         Some(path) => path,

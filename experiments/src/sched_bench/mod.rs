@@ -12,6 +12,8 @@
 //!    spinner pinned to one CPU, per (period, runtime), and of the MicroQuanta
 //!    spinner alone.
 //! 3. [`cyclictest`]: rt-tests' cyclictest in the class vs SCHED_FIFO.
+//! 4. [`mqland`]: the same policy in userspace (`scx_mqland`) against `scx_microquanta`,
+//!    in interleaved rounds: latency, conformance, CPU spent scheduling.
 //!
 //! # Report
 //!
@@ -30,6 +32,7 @@
 pub mod conformance;
 pub mod cyclictest;
 pub mod latency_compare;
+pub mod mqland;
 pub mod policy;
 pub mod report;
 pub mod sched_stats;
@@ -47,6 +50,7 @@ use crate::scheduler_process::SchedulerProcess;
 use self::conformance::ConformanceConfig;
 use self::cyclictest::CyclictestConfig;
 use self::latency_compare::LatencyConfig;
+use self::mqland::MqlandConfig;
 use self::report::NOTE;
 
 /// Defaults of a full run and of `--quick` (sized for a TCG VM test).
@@ -73,6 +77,8 @@ pub struct BenchConfig {
     pub work: Duration,
     pub fifo_priority: u32,
     pub conformance: ConformanceConfig,
+    /// Rounds of the scx_microquanta vs scx_mqland comparison ([`mqland`]); 0 skips it.
+    pub mqland_rounds: usize,
 }
 
 impl BenchConfig {
@@ -88,6 +94,7 @@ impl BenchConfig {
             work: Duration::ZERO,
             fifo_priority: 50,
             conformance: ConformanceConfig::new(if quick { QUICK_WINDOW } else { WINDOW }),
+            mqland_rounds: if quick { 2 } else { 3 },
         }
     }
 
@@ -100,6 +107,22 @@ impl BenchConfig {
             fifo_priority: self.fifo_priority,
             mq_period_us: self.period_us,
             mq_runtime_us: self.runtime_us,
+        }
+    }
+
+    /// The comparison with scx_mqland: the latency bandwidth, at a period of at least 1 ms
+    /// (the same share), since scx_mqland cannot enforce a budget below the tick.
+    pub fn mqland(&self) -> MqlandConfig {
+        let period_us = self.period_us.max(1000);
+        MqlandConfig {
+            rounds: self.mqland_rounds,
+            samples: self.samples,
+            wake_period: self.wake_period,
+            hogs_per_cpu: self.hogs_per_cpu,
+            period_us,
+            runtime_us: (self.runtime_us * period_us / self.period_us).max(1),
+            window: self.conformance.window,
+            cpu: self.conformance.cpu,
         }
     }
 
@@ -121,6 +144,20 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
     let conformance = conformance::run(&cfg.conformance, scheduler)?;
     let cyclictest_us = cyclictest::run(&cfg.cyclictest(), scheduler)?;
     let max_overrun_us = conformance::max_overrun_us(&conformance);
+    let mqland = match (cfg.mqland_rounds, locate::binary("scx_mqland")) {
+        (0, _) => None,
+        (_, None) => {
+            eprintln!("mq-bench-sched: no scx_mqland binary next to this one or on PATH: comparison skipped");
+            None
+        }
+        (_, Some(bin)) => {
+            let bins = mqland::Schedulers {
+                microquanta: scheduler,
+                mqland: &bin,
+            };
+            Some(mqland::run(&cfg.mqland(), &bins)?)
+        }
+    };
     Ok(Report {
         kernel: sysfs::kernel_release(),
         cpus: cpus(),
@@ -138,6 +175,7 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
         cyclictest_us,
         max_overrun_us,
         note: NOTE.to_string(),
+        mqland,
     })
 }
 

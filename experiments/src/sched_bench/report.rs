@@ -109,6 +109,7 @@ mod tests {
             cyclictest_us: BTreeMap::new(),
             max_overrun_us: None,
             note: NOTE.into(),
+            mqland: None,
         }
     }
 

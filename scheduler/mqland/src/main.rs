@@ -22,7 +22,9 @@
 mod bpf_intf;
 mod bpf_skel;
 pub use bpf_skel::*;
+// Written by scx_rustland_core's build step, not ours to restyle or lint.
 #[rustfmt::skip]
+#[allow(clippy::all)]
 mod bpf;
 mod budget;
 mod membership;

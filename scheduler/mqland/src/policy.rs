@@ -4,10 +4,10 @@
 //!
 //! ```text
 //!   enqueue ──► class member? ──yes──► class FIFO (round-robin) ──┐
-//!                   │ no                                          ├─► next(): class head if its
+//!                   │ no                                          ├─► next(): the class head if its
 //!                   └──────────► normal tree (by vruntime) ───────┘   CPU's budget allows (or no
-//!                                                                     normal work waits), else
-//!                                                                     the lowest vruntime
+//!                                                                     normal work waits), else the
+//!                                                                     lowest vruntime
 //! ```
 //!
 //! A class task's slice is the smaller of `--class-slice-us` and the credit its CPU has left
@@ -28,9 +28,6 @@ use crate::budget::{Bandwidth, CpuBudget};
 /// Normal tasks' vtimes sit above every class vtime in the dispatcher's queues (which
 /// compare vtimes as signed differences, so both bands stay within 2^63 of each other).
 pub const NORMAL_BAND: u64 = 1 << 62;
-/// How many class tasks at the head of the FIFO `next` looks at when the head's CPU is
-/// throttled: a bound on the cost of a decision, not a scan of the class.
-const CLASS_LOOKAHEAD: usize = 4;
 /// A slice shorter than this costs more in switching than it runs.
 const MIN_SLICE_NS: u64 = 5_000;
 /// Bound on the per-task bookkeeping of reported runs; past it the map starts over, which at
@@ -76,7 +73,7 @@ pub struct Counts {
     pub enqueued: u64,
     pub class_decisions: u64,
     pub normal_decisions: u64,
-    /// Decisions that ran a normal task because the class head's CPU was throttled.
+    /// Decisions that found the class head's CPU out of budget while normal work waited.
     pub class_held: u64,
 }
 
@@ -95,6 +92,11 @@ pub struct Policy<T> {
     seq: u64,
     vruntime_now: u64,
     last_stop: HashMap<i32, u64>,
+    /// Per CPU (the one a normal task last ran on): normal tasks queued here, and when the
+    /// last one was handed to the dispatcher (until its slice is over it may still wait in
+    /// the dispatcher's queue, which is normal work waiting too).
+    normal_queued: Vec<u32>,
+    last_normal_ns: Vec<Option<u64>>,
     counts: Counts,
 }
 
@@ -110,13 +112,30 @@ impl<T> Policy<T> {
             seq: 0,
             vruntime_now: 0,
             last_stop: HashMap::new(),
+            normal_queued: vec![0; nr_cpus],
+            last_normal_ns: vec![None; nr_cpus],
             counts: Counts::default(),
         }
     }
 
     /// Tasks waiting for a decision.
     pub fn pending(&self) -> usize {
-        self.class.len() + self.normal.len()
+        self.normal.len() + self.class.len()
+    }
+
+    /// Whether normal work waits for `cpu` at `now`: a normal task that last ran there is
+    /// queued here, or was handed over less than a normal slice ago (it may not have
+    /// started yet). A CPU number out of range counts as every CPU.
+    fn normal_waiting(&self, cpu: Option<usize>, now: u64) -> bool {
+        let recent = |t: &Option<u64>| t.is_some_and(|t| now.saturating_sub(t) < self.cfg.normal_slice_ns);
+        match cpu.filter(|&c| c < self.cpus.len()) {
+            Some(c) => self.normal_queued[c] > 0 || recent(&self.last_normal_ns[c]),
+            None => !self.normal.is_empty() || self.last_normal_ns.iter().any(recent),
+        }
+    }
+
+    fn cpu_index(&self, cpu: i32) -> Option<usize> {
+        usize::try_from(cpu).ok().filter(|&c| c < self.cpus.len())
     }
 
     pub fn counts(&self) -> Counts {
@@ -146,6 +165,9 @@ impl<T> Policy<T> {
         let vruntime = own.max(self.vruntime_now.saturating_sub(self.cfg.normal_slice_ns))
             + ran_ns * NICE_0_WEIGHT / weight;
         self.seq += 1;
+        if let Some(c) = self.cpu_index(q.cpu) {
+            self.normal_queued[c] += 1;
+        }
         self.normal
             .insert((vruntime, self.seq), Entry { queued: q, payload });
     }
@@ -169,11 +191,16 @@ impl<T> Policy<T> {
     /// what is queued.
     pub fn requeue(&mut self, d: Decision<T>, q: Queued) {
         if d.class {
+            self.counts.class_decisions -= 1;
             self.class.push_front(Entry {
                 queued: q,
                 payload: d.task,
             });
         } else {
+            self.counts.normal_decisions -= 1;
+            if let Some(c) = self.cpu_index(q.cpu) {
+                self.normal_queued[c] += 1;
+            }
             self.normal.insert(
                 (d.vtime - NORMAL_BAND, 0),
                 Entry {
@@ -191,6 +218,10 @@ impl<T> Policy<T> {
         }
         let ((vruntime, _), entry) = self.normal.pop_first()?;
         self.vruntime_now = self.vruntime_now.max(vruntime);
+        if let Some(c) = self.cpu_index(entry.queued.cpu) {
+            self.normal_queued[c] -= 1;
+            self.last_normal_ns[c] = Some(now);
+        }
         self.counts.normal_decisions += 1;
         Some(Decision {
             task: entry.payload,
@@ -201,38 +232,37 @@ impl<T> Policy<T> {
     }
 
     fn next_class(&mut self, now: u64) -> Option<Decision<T>> {
-        if self.class.is_empty() {
-            return None;
-        }
+        let head = self.class.front()?.queued;
         let bw = self.cfg.bandwidth;
-        let (index, slice_ns) = if self.normal.is_empty() {
+        if !self.normal_waiting(self.cpu_index(head.cpu), now) {
             // Alone, the class may use all of the CPU.
-            (0, self.cfg.class_slice_ns)
-        } else {
-            let found = self.class.iter().take(CLASS_LOOKAHEAD).position(|e| {
-                let cpu = usize::try_from(e.queued.cpu).ok();
-                cpu.and_then(|c| self.cpus.get_mut(c))
-                    .is_none_or(|b| b.allows_class(&bw, now))
-            });
-            let Some(index) = found else {
-                self.counts.class_held += 1;
-                return None;
-            };
-            let cpu = usize::try_from(self.class[index].queued.cpu).ok();
-            let credit = cpu
-                .and_then(|c| self.cpus.get_mut(c))
-                .map_or(self.cfg.class_slice_ns as i64, |b| b.credit_ns(&bw, now));
-            let slice = (credit.max(0) as u64).clamp(MIN_SLICE_NS, self.cfg.class_slice_ns.max(MIN_SLICE_NS));
-            (index, slice)
+            return self.class_decision(self.cfg.class_slice_ns, None);
+        }
+        let budget = usize::try_from(head.cpu).ok().and_then(|c| self.cpus.get_mut(c));
+        let Some(budget) = budget else {
+            return self.class_decision(self.cfg.class_slice_ns, None);
         };
-        let entry = self.class.remove(index)?;
+        if budget.allows_class(&bw, now) {
+            let credit = budget.credit_ns(&bw, now).max(0) as u64;
+            let slice = credit.clamp(MIN_SLICE_NS, self.cfg.class_slice_ns.max(MIN_SLICE_NS));
+            return self.class_decision(slice, None);
+        }
+        // Spent: the class waits here while normal work runs. It stays counted as pending,
+        // so the dispatcher calls this loop at its next dispatch on any CPU and `next` looks
+        // again: the price of having no timer is polling while a budget refills.
+        self.counts.class_held += 1;
+        None
+    }
+
+    fn class_decision(&mut self, slice_ns: u64, vtime: Option<u64>) -> Option<Decision<T>> {
+        let entry = self.class.pop_front()?;
         self.seq += 1;
         self.counts.class_decisions += 1;
         Some(Decision {
             task: entry.payload,
             class: true,
             slice_ns,
-            vtime: self.seq,
+            vtime: vtime.unwrap_or(self.seq),
         })
     }
 }
@@ -270,6 +300,7 @@ mod tests {
         let a = p.next(0).unwrap();
         let b = p.next(0).unwrap();
         let n = p.next(0).unwrap();
+        assert_eq!(p.pending(), 0);
         assert_eq!((a.task, b.task, n.task), (1, 2, 10));
         assert!(a.class && b.class && !n.class);
         assert!(a.vtime < b.vtime && b.vtime < n.vtime);
@@ -293,17 +324,66 @@ mod tests {
     }
 
     #[test]
-    fn a_spent_budget_lets_normal_work_run_until_it_refills() {
+    fn a_spent_budget_holds_the_class_while_normal_work_waits() {
         let mut p = Policy::new(CFG, 1, 0);
         p.enqueue(0, q(10, 0, 0, 1), false, 10);
         p.enqueue(1_000_000, q(1, 0, 1_000_000, 1_000_000), true, 1);
-        // 200 + 200 - 1000 µs: throttled, the normal task runs.
-        let d = p.next(1_000_000).unwrap();
-        assert_eq!(d.task, 10);
+        // 200 + 200 - 1000 = -600 µs: throttled, the normal task runs.
+        assert_eq!(p.next(1_000_000).unwrap().task, 10);
         assert_eq!(p.counts().class_held, 1);
         assert_eq!(p.cpus()[0].throttles, 1);
-        // With no normal work left, the class runs whatever its budget.
+        // The normal task may still wait in the dispatcher's queue for a slice: held, but
+        // still pending so that the dispatcher calls again.
+        assert_eq!(p.next(1_100_000), None);
+        assert_eq!(p.pending(), 1);
+        // A slice later no normal work waits any more: the class runs whatever its budget.
+        let later = 1_000_000 + CFG.normal_slice_ns;
+        assert_eq!(p.next(later).unwrap().task, 1);
+    }
+
+    #[test]
+    fn a_refilled_budget_lets_the_class_back_ahead_of_normal_work() {
+        let mut p = Policy::new(CFG, 1, 0);
+        p.enqueue(1_000_000, q(1, 0, 1_000_000, 1_000_000), true, 1);
+        p.enqueue(1_000_000, q(10, 0, 0, 1), false, 10);
+        assert_eq!(p.next(1_000_000).unwrap().task, 10);
+        p.enqueue(1_000_000, q(11, 0, 0, 1), false, 11);
+        // -600 µs needs 800 µs of credit = 4 ms to be a whole runtime again.
+        assert_eq!(p.next(4_999_000).unwrap().task, 11);
+        p.enqueue(4_999_000, q(10, 0, 0, 2), false, 10);
+        let d = p.next(5_000_000).unwrap();
+        assert_eq!(d.task, 1);
+        assert!(d.vtime < NORMAL_BAND);
+    }
+
+    #[test]
+    fn normal_work_of_another_cpu_does_not_throttle_the_class() {
+        let mut p = Policy::new(CFG, 2, 0);
+        p.enqueue(0, q(10, 0, 0, 1), false, 10);
+        p.enqueue(1_000_000, q(1, 1, 1_000_000, 1_000_000), true, 1);
+        // CPU 1's budget is spent, but the only normal work last ran on CPU 0.
         assert_eq!(p.next(1_000_000).unwrap().task, 1);
+        assert_eq!(p.counts().class_held, 0);
+    }
+
+    #[test]
+    fn a_decision_put_back_is_taken_again_first_and_counted_once() {
+        let mut p = Policy::new(CFG, 1, 0);
+        let (n, c) = (q(10, 0, 0, 1), q(1, 0, 0, 1));
+        p.enqueue(0, n, false, 10);
+        p.enqueue(0, q(11, 0, 0, 1), false, 11);
+        let d = p.next(0).unwrap();
+        assert_eq!(d.task, 10);
+        p.requeue(d, n);
+        assert_eq!(p.next(0).unwrap().task, 10);
+        p.enqueue(0, c, true, 1);
+        let d = p.next(0).unwrap();
+        p.requeue(d, c);
+        assert_eq!(p.next(0).unwrap().task, 1);
+        assert_eq!(p.counts().normal_decisions, 1);
+        assert_eq!(p.counts().class_decisions, 1);
+        assert_eq!(p.next(0).unwrap().task, 11);
+        assert_eq!(p.pending(), 0);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub fn markdown(s: &Summary) -> String {
     }
     md.push_str(&headline(s));
     cyclictest(&mut md, s);
+    if let Some(m) = &s.report.mqland {
+        super::mqland_report::section(&mut md, m);
+    }
     md.push_str("Plots: [latency.svg](latency.svg), [conformance.svg](conformance.svg).\n");
     md
 }
