@@ -20,10 +20,10 @@ mod mqland_report;
 /// `cargo xtask bench pipeline`: what each pipeline stage adds to Pony's round trip.
 pub mod pipeline;
 mod pipeline_plot;
-mod plot;
+pub(crate) mod plot;
 /// `cargo xtask bench pony`: Pony Express vs Linux TCP natively (veth) and in the VM.
 pub mod pony;
-mod pony_plot;
+pub(crate) mod pony_plot;
 mod report;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.

@@ -8,7 +8,8 @@
 //! `MQ_REQUIRE_SCHED_EXT=1`, so that a missing sched_ext is a failure, not a skip.
 //! One 2-vCPU VM runs them all, because a TCG boot costs seconds and the tests take minutes,
 //! except `<crate>/tests/sched_ext_smp*.rs`: a second boot with 4 vCPUs runs those, the
-//! multi-CPU checks.
+//! multi-CPU checks. Last, `cargo xtask experiments --quick` runs (its own boot) and its
+//! report is checked.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ pub struct TestArgs {
     /// every sched_ext test executable).
     #[arg(long, value_name = "SUBSTRING")]
     pub filter: Option<String>,
+    /// Do not run `cargo xtask experiments --quick` and check its report (the last step).
+    #[arg(long)]
+    pub skip_experiments: bool,
 }
 
 pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
@@ -98,6 +102,9 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
         if !tests.is_empty() {
             boot(ctx, args, &kernel, native, cpus, &tests)?;
         }
+    }
+    if !args.vm_only && !args.skip_experiments {
+        quick_experiments(ctx, args)?;
     }
     println!("test: all passed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -171,6 +178,35 @@ pub fn split_smp(tests: Vec<Artifact>) -> (Vec<Artifact>, Vec<Artifact>) {
     tests
         .into_iter()
         .partition(|t| t.target_name.starts_with(SMP_PREFIX))
+}
+
+/// `cargo xtask experiments --quick` (its own VM boot; the report loaded in headless
+/// Chromium), then the report's structure: every experiment ran and produced rows.
+fn quick_experiments(ctx: &Ctx, args: &TestArgs) -> Result<()> {
+    println!("test: cargo xtask experiments --quick");
+    let t = Instant::now();
+    let run = crate::experiments::run(
+        ctx,
+        &crate::experiments::ExperimentsArgs {
+            quick: true,
+            only: None,
+            kernel: args.kernel.clone(),
+            accel: args.accel,
+            timeout_secs: 900,
+            debug_build: false,
+            no_browser: false,
+            vm_lock: None,
+        },
+    );
+    let dir = crate::experiments::output_dir(ctx);
+    // The structure is checked even when an experiment failed: that message names them all.
+    crate::experiments::check_report(&dir).context("the experiments report")?;
+    run.context("cargo xtask experiments --quick")?;
+    println!(
+        "test: experiments --quick passed in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Crates whose lock-free code has loom models: `#[cfg(loom)]` tests with

@@ -21,6 +21,10 @@
 //! | [`upgrade::Report`] | `mq-bench-upgrade` | `MQ_BENCH_UPGRADE_JSON ` |
 //! | [`efficiency::Report`] | `mq-bench-efficiency` | `MQ_BENCH_EFFICIENCY_JSON ` |
 //! | [`idle::Report`] | `mq-bench-idle` | `MQ_BENCH_IDLE_JSON ` |
+//! | [`interference::Report`] | `mq-bench-interference` | `MQ_BENCH_INTERFERENCE_JSON ` |
+//!
+//! [`experiments::Summary`] is the `summary.json` of `cargo xtask experiments`, which draws
+//! each experiment's rows from those reports.
 //!
 //! The crate measures, tabulates and plots nothing, and depends on serde (and thiserror)
 //! alone: the measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both
@@ -28,7 +32,9 @@
 
 pub mod demo;
 pub mod efficiency;
+pub mod experiments;
 pub mod idle;
+pub mod interference;
 pub mod modes;
 pub mod mqland;
 pub mod pipeline;
@@ -196,7 +202,7 @@ pub(crate) mod tests {
         }
     }
 
-    const TAGS: [Tag; 7] = [
+    const TAGS: [Tag; 8] = [
         <demo::Report as Tagged>::TAG,
         <efficiency::Report as Tagged>::TAG,
         <idle::Report as Tagged>::TAG,
@@ -204,6 +210,7 @@ pub(crate) mod tests {
         <modes::Report as Tagged>::TAG,
         <pony::Report as Tagged>::TAG,
         <upgrade::Report as Tagged>::TAG,
+        <interference::Report as Tagged>::TAG,
     ];
 
     #[test]

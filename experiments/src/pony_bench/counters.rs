@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Context switches, cycles and instructions of the threads a measurement involves (the
+//! Context switches, CPU migrations, task-clock, cycles and instructions of the threads a measurement involves (the
 //! engine threads of both hosts and the app threads), from `perf_event_open` counters
 //! (`perf-event2`): one counter per thread and event, user and kernel side, on any CPU.
 //!
@@ -17,6 +17,8 @@ use perf_event::{Builder, Counter};
 /// Counters of one thread.
 struct ThreadCounters {
     switches: Counter,
+    migrations: Counter,
+    task_clock: Counter,
     cycles: Option<Counter>,
     instructions: Option<Counter>,
 }
@@ -25,6 +27,9 @@ struct ThreadCounters {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
     pub switches: u64,
+    pub migrations: u64,
+    /// CPU time, ns.
+    pub task_clock_ns: u64,
     pub cycles: Option<u64>,
     pub instructions: Option<u64>,
 }
@@ -35,6 +40,8 @@ impl Counts {
         let d = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_sub(b?));
         Counts {
             switches: self.switches.saturating_sub(earlier.switches),
+            migrations: self.migrations.saturating_sub(earlier.migrations),
+            task_clock_ns: self.task_clock_ns.saturating_sub(earlier.task_clock_ns),
             cycles: d(self.cycles, earlier.cycles),
             instructions: d(self.instructions, earlier.instructions),
         }
@@ -68,7 +75,7 @@ pub fn describe() -> String {
     format!(
         "perf_event_open per thread (engine threads of both hosts and app threads; not \
          CPU-wide, so other processes do not count), user and kernel, divided by round trips \
-         (echoed messages in throughput); context switches are a software event; {hw}; \
+         (echoed messages in throughput); context switches, migrations and task-clock are software events; {hw}; \
          sockperf: its processes' context switches from getrusage (warm-up included)"
     )
 }
@@ -88,6 +95,8 @@ impl Threads {
             .map(|&tid| {
                 Ok(ThreadCounters {
                     switches: open(Software::CONTEXT_SWITCHES, tid)?,
+                    migrations: open(Software::CPU_MIGRATIONS, tid)?,
+                    task_clock: open(Software::TASK_CLOCK, tid)?,
                     cycles: hw.then(|| open(Hardware::CPU_CYCLES, tid).ok()).flatten(),
                     instructions: hw.then(|| open(Hardware::INSTRUCTIONS, tid).ok()).flatten(),
                 })
@@ -100,6 +109,8 @@ impl Threads {
     pub fn read(&mut self) -> io::Result<Counts> {
         let mut counts = Counts {
             switches: 0,
+            migrations: 0,
+            task_clock_ns: 0,
             cycles: Some(0),
             instructions: Some(0),
         };
@@ -112,6 +123,8 @@ impl Threads {
         };
         for t in &mut self.threads {
             counts.switches += t.switches.read()?;
+            counts.migrations += t.migrations.read()?;
+            counts.task_clock_ns += t.task_clock.read()?;
             add(&mut counts.cycles, &mut t.cycles)?;
             add(&mut counts.instructions, &mut t.instructions)?;
         }

@@ -273,6 +273,8 @@ impl Measured {
             engine_cores,
             app_cores,
             ctx_switches_per_rtt: per_rtt(self.counts.map(|c| c.switches)),
+            migrations_per_rtt: per_rtt(self.counts.map(|c| c.migrations)),
+            task_clock_us_per_rtt: per_rtt(self.counts.map(|c| c.task_clock_ns)).map(|ns| ns / 1e3),
             cycles_per_rtt: per_rtt(self.counts.and_then(|c| c.cycles)),
             instructions_per_rtt: per_rtt(self.counts.and_then(|c| c.instructions)),
         }
@@ -559,6 +561,8 @@ mod tests {
             app_ns: ns,
             counts: Some(Counts {
                 switches,
+                migrations: switches / 10,
+                task_clock_ns: switches * 1000,
                 cycles: None,
                 instructions: None,
             }),
@@ -582,6 +586,9 @@ mod tests {
         };
         let r = m.row(p);
         assert_eq!(r.ctx_switches_per_rtt, Some(4.0));
+        // Migrations 1 -> 41 and task-clock 10 µs -> 410 µs over 100 round trips.
+        assert_eq!(r.migrations_per_rtt, Some(0.4));
+        assert_eq!(r.task_clock_us_per_rtt, Some(4.0));
         assert_eq!((r.cycles_per_rtt, r.instructions_per_rtt), (None, None));
         assert!((r.cores - 1.0).abs() < 1e-9, "{r:?}");
         assert!((r.gbps_per_core.unwrap() - 100.0 * 1000.0 * 8.0 / 1e9).abs() < 1e-12);
@@ -591,6 +598,7 @@ mod tests {
         none.app_ns = 0;
         let r = none.row(p);
         assert_eq!((r.ctx_switches_per_rtt, r.gbps_per_core), (None, None));
+        assert_eq!((r.migrations_per_rtt, r.task_clock_us_per_rtt), (None, None));
         assert!(table_row(&r).ends_with(" -"), "{}", table_row(&r));
     }
 }

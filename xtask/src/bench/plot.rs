@@ -22,7 +22,7 @@ use super::sched::Summary;
 const SIZE: (u32, u32) = (900, 500);
 /// Series colours of every bench plot, in order: colour-blind safe (Okabe-Ito) and distinct
 /// in greyscale too.
-pub(super) const COLOURS: [RGBColor; 6] = [
+pub(crate) const COLOURS: [RGBColor; 6] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
