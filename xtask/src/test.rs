@@ -59,6 +59,10 @@ pub struct TestArgs {
     /// Do not run `cargo xtask experiments --quick` and check its report (the last step).
     #[arg(long)]
     pub skip_experiments: bool,
+    /// Hold an exclusive flock on this file during each VM boot only (as `cargo xtask
+    /// experiments --vm-lock`), so that runs sharing one machine take turns at the VM.
+    #[arg(long, value_name = "PATH")]
+    pub vm_lock: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
@@ -150,7 +154,9 @@ fn boot(
         allow_log_patterns: vec!["mqland_".into()],
         native,
     };
+    let lock = args.vm_lock.as_deref().map(vm::lock).transpose()?;
     let outcome = vm::run(ctx, &spec)?;
+    drop(lock);
     let (_, failed_executables) =
         parse_summary(&outcome.output).context("the test script printed no summary (it died early?)")?;
     let totals = libtest_totals(&outcome.output);
@@ -195,7 +201,7 @@ fn quick_experiments(ctx: &Ctx, args: &TestArgs) -> Result<()> {
             timeout_secs: 900,
             debug_build: false,
             no_browser: false,
-            vm_lock: None,
+            vm_lock: args.vm_lock.clone(),
         },
     );
     let dir = crate::experiments::output_dir(ctx);
