@@ -443,6 +443,19 @@ fn scx_stats_clients_read_the_running_scheduler_and_monitor_prints() {
     let meta: serde_json::Value = client.request("stats_meta", vec![]).unwrap();
     assert_eq!(meta["Report"]["top"], "true", "{meta}");
 
+    // The raw request docs/MICROQUANTA.md shows: one JSON line each way.
+    {
+        use std::io::{BufRead, Write};
+        let mut raw = std::os::unix::net::UnixStream::connect("/var/run/scx/root/stats").unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw.write_all(b"{\"req\":\"stats\",\"args\":{}}\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(raw).read_line(&mut line).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["errno"], 0, "{line}");
+        assert!(answer["args"]["resp"]["cpus"].is_array(), "{line}");
+    }
+
     // Class wakeups next to normal work: the next interval's counters must show them.
     {
         let _hogs = Hogs::start(cpus(), None).unwrap();
