@@ -307,13 +307,15 @@ impl<'obj> Scheduler<'obj> {
     }
 }
 
-fn print_report(report: &Report, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
+/// Prints one report on stdout; an error (such as a closed pipe) is returned, not a panic.
+fn print_report(report: &Report, json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let line = if json {
+        serde_json::to_string(report)?
     } else {
-        println!("{}", report.format());
-    }
-    Ok(())
+        report.format()
+    };
+    writeln!(std::io::stdout().lock(), "{line}")
 }
 
 /// Whether the map pinned at `pin` can back `mq_tasks` of this build; a

@@ -80,11 +80,13 @@ pub fn request(client: &mut StatsClient) -> Result<Report> {
         .context("scx_microquanta is no longer running (its statistics request failed)")
 }
 
-/// Prints a report every `secs` seconds until `shutdown`.
+/// Prints a report every `secs` seconds until `shutdown`, or until whoever reads our output
+/// has gone (`--monitor | head -1`, a benchmark that took its one report): a closed pipe is an
+/// end, not an error.
 pub fn run(
     path: &Path,
     secs: f64,
-    print: impl Fn(&Report) -> Result<()>,
+    print: impl Fn(&Report) -> std::io::Result<()>,
     shutdown: &AtomicBool,
 ) -> Result<()> {
     let mut client = connect(path)?;
@@ -98,7 +100,10 @@ pub fn run(
         if opened.elapsed() < interval {
             continue;
         }
-        print(&request(&mut client)?)?;
+        match print(&request(&mut client)?) {
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
+            printed => printed.context("printing a report")?,
+        }
         opened = Instant::now();
     }
     Ok(())
