@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The scheduler's own view, read through `scx_microquanta --monitor SECS
-//! --stats-json` (a second process reading the maps the running scheduler
-//! pins). We take from it what we cannot measure from userspace: budget
+//! --stats-json` (a second process, a client of the `scx_stats` server of the
+//! running scheduler). We take from it what we cannot measure from userspace: budget
 //! overrun, i.e. class time past the instant a CPU's budget ran out while
 //! normal work waited, which the BPF program times per burst.
 //!
@@ -38,7 +38,7 @@ pub fn overrun_max_us(scheduler: &Path, cpu: usize) -> Option<f64> {
     }
 }
 
-/// Stops the monitor however we leave; it only reads maps, so SIGINT is a
+/// Stops the monitor however we leave; it only reads statistics, so SIGINT is a
 /// clean end.
 struct Monitor(Child);
 
