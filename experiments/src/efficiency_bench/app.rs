@@ -60,6 +60,11 @@ pub struct Tally {
     pub errors: u64,
     /// Messages due in the window never echoed: their round trips are lower bounds.
     pub unanswered: u64,
+    /// The flow failed under the app (the stack gave up on the peer, e.g. a starved
+    /// engine made the peer look unresponsive): sending stopped there, the rest of the
+    /// window's messages are `unanswered`, and the point is still reported.
+    #[serde(default)]
+    pub flow_lost: bool,
 }
 
 /// An app's arguments (passed by the benchmark, not by people).
@@ -231,7 +236,10 @@ fn app_main(args: &AppArgs) -> Result<()> {
     let mut go = String::new();
     std::io::stdin().lock().read_line(&mut go)?;
     let (tally, rtts) = drive(t.as_mut(), flow, args)?;
-    close(t.as_mut(), flow)?;
+    // A lost flow is already gone: there is nothing to close.
+    if !tally.flow_lost {
+        close(t.as_mut(), flow)?;
+    }
     let bytes: Vec<u8> = rtts.iter().flat_map(|r| r.to_le_bytes()).collect();
     std::fs::write(&args.out, bytes).with_context(|| format!("writing {}", args.out.display()))?;
     println!("{TALLY}{}", serde_json::to_string(&tally)?);
@@ -383,6 +391,10 @@ fn drive(t: &mut dyn Transport, flow: FlowId, args: &AppArgs) -> Result<(Tally, 
                 }
             }
             Some(Completion::Error { .. }) => tally.errors += 1,
+            Some(Completion::FlowClosed { flow: f, .. }) if f == flow => {
+                tally.flow_lost = true;
+                break;
+            }
             _ => {}
         }
     }

@@ -133,7 +133,15 @@ pub fn run(
         m.tally.deferred += t.deferred;
         m.tally.errors += t.errors;
         m.tally.unanswered += t.unanswered;
+        m.tally.flow_lost |= t.flow_lost;
         m.rtts.extend(rtts);
+    }
+    if m.tally.flow_lost {
+        eprintln!(
+            "{} with {} apps at {} msgs/s each: an app's flow failed under it (its stack gave \
+             up on the peer); its remaining messages count as never echoed",
+            spec.design, spec.apps, spec.rate
+        );
     }
     if m.tally.unanswered > 0 {
         eprintln!(
