@@ -134,9 +134,10 @@ fn boot(
     let spec = vm::VmSpec {
         cpus,
         // The initramfs carries every debug binary of the workspace and the test
-        // executables (~760 MiB unpacked): with 2 GiB the kernel cannot hold the image and
-        // its unpacked files at once and drops files ("Initramfs unpacking failed").
-        mem_mib: 4096,
+        // executables (~1.5 GiB since the two schedulers' test and bench binaries): the
+        // kernel holds the image and its unpacked files at once, and with 4 GiB it dropped
+        // files ("Initramfs unpacking failed"). The host has 24 GiB.
+        mem_mib: 8192,
         accel: args.accel,
         timeout: Duration::from_secs(VM_TIMEOUT_SECS),
         kernel,
