@@ -518,9 +518,14 @@ pub fn policy(report: &Value, r: &interference::Report, program: &str, seconds: 
             seconds,
         );
     }
+    // Rows come round by round, so a setup recurs: keep each once, in first-seen order.
     let names: Vec<&str> = {
-        let mut n: Vec<&str> = rows.iter().map(|x| x.setup.as_str()).collect();
-        n.dedup();
+        let mut n: Vec<&str> = Vec::new();
+        for x in &rows {
+            if !n.contains(&x.setup.as_str()) {
+                n.push(x.setup.as_str());
+            }
+        }
         n
     };
     let ants: Vec<&str> = {
@@ -903,5 +908,28 @@ mod tests {
         let p = policy(&serde_json::to_value(&none).unwrap(), &none, "p", 1.0);
         assert_eq!(p.status, Status::Failed);
         assert!(p.error.unwrap().contains("scx_mqland: not built"));
+    }
+
+    /// Rows come round by round: each scheduler and antagonist is described once.
+    #[test]
+    fn policy_names_each_scheduler_once_across_rounds() {
+        let r = interference_report(
+            vec![
+                row("scx_microquanta", "cpu", 0, 1.0),
+                row("scx_mqland", "cpu", 0, 2.0),
+                row("scx_microquanta", "cpu", 1, 1.0),
+                row("scx_mqland", "cpu", 1, 4.0),
+            ],
+            &[("scx_microquanta", "ran"), ("scx_mqland", "ran")],
+        );
+        let p = policy(&serde_json::to_value(&r).unwrap(), &r, "p", 1.0);
+        assert_eq!(p.status, Status::Ok);
+        assert_eq!(
+            p.measured.matches("scx_mqland under cpu").count(),
+            1,
+            "{}",
+            p.measured
+        );
+        assert_eq!(p.ratios.len(), 1);
     }
 }
