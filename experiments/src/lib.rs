@@ -24,5 +24,6 @@ pub mod rounds;
 pub mod sched_bench;
 pub mod scheduler_process;
 pub mod stall_probe;
+pub mod thread_counters;
 pub mod upgrade_bench;
 pub mod wakeup;

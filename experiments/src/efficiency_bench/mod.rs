@@ -27,7 +27,6 @@
 //! the issue's target.
 
 pub mod app;
-pub mod counters;
 pub mod point;
 pub mod stack;
 
@@ -211,7 +210,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
         peer: "snap-host with one spreading Pony engine (UDP) and the echo app, in its own \
                namespace; the same for every design"
             .into(),
-        counters: counters::DESCRIBE.into(),
+        counters: DESCRIBE.into(),
         oversubscribed: oversubscribed(most, cpus),
         targets: mq_report::efficiency::targets(&rows),
         rows,
@@ -282,6 +281,12 @@ pub fn table(r: &Report) -> String {
     }
     s
 }
+
+/// How the rows count, for the report.
+pub const DESCRIBE: &str = "perf_event_open software counters (context switches, CPU \
+    migrations, task-clock) per thread of the stack (the library-OS apps' threads; every \
+    thread of the snap-host process), user and kernel, over the measuring window, divided by the \
+    echoes received";
 
 #[cfg(test)]
 mod tests {

@@ -13,10 +13,10 @@ use hdrhistogram::Histogram;
 use mq_report::efficiency::Row;
 
 use super::app::{AppArgs, Tally};
-use super::counters::{self, Counts, Threads};
 use super::stack::{self, Host, Peer, RoleProcess, SERVICE};
 use crate::modes_bench::host::process_cpu_ns;
 use crate::pony_bench::netns::Veth;
+use crate::thread_counters::{self, Counts, Threads};
 
 /// What one point runs.
 #[derive(Debug, Clone, Copy)]
@@ -92,8 +92,8 @@ pub fn run(
     let pids: Vec<u32> = apps.iter().map(RoleProcess::pid).collect();
     let stack_tids: Vec<i32> = match host {
         // Everything of the host runs the stack: engine threads, control, compacting monitor.
-        Some(h) => counters::tids_of(h.pid()),
-        None => pids.iter().flat_map(|&p| counters::tids_of(p)).collect(),
+        Some(h) => thread_counters::tids_of(h.pid()),
+        None => pids.iter().flat_map(|&p| thread_counters::tids_of(p)).collect(),
     };
     let mut threads = Threads::open(&stack_tids).ok();
     let sample = |threads: &mut Option<Threads>| -> Sample {
@@ -254,6 +254,7 @@ mod tests {
                 switches,
                 migrations: 1,
                 task_clock_ns: stack_ms * 1_000_000,
+                ..Counts::default()
             }),
         }
     }

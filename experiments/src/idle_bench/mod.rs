@@ -25,7 +25,7 @@ use mq_report::idle::{self as schema, Report, Row, IDLE, MODES};
 
 use crate::efficiency_bench::point::{self, Pooled, Spec};
 use crate::efficiency_bench::stack::{self, Host, Peer};
-use crate::efficiency_bench::{counters, engine_cores, Scratch};
+use crate::efficiency_bench::{engine_cores, Scratch, DESCRIBE};
 use crate::pony_bench::netns::Veth;
 
 /// The app's rate by default: a message every 2 ms leaves every CPU idle most of the time.
@@ -126,7 +126,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
         idle_states: cpuidle::states(),
         models: MODELS.into(),
         does_not_model: DOES_NOT_MODEL.into(),
-        counters: counters::DESCRIBE.into(),
+        counters: DESCRIBE.into(),
         effects: schema::effects(&rows),
         rows,
     })

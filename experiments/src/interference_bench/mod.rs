@@ -27,7 +27,6 @@
 //! [`mq_report::interference::Report`] has the schema.
 
 pub mod antagonist;
-pub mod counters;
 pub mod policy;
 
 use std::collections::BTreeMap;
@@ -40,11 +39,11 @@ use mq_report::interference::{Alone, Report, Row, SchedulerRun, ANTAGONISTS, SET
 use snap_ipc::channel::ChannelAppEnd;
 
 use self::antagonist::Antagonist;
-use self::counters::Threads;
 use self::policy::Scheduler;
 use crate::modes_bench::driver::{self, Driven, DRAIN, MEASURE, WARMUP};
 use crate::modes_bench::host::{self, SnapHost};
 use crate::modes_bench::Layout;
+use crate::thread_counters::{self, Threads};
 
 /// SCHED_FIFO priority of the `fifo` setup's engine threads (the scheduler benchmark's).
 pub const FIFO_PRIORITY: i32 = 50;
@@ -227,7 +226,7 @@ pub fn run(cfg: &BenchConfig, snap_host: &Path) -> Result<Report> {
         rounds: cfg.rounds,
         stress_ng,
         workers: cfg.workers,
-        counters: counters::describe(),
+        counters: describe_counters(),
         rows,
         alone,
         schedulers,
@@ -337,7 +336,7 @@ struct Point<'a> {
 /// Counters at one instant.
 struct Sample {
     engine_ns: u64,
-    counts: counters::Counts,
+    counts: thread_counters::Counts,
     at: Instant,
 }
 
@@ -474,6 +473,19 @@ pub fn table(r: &Report) -> String {
         s.push_str(&format!("policy scheduler {}: {}\n", sched.name, sched.status));
     }
     s
+}
+
+/// How the rows count, for the report.
+fn describe_counters() -> String {
+    let hw = match thread_counters::pmu() {
+        Ok(()) => "cycles likewise".to_string(),
+        Err(why) => format!("cycles null: {why}"),
+    };
+    format!(
+        "perf_event_open on each engine thread of snap-host (not CPU-wide, so antagonists \
+         and other processes do not count), user and kernel: context switches, CPU \
+         migrations and task-clock (software events) per echoed request; {hw}"
+    )
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@
 //! each read from its thread CPU clock, [`thread_cpu_ns`]) over wall time of the
 //! measurement; `engine_cores` and `app_cores` split it. Context switches (and cycles and
 //! instructions where there is a PMU) of the same threads come from per-thread perf
-//! counters ([`counters`]). Gbps counts one direction: `msgs_per_s * msg_bytes * 8`, each
+//! counters ([`crate::thread_counters`]). Gbps counts one direction: `msgs_per_s * msg_bytes * 8`, each
 //! message also comes back. Throughput rows keep `window` messages outstanding (at most
 //! 8 MiB in flight) and their percentiles include queueing in the window.
 //!
@@ -36,7 +36,6 @@
 //!
 //! [`mq_report::pony::Report`] has the schema; [`mq_report::pony::targets`] the targets.
 
-pub mod counters;
 pub mod floor;
 pub mod netns;
 pub mod path;
@@ -52,7 +51,7 @@ use hdrhistogram::Histogram;
 use mq_report::pony::{OneSided, Report, Row, Target};
 
 pub use crate::modes_bench::{machine, platform, scheduler_name};
-use counters::Counts;
+use crate::thread_counters::{self, Counts};
 use path::{NicKind, Path};
 pub use setup::Layout;
 
@@ -170,7 +169,7 @@ pub struct Snap {
 pub struct Probe {
     engine_tids: Vec<i32>,
     app_tids: Vec<i32>,
-    counters: Option<Mutex<counters::Threads>>,
+    counters: Option<Mutex<thread_counters::Threads>>,
 }
 
 impl Probe {
@@ -178,7 +177,7 @@ impl Probe {
     /// null context switches.
     pub fn new(engine_tids: Vec<i32>, app_tids: Vec<i32>) -> Self {
         let all: Vec<i32> = engine_tids.iter().chain(&app_tids).copied().collect();
-        let counters = match counters::Threads::open(&all) {
+        let counters = match thread_counters::Threads::open(&all) {
             Ok(c) => Some(Mutex::new(c)),
             Err(e) => {
                 eprintln!("mq-bench-pony: no context-switch counters: {e}");
@@ -409,7 +408,7 @@ pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
         layout: layout.describe(),
         app_wait: cfg.app_wait.describe(),
         sockperf,
-        counters: counters::describe(),
+        counters: describe_counters(),
         one_sided_reads_per_s_per_core: best.map_or(0.0, |b| b.reads_per_s_per_core),
         one_sided_mode: best.map_or(String::new(), |b| b.mode.clone()),
         targets: mq_report::pony::targets(&rows),
@@ -493,6 +492,17 @@ pub fn table(r: &Report) -> String {
         s.push('\n');
     }
     s
+}
+
+/// How rows count, for the report.
+fn describe_counters() -> String {
+    let hw = thread_counters::hardware_note();
+    format!(
+        "perf_event_open per thread (engine threads of both hosts and app threads; not \
+         CPU-wide, so other processes do not count), user and kernel, divided by round trips \
+         (echoed messages in throughput); context switches, migrations and task-clock are software events; {hw}; \
+         sockperf: its processes' context switches from getrusage (warm-up included)"
+    )
 }
 
 #[cfg(test)]

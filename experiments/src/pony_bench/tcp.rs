@@ -17,9 +17,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::wakeup::pin_to_cpu;
 
-use super::counters::Counts;
 use super::path::Path;
 use super::{gettid, histogram, payload, record, BenchConfig, Layout, Measured, Point, Probe, Row};
+use crate::thread_counters::Counts;
 
 fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
