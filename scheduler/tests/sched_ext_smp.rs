@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! System tests of the real scheduler on more CPUs than the main suite's guest has:
 //! `cargo xtask test` runs the `sched_ext_smp*` executables in a second boot with 4 vCPUs
-//! (`xtask/src/test.rs`). Each test first checks that it got those CPUs, so run in a
-//! smaller guest it fails instead of passing without having tested anything.
+//! (`--smp-cpus N` for more; `xtask/src/test.rs`). Each test first checks that it got at
+//! least 4 CPUs, so run in a smaller guest it fails instead of passing without having tested
+//! anything, and uses every CPU it got.
 //!
 //! Ignored by a plain `cargo test`, like `tests/sched_ext.rs`; the VM runner checks the
 //! kernel log (no `BUG:`, `WARNING:`, stall or error exit) around them.
@@ -15,7 +16,7 @@ use mq_experiments::hogs::Hogs;
 use mq_experiments::scheduler_process::{exclusive_sched_ext_host as sched_ext_host, SchedulerProcess};
 
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_scx_microquanta");
-/// The CPUs the SMP boot gives the guest.
+/// The fewest CPUs an SMP test accepts (the SMP boot's default).
 const SMP_CPUS: usize = 4;
 
 fn start(args: &[&str]) -> SchedulerProcess {

@@ -7,8 +7,8 @@
 //! or by checking for sched_ext); in the VM they run with `--include-ignored` and
 //! `MQ_REQUIRE_SCHED_EXT=1`, so that a missing sched_ext is a failure, not a skip.
 //! One 2-vCPU VM runs them all, because a TCG boot costs seconds and the tests take minutes,
-//! except `<crate>/tests/sched_ext_smp*.rs`: a second boot with 4 vCPUs runs those, the
-//! multi-CPU checks. Last, `cargo xtask experiments --quick` runs (its own boot) and its
+//! except `<crate>/tests/sched_ext_smp*.rs`: a second boot with 4 vCPUs (`--smp-cpus`) runs
+//! those, the multi-CPU checks. Last, `cargo xtask experiments --quick` runs (its own boot) and its
 //! report is checked.
 
 use std::path::{Path, PathBuf};
@@ -22,14 +22,15 @@ use crate::{kernel, sys, vm, Ctx};
 
 /// Integration test targets whose name starts with this run in the VM.
 const SCHED_EXT_PREFIX: &str = "sched_ext";
-/// Of those, targets whose name starts with this run in a second boot with [`SMP_CPUS`]
-/// vCPUs: the scheduler's behaviour beyond 2 CPUs, kept to a few minutes (a 4-vCPU TCG guest
-/// on a 2-core CI machine runs at half speed).
+/// Of those, targets whose name starts with this run in a second boot with more vCPUs
+/// ([`DEFAULT_SMP_CPUS`] unless `--smp-cpus` says otherwise): the scheduler's behaviour beyond
+/// 2 CPUs, kept to a few minutes in CI (a 4-vCPU TCG guest on a 2-core CI machine runs at half
+/// speed; 8 vCPUs, for the full check, at a quarter).
 const SMP_PREFIX: &str = "sched_ext_smp";
 const MAIN_CPUS: u32 = 2;
-const SMP_CPUS: u32 = 4;
+const DEFAULT_SMP_CPUS: u32 = 4;
 const _: () = assert!(
-    SMP_CPUS > MAIN_CPUS,
+    DEFAULT_SMP_CPUS > MAIN_CPUS,
     "the SMP boot has more CPUs than the main one"
 );
 /// Each VM boot; TCG on 2 cores is slow, but the suite must stay well under 40 min.
@@ -63,6 +64,10 @@ pub struct TestArgs {
     /// experiments --vm-lock`), so that runs sharing one machine take turns at the VM.
     #[arg(long, value_name = "PATH")]
     pub vm_lock: Option<PathBuf>,
+    /// vCPUs of the boot that runs the `sched_ext_smp*` tests (more than the main boot's 2).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SMP_CPUS,
+          value_parser = clap::value_parser!(u32).range(i64::from(MAIN_CPUS) + 1..=64))]
+    pub smp_cpus: u32,
 }
 
 pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
@@ -102,7 +107,7 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
         kernel::ensure(args.kernel.clone())?
     };
     let (smp, main) = split_smp(tests);
-    for (cpus, tests) in [(MAIN_CPUS, main), (SMP_CPUS, smp)] {
+    for (cpus, tests) in [(MAIN_CPUS, main), (args.smp_cpus, smp)] {
         if !tests.is_empty() {
             boot(ctx, args, &kernel, native, cpus, &tests)?;
         }
