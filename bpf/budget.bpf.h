@@ -6,8 +6,11 @@
  * are in cpu_state.bpf.h. Kept apart because it is the part of the
  * scheduler with its own invariants:
  *
- * - credit grows at runtime/period of wall time, falls by class run time,
- *   and stays within +-2 periods (credit_limit);
+ * - each class group has its own credit on each CPU (struct grp_budget),
+ *   with its own runtime/period (group_bw: the loader's for the default
+ *   group, the pinned group map's for the others);
+ * - credit grows at runtime/period of wall time, falls by the class run
+ *   time of that group's tasks, and stays within +-2 periods (credit_limit);
  * - only the owning CPU writes its credit; a wakeup enqueued on that CPU's
  *   rq reads it (a stale read costs a kick, never a wrong budget), and a
  *   normal wakeup elsewhere learns that class work runs past its budget
@@ -17,22 +20,57 @@
 #ifndef __MICROQUANTA_BUDGET_BPF_H
 #define __MICROQUANTA_BUDGET_BPF_H
 
-static s64 credit_limit(void)
+/* A group's bandwidth: runtime out of every period, per CPU. */
+struct mq_bw {
+	u64 period_ns;
+	u64 runtime_ns;
+};
+
+/*
+ * The bandwidth of group @g: the loader's for the default group, else the
+ * group map's (read once into locals: userspace may rewrite the slot). A
+ * slot that is not in use or holds nonsense counts as the default group,
+ * as its members do.
+ */
+static struct mq_bw group_bw(u32 g)
 {
-	return 2 * (s64)mq_period_ns;
+	struct mq_bw bw = { .period_ns = mq_period_ns, .runtime_ns = mq_runtime_ns };
+	struct mq_group *grp;
+	u64 period, runtime;
+
+	if (g == MQ_DEFAULT_GROUP)
+		return bw;
+	grp = lookup_group(g);
+	if (!grp || !grp->in_use)
+		return bw;
+	period = grp->period_ns;
+	runtime = grp->runtime_ns;
+	if (period && runtime && runtime <= period) {
+		bw.period_ns = period;
+		bw.runtime_ns = runtime;
+	}
+	return bw;
+}
+
+static s64 credit_limit(struct mq_bw bw)
+{
+	return 2 * (s64)bw.period_ns;
 }
 
 /*
- * The credit @c would have at @now, without writing it: other CPUs use this
+ * The credit @gb would have at @now, without writing it: other CPUs use this
  * to decide whether a wakeup may preempt.
  */
-static s64 credit_at(const struct cpu_ctx *c, u64 now)
+static s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now)
 {
-	s64 credit = c->credit_ns;
+	s64 credit = gb->credit_ns;
 	u64 delta, full_ns;
 
-	if (now <= c->credit_at_ns)
-		return credit;
+	/* A slot reused by a group with a shorter period starts within its limits. */
+	if (credit < -credit_limit(bw))
+		credit = -credit_limit(bw);
+	if (now <= gb->credit_at_ns)
+		return credit > credit_limit(bw) ? credit_limit(bw) : credit;
 	/*
 	 * Going from the lowest credit (-2 periods) to the highest (+2) takes
 	 * 4 * period * period / runtime of wall time; beyond that the clamp
@@ -41,60 +79,86 @@ static s64 credit_at(const struct cpu_ctx *c, u64 now)
 	 * bound of 4 periods would starve a CPU that has been idle of credit
 	 * whenever runtime < period.)
 	 */
-	delta = now - c->credit_at_ns;
-	full_ns = (4 * mq_period_ns / mq_runtime_ns + 1) * mq_period_ns;
+	delta = now - gb->credit_at_ns;
+	full_ns = (4 * bw.period_ns / bw.runtime_ns + 1) * bw.period_ns;
 	if (delta > full_ns)
 		delta = full_ns;
-	credit += delta * mq_runtime_ns / mq_period_ns;
-	return credit > credit_limit() ? credit_limit() : credit;
+	credit += delta * bw.runtime_ns / bw.period_ns;
+	return credit > credit_limit(bw) ? credit_limit(bw) : credit;
 }
 
-/* Owner CPU only: bring the credit up to @now. */
-static void credit_refill(struct cpu_ctx *c, u64 now)
+/* Owner CPU only: bring @gb's credit up to @now; returns it. */
+static s64 credit_refill(struct grp_budget *gb, struct mq_bw bw, u64 now)
 {
-	c->credit_ns = credit_at(c, now);
-	if (now > c->credit_at_ns)
-		c->credit_at_ns = now;
+	gb->credit_ns = credit_at(gb, bw, now);
+	if (now > gb->credit_at_ns)
+		gb->credit_at_ns = now;
+	return gb->credit_ns;
 }
 
-/* Owner CPU only: charge MicroQuanta time consumed up to @now. */
+/* Owner CPU only: charge the running class task's group for its time up to @now. */
 static void credit_charge(struct cpu_ctx *c, u64 now)
 {
+	struct grp_budget *gb = grp_of(c, c->run_group);
+	struct mq_bw bw = group_bw(c->run_group);
 	s64 credit;
 
-	credit_refill(c, now);
+	credit_refill(gb, bw, now);
 	if (now <= c->mq_charged_ns)
 		return;
 	stat_add(MQ_STAT_MQ_RUN_NS, now - c->mq_charged_ns);
-	credit = c->credit_ns - (s64)(now - c->mq_charged_ns);
-	c->credit_ns = credit < -credit_limit() ? -credit_limit() : credit;
+	credit = gb->credit_ns - (s64)(now - c->mq_charged_ns);
+	gb->credit_ns = credit < -credit_limit(bw) ? -credit_limit(bw) : credit;
 	c->mq_charged_ns = now;
 }
 
 /*
- * Hysteresis: a throttled CPU lets class work back in once the credit is
- * worth a whole runtime again, not the moment it turns positive. Otherwise
- * the class would run in slivers of a few ns between two context switches,
- * all overhead; this way it gets `runtime` worth of credit per period, as
- * the kernel patch's class does.
+ * Owner CPU only. Hysteresis: a throttled group gets back in once its
+ * credit is worth a whole runtime again, not the moment it turns positive.
+ * Otherwise the class would run in slivers of a few ns between two context
+ * switches, all overhead; this way it gets `runtime` worth of credit per
+ * period, as the kernel patch's class does.
  */
-static bool budget_allows_class(const struct cpu_ctx *c)
+static bool budget_allows_group(struct cpu_ctx *c, u32 g, u64 now)
 {
+	struct grp_budget *gb = grp_of(c, g);
+	struct mq_bw bw = group_bw(g);
+	s64 credit = credit_refill(gb, bw, now);
+
 	/* The timer measures time on CLOCK_MONOTONIC, the credit on the rq
 	 * clock; once the timer says the refill is done (UNTHROTTLE_DUE), any
 	 * positive credit will do rather than a second round trip over a clock
 	 * skew. */
-	if (c->budget == MQ_BUDGET_THROTTLED)
-		return c->credit_ns >= (s64)mq_runtime_ns;
-	return c->credit_ns > 0;
+	if (gb->state == MQ_BUDGET_THROTTLED)
+		return credit >= (s64)bw.runtime_ns;
+	return credit > 0;
 }
 
-/* Time until @credit is worth a whole runtime again, growing at runtime/period. */
-static u64 refill_wait_ns(s64 credit)
+/* Time until @g's credit here is worth a whole runtime again, growing at runtime/period. */
+static u64 refill_wait_ns(struct cpu_ctx *c, u32 g)
 {
-	s64 missing = (s64)mq_runtime_ns - credit;
+	struct mq_bw bw = group_bw(g);
+	s64 missing = (s64)bw.runtime_ns - grp_of(c, g)->credit_ns;
 
-	return missing > 0 ? (u64)missing * mq_period_ns / mq_runtime_ns : 0;
+	return missing > 0 ? (u64)missing * bw.period_ns / bw.runtime_ns : 0;
+}
+
+/*
+ * Owner CPU only, from the tick: whether a throttled group with class work
+ * queued here has earned its budget back. At most MQ_MAX_GROUPS steps, and
+ * only for the groups throttled here.
+ */
+static bool throttled_group_refilled(struct cpu_ctx *c, u64 now)
+{
+	u32 g;
+
+	bpf_for(g, 0, MQ_MAX_GROUPS) {
+		if (!(c->throttled_groups & (1U << g)))
+			continue;
+		if (budget_allows_group(c, g, now))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -118,8 +182,9 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		 * is spent just as at BUDGET_END. */
 		bool budget_end = c->timer_for != MQ_TIMER_SLICE_END;
 
-		/* Marked before looking for normal work: a normal task enqueued
-		 * after this look finds the mark (kick_overbudget_cpu). */
+		/* The running task's group's budget is spent. Marked before
+		 * looking for normal work: a normal task enqueued after this
+		 * look finds the mark (kick_overbudget_cpu). */
 		if (budget_end)
 			class_past_budget(cpu);
 		/* Budget spent and normal work waits: throttle. */
@@ -148,7 +213,8 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 	 * refill then too. */
 	if (throttled(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 		stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
-		budget_unthrottle_due(c);
+		if (c->timer_for == MQ_TIMER_REFILL)
+			budget_unthrottle_due(c, c->refill_group);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 	return 0;

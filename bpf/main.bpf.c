@@ -63,16 +63,37 @@ UEI_DEFINE(uei);
 static u64 vtime_now;
 
 /*
- * The MicroQuanta class: thread ids (the kernel's pid). Pinned by the loader
- * under /sys/fs/bpf so that root can add and remove threads while the
- * scheduler runs, and so that membership survives a scheduler restart.
+ * The MicroQuanta class: thread ids (the kernel's pid) and the class group
+ * each belongs to. Pinned by the loader under /sys/fs/bpf so that root can
+ * add and remove threads while the scheduler runs, and so that membership
+ * survives a scheduler restart.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MQ_MAX_TASKS);
 	__type(key, u32);
-	__type(value, u64);
+	__type(value, struct mq_member);
 } mq_tasks SEC(".maps");
+
+/*
+ * The class groups (struct mq_group), indexed by group id; pinned like the
+ * class map and written by userspace only (mq_class::Groups), which checks
+ * names, budgets and the per-CPU cap. Slot MQ_DEFAULT_GROUP mirrors the
+ * loader's budget for listings; BPF reads that budget from rodata.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MQ_MAX_GROUPS);
+	__type(key, u32);
+	__type(value, struct mq_group);
+} mq_groups SEC(".maps");
+
+static struct mq_group *lookup_group(u32 g)
+{
+	u32 key = g;
+
+	return bpf_map_lookup_elem(&mq_groups, &key);
+}
 
 #include "cpu_state.bpf.h"
 
@@ -148,11 +169,46 @@ static u64 mq_dsq(s32 cpu)
 	return MQ_DSQ_BASE + (u64)cpu;
 }
 
-static bool is_mq(const struct task_struct *p)
+/* Whether @cpu is in @grp's CPU set (a group without one has every CPU). */
+static bool group_has_cpu(const struct mq_group *grp, s32 cpu)
+{
+	u32 word = ((u32)cpu / 64) & (MQ_CPU_WORDS - 1);
+
+	if (!grp->has_cpus)
+		return true;
+	return cpu >= 0 && cpu < MQ_MAX_CPUS && (grp->cpus[word] >> ((u32)cpu % 64)) & 1;
+}
+
+/*
+ * The class group of @p if it is a class thread on @cpu (-1: any CPU), else
+ * -1. One hash lookup for any task, one array lookup more for a member of a
+ * group other than the default. A member of a group whose slot is not in use
+ * (or an id out of range) belongs to the default group; a member of a group
+ * with a CPU set is a normal thread on the CPUs outside it.
+ */
+static s32 task_group(const struct task_struct *p, s32 cpu)
 {
 	u32 tid = p->pid;
+	struct mq_member *m = bpf_map_lookup_elem(&mq_tasks, &tid);
+	struct mq_group *grp;
+	u32 g;
 
-	return bpf_map_lookup_elem(&mq_tasks, &tid) != NULL;
+	if (!m)
+		return -1;
+	g = m->group;
+	if (g == MQ_DEFAULT_GROUP || g >= MQ_MAX_GROUPS)
+		return MQ_DEFAULT_GROUP;
+	grp = lookup_group(g);
+	if (!grp || !grp->in_use)
+		return MQ_DEFAULT_GROUP;
+	if (cpu >= 0 && !group_has_cpu(grp, cpu))
+		return -1;
+	return g;
+}
+
+static bool is_mq(const struct task_struct *p)
+{
+	return task_group(p, -1) >= 0;
 }
 
 /* Normal work this CPU could run instead of MicroQuanta work. */
@@ -296,10 +352,12 @@ static void preempt_for_waker(const struct task_struct *p, u64 vtime)
 
 void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 {
+	s32 task_cpu = scx_bpf_task_cpu(p);
+	s32 g = task_group(p, task_cpu);
 	u64 vtime, floor;
 
-	if (is_mq(p)) {
-		s32 cpu = scx_bpf_task_cpu(p);
+	if (g >= 0) {
+		s32 cpu = task_cpu;
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 		bool wakeup = enq_flags & SCX_ENQ_WAKEUP;
 
@@ -311,15 +369,15 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 				t->wake_enq_ns = scx_bpf_now();
 		}
 		/*
-		 * Fast path: a wakeup onto a CPU that runs no class work and has
-		 * budget goes straight to the head of that CPU's local queue and
-		 * preempts whatever normal task runs there, without a kick and a
-		 * dispatch() round trip. (We run on that CPU's rq: it is the
-		 * task's CPU.)
+		 * Fast path: a wakeup onto a CPU that runs no class work and where
+		 * the task's group has budget goes straight to the head of that
+		 * CPU's local queue and preempts whatever normal task runs there,
+		 * without a kick and a dispatch() round trip. (We run on that
+		 * CPU's rq: it is the task's CPU.)
 		 */
-		if (c && wakeup && !runs_class(c) && !throttled(c) &&
+		if (c && wakeup && !runs_class(c) && !group_throttled(c, g) &&
 		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
-		    credit_at(c, scx_bpf_now()) > 0) {
+		    credit_at(grp_of(c, g), group_bw(g), scx_bpf_now()) > 0) {
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
@@ -332,7 +390,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		 * Otherwise a wakeup still preempts normal work at once (a class
 		 * task put back after a preemption must not: that is how a
 		 * throttled task would kick out the normal task it yielded to).
-		 * If that CPU's budget is spent, its dispatch() keeps running
+		 * If the group's budget there is spent, its dispatch() keeps running
 		 * normal work and arms the timer that lets us in when the credit
 		 * is back; a CPU already running class work round-robins at the
 		 * slice end.
@@ -359,11 +417,82 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 }
 
 /*
+ * Why a dispatch took no class task from a FIFO: the earliest refill among
+ * the groups it found throttled on this CPU, for the REFILL timer.
+ */
+struct refill_wait {
+	u64 wait_ns;
+	u32 group;
+	bool any;
+};
+
+/* @g's class work waits for credit on @c's CPU; note when it may run again. */
+static void group_waits(struct cpu_ctx *c, u32 g, struct refill_wait *w)
+{
+	u64 wait;
+
+	budget_decided(c, g, false);
+	wait = refill_wait_ns(c, g);
+	if (!w->any || wait < w->wait_ns) {
+		w->wait_ns = wait;
+		w->group = g;
+		w->any = true;
+	}
+}
+
+/* What a dispatch may take from a class FIFO. */
+enum take_mode {
+	TAKE_WITH_BUDGET,	/* normal work waits: only groups with budget here */
+	TAKE_ANY,		/* no normal work waits: any group, its budget is OK again */
+	TAKE_CONSERVING,	/* throttled, but the normal work cannot run here */
+};
+
+/*
+ * Moves to this CPU's local queue the first class task of @from's FIFO that
+ * @mode lets run on @self (@c). Looks at MQ_FIFO_SCAN tasks at most, so a
+ * long queue of a throttled group costs a bounded decision; a group found
+ * without budget is noted in @w when @from is this CPU (a steal notes
+ * nothing: the other CPU's own dispatch times its refill).
+ */
+static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode,
+			    struct refill_wait *w)
+{
+	/* Within a callback scx_bpf_now() is the rq clock, as dispatch's. */
+	u64 now = scx_bpf_now();
+	struct task_struct *p;
+	u32 seen = 0;
+
+	bpf_for_each(scx_dsq, p, mq_dsq(from), 0) {
+		bool allowed;
+		s32 g;
+
+		if (++seen > MQ_FIFO_SCAN)
+			break;
+		/* A task that left the class (or its group's CPU set) while
+		 * queued counts as the default group's until its next enqueue. */
+		g = task_group(p, self);
+		if (g < 0)
+			g = MQ_DEFAULT_GROUP;
+		allowed = mode != TAKE_WITH_BUDGET || budget_allows_group(c, g, now);
+		if (allowed) {
+			if (from == self && mode != TAKE_CONSERVING)
+				budget_decided(c, g, true);
+			if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
+				return true;
+			continue;
+		}
+		if (from == self)
+			group_waits(c, g, w);
+	}
+	return false;
+}
+
+/*
  * Take a MicroQuanta task waiting on another CPU that may run here: look at
  * up to MQ_STEAL_TRIES CPUs of queued_cpus, round-robin, rather than at
  * every CPU's queue.
  */
-static bool steal_mq(s32 self)
+static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode, struct refill_wait *w)
 {
 	s32 cpu;
 	u32 i;
@@ -376,7 +505,7 @@ static bool steal_mq(s32 self)
 			return false;
 		if (cpu == self)
 			continue;
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
+		if (take_class_task(c, self, cpu, mode, w)) {
 			stat_inc(MQ_STAT_MQ_STEAL);
 			if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 				fifo_found_empty(cpu);
@@ -388,37 +517,50 @@ static bool steal_mq(s32 self)
 	return false;
 }
 
+/*
+ * Each class group has its own budget on this CPU: a class task runs if no
+ * normal work waits or its group has credit here, so a group that spent its
+ * budget is throttled while another group with credit still runs. Among
+ * class tasks whose groups may run, the FIFO order (round-robin) holds.
+ */
 void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	bool may_run_mq, normal_waiting, prev_normal;
+	struct refill_wait w = {};
+	bool normal_waiting, prev_normal;
+	u64 now = scx_bpf_now();
+	u32 mode;
 
 	if (!c)
 		return;
 	/* prev has not been charged or put back yet: charge a class prev, and
 	 * count a runnable normal prev as normal work that wants this CPU. */
 	if (runs_class(c))
-		credit_charge(c, scx_bpf_now());
-	else
-		credit_refill(c, scx_bpf_now());
+		credit_charge(c, now);
 	prev_normal = prev && runs_normal(c) && (prev->scx.flags & SCX_TASK_QUEUED);
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
-	may_run_mq = budget_allows_class(c) || !normal_waiting;
-	budget_decided(c, may_run_mq);
 
-	if (may_run_mq) {
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
-			stat_inc(MQ_STAT_MQ_DISPATCH);
-			return;
-		}
+	/* A class prev about to be put back whose group's budget is spent
+	 * waits like the queued ones. */
+	if (normal_waiting && runs_class(c) && !budget_allows_group(c, c->run_group, now))
+		group_waits(c, c->run_group, &w);
+
+	mode = normal_waiting ? TAKE_WITH_BUDGET : TAKE_ANY;
+	if (take_class_task(c, cpu, cpu, mode, &w)) {
+		stat_inc(MQ_STAT_MQ_DISPATCH);
+		return;
+	}
+	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 		fifo_found_empty(cpu);
-		if (steal_mq(cpu))
-			return;
-	} else if (cpu_has_mq_work(cpu, c)) {
+	if (steal_mq(c, cpu, mode, &w))
+		return;
+	if (w.any && cpu_has_mq_work(cpu, c)) {
 		/* Class work (queued, or prev about to be put back) waits for
-		 * budget: wake this CPU when the credit is worth a runtime again. */
+		 * budget: wake this CPU when the first group's credit is worth
+		 * a runtime again. */
 		stat_inc(MQ_STAT_MQ_THROTTLE);
-		timer_arm(c, MQ_TIMER_REFILL, refill_wait_ns(c->credit_ns));
+		c->refill_group = w.group;
+		timer_arm(c, MQ_TIMER_REFILL, w.wait_ns);
 	}
 
 	if (scx_bpf_dsq_move_to_local(MQ_NORMAL_DSQ, 0)) {
@@ -426,7 +568,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 
-	if (!may_run_mq) {
+	if (w.any) {
 		/* Throttled, and the normal task we would give the CPU to is
 		 * prev itself: keep it running. */
 		if (prev_normal) {
@@ -434,11 +576,11 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 			return;
 		}
 		/* Work-conserving: the waiting normal work cannot run here. */
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
+		if (take_class_task(c, cpu, cpu, TAKE_CONSERVING, &w)) {
 			stat_inc(MQ_STAT_MQ_DISPATCH);
 			return;
 		}
-		steal_mq(cpu);
+		steal_mq(c, cpu, TAKE_CONSERVING, &w);
 	}
 }
 
@@ -452,10 +594,13 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 		return;
 
 	if (runs_class(c)) {
+		s64 credit;
+
 		credit_charge(c, now);
-		if (c->credit_ns <= 0)
+		credit = grp_of(c, c->run_group)->credit_ns;
+		if (credit <= 0)
 			class_past_budget(cpu);
-		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
+		if (credit <= 0 && normal_work_waiting(cpu)) {
 			scx_bpf_task_set_slice(p, 0);
 			class_told_to_yield(c);
 			stat_inc(MQ_STAT_MQ_TICK_THROTTLE);
@@ -463,9 +608,9 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 		return;
 	}
 
-	/* A throttled MicroQuanta task has earned its budget back. */
-	credit_refill(c, now);
-	if (throttled(c) && budget_allows_class(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+	/* A throttled group's MicroQuanta task has earned its budget back. */
+	if (throttled(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0 &&
+	    throttled_group_refilled(c, now))
 		scx_bpf_task_set_slice(p, 0);
 }
 
@@ -474,32 +619,39 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	u64 now = scx_bpf_now();
+	s32 g = task_group(p, cpu);
 
 	if (!c)
 		return;
 	c->run_start_ns = now;
-	cpu_starts(c, cpu, is_mq(p));
+	cpu_starts(c, cpu, g >= 0);
 	c->curr_vtime = p->scx.dsq_vtime;
 	if (runs_class(c)) {
 		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
+		struct grp_budget *gb;
+		struct mq_bw bw;
+		s64 credit;
 
 		if (t && t->wake_enq_ns) {
 			if (now > t->wake_enq_ns)
 				hist_add(MQ_HIST_WAKEUP, now - t->wake_enq_ns);
 			t->wake_enq_ns = 0;
 		}
-		credit_refill(c, now);
+		c->run_group = g;
+		gb = grp_of(c, g);
+		bw = group_bw(g);
+		credit = credit_refill(gb, bw, now);
 		c->mq_charged_ns = now;
-		/* While class work runs the credit falls at 1 - runtime/period
-		 * per ns: the budget runs out after credit * period /
-		 * (period - runtime). A full-CPU budget never runs out. */
+		/* While class work runs the group's credit falls at 1 -
+		 * runtime/period per ns: the budget runs out after credit *
+		 * period / (period - runtime). A full-CPU budget never runs out. */
 		c->budget_out_ns = now;
 		c->budget_left_ns = 0;
-		if (mq_runtime_ns >= mq_period_ns) {
+		if (bw.runtime_ns >= bw.period_ns) {
 			c->budget_left_ns = (u64)-1;
-		} else if (c->credit_ns > 0) {
-			c->budget_left_ns = (u64)c->credit_ns * mq_period_ns /
-					    (mq_period_ns - mq_runtime_ns);
+		} else if (credit > 0) {
+			c->budget_left_ns = (u64)credit * bw.period_ns /
+					    (bw.period_ns - bw.runtime_ns);
 			c->budget_out_ns = now + c->budget_left_ns;
 		} else {
 			/* No credit: running only because nothing else wants the CPU. */
