@@ -12,6 +12,7 @@
 //!    spinner pinned to one CPU, per (period, runtime), and of the MicroQuanta
 //!    spinner alone.
 //! 3. [`cyclictest`]: rt-tests' cyclictest in the class vs SCHED_FIFO.
+//! 4. [`groups`]: per-group conformance, two class groups with their own budgets.
 //!
 //! # Report
 //!
@@ -29,6 +30,7 @@
 
 pub mod conformance;
 pub mod cyclictest;
+pub mod groups;
 pub mod latency_compare;
 pub mod policy;
 pub mod report;
@@ -120,6 +122,7 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
     let latency = latency_compare::run(&cfg.latency(), scheduler)?;
     let conformance = conformance::run(&cfg.conformance, scheduler)?;
     let cyclictest_us = cyclictest::run(&cfg.cyclictest(), scheduler)?;
+    let groups = groups::run(scheduler, cfg.conformance.window, cpus())?;
     let max_overrun_us = conformance::max_overrun_us(&conformance);
     Ok(Report {
         kernel: sysfs::kernel_release(),
@@ -137,6 +140,7 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
         conformance,
         cyclictest_us,
         max_overrun_us,
+        groups,
         note: NOTE.to_string(),
     })
 }
