@@ -170,13 +170,18 @@ static u64 mq_dsq(s32 cpu)
 }
 
 /* Whether @cpu is in @grp's CPU set (a group without one has every CPU). */
-static bool group_has_cpu(const struct mq_group *grp, s32 cpu)
+static bool group_has_cpu(struct mq_group *grp, s32 cpu)
 {
-	u32 word = ((u32)cpu / 64) & (MQ_CPU_WORDS - 1);
+	u32 word = (u32)cpu / 64;
+	u64 *bits;
 
 	if (!grp->has_cpus)
 		return true;
-	return cpu >= 0 && cpu < MQ_MAX_CPUS && (grp->cpus[word] >> ((u32)cpu % 64)) & 1;
+	if (cpu < 0 || cpu >= MQ_MAX_CPUS)
+		return false;
+	/* Bounds-checked in a way the verifier follows (clang folds a mask). */
+	bits = MEMBER_VPTR(*grp, .cpus[word]);
+	return bits && (*bits >> ((u32)cpu % 64)) & 1;
 }
 
 /*
@@ -416,50 +421,27 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		preempt_for_waker(p, vtime);
 }
 
-/*
- * Why a dispatch took no class task from a FIFO: the earliest refill among
- * the groups it found throttled on this CPU, for the REFILL timer.
- */
-struct refill_wait {
-	u64 wait_ns;
-	u32 group;
-	bool any;
-};
-
-/* @g's class work waits for credit on @c's CPU; note when it may run again. */
-static void group_waits(struct cpu_ctx *c, u32 g, struct refill_wait *w)
-{
-	u64 wait;
-
-	budget_decided(c, g, false);
-	wait = refill_wait_ns(c, g);
-	if (!w->any || wait < w->wait_ns) {
-		w->wait_ns = wait;
-		w->group = g;
-		w->any = true;
-	}
-}
-
 /* What a dispatch may take from a class FIFO. */
 enum take_mode {
 	TAKE_WITH_BUDGET,	/* normal work waits: only groups with budget here */
 	TAKE_ANY,		/* no normal work waits: any group, its budget is OK again */
-	TAKE_CONSERVING,	/* throttled, but the normal work cannot run here */
 };
 
 /*
  * Moves to this CPU's local queue the first class task of @from's FIFO that
  * @mode lets run on @self (@c). Looks at MQ_FIFO_SCAN tasks at most, so a
- * long queue of a throttled group costs a bounded decision; a group found
- * without budget is noted in @w when @from is this CPU (a steal notes
- * nothing: the other CPU's own dispatch times its refill).
+ * long queue of a throttled group costs a bounded decision. A group found
+ * without budget in this CPU's own FIFO is marked throttled here
+ * (throttled_groups); a steal marks nothing: the other CPU's own dispatch
+ * times its refill. Nothing but the task pointer and a counter lives across
+ * iterations, which keeps the verifier's states few.
  */
-static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode,
-			    struct refill_wait *w)
+static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode)
 {
 	/* Within a callback scx_bpf_now() is the rq clock, as dispatch's. */
 	u64 now = scx_bpf_now();
 	struct task_struct *p;
+	bool taken = false;
 	u32 seen = 0;
 
 	bpf_for_each(scx_dsq, p, mq_dsq(from), 0) {
@@ -473,18 +455,15 @@ static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode,
 		g = task_group(p, self);
 		if (g < 0)
 			g = MQ_DEFAULT_GROUP;
-		allowed = mode != TAKE_WITH_BUDGET || budget_allows_group(c, g, now);
-		if (allowed) {
-			if (from == self && mode != TAKE_CONSERVING)
-				budget_decided(c, g, true);
-			if (scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0))
-				return true;
-			continue;
-		}
+		allowed = mode == TAKE_ANY || budget_allows_group(c, g, now);
 		if (from == self)
-			group_waits(c, g, w);
+			budget_decided(c, g, allowed);
+		if (allowed && scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
+			taken = true;
+			break;
+		}
 	}
-	return false;
+	return taken;
 }
 
 /*
@@ -492,29 +471,68 @@ static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode,
  * up to MQ_STEAL_TRIES CPUs of queued_cpus, round-robin, rather than at
  * every CPU's queue.
  */
-static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode, struct refill_wait *w)
+static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode)
 {
+	bool taken = false;
 	s32 cpu;
 	u32 i;
 
+	/* One exit after the loop: clang's code for a return from inside
+	 * bpf_for here reads a register the verifier sees unset. */
 	bpf_for(i, 0, MQ_STEAL_TRIES) {
 		bpf_rcu_read_lock();
 		cpu = queued_cpus ? bpf_cpumask_any_distribute(cast_mask(queued_cpus)) : nr_cpus;
 		bpf_rcu_read_unlock();
 		if (cpu >= nr_cpus)
-			return false;
+			break;
 		if (cpu == self)
 			continue;
-		if (take_class_task(c, self, cpu, mode, w)) {
-			stat_inc(MQ_STAT_MQ_STEAL);
-			if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
-				fifo_found_empty(cpu);
-			return true;
-		}
+		taken = take_class_task(c, self, cpu, mode);
 		if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 			fifo_found_empty(cpu);
+		if (taken) {
+			stat_inc(MQ_STAT_MQ_STEAL);
+			break;
+		}
 	}
-	return false;
+	return taken;
+}
+
+/*
+ * Class work waits here for budget: arm the timer for the throttled group
+ * whose credit is worth a runtime first. A group whose credit is back
+ * already is not throttled any more (its next task passes the hysteresis),
+ * so the timer never waits for a group with nothing to wait for. At most
+ * MQ_MAX_GROUPS steps.
+ */
+static void arm_refill(struct cpu_ctx *c, s32 cpu)
+{
+	u64 best = (u64)-1, wait;
+	u32 g, best_g = MQ_DEFAULT_GROUP;
+	bool refilled = false;
+
+	bpf_for(g, 0, MQ_MAX_GROUPS) {
+		if (!(c->throttled_groups & (1U << g)))
+			continue;
+		wait = refill_wait_ns(c, g);
+		if (wait == 0) {
+			budget_decided(c, g, true);
+			refilled = true;
+			continue;
+		}
+		if (wait < best) {
+			best = wait;
+			best_g = g;
+		}
+	}
+	if (best != (u64)-1) {
+		c->refill_group = best_g;
+		timer_arm(c, MQ_TIMER_REFILL, best);
+	} else if (refilled) {
+		/* Credit came back between the look and now: dispatch again.
+		 * (That look sees those groups OK, so this kick is not repeated.) */
+		scx_bpf_kick_cpu(cpu, 0);
+	}
 }
 
 /*
@@ -526,8 +544,7 @@ static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode, struct refill_wait *
 void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	struct refill_wait w = {};
-	bool normal_waiting, prev_normal;
+	bool normal_waiting, prev_normal, waits = false;
 	u64 now = scx_bpf_now();
 	u32 mode;
 
@@ -542,25 +559,28 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 
 	/* A class prev about to be put back whose group's budget is spent
 	 * waits like the queued ones. */
-	if (normal_waiting && runs_class(c) && !budget_allows_group(c, c->run_group, now))
-		group_waits(c, c->run_group, &w);
+	if (normal_waiting && runs_class(c) && !budget_allows_group(c, c->run_group, now)) {
+		budget_decided(c, c->run_group, false);
+		waits = true;
+	}
 
 	mode = normal_waiting ? TAKE_WITH_BUDGET : TAKE_ANY;
-	if (take_class_task(c, cpu, cpu, mode, &w)) {
+	if (take_class_task(c, cpu, cpu, mode)) {
 		stat_inc(MQ_STAT_MQ_DISPATCH);
 		return;
 	}
 	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 		fifo_found_empty(cpu);
-	if (steal_mq(c, cpu, mode, &w))
+	else if (normal_waiting)
+		waits = true;	/* queued here, and no group of them has budget */
+	if (steal_mq(c, cpu, mode))
 		return;
-	if (w.any && cpu_has_mq_work(cpu, c)) {
+	if (waits) {
 		/* Class work (queued, or prev about to be put back) waits for
-		 * budget: wake this CPU when the first group's credit is worth
-		 * a runtime again. */
+		 * budget: wake this CPU when a group's credit is worth a
+		 * runtime again. */
 		stat_inc(MQ_STAT_MQ_THROTTLE);
-		c->refill_group = w.group;
-		timer_arm(c, MQ_TIMER_REFILL, w.wait_ns);
+		arm_refill(c, cpu);
 	}
 
 	if (scx_bpf_dsq_move_to_local(MQ_NORMAL_DSQ, 0)) {
@@ -568,7 +588,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 
-	if (w.any) {
+	if (waits) {
 		/* Throttled, and the normal task we would give the CPU to is
 		 * prev itself: keep it running. */
 		if (prev_normal) {
@@ -576,11 +596,8 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 			return;
 		}
 		/* Work-conserving: the waiting normal work cannot run here. */
-		if (take_class_task(c, cpu, cpu, TAKE_CONSERVING, &w)) {
+		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0))
 			stat_inc(MQ_STAT_MQ_DISPATCH);
-			return;
-		}
-		steal_mq(c, cpu, TAKE_CONSERVING, &w);
 	}
 }
 

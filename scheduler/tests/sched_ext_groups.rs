@@ -26,7 +26,7 @@ fn start(budget: Budget) -> SchedulerProcess {
     let (period, runtime) = (budget.period_us.to_string(), budget.runtime_us.to_string());
     let sched = SchedulerProcess::start(
         Path::new(SCHEDULER),
-        &["--period-us", &period, "--runtime-us", &runtime, "--watchdog-timeout-ms", "5000"],
+        &["-vv", "--period-us", &period, "--runtime-us", &runtime, "--watchdog-timeout-ms", "5000"],
     )
     .expect("scx_microquanta attaches");
     // Let sched_ext move every task over before measuring.
