@@ -239,8 +239,8 @@ impl<'obj> Scheduler<'obj> {
         // ones (both, so that no member names a group that is not there).
         let pin = Path::new(TASKS_MAP_PIN);
         let groups_pin = Path::new(GROUPS_MAP_PIN);
-        let reused = reusable_pin(pin, &skel.maps.mq_tasks)?
-            & reusable_pin(groups_pin, &skel.maps.mq_groups)?;
+        let reused =
+            reusable_pin(pin, &skel.maps.mq_tasks)? & reusable_pin(groups_pin, &skel.maps.mq_groups)?;
         if reused {
             skel.maps
                 .mq_tasks

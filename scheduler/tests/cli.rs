@@ -93,7 +93,15 @@ fn mqctl_group_add_names_the_bad_value_before_looking_for_a_scheduler() {
     let mqctl = env!("CARGO_BIN_EXE_mqctl");
     let cases: [(&[&str], &str); 4] = [
         (
-            &["group", "add", "bulk", "--runtime-us", "1200", "--period-us", "1000"],
+            &[
+                "group",
+                "add",
+                "bulk",
+                "--runtime-us",
+                "1200",
+                "--period-us",
+                "1000",
+            ],
             "runtime_us 1200",
         ),
         (
@@ -101,11 +109,29 @@ fn mqctl_group_add_names_the_bad_value_before_looking_for_a_scheduler() {
             "period_us 1",
         ),
         (
-            &["group", "add", "no space", "--runtime-us", "100", "--period-us", "1000"],
+            &[
+                "group",
+                "add",
+                "no space",
+                "--runtime-us",
+                "100",
+                "--period-us",
+                "1000",
+            ],
             "\"no space\"",
         ),
         (
-            &["group", "add", "bulk", "--runtime-us", "100", "--period-us", "1000", "--cpus", "3-1"],
+            &[
+                "group",
+                "add",
+                "bulk",
+                "--runtime-us",
+                "100",
+                "--period-us",
+                "1000",
+                "--cpus",
+                "3-1",
+            ],
             "CPU list \"3-1\"",
         ),
     ];

@@ -26,7 +26,15 @@ fn start(budget: Budget) -> SchedulerProcess {
     let (period, runtime) = (budget.period_us.to_string(), budget.runtime_us.to_string());
     let sched = SchedulerProcess::start(
         Path::new(SCHEDULER),
-        &["-vv", "--period-us", &period, "--runtime-us", &runtime, "--watchdog-timeout-ms", "5000"],
+        &[
+            "-vv",
+            "--period-us",
+            &period,
+            "--runtime-us",
+            &runtime,
+            "--watchdog-timeout-ms",
+            "5000",
+        ],
     )
     .expect("scx_microquanta attaches");
     // Let sched_ext move every task over before measuring.
@@ -101,7 +109,11 @@ fn a_group_wanting_the_whole_cpu_cannot_take_another_groups_budget() {
     // Both groups spin (100 % demand each) next to a normal hog on one CPU: each group gets
     // its own budget, no more, and the hog the rest.
     let got = shares(
-        &[spinner(cpu, Some(a.0)), spinner(cpu, Some(b.0)), spinner(cpu, None)],
+        &[
+            spinner(cpu, Some(a.0)),
+            spinner(cpu, Some(b.0)),
+            spinner(cpu, None),
+        ],
         WINDOW,
     )
     .unwrap();
@@ -151,14 +163,40 @@ fn mqctl_manages_groups_that_are_inherited_and_outlive_a_restart() {
     }
     let _cleanup = Cleanup;
 
-    let out = mqctl(&["group", "add", "test-lat", "--runtime-us", "300", "--period-us", "1000", "--cpus", "0"]);
+    let out = mqctl(&[
+        "group",
+        "add",
+        "test-lat",
+        "--runtime-us",
+        "300",
+        "--period-us",
+        "1000",
+        "--cpus",
+        "0",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // 10 % default + 30 % + 70 % is over the whole of CPU 0.
-    let out = mqctl(&["group", "add", "test-big", "--runtime-us", "700", "--period-us", "1000"]);
+    let out = mqctl(&[
+        "group",
+        "add",
+        "test-big",
+        "--runtime-us",
+        "700",
+        "--period-us",
+        "1000",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CPU 0") && err.contains("test-lat"), "{err}");
-    let out = mqctl(&["group", "add", "test-lat", "--runtime-us", "100", "--period-us", "1000"]);
+    let out = mqctl(&[
+        "group",
+        "add",
+        "test-lat",
+        "--runtime-us",
+        "100",
+        "--period-us",
+        "1000",
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
     let out = mqctl(&["run", "--group", "nosuch", "--", "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no class group is called \"nosuch\""));
@@ -183,15 +221,22 @@ fn mqctl_manages_groups_that_are_inherited_and_outlive_a_restart() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(class.group_of(sh).unwrap(), Some(lat.id));
-    assert_eq!(class.group_of(sleeper).unwrap(), Some(lat.id), "sleep did not inherit the group");
+    assert_eq!(
+        class.group_of(sleeper).unwrap(),
+        Some(lat.id),
+        "sleep did not inherit the group"
+    );
     let status = std::fs::read_to_string(format!("/proc/{sleeper}/status")).unwrap();
     assert!(
-        status.lines().any(|l| l.starts_with("Cpus_allowed_list:") && l.trim_end().ends_with("\t0")),
+        status
+            .lines()
+            .any(|l| l.starts_with("Cpus_allowed_list:") && l.trim_end().ends_with("\t0")),
         "{status}"
     );
     let list = String::from_utf8_lossy(&mqctl(&["list"]).stdout).into_owned();
     assert!(
-        list.lines().any(|l| l.contains(&sleeper.to_string()) && l.contains("test-lat")),
+        list.lines()
+            .any(|l| l.contains(&sleeper.to_string()) && l.contains("test-lat")),
         "{list}"
     );
 
@@ -201,7 +246,12 @@ fn mqctl_manages_groups_that_are_inherited_and_outlive_a_restart() {
     assert_eq!(class.groups().get("test-lat").unwrap(), lat);
     assert_eq!(Class::open().unwrap().group_of(sleeper).unwrap(), Some(lat.id));
     let groups = String::from_utf8_lossy(&mqctl(&["group", "list"]).stdout).into_owned();
-    assert!(groups.lines().any(|l| l.contains("test-lat") && l.contains("300")), "{groups}");
+    assert!(
+        groups
+            .lines()
+            .any(|l| l.contains("test-lat") && l.contains("300")),
+        "{groups}"
+    );
 
     // Removing the group moves its members to the default group.
     let out = mqctl(&["group", "remove", "test-lat"]);

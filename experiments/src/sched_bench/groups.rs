@@ -141,9 +141,19 @@ impl Drop for GroupsMade<'_> {
     }
 }
 
-fn row(scenario: &str, group: Option<(&str, Budget)>, cpu: usize, share: f64, window: Duration) -> GroupConformance {
+fn row(
+    scenario: &str,
+    group: Option<(&str, Budget)>,
+    cpu: usize,
+    share: f64,
+    window: Duration,
+) -> GroupConformance {
     let (name, expected, budget) = match group {
-        Some((name, b)) => (name.to_string(), Some(b.runtime_us as f64 / b.period_us as f64), Some(b)),
+        Some((name, b)) => (
+            name.to_string(),
+            Some(b.runtime_us as f64 / b.period_us as f64),
+            Some(b),
+        ),
         None => ("normal".to_string(), None, None),
     };
     GroupConformance {
@@ -171,7 +181,8 @@ pub fn run(scheduler: &Path, window: Duration, cpus: usize) -> Result<Vec<GroupC
             r.group,
             r.cpu,
             r.share,
-            r.expected_share.map_or("the rest".to_string(), |e| format!("{e:.3}"))
+            r.expected_share
+                .map_or("the rest".to_string(), |e| format!("{e:.3}"))
         );
     }
     Ok(rows)
@@ -188,7 +199,11 @@ fn measure_loaded(window: Duration, cpus: usize) -> Result<Vec<GroupConformance>
 
     // separate: each group next to a normal spinner on a CPU of its own.
     let cpu_of = |i: usize| if cpus > 1 { i % cpus } else { 0 };
-    let rounds: Vec<Vec<usize>> = if cpus > 1 { vec![vec![0, 1]] } else { vec![vec![0], vec![1]] };
+    let rounds: Vec<Vec<usize>> = if cpus > 1 {
+        vec![vec![0, 1]]
+    } else {
+        vec![vec![0], vec![1]]
+    };
     for round in rounds {
         let mut sp = Vec::new();
         for &i in &round {
@@ -255,10 +270,7 @@ mod tests {
     /// spinners on one CPU add up to at most that CPU.
     #[test]
     fn two_normal_spinners_on_one_cpu_share_it() {
-        let sp = vec![
-            Spinner { cpu: 0, group: None },
-            Spinner { cpu: 0, group: None },
-        ];
+        let sp = vec![Spinner { cpu: 0, group: None }, Spinner { cpu: 0, group: None }];
         let got = shares(&sp, Duration::from_millis(100)).unwrap();
         let total: f64 = got.iter().sum();
         assert!(got.iter().all(|&s| s > 0.0), "{got:?}");

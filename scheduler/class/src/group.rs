@@ -99,7 +99,9 @@ pub struct Group {
 
 impl Group {
     fn covers(&self, cpu: u32) -> bool {
-        self.cpus.as_ref().is_none_or(|set| set.binary_search(&cpu).is_ok())
+        self.cpus
+            .as_ref()
+            .is_none_or(|set| set.binary_search(&cpu).is_ok())
     }
 }
 
@@ -280,7 +282,15 @@ impl Groups {
         let id = (1..MAX_GROUPS)
             .find(|id| existing.iter().all(|g| g.id != *id))
             .ok_or(ClassError::TooManyGroups(MAX_GROUPS - 1))?;
-        self.write(existing, Group { id, name: name.to_string(), budget, cpus })
+        self.write(
+            existing,
+            Group {
+                id,
+                name: name.to_string(),
+                budget,
+                cpus,
+            },
+        )
     }
 
     /// Changes the budget and CPU set of the group called `name` (the cap is checked with
@@ -296,7 +306,15 @@ impl Groups {
             .ok_or_else(|| ClassError::UnknownGroup(name.to_string()))?
             .id;
         let others = existing.into_iter().filter(|g| g.id != id).collect();
-        self.write(others, Group { id, name: name.to_string(), budget, cpus })
+        self.write(
+            others,
+            Group {
+                id,
+                name: name.to_string(),
+                budget,
+                cpus,
+            },
+        )
     }
 
     /// Makes the group, or updates it if one of that name exists.
@@ -384,14 +402,44 @@ mod tests {
 
     #[test]
     fn budgets_are_held_to_the_schedulers_bounds() {
-        assert!(Budget { period_us: 1000, runtime_us: 200 }.validate().is_ok());
-        assert!(Budget { period_us: 1000, runtime_us: 1000 }.validate().is_ok());
-        let err = Budget { period_us: 1000, runtime_us: 1001 }.validate().unwrap_err();
+        assert!(Budget {
+            period_us: 1000,
+            runtime_us: 200
+        }
+        .validate()
+        .is_ok());
+        assert!(Budget {
+            period_us: 1000,
+            runtime_us: 1000
+        }
+        .validate()
+        .is_ok());
+        let err = Budget {
+            period_us: 1000,
+            runtime_us: 1001,
+        }
+        .validate()
+        .unwrap_err();
         assert!(err.to_string().contains("runtime_us 1001"), "{err}");
-        assert!(Budget { period_us: 1000, runtime_us: 0 }.validate().is_err());
-        let err = Budget { period_us: 1, runtime_us: 1 }.validate().unwrap_err();
+        assert!(Budget {
+            period_us: 1000,
+            runtime_us: 0
+        }
+        .validate()
+        .is_err());
+        let err = Budget {
+            period_us: 1,
+            runtime_us: 1,
+        }
+        .validate()
+        .unwrap_err();
         assert!(err.to_string().contains("period_us 1"), "{err}");
-        assert!(Budget { period_us: 2_000_000, runtime_us: 1 }.validate().is_err());
+        assert!(Budget {
+            period_us: 2_000_000,
+            runtime_us: 1
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
@@ -413,10 +461,7 @@ mod tests {
         // 10 + 20 + 60 + 20 = 110 % on every CPU.
         let c = group(3, "c", 40, 200, None);
         let err = check_cap(&[default.clone(), a.clone(), b.clone(), c], 2).unwrap_err();
-        assert!(
-            matches!(err, ClassError::OverCap { cpu: 0, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, ClassError::OverCap { cpu: 0, .. }), "{err:?}");
         assert!(err.to_string().contains("c 40/200"), "{err}");
         // Disjoint CPU sets do not add up: each CPU sees 10 + 60 %.
         let b0 = group(2, "b0", 600, 1000, Some(vec![0]));
@@ -430,10 +475,7 @@ mod tests {
 
     #[test]
     fn exactly_a_whole_cpu_is_within_the_cap() {
-        let thirds = [
-            group(0, "default", 1, 3, None),
-            group(1, "a", 2, 3, None),
-        ];
+        let thirds = [group(0, "default", 1, 3, None), group(1, "a", 2, 3, None)];
         assert!(check_cap(&thirds, 1).is_ok());
     }
 }

@@ -68,11 +68,7 @@ pub enum ClassError {
         "the class groups' budgets on CPU {cpu} would add up to {percent:.1}% of it, over the \
          whole CPU: {groups}"
     )]
-    OverCap {
-        cpu: u32,
-        percent: f64,
-        groups: String,
-    },
+    OverCap { cpu: u32, percent: f64, groups: String },
     #[error("setting thread {tid}'s CPU affinity to its class group's CPUs: {source}")]
     Affinity {
         tid: u32,
@@ -154,7 +150,11 @@ impl Class {
             return Err(ClassError::NoSuchThread(tid));
         }
         self.map
-            .update(&tid.to_ne_bytes(), &encode_member(monotonic_ns(), group), MapFlags::ANY)
+            .update(
+                &tid.to_ne_bytes(),
+                &encode_member(monotonic_ns(), group),
+                MapFlags::ANY,
+            )
             .map_err(|e| match e.kind() {
                 ErrorKind::OutOfMemory | ErrorKind::TooBig => ClassError::Full,
                 _ => ClassError::Bpf(e),
@@ -191,10 +191,23 @@ impl Class {
                 // A member that exited meanwhile is gone already: nothing to move.
                 let added = self.map.lookup(&tid.to_ne_bytes(), MapFlags::ANY).ok().flatten();
                 if let Some(v) = added {
-                    let added_ns = v.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_ne_bytes);
+                    let added_ns = v
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u64::from_ne_bytes);
                     self.map
-                        .update(&tid.to_ne_bytes(), &encode_member(added_ns, DEFAULT_GROUP), MapFlags::EXIST)
-                        .or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(()) } else { Err(ClassError::Bpf(e)) })?;
+                        .update(
+                            &tid.to_ne_bytes(),
+                            &encode_member(added_ns, DEFAULT_GROUP),
+                            MapFlags::EXIST,
+                        )
+                        .or_else(|e| {
+                            if e.kind() == ErrorKind::NotFound {
+                                Ok(())
+                            } else {
+                                Err(ClassError::Bpf(e))
+                            }
+                        })?;
                     moved += 1;
                 }
             }
@@ -362,9 +375,16 @@ mod tests {
     fn a_member_value_carries_its_group_after_the_time_added() {
         let v = encode_member(0x0102_0304_0506_0708, 7);
         assert_eq!(v.len(), MEMBER_VALUE_SIZE);
-        assert_eq!(u64::from_ne_bytes(v[..8].try_into().unwrap()), 0x0102_0304_0506_0708);
+        assert_eq!(
+            u64::from_ne_bytes(v[..8].try_into().unwrap()),
+            0x0102_0304_0506_0708
+        );
         assert_eq!(member_group(&v), 7);
-        assert_eq!(member_group(&[0u8; 8]), DEFAULT_GROUP, "a short value is the default group");
+        assert_eq!(
+            member_group(&[0u8; 8]),
+            DEFAULT_GROUP,
+            "a short value is the default group"
+        );
     }
 
     #[test]

@@ -73,9 +73,7 @@ enum GroupCmd {
     /// List the class groups: id, name, runtime/period, CPU set, members.
     List,
     /// Remove a class group; its members stay in the class, in the default group.
-    Remove {
-        name: String,
-    },
+    Remove { name: String },
 }
 
 fn main() -> Result<()> {
