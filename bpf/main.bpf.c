@@ -440,29 +440,37 @@ static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode)
 {
 	/* Within a callback scx_bpf_now() is the rq clock, as dispatch's. */
 	u64 now = scx_bpf_now();
+	struct bpf_iter_scx_dsq it;
 	struct task_struct *p;
 	bool taken = false;
-	u32 seen = 0;
+	u32 i;
 
-	bpf_for_each(scx_dsq, p, mq_dsq(from), 0) {
-		bool allowed;
-		s32 g;
+	/* bpf_for bounds the scan without a counter of our own: a counter the
+	 * loop compares would keep the verifier's states apart per iteration. */
+	if (bpf_iter_scx_dsq_new(&it, mq_dsq(from), 0) == 0) {
+		bpf_for(i, 0, MQ_FIFO_SCAN) {
+			bool allowed;
+			s32 g;
 
-		if (++seen > MQ_FIFO_SCAN)
-			break;
-		/* A task that left the class (or its group's CPU set) while
-		 * queued counts as the default group's until its next enqueue. */
-		g = task_group(p, self);
-		if (g < 0)
-			g = MQ_DEFAULT_GROUP;
-		allowed = mode == TAKE_ANY || budget_allows_group(c, g, now);
-		if (from == self)
-			budget_decided(c, g, allowed);
-		if (allowed && scx_bpf_dsq_move(BPF_FOR_EACH_ITER, p, SCX_DSQ_LOCAL, 0)) {
-			taken = true;
-			break;
+			p = bpf_iter_scx_dsq_next(&it);
+			if (!p)
+				break;
+			/* A task that left the class (or its group's CPU set)
+			 * while queued counts as the default group's until its
+			 * next enqueue. */
+			g = task_group(p, self);
+			if (g < 0)
+				g = MQ_DEFAULT_GROUP;
+			allowed = mode == TAKE_ANY || budget_allows_group(c, g, now);
+			if (from == self)
+				budget_decided(c, g, allowed);
+			if (allowed && scx_bpf_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
+				taken = true;
+				break;
+			}
 		}
 	}
+	bpf_iter_scx_dsq_destroy(&it);
 	return taken;
 }
 
