@@ -27,7 +27,6 @@ fn start(budget: Budget) -> SchedulerProcess {
     let sched = SchedulerProcess::start(
         Path::new(SCHEDULER),
         &[
-            "-vv",
             "--period-us",
             &period,
             "--runtime-us",
