@@ -455,6 +455,10 @@ static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode)
 			p = bpf_iter_scx_dsq_next(&it);
 			if (!p)
 				break;
+			/* scx_bpf_dsq_move() ejects the scheduler for a task
+			 * that may not run here (move_to_local skipped those). */
+			if (!bpf_cpumask_test_cpu(self, p->cpus_ptr))
+				continue;
 			/* A task that left the class (or its group's CPU set)
 			 * while queued counts as the default group's until its
 			 * next enqueue. */
