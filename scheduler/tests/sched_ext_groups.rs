@@ -202,7 +202,7 @@ fn mqctl_manages_groups_that_are_inherited_and_outlive_a_restart() {
 
     // mqctl execs sh in the group; sh's sleep inherits it, and the CPU set as affinity.
     let mut child = Command::new(MQCTL)
-        .args(["run", "--group", "test-lat", "--", "sh", "-c", "sleep 4 & wait"])
+        .args(["run", "--group", "test-lat", "--", "sh", "-c", "sleep 15 & wait"])
         .spawn()
         .unwrap();
     let sh = child.id();
