@@ -95,6 +95,7 @@ struct cpu_ctx {
 	u64 curr_vtime;		/* vtime of the current normal task */
 	u64 budget_out_ns;	/* when the running class task's budget runs out */
 	u64 budget_left_ns;	/* class budget left after the armed timer step */
+	u64 yield_told_ns;	/* CLOCK_MONOTONIC when the running class task was told to yield */
 	u32 run;		/* enum mq_cpu_run; u32 for the compare-and-swap */
 	u32 run_group;		/* the running class task's group */
 	u32 timer_for;		/* enum mq_cpu_timer */
@@ -199,10 +200,18 @@ static void class_past_budget(s32 cpu)
 	MASK_SET(overbudget_cpus, cpu);
 }
 
-/* The running class task is told to yield: its overrun is counted at stopping. */
+/*
+ * The running class task is told to yield: its overrun, and the delay from
+ * this decision to its leaving the CPU, are counted at stopping. Only the
+ * first decision starts the delay (a repeated one finds CLASS_YIELDING).
+ * bpf_ktime_get_ns(), not the rq clock: the budget timer decides outside
+ * the scheduler's callbacks, where scx_bpf_now() can lag.
+ */
 static void class_told_to_yield(struct cpu_ctx *c)
 {
-	__sync_val_compare_and_swap(&c->run, MQ_RUN_CLASS, MQ_RUN_CLASS_YIELDING);
+	if (__sync_val_compare_and_swap(&c->run, MQ_RUN_CLASS, MQ_RUN_CLASS_YIELDING) ==
+	    MQ_RUN_CLASS)
+		c->yield_told_ns = bpf_ktime_get_ns();
 }
 
 /* cpu_release(): an RT or deadline task took the CPU. */

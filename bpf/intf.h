@@ -80,6 +80,7 @@ enum mq_hist_consts {
 enum mq_hist_idx {
 	MQ_HIST_WAKEUP,		/* class thread: enqueue at wakeup -> running, ns */
 	MQ_HIST_OVERRUN,	/* class time past an exhausted budget, ns */
+	MQ_HIST_YIELD,		/* class task told to yield -> it leaves the CPU, ns */
 	MQ_NR_HISTS,
 };
 

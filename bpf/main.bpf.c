@@ -711,6 +711,14 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 		 * while normal work waited. */
 		if (ran == MQ_RUN_CLASS_YIELDING && now > c->budget_out_ns)
 			hist_add(MQ_HIST_OVERRUN, now - c->budget_out_ns);
+		/* Throttle-to-preempt: how long the kick (or the tick's zero
+		 * slice) took to get the class task off the CPU. */
+		if (ran == MQ_RUN_CLASS_YIELDING) {
+			u64 left = bpf_ktime_get_ns();
+
+			if (left > c->yield_told_ns)
+				hist_add(MQ_HIST_YIELD, left - c->yield_told_ns);
+		}
 		return;
 	}
 	/* Charge what was measured, not the slice handed out: a task that ran

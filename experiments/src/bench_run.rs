@@ -5,7 +5,7 @@
 //! it (a scheduler that exited badly fails the run), print the table on stderr and write the
 //! JSON report to a file, or to stdout on its tagged line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -31,6 +31,20 @@ pub fn window(seconds: f64) -> Result<Duration> {
         bail!("--seconds {seconds}: expected more than 0 and at most 3600");
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Where `--json PATH` or `--out DIR` sends the report: PATH, `DIR/summary.json` (DIR made
+/// if missing), or stdout (`None`); both at once is an error.
+pub fn json_destination(json: Option<PathBuf>, out: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    match (json, out) {
+        (Some(_), Some(_)) => bail!("--json and --out: give one"),
+        (Some(p), None) => Ok(Some(p)),
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(Some(dir.join("summary.json")))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Starts the scheduler when `bin` is given. Keep the value alive for the whole run:

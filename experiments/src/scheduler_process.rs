@@ -24,6 +24,12 @@ const DETACH_TIMEOUT: Duration = Duration::from_secs(30);
 impl SchedulerProcess {
     /// Starts `bin` with `args` and waits until the kernel runs it.
     pub fn start(bin: &Path, args: &[&str]) -> Result<Self> {
+        Self::start_as(bin, args, "microquanta")
+    }
+
+    /// Starts `bin` with `args` and waits until the kernel runs a scheduler whose ops name
+    /// starts with `ops` (`mqland` for `scx_mqland`).
+    pub fn start_as(bin: &Path, args: &[&str], ops: &str) -> Result<Self> {
         let child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
@@ -31,7 +37,10 @@ impl SchedulerProcess {
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut sched = Self { child: Some(child) };
         let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while !sysfs::microquanta_loaded() {
+        let loaded = || {
+            sysfs::state() == SchedExtState::Enabled && sysfs::root_ops().is_some_and(|o| o.starts_with(ops))
+        };
+        while !loaded() {
             if let Some(status) = sched.child_mut().try_wait()? {
                 bail!("{} exited before attaching: {status}", bin.display());
             }

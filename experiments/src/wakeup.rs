@@ -42,8 +42,21 @@ pub struct WakeupConfig {
     pub cpu: Option<usize>,
 }
 
+/// One wakeup: when the thread asked to wake (CLOCK_MONOTONIC) and how late it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wakeup {
+    pub deadline_ns: u64,
+    pub late_ns: u64,
+}
+
 /// Runs the measurement on a fresh thread and summarises it.
 pub fn measure(cfg: WakeupConfig) -> Result<LatencySummary> {
+    Ok(summarise_wakeups(&measure_wakeups(cfg)?))
+}
+
+/// Runs the measurement on a fresh thread and returns every wakeup, for callers that
+/// split them (e.g. by what else happened at the time).
+pub fn measure_wakeups(cfg: WakeupConfig) -> Result<Vec<Wakeup>> {
     std::thread::Builder::new()
         .name("mq-wakeup".into())
         .spawn(move || measure_on_this_thread(&cfg))
@@ -52,7 +65,17 @@ pub fn measure(cfg: WakeupConfig) -> Result<LatencySummary> {
         .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))?
 }
 
-fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
+/// The percentiles of `wakeups`' lateness.
+pub fn summarise_wakeups<'a>(wakeups: impl IntoIterator<Item = &'a Wakeup>) -> LatencySummary {
+    let mut hist = new_ns_histogram();
+    for w in wakeups {
+        // Within the histogram's bounds by construction (1 ns .. 100 s, saturating).
+        hist.saturating_record(w.late_ns.max(1));
+    }
+    summarise_ns(&hist)
+}
+
+fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Vec<Wakeup>> {
     if let Some(cpu) = cfg.cpu {
         pin_to_cpu(cpu)?;
     }
@@ -77,12 +100,16 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
 
     let period_ns = cfg.period.as_nanos() as u64;
     let work_ns = cfg.work.as_nanos() as u64;
-    let mut hist = new_ns_histogram();
+    // Bounded by the caller's sample count, allocated up front so the loop does not.
+    let mut wakeups = Vec::with_capacity(cfg.samples as usize);
     let mut next = now_ns() + period_ns;
     for _ in 0..cfg.samples {
         sleep_until_ns(next);
         let late = now_ns().saturating_sub(next);
-        hist.record(late.max(1)).context("recording a latency")?;
+        wakeups.push(Wakeup {
+            deadline_ns: next,
+            late_ns: late,
+        });
         burn_cpu_ns(work_ns);
         next += period_ns;
         // After a stall longer than a period, restart the grid instead of
@@ -96,7 +123,7 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<LatencySummary> {
     if let Some(class) = class {
         class.remove(current_tid())?;
     }
-    Ok(summarise_ns(&hist))
+    Ok(wakeups)
 }
 
 pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {

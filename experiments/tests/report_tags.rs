@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mq_report::{demo, modes, pony, sched, upgrade, Tagged};
+use mq_report::{demo, efficiency, idle, modes, pony, sched, upgrade, Tagged};
 
 #[test]
 fn each_report_tag_names_its_binary() {
@@ -17,6 +17,11 @@ fn each_report_tag_names_its_binary() {
             env!("CARGO_BIN_EXE_mq-bench-upgrade"),
             upgrade::Report::TAG.program,
         ),
+        (
+            env!("CARGO_BIN_EXE_mq-bench-efficiency"),
+            efficiency::Report::TAG.program,
+        ),
+        (env!("CARGO_BIN_EXE_mq-bench-idle"), idle::Report::TAG.program),
     ] {
         assert_eq!(Path::new(exe).file_name().unwrap(), program, "{exe}");
     }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `scx_microquanta`: loads the MicroQuanta BPF scheduler (`bpf/main.bpf.c`),
-//! pins its class map, reports counters, and detaches cleanly on Ctrl-C.
+//! pins its class map, serves its statistics (`scx_stats`), and detaches
+//! cleanly on Ctrl-C; with `--monitor`, reads those of the running one.
 //!
 //! If the kernel ejects the scheduler (watchdog stall, BPF error, SysRq-S),
 //! every task falls back to the fair class on its own; we print the kernel's
@@ -11,7 +12,7 @@ mod bpf_skel;
 mod stats;
 
 use std::mem::MaybeUninit;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use mq_class::{sysfs, Class, SchedExtState, GROUPS_MAP_PIN, PIN_DIR, TASKS_MAP_P
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
 
 use bpf_skel::{BpfSkel, BpfSkelBuilder};
+use stats::serve::Server as StatsServer;
 use stats::{Report, StatsReader};
 
 /// scx_microquanta: Snap's MicroQuanta scheduling class as a sched_ext scheduler.
@@ -70,9 +72,14 @@ struct Opts {
     stats: Option<f64>,
 
     /// Do not load a scheduler: print the statistics of the running one every
-    /// SECS seconds.
+    /// SECS seconds (an `scx_stats` client of its --stats-socket).
     #[arg(long, value_name = "SECS", conflicts_with = "stats")]
     monitor: Option<f64>,
+
+    /// The UNIX socket on which the scheduler serves its statistics
+    /// (`scx_stats`) and which --monitor reads.
+    #[arg(long, value_name = "PATH", default_value = stats::DEFAULT_SOCKET)]
+    stats_socket: PathBuf,
 
     /// Print statistics as JSON lines instead of text (with --stats or
     /// --monitor).
@@ -202,8 +209,9 @@ fn log_verified_insns(skel: &BpfSkel<'_>) {
 struct Scheduler<'obj> {
     skel: BpfSkel<'obj>,
     struct_ops: Option<libbpf_rs::Link>,
-    class: Class,
-    stats: StatsReader,
+    class: Arc<Class>,
+    stats: Arc<StatsReader>,
+    stats_server: Option<StatsServer>,
 }
 
 impl<'obj> Scheduler<'obj> {
@@ -274,25 +282,23 @@ impl<'obj> Scheduler<'obj> {
             &Groups::from_handle(MapHandle::try_from(&skel.maps.mq_groups)?),
             opts,
         )?;
-        // Statistics maps are pinned for `--monitor`; a stale pin from a killed
-        // instance is replaced.
-        for (map, pin) in [
-            (&mut skel.maps.stats, stats::STATS_PIN),
-            (&mut skel.maps.hists, stats::HISTS_PIN),
-        ] {
-            let _ = std::fs::remove_file(pin);
-            map.pin(pin).with_context(|| format!("pinning {pin}"))?;
-        }
-        let stats = StatsReader::new(
+        let stats = Arc::new(StatsReader::new(
             MapHandle::try_from(&skel.maps.stats)?,
             MapHandle::try_from(&skel.maps.hists)?,
-        );
-        let class = Class::open()?;
+        ));
+        let class = Arc::new(Class::open()?);
         let pruned = class.prune_exited()?;
         if pruned > 0 {
             info!("dropped {pruned} class members whose threads exited while no scheduler ran");
         }
 
+        let members = class.clone();
+        let stats_server = StatsServer::launch(
+            &opts.stats_socket,
+            stats.clone(),
+            move || members.list().len(),
+            stats.snapshot()?,
+        )?;
         let struct_ops = Some(scx_ops_attach!(skel, microquanta_ops)?);
         info!(
             "scx_microquanta attached: {} CPUs, period {} µs, runtime {} µs, {} class members",
@@ -306,6 +312,7 @@ impl<'obj> Scheduler<'obj> {
             struct_ops,
             class,
             stats,
+            stats_server: Some(stats_server),
         })
     }
 
@@ -327,47 +334,20 @@ impl<'obj> Scheduler<'obj> {
         }
         // Dropping the link detaches: every task goes back to the fair class.
         self.struct_ops.take();
-        for pin in [stats::STATS_PIN, stats::HISTS_PIN] {
-            let _ = std::fs::remove_file(pin);
-        }
+        self.stats_server.take();
         uei_report!(&self.skel, uei)
     }
 }
 
-fn print_report(report: &Report, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
+/// Prints one report on stdout; an error (such as a closed pipe) is returned, not a panic.
+fn print_report(report: &Report, json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let line = if json {
+        serde_json::to_string(report)?
     } else {
-        println!("{}", report.format());
-    }
-    Ok(())
-}
-
-/// `--monitor`: report on the running instance through its pinned maps.
-fn monitor(opts: &Opts, secs: f64, shutdown: &AtomicBool) -> Result<()> {
-    if !sysfs::microquanta_loaded() {
-        bail!(
-            "no scx_microquanta is running (sched_ext state: {:?})",
-            sysfs::state()
-        );
-    }
-    let reader = StatsReader::open_pinned()?;
-    let class = Class::open()?;
-    let interval = Duration::from_secs_f64(secs);
-    let mut last = reader.snapshot()?;
-    while !shutdown.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if !sysfs::microquanta_loaded() {
-            bail!("scx_microquanta is no longer running");
-        }
-        let now = reader.snapshot()?;
-        if now.age_since(&last) < interval {
-            continue;
-        }
-        print_report(&Report::between(&last, &now, class.list().len()), opts.stats_json)?;
-        last = now;
-    }
-    Ok(())
+        report.format()
+    };
+    writeln!(std::io::stdout().lock(), "{line}")
 }
 
 /// Writes this run's budget into the default group's slot, after checking that the groups
@@ -454,7 +434,12 @@ fn main() -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
     if let Some(secs) = opts.monitor {
-        return monitor(&opts, secs, &shutdown);
+        return stats::monitor::run(
+            &opts.stats_socket,
+            secs,
+            |report| print_report(report, opts.stats_json),
+            &shutdown,
+        );
     }
     preflight()?;
 

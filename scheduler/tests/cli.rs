@@ -65,6 +65,66 @@ fn monitor_without_a_running_scheduler_says_so() {
 }
 
 #[test]
+fn monitor_names_the_socket_nothing_serves() {
+    let path = std::env::temp_dir().join(format!("mq-cli-nothing-{}/stats", std::process::id()));
+    let out = run(
+        env!("CARGO_BIN_EXE_scx_microquanta"),
+        &["--monitor", "1", "--stats-socket", path.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("no scx_microquanta is running") && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
+}
+
+/// What another sched_ext scheduler serves on the shared socket.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, scx_stats_derive::Stats)]
+#[stat(top)]
+struct OtherSchedulerMetrics {
+    #[stat(desc = "a counter of another scheduler")]
+    nr_dispatched: u64,
+}
+
+#[test]
+fn monitor_refuses_a_server_of_another_layout() {
+    use scx_stats::prelude::*;
+    let dir = std::env::temp_dir().join(format!("mq-cli-other-{}", std::process::id()));
+    let path = dir.join("stats");
+    let _server = StatsServer::<(), ()>::new(
+        StatsServerData::new()
+            .add_meta(OtherSchedulerMetrics::meta())
+            .add_stats(
+                "top",
+                Box::new(|_, _| OtherSchedulerMetrics { nr_dispatched: 1 }.to_json()),
+            ),
+    )
+    .set_path(&path)
+    .launch()
+    .expect("a real scx_stats server on a socket of our own");
+    let out = run(
+        env!("CARGO_BIN_EXE_scx_microquanta"),
+        &[
+            "--monitor",
+            "0.2",
+            "--stats-json",
+            "--stats-socket",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success(), "it must not print another layout as ours");
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a compatible scx_microquanta") && err.contains("no `Report`"),
+        "{err}"
+    );
+    drop(_server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn mqctl_without_a_scheduler_explains_what_to_start() {
     if sysfs::microquanta_loaded() {
         return;

@@ -379,3 +379,145 @@ fn class_threads_sharing_a_cpu_round_robin_at_the_slice() {
     }
     sched.stop().unwrap();
 }
+
+/// One line of a child's stdout within `timeout` (a TCG guest is slow), or a panic.
+fn first_line(child: &mut std::process::Child, timeout: Duration) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::io::BufReader::new(stdout).lines().next());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Some(Ok(line))) => line,
+        other => panic!("no line from the monitor: {other:?}"),
+    }
+}
+
+fn monitor(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(SCHEDULER)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("scx_microquanta --monitor starts")
+}
+
+fn sigint_and_wait(mut child: std::process::Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "--monitor exited with {status} on SIGINT");
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn scx_stats_clients_read_the_running_scheduler_and_monitor_prints() {
+    use scx_stats::prelude::*;
+    let _serial = sched_ext_host();
+    let sched = start(&[]);
+
+    // A plain scx_stats client on the default socket, as any scx tool would connect.
+    let mut client = StatsClient::new()
+        .connect(Some(10_000))
+        .expect("the running scheduler serves scx_stats' default socket");
+    let first: serde_json::Value = client.request("stats", vec![]).unwrap();
+    for key in ["interval_s", "class_members", "totals", "cpus"] {
+        assert!(first.get(key).is_some(), "no `{key}` in {first}");
+    }
+    let cpus_reported = first["cpus"].as_array().unwrap();
+    assert!(cpus_reported.len() >= cpus(), "{first}");
+    for key in [
+        "mq_share",
+        "throttles",
+        "kicks",
+        "wakeups",
+        "wake_p99_us",
+        "overrun_max_us",
+        "yields",
+    ] {
+        assert!(
+            cpus_reported[0].get(key).is_some(),
+            "no `cpus[0].{key}` in {first}"
+        );
+    }
+    let meta: serde_json::Value = client.request("stats_meta", vec![]).unwrap();
+    assert_eq!(meta["Report"]["top"], "true", "{meta}");
+
+    // The raw request docs/MICROQUANTA.md shows: one JSON line each way.
+    {
+        use std::io::{BufRead, Write};
+        let mut raw = std::os::unix::net::UnixStream::connect("/var/run/scx/root/stats").unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        raw.write_all(b"{\"req\":\"stats\",\"args\":{}}\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(raw).read_line(&mut line).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["errno"], 0, "{line}");
+        assert!(answer["args"]["resp"]["cpus"].is_array(), "{line}");
+    }
+
+    // Class wakeups next to normal work: the next interval's counters must show them.
+    {
+        let _hogs = Hogs::start(cpus(), None).unwrap();
+        let mq = measure(WakeupConfig {
+            period: Duration::from_millis(1),
+            samples: 200,
+            class: ThreadClass::MicroQuanta,
+            work: Duration::from_micros(100),
+            cpu: None,
+        })
+        .unwrap();
+        assert_eq!(mq.samples, 200);
+    }
+    let second: serde_json::Value = client.request("stats", vec![]).unwrap();
+    let totals = &second["totals"];
+    let count = |key: &str| {
+        totals[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("totals.{key} in {second}"))
+    };
+    // Each sample is a class wakeup unless a stall made the thread late past its next
+    // deadline (it then does not sleep): at least half must show, none without the class.
+    assert!(count("mq_enqueue") >= 100, "{second}");
+    assert!(count("normal_dispatch") + count("normal_direct") > 0, "{second}");
+    let wakeups: u64 = second["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["wakeups"].as_u64().unwrap())
+        .sum();
+    assert!(wakeups >= 100, "class wakeups measured per CPU: {second}");
+    let mq_share: f64 = second["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mq_share"].as_f64().unwrap())
+        .sum();
+    assert!(mq_share > 0.0, "{second}");
+
+    // `--monitor` (a separate process, an scx_stats client) prints JSON and text.
+    let mut json = monitor(&["--monitor", "0.5", "--stats-json"]);
+    let line = first_line(&mut json, Duration::from_secs(30));
+    sigint_and_wait(json);
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        report["cpus"].as_array().is_some_and(|c| c.len() >= cpus()),
+        "{line}"
+    );
+    // The benchmark's reader of this line (`cargo xtask bench sched`) takes it as it is.
+    mq_experiments::sched_bench::sched_stats::enforcement_from_report(&line, 0)
+        .expect("mq-bench-sched parses --monitor's JSON");
+    let interval = report["interval_s"].as_f64().unwrap();
+    assert!(
+        (0.4..5.0).contains(&interval),
+        "a report covers --monitor's interval: {line}"
+    );
+    let mut text = monitor(&["--monitor", "0.5"]);
+    let line = first_line(&mut text, Duration::from_secs(30));
+    sigint_and_wait(text);
+    assert!(line.starts_with("mq[threads="), "{line}");
+
+    sched.stop().unwrap();
+    let err = StatsClient::new().connect(None).err();
+    assert!(err.is_some(), "the socket is gone with the scheduler");
+}

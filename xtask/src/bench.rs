@@ -1,21 +1,29 @@
 //! `cargo xtask bench`: benchmarks that run one of our measurement programs in the sched_ext
-//! VM (and, for `modes` and `pony`, natively too; `upgrade` natively only), and turn its
+//! VM (and, for `modes` and `pony`, natively too; `upgrade`, `efficiency` and `idle` natively
+//! only), and turn its
 //! machine-readable report into files under `target/experiments/<name>/` (JSON for tools,
 //! markdown and SVG plots for people).
 //!
 //! Each benchmark is a nested subcommand with its own module, so that the command line,
 //! the output folder and the report of one benchmark stay independent of the others.
 
+/// `cargo xtask bench efficiency`: the library-OS baseline vs Snap's modes, natively.
+pub mod efficiency;
+mod efficiency_plot;
+/// `cargo xtask bench idle`: spreading vs dedicated with idle states allowed vs polling.
+pub mod idle;
+mod idle_plot;
 /// `cargo xtask bench modes`: the scheduling modes natively and in the VM.
 pub mod modes;
 mod modes_plot;
+mod mqland_report;
 /// `cargo xtask bench pipeline`: what each pipeline stage adds to Pony's round trip.
 pub mod pipeline;
 mod pipeline_plot;
-mod plot;
+pub(crate) mod plot;
 /// `cargo xtask bench pony`: Pony Express vs Linux TCP natively (veth) and in the VM.
 pub mod pony;
-mod pony_plot;
+pub(crate) mod pony_plot;
 mod report;
 /// `record` turns `mq-bench-sched`'s output into the files and tables; `cargo xtask demo`
 /// runs it in its own boot and reports through the same code.
@@ -65,6 +73,15 @@ enum BenchCmd {
     /// blackout and brownout per engine, the apps' view over time, exact lost, duplicated
     /// and reordered counts; natively only (runs `mq-bench-upgrade`).
     Upgrade(upgrade::UpgradeArgs),
+    /// CPU efficiency: N apps (1, 2, 4, 8) at low, medium and high load with the Pony stack
+    /// linked into each app and spinning there (the library-OS baseline) against one
+    /// snap-host in dedicated, spreading and compacting mode: the stack's cores, p50/p99,
+    /// the target (compacting ≤ 0.25x the baseline's cores at ≤ 2x its p99, 8 apps, low
+    /// load); natively only, as root (runs `mq-bench-efficiency`).
+    Efficiency(efficiency::EfficiencyArgs),
+    /// Spreading vs dedicated engines' round trips with idle CPUs allowed to enter their
+    /// idle states vs kept polling (cpuidle), natively only, as root (runs `mq-bench-idle`).
+    Idle(idle::IdleArgs),
 }
 
 pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
@@ -74,5 +91,7 @@ pub fn run(ctx: &Ctx, args: &BenchArgs) -> Result<()> {
         BenchCmd::Pony(args) => pony::run(ctx, args),
         BenchCmd::Pipeline(args) => pipeline::run(ctx, args),
         BenchCmd::Upgrade(args) => upgrade::run(ctx, args),
+        BenchCmd::Efficiency(args) => efficiency::run(ctx, args),
+        BenchCmd::Idle(args) => idle::run(ctx, args),
     }
 }

@@ -1,11 +1,14 @@
 //! `cargo xtask demo`: the headline measurement. Boots the sched_ext kernel, runs `mq-demo`
 //! (experiments/), and turns its final `MQ_DEMO_JSON {...}` line into
-//! `target/demo/summary.json` plus a table of wakeup latencies under EEVDF, as a normal task
-//! under microquanta, and as a microquanta engine. In the same boot it then runs two quick
+//! `target/demo/summary.json` plus a table of wakeup latencies under EEVDF, SCHED_FIFO, as a
+//! normal task under microquanta, and as a microquanta engine, pooled over interleaved rounds,
+//! with the per-round p99 ratios' median and spread, with and without the wakeups an emulator
+//! stall hit (`mq_experiments::rounds`). In the same boot it then runs two quick
 //! benchmarks and reports each through the code of its `cargo xtask bench` command:
 //!
-//! 1. `mq-bench-sched --quick`, like `cargo xtask bench sched` ([`sched::record`]): its latency
-//!    and conformance tables, files in `target/experiments/sched/`;
+//! 1. `mq-bench-sched --quick --rounds 0` (its rounds phase would repeat mq-demo), like
+//!    `cargo xtask bench sched` ([`sched::record`]): its latency and conformance tables, files
+//!    in `target/experiments/sched/`;
 //! 2. `mq-bench-modes --quick --loads 10,50` with `scx_microquanta` loaded, as the VM half of
 //!    `cargo xtask bench modes` ([`modes::guest_script`], [`modes::read_guest_run`],
 //!    [`modes::record`]): a compact table of Snap's engine modes (p50/p99, ops/s, cores per
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mq_report::demo::{self, POLICIES};
+use mq_report::rounds::Spread;
 use mq_report::{LatencySummary, Tagged};
 use serde::Deserialize;
 use serde_json::Value;
@@ -297,11 +301,45 @@ pub fn render_table(summary: &Summary) -> String {
         _ => "-".into(),
     };
     out.push_str(&format!(
-        "p99 ratio normal/microquanta: {}   eevdf/microquanta: {}\n",
+        "pooled p99 ratio normal/microquanta: {}   eevdf/microquanta: {}   fifo/microquanta: {}\n",
         ratio(demo::NORMAL),
-        ratio(demo::EEVDF)
+        ratio(demo::EEVDF),
+        ratio(demo::FIFO)
     ));
+    let r = &summary.report;
+    if !r.rounds.is_empty() {
+        let rounds = r.rounds.iter().map(|row| row.round).max().map_or(0, |m| m + 1);
+        out.push_str(&format!(
+            "per-round p99 ratio ({rounds} interleaved rounds; median, min-max):\n"
+        ));
+        let clean = r.stalls.as_ref();
+        out.push_str(&format!(
+            "  eevdf/microquanta {}   without stalled wakeups {}\n",
+            spread(r.p99_ratio_eevdf_over_microquanta),
+            spread(clean.and_then(|s| s.p99_ratio_eevdf_over_microquanta_without_stalls)),
+        ));
+        out.push_str(&format!(
+            "  fifo/microquanta  {}   without stalled wakeups {}\n",
+            spread(r.p99_ratio_fifo_over_microquanta),
+            spread(clean.and_then(|s| s.p99_ratio_fifo_over_microquanta_without_stalls)),
+        ));
+    }
+    if let Some(s) = &r.stalls {
+        let stalled: u64 = r.rounds.iter().map(|row| row.stalled_samples).sum();
+        out.push_str(&format!(
+            "emulator stalls (probe >= {} µs late): {} during the measurements, longest {:.0} µs, \
+             {stalled} wakeups hit; probe p99 {:.0} µs\n",
+            s.threshold_us, s.events, s.longest_us, s.probe.p99
+        ));
+    }
     out
+}
+
+/// `12.3x (4.0-20.1x)`, or `-` when no round had both policies.
+fn spread(s: Option<Spread>) -> String {
+    s.map_or("-".into(), |s| {
+        format!("{:.1}x ({:.1}-{:.1}x)", s.median, s.min, s.max)
+    })
 }
 
 #[cfg(test)]
@@ -333,11 +371,61 @@ mod tests {
         let rows: Vec<&str> = table.lines().collect();
         assert!(rows[0].contains("accel tcg"));
         assert!(rows[2].starts_with("eevdf") && rows[2].contains("7000.0"));
-        assert!(rows[4].starts_with("microquanta") && rows[4].contains("1000"));
+        assert!(rows[3].starts_with("fifo") && rows[3].contains("  -"), "{table}");
+        assert!(rows[5].starts_with("microquanta") && rows[5].contains("1000"));
         assert!(table.contains("normal/microquanta: 30.0x"));
         assert!(table.contains("eevdf/microquanta: 35.0x"));
         // The TCG note comes once, at the very end of the demo (`closing`).
         assert!(!table.contains("TCG"));
+        // A report without rounds (an older mq-demo) prints no rounds lines.
+        assert!(!table.contains("per-round"), "{table}");
+    }
+
+    #[test]
+    fn table_prints_the_median_and_spread_of_the_rounds_and_the_stalls() {
+        let mut v = extract_summary(OUTPUT).unwrap();
+        v["accel"] = "tcg".into();
+        let row = |round: usize, policy: &str, p99: f64, stalled: u64| {
+            serde_json::json!({"round": round, "policy": policy, "p50": 1.0, "p99": p99,
+                "max": p99, "samples": 400, "stalled_samples": stalled,
+                "p99_without_stalls": p99 / 2.0})
+        };
+        v["rounds"] = serde_json::json!([
+            row(0, "eevdf", 4000.0, 0),
+            row(0, "microquanta", 200.0, 3),
+            row(1, "eevdf", 3000.0, 1),
+            row(1, "microquanta", 300.0, 0),
+        ]);
+        let spread = |median: f64, min: f64, max: f64| serde_json::json!({"median": median, "min": min, "max": max, "rounds": 2});
+        v["p99_ratio_eevdf_over_microquanta"] = spread(15.0, 10.0, 20.0);
+        v["p99_ratio_fifo_over_microquanta"] = spread(0.9, 0.8, 1.0);
+        v["stalls"] = serde_json::json!({"rule": "r", "probe_interval_us": 1500,
+            "threshold_us": 1000, "events": 2, "longest_us": 3800.0, "listed": [],
+            "probe": {"p50": 40.0, "p90": 80.0, "p99": 250.0, "max": 3800.0, "samples": 9000},
+            "p99_ratio_eevdf_over_microquanta_without_stalls": spread(16.0, 12.0, 21.0),
+            "p99_ratio_fifo_over_microquanta_without_stalls": null});
+        let table = render_table(&serde_json::from_value(v).unwrap());
+        assert!(
+            table.contains("per-round p99 ratio (2 interleaved rounds; median, min-max):"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "eevdf/microquanta 15.0x (10.0-20.0x)   without stalled wakeups 16.0x (12.0-21.0x)"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("fifo/microquanta  0.9x (0.8-1.0x)   without stalled wakeups -"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "emulator stalls (probe >= 1000 µs late): 2 during the measurements, longest 3800 µs, \
+                 4 wakeups hit; probe p99 250 µs"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the VM's shell and init"),
     ("cpio", "packs the VM's initramfs"),
     ("stress-ng", "CPU interference in experiments"),
+    ("chromium", "checks the experiments report (headless)"),
     ("rt-tests", "cyclictest"),
     ("util-linux", "taskset, chrt"),
     ("sockperf", "network latency experiments"),

@@ -1,5 +1,5 @@
 //! `cargo xtask`: the project's developer commands (dependencies, the sched_ext kernel, the
-//! qemu VM, the test suite, the demo, the benchmarks and the soak), written in Rust so they need nothing
+//! qemu VM, the test suite, the demo, the benchmarks, the experiments' report and the soak), written in Rust so they need nothing
 //! but cargo and behave the same on a laptop and in CI.
 
 mod accel;
@@ -8,6 +8,7 @@ mod bench;
 mod cargo;
 mod demo;
 mod deps;
+mod experiments;
 mod initramfs;
 mod kernel;
 mod logscan;
@@ -58,6 +59,10 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Run a benchmark in a VM; write its results under target/experiments/.
     Bench(bench::BenchArgs),
+    /// Run every experiment of the Snap paper (natively, and in one VM boot where sched_ext
+    /// is needed) and write the report: target/experiments/report/ (index.html, report.md,
+    /// summary.json), checked in headless Chromium.
+    Experiments(experiments::ExperimentsArgs),
     /// Soak Pony between two hosts over veth with faults injected, then summarise (root).
     Soak(soak::SoakArgs),
 }
@@ -114,6 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Test(args) => test::run(&ctx, &args)?,
         Cmd::Demo(args) => demo::run(&ctx, &args)?,
         Cmd::Bench(args) => bench::run(&ctx, &args)?,
+        Cmd::Experiments(args) => experiments::run(&ctx, &args)?,
         Cmd::Soak(args) => soak::run(&ctx, &args)?,
     }
     Ok(ExitCode::SUCCESS)

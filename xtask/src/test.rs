@@ -1,12 +1,15 @@
 //! `cargo xtask test`: everything CI checks, in order, failing fast: formatting, clippy, the
 //! host test suite, the loom models of our lock-free code, then the sched_ext integration tests
-//! in one VM on a sched_ext kernel.
+//! in a VM on a sched_ext kernel.
 //!
 //! Integration tests that need sched_ext follow a naming convention
 //! (`<crate>/tests/sched_ext*.rs`). On the host they skip themselves (`#[ignore = "..."]`,
 //! or by checking for sched_ext); in the VM they run with `--include-ignored` and
 //! `MQ_REQUIRE_SCHED_EXT=1`, so that a missing sched_ext is a failure, not a skip.
-//! One VM runs them all, because a TCG boot costs seconds and the tests take minutes.
+//! One 2-vCPU VM runs them all, because a TCG boot costs seconds and the tests take minutes,
+//! except `<crate>/tests/sched_ext_smp*.rs`: a second boot with 4 vCPUs runs those, the
+//! multi-CPU checks. Last, `cargo xtask experiments --quick` runs (its own boot) and its
+//! report is checked.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +22,17 @@ use crate::{kernel, sys, vm, Ctx};
 
 /// Integration test targets whose name starts with this run in the VM.
 const SCHED_EXT_PREFIX: &str = "sched_ext";
-/// The whole VM stage; TCG on 2 cores is slow, but the suite must stay well under 40 min.
+/// Of those, targets whose name starts with this run in a second boot with [`SMP_CPUS`]
+/// vCPUs: the scheduler's behaviour beyond 2 CPUs, kept to a few minutes (a 4-vCPU TCG guest
+/// on a 2-core CI machine runs at half speed).
+const SMP_PREFIX: &str = "sched_ext_smp";
+const MAIN_CPUS: u32 = 2;
+const SMP_CPUS: u32 = 4;
+const _: () = assert!(
+    SMP_CPUS > MAIN_CPUS,
+    "the SMP boot has more CPUs than the main one"
+);
+/// Each VM boot; TCG on 2 cores is slow, but the suite must stay well under 40 min.
 const VM_TIMEOUT_SECS: u64 = 1500;
 const SUMMARY_TAG: &str = "MQ_TEST_SUMMARY";
 
@@ -43,6 +56,13 @@ pub struct TestArgs {
     /// every sched_ext test executable).
     #[arg(long, value_name = "SUBSTRING")]
     pub filter: Option<String>,
+    /// Do not run `cargo xtask experiments --quick` and check its report (the last step).
+    #[arg(long)]
+    pub skip_experiments: bool,
+    /// Hold an exclusive flock on this file during each VM boot only (as `cargo xtask
+    /// experiments --vm-lock`), so that runs sharing one machine take turns at the VM.
+    #[arg(long, value_name = "PATH")]
+    pub vm_lock: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
@@ -81,32 +101,69 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
     } else {
         kernel::ensure(args.kernel.clone())?
     };
+    let (smp, main) = split_smp(tests);
+    for (cpus, tests) in [(MAIN_CPUS, main), (SMP_CPUS, smp)] {
+        if !tests.is_empty() {
+            boot(ctx, args, &kernel, native, cpus, &tests)?;
+        }
+    }
+    if !args.vm_only && !args.skip_experiments {
+        quick_experiments(ctx, args)?;
+    }
+    println!("test: all passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// One VM (or the host, `native`) with `cpus` vCPUs running `tests`; fails if any failed.
+fn boot(
+    ctx: &Ctx,
+    args: &TestArgs,
+    kernel: &kernel::Kernel,
+    native: bool,
+    cpus: u32,
+    tests: &[Artifact],
+) -> Result<()> {
+    println!(
+        "test: sched_ext boot with {cpus} vCPUs: {}",
+        tests
+            .iter()
+            .map(|t| t.target_name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let spec = vm::VmSpec {
-        cpus: 2,
+        cpus,
         // The initramfs carries every debug binary of the workspace and the test
-        // executables (~760 MiB unpacked): with 2 GiB the kernel cannot hold the image and
-        // its unpacked files at once and drops files ("Initramfs unpacking failed").
-        mem_mib: 4096,
+        // executables (~1.5 GiB since the two schedulers' test and bench binaries): the
+        // kernel holds the image and its unpacked files at once, and with 4 GiB it dropped
+        // files ("Initramfs unpacking failed"). The host has 24 GiB.
+        mem_mib: 8192,
         accel: args.accel,
         timeout: Duration::from_secs(VM_TIMEOUT_SECS),
-        kernel: &kernel,
+        kernel,
         bin_dirs: vec![ctx.ws.target_dir.join("debug")],
         extra_files: tests.iter().map(|t| t.executable.clone()).collect(),
         env: vec![
             ("MQ_REQUIRE_SCHED_EXT".into(), "1".into()),
             ("RUST_BACKTRACE".into(), "1".into()),
         ],
-        script: script(&tests, args.filter.as_deref()),
-        allow_log_patterns: Vec::new(),
+        script: script(tests, args.filter.as_deref()),
+        // scx_mqland's decisions are taken by its process: killed (its sched_ext test does
+        // that on purpose), nothing dispatches until the kernel's watchdog ejects it, and
+        // the kernel logs that as a stall. Its other tests check that it keeps running and
+        // detaches cleanly themselves.
+        allow_log_patterns: vec!["mqland_".into()],
         native,
     };
+    let lock = args.vm_lock.as_deref().map(vm::lock).transpose()?;
     let outcome = vm::run(ctx, &spec)?;
+    drop(lock);
     let (_, failed_executables) =
         parse_summary(&outcome.output).context("the test script printed no summary (it died early?)")?;
     let totals = libtest_totals(&outcome.output);
     println!(
-        "sched_ext tests: {} passed, {} failed ({} ignored; {failed_executables} of {} executables \
-         failed; {}, {})",
+        "sched_ext tests ({cpus} vCPUs): {} passed, {} failed ({} ignored; {failed_executables} of \
+         {} executables failed; {}, {})",
         totals.passed,
         totals.failed,
         totals.ignored,
@@ -115,9 +172,47 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
         outcome.kernel_release
     );
     if failed_executables > 0 || outcome.exit_status != 0 {
-        bail!("sched_ext tests failed (exit status {})", outcome.exit_status);
+        bail!(
+            "sched_ext tests failed in the {cpus}-vCPU boot (exit status {})",
+            outcome.exit_status
+        );
     }
-    println!("test: all passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `(smp, rest)`: the `sched_ext_smp*` executables, which need the bigger guest, and the others.
+pub fn split_smp(tests: Vec<Artifact>) -> (Vec<Artifact>, Vec<Artifact>) {
+    tests
+        .into_iter()
+        .partition(|t| t.target_name.starts_with(SMP_PREFIX))
+}
+
+/// `cargo xtask experiments --quick` (its own VM boot; the report loaded in headless
+/// Chromium), then the report's structure: every experiment ran and produced rows.
+fn quick_experiments(ctx: &Ctx, args: &TestArgs) -> Result<()> {
+    println!("test: cargo xtask experiments --quick");
+    let t = Instant::now();
+    let run = crate::experiments::run(
+        ctx,
+        &crate::experiments::ExperimentsArgs {
+            quick: true,
+            only: None,
+            kernel: args.kernel.clone(),
+            accel: args.accel,
+            timeout_secs: 900,
+            debug_build: false,
+            no_browser: false,
+            vm_lock: args.vm_lock.clone(),
+        },
+    );
+    let dir = crate::experiments::output_dir(ctx);
+    // The structure is checked even when an experiment failed: that message names them all.
+    crate::experiments::check_report(&dir).context("the experiments report")?;
+    run.context("cargo xtask experiments --quick")?;
+    println!(
+        "test: experiments --quick passed in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -242,6 +337,19 @@ mod tests {
             is_test,
             executable: PathBuf::from(exe),
         }
+    }
+
+    #[test]
+    fn smp_tests_get_their_own_boot() {
+        let all = vec![
+            artifact("sched_ext", "test", true, "/t/deps/sched_ext-1"),
+            artifact("sched_ext_smp", "test", true, "/t/deps/sched_ext_smp-2"),
+            artifact("sched_ext_bench", "test", true, "/t/deps/sched_ext_bench-3"),
+        ];
+        let (smp, main) = split_smp(all);
+        let names = |v: &[Artifact]| v.iter().map(|a| a.target_name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&smp), ["sched_ext_smp"]);
+        assert_eq!(names(&main), ["sched_ext", "sched_ext_bench"]);
     }
 
     #[test]

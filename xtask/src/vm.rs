@@ -446,7 +446,7 @@ pub fn new_nonce() -> String {
 }
 
 /// An exclusive lock on `path`, held until the returned file is dropped.
-fn lock(path: &Path) -> Result<std::fs::File> {
+pub(crate) fn lock(path: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is involved.

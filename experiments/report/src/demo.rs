@@ -1,10 +1,13 @@
 //! `mq-demo`'s report: the wakeup latency of a periodic thread that burns CPU after each
-//! wakeup, next to CPU hogs, three ways in one boot.
+//! wakeup, next to CPU hogs, four ways in one boot, measured in interleaved rounds.
 //!
 //! ```text
 //! kernel: str, cpus: int, period_us: int, work_us: int, hogs: int,
 //! scheduler_args: [str]            scx_microquanta's arguments (bandwidth first)
-//! wakeup_latency_us: {eevdf|normal|microquanta: {p50, p90, p99, max: µs, samples: int}}
+//! wakeup_latency_us: {eevdf|fifo|normal|microquanta: {p50, p90, p99, max: µs, samples: int}}
+//!                                  pooled over all rounds
+//! rounds, p99_ratio_eevdf_over_microquanta, p99_ratio_fifo_over_microquanta, stalls,
+//! scheduler_cycle_ms               see [`crate::rounds`]
 //! ```
 //!
 //! `cargo xtask demo` stores it in `target/demo/summary.json` with `accel` (how qemu runs the
@@ -14,16 +17,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rounds::{RoundRow, Spread, Stalls};
 use crate::{LatencySummary, Tag, Tagged};
 
 /// Keys of [`Report::wakeup_latency_us`]: no BPF scheduler (the kernel's own baseline),
-/// scx_microquanta loaded with the thread left in the fair share, and with the thread in
-/// the class.
+/// SCHED_FIFO with no BPF scheduler (the emulator's floor), scx_microquanta loaded with the
+/// thread left in the fair share, and with the thread in the class.
 pub const EEVDF: &str = "eevdf";
+pub const FIFO: &str = "fifo";
 pub const NORMAL: &str = "normal";
 pub const MICROQUANTA: &str = "microquanta";
-/// The keys in the order the demo measures them.
-pub const POLICIES: [&str; 3] = [EEVDF, NORMAL, MICROQUANTA];
+/// The keys in the order each round measures them.
+pub const POLICIES: [&str; 4] = [EEVDF, FIFO, NORMAL, MICROQUANTA];
 
 /// Everything one `mq-demo` run measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,8 +43,23 @@ pub struct Report {
     pub hogs: usize,
     /// The arguments scx_microquanta runs with.
     pub scheduler_args: Vec<String>,
-    /// Per policy ([`POLICIES`]).
+    /// Per policy ([`POLICIES`]), pooled over the rounds.
     pub wakeup_latency_us: BTreeMap<String, LatencySummary>,
+    /// Per round and policy.
+    #[serde(default)]
+    pub rounds: Vec<RoundRow>,
+    /// Per-round EEVDF p99 / MicroQuanta p99.
+    #[serde(default)]
+    pub p99_ratio_eevdf_over_microquanta: Option<Spread>,
+    /// Per-round SCHED_FIFO p99 / MicroQuanta p99 (below 1: FIFO sooner).
+    #[serde(default)]
+    pub p99_ratio_fifo_over_microquanta: Option<Spread>,
+    /// The emulator stalls the probe saw, and the ratios without the wakeups they hit.
+    #[serde(default)]
+    pub stalls: Option<Stalls>,
+    /// Median time to load, settle and unload the scheduler once (a round's overhead).
+    #[serde(default)]
+    pub scheduler_cycle_ms: Option<f64>,
 }
 
 impl Tagged for Report {
@@ -65,9 +85,23 @@ mod tests {
             scheduler_args: vec!["--period-us=1000".into(), "--runtime-us=500".into()],
             wakeup_latency_us: POLICIES
                 .iter()
-                .zip([900.0, 800.0, 50.0])
+                .zip([900.0, 40.0, 800.0, 50.0])
                 .map(|(p, p50)| (p.to_string(), latency(p50)))
                 .collect(),
+            rounds: vec![crate::rounds::RoundRow {
+                round: 0,
+                policy: EEVDF.into(),
+                p50: 900.0,
+                p99: 3600.0,
+                max: 7200.0,
+                samples: 400,
+                stalled_samples: 1,
+                p99_without_stalls: Some(3000.0),
+            }],
+            p99_ratio_eevdf_over_microquanta: Spread::of(&[12.0, 8.0, 20.0]),
+            p99_ratio_fifo_over_microquanta: Spread::of(&[0.8]),
+            stalls: None,
+            scheduler_cycle_ms: Some(1500.0),
         };
         round_trip(&report);
         assert!(crate::tagged_line(&report).unwrap().starts_with("MQ_DEMO_JSON {"));

@@ -1,6 +1,7 @@
 //! The benchmark programs' reports, defined once: each report's serde types and the tag its
 //! program prints it behind, for the programs that measure (`mq-demo`, `mq-bench-sched`,
-//! `mq-bench-modes`, `mq-bench-pony` and `mq-bench-upgrade`, in `mq-experiments`) and for
+//! `mq-bench-modes`, `mq-bench-pony`, `mq-bench-upgrade`, `mq-bench-efficiency` and
+//! `mq-bench-idle`, in `mq-experiments`) and for
 //! `cargo xtask`, which summarises and plots what they print.
 //!
 //! A program prints its report as one line: the [`Tag`]'s prefix, then the report as one
@@ -18,15 +19,27 @@
 //! | [`pony::Report`] | `mq-bench-pony` | `MQ_BENCH_PONY_JSON ` |
 //! | [`pipeline::Report`] | `mq-bench-pipeline` | `MQ_BENCH_PIPELINE_JSON ` |
 //! | [`upgrade::Report`] | `mq-bench-upgrade` | `MQ_BENCH_UPGRADE_JSON ` |
+//! | [`efficiency::Report`] | `mq-bench-efficiency` | `MQ_BENCH_EFFICIENCY_JSON ` |
+//! | [`idle::Report`] | `mq-bench-idle` | `MQ_BENCH_IDLE_JSON ` |
+//! | [`interference::Report`] | `mq-bench-interference` | `MQ_BENCH_INTERFERENCE_JSON ` |
+//!
+//! [`experiments::Summary`] is the `summary.json` of `cargo xtask experiments`, which draws
+//! each experiment's rows from those reports.
 //!
 //! The crate measures, tabulates and plots nothing, and depends on serde (and thiserror)
 //! alone: the measuring programs are GPL-2.0-only and xtask is MIT OR Apache-2.0, and both
 //! link it.
 
 pub mod demo;
+pub mod efficiency;
+pub mod experiments;
+pub mod idle;
+pub mod interference;
 pub mod modes;
+pub mod mqland;
 pub mod pipeline;
 pub mod pony;
+pub mod rounds;
 pub mod sched;
 pub mod upgrade;
 
@@ -189,12 +202,15 @@ pub(crate) mod tests {
         }
     }
 
-    const TAGS: [Tag; 5] = [
+    const TAGS: [Tag; 8] = [
         <demo::Report as Tagged>::TAG,
+        <efficiency::Report as Tagged>::TAG,
+        <idle::Report as Tagged>::TAG,
         <sched::Report as Tagged>::TAG,
         <modes::Report as Tagged>::TAG,
         <pony::Report as Tagged>::TAG,
         <upgrade::Report as Tagged>::TAG,
+        <interference::Report as Tagged>::TAG,
     ];
 
     #[test]

@@ -11,7 +11,8 @@
 //!         "spreading" | "compacting" | "kernel" | "spin"), test ("ping_pong" |
 //!         "throughput"), msg_bytes, window, engines, count, p50_us, p99_us, p999_us,
 //!         max_us, msgs_per_s, gbps, gbps_per_core, cores, engine_cores, app_cores,
-//!         ctx_switches_per_rtt, cycles_per_rtt, instructions_per_rtt (null: not measured)}],
+//!         ctx_switches_per_rtt, migrations_per_rtt, task_clock_us_per_rtt, cycles_per_rtt,
+//!         instructions_per_rtt (null: not measured)}],
 //! one_sided: [{mode, nic, read_bytes, window, reads_per_s, engine_cores, app_cores,
 //!              reads_per_s_per_core}],
 //! one_sided_reads_per_s_per_core (the best mode's), one_sided_mode,
@@ -100,6 +101,12 @@ pub struct Row {
     /// Context switches of the measured threads per round trip (per echoed message in
     /// throughput); null where not counted.
     pub ctx_switches_per_rtt: Option<f64>,
+    /// CPU migrations and task-clock (µs of CPU) of the measured threads per round trip, the
+    /// other software counters; null where not counted (and in reports older than them).
+    #[serde(default)]
+    pub migrations_per_rtt: Option<f64>,
+    #[serde(default)]
+    pub task_clock_us_per_rtt: Option<f64>,
     /// CPU cycles and instructions of the measured threads per round trip; null without a
     /// PMU (a VM without one) or where not counted.
     pub cycles_per_rtt: Option<f64>,
@@ -354,6 +361,8 @@ mod tests {
             engine_cores: 0.5,
             app_cores: 0.5,
             ctx_switches_per_rtt: Some(4.0),
+            migrations_per_rtt: None,
+            task_clock_us_per_rtt: None,
             cycles_per_rtt: None,
             instructions_per_rtt: None,
         }

@@ -19,13 +19,19 @@
 //!                expected_mq_share (= runtime/period), alone_share: f | null,
 //!                other_max_gap_us, mq_max_gap_us (longest time each spinner
 //!                is off the CPU), sched_overrun_max_us: f | null (the
-//!                scheduler's own), window_ms, cpu}]
+//!                scheduler's own), enforcement: {overrun_p50_us, overrun_p99_us,
+//!                overrun_max_us, yields, yield_p50_us, yield_p99_us, yield_max_us} | null,
+//!                window_ms, cpu}]
 //! cyclictest_us: {microquanta|fifo: {min, avg, max, p50|p90|p99: µs | null
 //!                 (null: beyond the 100 ms histogram), cycles, overflows}}
 //! max_overrun_us: f | null         max of sched_overrun_max_us
 //! groups: [{scenario: "separate"|"shared", group: name | "normal",
 //!           period_us, runtime_us, expected_share: f | null (null: normal work),
 //!           share, cpu, window_ms}]   per-group conformance (empty if not run)
+//! rounds: {work_us, wake_period_us, hogs, samples, period_us, runtime_us,
+//!          wakeup_latency_us, rows, p99_ratio_*_over_microquanta, stalls,
+//!          scheduler_cycle_ms} | null     the demo's workload in interleaved rounds
+//!                                  (`crate::rounds::RoundsReport`)
 //! note: "TCG: only ratios within one boot are meaningful"
 //! ```
 //!
@@ -78,7 +84,13 @@ pub struct Report {
     /// Per-group conformance, one row per spinner; empty when not measured.
     #[serde(default)]
     pub groups: Vec<GroupConformance>,
+    /// The demo's workload in interleaved rounds ([`crate::rounds`]); null when not run.
+    #[serde(default)]
+    pub rounds: Option<crate::rounds::RoundsReport>,
     pub note: String,
+    /// `scx_microquanta` vs `scx_mqland` on the same workloads; absent when not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqland: Option<crate::mqland::MqlandComparison>,
 }
 
 impl Tagged for Report {
@@ -116,8 +128,28 @@ pub struct Conformance {
     /// Largest budget overrun on this CPU as the scheduler itself times it (BPF), over the
     /// paired window; null if none or unavailable.
     pub sched_overrun_max_us: Option<f64>,
+    /// The scheduler's enforcement histograms over the paired window; null if unavailable.
+    #[serde(default)]
+    pub enforcement: Option<Enforcement>,
     pub window_ms: u64,
     pub cpu: usize,
+}
+
+/// How the scheduler enforced the budget on the conformance CPU over a paired window, from
+/// its own BPF histograms (`scx_microquanta --monitor --stats-json`), in µs. Overrun: class
+/// time past the instant the budget ran out while normal work waited. Yield
+/// (throttle-to-preempt): from the decision that class work must yield to the class task
+/// leaving the CPU. Percentiles are over the window (null: no event); maxima since the
+/// scheduler was loaded for this pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enforcement {
+    pub overrun_p50_us: Option<f64>,
+    pub overrun_p99_us: Option<f64>,
+    pub overrun_max_us: Option<f64>,
+    pub yields: u64,
+    pub yield_p50_us: Option<f64>,
+    pub yield_p99_us: Option<f64>,
+    pub yield_max_us: Option<f64>,
 }
 
 impl Conformance {

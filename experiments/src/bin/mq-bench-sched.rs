@@ -48,6 +48,19 @@ struct Opts {
     #[arg(long, default_value_t = 0)]
     work_us: u64,
 
+    /// Rounds of the scx_microquanta vs scx_mqland comparison (each runs both once; 0
+    /// skips it) [default: 3, 2 with --quick].
+    #[arg(long)]
+    mqland_rounds: Option<usize>,
+    /// Interleaved rounds of the demo's workload (0: skip that phase)
+    /// [default: 8, 4 with --quick].
+    #[arg(long)]
+    rounds: Option<usize>,
+
+    /// Wakeups per policy and round [default: 400, 200 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..))]
+    round_samples: Option<u64>,
+
     /// The scx_microquanta binary to benchmark, e.g. another build for an A/B
     /// comparison [default: the one next to this binary, else on PATH].
     #[arg(long, value_name = "PATH")]
@@ -77,6 +90,9 @@ fn main() -> Result<()> {
     cfg.runtime_us = runtime_us;
     cfg.hogs_per_cpu = opts.hogs_per_cpu;
     cfg.work = std::time::Duration::from_micros(opts.work_us);
+    cfg.mqland_rounds = opts.mqland_rounds.unwrap_or(cfg.mqland_rounds);
+    cfg.rounds = opts.rounds.unwrap_or(cfg.rounds);
+    cfg.round_samples = opts.round_samples.unwrap_or(cfg.round_samples);
 
     let scheduler = match opts.scheduler {
         Some(path) => path,

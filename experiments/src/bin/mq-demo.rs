@@ -2,11 +2,17 @@
 //! `mq-demo`: the demo's measurement, run on a sched_ext kernel (in the VM by
 //! `cargo xtask demo`). With CPU hogs on every CPU it measures the wakeup
 //! latency of a periodic thread that burns `--work-us` of CPU per wakeup,
-//! like a spreading engine handling a batch, three ways in one boot:
+//! like a spreading engine handling a batch, four ways in one boot:
 //!
 //! 1. `eevdf`: no BPF scheduler, a normal thread (the kernel's own baseline);
-//! 2. `normal`: scx_microquanta loaded, the thread left in the fair share;
-//! 3. `microquanta`: scx_microquanta loaded, the thread in the class.
+//! 2. `fifo`: no BPF scheduler, the thread in SCHED_FIFO (the emulator's floor);
+//! 3. `normal`: scx_microquanta loaded, the thread left in the fair share;
+//! 4. `microquanta`: scx_microquanta loaded, the thread in the class.
+//!
+//! The four run as short interleaved rounds with a stall probe throughout
+//! ([`mq_experiments::rounds`]); the report carries each round, the median
+//! EEVDF/MicroQuanta and FIFO/MicroQuanta p99 ratios with their spread, and
+//! the same without the wakeups an emulator stall hit.
 //!
 //! The thread needs more than its fair share of a CPU next to the hogs
 //! (30% vs 2/9 by default), which is exactly when a fair scheduler makes it
@@ -15,7 +21,6 @@
 //! Progress goes to stderr; the last stdout line is the report ([`mq_report::demo::Report`])
 //! behind its tag, `MQ_DEMO_JSON {...}`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -24,10 +29,12 @@ use mq_class::sysfs;
 use mq_experiments::accel;
 use mq_experiments::hogs::Hogs;
 use mq_experiments::locate;
+use mq_experiments::rounds::{self, RoundsConfig};
+use mq_experiments::sched_bench::SETTLE;
 use mq_experiments::scheduler_process::SchedulerProcess;
-use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
-use mq_report::demo::{self, Report};
-use mq_report::LatencySummary;
+use mq_experiments::stall_probe;
+use mq_report::demo::Report;
+use mq_report::rounds::Spread;
 
 /// Wakeup latency next to CPU hogs: EEVDF vs scx_microquanta (normal thread
 /// and MicroQuanta thread).
@@ -37,9 +44,26 @@ struct Opts {
     #[arg(long, default_value_t = 1000)]
     period_us: u64,
 
-    /// Wakeups measured per configuration.
-    #[arg(long, default_value_t = 2000)]
+    /// Interleaved rounds (each measures all four policies once; each loads and unloads
+    /// the scheduler, ~10 s under TCG).
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
+
+    /// Wakeups measured per policy and round.
+    #[arg(long, default_value_t = 400)]
     samples: u64,
+
+    /// SCHED_FIFO priority of the `fifo` policy (the stall probe runs at 99).
+    #[arg(long, default_value_t = 50)]
+    fifo_priority: u32,
+
+    /// Interval of the stall probe, in microseconds.
+    #[arg(long, default_value_t = stall_probe::INTERVAL.as_micros() as u64)]
+    probe_interval_us: u64,
+
+    /// A probe wakeup at least this late (µs) is an emulator stall.
+    #[arg(long, default_value_t = stall_probe::THRESHOLD.as_micros() as u64)]
+    stall_threshold_us: u64,
 
     /// CPU time the measured thread burns after each wakeup, in microseconds.
     #[arg(long, default_value_t = 300)]
@@ -71,34 +95,16 @@ fn main() -> Result<()> {
     let scheduler = locate::binary("scx_microquanta").context("scx_microquanta binary not found")?;
     let hogs = Hogs::start(cpus * opts.hogs_per_cpu, None)?;
     eprintln!(
-        "mq-demo: {} hogs on {cpus} CPUs, kernel {}, {} wakeups every {} µs with {} µs of work each",
+        "mq-demo: {} hogs on {cpus} CPUs, kernel {}, {} rounds of {} wakeups per policy every {} µs \
+         with {} µs of work each",
         hogs.workers(),
         sysfs::kernel_release(),
+        opts.rounds,
         opts.samples,
         opts.period_us,
         opts.work_us
     );
 
-    let run = |label: &str, class: ThreadClass| -> Result<LatencySummary> {
-        eprintln!("mq-demo: measuring {label} ...");
-        let s = measure(WakeupConfig {
-            period: Duration::from_micros(opts.period_us),
-            samples: opts.samples,
-            class,
-            work: Duration::from_micros(opts.work_us),
-            cpu: None,
-        })?;
-        eprintln!(
-            "mq-demo: {label:<12} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs",
-            s.p50, s.p99, s.max
-        );
-        Ok(s)
-    };
-
-    let mut results = BTreeMap::new();
-    results.insert(demo::EEVDF.to_string(), run(demo::EEVDF, ThreadClass::Normal)?);
-
-    eprintln!("mq-demo: starting {}", scheduler.display());
     let (default_period, default_runtime) = accel::latency_bandwidth_us();
     let bandwidth = (
         opts.mq_period_us.unwrap_or(default_period),
@@ -117,14 +123,39 @@ fn main() -> Result<()> {
     ];
     args.extend(opts.scheduler_arg.iter().cloned());
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let sched = SchedulerProcess::start(&scheduler, &arg_refs)?;
-    results.insert(demo::NORMAL.to_string(), run(demo::NORMAL, ThreadClass::Normal)?);
-    results.insert(
-        demo::MICROQUANTA.to_string(),
-        run(demo::MICROQUANTA, ThreadClass::MicroQuanta)?,
+    let mut start = || -> Result<SchedulerProcess> {
+        let sched = SchedulerProcess::start(&scheduler, &arg_refs)?;
+        // sched_ext moves every task over after attaching: measure the steady state.
+        std::thread::sleep(SETTLE);
+        Ok(sched)
+    };
+    let cfg = RoundsConfig {
+        rounds: opts.rounds,
+        samples: opts.samples,
+        wake_period: Duration::from_micros(opts.period_us),
+        work: Duration::from_micros(opts.work_us),
+        fifo_priority: opts.fifo_priority,
+        probe_interval: Duration::from_micros(opts.probe_interval_us),
+        stall_threshold: Duration::from_micros(opts.stall_threshold_us),
+        log: "mq-demo",
+    };
+    let r = rounds::run(&cfg, cpus, &mut start)?;
+    eprintln!("mq-demo: back on EEVDF");
+    for (policy, s) in &r.pooled {
+        eprintln!(
+            "mq-demo: pooled {policy:<12} p50 {:>9.1} µs  p99 {:>9.1} µs  max {:>9.1} µs",
+            s.p50, s.p99, s.max
+        );
+    }
+    eprintln!(
+        "mq-demo: p99 eevdf/microquanta {}; without stalls {}",
+        spread(r.eevdf_over_microquanta),
+        spread(r.stalls.p99_ratio_eevdf_over_microquanta_without_stalls)
     );
-    let status = sched.stop()?;
-    eprintln!("mq-demo: scheduler detached ({status}); back on EEVDF");
+    eprintln!(
+        "mq-demo: {} stalls (longest {:.0} µs); probe lateness p99 {:.0} µs",
+        r.stalls.events, r.stalls.longest_us, r.stalls.probe.p99
+    );
 
     let report = Report {
         kernel: sysfs::kernel_release(),
@@ -133,8 +164,22 @@ fn main() -> Result<()> {
         work_us: opts.work_us,
         hogs: hogs.workers(),
         scheduler_args: args,
-        wakeup_latency_us: results,
+        wakeup_latency_us: r.pooled,
+        rounds: r.rows,
+        p99_ratio_eevdf_over_microquanta: r.eevdf_over_microquanta,
+        p99_ratio_fifo_over_microquanta: r.fifo_over_microquanta,
+        stalls: Some(r.stalls),
+        scheduler_cycle_ms: r.scheduler_cycle_ms,
     };
     println!("{}", mq_report::tagged_line(&report)?);
     Ok(())
+}
+
+fn spread(s: Option<Spread>) -> String {
+    s.map_or("-".into(), |s| {
+        format!(
+            "median {:.1}x (min {:.1}x, max {:.1}x, {} rounds)",
+            s.median, s.min, s.max, s.rounds
+        )
+    })
 }

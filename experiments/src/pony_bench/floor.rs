@@ -11,10 +11,10 @@ use snap_ipc::{Consumer, Producer, Ring, SharedMem};
 
 use crate::wakeup::{pin_to_cpu, thread_cpu_ns as own_thread_cpu_ns};
 
-use super::counters::Counts;
 use super::{
     gettid, histogram, payload, record, thread_cpu_ns, BenchConfig, Layout, Measured, Point, Probe, Row,
 };
+use crate::thread_counters::Counts;
 
 fn ring(size: usize) -> Result<(Producer, Consumer)> {
     let slot = (size + 8).next_multiple_of(64) as u32;

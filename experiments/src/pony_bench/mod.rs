@@ -28,7 +28,7 @@
 //! each read from its thread CPU clock, [`thread_cpu_ns`]) over wall time of the
 //! measurement; `engine_cores` and `app_cores` split it. Context switches (and cycles and
 //! instructions where there is a PMU) of the same threads come from per-thread perf
-//! counters ([`counters`]). Gbps counts one direction: `msgs_per_s * msg_bytes * 8`, each
+//! counters ([`crate::thread_counters`]). Gbps counts one direction: `msgs_per_s * msg_bytes * 8`, each
 //! message also comes back. Throughput rows keep `window` messages outstanding (at most
 //! 8 MiB in flight) and their percentiles include queueing in the window.
 //!
@@ -36,7 +36,6 @@
 //!
 //! [`mq_report::pony::Report`] has the schema; [`mq_report::pony::targets`] the targets.
 
-pub mod counters;
 pub mod floor;
 pub mod netns;
 pub mod path;
@@ -52,7 +51,7 @@ use hdrhistogram::Histogram;
 use mq_report::pony::{OneSided, Report, Row, Target};
 
 pub use crate::modes_bench::{machine, platform, scheduler_name};
-use counters::Counts;
+use crate::thread_counters::{self, Counts};
 use path::{NicKind, Path};
 pub use setup::Layout;
 
@@ -170,7 +169,7 @@ pub struct Snap {
 pub struct Probe {
     engine_tids: Vec<i32>,
     app_tids: Vec<i32>,
-    counters: Option<Mutex<counters::Threads>>,
+    counters: Option<Mutex<thread_counters::Threads>>,
 }
 
 impl Probe {
@@ -178,7 +177,7 @@ impl Probe {
     /// null context switches.
     pub fn new(engine_tids: Vec<i32>, app_tids: Vec<i32>) -> Self {
         let all: Vec<i32> = engine_tids.iter().chain(&app_tids).copied().collect();
-        let counters = match counters::Threads::open(&all) {
+        let counters = match thread_counters::Threads::open(&all) {
             Ok(c) => Some(Mutex::new(c)),
             Err(e) => {
                 eprintln!("mq-bench-pony: no context-switch counters: {e}");
@@ -273,6 +272,8 @@ impl Measured {
             engine_cores,
             app_cores,
             ctx_switches_per_rtt: per_rtt(self.counts.map(|c| c.switches)),
+            migrations_per_rtt: per_rtt(self.counts.map(|c| c.migrations)),
+            task_clock_us_per_rtt: per_rtt(self.counts.map(|c| c.task_clock_ns)).map(|ns| ns / 1e3),
             cycles_per_rtt: per_rtt(self.counts.and_then(|c| c.cycles)),
             instructions_per_rtt: per_rtt(self.counts.and_then(|c| c.instructions)),
         }
@@ -407,7 +408,7 @@ pub fn run(cfg: &BenchConfig, path: &Path) -> Result<Report> {
         layout: layout.describe(),
         app_wait: cfg.app_wait.describe(),
         sockperf,
-        counters: counters::describe(),
+        counters: describe_counters(),
         one_sided_reads_per_s_per_core: best.map_or(0.0, |b| b.reads_per_s_per_core),
         one_sided_mode: best.map_or(String::new(), |b| b.mode.clone()),
         targets: mq_report::pony::targets(&rows),
@@ -493,6 +494,17 @@ pub fn table(r: &Report) -> String {
     s
 }
 
+/// How rows count, for the report.
+fn describe_counters() -> String {
+    let hw = thread_counters::hardware_note();
+    format!(
+        "perf_event_open per thread (engine threads of both hosts and app threads; not \
+         CPU-wide, so other processes do not count), user and kernel, divided by round trips \
+         (echoed messages in throughput); context switches, migrations and task-clock are software events; {hw}; \
+         sockperf: its processes' context switches from getrusage (warm-up included)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,6 +571,8 @@ mod tests {
             app_ns: ns,
             counts: Some(Counts {
                 switches,
+                migrations: switches / 10,
+                task_clock_ns: switches * 1000,
                 cycles: None,
                 instructions: None,
             }),
@@ -582,6 +596,9 @@ mod tests {
         };
         let r = m.row(p);
         assert_eq!(r.ctx_switches_per_rtt, Some(4.0));
+        // Migrations 1 -> 41 and task-clock 10 µs -> 410 µs over 100 round trips.
+        assert_eq!(r.migrations_per_rtt, Some(0.4));
+        assert_eq!(r.task_clock_us_per_rtt, Some(4.0));
         assert_eq!((r.cycles_per_rtt, r.instructions_per_rtt), (None, None));
         assert!((r.cores - 1.0).abs() < 1e-9, "{r:?}");
         assert!((r.gbps_per_core.unwrap() - 100.0 * 1000.0 * 8.0 / 1e9).abs() < 1e-12);
@@ -591,6 +608,7 @@ mod tests {
         none.app_ns = 0;
         let r = none.row(p);
         assert_eq!((r.ctx_switches_per_rtt, r.gbps_per_core), (None, None));
+        assert_eq!((r.migrations_per_rtt, r.task_clock_us_per_rtt), (None, None));
         assert!(table_row(&r).ends_with(" -"), "{}", table_row(&r));
     }
 }

@@ -17,9 +17,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::wakeup::pin_to_cpu;
 
-use super::counters::Counts;
 use super::path::Path;
 use super::{gettid, histogram, payload, record, BenchConfig, Layout, Measured, Point, Probe, Row};
+use crate::thread_counters::Counts;
 
 fn read_msg(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
@@ -300,6 +300,8 @@ pub fn sockperf(cfg: &BenchConfig, path: &Path) -> Result<(Row, String)> {
     // Both processes' switches over the whole run, per measured round trip.
     let counts = Counts {
         switches,
+        migrations: 0,
+        task_clock_ns: 0,
         cycles: None,
         instructions: None,
     };
@@ -401,6 +403,8 @@ pub fn parse_sockperf(text: &str) -> Result<Row> {
         engine_cores: 0.0,
         app_cores: 0.0,
         ctx_switches_per_rtt: None,
+        migrations_per_rtt: None,
+        task_clock_us_per_rtt: None,
         cycles_per_rtt: None,
         instructions_per_rtt: None,
     })

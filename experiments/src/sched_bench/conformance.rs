@@ -85,7 +85,9 @@ pub fn measure_loaded(
     period_us: u64,
     runtime_us: u64,
 ) -> Result<Conformance> {
+    let monitor = super::sched_stats::WindowMonitor::start(scheduler, cfg.window);
     let paired = measure_window(cfg.cpu, cfg.window, true)?;
+    let enforcement = monitor.and_then(|m| m.finish(cfg.cpu));
     // Read now: alone, no normal work waits, so nothing more can overrun.
     let sched_overrun_max_us = super::sched_stats::overrun_max_us(scheduler, cfg.cpu);
     let alone = measure_window(cfg.cpu, cfg.window, false)?;
@@ -103,6 +105,7 @@ pub fn measure_loaded(
         other_max_gap_us: other.max_gap_ns as f64 / 1000.0,
         mq_max_gap_us: paired.mq.max_gap_ns as f64 / 1000.0,
         sched_overrun_max_us,
+        enforcement,
         window_ms: cfg.window.as_millis() as u64,
         cpu: cfg.cpu,
     })
@@ -240,6 +243,7 @@ mod tests {
             other_max_gap_us: 0.0,
             mq_max_gap_us: 0.0,
             sched_overrun_max_us: overrun,
+            enforcement: None,
             window_ms: 2000,
             cpu: 1,
         }

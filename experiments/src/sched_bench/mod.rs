@@ -13,6 +13,11 @@
 //!    spinner alone.
 //! 3. [`cyclictest`]: rt-tests' cyclictest in the class vs SCHED_FIFO.
 //! 4. [`groups`]: per-group conformance, two class groups with their own budgets.
+//! 5. [`crate::rounds`]: the demo's workload (a thread needing 30% of a CPU
+//!    next to 4 hogs per CPU) as interleaved rounds of EEVDF, SCHED_FIFO,
+//!    normal under scx_microquanta and the class, with the stall probe.
+//! 6. [`mqland`]: the same policy in userspace (`scx_mqland`) against `scx_microquanta`,
+//!    in interleaved rounds: latency, conformance, CPU spent scheduling.
 //!
 //! # Report
 //!
@@ -32,6 +37,7 @@ pub mod conformance;
 pub mod cyclictest;
 pub mod groups;
 pub mod latency_compare;
+pub mod mqland;
 pub mod policy;
 pub mod report;
 pub mod sched_stats;
@@ -41,14 +47,19 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mq_class::sysfs;
+use mq_report::rounds::RoundsReport;
 use mq_report::sched::{Bandwidth, Report};
 
+use crate::hogs::Hogs;
 use crate::locate;
+use crate::rounds::{self, RoundsConfig};
 use crate::scheduler_process::SchedulerProcess;
+use crate::stall_probe;
 
 use self::conformance::ConformanceConfig;
 use self::cyclictest::CyclictestConfig;
 use self::latency_compare::LatencyConfig;
+use self::mqland::MqlandConfig;
 use self::report::NOTE;
 
 /// Defaults of a full run and of `--quick` (sized for a TCG VM test).
@@ -59,6 +70,14 @@ pub const QUICK_WINDOW: Duration = Duration::from_secs(2);
 /// The kernel patch's defaults.
 pub const PERIOD_US: u64 = 40;
 pub const RUNTIME_US: u64 = 20;
+/// Interleaved rounds of the demo's workload, and wakeups per policy and round.
+pub const ROUNDS: usize = 8;
+pub const QUICK_ROUNDS: usize = 4;
+pub const ROUND_SAMPLES: u64 = 400;
+pub const QUICK_ROUND_SAMPLES: u64 = 200;
+/// The demo's workload: CPU per wakeup and hogs per CPU.
+pub const ROUNDS_WORK: Duration = Duration::from_micros(300);
+pub const ROUNDS_HOGS_PER_CPU: usize = 4;
 
 /// Everything the benchmark can be told.
 #[derive(Debug, Clone)]
@@ -75,6 +94,11 @@ pub struct BenchConfig {
     pub work: Duration,
     pub fifo_priority: u32,
     pub conformance: ConformanceConfig,
+    /// Rounds of the scx_microquanta vs scx_mqland comparison ([`mqland`]); 0 skips it.
+    pub mqland_rounds: usize,
+    /// Interleaved rounds of the demo's workload (0: skipped).
+    pub rounds: usize,
+    pub round_samples: u64,
 }
 
 impl BenchConfig {
@@ -90,6 +114,23 @@ impl BenchConfig {
             work: Duration::ZERO,
             fifo_priority: 50,
             conformance: ConformanceConfig::new(if quick { QUICK_WINDOW } else { WINDOW }),
+            mqland_rounds: if quick { 2 } else { 3 },
+            rounds: if quick { QUICK_ROUNDS } else { ROUNDS },
+            round_samples: if quick { QUICK_ROUND_SAMPLES } else { ROUND_SAMPLES },
+        }
+    }
+
+    /// The rounds phase: the demo's workload at the latency runs' period.
+    pub fn rounds(&self) -> RoundsConfig {
+        RoundsConfig {
+            rounds: self.rounds,
+            samples: self.round_samples,
+            wake_period: self.wake_period,
+            work: ROUNDS_WORK,
+            fifo_priority: self.fifo_priority,
+            probe_interval: stall_probe::INTERVAL,
+            stall_threshold: stall_probe::THRESHOLD,
+            log: "mq-bench-sched: rounds",
         }
     }
 
@@ -102,6 +143,22 @@ impl BenchConfig {
             fifo_priority: self.fifo_priority,
             mq_period_us: self.period_us,
             mq_runtime_us: self.runtime_us,
+        }
+    }
+
+    /// The comparison with scx_mqland: the latency bandwidth, at a period of at least 1 ms
+    /// (the same share), since scx_mqland cannot enforce a budget below the tick.
+    pub fn mqland(&self) -> MqlandConfig {
+        let period_us = self.period_us.max(1000);
+        MqlandConfig {
+            rounds: self.mqland_rounds,
+            samples: self.samples,
+            wake_period: self.wake_period,
+            hogs_per_cpu: self.hogs_per_cpu,
+            period_us,
+            runtime_us: (self.runtime_us * period_us / self.period_us).max(1),
+            window: self.conformance.window,
+            cpu: self.conformance.cpu,
         }
     }
 
@@ -124,6 +181,22 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
     let cyclictest_us = cyclictest::run(&cfg.cyclictest(), scheduler)?;
     let groups = groups::run(scheduler, cfg.conformance.window, cpus())?;
     let max_overrun_us = conformance::max_overrun_us(&conformance);
+    let rounds = (cfg.rounds > 0).then(|| run_rounds(cfg, scheduler)).transpose()?;
+    // Phase 6.
+    let mqland = match (cfg.mqland_rounds, locate::binary("scx_mqland")) {
+        (0, _) => None,
+        (_, None) => {
+            eprintln!("mq-bench-sched: no scx_mqland binary next to this one or on PATH: comparison skipped");
+            None
+        }
+        (_, Some(bin)) => {
+            let bins = mqland::Schedulers {
+                microquanta: scheduler,
+                mqland: &bin,
+            };
+            Some(mqland::run(&cfg.mqland(), &bins)?)
+        }
+    };
     Ok(Report {
         kernel: sysfs::kernel_release(),
         cpus: cpus(),
@@ -141,7 +214,38 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
         cyclictest_us,
         max_overrun_us,
         groups,
+        rounds,
         note: NOTE.to_string(),
+        mqland,
+    })
+}
+
+/// Phase 5: the demo's workload in interleaved rounds, under its own hogs.
+fn run_rounds(cfg: &BenchConfig, scheduler: &Path) -> Result<RoundsReport> {
+    let rc = cfg.rounds();
+    let hogs = Hogs::start(ROUNDS_HOGS_PER_CPU * cpus(), None)?;
+    eprintln!(
+        "mq-bench-sched: rounds: {} hogs, {} rounds of {} wakeups per policy, {} µs of work each",
+        hogs.workers(),
+        rc.rounds,
+        rc.samples,
+        rc.work.as_micros()
+    );
+    let mut start = || start_scheduler(scheduler, cfg.period_us, cfg.runtime_us);
+    let r = rounds::run(&rc, cpus(), &mut start)?;
+    Ok(RoundsReport {
+        work_us: rc.work.as_micros() as u64,
+        wake_period_us: rc.wake_period.as_micros() as u64,
+        hogs: hogs.workers(),
+        samples: rc.samples,
+        period_us: cfg.period_us,
+        runtime_us: cfg.runtime_us,
+        wakeup_latency_us: r.pooled,
+        rows: r.rows,
+        p99_ratio_eevdf_over_microquanta: r.eevdf_over_microquanta,
+        p99_ratio_fifo_over_microquanta: r.fifo_over_microquanta,
+        stalls: r.stalls,
+        scheduler_cycle_ms: r.scheduler_cycle_ms,
     })
 }
 
@@ -152,7 +256,7 @@ pub fn scheduler_binary() -> Result<PathBuf> {
 
 /// After attaching, sched_ext moves every task into the new scheduler; give
 /// that a moment so measurements see the steady state, not the switch.
-const SETTLE: Duration = Duration::from_millis(500);
+pub const SETTLE: Duration = Duration::from_millis(500);
 
 /// Starts the scheduler with a bandwidth and waits until it is attached and
 /// has settled.
@@ -186,5 +290,7 @@ mod tests {
         assert_eq!(quick.latency().mq_period_us, 40);
         assert_eq!(quick.cyclictest().interval_us, 1000);
         assert_eq!(full.conformance.pairs, conformance::DEFAULT_PAIRS.to_vec());
+        assert!(quick.rounds < full.rounds && quick.round_samples < full.round_samples);
+        assert_eq!(quick.rounds().work, ROUNDS_WORK);
     }
 }

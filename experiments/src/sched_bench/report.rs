@@ -133,7 +133,9 @@ mod tests {
             cyclictest_us: BTreeMap::new(),
             max_overrun_us: None,
             groups: Vec::new(),
+            rounds: None,
             note: NOTE.into(),
+            mqland: None,
         }
     }
 

@@ -2,33 +2,57 @@
 //! Event counters the BPF program keeps per CPU (`enum mq_stat_idx`), summed
 //! over CPUs.
 
-use serde::Serialize;
+use scx_stats_derive::Stats;
+use serde::{Deserialize, Serialize};
 
 use super::bpf_intf;
 
-/// One snapshot of every counter, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// One snapshot of every counter, summed over CPUs (named after `enum mq_stat_idx` in
+/// `bpf/intf.h`, where each is described).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Stats)]
+#[stat(desc = "BPF event counters (enum mq_stat_idx in bpf/intf.h), summed over CPUs")]
 pub struct Counters {
+    #[stat(desc = "MicroQuanta task made runnable")]
     pub mq_enqueue: u64,
+    #[stat(desc = "MicroQuanta task placed on an idle CPU at wakeup")]
     pub mq_idle_pick: u64,
+    #[stat(desc = "MicroQuanta task placed on a CPU running normal work")]
     pub mq_busy_pick: u64,
+    #[stat(desc = "MicroQuanta task placed when every CPU had MicroQuanta work: fewest wins")]
     pub mq_crowded_pick: u64,
+    #[stat(desc = "preempting kick sent for a MicroQuanta wakeup")]
     pub kick_preempt: u64,
+    #[stat(desc = "MicroQuanta wakeup inserted at the head of the CPU's local queue")]
     pub direct_preempt: u64,
+    #[stat(desc = "MicroQuanta task dispatched on its own CPU")]
     pub mq_dispatch: u64,
+    #[stat(desc = "MicroQuanta task dispatched from another CPU's queue")]
     pub mq_steal: u64,
+    #[stat(desc = "MicroQuanta queue skipped: budget spent, normal work waiting")]
     pub mq_throttle: u64,
+    #[stat(desc = "running MicroQuanta task cut at the tick: budget spent")]
     pub mq_tick_throttle: u64,
+    #[stat(desc = "normal task dispatched from the normal queue")]
     pub normal_dispatch: u64,
+    #[stat(desc = "normal task placed straight on an idle CPU")]
     pub normal_direct: u64,
+    #[stat(desc = "woken normal task far behind in vtime preempted its CPU")]
     pub normal_wake_preempt: u64,
+    #[stat(desc = "CPU taken by an RT/DL task: local queue re-enqueued")]
     pub cpu_release: u64,
+    #[stat(desc = "exiting thread removed from the class")]
     pub class_exit: u64,
+    #[stat(desc = "new thread/process joined its creator's class")]
     pub class_inherit: u64,
+    #[stat(desc = "budget timer preempted a class task out of budget")]
     pub timer_throttle: u64,
+    #[stat(desc = "budget timer let a throttled class task back in")]
     pub timer_unthrottle: u64,
+    #[stat(desc = "normal wakeup kicked class work running past its budget")]
     pub overbudget_kick: u64,
+    #[stat(desc = "a budget timer fired away from its CPU")]
     pub timer_migrated: u64,
+    #[stat(desc = "class slice over, another class task waited")]
     pub timer_round_robin: u64,
 }
 

@@ -1,28 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Statistics: what the BPF program counts and measures per CPU, read from
 //! its maps, turned into per-interval reports for people (`--stats SECS`),
-//! tools (`--stats-json`) and other processes (`--monitor SECS`, through the
-//! maps the scheduler pins next to the class map).
+//! tools (`--stats-json`) and other processes (an `scx_stats` server on a
+//! UNIX socket, whose client is `--monitor SECS`).
 
 mod counters;
-mod hist;
+pub(crate) mod hist;
+pub mod monitor;
+pub mod serve;
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
-use serde::Serialize;
+use scx_stats_derive::Stats;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::bpf_intf;
 pub use counters::Counters;
 pub use hist::Hist;
 
-pub const STATS_PIN: &str = "/sys/fs/bpf/scx_microquanta/stats";
-pub const HISTS_PIN: &str = "/sys/fs/bpf/scx_microquanta/hists";
+/// Where the running scheduler serves its statistics: `scx_stats`' default
+/// socket, the one every sched_ext scheduler's `--monitor` and generic
+/// `scx_stats` clients look at (there is one root scheduler at a time).
+pub const DEFAULT_SOCKET: &str = "/var/run/scx/root/stats";
 
-const NR_STATS: usize = bpf_intf::mq_stat_idx_MQ_NR_STATS as usize;
-const NR_HISTS: usize = bpf_intf::mq_hist_idx_MQ_NR_HISTS as usize;
+pub(crate) const NR_STATS: usize = bpf_intf::mq_stat_idx_MQ_NR_STATS as usize;
+pub(crate) const NR_HISTS: usize = bpf_intf::mq_hist_idx_MQ_NR_HISTS as usize;
 
 /// Raw per-CPU values at one instant.
 #[derive(Debug, Clone)]
@@ -51,15 +55,6 @@ pub struct StatsReader {
 impl StatsReader {
     pub fn new(stats: MapHandle, hists: MapHandle) -> Self {
         Self { stats, hists }
-    }
-
-    /// The maps of a running scheduler, for `--monitor`.
-    pub fn open_pinned() -> Result<Self> {
-        let open = |p: &str| {
-            MapHandle::from_pinned_path(Path::new(p))
-                .with_context(|| format!("opening {p}: is scx_microquanta running? (root needed)"))
-        };
-        Ok(Self::new(open(STATS_PIN)?, open(HISTS_PIN)?))
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -98,31 +93,75 @@ fn lookup_percpu(map: &MapHandle, idx: usize) -> Result<Vec<Vec<u8>>> {
         .unwrap_or_default())
 }
 
-/// One CPU over one interval.
-#[derive(Debug, Clone, Serialize)]
-pub struct CpuReport {
-    pub cpu: usize,
-    /// Fraction of the interval the CPU ran MicroQuanta threads.
-    pub mq_share: f64,
-    /// Times class work on this CPU was told to yield its spent budget.
-    pub throttles: u64,
-    /// Preempting kicks sent for class wakeups from this CPU.
-    pub kicks: u64,
-    /// Class wakeups that ran on this CPU in the interval.
-    pub wakeups: u64,
-    pub wake_p50_us: Option<f64>,
-    pub wake_p99_us: Option<f64>,
-    pub overrun_p99_us: Option<f64>,
-    /// Largest overrun since the scheduler started.
-    pub overrun_max_us: Option<f64>,
+/// A percentile or maximum with nothing recorded is NaN here: the `Stats` derive knows only
+/// plain numbers (no `Option`), and serde_json writes NaN as `null`, so the JSON keeps the
+/// `null` that means "no value" to `--stats-json` readers and generic `scx_stats` clients.
+fn nan_from_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-/// Everything over one interval.
-#[derive(Debug, Clone, Serialize)]
+/// `Some(v)`, or NaN for "nothing recorded" (see [`nan_from_null`]).
+fn or_nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+/// One CPU over one interval. Percentile and maximum fields are NaN (JSON `null`) when
+/// nothing was recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, Stats)]
+#[stat(desc = "one CPU over the interval (latencies in µs, null: nothing recorded)")]
+pub struct CpuReport {
+    #[stat(desc = "CPU number")]
+    pub cpu: usize,
+    #[stat(desc = "fraction of the interval the CPU ran MicroQuanta threads")]
+    pub mq_share: f64,
+    #[stat(desc = "times class work on this CPU was told to yield its spent budget")]
+    pub throttles: u64,
+    #[stat(desc = "preempting kicks sent for class wakeups from this CPU")]
+    pub kicks: u64,
+    #[stat(desc = "class wakeups that ran on this CPU in the interval")]
+    pub wakeups: u64,
+    #[stat(desc = "class wakeup-to-run latency, median")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub wake_p50_us: f64,
+    #[stat(desc = "class wakeup-to-run latency, 99th percentile")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub wake_p99_us: f64,
+    #[stat(desc = "class work past budget while normal work waited, median")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub overrun_p50_us: f64,
+    #[stat(desc = "class work past budget while normal work waited, 99th percentile")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub overrun_p99_us: f64,
+    #[stat(desc = "largest overrun since the scheduler started")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub overrun_max_us: f64,
+    /// Throttle-to-preempt: from the decision that class work must yield (budget timer,
+    /// tick, or a normal wakeup's kick) to the class task leaving the CPU, in the interval.
+    #[stat(desc = "throttle-to-preempt delays measured in the interval")]
+    pub yields: u64,
+    #[stat(desc = "throttle-to-preempt delay, median")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub yield_p50_us: f64,
+    #[stat(desc = "throttle-to-preempt delay, 99th percentile")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub yield_p99_us: f64,
+    #[stat(desc = "largest throttle-to-preempt delay since the scheduler started")]
+    #[serde(deserialize_with = "nan_from_null")]
+    pub yield_max_us: f64,
+}
+
+/// Everything over one interval: what `--stats` prints, what the `scx_stats` server answers
+/// to a `stats` request (its top-level statistics), and what `--monitor` prints.
+#[derive(Debug, Clone, Serialize, Deserialize, Stats)]
+#[stat(top, desc = "scx_microquanta statistics over one interval")]
 pub struct Report {
+    #[stat(desc = "length of the interval in seconds")]
     pub interval_s: f64,
+    #[stat(desc = "threads in the MicroQuanta class")]
     pub class_members: usize,
+    #[stat(desc = "event counters over the interval, summed over CPUs")]
     pub totals: Counters,
+    #[stat(desc = "per CPU")]
     pub cpus: Vec<CpuReport>,
 }
 
@@ -154,6 +193,8 @@ impl Report {
                 ));
                 let over = hist(later, bpf_intf::mq_hist_idx_MQ_HIST_OVERRUN, cpu);
                 let over_interval = over.since(&hist(earlier, bpf_intf::mq_hist_idx_MQ_HIST_OVERRUN, cpu));
+                let yielded = hist(later, bpf_intf::mq_hist_idx_MQ_HIST_YIELD, cpu);
+                let yield_interval = yielded.since(&hist(earlier, bpf_intf::mq_hist_idx_MQ_HIST_YIELD, cpu));
                 CpuReport {
                     cpu,
                     mq_share: delta(cpu, bpf_intf::mq_stat_idx_MQ_STAT_MQ_RUN_NS) as f64 / interval_ns,
@@ -162,10 +203,15 @@ impl Report {
                         + delta(cpu, bpf_intf::mq_stat_idx_MQ_STAT_OVERBUDGET_KICK),
                     kicks: delta(cpu, bpf_intf::mq_stat_idx_MQ_STAT_KICK_PREEMPT),
                     wakeups: wake.count(),
-                    wake_p50_us: wake.quantile(0.5).map(us),
-                    wake_p99_us: wake.quantile(0.99).map(us),
-                    overrun_p99_us: over_interval.quantile(0.99).map(us),
-                    overrun_max_us: (over.max > 0).then(|| us(over.max as f64)),
+                    wake_p50_us: or_nan(wake.quantile(0.5).map(us)),
+                    wake_p99_us: or_nan(wake.quantile(0.99).map(us)),
+                    overrun_p50_us: or_nan(over_interval.quantile(0.5).map(us)),
+                    overrun_p99_us: or_nan(over_interval.quantile(0.99).map(us)),
+                    overrun_max_us: or_nan((over.max > 0).then(|| us(over.max as f64))),
+                    yields: yield_interval.count(),
+                    yield_p50_us: or_nan(yield_interval.quantile(0.5).map(us)),
+                    yield_p99_us: or_nan(yield_interval.quantile(0.99).map(us)),
+                    yield_max_us: or_nan((yielded.max > 0).then(|| us(yielded.max as f64))),
                 }
             })
             .collect();
@@ -179,11 +225,17 @@ impl Report {
 
     /// A totals line, then one line per CPU.
     pub fn format(&self) -> String {
-        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let opt = |v: f64| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.1}")
+            }
+        };
         let mut out = self.totals.format_line(self.class_members);
         for c in &self.cpus {
             out.push_str(&format!(
-                "\n  cpu{:<3} mq {:>5.1}%  throttles {:>6}  kicks {:>6}  wake(µs) n={} p50 {} p99 {}  overrun(µs) p99 {} max {}",
+                "\n  cpu{:<3} mq {:>5.1}%  throttles {:>6}  kicks {:>6}  wake(µs) n={} p50 {} p99 {}  overrun(µs) p99 {} max {}  yield(µs) p99 {} max {}",
                 c.cpu,
                 c.mq_share * 100.0,
                 c.throttles,
@@ -193,6 +245,8 @@ impl Report {
                 opt(c.wake_p99_us),
                 opt(c.overrun_p99_us),
                 opt(c.overrun_max_us),
+                opt(c.yield_p99_us),
+                opt(c.yield_max_us),
             ));
         }
         out
@@ -237,10 +291,82 @@ mod tests {
         assert!((r.cpus[0].mq_share - 0.5).abs() < 1e-9);
         assert_eq!(r.cpus[1].mq_share, 0.0);
         assert_eq!(r.cpus[0].wakeups, 2, "only the interval's wakeups");
-        let p50 = r.cpus[0].wake_p50_us.unwrap();
+        let p50 = r.cpus[0].wake_p50_us;
         assert!((p50 - 20.0).abs() / 20.0 < 0.125, "{p50}");
-        assert_eq!(r.cpus[0].overrun_max_us, None);
+        assert!(r.cpus[0].overrun_max_us.is_nan(), "no overrun was recorded");
         assert!(r.format().contains("cpu0") && r.format().contains("threads=3"));
         assert!(serde_json::to_string(&r).unwrap().contains("\"mq_share\":0.5"));
+        assert_eq!(r.cpus[0].yields, 0);
+        assert!(r.cpus[0].yield_max_us.is_nan());
+    }
+
+    #[test]
+    fn throttle_to_preempt_delays_come_from_their_own_histogram() {
+        let t0 = Instant::now();
+        let with_yields = |taken, delays_ns: &[u64]| {
+            let mut s = snapshot(taken, [0, 0], &[]);
+            let mut h = Hist::default();
+            for &v in delays_ns {
+                h.buckets[hist::bucket_of(v)] += 1;
+                h.max = h.max.max(v);
+            }
+            s.hists.push(vec![Hist::default(), h]);
+            s
+        };
+        let a = with_yields(t0, &[4_000_000]);
+        let b = with_yields(t0 + Duration::from_secs(1), &[4_000_000, 30_000, 30_000, 30_000]);
+        let r = Report::between(&a, &b, 1);
+        let cpu1 = &r.cpus[1];
+        assert_eq!(cpu1.yields, 3, "only the interval's yields");
+        let p99 = cpu1.yield_p99_us;
+        assert!((p99 - 30.0).abs() / 30.0 < 0.125, "{p99}");
+        // The max is since the start: the 4 ms one before the interval.
+        assert!((cpu1.yield_max_us - 4000.0).abs() < 1e-9);
+        assert_eq!(r.cpus[0].yields, 0);
+        assert!(r.format().contains("yield(µs) p99 "), "{}", r.format());
+    }
+
+    #[test]
+    fn nothing_recorded_is_null_in_json_and_reads_back() {
+        let t0 = Instant::now();
+        let a = snapshot(t0, [0, 0], &[]);
+        let b = snapshot(t0 + Duration::from_secs(1), [250_000_000, 0], &[40_000]);
+        let r = Report::between(&a, &b, 2);
+        let json = serde_json::to_value(&r).unwrap();
+        // The shape `--stats-json` readers (mq-experiments' sched_stats) parse: null for
+        // "nothing recorded", numbers otherwise, counters under `totals`.
+        assert!(json["cpus"][1]["wake_p50_us"].is_null(), "{json}");
+        assert!(json["cpus"][0]["overrun_max_us"].is_null(), "{json}");
+        assert!(json["cpus"][0]["wake_p99_us"].as_f64().unwrap() > 30.0, "{json}");
+        assert_eq!(json["cpus"][0]["wakeups"].as_u64(), Some(1));
+        assert_eq!(json["totals"]["mq_enqueue"].as_u64(), Some(0));
+        assert_eq!(json["class_members"].as_u64(), Some(2));
+        // What a `--monitor` client gets back from the server's JSON.
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert!(back.cpus[1].wake_p50_us.is_nan() && back.cpus[0].overrun_max_us.is_nan());
+        assert_eq!(back.cpus[0].wake_p99_us, r.cpus[0].wake_p99_us);
+        assert_eq!((back.cpus[0].mq_share, back.class_members), (0.25, 2));
+        assert_eq!(back.format(), r.format(), "the client prints what --stats prints");
+    }
+
+    #[test]
+    fn the_stats_layout_is_plain_numbers_structs_and_a_list() {
+        use scx_stats::Meta;
+        let top = Report::meta();
+        assert_eq!(
+            top.attrs.top.as_deref(),
+            Some("true"),
+            "Report is the top-level struct"
+        );
+        assert_eq!(top.fields["cpus"].data.to_string(), "[CpuReport]");
+        assert_eq!(top.fields["totals"].data.to_string(), "Counters");
+        let cpu = CpuReport::meta();
+        assert_eq!(cpu.fields["overrun_max_us"].data.to_string(), "float");
+        assert_eq!(cpu.fields["yields"].data.to_string(), "u64");
+        assert_eq!(
+            Counters::meta().fields.len(),
+            NR_STATS - 1,
+            "every counter but the run time (reported as mq_share) is named"
+        );
     }
 }

@@ -9,6 +9,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use mq_report::demo;
+use mq_report::rounds::{p99_all, p99_clean, RoundRow, RoundsReport};
 use mq_report::sched::{Conformance, EEVDF_REPEAT};
 use mq_report::LatencySummary;
 use plotters::coord::ranged1d::{AsRangedCoord, KeyPointHint, NoDefaultFormatting, ValueFormatter};
@@ -20,7 +22,7 @@ use super::sched::Summary;
 const SIZE: (u32, u32) = (900, 500);
 /// Series colours of every bench plot, in order: colour-blind safe (Okabe-Ito) and distinct
 /// in greyscale too.
-pub(super) const COLOURS: [RGBColor; 6] = [
+pub(crate) const COLOURS: [RGBColor; 6] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
@@ -123,6 +125,51 @@ pub fn conformance(s: &Summary, path: &Path) -> Result<()> {
     // Room above 100 % for the legend.
     let top = bars.values().into_iter().fold(100.0, f64::max) * 1.25;
     draw(path, &bars, 0.0..top, 0.0)
+}
+
+/// `rounds.svg`: per round, the EEVDF / MicroQuanta and SCHED_FIFO / MicroQuanta p99
+/// ratios, and EEVDF's without the stalled wakeups; log y, a ratio of 1 at the bottom edge
+/// or inside the plot.
+pub fn rounds(r: &RoundsReport, accel: &str, path: &Path) -> Result<()> {
+    let n = r.rows.iter().map(|row| row.round).max().map_or(0, |m| m + 1);
+    let ratio = |round: usize, policy: &str, p99: fn(&RoundRow) -> Option<f64>| {
+        let get = |p: &str| {
+            r.rows
+                .iter()
+                .find(|x| x.round == round && x.policy == p)
+                .and_then(p99)
+        };
+        match (get(policy), get(demo::MICROQUANTA)) {
+            (Some(b), Some(m)) if m > 0.0 => Some(b / m),
+            _ => None,
+        }
+    };
+    let series = |name: &str, policy: &'static str, p99: fn(&RoundRow) -> Option<f64>| Series {
+        name: name.into(),
+        values: (0..n).map(|i| ratio(i, policy, p99)).collect(),
+    };
+    let bars = Bars {
+        title: format!("p99 ratio to MicroQuanta per interleaved round ({accel})"),
+        y_desc: "baseline p99 / MicroQuanta p99 (log scale)".into(),
+        groups: (1..=n).map(|i| format!("round {i}")).collect(),
+        series: vec![
+            series("EEVDF / MicroQuanta", demo::EEVDF, p99_all),
+            series(
+                "EEVDF / MicroQuanta, stalled wakeups left out",
+                demo::EEVDF,
+                p99_clean,
+            ),
+            series("SCHED_FIFO / MicroQuanta", demo::FIFO, p99_all),
+        ],
+        label: |v| format!("{v:.1}"),
+    };
+    let values = bars.values();
+    let lo = values.iter().copied().fold(1.0, f64::min).max(0.01);
+    let hi = values.iter().copied().fold(1.0, f64::max);
+    let (lo, hi) = (lo.log10().floor(), hi.log10().max(lo.log10().floor() + 1.0));
+    let y = 10f64.powf(lo)..10f64.powf(hi + (hi - lo) * 0.25);
+    let base = y.start;
+    draw(path, &bars, y.log_scale(), base)
 }
 
 impl Bars {

@@ -479,6 +479,8 @@ pub(crate) mod tests {
             engine_cores: if transport == "pony" { cores / 2.0 } else { 0.0 },
             app_cores: cores / 2.0,
             ctx_switches_per_rtt: (transport != "sockperf").then_some(4.0),
+            migrations_per_rtt: None,
+            task_clock_us_per_rtt: None,
             cycles_per_rtt: None,
             instructions_per_rtt: None,
         }

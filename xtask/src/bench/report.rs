@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use mq_report::demo::{EEVDF, MICROQUANTA as MQ, NORMAL, POLICIES};
+use mq_report::rounds::{RoundsReport, Spread};
 use mq_report::sched::{EEVDF_REPEAT, FIFO, MICROQUANTA};
 
 use super::sched::Summary;
@@ -35,7 +37,14 @@ pub fn markdown(s: &Summary) -> String {
     md.push_str(&headline(s));
     groups(&mut md, s);
     cyclictest(&mut md, s);
-    md.push_str("Plots: [latency.svg](latency.svg), [conformance.svg](conformance.svg).\n");
+    if let Some(m) = &s.report.mqland {
+        super::mqland_report::section(&mut md, m);
+    }
+    md.push_str("Plots: [latency.svg](latency.svg), [conformance.svg](conformance.svg)");
+    if s.report.rounds.is_some() {
+        md.push_str(", [rounds.svg](rounds.svg)");
+    }
+    md.push_str(".\n");
     md
 }
 
@@ -44,8 +53,95 @@ pub fn markdown(s: &Summary) -> String {
 pub fn headline(s: &Summary) -> String {
     let mut md = String::new();
     latency(&mut md, s);
+    if let Some(r) = &s.report.rounds {
+        rounds(&mut md, r);
+    }
     conformance(&mut md, s);
     md
+}
+
+/// The demo's workload in interleaved rounds: one row per round, the spread of the per-round
+/// ratios, with and without the wakeups an emulator stall hit.
+fn rounds(md: &mut String, r: &RoundsReport) {
+    let _ = writeln!(md, "## Interleaved rounds (the demo's workload)\n");
+    let _ = writeln!(
+        md,
+        "A thread woken every {} µs that burns {} µs of CPU per wakeup, under {} CPU hogs; each \
+         round measures {} wakeups as {} in that order (scheduler loaded for the last two, \
+         {}/{} µs; load + unload {}). p99 in µs; stalled: wakeups an emulator stall hit.\n",
+        r.wake_period_us,
+        r.work_us,
+        r.hogs,
+        r.samples,
+        POLICIES.join(", "),
+        r.runtime_us,
+        r.period_us,
+        r.scheduler_cycle_ms
+            .map_or("not measured".into(), |ms| format!("{ms:.0} ms")),
+    );
+    let _ = writeln!(
+        md,
+        "| round | eevdf | fifo | normal | microquanta | eevdf / mq | fifo / mq | stalled |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let n = r.rows.iter().map(|row| row.round).max().map_or(0, |m| m + 1);
+    for round in 0..n {
+        let get = |policy: &str| r.rows.iter().find(|x| x.round == round && x.policy == policy);
+        let p99 = |policy: &str| get(policy).map(|x| x.p99);
+        let ratio = |policy: &str| match (p99(policy), p99(MQ)) {
+            (Some(b), Some(m)) if m > 0.0 => format!("{:.2}", b / m),
+            _ => "-".into(),
+        };
+        let stalled: u64 = r
+            .rows
+            .iter()
+            .filter(|x| x.round == round)
+            .map(|x| x.stalled_samples)
+            .sum();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {stalled} |",
+            round + 1,
+            opt_us(p99(EEVDF)),
+            opt_us(p99(FIFO)),
+            opt_us(p99(NORMAL)),
+            opt_us(p99(MQ)),
+            ratio(EEVDF),
+            ratio(FIFO),
+        );
+    }
+    let spread = |s: Option<Spread>| {
+        s.map_or("-".into(), |s| {
+            format!(
+                "median {:.2} (min {:.2}, max {:.2}; {} rounds)",
+                s.median, s.min, s.max, s.rounds
+            )
+        })
+    };
+    let st = &r.stalls;
+    let _ = writeln!(
+        md,
+        "\np99 ratio EEVDF / MicroQuanta: {}; without stalled wakeups: {}.  ",
+        spread(r.p99_ratio_eevdf_over_microquanta),
+        spread(st.p99_ratio_eevdf_over_microquanta_without_stalls)
+    );
+    let _ = writeln!(
+        md,
+        "p99 ratio SCHED_FIFO / MicroQuanta: {}; without stalled wakeups: {}.\n",
+        spread(r.p99_ratio_fifo_over_microquanta),
+        spread(st.p99_ratio_fifo_over_microquanta_without_stalls)
+    );
+    let _ = writeln!(
+        md,
+        "Stalls: {} during the measurements, longest {} µs; the probe's own lateness p50 {} / \
+         p99 {} / max {} µs. Rule: {}.\n",
+        st.events,
+        us(st.longest_us),
+        us(st.probe.p50),
+        us(st.probe.p99),
+        us(st.probe.max),
+        st.rule
+    );
 }
 
 fn latency(md: &mut String, s: &Summary) {
@@ -131,6 +227,52 @@ fn conformance(md: &mut String, s: &Summary) {
         "\nLongest run of class work past its budget while normal work waited (the \
          scheduler's own accounting): {overrun}.\n"
     );
+    enforcement(md, s);
+}
+
+/// The scheduler's overrun and throttle-to-preempt histograms per pair, when measured.
+fn enforcement(md: &mut String, s: &Summary) {
+    let rows: Vec<_> = s
+        .report
+        .conformance
+        .iter()
+        .filter_map(|c| c.enforcement.as_ref().map(|e| (c, e)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Enforcement over each paired window (the scheduler's BPF histograms, µs): overrun is \
+         class work past its budget while normal work waited; yield is throttle-to-preempt, \
+         from the decision that class work must yield (budget timer, tick or a normal \
+         wakeup's kick) to the class task leaving the CPU. Maxima since the scheduler was \
+         loaded for the pair.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| period µs | runtime µs | overrun p50 | overrun p99 | overrun max | overrun p99 ≤ period | yields | yield p50 | yield p99 | yield max |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|");
+    for (c, e) in rows {
+        let within = e
+            .overrun_p99_us
+            .map_or("-", |p| if p <= c.period_us as f64 { "yes" } else { "no" });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {within} | {} | {} | {} | {} |",
+            c.period_us,
+            c.runtime_us,
+            opt_us(e.overrun_p50_us),
+            opt_us(e.overrun_p99_us),
+            opt_us(e.overrun_max_us),
+            e.yields,
+            opt_us(e.yield_p50_us),
+            opt_us(e.yield_p99_us),
+            opt_us(e.yield_max_us),
+        );
+    }
+    md.push('\n');
 }
 
 /// Per-group conformance (`mq-bench-sched`'s `groups` rows); nothing if not measured.

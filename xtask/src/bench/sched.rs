@@ -61,12 +61,19 @@ pub struct SchedArgs {
     /// Seconds before the VM is killed.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 1800)]
     pub timeout_secs: u64,
+    /// Virtual CPUs of the guest (2 is the shape every published number comes from; 4 and 8
+    /// measure the scheduler at more CPUs, slower under TCG).
+    #[arg(long, default_value_t = CPUS)]
+    pub cpus: u32,
+    /// Interleaved rounds of the demo's workload [mq-bench-sched's default: 8, 4 with --quick].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
 }
 
 pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
     let (release_dir, kernel) = vm::prepare_release(ctx, args.native, args.kernel.clone())?;
     let spec = vm::VmSpec {
-        cpus: CPUS,
+        cpus: args.cpus,
         mem_mib: MEM_MIB,
         accel: args.accel,
         timeout: Duration::from_secs(args.timeout_secs),
@@ -74,7 +81,7 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
         bin_dirs: vec![release_dir],
         extra_files: Vec::new(),
         env: vec![("RUST_BACKTRACE".into(), "1".into())],
-        script: sys::quote_all(&guest_command(args.quick, args.samples)) + "\n",
+        script: sys::quote_all(&with_rounds(guest_command(args.quick, args.samples), args.rounds)) + "\n",
         allow_log_patterns: Vec::new(),
         native: args.native,
     };
@@ -85,7 +92,7 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
             output: &outcome.output,
             exit_status: outcome.exit_status,
             accel: outcome.accel.to_string(),
-            machine: describe_machine(args.native, CPUS, MEM_MIB),
+            machine: describe_machine(args.native, args.cpus, MEM_MIB),
         },
     )?;
     two_runs::print_recorded(&recorded.markdown, &recorded.written);
@@ -139,11 +146,26 @@ pub fn record(dir: &Path, run: &GuestRun) -> Result<Recorded> {
     plot::latency(&summary, &latency_svg)?;
     let conformance_svg = dir.join("conformance.svg");
     plot::conformance(&summary, &conformance_svg)?;
+    let mut written = vec![json_path, md_path, latency_svg, conformance_svg];
+    if let Some(rounds) = &summary.report.rounds {
+        let rounds_svg = dir.join("rounds.svg");
+        plot::rounds(rounds, &summary.accel, &rounds_svg)?;
+        written.push(rounds_svg);
+    }
+    written.push(log_path);
     Ok(Recorded {
         markdown,
         headline: report::headline(&summary),
-        written: vec![json_path, md_path, latency_svg, conformance_svg, log_path],
+        written,
     })
+}
+
+/// `argv` with `--rounds N` when `rounds` is given.
+fn with_rounds(mut argv: Vec<String>, rounds: Option<usize>) -> Vec<String> {
+    if let Some(n) = rounds {
+        argv.extend(["--rounds".into(), n.to_string()]);
+    }
+    argv
 }
 
 /// `mq-bench-sched` with the options we pass through.
@@ -402,6 +424,14 @@ pub(super) mod tests {
         );
         assert_eq!(guest_command(false, None), ["mq-bench-sched"]);
         assert_eq!(
+            with_rounds(guest_command(true, None), Some(6)),
+            ["mq-bench-sched", "--quick", "--rounds", "6"]
+        );
+        assert_eq!(
+            with_rounds(guest_command(true, None), None),
+            ["mq-bench-sched", "--quick"]
+        );
+        assert_eq!(
             sys::quote_all(&guest_command(true, None)),
             "mq-bench-sched --quick"
         );
@@ -431,6 +461,98 @@ pub(super) mod tests {
             accel: "tcg".into(),
             machine: "qemu VM (2 vCPUs, 2048 MiB) on a host with Test CPU (2 CPUs)".into(),
         }
+    }
+
+    /// The rounds of a report: two rounds, the second with one stalled class wakeup.
+    fn rounds_json() -> Value {
+        let row = |round: usize, policy: &str, p99: f64, stalled: u64, clean: f64| {
+            serde_json::json!({"round": round, "policy": policy, "p50": p99 / 4.0, "p99": p99,
+                "max": p99 * 2.0, "samples": 400, "stalled_samples": stalled,
+                "p99_without_stalls": clean})
+        };
+        let spread = |median: f64, min: f64, max: f64| serde_json::json!({"median": median, "min": min, "max": max, "rounds": 2});
+        let lat = serde_json::json!({"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0, "samples": 800});
+        serde_json::json!({"work_us": 300, "wake_period_us": 1000, "hogs": 8, "samples": 400,
+            "period_us": 1000, "runtime_us": 500,
+            "wakeup_latency_us": {"eevdf": lat, "fifo": lat, "normal": lat, "microquanta": lat},
+            "rows": [row(0, "eevdf", 8000.0, 0, 8000.0), row(0, "fifo", 300.0, 0, 300.0),
+                     row(0, "normal", 6000.0, 0, 6000.0), row(0, "microquanta", 400.0, 0, 400.0),
+                     row(1, "eevdf", 9000.0, 0, 9000.0), row(1, "fifo", 350.0, 0, 350.0),
+                     row(1, "normal", 7000.0, 0, 7000.0), row(1, "microquanta", 3000.0, 1, 450.0)],
+            "p99_ratio_eevdf_over_microquanta": spread(11.5, 3.0, 20.0),
+            "p99_ratio_fifo_over_microquanta": spread(0.43, 0.12, 0.75),
+            "stalls": {"rule": "a probe rule", "probe_interval_us": 1500, "threshold_us": 1000,
+                "probe": {"p50": 40.0, "p90": 80.0, "p99": 250.0, "max": 3100.0, "samples": 9000},
+                "events": 1, "longest_us": 3100.0,
+                "listed": [{"round": 1, "policy": "microquanta", "at_ms": 2500.0, "late_us": 3100.0}],
+                "p99_ratio_eevdf_over_microquanta_without_stalls": spread(20.0, 20.0, 20.0),
+                "p99_ratio_fifo_over_microquanta_without_stalls": spread(0.76, 0.75, 0.78)},
+            "scheduler_cycle_ms": 1800.0})
+    }
+
+    #[test]
+    fn a_report_with_rounds_gets_their_table_spread_stalls_and_plot() {
+        let dir = scratch("rounds");
+        let mut report = mq_report::extract_value(PROGRAM.report, OUTPUT).unwrap();
+        report["rounds"] = rounds_json();
+        report["conformance"][0]["enforcement"] = serde_json::json!({"overrun_p50_us": 20.0,
+            "overrun_p99_us": 60.0, "overrun_max_us": 4100.0, "yields": 900,
+            "yield_p50_us": 15.0, "yield_p99_us": 45.0, "yield_max_us": 4000.0});
+        report["conformance"][1]["enforcement"] = serde_json::json!({"overrun_p50_us": 300.0,
+            "overrun_p99_us": 900.0, "overrun_max_us": 3900.0, "yields": 4,
+            "yield_p50_us": 3800.0, "yield_p99_us": 3900.0, "yield_max_us": 3900.0});
+        let output = format!("{}{report}\n", PROGRAM.report.prefix);
+        let rec = record(&dir, &guest_run(&output, 0)).unwrap();
+        let names: Vec<_> = rec
+            .written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "summary.json",
+                "summary.md",
+                "latency.svg",
+                "conformance.svg",
+                "rounds.svg",
+                "guest-output.log"
+            ]
+        );
+        let svg = std::fs::read_to_string(dir.join("rounds.svg")).unwrap();
+        assert!(
+            svg.contains("round 2") && svg.contains("SCHED_FIFO / MicroQuanta"),
+            "{svg}"
+        );
+        let md = &rec.headline;
+        assert!(md.contains("## Interleaved rounds (the demo's workload)"), "{md}");
+        assert!(
+            md.contains("| 2 | 9000.0 | 350.0 | 7000.0 | 3000.0 | 3.00 | 0.12 | 1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "p99 ratio EEVDF / MicroQuanta: median 11.50 (min 3.00, max 20.00; 2 rounds); \
+                 without stalled wakeups: median 20.00 (min 20.00, max 20.00; 2 rounds)."
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Stalls: 1 during the measurements, longest 3100.0 µs"),
+            "{md}"
+        );
+        assert!(md.contains("load + unload 1800 ms"), "{md}");
+        assert!(rec.markdown.contains("[rounds.svg](rounds.svg)"));
+        // Enforcement per pair, with the overrun p99 checked against one period.
+        assert!(
+            md.contains("| 40 | 20 | 20.0 | 60.0 | 4100.0 | no | 900 | 15.0 | 45.0 | 4000.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 1000 | 200 | 300.0 | 900.0 | 3900.0 | yes | 4 |"),
+            "{md}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -14,9 +14,12 @@ const STEP_FAILED_TAG: &str = "MQ_DEMO_STEP_FAILED ";
 /// Offered loads of the modes step (% of one core): light and half.
 const MODES_LOADS: &str = "10,50";
 
-/// `mq-bench-sched --quick`: the scheduler benchmark's command line in the demo.
+/// `mq-bench-sched --quick --rounds 0`: the scheduler benchmark's command line in the demo,
+/// without its rounds phase (the demo's own step measured the same workload in rounds).
 pub(super) fn sched_step() -> String {
-    sys::quote_all(&sched::guest_command(true, None))
+    let mut argv = sched::guest_command(true, None);
+    argv.extend(["--rounds".into(), "0".into()]);
+    sys::quote_all(&argv)
 }
 
 /// What the modes benchmark's options are in the demo.
@@ -135,8 +138,14 @@ mod tests {
         assert_eq!(lines.len(), 6, "{script}");
         assert_eq!(lines[0], "echo '== demo step 1/3: mq-demo'");
         assert!(lines[1].starts_with("mq-demo || {"), "{script}");
-        assert_eq!(lines[2], "echo '== demo step 2/3: mq-bench-sched --quick'");
-        assert!(lines[3].starts_with("mq-bench-sched --quick || {"), "{script}");
+        assert_eq!(
+            lines[2],
+            "echo '== demo step 2/3: mq-bench-sched --quick --rounds 0'"
+        );
+        assert!(
+            lines[3].starts_with("mq-bench-sched --quick --rounds 0 || {"),
+            "{script}"
+        );
         assert!(lines[3].contains("echo \"MQ_DEMO_STEP_FAILED mq-bench-sched $status\""));
         assert_eq!(
             lines[4],
@@ -219,7 +228,7 @@ mod tests {
         assert_eq!(steps, ok(Some(0), Some(0)));
         assert!(
             out.contains("mq-demo \n")
-                && out.contains("mq-bench-sched --quick\n")
+                && out.contains("mq-bench-sched --quick --rounds 0\n")
                 && out.contains(
                     "mq-bench-modes --quick --loads 10,50 --with-scheduler /rel/scx_microquanta \
                      --json /tmp/mq-bench-modes.json\n"

@@ -1,0 +1,392 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `scx_mqland`: the MicroQuanta policy of `scx_microquanta` with its decisions taken in
+//! userspace, on `scx_rustland_core`. The BPF side is rustland_core's generic dispatcher: it
+//! queues every task that needs a decision to this process through a ring buffer and
+//! dispatches what this process sends back (task, CPU, slice, vtime).
+//!
+//! ```text
+//!   kernel ──enqueue──► rustland BPF ──ring buffer──► Policy (src/policy.rs)
+//!                            ▲                          class FIFO / normal tree,
+//!                            └──user ring buffer──────  per-CPU budget (src/budget.rs)
+//! ```
+//!
+//! What it cannot do that the BPF scheduler does, because rustland_core gives a userspace
+//! policy no way to (the measurements are in docs/MICROQUANTA.md):
+//! - no preemption: a class wakeup waits for a CPU to come free (a slice ending, at the tick
+//!   at the latest), where `scx_microquanta` kicks a CPU running normal work at once;
+//! - no timer below the tick: a slice (the class's budget included) ends at the first tick
+//!   after it expires, where `scx_microquanta` arms a per-CPU hrtimer;
+//! - no inheritance of membership by threads a class member creates (see `membership`);
+//! - a wakeup that finds an idle CPU is dispatched by the kernel without a decision here.
+
+mod bpf_intf;
+mod bpf_skel;
+pub use bpf_skel::*;
+// Written by scx_rustland_core's build step, not ours to restyle or lint.
+#[rustfmt::skip]
+#[allow(clippy::all)]
+mod bpf;
+mod budget;
+mod membership;
+mod policy;
+mod stats;
+
+use std::mem::MaybeUninit;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bpf::{BpfScheduler, DispatchedTask, QueuedTask, RL_CPU_ANY};
+use clap::Parser;
+use libbpf_rs::OpenObject;
+use log::{info, warn};
+use mq_class::{sysfs, SchedExtState};
+use scx_utils::UserExitInfo;
+
+use budget::Bandwidth;
+use membership::Membership;
+use policy::{Config, Decision, Policy, Queued};
+use stats::{Report, Snapshot};
+
+/// scx_mqland: Snap's MicroQuanta class with its decisions taken in userspace.
+///
+/// The same policy as scx_microquanta (class threads first and round-robin, RUNTIME out of
+/// every PERIOD per CPU while normal tasks compete, normal tasks by virtual time), on
+/// scx_rustland_core: every decision is a round trip to this process. It exists to show
+/// what putting the policy in userspace costs; use scx_microquanta to run engines.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Opts {
+    /// MicroQuanta bandwidth period, in microseconds.
+    #[arg(long, default_value_t = 40)]
+    period_us: u64,
+
+    /// MicroQuanta runtime per period while normal tasks compete, in microseconds (at most
+    /// the period).
+    #[arg(long, default_value_t = 20)]
+    runtime_us: u64,
+
+    /// Round-robin slice among MicroQuanta (class) threads, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    class_slice_us: u64,
+
+    /// Time slice of normal tasks (every task outside the class), in microseconds.
+    #[arg(long, default_value_t = 3000)]
+    normal_slice_us: u64,
+
+    /// Print statistics every SECS seconds: decisions, the scheduler's own CPU time, and per
+    /// CPU the MicroQuanta share and throttles.
+    #[arg(long, value_name = "SECS")]
+    stats: Option<f64>,
+
+    /// Print statistics as JSON lines instead of text (with --stats).
+    #[arg(long)]
+    stats_json: bool,
+
+    /// Exit debug dump buffer length (0 = kernel default).
+    #[arg(long, default_value_t = 0)]
+    exit_dump_len: u32,
+
+    /// More output; -vv also shows libbpf's and the dispatcher's debug messages.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+const PERIOD_US_RANGE: std::ops::RangeInclusive<u64> = 2..=1_000_000;
+const SLICE_US_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
+
+impl Opts {
+    fn validate(&self) -> Result<()> {
+        if !PERIOD_US_RANGE.contains(&self.period_us) {
+            bail!(
+                "--period-us {} is outside {}..={} µs",
+                self.period_us,
+                PERIOD_US_RANGE.start(),
+                PERIOD_US_RANGE.end()
+            );
+        }
+        if self.runtime_us == 0 || self.runtime_us > self.period_us {
+            bail!(
+                "--runtime-us {} must be between 1 and --period-us ({})",
+                self.runtime_us,
+                self.period_us
+            );
+        }
+        for (flag, value) in [
+            ("--normal-slice-us", self.normal_slice_us),
+            ("--class-slice-us", self.class_slice_us),
+        ] {
+            if !SLICE_US_RANGE.contains(&value) {
+                bail!(
+                    "{flag} {value} is outside {}..={} µs",
+                    SLICE_US_RANGE.start(),
+                    SLICE_US_RANGE.end()
+                );
+            }
+        }
+        if let Some(secs) = self.stats {
+            if !(secs.is_finite() && secs > 0.0) {
+                bail!("--stats {secs} must be a positive number of seconds");
+            }
+        }
+        Ok(())
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            bandwidth: Bandwidth {
+                period_ns: self.period_us * 1000,
+                runtime_ns: self.runtime_us * 1000,
+            },
+            class_slice_ns: self.class_slice_us * 1000,
+            normal_slice_ns: self.normal_slice_us * 1000,
+        }
+    }
+}
+
+fn preflight() -> Result<()> {
+    match sysfs::state() {
+        SchedExtState::Unsupported => bail!(
+            "kernel {} has no sched_ext (CONFIG_SCHED_CLASS_EXT): boot a kernel with it, \
+             or run `cargo xtask vm -- scx_mqland` to use one in a VM",
+            sysfs::kernel_release()
+        ),
+        SchedExtState::Disabled => {}
+        _ => bail!(
+            "another sched_ext scheduler is loaded ({}); stop it first",
+            sysfs::root_ops().unwrap_or_else(|| "unknown".into())
+        ),
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("scx_mqland must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN");
+    }
+    Ok(())
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Scheduler<'obj> {
+    bpf: BpfScheduler<'obj>,
+    policy: Policy<QueuedTask>,
+    members: Membership,
+    stats_every: Option<Duration>,
+    stats_json: bool,
+}
+
+impl<'obj> Scheduler<'obj> {
+    fn init(opts: &Opts, open_object: &'obj mut MaybeUninit<OpenObject>) -> Result<Self> {
+        let nr_cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
+        // Membership first: the map and its pin need memory mappings, which the dispatcher's
+        // allocator forbids once it has locked the scheduler's memory.
+        let members = Membership::open()?;
+        let bpf = BpfScheduler::init(
+            open_object,
+            None,
+            opts.exit_dump_len,
+            false, // full switch: in partial mode every normal task would outrank the class
+            opts.verbose > 1,
+            true, // a wakeup that finds an idle CPU runs there without a round trip
+            false,
+            opts.class_slice_us.min(opts.normal_slice_us) * 1000,
+            "mqland",
+        )?;
+        info!(
+            "scx_mqland attached: {} CPUs, period {} µs, runtime {} µs, {} class members (scx_rustland_core {})",
+            nr_cpus,
+            opts.period_us,
+            opts.runtime_us,
+            members.len(),
+            scx_rustland_core::VERSION
+        );
+        Ok(Self {
+            bpf,
+            policy: Policy::new(opts.config(), nr_cpus, monotonic_ns()),
+            members,
+            stats_every: opts.stats.map(Duration::from_secs_f64),
+            stats_json: opts.stats_json,
+        })
+    }
+
+    fn snapshot(&mut self) -> Snapshot {
+        Snapshot {
+            taken: Instant::now(),
+            counts: self.policy.counts(),
+            cpus: self
+                .policy
+                .cpus()
+                .iter()
+                .map(|b| (b.class_run_ns, b.throttles))
+                .collect(),
+            kernel_dispatches: *self.bpf.nr_kernel_dispatches_mut(),
+            congested: *self.bpf.nr_sched_congested_mut(),
+            process_cpu_ns: stats::process_cpu_ns(),
+        }
+    }
+
+    /// One round: take every queued task, hand one decision to the dispatcher, and tell it
+    /// how many tasks still wait here (it calls us again while any do).
+    fn schedule(&mut self) {
+        self.members.refresh();
+        let now = monotonic_ns();
+        loop {
+            match self.bpf.dequeue_task() {
+                Ok(Some(task)) => {
+                    let q = Queued {
+                        pid: task.pid,
+                        cpu: task.cpu,
+                        start_ns: task.start_ts,
+                        stop_ns: task.stop_ts,
+                        weight: task.weight,
+                        vtime: task.vtime,
+                    };
+                    let class = self.members.contains(task.pid);
+                    self.policy.enqueue(now, q, class, task);
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    warn!("reading the dispatcher's queue: error {err}");
+                    break;
+                }
+            }
+        }
+        if let Some(decision) = self.policy.next(now) {
+            self.dispatch(decision);
+        }
+        self.bpf.notify_complete(self.policy.pending() as u64);
+    }
+
+    fn dispatch(&mut self, d: Decision<QueuedTask>) {
+        let task = &d.task;
+        let mut out = DispatchedTask::new(task);
+        out.slice_ns = d.slice_ns;
+        out.vtime = d.vtime;
+        // An idle CPU if there is one, else the first CPU that comes free (the shared queue
+        // is ordered by vtime, so the class goes first there too).
+        out.cpu = match self.bpf.select_cpu(task.pid, task.cpu, task.flags) {
+            cpu if cpu >= 0 => cpu,
+            _ => RL_CPU_ANY,
+        };
+        if self.bpf.dispatch_task(&out).is_err() {
+            let q = Queued {
+                pid: task.pid,
+                cpu: task.cpu,
+                start_ns: task.start_ts,
+                stop_ns: task.stop_ts,
+                weight: task.weight,
+                vtime: task.vtime,
+            };
+            self.policy.requeue(d, q);
+        }
+    }
+
+    fn run(&mut self) -> Result<UserExitInfo> {
+        let mut last = self.snapshot();
+        while !self.bpf.exited() {
+            self.schedule();
+            let Some(every) = self.stats_every else {
+                continue;
+            };
+            if last.taken.elapsed() < every {
+                continue;
+            }
+            let now = self.snapshot();
+            let report = Report::between(&last, &now, self.members.len());
+            if self.stats_json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", report.format());
+            }
+            last = now;
+        }
+        self.bpf.shutdown_and_report()
+    }
+}
+
+fn init_logging(verbose: u8) -> Result<()> {
+    let level = match verbose {
+        0 => simplelog::LevelFilter::Info,
+        1 => simplelog::LevelFilter::Debug,
+        _ => simplelog::LevelFilter::Trace,
+    };
+    simplelog::TermLogger::init(
+        level,
+        simplelog::ConfigBuilder::new()
+            .set_time_level(simplelog::LevelFilter::Error)
+            .set_location_level(simplelog::LevelFilter::Off)
+            .set_target_level(simplelog::LevelFilter::Off)
+            .set_thread_level(simplelog::LevelFilter::Off)
+            .build(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    )
+    .context("initialising the logger")
+}
+
+fn main() -> Result<()> {
+    let opts = Opts::parse();
+    init_logging(opts.verbose)?;
+    opts.validate()?;
+    preflight()?;
+    // rustland_core installs the Ctrl-C handler (and stops the loop through `exited()`).
+    let mut open_object = MaybeUninit::uninit();
+    loop {
+        let mut sched = Scheduler::init(&opts, &mut open_object)?;
+        let exit = sched.run()?;
+        drop(sched);
+        if !exit.should_restart() {
+            // An ejection by the kernel (stall, error) came back above as an error with its
+            // reason; what is left is a detach asked for (Ctrl-C, SIGTERM, sysrq).
+            info!("detached; all tasks are back on the fair class");
+            return Ok(());
+        }
+        info!("the kernel asked for a restart");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Opts> {
+        let opts = Opts::try_parse_from(std::iter::once("scx_mqland").chain(args.iter().copied()))?;
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    #[test]
+    fn flags_and_defaults_are_scx_microquantas() {
+        let opts = parse(&[]).unwrap();
+        assert_eq!((opts.period_us, opts.runtime_us), (40, 20));
+        assert_eq!((opts.class_slice_us, opts.normal_slice_us), (1000, 3000));
+        assert!(parse(&[
+            "--period-us",
+            "1000",
+            "--runtime-us",
+            "200",
+            "--stats",
+            "1",
+            "--stats-json"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let err = parse(&["--period-us", "40", "--runtime-us", "50"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--runtime-us 50") && err.contains("(40)"), "{err}");
+        assert!(parse(&["--runtime-us", "0"]).is_err());
+        assert!(parse(&["--period-us", "1"]).is_err());
+        assert!(parse(&["--class-slice-us", "0"]).is_err());
+        assert!(parse(&["--stats", "-1"]).is_err());
+    }
+}
