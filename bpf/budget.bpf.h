@@ -10,7 +10,9 @@
  *   with its own runtime/period (group_bw: the loader's for the default
  *   group, the pinned group map's for the others);
  * - credit grows at runtime/period of wall time, falls by the class run
- *   time of that group's tasks, and stays within +-2 periods (credit_limit);
+ *   time of that group's tasks, netted, and stays within +-2 periods
+ *   (credit_limit) except for credit owed to or by a group that waited or
+ *   overran while others waited (credit_at);
  * - only the owning CPU writes its credit; a wakeup enqueued on that CPU's
  *   rq reads it (a stale read costs a kick, never a wrong budget), and a
  *   normal wakeup elsewhere learns that class work runs past its budget
@@ -57,40 +59,84 @@ static s64 credit_limit(struct mq_bw bw)
 	return 2 * (s64)bw.period_ns;
 }
 
-/*
- * The credit @gb would have at @now, without writing it: other CPUs use this
- * to decide whether a wakeup may preempt.
- */
-static s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now)
+/* Credit owed to a group that waited for it, or owed by one that overran: see credit_at. */
+#define MQ_OWED_PERIODS 6
+
+static s64 credit_owed_limit(struct mq_bw bw)
 {
-	s64 credit = gb->credit_ns;
+	return MQ_OWED_PERIODS * (s64)bw.period_ns;
+}
+
+/*
+ * The credit @gb would have at @now after @used_ns of its group's class time
+ * since it was last brought up to date, without writing it: other CPUs use
+ * this (with nothing used) to decide whether a wakeup may preempt.
+ *
+ * What the group earned and what it used are netted before the clamps:
+ * clamping the earnings first took from a running group, between two
+ * charges, all it earned past the limit while it was spending it.
+ *
+ * The clamps keep +-2 periods (credit_limit) where they mean something: an
+ * idle group banks no more (a burst after a sleep is bounded), and class
+ * work that ran while no normal work waited owes no more (the CPU was free).
+ * Credit a group earns while its work waits here for budget (THROTTLED,
+ * UNTHROTTLE_DUE), and debt it runs up while normal work waits
+ * (@normal_waits), are kept up to MQ_OWED_PERIODS: a late refill or a late
+ * throttle (a budget timer that fires late, a vCPU the emulator stalls, a
+ * tick doing the timer's work) then shifts when the group runs, not how
+ * much. Clamped at 2 periods, a group at 600/1000 µs lost what it earned
+ * past 3.3 ms of waiting and one at 200/1000 µs was forgiven what it ran
+ * past 2.5 ms of overrun, and their shares moved away from runtime/period.
+ */
+static s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now, u64 used_ns,
+		     bool normal_waits)
+{
+	s64 before = gb->credit_ns, credit, hi, lo;
 	u64 delta, full_ns;
 
 	/* A slot reused by a group with a shorter period starts within its limits. */
-	if (credit < -credit_limit(bw))
-		credit = -credit_limit(bw);
-	if (now <= gb->credit_at_ns)
-		return credit > credit_limit(bw) ? credit_limit(bw) : credit;
-	/*
-	 * Going from the lowest credit (-2 periods) to the highest (+2) takes
-	 * 4 * period * period / runtime of wall time; beyond that the clamp
-	 * decides. Bounding delta there keeps delta * runtime <= 5 * period^2,
-	 * far from overflow for periods up to the 1 s the loader allows. (A
-	 * bound of 4 periods would starve a CPU that has been idle of credit
-	 * whenever runtime < period.)
-	 */
-	delta = now - gb->credit_at_ns;
-	full_ns = (4 * bw.period_ns / bw.runtime_ns + 1) * bw.period_ns;
-	if (delta > full_ns)
-		delta = full_ns;
-	credit += delta * bw.runtime_ns / bw.period_ns;
-	return credit > credit_limit(bw) ? credit_limit(bw) : credit;
+	if (before < -credit_owed_limit(bw))
+		before = -credit_owed_limit(bw);
+	if (before > credit_owed_limit(bw))
+		before = credit_owed_limit(bw);
+	credit = before;
+	if (now > gb->credit_at_ns) {
+		/*
+		 * Going from the lowest credit to the highest (2 *
+		 * MQ_OWED_PERIODS) takes 12 * period * period / runtime of wall
+		 * time; beyond that the clamps decide. Bounding delta there
+		 * keeps delta * runtime <= 13 * period^2, clear of overflow for
+		 * periods up to the 1 s the loader allows. (A bound in periods
+		 * would starve a CPU that has been idle of credit whenever
+		 * runtime < period.)
+		 */
+		delta = now - gb->credit_at_ns;
+		full_ns = (2 * MQ_OWED_PERIODS * bw.period_ns / bw.runtime_ns + 1) * bw.period_ns;
+		if (delta > full_ns)
+			delta = full_ns;
+		credit += delta * bw.runtime_ns / bw.period_ns;
+	}
+	/* Class time between two charges is bounded by a tick (the tick
+	 * charges); this bound only keeps a wild value out of the sum. */
+	if (used_ns > (u64)(2 * credit_owed_limit(bw)))
+		used_ns = 2 * credit_owed_limit(bw);
+	credit -= (s64)used_ns;
+
+	/* Owed credit is not cut when the group gets in (it drains as it runs). */
+	hi = gb->state != MQ_BUDGET_OK ? credit_owed_limit(bw) :
+	     before > credit_limit(bw) ? before : credit_limit(bw);
+	lo = normal_waits ? -credit_owed_limit(bw) :
+	     before < -credit_limit(bw) ? before : -credit_limit(bw);
+	if (credit > hi)
+		return hi;
+	return credit < lo ? lo : credit;
 }
 
-/* Owner CPU only: bring @gb's credit up to @now; returns it. */
-static s64 credit_refill(struct grp_budget *gb, struct mq_bw bw, u64 now)
+/* Owner CPU only: bring @gb's credit up to @now, charging @used_ns; returns it. */
+static s64 credit_update(struct grp_budget *gb, struct mq_bw bw, u64 now, u64 used_ns,
+			 bool normal_waits)
 {
-	gb->credit_ns = credit_at(gb, bw, now);
+	gb->credit_ns = credit_at(gb, bw, now, used_ns, normal_waits);
 	if (now > gb->credit_at_ns)
 		gb->credit_at_ns = now;
 	return gb->credit_ns;
@@ -100,16 +146,26 @@ static s64 credit_refill(struct grp_budget *gb, struct mq_bw bw, u64 now)
 static void credit_charge(struct cpu_ctx *c, u64 now)
 {
 	struct grp_budget *gb = grp_of(c, c->run_group);
-	struct mq_bw bw = group_bw(c->run_group);
-	s64 credit;
+	u64 used = now > c->mq_charged_ns ? now - c->mq_charged_ns : 0;
 
-	credit_refill(gb, bw, now);
-	if (now <= c->mq_charged_ns)
-		return;
-	stat_add(MQ_STAT_MQ_RUN_NS, now - c->mq_charged_ns);
-	credit = gb->credit_ns - (s64)(now - c->mq_charged_ns);
-	gb->credit_ns = credit < -credit_limit(bw) ? -credit_limit(bw) : credit;
-	c->mq_charged_ns = now;
+	stat_add(MQ_STAT_MQ_RUN_NS, used);
+	credit_update(gb, group_bw(c->run_group), now, used,
+		      used && normal_work_waiting(bpf_get_smp_processor_id()));
+	if (now > c->mq_charged_ns)
+		c->mq_charged_ns = now;
+}
+
+/*
+ * Owner CPU only: @g's credit here at @now. The running class task's group
+ * is charged on the way (netted, see credit_at), any other is refilled.
+ */
+static s64 credit_refill(struct cpu_ctx *c, u32 g, u64 now)
+{
+	if (runs_class(c) && g == c->run_group) {
+		credit_charge(c, now);
+		return grp_of(c, g)->credit_ns;
+	}
+	return credit_update(grp_of(c, g), group_bw(g), now, 0, false);
 }
 
 /*
@@ -123,7 +179,7 @@ static bool budget_allows_group(struct cpu_ctx *c, u32 g, u64 now)
 {
 	struct grp_budget *gb = grp_of(c, g);
 	struct mq_bw bw = group_bw(g);
-	s64 credit = credit_refill(gb, bw, now);
+	s64 credit = credit_refill(c, g, now);
 
 	/* The timer measures time on CLOCK_MONOTONIC, the credit on the rq
 	 * clock; once the timer says the refill is done (UNTHROTTLE_DUE), any

@@ -112,6 +112,7 @@ enum mq_stat_idx {
 	MQ_STAT_OVERBUDGET_KICK,/* normal wakeup kicked class work running past its budget */
 	MQ_STAT_TIMER_MIGRATED,	/* a budget timer fired away from its CPU */
 	MQ_STAT_TIMER_ROUND_ROBIN,/* class slice over, another class task waited */
+	MQ_STAT_MQ_KEEP,	/* class slice over, no other class task here: it goes on */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

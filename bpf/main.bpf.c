@@ -382,7 +382,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		 */
 		if (c && wakeup && !runs_class(c) && !group_throttled(c, g) &&
 		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
-		    credit_at(grp_of(c, g), group_bw(g), scx_bpf_now()) > 0) {
+		    credit_at(grp_of(c, g), group_bw(g), scx_bpf_now(), 0, false) > 0) {
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
@@ -570,8 +570,12 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
 
 	/* A class prev about to be put back whose group's budget is spent
-	 * waits like the queued ones. */
-	if (normal_waiting && runs_class(c) && !budget_allows_group(c, c->run_group, now)) {
+	 * waits like the queued ones. One told to yield has spent it as the
+	 * timer, the tick or a normal wakeup saw it: the rq clock may still
+	 * show a sliver of credit, and letting that sliver through would
+	 * leave it queued, unthrottled, with no refill timer armed. */
+	if (normal_waiting && runs_class(c) &&
+	    (c->run == MQ_RUN_CLASS_YIELDING || !budget_allows_group(c, c->run_group, now))) {
 		budget_decided(c, c->run_group, false);
 		waits = true;
 	}
@@ -579,6 +583,21 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	mode = normal_waiting ? TAKE_WITH_BUDGET : TAKE_ANY;
 	if (take_class_task(c, cpu, cpu, mode)) {
 		stat_inc(MQ_STAT_MQ_DISPATCH);
+		return;
+	}
+	/*
+	 * No other class task of this CPU may run: a class prev whose slice
+	 * ran out, and whose group still has budget here, goes on. Put back
+	 * instead, it would wait in the FIFO behind the normal task taken
+	 * next, with credit and so with no refill timer to call it back:
+	 * until that task's slice ends at a tick, while its credit piles up
+	 * past the clamp and is lost (a group whose budget outlasts the class
+	 * slice then got less than its runtime/period).
+	 */
+	if (!waits && prev && c->run == MQ_RUN_CLASS && (prev->scx.flags & SCX_TASK_QUEUED) &&
+	    task_group(prev, cpu) == (s32)c->run_group) {
+		scx_bpf_task_set_slice(prev, class_slice_ns);
+		stat_inc(MQ_STAT_MQ_KEEP);
 		return;
 	}
 	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
@@ -669,7 +688,7 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		c->run_group = g;
 		gb = grp_of(c, g);
 		bw = group_bw(g);
-		credit = credit_refill(gb, bw, now);
+		credit = credit_update(gb, bw, now, 0, false);
 		c->mq_charged_ns = now;
 		/* While class work runs the group's credit falls at 1 -
 		 * runtime/period per ns: the budget runs out after credit *
@@ -777,7 +796,12 @@ void BPF_STRUCT_OPS(mq_exit_task, struct task_struct *p, struct scx_exit_task_ar
 {
 	u32 tid = p->pid;
 
-	/* A reused thread id must not inherit the class. */
+	/* The kernel calls exit_task for every task when the scheduler is
+	 * unloaded too: only a thread that exits (or whose fork failed) leaves
+	 * the class, so that membership survives a restart. A reused thread id
+	 * must not inherit the class. */
+	if (!args->cancelled && !(p->flags & PF_EXITING))
+		return;
 	if (bpf_map_delete_elem(&mq_tasks, &tid) == 0)
 		stat_inc(MQ_STAT_CLASS_EXIT);
 }

@@ -65,6 +65,38 @@ fn assert_near(what: &str, got: f64, want: f64, all: &[f64]) {
     );
 }
 
+/// The scheduler's own statistics over the next `secs` (its `--monitor` report), read by
+/// [`SchedView::report`]: printed next to a measurement, so that a failed bound comes with
+/// the scheduler's view of the same window (throttles, keeps, overrun per CPU).
+struct SchedView(std::process::Child);
+
+impl SchedView {
+    fn start(secs: f64) -> Self {
+        let child = Command::new(SCHEDULER)
+            .args(["--monitor", &secs.to_string(), "--stats-json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("scx_microquanta --monitor starts");
+        Self(child)
+    }
+
+    fn report(mut self) -> String {
+        use std::io::BufRead;
+        let out = self.0.stdout.take().expect("monitor stdout");
+        let line = std::io::BufReader::new(out).lines().next();
+        line.and_then(Result::ok)
+            .unwrap_or_else(|| "no monitor report".into())
+    }
+}
+
+impl Drop for SchedView {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn mqctl(args: &[&str]) -> std::process::Output {
     Command::new(MQCTL).args(args).output().expect("mqctl runs")
 }
@@ -78,6 +110,7 @@ fn groups_each_get_their_own_budget_next_to_a_hog_on_their_cpu() {
     let class = Class::open().unwrap();
     let _groups = GroupsMade::make(&class, &GROUPS).unwrap();
     let (a, b) = (GROUPS[0], GROUPS[1]);
+    let view = SchedView::start(WINDOW.as_secs_f64() + 0.5);
     let got = shares(
         &[
             spinner(0, Some(a.0)),
@@ -89,6 +122,7 @@ fn groups_each_get_their_own_budget_next_to_a_hog_on_their_cpu() {
     )
     .unwrap();
     eprintln!("{} | hog | {} | hog: {got:?}", a.0, b.0);
+    eprintln!("scheduler: {}", view.report());
     assert_near(a.0, got[0], share_of(a.1), &got);
     assert_near(b.0, got[2], share_of(b.1), &got);
     assert!(sched.pid() > 0 && mq_class::sysfs::microquanta_loaded());
