@@ -218,6 +218,40 @@ static bool throttled_group_refilled(struct cpu_ctx *c, u64 now)
 }
 
 /*
+ * Global functions of the budget: the verifier checks each once, with its
+ * arguments unknown, instead of at every call site and in every iteration
+ * of dispatch's loops, where the inlined credit arithmetic multiplied the
+ * instructions it verified. Scalar arguments only (a global function
+ * cannot take a map value holding a timer): each looks its CPU up itself.
+ */
+
+/* Owner CPU only: credit_charge() for @cpu. */
+__noinline int cpu_charge(s32 cpu, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	if (c)
+		credit_charge(c, now);
+	return 0;
+}
+
+/* Owner CPU only: budget_allows_group() for @cpu. */
+__noinline int group_may_run(s32 cpu, u32 g, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	return c && budget_allows_group(c, g & (MQ_MAX_GROUPS - 1), now);
+}
+
+/* Owner CPU only: throttled_group_refilled() for @cpu. */
+__noinline int group_refilled(s32 cpu, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	return c && throttled_group_refilled(c, now);
+}
+
+/*
  * The budget timer (armed in cpu_state.bpf.h) only kicks its CPU with
  * SCX_KICK_PREEMPT; dispatch() and running() decide with the rq clock.
  * Outside the scheduler's callbacks the clock scx_bpf_now() returns can lag,

@@ -436,14 +436,18 @@ enum take_mode {
  * times its refill. Nothing but the task pointer and a counter lives across
  * iterations, which keeps the verifier's states few.
  */
-static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode)
+__noinline int take_class_task(s32 self, s32 from, u32 mode)
 {
 	/* Within a callback scx_bpf_now() is the rq clock, as dispatch's. */
 	u64 now = scx_bpf_now();
+	struct cpu_ctx *c = lookup_cpu_ctx(self);
 	struct bpf_iter_scx_dsq it;
 	struct task_struct *p;
 	bool taken = false;
 	u32 i;
+
+	if (!c)
+		return false;
 
 	/* bpf_for bounds the scan without a counter of our own: a counter the
 	 * loop compares would keep the verifier's states apart per iteration. */
@@ -465,7 +469,7 @@ static bool take_class_task(struct cpu_ctx *c, s32 self, s32 from, u32 mode)
 			g = task_group(p, self);
 			if (g < 0)
 				g = MQ_DEFAULT_GROUP;
-			allowed = mode == TAKE_ANY || budget_allows_group(c, g, now);
+			allowed = mode == TAKE_ANY || group_may_run(self, g, now);
 			if (from == self)
 				budget_decided(c, g, allowed);
 			if (allowed && scx_bpf_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
@@ -499,7 +503,7 @@ static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode)
 			break;
 		if (cpu == self)
 			continue;
-		taken = take_class_task(c, self, cpu, mode);
+		taken = take_class_task(self, cpu, mode);
 		if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 			fifo_found_empty(cpu);
 		if (taken) {
@@ -517,11 +521,15 @@ static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode)
  * so the timer never waits for a group with nothing to wait for. At most
  * MQ_MAX_GROUPS steps.
  */
-static void arm_refill(struct cpu_ctx *c, s32 cpu)
+__noinline int arm_refill(s32 cpu)
 {
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	u64 best = (u64)-1, wait;
 	u32 g, best_g = MQ_DEFAULT_GROUP;
 	bool refilled = false;
+
+	if (!c)
+		return 0;
 
 	bpf_for(g, 0, MQ_MAX_GROUPS) {
 		if (!(c->throttled_groups & (1U << g)))
@@ -545,6 +553,7 @@ static void arm_refill(struct cpu_ctx *c, s32 cpu)
 		 * (That look sees those groups OK, so this kick is not repeated.) */
 		scx_bpf_kick_cpu(cpu, 0);
 	}
+	return 0;
 }
 
 /*
@@ -565,7 +574,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	/* prev has not been charged or put back yet: charge a class prev, and
 	 * count a runnable normal prev as normal work that wants this CPU. */
 	if (runs_class(c))
-		credit_charge(c, now);
+		cpu_charge(cpu, now);
 	prev_normal = prev && runs_normal(c) && (prev->scx.flags & SCX_TASK_QUEUED);
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
 
@@ -575,13 +584,13 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	 * show a sliver of credit, and letting that sliver through would
 	 * leave it queued, unthrottled, with no refill timer armed. */
 	if (normal_waiting && runs_class(c) &&
-	    (c->run == MQ_RUN_CLASS_YIELDING || !budget_allows_group(c, c->run_group, now))) {
+	    (c->run == MQ_RUN_CLASS_YIELDING || !group_may_run(cpu, c->run_group, now))) {
 		budget_decided(c, c->run_group, false);
 		waits = true;
 	}
 
 	mode = normal_waiting ? TAKE_WITH_BUDGET : TAKE_ANY;
-	if (take_class_task(c, cpu, cpu, mode)) {
+	if (take_class_task(cpu, cpu, mode)) {
 		stat_inc(MQ_STAT_MQ_DISPATCH);
 		return;
 	}
@@ -611,7 +620,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		 * budget: wake this CPU when a group's credit is worth a
 		 * runtime again. */
 		stat_inc(MQ_STAT_MQ_THROTTLE);
-		arm_refill(c, cpu);
+		arm_refill(cpu);
 	}
 
 	if (scx_bpf_dsq_move_to_local(MQ_NORMAL_DSQ, 0)) {
@@ -644,7 +653,7 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 	if (runs_class(c)) {
 		s64 credit;
 
-		credit_charge(c, now);
+		cpu_charge(cpu, now);
 		credit = grp_of(c, c->run_group)->credit_ns;
 		if (credit <= 0)
 			class_past_budget(cpu);
@@ -658,7 +667,7 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 
 	/* A throttled group's MicroQuanta task has earned its budget back. */
 	if (throttled(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0 &&
-	    throttled_group_refilled(c, now))
+	    group_refilled(cpu, now))
 		scx_bpf_task_set_slice(p, 0);
 }
 
@@ -725,7 +734,7 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	ran = cpu_stops(c, cpu);
 	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING) {
 		cpu_may_be_free(cpu);
-		credit_charge(c, now);
+		cpu_charge(cpu, now);
 		/* Overrun: class time past the instant its budget ran out
 		 * while normal work waited. */
 		if (ran == MQ_RUN_CLASS_YIELDING && now > c->budget_out_ns)
