@@ -6,8 +6,13 @@
  * are in cpu_state.bpf.h. Kept apart because it is the part of the
  * scheduler with its own invariants:
  *
- * - credit grows at runtime/period of wall time, falls by class run time,
- *   and stays within +-2 periods (credit_limit);
+ * - each class group has its own credit on each CPU (struct grp_budget),
+ *   with its own runtime/period (group_bw: the loader's for the default
+ *   group, the pinned group map's for the others);
+ * - credit grows at runtime/period of wall time, falls by the class run
+ *   time of that group's tasks, netted, and stays within +-2 periods
+ *   (credit_limit) except for credit owed to or by a group that waited or
+ *   overran while others waited (credit_at);
  * - only the owning CPU writes its credit; a wakeup enqueued on that CPU's
  *   rq reads it (a stale read costs a kick, never a wrong budget), and a
  *   normal wakeup elsewhere learns that class work runs past its budget
@@ -17,84 +22,233 @@
 #ifndef __MICROQUANTA_BUDGET_BPF_H
 #define __MICROQUANTA_BUDGET_BPF_H
 
-static s64 credit_limit(void)
+/* A group's bandwidth: runtime out of every period, per CPU. */
+struct mq_bw {
+	u64 period_ns;
+	u64 runtime_ns;
+};
+
+/*
+ * The bandwidth of group @g: the loader's for the default group, else the
+ * group map's (read once into locals: userspace may rewrite the slot). A
+ * slot that is not in use or holds nonsense counts as the default group,
+ * as its members do.
+ */
+static struct mq_bw group_bw(u32 g)
 {
-	return 2 * (s64)mq_period_ns;
+	struct mq_bw bw = { .period_ns = mq_period_ns, .runtime_ns = mq_runtime_ns };
+	struct mq_group *grp;
+	u64 period, runtime;
+
+	if (g == MQ_DEFAULT_GROUP)
+		return bw;
+	grp = lookup_group(g);
+	if (!grp || !grp->in_use)
+		return bw;
+	period = grp->period_ns;
+	runtime = grp->runtime_ns;
+	if (period && runtime && runtime <= period) {
+		bw.period_ns = period;
+		bw.runtime_ns = runtime;
+	}
+	return bw;
+}
+
+static s64 credit_limit(struct mq_bw bw)
+{
+	return 2 * (s64)bw.period_ns;
+}
+
+/* Credit owed to a group that waited for it, or owed by one that overran: see credit_at. */
+#define MQ_OWED_PERIODS 6
+
+static s64 credit_owed_limit(struct mq_bw bw)
+{
+	return MQ_OWED_PERIODS * (s64)bw.period_ns;
 }
 
 /*
- * The credit @c would have at @now, without writing it: other CPUs use this
- * to decide whether a wakeup may preempt.
+ * The credit @gb would have at @now after @used_ns of its group's class time
+ * since it was last brought up to date, without writing it: other CPUs use
+ * this (with nothing used) to decide whether a wakeup may preempt.
+ *
+ * What the group earned and what it used are netted before the clamps:
+ * clamping the earnings first took from a running group, between two
+ * charges, all it earned past the limit while it was spending it.
+ *
+ * The clamps keep +-2 periods (credit_limit) where they mean something: an
+ * idle group banks no more (a burst after a sleep is bounded), and class
+ * work that ran while no normal work waited owes no more (the CPU was free).
+ * Credit a group earns while its work waits here for budget (THROTTLED,
+ * UNTHROTTLE_DUE), and debt it runs up while normal work waits
+ * (@normal_waits), are kept up to MQ_OWED_PERIODS: a late refill or a late
+ * throttle (a budget timer that fires late, a vCPU the emulator stalls, a
+ * tick doing the timer's work) then shifts when the group runs, not how
+ * much. Clamped at 2 periods, a group at 600/1000 µs lost what it earned
+ * past 3.3 ms of waiting and one at 200/1000 µs was forgiven what it ran
+ * past 2.5 ms of overrun, and their shares moved away from runtime/period.
  */
-static s64 credit_at(const struct cpu_ctx *c, u64 now)
+static s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now, u64 used_ns,
+		     bool normal_waits)
 {
-	s64 credit = c->credit_ns;
+	s64 before = gb->credit_ns, credit, hi, lo;
 	u64 delta, full_ns;
 
-	if (now <= c->credit_at_ns)
-		return credit;
-	/*
-	 * Going from the lowest credit (-2 periods) to the highest (+2) takes
-	 * 4 * period * period / runtime of wall time; beyond that the clamp
-	 * decides. Bounding delta there keeps delta * runtime <= 5 * period^2,
-	 * far from overflow for periods up to the 1 s the loader allows. (A
-	 * bound of 4 periods would starve a CPU that has been idle of credit
-	 * whenever runtime < period.)
-	 */
-	delta = now - c->credit_at_ns;
-	full_ns = (4 * mq_period_ns / mq_runtime_ns + 1) * mq_period_ns;
-	if (delta > full_ns)
-		delta = full_ns;
-	credit += delta * mq_runtime_ns / mq_period_ns;
-	return credit > credit_limit() ? credit_limit() : credit;
+	/* A slot reused by a group with a shorter period starts within its limits. */
+	if (before < -credit_owed_limit(bw))
+		before = -credit_owed_limit(bw);
+	if (before > credit_owed_limit(bw))
+		before = credit_owed_limit(bw);
+	credit = before;
+	if (now > gb->credit_at_ns) {
+		/*
+		 * Going from the lowest credit to the highest (2 *
+		 * MQ_OWED_PERIODS) takes 12 * period * period / runtime of wall
+		 * time; beyond that the clamps decide. Bounding delta there
+		 * keeps delta * runtime <= 13 * period^2, clear of overflow for
+		 * periods up to the 1 s the loader allows. (A bound in periods
+		 * would starve a CPU that has been idle of credit whenever
+		 * runtime < period.)
+		 */
+		delta = now - gb->credit_at_ns;
+		full_ns = (2 * MQ_OWED_PERIODS * bw.period_ns / bw.runtime_ns + 1) * bw.period_ns;
+		if (delta > full_ns)
+			delta = full_ns;
+		credit += delta * bw.runtime_ns / bw.period_ns;
+	}
+	/* Class time between two charges is bounded by a tick (the tick
+	 * charges); this bound only keeps a wild value out of the sum. */
+	if (used_ns > (u64)(2 * credit_owed_limit(bw)))
+		used_ns = 2 * credit_owed_limit(bw);
+	credit -= (s64)used_ns;
+
+	/* Owed credit is not cut when the group gets in (it drains as it runs). */
+	hi = gb->state != MQ_BUDGET_OK ? credit_owed_limit(bw) :
+	     before > credit_limit(bw) ? before : credit_limit(bw);
+	lo = normal_waits ? -credit_owed_limit(bw) :
+	     before < -credit_limit(bw) ? before : -credit_limit(bw);
+	if (credit > hi)
+		return hi;
+	return credit < lo ? lo : credit;
 }
 
-/* Owner CPU only: bring the credit up to @now. */
-static void credit_refill(struct cpu_ctx *c, u64 now)
+/* Owner CPU only: bring @gb's credit up to @now, charging @used_ns; returns it. */
+static s64 credit_update(struct grp_budget *gb, struct mq_bw bw, u64 now, u64 used_ns,
+			 bool normal_waits)
 {
-	c->credit_ns = credit_at(c, now);
-	if (now > c->credit_at_ns)
-		c->credit_at_ns = now;
+	gb->credit_ns = credit_at(gb, bw, now, used_ns, normal_waits);
+	if (now > gb->credit_at_ns)
+		gb->credit_at_ns = now;
+	return gb->credit_ns;
 }
 
-/* Owner CPU only: charge MicroQuanta time consumed up to @now. */
+/* Owner CPU only: charge the running class task's group for its time up to @now. */
 static void credit_charge(struct cpu_ctx *c, u64 now)
 {
-	s64 credit;
+	struct grp_budget *gb = grp_of(c, c->run_group);
+	u64 used = now > c->mq_charged_ns ? now - c->mq_charged_ns : 0;
 
-	credit_refill(c, now);
-	if (now <= c->mq_charged_ns)
-		return;
-	stat_add(MQ_STAT_MQ_RUN_NS, now - c->mq_charged_ns);
-	credit = c->credit_ns - (s64)(now - c->mq_charged_ns);
-	c->credit_ns = credit < -credit_limit() ? -credit_limit() : credit;
-	c->mq_charged_ns = now;
+	stat_add(MQ_STAT_MQ_RUN_NS, used);
+	credit_update(gb, group_bw(c->run_group), now, used,
+		      used && normal_work_waiting(bpf_get_smp_processor_id()));
+	if (now > c->mq_charged_ns)
+		c->mq_charged_ns = now;
 }
 
 /*
- * Hysteresis: a throttled CPU lets class work back in once the credit is
- * worth a whole runtime again, not the moment it turns positive. Otherwise
- * the class would run in slivers of a few ns between two context switches,
- * all overhead; this way it gets `runtime` worth of credit per period, as
- * the kernel patch's class does.
+ * Owner CPU only: @g's credit here at @now. The running class task's group
+ * is charged on the way (netted, see credit_at), any other is refilled.
  */
-static bool budget_allows_class(const struct cpu_ctx *c)
+static s64 credit_refill(struct cpu_ctx *c, u32 g, u64 now)
 {
+	if (runs_class(c) && g == c->run_group) {
+		credit_charge(c, now);
+		return grp_of(c, g)->credit_ns;
+	}
+	return credit_update(grp_of(c, g), group_bw(g), now, 0, false);
+}
+
+/*
+ * Owner CPU only. Hysteresis: a throttled group gets back in once its
+ * credit is worth a whole runtime again, not the moment it turns positive.
+ * Otherwise the class would run in slivers of a few ns between two context
+ * switches, all overhead; this way it gets `runtime` worth of credit per
+ * period, as the kernel patch's class does.
+ */
+static bool budget_allows_group(struct cpu_ctx *c, u32 g, u64 now)
+{
+	struct grp_budget *gb = grp_of(c, g);
+	struct mq_bw bw = group_bw(g);
+	s64 credit = credit_refill(c, g, now);
+
 	/* The timer measures time on CLOCK_MONOTONIC, the credit on the rq
 	 * clock; once the timer says the refill is done (UNTHROTTLE_DUE), any
 	 * positive credit will do rather than a second round trip over a clock
 	 * skew. */
-	if (c->budget == MQ_BUDGET_THROTTLED)
-		return c->credit_ns >= (s64)mq_runtime_ns;
-	return c->credit_ns > 0;
+	if (gb->state == MQ_BUDGET_THROTTLED)
+		return credit >= (s64)bw.runtime_ns;
+	return credit > 0;
 }
 
-/* Time until @credit is worth a whole runtime again, growing at runtime/period. */
-static u64 refill_wait_ns(s64 credit)
+/* Time until @g's credit here is worth a whole runtime again, growing at runtime/period. */
+static u64 refill_wait_ns(struct cpu_ctx *c, u32 g)
 {
-	s64 missing = (s64)mq_runtime_ns - credit;
+	struct mq_bw bw = group_bw(g);
+	s64 missing = (s64)bw.runtime_ns - grp_of(c, g)->credit_ns;
 
-	return missing > 0 ? (u64)missing * mq_period_ns / mq_runtime_ns : 0;
+	return missing > 0 ? (u64)missing * bw.period_ns / bw.runtime_ns : 0;
+}
+
+/*
+ * Owner CPU only, from the tick: whether a throttled group with class work
+ * queued here has earned its budget back. At most MQ_MAX_GROUPS steps, and
+ * only for the groups throttled here.
+ */
+static bool throttled_group_refilled(struct cpu_ctx *c, u64 now)
+{
+	u32 g;
+
+	bpf_for(g, 0, MQ_MAX_GROUPS) {
+		if (!(c->throttled_groups & (1U << g)))
+			continue;
+		if (budget_allows_group(c, g, now))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Global functions of the budget: the verifier checks each once, with its
+ * arguments unknown, instead of at every call site and in every iteration
+ * of dispatch's loops, where the inlined credit arithmetic multiplied the
+ * instructions it verified. Scalar arguments only (a global function
+ * cannot take a map value holding a timer): each looks its CPU up itself.
+ */
+
+/* Owner CPU only: credit_charge() for @cpu. */
+__noinline int cpu_charge(s32 cpu, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	if (c)
+		credit_charge(c, now);
+	return 0;
+}
+
+/* Owner CPU only: budget_allows_group() for @cpu. */
+__noinline int group_may_run(s32 cpu, u32 g, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	return c && budget_allows_group(c, g & (MQ_MAX_GROUPS - 1), now);
+}
+
+/* Owner CPU only: throttled_group_refilled() for @cpu. */
+__noinline int group_refilled(s32 cpu, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+
+	return c && throttled_group_refilled(c, now);
 }
 
 /*
@@ -118,8 +272,9 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		 * is spent just as at BUDGET_END. */
 		bool budget_end = c->timer_for != MQ_TIMER_SLICE_END;
 
-		/* Marked before looking for normal work: a normal task enqueued
-		 * after this look finds the mark (kick_overbudget_cpu). */
+		/* The running task's group's budget is spent. Marked before
+		 * looking for normal work: a normal task enqueued after this
+		 * look finds the mark (kick_overbudget_cpu). */
 		if (budget_end)
 			class_past_budget(cpu);
 		/* Budget spent and normal work waits: throttle. */
@@ -148,7 +303,8 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 	 * refill then too. */
 	if (throttled(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0) {
 		stat_inc(MQ_STAT_TIMER_UNTHROTTLE);
-		budget_unthrottle_due(c);
+		if (c->timer_for == MQ_TIMER_REFILL)
+			budget_unthrottle_due(c, c->refill_group);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 	}
 	return 0;

@@ -12,13 +12,14 @@
  *     CLASS_YIELDING --stopping()--> IDLE
  *     IDLE --cpu_release()--> RT --cpu_acquire()--> IDLE
  *
- *   the budget (budget)
+ *   the budget of each class group on this CPU (grp[g].state)
  *     any --dispatch()--> OK or THROTTLED
- *     THROTTLED or UNTHROTTLE_DUE --timer, class work queued--> UNTHROTTLE_DUE
+ *     THROTTLED or UNTHROTTLE_DUE --timer for g, class work queued--> UNTHROTTLE_DUE
  *
  *   what the armed timer stands for (timer_for)
  *     class task starts running, or its step ends --> SLICE_END or BUDGET_END
- *     dispatch() throttles with class work waiting --> REFILL
+ *     dispatch() throttles with class work waiting --> REFILL (for the
+ *       throttled group whose credit comes back first: refill_group)
  *
  * Being told to yield is a state of what runs, not of the budget: it
  * belongs to the running class task and ends when that task stops, while
@@ -79,20 +80,36 @@ enum mq_cpu_timer {
 	MQ_TIMER_REFILL,	/* a throttled CPU's credit is worth a runtime again */
 };
 
+/* One class group's budget on one CPU. */
+struct grp_budget {
+	s64 credit_ns;		/* the group's budget here: target minus consumed */
+	u64 credit_at_ns;	/* credit brought up to date at this time */
+	u32 state;		/* enum mq_cpu_budget */
+	u32 _pad;
+};
+
 struct cpu_ctx {
 	struct bpf_timer timer;	/* budget enforcement, pinned to this CPU */
 	u64 run_start_ns;	/* when the current task started running */
 	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
-	u64 credit_at_ns;	/* credit brought up to date at this time */
-	s64 credit_ns;		/* MicroQuanta budget: target minus consumed */
 	u64 curr_vtime;		/* vtime of the current normal task */
 	u64 budget_out_ns;	/* when the running class task's budget runs out */
 	u64 budget_left_ns;	/* class budget left after the armed timer step */
 	u64 yield_told_ns;	/* CLOCK_MONOTONIC when the running class task was told to yield */
 	u32 run;		/* enum mq_cpu_run; u32 for the compare-and-swap */
-	u32 budget;		/* enum mq_cpu_budget */
+	u32 run_group;		/* the running class task's group */
 	u32 timer_for;		/* enum mq_cpu_timer */
+	u32 refill_group;	/* the group a REFILL timer waits for */
+	u32 throttled_groups;	/* bit per group whose state is not OK here */
+	u32 _pad;
+	struct grp_budget grp[MQ_MAX_GROUPS];
 };
+
+/* @g's budget on the CPU of @c; the mask keeps the verifier (and a bad id) in bounds. */
+static struct grp_budget *grp_of(struct cpu_ctx *c, u32 g)
+{
+	return &c->grp[g & (MQ_MAX_GROUPS - 1)];
+}
 
 /* --- the cpumasks ----------------------------------------------------- */
 
@@ -222,25 +239,39 @@ static void fifo_filled(s32 cpu)
 
 /* --- the budget -------------------------------------------------------- */
 
+/* Some group's class work waits for credit here. */
 static bool throttled(const struct cpu_ctx *c)
 {
-	return c->budget != MQ_BUDGET_OK;
+	return c->throttled_groups != 0;
 }
 
-/* dispatch(): class work may run here now, or waits for credit. */
-static void budget_decided(struct cpu_ctx *c, bool class_may_run)
+static bool group_throttled(struct cpu_ctx *c, u32 g)
 {
-	c->budget = class_may_run ? MQ_BUDGET_OK : MQ_BUDGET_THROTTLED;
+	return grp_of(c, g)->state != MQ_BUDGET_OK;
+}
+
+/* dispatch(): @g's class work may run here now, or waits for credit. */
+static void budget_decided(struct cpu_ctx *c, u32 g, bool class_may_run)
+{
+	u32 bit = 1U << (g & (MQ_MAX_GROUPS - 1));
+
+	grp_of(c, g)->state = class_may_run ? MQ_BUDGET_OK : MQ_BUDGET_THROTTLED;
+	if (class_may_run)
+		c->throttled_groups &= ~bit;
+	else
+		c->throttled_groups |= bit;
 }
 
 /*
- * The timer fired on a throttled CPU with class work queued: the refill is
- * done, and dispatch() lets class work in on any positive credit.
+ * The timer fired on a throttled CPU with class work queued: @g's refill is
+ * done, and dispatch() lets its class work in on any positive credit.
  */
-static void budget_unthrottle_due(struct cpu_ctx *c)
+static void budget_unthrottle_due(struct cpu_ctx *c, u32 g)
 {
-	if (throttled(c))
-		c->budget = MQ_BUDGET_UNTHROTTLE_DUE;
+	struct grp_budget *gb = grp_of(c, g);
+
+	if (gb->state != MQ_BUDGET_OK)
+		gb->state = MQ_BUDGET_UNTHROTTLE_DUE;
 }
 
 /* --- the timer --------------------------------------------------------- */

@@ -31,6 +31,39 @@ enum mq_consts {
 	NSEC_PER_USEC = 1000,
 	/* Shortest budget timer: below this, timer overhead beats precision. */
 	MQ_MIN_TIMER_NS = 1000,
+
+	/* Class groups: each has its own runtime/period per CPU (and may be
+	 * limited to a CPU set). Group 0 is the default group, whose budget is
+	 * the loader's --runtime-us/--period-us. A power of two: BPF indexes
+	 * per-group state with a mask. */
+	MQ_MAX_GROUPS = 16,
+	MQ_DEFAULT_GROUP = 0,
+	MQ_GROUP_NAME_LEN = 32,
+	MQ_CPU_WORDS = MQ_MAX_CPUS / 64,
+	/* Class tasks of one CPU's FIFO a dispatch looks at for one whose
+	 * group has budget there, before it gives up. */
+	MQ_FIFO_SCAN = 16,
+};
+
+/* Value of the class map (key: thread id). */
+struct mq_member {
+	u64 added_ns;		/* CLOCK_MONOTONIC when userspace added it */
+	u32 group;		/* index into the group map */
+	u32 _pad;
+};
+
+/*
+ * Value of the group map (an array of MQ_MAX_GROUPS, pinned, written by
+ * userspace only). A member whose group slot is not in use counts as a
+ * member of the default group.
+ */
+struct mq_group {
+	u64 period_ns;
+	u64 runtime_ns;
+	u64 cpus[MQ_CPU_WORDS];	/* bit per CPU: where its threads are class threads */
+	u32 in_use;
+	u32 has_cpus;		/* 0: every CPU (cpus is ignored) */
+	char name[MQ_GROUP_NAME_LEN];	/* NUL-padded */
 };
 
 /*
@@ -79,6 +112,7 @@ enum mq_stat_idx {
 	MQ_STAT_OVERBUDGET_KICK,/* normal wakeup kicked class work running past its budget */
 	MQ_STAT_TIMER_MIGRATED,	/* a budget timer fired away from its CPU */
 	MQ_STAT_TIMER_ROUND_ROBIN,/* class slice over, another class task waited */
+	MQ_STAT_MQ_KEEP,	/* class slice over, no other class task here: it goes on */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

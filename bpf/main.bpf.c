@@ -63,16 +63,37 @@ UEI_DEFINE(uei);
 static u64 vtime_now;
 
 /*
- * The MicroQuanta class: thread ids (the kernel's pid). Pinned by the loader
- * under /sys/fs/bpf so that root can add and remove threads while the
- * scheduler runs, and so that membership survives a scheduler restart.
+ * The MicroQuanta class: thread ids (the kernel's pid) and the class group
+ * each belongs to. Pinned by the loader under /sys/fs/bpf so that root can
+ * add and remove threads while the scheduler runs, and so that membership
+ * survives a scheduler restart.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MQ_MAX_TASKS);
 	__type(key, u32);
-	__type(value, u64);
+	__type(value, struct mq_member);
 } mq_tasks SEC(".maps");
+
+/*
+ * The class groups (struct mq_group), indexed by group id; pinned like the
+ * class map and written by userspace only (mq_class::Groups), which checks
+ * names, budgets and the per-CPU cap. Slot MQ_DEFAULT_GROUP mirrors the
+ * loader's budget for listings; BPF reads that budget from rodata.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MQ_MAX_GROUPS);
+	__type(key, u32);
+	__type(value, struct mq_group);
+} mq_groups SEC(".maps");
+
+static struct mq_group *lookup_group(u32 g)
+{
+	u32 key = g;
+
+	return bpf_map_lookup_elem(&mq_groups, &key);
+}
 
 #include "cpu_state.bpf.h"
 
@@ -148,11 +169,51 @@ static u64 mq_dsq(s32 cpu)
 	return MQ_DSQ_BASE + (u64)cpu;
 }
 
-static bool is_mq(const struct task_struct *p)
+/* Whether @cpu is in @grp's CPU set (a group without one has every CPU). */
+static bool group_has_cpu(struct mq_group *grp, s32 cpu)
+{
+	u32 word = (u32)cpu / 64;
+	u64 *bits;
+
+	if (!grp->has_cpus)
+		return true;
+	if (cpu < 0 || cpu >= MQ_MAX_CPUS)
+		return false;
+	/* Bounds-checked in a way the verifier follows (clang folds a mask). */
+	bits = MEMBER_VPTR(*grp, .cpus[word]);
+	return bits && (*bits >> ((u32)cpu % 64)) & 1;
+}
+
+/*
+ * The class group of @p if it is a class thread on @cpu (-1: any CPU), else
+ * -1. One hash lookup for any task, one array lookup more for a member of a
+ * group other than the default. A member of a group whose slot is not in use
+ * (or an id out of range) belongs to the default group; a member of a group
+ * with a CPU set is a normal thread on the CPUs outside it.
+ */
+static s32 task_group(const struct task_struct *p, s32 cpu)
 {
 	u32 tid = p->pid;
+	struct mq_member *m = bpf_map_lookup_elem(&mq_tasks, &tid);
+	struct mq_group *grp;
+	u32 g;
 
-	return bpf_map_lookup_elem(&mq_tasks, &tid) != NULL;
+	if (!m)
+		return -1;
+	g = m->group;
+	if (g == MQ_DEFAULT_GROUP || g >= MQ_MAX_GROUPS)
+		return MQ_DEFAULT_GROUP;
+	grp = lookup_group(g);
+	if (!grp || !grp->in_use)
+		return MQ_DEFAULT_GROUP;
+	if (cpu >= 0 && !group_has_cpu(grp, cpu))
+		return -1;
+	return g;
+}
+
+static bool is_mq(const struct task_struct *p)
+{
+	return task_group(p, -1) >= 0;
 }
 
 /* Normal work this CPU could run instead of MicroQuanta work. */
@@ -296,10 +357,12 @@ static void preempt_for_waker(const struct task_struct *p, u64 vtime)
 
 void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 {
+	s32 task_cpu = scx_bpf_task_cpu(p);
+	s32 g = task_group(p, task_cpu);
 	u64 vtime, floor;
 
-	if (is_mq(p)) {
-		s32 cpu = scx_bpf_task_cpu(p);
+	if (g >= 0) {
+		s32 cpu = task_cpu;
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 		bool wakeup = enq_flags & SCX_ENQ_WAKEUP;
 
@@ -311,15 +374,15 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 				t->wake_enq_ns = scx_bpf_now();
 		}
 		/*
-		 * Fast path: a wakeup onto a CPU that runs no class work and has
-		 * budget goes straight to the head of that CPU's local queue and
-		 * preempts whatever normal task runs there, without a kick and a
-		 * dispatch() round trip. (We run on that CPU's rq: it is the
-		 * task's CPU.)
+		 * Fast path: a wakeup onto a CPU that runs no class work and where
+		 * the task's group has budget goes straight to the head of that
+		 * CPU's local queue and preempts whatever normal task runs there,
+		 * without a kick and a dispatch() round trip. (We run on that
+		 * CPU's rq: it is the task's CPU.)
 		 */
-		if (c && wakeup && !runs_class(c) && !throttled(c) &&
+		if (c && wakeup && !runs_class(c) && !group_throttled(c, g) &&
 		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
-		    credit_at(c, scx_bpf_now()) > 0) {
+		    credit_at(grp_of(c, g), group_bw(g), scx_bpf_now(), 0, false) > 0) {
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
@@ -332,7 +395,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		 * Otherwise a wakeup still preempts normal work at once (a class
 		 * task put back after a preemption must not: that is how a
 		 * throttled task would kick out the normal task it yielded to).
-		 * If that CPU's budget is spent, its dispatch() keeps running
+		 * If the group's budget there is spent, its dispatch() keeps running
 		 * normal work and arms the timer that lets us in when the credit
 		 * is back; a CPU already running class work round-robins at the
 		 * slice end.
@@ -358,67 +421,206 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		preempt_for_waker(p, vtime);
 }
 
+/* What a dispatch may take from a class FIFO. */
+enum take_mode {
+	TAKE_WITH_BUDGET,	/* normal work waits: only groups with budget here */
+	TAKE_ANY,		/* no normal work waits: any group, its budget is OK again */
+};
+
+/*
+ * Moves to this CPU's local queue the first class task of @from's FIFO that
+ * @mode lets run on @self (@c). Looks at MQ_FIFO_SCAN tasks at most, so a
+ * long queue of a throttled group costs a bounded decision. A group found
+ * without budget in this CPU's own FIFO is marked throttled here
+ * (throttled_groups); a steal marks nothing: the other CPU's own dispatch
+ * times its refill. Nothing but the task pointer and a counter lives across
+ * iterations, which keeps the verifier's states few.
+ */
+__noinline int take_class_task(s32 self, s32 from, u32 mode)
+{
+	/* Within a callback scx_bpf_now() is the rq clock, as dispatch's. */
+	u64 now = scx_bpf_now();
+	struct cpu_ctx *c = lookup_cpu_ctx(self);
+	struct bpf_iter_scx_dsq it;
+	struct task_struct *p;
+	bool taken = false;
+	u32 i;
+
+	if (!c)
+		return false;
+
+	/* bpf_for bounds the scan without a counter of our own: a counter the
+	 * loop compares would keep the verifier's states apart per iteration. */
+	if (bpf_iter_scx_dsq_new(&it, mq_dsq(from), 0) == 0) {
+		bpf_for(i, 0, MQ_FIFO_SCAN) {
+			bool allowed;
+			s32 g;
+
+			p = bpf_iter_scx_dsq_next(&it);
+			if (!p)
+				break;
+			/* scx_bpf_dsq_move() ejects the scheduler for a task
+			 * that may not run here (move_to_local skipped those). */
+			if (!bpf_cpumask_test_cpu(self, p->cpus_ptr))
+				continue;
+			/* A task that left the class (or its group's CPU set)
+			 * while queued counts as the default group's until its
+			 * next enqueue. */
+			g = task_group(p, self);
+			if (g < 0)
+				g = MQ_DEFAULT_GROUP;
+			allowed = mode == TAKE_ANY || group_may_run(self, g, now);
+			if (from == self)
+				budget_decided(c, g, allowed);
+			if (allowed && scx_bpf_dsq_move(&it, p, SCX_DSQ_LOCAL, 0)) {
+				taken = true;
+				break;
+			}
+		}
+	}
+	bpf_iter_scx_dsq_destroy(&it);
+	return taken;
+}
+
 /*
  * Take a MicroQuanta task waiting on another CPU that may run here: look at
  * up to MQ_STEAL_TRIES CPUs of queued_cpus, round-robin, rather than at
  * every CPU's queue.
  */
-static bool steal_mq(s32 self)
+static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode)
 {
+	bool taken = false;
 	s32 cpu;
 	u32 i;
 
+	/* One exit after the loop: clang's code for a return from inside
+	 * bpf_for here reads a register the verifier sees unset. */
 	bpf_for(i, 0, MQ_STEAL_TRIES) {
 		bpf_rcu_read_lock();
 		cpu = queued_cpus ? bpf_cpumask_any_distribute(cast_mask(queued_cpus)) : nr_cpus;
 		bpf_rcu_read_unlock();
 		if (cpu >= nr_cpus)
-			return false;
+			break;
 		if (cpu == self)
 			continue;
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
-			stat_inc(MQ_STAT_MQ_STEAL);
-			if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
-				fifo_found_empty(cpu);
-			return true;
-		}
+		taken = take_class_task(self, cpu, mode);
 		if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 			fifo_found_empty(cpu);
+		if (taken) {
+			stat_inc(MQ_STAT_MQ_STEAL);
+			break;
+		}
 	}
-	return false;
+	return taken;
 }
 
+/*
+ * Class work waits here for budget: arm the timer for the throttled group
+ * whose credit is worth a runtime first. A group whose credit is back
+ * already is not throttled any more (its next task passes the hysteresis),
+ * so the timer never waits for a group with nothing to wait for. At most
+ * MQ_MAX_GROUPS steps.
+ */
+__noinline int arm_refill(s32 cpu)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	u64 best = (u64)-1, wait;
+	u32 g, best_g = MQ_DEFAULT_GROUP;
+	bool refilled = false;
+
+	if (!c)
+		return 0;
+
+	bpf_for(g, 0, MQ_MAX_GROUPS) {
+		if (!(c->throttled_groups & (1U << g)))
+			continue;
+		wait = refill_wait_ns(c, g);
+		if (wait == 0) {
+			budget_decided(c, g, true);
+			refilled = true;
+			continue;
+		}
+		if (wait < best) {
+			best = wait;
+			best_g = g;
+		}
+	}
+	if (best != (u64)-1) {
+		c->refill_group = best_g;
+		timer_arm(c, MQ_TIMER_REFILL, best);
+	} else if (refilled) {
+		/* Credit came back between the look and now: dispatch again.
+		 * (That look sees those groups OK, so this kick is not repeated.) */
+		scx_bpf_kick_cpu(cpu, 0);
+	}
+	return 0;
+}
+
+/*
+ * Each class group has its own budget on this CPU: a class task runs if no
+ * normal work waits or its group has credit here, so a group that spent its
+ * budget is throttled while another group with credit still runs. Among
+ * class tasks whose groups may run, the FIFO order (round-robin) holds.
+ */
 void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	bool may_run_mq, normal_waiting, prev_normal;
+	bool normal_waiting, prev_normal, waits = false;
+	u64 now = scx_bpf_now();
+	u32 mode;
 
 	if (!c)
 		return;
 	/* prev has not been charged or put back yet: charge a class prev, and
 	 * count a runnable normal prev as normal work that wants this CPU. */
 	if (runs_class(c))
-		credit_charge(c, scx_bpf_now());
-	else
-		credit_refill(c, scx_bpf_now());
+		cpu_charge(cpu, now);
 	prev_normal = prev && runs_normal(c) && (prev->scx.flags & SCX_TASK_QUEUED);
 	normal_waiting = normal_work_waiting(cpu) || prev_normal;
-	may_run_mq = budget_allows_class(c) || !normal_waiting;
-	budget_decided(c, may_run_mq);
 
-	if (may_run_mq) {
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
-			stat_inc(MQ_STAT_MQ_DISPATCH);
-			return;
-		}
+	/* A class prev about to be put back whose group's budget is spent
+	 * waits like the queued ones. One told to yield has spent it as the
+	 * timer, the tick or a normal wakeup saw it: the rq clock may still
+	 * show a sliver of credit, and letting that sliver through would
+	 * leave it queued, unthrottled, with no refill timer armed. */
+	if (normal_waiting && runs_class(c) &&
+	    (c->run == MQ_RUN_CLASS_YIELDING || !group_may_run(cpu, c->run_group, now))) {
+		budget_decided(c, c->run_group, false);
+		waits = true;
+	}
+
+	mode = normal_waiting ? TAKE_WITH_BUDGET : TAKE_ANY;
+	if (take_class_task(cpu, cpu, mode)) {
+		stat_inc(MQ_STAT_MQ_DISPATCH);
+		return;
+	}
+	/*
+	 * No other class task of this CPU may run: a class prev whose slice
+	 * ran out, and whose group still has budget here, goes on. Put back
+	 * instead, it would wait in the FIFO behind the normal task taken
+	 * next, with credit and so with no refill timer to call it back:
+	 * until that task's slice ends at a tick, while its credit piles up
+	 * past the clamp and is lost (a group whose budget outlasts the class
+	 * slice then got less than its runtime/period).
+	 */
+	if (!waits && prev && c->run == MQ_RUN_CLASS && (prev->scx.flags & SCX_TASK_QUEUED) &&
+	    task_group(prev, cpu) == (s32)c->run_group) {
+		scx_bpf_task_set_slice(prev, class_slice_ns);
+		stat_inc(MQ_STAT_MQ_KEEP);
+		return;
+	}
+	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 		fifo_found_empty(cpu);
-		if (steal_mq(cpu))
-			return;
-	} else if (cpu_has_mq_work(cpu, c)) {
+	else if (normal_waiting)
+		waits = true;	/* queued here, and no group of them has budget */
+	if (steal_mq(c, cpu, mode))
+		return;
+	if (waits) {
 		/* Class work (queued, or prev about to be put back) waits for
-		 * budget: wake this CPU when the credit is worth a runtime again. */
+		 * budget: wake this CPU when a group's credit is worth a
+		 * runtime again. */
 		stat_inc(MQ_STAT_MQ_THROTTLE);
-		timer_arm(c, MQ_TIMER_REFILL, refill_wait_ns(c->credit_ns));
+		arm_refill(cpu);
 	}
 
 	if (scx_bpf_dsq_move_to_local(MQ_NORMAL_DSQ, 0)) {
@@ -426,7 +628,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		return;
 	}
 
-	if (!may_run_mq) {
+	if (waits) {
 		/* Throttled, and the normal task we would give the CPU to is
 		 * prev itself: keep it running. */
 		if (prev_normal) {
@@ -434,11 +636,8 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 			return;
 		}
 		/* Work-conserving: the waiting normal work cannot run here. */
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
+		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0))
 			stat_inc(MQ_STAT_MQ_DISPATCH);
-			return;
-		}
-		steal_mq(cpu);
 	}
 }
 
@@ -452,10 +651,13 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 		return;
 
 	if (runs_class(c)) {
-		credit_charge(c, now);
-		if (c->credit_ns <= 0)
+		s64 credit;
+
+		cpu_charge(cpu, now);
+		credit = grp_of(c, c->run_group)->credit_ns;
+		if (credit <= 0)
 			class_past_budget(cpu);
-		if (c->credit_ns <= 0 && normal_work_waiting(cpu)) {
+		if (credit <= 0 && normal_work_waiting(cpu)) {
 			scx_bpf_task_set_slice(p, 0);
 			class_told_to_yield(c);
 			stat_inc(MQ_STAT_MQ_TICK_THROTTLE);
@@ -463,9 +665,9 @@ void BPF_STRUCT_OPS(mq_tick, struct task_struct *p)
 		return;
 	}
 
-	/* A throttled MicroQuanta task has earned its budget back. */
-	credit_refill(c, now);
-	if (throttled(c) && budget_allows_class(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+	/* A throttled group's MicroQuanta task has earned its budget back. */
+	if (throttled(c) && scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0 &&
+	    group_refilled(cpu, now))
 		scx_bpf_task_set_slice(p, 0);
 }
 
@@ -474,32 +676,39 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	u64 now = scx_bpf_now();
+	s32 g = task_group(p, cpu);
 
 	if (!c)
 		return;
 	c->run_start_ns = now;
-	cpu_starts(c, cpu, is_mq(p));
+	cpu_starts(c, cpu, g >= 0);
 	c->curr_vtime = p->scx.dsq_vtime;
 	if (runs_class(c)) {
 		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
+		struct grp_budget *gb;
+		struct mq_bw bw;
+		s64 credit;
 
 		if (t && t->wake_enq_ns) {
 			if (now > t->wake_enq_ns)
 				hist_add(MQ_HIST_WAKEUP, now - t->wake_enq_ns);
 			t->wake_enq_ns = 0;
 		}
-		credit_refill(c, now);
+		c->run_group = g;
+		gb = grp_of(c, g);
+		bw = group_bw(g);
+		credit = credit_update(gb, bw, now, 0, false);
 		c->mq_charged_ns = now;
-		/* While class work runs the credit falls at 1 - runtime/period
-		 * per ns: the budget runs out after credit * period /
-		 * (period - runtime). A full-CPU budget never runs out. */
+		/* While class work runs the group's credit falls at 1 -
+		 * runtime/period per ns: the budget runs out after credit *
+		 * period / (period - runtime). A full-CPU budget never runs out. */
 		c->budget_out_ns = now;
 		c->budget_left_ns = 0;
-		if (mq_runtime_ns >= mq_period_ns) {
+		if (bw.runtime_ns >= bw.period_ns) {
 			c->budget_left_ns = (u64)-1;
-		} else if (c->credit_ns > 0) {
-			c->budget_left_ns = (u64)c->credit_ns * mq_period_ns /
-					    (mq_period_ns - mq_runtime_ns);
+		} else if (credit > 0) {
+			c->budget_left_ns = (u64)credit * bw.period_ns /
+					    (bw.period_ns - bw.runtime_ns);
 			c->budget_out_ns = now + c->budget_left_ns;
 		} else {
 			/* No credit: running only because nothing else wants the CPU. */
@@ -525,7 +734,7 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	ran = cpu_stops(c, cpu);
 	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING) {
 		cpu_may_be_free(cpu);
-		credit_charge(c, now);
+		cpu_charge(cpu, now);
 		/* Overrun: class time past the instant its budget ran out
 		 * while normal work waited. */
 		if (ran == MQ_RUN_CLASS_YIELDING && now > c->budget_out_ns)
@@ -596,7 +805,12 @@ void BPF_STRUCT_OPS(mq_exit_task, struct task_struct *p, struct scx_exit_task_ar
 {
 	u32 tid = p->pid;
 
-	/* A reused thread id must not inherit the class. */
+	/* The kernel calls exit_task for every task when the scheduler is
+	 * unloaded too: only a thread that exits (or whose fork failed) leaves
+	 * the class, so that membership survives a restart. A reused thread id
+	 * must not inherit the class. */
+	if (!args->cancelled && !(p->flags & PF_EXITING))
+		return;
 	if (bpf_map_delete_elem(&mq_tasks, &tid) == 0)
 		stat_inc(MQ_STAT_CLASS_EXIT);
 }

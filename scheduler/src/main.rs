@@ -21,7 +21,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use libbpf_rs::{MapCore, MapHandle, OpenObject};
 use log::{info, warn};
-use mq_class::{sysfs, Class, SchedExtState, PIN_DIR, TASKS_MAP_PIN};
+use mq_class::group::{self, Budget, Group, Groups};
+use mq_class::{sysfs, Class, SchedExtState, GROUPS_MAP_PIN, PIN_DIR, TASKS_MAP_PIN};
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
 
 use bpf_skel::{BpfSkel, BpfSkelBuilder};
@@ -93,6 +94,18 @@ struct Opts {
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
+
+// mq_class encodes the pinned maps' values by hand (it must not depend on this GPL crate):
+// its layout must be bindgen's rendering of bpf/intf.h.
+const _: () = {
+    assert!(std::mem::size_of::<bpf_intf::mq_group>() == group::GROUP_VALUE_SIZE);
+    assert!(std::mem::size_of::<bpf_intf::mq_member>() == mq_class::MEMBER_VALUE_SIZE);
+    assert!(std::mem::offset_of!(bpf_intf::mq_group, name) == group::GROUP_VALUE_SIZE - group::NAME_LEN);
+    assert!(std::mem::offset_of!(bpf_intf::mq_member, group) == 8);
+    assert!(bpf_intf::mq_consts_MQ_MAX_GROUPS == group::MAX_GROUPS);
+    assert!(bpf_intf::mq_consts_MQ_MAX_CPUS == group::MAX_CPUS);
+    assert!(bpf_intf::mq_consts_MQ_GROUP_NAME_LEN as usize == group::NAME_LEN);
+};
 
 /// Bounds within which the class is meaningful: the kernel patch demonstrated
 /// 2 µs periods; beyond a second, a tick-based class would do.
@@ -229,15 +242,26 @@ impl<'obj> Scheduler<'obj> {
         rodata.mq_runtime_ns = opts.runtime_us * 1000;
         rodata.nr_cpus = nr_cpus as u32;
 
-        // Keep the class across restarts: reuse the pinned map when it has the
-        // shape this build expects, else start with an empty one.
+        // Keep the class and its groups across restarts: reuse the pinned maps
+        // when they have the shape this build expects, else start with empty
+        // ones (both, so that no member names a group that is not there).
         let pin = Path::new(TASKS_MAP_PIN);
-        let reused = reusable_pin(pin, &skel.maps.mq_tasks)?;
+        let groups_pin = Path::new(GROUPS_MAP_PIN);
+        let reused =
+            reusable_pin(pin, &skel.maps.mq_tasks)? & reusable_pin(groups_pin, &skel.maps.mq_groups)?;
         if reused {
             skel.maps
                 .mq_tasks
                 .reuse_pinned_map(pin)
                 .with_context(|| format!("reusing {}", pin.display()))?;
+            skel.maps
+                .mq_groups
+                .reuse_pinned_map(groups_pin)
+                .with_context(|| format!("reusing {}", groups_pin.display()))?;
+        } else {
+            for p in [pin, groups_pin] {
+                let _ = std::fs::remove_file(p);
+            }
         }
 
         let mut skel = scx_ops_load!(skel, microquanta_ops, uei)?;
@@ -249,7 +273,15 @@ impl<'obj> Scheduler<'obj> {
                 .mq_tasks
                 .pin(pin)
                 .with_context(|| format!("pinning {}", pin.display()))?;
+            skel.maps
+                .mq_groups
+                .pin(groups_pin)
+                .with_context(|| format!("pinning {}", groups_pin.display()))?;
         }
+        set_default_group(
+            &Groups::from_handle(MapHandle::try_from(&skel.maps.mq_groups)?),
+            opts,
+        )?;
         let stats = Arc::new(StatsReader::new(
             MapHandle::try_from(&skel.maps.stats)?,
             MapHandle::try_from(&skel.maps.hists)?,
@@ -316,6 +348,40 @@ fn print_report(report: &Report, json: bool) -> std::io::Result<()> {
         report.format()
     };
     writeln!(std::io::stdout().lock(), "{line}")
+}
+
+/// Writes this run's budget into the default group's slot, after checking that the groups
+/// kept from earlier runs still fit next to it on every CPU (the cap of `mq_class::group`).
+fn set_default_group(groups: &Groups, opts: &Opts) -> Result<()> {
+    let default = Group {
+        id: group::DEFAULT_GROUP,
+        name: group::DEFAULT_GROUP_NAME.to_string(),
+        budget: Budget {
+            period_us: opts.period_us,
+            runtime_us: opts.runtime_us,
+        },
+        cpus: None,
+    };
+    let mut all: Vec<Group> = groups
+        .list()?
+        .into_iter()
+        .filter(|g| g.id != group::DEFAULT_GROUP)
+        .collect();
+    if !all.is_empty() {
+        info!(
+            "class groups kept from an earlier run: {}",
+            all.iter()
+                .map(|g| format!("{} {}/{} µs", g.name, g.budget.runtime_us, g.budget.period_us))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    all.push(default.clone());
+    group::check_cap(&all, group::possible_cpus()).context(
+        "--runtime-us/--period-us do not fit next to the class groups: lower them, or remove a group with `mqctl group remove NAME`",
+    )?;
+    groups.store(&default)?;
+    Ok(())
 }
 
 /// Whether the map pinned at `pin` can back `mq_tasks` of this build; a

@@ -147,3 +147,87 @@ fn mqctl_run_needs_a_command() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("<COMMAND>"), "{}", stderr(&out));
 }
+
+#[test]
+fn mqctl_group_add_names_the_bad_value_before_looking_for_a_scheduler() {
+    let mqctl = env!("CARGO_BIN_EXE_mqctl");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "group",
+                "add",
+                "bulk",
+                "--runtime-us",
+                "1200",
+                "--period-us",
+                "1000",
+            ],
+            "runtime_us 1200",
+        ),
+        (
+            &["group", "add", "bulk", "--runtime-us", "1", "--period-us", "1"],
+            "period_us 1",
+        ),
+        (
+            &[
+                "group",
+                "add",
+                "no space",
+                "--runtime-us",
+                "100",
+                "--period-us",
+                "1000",
+            ],
+            "\"no space\"",
+        ),
+        (
+            &[
+                "group",
+                "add",
+                "bulk",
+                "--runtime-us",
+                "100",
+                "--period-us",
+                "1000",
+                "--cpus",
+                "3-1",
+            ],
+            "CPU list \"3-1\"",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = run(mqctl, args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(!err.contains("start scx_microquanta"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn mqctl_group_add_needs_both_budget_flags() {
+    let out = run(
+        env!("CARGO_BIN_EXE_mqctl"),
+        &["group", "add", "bulk", "--runtime-us", "100"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--period-us"), "{}", stderr(&out));
+}
+
+#[test]
+fn mqctl_run_group_needs_a_name_and_a_command() {
+    let mqctl = env!("CARGO_BIN_EXE_mqctl");
+    let out = run(mqctl, &["run", "--group"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--group <NAME>"), "{}", stderr(&out));
+    let out = run(mqctl, &["run", "--group", "bulk"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("<COMMAND>"), "{}", stderr(&out));
+}
+
+#[test]
+fn mqctl_add_refuses_a_thread_id_that_is_not_a_number() {
+    let out = run(env!("CARGO_BIN_EXE_mqctl"), &["add", "--group", "bulk", "12x"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("12x"), "{}", stderr(&out));
+}

@@ -25,6 +25,9 @@
 //! cyclictest_us: {microquanta|fifo: {min, avg, max, p50|p90|p99: µs | null
 //!                 (null: beyond the 100 ms histogram), cycles, overflows}}
 //! max_overrun_us: f | null         max of sched_overrun_max_us
+//! groups: [{scenario: "separate"|"shared", group: name | "normal",
+//!           period_us, runtime_us, expected_share: f | null (null: normal work),
+//!           share, cpu, window_ms}]   per-group conformance (empty if not run)
 //! rounds: {work_us, wake_period_us, hogs, samples, period_us, runtime_us,
 //!          wakeup_latency_us, rows, p99_ratio_*_over_microquanta, stalls,
 //!          scheduler_cycle_ms} | null     the demo's workload in interleaved rounds
@@ -78,6 +81,9 @@ pub struct Report {
     pub cyclictest_us: BTreeMap<String, Cyclictest>,
     /// The largest [`Conformance::sched_overrun_max_us`]; null if none is measured.
     pub max_overrun_us: Option<f64>,
+    /// Per-group conformance, one row per spinner; empty when not measured.
+    #[serde(default)]
+    pub groups: Vec<GroupConformance>,
     /// The demo's workload in interleaved rounds ([`crate::rounds`]); null when not run.
     #[serde(default)]
     pub rounds: Option<crate::rounds::RoundsReport>,
@@ -150,6 +156,32 @@ impl Conformance {
     /// `|mq_share - expected_mq_share|` in percentage points.
     pub fn mq_error_points(&self) -> f64 {
         (self.mq_share - self.expected_mq_share).abs() * 100.0
+    }
+}
+
+/// One spinner of a per-group conformance scenario: a class group's member, or the normal
+/// thread next to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupConformance {
+    /// `separate` (each group next to a normal spinner on its own CPU) or `shared` (both
+    /// groups and a normal spinner on one CPU).
+    pub scenario: String,
+    /// The class group's name, or `normal`.
+    pub group: String,
+    pub period_us: Option<u64>,
+    pub runtime_us: Option<u64>,
+    /// `runtime / period`; null for the normal spinner (it gets what the groups leave).
+    pub expected_share: Option<f64>,
+    /// CPU time over the window.
+    pub share: f64,
+    pub cpu: usize,
+    pub window_ms: u64,
+}
+
+impl GroupConformance {
+    /// `|share - expected_share|` in percentage points; `None` for normal work.
+    pub fn error_points(&self) -> Option<f64> {
+        self.expected_share.map(|e| (self.share - e).abs() * 100.0)
     }
 }
 

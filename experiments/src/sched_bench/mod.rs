@@ -12,10 +12,11 @@
 //!    spinner pinned to one CPU, per (period, runtime), and of the MicroQuanta
 //!    spinner alone.
 //! 3. [`cyclictest`]: rt-tests' cyclictest in the class vs SCHED_FIFO.
-//! 4. [`crate::rounds`]: the demo's workload (a thread needing 30% of a CPU
+//! 4. [`groups`]: per-group conformance, two class groups with their own budgets.
+//! 5. [`crate::rounds`]: the demo's workload (a thread needing 30% of a CPU
 //!    next to 4 hogs per CPU) as interleaved rounds of EEVDF, SCHED_FIFO,
 //!    normal under scx_microquanta and the class, with the stall probe.
-//! 5. [`mqland`]: the same policy in userspace (`scx_mqland`) against `scx_microquanta`,
+//! 6. [`mqland`]: the same policy in userspace (`scx_mqland`) against `scx_microquanta`,
 //!    in interleaved rounds: latency, conformance, CPU spent scheduling.
 //!
 //! # Report
@@ -34,6 +35,7 @@
 
 pub mod conformance;
 pub mod cyclictest;
+pub mod groups;
 pub mod latency_compare;
 pub mod mqland;
 pub mod policy;
@@ -177,9 +179,10 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
     let latency = latency_compare::run(&cfg.latency(), scheduler)?;
     let conformance = conformance::run(&cfg.conformance, scheduler)?;
     let cyclictest_us = cyclictest::run(&cfg.cyclictest(), scheduler)?;
+    let groups = groups::run(scheduler, cfg.conformance.window, cpus())?;
     let max_overrun_us = conformance::max_overrun_us(&conformance);
     let rounds = (cfg.rounds > 0).then(|| run_rounds(cfg, scheduler)).transpose()?;
-    // Phase 5.
+    // Phase 6.
     let mqland = match (cfg.mqland_rounds, locate::binary("scx_mqland")) {
         (0, _) => None,
         (_, None) => {
@@ -210,13 +213,14 @@ pub fn run(cfg: &BenchConfig, scheduler: &Path) -> Result<Report> {
         conformance,
         cyclictest_us,
         max_overrun_us,
+        groups,
         rounds,
         note: NOTE.to_string(),
         mqland,
     })
 }
 
-/// Phase 4: the demo's workload in interleaved rounds, under its own hogs.
+/// Phase 5: the demo's workload in interleaved rounds, under its own hogs.
 fn run_rounds(cfg: &BenchConfig, scheduler: &Path) -> Result<RoundsReport> {
     let rc = cfg.rounds();
     let hogs = Hogs::start(ROUNDS_HOGS_PER_CPU * cpus(), None)?;

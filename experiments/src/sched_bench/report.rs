@@ -54,6 +54,30 @@ pub fn table(r: &Report) -> String {
             c.period_us, c.runtime_us, c.expected_mq_share, c.mq_share, c.other_share, c.other_max_gap_us
         );
     }
+    if !r.groups.is_empty() {
+        let _ = writeln!(t, "per-group conformance (CPU share over the window)");
+        let _ = writeln!(
+            t,
+            "  {:<9} {:<10} {:>4} {:>9} {:>10} {:>8} {:>8}",
+            "scenario", "group", "cpu", "period_us", "runtime_us", "expected", "share"
+        );
+        for g in &r.groups {
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let expected = g
+                .expected_share
+                .map_or_else(|| "-".to_string(), |e| format!("{e:.3}"));
+            let _ = writeln!(
+                t,
+                "  {:<9} {:<10} {:>4} {:>9} {:>10} {expected:>8} {:>8.3}",
+                g.scenario,
+                g.group,
+                g.cpu,
+                opt(g.period_us),
+                opt(g.runtime_us),
+                g.share
+            );
+        }
+    }
     let _ = writeln!(t, "cyclictest (µs)");
     for (name, c) in &r.cyclictest_us {
         let p = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
@@ -108,6 +132,7 @@ mod tests {
             conformance: Vec::new(),
             cyclictest_us: BTreeMap::new(),
             max_overrun_us: None,
+            groups: Vec::new(),
             rounds: None,
             note: NOTE.into(),
             mqland: None,

@@ -1,5 +1,5 @@
-//! The MicroQuanta class-map interface: which threads are in the class, and whether the
-//! scheduler is loaded ([`sysfs`]).
+//! The MicroQuanta class-map interface: which threads are in the class, in which class
+//! group ([`group`]), and whether the scheduler is loaded ([`sysfs`]).
 //!
 //! This is the documented interface between `scx_microquanta` and its users (`mqctl`, the
 //! Snap engine runtime, tests). It holds no scheduler code, so programs that only join the
@@ -12,6 +12,9 @@
 //! outlives a scheduler restart, and any root process (the Snap host, `mqctl`,
 //! a test) can change it without talking to the scheduler process.
 //!
+//! Each member carries its class group's id; a thread added without a group is in the
+//! default group, and threads it creates inherit its group with the class.
+//!
 //! Only root can open the pinned map (bpffs is root-only and the map needs
 //! CAP_BPF), which is exactly the access rule the class wants.
 
@@ -20,15 +23,20 @@ use std::path::{Path, PathBuf};
 
 use libbpf_rs::{ErrorKind, MapCore, MapFlags, MapHandle};
 
+pub mod group;
 pub mod sysfs;
 
+pub use group::{parse_cpu_list, Budget, Group, Groups, DEFAULT_GROUP, GROUPS_MAP_PIN, MAX_GROUPS};
 pub use sysfs::SchedExtState;
 
 /// Where the scheduler pins its BPF objects.
 pub const PIN_DIR: &str = "/sys/fs/bpf/scx_microquanta";
-/// The pinned class map: key = thread id (u32), value = time added (u64 ns,
-/// CLOCK_MONOTONIC).
+/// The pinned class map: key = thread id (u32), value = `struct mq_member` of
+/// `bpf/intf.h` ([`MEMBER_VALUE_SIZE`] bytes: time added as u64 ns of
+/// CLOCK_MONOTONIC, then the group id as u32, then 4 bytes of padding).
 pub const TASKS_MAP_PIN: &str = "/sys/fs/bpf/scx_microquanta/mq_tasks";
+/// Size of `struct mq_member`.
+pub const MEMBER_VALUE_SIZE: usize = 16;
 
 /// Why a class operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,49 @@ pub enum ClassError {
     Full,
     #[error("BPF map operation on the MicroQuanta class failed: {0}")]
     Bpf(#[source] libbpf_rs::Error),
+    #[error("no class group is called {0:?} (`mqctl group list` shows them)")]
+    UnknownGroup(String),
+    #[error("a class group called {0:?} exists already")]
+    GroupExists(String),
+    #[error("all {0} class groups besides the default one are in use")]
+    TooManyGroups(u32),
+    #[error("the default class group takes its budget from scx_microquanta's --runtime-us/--period-us and cannot be changed or removed")]
+    DefaultGroup,
+    #[error("invalid class group: {0}")]
+    InvalidGroup(String),
+    #[error(
+        "the class groups' budgets on CPU {cpu} would add up to {percent:.1}% of it, over the \
+         whole CPU: {groups}"
+    )]
+    OverCap { cpu: u32, percent: f64, groups: String },
+    #[error("setting thread {tid}'s CPU affinity to its class group's CPUs: {source}")]
+    Affinity {
+        tid: u32,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Opens a map the scheduler pinned, with the errors a user can act on.
+pub(crate) fn open_pinned(path: &Path) -> Result<MapHandle, ClassError> {
+    MapHandle::from_pinned_path(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => ClassError::NotPinned(path.to_path_buf()),
+        ErrorKind::PermissionDenied => ClassError::PermissionDenied(path.to_path_buf()),
+        _ => ClassError::Bpf(e),
+    })
+}
+
+fn encode_member(added_ns: u64, group: u32) -> [u8; MEMBER_VALUE_SIZE] {
+    let mut v = [0u8; MEMBER_VALUE_SIZE];
+    v[..8].copy_from_slice(&added_ns.to_ne_bytes());
+    v[8..12].copy_from_slice(&group.to_ne_bytes());
+    v
+}
+
+fn member_group(v: &[u8]) -> u32 {
+    v.get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .map_or(DEFAULT_GROUP, u32::from_ne_bytes)
 }
 
 /// A handle on the MicroQuanta class of a running (or previously run)
@@ -53,37 +104,116 @@ pub enum ClassError {
 #[derive(Debug)]
 pub struct Class {
     map: MapHandle,
+    groups: Groups,
 }
 
 impl Class {
-    /// Opens the class the scheduler pinned at [`TASKS_MAP_PIN`].
+    /// Opens the class the scheduler pinned at [`TASKS_MAP_PIN`], and its groups.
     pub fn open() -> Result<Self, ClassError> {
         Self::open_at(Path::new(TASKS_MAP_PIN))
     }
 
-    /// Opens a class map pinned at `path`.
+    /// Opens a class map pinned at `path`, and the group map pinned next to it.
     pub fn open_at(path: &Path) -> Result<Self, ClassError> {
-        let map = MapHandle::from_pinned_path(path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => ClassError::NotPinned(path.to_path_buf()),
-            ErrorKind::PermissionDenied => ClassError::PermissionDenied(path.to_path_buf()),
-            _ => ClassError::Bpf(e),
-        })?;
-        Ok(Self { map })
+        let map = open_pinned(path)?;
+        let groups = Groups::open_at(&path.with_file_name("mq_groups"))?;
+        Ok(Self { map, groups })
     }
 
-    /// Puts thread `tid` into the class. Adding a member again is not an
-    /// error.
+    /// The class groups.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Puts thread `tid` into the class, in the default group. Adding a
+    /// member again is not an error (it moves to the default group).
     pub fn add(&self, tid: u32) -> Result<(), ClassError> {
+        self.put(tid, DEFAULT_GROUP)
+    }
+
+    /// Puts thread `tid` into the class, in the group called `group`. If the
+    /// group has a CPU set, the thread's CPU affinity becomes that set first
+    /// (outside it the scheduler treats the thread as a normal one).
+    pub fn add_to_group(&self, tid: u32, group: &str) -> Result<(), ClassError> {
+        let g = self.groups.get(group)?;
         if !thread_exists(tid) {
             return Err(ClassError::NoSuchThread(tid));
         }
-        let added_ns = monotonic_ns();
+        if let Some(cpus) = &g.cpus {
+            set_affinity(tid, cpus)?;
+        }
+        self.put(tid, g.id)
+    }
+
+    fn put(&self, tid: u32, group: u32) -> Result<(), ClassError> {
+        if !thread_exists(tid) {
+            return Err(ClassError::NoSuchThread(tid));
+        }
         self.map
-            .update(&tid.to_ne_bytes(), &added_ns.to_ne_bytes(), MapFlags::ANY)
+            .update(
+                &tid.to_ne_bytes(),
+                &encode_member(monotonic_ns(), group),
+                MapFlags::ANY,
+            )
             .map_err(|e| match e.kind() {
                 ErrorKind::OutOfMemory | ErrorKind::TooBig => ClassError::Full,
                 _ => ClassError::Bpf(e),
             })
+    }
+
+    /// The group id of member `tid`; `None` if it is not in the class.
+    pub fn group_of(&self, tid: u32) -> Result<Option<u32>, ClassError> {
+        self.map
+            .lookup(&tid.to_ne_bytes(), MapFlags::ANY)
+            .map(|v| v.map(|v| member_group(&v)))
+            .map_err(ClassError::Bpf)
+    }
+
+    /// The members with their group ids, sorted by thread id.
+    pub fn members(&self) -> Vec<(u32, u32)> {
+        self.list()
+            .into_iter()
+            .filter_map(|tid| Some((tid, self.group_of(tid).ok()??)))
+            .collect()
+    }
+
+    /// Removes the group called `name`: its members go back to the default
+    /// group (still in the class), then its slot is freed. Returns how many
+    /// members moved.
+    pub fn remove_group(&self, name: &str) -> Result<usize, ClassError> {
+        if name == group::DEFAULT_GROUP_NAME {
+            return Err(ClassError::DefaultGroup);
+        }
+        let g = self.groups.get(name)?;
+        let mut moved = 0;
+        for (tid, group) in self.members() {
+            if group == g.id {
+                // A member that exited meanwhile is gone already: nothing to move.
+                let added = self.map.lookup(&tid.to_ne_bytes(), MapFlags::ANY).ok().flatten();
+                if let Some(v) = added {
+                    let added_ns = v
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u64::from_ne_bytes);
+                    self.map
+                        .update(
+                            &tid.to_ne_bytes(),
+                            &encode_member(added_ns, DEFAULT_GROUP),
+                            MapFlags::EXIST,
+                        )
+                        .or_else(|e| {
+                            if e.kind() == ErrorKind::NotFound {
+                                Ok(())
+                            } else {
+                                Err(ClassError::Bpf(e))
+                            }
+                        })?;
+                    moved += 1;
+                }
+            }
+        }
+        self.groups.free(g.id)?;
+        Ok(moved)
     }
 
     /// Takes thread `tid` out of the class; `Ok(false)` if it was not in it.
@@ -170,6 +300,26 @@ pub fn thread_exists(tid: u32) -> bool {
         }
 }
 
+/// Restricts thread `tid` to `cpus`.
+fn set_affinity(tid: u32, cpus: &[u32]) -> Result<(), ClassError> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, CPU_SET stays within it (ids are
+    // below group::MAX_CPUS, within CPU_SETSIZE), and the syscall only reads it.
+    let ret = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu as usize, &mut set);
+        }
+        libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if ret != 0 {
+        return Err(ClassError::Affinity {
+            tid,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -219,6 +369,22 @@ mod tests {
         ));
         done_tx.send(()).unwrap();
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_member_value_carries_its_group_after_the_time_added() {
+        let v = encode_member(0x0102_0304_0506_0708, 7);
+        assert_eq!(v.len(), MEMBER_VALUE_SIZE);
+        assert_eq!(
+            u64::from_ne_bytes(v[..8].try_into().unwrap()),
+            0x0102_0304_0506_0708
+        );
+        assert_eq!(member_group(&v), 7);
+        assert_eq!(
+            member_group(&[0u8; 8]),
+            DEFAULT_GROUP,
+            "a short value is the default group"
+        );
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! inherit membership from their creator, exited threads are dropped). This loop reloads the
 //! set every [`REFRESH`] and prunes exited threads every [`PRUNE`]; threads started by a class
 //! member do not join the class here (creation is not visible to a userspace policy).
+//!
+//! Class groups: a member's entry names its group (`struct mq_member`), and the group map is
+//! pinned next to the class map. This policy reads membership only: every member, whatever
+//! its group, is a class thread under the one budget of `--runtime-us/--period-us` (as if all
+//! were in the default group). Both maps are pinned here with `scx_microquanta`'s layout when
+//! missing, and a map of another layout (an older build's) is replaced by an empty one, as
+//! `scx_microquanta` does, so that `mqctl` and either scheduler keep working on them.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use libbpf_rs::libbpf_sys::bpf_map_create_opts;
-use libbpf_rs::{MapHandle, MapType};
-use mq_class::{Class, PIN_DIR, TASKS_MAP_PIN};
+use libbpf_rs::{MapCore, MapHandle, MapType};
+use mq_class::group::GROUP_VALUE_SIZE;
+use mq_class::{Class, GROUPS_MAP_PIN, MAX_GROUPS, MEMBER_VALUE_SIZE, PIN_DIR, TASKS_MAP_PIN};
 
 /// How stale membership may be: a thread added to the class is treated as one within this.
 pub const REFRESH: Duration = Duration::from_millis(10);
@@ -33,21 +41,23 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Opens the pinned class map, pinning a new empty one if there is none.
+    /// Opens the pinned class map (and the group map next to it), pinning new empty ones if
+    /// there are none or if they have another layout.
     pub fn open() -> Result<Self> {
-        let pin = Path::new(TASKS_MAP_PIN);
-        if !pin.exists() {
-            std::fs::create_dir_all(PIN_DIR)
-                .with_context(|| format!("creating {PIN_DIR} (is bpffs mounted on /sys/fs/bpf?)"))?;
-            let opts = bpf_map_create_opts {
-                sz: std::mem::size_of::<bpf_map_create_opts>() as _,
-                ..Default::default()
-            };
-            let mut map = MapHandle::create(MapType::Hash, Some("mq_tasks"), 4, 8, MAX_MEMBERS, &opts)
-                .context("creating the class map")?;
-            map.pin(pin)
-                .with_context(|| format!("pinning {}", pin.display()))?;
-        }
+        ensure_pinned(
+            Path::new(TASKS_MAP_PIN),
+            MapType::Hash,
+            "mq_tasks",
+            MEMBER_VALUE_SIZE,
+            MAX_MEMBERS,
+        )?;
+        ensure_pinned(
+            Path::new(GROUPS_MAP_PIN),
+            MapType::Array,
+            "mq_groups",
+            GROUP_VALUE_SIZE,
+            MAX_GROUPS,
+        )?;
         let class = Class::open()?;
         let pruned = class.prune_exited()?;
         if pruned > 0 {
@@ -91,4 +101,34 @@ impl Membership {
     pub fn len(&self) -> usize {
         self.members.len()
     }
+}
+
+/// Pins an empty map of this layout at `pin` unless one of the same layout is there; one of
+/// another layout is unpinned first (its entries could not be read as this layout's).
+fn ensure_pinned(pin: &Path, map_type: MapType, name: &str, value_size: usize, max: u32) -> Result<()> {
+    if let Ok(old) = MapHandle::from_pinned_path(pin) {
+        if old.map_type() == map_type
+            && old.key_size() == 4
+            && old.value_size() as usize == value_size
+            && old.max_entries() == max
+        {
+            return Ok(());
+        }
+        log::warn!(
+            "{} has another layout (older build?): starting with an empty one",
+            pin.display()
+        );
+        std::fs::remove_file(pin).with_context(|| format!("unpinning {}", pin.display()))?;
+    }
+    std::fs::create_dir_all(PIN_DIR)
+        .with_context(|| format!("creating {PIN_DIR} (is bpffs mounted on /sys/fs/bpf?)"))?;
+    let opts = bpf_map_create_opts {
+        sz: std::mem::size_of::<bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut map = MapHandle::create(map_type, Some(name), 4, value_size as u32, max, &opts)
+        .with_context(|| format!("creating the {name} map"))?;
+    map.pin(pin)
+        .with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(())
 }

@@ -155,3 +155,80 @@ fn mqland_and_microquanta_compared_in_interleaved_rounds() {
         assert!(r.wake_samples >= 300, "{r:?}");
     }
 }
+
+/// Class groups on this branch's class map: a map of the older layout (8-byte values) is
+/// replaced, the group map is pinned next to it, and a member of a group with its own budget
+/// is a class thread under scx_mqland's one budget (it reads membership, not groups), so its
+/// share is scx_mqland's runtime/period, not the group's.
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn mqland_reads_the_class_map_with_groups_and_gives_every_member_its_one_budget() {
+    use libbpf_rs::libbpf_sys::bpf_map_create_opts;
+    use libbpf_rs::{MapCore, MapHandle, MapType};
+    use mq_class::{Budget, Class, GROUPS_MAP_PIN, MEMBER_VALUE_SIZE, PIN_DIR, TASKS_MAP_PIN};
+    use mq_experiments::sched_bench::groups::{shares, GroupsMade, Spinner};
+
+    let _serial = sched_ext_host();
+    // An older build's class map, pinned while no scheduler runs.
+    std::fs::create_dir_all(PIN_DIR).unwrap();
+    for pin in [TASKS_MAP_PIN, GROUPS_MAP_PIN] {
+        let _ = std::fs::remove_file(pin);
+    }
+    let opts = bpf_map_create_opts {
+        sz: std::mem::size_of::<bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut old = MapHandle::create(MapType::Hash, Some("mq_tasks"), 4, 8, 65_536, &opts).unwrap();
+    old.pin(TASKS_MAP_PIN).unwrap();
+    drop(old);
+
+    let (period_us, runtime_us) = (2000u64, 1000u64);
+    let sched = start(&[
+        "--period-us",
+        &period_us.to_string(),
+        "--runtime-us",
+        &runtime_us.to_string(),
+    ]);
+    let tasks = MapHandle::from_pinned_path(TASKS_MAP_PIN).unwrap();
+    assert_eq!(
+        tasks.value_size() as usize,
+        MEMBER_VALUE_SIZE,
+        "the older class map was not replaced"
+    );
+    assert!(
+        Path::new(GROUPS_MAP_PIN).exists(),
+        "no group map pinned next to the class map"
+    );
+
+    let class = Class::open().unwrap();
+    let group = (
+        "mqland-g",
+        Budget {
+            period_us: 1000,
+            runtime_us: 200,
+        },
+    );
+    let made = GroupsMade::make(&class, &[group]).unwrap();
+    let cpu = if cpus() > 1 { 1 } else { 0 };
+    let got = shares(
+        &[
+            Spinner {
+                cpu,
+                group: Some(group.0.to_string()),
+            },
+            Spinner { cpu, group: None },
+        ],
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    eprintln!("scx_mqland {period_us}/{runtime_us} µs, member of a 1000/200 µs group | hog: {got:?}");
+    drop(made);
+    assert!(sched_ext_still_mqland(), "the kernel ejected scx_mqland");
+    sched.stop().unwrap();
+    let expected = runtime_us as f64 / period_us as f64;
+    assert!(
+        (got[0] - expected).abs() <= MQLAND_SHARE_BOUND,
+        "the group member got {:.3}, scx_mqland's budget is {expected:.3} ± {MQLAND_SHARE_BOUND}",
+        got[0]
+    );
+}

@@ -54,6 +54,8 @@ pub struct Counters {
     pub timer_migrated: u64,
     #[stat(desc = "class slice over, another class task waited")]
     pub timer_round_robin: u64,
+    #[stat(desc = "class slice over, no other class task here: it goes on")]
+    pub mq_keep: u64,
 }
 
 impl Counters {
@@ -82,6 +84,7 @@ impl Counters {
             overbudget_kick: get(bpf_intf::mq_stat_idx_MQ_STAT_OVERBUDGET_KICK),
             timer_migrated: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_MIGRATED),
             timer_round_robin: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_ROUND_ROBIN),
+            mq_keep: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_KEEP),
         }
     }
 
@@ -109,6 +112,7 @@ impl Counters {
             overbudget_kick: self.overbudget_kick.wrapping_sub(earlier.overbudget_kick),
             timer_migrated: self.timer_migrated.wrapping_sub(earlier.timer_migrated),
             timer_round_robin: self.timer_round_robin.wrapping_sub(earlier.timer_round_robin),
+            mq_keep: self.mq_keep.wrapping_sub(earlier.mq_keep),
         }
     }
 
@@ -116,7 +120,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={}] normal[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -132,6 +136,7 @@ impl Counters {
             self.overbudget_kick,
             self.timer_migrated,
             self.timer_round_robin,
+            self.mq_keep,
             self.normal_dispatch,
             self.normal_direct,
             self.normal_wake_preempt,

@@ -35,6 +35,7 @@ pub fn markdown(s: &Summary) -> String {
         let _ = writeln!(md, "> {TCG_NOTE}\n");
     }
     md.push_str(&headline(s));
+    groups(&mut md, s);
     cyclictest(&mut md, s);
     if let Some(m) = &s.report.mqland {
         super::mqland_report::section(&mut md, m);
@@ -274,6 +275,46 @@ fn enforcement(md: &mut String, s: &Summary) {
     md.push('\n');
 }
 
+/// Per-group conformance (`mq-bench-sched`'s `groups` rows); nothing if not measured.
+fn groups(md: &mut String, s: &Summary) {
+    if s.report.groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Per-group conformance
+"
+    );
+    let _ = writeln!(
+        md,
+        "Class groups with their own budgets (default group at 100 µs every 1000 µs): \
+         `separate` puts each group's spinner next to a normal spinner on a CPU of its own, \
+         `shared` puts both groups' spinners and a normal one on one CPU. Error: measured \
+         share minus the group's runtime/period, in percentage points.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | group | CPU | period µs | runtime µs | expected share | share | error pp |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    for g in &s.report.groups {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            g.scenario,
+            g.group,
+            g.cpu,
+            g.period_us.map_or("-".into(), |v| v.to_string()),
+            g.runtime_us.map_or("-".into(), |v| v.to_string()),
+            g.expected_share.map_or("-".into(), pct),
+            pct(g.share),
+            g.expected_share
+                .map_or("-".into(), |e| format!("{:+.1}", (g.share - e) * 100.0)),
+        );
+    }
+    md.push('\n');
+}
+
 fn cyclictest(md: &mut String, s: &Summary) {
     let _ = writeln!(md, "## cyclictest\n");
     let cyclictest = &s.report.cyclictest_us;
@@ -388,6 +429,32 @@ mod tests {
         );
         assert!(md.contains("2000 ms per configuration"));
         assert!(md.contains("scheduler's own accounting): 12.0 µs."));
+    }
+
+    #[test]
+    fn group_rows_show_each_spinner_and_no_error_for_normal_work() {
+        let mut s = sample();
+        assert!(!markdown(&s).contains("Per-group"), "no section without rows");
+        let row_of = |group: &str, expected: Option<f64>, share: f64| mq_report::sched::GroupConformance {
+            scenario: "shared".into(),
+            group: group.into(),
+            period_us: expected.map(|_| 1000),
+            runtime_us: expected.map(|e| (e * 1000.0) as u64),
+            expected_share: expected,
+            share,
+            cpu: 1,
+            window_ms: 2000,
+        };
+        s.report.groups = vec![row_of("bench-b", Some(0.6), 0.585), row_of("normal", None, 0.2)];
+        let md = markdown(&s);
+        assert!(
+            md.contains("| shared | bench-b | 1 | 1000 | 600 | 60.0 % | 58.5 % | -1.5 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| shared | normal | 1 | - | - | - | 20.0 % | - |"),
+            "{md}"
+        );
     }
 
     #[test]
