@@ -284,8 +284,22 @@ fn clear_errors() {
         let nic = XdpNic::open(&copy).unwrap_or_else(|e| panic!("{e}"));
         assert!(!nic.is_zero_copy());
         drop(nic);
-        // Dropping detached the program: another open attaches again.
-        XdpNic::open(&copy).unwrap_or_else(|e| panic!("reopen after drop: {e}"));
+        // Dropping detached the program: another open attaches again. The port may stay
+        // bound a moment longer in a child another test of this process is forking (it holds
+        // a copy of every fd until its exec), so only that error is waited out, briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match XdpNic::open(&copy) {
+                Ok(_) => break,
+                Err(XdpError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopen after drop: {e}"),
+            }
+        }
     })
     .join()
     .unwrap();
