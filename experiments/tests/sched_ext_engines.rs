@@ -126,6 +126,7 @@ fn spreading_threads_join_the_class_and_survive_a_killed_scheduler() {
         engines: vec![Box::new(e0), Box::new(e1)],
         compacting: CompactingParams::default(),
         idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
+        microquanta_group: None,
     };
     let rt = Runtime::start(vec![group], RuntimeOptions::default()).unwrap();
     let status = rt.status();

@@ -21,6 +21,7 @@ fn group(mode: Mode, cores: Vec<usize>, engines: Vec<Box<dyn Engine>>) -> GroupS
         engines,
         compacting: CompactingParams::default(),
         idle_poll: mode.default_idle_poll(),
+        microquanta_group: None,
     }
 }
 
