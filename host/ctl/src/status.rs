@@ -187,7 +187,11 @@ mod tests {
         assert!(text.contains("1 channels attached"), "{text}");
         let thread = text.lines().find(|l| l.trim_start().starts_with("77")).unwrap();
         assert!(thread.contains("2.0 ms") && thread.contains("e0"), "{thread}");
-        assert_eq!(thread.split_whitespace().nth(7), Some("-"), "not in the class: {thread}");
+        assert_eq!(
+            thread.split_whitespace().nth(7),
+            Some("-"),
+            "not in the class: {thread}"
+        );
         let engine = text.lines().find(|l| l.trim_start().starts_with("e0")).unwrap();
         let cols: Vec<&str> = engine.split_whitespace().collect();
         assert_eq!(cols[..6], ["e0", "echo", "77", "ok", "10", "4"], "{engine}");
