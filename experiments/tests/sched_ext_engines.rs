@@ -166,9 +166,12 @@ fn spreading_threads_join_the_class_and_survive_a_killed_scheduler() {
     }
 }
 
-/// The host's engine groups in this test: (name, mode, budget). `host-found` exists before
-/// the host starts (as after an earlier host or `mqctl group add`), the others do not.
-const HOST_GROUPS: [(&str, &str, Option<(u64, u64)>); 4] = [
+/// An engine group of the host: name, mode, and `microquanta` as (runtime µs, period µs).
+type HostGroup = (&'static str, &'static str, Option<(u64, u64)>);
+
+/// The host's engine groups in this test. `host-found` exists before the host starts (as
+/// after an earlier host or `mqctl group add`), the others do not.
+const HOST_GROUPS: [HostGroup; 4] = [
     ("host-lat", "spreading", Some((200, 1000))),
     ("host-found", "spreading", Some((150, 1000))),
     ("host-compact", "compacting", Some((50, 1000))),
