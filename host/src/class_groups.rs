@@ -24,8 +24,8 @@ use crate::config::{Config, GroupConfig};
 
 /// What the host needs of the class's group map.
 pub trait ClassMap: Send + Sync + std::fmt::Debug {
-    /// Whether a class group of this name exists.
-    fn exists(&self, name: &str) -> Result<bool, ClassError>;
+    /// The budget of the class group of this name, if it exists.
+    fn budget(&self, name: &str) -> Result<Option<Budget>, ClassError>;
     /// Creates the class group, or gives the existing one this budget (every CPU).
     fn set(&self, name: &str, budget: Budget) -> Result<(), ClassError>;
     /// Removes the class group (its remaining members go to the default group).
@@ -38,10 +38,10 @@ pub trait ClassMap: Send + Sync + std::fmt::Debug {
 pub struct PinnedClass;
 
 impl ClassMap for PinnedClass {
-    fn exists(&self, name: &str) -> Result<bool, ClassError> {
+    fn budget(&self, name: &str) -> Result<Option<Budget>, ClassError> {
         match Class::open()?.groups().get(name) {
-            Ok(_) => Ok(true),
-            Err(ClassError::UnknownGroup(_)) => Ok(false),
+            Ok(g) => Ok(Some(g.budget)),
+            Err(ClassError::UnknownGroup(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -53,6 +53,15 @@ impl ClassMap for PinnedClass {
     fn remove(&self, name: &str) -> Result<(), ClassError> {
         Class::open()?.remove_group(name).map(|_| ())
     }
+}
+
+/// What [`ClassGroups::ensure`] did for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    /// The class group's name (the host group's).
+    pub name: String,
+    /// Its budget before, if it existed.
+    pub previous: Option<Budget>,
 }
 
 /// The host's class groups: which it created, and the map it made them in.
@@ -91,8 +100,8 @@ impl ClassGroups {
     }
 
     /// Creates or updates the class group of `group` if it asks for one and the class is in
-    /// use. Returns the class group's name when it did. The error names the group.
-    pub fn ensure(&self, group: &GroupConfig) -> Result<Option<String>, String> {
+    /// use. Returns what it did, for [`Self::undo`], when it did. The error names the group.
+    pub fn ensure(&self, group: &GroupConfig) -> Result<Option<Ensured>, String> {
         let (Some(map), Some(mq)) = (&self.map, &group.microquanta) else {
             return Ok(None);
         };
@@ -104,9 +113,9 @@ impl ClassGroups {
                 budget.runtime_us, budget.period_us
             )
         };
-        let existed = map.exists(name).map_err(refused)?;
+        let previous = map.budget(name).map_err(refused)?;
         map.set(name, budget).map_err(refused)?;
-        if existed && !lock(&self.created).contains_key(name) {
+        if previous.is_some() && !lock(&self.created).contains_key(name) {
             log::info!(
                 "group {name}: MicroQuanta class group {name:?} was already there; its budget is now {}/{} µs",
                 budget.runtime_us,
@@ -121,7 +130,25 @@ impl ClassGroups {
             );
             lock(&self.created).insert(name.clone(), budget);
         }
-        Ok(Some(name.clone()))
+        Ok(Some(Ensured {
+            name: name.clone(),
+            previous,
+        }))
+    }
+
+    /// Takes back what [`Self::ensure`] did when the group it was for did not start: a class
+    /// group it made is removed, one it updated gets its previous budget back.
+    pub fn undo(&self, ensured: &Ensured) -> Result<(), String> {
+        let Some(previous) = ensured.previous else {
+            return self.release(&ensured.name).map(|_| ());
+        };
+        let name = &ensured.name;
+        let Some(map) = &self.map else { return Ok(()) };
+        if !lock(&self.created).contains_key(name) {
+            lock(&self.found).remove(name);
+        }
+        map.set(name, previous)
+            .map_err(|e| format!("group {name}: restoring its MicroQuanta class group's budget: {e}"))
     }
 
     /// Creates or updates the class groups of every group of `config`, before its threads
@@ -171,8 +198,8 @@ mod tests {
     }
 
     impl ClassMap for FakeMap {
-        fn exists(&self, name: &str) -> Result<bool, ClassError> {
-            Ok(lock(&self.groups).contains_key(name))
+        fn budget(&self, name: &str) -> Result<Option<Budget>, ClassError> {
+            Ok(lock(&self.groups).get(name).copied())
         }
         fn set(&self, name: &str, budget: Budget) -> Result<(), ClassError> {
             let mut groups = lock(&self.groups);
@@ -222,10 +249,8 @@ mod tests {
     #[test]
     fn a_group_with_a_budget_gets_its_class_group_and_loses_it_on_removal() {
         let (map, cg) = with_fake(0);
-        assert_eq!(
-            cg.ensure(&group("lat", Some((200, 1000)))).unwrap().as_deref(),
-            Some("lat")
-        );
+        let made = cg.ensure(&group("lat", Some((200, 1000)))).unwrap().unwrap();
+        assert_eq!((made.name.as_str(), made.previous), ("lat", None));
         assert_eq!(
             lock(&map.groups).get("lat"),
             Some(&Budget {
@@ -264,6 +289,22 @@ mod tests {
         assert!(cg.created().is_empty());
         assert!(!cg.release("lat").unwrap());
         assert!(lock(&map.groups).contains_key("lat"), "not ours to remove");
+    }
+
+    #[test]
+    fn undoing_removes_what_was_made_and_restores_what_was_updated() {
+        let (map, cg) = with_fake(0);
+        let before = Budget {
+            period_us: 1000,
+            runtime_us: 100,
+        };
+        lock(&map.groups).insert("found".into(), before);
+        let found = cg.ensure(&group("found", Some((300, 1000)))).unwrap().unwrap();
+        let made = cg.ensure(&group("made", Some((300, 1000)))).unwrap().unwrap();
+        cg.undo(&found).unwrap();
+        cg.undo(&made).unwrap();
+        assert_eq!(*lock(&map.groups), BTreeMap::from([("found".to_owned(), before)]));
+        assert!(cg.created().is_empty());
     }
 
     #[test]

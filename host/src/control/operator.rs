@@ -85,8 +85,9 @@ fn group_add(shared: &Shared, config: &mut Config, table: &str) -> Result<String
     let class_groups = &shared.opts.class_groups;
     let class_group = class_groups.ensure(&group)?;
     if let Err(e) = shared.runtime.add_group(spec) {
-        // A refused change changes nothing: the class group goes if this made it.
-        if let Err(undo) = class_groups.release(&group.name) {
+        // A refused change changes nothing: the class group goes if this made it, or gets
+        // its budget back if it was there.
+        if let Some(Err(undo)) = class_group.as_ref().map(|c| class_groups.undo(c)) {
             log::warn!("{undo}");
         }
         return Err(e.to_string());
@@ -97,7 +98,9 @@ fn group_add(shared: &Shared, config: &mut Config, table: &str) -> Result<String
         .iter()
         .map(|e| (e.name.clone(), e.kind.as_str().to_owned()));
     set_kinds(shared, kinds, []);
-    let class_group = class_group.map_or_else(String::new, |c| format!(", in MicroQuanta class group {c}"));
+    let class_group = class_group.map_or_else(String::new, |c| {
+        format!(", in MicroQuanta class group {}", c.name)
+    });
     Ok(format!(
         "group {} ({}) added with {} engines{class_group}",
         group.name,
