@@ -48,7 +48,9 @@
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
 //! is found without reading this code. Compacting-only keys (`poll_interval_us`,
 //! `max_queueing_delay_us`, `shrink_after_ms`) are refused in other modes rather than
-//! silently ignored, and so is `idle_poll_us` in dedicated mode.
+//! silently ignored, and so are `idle_poll_us` and `microquanta` in dedicated mode.
+//! `microquanta` is checked by `mq-class`'s own rules for a class group's name (the group's)
+//! and budget, so what passes here is what the class takes (`crate::class_groups` makes it).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
