@@ -65,6 +65,9 @@ pub struct ServerOptions {
     /// Told once this host has handed everything over to a new process (an upgrade): the
     /// host then exits without detaching apps or removing the socket.
     pub handed_off: Option<std::sync::mpsc::Sender<()>>,
+    /// The MicroQuanta class groups of the engine groups: made before a group added at run
+    /// time starts, removed with a group removed at run time if this host made them.
+    pub class_groups: crate::class_groups::ClassGroups,
 }
 
 /// Default of [`ServerOptions::max_connections`]: far more than the apps of one host, few
@@ -89,6 +92,7 @@ impl Default for ServerOptions {
             config: None,
             binary: None,
             handed_off: None,
+            class_groups: crate::class_groups::ClassGroups::default(),
         }
     }
 }

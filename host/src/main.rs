@@ -95,8 +95,14 @@ fn main() -> Result<()> {
             let (groups, options) = config
                 .build()
                 .with_context(|| format!("config {}", path.display()))?;
+            let opts = server_opts(&config);
+            // Before the threads start: they join their class groups as they start.
+            opts.class_groups
+                .ensure_all(&config)
+                .map_err(|e| anyhow!(e))
+                .with_context(|| format!("config {}", path.display()))?;
             let runtime = Arc::new(Runtime::start(groups, options).context("starting the engine runtime")?);
-            let server = ControlServer::start(&config.control_socket, runtime.clone(), server_opts(&config))
+            let server = ControlServer::start(&config.control_socket, runtime.clone(), opts)
                 .context("starting the control server")?;
             (config, runtime, server)
         }

@@ -55,6 +55,7 @@ fn hosts() -> Hosts {
         engines,
         compacting: CompactingParams::default(),
         idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
+        microquanta_group: None,
     };
     let options = RuntimeOptions {
         microquanta: false,

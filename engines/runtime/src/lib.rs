@@ -119,6 +119,10 @@ pub struct GroupSpec {
     /// through epoll, at the price of that much CPU after each burst. Dedicated threads
     /// always poll, so it must be zero there.
     pub idle_poll: Duration,
+    /// Spreading and compacting: the MicroQuanta class group (`mq_class::Groups`) its
+    /// threads join, which must exist when they start; `None`: the default class group.
+    /// Dedicated threads never join the class, so it must be `None` there.
+    pub microquanta_group: Option<String>,
 }
 
 /// The idle poll window groups get unless they say otherwise ([`GroupSpec::idle_poll`]):
@@ -135,6 +139,7 @@ impl std::fmt::Debug for GroupSpec {
             .field("cores", &self.cores)
             .field("engines", &names)
             .field("idle_poll", &self.idle_poll)
+            .field("microquanta_group", &self.microquanta_group)
             .finish()
     }
 }
@@ -277,6 +282,8 @@ struct Group {
     cores: Vec<usize>,
     idle: Idle,
     microquanta: bool,
+    /// The class group its threads join (`None`: the default group).
+    class_group: Option<String>,
     engines: Vec<Arc<EngineShared>>,
     threads: Vec<Thread>,
     /// Suffix of the next thread's name (`snap-GROUP-N`), never reused.
@@ -442,6 +449,11 @@ impl Runtime {
                 "an idle poll window only applies to spreading and compacting groups (dedicated threads always poll)".into(),
             ));
         }
+        if spec.mode == Mode::Dedicated && spec.microquanta_group.is_some() {
+            return Err(err(
+                "a MicroQuanta class group only applies to spreading and compacting groups (dedicated threads never join the class)".into(),
+            ));
+        }
         let mut placed = Vec::new();
         for engine in spec.engines {
             placed.push(place(engine).map_err(&err)?);
@@ -485,6 +497,7 @@ impl Runtime {
             cores: spec.cores,
             idle,
             microquanta,
+            class_group: spec.microquanta_group,
             engines,
             threads: Vec::new(),
             next_thread: 0,
@@ -513,6 +526,7 @@ impl Runtime {
             workers,
             waiting_since: vec![None; group.engines.len()],
             compacting,
+            class_group: group.class_group.clone(),
         };
         Ok((group, watched))
     }
@@ -531,6 +545,7 @@ impl Runtime {
             idle: group.idle,
             clock: self.clock,
             microquanta: group.microquanta,
+            class_group: group.class_group.clone(),
             initial,
         })?;
         group.next_thread += 1;
@@ -596,6 +611,11 @@ impl Runtime {
                                 .map(|e| e.name.clone())
                                 .collect(),
                             in_microquanta: w.in_microquanta.load(Relaxed),
+                            microquanta_group: w.in_microquanta.load(Relaxed).then(|| {
+                                g.class_group
+                                    .clone()
+                                    .unwrap_or_else(|| mq_class::group::DEFAULT_GROUP_NAME.to_owned())
+                            }),
                         }
                     })
                     .collect();

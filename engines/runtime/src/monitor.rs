@@ -31,6 +31,8 @@ pub(crate) struct WatchedGroup {
     pub engines: Vec<Arc<EngineShared>>,
     pub workers: Vec<Arc<WorkerShared>>,
     pub compacting: Option<Compacting>,
+    /// The MicroQuanta class group its threads join (`None`: the default group).
+    pub class_group: Option<String>,
     /// Per engine: when we first saw it waiting since its last step (ns), if it is waiting.
     pub waiting_since: Vec<Option<u64>>,
 }
@@ -48,7 +50,8 @@ pub(crate) struct Monitor {
     pub stop: Arc<AtomicBool>,
     pub stuck_after: Duration,
     /// Join the MicroQuanta class once a compacting group exists (the rebalancer polls
-    /// every few tens of µs; under load it needs the class as much as the engines do).
+    /// every few tens of µs; under load it needs the class as much as the engines do), in
+    /// the class group of the first compacting group (the one it starts working for).
     pub microquanta: bool,
 }
 
@@ -67,11 +70,15 @@ impl Monitor {
                     interval = interval.min(c.poll_interval);
                 }
             }
-            let compacting = groups.iter().any(|g| g.compacting.is_some());
+            let compacting = groups
+                .iter()
+                .find(|g| g.compacting.is_some())
+                .map(|g| g.class_group.clone());
             drop(groups);
-            if self.microquanta && compacting && !in_class {
+            if let Some(class_group) = compacting.filter(|_| self.microquanta && !in_class) {
                 in_class = true;
-                crate::placement::join_microquanta(rustix::thread::gettid().as_raw_nonzero().get() as u32);
+                let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+                crate::placement::join_microquanta(tid, class_group.as_deref());
             }
         }
     }

@@ -18,21 +18,32 @@ pub(crate) fn restrict_to(cores: &[usize]) -> rustix::io::Result<()> {
     sched_setaffinity(None, &set)
 }
 
-/// Puts thread `tid` in the MicroQuanta class if the scheduler is loaded. Returns whether it
-/// did, and says so in the log either way: a spreading engine outside the class is a normal
-/// thread and loses the latency guarantee, which the operator must know.
-pub(crate) fn join_microquanta(tid: u32) -> bool {
+/// Puts thread `tid` in the MicroQuanta class if the scheduler is loaded: in the class group
+/// called `group`, or in the default group for `None`. Returns whether it did, and says so in
+/// the log either way: a spreading engine outside the class is a normal thread and loses the
+/// latency guarantee, which the operator must know. A thread whose named class group is
+/// missing stays a normal thread rather than joining the default group, whose budget is
+/// not the one its group was given.
+pub(crate) fn join_microquanta(tid: u32, group: Option<&str>) -> bool {
     if !sysfs::microquanta_loaded() {
         log::info!("thread {tid}: MicroQuanta is not loaded, running as a normal thread");
         return false;
     }
-    match Class::open().and_then(|class| class.add(tid)) {
+    let class_group = group.unwrap_or(mq_class::group::DEFAULT_GROUP_NAME);
+    let joined = Class::open().and_then(|class| match group {
+        Some(name) => class.add_to_group(tid, name),
+        None => class.add(tid),
+    });
+    match joined {
         Ok(()) => {
-            log::info!("thread {tid}: joined the MicroQuanta class");
+            log::info!("thread {tid}: joined the MicroQuanta class (class group {class_group})");
             true
         }
         Err(e) => {
-            log::warn!("thread {tid}: cannot join the MicroQuanta class: {e}; running as a normal thread");
+            log::warn!(
+                "thread {tid}: cannot join the MicroQuanta class (class group {class_group}): {e}; \
+                 running as a normal thread"
+            );
             false
         }
     }

@@ -149,6 +149,8 @@ pub(crate) struct WorkerSetup {
     pub clock: Clock,
     /// Join the MicroQuanta class if the scheduler is loaded.
     pub microquanta: bool,
+    /// The class group to join (`None`: the default group).
+    pub class_group: Option<String>,
     pub initial: Vec<Placed>,
 }
 
@@ -195,7 +197,7 @@ fn thread_main(setup: WorkerSetup, ready: mpsc::Sender<Result<(), String>>) {
         }
     }
     if setup.microquanta {
-        let joined = placement::join_microquanta(tid as u32);
+        let joined = placement::join_microquanta(tid as u32, setup.class_group.as_deref());
         setup.shared.in_microquanta.store(joined, Relaxed);
     }
     let epoll = match epoll::create(epoll::CreateFlags::CLOEXEC) {

@@ -41,6 +41,7 @@ fn spec(name: &str, mode: Mode, cores: Vec<usize>, engines: Vec<Box<dyn Engine>>
         engines,
         compacting: CompactingParams::default(),
         idle_poll: mode.default_idle_poll(),
+        microquanta_group: None,
     }
 }
 

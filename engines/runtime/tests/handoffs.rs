@@ -32,6 +32,7 @@ fn spreading(engines: Vec<Box<dyn Engine>>, idle_poll: Duration) -> GroupSpec {
         engines,
         compacting: CompactingParams::default(),
         idle_poll,
+        microquanta_group: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn one_dedicated_thread_runs_the_engines_of_two_hosts() {
         engines: vec![Box::new(engine_a), Box::new(engine_b)],
         compacting: CompactingParams::default(),
         idle_poll: Duration::ZERO,
+        microquanta_group: None,
     };
     let rt = Runtime::start(vec![spec], options()).unwrap();
     let status = rt.status();
@@ -178,6 +180,7 @@ fn dedicated_groups_refuse_an_idle_poll_window() {
         engines: vec![Box::new(engine)],
         compacting: CompactingParams::default(),
         idle_poll: Duration::from_micros(10),
+        microquanta_group: None,
     };
     let e = Runtime::start(vec![spec], options()).unwrap_err().to_string();
     assert!(e.contains("idle poll window only applies"), "{e}");

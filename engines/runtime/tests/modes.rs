@@ -21,6 +21,7 @@ fn group(mode: Mode, cores: Vec<usize>, engines: Vec<Box<dyn Engine>>) -> GroupS
         engines,
         compacting: CompactingParams::default(),
         idle_poll: mode.default_idle_poll(),
+        microquanta_group: None,
     }
 }
 
@@ -409,4 +410,32 @@ fn blocked_engine_runs_at_its_timer_deadline() {
     assert!(Instant::now() >= deadline);
     // It blocked rather than spun while waiting: a handful of steps, not thousands.
     assert!(status.engine("timer").unwrap().runs < 100, "{status:#?}");
+}
+
+#[test]
+fn a_class_group_is_for_spreading_and_compacting_threads_only() {
+    let (engine, _app) = forwarder("fwd", Duration::ZERO);
+    let spec = GroupSpec {
+        microquanta_group: Some("lat".into()),
+        ..group(Mode::Dedicated, vec![0], vec![Box::new(engine)])
+    };
+    let e = Runtime::start(vec![spec], options()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("group dedicated: a MicroQuanta class group only applies to spreading and compacting"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_thread_outside_the_class_names_no_class_group() {
+    // With the class off, a group's class group is not joined, and status does not claim it.
+    let (engine, _app) = forwarder("fwd", Duration::ZERO);
+    let spec = GroupSpec {
+        microquanta_group: Some("lat".into()),
+        ..group(Mode::Spreading, vec![], vec![Box::new(engine)])
+    };
+    let rt = Runtime::start(vec![spec], options()).unwrap();
+    let status = rt.status();
+    let t = &status.groups[0].threads[0];
+    assert!(!t.in_microquanta && t.microquanta_group.is_none(), "{t:?}");
 }

@@ -268,6 +268,7 @@ fn start(
             Mode::Dedicated => Duration::ZERO,
             _ => cfg.idle_poll.unwrap_or(mode.default_idle_poll()),
         },
+        microquanta_group: None,
     };
     let options = RuntimeOptions {
         microquanta: cfg.microquanta,

@@ -129,6 +129,7 @@ impl Hosts {
                     Mode::Dedicated => Duration::ZERO,
                     _ => cfg.idle_poll.unwrap_or(m.default_idle_poll()),
                 },
+                microquanta_group: None,
             };
             let options = RuntimeOptions {
                 microquanta: cfg.microquanta,

@@ -38,19 +38,24 @@ pub fn render(socket: &Path, status: &HostStatus) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<8} {:>4} {:<8} {:>11} {:>11} {:<3} engines",
-            "tid", "cpu", "cores", "cpu time", "busy", "mq"
+            "  {:<8} {:>4} {:<8} {:>11} {:>11} {:<12} engines",
+            "tid", "cpu", "cores", "cpu time", "busy", "mq group"
         );
         for t in &g.threads {
             let _ = writeln!(
                 out,
-                "  {:<8} {:>4} {:<8} {:>11} {:>11} {:<3} {}",
+                "  {:<8} {:>4} {:<8} {:>11} {:>11} {:<12} {}",
                 t.tid,
                 t.last_cpu.map_or("-".into(), |c| c.to_string()),
                 cores(&t.cores),
                 ms(t.cpu_time_ns),
                 ms(t.busy_ns),
-                if t.in_microquanta { "yes" } else { "no" },
+                // The class group it joined; an older host only says whether it is in it.
+                match (&t.microquanta_group, t.in_microquanta) {
+                    (Some(group), _) => group.as_str(),
+                    (None, true) => "yes",
+                    (None, false) => "-",
+                },
                 if t.engines.is_empty() {
                     "(parked)".into()
                 } else {
@@ -182,11 +187,40 @@ mod tests {
         assert!(text.contains("1 channels attached"), "{text}");
         let thread = text.lines().find(|l| l.trim_start().starts_with("77")).unwrap();
         assert!(thread.contains("2.0 ms") && thread.contains("e0"), "{thread}");
+        assert_eq!(
+            thread.split_whitespace().nth(7),
+            Some("-"),
+            "not in the class: {thread}"
+        );
         let engine = text.lines().find(|l| l.trim_start().starts_with("e0")).unwrap();
         let cols: Vec<&str> = engine.split_whitespace().collect();
         assert_eq!(cols[..6], ["e0", "echo", "77", "ok", "10", "4"], "{engine}");
         assert_eq!(cols.last(), Some(&"1"), "{engine}");
         assert!(!text.contains("pipeline stages"), "{text}");
+    }
+
+    #[test]
+    fn a_threads_class_group_is_listed() {
+        let status: HostStatus = serde_json::from_value(serde_json::json!({
+            "runtime": { "uptime_s": 1.0, "microquanta_loaded": true, "groups": [{
+                "name": "lat", "mode": "spreading", "cores": [], "active_threads": 1,
+                "threads": [
+                    { "tid": 77, "cores": [], "cpu_time_ns": 0, "last_cpu": 0, "busy_ns": 0,
+                      "engines": ["e0"], "in_microquanta": true, "microquanta_group": "lat" },
+                    { "tid": 78, "cores": [], "cpu_time_ns": 0, "last_cpu": 0, "busy_ns": 0,
+                      "engines": ["e1"], "in_microquanta": true }],
+                "engines": []
+            }]},
+            "channels": [],
+        }))
+        .unwrap();
+        let text = render(Path::new("/s"), &status);
+        let col = |tid: &str| {
+            let line = text.lines().find(|l| l.trim_start().starts_with(tid)).unwrap();
+            line.split_whitespace().nth(7).unwrap().to_owned()
+        };
+        assert_eq!(col("77"), "lat", "{text}");
+        assert_eq!(col("78"), "yes", "a host that does not name the group: {text}");
     }
 
     #[test]

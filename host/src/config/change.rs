@@ -295,6 +295,10 @@ mod tests {
                 "name = \"b\"\nmode = \"spreading\"\n[[engine]]\nname = \"e0\"\nkind = \"echo\"",
                 "group.engine[0].name: duplicate engine name",
             ),
+            (
+                "name = \"b\"\nmode = \"spreading\"\nmicroquanta = { runtime_us = 9, period_us = 8 }\n[[engine]]\nname = \"x\"\nkind = \"echo\"",
+                "group.microquanta: group \"b\": runtime_us 9 must be between 1 and period_us (8)",
+            ),
         ];
         for (table, expected) in cases {
             let e = err(c.with_group(table, 2));

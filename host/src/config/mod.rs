@@ -16,6 +16,7 @@
 //! mode = "spreading"              # dedicated | spreading | compacting
 //! cores = [1]                     # required for dedicated; optional otherwise
 //! idle_poll_us = 0                # spreading/compacting: poll this long (µs) before blocking (default 0)
+//! microquanta = { runtime_us = 200, period_us = 1000 }  # spreading/compacting: a class group of its own
 //! [[group.engine]]
 //! name = "echo0"
 //! kind = "echo"                   # echo | udp_echo | relay | pony
@@ -47,7 +48,9 @@
 //! every semantic error names its field by path, e.g. `group[1].cores: ...`, so a mistake
 //! is found without reading this code. Compacting-only keys (`poll_interval_us`,
 //! `max_queueing_delay_us`, `shrink_after_ms`) are refused in other modes rather than
-//! silently ignored, and so is `idle_poll_us` in dedicated mode.
+//! silently ignored, and so are `idle_poll_us` and `microquanta` in dedicated mode.
+//! `microquanta` is checked by `mq-class`'s own rules for a class group's name (the group's)
+//! and budget, so what passes here is what the class takes (`crate::class_groups` makes it).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -182,9 +185,36 @@ pub struct GroupConfig {
     /// Spreading and compacting: how long an idle thread keeps polling its engines before
     /// it arms their doorbells and blocks (`GroupSpec::idle_poll`; 0 blocks at once).
     pub idle_poll_us: Option<u64>,
+    /// Spreading and compacting: the group's threads join a MicroQuanta class group of
+    /// their own, named as this group, with this budget (the host creates or updates it
+    /// when scx_microquanta is loaded and `microquanta` is on). Without it they join the
+    /// default class group.
+    pub microquanta: Option<MicroquantaBudget>,
     /// The group's engines, at least one.
     #[serde(default)]
     pub engine: Vec<EngineConfig>,
+}
+
+/// A group's `microquanta = { runtime_us, period_us }`: its class group's budget, `runtime_us`
+/// of CPU time out of every `period_us` on each CPU while normal work competes
+/// (`mq_class::Budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MicroquantaBudget {
+    /// CPU time per period, µs.
+    pub runtime_us: u64,
+    /// The period, µs.
+    pub period_us: u64,
+}
+
+impl MicroquantaBudget {
+    /// The class's own type for it.
+    pub fn budget(&self) -> mq_class::Budget {
+        mq_class::Budget {
+            period_us: self.period_us,
+            runtime_us: self.runtime_us,
+        }
+    }
 }
 
 /// One `[[group.engine]]`.
@@ -421,6 +451,35 @@ impl Config {
             }
             check_range(format!("{at}.idle_poll_us"), value, IDLE_POLL_US, "µs")?;
         }
+        if let Some(mq) = &g.microquanta {
+            let field = format!("{at}.microquanta");
+            if g.mode == Mode::Dedicated {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "group {:?}: only applies to modes \"spreading\" and \"compacting\" (dedicated threads never join the MicroQuanta class)",
+                        g.name
+                    ),
+                ));
+            }
+            // The class's own rules, so that what passes here is what `Groups::set` takes.
+            let class_rule = |e: mq_class::ClassError| {
+                let why = e.to_string();
+                let why = why
+                    .strip_prefix("invalid class group: ")
+                    .unwrap_or(&why)
+                    .to_owned();
+                invalid(field.clone(), format!("group {:?}: {why}", g.name))
+            };
+            mq_class::group::validate_name(&g.name).map_err(class_rule)?;
+            if g.name == mq_class::group::DEFAULT_GROUP_NAME {
+                return Err(invalid(
+                    field,
+                    "group \"default\": cannot have a class group of its own, that name is the default class group's",
+                ));
+            }
+            mq.budget().validate().map_err(class_rule)?;
+        }
         Ok(())
     }
 
@@ -441,6 +500,7 @@ impl Config {
             config: Some(self.clone()),
             binary: None,
             handed_off: None,
+            class_groups: crate::class_groups::ClassGroups::for_config(self),
         }
     }
 
@@ -492,6 +552,7 @@ impl GroupConfig {
             idle_poll: g
                 .idle_poll_us
                 .map_or(g.mode.default_idle_poll(), Duration::from_micros),
+            microquanta_group: g.microquanta.map(|_| g.name.clone()),
         }
     }
 }

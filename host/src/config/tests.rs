@@ -465,3 +465,105 @@ fn relays_do_not_forward_to_pony() {
         "group[0].engine[1].next: engine \"p\" is a pony engine; a relay forwards only to echo or relay engines"
     );
 }
+
+#[test]
+fn a_microquanta_budget_names_the_groups_class_group() {
+    let c = parse(&group(
+        "mode = \"spreading\"\nmicroquanta = { runtime_us = 200, period_us = 1000 }",
+    ))
+    .unwrap();
+    let mq = c.group[0].microquanta.unwrap();
+    assert_eq!((mq.runtime_us, mq.period_us), (200, 1000));
+    let (specs, _) = c.build().unwrap();
+    assert_eq!(specs[0].microquanta_group.as_deref(), Some("g"));
+    let c = parse(&group(
+        "mode = \"compacting\"\nmicroquanta = { runtime_us = 1000, period_us = 1000 }",
+    ))
+    .unwrap();
+    assert_eq!(c.build().unwrap().0[0].microquanta_group.as_deref(), Some("g"));
+    // Without it: the default class group, as before.
+    let c = parse(&group("mode = \"spreading\"")).unwrap();
+    assert_eq!(c.group[0].microquanta, None);
+    assert_eq!(c.build().unwrap().0[0].microquanta_group, None);
+    // It goes to the upgrade's new host as it came.
+    assert_eq!(
+        parse(
+            &parse(&group(
+                "mode = \"spreading\"\nmicroquanta = { runtime_us = 5, period_us = 10 }",
+            ))
+            .unwrap()
+            .to_toml()
+            .unwrap()
+        )
+        .unwrap()
+        .group[0]
+            .microquanta
+            .map(|m| m.runtime_us),
+        Some(5)
+    );
+}
+
+#[test]
+fn a_microquanta_budget_is_refused_where_the_class_would_refuse_it() {
+    let with = |mode: &str, budget: &str| {
+        group(&format!(
+            "mode = \"{mode}\"\ncores = [0]\nmicroquanta = {{ {budget} }}"
+        ))
+    };
+    let cases = [
+        (
+            with("dedicated", "runtime_us = 200, period_us = 1000"),
+            "group[0].microquanta: group \"g\": only applies to modes \"spreading\" and \"compacting\"",
+        ),
+        (
+            with("spreading", "runtime_us = 2000, period_us = 1000"),
+            "group[0].microquanta: group \"g\": runtime_us 2000 must be between 1 and period_us (1000)",
+        ),
+        (
+            with("spreading", "runtime_us = 0, period_us = 1000"),
+            "group[0].microquanta: group \"g\": runtime_us 0 must be between 1",
+        ),
+        (
+            with("compacting", "runtime_us = 1, period_us = 1"),
+            "group[0].microquanta: group \"g\": period_us 1 is outside 2..=1000000 µs",
+        ),
+        (
+            with("spreading", "runtime_us = 1, period_us = 0"),
+            "group[0].microquanta: group \"g\": period_us 0 is outside",
+        ),
+        (
+            with("spreading", "runtime_us = 1, period_us = 1000001"),
+            "group[0].microquanta: group \"g\": period_us 1000001 is outside",
+        ),
+        (
+            with("spreading", "runtime_us = 100, period_us = 1000, cpus = [0]"),
+            "unknown field `cpus`",
+        ),
+        (with("spreading", "runtime_us = 100"), "missing field `period_us`"),
+    ];
+    for (text, expected) in cases {
+        let e = err(&text);
+        assert!(e.contains(expected), "{text:?}: {e}");
+    }
+    let named = |name: &str| {
+        format!(
+            "[[group]]\nname = {name:?}\nmode = \"spreading\"\nmicroquanta = {{ runtime_us = 1, period_us = 10 }}\n\
+             [[group.engine]]\nname = \"e\"\nkind = \"echo\"\n"
+        )
+    };
+    let e = err(&named("two words"));
+    assert!(
+        e.starts_with(
+            "group[0].microquanta: group \"two words\": name \"two words\" must be 1 to 31 characters"
+        ),
+        "{e}"
+    );
+    let e = err(&named(&"x".repeat(32)));
+    assert!(e.contains("must be 1 to 31 characters"), "{e}");
+    let e = err(&named("default"));
+    assert!(e.starts_with("group[0].microquanta: group \"default\""), "{e}");
+    // A name the class cannot take is fine without the option.
+    assert!(
+        parse(&named("two words").replace("microquanta = { runtime_us = 1, period_us = 10 }\n", "")).is_ok()
+    );
+}

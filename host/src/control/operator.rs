@@ -82,15 +82,27 @@ fn group_add(shared: &Shared, config: &mut Config, table: &str) -> Result<String
     let spec = group
         .build_standalone()
         .map_err(|e| format!("invalid group: {e}"))?;
-    shared.runtime.add_group(spec).map_err(|e| e.to_string())?;
+    let class_groups = &shared.opts.class_groups;
+    let class_group = class_groups.ensure(&group)?;
+    if let Err(e) = shared.runtime.add_group(spec) {
+        // A refused change changes nothing: the class group goes if this made it, or gets
+        // its budget back if it was there.
+        if let Some(Err(undo)) = class_group.as_ref().map(|c| class_groups.undo(c)) {
+            log::warn!("{undo}");
+        }
+        return Err(e.to_string());
+    }
     *config = next;
     let kinds = group
         .engine
         .iter()
         .map(|e| (e.name.clone(), e.kind.as_str().to_owned()));
     set_kinds(shared, kinds, []);
+    let class_group = class_group.map_or_else(String::new, |c| {
+        format!(", in MicroQuanta class group {}", c.name)
+    });
     Ok(format!(
-        "group {} ({}) added with {} engines",
+        "group {} ({}) added with {} engines{class_group}",
         group.name,
         group.mode,
         group.engine.len()
@@ -108,11 +120,20 @@ fn group_remove(shared: &Shared, config: &mut Config, name: &str) -> Result<Stri
         .collect();
     shared.runtime.remove_group(name).map_err(|e| e.to_string())?;
     *config = next;
+    // After its threads stopped: the group is gone whatever the class map says.
+    let class_group = match shared.opts.class_groups.release(name) {
+        Ok(true) => ", and its MicroQuanta class group".to_owned(),
+        Ok(false) => String::new(),
+        Err(e) => {
+            log::warn!("{e}");
+            format!(" ({e})")
+        }
+    };
     set_kinds(shared, [], engines.iter().cloned());
     let names: Vec<&str> = engines.iter().map(String::as_str).collect();
     let apps = disconnect_apps(shared, &names);
     Ok(format!(
-        "group {name} removed with engines {} ({apps} app connections closed)",
+        "group {name} removed with engines {} ({apps} app connections closed){class_group}",
         names.join(", ")
     ))
 }

@@ -38,6 +38,7 @@ fn host_with(engines: Vec<Box<dyn Engine>>) -> (Arc<Runtime>, ControlServer, Pat
         engines,
         compacting: CompactingParams::default(),
         idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
+        microquanta_group: None,
     };
     let runtime = Arc::new(Runtime::start(vec![group], RuntimeOptions::default()).unwrap());
     let path = socket_path();

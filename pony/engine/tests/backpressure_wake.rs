@@ -57,6 +57,7 @@ fn the_pop_wakes_an_engine_whose_nic_side_is_a_pipeline() {
             engines: vec![Box::new(stage)],
             compacting: CompactingParams::default(),
             idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
+            microquanta_group: None,
         }],
         RuntimeOptions {
             microquanta: false,

@@ -214,6 +214,7 @@ fn two_hosts_engines_share_one_dedicated_thread() {
         ],
         compacting: snap_runtime::CompactingParams::default(),
         idle_poll: Duration::ZERO,
+        microquanta_group: None,
     };
     let options = snap_runtime::RuntimeOptions {
         microquanta: false,

@@ -33,6 +33,7 @@ fn host(name: &str, nic: XdpNic) -> (Runtime, EngineHandle) {
         ))],
         compacting: CompactingParams::default(),
         idle_poll: Mode::Spreading.default_idle_poll(),
+        microquanta_group: None,
     };
     let rt = Runtime::start(
         vec![spec],

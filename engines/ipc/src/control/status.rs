@@ -71,6 +71,10 @@ pub struct ThreadStatus {
     pub engines: Vec<String>,
     /// Whether it is in the MicroQuanta class.
     pub in_microquanta: bool,
+    /// The MicroQuanta class group it joined (`default` for the default group); `None`
+    /// while it is not in the class.
+    #[serde(default)]
+    pub microquanta_group: Option<String>,
 }
 
 /// One engine.

@@ -31,6 +31,7 @@ pub fn host_with(name: &str, nic: impl Nic + 'static, cfg: PonyConfig) -> Host {
         engines: vec![Box::new(engine)],
         compacting: CompactingParams::default(),
         idle_poll: snap_runtime::DEFAULT_IDLE_POLL,
+        microquanta_group: None,
     };
     let options = RuntimeOptions {
         microquanta: false,
