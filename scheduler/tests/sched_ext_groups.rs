@@ -15,6 +15,14 @@ use mq_class::{Budget, Class, DEFAULT_GROUP};
 use mq_experiments::sched_bench::groups::{shares, GroupsMade, Spinner, DEFAULT_BUDGET, GROUPS};
 use mq_experiments::scheduler_process::{exclusive_sched_ext_host as sched_ext_host, SchedulerProcess};
 
+/// Prints a measured share straight to stderr, which libtest does not capture (its print
+/// macros are captured for a passing test): the shares of passing runs stay in the log of
+/// `cargo xtask test`, where docs/MICROQUANTA.md's figures come from.
+fn record(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "GROUP_SHARES {line}");
+}
+
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_scx_microquanta");
 const MQCTL: &str = env!("CARGO_BIN_EXE_mqctl");
 const WINDOW: Duration = Duration::from_secs(3);
@@ -121,8 +129,8 @@ fn groups_each_get_their_own_budget_next_to_a_hog_on_their_cpu() {
         WINDOW,
     )
     .unwrap();
-    eprintln!("{} | hog | {} | hog: {got:?}", a.0, b.0);
-    eprintln!("scheduler: {}", view.report());
+    record(&format!("{} | hog | {} | hog: {got:?}", a.0, b.0));
+    record(&format!("scheduler: {}", view.report()));
     assert_near(a.0, got[0], share_of(a.1), &got);
     assert_near(b.0, got[2], share_of(b.1), &got);
     assert!(sched.pid() > 0 && mq_class::sysfs::microquanta_loaded());
@@ -150,7 +158,7 @@ fn a_group_wanting_the_whole_cpu_cannot_take_another_groups_budget() {
         WINDOW,
     )
     .unwrap();
-    eprintln!("{} | {} | hog on CPU {cpu}: {got:?}", a.0, b.0);
+    record(&format!("{} | {} | hog on CPU {cpu}: {got:?}", a.0, b.0));
     assert_near(a.0, got[0], share_of(a.1), &got);
     assert_near(b.0, got[1], share_of(b.1), &got);
     let rest = 1.0 - share_of(a.1) - share_of(b.1);
@@ -175,7 +183,7 @@ fn without_groups_the_default_group_keeps_the_loaders_budget() {
     assert_eq!((listed[0].id, listed[0].budget), (DEFAULT_GROUP, budget));
     // A thread added without a group spins next to a normal hog.
     let got = shares(&[spinner(cpu, Some("default")), spinner(cpu, None)], WINDOW).unwrap();
-    eprintln!("default group | hog on CPU {cpu}: {got:?}");
+    record(&format!("default group | hog on CPU {cpu}: {got:?}"));
     assert_near("the default group", got[0], share_of(budget), &got);
     sched.stop().unwrap();
 }
