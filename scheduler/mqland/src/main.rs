@@ -179,10 +179,16 @@ struct Scheduler<'obj> {
     members: Membership,
     stats_every: Option<Duration>,
     stats_json: bool,
+    /// Where reports go: the printer thread ([`spawn_printer`]).
+    printer: std::sync::mpsc::SyncSender<String>,
 }
 
 impl<'obj> Scheduler<'obj> {
-    fn init(opts: &Opts, open_object: &'obj mut MaybeUninit<OpenObject>) -> Result<Self> {
+    fn init(
+        opts: &Opts,
+        open_object: &'obj mut MaybeUninit<OpenObject>,
+        printer: std::sync::mpsc::SyncSender<String>,
+    ) -> Result<Self> {
         let nr_cpus = libbpf_rs::num_possible_cpus().context("counting possible CPUs")?;
         // Membership first: the map and its pin need memory mappings, which the dispatcher's
         // allocator forbids once it has locked the scheduler's memory.
@@ -212,6 +218,7 @@ impl<'obj> Scheduler<'obj> {
             members,
             stats_every: opts.stats.map(Duration::from_secs_f64),
             stats_json: opts.stats_json,
+            printer,
         })
     }
 
@@ -307,15 +314,38 @@ impl<'obj> Scheduler<'obj> {
             }
             let now = self.snapshot();
             let report = Report::between(&last, &now, self.members.len());
-            if self.stats_json {
-                println!("{}", serde_json::to_string(&report)?);
+            let line = if self.stats_json {
+                serde_json::to_string(&report)?
             } else {
-                println!("{}", report.format());
-            }
+                report.format()
+            };
+            // Never wait for the printer: a report it has no room for is dropped.
+            let _ = self.printer.try_send(line);
             last = now;
         }
         self.bpf.shutdown_and_report()
     }
+}
+
+/// Starts the thread that writes the statistics to stdout. The scheduling loop must never
+/// block on output: a write to a console or pipe can wait for a task (an unbound kworker, a
+/// reader) that only this loop would schedule, and then nothing runs until the kernel's
+/// watchdog ejects the scheduler. Started before the dispatcher locks this process's memory
+/// (a thread's stack is a new mapping).
+fn spawn_printer() -> Result<std::sync::mpsc::SyncSender<String>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(16);
+    std::thread::Builder::new()
+        .name("mqland-stats".into())
+        .spawn(move || {
+            use std::io::Write as _;
+            for line in rx {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        })
+        .context("starting the statistics printer thread")?;
+    Ok(tx)
 }
 
 fn init_logging(verbose: u8) -> Result<()> {
@@ -344,9 +374,10 @@ fn main() -> Result<()> {
     opts.validate()?;
     preflight()?;
     // rustland_core installs the Ctrl-C handler (and stops the loop through `exited()`).
+    let printer = spawn_printer()?;
     let mut open_object = MaybeUninit::uninit();
     loop {
-        let mut sched = Scheduler::init(&opts, &mut open_object)?;
+        let mut sched = Scheduler::init(&opts, &mut open_object, printer.clone())?;
         let exit = sched.run()?;
         drop(sched);
         if !exit.should_restart() {
