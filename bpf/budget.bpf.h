@@ -22,7 +22,12 @@
 #ifndef __MICROQUANTA_BUDGET_BPF_H
 #define __MICROQUANTA_BUDGET_BPF_H
 
-/* A group's bandwidth: runtime out of every period, per CPU. */
+/*
+ * A group's bandwidth: runtime out of every period, per CPU. It is passed
+ * and returned by value, which BPF calls cannot do (no aggregate returns,
+ * at most 5 register arguments), so every function taking or returning one
+ * is __always_inline rather than left to the compiler's inlining choice.
+ */
 struct mq_bw {
 	u64 period_ns;
 	u64 runtime_ns;
@@ -34,7 +39,7 @@ struct mq_bw {
  * slot that is not in use or holds nonsense counts as the default group,
  * as its members do.
  */
-static struct mq_bw group_bw(u32 g)
+static __always_inline struct mq_bw group_bw(u32 g)
 {
 	struct mq_bw bw = { .period_ns = mq_period_ns, .runtime_ns = mq_runtime_ns };
 	struct mq_group *grp;
@@ -54,7 +59,7 @@ static struct mq_bw group_bw(u32 g)
 	return bw;
 }
 
-static s64 credit_limit(struct mq_bw bw)
+static __always_inline s64 credit_limit(struct mq_bw bw)
 {
 	return 2 * (s64)bw.period_ns;
 }
@@ -62,7 +67,7 @@ static s64 credit_limit(struct mq_bw bw)
 /* Credit owed to a group that waited for it, or owed by one that overran: see credit_at. */
 #define MQ_OWED_PERIODS 6
 
-static s64 credit_owed_limit(struct mq_bw bw)
+static __always_inline s64 credit_owed_limit(struct mq_bw bw)
 {
 	return MQ_OWED_PERIODS * (s64)bw.period_ns;
 }
@@ -88,8 +93,8 @@ static s64 credit_owed_limit(struct mq_bw bw)
  * past 3.3 ms of waiting and one at 200/1000 µs was forgiven what it ran
  * past 2.5 ms of overrun, and their shares moved away from runtime/period.
  */
-static s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now, u64 used_ns,
-		     bool normal_waits)
+static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now,
+				     u64 used_ns, bool normal_waits)
 {
 	s64 before = gb->credit_ns, credit, hi, lo;
 	u64 delta, full_ns;
@@ -133,8 +138,8 @@ static s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now, u64 
 }
 
 /* Owner CPU only: bring @gb's credit up to @now, charging @used_ns; returns it. */
-static s64 credit_update(struct grp_budget *gb, struct mq_bw bw, u64 now, u64 used_ns,
-			 bool normal_waits)
+static __always_inline s64 credit_update(struct grp_budget *gb, struct mq_bw bw, u64 now,
+					 u64 used_ns, bool normal_waits)
 {
 	gb->credit_ns = credit_at(gb, bw, now, used_ns, normal_waits);
 	if (now > gb->credit_at_ns)

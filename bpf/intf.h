@@ -113,6 +113,8 @@ enum mq_stat_idx {
 	MQ_STAT_TIMER_MIGRATED,	/* a budget timer fired away from its CPU */
 	MQ_STAT_TIMER_ROUND_ROBIN,/* class slice over, another class task waited */
 	MQ_STAT_MQ_KEEP,	/* class slice over, no other class task here: it goes on */
+	MQ_STAT_LAST_KEPT,	/* nothing else to run: the CPU's prev goes on, slice refilled */
+	MQ_STAT_ENQ_LAST,	/* CPU's last runnable task handed back (ENQ_LAST): runs on */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

@@ -361,6 +361,21 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 	s32 g = task_group(p, task_cpu);
 	u64 vtime, floor;
 
+	/*
+	 * The last runnable task of its CPU, handed back because dispatch()
+	 * kept nothing (SCX_OPS_ENQ_LAST; dispatch() refills a lone prev, so
+	 * this is rare): it runs on, there. Queued anywhere else, the CPU
+	 * would idle beside it. The kick wakes the CPU on a kernel whose
+	 * put_prev_task_scx() does not reschedule the idle task for it.
+	 */
+	if (enq_flags & SCX_ENQ_LAST) {
+		stat_inc(MQ_STAT_ENQ_LAST);
+		scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, g >= 0 ? class_slice_ns : normal_slice_ns,
+				   enq_flags);
+		scx_bpf_kick_cpu(task_cpu, SCX_KICK_IDLE);
+		return;
+	}
+
 	if (g >= 0) {
 		s32 cpu = task_cpu;
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
@@ -636,8 +651,21 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 			return;
 		}
 		/* Work-conserving: the waiting normal work cannot run here. */
-		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0))
+		if (scx_bpf_dsq_move_to_local(mq_dsq(cpu), 0)) {
 			stat_inc(MQ_STAT_MQ_DISPATCH);
+			return;
+		}
+	}
+
+	/*
+	 * Nothing else may run here: a prev that still wants the CPU goes on
+	 * with a fresh slice of its kind (the kernel keeps a prev with slice
+	 * left). We ask for SCX_OPS_ENQ_LAST, so without this it would be
+	 * handed to enqueue() while the CPU idles for a moment.
+	 */
+	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
+		scx_bpf_task_set_slice(prev, task_group(prev, cpu) >= 0 ? class_slice_ns : normal_slice_ns);
+		stat_inc(MQ_STAT_LAST_KEPT);
 	}
 }
 
@@ -869,7 +897,16 @@ void BPF_STRUCT_OPS(mq_exit, struct scx_exit_info *ei)
 	UEI_RECORD(uei, ei);
 }
 
+/*
+ * SCX_OPS_ENQ_LAST: a CPU's last runnable task comes back to enqueue()
+ * instead of being kept by the kernel. The kernel expects the flag whenever
+ * a runnable task of ours is put for the idle task: 7.3's
+ * put_prev_task_scx() WARNs without it, and CI's kernel log showed that
+ * WARNING once while the scheduler was being enabled. dispatch() refills a
+ * lone prev, which keeps it on its CPU as the kernel did.
+ */
 SCX_OPS_DEFINE(microquanta_ops,
+	       .flags = SCX_OPS_ENQ_LAST,
 	       .select_cpu = (void *)mq_select_cpu,
 	       .enqueue = (void *)mq_enqueue,
 	       .dispatch = (void *)mq_dispatch,

@@ -56,6 +56,10 @@ pub struct Counters {
     pub timer_round_robin: u64,
     #[stat(desc = "class slice over, no other class task here: it goes on")]
     pub mq_keep: u64,
+    #[stat(desc = "nothing else to run: the CPU's prev goes on, slice refilled")]
+    pub last_kept: u64,
+    #[stat(desc = "CPU's last runnable task handed back (ENQ_LAST): runs on")]
+    pub enq_last: u64,
 }
 
 impl Counters {
@@ -85,6 +89,8 @@ impl Counters {
             timer_migrated: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_MIGRATED),
             timer_round_robin: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_ROUND_ROBIN),
             mq_keep: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_KEEP),
+            last_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_LAST_KEPT),
+            enq_last: get(bpf_intf::mq_stat_idx_MQ_STAT_ENQ_LAST),
         }
     }
 
@@ -113,6 +119,8 @@ impl Counters {
             timer_migrated: self.timer_migrated.wrapping_sub(earlier.timer_migrated),
             timer_round_robin: self.timer_round_robin.wrapping_sub(earlier.timer_round_robin),
             mq_keep: self.mq_keep.wrapping_sub(earlier.mq_keep),
+            last_kept: self.last_kept.wrapping_sub(earlier.last_kept),
+            enq_last: self.enq_last.wrapping_sub(earlier.enq_last),
         }
     }
 
@@ -120,7 +128,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] rt_release={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -140,6 +148,8 @@ impl Counters {
             self.normal_dispatch,
             self.normal_direct,
             self.normal_wake_preempt,
+            self.last_kept,
+            self.enq_last,
             self.cpu_release,
             self.class_exit,
             self.class_inherit,
