@@ -248,6 +248,30 @@ __noinline int group_may_run(s32 cpu, u32 g, u64 now)
 	return c && budget_allows_group(c, g & (MQ_MAX_GROUPS - 1), now);
 }
 
+/*
+ * Any CPU, without its lock: whether a class wakeup of group @g placed on
+ * @cpu would run there now as far as the budget goes, by the rules of
+ * budget_allows_group() but without bringing the credit up to date. A
+ * stale read costs one worse placement, nothing more.
+ */
+__noinline int group_has_budget_on(s32 cpu, u32 g, u64 now)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	struct grp_budget *gb;
+	struct mq_bw bw;
+	s64 credit;
+
+	if (!c)
+		return 0;
+	g &= MQ_MAX_GROUPS - 1;
+	gb = grp_of(c, g);
+	bw = group_bw(g);
+	credit = credit_at(gb, bw, now, 0, false);
+	if (gb->state == MQ_BUDGET_THROTTLED)
+		return credit >= (s64)bw.runtime_ns;
+	return credit > 0;
+}
+
 /* Owner CPU only: throttled_group_refilled() for @cpu. */
 __noinline int group_refilled(s32 cpu, u64 now)
 {

@@ -94,7 +94,8 @@ enum mq_stat_idx {
 	MQ_STAT_MQ_ENQUEUE,	/* MicroQuanta task made runnable */
 	MQ_STAT_MQ_IDLE_PICK,	/* ...placed on an idle CPU at wakeup */
 	MQ_STAT_MQ_BUSY_PICK,	/* ...placed on a CPU running normal work */
-	MQ_STAT_MQ_CROWDED_PICK,/* ...every CPU had MicroQuanta work: fewest wins */
+	MQ_STAT_MQ_CROWDED_PICK,/* ...no free CPU with budget found: the less loaded of two */
+	MQ_STAT_MQ_SPENT_SKIP,	/* ...placed away from a free CPU where its group's budget is spent */
 	MQ_STAT_KICK_PREEMPT,	/* preempting kick sent for a MicroQuanta wakeup */
 	MQ_STAT_DIRECT_PREEMPT,	/* ...or inserted at the head of the CPU's local queue */
 	MQ_STAT_MQ_DISPATCH,	/* MicroQuanta task dispatched on its own CPU */

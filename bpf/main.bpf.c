@@ -270,17 +270,39 @@ static u32 mq_load(s32 cpu)
 }
 
 /*
+ * mq_load() for a wakeup of group @g: a CPU where @g's budget is spent
+ * counts one more, as if a class task ran there, since the wakeup would
+ * wait there for the refill while normal work runs.
+ */
+static u32 mq_load_for(s32 cpu, u32 g, u64 now)
+{
+	u32 load = mq_load(cpu);
+
+	if (load < MQ_MAX_TASKS && !group_has_budget_on(cpu, g, now))
+		load++;
+	return load;
+}
+
+/*
  * Wakeup placement of a MicroQuanta thread, in the kernel patch's order:
- * a fully idle core, an idle CPU, a CPU running only normal work (the
- * previous one first, for its warm cache; else any from free_cpus, spread
- * round-robin), else the less loaded of the previous CPU and one other
- * allowed CPU (two random choices: no scan of every CPU's load); CPUs held
- * by RT/deadline tasks last.
+ * a fully idle core, an idle CPU, a CPU running only normal work where the
+ * thread's group has budget (the previous one first, for its warm cache;
+ * else any from free_cpus, spread round-robin), else the less loaded of
+ * the previous CPU and one other allowed CPU (two random choices: no scan
+ * of every CPU's load), a spent budget counting as load; CPUs held by
+ * RT/deadline tasks last.
+ *
+ * The budget test matters after an overrun: the CPU's credit is below
+ * zero, it has no class work and so is in free_cpus, and a wakeup queued
+ * there waits for the refill (up to 2 periods of debt at runtime/period)
+ * while another CPU could run it at once.
  */
 static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
+	u32 g = (u32)task_group(p, -1) & (MQ_MAX_GROUPS - 1);
+	u64 now = scx_bpf_now();
 	struct cpu_ctx *c;
-	bool is_idle = false;
+	bool is_idle = false, prev_spent = false;
 	s32 cpu, other;
 	u32 prev_load, other_load;
 
@@ -293,8 +315,11 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	c = lookup_cpu_ctx(prev_cpu);
 	if (c && !held_by_rt(c) && bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) &&
 	    !cpu_has_mq_work(prev_cpu, c)) {
-		stat_inc(MQ_STAT_MQ_BUSY_PICK);
-		return prev_cpu;
+		if (group_has_budget_on(prev_cpu, g, now)) {
+			stat_inc(MQ_STAT_MQ_BUSY_PICK);
+			return prev_cpu;
+		}
+		prev_spent = true;
 	}
 
 	bpf_rcu_read_lock();
@@ -308,16 +333,22 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	bpf_rcu_read_unlock();
 	/* The bit is read without the CPU's lock, as the loop over cpu_ctxs
 	 * read their states; the load confirms it. */
-	if (cpu < nr_cpus && mq_load(cpu) == 0) {
+	if (cpu < nr_cpus && mq_load_for(cpu, g, now) == 0) {
 		stat_inc(MQ_STAT_MQ_BUSY_PICK);
+		if (prev_spent)
+			stat_inc(MQ_STAT_MQ_SPENT_SKIP);
 		return cpu;
 	}
 
 	stat_inc(MQ_STAT_MQ_CROWDED_PICK);
-	prev_load = bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) ? mq_load(prev_cpu) : (u32)-1;
-	other_load = other < nr_cpus ? mq_load(other) : (u32)-1;
-	if (other_load < prev_load)
+	prev_load = bpf_cpumask_test_cpu(prev_cpu, p->cpus_ptr) ?
+		    mq_load_for(prev_cpu, g, now) : (u32)-1;
+	other_load = other < nr_cpus ? mq_load_for(other, g, now) : (u32)-1;
+	if (other_load < prev_load) {
+		if (prev_spent)
+			stat_inc(MQ_STAT_MQ_SPENT_SKIP);
 		return other;
+	}
 	return prev_cpu;
 }
 
@@ -664,7 +695,8 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	 * handed to enqueue() while the CPU idles for a moment.
 	 */
 	if (prev && (prev->scx.flags & SCX_TASK_QUEUED)) {
-		scx_bpf_task_set_slice(prev, task_group(prev, cpu) >= 0 ? class_slice_ns : normal_slice_ns);
+		scx_bpf_task_set_slice(prev, task_group(prev, cpu) >= 0 ? class_slice_ns :
+								  normal_slice_ns);
 		stat_inc(MQ_STAT_LAST_KEPT);
 	}
 }

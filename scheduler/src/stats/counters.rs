@@ -18,8 +18,10 @@ pub struct Counters {
     pub mq_idle_pick: u64,
     #[stat(desc = "MicroQuanta task placed on a CPU running normal work")]
     pub mq_busy_pick: u64,
-    #[stat(desc = "MicroQuanta task placed when every CPU had MicroQuanta work: fewest wins")]
+    #[stat(desc = "MicroQuanta task placed with no free CPU with budget found: the less loaded of two")]
     pub mq_crowded_pick: u64,
+    #[stat(desc = "MicroQuanta task placed away from a free CPU where its group's budget is spent")]
+    pub mq_spent_skip: u64,
     #[stat(desc = "preempting kick sent for a MicroQuanta wakeup")]
     pub kick_preempt: u64,
     #[stat(desc = "MicroQuanta wakeup inserted at the head of the CPU's local queue")]
@@ -71,6 +73,7 @@ impl Counters {
             mq_idle_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_IDLE_PICK),
             mq_busy_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_BUSY_PICK),
             mq_crowded_pick: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_CROWDED_PICK),
+            mq_spent_skip: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_SPENT_SKIP),
             kick_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_KICK_PREEMPT),
             direct_preempt: get(bpf_intf::mq_stat_idx_MQ_STAT_DIRECT_PREEMPT),
             mq_dispatch: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_DISPATCH),
@@ -101,6 +104,7 @@ impl Counters {
             mq_idle_pick: self.mq_idle_pick.wrapping_sub(earlier.mq_idle_pick),
             mq_busy_pick: self.mq_busy_pick.wrapping_sub(earlier.mq_busy_pick),
             mq_crowded_pick: self.mq_crowded_pick.wrapping_sub(earlier.mq_crowded_pick),
+            mq_spent_skip: self.mq_spent_skip.wrapping_sub(earlier.mq_spent_skip),
             kick_preempt: self.kick_preempt.wrapping_sub(earlier.kick_preempt),
             direct_preempt: self.direct_preempt.wrapping_sub(earlier.direct_preempt),
             mq_dispatch: self.mq_dispatch.wrapping_sub(earlier.mq_dispatch),
@@ -127,12 +131,13 @@ impl Counters {
     /// One line for people.
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
-            "mq[threads={class_size} enq={} idle={} busy={} crowded={} kick={} direct={} disp={} steal={} \
+            "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
              throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
             self.mq_crowded_pick,
+            self.mq_spent_skip,
             self.kick_preempt,
             self.direct_preempt,
             self.mq_dispatch,
