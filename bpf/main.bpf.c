@@ -16,8 +16,9 @@
  *   wakeup of a MicroQuanta thread           wakeup of a normal task
  *        |                                        |
  *   select_cpu: idle core > idle CPU >      select_cpu: idle CPU -> its local DSQ
- *     CPU without MicroQuanta work >          |
- *     CPU with fewest MicroQuanta tasks     enqueue: shared vtime DSQ (NORMAL_DSQ)
+ *     CPU without MicroQuanta work where      |
+ *     its group has budget > CPU with       enqueue: shared vtime DSQ (NORMAL_DSQ)
+ *     fewest MicroQuanta tasks                |
  *        |                                        |
  *   enqueue: budget left and no class work   enqueue: + preempt the normal task
  *     there -> head of its local DSQ,           on its CPU if it is half a
