@@ -279,10 +279,22 @@ fn thread_cpu_time() -> Duration {
 }
 
 fn pin_current_thread(cpu: usize) {
+    set_affinity(cpu..=cpu);
+}
+
+/// Lets the calling thread run on CPUs `0..n` (`cpus()` would read its own, maybe pinned,
+/// mask).
+fn allow_cpus(n: usize) {
+    set_affinity(0..n);
+}
+
+fn set_affinity(cpus: impl IntoIterator<Item = usize>) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; we own it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         assert_eq!(
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
             0
@@ -527,21 +539,6 @@ fn spin_for(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
         std::hint::spin_loop();
-    }
-}
-
-/// Lets the calling thread run on CPUs `0..n` (`cpus()` would read its own, pinned, mask).
-fn allow_cpus(n: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; we own it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..n {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
     }
 }
 
