@@ -102,6 +102,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
 
     let mut summary = extract_summary(&outcome.output)?;
     summary["accel"] = Value::String(outcome.accel.to_string());
+    summary["qemu_main_loop"] = Value::String(outcome.main_loop.key().into());
     let dir = ctx.ws.target_dir.join("demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let path = dir.join("summary.json");

@@ -12,6 +12,7 @@ mod experiments;
 mod initramfs;
 mod kernel;
 mod logscan;
+mod qemu_loop;
 mod soak;
 mod sys;
 mod test;

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::accel::{self, Accel, AccelChoice};
 use crate::kernel::Kernel;
+use crate::qemu_loop::{self, MainLoop};
 use crate::{initramfs, logscan, sys, Ctx};
 
 /// Where the script lives in the guest.
@@ -55,6 +56,8 @@ pub struct VmOutcome {
     /// The script's output (stdout and stderr interleaved), without the exit marker.
     pub output: String,
     pub accel: Accel,
+    /// How qemu's main-loop thread was scheduled on the host (TCG's guest timers fire there).
+    pub main_loop: MainLoop,
     /// `uname -r` of the kernel that ran the script.
     pub kernel_release: String,
     /// The kernel console log (native runs: the new dmesg lines).
@@ -158,6 +161,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         exit_status: outcome,
         output: raw.output,
         accel,
+        main_loop: raw.main_loop,
         kernel_release: kernel_release(&log).unwrap_or_else(|| spec.kernel.version.clone()),
         console_log,
     })
@@ -227,6 +231,8 @@ pub struct RawBoot {
     pub timed_out: bool,
     pub qemu_status: String,
     pub qemu_stderr: String,
+    /// How qemu's main-loop thread was scheduled on the host.
+    pub main_loop: MainLoop,
 }
 
 /// Boots qemu, streams hvc0, enforces the timeout.
@@ -255,6 +261,13 @@ pub fn boot(ctx: &Ctx, b: &Boot) -> Result<RawBoot> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start `{described}`"))?;
+    let main_loop = match b.accel {
+        Accel::Tcg => qemu_loop::raise(child.id()),
+        _ => MainLoop::Other("guest timers are the host kernel's".into()),
+    };
+    if b.stream_prefix.is_some() {
+        println!("vm: qemu's main loop runs {main_loop} on the host");
+    }
     let stdout = child.stdout.take().context("qemu stdout")?;
     let stderr = child.stderr.take().context("qemu stderr")?;
     let prefix = b.stream_prefix.map(str::to_string);
@@ -309,6 +322,7 @@ pub fn boot(ctx: &Ctx, b: &Boot) -> Result<RawBoot> {
         timed_out,
         qemu_status: status.to_string(),
         qemu_stderr,
+        main_loop,
     })
 }
 
@@ -419,6 +433,7 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         exit_status,
         output,
         accel: Accel::Native,
+        main_loop: MainLoop::Other("no VM".into()),
         kernel_release: host_release(),
         console_log,
     })
@@ -471,6 +486,7 @@ mod tests {
             timed_out,
             qemu_status: "exit status: 0".into(),
             qemu_stderr: String::new(),
+            main_loop: MainLoop::Fifo(10),
         }
     }
 
