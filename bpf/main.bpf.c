@@ -429,7 +429,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		 */
 		if (c && wakeup && !runs_class(c) && !group_throttled(c, g) &&
 		    scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
-		    credit_at(grp_of(c, g), group_bw(g), scx_bpf_now(), 0, false) > 0) {
+		    group_has_budget_on(cpu, g, scx_bpf_now())) {
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
