@@ -139,6 +139,7 @@ fn probe_kvm(ctx: &Ctx, kernel: &Kernel, vm_dir: &Path) -> Result<Option<String>
         console_log: &vm_dir.join("accel-probe-console.log"),
         nonce: &nonce,
         stream_prefix: None,
+        main_loop_fifo: false,
     };
     let raw = vm::boot(ctx, &boot)?;
     if raw.exit_status == Some(0) && raw.output.contains("kvm-probe-ok") {

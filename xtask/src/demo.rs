@@ -83,6 +83,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
         script: guest_script(&steps),
         allow_log_patterns: Vec::new(),
         native: args.native,
+        main_loop_fifo: true,
     };
     let outcome = vm::run(ctx, &spec)?;
     let (sched_status, modes_status) = match step_statuses(&outcome.output, outcome.exit_status, with_bench) {

@@ -73,6 +73,10 @@ struct VmArgs {
     /// Virtual CPUs.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
+    /// Under TCG, run qemu's main-loop thread SCHED_FIFO on the host, as `demo` and `bench`
+    /// do, so that guest timers fire on time.
+    #[arg(long)]
+    main_loop_fifo: bool,
     /// Guest memory in MiB.
     #[arg(long = "mem", value_name = "MIB", default_value_t = 2048)]
     mem_mib: u32,
@@ -141,6 +145,7 @@ fn run_vm(ctx: &Ctx, args: VmArgs) -> Result<ExitCode> {
         script: sys::quote_all(&args.command) + "\n",
         allow_log_patterns: Vec::new(),
         native: args.native,
+        main_loop_fifo: args.main_loop_fifo,
     };
     let outcome = vm::run(ctx, &spec)?;
     println!("vm: kernel console log: {}", outcome.console_log.display());

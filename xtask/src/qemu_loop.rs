@@ -9,6 +9,12 @@
 //! is due; `SCHED_RESET_ON_FORK` keeps every thread it creates (the vCPUs among them) at
 //! SCHED_OTHER. The host's RT throttling bounds what a busy main loop could take; where it
 //! is off we leave the thread alone.
+//!
+//! The latency measurements ask for it (`cargo xtask demo`, `cargo xtask bench`, `cargo
+//! xtask vm --main-loop-fifo`); `cargo xtask test` and `cargo xtask experiments` do not. One
+//! 4-vCPU test boot with it died in early boot on an unexpected int3 while the kernel patched
+//! its own text (`sched_clock: Marking stable`), which points at the emulator's handling of
+//! cross-modifying code; until that is understood the pass/fail boots keep the default.
 
 use std::fmt;
 

@@ -47,6 +47,9 @@ pub struct VmSpec<'a> {
     pub allow_log_patterns: Vec<String>,
     /// Run on the host instead (needs root and a host kernel with sched_ext).
     pub native: bool,
+    /// Under TCG, run qemu's main loop SCHED_FIFO on the host (see `qemu_loop`): what the
+    /// latency measurements ask for.
+    pub main_loop_fifo: bool,
 }
 
 /// The result of a run whose guest reported an exit status and whose kernel log is clean.
@@ -145,6 +148,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         console_log: &console_log,
         nonce: &nonce,
         stream_prefix: Some(OUTPUT_PREFIX),
+        main_loop_fifo: spec.main_loop_fifo,
     };
     let started = Instant::now();
     let raw = boot(ctx, &boot_spec)?;
@@ -222,6 +226,8 @@ pub struct Boot<'a> {
     pub nonce: &'a str,
     /// Stream guest output to our stdout with this prefix (None: silent).
     pub stream_prefix: Option<&'a str>,
+    /// Under TCG, run qemu's main loop SCHED_FIFO on the host.
+    pub main_loop_fifo: bool,
 }
 
 /// What a boot produced, before judging it.
@@ -261,8 +267,9 @@ pub fn boot(ctx: &Ctx, b: &Boot) -> Result<RawBoot> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start `{described}`"))?;
-    let main_loop = match b.accel {
-        Accel::Tcg => qemu_loop::raise(child.id()),
+    let main_loop = match (b.accel, b.main_loop_fifo) {
+        (Accel::Tcg, true) => qemu_loop::raise(child.id()),
+        (Accel::Tcg, false) => MainLoop::Other("not asked for".into()),
         _ => MainLoop::Other("guest timers are the host kernel's".into()),
     };
     if b.stream_prefix.is_some() {

@@ -84,6 +84,7 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
         script: sys::quote_all(&with_rounds(guest_command(args.quick, args.samples), args.rounds)) + "\n",
         allow_log_patterns: Vec::new(),
         native: args.native,
+        main_loop_fifo: true,
     };
     let outcome = vm::run(ctx, &spec)?;
     let recorded = record(

@@ -125,6 +125,7 @@ pub(crate) fn native_then_vm(
             script: guest_script(program, args, &release_dir) + "\n",
             allow_log_patterns: Vec::new(),
             native: false,
+            main_loop_fifo: true,
         };
         let outcome = vm::run(ctx, &spec)?;
         runs.push(read_guest_run(

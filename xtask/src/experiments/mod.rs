@@ -215,6 +215,8 @@ fn run_vm_step(ctx: &Ctx, args: &ExperimentsArgs, step: &Step, bin_dir: &Path, o
         // any other kernel problem still fails it.
         allow_log_patterns: vec!["mqland_".into()],
         native: false,
+        // SCHED_OTHER, as for `cargo xtask test`, which runs this in CI: see qemu_loop.rs.
+        main_loop_fifo: false,
     };
     let outcome = vm::run(ctx, &spec)?;
     let log = out.join("logs").join(format!("{}-guest.log", step.name));
