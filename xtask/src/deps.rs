@@ -243,7 +243,14 @@ fn find_clang() -> Result<Option<(PathBuf, version::Triple)>> {
     let version_of = |path: &PathBuf| {
         sys::probe(path.as_os_str(), ["--version"]).and_then(|text| version::parse_clang_version(&text))
     };
-    if let Some(explicit) = std::env::var_os("BPF_CLANG") {
+    let shim = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bpf/clang"));
+    let shim = shim.canonicalize().unwrap_or(shim);
+    // `.cargo/config.toml` sets BPF_CLANG to the shim for every process cargo runs, this one
+    // included; that is the default, not a user's choice, and on a fresh machine the shim
+    // finds no clang yet, which must lead to installing one rather than to an error.
+    let explicit = std::env::var_os("BPF_CLANG")
+        .filter(|path| PathBuf::from(path).canonicalize().ok().as_ref() != Some(&shim));
+    if let Some(explicit) = explicit {
         let path = PathBuf::from(&explicit);
         let path = if path.components().count() == 1 {
             sys::which(&path.to_string_lossy()).unwrap_or(path)
@@ -262,8 +269,6 @@ fn find_clang() -> Result<Option<(PathBuf, version::Triple)>> {
             None => bail!("BPF_CLANG={} is not a working clang", path.display()),
         };
     }
-    let shim = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../bpf/clang"));
-    let shim = shim.canonicalize().unwrap_or(shim);
     Ok(version_of(&shim)
         .filter(|v| v.0 >= MIN_CLANG_MAJOR)
         .map(|v| (shim, v)))
