@@ -54,8 +54,17 @@ fn class_membership_is_visible_and_removed_when_the_thread_exits() {
     let class = Class::open().unwrap();
     let tid = std::thread::spawn(move || {
         let tid = current_tid();
+        let default_slack = mq_class::timer_slack(tid).unwrap();
         Class::open().unwrap().add(tid).unwrap();
         assert!(Class::open().unwrap().contains(tid).unwrap());
+        // A member sleeps with the timer slack of an RT thread, and gets its own back on leaving.
+        assert_eq!(
+            mq_class::timer_slack(tid).unwrap(),
+            mq_class::CLASS_TIMER_SLACK_NS
+        );
+        assert!(Class::open().unwrap().remove(tid).unwrap());
+        assert_eq!(mq_class::timer_slack(tid).unwrap(), default_slack);
+        Class::open().unwrap().add(tid).unwrap();
         tid
     })
     .join()

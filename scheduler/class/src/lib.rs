@@ -15,6 +15,13 @@
 //! Each member carries its class group's id; a thread added without a group is in the
 //! default group, and threads it creates inherit its group with the class.
 //!
+//! A member's hrtimer slack is [`CLASS_TIMER_SLACK_NS`] while it is in the class, as the
+//! kernel gives SCHED_FIFO and SCHED_DEADLINE threads none: a class thread that sleeps until
+//! a deadline wakes at it, not up to the fair class's default 50 µs later, and the class's
+//! wakeup latency is the scheduler's, not the timer's. Joining sets it on the thread (it is
+//! inherited across fork and kept across exec, as membership is); leaving puts back the
+//! thread's default.
+//!
 //! Only root can open the pinned map (bpffs is root-only and the map needs
 //! CAP_BPF), which is exactly the access rule the class wants.
 
@@ -37,6 +44,9 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/scx_microquanta";
 pub const TASKS_MAP_PIN: &str = "/sys/fs/bpf/scx_microquanta/mq_tasks";
 /// Size of `struct mq_member`.
 pub const MEMBER_VALUE_SIZE: usize = 16;
+/// The hrtimer slack of a class member, in ns: the least `/proc/<tid>/timerslack_ns` takes
+/// (0 there means "back to the default").
+pub const CLASS_TIMER_SLACK_NS: u64 = 1;
 
 /// Why a class operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +79,12 @@ pub enum ClassError {
          whole CPU: {groups}"
     )]
     OverCap { cpu: u32, percent: f64, groups: String },
+    #[error("setting thread {tid}'s timer slack (/proc/{tid}/timerslack_ns): {source}")]
+    TimerSlack {
+        tid: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("setting thread {tid}'s CPU affinity to its class group's CPUs: {source}")]
     Affinity {
         tid: u32,
@@ -145,19 +161,25 @@ impl Class {
         self.put(tid, g.id)
     }
 
+    /// The slack first: a thread that cannot get it is not made a member, and one that is
+    /// refused membership gets its default back.
     fn put(&self, tid: u32, group: u32) -> Result<(), ClassError> {
         if !thread_exists(tid) {
             return Err(ClassError::NoSuchThread(tid));
         }
+        set_timer_slack(tid, CLASS_TIMER_SLACK_NS)?;
         self.map
             .update(
                 &tid.to_ne_bytes(),
                 &encode_member(monotonic_ns(), group),
                 MapFlags::ANY,
             )
-            .map_err(|e| match e.kind() {
-                ErrorKind::OutOfMemory | ErrorKind::TooBig => ClassError::Full,
-                _ => ClassError::Bpf(e),
+            .map_err(|e| {
+                let _ = set_timer_slack(tid, 0);
+                match e.kind() {
+                    ErrorKind::OutOfMemory | ErrorKind::TooBig => ClassError::Full,
+                    _ => ClassError::Bpf(e),
+                }
             })
     }
 
@@ -216,10 +238,22 @@ impl Class {
         Ok(moved)
     }
 
-    /// Takes thread `tid` out of the class; `Ok(false)` if it was not in it.
+    /// Takes thread `tid` out of the class, with its default timer slack back; `Ok(false)`
+    /// if it was not in it.
     pub fn remove(&self, tid: u32) -> Result<bool, ClassError> {
         match self.map.delete(&tid.to_ne_bytes()) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                // A thread that exited meanwhile has no slack to restore.
+                match set_timer_slack(tid, 0) {
+                    Err(ClassError::TimerSlack { source, .. })
+                        if source.kind() != io::ErrorKind::NotFound =>
+                    {
+                        return Err(ClassError::TimerSlack { tid, source })
+                    }
+                    _ => {}
+                }
+                Ok(true)
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(ClassError::Bpf(e)),
         }
@@ -300,6 +334,23 @@ pub fn thread_exists(tid: u32) -> bool {
         }
 }
 
+/// Sets thread `tid`'s hrtimer slack to `ns`; 0 puts back the slack it started with.
+/// (Through procfs rather than prctl, which only sets the caller's own.)
+pub fn set_timer_slack(tid: u32, ns: u64) -> Result<(), ClassError> {
+    std::fs::write(format!("/proc/{tid}/timerslack_ns"), ns.to_string())
+        .map_err(|source| ClassError::TimerSlack { tid, source })
+}
+
+/// Thread `tid`'s hrtimer slack in ns.
+pub fn timer_slack(tid: u32) -> Result<u64, ClassError> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/timerslack_ns"))
+        .map_err(|source| ClassError::TimerSlack { tid, source })?;
+    text.trim().parse().map_err(|_| ClassError::TimerSlack {
+        tid,
+        source: io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {text:?}")),
+    })
+}
+
 /// Restricts thread `tid` to `cpus`.
 fn set_affinity(tid: u32, cpus: &[u32]) -> Result<(), ClassError> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set, CPU_SET stays within it (ids are
@@ -340,6 +391,27 @@ mod tests {
         assert!(!thread_exists(0));
         // Above the kernel's PID_MAX_LIMIT (4M), so never a real thread.
         assert!(!thread_exists(u32::MAX - 1));
+    }
+
+    #[test]
+    fn timer_slack_is_set_per_thread_and_zero_puts_the_default_back() {
+        std::thread::spawn(|| {
+            let tid = current_tid();
+            let default = timer_slack(tid).unwrap();
+            assert!(default > CLASS_TIMER_SLACK_NS, "default slack {default} ns");
+            set_timer_slack(tid, CLASS_TIMER_SLACK_NS).unwrap();
+            assert_eq!(timer_slack(tid).unwrap(), CLASS_TIMER_SLACK_NS);
+            // Only this thread's: the process's other threads keep theirs.
+            assert_eq!(timer_slack(std::process::id()).unwrap(), default);
+            set_timer_slack(tid, 0).unwrap();
+            assert_eq!(timer_slack(tid).unwrap(), default);
+        })
+        .join()
+        .unwrap();
+        assert!(matches!(
+            set_timer_slack(u32::MAX - 1, 1),
+            Err(ClassError::TimerSlack { .. })
+        ));
     }
 
     #[test]
