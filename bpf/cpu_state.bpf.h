@@ -78,6 +78,7 @@ enum mq_cpu_timer {
 	MQ_TIMER_SLICE_END,	/* the running class task's round-robin slice ends */
 	MQ_TIMER_BUDGET_END,	/* the running class task's budget runs out */
 	MQ_TIMER_REFILL,	/* a throttled CPU's credit is worth a runtime again */
+	MQ_TIMER_RT_GRACE,	/* our queued work has waited long enough behind RT */
 };
 
 /* One class group's budget on one CPU. */
@@ -101,7 +102,7 @@ struct cpu_ctx {
 	u32 timer_for;		/* enum mq_cpu_timer */
 	u32 refill_group;	/* the group a REFILL timer waits for */
 	u32 throttled_groups;	/* bit per group whose state is not OK here */
-	u32 _pad;
+	u32 rt_grace_over;	/* an RT task has held the CPU past the grace */
 	struct grp_budget grp[MQ_MAX_GROUPS];
 };
 
@@ -218,6 +219,7 @@ static void class_told_to_yield(struct cpu_ctx *c)
 static void cpu_released(struct cpu_ctx *c, s32 cpu)
 {
 	c->run = MQ_RUN_RT;
+	c->rt_grace_over = 0;
 	MASK_CLEAR(free_cpus, cpu);
 }
 

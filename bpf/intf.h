@@ -105,7 +105,7 @@ enum mq_stat_idx {
 	MQ_STAT_NORMAL_DISPATCH,/* normal task dispatched from the normal queue */
 	MQ_STAT_NORMAL_DIRECT,	/* normal task placed straight on an idle CPU */
 	MQ_STAT_NORMAL_WAKE_PREEMPT,/* woken normal task far behind in vtime preempted its CPU */
-	MQ_STAT_CPU_RELEASE,	/* CPU taken by an RT/DL task: local queue re-enqueued */
+	MQ_STAT_CPU_RELEASE,	/* CPU taken by an RT/DL task */
 	MQ_STAT_CLASS_EXIT,	/* exiting thread removed from the class */
 	MQ_STAT_CLASS_INHERIT,	/* new thread/process joined its creator's class */
 	MQ_STAT_TIMER_THROTTLE,	/* budget timer preempted a class task out of budget */
@@ -116,6 +116,8 @@ enum mq_stat_idx {
 	MQ_STAT_MQ_KEEP,	/* class slice over, no other class task here: it goes on */
 	MQ_STAT_LAST_KEPT,	/* nothing else to run: the CPU's prev goes on, slice refilled */
 	MQ_STAT_ENQ_LAST,	/* CPU's last runnable task handed back (ENQ_LAST): runs on */
+	MQ_STAT_RT_REENQ,	/* RT/DL held a CPU past the grace: its local queue re-enqueued */
+	MQ_STAT_RT_PUSH,	/* ...a class task from it run at once on another CPU */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

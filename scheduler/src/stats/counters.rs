@@ -40,7 +40,7 @@ pub struct Counters {
     pub normal_direct: u64,
     #[stat(desc = "woken normal task far behind in vtime preempted its CPU")]
     pub normal_wake_preempt: u64,
-    #[stat(desc = "CPU taken by an RT/DL task: local queue re-enqueued")]
+    #[stat(desc = "CPU taken by an RT/DL task")]
     pub cpu_release: u64,
     #[stat(desc = "exiting thread removed from the class")]
     pub class_exit: u64,
@@ -62,6 +62,10 @@ pub struct Counters {
     pub last_kept: u64,
     #[stat(desc = "CPU's last runnable task handed back (ENQ_LAST): runs on")]
     pub enq_last: u64,
+    #[stat(desc = "RT/DL held a CPU past the grace: its local queue re-enqueued")]
+    pub rt_reenq: u64,
+    #[stat(desc = "class task from such a queue run at once on another CPU")]
+    pub rt_push: u64,
 }
 
 impl Counters {
@@ -94,6 +98,8 @@ impl Counters {
             mq_keep: get(bpf_intf::mq_stat_idx_MQ_STAT_MQ_KEEP),
             last_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_LAST_KEPT),
             enq_last: get(bpf_intf::mq_stat_idx_MQ_STAT_ENQ_LAST),
+            rt_reenq: get(bpf_intf::mq_stat_idx_MQ_STAT_RT_REENQ),
+            rt_push: get(bpf_intf::mq_stat_idx_MQ_STAT_RT_PUSH),
         }
     }
 
@@ -125,6 +131,8 @@ impl Counters {
             mq_keep: self.mq_keep.wrapping_sub(earlier.mq_keep),
             last_kept: self.last_kept.wrapping_sub(earlier.last_kept),
             enq_last: self.enq_last.wrapping_sub(earlier.enq_last),
+            rt_reenq: self.rt_reenq.wrapping_sub(earlier.rt_reenq),
+            rt_push: self.rt_push.wrapping_sub(earlier.rt_push),
         }
     }
 
@@ -132,7 +140,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -156,6 +164,8 @@ impl Counters {
             self.last_kept,
             self.enq_last,
             self.cpu_release,
+            self.rt_reenq,
+            self.rt_push,
             self.class_exit,
             self.class_inherit,
         )
