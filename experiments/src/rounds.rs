@@ -189,7 +189,8 @@ fn assemble(
     let longest_us = events.iter().map(|e| e.late_us).fold(0.0, f64::max);
     let stalls = Stalls {
         rule: format!(
-            "a SCHED_FIFO {} probe pinned to each CPU wakes every {} µs; a probe wakeup >= {} µs \
+            "a SCHED_FIFO {} probe pinned to each CPU wakes every {} µs on average (each \
+             interval drawn from half to 1.5 times that); a probe wakeup >= {} µs \
              late is a stall; a measured wakeup whose wait (deadline to run) overlaps a stall on \
              any CPU is stalled",
             crate::stall_probe::PROBE_PRIORITY,

@@ -1,6 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The stall probe: on every CPU, a SCHED_FIFO 99 thread pinned there that sleeps a short
-//! fixed interval until absolute deadlines and records how late it woke.
+//! interval until absolute deadlines and records how late it woke.
+//!
+//! Each interval is drawn afresh, uniformly within half the nominal interval either side
+//! ([`jittered_ns`]). On a fixed grid the probe met a measured periodic thread at a phase
+//! that held for the whole measurement: 1.5 ms against the measured 1 ms repeats every 3 ms,
+//! so a policy measured at an unlucky phase had every third wakeup arrive together with a
+//! probe wakeup on its CPU (and wait for it), and one measured at a lucky phase none. Seen
+//! in the demo's trace, that decided a policy's p99. Jittered, the probe meets every policy
+//! equally often, at random.
 //!
 //! Nothing in the guest's scheduling can keep a FIFO 99 thread off its CPU for long: it
 //! outranks every normal, sched_ext and lower RT task, and our scheduler never decides for
@@ -25,8 +33,7 @@ use crate::wakeup::{now_ns, pin_to_cpu, sleep_until_ns};
 
 /// The probe's SCHED_FIFO priority: the highest, so only the kernel and the emulator delay it.
 pub const PROBE_PRIORITY: u32 = 99;
-/// How often each probe wakes by default: not a divisor of the measured threads' 1 ms period,
-/// so the two grids do not keep colliding at the same phase.
+/// How often each probe wakes on average (each interval is jittered: [`jittered_ns`]).
 pub const INTERVAL: Duration = Duration::from_micros(1500);
 /// A probe wakeup at least this late is a stall: a quarter of a 4 ms tick, well above the
 /// probe's own lateness under TCG when nothing stalls (its p99 is reported next to it).
@@ -144,7 +151,8 @@ fn probe_loop(cpu: usize, interval: Duration, threshold: Duration, stop: &Atomic
     let mut stalls = Vec::new();
     let mut dropped = 0;
     let mut hist = new_ns_histogram();
-    let mut next = now_ns() + interval_ns;
+    let mut rng = fastrand::Rng::new();
+    let mut next = now_ns() + jittered_ns(interval_ns, &mut rng);
     while !stop.load(Ordering::Relaxed) {
         sleep_until_ns(next);
         let now = now_ns();
@@ -163,9 +171,10 @@ fn probe_loop(cpu: usize, interval: Duration, threshold: Duration, stop: &Atomic
         }
         // A stall longer than an interval restarts the grid: one stall, not a burst of
         // "late" wakeups that never slept.
-        next += interval_ns;
+        let step = jittered_ns(interval_ns, &mut rng);
+        next += step;
         if next <= now {
-            next = now + interval_ns;
+            next = now + step;
         }
     }
     Ok(CpuRecord {
@@ -175,9 +184,61 @@ fn probe_loop(cpu: usize, interval: Duration, threshold: Duration, stop: &Atomic
     })
 }
 
+/// One probe interval: uniform in [interval / 2, 3 * interval / 2), so the mean is `interval_ns`
+/// and the probe keeps no phase against any periodic thread.
+pub fn jittered_ns(interval_ns: u64, rng: &mut fastrand::Rng) -> u64 {
+    let half = interval_ns / 2;
+    half + rng.u64(0..interval_ns.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The share of a 1 ms grid of measured wakeups that a probe schedule lands within
+    /// `window_ns` before (the probe then runs first on that CPU).
+    fn met(probe: &[u64], window_ns: u64) -> f64 {
+        let horizon = *probe.last().unwrap();
+        let wakeups: Vec<u64> = (1..horizon / 1_000_000).map(|k| k * 1_000_000).collect();
+        let hit = wakeups
+            .iter()
+            .filter(|&&w| probe.iter().any(|&p| p <= w && w - p < window_ns))
+            .count();
+        hit as f64 / wakeups.len() as f64
+    }
+
+    #[test]
+    fn a_jittered_probe_meets_a_periodic_thread_at_its_average_rate_whatever_the_phase() {
+        let (interval, window) = (1_500_000u64, 50_000u64);
+        let mut rng = fastrand::Rng::with_seed(7);
+        for phase in [990_000u64, 260_000, 510_000] {
+            // The fixed grid: the share depends on the phase, from a third to none.
+            let fixed: Vec<u64> = (0..2000).map(|k| phase + k * interval).collect();
+            let fixed_share = met(&fixed, window);
+            // Jittered: about window / interval (1 in 30) at any phase.
+            let mut t = phase;
+            let jittered: Vec<u64> = (0..2000)
+                .map(|_| {
+                    t += jittered_ns(interval, &mut rng);
+                    t
+                })
+                .collect();
+            let share = met(&jittered, window);
+            assert!((0.02..0.05).contains(&share), "phase {phase}: {share}");
+            if phase == 990_000 {
+                assert!(
+                    fixed_share > 0.3,
+                    "the fixed grid meets every third wakeup: {fixed_share}"
+                );
+            } else {
+                assert!(fixed_share < 0.01, "phase {phase}: {fixed_share}");
+            }
+        }
+        let steps: Vec<u64> = (0..1000).map(|_| jittered_ns(interval, &mut rng)).collect();
+        assert!(steps.iter().all(|&s| (750_000..2_250_000).contains(&s)));
+        let mean = steps.iter().sum::<u64>() / steps.len() as u64;
+        assert!((1_400_000..1_600_000).contains(&mean), "mean {mean}");
+    }
 
     #[test]
     fn a_stall_overlaps_the_waits_it_shares_time_with() {
