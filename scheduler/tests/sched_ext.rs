@@ -298,6 +298,11 @@ fn allow_cpus(n: usize) {
 }
 
 fn set_affinity(cpus: impl IntoIterator<Item = usize>) {
+    set_affinity_of(0, cpus);
+}
+
+/// Restricts thread `tid` (0: the calling thread) to `cpus`.
+fn set_affinity_of(tid: u32, cpus: impl IntoIterator<Item = usize>) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; we own it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -305,7 +310,7 @@ fn set_affinity(cpus: impl IntoIterator<Item = usize>) {
             libc::CPU_SET(cpu, &mut set);
         }
         assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            libc::sched_setaffinity(tid as i32, std::mem::size_of::<libc::cpu_set_t>(), &set),
             0
         );
     }
@@ -712,17 +717,7 @@ fn rt_bursts(window: Duration, every: Duration, burst: Duration) -> std::thread:
 /// Sets thread `tid`'s CPU affinity, one set after the other.
 fn set_thread_affinity(tid: u32, sets: &[&[usize]]) {
     for cpus in sets {
-        // SAFETY: a zeroed cpu_set_t is a valid empty set; we own it.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &cpu in cpus.iter() {
-                libc::CPU_SET(cpu, &mut set);
-            }
-            assert_eq!(
-                libc::sched_setaffinity(tid as i32, std::mem::size_of::<libc::cpu_set_t>(), &set),
-                0
-            );
-        }
+        set_affinity_of(tid, cpus.iter().copied());
     }
 }
 
