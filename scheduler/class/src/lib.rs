@@ -242,18 +242,14 @@ impl Class {
     /// if it was not in it.
     pub fn remove(&self, tid: u32) -> Result<bool, ClassError> {
         match self.map.delete(&tid.to_ne_bytes()) {
-            Ok(()) => {
-                // A thread that exited meanwhile has no slack to restore.
-                match set_timer_slack(tid, 0) {
-                    Err(ClassError::TimerSlack { source, .. })
-                        if source.kind() != io::ErrorKind::NotFound =>
-                    {
-                        return Err(ClassError::TimerSlack { tid, source })
-                    }
-                    _ => {}
+            // A thread that exited meanwhile has no slack to restore.
+            Ok(()) => match set_timer_slack(tid, 0) {
+                Err(ClassError::TimerSlack { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    Ok(true)
                 }
-                Ok(true)
-            }
+                Err(e) => Err(e),
+                Ok(()) => Ok(true),
+            },
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(ClassError::Bpf(e)),
         }
