@@ -295,12 +295,13 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		return 0;
 	if (cpu != bpf_get_smp_processor_id())
 		stat_inc(MQ_STAT_TIMER_MIGRATED);
-	/* An RT or deadline task has held the CPU for the grace: the class
-	 * work waiting in its local queue goes through enqueue() again, to
-	 * other CPUs (see mq_cpu_release()). Pinned, the timer runs on that
-	 * CPU, whose local queue this is; one that ran elsewhere leaves it. */
-	if (c->timer_for == MQ_TIMER_RT_GRACE && held_by_rt(c)) {
-		c->rt_grace_over = 1;
+	/* An RT or deadline task has held the CPU for the grace: the work
+	 * waiting in its local queue goes through enqueue() again, normal
+	 * work to the shared queue, class work to other CPUs (see
+	 * mq_cpu_release()). Pinned, the timer runs on that CPU, whose local
+	 * queue this is; one that ran elsewhere leaves it. */
+	if (c->timer_for == MQ_TIMER_RT_GRACE && held_by_rt(c) && c->rt_grace) {
+		c->rt_grace = 0;
 		if (cpu == bpf_get_smp_processor_id() &&
 		    scx_bpf_reenqueue_local_from_anywhere() == 0)
 			stat_inc(MQ_STAT_RT_REENQ);

@@ -20,6 +20,8 @@
  *     class task starts running, or its step ends --> SLICE_END or BUDGET_END
  *     dispatch() throttles with class work waiting --> REFILL (for the
  *       throttled group whose credit comes back first: refill_group)
+ *     cpu_release() with work in the local queue --> RT_GRACE (rt_grace
+ *       set until the timer fires or the CPU comes back)
  *
  * Being told to yield is a state of what runs, not of the budget: it
  * belongs to the running class task and ends when that task stops, while
@@ -102,7 +104,7 @@ struct cpu_ctx {
 	u32 timer_for;		/* enum mq_cpu_timer */
 	u32 refill_group;	/* the group a REFILL timer waits for */
 	u32 throttled_groups;	/* bit per group whose state is not OK here */
-	u32 rt_grace_over;	/* an RT task has held the CPU past the grace */
+	u32 rt_grace;		/* the RT grace runs: the local queue waits for RT to leave */
 	struct grp_budget grp[MQ_MAX_GROUPS];
 };
 
@@ -219,7 +221,7 @@ static void class_told_to_yield(struct cpu_ctx *c)
 static void cpu_released(struct cpu_ctx *c, s32 cpu)
 {
 	c->run = MQ_RUN_RT;
-	c->rt_grace_over = 0;
+	c->rt_grace = 0;
 	MASK_CLEAR(free_cpus, cpu);
 }
 
@@ -228,6 +230,7 @@ static void cpu_acquired(struct cpu_ctx *c)
 {
 	if (c->run == MQ_RUN_RT)
 		c->run = MQ_RUN_IDLE;
+	c->rt_grace = 0;
 }
 
 /* --- the class FIFO ---------------------------------------------------- */
@@ -290,6 +293,16 @@ static void timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
 		after_ns = MQ_MIN_TIMER_NS;
 	c->timer_for = timer_for;
 	bpf_timer_start(&c->timer, after_ns, BPF_F_TIMER_CPU_PIN);
+}
+
+/*
+ * cpu_release(), with work in the local queue: it waits there for the RT
+ * task to leave, for one grace at most (budget_timer_fn() ends it).
+ */
+static void rt_grace_start(struct cpu_ctx *c, u64 grace_ns)
+{
+	c->rt_grace = 1;
+	timer_arm(c, MQ_TIMER_RT_GRACE, grace_ns);
 }
 
 /*

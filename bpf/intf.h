@@ -117,7 +117,7 @@ enum mq_stat_idx {
 	MQ_STAT_LAST_KEPT,	/* nothing else to run: the CPU's prev goes on, slice refilled */
 	MQ_STAT_ENQ_LAST,	/* CPU's last runnable task handed back (ENQ_LAST): runs on */
 	MQ_STAT_RT_REENQ,	/* RT/DL held a CPU past the grace: its local queue re-enqueued */
-	MQ_STAT_RT_PUSH,	/* ...a class task from it run at once on another CPU */
+	MQ_STAT_RT_PUSH,	/* a class task waiting behind RT run at once on another CPU */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

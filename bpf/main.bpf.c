@@ -423,7 +423,8 @@ static bool may_push(const struct task_struct *p)
 
 /*
  * A class task that waited in @from's local queue while an RT or deadline
- * task held @from past the grace (mq_cpu_release()): the CPU, other than
+ * task held @from past the grace (mq_cpu_release()), or that wakes on @from
+ * while RT holds it and no grace runs: the CPU, other than
  * @from, where it can run at once, i.e. one that runs only normal work, is
  * not held by RT, and where its group has budget; -1 if there is none. The
  * RT class does the same for a preempted RT task (push_rt_task()). Queued
@@ -479,6 +480,34 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 				t->wake_enq_ns = scx_bpf_now();
 		}
 		/*
+		 * The CPU is held by an RT or deadline task (placement avoids
+		 * that), or its local queue is re-enqueued (the RT task outlasted
+		 * the grace: mq_cpu_release()). Within the grace, class work
+		 * waits at the head of the local queue with what the RT task
+		 * displaced; otherwise it goes to a CPU where it can run at once,
+		 * else to the FIFO, which other CPUs' dispatch() may steal from.
+		 */
+		if (c && (held_by_rt(c) || (enq_flags & SCX_ENQ_REENQ))) {
+			s32 to;
+
+			if (held_by_rt(c) && c->rt_grace) {
+				scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
+						   enq_flags | SCX_ENQ_HEAD);
+				return;
+			}
+			to = rt_push_target(p, cpu, g);
+			if (to >= 0) {
+				scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | to, class_slice_ns,
+						   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
+				stat_inc(MQ_STAT_RT_PUSH);
+				return;
+			}
+			scx_bpf_dsq_insert(p, mq_dsq(cpu), class_slice_ns, enq_flags);
+			fifo_filled(cpu);
+			return;
+		}
+
+		/*
 		 * Fast path: a wakeup onto a CPU that runs no class work and where
 		 * the task's group has budget goes straight to the head of that
 		 * CPU's local queue and preempts whatever normal task runs there,
@@ -492,24 +521,6 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
 			return;
-		}
-
-		if (enq_flags & SCX_ENQ_REENQ) {
-			s32 to;
-
-			/* Displaced by an RT task within its grace: wait here. */
-			if (c && held_by_rt(c) && !c->rt_grace_over && rt_grace_timed()) {
-				scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice_ns,
-						   enq_flags | SCX_ENQ_HEAD);
-				return;
-			}
-			to = rt_push_target(p, cpu, g);
-			if (to >= 0) {
-				scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | to, class_slice_ns,
-						   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
-				stat_inc(MQ_STAT_RT_PUSH);
-				return;
-			}
 		}
 
 		scx_bpf_dsq_insert(p, mq_dsq(cpu), class_slice_ns, enq_flags);
@@ -899,36 +910,43 @@ void BPF_STRUCT_OPS(mq_enable, struct task_struct *p)
 
 /*
  * An RT or deadline task took the CPU: no class wakeup is placed here while
- * it holds the CPU, and its local queue goes through enqueue() again. Normal
- * tasks go back to the shared queue, in vtime order, as before. A class task
- * (the one the RT task displaced, or a wakeup that had not run yet) stays at
- * the head of the local queue for a grace of one class period, and only then
- * goes to another CPU (rt_push_target()) or the FIFO.
+ * it holds the CPU. What waits in the local queue (the task the RT task
+ * displaced, which the kernel puts back at its head, and class work that
+ * had not run yet) stays there for a grace of one class period and runs as
+ * soon as a short RT task leaves, as a SCHED_FIFO task waits behind a
+ * higher priority one. Only an RT task that outlasts the grace has the
+ * CPU's timer re-enqueue that queue (budget_timer_fn()): normal work to the
+ * shared queue, class work to a CPU that runs only normal work
+ * (rt_push_target()) or the FIFO.
  *
- * Most RT tasks leave sooner (interrupt threads, watchdogs, a probe): the
- * class task then runs at once, as a SCHED_FIFO task waits behind a higher
- * priority one. Sent to the FIFO at once, as here before, it came back
- * through dispatch() after the RT task: in the demo under TCG a class
- * wakeup that met one of the stall probe's SCHED_FIFO threads that way ran
- * ~300 µs after its enqueue (p50; 61 µs for the others). Moved to another
- * CPU at once (the RT class's push), it took as long: under TCG a
- * migration costs as much as the wait. An RT task that keeps the CPU costs
- * class work at most the grace.
+ * Most RT tasks leave sooner (interrupt threads, watchdogs, a probe). Each
+ * of them used to cost a re-enqueue of the whole local queue here, and the
+ * CPU then came back through dispatch(): in the demo under TCG, the stall
+ * probe's SCHED_FIFO wakeups (~650 per second and CPU) ran cpu_release,
+ * enqueue and dispatch for the hog they displaced, the costliest callback
+ * included, and a class wakeup that met one waited for all of it. Now the
+ * kernel finds the displaced task at the head of the local queue when the
+ * RT task leaves and runs it without asking us. Moved to another CPU at
+ * once instead (the RT class's push), the class task took as long: under
+ * TCG a migration costs as much as the wait.
  *
  * A timer can only re-enqueue on kernels where that kfunc may be called
- * outside cpu_release() (6.19+); on older ones there is no grace.
+ * outside cpu_release() (6.19+); on older ones the queue is re-enqueued
+ * here, at once, and there is no grace. An empty queue needs no timer.
  */
 void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 
 	stat_inc(MQ_STAT_CPU_RELEASE);
-	if (c) {
+	if (c)
 		cpu_released(c, cpu);
-		if (rt_grace_timed())
-			timer_arm(c, MQ_TIMER_RT_GRACE, mq_period_ns);
+	if (!rt_grace_timed()) {
+		scx_bpf_reenqueue_local();
+		return;
 	}
-	scx_bpf_reenqueue_local();
+	if (c && scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL) > 0)
+		rt_grace_start(c, mq_period_ns);
 }
 
 void BPF_STRUCT_OPS(mq_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)
