@@ -26,6 +26,7 @@ use mq_class::{sysfs, Class, SchedExtState, GROUPS_MAP_PIN, PIN_DIR, TASKS_MAP_P
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
 
 use bpf_skel::{BpfSkel, BpfSkelBuilder};
+use stats::run_time::{Progs, RunTimeStats};
 use stats::serve::Server as StatsServer;
 use stats::{Report, StatsReader};
 
@@ -85,6 +86,13 @@ struct Opts {
     /// --monitor).
     #[arg(long)]
     stats_json: bool,
+
+    /// Add each BPF callback's calls and mean run time to the statistics.
+    /// Turns on the kernel's BPF run-time statistics while the scheduler
+    /// runs, which costs every BPF program on the machine two clock reads
+    /// per call: for profiling, not for production.
+    #[arg(long, conflicts_with = "monitor")]
+    callback_run_time: bool,
 
     /// Exit debug dump buffer length (0 = kernel default).
     #[arg(long, default_value_t = 0)]
@@ -212,6 +220,8 @@ struct Scheduler<'obj> {
     class: Arc<Class>,
     stats: Arc<StatsReader>,
     stats_server: Option<StatsServer>,
+    /// Held while the callbacks' run time is counted (`--callback-run-time`).
+    _run_time: Option<RunTimeStats>,
 }
 
 impl<'obj> Scheduler<'obj> {
@@ -282,10 +292,32 @@ impl<'obj> Scheduler<'obj> {
             &Groups::from_handle(MapHandle::try_from(&skel.maps.mq_groups)?),
             opts,
         )?;
-        let stats = Arc::new(StatsReader::new(
+        let mut reader = StatsReader::new(
             MapHandle::try_from(&skel.maps.stats)?,
             MapHandle::try_from(&skel.maps.hists)?,
-        ));
+        );
+        let run_time = if opts.callback_run_time {
+            use libbpf_rs::skel::Skel;
+            use std::os::fd::AsFd;
+            let run_time = RunTimeStats::enable()?;
+            let progs = skel
+                .object()
+                .progs()
+                .map(|p| {
+                    let name = p.name().to_string_lossy().into_owned();
+                    let fd = p
+                        .as_fd()
+                        .try_clone_to_owned()
+                        .with_context(|| format!("keeping a descriptor of {name}"))?;
+                    Ok((name, fd))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            reader = reader.with_progs(Progs::new(progs));
+            Some(run_time)
+        } else {
+            None
+        };
+        let stats = Arc::new(reader);
         let class = Arc::new(Class::open()?);
         let pruned = class.prune_exited()?;
         if pruned > 0 {
@@ -313,6 +345,7 @@ impl<'obj> Scheduler<'obj> {
             class,
             stats,
             stats_server: Some(stats_server),
+            _run_time: run_time,
         })
     }
 

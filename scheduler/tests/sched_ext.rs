@@ -520,6 +520,11 @@ fn scx_stats_clients_read_the_running_scheduler_and_monitor_prints() {
         .map(|c| c["mq_share"].as_f64().unwrap())
         .sum();
     assert!(mq_share > 0.0, "{second}");
+    assert_eq!(
+        second["callbacks"],
+        serde_json::json!([]),
+        "callbacks' run time only with --callback-run-time"
+    );
 
     // `--monitor` (a separate process, an scx_stats client) prints JSON and text.
     let mut json = monitor(&["--monitor", "0.5", "--stats-json"]);
@@ -546,6 +551,54 @@ fn scx_stats_clients_read_the_running_scheduler_and_monitor_prints() {
     sched.stop().unwrap();
     let err = StatsClient::new().connect(None).err();
     assert!(err.is_some(), "the socket is gone with the scheduler");
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn callback_run_time_reports_each_callbacks_calls_and_mean() {
+    use scx_stats::prelude::*;
+    let _serial = sched_ext_host();
+    let sched = start(&["--callback-run-time"]);
+    let mut client = StatsClient::new().connect(Some(10_000)).unwrap();
+    let _: serde_json::Value = client.request("stats", vec![]).unwrap();
+    {
+        let _hogs = Hogs::start(cpus(), None).unwrap();
+        measure(WakeupConfig {
+            period: Duration::from_millis(1),
+            samples: 100,
+            class: ThreadClass::MicroQuanta,
+            work: Duration::from_micros(100),
+            cpu: None,
+        })
+        .unwrap();
+    }
+    let report: serde_json::Value = client.request("stats", vec![]).unwrap();
+    let callbacks = report["callbacks"].as_array().unwrap();
+    let get = |name: &str| {
+        callbacks
+            .iter()
+            .find(|c| c["callback"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {report}"))
+    };
+    // Each class wakeup is a select_cpu, an enqueue, a running and a stopping, at least.
+    for name in [
+        "mq_select_cpu",
+        "mq_enqueue",
+        "mq_running",
+        "mq_stopping",
+        "mq_dispatch",
+    ] {
+        let c = get(name);
+        let (calls, mean) = (c["calls"].as_u64().unwrap(), c["mean_us"].as_f64().unwrap());
+        assert!(calls >= 50, "{name}: {c}");
+        // Anything at all, and less than the whole interval per call.
+        assert!(mean > 0.0 && mean < 10_000.0, "{name}: {c}");
+    }
+    assert!(
+        get("mq_enqueue")["calls"].as_u64() >= report["totals"]["mq_enqueue"].as_u64(),
+        "every class enqueue is an enqueue call: {report}"
+    );
+    sched.stop().unwrap();
 }
 
 /// Spins for `d` of wall time.

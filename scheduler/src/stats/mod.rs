@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Statistics: what the BPF program counts and measures per CPU, read from
-//! its maps, turned into per-interval reports for people (`--stats SECS`),
+//! its maps (and, with `--callback-run-time`, what the kernel measures of each
+//! callback), turned into per-interval reports for people (`--stats SECS`),
 //! tools (`--stats-json`) and other processes (an `scx_stats` server on a
 //! UNIX socket, whose client is `--monitor SECS`).
 
 mod counters;
 pub(crate) mod hist;
 pub mod monitor;
+pub mod run_time;
 pub mod serve;
 
 use std::time::Instant;
@@ -19,6 +21,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::bpf_intf;
 pub use counters::Counters;
 pub use hist::Hist;
+pub use run_time::CallbackReport;
+use run_time::{ProgRunTime, Progs};
 
 /// Where the running scheduler serves its statistics: `scx_stats`' default
 /// socket, the one every sched_ext scheduler's `--monitor` and generic
@@ -36,6 +40,8 @@ pub struct Snapshot {
     counters: Vec<Vec<u64>>,
     /// `[hist][cpu]`
     hists: Vec<Vec<Hist>>,
+    /// Per callback, when its run time is counted.
+    callbacks: Vec<ProgRunTime>,
 }
 
 impl Snapshot {
@@ -45,16 +51,27 @@ impl Snapshot {
     }
 }
 
-/// Reads the `stats` and `hists` maps, of our own skeleton or pinned ones.
+/// Reads the `stats` and `hists` maps, of our own skeleton or pinned ones, and the
+/// callbacks' run time when it is counted.
 #[derive(Debug)]
 pub struct StatsReader {
     stats: MapHandle,
     hists: MapHandle,
+    progs: Progs,
 }
 
 impl StatsReader {
     pub fn new(stats: MapHandle, hists: MapHandle) -> Self {
-        Self { stats, hists }
+        Self {
+            stats,
+            hists,
+            progs: Progs::default(),
+        }
+    }
+
+    /// Also reads the run time of these programs (see [`run_time`]).
+    pub fn with_progs(self, progs: Progs) -> Self {
+        Self { progs, ..self }
     }
 
     pub fn snapshot(&self) -> Result<Snapshot> {
@@ -82,6 +99,7 @@ impl StatsReader {
             taken: Instant::now(),
             counters,
             hists,
+            callbacks: self.progs.read(),
         })
     }
 }
@@ -163,6 +181,8 @@ pub struct Report {
     pub totals: Counters,
     #[stat(desc = "per CPU")]
     pub cpus: Vec<CpuReport>,
+    #[stat(desc = "per BPF callback called in the interval, with --callback-run-time")]
+    pub callbacks: Vec<CallbackReport>,
 }
 
 impl Report {
@@ -220,6 +240,7 @@ impl Report {
             class_members,
             totals,
             cpus,
+            callbacks: run_time::between(&earlier.callbacks, &later.callbacks),
         }
     }
 
@@ -249,6 +270,12 @@ impl Report {
                 opt(c.yield_max_us),
             ));
         }
+        if !self.callbacks.is_empty() {
+            out.push_str("\n  µs per call:");
+            for c in &self.callbacks {
+                out.push_str(&format!(" {} {:.1} (n={})", c.callback, c.mean_us, c.calls));
+            }
+        }
         out
     }
 }
@@ -275,6 +302,7 @@ mod tests {
                 vec![wake, Hist::default()],
                 vec![Hist::default(), Hist::default()],
             ],
+            callbacks: Vec::new(),
         }
     }
 
@@ -360,6 +388,7 @@ mod tests {
         );
         assert_eq!(top.fields["cpus"].data.to_string(), "[CpuReport]");
         assert_eq!(top.fields["totals"].data.to_string(), "Counters");
+        assert_eq!(top.fields["callbacks"].data.to_string(), "[CallbackReport]");
         let cpu = CpuReport::meta();
         assert_eq!(cpu.fields["overrun_max_us"].data.to_string(), "float");
         assert_eq!(cpu.fields["yields"].data.to_string(), "u64");

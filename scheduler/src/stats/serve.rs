@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use scx_stats::prelude::*;
 
-use super::{Counters, CpuReport, Report, Snapshot, StatsReader};
+use super::{CallbackReport, Counters, CpuReport, Report, Snapshot, StatsReader};
 
 /// A launched server; it stops (and frees its socket) when dropped.
 pub struct Server {
@@ -23,7 +23,12 @@ pub struct Server {
 
 /// The metadata of every statistics struct, top first, as the server announces it.
 pub fn metas() -> Vec<StatsMeta> {
-    vec![Report::meta(), CpuReport::meta(), Counters::meta()]
+    vec![
+        Report::meta(),
+        CpuReport::meta(),
+        Counters::meta(),
+        CallbackReport::meta(),
+    ]
 }
 
 impl Server {
