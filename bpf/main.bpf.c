@@ -212,11 +212,6 @@ static s32 task_group(const struct task_struct *p, s32 cpu)
 	return g;
 }
 
-static bool is_mq(const struct task_struct *p)
-{
-	return task_group(p, -1) >= 0;
-}
-
 /* Normal work this CPU could run instead of MicroQuanta work. */
 static bool normal_work_waiting(s32 cpu)
 {
@@ -285,6 +280,40 @@ static u32 mq_load_for(s32 cpu, u32 g, u64 now)
 }
 
 /*
+ * A class wakeup placed by select_cpu() on @cpu, which runs no class work
+ * (or is idle) and where @g has budget: inserted from here at the head of @cpu's local
+ * queue (preempting the normal task there), the kernel skips enqueue(),
+ * whose fast path would only repeat the checks just made, and the wakeup
+ * runs one callback sooner. A group that dispatch() throttled there goes
+ * through enqueue() as before. The checks are made without @cpu's rq lock:
+ * a class task or an RT task that takes @cpu before the insert lands makes
+ * this wakeup wait behind it, as a stale placement would.
+ */
+static s32 class_direct(struct task_struct *p, s32 cpu, u32 g, bool idle)
+{
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	struct mq_group *grp;
+	struct task_ctx *t;
+
+	if (!c || group_throttled(c, g))
+		return cpu;
+	/* Outside its group's CPU set the thread is a normal one (task_group()). */
+	if (g != MQ_DEFAULT_GROUP) {
+		grp = lookup_group(g);
+		if (grp && grp->in_use && !group_has_cpu(grp, cpu))
+			return cpu;
+	}
+	t = bpf_task_storage_get(&task_ctxs, p, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (t)
+		t->wake_enq_ns = scx_bpf_now();
+	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice_ns,
+			   idle ? 0 : SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
+	stat_inc(MQ_STAT_MQ_ENQUEUE);
+	stat_inc(MQ_STAT_DIRECT_PREEMPT);
+	return cpu;
+}
+
+/*
  * Wakeup placement of a MicroQuanta thread, in the kernel patch's order:
  * a fully idle core, an idle CPU, a CPU running only normal work where the
  * thread's group has budget (the previous one first, for its warm cache;
@@ -298,9 +327,8 @@ static u32 mq_load_for(s32 cpu, u32 g, u64 now)
  * there waits for the refill (up to 2 periods of debt at runtime/period)
  * while another CPU could run it at once.
  */
-static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags, u32 g)
 {
-	u32 g = (u32)task_group(p, -1) & (MQ_MAX_GROUPS - 1);
 	u64 now = scx_bpf_now();
 	struct cpu_ctx *c;
 	bool is_idle = false, prev_spent = false;
@@ -310,7 +338,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
 		stat_inc(MQ_STAT_MQ_IDLE_PICK);
-		return cpu;
+		return class_direct(p, cpu, g, true);
 	}
 
 	c = lookup_cpu_ctx(prev_cpu);
@@ -318,7 +346,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 	    !cpu_has_mq_work(prev_cpu, c)) {
 		if (group_has_budget_on(prev_cpu, g, now)) {
 			stat_inc(MQ_STAT_MQ_BUSY_PICK);
-			return prev_cpu;
+			return class_direct(p, prev_cpu, g, false);
 		}
 		prev_spent = true;
 	}
@@ -338,7 +366,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 		stat_inc(MQ_STAT_MQ_BUSY_PICK);
 		if (prev_spent)
 			stat_inc(MQ_STAT_MQ_SPENT_SKIP);
-		return cpu;
+		return class_direct(p, cpu, g, false);
 	}
 
 	stat_inc(MQ_STAT_MQ_CROWDED_PICK);
@@ -356,10 +384,10 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 s32 BPF_STRUCT_OPS(mq_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
 {
 	bool is_idle = false;
-	s32 cpu;
+	s32 cpu, g = task_group(p, -1);
 
-	if (is_mq(p))
-		return pick_mq_cpu(p, prev_cpu, wake_flags);
+	if (g >= 0)
+		return pick_mq_cpu(p, prev_cpu, wake_flags, (u32)g & (MQ_MAX_GROUPS - 1));
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {

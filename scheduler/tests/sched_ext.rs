@@ -594,10 +594,6 @@ fn callback_run_time_reports_each_callbacks_calls_and_mean() {
         // Anything at all, and less than the whole interval per call.
         assert!(mean > 0.0 && mean < 10_000.0, "{name}: {c}");
     }
-    assert!(
-        get("mq_enqueue")["calls"].as_u64() >= report["totals"]["mq_enqueue"].as_u64(),
-        "every class enqueue is an enqueue call: {report}"
-    );
     sched.stop().unwrap();
 }
 
