@@ -240,9 +240,22 @@ static void cpu_may_be_free(s32 cpu)
 		MASK_CLEAR(free_cpus, cpu);
 }
 
-/* @cpu's FIFO was found empty: drop its queued_cpus hint, unless refilled meanwhile. */
+/*
+ * @cpu's FIFO was found empty: drop its queued_cpus hint, unless refilled
+ * meanwhile. Without the hint there is nothing to do: whoever dropped it
+ * (a dispatch that found the FIFO empty, a steal that emptied it) has
+ * already set the CPU's free_cpus bit right, so a dispatch of an idle FIFO,
+ * the common case, costs one bit test here instead of a round of mask upkeep.
+ */
 static void fifo_found_empty(s32 cpu)
 {
+	bool hinted;
+
+	bpf_rcu_read_lock();
+	hinted = queued_cpus && bpf_cpumask_test_cpu(cpu, cast_mask(queued_cpus));
+	bpf_rcu_read_unlock();
+	if (!hinted)
+		return;
 	MASK_CLEAR(queued_cpus, cpu);
 	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
 		MASK_SET(queued_cpus, cpu);
@@ -727,7 +740,7 @@ __noinline int arm_refill(s32 cpu)
 void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	bool normal_waiting, prev_normal, waits = false;
+	bool normal_waiting, prev_normal, own_queued, waits = false;
 	u64 now = scx_bpf_now();
 	u32 mode;
 
@@ -752,7 +765,11 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	}
 
 	mode = normal_waiting ? TAKE_WITH_BUDGET : TAKE_ANY;
-	if (take_class_task(cpu, cpu, mode)) {
+	/* This CPU's FIFO is filled only under its rq lock, which we hold
+	 * (other CPUs' steals only empty it): an empty one stays empty and
+	 * needs no scan, whose iterator costs several kfunc calls. */
+	own_queued = scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
+	if (own_queued && take_class_task(cpu, cpu, mode)) {
 		stat_inc(MQ_STAT_MQ_DISPATCH);
 		return;
 	}
@@ -771,7 +788,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 		stat_inc(MQ_STAT_MQ_KEEP);
 		return;
 	}
-	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
+	if (!own_queued || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0)
 		fifo_found_empty(cpu);
 	else if (normal_waiting)
 		waits = true;	/* queued here, and no group of them has budget */
