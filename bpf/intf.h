@@ -97,7 +97,7 @@ enum mq_stat_idx {
 	MQ_STAT_MQ_CROWDED_PICK,/* ...no free CPU with budget found: the less loaded of two */
 	MQ_STAT_MQ_SPENT_SKIP,	/* ...placed away from a free CPU where its group's budget is spent */
 	MQ_STAT_KICK_PREEMPT,	/* preempting kick sent for a MicroQuanta wakeup */
-	MQ_STAT_DIRECT_PREEMPT,	/* ...or inserted at the head of the CPU's local queue */
+	MQ_STAT_DIRECT_PREEMPT,	/* ...or inserted straight into the CPU's local queue */
 	MQ_STAT_MQ_DISPATCH,	/* MicroQuanta task dispatched on its own CPU */
 	MQ_STAT_MQ_STEAL,	/* ...dispatched from another CPU's queue */
 	MQ_STAT_MQ_THROTTLE,	/* MicroQuanta queue skipped: budget spent, normal work waiting */

@@ -125,7 +125,7 @@ struct {
 	__type(value, struct mq_hist);
 } hists SEC(".maps");
 
-/* When a class thread was enqueued by a wakeup (0: not waiting). */
+/* When a class thread's wakeup was inserted: by enqueue(), or by select_cpu() (0: not waiting). */
 struct task_ctx {
 	u64 wake_enq_ns;
 };

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 /// The kernel's BPF run-time statistics, on while this lives.
 #[derive(Debug)]
-pub struct RunTimeStats(#[allow(dead_code)] OwnedFd);
+pub struct RunTimeStats {
+    /// The kernel counts while any such descriptor is open.
+    _on: OwnedFd,
+}
 
 impl RunTimeStats {
     /// Turns the statistics on (root only).
@@ -31,7 +34,9 @@ impl RunTimeStats {
             );
         }
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(Self {
+            _on: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 }
 
