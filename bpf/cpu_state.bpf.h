@@ -20,8 +20,8 @@
  *     class task starts running, or its step ends --> SLICE_END or BUDGET_END
  *     dispatch() throttles with class work waiting --> REFILL (for the
  *       throttled group whose credit comes back first: refill_group)
- *     cpu_release() with work in the local queue --> RT_GRACE (rt_grace
- *       set until the timer fires or the CPU comes back)
+ *     cpu_release() --> RT_GRACE (rt_grace set until the timer fires or
+ *       the CPU comes back)
  *
  * Being told to yield is a state of what runs, not of the budget: it
  * belongs to the running class task and ends when that task stops, while
@@ -296,8 +296,8 @@ static void timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
 }
 
 /*
- * cpu_release(), with work in the local queue: it waits there for the RT
- * task to leave, for one grace at most (budget_timer_fn() ends it).
+ * cpu_release(): the local queue waits for the RT task to leave, for one
+ * grace at most (budget_timer_fn() ends it).
  */
 static void rt_grace_start(struct cpu_ctx *c, u64 grace_ns)
 {

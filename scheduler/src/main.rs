@@ -192,18 +192,12 @@ fn preflight() -> Result<()> {
 /// Logs how many instructions the kernel's verifier checked for each callback (the number
 /// `veristat` reports): what a decision may cost, comparable across builds.
 fn log_verified_insns(skel: &BpfSkel<'_>) {
-    use libbpf_rs::libbpf_sys::{bpf_prog_get_info_by_fd, bpf_prog_info};
     use libbpf_rs::skel::Skel;
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsFd;
 
     let mut counts = Vec::new();
     for prog in skel.object().progs() {
-        let mut info = bpf_prog_info::default();
-        let mut len = std::mem::size_of::<bpf_prog_info>() as u32;
-        // SAFETY: `info` is a plain C struct of `len` bytes that the kernel fills in, and
-        // the descriptor belongs to a program loaded by this skeleton.
-        let ret = unsafe { bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) };
-        if ret == 0 {
+        if let Some(info) = stats::run_time::prog_info(prog.as_fd()) {
             counts.push(format!(
                 "{}={}",
                 prog.name().to_string_lossy(),

@@ -8,7 +8,7 @@
 //! costs two clock reads per call), so `--callback-run-time` asks for it and [`RunTimeStats`]
 //! holds it for as long as the scheduler runs. Without it the list is empty.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Result};
 use libbpf_rs::libbpf_sys::{bpf_enable_stats, bpf_prog_get_info_by_fd, bpf_prog_info, BPF_STATS_RUN_TIME};
@@ -63,12 +63,7 @@ impl Progs {
         self.0
             .iter()
             .filter_map(|(name, fd)| {
-                let mut info = bpf_prog_info::default();
-                let mut len = std::mem::size_of::<bpf_prog_info>() as u32;
-                // SAFETY: `info` is a plain C struct of `len` bytes that the kernel fills in,
-                // and the descriptor is a BPF program's that we hold.
-                let ret = unsafe { bpf_prog_get_info_by_fd(fd.as_fd().as_raw_fd(), &mut info, &mut len) };
-                (ret == 0).then(|| ProgRunTime {
+                prog_info(fd.as_fd()).map(|info| ProgRunTime {
                     callback: name.clone(),
                     calls: info.run_cnt,
                     run_time_ns: info.run_time_ns,
@@ -76,6 +71,17 @@ impl Progs {
             })
             .collect()
     }
+}
+
+/// What the kernel tells of the BPF program behind `fd` (its counts, its verified
+/// instructions, ...); None if it will not.
+pub fn prog_info(fd: BorrowedFd<'_>) -> Option<bpf_prog_info> {
+    let mut info = bpf_prog_info::default();
+    let mut len = std::mem::size_of::<bpf_prog_info>() as u32;
+    // SAFETY: `info` is a plain C struct of `len` bytes that the kernel fills in, and the
+    // descriptor is borrowed for the call.
+    let ret = unsafe { bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
+    (ret == 0).then_some(info)
 }
 
 /// One callback over one interval.
