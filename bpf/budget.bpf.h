@@ -286,15 +286,8 @@ __noinline int group_refilled(s32 cpu, u64 now)
  * Outside the scheduler's callbacks the clock scx_bpf_now() returns can lag,
  * and a decision taken on it here would re-arm the timer on stale credit.
  */
-static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
+static void budget_timer_act(struct cpu_ctx *c, s32 cpu)
 {
-	s32 cpu = *key;
-	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-
-	if (!c)
-		return 0;
-	if (cpu != bpf_get_smp_processor_id())
-		stat_inc(MQ_STAT_TIMER_MIGRATED);
 	/* An RT or deadline task has held the CPU for the grace: the work
 	 * waiting in its local queue goes through enqueue() again, normal
 	 * work to the shared queue, class work to other CPUs (see
@@ -305,13 +298,15 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		if (cpu == bpf_get_smp_processor_id() &&
 		    scx_bpf_reenqueue_local_from_anywhere() == 0)
 			stat_inc(MQ_STAT_RT_REENQ);
-		return 0;
+		return;
 	}
 	if (runs_class(c)) {
 		/* A refill step still armed while class work runs means dispatch
 		 * throttled and then found nothing else to run here: the budget
-		 * is spent just as at BUDGET_END. */
-		bool budget_end = c->timer_for != MQ_TIMER_SLICE_END;
+		 * is spent just as at BUDGET_END. A heartbeat counts as a slice
+		 * end (running() arms a step for every class task it starts). */
+		bool budget_end = c->timer_for == MQ_TIMER_BUDGET_END ||
+				  c->timer_for == MQ_TIMER_REFILL;
 
 		/* The running task's group's budget is spent. Marked before
 		 * looking for normal work: a normal task enqueued after this
@@ -323,7 +318,7 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 			stat_inc(MQ_STAT_TIMER_THROTTLE);
 			class_told_to_yield(c);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			return 0;
+			return;
 		}
 		/* Budget spent with nothing normal waiting: the class may use the
 		 * whole CPU (a normal task that arrives kicks us, see
@@ -334,10 +329,10 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 			/* Slice over and another class task waits: round-robin. */
 			stat_inc(MQ_STAT_TIMER_ROUND_ROBIN);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
-			return 0;
+			return;
 		}
 		timer_arm_class_step(c);
-		return 0;
+		return;
 	}
 	/* Whatever the timer stands for: a class task that stopped before its
 	 * step ended leaves the timer armed, and a throttled CPU checks its
@@ -347,6 +342,33 @@ static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
 		if (c->timer_for == MQ_TIMER_REFILL)
 			budget_unthrottle_due(c, c->refill_group);
 		scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+	}
+}
+
+/*
+ * The CPU's timer: what it stands for (enum mq_cpu_timer) is acted on, or
+ * it fired early and is armed again for the rest (timer_fired_early). Left
+ * unarmed after class work was here within two slices, it is armed a slice
+ * on (HEARTBEAT), so that the next class task to start here finds it armed
+ * (see timer_arm); the heartbeat stops two slices after the class work.
+ */
+static int budget_timer_fn(void *map, int *key, struct bpf_timer *timer)
+{
+	s32 cpu = *key;
+	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	u64 now = bpf_ktime_get_ns();
+
+	if (!c)
+		return 0;
+	if (cpu != bpf_get_smp_processor_id())
+		stat_inc(MQ_STAT_TIMER_MIGRATED);
+	c->timer_due_ns = 0;
+	if (timer_fired_early(c, now))
+		return 0;
+	budget_timer_act(c, cpu);
+	if (!c->timer_due_ns && now < c->class_seen_ns + 2 * class_slice_ns) {
+		stat_inc(MQ_STAT_TIMER_HEARTBEAT);
+		timer_arm(c, MQ_TIMER_HEARTBEAT, class_slice_ns);
 	}
 	return 0;
 }

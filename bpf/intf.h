@@ -118,6 +118,9 @@ enum mq_stat_idx {
 	MQ_STAT_ENQ_LAST,	/* CPU's last runnable task handed back (ENQ_LAST): runs on */
 	MQ_STAT_RT_REENQ,	/* RT/DL held a CPU past the grace: its local queue re-enqueued */
 	MQ_STAT_RT_PUSH,	/* a class task waiting behind RT run at once on another CPU */
+	MQ_STAT_TIMER_KEPT,	/* timer not started: the armed one fires no later */
+	MQ_STAT_TIMER_EARLY,	/* ...and fired before it was due: armed again for the rest */
+	MQ_STAT_TIMER_HEARTBEAT,/* timer armed a slice on, class work having been here lately */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

@@ -66,6 +66,12 @@ pub struct Counters {
     pub rt_reenq: u64,
     #[stat(desc = "class task from such a queue run at once on another CPU")]
     pub rt_push: u64,
+    #[stat(desc = "timer not started: the armed one fires no later")]
+    pub timer_kept: u64,
+    #[stat(desc = "...and fired before it was due: armed again for the rest")]
+    pub timer_early: u64,
+    #[stat(desc = "timer armed a slice on, class work having been here lately")]
+    pub timer_heartbeat: u64,
 }
 
 impl Counters {
@@ -100,6 +106,9 @@ impl Counters {
             enq_last: get(bpf_intf::mq_stat_idx_MQ_STAT_ENQ_LAST),
             rt_reenq: get(bpf_intf::mq_stat_idx_MQ_STAT_RT_REENQ),
             rt_push: get(bpf_intf::mq_stat_idx_MQ_STAT_RT_PUSH),
+            timer_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_KEPT),
+            timer_early: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_EARLY),
+            timer_heartbeat: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_HEARTBEAT),
         }
     }
 
@@ -133,6 +142,9 @@ impl Counters {
             enq_last: self.enq_last.wrapping_sub(earlier.enq_last),
             rt_reenq: self.rt_reenq.wrapping_sub(earlier.rt_reenq),
             rt_push: self.rt_push.wrapping_sub(earlier.rt_push),
+            timer_kept: self.timer_kept.wrapping_sub(earlier.timer_kept),
+            timer_early: self.timer_early.wrapping_sub(earlier.timer_early),
+            timer_heartbeat: self.timer_heartbeat.wrapping_sub(earlier.timer_heartbeat),
         }
     }
 
@@ -140,7 +152,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -158,6 +170,9 @@ impl Counters {
             self.timer_migrated,
             self.timer_round_robin,
             self.mq_keep,
+            self.timer_kept,
+            self.timer_early,
+            self.timer_heartbeat,
             self.normal_dispatch,
             self.normal_direct,
             self.normal_wake_preempt,
