@@ -3,8 +3,9 @@
 //! `target/demo/summary.json` plus a table of wakeup latencies under EEVDF, SCHED_FIFO, as a
 //! normal task under microquanta, and as a microquanta engine, pooled over interleaved rounds,
 //! with the per-round p99 ratios' median and spread, with and without the wakeups an emulator
-//! stall hit (`mq_experiments::rounds`). In the same boot it then runs two quick
-//! benchmarks and reports each through the code of its `cargo xtask bench` command:
+//! stall hit (`mq_experiments::rounds`). It then runs two quick benchmarks, in a second boot
+//! when `--bench-cpus` (2) differs from `--cpus` (1: see [`DemoArgs::cpus`]), and reports
+//! each through the code of its `cargo xtask bench` command:
 //!
 //! 1. `mq-bench-sched --quick --rounds 0` (its rounds phase would repeat mq-demo), like
 //!    `cargo xtask bench sched` ([`sched::record`]): its latency and conformance tables, files
@@ -52,9 +53,15 @@ pub struct DemoArgs {
     /// How qemu runs the VM.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
-    /// Virtual CPUs.
-    #[arg(long, default_value_t = 2)]
+    /// Virtual CPUs of the boot that runs mq-demo. One by default: under TCG each vCPU is a
+    /// host thread, and with one the host's second core serves qemu's main loop, which fires
+    /// every guest timer (docs/MICROQUANTA.md, "The guest's shape").
+    #[arg(long, default_value_t = 1)]
     pub cpus: u32,
+    /// Virtual CPUs of the boot that runs the two benchmarks: the engine modes need a core to
+    /// dedicate and one for the rest. A second boot when it differs from --cpus.
+    #[arg(long, default_value_t = 2)]
+    pub bench_cpus: u32,
     /// Seconds before the VM is killed.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 1200)]
     pub timeout_secs: u64,
@@ -70,37 +77,42 @@ pub struct DemoArgs {
 pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     let (release_dir, kernel) = vm::prepare_release(ctx, args.native, args.kernel.clone())?;
     let with_bench = !args.no_bench;
-    let steps = steps(with_bench, &release_dir);
-    let spec = vm::VmSpec {
-        cpus: args.cpus,
+    // On this host the benchmarks run where mq-demo did; in a VM, in a boot of their own
+    // when they want another shape.
+    let bench_boot = with_bench && !args.native && args.bench_cpus != args.cpus;
+    let spec = |cpus: u32, steps: &[script::Step]| vm::VmSpec {
+        cpus,
         mem_mib: sched::MEM_MIB,
         accel: args.accel,
         timeout: Duration::from_secs(args.timeout_secs),
         kernel: &kernel,
-        bin_dirs: vec![release_dir],
+        bin_dirs: vec![release_dir.clone()],
         extra_files: Vec::new(),
         env: vec![("RUST_BACKTRACE".into(), "1".into())],
-        script: guest_script(&steps),
+        script: guest_script(steps),
         allow_log_patterns: Vec::new(),
         native: args.native,
         main_loop_fifo: true,
     };
-    let outcome = vm::run(ctx, &spec)?;
-    let (sched_status, modes_status) = match step_statuses(&outcome.output, outcome.exit_status, with_bench) {
-        Steps::DemoFailed(status) => bail!(
-            "{DEMO_PROGRAM} failed (exit status {status}); its output is above{}",
-            if with_bench {
-                "; the benchmarks did not run"
-            } else {
-                ""
+    let demo_steps = steps(true, with_bench && !bench_boot, &release_dir);
+    let outcome = vm::run(ctx, &spec(args.cpus, &demo_steps))?;
+    let (sched_status, modes_status) =
+        match step_statuses(&outcome.output, outcome.exit_status, with_bench && !bench_boot) {
+            Steps::DemoFailed(status) => bail!(
+                "{DEMO_PROGRAM} failed (exit status {status}); its output is above{}",
+                if with_bench {
+                    "; the benchmarks did not run"
+                } else {
+                    ""
+                }
+            ),
+            Steps::Unknown(status) => {
+                bail!("the demo's guest script failed (exit status {status}) without saying which step")
             }
-        ),
-        Steps::Unknown(status) => {
-            bail!("the demo's guest script failed (exit status {status}) without saying which step")
-        }
-        Steps::DemoOk { sched, modes } => (sched, modes),
-    };
+            Steps::DemoOk { sched, modes } => (sched, modes),
+        };
 
+    // mq-demo's report is kept before the benchmarks' boot, which may fail.
     let mut summary = extract_summary(&outcome.output)?;
     summary["accel"] = Value::String(outcome.accel.to_string());
     summary["qemu_main_loop"] = Value::String(outcome.main_loop.key().into());
@@ -121,7 +133,38 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     let mut failures = Vec::new();
     // The benchmarks' tables end with a blank line, the demo's does not.
     let mut ended_blank = false;
-    let machine = sched::describe_machine(args.native, args.cpus, sched::MEM_MIB);
+    let mut bench_cpus = args.cpus;
+    let (outcome, sched_status, modes_status) = if bench_boot {
+        println!();
+        println!(
+            "the benchmarks: a second boot, {} vCPUs (mq-demo's had {})",
+            args.bench_cpus, args.cpus
+        );
+        bench_cpus = args.bench_cpus;
+        let bench = vm::run(ctx, &spec(bench_cpus, &steps(false, true, &release_dir)))
+            .context("the benchmarks' boot");
+        match bench.map(|b| {
+            let statuses = step_statuses(&b.output, b.exit_status, true);
+            (b, statuses)
+        }) {
+            Ok((b, Steps::DemoOk { sched, modes })) => (b, sched, modes),
+            Ok((b, _)) => {
+                failures.push(anyhow::anyhow!(
+                    "the benchmarks' guest script failed (exit status {}) without saying which step",
+                    b.exit_status
+                ));
+                (outcome, None, None)
+            }
+            Err(e) => {
+                failures.push(e);
+                (outcome, None, None)
+            }
+        }
+    } else {
+        (outcome, sched_status, modes_status)
+    };
+    let machine = sched::describe_machine(args.native, bench_cpus, sched::MEM_MIB);
+    let boot = if bench_boot { "second boot" } else { "same boot" };
     if let Some(exit_status) = sched_status {
         let recorded = sched::record(
             &sched::output_dir(ctx),
@@ -148,7 +191,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
             Ok(recorded) => {
                 println!();
                 println!(
-                    "scheduler benchmark, same boot (`{}`; cyclictest and plots: files below)",
+                    "scheduler benchmark, {boot} (`{}`; cyclictest and plots: files below)",
                     sched_step()
                 );
                 println!();
@@ -172,7 +215,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
             Ok((run, files)) => {
                 println!();
                 println!(
-                    "engine modes benchmark, same boot (`{}`; expected shape and plot: files below)",
+                    "engine modes benchmark, {boot} (`{}`; expected shape and plot: files below)",
                     modes_step_label()
                 );
                 println!();

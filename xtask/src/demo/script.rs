@@ -46,14 +46,17 @@ pub(super) struct Step {
     command: String,
 }
 
-/// `mq-demo`, then (`with_bench`) the quick scheduler benchmark and the engine modes benchmark
-/// with `scx_microquanta` from `release_dir` loaded.
-pub(super) fn steps(with_bench: bool, release_dir: &Path) -> Vec<Step> {
-    let mut steps = vec![Step {
-        program: DEMO_PROGRAM,
-        label: DEMO_PROGRAM.into(),
-        command: DEMO_PROGRAM.into(),
-    }];
+/// `mq-demo` (`with_demo`), then (`with_bench`) the quick scheduler benchmark and the engine
+/// modes benchmark with `scx_microquanta` from `release_dir` loaded.
+pub(super) fn steps(with_demo: bool, with_bench: bool, release_dir: &Path) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if with_demo {
+        steps.push(Step {
+            program: DEMO_PROGRAM,
+            label: DEMO_PROGRAM.into(),
+            command: DEMO_PROGRAM.into(),
+        });
+    }
     if with_bench {
         steps.push(Step {
             program: sched::GUEST_PROGRAM,
@@ -133,7 +136,7 @@ mod tests {
 
     #[test]
     fn script_runs_the_demo_then_the_two_quick_benchmarks() {
-        let script = guest_script(&steps(true, Path::new("/rel")));
+        let script = guest_script(&steps(true, true, Path::new("/rel")));
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines.len(), 6, "{script}");
         assert_eq!(lines[0], "echo '== demo step 1/3: mq-demo'");
@@ -164,9 +167,18 @@ mod tests {
             "{script}"
         );
         assert!(lines[5].contains("echo \"MQ_DEMO_STEP_FAILED mq-bench-modes $status\""));
-        let alone = guest_script(&steps(false, Path::new("/rel")));
+        let alone = guest_script(&steps(true, false, Path::new("/rel")));
         assert_eq!(alone.lines().count(), 1, "{alone}");
         assert!(!alone.contains("mq-bench"), "{alone}");
+        // The benchmarks' own boot (`--bench-cpus` other than `--cpus`): the two of them.
+        let benches = guest_script(&steps(false, true, Path::new("/rel")));
+        let lines: Vec<&str> = benches.lines().collect();
+        assert_eq!(lines.len(), 4, "{benches}");
+        assert_eq!(
+            lines[0],
+            "echo '== demo step 1/2: mq-bench-sched --quick --rounds 0'"
+        );
+        assert!(!benches.contains("mq-demo"), "{benches}");
     }
 
     #[test]
@@ -212,7 +224,7 @@ mod tests {
         }
         let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
         let out = std::process::Command::new("sh")
-            .args(["-c", &guest_script(&steps(true, Path::new("/rel")))])
+            .args(["-c", &guest_script(&steps(true, true, Path::new("/rel")))])
             .env("PATH", path)
             .output()
             .unwrap();
