@@ -353,6 +353,7 @@ static void timer_move_on_sleep(struct cpu_ctx *c)
 	if (c->timer_for != MQ_TIMER_SLICE_END && c->timer_for != MQ_TIMER_BUDGET_END)
 		return;
 	now = bpf_ktime_get_ns();
+	stat_inc(MQ_STAT_TIMER_HEARTBEAT);
 	c->timer_for = MQ_TIMER_HEARTBEAT;
 	c->timer_want_ns = now + class_slice_ns;
 	timer_start(c, now, class_slice_ns);

