@@ -336,30 +336,6 @@ static void timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
 }
 
 /*
- * stopping(): the class task went to sleep, and the step armed for it is
- * moot. The timer moves to a slice from now (a heartbeat). Left where
- * running() armed it, about a period after the task started, it would
- * fire just as a task that sleeps and wakes with that period wakes again:
- * in the guest's ftrace, most of MicroQuanta's slowest wakeups had this
- * timer's callback in the softirq between the wakeup and the switch to
- * the task. Moved here, it falls inside the task's next run instead, and
- * the start's irq_work delays the task that runs now, which nobody waits
- * for. Only a class step is moved: a refill or a grace still stands.
- */
-static void timer_move_on_sleep(struct cpu_ctx *c)
-{
-	u64 now;
-
-	if (c->timer_for != MQ_TIMER_SLICE_END && c->timer_for != MQ_TIMER_BUDGET_END)
-		return;
-	now = bpf_ktime_get_ns();
-	stat_inc(MQ_STAT_TIMER_HEARTBEAT);
-	c->timer_for = MQ_TIMER_HEARTBEAT;
-	c->timer_want_ns = now + class_slice_ns;
-	timer_start(c, now, class_slice_ns);
-}
-
-/*
  * The timer fired at @now: whether it fired before what it stands for is
  * due, which is still pending (a kept timer, see timer_arm). Then it is
  * armed again for the rest, and nothing else happens.
@@ -371,13 +347,13 @@ static bool timer_fired_early(struct cpu_ctx *c, u64 now)
 	switch (c->timer_for) {
 	case MQ_TIMER_SLICE_END:
 	case MQ_TIMER_BUDGET_END:
-		live = c->run == MQ_RUN_CLASS || c->run == MQ_RUN_CLASS_YIELDING;
+		live = runs_class(c);
 		break;
 	case MQ_TIMER_REFILL:
-		live = c->throttled_groups != 0;
+		live = throttled(c);
 		break;
 	case MQ_TIMER_RT_GRACE:
-		live = c->run == MQ_RUN_RT && c->rt_grace;
+		live = held_by_rt(c) && c->rt_grace;
 		break;
 	default:
 		live = false;

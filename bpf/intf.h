@@ -120,7 +120,7 @@ enum mq_stat_idx {
 	MQ_STAT_RT_PUSH,	/* a class task waiting behind RT run at once on another CPU */
 	MQ_STAT_TIMER_KEPT,	/* timer not started: the armed one fires no later */
 	MQ_STAT_TIMER_EARLY,	/* ...and fired before it was due: armed again for the rest */
-	MQ_STAT_TIMER_HEARTBEAT,/* timer armed a slice on: class work went to sleep or was here lately */
+	MQ_STAT_TIMER_HEARTBEAT,/* timer armed a slice on, class work having been here lately */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

@@ -939,8 +939,6 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 			if (left > c->yield_told_ns)
 				hist_add(MQ_HIST_YIELD, left - c->yield_told_ns);
 		}
-		if (!runnable)
-			timer_move_on_sleep(c);
 		return;
 	}
 	/* Charge what was measured, not the slice handed out: a task that ran

@@ -839,8 +839,7 @@ fn class_work_waits_out_a_short_rt_task_and_leaves_a_long_one() {
 /// A periodic class thread next to hogs (the demo's workload) mostly finds its CPU's timer
 /// already armed when it starts (`timer_kept`): started from running(), the timer costs an
 /// irq_work self-interrupt on the wakeup path, so the timer keeps ticking every class slice
-/// while class work comes and goes, from a slice after each class task goes to sleep
-/// (`timer_heartbeat`), and a kept timer that fires before
+/// while class work comes and goes (`timer_heartbeat`), and a kept timer that fires before
 /// the class step ends is armed again for the rest (`timer_early`). That the budget still
 /// holds is for the conformance tests to show.
 #[test]

@@ -70,7 +70,7 @@ pub struct Counters {
     pub timer_kept: u64,
     #[stat(desc = "...and fired before it was due: armed again for the rest")]
     pub timer_early: u64,
-    #[stat(desc = "timer armed a slice on: class work went to sleep or was here lately")]
+    #[stat(desc = "timer armed a slice on, class work having been here lately")]
     pub timer_heartbeat: u64,
 }
 
