@@ -318,8 +318,9 @@ static void timer_start(struct cpu_ctx *c, u64 now, u64 after_ns)
  * while class work comes and goes (HEARTBEAT), and running() finds it
  * armed early enough instead of starting it: in the demo under TCG that
  * took 13-29 µs off MicroQuanta's median wakeup latency (docs/MICROQUANTA.md).
+ * Returns the CLOCK_MONOTONIC time it armed at.
  */
-static void timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
+static u64 timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
 {
 	u64 now = bpf_ktime_get_ns();
 
@@ -330,9 +331,10 @@ static void timer_arm(struct cpu_ctx *c, u32 timer_for, u64 after_ns)
 	if (c->timer_due_ns && c->timer_due_ns <= c->timer_want_ns &&
 	    c->timer_due_ns + MQ_TIMER_LOST_NS > now) {
 		stat_inc(MQ_STAT_TIMER_KEPT);
-		return;
+		return now;
 	}
 	timer_start(c, now, after_ns);
+	return now;
 }
 
 /*
@@ -389,8 +391,7 @@ static void timer_arm_class_step(struct cpu_ctx *c)
 		timer_for = MQ_TIMER_BUDGET_END;
 	}
 	c->budget_left_ns -= step;
-	timer_arm(c, timer_for, step);
-	c->class_seen_ns = c->timer_want_ns - step;
+	c->class_seen_ns = timer_arm(c, timer_for, step);
 }
 
 #endif /* __MICROQUANTA_CPU_STATE_BPF_H */

@@ -55,7 +55,7 @@ pub struct DemoArgs {
     pub accel: AccelChoice,
     /// Virtual CPUs of the boot that runs mq-demo. One by default: under TCG each vCPU is a
     /// host thread, and with one the host's second core serves qemu's main loop, which fires
-    /// every guest timer (docs/MICROQUANTA.md, "The guest's shape").
+    /// every guest timer (docs/MICROQUANTA.md, "Guest shape, again").
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
     /// Virtual CPUs of the boot that runs the two benchmarks: the engine modes need a core to
