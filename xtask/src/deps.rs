@@ -37,6 +37,10 @@ const PACKAGES: &[(&str, &str)] = &[
     (QEMU_PACKAGE, "boots the sched_ext kernel"),
     ("busybox-static", "the VM's shell and init"),
     ("cpio", "packs the VM's initramfs"),
+    (
+        "binutils",
+        "strips our binaries' debug information in the VM's initramfs",
+    ),
     ("stress-ng", "CPU interference in experiments"),
     ("chromium", "checks the experiments report (headless)"),
     ("rt-tests", "cyclictest"),

@@ -69,6 +69,9 @@ pub fn build(contents: &Contents, staging: &Path, output: &Path) -> Result<()> {
             // xtask itself is of no use in the guest, and large.
             let is_xtask = path.file_name().is_some_and(|n| n == "xtask");
             if sys::is_executable_file(&path) && !is_xtask {
+                if is_elf(&path)? {
+                    copy_stripped(&path, staging)?;
+                }
                 copy_with_libs(&path, staging)?;
             }
         }
@@ -120,6 +123,31 @@ fn copy_with_libs(file: &Path, staging: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `file` is an ELF object (not a script).
+fn is_elf(file: &Path) -> Result<bool> {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(file).with_context(|| format!("{}", file.display()))?;
+    Ok(f.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF")
+}
+
+/// Copies our own executable `file` without its debug information: a release build
+/// carries line tables that make each binary ~20 times larger, and the kernel unpacks the
+/// initramfs into the guest's memory (the demo's 2 GiB guest could no longer hold them).
+/// Symbols stay, for `perf` in the guest; a panic's message keeps its file and line.
+fn copy_stripped(file: &Path, staging: &Path) -> Result<()> {
+    let file = std::path::absolute(file).with_context(|| format!("{}", file.display()))?;
+    let dest = staged_path(staging, &file);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("{}", parent.display()))?;
+    }
+    let mut strip = Command::new("strip");
+    strip.arg("--strip-debug").arg("-o").arg(&dest).arg(&file);
+    sys::output(&mut strip)
+        .map(drop)
+        .with_context(|| format!("stripping {} into the initramfs", file.display()))
 }
 
 fn copy_one(file: &Path, staging: &Path) -> Result<()> {
