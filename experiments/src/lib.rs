@@ -2,7 +2,7 @@
 //! Experiments on the MicroQuanta scheduler, the Snap engine modes and Pony
 //! Express: the building blocks each experiment shares and the binaries that
 //! run them (`mq-wakeup`, `mq-demo`, `mq-bench-sched`, `mq-bench-modes`,
-//! `mq-bench-pony`, `mq-bench-upgrade`, `mq-bench-interference`).
+//! `mq-bench-pony`, `mq-bench-upgrade`, `mq-bench-interference`, `mq-trace-wakeups`).
 //!
 //! Everything here drives real processes and threads: the real scheduler
 //! binary, `stress-ng` as interference, real sleeping threads measured with
@@ -27,3 +27,4 @@ pub mod stall_probe;
 pub mod thread_counters;
 pub mod upgrade_bench;
 pub mod wakeup;
+pub mod wakeup_trace;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mq_report::{demo, efficiency, idle, modes, pony, sched, upgrade, Tagged};
+use mq_report::{demo, efficiency, idle, modes, pony, sched, upgrade, wakeup_trace, Tagged};
 
 #[test]
 fn each_report_tag_names_its_binary() {
@@ -22,6 +22,10 @@ fn each_report_tag_names_its_binary() {
             efficiency::Report::TAG.program,
         ),
         (env!("CARGO_BIN_EXE_mq-bench-idle"), idle::Report::TAG.program),
+        (
+            env!("CARGO_BIN_EXE_mq-trace-wakeups"),
+            wakeup_trace::Report::TAG.program,
+        ),
     ] {
         assert_eq!(Path::new(exe).file_name().unwrap(), program, "{exe}");
     }

@@ -140,3 +140,36 @@ fn cyclictest_runs_in_the_class_and_as_fifo() {
     }
     assert_eq!(sysfs::state(), SchedExtState::Disabled, "scheduler detached");
 }
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn mq_trace_wakeups_finds_class_wakeups_in_the_trace() {
+    use mq_report::wakeup_trace::Report;
+
+    let _serial = sched_ext_host();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mq-trace-wakeups"))
+        .args(["--policy", "microquanta", "--samples", "400"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    let r: Report = mq_report::extract(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let share = |label: &str| {
+        r.all
+            .rows
+            .iter()
+            .find(|x| x.label == label)
+            .map_or(0.0, |x| x.share)
+    };
+    assert_eq!(r.policy, MICROQUANTA);
+    assert!(r.matched >= 380, "{} of 400 wakeups found", r.matched);
+    assert_eq!(share("phase:scheduler"), 1.0);
+    assert!(share("hrtimer:hrtimer_wakeup") > 0.8, "{:?}", r.all);
+    assert!(share("task:stress-ng-cpu") > 0.5, "{:?}", r.all);
+    assert_eq!(
+        sysfs::state(),
+        SchedExtState::Disabled,
+        "the scheduler is unloaded"
+    );
+}

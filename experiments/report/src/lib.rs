@@ -1,7 +1,7 @@
 //! The benchmark programs' reports, defined once: each report's serde types and the tag its
 //! program prints it behind, for the programs that measure (`mq-demo`, `mq-bench-sched`,
 //! `mq-bench-modes`, `mq-bench-pony`, `mq-bench-upgrade`, `mq-bench-efficiency` and
-//! `mq-bench-idle`, in `mq-experiments`) and for
+//! `mq-bench-idle`, `mq-trace-wakeups`, in `mq-experiments`) and for
 //! `cargo xtask`, which summarises and plots what they print.
 //!
 //! A program prints its report as one line: the [`Tag`]'s prefix, then the report as one
@@ -22,6 +22,7 @@
 //! | [`efficiency::Report`] | `mq-bench-efficiency` | `MQ_BENCH_EFFICIENCY_JSON ` |
 //! | [`idle::Report`] | `mq-bench-idle` | `MQ_BENCH_IDLE_JSON ` |
 //! | [`interference::Report`] | `mq-bench-interference` | `MQ_BENCH_INTERFERENCE_JSON ` |
+//! | [`wakeup_trace::Report`] | `mq-trace-wakeups` | `MQ_TRACE_WAKEUPS_JSON ` |
 //!
 //! [`experiments::Summary`] is the `summary.json` of `cargo xtask experiments`, which draws
 //! each experiment's rows from those reports.
@@ -42,6 +43,7 @@ pub mod pony;
 pub mod rounds;
 pub mod sched;
 pub mod upgrade;
+pub mod wakeup_trace;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -202,7 +204,7 @@ pub(crate) mod tests {
         }
     }
 
-    const TAGS: [Tag; 8] = [
+    const TAGS: [Tag; 10] = [
         <demo::Report as Tagged>::TAG,
         <efficiency::Report as Tagged>::TAG,
         <idle::Report as Tagged>::TAG,
@@ -211,6 +213,8 @@ pub(crate) mod tests {
         <pony::Report as Tagged>::TAG,
         <upgrade::Report as Tagged>::TAG,
         <interference::Report as Tagged>::TAG,
+        <pipeline::Report as Tagged>::TAG,
+        <wakeup_trace::Report as Tagged>::TAG,
     ];
 
     #[test]

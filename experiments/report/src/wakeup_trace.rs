@@ -1,0 +1,102 @@
+//! The report of `mq-trace-wakeups`: where the time of a periodic thread's wakeups went,
+//! from the kernel's trace, for all of them and for the slow ones.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LatencySummary, Tag, Tagged};
+
+/// One traced run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub kernel: String,
+    pub cpus: usize,
+    /// `eevdf`, `fifo`, `normal` (the fair share of scx_microquanta) or `microquanta`.
+    pub policy: String,
+    pub period_us: u64,
+    pub work_us: u64,
+    pub hogs: usize,
+    /// Lateness of every wakeup as the thread measured it (deadline to its clock read).
+    pub wakeup_latency_us: LatencySummary,
+    /// Wakeups whose waking and switch-in the trace holds; the rest (the thread was still
+    /// running at its deadline, or the trace lost events) are not attributed.
+    pub matched: usize,
+    /// A matched wakeup at least this late is slow.
+    pub slow_threshold_us: f64,
+    pub all: Attribution,
+    pub slow: Attribution,
+    /// The slowest wakeups one by one, slowest first.
+    pub slowest: Vec<SlowWakeup>,
+}
+
+/// One slow wakeup and what filled its window, largest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlowWakeup {
+    pub late_us: f64,
+    /// The CPU it woke on.
+    pub cpu: u32,
+    /// `(label, µs)`, as [`Row::label`].
+    pub charges: Vec<(String, f64)>,
+}
+
+/// Where the time of a set of wakeups went, each from its deadline to the switch to the
+/// thread, on the CPU it woke on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    pub wakeups: usize,
+    /// One row per phase (`phase:...`), interval kind and name (`hardirq:local_timer`,
+    /// `softirq:HRTIMER`, `hrtimer:bpf_timer_cb`) and other task (`task:stress-ng-cpu`).
+    /// Kinds nest (an hrtimer runs in an interrupt or a softirq), so rows overlap.
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub label: String,
+    /// Share of the wakeups whose window holds some of it.
+    pub share: f64,
+    /// Its mean time per wakeup, over all the wakeups of the set (µs).
+    pub mean_us: f64,
+}
+
+impl Tagged for Report {
+    const TAG: Tag = Tag {
+        program: "mq-trace-wakeups",
+        prefix: "MQ_TRACE_WAKEUPS_JSON ",
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::{latency, round_trip};
+
+    #[test]
+    fn report_round_trips_behind_its_tag() {
+        let rows = vec![Row {
+            label: "hrtimer:bpf_timer_cb".into(),
+            share: 0.5,
+            mean_us: 12.5,
+        }];
+        round_trip(&Report {
+            kernel: "7.3.4".into(),
+            cpus: 1,
+            policy: "microquanta".into(),
+            period_us: 1000,
+            work_us: 300,
+            hogs: 4,
+            wakeup_latency_us: latency(200.0),
+            matched: 398,
+            slow_threshold_us: 450.0,
+            all: Attribution {
+                wakeups: 398,
+                rows: rows.clone(),
+            },
+            slow: Attribution { wakeups: 4, rows },
+            slowest: vec![SlowWakeup {
+                late_us: 800.0,
+                cpu: 0,
+                charges: vec![("phase:scheduler".into(), 600.0)],
+            }],
+        });
+    }
+}

@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Where each wakeup's time went: the trace's events become per-CPU spans (interrupts,
+//! softirqs, hrtimer callbacks, other tasks' runs), and each wakeup's window, from its
+//! deadline to the switch to the thread, is charged with the spans it overlaps.
+//!
+//! A window has three phases: `timer` (deadline to `sched_waking`: the sleep timer's
+//! interrupt, late when the CPU has interrupts off or the emulator is late), `scheduler`
+//! (waking to `sched_switch`: the scheduler class's whole path, the preempted task's
+//! included), and `return` (switch to the thread's clock read, as it measured itself).
+//! The spans say what filled them.
+
+use std::collections::HashMap;
+
+use mq_report::wakeup_trace::{Attribution, Row};
+
+use super::ftrace::{Event, IrqKind, Record};
+use crate::wakeup::Wakeup;
+
+/// The trace's timestamps have µs resolution: an event up to this much before a deadline
+/// may be at it.
+const RESOLUTION_NS: u64 = 1_000;
+
+/// Per-CPU lanes: spans of one lane never overlap, so a lane sorted by start is sorted by
+/// end too, and a window finds its first span by binary search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Task,
+    Irq(IrqKind),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
+    label: u32,
+}
+
+/// One wakeup found in the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub cpu: u32,
+    pub deadline_ns: u64,
+    pub waking_ns: u64,
+    pub switch_ns: u64,
+    /// As the thread measured it.
+    pub late_ns: u64,
+}
+
+/// The trace, as spans per CPU and lane, and the measured thread's wakings and
+/// switch-ins.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    lanes: HashMap<(u32, Lane), Vec<Span>>,
+    labels: Vec<String>,
+    label_ids: HashMap<String, u32>,
+    wakings: Vec<u64>,
+    switch_ins: Vec<(u64, u32)>,
+}
+
+impl Timeline {
+    /// Builds the timeline of the thread `tid` from records in time order.
+    pub fn new(records: &[Record], tid: u32) -> Self {
+        let mut t = Self::default();
+        // Per CPU: the open interrupt-like intervals (nested) and the running task.
+        let mut open: HashMap<u32, Vec<(IrqKind, u32, u64)>> = HashMap::new();
+        let mut running: HashMap<u32, (u32, u64)> = HashMap::new();
+        for r in records {
+            match &r.event {
+                Event::Waking { pid, .. } if *pid == tid => t.wakings.push(r.ts_ns),
+                Event::Waking { .. } => {}
+                Event::Switch {
+                    next_pid, next_comm, ..
+                } => {
+                    if let Some((label, start)) = running.remove(&r.cpu) {
+                        t.push(r.cpu, Lane::Task, label, start, r.ts_ns);
+                    }
+                    if *next_pid == tid {
+                        t.switch_ins.push((r.ts_ns, r.cpu));
+                    }
+                    let label = t.label(&format!("task:{}", task_name(next_comm, *next_pid == tid)));
+                    running.insert(r.cpu, (label, r.ts_ns));
+                }
+                Event::Enter { kind, name } => {
+                    let label = t.label(&format!("{}:{name}", kind.as_str()));
+                    open.entry(r.cpu).or_default().push((*kind, label, r.ts_ns));
+                }
+                Event::Exit { kind } => {
+                    // Close the innermost open interval of that kind, and any opened
+                    // inside it whose exit the trace lost.
+                    let stack = open.entry(r.cpu).or_default();
+                    if let Some(at) = stack.iter().rposition(|(k, ..)| k == kind) {
+                        for (k, label, start) in stack.drain(at..).collect::<Vec<_>>() {
+                            t.push(r.cpu, Lane::Irq(k), label, start, r.ts_ns);
+                        }
+                    }
+                }
+            }
+        }
+        for spans in t.lanes.values_mut() {
+            spans.sort_by_key(|s| s.start);
+        }
+        t
+    }
+
+    fn label(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.label_ids.get(name) {
+            return id;
+        }
+        let id = self.labels.len() as u32;
+        self.labels.push(name.to_string());
+        self.label_ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn push(&mut self, cpu: u32, lane: Lane, label: u32, start: u64, end: u64) {
+        self.lanes
+            .entry((cpu, lane))
+            .or_default()
+            .push(Span { start, end, label });
+    }
+
+    /// The window of each wakeup the trace holds: the thread's first waking at or after its
+    /// deadline (before the next wakeup's), then its first switch-in after that. A wakeup
+    /// without a waking (the thread was still running, or events were lost) has none.
+    pub fn windows(&self, wakeups: &[Wakeup]) -> Vec<Window> {
+        let mut out = Vec::new();
+        for (i, w) in wakeups.iter().enumerate() {
+            let from = w.deadline_ns.saturating_sub(RESOLUTION_NS);
+            let until = wakeups.get(i + 1).map_or(u64::MAX, |n| n.deadline_ns);
+            let at = self.wakings.partition_point(|&ts| ts < from);
+            let Some(&waking_ns) = self.wakings.get(at).filter(|&&ts| ts < until) else {
+                continue;
+            };
+            let at = self.switch_ins.partition_point(|&(ts, _)| ts < waking_ns);
+            let Some(&(switch_ns, cpu)) = self.switch_ins.get(at).filter(|(ts, _)| *ts < until) else {
+                continue;
+            };
+            out.push(Window {
+                cpu,
+                deadline_ns: w.deadline_ns,
+                waking_ns: waking_ns.max(w.deadline_ns),
+                switch_ns: switch_ns.max(waking_ns).max(w.deadline_ns),
+                late_ns: w.late_ns,
+            });
+        }
+        out
+    }
+
+    /// What filled one window, by label (phases included), largest first.
+    pub fn charges(&self, w: &Window) -> Vec<(String, u64)> {
+        let mut out = vec![
+            ("phase:timer".to_string(), w.waking_ns - w.deadline_ns),
+            ("phase:scheduler".to_string(), w.switch_ns - w.waking_ns),
+            (
+                "phase:return".to_string(),
+                w.late_ns.saturating_sub(w.switch_ns - w.deadline_ns),
+            ),
+        ];
+        let mut per_label: HashMap<u32, u64> = HashMap::new();
+        for ((cpu, _), spans) in &self.lanes {
+            if *cpu != w.cpu {
+                continue;
+            }
+            let first = spans.partition_point(|s| s.end <= w.deadline_ns);
+            for s in spans[first..].iter().take_while(|s| s.start < w.switch_ns) {
+                let ns = s.end.min(w.switch_ns) - s.start.max(w.deadline_ns);
+                *per_label.entry(s.label).or_default() += ns;
+            }
+        }
+        out.extend(
+            per_label
+                .into_iter()
+                .map(|(label, ns)| (self.labels[label as usize].clone(), ns)),
+        );
+        out.retain(|(_, ns)| *ns > 0);
+        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Where the time of `windows` went.
+    pub fn attribute(&self, windows: &[Window]) -> Attribution {
+        // Per label: windows it appears in, total ns.
+        let mut totals: HashMap<String, (usize, u64)> = HashMap::new();
+        for w in windows {
+            for (label, ns) in self.charges(w) {
+                let e = totals.entry(label).or_default();
+                e.0 += 1;
+                e.1 += ns;
+            }
+        }
+        let n = windows.len().max(1) as f64;
+        let mut rows: Vec<Row> = totals
+            .into_iter()
+            .map(|(label, (count, ns))| Row {
+                label,
+                share: count as f64 / n,
+                mean_us: ns as f64 / 1000.0 / n,
+            })
+            .collect();
+        rows.sort_by(|a, b| b.mean_us.total_cmp(&a.mean_us).then(a.label.cmp(&b.label)));
+        Attribution {
+            wakeups: windows.len(),
+            rows,
+        }
+    }
+}
+
+/// A task's name for its row: the measured thread is `measured`; a per-CPU kernel thread
+/// loses its CPU (`swapper/0` is `swapper`, `kworker/1:2` is `kworker`), so rows add up
+/// across CPUs and runs.
+fn task_name(comm: &str, measured: bool) -> &str {
+    if measured {
+        return "measured";
+    }
+    comm.split('/').next().unwrap_or(comm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ftrace::parse_line;
+    use super::*;
+
+    fn timeline(trace: &str) -> Timeline {
+        let records: Vec<Record> = trace.lines().filter_map(parse_line).collect();
+        Timeline::new(&records, 7)
+    }
+
+    fn row<'a>(a: &'a Attribution, label: &str) -> Option<&'a Row> {
+        a.rows.iter().find(|r| r.label == label)
+    }
+
+    /// A wakeup due at 10.000100 s: the hog runs, the timer interrupt wakes the thread,
+    /// our BPF timer's callback runs in the HRTIMER softirq, then the switch.
+    const TRACE: &str = "\
+hog-5 [000] d..2. 10.000000: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 prev_state=S ==> next_comm=hog next_pid=5 next_prio=120
+hog-5 [000] d.h1. 10.000110: local_timer_entry: vector=236
+hog-5 [000] d.h1. 10.000112: hrtimer_expire_entry: hrtimer=0000000000000001 function=hrtimer_wakeup now=10000112000
+hog-5 [000] d.h3. 10.000114: sched_waking: comm=t pid=7 prio=120 target_cpu=000
+hog-5 [000] d.h1. 10.000120: hrtimer_expire_exit: hrtimer=0000000000000001
+hog-5 [000] d.h1. 10.000125: local_timer_exit: vector=236
+hog-5 [000] ..s1. 10.000126: softirq_entry: vec=8 [action=HRTIMER]
+hog-5 [000] ..s1. 10.000127: hrtimer_expire_entry: hrtimer=0000000000000002 function=bpf_timer_cb now=10000127000
+hog-5 [000] ..s1. 10.000177: hrtimer_expire_exit: hrtimer=0000000000000002
+hog-5 [000] ..s1. 10.000178: softirq_exit: vec=8 [action=HRTIMER]
+hog-5 [000] d..2. 10.000200: sched_switch: prev_comm=hog prev_pid=5 prev_prio=120 prev_state=R+ ==> next_comm=t next_pid=7 next_prio=120
+t-7 [000] d..2. 10.000500: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 prev_state=S ==> next_comm=hog next_pid=5 next_prio=120
+";
+
+    #[test]
+    fn a_window_runs_from_the_deadline_through_the_waking_to_the_switch() {
+        let t = timeline(TRACE);
+        let wakeups = [Wakeup {
+            deadline_ns: 10_000_100_000,
+            late_ns: 110_000,
+        }];
+        let windows = t.windows(&wakeups);
+        assert_eq!(
+            windows,
+            [Window {
+                cpu: 0,
+                deadline_ns: 10_000_100_000,
+                waking_ns: 10_000_114_000,
+                switch_ns: 10_000_200_000,
+                late_ns: 110_000,
+            }]
+        );
+        let a = t.attribute(&windows);
+        let us = |label| row(&a, label).map(|r| r.mean_us);
+        assert_eq!(us("phase:timer"), Some(14.0));
+        assert_eq!(us("phase:scheduler"), Some(86.0));
+        assert_eq!(us("phase:return"), Some(10.0));
+        assert_eq!(us("task:hog"), Some(100.0));
+        assert_eq!(us("hardirq:local_timer"), Some(15.0));
+        assert_eq!(us("hrtimer:hrtimer_wakeup"), Some(8.0));
+        assert_eq!(us("softirq:HRTIMER"), Some(52.0));
+        assert_eq!(us("hrtimer:bpf_timer_cb"), Some(50.0));
+        // The thread's own run after the switch is outside its window.
+        assert_eq!(row(&a, "task:measured"), None);
+        assert_eq!(a.wakeups, 1);
+        assert!(a.rows.iter().all(|r| r.share == 1.0));
+    }
+
+    #[test]
+    fn a_wakeup_the_trace_does_not_hold_has_no_window_and_shares_count_the_rest() {
+        let t = timeline(TRACE);
+        // The second deadline falls while the thread still runs: no waking follows it.
+        let wakeups = [
+            Wakeup {
+                deadline_ns: 10_000_100_000,
+                late_ns: 110_000,
+            },
+            Wakeup {
+                deadline_ns: 10_000_300_000,
+                late_ns: 0,
+            },
+        ];
+        let windows = t.windows(&wakeups);
+        assert_eq!(windows.len(), 1);
+        let a = t.attribute(&[windows[0], windows[0]]);
+        assert_eq!(row(&a, "hrtimer:bpf_timer_cb").unwrap().share, 1.0);
+        assert_eq!(row(&a, "hrtimer:bpf_timer_cb").unwrap().mean_us, 50.0);
+    }
+
+    #[test]
+    fn a_lost_exit_is_closed_by_its_outer_interval() {
+        let t = timeline(
+            "\
+x-5 [000] d.h1. 1.000010: local_timer_entry: vector=236
+x-5 [000] d.h1. 1.000012: hrtimer_expire_entry: hrtimer=1 function=f now=1
+x-5 [000] d.h1. 1.000020: local_timer_exit: vector=236
+",
+        );
+        let spans = &t.lanes[&(0, Lane::Irq(IrqKind::Hrtimer))];
+        assert_eq!((spans[0].start, spans[0].end), (1_000_012_000, 1_000_020_000));
+    }
+
+    #[test]
+    fn per_cpu_kernel_threads_share_a_row() {
+        assert_eq!(task_name("swapper/0", false), "swapper");
+        assert_eq!(task_name("kworker/1:2H", false), "kworker");
+        assert_eq!(task_name("stress-ng-cpu", false), "stress-ng-cpu");
+        assert_eq!(task_name("anything", true), "measured");
+    }
+}

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Where a wakeup's time goes: the demo's workload (a periodic thread that burns some CPU
+//! per wakeup, next to CPU hogs) under one policy, with the kernel tracing the scheduler's
+//! events, interrupts, softirqs and hrtimer callbacks, and each wakeup's window (deadline
+//! to the switch to the thread) charged with what filled it. The slow wakeups (the
+//! run's p99 and later, or a given threshold) are set beside all of them, so a row that is
+//! in every slow wakeup and few others is the tail's cause.
+//!
+//! `mq-trace-wakeups` is the program; this is how the MicroQuanta budget timer's callback
+//! was found in the window of most slow class wakeups (docs/MICROQUANTA.md). The trace
+//! itself costs: every event is a few µs under TCG, so compare policies traced alike,
+//! never a traced run with the demo's numbers.
+
+pub mod attribution;
+pub mod ftrace;
+pub mod tracefs;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use mq_report::wakeup_trace::{Report, SlowWakeup};
+
+use crate::hogs::Hogs;
+use crate::scheduler_process::SchedulerProcess;
+use crate::wakeup::{measure_wakeups, summarise_wakeups, ThreadClass, WakeupConfig};
+use attribution::Timeline;
+
+/// The measuring thread's name (`crate::wakeup`), which finds its tid in the trace.
+const THREAD: &str = "mq-wakeup";
+
+/// Slow wakeups listed one by one, and the charges listed for each.
+const SLOWEST: usize = 12;
+const CHARGES: usize = 8;
+
+/// Per-CPU buffer: a wakeup is a few dozen events of ~50 bytes, plus the hogs' ticks.
+const BUFFER_KB: u64 = 32 * 1024;
+
+/// Which class the thread is in, and whether scx_microquanta is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// No BPF scheduler, a normal thread.
+    Eevdf,
+    /// No BPF scheduler, SCHED_FIFO 50.
+    Fifo,
+    /// scx_microquanta loaded, the thread left in the fair share.
+    Normal,
+    /// scx_microquanta loaded, the thread in the class.
+    Microquanta,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Eevdf => mq_report::demo::EEVDF,
+            Self::Fifo => mq_report::demo::FIFO,
+            Self::Normal => mq_report::demo::NORMAL,
+            Self::Microquanta => mq_report::demo::MICROQUANTA,
+        }
+    }
+
+    fn class(self) -> ThreadClass {
+        match self {
+            Self::Eevdf | Self::Normal => ThreadClass::Normal,
+            Self::Fifo => ThreadClass::Fifo { priority: 50 },
+            Self::Microquanta => ThreadClass::MicroQuanta,
+        }
+    }
+
+    fn needs_scheduler(self) -> bool {
+        matches!(self, Self::Normal | Self::Microquanta)
+    }
+}
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policy: Policy,
+    pub samples: u64,
+    pub period: Duration,
+    pub work: Duration,
+    pub hogs: usize,
+    /// scx_microquanta and its arguments, for the policies that load it.
+    pub scheduler: Option<(PathBuf, Vec<String>)>,
+    /// Slow means at least this late; `None`: the run's p99.
+    pub slow: Option<Duration>,
+    /// Where to keep the raw trace, if anywhere.
+    pub keep_trace: Option<PathBuf>,
+}
+
+/// Traces one run.
+pub fn run(cfg: &Config) -> Result<Report> {
+    let hogs = Hogs::start(cfg.hogs, None)?;
+    let scheduler = if cfg.policy.needs_scheduler() {
+        let (bin, args) = cfg
+            .scheduler
+            .as_ref()
+            .context("this policy needs the scx_microquanta binary")?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let sched = SchedulerProcess::start(bin, &args)?;
+        std::thread::sleep(crate::sched_bench::SETTLE);
+        Some(sched)
+    } else {
+        None
+    };
+
+    let instance = tracefs::Instance::create(ftrace::EVENTS, BUFFER_KB)?;
+    instance.start()?;
+    let wakeups = measure_wakeups(WakeupConfig {
+        period: cfg.period,
+        samples: cfg.samples,
+        class: cfg.policy.class(),
+        work: cfg.work,
+        cpu: None,
+    });
+    instance.stop()?;
+    let text = instance.read()?;
+    drop(instance);
+    if let Some(sched) = scheduler {
+        sched.stop().context("stopping scx_microquanta")?;
+    }
+    drop(hogs);
+    let wakeups = wakeups?;
+    if let Some(path) = &cfg.keep_trace {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    let lost = text.lines().filter(|l| l.contains("[LOST ")).count();
+    if lost > 0 {
+        eprintln!("mq-trace-wakeups: warning: the trace lost events on {lost} occasions");
+    }
+    let records: Vec<ftrace::Record> = text.lines().filter_map(ftrace::parse_line).collect();
+    let tid = records
+        .iter()
+        .find_map(|r| match &r.event {
+            ftrace::Event::Switch {
+                next_pid, next_comm, ..
+            } if next_comm == THREAD => Some(*next_pid),
+            _ => None,
+        })
+        .with_context(|| format!("the trace never switches to the `{THREAD}` thread"))?;
+    let timeline = Timeline::new(&records, tid);
+    let windows = timeline.windows(&wakeups);
+    if windows.is_empty() {
+        bail!("no wakeup of {} was found in the trace", wakeups.len());
+    }
+    let latency = summarise_wakeups(&wakeups);
+    let slow_ns = cfg
+        .slow
+        .map_or((latency.p99 * 1000.0) as u64, |d| d.as_nanos() as u64);
+    let mut slow: Vec<_> = windows.iter().copied().filter(|w| w.late_ns >= slow_ns).collect();
+    slow.sort_by_key(|w| std::cmp::Reverse(w.late_ns));
+    let slowest = slow
+        .iter()
+        .take(SLOWEST)
+        .map(|w| SlowWakeup {
+            late_us: w.late_ns as f64 / 1000.0,
+            cpu: w.cpu,
+            charges: timeline
+                .charges(w)
+                .into_iter()
+                .take(CHARGES)
+                .map(|(label, ns)| (label, ns as f64 / 1000.0))
+                .collect(),
+        })
+        .collect();
+    Ok(Report {
+        kernel: mq_class::sysfs::kernel_release(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        policy: cfg.policy.name().into(),
+        period_us: cfg.period.as_micros() as u64,
+        work_us: cfg.work.as_micros() as u64,
+        hogs: cfg.hogs,
+        wakeup_latency_us: latency,
+        matched: windows.len(),
+        slow_threshold_us: slow_ns as f64 / 1000.0,
+        all: timeline.attribute(&windows),
+        slow: timeline.attribute(&slow),
+        slowest,
+    })
+}
