@@ -57,7 +57,11 @@ fn a_fifo_threads_wakeups_are_found_and_charged_to_the_timer_and_the_preempted_h
     assert!(r
         .slowest
         .iter()
-        .all(|w| w.charges.windows(2).all(|p| p[0].1 >= p[1].1)));
+        .all(|w| w.charges.windows(2).all(|p| p[0].us >= p[1].us)));
+    assert!(r
+        .slowest
+        .iter()
+        .all(|w| w.charges.iter().all(|c| c.at_us <= w.late_us)));
     assert!(stderr.contains("the slowest wakeups"), "{stderr}");
 
     assert!(!Path::new(INSTANCE).exists(), "the trace instance is removed");

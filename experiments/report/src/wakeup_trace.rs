@@ -34,12 +34,21 @@ pub struct SlowWakeup {
     pub late_us: f64,
     /// The CPU it woke on.
     pub cpu: u32,
-    /// `(label, µs)`, as [`Row::label`].
-    pub charges: Vec<(String, f64)>,
+    pub charges: Vec<Charge>,
 }
 
-/// Where the time of a set of wakeups went, each from its deadline to the switch to the
-/// thread, on the CPU it woke on.
+/// A label's time in one wakeup's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    /// As [`Row::label`].
+    pub label: String,
+    pub us: f64,
+    /// Where its first span starts, from the deadline (µs): before or after the waking.
+    pub at_us: f64,
+}
+
+/// Where the time of a set of wakeups went, each from its deadline to the thread's clock
+/// read, on the CPU it woke on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attribution {
     pub wakeups: usize,
@@ -95,7 +104,11 @@ mod tests {
             slowest: vec![SlowWakeup {
                 late_us: 800.0,
                 cpu: 0,
-                charges: vec![("phase:scheduler".into(), 600.0)],
+                charges: vec![Charge {
+                    label: "phase:scheduler".into(),
+                    us: 600.0,
+                    at_us: 200.0,
+                }],
             }],
         });
     }

@@ -17,7 +17,7 @@ use mq_experiments::{accel, locate};
 use mq_report::wakeup_trace::{Attribution, Report};
 
 /// Where a periodic thread's wakeup latency goes next to CPU hogs: the kernel's trace of
-/// each wakeup, from its deadline to the switch to the thread, for all wakeups and the slow
+/// each wakeup, from its deadline to the thread's clock read, for all wakeups and the slow
 /// ones.
 #[derive(Debug, Parser)]
 struct Opts {
@@ -122,12 +122,12 @@ fn table(r: &Report, rows: usize) -> String {
             slow_in * 100.0
         );
     }
-    out += "the slowest wakeups, µs: what filled each\n";
+    out += "the slowest wakeups, µs: what filled each, as label time@start from the deadline\n";
     for w in &r.slowest {
         let charges: Vec<String> = w
             .charges
             .iter()
-            .map(|(label, us)| format!("{label} {us:.0}"))
+            .map(|c| format!("{} {:.0}@{:.0}", c.label, c.us, c.at_us))
             .collect();
         out += &format!("{:>8.0} (CPU {}): {}\n", w.late_us, w.cpu, charges.join(", "));
     }

@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Where each wakeup's time went: the trace's events become per-CPU spans (interrupts,
-//! softirqs, hrtimer callbacks, other tasks' runs), and each wakeup's window, from its
-//! deadline to the switch to the thread, is charged with the spans it overlaps.
+//! softirqs, hrtimer callbacks, tasks' runs), and each wakeup's window, from its deadline
+//! to the thread's clock read (its measured lateness), is charged with the spans it
+//! overlaps on the CPU it woke on.
 //!
 //! A window has three phases: `timer` (deadline to `sched_waking`: the sleep timer's
 //! interrupt, late when the CPU has interrupts off or the emulator is late), `scheduler`
 //! (waking to `sched_switch`: the scheduler class's whole path, the preempted task's
-//! included), and `return` (switch to the thread's clock read, as it measured itself).
-//! The spans say what filled them.
+//! included), and `return` (switch to the thread's clock read: the end of the context
+//! switch, whatever interrupts it re-enables, the return to user space; the thread's own
+//! run there is `task:measured`). Each span is charged with where it starts, so a row
+//! tells which phase it fell in.
 
 use std::collections::HashMap;
 
@@ -44,6 +47,15 @@ pub struct Window {
     pub switch_ns: u64,
     /// As the thread measured it.
     pub late_ns: u64,
+}
+
+/// Time of one label in one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    pub label: String,
+    pub ns: u64,
+    /// Where in the window its first span starts, from the deadline.
+    pub at_ns: u64,
 }
 
 /// The trace, as spans per CPU and lane, and the measured thread's wakings and
@@ -147,33 +159,39 @@ impl Timeline {
     }
 
     /// What filled one window, by label (phases included), largest first.
-    pub fn charges(&self, w: &Window) -> Vec<(String, u64)> {
+    pub fn charges(&self, w: &Window) -> Vec<Charge> {
+        let phase = |label: &str, from: u64, to: u64| Charge {
+            label: label.to_string(),
+            ns: to.saturating_sub(from),
+            at_ns: from - w.deadline_ns,
+        };
+        let measured_end = w.deadline_ns + w.late_ns.max(w.switch_ns - w.deadline_ns);
         let mut out = vec![
-            ("phase:timer".to_string(), w.waking_ns - w.deadline_ns),
-            ("phase:scheduler".to_string(), w.switch_ns - w.waking_ns),
-            (
-                "phase:return".to_string(),
-                w.late_ns.saturating_sub(w.switch_ns - w.deadline_ns),
-            ),
+            phase("phase:timer", w.deadline_ns, w.waking_ns),
+            phase("phase:scheduler", w.waking_ns, w.switch_ns),
+            phase("phase:return", w.switch_ns, measured_end),
         ];
-        let mut per_label: HashMap<u32, u64> = HashMap::new();
+        // Per label: total ns and the start of its first span.
+        let mut per_label: HashMap<u32, (u64, u64)> = HashMap::new();
         for ((cpu, _), spans) in &self.lanes {
             if *cpu != w.cpu {
                 continue;
             }
             let first = spans.partition_point(|s| s.end <= w.deadline_ns);
-            for s in spans[first..].iter().take_while(|s| s.start < w.switch_ns) {
-                let ns = s.end.min(w.switch_ns) - s.start.max(w.deadline_ns);
-                *per_label.entry(s.label).or_default() += ns;
+            for s in spans[first..].iter().take_while(|s| s.start < measured_end) {
+                let start = s.start.max(w.deadline_ns);
+                let e = per_label.entry(s.label).or_insert((0, start));
+                e.0 += s.end.min(measured_end) - start;
+                e.1 = e.1.min(start);
             }
         }
-        out.extend(
-            per_label
-                .into_iter()
-                .map(|(label, ns)| (self.labels[label as usize].clone(), ns)),
-        );
-        out.retain(|(_, ns)| *ns > 0);
-        out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.extend(per_label.into_iter().map(|(label, (ns, start))| Charge {
+            label: self.labels[label as usize].clone(),
+            ns,
+            at_ns: start - w.deadline_ns,
+        }));
+        out.retain(|c| c.ns > 0);
+        out.sort_by(|a, b| b.ns.cmp(&a.ns).then(a.label.cmp(&b.label)));
         out
     }
 
@@ -182,10 +200,10 @@ impl Timeline {
         // Per label: windows it appears in, total ns.
         let mut totals: HashMap<String, (usize, u64)> = HashMap::new();
         for w in windows {
-            for (label, ns) in self.charges(w) {
-                let e = totals.entry(label).or_default();
+            for c in self.charges(w) {
+                let e = totals.entry(c.label).or_default();
                 e.0 += 1;
-                e.1 += ns;
+                e.1 += c.ns;
             }
         }
         let n = windows.len().max(1) as f64;
@@ -274,8 +292,14 @@ t-7 [000] d..2. 10.000500: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 pr
         assert_eq!(us("hrtimer:hrtimer_wakeup"), Some(8.0));
         assert_eq!(us("softirq:HRTIMER"), Some(52.0));
         assert_eq!(us("hrtimer:bpf_timer_cb"), Some(50.0));
-        // The thread's own run after the switch is outside its window.
-        assert_eq!(row(&a, "task:measured"), None);
+        // The callback ran after the waking: the interrupt was not late for it.
+        let cb = t
+            .charges(&windows[0])
+            .into_iter()
+            .find(|c| c.label == "hrtimer:bpf_timer_cb");
+        assert_eq!(cb.map(|c| (c.ns, c.at_ns)), Some((50_000, 27_000)));
+        // The thread's own run, from the switch to its clock read.
+        assert_eq!(us("task:measured"), Some(10.0));
         assert_eq!(a.wakeups, 1);
         assert!(a.rows.iter().all(|r| r.share == 1.0));
     }

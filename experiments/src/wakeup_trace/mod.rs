@@ -2,14 +2,16 @@
 //! Where a wakeup's time goes: the demo's workload (a periodic thread that burns some CPU
 //! per wakeup, next to CPU hogs) under one policy, with the kernel tracing the scheduler's
 //! events, interrupts, softirqs and hrtimer callbacks, and each wakeup's window (deadline
-//! to the switch to the thread) charged with what filled it. The slow wakeups (the
-//! run's p99 and later, or a given threshold) are set beside all of them, so a row that is
-//! in every slow wakeup and few others is the tail's cause.
+//! to the thread's clock read) charged with what filled it. The slow wakeups (the run's
+//! p99 and later, or a given threshold) are set beside all of them, and the slowest are
+//! listed one by one with where in the window each charge starts. A row far more common
+//! in slow wakeups than in all is a suspect, not yet a cause: a late interrupt also runs
+//! every timer that expired while it was late, so check whether it starts before the
+//! waking (it delayed the wakeup) or after (it came with the delay).
 //!
-//! `mq-trace-wakeups` is the program; this is how the MicroQuanta budget timer's callback
-//! was found in the window of most slow class wakeups (docs/MICROQUANTA.md). The trace
-//! itself costs: every event is a few µs under TCG, so compare policies traced alike,
-//! never a traced run with the demo's numbers.
+//! `mq-trace-wakeups` is the program (docs/MICROQUANTA.md, "Where that gap comes from").
+//! The trace itself costs: every event is a few µs under TCG, so compare policies traced
+//! alike, never a traced run with the demo's numbers.
 
 pub mod attribution;
 pub mod ftrace;
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use mq_report::wakeup_trace::{Report, SlowWakeup};
+use mq_report::wakeup_trace::{Charge, Report, SlowWakeup};
 
 use crate::hogs::Hogs;
 use crate::scheduler_process::SchedulerProcess;
@@ -160,7 +162,11 @@ pub fn run(cfg: &Config) -> Result<Report> {
                 .charges(w)
                 .into_iter()
                 .take(CHARGES)
-                .map(|(label, ns)| (label, ns as f64 / 1000.0))
+                .map(|c| Charge {
+                    label: c.label,
+                    us: c.ns as f64 / 1000.0,
+                    at_us: c.at_ns as f64 / 1000.0,
+                })
                 .collect(),
         })
         .collect();
