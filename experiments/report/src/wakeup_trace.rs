@@ -53,7 +53,7 @@ pub struct Charge {
 pub struct Attribution {
     pub wakeups: usize,
     /// One row per phase (`phase:...`), interval kind and name (`hardirq:local_timer`,
-    /// `softirq:HRTIMER`, `hrtimer:bpf_timer_cb`) and other task (`task:stress-ng-cpu`).
+    /// `softirq:HRTIMER`, `hrtimer:bpf_timer_cb`, `timer:process_timeout`) and other task (`task:stress-ng-cpu`).
     /// Kinds nest (an hrtimer runs in an interrupt or a softirq), so rows overlap.
     pub rows: Vec<Row>,
 }

@@ -19,6 +19,9 @@ pub enum IrqKind {
     /// An hrtimer's callback, by its function (`hrtimer_wakeup`, `bpf_timer_cb`, ...);
     /// nested in a hard interrupt or the HRTIMER softirq.
     Hrtimer,
+    /// A timer-wheel callback, by its function (`process_timeout`, ...); nested in the
+    /// TIMER softirq.
+    Timer,
 }
 
 impl IrqKind {
@@ -27,6 +30,7 @@ impl IrqKind {
             Self::Hardirq => "hardirq",
             Self::Softirq => "softirq",
             Self::Hrtimer => "hrtimer",
+            Self::Timer => "timer",
         }
     }
 }
@@ -68,6 +72,8 @@ pub const EVENTS: &[&str] = &[
     "irq/softirq_exit",
     "timer/hrtimer_expire_entry",
     "timer/hrtimer_expire_exit",
+    "timer/timer_expire_entry",
+    "timer/timer_expire_exit",
     "irq_vectors/local_timer_entry",
     "irq_vectors/local_timer_exit",
     "irq_vectors/irq_work_entry",
@@ -174,6 +180,8 @@ fn event(name: &str, fields: &str) -> Option<Event> {
         "irq_handler_exit" => Some(Event::Exit { kind: Hardirq }),
         "softirq_exit" => Some(Event::Exit { kind: Softirq }),
         "hrtimer_expire_exit" => Some(Event::Exit { kind: Hrtimer }),
+        "timer_expire_entry" => enter(Timer, field(fields, "function")?),
+        "timer_expire_exit" => Some(Event::Exit { kind: Timer }),
         _ => {
             // The x86 vectors: `<vector>_entry` / `<vector>_exit`.
             if let Some(vector) = name.strip_suffix("_entry") {
@@ -227,6 +235,7 @@ mod tests {
             ("<idle>-0 [000] d.h1. 5.000003: irq_handler_entry: irq=24 name=virtio0-input.0", Some((IrqKind::Hardirq, "virtio0-input.0"))),
             ("<idle>-0 [000] ..s1. 5.000004: softirq_entry: vec=8 [action=HRTIMER]", Some((IrqKind::Softirq, "HRTIMER"))),
             ("<idle>-0 [000] ..s1. 5.000005: hrtimer_expire_entry: hrtimer=00000000f00d function=bpf_timer_cb now=5000005000", Some((IrqKind::Hrtimer, "bpf_timer_cb"))),
+            ("<idle>-0 [000] ..s1. 5.000006: timer_expire_entry: timer=00000000beef function=process_timeout now=4294892345 baseclk=4294892345", Some((IrqKind::Timer, "process_timeout"))),
         ];
         for (line, want) in cases {
             let Event::Enter { kind, name } = rec(line).event else {
@@ -251,6 +260,10 @@ mod tests {
             Event::Exit {
                 kind: IrqKind::Hrtimer
             }
+        );
+        assert_eq!(
+            rec("x-1 [000] ..s1. 5.1: timer_expire_exit: timer=00000000beef").event,
+            Event::Exit { kind: IrqKind::Timer }
         );
     }
 

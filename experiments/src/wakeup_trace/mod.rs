@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Where a wakeup's time goes: the demo's workload (a periodic thread that burns some CPU
 //! per wakeup, next to CPU hogs) under one policy, with the kernel tracing the scheduler's
-//! events, interrupts, softirqs and hrtimer callbacks, and each wakeup's window (deadline
+//! events, interrupts, softirqs, hrtimer and timer-wheel callbacks, and each wakeup's window (deadline
 //! to the thread's clock read) charged with what filled it. The slow wakeups (the run's
 //! p99 and later, or a given threshold) are set beside all of them, and the slowest are
 //! listed one by one with where in the window each charge starts. A row far more common
