@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The latency comparison as short interleaved rounds: each round measures the same periodic
 //! thread as EEVDF, SCHED_FIFO (no BPF scheduler), then loads `scx_microquanta` and measures it
-//! as a normal task and in the class, and unloads the scheduler again. A host that slows down
+//! as a normal task, in the class and in SCHED_FIFO (sched_ext's own floor), and unloads the
+//! scheduler again. A host that slows down
 //! for a while (a TCG guest next to other builds) then hits one round of every policy rather
 //! than all of one policy's samples, and the ratios are taken within each round
 //! ([`mq_report::rounds`]).
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mq_report::demo::{EEVDF, FIFO, MICROQUANTA, NORMAL};
+use mq_report::demo::{EEVDF, FIFO, FIFO_SCX, MICROQUANTA, NORMAL, POLICIES};
 use mq_report::rounds::{
     p99_all, p99_clean, per_round_ratios, RoundRow, Spread, StallEvent, Stalls, LISTED_STALLS,
 };
@@ -51,6 +52,7 @@ pub struct RoundsResult {
     pub rows: Vec<RoundRow>,
     pub eevdf_over_microquanta: Option<Spread>,
     pub fifo_over_microquanta: Option<Spread>,
+    pub fifo_scx_over_microquanta: Option<Spread>,
     pub stalls: Stalls,
     /// Median of load (with settling) plus unload of the scheduler, per round.
     pub scheduler_cycle_ms: Option<f64>,
@@ -64,7 +66,7 @@ struct Measured {
 }
 
 /// Runs `cfg.rounds` rounds; `start_scheduler` loads `scx_microquanta` (and lets it settle)
-/// for the two policies that need it. The caller provides the interference (hogs).
+/// for the three policies that need it. The caller provides the interference (hogs).
 pub fn run(
     cfg: &RoundsConfig,
     cpus: usize,
@@ -73,7 +75,7 @@ pub fn run(
     let log = cfg.log;
     let probe = StallProbe::start(cpus, cfg.probe_interval, cfg.stall_threshold)?;
     let t0 = now_ns();
-    let mut measured = Vec::with_capacity(cfg.rounds * 4);
+    let mut measured = Vec::with_capacity(cfg.rounds * POLICIES.len());
     let mut cycles_ms = Vec::with_capacity(cfg.rounds);
     let one = |round: usize, policy: &'static str, class: ThreadClass| -> Result<Measured> {
         let wakeups = measure_wakeups(WakeupConfig {
@@ -101,12 +103,13 @@ pub fn run(
         let loaded = load.elapsed();
         measured.push(one(round, NORMAL, ThreadClass::Normal)?);
         measured.push(one(round, MICROQUANTA, ThreadClass::MicroQuanta)?);
+        measured.push(one(round, FIFO_SCX, fifo)?);
         let unload = Instant::now();
         sched
             .stop()
             .with_context(|| format!("round {round}: unloading the scheduler"))?;
         cycles_ms.push((loaded + unload.elapsed()).as_secs_f64() * 1000.0);
-        let this: Vec<String> = measured[measured.len() - 4..]
+        let this: Vec<String> = measured[measured.len() - POLICIES.len()..]
             .iter()
             .map(|m| format!("{} p99 {:.0}", m.policy, summarise_wakeups(&m.wakeups).p99))
             .collect();
@@ -175,7 +178,7 @@ fn assemble(
         });
     }
     let mut pooled = BTreeMap::new();
-    for policy in [EEVDF, FIFO, NORMAL, MICROQUANTA] {
+    for policy in POLICIES {
         let all: Vec<&Wakeup> = measured
             .iter()
             .filter(|m| m.policy == policy)
@@ -210,6 +213,7 @@ fn assemble(
         pooled,
         eevdf_over_microquanta: spread(EEVDF, p99_all),
         fifo_over_microquanta: spread(FIFO, p99_all),
+        fifo_scx_over_microquanta: spread(FIFO_SCX, p99_all),
         rows,
         stalls,
         scheduler_cycle_ms: Spread::of(cycles_ms).map(|s| s.median),
@@ -306,10 +310,12 @@ mod tests {
             measured(0, FIFO, 100, 100, 200),
             measured(0, NORMAL, 200, 1500, 6000),
             measured(0, MICROQUANTA, 300, 100, 400),
+            measured(0, FIFO_SCX, 400, 150, 300),
             measured(1, EEVDF, 600, 2000, 8000),
             measured(1, FIFO, 700, 100, 200),
             measured(1, NORMAL, 800, 1500, 6000),
             measured(1, MICROQUANTA, 1000, 100, 4000),
+            measured(1, FIFO_SCX, 1150, 150, 300),
         ];
         let stalls = [Stall {
             cpu: 1,
@@ -322,10 +328,10 @@ mod tests {
     #[test]
     fn rounds_give_per_round_rows_and_ratios_with_spread() {
         let r = sample();
-        assert_eq!(r.rows.len(), 8);
-        assert_eq!(r.pooled.len(), 4);
+        assert_eq!(r.rows.len(), 10);
+        assert_eq!(r.pooled.len(), 5);
         assert_eq!(r.pooled[EEVDF].samples, 200);
-        let mq1 = &r.rows[7];
+        let mq1 = &r.rows[8];
         assert_eq!((mq1.round, mq1.policy.as_str()), (1, MICROQUANTA));
         // p99 of 100 samples is the 99th value: the 99 equal ones, then the tail.
         assert!((mq1.p99 - 100.0).abs() < 1.0, "{mq1:?}");
@@ -334,16 +340,23 @@ mod tests {
         assert_eq!(e.rounds, 2);
         assert!((e.median - 20.0).abs() < 0.5, "{e:?}");
         assert!((r.fifo_over_microquanta.unwrap().median - 1.0).abs() < 0.05);
+        let scx = r.fifo_scx_over_microquanta.unwrap();
+        assert_eq!(scx.rounds, 2);
+        assert!((scx.median - 1.5).abs() < 0.05, "{scx:?}");
         assert_eq!(r.scheduler_cycle_ms, Some(2000.0));
     }
 
     #[test]
     fn a_wakeup_that_shares_time_with_a_stall_is_counted_and_listed_not_dropped() {
         let r = sample();
-        let mq1 = &r.rows[7];
+        let mq1 = &r.rows[8];
         assert_eq!(mq1.stalled_samples, 1, "{mq1:?}");
         assert_eq!(mq1.samples, 100, "the stalled wakeup stays in the samples");
-        assert!(r.rows.iter().take(7).all(|row| row.stalled_samples == 0));
+        assert!(r
+            .rows
+            .iter()
+            .enumerate()
+            .all(|(i, row)| i == 8 || row.stalled_samples == 0));
         assert_eq!(r.stalls.events, 1);
         assert_eq!(r.stalls.listed[0].policy, MICROQUANTA);
         assert_eq!(r.stalls.listed[0].round, 1);

@@ -346,10 +346,12 @@ pub fn render_table(summary: &Summary) -> String {
         _ => "-".into(),
     };
     out.push_str(&format!(
-        "pooled p99 ratio normal/microquanta: {}   eevdf/microquanta: {}   fifo/microquanta: {}\n",
+        "pooled p99 ratio normal/microquanta: {}   eevdf/microquanta: {}   fifo/microquanta: {}   \
+         fifo-scx/microquanta: {}\n",
         ratio(demo::NORMAL),
         ratio(demo::EEVDF),
-        ratio(demo::FIFO)
+        ratio(demo::FIFO),
+        ratio(demo::FIFO_SCX)
     ));
     let r = &summary.report;
     if !r.rounds.is_empty() {
@@ -367,6 +369,10 @@ pub fn render_table(summary: &Summary) -> String {
             "  fifo/microquanta  {}   without stalled wakeups {}\n",
             spread(r.p99_ratio_fifo_over_microquanta),
             spread(clean.and_then(|s| s.p99_ratio_fifo_over_microquanta_without_stalls)),
+        ));
+        out.push_str(&format!(
+            "  fifo-scx/microquanta {}   (SCHED_FIFO with the scheduler loaded: sched_ext's floor)\n",
+            spread(r.p99_ratio_fifo_scx_over_microquanta),
         ));
     }
     if let Some(s) = &r.stalls {
@@ -444,6 +450,7 @@ mod tests {
         let spread = |median: f64, min: f64, max: f64| serde_json::json!({"median": median, "min": min, "max": max, "rounds": 2});
         v["p99_ratio_eevdf_over_microquanta"] = spread(15.0, 10.0, 20.0);
         v["p99_ratio_fifo_over_microquanta"] = spread(0.9, 0.8, 1.0);
+        v["p99_ratio_fifo_scx_over_microquanta"] = spread(1.1, 0.9, 1.3);
         v["stalls"] = serde_json::json!({"rule": "r", "probe_interval_us": 1500,
             "threshold_us": 1000, "events": 2, "longest_us": 3800.0, "listed": [],
             "probe": {"p50": 40.0, "p90": 80.0, "p99": 250.0, "max": 3800.0, "samples": 9000},
@@ -462,6 +469,10 @@ mod tests {
         );
         assert!(
             table.contains("fifo/microquanta  0.9x (0.8-1.0x)   without stalled wakeups -"),
+            "{table}"
+        );
+        assert!(
+            table.contains("fifo-scx/microquanta 1.1x (0.9-1.3x)   (SCHED_FIFO with the scheduler"),
             "{table}"
         );
         assert!(

@@ -1,13 +1,13 @@
 //! `mq-demo`'s report: the wakeup latency of a periodic thread that burns CPU after each
-//! wakeup, next to CPU hogs, four ways in one boot, measured in interleaved rounds.
+//! wakeup, next to CPU hogs, five ways in one boot, measured in interleaved rounds.
 //!
 //! ```text
 //! kernel: str, cpus: int, period_us: int, work_us: int, hogs: int,
 //! scheduler_args: [str]            scx_microquanta's arguments (bandwidth first)
-//! wakeup_latency_us: {eevdf|fifo|normal|microquanta: {p50, p90, p99, max: µs, samples: int}}
-//!                                  pooled over all rounds
-//! rounds, p99_ratio_eevdf_over_microquanta, p99_ratio_fifo_over_microquanta, stalls,
-//! scheduler_cycle_ms               see [`crate::rounds`]
+//! wakeup_latency_us: {eevdf|fifo|normal|microquanta|fifo-scx:
+//!                     {p50, p90, p99, max: µs, samples: int}}  pooled over all rounds
+//! rounds, p99_ratio_eevdf_over_microquanta, p99_ratio_fifo_over_microquanta,
+//! p99_ratio_fifo_scx_over_microquanta, stalls, scheduler_cycle_ms   see [`crate::rounds`]
 //! ```
 //!
 //! `cargo xtask demo` stores it in `target/demo/summary.json` with `accel` (how qemu runs the
@@ -22,13 +22,17 @@ use crate::{LatencySummary, Tag, Tagged};
 
 /// Keys of [`Report::wakeup_latency_us`]: no BPF scheduler (the kernel's own baseline),
 /// SCHED_FIFO with no BPF scheduler (the emulator's floor), scx_microquanta loaded with the
-/// thread left in the fair share, and with the thread in the class.
+/// thread left in the fair share, with the thread in the class, and with the thread in
+/// SCHED_FIFO. The last is sched_ext's own floor: the hogs the thread preempts are then
+/// sched_ext tasks, and putting one away takes sched_ext's path and our callbacks, which no
+/// class a BPF scheduler offers can avoid.
 pub const EEVDF: &str = "eevdf";
 pub const FIFO: &str = "fifo";
 pub const NORMAL: &str = "normal";
 pub const MICROQUANTA: &str = "microquanta";
+pub const FIFO_SCX: &str = "fifo-scx";
 /// The keys in the order each round measures them.
-pub const POLICIES: [&str; 4] = [EEVDF, FIFO, NORMAL, MICROQUANTA];
+pub const POLICIES: [&str; 5] = [EEVDF, FIFO, NORMAL, MICROQUANTA, FIFO_SCX];
 
 /// Everything one `mq-demo` run measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +58,9 @@ pub struct Report {
     /// Per-round SCHED_FIFO p99 / MicroQuanta p99 (below 1: FIFO sooner).
     #[serde(default)]
     pub p99_ratio_fifo_over_microquanta: Option<Spread>,
+    /// Per-round p99 of SCHED_FIFO with scx_microquanta loaded / MicroQuanta p99.
+    #[serde(default)]
+    pub p99_ratio_fifo_scx_over_microquanta: Option<Spread>,
     /// The emulator stalls the probe saw, and the ratios without the wakeups they hit.
     #[serde(default)]
     pub stalls: Option<Stalls>,
@@ -85,7 +92,7 @@ mod tests {
             scheduler_args: vec!["--period-us=1000".into(), "--runtime-us=500".into()],
             wakeup_latency_us: POLICIES
                 .iter()
-                .zip([900.0, 40.0, 800.0, 50.0])
+                .zip([900.0, 40.0, 800.0, 50.0, 45.0])
                 .map(|(p, p50)| (p.to_string(), latency(p50)))
                 .collect(),
             rounds: vec![crate::rounds::RoundRow {
@@ -100,6 +107,7 @@ mod tests {
             }],
             p99_ratio_eevdf_over_microquanta: Spread::of(&[12.0, 8.0, 20.0]),
             p99_ratio_fifo_over_microquanta: Spread::of(&[0.8]),
+            p99_ratio_fifo_scx_over_microquanta: Spread::of(&[0.9]),
             stalls: None,
             scheduler_cycle_ms: Some(1500.0),
         };

@@ -125,6 +125,9 @@ pub struct RoundsReport {
     pub rows: Vec<RoundRow>,
     pub p99_ratio_eevdf_over_microquanta: Option<Spread>,
     pub p99_ratio_fifo_over_microquanta: Option<Spread>,
+    /// SCHED_FIFO with scx_microquanta loaded: sched_ext's own floor (see [`crate::demo::FIFO_SCX`]).
+    #[serde(default)]
+    pub p99_ratio_fifo_scx_over_microquanta: Option<Spread>,
     pub stalls: Stalls,
     pub scheduler_cycle_ms: Option<f64>,
 }

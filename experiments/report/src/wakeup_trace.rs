@@ -10,7 +10,8 @@ use crate::{LatencySummary, Tag, Tagged};
 pub struct Report {
     pub kernel: String,
     pub cpus: usize,
-    /// `eevdf`, `fifo`, `normal` (the fair share of scx_microquanta) or `microquanta`.
+    /// `eevdf`, `fifo`, `normal` (the fair share of scx_microquanta), `microquanta`, or
+    /// `fifo-scx` (SCHED_FIFO with scx_microquanta loaded).
     pub policy: String,
     pub period_us: u64,
     pub work_us: u64,

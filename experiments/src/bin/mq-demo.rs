@@ -2,14 +2,16 @@
 //! `mq-demo`: the demo's measurement, run on a sched_ext kernel (in the VM by
 //! `cargo xtask demo`). With CPU hogs on every CPU it measures the wakeup
 //! latency of a periodic thread that burns `--work-us` of CPU per wakeup,
-//! like a spreading engine handling a batch, four ways in one boot:
+//! like a spreading engine handling a batch, five ways in one boot:
 //!
 //! 1. `eevdf`: no BPF scheduler, a normal thread (the kernel's own baseline);
 //! 2. `fifo`: no BPF scheduler, the thread in SCHED_FIFO (the emulator's floor);
 //! 3. `normal`: scx_microquanta loaded, the thread left in the fair share;
-//! 4. `microquanta`: scx_microquanta loaded, the thread in the class.
+//! 4. `microquanta`: scx_microquanta loaded, the thread in the class;
+//! 5. `fifo-scx`: scx_microquanta loaded, the thread in SCHED_FIFO (sched_ext's own floor:
+//!    the hogs it preempts are sched_ext tasks).
 //!
-//! The four run as short interleaved rounds with a stall probe throughout
+//! The five run as short interleaved rounds with a stall probe throughout
 //! ([`mq_experiments::rounds`]); the report carries each round, the median
 //! EEVDF/MicroQuanta and FIFO/MicroQuanta p99 ratios with their spread, and
 //! the same without the wakeups an emulator stall hit.
@@ -44,7 +46,7 @@ struct Opts {
     #[arg(long, default_value_t = 1000)]
     period_us: u64,
 
-    /// Interleaved rounds (each measures all four policies once; each loads and unloads
+    /// Interleaved rounds (each measures all five policies once; each loads and unloads
     /// the scheduler, ~10 s under TCG).
     #[arg(long, default_value_t = 6)]
     rounds: usize,
@@ -153,6 +155,11 @@ fn main() -> Result<()> {
         spread(r.stalls.p99_ratio_eevdf_over_microquanta_without_stalls)
     );
     eprintln!(
+        "mq-demo: p99 fifo/microquanta {}; fifo-scx/microquanta {}",
+        spread(r.fifo_over_microquanta),
+        spread(r.fifo_scx_over_microquanta)
+    );
+    eprintln!(
         "mq-demo: {} stalls (longest {:.0} µs); probe lateness p99 {:.0} µs",
         r.stalls.events, r.stalls.longest_us, r.stalls.probe.p99
     );
@@ -168,6 +175,7 @@ fn main() -> Result<()> {
         rounds: r.rows,
         p99_ratio_eevdf_over_microquanta: r.eevdf_over_microquanta,
         p99_ratio_fifo_over_microquanta: r.fifo_over_microquanta,
+        p99_ratio_fifo_scx_over_microquanta: r.fifo_scx_over_microquanta,
         stalls: Some(r.stalls),
         scheduler_cycle_ms: r.scheduler_cycle_ms,
     };

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `mq-trace-wakeups`: the demo's workload under one policy, traced by the kernel, and
 //! where each wakeup's time went, for all wakeups and for the slow ones
-//! ([`mq_experiments::wakeup_trace`]). Needs root and tracefs; the `normal` and
-//! `microquanta` policies need a sched_ext kernel (`cargo xtask vm -- mq-trace-wakeups`).
+//! ([`mq_experiments::wakeup_trace`]). Needs root and tracefs; the `normal`,
+//! `microquanta` and `fifo-scx` policies need a sched_ext kernel (`cargo xtask vm --
+//! mq-trace-wakeups`).
 //!
 //! Progress and the table go to stderr; the last stdout line is the report
 //! ([`mq_report::wakeup_trace::Report`]) behind its tag, `MQ_TRACE_WAKEUPS_JSON {...}`.

@@ -244,6 +244,7 @@ fn run_rounds(cfg: &BenchConfig, scheduler: &Path) -> Result<RoundsReport> {
         rows: r.rows,
         p99_ratio_eevdf_over_microquanta: r.eevdf_over_microquanta,
         p99_ratio_fifo_over_microquanta: r.fifo_over_microquanta,
+        p99_ratio_fifo_scx_over_microquanta: r.fifo_scx_over_microquanta,
         stalls: r.stalls,
         scheduler_cycle_ms: r.scheduler_cycle_ms,
     })

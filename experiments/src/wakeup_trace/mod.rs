@@ -49,6 +49,9 @@ pub enum Policy {
     Normal,
     /// scx_microquanta loaded, the thread in the class.
     Microquanta,
+    /// scx_microquanta loaded, the thread in SCHED_FIFO 50: the hogs it preempts are
+    /// sched_ext tasks, so this is the floor sched_ext's own path sets for any class.
+    FifoScx,
 }
 
 impl Policy {
@@ -58,19 +61,20 @@ impl Policy {
             Self::Fifo => mq_report::demo::FIFO,
             Self::Normal => mq_report::demo::NORMAL,
             Self::Microquanta => mq_report::demo::MICROQUANTA,
+            Self::FifoScx => mq_report::demo::FIFO_SCX,
         }
     }
 
     fn class(self) -> ThreadClass {
         match self {
             Self::Eevdf | Self::Normal => ThreadClass::Normal,
-            Self::Fifo => ThreadClass::Fifo { priority: 50 },
+            Self::Fifo | Self::FifoScx => ThreadClass::Fifo { priority: 50 },
             Self::Microquanta => ThreadClass::MicroQuanta,
         }
     }
 
     fn needs_scheduler(self) -> bool {
-        matches!(self, Self::Normal | Self::Microquanta)
+        matches!(self, Self::Normal | Self::Microquanta | Self::FifoScx)
     }
 }
 

@@ -127,9 +127,9 @@ pub fn conformance(s: &Summary, path: &Path) -> Result<()> {
     draw(path, &bars, 0.0..top, 0.0)
 }
 
-/// `rounds.svg`: per round, the EEVDF / MicroQuanta and SCHED_FIFO / MicroQuanta p99
-/// ratios, and EEVDF's without the stalled wakeups; log y, a ratio of 1 at the bottom edge
-/// or inside the plot.
+/// `rounds.svg`: per round, the EEVDF / MicroQuanta, SCHED_FIFO / MicroQuanta and SCHED_FIFO
+/// with the scheduler loaded / MicroQuanta p99 ratios, and EEVDF's without the stalled
+/// wakeups; log y, a ratio of 1 at the bottom edge or inside the plot.
 pub fn rounds(r: &RoundsReport, accel: &str, path: &Path) -> Result<()> {
     let n = r.rows.iter().map(|row| row.round).max().map_or(0, |m| m + 1);
     let ratio = |round: usize, policy: &str, p99: fn(&RoundRow) -> Option<f64>| {
@@ -160,6 +160,11 @@ pub fn rounds(r: &RoundsReport, accel: &str, path: &Path) -> Result<()> {
                 p99_clean,
             ),
             series("SCHED_FIFO / MicroQuanta", demo::FIFO, p99_all),
+            series(
+                "SCHED_FIFO, scheduler loaded / MicroQuanta",
+                demo::FIFO_SCX,
+                p99_all,
+            ),
         ],
         label: |v| format!("{v:.1}"),
     };

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use mq_report::demo::{EEVDF, MICROQUANTA as MQ, NORMAL, POLICIES};
+use mq_report::demo::{EEVDF, FIFO_SCX, MICROQUANTA as MQ, NORMAL, POLICIES};
 use mq_report::rounds::{RoundsReport, Spread};
 use mq_report::sched::{EEVDF_REPEAT, FIFO, MICROQUANTA};
 
@@ -67,7 +67,7 @@ fn rounds(md: &mut String, r: &RoundsReport) {
     let _ = writeln!(
         md,
         "A thread woken every {} µs that burns {} µs of CPU per wakeup, under {} CPU hogs; each \
-         round measures {} wakeups as {} in that order (scheduler loaded for the last two, \
+         round measures {} wakeups as {} in that order (scheduler loaded for the last three, \
          {}/{} µs; load + unload {}). p99 in µs; stalled: wakeups an emulator stall hit.\n",
         r.wake_period_us,
         r.work_us,
@@ -81,9 +81,10 @@ fn rounds(md: &mut String, r: &RoundsReport) {
     );
     let _ = writeln!(
         md,
-        "| round | eevdf | fifo | normal | microquanta | eevdf / mq | fifo / mq | stalled |"
+        "| round | eevdf | fifo | normal | microquanta | fifo-scx | eevdf / mq | fifo / mq | \
+         fifo-scx / mq | stalled |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let n = r.rows.iter().map(|row| row.round).max().map_or(0, |m| m + 1);
     for round in 0..n {
         let get = |policy: &str| r.rows.iter().find(|x| x.round == round && x.policy == policy);
@@ -100,14 +101,16 @@ fn rounds(md: &mut String, r: &RoundsReport) {
             .sum();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {stalled} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {stalled} |",
             round + 1,
             opt_us(p99(EEVDF)),
             opt_us(p99(FIFO)),
             opt_us(p99(NORMAL)),
             opt_us(p99(MQ)),
+            opt_us(p99(FIFO_SCX)),
             ratio(EEVDF),
             ratio(FIFO),
+            ratio(FIFO_SCX),
         );
     }
     let spread = |s: Option<Spread>| {
@@ -127,9 +130,15 @@ fn rounds(md: &mut String, r: &RoundsReport) {
     );
     let _ = writeln!(
         md,
-        "p99 ratio SCHED_FIFO / MicroQuanta: {}; without stalled wakeups: {}.\n",
+        "p99 ratio SCHED_FIFO / MicroQuanta: {}; without stalled wakeups: {}.  ",
         spread(r.p99_ratio_fifo_over_microquanta),
         spread(st.p99_ratio_fifo_over_microquanta_without_stalls)
+    );
+    let _ = writeln!(
+        md,
+        "p99 ratio SCHED_FIFO with the scheduler loaded / MicroQuanta: {} (sched_ext's own \
+         floor: the hogs a SCHED_FIFO thread preempts are then sched_ext tasks).\n",
+        spread(r.p99_ratio_fifo_scx_over_microquanta),
     );
     let _ = writeln!(
         md,

@@ -475,13 +475,17 @@ pub(super) mod tests {
         let lat = serde_json::json!({"p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 4.0, "samples": 800});
         serde_json::json!({"work_us": 300, "wake_period_us": 1000, "hogs": 8, "samples": 400,
             "period_us": 1000, "runtime_us": 500,
-            "wakeup_latency_us": {"eevdf": lat, "fifo": lat, "normal": lat, "microquanta": lat},
+            "wakeup_latency_us": {"eevdf": lat, "fifo": lat, "normal": lat, "microquanta": lat,
+                "fifo-scx": lat},
             "rows": [row(0, "eevdf", 8000.0, 0, 8000.0), row(0, "fifo", 300.0, 0, 300.0),
                      row(0, "normal", 6000.0, 0, 6000.0), row(0, "microquanta", 400.0, 0, 400.0),
+                     row(0, "fifo-scx", 500.0, 0, 500.0),
                      row(1, "eevdf", 9000.0, 0, 9000.0), row(1, "fifo", 350.0, 0, 350.0),
-                     row(1, "normal", 7000.0, 0, 7000.0), row(1, "microquanta", 3000.0, 1, 450.0)],
+                     row(1, "normal", 7000.0, 0, 7000.0), row(1, "microquanta", 3000.0, 1, 450.0),
+                     row(1, "fifo-scx", 3300.0, 0, 3300.0)],
             "p99_ratio_eevdf_over_microquanta": spread(11.5, 3.0, 20.0),
             "p99_ratio_fifo_over_microquanta": spread(0.43, 0.12, 0.75),
+            "p99_ratio_fifo_scx_over_microquanta": spread(1.18, 1.10, 1.25),
             "stalls": {"rule": "a probe rule", "probe_interval_us": 1500, "threshold_us": 1000,
                 "probe": {"p50": 40.0, "p90": 80.0, "p99": 250.0, "max": 3100.0, "samples": 9000},
                 "events": 1, "longest_us": 3100.0,
@@ -522,13 +526,22 @@ pub(super) mod tests {
         );
         let svg = std::fs::read_to_string(dir.join("rounds.svg")).unwrap();
         assert!(
-            svg.contains("round 2") && svg.contains("SCHED_FIFO / MicroQuanta"),
+            svg.contains("round 2")
+                && svg.contains("SCHED_FIFO / MicroQuanta")
+                && svg.contains("SCHED_FIFO, scheduler loaded / MicroQuanta"),
             "{svg}"
         );
         let md = &rec.headline;
         assert!(md.contains("## Interleaved rounds (the demo's workload)"), "{md}");
         assert!(
-            md.contains("| 2 | 9000.0 | 350.0 | 7000.0 | 3000.0 | 3.00 | 0.12 | 1 |"),
+            md.contains("| 2 | 9000.0 | 350.0 | 7000.0 | 3000.0 | 3300.0 | 3.00 | 0.12 | 1.10 | 1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "p99 ratio SCHED_FIFO with the scheduler loaded / MicroQuanta: median 1.18 \
+                 (min 1.10, max 1.25; 2 rounds)"
+            ),
             "{md}"
         );
         assert!(
