@@ -23,8 +23,8 @@ use crate::wakeup::Wakeup;
 /// may be at it.
 const RESOLUTION_NS: u64 = 1_000;
 
-/// Per-CPU lanes: spans of one lane never overlap, so a lane sorted by start is sorted by
-/// end too, and a window finds its first span by binary search.
+/// Per-CPU lanes, one per kind of span. Spans of one lane seldom overlap, but they can: an
+/// hrtimer callback run by an interrupt nests in one the HRTIMER softirq was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
     Task,
@@ -36,6 +36,37 @@ struct Span {
     start: u64,
     end: u64,
     label: u32,
+}
+
+/// A lane's spans sorted by start, with the latest end among each prefix: the first span
+/// that can reach past an instant is found by binary search even where spans nest.
+#[derive(Debug, Default)]
+struct Spans {
+    spans: Vec<Span>,
+    max_end: Vec<u64>,
+}
+
+impl Spans {
+    fn finish(&mut self) {
+        self.spans.sort_by_key(|s| s.start);
+        self.max_end = self
+            .spans
+            .iter()
+            .scan(0, |max, s| {
+                *max = s.end.max(*max);
+                Some(*max)
+            })
+            .collect();
+    }
+
+    /// The spans that overlap `[from, to)`.
+    fn overlapping(&self, from: u64, to: u64) -> impl Iterator<Item = &Span> {
+        let first = self.max_end.partition_point(|&end| end <= from);
+        self.spans[first..]
+            .iter()
+            .take_while(move |s| s.start < to)
+            .filter(move |s| s.end > from)
+    }
 }
 
 /// One wakeup found in the trace.
@@ -62,7 +93,7 @@ pub struct Charge {
 /// switch-ins.
 #[derive(Debug, Default)]
 pub struct Timeline {
-    lanes: HashMap<(u32, Lane), Vec<Span>>,
+    lanes: HashMap<(u32, Lane), Spans>,
     labels: Vec<String>,
     label_ids: HashMap<String, u32>,
     wakings: Vec<u64>,
@@ -109,7 +140,7 @@ impl Timeline {
             }
         }
         for spans in t.lanes.values_mut() {
-            spans.sort_by_key(|s| s.start);
+            spans.finish();
         }
         t
     }
@@ -128,6 +159,7 @@ impl Timeline {
         self.lanes
             .entry((cpu, lane))
             .or_default()
+            .spans
             .push(Span { start, end, label });
     }
 
@@ -177,8 +209,7 @@ impl Timeline {
             if *cpu != w.cpu {
                 continue;
             }
-            let first = spans.partition_point(|s| s.end <= w.deadline_ns);
-            for s in spans[first..].iter().take_while(|s| s.start < measured_end) {
+            for s in spans.overlapping(w.deadline_ns, measured_end) {
                 let start = s.start.max(w.deadline_ns);
                 let e = per_label.entry(s.label).or_insert((0, start));
                 e.0 += s.end.min(measured_end) - start;
@@ -334,8 +365,39 @@ x-5 [000] d.h1. 1.000012: hrtimer_expire_entry: hrtimer=1 function=f now=1
 x-5 [000] d.h1. 1.000020: local_timer_exit: vector=236
 ",
         );
-        let spans = &t.lanes[&(0, Lane::Irq(IrqKind::Hrtimer))];
+        let spans = &t.lanes[&(0, Lane::Irq(IrqKind::Hrtimer))].spans;
         assert_eq!((spans[0].start, spans[0].end), (1_000_012_000, 1_000_020_000));
+    }
+
+    #[test]
+    fn a_window_inside_a_span_that_an_interrupt_nested_in_is_charged_with_it() {
+        // bpf_timer_cb runs in the softirq from 10 µs to 60 µs; an interrupt's
+        // hrtimer_wakeup nests in it from 20 to 25 µs. A window from 30 to 40 µs overlaps the
+        // outer callback only (the inner one ended before it).
+        let t = timeline(
+            "\
+x-5 [000] ..s1. 1.000010: hrtimer_expire_entry: hrtimer=2 function=bpf_timer_cb now=1
+x-5 [000] d.h1. 1.000020: hrtimer_expire_entry: hrtimer=1 function=hrtimer_wakeup now=1
+x-5 [000] d.h3. 1.000022: sched_waking: comm=t pid=7 prio=120 target_cpu=000
+x-5 [000] d.h1. 1.000025: hrtimer_expire_exit: hrtimer=1
+x-5 [000] ..s1. 1.000060: hrtimer_expire_exit: hrtimer=2
+x-5 [000] d..2. 1.000070: sched_switch: prev_comm=x prev_pid=5 prev_prio=120 prev_state=R+ ==> next_comm=t next_pid=7 next_prio=120
+",
+        );
+        let w = Window {
+            cpu: 0,
+            deadline_ns: 1_000_030_000,
+            waking_ns: 1_000_030_000,
+            switch_ns: 1_000_040_000,
+            late_ns: 10_000,
+        };
+        let charges = t.charges(&w);
+        let cb = charges.iter().find(|c| c.label == "hrtimer:bpf_timer_cb");
+        assert_eq!(cb.map(|c| (c.ns, c.at_ns)), Some((10_000, 0)), "{charges:?}");
+        assert!(
+            charges.iter().all(|c| c.label != "hrtimer:hrtimer_wakeup"),
+            "{charges:?}"
+        );
     }
 
     #[test]
