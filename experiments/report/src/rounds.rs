@@ -7,6 +7,7 @@
 //!           stalled_samples: int, p99_without_stalls: µs | null}]
 //! p99_ratio_eevdf_over_microquanta: {median, min, max: f, rounds: int}   per-round ratios
 //! p99_ratio_fifo_over_microquanta:  {median, min, max, rounds}
+//! p99_ratio_fifo_scx_over_microquanta: {median, min, max, rounds}   (absent in older reports)
 //! stalls: {rule: str, probe_interval_us, threshold_us: int, probe: {p50, p90, p99, max, samples},
 //!          events: int, longest_us: f, listed: [{round, policy, at_ms, late_us}],
 //!          p99_ratio_eevdf_over_microquanta_without_stalls: spread | null,

@@ -13,8 +13,8 @@
 //!
 //! The five run as short interleaved rounds with a stall probe throughout
 //! ([`mq_experiments::rounds`]); the report carries each round, the median
-//! EEVDF/MicroQuanta and FIFO/MicroQuanta p99 ratios with their spread, and
-//! the same without the wakeups an emulator stall hit.
+//! EEVDF/MicroQuanta, FIFO/MicroQuanta and fifo-scx/MicroQuanta p99 ratios with
+//! their spread, and the first two without the wakeups an emulator stall hit.
 //!
 //! The thread needs more than its fair share of a CPU next to the hogs
 //! (30% vs 2/9 by default), which is exactly when a fair scheduler makes it

@@ -82,7 +82,7 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.write("tracing_on", "0");
-        // The kernel refuses to remove an instance with events enabled.
+        // Events off first: if the removal fails, the instance at least stops recording.
         for event in &self.enabled {
             let _ = fs::write(self.dir.join("events").join(event).join("enable"), "0");
         }
