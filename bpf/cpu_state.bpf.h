@@ -34,11 +34,12 @@
  * RT/deadline task displaces, and cpu_acquire() before the next running(),
  * so RT never overlaps with one of our tasks running.
  *
- * Only the owning CPU changes its states, with one exception: a normal
+ * Only the owning CPU changes its states, with two exceptions: a normal
  * wakeup on another CPU tells a class task running past its budget to
  * yield (class_told_to_yield, a compare-and-swap, so that a CPU which has
  * stopped running class work meanwhile stays as it is) and moves that
- * CPU's budget_out_ns forward.
+ * CPU's budget_out_ns forward; and a class wakeup placed from another CPU
+ * marks the normal task it will displace for keeping (class_wakeup_displaces).
  *
  * The decisions that look for a CPU in some state (a CPU free of class
  * work, one whose class work runs past its budget, one with class work
@@ -105,12 +106,16 @@ struct cpu_ctx {
 	u64 timer_want_ns;	/* CLOCK_MONOTONIC: when what the timer stands for is due */
 	u64 timer_due_ns;	/* CLOCK_MONOTONIC: when the armed timer fires; 0: not armed */
 	u64 class_seen_ns;	/* CLOCK_MONOTONIC: class work last started or went on here */
+	u64 run_slice_ns;	/* the current normal task's slice when it started */
 	u32 run;		/* enum mq_cpu_run; u32 for the compare-and-swap */
 	u32 run_group;		/* the running class task's group */
 	u32 timer_for;		/* enum mq_cpu_timer */
 	u32 refill_group;	/* the group a REFILL timer waits for */
 	u32 throttled_groups;	/* bit per group whose state is not OK here */
 	u32 rt_grace;		/* the RT grace runs: the local queue waits for RT to leave */
+	u32 keep_displaced;	/* a class wakeup preempts: keep the normal task it displaces */
+	u32 kept_pid;		/* that task, kept at the head of the local queue (0: none) */
+	u32 kept_ahead;		/* ...kept since the last running(): maybe ahead of the wakeup */
 	struct grp_budget grp[MQ_MAX_GROUPS];
 };
 
@@ -237,6 +242,53 @@ static void cpu_acquired(struct cpu_ctx *c)
 	if (c->run == MQ_RUN_RT)
 		c->run = MQ_RUN_IDLE;
 	c->rt_grace = 0;
+}
+
+/* --- the normal task a class wakeup displaces -------------------------- */
+
+/*
+ * A class wakeup is inserted at the head of this CPU's local queue with
+ * SCX_ENQ_PREEMPT, which zeroes the slice of the normal task running here:
+ * without more, that task goes through enqueue() to the shared queue and
+ * comes back through dispatch() when the class task sleeps, two callbacks
+ * for a task that only stepped aside. A task preempted by a higher class
+ * keeps its slice and waits at the head of the local queue instead; the
+ * displaced task is treated the same (displaced_kept()), so the wakeup's
+ * path has one callback less and the return to the normal task none.
+ *
+ * Set before the insert, consumed by the next normal task to stop here and
+ * cleared by the next task to start: a stale mark (a remote placement that
+ * raced with a switch) keeps at most one task that stopped anyway.
+ *
+ * The kernel puts a kept task at the head of the local queue, so it goes
+ * ahead of the class wakeup if that wakeup was not what took the CPU: an RT
+ * task that woke between the insert and the switch. Until the next
+ * running(), kept_ahead says so, and cpu_release() sends the local queue
+ * back through enqueue() (mq_cpu_release()).
+ */
+static void class_wakeup_displaces(struct cpu_ctx *c)
+{
+	if (runs_normal(c))
+		c->keep_displaced = 1;
+}
+
+/*
+ * stopping() of normal task @p after @ran_ns: displaced by a class wakeup,
+ * and still runnable with slice left, it gets back what was left of its
+ * slice and so stays at the head of the local queue (the kernel keeps a
+ * task put back with slice left there). Returns whether it was kept.
+ */
+static bool displaced_kept(struct cpu_ctx *c, struct task_struct *p, u64 ran_ns, bool runnable)
+{
+	bool keep = c->keep_displaced && runnable && c->run_slice_ns > ran_ns;
+
+	c->keep_displaced = 0;
+	if (!keep)
+		return false;
+	scx_bpf_task_set_slice(p, c->run_slice_ns - ran_ns);
+	c->kept_pid = p->pid;
+	c->kept_ahead = 1;
+	return true;
 }
 
 /* --- the class FIFO ---------------------------------------------------- */

@@ -121,6 +121,8 @@ enum mq_stat_idx {
 	MQ_STAT_TIMER_KEPT,	/* timer not started: the armed one fires no later */
 	MQ_STAT_TIMER_EARLY,	/* ...and fired before it was due: armed again for the rest */
 	MQ_STAT_TIMER_HEARTBEAT,/* timer armed a slice on, class work having been here lately */
+	MQ_STAT_NORMAL_KEPT,	/* normal task displaced by a class wakeup kept at its CPU's local head */
+	MQ_STAT_KEPT_RETURNED,	/* ...sent through enqueue() after all: class work waited behind it */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

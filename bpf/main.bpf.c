@@ -30,6 +30,10 @@
  *                  then NORMAL_DSQ -- unless this CPU's MicroQuanta budget is
  *                  spent and normal work is waiting (throttled).
  *
+ * The normal task a class wakeup preempts keeps the rest of its slice and
+ * waits at the head of the local DSQ (cpu_state.bpf.h: displaced_kept), so
+ * it runs again when the class task leaves without enqueue or dispatch.
+ *
  * Bandwidth is fair-queued as in the kernel patch: per CPU, a credit grows at
  * runtime/period of wall time and shrinks by the MicroQuanta time consumed,
  * clamped to +-2 periods. The scheduler tick (HZ=250: 4 ms) is far too
@@ -275,6 +279,23 @@ static void fifo_found_empty(s32 cpu)
 
 #include "budget.bpf.h"
 
+/*
+ * Class work waits in a FIFO, this CPU's or one it may steal from: only
+ * dispatch() takes it from there. queued_cpus is a hint that may name an
+ * empty FIFO; a false yes costs one dispatch() that clears it.
+ */
+static bool class_work_queued(s32 cpu)
+{
+	bool any;
+
+	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+		return true;
+	bpf_rcu_read_lock();
+	any = queued_cpus && !bpf_cpumask_empty(cast_mask(queued_cpus));
+	bpf_rcu_read_unlock();
+	return any;
+}
+
 /* Class tasks running or queued on @cpu; an RT-held CPU counts as full. */
 static u32 mq_load(s32 cpu)
 {
@@ -326,6 +347,8 @@ static s32 class_direct(struct task_struct *p, s32 cpu, u32 g, bool idle)
 			return cpu;
 	}
 	class_wakeup_inserted(p);
+	if (!idle)
+		class_wakeup_displaces(c);
 	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice_ns,
 			   idle ? 0 : SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 	stat_inc(MQ_STAT_MQ_ENQUEUE);
@@ -557,6 +580,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 			 * runs there, without a kick and a dispatch() round trip. (We
 			 * run on that CPU's rq: it is the task's CPU.)
 			 */
+			class_wakeup_displaces(c);
 			scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL_ON | cpu, class_slice_ns,
 					   enq_flags | SCX_ENQ_HEAD | SCX_ENQ_PREEMPT);
 			stat_inc(MQ_STAT_DIRECT_PREEMPT);
@@ -873,6 +897,8 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	if (!c)
 		return;
 	c->run_start_ns = now;
+	c->keep_displaced = 0;
+	c->kept_ahead = 0;
 	cpu_starts(c, cpu, g >= 0);
 	c->curr_vtime = p->scx.dsq_vtime;
 	if (runs_class(c)) {
@@ -911,6 +937,21 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	}
 	if (p->scx.dsq_vtime > vtime_now)
 		vtime_now = p->scx.dsq_vtime;
+	c->run_slice_ns = p->scx.slice;
+	/*
+	 * A displaced task kept at the head of the local queue comes back
+	 * without dispatch(): if class work was queued meanwhile (the class
+	 * task was put back, throttled or at its slice end, or another one
+	 * woke behind it), dispatch() must decide instead. This task goes
+	 * through enqueue() after all, at the cost of one switch.
+	 */
+	if (c->kept_pid && c->kept_pid == p->pid) {
+		c->kept_pid = 0;
+		if (class_work_queued(cpu)) {
+			stat_inc(MQ_STAT_KEPT_RETURNED);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		}
+	}
 }
 
 void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
@@ -945,6 +986,8 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	 * past its slice (ticks are coarse) must pay for all of it. */
 	ran_ns = now > c->run_start_ns ? now - c->run_start_ns : 0;
 	scx_bpf_task_set_dsq_vtime(p, p->scx.dsq_vtime + ran_ns * 100 / p->scx.weight);
+	if (displaced_kept(c, p, ran_ns, runnable))
+		stat_inc(MQ_STAT_NORMAL_KEPT);
 }
 
 void BPF_STRUCT_OPS(mq_enable, struct task_struct *p)
@@ -993,8 +1036,19 @@ void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 		scx_bpf_reenqueue_local();
 		return;
 	}
-	if (c)
-		rt_grace_start(c, mq_period_ns);
+	if (!c)
+		return;
+	rt_grace_start(c, mq_period_ns);
+	/* A normal task kept for a class wakeup just now is ahead of it in
+	 * the local queue (see class_wakeup_displaces()): through enqueue()
+	 * again, the class task waits at the head and the normal task in
+	 * the shared queue. After the grace started, which enqueue() reads. */
+	if (c->kept_ahead) {
+		c->kept_ahead = 0;
+		c->kept_pid = 0;
+		stat_inc(MQ_STAT_KEPT_RETURNED);
+		scx_bpf_reenqueue_local();
+	}
 }
 
 void BPF_STRUCT_OPS(mq_cpu_acquire, s32 cpu, struct scx_cpu_acquire_args *args)

@@ -72,6 +72,10 @@ pub struct Counters {
     pub timer_early: u64,
     #[stat(desc = "timer armed a slice on, class work having been here lately")]
     pub timer_heartbeat: u64,
+    #[stat(desc = "normal task displaced by a class wakeup kept at its CPU's local head")]
+    pub normal_kept: u64,
+    #[stat(desc = "...sent through enqueue() after all: class work waited behind it")]
+    pub kept_returned: u64,
 }
 
 impl Counters {
@@ -109,6 +113,8 @@ impl Counters {
             timer_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_KEPT),
             timer_early: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_EARLY),
             timer_heartbeat: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_HEARTBEAT),
+            normal_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_NORMAL_KEPT),
+            kept_returned: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_RETURNED),
         }
     }
 
@@ -145,6 +151,8 @@ impl Counters {
             timer_kept: self.timer_kept.wrapping_sub(earlier.timer_kept),
             timer_early: self.timer_early.wrapping_sub(earlier.timer_early),
             timer_heartbeat: self.timer_heartbeat.wrapping_sub(earlier.timer_heartbeat),
+            normal_kept: self.normal_kept.wrapping_sub(earlier.normal_kept),
+            kept_returned: self.kept_returned.wrapping_sub(earlier.kept_returned),
         }
     }
 
@@ -152,7 +160,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -176,6 +184,8 @@ impl Counters {
             self.normal_dispatch,
             self.normal_direct,
             self.normal_wake_preempt,
+            self.normal_kept,
+            self.kept_returned,
             self.last_kept,
             self.enq_last,
             self.cpu_release,
