@@ -260,11 +260,13 @@ static void cpu_acquired(struct cpu_ctx *c)
  * cleared by the next task to start: a stale mark (a remote placement that
  * raced with a switch) keeps at most one task that stopped anyway.
  *
- * The kernel puts a kept task at the head of the local queue, so it goes
- * ahead of the class wakeup if that wakeup was not what took the CPU: an RT
- * task that woke between the insert and the switch. Until the next
- * running(), kept_ahead says so, and cpu_release() sends the local queue
- * back through enqueue() (mq_cpu_release()).
+ * The kernel puts a kept task at the head of the local queue, so it would
+ * go ahead of the class wakeup if that wakeup was not what took the CPU: an
+ * RT task that woke between the insert and the switch. Such a task is not
+ * kept (rt_takes_cpu()); for any other class above ours (deadline, stop),
+ * or a kernel that cannot tell, kept_ahead says so until the next
+ * running(), and cpu_release() sends the local queue back through
+ * enqueue() (mq_cpu_release()).
  */
 static void class_wakeup_displaces(struct cpu_ctx *c)
 {
@@ -272,15 +274,36 @@ static void class_wakeup_displaces(struct cpu_ctx *c)
 		c->keep_displaced = 1;
 }
 
+/* 6.18+; weak, so that older kernels load the scheduler without it. */
+struct rq *scx_bpf_locked_rq___compat(void) __ksym __weak;
+
+/*
+ * An RT task is queued on the rq being switched, so it, not the class
+ * wakeup, is about to take the CPU (RT comes before us). Under TCG a late
+ * timer interrupt often wakes the class thread and the stall probe
+ * together. Unknown (an older kernel): no, and cpu_release() sorts it out.
+ */
+static bool rt_takes_cpu(void)
+{
+	struct rq *rq;
+
+	if (!bpf_ksym_exists(scx_bpf_locked_rq___compat))
+		return false;
+	rq = scx_bpf_locked_rq___compat();
+	return rq && rq->rt.rt_nr_running > 0;
+}
+
 /*
  * stopping() of normal task @p after @ran_ns: displaced by a class wakeup,
  * and still runnable with slice left, it gets back what was left of its
  * slice and so stays at the head of the local queue (the kernel keeps a
- * task put back with slice left there). Returns whether it was kept.
+ * task put back with slice left there). Not when an RT task takes the CPU
+ * instead: kept, it would go ahead of the class wakeup. Returns whether it
+ * was kept.
  */
 static bool displaced_kept(struct cpu_ctx *c, struct task_struct *p, u64 ran_ns, bool runnable)
 {
-	bool keep = c->keep_displaced && runnable && c->run_slice_ns > ran_ns;
+	bool keep = c->keep_displaced && runnable && c->run_slice_ns > ran_ns && !rt_takes_cpu();
 
 	c->keep_displaced = 0;
 	if (!keep)

@@ -122,7 +122,8 @@ enum mq_stat_idx {
 	MQ_STAT_TIMER_EARLY,	/* ...and fired before it was due: armed again for the rest */
 	MQ_STAT_TIMER_HEARTBEAT,/* timer armed a slice on, class work having been here lately */
 	MQ_STAT_NORMAL_KEPT,	/* normal task displaced by a class wakeup kept at its CPU's local head */
-	MQ_STAT_KEPT_RETURNED,	/* ...sent through enqueue() after all: class work waited behind it */
+	MQ_STAT_KEPT_RETURNED,	/* ...sent through enqueue() when it ran again: class work was queued */
+	MQ_STAT_KEPT_REENQ,	/* ...re-enqueued: a class above ours took the CPU from the wakeup */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

@@ -1046,7 +1046,7 @@ void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 	if (c->kept_ahead) {
 		c->kept_ahead = 0;
 		c->kept_pid = 0;
-		stat_inc(MQ_STAT_KEPT_RETURNED);
+		stat_inc(MQ_STAT_KEPT_REENQ);
 		scx_bpf_reenqueue_local();
 	}
 }

@@ -74,8 +74,10 @@ pub struct Counters {
     pub timer_heartbeat: u64,
     #[stat(desc = "normal task displaced by a class wakeup kept at its CPU's local head")]
     pub normal_kept: u64,
-    #[stat(desc = "...sent through enqueue() after all: class work waited behind it")]
+    #[stat(desc = "...sent through enqueue() when it ran again: class work was queued")]
     pub kept_returned: u64,
+    #[stat(desc = "...re-enqueued: a class above ours took the CPU from the wakeup")]
+    pub kept_reenq: u64,
 }
 
 impl Counters {
@@ -115,6 +117,7 @@ impl Counters {
             timer_heartbeat: get(bpf_intf::mq_stat_idx_MQ_STAT_TIMER_HEARTBEAT),
             normal_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_NORMAL_KEPT),
             kept_returned: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_RETURNED),
+            kept_reenq: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_REENQ),
         }
     }
 
@@ -153,6 +156,7 @@ impl Counters {
             timer_heartbeat: self.timer_heartbeat.wrapping_sub(earlier.timer_heartbeat),
             normal_kept: self.normal_kept.wrapping_sub(earlier.normal_kept),
             kept_returned: self.kept_returned.wrapping_sub(earlier.kept_returned),
+            kept_reenq: self.kept_reenq.wrapping_sub(earlier.kept_reenq),
         }
     }
 
@@ -160,7 +164,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={} kept_reenq={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -186,6 +190,7 @@ impl Counters {
             self.normal_wake_preempt,
             self.normal_kept,
             self.kept_returned,
+            self.kept_reenq,
             self.last_kept,
             self.enq_last,
             self.cpu_release,
