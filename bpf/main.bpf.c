@@ -64,6 +64,17 @@ const volatile u32 nr_cpus = 1;
 
 UEI_DEFINE(uei);
 
+/*
+ * Written once, by exit(), after the exit reason: the loader sleeps on this
+ * ring buffer's descriptor, so it learns of an ejection at once without
+ * polling (the kernel keeps the struct_ops link attached when it disables
+ * the scheduler, so the link does not tell).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} exit_notify SEC(".maps");
+
 /* Virtual time of the most recently started normal task. */
 static u64 vtime_now;
 
@@ -1153,7 +1164,10 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(mq_init)
 
 void BPF_STRUCT_OPS(mq_exit, struct scx_exit_info *ei)
 {
+	u32 exited = 1;
+
 	UEI_RECORD(uei, ei);
+	bpf_ringbuf_output(&exit_notify, &exited, sizeof(exited), BPF_RB_FORCE_WAKEUP);
 }
 
 /*

@@ -10,17 +10,18 @@
 mod bpf_intf;
 mod bpf_skel;
 mod stats;
+mod wait;
 
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use libbpf_rs::{MapCore, MapHandle, OpenObject};
-use log::{info, warn};
+use log::{debug, info, warn};
 use mq_class::group::{self, Budget, Group, Groups};
 use mq_class::{sysfs, Class, SchedExtState, GROUPS_MAP_PIN, PIN_DIR, TASKS_MAP_PIN};
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
@@ -29,6 +30,11 @@ use bpf_skel::{BpfSkel, BpfSkelBuilder};
 use stats::run_time::{Progs, RunTimeStats};
 use stats::serve::Server as StatsServer;
 use stats::{Report, StatsReader};
+use wait::{Shutdown, Woken};
+
+/// The longest the loader sleeps without looking at the scheduler's exit state, should the
+/// BPF exit notice not wake it (scx's schedulers look every second).
+const EXIT_CHECK: Duration = Duration::from_secs(1);
 
 /// scx_microquanta: Snap's MicroQuanta scheduling class as a sched_ext scheduler.
 ///
@@ -343,11 +349,30 @@ impl<'obj> Scheduler<'obj> {
         })
     }
 
-    fn run(&mut self, opts: &Opts, shutdown: &AtomicBool) -> Result<UserExitInfo> {
+    fn run(&mut self, opts: &Opts, shutdown: &Shutdown) -> Result<UserExitInfo> {
         let interval = opts.stats.map(Duration::from_secs_f64);
         let mut last = self.stats.snapshot()?;
-        while !shutdown.load(Ordering::Relaxed) && !uei_exited!(&self.skel, uei) {
-            std::thread::sleep(Duration::from_millis(50));
+        let mut last_at = Instant::now();
+        let exit_notify = self.skel.maps.exit_notify.as_fd();
+        let mut watch_exit = true;
+        while !shutdown.requested() && !uei_exited!(&self.skel, uei) {
+            let timeout = interval.map_or(EXIT_CHECK, |interval| {
+                (last_at + interval)
+                    .saturating_duration_since(Instant::now())
+                    .min(EXIT_CHECK)
+            });
+            let exit = watch_exit.then_some(exit_notify);
+            if shutdown
+                .wait(exit, timeout)
+                .context("waiting for the scheduler")?
+                == Woken::Exited
+            {
+                // The loop's condition reads the exit reason; a notice without one (which
+                // exit() does not write) is not watched again, as it would end every wait.
+                debug!("the scheduler's exit notice came");
+                watch_exit = false;
+                continue;
+            }
             let Some(interval) = interval else { continue };
             let now = self.stats.snapshot()?;
             if now.age_since(&last) < interval {
@@ -358,6 +383,7 @@ impl<'obj> Scheduler<'obj> {
                 opts.stats_json,
             )?;
             last = now;
+            last_at = Instant::now();
         }
         // Dropping the link detaches: every task goes back to the fair class.
         self.struct_ops.take();
@@ -456,16 +482,15 @@ fn main() -> Result<()> {
     init_logging(opts.verbose)?;
     opts.validate()?;
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let flag = shutdown.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C handler")?;
+    let shutdown = Arc::new(Shutdown::new().context("creating the shutdown eventfd")?);
+    let handler = shutdown.clone();
+    ctrlc::set_handler(move || handler.request()).context("installing the Ctrl-C handler")?;
     if let Some(secs) = opts.monitor {
         return stats::monitor::run(
             &opts.stats_socket,
             secs,
             |report| print_report(report, opts.stats_json),
-            &shutdown,
+            shutdown.flag(),
         );
     }
     preflight()?;
@@ -474,7 +499,7 @@ fn main() -> Result<()> {
         let mut open_object = MaybeUninit::uninit();
         let mut sched = Scheduler::init(&opts, &mut open_object)?;
         let exit = sched.run(&opts, &shutdown)?;
-        if shutdown.load(Ordering::Relaxed) {
+        if shutdown.requested() {
             info!("detached; all tasks are back on the fair class");
             return Ok(());
         }

@@ -951,3 +951,36 @@ fn a_normal_task_a_class_wakeup_displaces_waits_at_the_head_of_its_cpu() {
         "class p90 in µs per run, period {period_us} µs: {attempts:?}"
     );
 }
+
+/// When the kernel ejects the scheduler (here SysRq-S), the loader learns of it from the BPF
+/// exit callback's notice at once, rather than at its next look (at most a second later), and
+/// exits non-zero with the kernel's exit reason.
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn an_ejection_ends_the_loader_at_once_with_the_exit_reason() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let _serial = sched_ext_host();
+    let mut child = Command::new(SCHEDULER)
+        .arg("-v")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_state(SchedExtState::Enabled, Duration::from_secs(60)).unwrap();
+    let ejected = Instant::now();
+    std::fs::write("/proc/sysrq-trigger", "S").unwrap();
+    let status = child.wait().unwrap();
+    let took = ejected.elapsed();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    wait_for_state(SchedExtState::Disabled, Duration::from_secs(30)).unwrap();
+    eprintln!("exited {status} after {took:?}:\n{log}");
+    assert!(!status.success(), "an ejection is an error: {status}\n{log}");
+    assert!(log.contains("sysrq"), "the exit reason is printed:\n{log}");
+    assert!(
+        log.contains("exit notice came"),
+        "woken by the exit notice, not the periodic look:\n{log}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
+}
