@@ -294,16 +294,20 @@ static bool rt_takes_cpu(void)
 }
 
 /*
- * stopping() of normal task @p after @ran_ns: displaced by a class wakeup,
- * and still runnable with slice left, it gets back what was left of its
- * slice and so stays at the head of the local queue (the kernel keeps a
- * task put back with slice left there). Not when an RT task takes the CPU
- * instead: kept, it would go ahead of the class wakeup. Returns whether it
- * was kept.
+ * stopping() of normal task @p on @cpu after @ran_ns: displaced by a class
+ * wakeup, and still runnable with slice left, it gets back what was left of
+ * its slice and so stays at the head of the local queue (the kernel keeps a
+ * task put back with slice left there). Not when it would go ahead of other
+ * work: when an RT task takes the CPU instead of the class wakeup, or when
+ * the local queue holds more than the task picked to run next (still in it
+ * while the previous one is put away), such as a second class wakeup that
+ * select_cpu() inserted at the head too. Returns whether it was kept.
  */
-static bool displaced_kept(struct cpu_ctx *c, struct task_struct *p, u64 ran_ns, bool runnable)
+static bool displaced_kept(struct cpu_ctx *c, s32 cpu, struct task_struct *p, u64 ran_ns,
+			   bool runnable)
 {
-	bool keep = c->keep_displaced && runnable && c->run_slice_ns > ran_ns && !rt_takes_cpu();
+	bool keep = c->keep_displaced && runnable && c->run_slice_ns > ran_ns &&
+		    scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) <= 1 && !rt_takes_cpu();
 
 	c->keep_displaced = 0;
 	if (!keep)

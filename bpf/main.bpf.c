@@ -997,7 +997,7 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	 * past its slice (ticks are coarse) must pay for all of it. */
 	ran_ns = now > c->run_start_ns ? now - c->run_start_ns : 0;
 	scx_bpf_task_set_dsq_vtime(p, p->scx.dsq_vtime + ran_ns * 100 / p->scx.weight);
-	if (displaced_kept(c, p, ran_ns, runnable))
+	if (displaced_kept(c, cpu, p, ran_ns, runnable))
 		stat_inc(MQ_STAT_NORMAL_KEPT);
 }
 
