@@ -332,12 +332,31 @@ impl<'obj> Scheduler<'obj> {
 /// reader) that only this loop would schedule, and then nothing runs until the kernel's
 /// watchdog ejects the scheduler. Started before the dispatcher locks this process's memory
 /// (a thread's stack is a new mapping).
+///
+/// The thread runs SCHED_FIFO (priority 1), outside sched_ext: every thread of this process
+/// allocates through scx_rustland_core's allocator, one mutex, so a printer that this loop
+/// had to schedule could be preempted holding it, and the loop's next allocation would then
+/// sleep on it with nobody left to run the printer (a 7.5 s runnable-task stall in the full
+/// suite: both CPUs idle, the printer runnable, the loop asleep). As an RT task it runs
+/// whenever it is runnable and lets go of the lock at once.
 fn spawn_printer() -> Result<std::sync::mpsc::SyncSender<String>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<String>(16);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
     std::thread::Builder::new()
         .name("mqland-stats".into())
         .spawn(move || {
             use std::io::Write as _;
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: plain syscall on the calling thread with a valid parameter.
+            let rt = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            let _ = ready_tx.send(if rt == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            });
+            if rt != 0 {
+                return;
+            }
             for line in rx {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
@@ -345,6 +364,10 @@ fn spawn_printer() -> Result<std::sync::mpsc::SyncSender<String>> {
             }
         })
         .context("starting the statistics printer thread")?;
+    ready_rx
+        .recv()
+        .context("the statistics printer thread ended at once")?
+        .context("making the statistics printer thread SCHED_FIFO")?;
     Ok(tx)
 }
 
