@@ -879,6 +879,19 @@ fn periodic_class_wakeups_find_the_budget_timer_armed() {
     );
 }
 
+/// The displaced-hog tests' setting: 4 hogs on CPU 1 and the scheduler at the demo's class
+/// budget (see mq_experiments::accel). Returns the hogs, the scheduler, a statistics client
+/// and the class period in µs.
+fn demo_budget_next_to_hogs_on_cpu1() -> (Hogs, SchedulerProcess, scx_stats::prelude::StatsClient, u64) {
+    use scx_stats::prelude::*;
+    let hogs = Hogs::start(4, Some(1)).unwrap();
+    let (period_us, runtime_us) = mq_experiments::accel::latency_bandwidth_us();
+    let (period, runtime) = (period_us.to_string(), runtime_us.to_string());
+    let sched = start(&["--period-us", &period, "--runtime-us", &runtime]);
+    let client = StatsClient::new().connect(Some(10_000)).unwrap();
+    (hogs, sched, client, period_us)
+}
+
 /// A normal task that a class wakeup preempts keeps the rest of its slice and waits at the
 /// head of its CPU's local queue (`normal_kept`), as one preempted by a higher class does,
 /// instead of going through enqueue() and coming back through dispatch(). The kernel puts it
@@ -893,17 +906,12 @@ fn periodic_class_wakeups_find_the_budget_timer_armed() {
 #[test]
 #[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
 fn a_normal_task_a_class_wakeup_displaces_waits_at_the_head_of_its_cpu() {
-    use scx_stats::prelude::*;
     let _serial = sched_ext_host();
     if cpus() < 2 {
         return;
     }
     // Everything on CPU 1, where rt_bursts() runs.
-    let _hogs = Hogs::start(4, Some(1)).unwrap();
-    let (period_us, runtime_us) = mq_experiments::accel::latency_bandwidth_us();
-    let (period, runtime) = (period_us.to_string(), runtime_us.to_string());
-    let sched = start(&["--period-us", &period, "--runtime-us", &runtime]);
-    let mut client = StatsClient::new().connect(Some(10_000)).unwrap();
+    let (_hogs, sched, mut client, period_us) = demo_budget_next_to_hogs_on_cpu1();
     let mut attempts = Vec::new();
     for _ in 0..3 {
         let _ = totals(&mut client);
@@ -993,16 +1001,11 @@ fn an_ejection_ends_the_loader_at_once_with_the_exit_reason() {
 #[test]
 #[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
 fn class_work_queued_behind_a_kept_hog_runs_first() {
-    use scx_stats::prelude::*;
     let _serial = sched_ext_host();
     if cpus() < 2 {
         return;
     }
-    let _hogs = Hogs::start(4, Some(1)).unwrap();
-    let (period_us, runtime_us) = mq_experiments::accel::latency_bandwidth_us();
-    let (period, runtime) = (period_us.to_string(), runtime_us.to_string());
-    let sched = start(&["--period-us", &period, "--runtime-us", &runtime]);
-    let mut client = StatsClient::new().connect(Some(10_000)).unwrap();
+    let (_hogs, sched, mut client, period_us) = demo_budget_next_to_hogs_on_cpu1();
     let thread = |wake_us: u64, work_us: u64| WakeupConfig {
         period: Duration::from_micros(wake_us),
         samples: 400,
