@@ -23,6 +23,9 @@ pub struct Report {
     pub matched: usize,
     /// A matched wakeup at least this late is slow.
     pub slow_threshold_us: f64,
+    /// Wakeups at least that late the trace does not hold, so not attributed.
+    #[serde(default)]
+    pub unmatched_slow: usize,
     pub all: Attribution,
     pub slow: Attribution,
     /// The slowest wakeups one by one, slowest first.
@@ -97,6 +100,7 @@ mod tests {
             wakeup_latency_us: latency(200.0),
             matched: 398,
             slow_threshold_us: 450.0,
+            unmatched_slow: 1,
             all: Attribution {
                 wakeups: 398,
                 rows: rows.clone(),

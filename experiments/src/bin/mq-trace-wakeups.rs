@@ -42,7 +42,8 @@ struct Opts {
     #[arg(long, default_value_t = 4)]
     hogs_per_cpu: usize,
 
-    /// A wakeup at least this late (µs) is slow [default: the run's p99].
+    /// A wakeup at least this late (µs) is slow [default: the p99 of the wakeups found in
+    /// the trace].
     #[arg(long)]
     slow_us: Option<u64>,
 
@@ -95,8 +96,16 @@ fn table(r: &Report, rows: usize) -> String {
     let l = &r.wakeup_latency_us;
     let mut out = format!(
         "mq-trace-wakeups: {}: latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; {} of {} wakeups \
-         found in the trace, {} slow (≥ {:.0} µs)\n",
-        r.policy, l.p50, l.p99, l.max, r.matched, l.samples, r.slow.wakeups, r.slow_threshold_us
+         found in the trace, {} slow (≥ {:.0} µs) and {} as late not in it\n",
+        r.policy,
+        l.p50,
+        l.p99,
+        l.max,
+        r.matched,
+        l.samples,
+        r.slow.wakeups,
+        r.slow_threshold_us,
+        r.unmatched_slow
     );
     out += &format!(
         "{:<40} {:>8} {:>10} {:>8} {:>10}\n",

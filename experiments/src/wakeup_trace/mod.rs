@@ -2,8 +2,8 @@
 //! Where a wakeup's time goes: the demo's workload (a periodic thread that burns some CPU
 //! per wakeup, next to CPU hogs) under one policy, with the kernel tracing the scheduler's
 //! events, interrupts, softirqs, hrtimer and timer-wheel callbacks, and each wakeup's window (deadline
-//! to the thread's clock read) charged with what filled it. The slow wakeups (the run's
-//! p99 and later, or a given threshold) are set beside all of them, and the slowest are
+//! to the thread's clock read) charged with what filled it. The slow wakeups (the p99 and
+//! later of those the trace holds, or a given threshold) are set beside all of them, and the slowest are
 //! listed one by one with where in the window each charge starts. A row far more common
 //! in slow wakeups than in all is a suspect, not yet a cause: a late interrupt also runs
 //! every timer that expired while it was late, so check whether it starts before the
@@ -88,7 +88,7 @@ pub struct Config {
     pub hogs: usize,
     /// scx_microquanta and its arguments, for the policies that load it.
     pub scheduler: Option<(PathBuf, Vec<String>)>,
-    /// Slow means at least this late; `None`: the run's p99.
+    /// Slow means at least this late; `None`: the p99 of the wakeups the trace holds.
     pub slow: Option<Duration>,
     /// Where to keep the raw trace, if anywhere.
     pub keep_trace: Option<PathBuf>,
@@ -151,10 +151,12 @@ pub fn run(cfg: &Config) -> Result<Report> {
         bail!("no wakeup of {} was found in the trace", wakeups.len());
     }
     let latency = summarise_wakeups(&wakeups);
-    let slow_ns = cfg
-        .slow
-        .map_or((latency.p99 * 1000.0) as u64, |d| d.as_nanos() as u64);
+    let slow_ns = cfg.slow.map_or_else(
+        || p99_ns(windows.iter().map(|w| w.late_ns)),
+        |d| d.as_nanos() as u64,
+    );
     let mut slow: Vec<_> = windows.iter().copied().filter(|w| w.late_ns >= slow_ns).collect();
+    let unmatched_slow = wakeups.iter().filter(|w| w.late_ns >= slow_ns).count() - slow.len();
     slow.sort_by_key(|w| std::cmp::Reverse(w.late_ns));
     let slowest = slow
         .iter()
@@ -184,8 +186,33 @@ pub fn run(cfg: &Config) -> Result<Report> {
         wakeup_latency_us: latency,
         matched: windows.len(),
         slow_threshold_us: slow_ns as f64 / 1000.0,
+        unmatched_slow,
         all: timeline.attribute(&windows),
         slow: timeline.attribute(&slow),
         slowest,
     })
+}
+
+/// The nearest-rank p99 of `late_ns`: a value one of them has, so at least one is slow.
+///
+/// Taken over the wakeups the trace holds rather than all of them: a wakeup it lacks (its
+/// timer fired while the thread still ran its last work) is often among the run's latest,
+/// and a threshold over all of them could leave no traced wakeup slow.
+fn p99_ns(late_ns: impl Iterator<Item = u64>) -> u64 {
+    let mut v: Vec<u64> = late_ns.collect();
+    v.sort_unstable();
+    let rank = (v.len() * 99).div_ceil(100).max(1);
+    v.get(rank - 1).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_p99_is_a_value_of_the_set_so_one_wakeup_is_slow() {
+        assert_eq!(p99_ns((1..=300).map(|i| i * 1000)), 297_000);
+        assert_eq!(p99_ns([5, 9, 7].into_iter()), 9);
+        assert_eq!(p99_ns(std::iter::empty()), 0);
+    }
 }
