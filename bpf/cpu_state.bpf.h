@@ -459,13 +459,23 @@ static void rt_grace_start(struct cpu_ctx *c, u64 grace_ns)
 /*
  * While class work runs the timer fires at the end of each round-robin
  * slice and at the end of the budget, whichever comes first.
+ *
+ * A slice end is timed a quarter slice late (the budget end is exact).
+ * The step starts at running(), and a class task that sleeps before its
+ * slice ends leaves the timer where it is. Periodic threads wake at round
+ * periods, often a whole number of slices apart (the demo's thread: every
+ * 1000 µs, the default slice), so a step of exactly one slice fires at the
+ * thread's next wakeup, about half the time between its timer interrupt
+ * and its return to user space, whose switch then waits for our callback.
+ * A quarter slice late, it fires a quarter slice after that start, past
+ * the thread's return, while it runs or sleeps again.
  */
 static void timer_arm_class_step(struct cpu_ctx *c)
 {
-	u64 step = class_slice_ns;
+	u64 step = class_slice_ns + class_slice_ns / 4;
 	u32 timer_for = MQ_TIMER_SLICE_END;
 
-	if (c->budget_left_ns <= class_slice_ns) {
+	if (c->budget_left_ns <= step) {
 		step = c->budget_left_ns;
 		timer_for = MQ_TIMER_BUDGET_END;
 	}

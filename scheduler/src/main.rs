@@ -57,7 +57,7 @@ struct Opts {
     runtime_us: u64,
 
     /// Round-robin slice among MicroQuanta (class) threads sharing a CPU,
-    /// in microseconds.
+    /// in microseconds (a turn ends up to a quarter slice late).
     #[arg(long, default_value_t = 1000)]
     class_slice_us: u64,
 
