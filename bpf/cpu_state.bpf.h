@@ -468,7 +468,8 @@ static void rt_grace_start(struct cpu_ctx *c, u64 grace_ns)
  * thread's next wakeup, about half the time between its timer interrupt
  * and its return to user space, whose switch then waits for our callback.
  * A quarter slice late, it fires a quarter slice after that start, past
- * the thread's return, while it runs or sleeps again.
+ * the thread's return, while it runs or sleeps again. Periods dividing 1¼
+ * slices meet it instead (docs/MICROQUANTA.md, "The budget timer's phase").
  */
 static void timer_arm_class_step(struct cpu_ctx *c)
 {
