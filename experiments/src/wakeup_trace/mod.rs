@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Where a wakeup's time goes: the demo's workload (a periodic thread that burns some CPU
 //! per wakeup, next to CPU hogs) under one policy, with the kernel tracing the scheduler's
-//! events, interrupts, softirqs, hrtimer and timer-wheel callbacks, and each wakeup's window (deadline
-//! to the thread's clock read) charged with what filled it. The slow wakeups (the p99 and
-//! later of those the trace holds, or a given threshold) are set beside all of them, and the slowest are
-//! listed one by one with where in the window each charge starts. A row far more common
+//! events, interrupts, softirqs, hrtimer and timer-wheel callbacks, and each wakeup's window
+//! (deadline to the thread's clock read) charged with what filled it. The slow wakeups (the
+//! p99 and later of those the trace holds, or a given threshold) are set beside all of them,
+//! and the slowest are listed one by one with where in the window each charge starts. A row far more common
 //! in slow wakeups than in all is a suspect, not yet a cause: a late interrupt also runs
 //! every timer that expired while it was late, so check whether it starts before the
 //! waking (it delayed the wakeup) or after (it came with the delay).
