@@ -457,23 +457,33 @@ static void rt_grace_start(struct cpu_ctx *c, u64 grace_ns)
 }
 
 /*
+ * How long the timer waits for a bound that may end late: a round-robin
+ * turn, or the RT grace. Each starts when a thread takes the CPU (a class
+ * task at running(), an RT task at cpu_release()), and the timer is left
+ * armed when the thread sleeps first. Periodic threads wake at round
+ * periods, often a whole number of slices or class periods apart (the
+ * demo's thread: every 1000 µs, the default slice and the class period
+ * under TCG), so a timer of exactly @ns fires at the thread's next wakeup,
+ * about half the time between its timer interrupt and its return to user
+ * space, whose switch then waits for our callback. A quarter later, it
+ * fires past that return, while the thread runs or sleeps again. Periods
+ * dividing 1¼ times @ns meet it instead (docs/MICROQUANTA.md, "The budget
+ * timer's phase"). Deadlines that must be exact (the budget end, the
+ * refill) are not timed with this.
+ */
+static u64 off_the_next_wakeup(u64 ns)
+{
+	return ns + ns / 4;
+}
+
+/*
  * While class work runs the timer fires at the end of each round-robin
- * slice and at the end of the budget, whichever comes first.
- *
- * A slice end is timed a quarter slice late (the budget end is exact).
- * The step starts at running(), and a class task that sleeps before its
- * slice ends leaves the timer where it is. Periodic threads wake at round
- * periods, often a whole number of slices apart (the demo's thread: every
- * 1000 µs, the default slice), so a step of exactly one slice fires at the
- * thread's next wakeup, about half the time between its timer interrupt
- * and its return to user space, whose switch then waits for our callback.
- * A quarter slice late, it fires a quarter slice after that start, past
- * the thread's return, while it runs or sleeps again. Periods dividing 1¼
- * slices meet it instead (docs/MICROQUANTA.md, "The budget timer's phase").
+ * slice (off_the_next_wakeup()) and at the end of the budget, whichever
+ * comes first.
  */
 static void timer_arm_class_step(struct cpu_ctx *c)
 {
-	u64 step = class_slice_ns + class_slice_ns / 4;
+	u64 step = off_the_next_wakeup(class_slice_ns);
 	u32 timer_for = MQ_TIMER_SLICE_END;
 
 	if (c->budget_left_ns <= step) {

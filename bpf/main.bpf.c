@@ -956,7 +956,7 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	 * woke behind it), dispatch() must decide instead. This task goes
 	 * through enqueue() after all, at the cost of one switch.
 	 */
-	if (c->kept_pid && c->kept_pid == p->pid) {
+	if (c->kept_pid == p->pid) {	/* 0, none, is no task of ours */
 		c->kept_pid = 0;
 		if (class_work_queued(cpu)) {
 			stat_inc(MQ_STAT_KEPT_RETURNED);
@@ -1036,12 +1036,9 @@ void BPF_STRUCT_OPS(mq_enable, struct task_struct *p)
  * grace never started and class work stayed behind a 20 ms RT hold; the
  * VM test class_work_waits_out_a_short_rt_task_and_leaves_a_long_one).
  *
- * The grace is 1¼ class periods, not one: a periodic RT thread whose
- * period is the class period's (the demo's SCHED_FIFO thread under TCG)
- * released the CPU again just as a one-period grace from its last release
- * ended, so the timer fired in its wakeup, between the interrupt and its
- * return to user space, as the class slice end did for class threads
- * (timer_arm_class_step()).
+ * The grace is 1¼ class periods, not one (off_the_next_wakeup()): a one-
+ * period grace of a periodic RT thread with the class period ended at its
+ * next release.
  */
 void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 {
@@ -1056,7 +1053,7 @@ void BPF_STRUCT_OPS(mq_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
 	}
 	if (!c)
 		return;
-	rt_grace_start(c, mq_period_ns + mq_period_ns / 4);
+	rt_grace_start(c, off_the_next_wakeup(mq_period_ns));
 	/* A normal task kept for a class wakeup just now is ahead of it in
 	 * the local queue (see class_wakeup_displaces()): through enqueue()
 	 * again, the class task waits at the head and the normal task in
