@@ -49,6 +49,17 @@ pub struct Wakeup {
     pub late_ns: u64,
 }
 
+/// A whole measurement: every wakeup, and how many of the sleeps before them blocked.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub wakeups: Vec<Wakeup>,
+    /// Sleeps that took the thread off its CPU (its voluntary context switches). A sleep
+    /// whose deadline passes before the thread is off its CPU (a late wakeup plus the work
+    /// ate the period, or a stall between the two) returns without one, and the scheduler
+    /// sees no wakeup for it.
+    pub blocked: u64,
+}
+
 /// Runs the measurement on a fresh thread and summarises it.
 pub fn measure(cfg: WakeupConfig) -> Result<LatencySummary> {
     Ok(summarise_wakeups(&measure_wakeups(cfg)?))
@@ -57,6 +68,12 @@ pub fn measure(cfg: WakeupConfig) -> Result<LatencySummary> {
 /// Runs the measurement on a fresh thread and returns every wakeup, for callers that
 /// split them (e.g. by what else happened at the time).
 pub fn measure_wakeups(cfg: WakeupConfig) -> Result<Vec<Wakeup>> {
+    Ok(measure_run(cfg)?.wakeups)
+}
+
+/// Runs the measurement on a fresh thread and returns the whole run, for callers that
+/// count what the scheduler saw of it.
+pub fn measure_run(cfg: WakeupConfig) -> Result<Run> {
     std::thread::Builder::new()
         .name("mq-wakeup".into())
         .spawn(move || measure_on_this_thread(&cfg))
@@ -75,7 +92,7 @@ pub fn summarise_wakeups<'a>(wakeups: impl IntoIterator<Item = &'a Wakeup>) -> L
     summarise_ns(&hist)
 }
 
-fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Vec<Wakeup>> {
+fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Run> {
     if let Some(cpu) = cfg.cpu {
         pin_to_cpu(cpu)?;
     }
@@ -102,6 +119,7 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Vec<Wakeup>> {
     let work_ns = cfg.work.as_nanos() as u64;
     // Bounded by the caller's sample count, allocated up front so the loop does not.
     let mut wakeups = Vec::with_capacity(cfg.samples as usize);
+    let switches_before = voluntary_switches();
     let mut next = now_ns() + period_ns;
     for _ in 0..cfg.samples {
         sleep_until_ns(next);
@@ -119,11 +137,23 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Vec<Wakeup>> {
             next = now + period_ns;
         }
     }
+    let blocked = voluntary_switches().saturating_sub(switches_before);
 
     if let Some(class) = class {
         class.remove(current_tid())?;
     }
-    Ok(wakeups)
+    Ok(Run { wakeups, blocked })
+}
+
+/// The calling thread's voluntary context switches so far.
+fn voluntary_switches() -> u64 {
+    // SAFETY: a zeroed rusage is valid for getrusage to fill; RUSAGE_THREAD reads the
+    // calling thread only.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru.ru_nvcsw as u64
+    }
 }
 
 pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {
@@ -207,6 +237,26 @@ mod tests {
         .unwrap();
         assert_eq!(s.samples, 20);
         assert!(s.p50 <= s.p99 && s.p99 <= s.max && s.max > 0.0, "{s:?}");
+    }
+
+    /// A pure sleeper's sleeps each take it off its CPU: with a period of 1 ms and no work,
+    /// a sleep can return at once only after a stall of a whole period right before it.
+    #[test]
+    fn a_sleeper_counts_the_sleeps_that_blocked() {
+        let run = measure_run(WakeupConfig {
+            period: Duration::from_millis(1),
+            samples: 20,
+            class: ThreadClass::Normal,
+            work: Duration::ZERO,
+            cpu: None,
+        })
+        .unwrap();
+        assert_eq!(run.wakeups.len(), 20);
+        assert!(
+            (10..=25).contains(&run.blocked),
+            "{} of 20 sleeps blocked",
+            run.blocked
+        );
     }
 
     #[test]
