@@ -18,6 +18,10 @@ pub struct Report {
     pub hogs: usize,
     /// Lateness of every wakeup as the thread measured it (deadline to its clock read).
     pub wakeup_latency_us: LatencySummary,
+    /// Sleeps that took the thread off its CPU: the wakeups the trace can hold. A sleep
+    /// whose deadline passed while the thread still ran returns at once, with no waking.
+    #[serde(default)]
+    pub blocked: u64,
     /// Wakeups whose waking and switch-in the trace holds; the rest (the thread was still
     /// running at its deadline, or the trace lost events) are not attributed.
     pub matched: usize,
@@ -98,6 +102,7 @@ mod tests {
             work_us: 300,
             hogs: 4,
             wakeup_latency_us: latency(200.0),
+            blocked: 399,
             matched: 398,
             slow_threshold_us: 450.0,
             unmatched_slow: 1,

@@ -25,7 +25,7 @@ use mq_report::wakeup_trace::{Charge, Report, SlowWakeup};
 
 use crate::hogs::Hogs;
 use crate::scheduler_process::SchedulerProcess;
-use crate::wakeup::{measure_wakeups, summarise_wakeups, ThreadClass, WakeupConfig};
+use crate::wakeup::{measure_run, summarise_wakeups, Run, ThreadClass, WakeupConfig};
 use attribution::Timeline;
 
 /// The measuring thread's name (`crate::wakeup`), which finds its tid in the trace.
@@ -112,7 +112,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
 
     let instance = tracefs::Instance::create(ftrace::EVENTS, BUFFER_KB)?;
     instance.start()?;
-    let wakeups = measure_wakeups(WakeupConfig {
+    let run = measure_run(WakeupConfig {
         period: cfg.period,
         samples: cfg.samples,
         class: cfg.policy.class(),
@@ -126,7 +126,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
         sched.stop().context("stopping scx_microquanta")?;
     }
     drop(hogs);
-    let wakeups = wakeups?;
+    let Run { wakeups, blocked } = run?;
     if let Some(path) = &cfg.keep_trace {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -184,6 +184,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
         work_us: cfg.work.as_micros() as u64,
         hogs: cfg.hogs,
         wakeup_latency_us: latency,
+        blocked,
         matched: windows.len(),
         slow_threshold_us: slow_ns as f64 / 1000.0,
         unmatched_slow,
