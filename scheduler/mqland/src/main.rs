@@ -32,6 +32,7 @@ mod policy;
 mod stats;
 
 use std::mem::MaybeUninit;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -382,7 +383,21 @@ fn init_logging(verbose: u8) -> Result<()> {
     .context("initialising the logger")
 }
 
-fn main() -> Result<()> {
+/// Prints an error as its chain of causes, without the backtrace that `RUST_BACKTRACE=1`
+/// (set by our VM runs) has anyhow print: scx_rustland_core's global allocator serves
+/// everything from a fixed 64 MiB arena, the symbolizer's tables for a backtrace do not fit
+/// in what is left of it, and the failed allocation left the process hung instead of exited.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let opts = Opts::parse();
     init_logging(opts.verbose)?;
     opts.validate()?;
