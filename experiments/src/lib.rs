@@ -10,6 +10,7 @@
 //! between runs of the same boot, so results carry the context to say so.
 
 pub mod accel;
+pub mod attempts;
 pub mod bench_run;
 pub mod efficiency_bench;
 pub mod hogs;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use mq_class::{current_tid, Class};
 use mq_class::{sysfs, SchedExtState};
+use mq_experiments::attempts::up_to_three_runs;
 use mq_experiments::hogs::Hogs;
 use mq_experiments::scheduler_process::{
     exclusive_sched_ext_host as sched_ext_host, wait_for_state, SchedulerProcess,
@@ -29,23 +30,6 @@ fn start(args: &[&str]) -> SchedulerProcess {
 
 fn cpus() -> usize {
     std::thread::available_parallelism().unwrap().get()
-}
-
-/// Up to three runs of `run`, which asserts what every run must show and returns what the
-/// timing bound is checked on, until `holds` accepts one: a TCG vCPU can stall for
-/// milliseconds at any time, and about one run in several is dominated by such stalls.
-/// Returns every run's value and whether the last one held, for the caller to assert once
-/// the scheduler is stopped.
-fn up_to_three_runs<T: Copy>(mut run: impl FnMut() -> T, holds: impl Fn(T) -> bool) -> (Vec<T>, bool) {
-    let mut values = Vec::new();
-    for _ in 0..3 {
-        let v = run();
-        values.push(v);
-        if holds(v) {
-            return (values, true);
-        }
-    }
-    (values, false)
 }
 
 #[test]
@@ -131,7 +115,7 @@ fn a_microquanta_thread_wakes_sooner_than_a_normal_one_next_to_hogs() {
             assert_eq!((normal.samples, mq.samples), (500, 500));
             (normal.p90, mq.p90)
         },
-        |(normal_p90, mq_p90)| mq_p90 * 2.0 < normal_p90,
+        |&(normal_p90, mq_p90)| mq_p90 * 2.0 < normal_p90,
     );
     sched.stop().unwrap();
     assert!(
@@ -979,7 +963,7 @@ fn a_normal_task_a_class_wakeup_displaces_waits_at_the_head_of_its_cpu() {
             );
             mq.p90
         },
-        |p90| p90 < period_us as f64,
+        |&p90| p90 < period_us as f64,
     );
     sched.stop().unwrap();
     assert!(
@@ -1059,7 +1043,7 @@ fn class_work_queued_behind_a_kept_hog_runs_first() {
             );
             second.p90
         },
-        |p90| p90 < period_us as f64,
+        |&p90| p90 < period_us as f64,
     );
     sched.stop().unwrap();
     assert!(
