@@ -20,6 +20,7 @@ pub struct Report {
     pub wakeup_latency_us: LatencySummary,
     /// Sleeps that took the thread off its CPU: the wakeups the trace can hold. A sleep
     /// whose deadline passed while the thread still ran returns at once, with no waking.
+    /// 0 in a report written before this was counted.
     #[serde(default)]
     pub blocked: u64,
     /// Wakeups whose waking and switch-in the trace holds; the rest (the thread was still
@@ -75,6 +76,13 @@ pub struct Row {
     pub mean_us: f64,
 }
 
+impl Report {
+    /// Wakeups after a blocking sleep that the trace does not hold (it lost their events).
+    pub fn not_found(&self) -> u64 {
+        self.blocked.saturating_sub(self.matched as u64)
+    }
+}
+
 impl Tagged for Report {
     const TAG: Tag = Tag {
         program: "mq-trace-wakeups",
@@ -94,7 +102,7 @@ mod tests {
             share: 0.5,
             mean_us: 12.5,
         }];
-        round_trip(&Report {
+        let report = Report {
             kernel: "7.3.4".into(),
             cpus: 1,
             policy: "microquanta".into(),
@@ -120,6 +128,10 @@ mod tests {
                     at_us: 200.0,
                 }],
             }],
-        });
+        };
+        round_trip(&report);
+        assert_eq!(report.not_found(), 1);
+        let older = Report { blocked: 0, ..report };
+        assert_eq!(older.not_found(), 0, "a report without the count misses nothing");
     }
 }
