@@ -22,8 +22,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use libbpf_rs::{MapCore, MapHandle, OpenObject};
 use log::{debug, info, warn};
-use mq_class::group::{self, Budget, Group, Groups};
-use mq_class::{sysfs, Class, SchedExtState, GROUPS_MAP_PIN, PIN_DIR, TASKS_MAP_PIN};
+use mq_class::group::{self, Group, Groups};
+use mq_class::{Class, GROUPS_MAP_PIN, PIN_DIR, TASKS_MAP_PIN};
+use mq_sched_cli::{init_logging, preflight, PolicyArgs};
 use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_report, UserExitInfo};
 
 use bpf_skel::{BpfSkel, BpfSkelBuilder};
@@ -47,24 +48,8 @@ const EXIT_CHECK: Duration = Duration::from_secs(1);
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Opts {
-    /// MicroQuanta bandwidth period, in microseconds.
-    #[arg(long, default_value_t = 40)]
-    period_us: u64,
-
-    /// MicroQuanta runtime per period while normal tasks compete, in
-    /// microseconds (at most the period).
-    #[arg(long, default_value_t = 20)]
-    runtime_us: u64,
-
-    /// Round-robin slice among MicroQuanta (class) threads sharing a CPU,
-    /// in microseconds (a turn ends up to a quarter slice late).
-    #[arg(long, default_value_t = 1000)]
-    class_slice_us: u64,
-
-    /// Time slice of normal tasks (every task outside the class), in
-    /// microseconds.
-    #[arg(long, default_value_t = 3000)]
-    normal_slice_us: u64,
+    #[command(flatten)]
+    policy: PolicyArgs,
 
     /// sched_ext watchdog: eject the scheduler if a runnable task waits this
     /// long (milliseconds, 0 = kernel default of 30 s). Tests set it low to
@@ -121,29 +106,9 @@ const _: () = {
     assert!(bpf_intf::mq_consts_MQ_GROUP_NAME_LEN as usize == group::NAME_LEN);
 };
 
-const SLICE_US_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
-
 impl Opts {
     fn validate(&self) -> Result<()> {
-        let budget = Budget {
-            period_us: self.period_us,
-            runtime_us: self.runtime_us,
-        };
-        budget
-            .check("--period-us", "--runtime-us")
-            .map_err(anyhow::Error::msg)?;
-        for (flag, value) in [
-            ("--normal-slice-us", self.normal_slice_us),
-            ("--class-slice-us", self.class_slice_us),
-        ] {
-            if !SLICE_US_RANGE.contains(&value) {
-                bail!(
-                    "{flag} {value} is outside {}..={} µs",
-                    SLICE_US_RANGE.start(),
-                    SLICE_US_RANGE.end()
-                );
-            }
-        }
+        self.policy.validate()?;
         if self.watchdog_timeout_ms > 30_000 {
             bail!(
                 "--watchdog-timeout-ms {} exceeds the kernel's 30000 ms limit",
@@ -159,29 +124,6 @@ impl Opts {
         }
         Ok(())
     }
-}
-
-/// Checks that turn a cryptic BPF load failure into an actionable error.
-fn preflight() -> Result<()> {
-    match sysfs::state() {
-        SchedExtState::Unsupported => bail!(
-            "kernel {} has no sched_ext (CONFIG_SCHED_CLASS_EXT): boot a kernel with it, \
-             or run `cargo xtask vm -- scx_microquanta` to use one in a VM",
-            sysfs::kernel_release()
-        ),
-        SchedExtState::Disabled => {}
-        _ => bail!(
-            "another sched_ext scheduler is loaded ({}); stop it first",
-            sysfs::root_ops().unwrap_or_else(|| "unknown".into())
-        ),
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "scx_microquanta must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN"
-        );
-    }
-    Ok(())
 }
 
 /// Logs how many instructions the kernel's verifier checked for each callback (the number
@@ -235,10 +177,10 @@ impl<'obj> Scheduler<'obj> {
             .rodata_data
             .as_mut()
             .context("BPF object has no rodata")?;
-        rodata.normal_slice_ns = opts.normal_slice_us * 1000;
-        rodata.class_slice_ns = opts.class_slice_us * 1000;
-        rodata.mq_period_ns = opts.period_us * 1000;
-        rodata.mq_runtime_ns = opts.runtime_us * 1000;
+        rodata.normal_slice_ns = opts.policy.normal_slice_us * 1000;
+        rodata.class_slice_ns = opts.policy.class_slice_us * 1000;
+        rodata.mq_period_ns = opts.policy.period_us * 1000;
+        rodata.mq_runtime_ns = opts.policy.runtime_us * 1000;
         rodata.nr_cpus = nr_cpus as u32;
 
         // Keep the class and its groups across restarts: reuse the pinned maps
@@ -324,8 +266,8 @@ impl<'obj> Scheduler<'obj> {
         info!(
             "scx_microquanta attached: {} CPUs, period {} µs, runtime {} µs, {} class members",
             nr_cpus,
-            opts.period_us,
-            opts.runtime_us,
+            opts.policy.period_us,
+            opts.policy.runtime_us,
             class.list().len()
         );
         Ok(Self {
@@ -398,10 +340,7 @@ fn set_default_group(groups: &Groups, opts: &Opts) -> Result<()> {
     let default = Group {
         id: group::DEFAULT_GROUP,
         name: group::DEFAULT_GROUP_NAME.to_string(),
-        budget: Budget {
-            period_us: opts.period_us,
-            runtime_us: opts.runtime_us,
-        },
+        budget: opts.policy.budget(),
         cpus: None,
     };
     let mut all: Vec<Group> = groups
@@ -446,26 +385,6 @@ fn reusable_pin(pin: &Path, map: &libbpf_rs::OpenMapMut) -> Result<bool> {
     Ok(same)
 }
 
-fn init_logging(verbose: u8) -> Result<()> {
-    let level = match verbose {
-        0 => simplelog::LevelFilter::Info,
-        1 => simplelog::LevelFilter::Debug,
-        _ => simplelog::LevelFilter::Trace,
-    };
-    simplelog::TermLogger::init(
-        level,
-        simplelog::ConfigBuilder::new()
-            .set_time_level(simplelog::LevelFilter::Error)
-            .set_location_level(simplelog::LevelFilter::Off)
-            .set_target_level(simplelog::LevelFilter::Off)
-            .set_thread_level(simplelog::LevelFilter::Off)
-            .build(),
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    )
-    .context("initialising the logger")
-}
-
 fn main() -> Result<()> {
     let opts = Opts::parse();
     init_logging(opts.verbose)?;
@@ -482,7 +401,7 @@ fn main() -> Result<()> {
             shutdown.flag(),
         );
     }
-    preflight()?;
+    preflight("scx_microquanta")?;
 
     loop {
         let mut open_object = MaybeUninit::uninit();
@@ -512,7 +431,7 @@ mod tests {
     #[test]
     fn defaults_are_the_kernel_patch_defaults() {
         let opts = parse(&[]).unwrap();
-        assert_eq!((opts.period_us, opts.runtime_us), (40, 20));
+        assert_eq!((opts.policy.period_us, opts.policy.runtime_us), (40, 20));
     }
 
     #[test]

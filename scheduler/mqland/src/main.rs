@@ -40,7 +40,7 @@ use bpf::{BpfScheduler, DispatchedTask, QueuedTask, RL_CPU_ANY};
 use clap::Parser;
 use libbpf_rs::OpenObject;
 use log::{info, warn};
-use mq_class::{sysfs, Budget, SchedExtState};
+use mq_sched_cli::{init_logging, preflight, PolicyArgs};
 use scx_utils::UserExitInfo;
 
 use budget::Bandwidth;
@@ -57,22 +57,8 @@ use stats::{Report, Snapshot};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Opts {
-    /// MicroQuanta bandwidth period, in microseconds.
-    #[arg(long, default_value_t = 40)]
-    period_us: u64,
-
-    /// MicroQuanta runtime per period while normal tasks compete, in microseconds (at most
-    /// the period).
-    #[arg(long, default_value_t = 20)]
-    runtime_us: u64,
-
-    /// Round-robin slice among MicroQuanta (class) threads, in microseconds.
-    #[arg(long, default_value_t = 1000)]
-    class_slice_us: u64,
-
-    /// Time slice of normal tasks (every task outside the class), in microseconds.
-    #[arg(long, default_value_t = 3000)]
-    normal_slice_us: u64,
+    #[command(flatten)]
+    policy: PolicyArgs,
 
     /// Print statistics every SECS seconds: decisions, the scheduler's own CPU time, and per
     /// CPU the MicroQuanta share and throttles.
@@ -92,29 +78,9 @@ struct Opts {
     verbose: u8,
 }
 
-const SLICE_US_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
-
 impl Opts {
     fn validate(&self) -> Result<()> {
-        let budget = Budget {
-            period_us: self.period_us,
-            runtime_us: self.runtime_us,
-        };
-        budget
-            .check("--period-us", "--runtime-us")
-            .map_err(anyhow::Error::msg)?;
-        for (flag, value) in [
-            ("--normal-slice-us", self.normal_slice_us),
-            ("--class-slice-us", self.class_slice_us),
-        ] {
-            if !SLICE_US_RANGE.contains(&value) {
-                bail!(
-                    "{flag} {value} is outside {}..={} µs",
-                    SLICE_US_RANGE.start(),
-                    SLICE_US_RANGE.end()
-                );
-            }
-        }
+        self.policy.validate()?;
         if let Some(secs) = self.stats {
             if !(secs.is_finite() && secs > 0.0) {
                 bail!("--stats {secs} must be a positive number of seconds");
@@ -126,33 +92,13 @@ impl Opts {
     fn config(&self) -> Config {
         Config {
             bandwidth: Bandwidth {
-                period_ns: self.period_us * 1000,
-                runtime_ns: self.runtime_us * 1000,
+                period_ns: self.policy.period_us * 1000,
+                runtime_ns: self.policy.runtime_us * 1000,
             },
-            class_slice_ns: self.class_slice_us * 1000,
-            normal_slice_ns: self.normal_slice_us * 1000,
+            class_slice_ns: self.policy.class_slice_us * 1000,
+            normal_slice_ns: self.policy.normal_slice_us * 1000,
         }
     }
-}
-
-fn preflight() -> Result<()> {
-    match sysfs::state() {
-        SchedExtState::Unsupported => bail!(
-            "kernel {} has no sched_ext (CONFIG_SCHED_CLASS_EXT): boot a kernel with it, \
-             or run `cargo xtask vm -- scx_mqland` to use one in a VM",
-            sysfs::kernel_release()
-        ),
-        SchedExtState::Disabled => {}
-        _ => bail!(
-            "another sched_ext scheduler is loaded ({}); stop it first",
-            sysfs::root_ops().unwrap_or_else(|| "unknown".into())
-        ),
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("scx_mqland must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN");
-    }
-    Ok(())
 }
 
 fn monotonic_ns() -> u64 {
@@ -193,14 +139,14 @@ impl<'obj> Scheduler<'obj> {
             opts.verbose > 1,
             true, // a wakeup that finds an idle CPU runs there without a round trip
             false,
-            opts.class_slice_us.min(opts.normal_slice_us) * 1000,
+            opts.policy.class_slice_us.min(opts.policy.normal_slice_us) * 1000,
             "mqland",
         )?;
         info!(
             "scx_mqland attached: {} CPUs, period {} µs, runtime {} µs, {} class members (scx_rustland_core {})",
             nr_cpus,
-            opts.period_us,
-            opts.runtime_us,
+            opts.policy.period_us,
+            opts.policy.runtime_us,
             members.len(),
             scx_rustland_core::VERSION
         );
@@ -363,26 +309,6 @@ fn spawn_printer() -> Result<std::sync::mpsc::SyncSender<String>> {
     Ok(tx)
 }
 
-fn init_logging(verbose: u8) -> Result<()> {
-    let level = match verbose {
-        0 => simplelog::LevelFilter::Info,
-        1 => simplelog::LevelFilter::Debug,
-        _ => simplelog::LevelFilter::Trace,
-    };
-    simplelog::TermLogger::init(
-        level,
-        simplelog::ConfigBuilder::new()
-            .set_time_level(simplelog::LevelFilter::Error)
-            .set_location_level(simplelog::LevelFilter::Off)
-            .set_target_level(simplelog::LevelFilter::Off)
-            .set_thread_level(simplelog::LevelFilter::Off)
-            .build(),
-        simplelog::TerminalMode::Stderr,
-        simplelog::ColorChoice::Never,
-    )
-    .context("initialising the logger")
-}
-
 /// Prints an error as its chain of causes, without the backtrace that `RUST_BACKTRACE=1`
 /// (set by our VM runs) has anyhow print: scx_rustland_core's global allocator serves
 /// everything from a fixed 64 MiB arena, the symbolizer's tables for a backtrace do not fit
@@ -401,7 +327,7 @@ fn run() -> Result<()> {
     let opts = Opts::parse();
     init_logging(opts.verbose)?;
     opts.validate()?;
-    preflight()?;
+    preflight("scx_mqland")?;
     // rustland_core installs the Ctrl-C handler (and stops the loop through `exited()`).
     let printer = spawn_printer()?;
     let mut open_object = MaybeUninit::uninit();
@@ -432,8 +358,11 @@ mod tests {
     #[test]
     fn flags_and_defaults_are_scx_microquantas() {
         let opts = parse(&[]).unwrap();
-        assert_eq!((opts.period_us, opts.runtime_us), (40, 20));
-        assert_eq!((opts.class_slice_us, opts.normal_slice_us), (1000, 3000));
+        assert_eq!((opts.policy.period_us, opts.policy.runtime_us), (40, 20));
+        assert_eq!(
+            (opts.policy.class_slice_us, opts.policy.normal_slice_us),
+            (1000, 3000)
+        );
         assert!(parse(&[
             "--period-us",
             "1000",
