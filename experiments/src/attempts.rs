@@ -2,8 +2,8 @@
 //! Timing bounds checked in a TCG guest: a vCPU can stall for milliseconds at any time, and
 //! about one run in several is dominated by such stalls, so a test measures up to three
 //! times and asserts its unchanged bound on the last run, with every run's value printed.
-//! The VM tests of `scx_microquanta` use this; what every run must show (counts, states) is
-//! asserted inside the run, not retried.
+//! The sched_ext VM tests use this; what every run must show (counts, states) is asserted
+//! inside the run, not retried.
 
 /// Up to three runs of `run` until `holds` accepts one. Returns every run's value and
 /// whether the last one held, for the caller to assert once the scheduler is stopped.

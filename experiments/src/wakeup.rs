@@ -54,9 +54,9 @@ pub struct Wakeup {
 pub struct Run {
     pub wakeups: Vec<Wakeup>,
     /// Sleeps that took the thread off its CPU (its voluntary context switches). A sleep
-    /// whose deadline passes before the thread is off its CPU (a late wakeup plus the work
-    /// ate the period, or a stall between the two) returns without one, and the scheduler
-    /// sees no wakeup for it.
+    /// whose deadline passes before the thread is off its CPU (a stall between the loop's
+    /// check of the deadline and the sleep, or a deadline only µs ahead) returns without
+    /// one, and the scheduler sees no wakeup for it.
     pub blocked: u64,
 }
 
@@ -119,7 +119,7 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Run> {
     let work_ns = cfg.work.as_nanos() as u64;
     // Bounded by the caller's sample count, allocated up front so the loop does not.
     let mut wakeups = Vec::with_capacity(cfg.samples as usize);
-    let switches_before = voluntary_switches();
+    let switches_before = voluntary_switches()?;
     let mut next = now_ns() + period_ns;
     for _ in 0..cfg.samples {
         sleep_until_ns(next);
@@ -137,7 +137,7 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Run> {
             next = now + period_ns;
         }
     }
-    let blocked = voluntary_switches().saturating_sub(switches_before);
+    let blocked = voluntary_switches()?.saturating_sub(switches_before);
 
     if let Some(class) = class {
         class.remove(current_tid())?;
@@ -146,14 +146,17 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Run> {
 }
 
 /// The calling thread's voluntary context switches so far.
-fn voluntary_switches() -> u64 {
+fn voluntary_switches() -> Result<u64> {
     // SAFETY: a zeroed rusage is valid for getrusage to fill; RUSAGE_THREAD reads the
     // calling thread only.
-    unsafe {
+    let (rc, ru) = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
-        ru.ru_nvcsw as u64
+        (libc::getrusage(libc::RUSAGE_THREAD, &mut ru), ru)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading the thread's context switches");
     }
+    Ok(ru.ru_nvcsw as u64)
 }
 
 pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {

@@ -17,6 +17,7 @@
 //! every pair gets the 3-point bound.
 
 use mq_class::{sysfs, SchedExtState};
+use mq_experiments::attempts::up_to_three_runs;
 use mq_experiments::sched_bench::{self, conformance, cyclictest, latency_compare, BenchConfig};
 use mq_experiments::scheduler_process::exclusive_sched_ext_host as sched_ext_host;
 use mq_report::sched::{DEADLINE, EEVDF, FIFO, MICROQUANTA};
@@ -38,30 +39,27 @@ fn microquanta_wakes_sooner_than_eevdf_under_hogs() {
     // when repeated at the end of the same boot), while the class bounds the
     // delay throughout. Up to three runs, because a TCG vCPU stall can
     // dominate one; every run is printed.
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let cmp = latency_compare::run(&cfg.latency(), &scheduler).unwrap();
-        for (class, s) in &cmp.summaries {
-            println!(
-                "latency {class:<12} p50 {:>9.1} p90 {:>9.1} p99 {:>9.1} max {:>9.1} µs",
-                s.p50, s.p90, s.p99, s.max
-            );
-            assert_eq!(s.samples, cfg.samples, "{class}: every wakeup recorded");
-        }
-        println!("ratios {:?}", cmp.ratios);
-        let s = &cmp.summaries;
-        for class in [FIFO, DEADLINE] {
-            assert!(s.contains_key(class), "{class} measured");
-        }
-        let (mq, eevdf) = (&s[MICROQUANTA], &s[EEVDF]);
-        attempts.push((eevdf.p90, mq.p90));
-        if mq.p90 < eevdf.p90 {
-            break;
-        }
-    }
-    let (eevdf_p90, mq_p90) = *attempts.last().unwrap();
+    let (attempts, held) = up_to_three_runs(
+        || {
+            let cmp = latency_compare::run(&cfg.latency(), &scheduler).unwrap();
+            for (class, s) in &cmp.summaries {
+                println!(
+                    "latency {class:<12} p50 {:>9.1} p90 {:>9.1} p99 {:>9.1} max {:>9.1} µs",
+                    s.p50, s.p90, s.p99, s.max
+                );
+                assert_eq!(s.samples, cfg.samples, "{class}: every wakeup recorded");
+            }
+            println!("ratios {:?}", cmp.ratios);
+            let s = &cmp.summaries;
+            for class in [FIFO, DEADLINE] {
+                assert!(s.contains_key(class), "{class} measured");
+            }
+            (s[EEVDF].p90, s[MICROQUANTA].p90)
+        },
+        |&(eevdf_p90, mq_p90)| mq_p90 < eevdf_p90,
+    );
     assert!(
-        mq_p90 < eevdf_p90,
+        held,
         "p90 (eevdf, microquanta) in µs over {} runs: {attempts:?}",
         attempts.len()
     );
@@ -163,11 +161,12 @@ fn mq_trace_wakeups_finds_class_wakeups_in_the_trace() {
             .map_or(0.0, |x| x.share)
     };
     assert_eq!(r.policy, MICROQUANTA);
-    // Each sleep that blocked has a waking and a switch-in to find; a sleep that a stall made
-    // return at once has neither.
-    assert!(r.blocked >= 200, "only {} of 400 sleeps blocked", r.blocked);
-    let missing = r.not_found();
-    assert!(missing <= 20, "{missing} of {} wakeups not found", r.blocked);
+    // Each sleep that blocked has a waking and a switch-in to find; a sleep that returned at
+    // once (its deadline passed first, e.g. across a stall) has neither. At most a tenth.
+    let blocked = r.blocked.expect("the report counts the sleeps that blocked");
+    assert!(blocked >= 360, "only {blocked} of 400 sleeps blocked");
+    let missing = r.not_found().unwrap_or(blocked);
+    assert!(missing <= 20, "{missing} of {blocked} wakeups not found");
     assert!(share("phase:scheduler") > 0.9, "{:?}", r.all);
     assert!(share("hrtimer:hrtimer_wakeup") > 0.8, "{:?}", r.all);
     assert!(share("task:stress-ng-cpu") > 0.5, "{:?}", r.all);

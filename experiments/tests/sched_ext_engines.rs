@@ -286,8 +286,8 @@ fn a_host_groups_microquanta_budget_is_its_own_class_group() {
     assert!(summary.contains("and its MicroQuanta class group"), "{summary}");
     assert!(matches!(groups.get("host-lat"), Err(ClassError::UnknownGroup(_))));
     // The host joins its engine threads before it removes the group, but the BPF exit_task
-    // callback drops a thread from the class only at its last switch-out, which a stalled vCPU
-    // can hold back past the reply.
+    // callback drops a thread from the class only once the kernel is done with the task (on
+    // 7.x at its last switch-out), which a stalled vCPU can hold back past the reply.
     let deadline = Instant::now() + Duration::from_secs(5);
     for tid in lat_tids {
         while class.group_of(tid).unwrap().is_some() {

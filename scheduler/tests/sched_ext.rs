@@ -872,9 +872,10 @@ fn periodic_class_wakeups_find_the_budget_timer_armed() {
     );
     // Each sleep that blocked ends in a class wakeup; the interval may miss the first (the
     // thread joins the class and sleeps before the counters are read). A sleep that did not
-    // block (a stall ate its period) has no wakeup to count.
+    // block (its deadline passed before the thread was off its CPU, e.g. across a stall) has
+    // no wakeup to count; at most a tenth may be such.
     assert!(
-        run.blocked >= 250,
+        run.blocked >= 450,
         "only {} of 500 sleeps blocked: {mq:?}",
         run.blocked
     );

@@ -7,8 +7,8 @@
 //! Ignored by a plain `cargo test`; run in the VM by `cargo xtask test` (filter: `groups`).
 //! The budgets use 1 ms periods: TCG times those faithfully (docs/MICROQUANTA.md). A share
 //! is measured up to three times (`mq_experiments::attempts`): one window in a TCG guest can
-//! miss the bound (a past run measured 22.6 % for a 20 % budget while the scheduler's own
-//! accounting of the same window showed 19.2 %).
+//! miss the bound while the scheduler's own accounting of it does not (22.6 % measured for a
+//! 20 % budget, 19.2 % by the scheduler, in one run).
 
 use std::path::Path;
 use std::process::Command;

@@ -19,10 +19,10 @@ pub struct Report {
     /// Lateness of every wakeup as the thread measured it (deadline to its clock read).
     pub wakeup_latency_us: LatencySummary,
     /// Sleeps that took the thread off its CPU: the wakeups the trace can hold. A sleep
-    /// whose deadline passed while the thread still ran returns at once, with no waking.
-    /// 0 in a report written before this was counted.
+    /// whose deadline passed before the thread was off its CPU returns at once, with no
+    /// waking. `None` in a report written before this was counted.
     #[serde(default)]
-    pub blocked: u64,
+    pub blocked: Option<u64>,
     /// Wakeups whose waking and switch-in the trace holds; the rest (the thread was still
     /// running at its deadline, or the trace lost events) are not attributed.
     pub matched: usize,
@@ -77,9 +77,10 @@ pub struct Row {
 }
 
 impl Report {
-    /// Wakeups after a blocking sleep that the trace does not hold (it lost their events).
-    pub fn not_found(&self) -> u64 {
-        self.blocked.saturating_sub(self.matched as u64)
+    /// Wakeups after a blocking sleep that the trace does not hold (it lost their events);
+    /// `None` where the report does not count blocked sleeps.
+    pub fn not_found(&self) -> Option<u64> {
+        self.blocked.map(|b| b.saturating_sub(self.matched as u64))
     }
 }
 
@@ -110,7 +111,7 @@ mod tests {
             work_us: 300,
             hogs: 4,
             wakeup_latency_us: latency(200.0),
-            blocked: 399,
+            blocked: Some(399),
             matched: 398,
             slow_threshold_us: 450.0,
             unmatched_slow: 1,
@@ -130,8 +131,11 @@ mod tests {
             }],
         };
         round_trip(&report);
-        assert_eq!(report.not_found(), 1);
-        let older = Report { blocked: 0, ..report };
-        assert_eq!(older.not_found(), 0, "a report without the count misses nothing");
+        assert_eq!(report.not_found(), Some(1));
+        let older = Report {
+            blocked: None,
+            ..report
+        };
+        assert_eq!(older.not_found(), None, "a report without the count cannot tell");
     }
 }

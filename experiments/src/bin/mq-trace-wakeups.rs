@@ -94,16 +94,19 @@ fn main() -> Result<()> {
 /// The rows of both sets side by side, the slow wakeups' largest first.
 fn table(r: &Report, rows: usize) -> String {
     let l = &r.wakeup_latency_us;
+    let blocked = r.blocked.map_or_else(
+        || "blocked sleeps not counted".into(),
+        |b| format!("{b} sleeps blocked"),
+    );
     let mut out = format!(
         "mq-trace-wakeups: {}: latency p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; {} of {} wakeups \
-         found in the trace ({} slept), {} slow (≥ {:.0} µs) and {} as late not in it\n",
+         found in the trace ({blocked}), {} slow (≥ {:.0} µs) and {} as late not in it\n",
         r.policy,
         l.p50,
         l.p99,
         l.max,
         r.matched,
         l.samples,
-        r.blocked,
         r.slow.wakeups,
         r.slow_threshold_us,
         r.unmatched_slow

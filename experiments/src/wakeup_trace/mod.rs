@@ -184,7 +184,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
         work_us: cfg.work.as_micros() as u64,
         hogs: cfg.hogs,
         wakeup_latency_us: latency,
-        blocked,
+        blocked: Some(blocked),
         matched: windows.len(),
         slow_threshold_us: slow_ns as f64 / 1000.0,
         unmatched_slow,

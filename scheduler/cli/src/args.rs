@@ -22,8 +22,8 @@ pub struct PolicyArgs {
     pub runtime_us: u64,
 
     /// Round-robin slice among MicroQuanta (class) threads sharing a CPU, in microseconds
-    /// (scx_microquanta ends a turn up to a quarter slice late, off a periodic thread's next
-    /// wakeup).
+    /// (scx_microquanta ends a turn up to a quarter slice late; scx_mqland at the first tick
+    /// after it).
     #[arg(long, default_value_t = 1000)]
     pub class_slice_us: u64,
 

@@ -311,8 +311,9 @@ fn spawn_printer() -> Result<std::sync::mpsc::SyncSender<String>> {
 
 /// Prints an error as its chain of causes, without the backtrace that `RUST_BACKTRACE=1`
 /// (set by our VM runs) has anyhow print: scx_rustland_core's global allocator serves
-/// everything from a fixed 64 MiB arena, the symbolizer's tables for a backtrace do not fit
-/// in what is left of it, and the failed allocation left the process hung instead of exited.
+/// everything from a fixed 64 MiB arena, the symbolizer's tables for an error's backtrace do
+/// not fit in what is left of it, and the failed allocation hangs the process instead of
+/// ending it.
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
