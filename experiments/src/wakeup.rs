@@ -256,7 +256,7 @@ mod tests {
         .unwrap();
         assert_eq!(run.wakeups.len(), 20);
         assert!(
-            (10..=25).contains(&run.blocked),
+            (16..=20).contains(&run.blocked),
             "{} of 20 sleeps blocked",
             run.blocked
         );

@@ -4,10 +4,10 @@
 //! events, interrupts, softirqs, hrtimer and timer-wheel callbacks, and each wakeup's window
 //! (deadline to the thread's clock read) charged with what filled it. The slow wakeups (the
 //! p99 and later of those the trace holds, or a given threshold) are set beside all of them,
-//! and the slowest are listed one by one with where in the window each charge starts. A row far more common
-//! in slow wakeups than in all is a suspect, not yet a cause: a late interrupt also runs
-//! every timer that expired while it was late, so check whether it starts before the
-//! waking (it delayed the wakeup) or after (it came with the delay).
+//! and the slowest are listed one by one with where in the window each charge starts. A row
+//! far more common in slow wakeups than in all is a suspect, not yet a cause: a late
+//! interrupt also runs every timer that expired while it was late, so check whether it
+//! starts before the waking (it delayed the wakeup) or after (it came with the delay).
 //!
 //! `mq-trace-wakeups` is the program (docs/MICROQUANTA.md, "Where that gap comes from").
 //! The trace itself costs: every event is a few µs under TCG, so compare policies traced
