@@ -41,7 +41,10 @@ mod stats;
 mod worker;
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize,
+    Ordering::{Acquire, Relaxed},
+};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -623,11 +626,9 @@ impl Runtime {
                     name: g.name.clone(),
                     mode: g.mode.as_str().to_owned(),
                     cores: g.cores.clone(),
-                    active_threads: g
-                        .threads
-                        .iter()
-                        .filter(|t| t.shared.engine_count.load(Relaxed) > 0)
-                        .count(),
+                    // From this snapshot's engines, not the threads' own counts: those
+                    // are read later, and a move in between would tear the status.
+                    active_threads: threads.iter().filter(|t| !t.engines.is_empty()).count(),
                     threads,
                     engines,
                 }
@@ -697,7 +698,8 @@ fn engine_status(e: &EngineShared, now: u64) -> EngineStatus {
     };
     EngineStatus {
         name: e.name.clone(),
-        tid: s.tid.load(Relaxed),
+        // Before `migrations` (Acquire): an engine seen off its old thread has its move counted.
+        tid: s.tid.load(Acquire),
         runs: s.runs.load(Relaxed),
         items: s.items.load(Relaxed),
         busy_ns: s.busy_ns.load(Relaxed),

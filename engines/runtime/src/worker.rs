@@ -396,17 +396,19 @@ impl Worker {
             Command::Adopt(placed) => self.adopt(placed),
             Command::Release { engine, to } => {
                 let Some(i) = self.slots.iter().position(|s| s.placed.shared.id == engine) else {
-                    return; // failed in the meantime
+                    return; // failed or removed in the meantime
                 };
+                // Counted before `remove()` clears the engine's thread (a Release store),
+                // so that a status that sees the engine off this thread sees the move.
+                self.slots[i].placed.shared.stats.migrations.fetch_add(1, Relaxed);
                 let slot = self.remove(i);
-                slot.placed.shared.stats.migrations.fetch_add(1, Relaxed);
                 to.send(Command::Adopt(slot.placed));
             }
         }
     }
 
     fn adopt(&mut self, placed: Placed) {
-        placed.shared.stats.tid.store(self.tid, Relaxed);
+        placed.shared.stats.tid.store(self.tid, Release);
         let key = EventData::new_u64(placed.shared.id as u64);
         let _ = epoll::add(&self.epoll, placed.shared.mailbox.wake_fd(), key, EventFlags::IN);
         self.slots.push(Slot {
@@ -423,7 +425,7 @@ impl Worker {
             let _ = epoll::delete(&self.epoll, source_fd(source));
         }
         let _ = epoll::delete(&self.epoll, slot.placed.shared.mailbox.wake_fd());
-        slot.placed.shared.stats.tid.store(0, Relaxed);
+        slot.placed.shared.stats.tid.store(0, Release);
         self.setup_shared.engine_count.store(self.slots.len(), Relaxed);
         slot
     }

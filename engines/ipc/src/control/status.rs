@@ -45,7 +45,8 @@ pub struct GroupStatus {
     /// compacting: where it may grow); empty: any.
     #[serde(default)]
     pub cores: Vec<usize>,
-    /// Threads currently hosting at least one engine.
+    /// Threads hosting at least one engine in this snapshot (an engine moving between
+    /// threads is on none).
     pub active_threads: usize,
     /// Every thread of the group, active or parked.
     pub threads: Vec<ThreadStatus>,
