@@ -18,6 +18,13 @@
 //! over wall time). After any move we wait `settle` so that its effect shows in the samples
 //! before deciding again: that, and the gap between [`FULL`] and [`PACK`], keeps the set of
 //! cores from oscillating.
+//!
+//! A move is a message to the engine's thread, which hands the engine on when it next looks
+//! at its mailbox, possibly a step or a preemption later. While any engine is not yet on the
+//! thread it was sent to ([`Sample::moving`]) we decide nothing, and the settle time counts
+//! from its arrival: a second move sent before the first arrived could reach the target
+//! thread ahead of the engine, find nothing to release, and leave the engine somewhere other
+//! than where we believe it is.
 
 use std::time::Duration;
 
@@ -56,6 +63,8 @@ pub struct Sample {
     pub delay_ns: u64,
     /// Cumulative busy time.
     pub busy_ns: u64,
+    /// The engine is not yet on `thread`: a move (or its adding) is under way.
+    pub moving: bool,
 }
 
 /// Move engine `engine` (index in the group) to thread `to`.
@@ -119,6 +128,10 @@ impl Rebalancer {
         let target_ns = self.params.max_queueing_delay.as_nanos() as u64;
         if samples.iter().any(|s| s.delay_ns > target_ns / 2) {
             self.last_pressure_ns = now_ns;
+        }
+        if samples.iter().any(|s| s.moving) {
+            self.last_move_ns = now_ns;
+            return Vec::new();
         }
         if now_ns.saturating_sub(self.last_move_ns) < self.settle_ns() {
             return Vec::new();
@@ -239,6 +252,7 @@ mod tests {
                     thread: assign[i],
                     delay_ns: delay[i],
                     busy_ns: busy[i],
+                    moving: false,
                 })
                 .collect();
             for m in r.poll(*t, &samples) {
@@ -307,5 +321,55 @@ mod tests {
         // 1 ms of pressure allows at most one move per millisecond.
         drive(&mut r, &mut t, &mut assign, &[0.3; 8], &[900 * US; 8], 1);
         assert!(threads_used(&assign) <= 2, "{assign:?}");
+    }
+
+    #[test]
+    fn decides_nothing_until_a_moving_engine_arrives_then_settles_from_there() {
+        let mut r = Rebalancer::new(params(), 2, 3);
+        let sample = |thread, moving| Sample {
+            thread,
+            delay_ns: 900 * US,
+            busy_ns: 0,
+            moving,
+        };
+        // Three engines on thread 0, all over target: the first poll moves one.
+        let mut t = 10 * MS;
+        let first = r.poll(t, &[sample(0, false), sample(0, false), sample(0, false)]);
+        assert_eq!(first.len(), 1, "{first:?}");
+        let moved = first[0].engine;
+        let after = |moving: bool, t: &mut u64| {
+            *t += 50 * US;
+            let samples: Vec<Sample> = (0..3)
+                .map(|i| {
+                    if i == moved {
+                        sample(1, moving)
+                    } else {
+                        sample(0, false)
+                    }
+                })
+                .collect();
+            samples
+        };
+        // Still under way long past the settle time: no decision.
+        while t < 20 * MS {
+            let samples = after(true, &mut t);
+            assert!(
+                r.poll(t, &samples).is_empty(),
+                "moved again at {t} ns while moving"
+            );
+        }
+        // Arrived: the settle time (1 ms here) starts now, not at the move.
+        let arrived = t;
+        let mut next = None;
+        while next.is_none() {
+            assert!(t < arrived + 20 * MS, "never moved again after the arrival");
+            let samples = after(false, &mut t);
+            next = r.poll(t, &samples).first().copied();
+        }
+        assert!(
+            t - arrived >= MS,
+            "moved {} µs after the arrival",
+            (t - arrived) / US
+        );
     }
 }

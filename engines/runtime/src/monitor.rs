@@ -7,7 +7,10 @@
 //! so its resolution is the poll interval (Snap polls every few tens of µs for the same
 //! reason).
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Acquire, Relaxed},
+};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,10 +111,16 @@ fn poll_group(group: &mut WatchedGroup, now: u64, stuck_after_ns: u64) {
         stats.max_queueing_delay_ns.fetch_max(delay, Relaxed);
         // Only the rebalancer uses samples: other modes just get the delay stored above.
         if let Some(compacting) = &mut group.compacting {
+            let thread = compacting.assignment[i];
+            // Acquire: pairs with `adopt()`'s store, so an arrival shows its busy time.
+            let on = stats.tid.load(Acquire);
+            // A failed engine was dropped by its thread and will arrive nowhere.
+            let failed = matches!(stats.health(), Health::Failed { .. });
             compacting.samples.push(Sample {
-                thread: compacting.assignment[i],
+                thread,
                 delay_ns: delay,
                 busy_ns: stats.busy_ns.load(Relaxed),
+                moving: !failed && on != group.workers[thread].tid.load(Relaxed),
             });
         }
     }
