@@ -7,10 +7,7 @@
 //! so its resolution is the poll interval (Snap polls every few tens of µs for the same
 //! reason).
 
-use std::sync::atomic::{
-    AtomicBool,
-    Ordering::{Acquire, Relaxed},
-};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,8 +109,7 @@ fn poll_group(group: &mut WatchedGroup, now: u64, stuck_after_ns: u64) {
         // Only the rebalancer uses samples: other modes just get the delay stored above.
         if let Some(compacting) = &mut group.compacting {
             let thread = compacting.assignment[i];
-            // Acquire: pairs with `adopt()`'s store, so an arrival shows its busy time.
-            let on = stats.tid.load(Acquire);
+            let on = stats.tid.load(Relaxed);
             // A failed engine was dropped by its thread and will arrive nowhere.
             let failed = matches!(stats.health(), Health::Failed { .. });
             compacting.samples.push(Sample {
