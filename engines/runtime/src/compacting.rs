@@ -15,16 +15,17 @@
 //!   below [`PACK`]: one core fewer.
 //!
 //! Loads are exponentially weighted busy fractions (time in `run()` steps that made progress
-//! over wall time). After any move we wait `settle` so that its effect shows in the samples
-//! before deciding again: that, and the gap between [`FULL`] and [`PACK`], keeps the set of
-//! cores from oscillating.
+//! over wall time). The two threads of a move take part in no other move for a settle time,
+//! so that its effect shows in their samples first: that, and the gap between [`FULL`] and
+//! [`PACK`], keeps the set of cores from oscillating.
 //!
 //! A move is a message to the engine's thread, which hands the engine on when it next looks
-//! at its mailbox, possibly a step or a preemption later. While any engine is not yet on the
-//! thread it was sent to ([`Sample::moving`]) we decide nothing, and the settle time counts
-//! from its arrival: a second move sent before the first arrived could reach the target
+//! at its mailbox, possibly a step or a preemption later. Until the engine is on the thread it
+//! was sent to ([`Sample::moving`]), neither thread takes part in another move, and their
+//! settle time counts from the arrival. A second move sent earlier could reach the target
 //! thread ahead of the engine, find nothing to release, and leave the engine somewhere other
-//! than where we believe it is.
+//! than where we believe it is. The group's other threads go on being balanced, so an engine
+//! stuck inside one step holds up only its own thread and the one its thread-mate was sent to.
 
 use std::time::Duration;
 
@@ -84,7 +85,10 @@ pub struct Rebalancer {
     load: Vec<f64>,
     last_busy_ns: Vec<u64>,
     last_poll_ns: Option<u64>,
-    last_move_ns: u64,
+    /// Per engine: the thread it was last moved from (`None`: never moved, or added).
+    moved_from: Vec<Option<usize>>,
+    /// Per thread: when it last took part in a move, or had one under way.
+    last_move_ns: Vec<u64>,
     last_pressure_ns: u64,
 }
 
@@ -97,7 +101,8 @@ impl Rebalancer {
             load: vec![0.0; engines],
             last_busy_ns: vec![0; engines],
             last_poll_ns: None,
-            last_move_ns: 0,
+            moved_from: vec![None; engines],
+            last_move_ns: vec![0; threads],
             last_pressure_ns: 0,
         }
     }
@@ -107,6 +112,7 @@ impl Rebalancer {
     pub fn add_engine(&mut self) {
         self.load.push(0.0);
         self.last_busy_ns.push(0);
+        self.moved_from.push(None);
     }
 
     /// Engine `i` was removed at run time: the engines after it shift down by one, as in
@@ -114,12 +120,18 @@ impl Rebalancer {
     pub fn remove_engine(&mut self, i: usize) {
         self.load.remove(i);
         self.last_busy_ns.remove(i);
+        self.moved_from.remove(i);
     }
 
     fn settle_ns(&self) -> u64 {
         (self.params.poll_interval * 20)
             .max(Duration::from_millis(1))
             .as_nanos() as u64
+    }
+
+    /// Thread `t` may take part in a move: none has touched it for a settle time.
+    fn settled(&self, t: usize, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_move_ns[t]) >= self.settle_ns()
     }
 
     /// Takes one poll's samples (`samples[i]` is engine `i`) and returns the moves to make.
@@ -129,20 +141,22 @@ impl Rebalancer {
         if samples.iter().any(|s| s.delay_ns > target_ns / 2) {
             self.last_pressure_ns = now_ns;
         }
-        if samples.iter().any(|s| s.moving) {
-            self.last_move_ns = now_ns;
-            return Vec::new();
-        }
-        if now_ns.saturating_sub(self.last_move_ns) < self.settle_ns() {
-            return Vec::new();
+        for (i, s) in samples.iter().enumerate().filter(|(_, s)| s.moving) {
+            self.last_move_ns[s.thread] = now_ns;
+            if let Some(from) = self.moved_from[i] {
+                self.last_move_ns[from] = now_ns;
+            }
         }
         let thread_load = self.thread_loads(samples);
         let moves = self
-            .grow(samples, &thread_load, target_ns)
+            .grow(now_ns, samples, &thread_load, target_ns)
             .map(|m| vec![m])
             .unwrap_or_else(|| self.shrink(now_ns, samples, &thread_load));
-        if !moves.is_empty() {
-            self.last_move_ns = now_ns;
+        for m in &moves {
+            let from = samples[m.engine].thread;
+            self.moved_from[m.engine] = Some(from);
+            self.last_move_ns[from] = now_ns;
+            self.last_move_ns[m.to] = now_ns;
             // A shrink must wait for a whole calm window again; so must one after a grow.
             self.last_pressure_ns = now_ns;
         }
@@ -177,20 +191,30 @@ impl Rebalancer {
         per_thread
     }
 
-    fn grow(&self, samples: &[Sample], threads: &[(usize, f64)], target_ns: u64) -> Option<Move> {
+    fn grow(
+        &self,
+        now_ns: u64,
+        samples: &[Sample],
+        threads: &[(usize, f64)],
+        target_ns: u64,
+    ) -> Option<Move> {
         let (engine, sample) = samples
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.delay_ns > target_ns && threads[s.thread].0 > 1)
+            .filter(|(_, s)| {
+                s.delay_ns > target_ns && threads[s.thread].0 > 1 && self.settled(s.thread, now_ns)
+            })
             .max_by_key(|(_, s)| s.delay_ns)?;
         let need = self.load[engine];
         let best_active = threads
             .iter()
             .enumerate()
-            .filter(|&(t, &(count, load))| t != sample.thread && count > 0 && load + need < FULL)
+            .filter(|&(t, &(count, load))| {
+                t != sample.thread && self.settled(t, now_ns) && count > 0 && load + need < FULL
+            })
             .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
             .map(|(t, _)| t);
-        let parked = threads.iter().position(|&(count, _)| count == 0);
+        let parked = (0..threads.len()).find(|&t| self.settled(t, now_ns) && threads[t].0 == 0);
         best_active.or(parked).map(|to| Move { engine, to })
     }
 
@@ -201,7 +225,7 @@ impl Rebalancer {
         let mut active: Vec<(usize, f64)> = threads
             .iter()
             .enumerate()
-            .filter(|(_, &(count, _))| count > 0)
+            .filter(|&(t, &(count, _))| count > 0 && self.settled(t, now_ns))
             .map(|(t, &(_, load))| (t, load))
             .collect();
         if active.len() < 2 {
@@ -324,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn decides_nothing_until_a_moving_engine_arrives_then_settles_from_there() {
+    fn a_move_holds_its_two_threads_until_the_engine_arrives_then_settles_from_there() {
         let mut r = Rebalancer::new(params(), 2, 3);
         let sample = |thread, moving| Sample {
             thread,
@@ -371,5 +395,47 @@ mod tests {
             "moved {} µs after the arrival",
             (t - arrived) / US
         );
+    }
+
+    #[test]
+    fn a_move_that_never_arrives_holds_only_its_own_two_threads() {
+        // Engines 0 and 1 on thread 0, 2 on thread 1, 3 and 4 on thread 3; thread 2 parked.
+        let mut r = Rebalancer::new(params(), 4, 5);
+        let sample = |thread, delay_ns, moving| Sample {
+            thread,
+            delay_ns,
+            busy_ns: 0,
+            moving,
+        };
+        let mut t = 10 * MS;
+        let first = r.poll(
+            t,
+            &[
+                sample(0, 900 * US, false),
+                sample(0, 0, false),
+                sample(1, 0, false),
+                sample(3, 0, false),
+                sample(3, 0, false),
+            ],
+        );
+        assert_eq!(first, vec![Move { engine: 0, to: 1 }]);
+        // Engine 0 never arrives (its thread is stuck inside a step). Engines 1 and 3 are
+        // now over target: 1 may not leave thread 0, 3 may leave thread 3.
+        let mut moves = Vec::new();
+        while t < 30 * MS {
+            t += 50 * US;
+            let samples = [
+                sample(1, 0, true),
+                sample(0, 900 * US, false),
+                sample(1, 0, false),
+                sample(3, 900 * US, false),
+                sample(3, 0, false),
+            ];
+            moves.extend(r.poll(t, &samples));
+            if !moves.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(moves, vec![Move { engine: 3, to: 2 }]);
     }
 }
