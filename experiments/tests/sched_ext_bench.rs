@@ -165,7 +165,7 @@ fn mq_trace_wakeups_finds_class_wakeups_in_the_trace() {
     // once (its deadline passed first, e.g. across a stall) has neither. At most a tenth.
     let blocked = r.blocked.expect("the report counts the sleeps that blocked");
     assert!(blocked >= 360, "only {blocked} of 400 sleeps blocked");
-    let missing = r.not_found().unwrap_or(blocked);
+    let missing = r.not_found().expect("the report counts the sleeps that blocked");
     assert!(missing <= 20, "{missing} of {blocked} wakeups not found");
     assert!(share("phase:scheduler") > 0.9, "{:?}", r.all);
     assert!(share("hrtimer:hrtimer_wakeup") > 0.8, "{:?}", r.all);

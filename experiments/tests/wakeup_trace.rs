@@ -43,7 +43,7 @@ fn a_fifo_threads_wakeups_are_found_and_charged_to_the_timer_and_the_preempted_h
     // thread slept (then the sleep did not block).
     let blocked = r.blocked.expect("the report counts the sleeps that blocked");
     assert!(blocked >= 270, "only {blocked} of 300 sleeps blocked");
-    let missing = r.not_found().unwrap_or(blocked);
+    let missing = r.not_found().expect("the report counts the sleeps that blocked");
     assert!(missing <= 15, "{missing} of {blocked} wakeups not found");
     // Waking and switch can fall in the same µs of the trace's clock (a zero phase).
     assert!(share(&r.all, "phase:scheduler") > 0.9, "{:?}", r.all);

@@ -19,8 +19,7 @@ pub fn preflight(bin: &str) -> Result<()> {
             sysfs::root_ops().unwrap_or_else(|| "unknown".into())
         ),
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("{bin} must run as root: loading a sched_ext scheduler needs CAP_BPF and CAP_SYS_ADMIN");
     }
     Ok(())
