@@ -52,7 +52,7 @@ pub fn json_destination(json: Option<PathBuf>, out: Option<PathBuf>) -> Result<O
 pub fn start_scheduler(bin: Option<&Path>) -> Result<Option<SchedulerProcess>> {
     bin.map(|bin| {
         let (period, runtime) = crate::accel::latency_bandwidth_us();
-        crate::sched_bench::start_scheduler(bin, period, runtime)
+        crate::sched_bench::start_scheduler(bin, period, runtime).map(|(sched, _)| sched)
     })
     .transpose()
 }

@@ -24,6 +24,7 @@ pub mod pony_bench;
 pub mod rounds;
 pub mod sched_bench;
 pub mod scheduler_process;
+pub mod settle;
 pub mod stall_probe;
 pub mod thread_counters;
 pub mod upgrade_bench;

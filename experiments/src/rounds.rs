@@ -7,6 +7,9 @@
 //! than all of one policy's samples, and the ratios are taken within each round
 //! ([`mq_report::rounds`]).
 //!
+//! Each load is settled before the round measures ([`crate::settle`]): the class warm-up's
+//! wakeups are reported apart ([`Warmup`]) and are in no round's figures.
+//!
 //! A [`StallProbe`] runs throughout. A measured wakeup whose wait overlaps a probe stall is
 //! marked stalled: it is kept in every figure, and each round's p99 is also given without the
 //! stalled wakeups, so the report shows the comparison both with and without the emulator's
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use mq_report::demo::{EEVDF, FIFO, FIFO_SCX, MICROQUANTA, NORMAL, POLICIES};
 use mq_report::rounds::{
-    p99_all, p99_clean, per_round_ratios, RoundRow, Spread, StallEvent, Stalls, LISTED_STALLS,
+    p99_all, p99_clean, per_round_ratios, RoundRow, Spread, StallEvent, Stalls, Warmup, LISTED_STALLS,
 };
 use mq_report::LatencySummary;
 
@@ -56,6 +59,8 @@ pub struct RoundsResult {
     pub stalls: Stalls,
     /// Median of load (with settling) plus unload of the scheduler, per round.
     pub scheduler_cycle_ms: Option<f64>,
+    /// The class warm-up of each load; `None` when no load warmed up.
+    pub warmup: Option<Warmup>,
 }
 
 /// One policy's measurement in one round.
@@ -65,18 +70,20 @@ struct Measured {
     wakeups: Vec<Wakeup>,
 }
 
-/// Runs `cfg.rounds` rounds; `start_scheduler` loads `scx_microquanta` (and lets it settle)
-/// for the three policies that need it. The caller provides the interference (hogs).
+/// Runs `cfg.rounds` rounds; `start_scheduler` loads `scx_microquanta` and settles it
+/// ([`crate::settle::settle`]) for the three policies that need it, returning the warm-up's
+/// wakeups. The caller provides the interference (hogs).
 pub fn run(
     cfg: &RoundsConfig,
     cpus: usize,
-    start_scheduler: &mut dyn FnMut() -> Result<SchedulerProcess>,
+    start_scheduler: &mut dyn FnMut() -> Result<(SchedulerProcess, Vec<Wakeup>)>,
 ) -> Result<RoundsResult> {
     let log = cfg.log;
     let probe = StallProbe::start(cpus, cfg.probe_interval, cfg.stall_threshold)?;
     let t0 = now_ns();
     let mut measured = Vec::with_capacity(cfg.rounds * POLICIES.len());
     let mut cycles_ms = Vec::with_capacity(cfg.rounds);
+    let mut warm_ups = Vec::with_capacity(cfg.rounds);
     let one = |round: usize, policy: &'static str, class: ThreadClass| -> Result<Measured> {
         let wakeups = measure_wakeups(WakeupConfig {
             period: cfg.wake_period,
@@ -99,7 +106,9 @@ pub fn run(
         };
         measured.push(one(round, FIFO, fifo)?);
         let load = Instant::now();
-        let sched = start_scheduler().with_context(|| format!("round {round}: loading the scheduler"))?;
+        let (sched, warm_up) =
+            start_scheduler().with_context(|| format!("round {round}: loading the scheduler"))?;
+        warm_ups.push(warm_up);
         let loaded = load.elapsed();
         measured.push(one(round, NORMAL, ThreadClass::Normal)?);
         measured.push(one(round, MICROQUANTA, ThreadClass::MicroQuanta)?);
@@ -135,6 +144,7 @@ pub fn run(
         &record.stalls,
         record.lateness,
         &cycles_ms,
+        &warm_ups,
     ))
 }
 
@@ -146,6 +156,7 @@ fn assemble(
     stalls: &[Stall],
     probe_lateness: LatencySummary,
     cycles_ms: &[f64],
+    warm_ups: &[Vec<Wakeup>],
 ) -> RoundsResult {
     let mut rows = Vec::with_capacity(measured.len());
     let mut events = Vec::new();
@@ -217,7 +228,25 @@ fn assemble(
         rows,
         stalls,
         scheduler_cycle_ms: Spread::of(cycles_ms).map(|s| s.median),
+        warmup: warmup(warm_ups),
     }
+}
+
+/// The warm-ups of all loads: each one's first wakeup, and the rest pooled.
+fn warmup(warm_ups: &[Vec<Wakeup>]) -> Option<Warmup> {
+    let first_us: Vec<f64> = warm_ups
+        .iter()
+        .filter_map(|w| w.first())
+        .map(|w| w.late_ns as f64 / 1000.0)
+        .collect();
+    if first_us.is_empty() {
+        return None;
+    }
+    Some(Warmup {
+        wakeups_per_load: warm_ups.iter().map(|w| w.len() as u64).max().unwrap_or(0),
+        first_us,
+        rest_us: summarise_wakeups(warm_ups.iter().flat_map(|w| w.iter().skip(1))),
+    })
 }
 
 /// Answers "does any stall overlap this interval" in O(log n): `stalls` sorted by deadline,
@@ -322,7 +351,13 @@ mod tests {
             deadline_ns: 1_099_500_000,
             late_ns: 3_000_000,
         }];
-        assemble(&cfg(), 0, &m, &stalls, probe(), &[1000.0, 3000.0])
+        // Each load's warm-up: a slow first wakeup, then the steady state.
+        let warm_ups = [wakeups(290, 150, 150), wakeups(990, 150, 150)].map(|mut w| {
+            w.truncate(20);
+            w[0].late_ns = 2_400_000;
+            w
+        });
+        assemble(&cfg(), 0, &m, &stalls, probe(), &[1000.0, 3000.0], &warm_ups)
     }
 
     #[test]
@@ -369,6 +404,19 @@ mod tests {
     }
 
     #[test]
+    fn the_warm_up_is_reported_apart_and_is_in_no_round() {
+        let r = sample();
+        let w = r.warmup.unwrap();
+        assert_eq!(w.wakeups_per_load, 20);
+        assert_eq!(w.first_us, vec![2400.0, 2400.0]);
+        assert_eq!(w.rest_us.samples, 38);
+        assert!((w.rest_us.max - 150.0).abs() < 1.0, "{:?}", w.rest_us);
+        // The rounds' figures are those of the measured wakeups alone.
+        assert_eq!(r.pooled[MICROQUANTA].samples, 200);
+        assert!((r.rows[3].max - 400.0).abs() < 1.0, "{:?}", r.rows[3]);
+    }
+
+    #[test]
     fn the_index_finds_the_same_overlaps_as_a_scan() {
         // A long stall early, short ones later: the prefix maximum must carry the long one.
         let stall = |cpu, deadline_ns, late_ns| Stall {
@@ -398,9 +446,10 @@ mod tests {
             deadline_ns: 150_000_000,
             late_ns: 2_000_000,
         }];
-        let r = assemble(&cfg(), 0, &m, &stalls, probe(), &[]);
+        let r = assemble(&cfg(), 0, &m, &stalls, probe(), &[], &[]);
         assert_eq!(r.stalls.events, 0);
         assert_eq!(r.scheduler_cycle_ms, None);
+        assert_eq!(r.warmup, None);
         assert!(r.rows.iter().all(|row| row.stalled_samples == 0));
     }
 }

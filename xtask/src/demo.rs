@@ -375,6 +375,17 @@ pub fn render_table(summary: &Summary) -> String {
             spread(r.p99_ratio_fifo_scx_over_microquanta),
         ));
     }
+    if let Some(w) = r.warmup.as_ref().filter(|w| !w.first_us.is_empty()) {
+        let (lo, hi) = w
+            .first_us
+            .iter()
+            .fold((f64::MAX, 0.0_f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        out.push_str(&format!(
+            "warm-up after each load ({} MicroQuanta wakeups, in no figure above): first wakeup \
+             {lo:.0}-{hi:.0} µs, the rest p99 {:.0} µs\n",
+            w.wakeups_per_load, w.rest_us.p99
+        ));
+    }
     if let Some(s) = &r.stalls {
         let stalled: u64 = r.rounds.iter().map(|row| row.stalled_samples).sum();
         out.push_str(&format!(
@@ -456,7 +467,16 @@ mod tests {
             "probe": {"p50": 40.0, "p90": 80.0, "p99": 250.0, "max": 3800.0, "samples": 9000},
             "p99_ratio_eevdf_over_microquanta_without_stalls": spread(16.0, 12.0, 21.0),
             "p99_ratio_fifo_over_microquanta_without_stalls": null});
+        v["warmup"] = serde_json::json!({"wakeups_per_load": 20, "first_us": [2372.0, 1516.0],
+            "rest_us": {"p50": 140.0, "p90": 200.0, "p99": 310.0, "max": 320.0, "samples": 38}});
         let table = render_table(&serde_json::from_value(v).unwrap());
+        assert!(
+            table.contains(
+                "warm-up after each load (20 MicroQuanta wakeups, in no figure above): first \
+                 wakeup 1516-2372 µs, the rest p99 310 µs"
+            ),
+            "{table}"
+        );
         assert!(
             table.contains("per-round p99 ratio (2 interleaved rounds; median, min-max):"),
             "{table}"

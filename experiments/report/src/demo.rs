@@ -7,7 +7,7 @@
 //! wakeup_latency_us: {eevdf|fifo|normal|microquanta|fifo-scx:
 //!                     {p50, p90, p99, max: µs, samples: int}}  pooled over all rounds
 //! rounds, p99_ratio_eevdf_over_microquanta, p99_ratio_fifo_over_microquanta,
-//! p99_ratio_fifo_scx_over_microquanta, stalls, scheduler_cycle_ms   see [`crate::rounds`]
+//! p99_ratio_fifo_scx_over_microquanta, stalls, scheduler_cycle_ms, warmup   see [`crate::rounds`]
 //! ```
 //!
 //! `cargo xtask demo` stores it in `target/demo/summary.json` with `accel` (how qemu runs the
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::rounds::{RoundRow, Spread, Stalls};
+use crate::rounds::{RoundRow, Spread, Stalls, Warmup};
 use crate::{LatencySummary, Tag, Tagged};
 
 /// Keys of [`Report::wakeup_latency_us`]: no BPF scheduler (the kernel's own baseline),
@@ -67,6 +67,9 @@ pub struct Report {
     /// Median time to load, settle and unload the scheduler once (a round's overhead).
     #[serde(default)]
     pub scheduler_cycle_ms: Option<f64>,
+    /// The class warm-up after each load of the scheduler, in no figure above.
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
 }
 
 impl Tagged for Report {
@@ -110,6 +113,11 @@ mod tests {
             p99_ratio_fifo_scx_over_microquanta: Spread::of(&[0.9]),
             stalls: None,
             scheduler_cycle_ms: Some(1500.0),
+            warmup: Some(crate::rounds::Warmup {
+                wakeups_per_load: 20,
+                first_us: vec![2372.0, 1516.0],
+                rest_us: latency(140.0),
+            }),
         };
         round_trip(&report);
         assert!(crate::tagged_line(&report).unwrap().starts_with("MQ_DEMO_JSON {"));

@@ -13,6 +13,8 @@
 //!          p99_ratio_eevdf_over_microquanta_without_stalls: spread | null,
 //!          p99_ratio_fifo_over_microquanta_without_stalls: spread | null}
 //! scheduler_cycle_ms: f | null     median time to load + settle + unload the scheduler
+//! warmup: {wakeups_per_load: int, first_us: [µs], rest_us: {p50, p90, p99, max, samples}}
+//!         | null                    the class warm-up after each load, in no figure above
 //! ```
 //!
 //! A round measures every policy once, in a fixed order, for the same number of wakeups.
@@ -106,6 +108,19 @@ pub struct Stalls {
     pub p99_ratio_fifo_over_microquanta_without_stalls: Option<Spread>,
 }
 
+/// The class warm-up run after each load of the scheduler, before the round measures
+/// (`mq_experiments::settle`): a MicroQuanta thread's first wakeups after a load, which under
+/// TCG pay for the emulator translating the freshly loaded BPF. In no other figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Warmup {
+    /// Wakeups of the warm-up thread per load.
+    pub wakeups_per_load: u64,
+    /// The first wakeup of each load, in round order.
+    pub first_us: Vec<f64>,
+    /// The other warm-up wakeups, pooled over the loads.
+    pub rest_us: LatencySummary,
+}
+
 /// The interleaved rounds as `mq-bench-sched` reports them (`rounds`): the demo's workload,
 /// with the same fields the demo's report carries at its top level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +146,9 @@ pub struct RoundsReport {
     pub p99_ratio_fifo_scx_over_microquanta: Option<Spread>,
     pub stalls: Stalls,
     pub scheduler_cycle_ms: Option<f64>,
+    /// The class warm-up after each load (absent in older reports).
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
 }
 
 /// At most this many stalls are listed in [`Stalls::listed`].

@@ -30,7 +30,7 @@
 //!           share, cpu, window_ms}]   per-group conformance (empty if not run)
 //! rounds: {work_us, wake_period_us, hogs, samples, period_us, runtime_us,
 //!          wakeup_latency_us, rows, p99_ratio_*_over_microquanta, stalls,
-//!          scheduler_cycle_ms} | null     the demo's workload in interleaved rounds
+//!          scheduler_cycle_ms, warmup} | null   the demo's workload in interleaved rounds
 //!                                  (`crate::rounds::RoundsReport`)
 //! note: "TCG: only ratios within one boot are meaningful"
 //! ```

@@ -32,9 +32,10 @@ use mq_experiments::accel;
 use mq_experiments::hogs::Hogs;
 use mq_experiments::locate;
 use mq_experiments::rounds::{self, RoundsConfig};
-use mq_experiments::sched_bench::SETTLE;
 use mq_experiments::scheduler_process::SchedulerProcess;
+use mq_experiments::settle;
 use mq_experiments::stall_probe;
+use mq_experiments::wakeup::Wakeup;
 use mq_report::demo::Report;
 use mq_report::rounds::Spread;
 
@@ -125,11 +126,11 @@ fn main() -> Result<()> {
     ];
     args.extend(opts.scheduler_arg.iter().cloned());
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut start = || -> Result<SchedulerProcess> {
+    let mut start = || -> Result<(SchedulerProcess, Vec<Wakeup>)> {
         let sched = SchedulerProcess::start(&scheduler, &arg_refs)?;
-        // sched_ext moves every task over after attaching: measure the steady state.
-        std::thread::sleep(SETTLE);
-        Ok(sched)
+        // Measure the steady state: every task moved over, the class path run once.
+        let warm_up = settle::settle("mq-demo")?;
+        Ok((sched, warm_up))
     };
     let cfg = RoundsConfig {
         rounds: opts.rounds,
@@ -178,6 +179,7 @@ fn main() -> Result<()> {
         p99_ratio_fifo_scx_over_microquanta: r.fifo_scx_over_microquanta,
         stalls: Some(r.stalls),
         scheduler_cycle_ms: r.scheduler_cycle_ms,
+        warmup: r.warmup,
     };
     println!("{}", mq_report::tagged_line(&report)?);
     Ok(())

@@ -16,8 +16,6 @@ use crate::scheduler_process::{wait_for_state, SchedulerProcess};
 /// How long a scheduler may take to attach and to detach (a TCG guest is slow).
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 const DETACH_TIMEOUT: Duration = Duration::from_secs(30);
-/// After attaching, every task moves into the new scheduler; measure the steady state.
-const SETTLE: Duration = Duration::from_millis(500);
 
 /// How a setup's scheduler starts.
 #[derive(Debug, Clone, Copy)]
@@ -53,9 +51,9 @@ impl<'a> Scheduler<'a> {
     pub fn start(&self) -> Result<Running> {
         let (period, runtime) = crate::accel::latency_bandwidth_us();
         match *self {
-            Self::Microquanta(bin) => Ok(Running::Microquanta(crate::sched_bench::start_scheduler(
-                bin, period, runtime,
-            )?)),
+            Self::Microquanta(bin) => Ok(Running::Microquanta(
+                crate::sched_bench::start_scheduler(bin, period, runtime)?.0,
+            )),
             Self::Policy { name, bin } => {
                 if mq_class::sysfs::state() != SchedExtState::Disabled {
                     bail!(
@@ -87,7 +85,7 @@ impl<'a> Scheduler<'a> {
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(SETTLE);
+                std::thread::sleep(crate::settle::SETTLE);
                 Ok(Running::Policy(PolicyProcess {
                     name: name.to_string(),
                     child: Some(child),

@@ -58,7 +58,7 @@ impl ConformanceConfig {
 pub fn run(cfg: &ConformanceConfig, scheduler: &Path) -> Result<Vec<Conformance>> {
     let mut entries = Vec::new();
     for &(period_us, runtime_us) in &cfg.pairs {
-        let sched = super::start_scheduler(scheduler, period_us, runtime_us)?;
+        let (sched, _) = super::start_scheduler(scheduler, period_us, runtime_us)?;
         let entry = measure_loaded(cfg, scheduler, period_us, runtime_us)
             .with_context(|| format!("conformance at period {period_us} µs runtime {runtime_us} µs"))?;
         sched.stop().context("stopping scx_microquanta")?;

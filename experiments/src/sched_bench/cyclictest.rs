@@ -59,7 +59,7 @@ pub fn run(cfg: &CyclictestConfig, scheduler: &Path) -> Result<BTreeMap<String, 
     let fifo = run_one(cfg, &[], &cyclictest, &["--policy=fifo", "-p", &prio], FIFO)?;
     out.insert(FIFO.to_string(), fifo);
 
-    let sched = super::start_scheduler(scheduler, cfg.mq_period_us, cfg.mq_runtime_us)?;
+    let (sched, _) = super::start_scheduler(scheduler, cfg.mq_period_us, cfg.mq_runtime_us)?;
     let mq = run_one(
         cfg,
         &[mqctl.as_path(), Path::new("run"), Path::new("--")],

@@ -170,7 +170,7 @@ fn row(
 
 /// Both scenarios with `scheduler` started at [`DEFAULT_BUDGET`]: one row per spinner.
 pub fn run(scheduler: &Path, window: Duration, cpus: usize) -> Result<Vec<GroupConformance>> {
-    let sched = super::start_scheduler(scheduler, DEFAULT_BUDGET.period_us, DEFAULT_BUDGET.runtime_us)?;
+    let (sched, _) = super::start_scheduler(scheduler, DEFAULT_BUDGET.period_us, DEFAULT_BUDGET.runtime_us)?;
     let rows = measure_loaded(window, cpus);
     sched.stop().context("stopping scx_microquanta")?;
     let rows = rows?;

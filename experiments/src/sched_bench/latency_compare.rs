@@ -92,7 +92,7 @@ pub fn run(cfg: &LatencyConfig, scheduler: &Path) -> Result<LatencyComparison> {
     let deadline_period_min_lowered = period_min.lowered();
     drop(period_min);
 
-    let sched = super::start_scheduler(scheduler, cfg.mq_period_us, cfg.mq_runtime_us)?;
+    let (sched, _) = super::start_scheduler(scheduler, cfg.mq_period_us, cfg.mq_runtime_us)?;
     summaries.insert(
         MICROQUANTA.to_string(),
         one(cfg, MICROQUANTA, ThreadClass::MicroQuanta)?,

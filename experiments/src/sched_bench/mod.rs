@@ -54,7 +54,9 @@ use crate::hogs::Hogs;
 use crate::locate;
 use crate::rounds::{self, RoundsConfig};
 use crate::scheduler_process::SchedulerProcess;
+use crate::settle;
 use crate::stall_probe;
+use crate::wakeup::Wakeup;
 
 use self::conformance::ConformanceConfig;
 use self::cyclictest::CyclictestConfig;
@@ -247,6 +249,7 @@ fn run_rounds(cfg: &BenchConfig, scheduler: &Path) -> Result<RoundsReport> {
         p99_ratio_fifo_scx_over_microquanta: r.fifo_scx_over_microquanta,
         stalls: r.stalls,
         scheduler_cycle_ms: r.scheduler_cycle_ms,
+        warmup: r.warmup,
     })
 }
 
@@ -255,21 +258,21 @@ pub fn scheduler_binary() -> Result<PathBuf> {
     locate::binary("scx_microquanta").context("scx_microquanta binary not found")
 }
 
-/// After attaching, sched_ext moves every task into the new scheduler; give
-/// that a moment so measurements see the steady state, not the switch.
-pub const SETTLE: Duration = Duration::from_millis(500);
-
-/// Starts the scheduler with a bandwidth and waits until it is attached and
-/// has settled.
-pub fn start_scheduler(bin: &Path, period_us: u64, runtime_us: u64) -> Result<SchedulerProcess> {
+/// Starts the scheduler with a bandwidth, waits until it is attached and settles it
+/// ([`settle::settle`]). Returns it with the warm-up's wakeups.
+pub fn start_scheduler(
+    bin: &Path,
+    period_us: u64,
+    runtime_us: u64,
+) -> Result<(SchedulerProcess, Vec<Wakeup>)> {
     eprintln!("mq-bench-sched: starting scx_microquanta --period-us {period_us} --runtime-us {runtime_us}");
     let (period, runtime) = (period_us.to_string(), runtime_us.to_string());
     let sched = SchedulerProcess::start(bin, &["--period-us", &period, "--runtime-us", &runtime])
         .with_context(|| {
             format!("starting scx_microquanta with period {period_us} µs runtime {runtime_us} µs")
         })?;
-    std::thread::sleep(SETTLE);
-    Ok(sched)
+    let warm_up = settle::settle("mq-bench-sched")?;
+    Ok((sched, warm_up))
 }
 
 /// Online CPUs as this process sees them.

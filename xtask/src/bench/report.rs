@@ -151,6 +151,20 @@ fn rounds(md: &mut String, r: &RoundsReport) {
         us(st.probe.max),
         st.rule
     );
+    if let Some(w) = &r.warmup {
+        let firsts: Vec<String> = w.first_us.iter().map(|v| us(*v)).collect();
+        let _ = writeln!(
+            md,
+            "Warm-up: after each load a MicroQuanta thread woke {} times before the round \
+             measured (in no figure above): its first wakeup per load {} µs, the rest p50 {} / \
+             p99 {} / max {} µs.\n",
+            w.wakeups_per_load,
+            firsts.join(", "),
+            us(w.rest_us.p50),
+            us(w.rest_us.p99),
+            us(w.rest_us.max),
+        );
+    }
 }
 
 fn latency(md: &mut String, s: &Summary) {

@@ -492,7 +492,9 @@ pub(super) mod tests {
                 "listed": [{"round": 1, "policy": "microquanta", "at_ms": 2500.0, "late_us": 3100.0}],
                 "p99_ratio_eevdf_over_microquanta_without_stalls": spread(20.0, 20.0, 20.0),
                 "p99_ratio_fifo_over_microquanta_without_stalls": spread(0.76, 0.75, 0.78)},
-            "scheduler_cycle_ms": 1800.0})
+            "scheduler_cycle_ms": 1800.0,
+            "warmup": {"wakeups_per_load": 20, "first_us": [2372.0, 1516.0],
+                "rest_us": {"p50": 140.0, "p90": 200.0, "p99": 310.0, "max": 320.0, "samples": 38}}})
     }
 
     #[test]
@@ -556,6 +558,14 @@ pub(super) mod tests {
             "{md}"
         );
         assert!(md.contains("load + unload 1800 ms"), "{md}");
+        assert!(
+            md.contains(
+                "Warm-up: after each load a MicroQuanta thread woke 20 times before the round \
+                 measured (in no figure above): its first wakeup per load 2372.0, 1516.0 µs, the \
+                 rest p50 140.0 / p99 310.0 / max 320.0 µs."
+            ),
+            "{md}"
+        );
         assert!(rec.markdown.contains("[rounds.svg](rounds.svg)"));
         // Enforcement per pair, with the overrun p99 checked against one period.
         assert!(
