@@ -37,14 +37,19 @@ pub const WARM_UP_WAKEUPS: u64 = 20;
 const WARM_UP_PERIOD: Duration = Duration::from_micros(1000);
 const WARM_UP_WORK: Duration = Duration::from_micros(300);
 
-/// Waits [`SETTLE`], then runs the class warm-up and prints one line about it (prefixed
-/// with `log`). The scheduler must be loaded and offer the MicroQuanta class. Returns the
-/// warm-up's wakeups.
-pub fn settle(log: &str) -> Result<Vec<Wakeup>> {
+/// Waits [`SETTLE`], then runs the class warm-up of `warm_up_wakeups` wakeups (normally
+/// [`WARM_UP_WAKEUPS`]; 0 skips it, to measure as if there were none) and prints one line
+/// about it (prefixed with `log`). The scheduler must be loaded and offer the MicroQuanta
+/// class. Returns the warm-up's wakeups.
+pub fn settle(log: &str, warm_up_wakeups: u64) -> Result<Vec<Wakeup>> {
     std::thread::sleep(SETTLE);
+    if warm_up_wakeups == 0 {
+        eprintln!("{log}: {}", describe(&[]));
+        return Ok(Vec::new());
+    }
     let wakeups = measure_wakeups(WakeupConfig {
         period: WARM_UP_PERIOD,
-        samples: WARM_UP_WAKEUPS,
+        samples: warm_up_wakeups,
         class: ThreadClass::MicroQuanta,
         work: WARM_UP_WORK,
         cpu: None,
@@ -57,7 +62,7 @@ pub fn settle(log: &str) -> Result<Vec<Wakeup>> {
 /// `warm-up: 20 class wakeups, first 2372 µs, then p50 140 µs, max 1016 µs (not measured)`.
 fn describe(wakeups: &[Wakeup]) -> String {
     let Some((first, rest)) = wakeups.split_first() else {
-        return "warm-up: no class wakeup".into();
+        return "warm-up: none".into();
     };
     let mut line = format!(
         "warm-up: {} class wakeups, first {:.0} µs",
@@ -96,6 +101,6 @@ mod tests {
             describe(&[wakeup(5)]),
             "warm-up: 1 class wakeups, first 5 µs (not measured)"
         );
-        assert_eq!(describe(&[]), "warm-up: no class wakeup");
+        assert_eq!(describe(&[]), "warm-up: none");
     }
 }

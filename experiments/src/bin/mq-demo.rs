@@ -86,6 +86,12 @@ struct Opts {
     #[arg(long)]
     mq_runtime_us: Option<u64>,
 
+    /// Class wakeups run after each load of the scheduler before the round measures, in no
+    /// figure (`mq_experiments::settle`); 0 measures the first class wakeup after each load
+    /// with the rest.
+    #[arg(long, default_value_t = settle::WARM_UP_WAKEUPS)]
+    warm_up_wakeups: u64,
+
     /// Extra argument for scx_microquanta (repeatable), e.g.
     /// `--scheduler-arg=--stats=1`.
     #[arg(long, allow_hyphen_values = true)]
@@ -129,7 +135,7 @@ fn main() -> Result<()> {
     let mut start = || -> Result<(SchedulerProcess, Vec<Wakeup>)> {
         let sched = SchedulerProcess::start(&scheduler, &arg_refs)?;
         // Measure the steady state: every task moved over, the class path run once.
-        let warm_up = settle::settle("mq-demo")?;
+        let warm_up = settle::settle("mq-demo", opts.warm_up_wakeups)?;
         Ok((sched, warm_up))
     };
     let cfg = RoundsConfig {

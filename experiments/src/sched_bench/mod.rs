@@ -271,7 +271,7 @@ pub fn start_scheduler(
         .with_context(|| {
             format!("starting scx_microquanta with period {period_us} µs runtime {runtime_us} µs")
         })?;
-    let warm_up = settle::settle("mq-bench-sched")?;
+    let warm_up = settle::settle("mq-bench-sched", settle::WARM_UP_WAKEUPS)?;
     Ok((sched, warm_up))
 }
 

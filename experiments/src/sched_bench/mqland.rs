@@ -84,7 +84,7 @@ pub fn run(cfg: &MqlandConfig, bins: &Schedulers<'_>) -> Result<MqlandComparison
 fn one(cfg: &MqlandConfig, round: usize, name: &str, bin: &Path, ops: &str) -> Result<(MqlandRound, usize)> {
     let (p, r) = (cfg.period_us.to_string(), cfg.runtime_us.to_string());
     let sched = SchedulerProcess::start_as(bin, &["--period-us", &p, "--runtime-us", &r], ops)?;
-    crate::settle::settle("mq-bench-sched: mqland")?;
+    crate::settle::settle("mq-bench-sched: mqland", crate::settle::WARM_UP_WAKEUPS)?;
     let hogs = Hogs::start(cfg.hogs_per_cpu * super::cpus(), None)?;
     let before = Cost::take(sched.pid())?;
     let lat = measure(WakeupConfig {

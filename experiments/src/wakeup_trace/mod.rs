@@ -104,7 +104,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
             .context("this policy needs the scx_microquanta binary")?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let sched = SchedulerProcess::start(bin, &args)?;
-        crate::settle::settle("mq-trace-wakeups")?;
+        crate::settle::settle("mq-trace-wakeups", crate::settle::WARM_UP_WAKEUPS)?;
         Some(sched)
     } else {
         None
