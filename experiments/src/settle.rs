@@ -6,9 +6,9 @@
 //! ([`SETTLE`]). And the scheduler's class path runs for the first time: under TCG the
 //! emulator translates each block of guest code the first time it runs, and a freshly
 //! loaded scheduler's BPF is new code at new addresses. The first class wakeup after each
-//! load took 1.5-3.6 ms in the demo's rounds against 0.2-0.5 ms for the wakeups after it,
-//! and a second class thread in the same load did not pay it (docs/MICROQUANTA.md, "The
-//! first class wakeup after a load"). The demo loads the scheduler once per round, so
+//! load took 1.5-3.6 ms in four rounds of the demo, where the wakeups after it stayed under
+//! 0.6 ms, and a second class thread in the same load did not pay it (docs/MICROQUANTA.md,
+//! "The first class wakeup after a load"). The demo loads the scheduler once per round, so
 //! without a warm-up each round's MicroQuanta tail held one wakeup of that translation.
 //!
 //! [`settle`] therefore waits [`SETTLE`], then runs a MicroQuanta thread for
