@@ -6,10 +6,10 @@
 //! ([`SETTLE`]). And the scheduler's class path runs for the first time: under TCG the
 //! emulator translates each block of guest code the first time it runs, and a freshly
 //! loaded scheduler's BPF is new code at new addresses. The first class wakeup after each
-//! load took 1.5-3.6 ms in four rounds of the demo, where the wakeups after it stayed under
-//! 0.6 ms, and a second class thread in the same load did not pay it (docs/MICROQUANTA.md,
-//! "The first class wakeup after a load"). The demo loads the scheduler once per round, so
-//! without a warm-up each round's MicroQuanta tail held one wakeup of that translation.
+//! load took 1.5-3.6 ms in four rounds of the demo, whose p99s were 0.25-0.66 ms, and a
+//! second class thread in the same load did not pay it (docs/MICROQUANTA.md, "The first
+//! class wakeup after a load"). The demo loads the scheduler once per round, so without a
+//! warm-up each round's MicroQuanta tail held one wakeup of that translation.
 //!
 //! [`settle`] therefore waits [`SETTLE`], then runs a MicroQuanta thread for
 //! [`WARM_UP_WAKEUPS`] wakeups of the demo's workload, the same for every policy measured
@@ -26,9 +26,9 @@ use crate::wakeup::{measure_wakeups, summarise_wakeups, ThreadClass, Wakeup, Wak
 /// so measurements see the steady state, not the switch.
 pub const SETTLE: Duration = Duration::from_millis(500);
 
-/// Wakeups of the class warm-up after each load: the slow first one and the few after it
-/// that still run blocks of the path for the first time (a budget timer's first firing, a
-/// slice end), with room to spare; 20 ms at the warm-up's period.
+/// Wakeups of the class warm-up after each load: the slow first one and the next few (the
+/// second was 0.7-1 ms in three of those four rounds), with room to spare; 20 ms at the
+/// warm-up's period.
 pub const WARM_UP_WAKEUPS: u64 = 20;
 
 /// The warm-up's period and work: the demo's workload (a 1 ms period, 300 µs of CPU per
