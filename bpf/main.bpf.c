@@ -958,6 +958,14 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	 */
 	if (c->kept_pid == p->pid) {	/* 0, none, is no task of ours */
 		c->kept_pid = 0;
+		/*
+		 * Whatever is still in the local queue was inserted there while
+		 * this task was kept, and now waits behind it: displaced_kept()
+		 * keeps no task where that can happen. Counted, not acted on, so
+		 * that a path it missed shows up in the stats.
+		 */
+		if (scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) > 0)
+			stat_inc(MQ_STAT_KEPT_RAN_AHEAD);
 		if (class_work_queued(cpu)) {
 			stat_inc(MQ_STAT_KEPT_RETURNED);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);

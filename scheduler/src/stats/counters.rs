@@ -78,6 +78,8 @@ pub struct Counters {
     pub kept_returned: u64,
     #[stat(desc = "...re-enqueued: a class above ours took the CPU from the wakeup")]
     pub kept_reenq: u64,
+    #[stat(desc = "...ran again while other tasks waited behind it in the local queue")]
+    pub kept_ran_ahead: u64,
 }
 
 impl Counters {
@@ -118,6 +120,7 @@ impl Counters {
             normal_kept: get(bpf_intf::mq_stat_idx_MQ_STAT_NORMAL_KEPT),
             kept_returned: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_RETURNED),
             kept_reenq: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_REENQ),
+            kept_ran_ahead: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_RAN_AHEAD),
         }
     }
 
@@ -157,6 +160,7 @@ impl Counters {
             normal_kept: self.normal_kept.wrapping_sub(earlier.normal_kept),
             kept_returned: self.kept_returned.wrapping_sub(earlier.kept_returned),
             kept_reenq: self.kept_reenq.wrapping_sub(earlier.kept_reenq),
+            kept_ran_ahead: self.kept_ran_ahead.wrapping_sub(earlier.kept_ran_ahead),
         }
     }
 
@@ -164,7 +168,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={} kept_reenq={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={} kept_reenq={} kept_ran_ahead={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -191,6 +195,7 @@ impl Counters {
             self.normal_kept,
             self.kept_returned,
             self.kept_reenq,
+            self.kept_ran_ahead,
             self.last_kept,
             self.enq_last,
             self.cpu_release,
