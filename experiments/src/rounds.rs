@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The latency comparison as short interleaved rounds: each round measures the same periodic
-//! thread as EEVDF, SCHED_FIFO (no BPF scheduler), then loads `scx_microquanta` and measures it
-//! as a normal task, in the class and in SCHED_FIFO (sched_ext's own floor), and unloads the
-//! scheduler again. A host that slows down
-//! for a while (a TCG guest next to other builds) then hits one round of every policy rather
-//! than all of one policy's samples, and the ratios are taken within each round
-//! ([`mq_report::rounds`]).
+//! The latency comparison as short interleaved rounds: each round loads `scx_microquanta` and
+//! measures the same periodic thread as a normal task, in the class and in SCHED_FIFO
+//! (sched_ext's own floor), unloads the scheduler and measures it in SCHED_FIFO and under
+//! EEVDF (no BPF scheduler). A host that slows down for a while (a TCG guest next to other
+//! builds, or the host's own speed drifting) then hits one round of every policy rather than
+//! all of one policy's samples, and the ratios are taken within each round
+//! ([`mq_report::rounds`]). The five measurements of a round follow each other within a few
+//! seconds; the scheduler's load, which takes longer, comes before them.
 //!
 //! Each load is settled before the round measures ([`crate::settle`]): the class warm-up's
 //! wakeups are reported apart ([`Warmup`]) and are in no round's figures.
@@ -99,12 +100,13 @@ pub fn run(
             wakeups,
         })
     };
+    let fifo = ThreadClass::Fifo {
+        priority: cfg.fifo_priority,
+    };
     for round in 0..cfg.rounds {
-        measured.push(one(round, EEVDF, ThreadClass::Normal)?);
-        let fifo = ThreadClass::Fifo {
-            priority: cfg.fifo_priority,
-        };
-        measured.push(one(round, FIFO, fifo)?);
+        // The load comes first (seconds of emulated BPF verification), so that the five
+        // policies are measured back to back: the host's speed drifts over seconds, and a
+        // load between two policies would put that drift into their ratio.
         let load = Instant::now();
         let (sched, warm_up) =
             start_scheduler().with_context(|| format!("round {round}: loading the scheduler"))?;
@@ -118,6 +120,8 @@ pub fn run(
             .stop()
             .with_context(|| format!("round {round}: unloading the scheduler"))?;
         cycles_ms.push((loaded + unload.elapsed()).as_secs_f64() * 1000.0);
+        measured.push(one(round, FIFO, fifo)?);
+        measured.push(one(round, EEVDF, ThreadClass::Normal)?);
         let this: Vec<String> = measured[measured.len() - POLICIES.len()..]
             .iter()
             .map(|m| format!("{} p99 {:.0}", m.policy, summarise_wakeups(&m.wakeups).p99))
