@@ -70,7 +70,8 @@ pub struct Attribution {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub label: String,
-    /// Share of the wakeups whose window holds some of it.
+    /// Share of the wakeups whose window holds some of it: for a phase, some time; for
+    /// anything else, a run, even one within one tick of the trace's clock (µs).
     pub share: f64,
     /// Its mean time per wakeup, over all the wakeups of the set (µs).
     pub mean_us: f64,

@@ -211,6 +211,10 @@ impl Timeline {
             phase("phase:scheduler", w.waking_ns, w.switch_ns),
             phase("phase:return", w.switch_ns, measured_end),
         ];
+        // A phase of no time did not happen here. A span that began and ended within one
+        // tick of the trace's clock (µs) did: a timer callback of under 1 µs on a fast host.
+        // It stays, with 0 ns, so that a share counts the windows it ran in.
+        out.retain(|c| c.ns > 0);
         // Per label: total ns and the start of its first span.
         let mut per_label: HashMap<u32, (u64, u64)> = HashMap::new();
         for ((cpu, _), spans) in &self.lanes {
@@ -229,7 +233,6 @@ impl Timeline {
             ns,
             at_ns: start - w.deadline_ns,
         }));
-        out.retain(|c| c.ns > 0);
         out.sort_by(|a, b| b.ns.cmp(&a.ns).then(a.label.cmp(&b.label)));
         out
     }
@@ -372,6 +375,35 @@ t-7 [000] d..2. 10.000500: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 pr
         assert_eq!(row(&a, "hrtimer:bpf_timer_cb").unwrap().share, 0.5);
         assert_eq!(row(&a, "hrtimer:bpf_timer_cb").unwrap().mean_us, 25.0);
         assert_eq!(row(&a, "task:measured").unwrap().share, 1.0);
+    }
+
+    /// The trace's clock ticks in µs, so a callback shorter than that begins and ends at the
+    /// same time stamp: it ran in the window all the same.
+    #[test]
+    fn a_callback_within_one_tick_of_the_clock_counts_with_no_time() {
+        let trace = TRACE
+            .replace("10.000120: hrtimer_expire_exit", "10.000112: hrtimer_expire_exit")
+            .replace("10.000114: sched_waking", "10.000112: sched_waking");
+        let t = timeline(&trace);
+        let wakeups = [Wakeup {
+            deadline_ns: 10_000_100_000,
+            late_ns: 110_000,
+        }];
+        let a = t.attribute(&t.windows(&wakeups));
+        let cb = row(&a, "hrtimer:hrtimer_wakeup").unwrap();
+        assert_eq!((cb.share, cb.mean_us), (1.0, 0.0));
+        // A phase of no time is not in the window: here the waking and the switch are apart,
+        // so all three are.
+        assert_eq!(row(&a, "phase:scheduler").unwrap().share, 1.0);
+        let quiet = Window {
+            cpu: 0,
+            deadline_ns: 10_000_300_000,
+            waking_ns: 10_000_300_000,
+            switch_ns: 10_000_300_000,
+            late_ns: 10_000,
+        };
+        let names: Vec<String> = t.charges(&quiet).into_iter().map(|c| c.label).collect();
+        assert!(!names.iter().any(|n| n.starts_with("phase:timer")), "{names:?}");
     }
 
     #[test]
