@@ -285,6 +285,17 @@ mod tests {
         Timeline::new(&records, 7)
     }
 
+    /// A window at 10.000300 s, while the thread of [`TRACE`] runs: no callback is in it.
+    fn quiet_window() -> Window {
+        Window {
+            cpu: 0,
+            deadline_ns: 10_000_300_000,
+            waking_ns: 10_000_300_000,
+            switch_ns: 10_000_300_000,
+            late_ns: 10_000,
+        }
+    }
+
     fn row<'a>(a: &'a Attribution, label: &str) -> Option<&'a Row> {
         a.rows.iter().find(|r| r.label == label)
     }
@@ -364,13 +375,7 @@ t-7 [000] d..2. 10.000500: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 pr
         assert_eq!(windows.len(), 1);
         // A window while the thread runs, with no callback in it: the callback's share and
         // mean count it.
-        let quiet = Window {
-            cpu: 0,
-            deadline_ns: 10_000_300_000,
-            waking_ns: 10_000_300_000,
-            switch_ns: 10_000_300_000,
-            late_ns: 10_000,
-        };
+        let quiet = quiet_window();
         let a = t.attribute(&[windows[0], quiet]);
         assert_eq!(row(&a, "hrtimer:bpf_timer_cb").unwrap().share, 0.5);
         assert_eq!(row(&a, "hrtimer:bpf_timer_cb").unwrap().mean_us, 25.0);
@@ -395,13 +400,7 @@ t-7 [000] d..2. 10.000500: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 pr
         // A phase of no time is not in the window: here the waking and the switch are apart,
         // so all three are.
         assert_eq!(row(&a, "phase:scheduler").unwrap().share, 1.0);
-        let quiet = Window {
-            cpu: 0,
-            deadline_ns: 10_000_300_000,
-            waking_ns: 10_000_300_000,
-            switch_ns: 10_000_300_000,
-            late_ns: 10_000,
-        };
+        let quiet = quiet_window();
         let names: Vec<String> = t.charges(&quiet).into_iter().map(|c| c.label).collect();
         assert!(!names.iter().any(|n| n.starts_with("phase:timer")), "{names:?}");
     }
