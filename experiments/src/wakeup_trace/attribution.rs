@@ -397,12 +397,13 @@ t-7 [000] d..2. 10.000500: sched_switch: prev_comm=t prev_pid=7 prev_prio=120 pr
         let a = t.attribute(&t.windows(&wakeups));
         let cb = row(&a, "hrtimer:hrtimer_wakeup").unwrap();
         assert_eq!((cb.share, cb.mean_us), (1.0, 0.0));
-        // A phase of no time is not in the window: here the waking and the switch are apart,
-        // so all three are.
         assert_eq!(row(&a, "phase:scheduler").unwrap().share, 1.0);
-        let quiet = quiet_window();
-        let names: Vec<String> = t.charges(&quiet).into_iter().map(|c| c.label).collect();
-        assert!(!names.iter().any(|n| n.starts_with("phase:timer")), "{names:?}");
+        // Phases of no time stay out: in the quiet window the deadline, the waking and the
+        // switch coincide, so only the return phase is in it.
+        let names: Vec<String> = t.charges(&quiet_window()).into_iter().map(|c| c.label).collect();
+        assert!(!names.iter().any(|n| n == "phase:timer"), "{names:?}");
+        assert!(!names.iter().any(|n| n == "phase:scheduler"), "{names:?}");
+        assert!(names.iter().any(|n| n == "phase:return"), "{names:?}");
     }
 
     #[test]
