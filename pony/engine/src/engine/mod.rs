@@ -23,6 +23,7 @@
 //! | `pending.rs` | `PendingOps` | the requester end: our apps' one-sided ops awaiting answers |
 //! | `sessions.rs` | `Sessions` | attached apps: sessions, ring probes, round-robin cursor, staged memfds |
 //! | `listeners.rs` | `Listeners` | service → (session, Listen cookie) |
+//! | `rejected.rs` | `RejectedConnects` | the last Connects rejected, so a retransmitted one is not counted twice |
 //! | `config.rs`, `stats.rs` | [`PonyConfig`], [`PonyStats`] | settings and counters |
 //! | `upgrade.rs` | [`upgrade::Handover`] | the state snapshot and its transfer to a new engine (docs/UPGRADE.md) |
 //!
@@ -75,6 +76,7 @@ mod listeners;
 mod moving;
 mod outbox;
 mod pending;
+mod rejected;
 mod sessions;
 mod stats;
 mod target;
@@ -108,6 +110,7 @@ use link::Link;
 use listeners::Listeners;
 use outbox::Out;
 use pending::{OpKind, PendingOps};
+use rejected::RejectedConnects;
 use sessions::Sessions;
 pub use stats::{InjectedFaults, PonyStats};
 use target::Served;
@@ -132,6 +135,7 @@ pub struct PonyEngine {
     flows: FlowTable,
     sessions: Sessions,
     listeners: Listeners,
+    rejected: RejectedConnects,
     regions: Regions,
     ops: PendingOps,
     stats: PonyStats,
@@ -170,6 +174,7 @@ impl PonyEngine {
             cfg,
             sessions: Sessions::default(),
             listeners: Listeners::default(),
+            rejected: RejectedConnects::default(),
             regions: Regions::new(),
             ops: PendingOps::default(),
             stats: PonyStats::default(),
@@ -322,22 +327,18 @@ impl PonyEngine {
             Some(_) => self.listeners.get(service).ok_or(RejectReason::NoListener),
         }
         .and_then(|(session, cookie)| match self.flow_limit(session) {
-            Some(_) => {
-                self.stats.limit_flows += 1;
-                Err(RejectReason::TooManyFlows)
-            }
+            Some(_) => Err(RejectReason::TooManyFlows),
             None => Ok((session, cookie)),
         });
         let (session, cookie) = match listener {
             Ok(listener) => listener,
             Err(reason) => {
-                self.stats.connects_rejected += 1;
                 let reject = Repr::Reject {
                     dst_flow: src_flow,
                     versions: self.cfg.flow.versions,
                     reason,
                 };
-                self.link.send_raw(&reject, from, &mut self.stats);
+                self.reject(&reject, from);
                 return;
             }
         };
@@ -352,12 +353,26 @@ impl PonyEngine {
                 e.peer_key = Some(src_flow);
                 self.flows.insert(e);
             }
-            Err(FlowError::Rejected { reject }) => {
-                self.stats.connects_rejected += 1;
-                self.link.send_raw(&reject, from, &mut self.stats);
-            }
+            Err(FlowError::Rejected { reject }) => self.reject(&reject, from),
             Err(_) => self.stats.malformed += 1,
         }
+    }
+
+    /// Sends `reject` (a [`Repr::Reject`]) to `peer`, counting it unless it repeats a
+    /// rejection of the same flow ([`RejectedConnects`]: a retransmitted Connect).
+    fn reject(&mut self, reject: &Repr<'_>, peer: PeerAddr) {
+        let Repr::Reject { dst_flow, reason, .. } = *reject else {
+            unreachable!("reject() is given Rejects only");
+        };
+        if self.rejected.first_time(peer, dst_flow, reason) {
+            self.stats.connects_rejected += 1;
+            if reason == RejectReason::TooManyFlows {
+                self.stats.limit_flows += 1;
+            }
+        } else {
+            self.stats.connects_rejected_again += 1;
+        }
+        self.link.send_raw(reject, peer, &mut self.stats);
     }
 
     // ── App commands ───────────────────────────────────────────────────────────────────

@@ -35,7 +35,8 @@ pub struct PonyStats {
     /// Regions registered now.
     pub regions: usize,
     /// Flows refused at a limit (`max_flows`, `max_flows_per_app`): peers' Connects
-    /// (rejected with `TooManyFlows`) and apps' OpenFlows.
+    /// (rejected with `TooManyFlows`, once per flow however often it is retransmitted) and
+    /// apps' OpenFlows.
     pub limit_flows: u64,
     /// Commands refused with `TooManyOps` (`max_ops_per_app`).
     pub limit_ops: u64,
@@ -49,8 +50,15 @@ pub struct PonyStats {
     pub malformed: u64,
     /// Received packets for no flow of ours (or from the wrong peer).
     pub unknown_flow: u64,
-    /// Connects refused (no app listening on the service, or no common version).
+    /// Connects refused (no common version, no app listening on the service, or
+    /// `max_flows` reached: also in `limit_flows`), one per refused flow: a retransmission
+    /// of a Connect already refused is answered the same way and counted in
+    /// `connects_rejected_again` instead.
     pub connects_rejected: u64,
+    /// Retransmitted Connects of a flow already refused (the initiator's Reject was still
+    /// on its way), rejected again.
+    #[serde(default)]
+    pub connects_rejected_again: u64,
     /// Flows accepted for a listening app.
     pub flows_accepted: u64,
     /// Flows that failed (peer unreachable or unresponsive).

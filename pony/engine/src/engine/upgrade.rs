@@ -55,6 +55,7 @@ use super::flows::{FlowTable, TableState};
 use super::link::Link;
 use super::listeners::Listeners;
 use super::pending::PendingOps;
+use super::rejected::RejectedConnects;
 use super::sessions::Sessions;
 use super::{PonyConfig, PonyEngine, PonyStats};
 use crate::nic::Nic;
@@ -525,6 +526,9 @@ impl PonyEngine {
             cfg,
             sessions,
             listeners: body.listeners,
+            // Rejections are not handed over: a Connect retransmitted across the
+            // upgrade is rejected again and counted once more.
+            rejected: RejectedConnects::default(),
             regions,
             ops: body.ops,
             stats,

@@ -214,3 +214,41 @@ fn a_stale_flow_id_is_refused_after_close_and_reopen() {
     };
     assert_eq!(code, OpErrorCode::UnknownFlow);
 }
+
+#[test]
+fn a_retransmitted_connect_is_rejected_again_and_counted_once() {
+    let (mut a, mut b) = pair_limits(PonyLimits::default(), limits(|l| l.max_flows = 1));
+    let (_, mut x) = a.attach_local(Completions::Poll).unwrap();
+    let (_, mut y) = b.attach_local(Completions::Poll).unwrap();
+    listen(&mut a, &mut b, &mut y, 1, 5);
+    opened(try_open(&mut a, &mut b, &mut x, 1, 5));
+    // x's second Connect, and its retransmission one RTO later, both reach b before b
+    // runs: the Reject of the first is still on its way when the initiator's timer fires.
+    open(&mut x, 2, 5);
+    let t0 = Instant::now();
+    a.run(t0);
+    let sent = a.stats().packets_out;
+    a.run(t0 + 10 * PonyConfig::default().flow.initial_rto);
+    assert_eq!(a.stats().packets_out, sent + 1, "the Connect was retransmitted");
+    let answered = b.stats().packets_out;
+    b.run(t0);
+    assert_eq!(b.stats().packets_out, answered + 2, "each Connect got its Reject");
+    assert_eq!(
+        (
+            b.stats().limit_flows,
+            b.stats().connects_rejected,
+            b.stats().connects_rejected_again
+        ),
+        (1, 1, 1)
+    );
+    // The opener hears PeerBusy once; the second Reject changes nothing.
+    let refused = Completion::FlowOpened {
+        cookie: 2,
+        result: Err(OpErrorCode::PeerBusy),
+    };
+    assert_eq!(step_until(&mut a, &mut b, &mut x), refused);
+    for _ in 0..10 {
+        a.run(Instant::now());
+    }
+    assert_eq!(x.poll_completion().unwrap(), None);
+}
