@@ -960,9 +960,11 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		c->kept_pid = 0;
 		/*
 		 * Whatever is still in the local queue was inserted there while
-		 * this task was kept, and now waits behind it: displaced_kept()
-		 * keeps no task where that can happen. Counted, not acted on, so
-		 * that a path it missed shows up in the stats.
+		 * this task was kept, and now waits behind it. displaced_kept()
+		 * keeps a task only when the class wakeup is all that is queued
+		 * there, so this needs an insert into the local queue after the
+		 * keep and before this switch. Counted, not acted on, so that
+		 * such a path shows up in the stats.
 		 */
 		if (scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) > 0)
 			stat_inc(MQ_STAT_KEPT_RAN_AHEAD);
