@@ -116,6 +116,9 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     let mut summary = extract_summary(&outcome.output)?;
     summary["accel"] = Value::String(outcome.accel.to_string());
     summary["qemu_main_loop"] = Value::String(outcome.main_loop.key().into());
+    if let Some(share) = outcome.host_steal {
+        summary["host_steal_percent"] = serde_json::json!(share * 100.0);
+    }
     let dir = ctx.ws.target_dir.join("demo");
     std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let path = dir.join("summary.json");
@@ -314,6 +317,9 @@ pub struct Summary {
     pub report: demo::Report,
     /// How qemu runs the guest: `tcg`, `kvm` or `native`.
     pub accel: String,
+    /// The host's steal time during mq-demo's boot, % of its CPU time (`crate::steal`).
+    #[serde(default)]
+    pub host_steal_percent: Option<f64>,
 }
 
 /// The human-readable table of `summary`, policies not measured shown as `-`.
@@ -394,6 +400,12 @@ pub fn render_table(summary: &Summary) -> String {
             s.threshold_us, s.events, s.longest_us, s.probe.p99
         ));
     }
+    if let Some(steal) = summary.host_steal_percent {
+        out.push_str(&format!(
+            "host steal during the boot: {steal:.1}% of CPU time (given by the hypervisor to \
+             other work while this machine wanted it)\n"
+        ));
+    }
     out
 }
 
@@ -441,10 +453,12 @@ mod tests {
         assert!(!table.contains("TCG"));
         // A report without rounds (an older mq-demo) prints no rounds lines.
         assert!(!table.contains("per-round"), "{table}");
+        // Nor a steal line when the host's was not read.
+        assert!(!table.contains("host steal"), "{table}");
     }
 
     #[test]
-    fn table_prints_the_median_and_spread_of_the_rounds_and_the_stalls() {
+    fn table_prints_the_median_and_spread_of_the_rounds_the_stalls_and_the_host_steal() {
         let mut v = extract_summary(OUTPUT).unwrap();
         v["accel"] = "tcg".into();
         let row = |round: usize, policy: &str, p99: f64, stalled: u64| {
@@ -469,7 +483,12 @@ mod tests {
             "p99_ratio_fifo_over_microquanta_without_stalls": null});
         v["warmup"] = serde_json::json!({"wakeups_per_load": 20, "first_us": [2372.0, 1516.0],
             "rest_us": {"p50": 140.0, "p90": 200.0, "p99": 310.0, "max": 320.0, "samples": 38}});
+        v["host_steal_percent"] = 19.66.into();
         let table = render_table(&serde_json::from_value(v).unwrap());
+        assert!(
+            table.contains("host steal during the boot: 19.7% of CPU time"),
+            "{table}"
+        );
         assert!(
             table.contains(
                 "warm-up after each load (20 MicroQuanta wakeups, in no figure above): first \

@@ -14,6 +14,7 @@ mod kernel;
 mod logscan;
 mod qemu_loop;
 mod soak;
+mod steal;
 mod sys;
 mod test;
 mod version;

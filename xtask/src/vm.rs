@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use crate::accel::{self, Accel, AccelChoice};
 use crate::kernel::Kernel;
 use crate::qemu_loop::{self, MainLoop};
+use crate::steal::CpuTicks;
 use crate::{initramfs, logscan, sys, Ctx};
 
 /// Where the script lives in the guest.
@@ -65,6 +66,9 @@ pub struct VmOutcome {
     pub kernel_release: String,
     /// The kernel console log (native runs: the new dmesg lines).
     pub console_log: PathBuf,
+    /// The host's steal time during the run, a share of its CPU time (0-1; `None` where
+    /// `/proc/stat` had no answer): see [`crate::steal`].
+    pub host_steal: Option<f64>,
 }
 
 /// Runs `spec`; fails on timeout, a guest that died, or a suspicious kernel log.
@@ -151,16 +155,22 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         main_loop_fifo: spec.main_loop_fifo,
     };
     let started = Instant::now();
+    let ticks = CpuTicks::now();
     let raw = boot(ctx, &boot_spec)?;
     let elapsed = started.elapsed().as_secs_f64();
+    let host_steal = steal_since(ticks);
     let log = std::fs::read_to_string(&console_log).unwrap_or_default();
     let outcome = judge(&raw, &log, &spec.allow_log_patterns, spec.timeout).with_context(|| {
         format!(
-            "VM run failed after {elapsed:.1} s (console log: {})",
+            "VM run failed after {elapsed:.1} s ({}; console log: {})",
+            steal_words(host_steal),
             console_log.display()
         )
     })?;
-    println!("vm: guest finished in {elapsed:.1} s, exit status {outcome}");
+    println!(
+        "vm: guest finished in {elapsed:.1} s, exit status {outcome}; {}",
+        steal_words(host_steal)
+    );
     Ok(VmOutcome {
         exit_status: outcome,
         output: raw.output,
@@ -168,6 +178,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         main_loop: raw.main_loop,
         kernel_release: kernel_release(&log).unwrap_or_else(|| spec.kernel.version.clone()),
         console_log,
+        host_steal,
     })
 }
 
@@ -406,6 +417,7 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     let mut child = cmd.spawn().context("cannot start sh")?;
     drop(cmd); // closes our copies of the pipe's write end, so EOF arrives when sh exits
     let out_thread = std::thread::spawn(move || stream(reader, Some(OUTPUT_PREFIX), None));
+    let ticks = CpuTicks::now();
     let deadline = Instant::now() + spec.timeout;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -421,6 +433,7 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     let (output, _) = out_thread
         .join()
         .map_err(|_| anyhow::anyhow!("output reader panicked"))?;
+    let host_steal = steal_since(ticks);
     let new_log: String = dmesg_lines()
         .into_iter()
         .skip(dmesg_before.len())
@@ -443,6 +456,19 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         main_loop: MainLoop::Other("no VM".into()),
         kernel_release: host_release(),
         console_log,
+        host_steal,
+    })
+}
+
+/// The host's steal share since `before` (see [`VmOutcome::host_steal`]).
+fn steal_since(before: Option<CpuTicks>) -> Option<f64> {
+    before.zip(CpuTicks::now()).and_then(|(a, b)| a.steal_share(&b))
+}
+
+/// `host steal 4.2% of CPU time`, or that it is unknown.
+pub fn steal_words(share: Option<f64>) -> String {
+    share.map_or("host steal unknown".into(), |s| {
+        format!("host steal {:.1}% of CPU time", s * 100.0)
     })
 }
 
