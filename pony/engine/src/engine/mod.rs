@@ -94,7 +94,7 @@ use pony_express::app::{
     AppSession, CloseReason, Command, Completion, Completions, Cookie, OpErrorCode, ServiceId,
 };
 use pony_proto::flow::{FailReason, Flow, FlowError, FlowEvent, OneSided};
-use pony_proto::wire::{self, negotiate, Kind, RejectReason, Repr};
+use pony_proto::wire::{self, negotiate, FlowId, Kind, RejectReason, Repr};
 use snap_ipc::channel::APP_FDS;
 use snap_ipc::SharedMem;
 use snap_runtime::{AppFacing, AttachReply, AttachRequest, Engine, RunOutcome, WakeSource, WorkProbe};
@@ -333,12 +333,7 @@ impl PonyEngine {
         let (session, cookie) = match listener {
             Ok(listener) => listener,
             Err(reason) => {
-                let reject = Repr::Reject {
-                    dst_flow: src_flow,
-                    versions: self.cfg.flow.versions,
-                    reason,
-                };
-                self.reject(&reject, from);
+                self.reject(from, src_flow, reason);
                 return;
             }
         };
@@ -353,18 +348,21 @@ impl PonyEngine {
                 e.peer_key = Some(src_flow);
                 self.flows.insert(e);
             }
-            Err(FlowError::Rejected { reject }) => self.reject(&reject, from),
+            // The flow's own version check, after ours above: the same answer.
+            Err(FlowError::Rejected { .. }) => self.reject(from, src_flow, RejectReason::NoCommonVersion),
             Err(_) => self.stats.malformed += 1,
         }
     }
 
-    /// Sends `reject` (a [`Repr::Reject`]) to `peer`, counting it unless it repeats a
+    /// Rejects `peer`'s Connect for its flow `src_flow`, counting it unless it repeats a
     /// rejection of the same flow ([`RejectedConnects`]: a retransmitted Connect).
-    fn reject(&mut self, reject: &Repr<'_>, peer: PeerAddr) {
-        let Repr::Reject { dst_flow, reason, .. } = *reject else {
-            unreachable!("reject() is given Rejects only");
+    fn reject(&mut self, peer: PeerAddr, src_flow: FlowId, reason: RejectReason) {
+        let reject = Repr::Reject {
+            dst_flow: src_flow,
+            versions: self.cfg.flow.versions,
+            reason,
         };
-        if self.rejected.first_time(peer, dst_flow, reason) {
+        if self.rejected.first_time(peer, src_flow, reason) {
             self.stats.connects_rejected += 1;
             if reason == RejectReason::TooManyFlows {
                 self.stats.limit_flows += 1;
@@ -372,7 +370,7 @@ impl PonyEngine {
         } else {
             self.stats.connects_rejected_again += 1;
         }
-        self.link.send_raw(reject, peer, &mut self.stats);
+        self.link.send_raw(&reject, peer, &mut self.stats);
     }
 
     // ── App commands ───────────────────────────────────────────────────────────────────

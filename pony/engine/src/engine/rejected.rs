@@ -14,6 +14,8 @@
 //! retransmitted after its entry is gone is counted again: an overcount, never a lost
 //! refusal.
 
+use std::collections::VecDeque;
+
 use pony_proto::wire::{FlowId, RejectReason};
 
 use crate::nic::PeerAddr;
@@ -26,9 +28,8 @@ pub(super) const REMEMBERED: usize = 64;
 /// The last [`REMEMBERED`] rejected Connects: (peer, the peer's flow id, reason).
 #[derive(Debug, Default)]
 pub(super) struct RejectedConnects {
-    ring: Vec<(PeerAddr, FlowId, RejectReason)>,
-    /// Where the next rejection goes once the ring is full.
-    next: usize,
+    /// Oldest first.
+    ring: VecDeque<(PeerAddr, FlowId, RejectReason)>,
 }
 
 impl RejectedConnects {
@@ -39,12 +40,10 @@ impl RejectedConnects {
         if self.ring.contains(&entry) {
             return false;
         }
-        if self.ring.len() < REMEMBERED {
-            self.ring.push(entry);
-        } else {
-            self.ring[self.next] = entry;
-            self.next = (self.next + 1) % REMEMBERED;
+        if self.ring.len() == REMEMBERED {
+            self.ring.pop_front();
         }
+        self.ring.push_back(entry);
         true
     }
 }
