@@ -38,7 +38,11 @@
 //!   ```
 //!
 //!   Either the consumer sees the flag and rings, or the owner sees the free slot and does
-//!   not park: no lost wakeup.
+//!   not park: no lost wakeup. The ring clears the flag, and a consumer may ring after its
+//!   pops for slots the owner has already filled again (it frees, the owner produces into
+//!   the room and then parks, the consumer rings): an owner woken to a ring still full
+//!   sets the flag and checks again, exactly as when it parked, or the consumer's next
+//!   pops find no flag.
 //! - *closed*: a reason code the owner stores when it quarantines the channel
 //!   ([`Doorbell::close`]), for the peer to read with [`Ringer::closed`]. The peer keeps its
 //!   own mapping of the page, so it can read the reason after the owner dropped its end.

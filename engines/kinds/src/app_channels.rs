@@ -179,13 +179,17 @@ impl AppChannels {
     /// Serves again the backpressured channels whose app made room. Call at the start of
     /// every step (the app's doorbell ring only wakes the thread). Costs nothing while no
     /// channel waits.
+    ///
+    /// A channel still full is flagged again: the ring that woke us cleared the flag, and
+    /// it may have been for room this engine filled again before it backpressured (a
+    /// producer rings after it frees slots, not at once), so without the flag no later pop
+    /// would wake us.
     pub fn resume_backpressured(&mut self) {
         if self.backpressured == 0 {
             return;
         }
         for ch in &mut self.list {
-            if ch.backpressured && !ch.end.responses_full() {
-                ch.end.cancel_wait_for_space();
+            if ch.backpressured && !ch.end.wait_for_space() {
                 ch.backpressured = false;
                 self.rings.insert(ch.id, ch.end.request_probe());
                 self.backpressured -= 1;
@@ -467,6 +471,43 @@ mod tests {
         assert!(set.rings().any_pending());
         assert!(set.any_requests());
         assert_eq!(set.ledger().backpressured(), 1);
+    }
+
+    #[test]
+    fn a_ring_for_room_already_used_leaves_the_wait_armed() {
+        let mut set = AppChannels::new(RingSet::default(), 1);
+        let shape = ChannelShape {
+            capacity: 2,
+            slot_size: 64,
+        };
+        let (eng, mut app) = AppChannel::pair(shape, false).unwrap();
+        set.attach(eng);
+        let (_, responses) = set.get_mut(0).end.rings();
+        responses.push(b"1").unwrap();
+        responses.push(b"2").unwrap();
+        app.send(b"q").unwrap();
+        assert!(set.backpressure(0));
+        // The app rings for room the engine filled again before it backpressured (a relay
+        // rings after its step for the pops of that step): the ring finds the flag, clears
+        // it, and wakes the engine, which finds the ring still full.
+        assert!(app.space_freed());
+        assert_eq!(set.get_mut(0).end.doorbell().drain(), 1);
+        set.resume_backpressured();
+        assert!(set.get_mut(0).backpressured);
+        assert!(
+            set.get_mut(0).end.doorbell().wants_space(),
+            "still full: the wait is flagged again, or no later pop would wake the engine"
+        );
+        let mut buf = [0u8; 64];
+        assert_eq!(app.try_recv(&mut buf).unwrap(), Some(1));
+        assert_eq!(
+            set.get_mut(0).end.doorbell().drain(),
+            1,
+            "the pop woke the engine"
+        );
+        set.resume_backpressured();
+        assert!(!set.get_mut(0).backpressured);
+        assert!(!set.get_mut(0).end.doorbell().wants_space());
     }
 
     fn end() -> ChannelEngineEnd {

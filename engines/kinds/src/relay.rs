@@ -268,10 +268,10 @@ impl RelayEngine {
                 self.return_parked.store(self.downstream_broken, Relaxed);
             }
         }
-        if self.forward_parked.load(Relaxed) && !self.downstream.requests_full() {
-            if let Some(bell) = self.downstream.completion() {
-                bell.cancel_want_space();
-            }
+        // Still full: flagged again, as for a backpressured app (AppChannels::
+        // resume_backpressured), since the ring that woke us may have been for room the
+        // relay had already filled.
+        if self.forward_parked.load(Relaxed) && !self.downstream.wait_for_space() {
             self.forward_parked.store(false, Relaxed);
         }
     }

@@ -93,6 +93,36 @@ fn full_internal_ring_keeps_requests_with_the_app() {
 }
 
 #[test]
+fn a_ring_for_room_the_relay_filled_again_leaves_it_waiting_armed() {
+    let (mut relay, mut next) = RelayEngine::connect("relay", 0, shape(2)).unwrap();
+    let (_, mut app) = attach(&mut relay, 16);
+    for i in 0u8..5 {
+        app.send(&[i]).unwrap();
+    }
+    let now = Instant::now();
+    assert_eq!(relay.run(now).items, 2);
+    let WakeSource::Doorbell(bell) = relay.wake_sources().pop().unwrap() else {
+        panic!("expected the internal completion doorbell last");
+    };
+    assert!(bell.wants_space());
+    // The next engine rings for room the relay has already filled again (it rings after
+    // its step, for that step's pops): the relay wakes to a ring still full.
+    assert!(next.space_freed());
+    assert_eq!(bell.drain(), 1);
+    assert_eq!(relay.run(now).items, 0);
+    assert!(
+        bell.wants_space(),
+        "still full: the wait is flagged again, or no later pop would wake the relay"
+    );
+    // The next engine takes one request: its ring wakes the relay, which forwards one more.
+    let (requests, _) = next.rings();
+    requests.peek().unwrap().expect("a request").release();
+    assert!(next.space_freed());
+    assert_eq!(bell.drain(), 1);
+    assert_eq!(relay.run(now).items, 1);
+}
+
+#[test]
 fn full_app_ring_leaves_response_in_place() {
     let (mut relay, mut echo) = chain(16);
     let (_, mut app) = attach(&mut relay, 2);
