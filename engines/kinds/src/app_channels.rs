@@ -406,7 +406,7 @@ impl AppChannels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use snap_ipc::channel::{AppChannel, ChannelShape};
+    use snap_ipc::channel::{AppChannel, ChannelAppEnd, ChannelShape};
 
     #[test]
     fn any_requests_skips_corrupt_channels() {
@@ -440,8 +440,9 @@ mod tests {
         assert!(ledger.take_quarantined().is_empty());
     }
 
-    #[test]
-    fn backpressure_parks_until_the_app_pops() {
+    /// A set with one app channel of 2 slots; `full`: its response ring filled and one
+    /// request waiting.
+    fn one_app(full: bool) -> (AppChannels, ChannelAppEnd) {
         let mut set = AppChannels::new(RingSet::default(), 1);
         let shape = ChannelShape {
             capacity: 2,
@@ -449,12 +450,20 @@ mod tests {
         };
         let (eng, mut app) = AppChannel::pair(shape, false).unwrap();
         set.attach(eng);
+        if full {
+            let (_, responses) = set.get_mut(0).end.rings();
+            responses.push(b"1").unwrap();
+            responses.push(b"2").unwrap();
+            app.send(b"q").unwrap();
+        }
+        (set, app)
+    }
+
+    #[test]
+    fn backpressure_parks_until_the_app_pops() {
         // Room: nothing to wait for.
-        assert!(!set.backpressure(0));
-        let (_, responses) = set.get_mut(0).end.rings();
-        responses.push(b"1").unwrap();
-        responses.push(b"2").unwrap();
-        app.send(b"q").unwrap();
+        assert!(!one_app(false).0.backpressure(0));
+        let (mut set, mut app) = one_app(true);
         assert!(set.backpressure(0));
         assert!(set.get_mut(0).end.doorbell().wants_space());
         // Its request stays, but it no longer counts as work.
@@ -475,17 +484,7 @@ mod tests {
 
     #[test]
     fn a_ring_for_room_already_used_leaves_the_wait_armed() {
-        let mut set = AppChannels::new(RingSet::default(), 1);
-        let shape = ChannelShape {
-            capacity: 2,
-            slot_size: 64,
-        };
-        let (eng, mut app) = AppChannel::pair(shape, false).unwrap();
-        set.attach(eng);
-        let (_, responses) = set.get_mut(0).end.rings();
-        responses.push(b"1").unwrap();
-        responses.push(b"2").unwrap();
-        app.send(b"q").unwrap();
+        let (mut set, mut app) = one_app(true);
         assert!(set.backpressure(0));
         // The app rings for room the engine filled again before it backpressured (a relay
         // rings after its step for the pops of that step): the ring finds the flag, clears
