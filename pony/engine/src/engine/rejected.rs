@@ -20,9 +20,10 @@ use pony_proto::wire::{FlowId, RejectReason};
 
 use crate::nic::PeerAddr;
 
-/// Rejections remembered. An initiator retransmits for at most `max_retries` RTOs (about
-/// a second with the default backoff), so this covers every retransmission unless more
-/// than this many Connects are rejected in that time.
+/// Rejections remembered. An initiator retransmits its Connect at most `max_retries` times,
+/// its interval doubling from `initial_rto` up to `max_rto` (with the defaults, 1 ms to
+/// 100 ms and 10 retries: about half a second in all), so this covers every retransmission
+/// unless more than this many Connects are rejected in that time.
 pub(super) const REMEMBERED: usize = 64;
 
 /// The last [`REMEMBERED`] rejected Connects: (peer, the peer's flow id, reason).
