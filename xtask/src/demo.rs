@@ -176,6 +176,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
                 exit_status,
                 accel: outcome.accel.to_string(),
                 machine: machine.clone(),
+                host_steal: outcome.host_steal,
             },
         )
         .with_context(|| {

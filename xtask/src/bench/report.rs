@@ -29,6 +29,13 @@ pub fn markdown(s: &Summary) -> String {
         s.accel,
         if s.report.quick { " · `--quick` run" } else { "" },
     );
+    if let Some(steal) = s.host_steal_percent {
+        let _ = writeln!(
+            md,
+            "Host steal during the run: {steal:.1}% of CPU time (given by the hypervisor to \
+             other work while this machine wanted it).\n"
+        );
+    }
     if s.accel == "tcg" {
         let _ = writeln!(md, "> **This run used TCG.** {TCG_NOTE}\n");
     } else {
@@ -420,6 +427,19 @@ mod tests {
         assert!(first.contains("`6.12.38+deb13-cloud-amd64`") && first.contains("**tcg**"));
         assert!(md.contains("**This run used TCG.**"));
         assert!(md.contains("only ratios within one boot are meaningful"));
+        // No steal line when the host's was not read.
+        assert!(!md.contains("Host steal"), "{md}");
+    }
+
+    #[test]
+    fn header_gives_the_host_steal_when_it_was_read() {
+        let mut s = sample();
+        s.host_steal_percent = Some(12.04);
+        let md = markdown(&s);
+        assert!(
+            md.contains("Host steal during the run: 12.0% of CPU time"),
+            "{md}"
+        );
     }
 
     #[test]

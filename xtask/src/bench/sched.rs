@@ -94,6 +94,7 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
             exit_status: outcome.exit_status,
             accel: outcome.accel.to_string(),
             machine: describe_machine(args.native, args.cpus, MEM_MIB),
+            host_steal: outcome.host_steal,
         },
     )?;
     two_runs::print_recorded(&recorded.markdown, &recorded.written);
@@ -116,6 +117,8 @@ pub struct GuestRun<'a> {
     pub accel: String,
     /// What it ran on ([`describe_machine`]).
     pub machine: String,
+    /// The host's steal share (0-1) over the run ([`vm::VmOutcome::host_steal`]).
+    pub host_steal: Option<f64>,
 }
 
 /// What [`record`] wrote and what to print.
@@ -137,6 +140,9 @@ pub fn record(dir: &Path, run: &GuestRun) -> Result<Recorded> {
     let mut json = two_runs::read_guest_run(PROGRAM, dir, run.output, run.exit_status, run.machine.clone())?;
     let log_path = two_runs::guest_log(dir);
     json["accel"] = Value::String(run.accel.clone());
+    if let Some(share) = run.host_steal {
+        json["host_steal_percent"] = serde_json::json!(share * 100.0);
+    }
     validate(&json).with_context(|| format!("guest output: {}", log_path.display()))?;
     let summary: Summary =
         serde_json::from_value(json.clone()).with_context(|| format!("reading {GUEST_PROGRAM}'s report"))?;
@@ -302,6 +308,9 @@ pub struct Summary {
     pub accel: String,
     /// What the guest runs on ([`describe_machine`]).
     pub machine: Option<String>,
+    /// The host's steal time over the run, % of its CPU time; absent where it was not read.
+    #[serde(default)]
+    pub host_steal_percent: Option<f64>,
 }
 
 impl Summary {
@@ -461,6 +470,7 @@ pub(super) mod tests {
             exit_status,
             accel: "tcg".into(),
             machine: "qemu VM (2 vCPUs, 2048 MiB) on a host with Test CPU (2 CPUs)".into(),
+            host_steal: Some(0.034),
         }
     }
 
@@ -603,8 +613,18 @@ pub(super) mod tests {
         let read = |name: &str| std::fs::read_to_string(dir.join("sched").join(name)).unwrap();
         assert_eq!(read("guest-output.log"), output);
         assert_eq!(read("summary.md"), rec.markdown);
-        let json: Value = serde_json::from_str(&read("summary.json")).unwrap();
+        let mut json: Value = serde_json::from_str(&read("summary.json")).unwrap();
+        // The host's steal over the run (guest_run's 3.4%) is kept with the guest's report.
+        let steal = json
+            .as_object_mut()
+            .unwrap()
+            .remove("host_steal_percent")
+            .unwrap();
+        assert!((steal.as_f64().unwrap() - 3.4).abs() < 1e-9, "{steal}");
         assert_eq!(json, sample_json());
+        assert!(rec
+            .markdown
+            .contains("Host steal during the run: 3.4% of CPU time"));
         assert!(read("latency.svg").starts_with("<svg"));
         assert!(read("conformance.svg").starts_with("<svg"));
         // The headline is the summary's latency and conformance sections, verbatim.

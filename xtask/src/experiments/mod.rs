@@ -231,10 +231,11 @@ fn run_vm_step(ctx: &Ctx, args: &ExperimentsArgs, step: &Step, bin_dir: &Path, o
     }
     let mut report = mq_report::extract_value(tag, &outcome.output)
         .with_context(|| format!("guest output: {}", log.display()))?;
-    report["machine"] = Value::String(crate::bench::sched::describe_machine(
-        false,
-        crate::bench::sched::CPUS,
-        crate::bench::sched::MEM_MIB,
+    // The host's steal goes with the machine it starved: the report's platform line names it.
+    report["machine"] = Value::String(format!(
+        "{}, {} during the boot",
+        crate::bench::sched::describe_machine(false, crate::bench::sched::CPUS, crate::bench::sched::MEM_MIB),
+        vm::steal_words(outcome.host_steal),
     ));
     let raw = steps::raw_path(out, step);
     std::fs::write(&raw, serde_json::to_string(&report)? + "\n")?;
