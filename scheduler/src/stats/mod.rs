@@ -273,7 +273,7 @@ impl Report {
         if !self.callbacks.is_empty() {
             out.push_str("\n  µs per call:");
             for c in &self.callbacks {
-                out.push_str(&format!(" {} {:.1} (n={})", c.callback, c.mean_us, c.calls));
+                out.push_str(&format!(" {} {:.2} (n={})", c.callback, c.mean_us, c.calls));
             }
         }
         out
