@@ -46,8 +46,46 @@ impl fmt::Display for Accel {
     }
 }
 
-/// qemu arguments for `accel`.
-pub fn qemu_args(accel: Accel, qemu_version: crate::version::Triple) -> Vec<String> {
+/// What the guest's clocks count under TCG (`--clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GuestClock {
+    /// The host's time: an emulator stall, a slow host or a starved one shows in the guest.
+    #[default]
+    Host,
+    /// qemu's instruction counter (`-icount shift=0`): each guest instruction takes 1 ns of
+    /// guest time, so a latency is the length of the path that made it, the same from run
+    /// to run and blind to the host's load. What it cannot show is what an instruction
+    /// costs on hardware (a cache miss, programming a timer). One host thread runs all vCPUs.
+    /// TCG only.
+    Instructions,
+}
+
+impl fmt::Display for GuestClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuestClock::Host => "host",
+            GuestClock::Instructions => "instructions",
+        })
+    }
+}
+
+/// qemu arguments for `accel` with `clock` (which only TCG can count in instructions).
+pub fn qemu_args(accel: Accel, qemu_version: crate::version::Triple, clock: GuestClock) -> Vec<String> {
+    if accel == Accel::Tcg && clock == GuestClock::Instructions {
+        // icount needs the single-threaded TCG; `sleep=on` lets an idle guest wait in host
+        // time rather than jump, so a boot's waits stay what they are.
+        return [
+            "-accel",
+            "tcg,thread=single",
+            "-cpu",
+            "max",
+            "-icount",
+            "shift=0,sleep=on",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    }
     let args: &[&str] = match accel {
         // `-cpu host` fails here on MSR 0x10a under nested KVM; `max` works wherever KVM does.
         Accel::Kvm => &["-accel", "kvm", "-cpu", "max"],
@@ -140,6 +178,7 @@ fn probe_kvm(ctx: &Ctx, kernel: &Kernel, vm_dir: &Path) -> Result<Option<String>
         nonce: &nonce,
         stream_prefix: None,
         main_loop_fifo: false,
+        clock: GuestClock::Host,
     };
     let raw = vm::boot(ctx, &boot)?;
     if raw.exit_status == Some(0) && raw.output.contains("kvm-probe-ok") {
@@ -163,13 +202,31 @@ mod tests {
     #[test]
     fn tcg_threading_depends_on_qemu_version() {
         assert_eq!(
-            qemu_args(Accel::Tcg, (10, 0, 2)),
+            qemu_args(Accel::Tcg, (10, 0, 2), GuestClock::Host),
             ["-accel", "tcg,thread=multi", "-cpu", "max"]
         );
         assert_eq!(
-            qemu_args(Accel::Tcg, (7, 2, 15)),
+            qemu_args(Accel::Tcg, (7, 2, 15), GuestClock::Host),
             ["-accel", "tcg,thread=single", "-cpu", "max"]
         );
-        assert_eq!(qemu_args(Accel::Kvm, (7, 2, 15))[1], "kvm");
+        assert_eq!(qemu_args(Accel::Kvm, (7, 2, 15), GuestClock::Host)[1], "kvm");
+    }
+
+    #[test]
+    fn an_instruction_clock_is_icount_on_single_threaded_tcg() {
+        let args = qemu_args(Accel::Tcg, (10, 0, 2), GuestClock::Instructions);
+        assert_eq!(
+            args,
+            [
+                "-accel",
+                "tcg,thread=single",
+                "-cpu",
+                "max",
+                "-icount",
+                "shift=0,sleep=on"
+            ]
+        );
+        // KVM's clock is the host's whatever is asked (vm::run refuses the combination).
+        assert!(!qemu_args(Accel::Kvm, (10, 0, 2), GuestClock::Instructions).contains(&"-icount".to_string()));
     }
 }

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use self::script::{guest_script, modes_step_label, sched_step, step_statuses, steps, Steps};
-use crate::accel::AccelChoice;
+use crate::accel::{AccelChoice, GuestClock};
 use crate::bench::modes::{self, Lookup as _};
 use crate::bench::two_runs;
 use crate::bench::{self, sched};
@@ -53,6 +53,11 @@ pub struct DemoArgs {
     /// How qemu runs the VM.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
+    /// What the guest's clocks count under TCG in the boot that runs mq-demo (a second boot
+    /// for the benchmarks keeps the host's): `instructions` measures path lengths, the same
+    /// from run to run (docs/MICROQUANTA.md, "An instruction clock").
+    #[arg(long, value_enum, default_value_t = GuestClock::Host)]
+    pub clock: GuestClock,
     /// Virtual CPUs of the boot that runs mq-demo. One by default: under TCG each vCPU is a
     /// host thread, and with one the host's second core serves qemu's main loop, which fires
     /// every guest timer (docs/MICROQUANTA.md, "Guest shape, again").
@@ -80,7 +85,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     // On this host the benchmarks run where mq-demo did; in a VM, in a boot of their own
     // when they want another shape.
     let bench_boot = with_bench && !args.native && args.bench_cpus != args.cpus;
-    let spec = |cpus: u32, steps: &[script::Step]| vm::VmSpec {
+    let spec = |cpus: u32, steps: &[script::Step], clock: GuestClock| vm::VmSpec {
         cpus,
         mem_mib: sched::MEM_MIB,
         accel: args.accel,
@@ -93,9 +98,10 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
         allow_log_patterns: Vec::new(),
         native: args.native,
         main_loop_fifo: true,
+        clock,
     };
     let demo_steps = steps(true, with_bench && !bench_boot, &release_dir);
-    let outcome = vm::run(ctx, &spec(args.cpus, &demo_steps))?;
+    let outcome = vm::run(ctx, &spec(args.cpus, &demo_steps, args.clock))?;
     let (sched_status, modes_status) =
         match step_statuses(&outcome.output, outcome.exit_status, with_bench && !bench_boot) {
             Steps::DemoFailed(status) => bail!(
@@ -116,6 +122,7 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
     let mut summary = extract_summary(&outcome.output)?;
     summary["accel"] = Value::String(outcome.accel.to_string());
     summary["qemu_main_loop"] = Value::String(outcome.main_loop.key().into());
+    summary["guest_clock"] = Value::String(outcome.clock.to_string());
     if let Some(share) = outcome.host_steal {
         summary["host_steal_percent"] = serde_json::json!(share * 100.0);
     }
@@ -144,8 +151,11 @@ pub fn run(ctx: &Ctx, args: &DemoArgs) -> Result<()> {
             args.bench_cpus, args.cpus
         );
         bench_cpus = args.bench_cpus;
-        let bench = vm::run(ctx, &spec(bench_cpus, &steps(false, true, &release_dir)))
-            .context("the benchmarks' boot");
+        let bench = vm::run(
+            ctx,
+            &spec(bench_cpus, &steps(false, true, &release_dir), GuestClock::Host),
+        )
+        .context("the benchmarks' boot");
         match bench.map(|b| {
             let statuses = step_statuses(&b.output, b.exit_status, true);
             (b, statuses)
@@ -321,6 +331,9 @@ pub struct Summary {
     /// The host's steal time during mq-demo's boot, % of its CPU time (`crate::steal`).
     #[serde(default)]
     pub host_steal_percent: Option<f64>,
+    /// What the guest's clocks counted (`host` or `instructions`; absent: host).
+    #[serde(default)]
+    pub guest_clock: Option<String>,
 }
 
 /// The human-readable table of `summary`, policies not measured shown as `-`.
@@ -328,8 +341,12 @@ pub fn render_table(summary: &Summary) -> String {
     let lat = &summary.report.wakeup_latency_us;
     let num = |policy: &str, field: fn(&LatencySummary) -> f64| lat.get(policy).map(field);
     let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let clock = match summary.guest_clock.as_deref() {
+        Some("instructions") => ", guest clock 1 ns per instruction",
+        _ => "",
+    };
     let mut out = format!(
-        "wakeup latency, µs (kernel {}, {} CPUs, accel {})\n",
+        "wakeup latency, µs (kernel {}, {} CPUs, accel {}{clock})\n",
         summary.report.kernel, summary.report.cpus, summary.accel,
     );
     out.push_str(&format!(
@@ -456,6 +473,21 @@ mod tests {
         assert!(!table.contains("per-round"), "{table}");
         // Nor a steal line when the host's was not read.
         assert!(!table.contains("host steal"), "{table}");
+        // The host's clock is the default and goes unsaid.
+        assert!(!rows[0].contains("clock"), "{table}");
+    }
+
+    #[test]
+    fn table_names_an_instruction_clock() {
+        let mut v = extract_summary(OUTPUT).unwrap();
+        v["accel"] = "tcg".into();
+        v["guest_clock"] = "instructions".into();
+        let table = render_table(&serde_json::from_value(v).unwrap());
+        let first = table.lines().next().unwrap();
+        assert!(
+            first.ends_with("accel tcg, guest clock 1 ns per instruction)"),
+            "{first}"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::accel::AccelChoice;
+use crate::accel::{AccelChoice, GuestClock};
 
 /// What every subcommand after `deps` works with.
 pub struct Ctx {
@@ -84,6 +84,9 @@ struct VmArgs {
     /// How qemu runs the VM: auto probes KVM once and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     accel: AccelChoice,
+    /// What the guest's clocks count under TCG.
+    #[arg(long, value_enum, default_value_t = GuestClock::Host)]
+    clock: GuestClock,
     /// Seconds before the VM is killed.
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 600)]
     timeout_secs: u64,
@@ -147,6 +150,7 @@ fn run_vm(ctx: &Ctx, args: VmArgs) -> Result<ExitCode> {
         allow_log_patterns: Vec::new(),
         native: args.native,
         main_loop_fifo: args.main_loop_fifo,
+        clock: args.clock,
     };
     let outcome = vm::run(ctx, &spec)?;
     println!("vm: kernel console log: {}", outcome.console_log.display());

@@ -163,6 +163,7 @@ fn boot(
         // (an unexpected int3 while the kernel patched its text: an emulator race, see
         // qemu_loop.rs), and these are pass/fail tests, not latency measurements.
         main_loop_fifo: false,
+        clock: crate::accel::GuestClock::Host,
     };
     let lock = args.vm_lock.as_deref().map(vm::lock).transpose()?;
     let outcome = vm::run(ctx, &spec)?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::accel::{self, Accel, AccelChoice};
+use crate::accel::{self, Accel, AccelChoice, GuestClock};
 use crate::kernel::Kernel;
 use crate::qemu_loop::{self, MainLoop};
 use crate::steal::CpuTicks;
@@ -51,6 +51,8 @@ pub struct VmSpec<'a> {
     /// Under TCG, run qemu's main loop SCHED_FIFO on the host (see `qemu_loop`): what the
     /// latency measurements ask for.
     pub main_loop_fifo: bool,
+    /// What the guest's clocks count (instructions: TCG only).
+    pub clock: GuestClock,
 }
 
 /// The result of a run whose guest reported an exit status and whose kernel log is clean.
@@ -69,6 +71,8 @@ pub struct VmOutcome {
     /// The host's steal time during the run, a share of its CPU time (0-1; `None` where
     /// `/proc/stat` had no answer): see [`crate::steal`].
     pub host_steal: Option<f64>,
+    /// What the guest's clocks counted.
+    pub clock: GuestClock,
 }
 
 /// Runs `spec`; fails on timeout, a guest that died, or a suspicious kernel log.
@@ -95,6 +99,7 @@ pub const ACCEL_ENV: &str = "MQ_ACCEL";
 
 pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     if spec.native {
+        clock_possible(Accel::Native, spec.clock)?;
         return run_native(ctx, spec);
     }
     let vm_dir = ctx.ws.target_dir.join("vm");
@@ -102,13 +107,18 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     // Runs share target/vm (initramfs, console.log): one at a time.
     let _lock = lock(&vm_dir.join("lock"))?;
     let accel = accel::resolve(ctx, spec.accel, spec.kernel, &vm_dir)?;
+    clock_possible(accel, spec.clock)?;
     let (maj, min, patch) = ctx.deps.qemu_version;
     println!(
-        "vm: kernel {}, accel {accel} (qemu {maj}.{min}.{patch}), {} CPUs, {} MiB, timeout {} s",
+        "vm: kernel {}, accel {accel} (qemu {maj}.{min}.{patch}), {} CPUs, {} MiB, timeout {} s{}",
         spec.kernel.version,
         spec.cpus,
         spec.mem_mib,
-        spec.timeout.as_secs()
+        spec.timeout.as_secs(),
+        match spec.clock {
+            GuestClock::Host => "",
+            GuestClock::Instructions => ", guest clock: 1 ns per instruction (qemu icount)",
+        }
     );
 
     let nonce = new_nonce();
@@ -153,6 +163,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         nonce: &nonce,
         stream_prefix: Some(OUTPUT_PREFIX),
         main_loop_fifo: spec.main_loop_fifo,
+        clock: spec.clock,
     };
     let started = Instant::now();
     let ticks = CpuTicks::now();
@@ -179,6 +190,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         kernel_release: kernel_release(&log).unwrap_or_else(|| spec.kernel.version.clone()),
         console_log,
         host_steal,
+        clock: spec.clock,
     })
 }
 
@@ -239,6 +251,8 @@ pub struct Boot<'a> {
     pub stream_prefix: Option<&'a str>,
     /// Under TCG, run qemu's main loop SCHED_FIFO on the host.
     pub main_loop_fifo: bool,
+    /// What the guest's clocks count.
+    pub clock: GuestClock,
 }
 
 /// What a boot produced, before judging it.
@@ -257,7 +271,7 @@ pub fn boot(ctx: &Ctx, b: &Boot) -> Result<RawBoot> {
     let _ = std::fs::remove_file(b.console_log);
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-nodefaults", "-no-reboot", "-display", "none"])
-        .args(accel::qemu_args(b.accel, ctx.deps.qemu_version))
+        .args(accel::qemu_args(b.accel, ctx.deps.qemu_version, b.clock))
         .args(["-smp", &b.cpus.to_string(), "-m", &b.mem_mib.to_string()])
         .arg("-kernel")
         .arg(&b.kernel.vmlinuz)
@@ -457,7 +471,16 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         kernel_release: host_release(),
         console_log,
         host_steal,
+        clock: GuestClock::Host,
     })
+}
+
+/// Only TCG can count the guest's time in instructions (qemu's icount).
+fn clock_possible(accel: Accel, clock: GuestClock) -> Result<()> {
+    if clock == GuestClock::Instructions && accel != Accel::Tcg {
+        bail!("--clock instructions needs a VM under TCG (qemu's icount); this run is {accel}");
+    }
+    Ok(())
 }
 
 /// The host's steal share since `before` (see [`VmOutcome::host_steal`]).
@@ -520,6 +543,18 @@ mod tests {
             qemu_status: "exit status: 0".into(),
             qemu_stderr: String::new(),
             main_loop: MainLoop::Fifo(10),
+        }
+    }
+
+    #[test]
+    fn only_tcg_counts_guest_time_in_instructions() {
+        assert!(clock_possible(Accel::Tcg, GuestClock::Instructions).is_ok());
+        for accel in [Accel::Kvm, Accel::Native] {
+            assert!(clock_possible(accel, GuestClock::Host).is_ok());
+            let err = clock_possible(accel, GuestClock::Instructions)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("needs a VM under TCG"), "{err}");
         }
     }
 

@@ -85,6 +85,7 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
         allow_log_patterns: Vec::new(),
         native: args.native,
         main_loop_fifo: true,
+        clock: crate::accel::GuestClock::Host,
     };
     let outcome = vm::run(ctx, &spec)?;
     let recorded = record(

@@ -126,6 +126,7 @@ pub(crate) fn native_then_vm(
             allow_log_patterns: Vec::new(),
             native: false,
             main_loop_fifo: true,
+            clock: crate::accel::GuestClock::Host,
         };
         let outcome = vm::run(ctx, &spec)?;
         runs.push(read_guest_run(

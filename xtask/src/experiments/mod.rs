@@ -217,6 +217,7 @@ fn run_vm_step(ctx: &Ctx, args: &ExperimentsArgs, step: &Step, bin_dir: &Path, o
         native: false,
         // SCHED_OTHER, as for `cargo xtask test`, which runs this in CI: see qemu_loop.rs.
         main_loop_fifo: false,
+        clock: crate::accel::GuestClock::Host,
     };
     let outcome = vm::run(ctx, &spec)?;
     let log = out.join("logs").join(format!("{}-guest.log", step.name));
