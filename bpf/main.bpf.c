@@ -140,9 +140,18 @@ struct {
 	__type(value, struct mq_hist);
 } hists SEC(".maps");
 
-/* When a class thread's wakeup was inserted: by enqueue(), or by select_cpu() (0: not waiting). */
+/*
+ * A class thread's wakeup as it was inserted, by enqueue() or by select_cpu():
+ * when (0: no wakeup waits), and the group task_group() gave for the CPU it
+ * was placed on. running() measures the wakeup from here and, on that CPU,
+ * takes the group from here instead of looking the thread up again: the
+ * lookup is a hash walk, and this lookup of the task's storage is needed
+ * anyway. (A change of membership in between counts from the next run.)
+ */
 struct task_ctx {
 	u64 wake_enq_ns;
+	s32 wake_cpu;
+	s32 wake_group;
 };
 
 struct {
@@ -152,14 +161,17 @@ struct {
 	__type(value, struct task_ctx);
 } task_ctxs SEC(".maps");
 
-/* A class wakeup is inserted now: running() measures its wakeup-to-run from here. */
-static void class_wakeup_inserted(struct task_struct *p)
+/* A class wakeup of group @g is inserted for @cpu at @now (see struct task_ctx). */
+static void class_wakeup_inserted(struct task_struct *p, s32 cpu, u32 g, u64 now)
 {
 	struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL,
 						  BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	if (t)
-		t->wake_enq_ns = scx_bpf_now();
+	if (t) {
+		t->wake_enq_ns = now;
+		t->wake_cpu = cpu;
+		t->wake_group = g;
+	}
 }
 
 static void stat_add(u32 idx, u64 val)
@@ -344,7 +356,7 @@ static u32 mq_load_for(s32 cpu, u32 g, u64 now)
  * a class task or an RT task that takes @cpu before the insert lands makes
  * this wakeup wait behind it, as a stale placement would.
  */
-static s32 class_direct(struct task_struct *p, s32 cpu, u32 g, bool idle)
+static s32 class_direct(struct task_struct *p, s32 cpu, u32 g, bool idle, u64 now)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	struct mq_group *grp;
@@ -357,7 +369,7 @@ static s32 class_direct(struct task_struct *p, s32 cpu, u32 g, bool idle)
 		if (grp && grp->in_use && !group_has_cpu(grp, cpu))
 			return cpu;
 	}
-	class_wakeup_inserted(p);
+	class_wakeup_inserted(p, cpu, g, now);
 	if (!idle)
 		class_wakeup_displaces(c);
 	scx_bpf_dsq_insert(p, SCX_DSQ_LOCAL, class_slice_ns,
@@ -392,7 +404,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags, u32 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
 	if (is_idle) {
 		stat_inc(MQ_STAT_MQ_IDLE_PICK);
-		return class_direct(p, cpu, g, true);
+		return class_direct(p, cpu, g, true, now);
 	}
 
 	c = lookup_cpu_ctx(prev_cpu);
@@ -400,7 +412,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags, u32 
 	    !cpu_has_mq_work(prev_cpu, c)) {
 		if (group_has_budget_on(prev_cpu, g, now)) {
 			stat_inc(MQ_STAT_MQ_BUSY_PICK);
-			return class_direct(p, prev_cpu, g, false);
+			return class_direct(p, prev_cpu, g, false, now);
 		}
 		prev_spent = true;
 	}
@@ -420,7 +432,7 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags, u32 
 		stat_inc(MQ_STAT_MQ_BUSY_PICK);
 		if (prev_spent)
 			stat_inc(MQ_STAT_MQ_SPENT_SKIP);
-		return class_direct(p, cpu, g, false);
+		return class_direct(p, cpu, g, false, now);
 	}
 
 	stat_inc(MQ_STAT_MQ_CROWDED_PICK);
@@ -553,10 +565,11 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 		s32 cpu = task_cpu;
 		struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 		bool wakeup = enq_flags & SCX_ENQ_WAKEUP;
+		u64 now = scx_bpf_now();
 
 		stat_inc(MQ_STAT_MQ_ENQUEUE);
 		if (wakeup)
-			class_wakeup_inserted(p);
+			class_wakeup_inserted(p, cpu, g, now);
 		/*
 		 * The CPU is held by an RT or deadline task (placement avoids
 		 * that), or its local queue is re-enqueued (the RT task outlasted
@@ -583,7 +596,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 			/* Else the FIFO, below. */
 		} else if (c && wakeup && !runs_class(c) && !group_throttled(c, g) &&
 			   scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
-			   group_has_budget_on(cpu, g, scx_bpf_now())) {
+			   group_has_budget_on(cpu, g, now)) {
 			/*
 			 * Fast path: a wakeup onto a CPU that runs no class work and
 			 * where the task's group has budget goes straight to the head
@@ -903,26 +916,32 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 	s32 cpu = scx_bpf_task_cpu(p);
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
 	u64 now = scx_bpf_now();
-	s32 g = task_group(p, cpu);
+	/* No storage for a task that was never in the class: then a quick NULL. */
+	struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
+	bool woken = t && t->wake_enq_ns;
+	s32 g;
 
 	if (!c)
 		return;
+	if (woken && t->wake_cpu == cpu)
+		g = t->wake_group & (MQ_MAX_GROUPS - 1);
+	else
+		g = task_group(p, cpu);
 	c->run_start_ns = now;
 	c->keep_displaced = 0;
 	c->kept_ahead = 0;
 	cpu_starts(c, cpu, g >= 0);
 	c->curr_vtime = p->scx.dsq_vtime;
+	if (woken) {
+		if (runs_class(c) && now > t->wake_enq_ns)
+			hist_add(MQ_HIST_WAKEUP, now - t->wake_enq_ns);
+		t->wake_enq_ns = 0;
+	}
 	if (runs_class(c)) {
-		struct task_ctx *t = bpf_task_storage_get(&task_ctxs, p, NULL, 0);
 		struct grp_budget *gb;
 		struct mq_bw bw;
 		s64 credit;
 
-		if (t && t->wake_enq_ns) {
-			if (now > t->wake_enq_ns)
-				hist_add(MQ_HIST_WAKEUP, now - t->wake_enq_ns);
-			t->wake_enq_ns = 0;
-		}
 		c->run_group = g;
 		gb = grp_of(c, g);
 		bw = group_bw(g);
