@@ -71,24 +71,20 @@ impl fmt::Display for GuestClock {
 
 /// qemu arguments for `accel` with `clock` (which only TCG can count in instructions).
 pub fn qemu_args(accel: Accel, qemu_version: crate::version::Triple, clock: GuestClock) -> Vec<String> {
-    if accel == Accel::Tcg && clock == GuestClock::Instructions {
-        // icount needs the single-threaded TCG; `sleep=on` lets an idle guest wait in host
-        // time rather than jump, so a boot's waits stay what they are.
-        return [
+    let args: &[&str] = match accel {
+        // `-cpu host` fails here on MSR 0x10a under nested KVM; `max` works wherever KVM does.
+        Accel::Kvm => &["-accel", "kvm", "-cpu", "max"],
+        // icount needs the single-threaded TCG; `sleep=on` keeps an idle guest's time going
+        // at the host's pace rather than jumping to its next timer, so a boot's waits stay
+        // what they are.
+        Accel::Tcg if clock == GuestClock::Instructions => &[
             "-accel",
             "tcg,thread=single",
             "-cpu",
             "max",
             "-icount",
             "shift=0,sleep=on",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    }
-    let args: &[&str] = match accel {
-        // `-cpu host` fails here on MSR 0x10a under nested KVM; `max` works wherever KVM does.
-        Accel::Kvm => &["-accel", "kvm", "-cpu", "max"],
+        ],
         // Older qemu's multi-threaded TCG sometimes oopses while the guest live-patches its
         // text (static keys flip when a sched_ext scheduler attaches): use one thread there.
         Accel::Tcg if qemu_version.0 >= QEMU_GOOD_MAJOR => &["-accel", "tcg,thread=multi", "-cpu", "max"],
