@@ -55,8 +55,9 @@ pub enum GuestClock {
     /// qemu's instruction counter (`-icount shift=0`): each guest instruction takes 1 ns of
     /// guest time, so a latency is the length of the path that made it, the same from run
     /// to run and blind to the host's load. What it cannot show is what an instruction
-    /// costs on hardware (a cache miss, programming a timer). One host thread runs all vCPUs.
-    /// TCG only.
+    /// costs on hardware (a cache miss, programming a timer). One host thread runs the vCPUs
+    /// in turn, so with more than one a wakeup waits for the others' turns: latencies want
+    /// one vCPU. TCG only.
     Instructions,
 }
 
