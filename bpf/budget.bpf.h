@@ -386,11 +386,9 @@ static void kick_overbudget_cpu(const struct task_struct *p)
 	struct cpu_ctx *c;
 	s32 cpu;
 
-	bpf_rcu_read_lock();
 	cpu = overbudget_cpus ?
 		bpf_cpumask_any_and_distribute(cast_mask(overbudget_cpus), p->cpus_ptr) :
 		nr_cpus;
-	bpf_rcu_read_unlock();
 	if (cpu >= nr_cpus)
 		return;
 	c = lookup_cpu_ctx(cpu);

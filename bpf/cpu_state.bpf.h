@@ -133,11 +133,14 @@ private(MQ_MASKS) struct bpf_cpumask __kptr *queued_cpus;
 
 /*
  * The masks are created by init() and never freed while the scheduler
- * runs; the explicit RCU section makes them trusted pointers in the budget
- * timer's callback too, where the verifier does not assume one. A bit is
- * written only when it changes: the masks are shared by every CPU, and an
- * atomic write on each decision would bounce their cache lines. (Skipping
- * a write that would not change the bit keeps the protocol above.)
+ * runs. Every program that reads them is non-sleepable (all callbacks but
+ * init(), and the budget timer's callback), and the verifier takes such a
+ * program to be inside an RCU read-side section, which is what makes a
+ * kptr loaded from a map value a trusted argument for the cpumask kfuncs:
+ * no bpf_rcu_read_lock() of our own, which costs two kfunc calls per use.
+ * A bit is written only when it changes: the masks are shared by every
+ * CPU, and an atomic write on each decision would bounce their cache lines.
+ * (Skipping a write that would not change the bit keeps the protocol above.)
  */
 static void mask_set(struct bpf_cpumask *m, s32 cpu)
 {
@@ -150,19 +153,6 @@ static void mask_clear(struct bpf_cpumask *m, s32 cpu)
 	if (m && bpf_cpumask_test_cpu(cpu, cast_mask(m)))
 		bpf_cpumask_clear_cpu(cpu, m);
 }
-
-#define MASK_SET(mask, cpu)                                                    \
-	({                                                                     \
-		bpf_rcu_read_lock();                                           \
-		mask_set(mask, cpu);                                           \
-		bpf_rcu_read_unlock();                                         \
-	})
-#define MASK_CLEAR(mask, cpu)                                                  \
-	({                                                                     \
-		bpf_rcu_read_lock();                                           \
-		mask_clear(mask, cpu);                                         \
-		bpf_rcu_read_unlock();                                         \
-	})
 
 /* --- what runs --------------------------------------------------------- */
 
@@ -186,7 +176,7 @@ static void cpu_starts(struct cpu_ctx *c, s32 cpu, bool class)
 {
 	c->run = class ? MQ_RUN_CLASS : MQ_RUN_NORMAL;
 	if (class)
-		MASK_CLEAR(free_cpus, cpu);
+		mask_clear(free_cpus, cpu);
 }
 
 /*
@@ -200,7 +190,7 @@ static u32 cpu_stops(struct cpu_ctx *c, s32 cpu)
 	if (ran != MQ_RUN_RT)
 		c->run = MQ_RUN_IDLE;
 	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING)
-		MASK_CLEAR(overbudget_cpus, cpu);
+		mask_clear(overbudget_cpus, cpu);
 	return ran;
 }
 
@@ -211,7 +201,7 @@ static u32 cpu_stops(struct cpu_ctx *c, s32 cpu)
  */
 static void class_past_budget(s32 cpu)
 {
-	MASK_SET(overbudget_cpus, cpu);
+	mask_set(overbudget_cpus, cpu);
 }
 
 /*
@@ -233,7 +223,7 @@ static void cpu_released(struct cpu_ctx *c, s32 cpu)
 {
 	c->run = MQ_RUN_RT;
 	c->rt_grace = 0;
-	MASK_CLEAR(free_cpus, cpu);
+	mask_clear(free_cpus, cpu);
 }
 
 /* cpu_acquire(): the CPU is back with this scheduler. */
@@ -323,8 +313,8 @@ static bool displaced_kept(struct cpu_ctx *c, s32 cpu, struct task_struct *p, u6
 /* A class task was put in @cpu's FIFO (after the insert: see above). */
 static void fifo_filled(s32 cpu)
 {
-	MASK_SET(queued_cpus, cpu);
-	MASK_CLEAR(free_cpus, cpu);
+	mask_set(queued_cpus, cpu);
+	mask_clear(free_cpus, cpu);
 }
 
 /* --- the budget -------------------------------------------------------- */

@@ -272,9 +272,9 @@ static void cpu_may_be_free(s32 cpu)
 
 	if (!c || held_by_rt(c) || cpu_has_mq_work(cpu, c))
 		return;
-	MASK_SET(free_cpus, cpu);
+	mask_set(free_cpus, cpu);
 	if (held_by_rt(c) || cpu_has_mq_work(cpu, c))
-		MASK_CLEAR(free_cpus, cpu);
+		mask_clear(free_cpus, cpu);
 }
 
 /*
@@ -286,16 +286,11 @@ static void cpu_may_be_free(s32 cpu)
  */
 static void fifo_found_empty(s32 cpu)
 {
-	bool hinted;
-
-	bpf_rcu_read_lock();
-	hinted = queued_cpus && bpf_cpumask_test_cpu(cpu, cast_mask(queued_cpus));
-	bpf_rcu_read_unlock();
-	if (!hinted)
+	if (!queued_cpus || !bpf_cpumask_test_cpu(cpu, cast_mask(queued_cpus)))
 		return;
-	MASK_CLEAR(queued_cpus, cpu);
+	mask_clear(queued_cpus, cpu);
 	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
-		MASK_SET(queued_cpus, cpu);
+		mask_set(queued_cpus, cpu);
 	else
 		cpu_may_be_free(cpu);
 }
@@ -309,14 +304,9 @@ static void fifo_found_empty(s32 cpu)
  */
 static bool class_work_queued(s32 cpu)
 {
-	bool any;
-
 	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
 		return true;
-	bpf_rcu_read_lock();
-	any = queued_cpus && !bpf_cpumask_empty(cast_mask(queued_cpus));
-	bpf_rcu_read_unlock();
-	return any;
+	return queued_cpus && !bpf_cpumask_empty(cast_mask(queued_cpus));
 }
 
 /* Class tasks running or queued on @cpu; an RT-held CPU counts as full. */
@@ -417,7 +407,6 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags, u32 
 		prev_spent = true;
 	}
 
-	bpf_rcu_read_lock();
 	cpu = free_cpus ? bpf_cpumask_any_and_distribute(cast_mask(free_cpus), p->cpus_ptr)
 			: nr_cpus;
 	/* The rotor moves on each call: a second call gives a CPU other than
@@ -425,7 +414,6 @@ static s32 pick_mq_cpu(struct task_struct *p, s32 prev_cpu, u64 wake_flags, u32 
 	other = bpf_cpumask_any_distribute(p->cpus_ptr);
 	if (other == prev_cpu)
 		other = bpf_cpumask_any_distribute(p->cpus_ptr);
-	bpf_rcu_read_unlock();
 	/* The bit is read without the CPU's lock, as the loop over cpu_ctxs
 	 * read their states; the load confirms it. */
 	if (cpu < nr_cpus && mq_load_for(cpu, g, now) == 0) {
@@ -531,10 +519,8 @@ static s32 rt_push_target(struct task_struct *p, s32 from, u32 g)
 
 	if (!may_push(p))
 		return -1;
-	bpf_rcu_read_lock();
 	cpu = free_cpus ? bpf_cpumask_any_and_distribute(cast_mask(free_cpus), p->cpus_ptr)
 			: nr_cpus;
-	bpf_rcu_read_unlock();
 	if (cpu >= nr_cpus || cpu == from || mq_load_for(cpu, g, scx_bpf_now()) != 0)
 		return -1;
 	return cpu;
@@ -718,9 +704,7 @@ static bool steal_mq(struct cpu_ctx *c, s32 self, u32 mode)
 	/* One exit after the loop: clang's code for a return from inside
 	 * bpf_for here reads a register the verifier sees unset. */
 	bpf_for(i, 0, MQ_STEAL_TRIES) {
-		bpf_rcu_read_lock();
 		cpu = queued_cpus ? bpf_cpumask_any_distribute(cast_mask(queued_cpus)) : nr_cpus;
-		bpf_rcu_read_unlock();
 		if (cpu >= nr_cpus)
 			break;
 		if (cpu == self)
