@@ -125,6 +125,7 @@ enum mq_stat_idx {
 	MQ_STAT_KEPT_RETURNED,	/* ...sent through enqueue() when it ran again: class work was queued */
 	MQ_STAT_KEPT_REENQ,	/* ...re-enqueued: a class above ours took the CPU from the wakeup */
 	MQ_STAT_KEPT_RAN_AHEAD,	/* ...ran again while other tasks waited behind it in the local queue */
+	MQ_STAT_KEPT_SPENT,	/* ...kept with its slice spent: sent through enqueue() when it ran again */
 	MQ_STAT_MQ_RUN_NS,	/* ns of class time on this CPU (not a count) */
 	MQ_NR_STATS,
 };

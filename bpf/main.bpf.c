@@ -974,6 +974,11 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		if (class_work_queued(cpu)) {
 			stat_inc(MQ_STAT_KEPT_RETURNED);
 			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
+		} else if (c->kept_spent) {
+			/* Its slice ran out before the class wakeup: it goes
+			 * through enqueue() now, as it would have then. */
+			stat_inc(MQ_STAT_KEPT_SPENT);
+			scx_bpf_kick_cpu(cpu, SCX_KICK_PREEMPT);
 		}
 	}
 }

@@ -2,6 +2,7 @@
 //! CPU hogs as interference: `stress-ng --cpu N` in its own process group,
 //! killed as a group when the guard drops so no worker outlives a test.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -68,6 +69,20 @@ impl Hogs {
         let ticks: u64 = self.group_processes().iter().map(|s| s.utime + s.stime).sum();
         let hz = procfs::ticks_per_second();
         Duration::from_secs_f64(ticks as f64 / hz as f64)
+    }
+
+    /// CPU time each worker has run so far (`/proc/PID/schedstat`, in ns), by
+    /// process id: how evenly the scheduler shares a CPU among them.
+    pub fn worker_run_times(&self) -> BTreeMap<i32, Duration> {
+        let parent = self.child.id() as i32;
+        self.group_processes()
+            .iter()
+            .filter(|s| s.pid != parent)
+            .filter_map(|s| {
+                let st = procfs::process::Process::new(s.pid).ok()?.schedstat().ok()?;
+                Some((s.pid, Duration::from_nanos(st.sum_exec_runtime)))
+            })
+            .collect()
     }
 
     /// Whether the stress-ng parent is still alive.

@@ -1006,6 +1006,57 @@ fn an_ejection_ends_the_loader_at_once_with_the_exit_reason() {
     assert!(took < Duration::from_secs(10), "{took:?}\n{log}");
 }
 
+/// A hog that a class wakeup displaces after its slice ran out is kept at the head of its
+/// CPU's local queue like one with slice left (`kept_spent`), so that the wakeup does not
+/// wait for the hog's enqueue(), and goes through enqueue() as soon as it runs again: the
+/// hogs keep sharing their CPU evenly (three runs: 298-306 ms each over the 2 s). Left to
+/// run out its slice at a tick instead, a hog would stay as long as every tick fell in the
+/// class thread's runs (its 300 µs of every 1000 µs), and the other hogs would wait.
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn a_hog_kept_with_its_slice_spent_is_put_back_when_it_runs_again() {
+    let _serial = sched_ext_host();
+    if cpus() < 2 {
+        return;
+    }
+    let (hogs, sched, mut client, _period_us) = demo_budget_next_to_hogs_on_cpu1();
+    let _ = totals(&mut client);
+    let before = hogs.worker_run_times();
+    let run = measure(WakeupConfig {
+        period: Duration::from_micros(1000),
+        samples: 2000,
+        class: ThreadClass::MicroQuanta,
+        work: Duration::from_micros(300),
+        cpu: Some(1),
+    })
+    .unwrap();
+    let after = hogs.worker_run_times();
+    let t = totals(&mut client);
+    sched.stop().unwrap();
+    eprintln!("class thread: {run:?}\n{t}");
+    let count = |name: &str| t[name].as_u64().unwrap();
+    assert!(
+        count("kept_spent") > 0,
+        "no hog was kept with its slice spent: {t}"
+    );
+    assert!(
+        count("kept_spent") <= count("normal_kept"),
+        "kept_spent counts a subset of normal_kept: {t}"
+    );
+    assert_eq!(before.len(), 4, "{before:?}");
+    let mut ran: Vec<f64> = before
+        .iter()
+        .map(|(pid, b)| after[pid].saturating_sub(*b).as_secs_f64() * 1e3)
+        .collect();
+    ran.sort_by(f64::total_cmp);
+    eprintln!("hogs ran (ms, sorted): {ran:?}");
+    // A hog that waits while another stays runs far less than the others.
+    assert!(
+        ran[0] >= 0.75 * ran[3],
+        "the hogs did not share their CPU evenly (ms): {ran:?}"
+    );
+}
+
 /// Class work queued behind a class task that displaced a hog still runs before the hog: a
 /// second class thread that wakes while the first runs waits in the CPU's FIFO, and when the
 /// first sleeps the kept hog is sent back through enqueue() (`kept_returned`) so that

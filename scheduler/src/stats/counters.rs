@@ -80,6 +80,8 @@ pub struct Counters {
     pub kept_reenq: u64,
     #[stat(desc = "...ran again while other tasks waited behind it in the local queue")]
     pub kept_ran_ahead: u64,
+    #[stat(desc = "...kept with its slice spent: sent through enqueue() when it ran again")]
+    pub kept_spent: u64,
 }
 
 impl Counters {
@@ -121,6 +123,7 @@ impl Counters {
             kept_returned: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_RETURNED),
             kept_reenq: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_REENQ),
             kept_ran_ahead: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_RAN_AHEAD),
+            kept_spent: get(bpf_intf::mq_stat_idx_MQ_STAT_KEPT_SPENT),
         }
     }
 
@@ -161,6 +164,7 @@ impl Counters {
             kept_returned: self.kept_returned.wrapping_sub(earlier.kept_returned),
             kept_reenq: self.kept_reenq.wrapping_sub(earlier.kept_reenq),
             kept_ran_ahead: self.kept_ran_ahead.wrapping_sub(earlier.kept_ran_ahead),
+            kept_spent: self.kept_spent.wrapping_sub(earlier.kept_spent),
         }
     }
 
@@ -168,7 +172,7 @@ impl Counters {
     pub fn format_line(&self, class_size: usize) -> String {
         format!(
             "mq[threads={class_size} enq={} idle={} busy={} crowded={} spent_skip={} kick={} direct={} disp={} steal={} \
-             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={} kept_reenq={} kept_ran_ahead={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
+             throttle={} tick_throttle={} timer_throttle={} timer_unthrottle={} overbudget_kick={} timer_migrated={} rr={} keep={} timer_kept={} timer_early={} heartbeat={}] normal[disp={} direct={} wake_preempt={} kept={} kept_returned={} kept_reenq={} kept_ran_ahead={} kept_spent={}] last_kept={} enq_last={} rt_release={} rt_reenq={} rt_push={} exited={} inherited={}",
             self.mq_enqueue,
             self.mq_idle_pick,
             self.mq_busy_pick,
@@ -196,6 +200,7 @@ impl Counters {
             self.kept_returned,
             self.kept_reenq,
             self.kept_ran_ahead,
+            self.kept_spent,
             self.last_kept,
             self.enq_last,
             self.cpu_release,
