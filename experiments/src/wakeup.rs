@@ -145,18 +145,16 @@ fn measure_on_this_thread(cfg: &WakeupConfig) -> Result<Run> {
     Ok(Run { wakeups, blocked })
 }
 
-/// The calling thread's voluntary context switches so far.
+/// The calling thread's voluntary context switches so far
+/// (`/proc/self/task/TID/status`; rustix has no getrusage).
 fn voluntary_switches() -> Result<u64> {
-    // SAFETY: a zeroed rusage is valid for getrusage to fill; RUSAGE_THREAD reads the
-    // calling thread only.
-    let (rc, ru) = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        (libc::getrusage(libc::RUSAGE_THREAD, &mut ru), ru)
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading the thread's context switches");
-    }
-    Ok(ru.ru_nvcsw as u64)
+    let tid = current_tid() as i32;
+    let status = procfs::process::Process::myself()
+        .and_then(|me| me.task_from_tid(tid)?.status())
+        .context("reading the thread's context switches")?;
+    status
+        .voluntary_ctxt_switches
+        .context("the thread's status has no voluntary_ctxt_switches")
 }
 
 pub(crate) fn pin_to_cpu(cpu: usize) -> Result<()> {

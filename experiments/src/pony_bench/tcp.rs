@@ -319,7 +319,8 @@ pub fn sockperf(cfg: &BenchConfig, path: &Path) -> Result<(Row, String)> {
 /// User + system CPU time (ns) and context switches (voluntary + involuntary) of this
 /// process's waited-for children.
 fn children_usage() -> (u64, u64) {
-    // SAFETY: a zeroed rusage is valid for getrusage to fill.
+    // libc, not a crate: rustix has no getrusage, and /proc keeps no waited-for children's
+    // context switches. SAFETY: a zeroed rusage is valid for getrusage to fill.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
