@@ -297,9 +297,9 @@ static bool rt_takes_cpu(void)
  * stays at the head of the local queue (the kernel keeps a task put back
  * with slice left there). A task whose slice ran out is kept too, and only
  * goes through enqueue() when the class task has left: put back with no
- * slice, it went through enqueue() between the class task's pick and its
- * switch, and the class wakeup waited for that callback (0.6 µs of 7.1
- * under the instruction clock, the slow mode of its p90 and p99). Not kept
+ * slice, it would go through enqueue() between the class task's pick and
+ * its switch, and the class wakeup would wait for that callback (0.6 µs of
+ * 7.1 under the instruction clock, docs/MICROQUANTA.md). Not kept
  * when it would go ahead of other work: when an RT task takes the CPU
  * instead of the class wakeup, or when the local queue holds more than the
  * task picked to run next (still in it while the previous one is put away),
