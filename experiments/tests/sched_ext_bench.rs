@@ -146,7 +146,7 @@ fn mq_trace_wakeups_finds_class_wakeups_in_the_trace() {
 
     let _serial = sched_ext_host();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mq-trace-wakeups"))
-        .args(["--policy", "microquanta", "--samples", "400"])
+        .args(["--policy", "microquanta", "--samples", "400", "--stall-probe"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -170,6 +170,16 @@ fn mq_trace_wakeups_finds_class_wakeups_in_the_trace() {
     assert!(share("phase:scheduler") > 0.9, "{:?}", r.all);
     assert!(share("hrtimer:hrtimer_wakeup") > 0.8, "{:?}", r.all);
     assert!(share("task:stress-ng-cpu") > 0.5, "{:?}", r.all);
+    // The stall probe wakes every 1.5 ms on average, at random against the measured 1 ms
+    // grid, and some of its runs fall in the 400 windows on the measured CPU.
+    assert!(
+        r.all
+            .rows
+            .iter()
+            .any(|x| x.label.starts_with("task:mq-stall-") && x.share > 0.0),
+        "no window holds a stall probe run: {:?}",
+        r.all
+    );
     assert_eq!(
         sysfs::state(),
         SchedExtState::Disabled,

@@ -55,6 +55,11 @@ struct Opts {
     #[arg(long)]
     keep_trace: Option<PathBuf>,
 
+    /// Run the demo's stall probe (a SCHED_FIFO 99 thread per CPU, woken at jittered
+    /// intervals) while tracing, so that its wakeups meet the measured thread's as in the demo.
+    #[arg(long)]
+    stall_probe: bool,
+
     /// Extra argument for scx_microquanta (repeatable), after the period and runtime the
     /// demo uses (40/20 µs, or 1000/500 µs under TCG).
     #[arg(long, allow_hyphen_values = true)]
@@ -76,6 +81,7 @@ fn main() -> Result<()> {
         scheduler: locate::binary("scx_microquanta").map(|bin| (bin, args)),
         slow: opts.slow_us.map(Duration::from_micros),
         keep_trace: opts.keep_trace,
+        stall_probe: opts.stall_probe,
     };
     eprintln!(
         "mq-trace-wakeups: {} on {cpus} CPUs next to {} hogs, {} wakeups every {} µs with {} µs of work",

@@ -25,6 +25,7 @@ use mq_report::wakeup_trace::{Charge, Report, SlowWakeup};
 
 use crate::hogs::Hogs;
 use crate::scheduler_process::SchedulerProcess;
+use crate::stall_probe::{self, StallProbe};
 use crate::wakeup::{measure_run, summarise_wakeups, Run, ThreadClass, WakeupConfig};
 use attribution::Timeline;
 
@@ -92,6 +93,9 @@ pub struct Config {
     pub slow: Option<Duration>,
     /// Where to keep the raw trace, if anywhere.
     pub keep_trace: Option<PathBuf>,
+    /// Run the demo's stall probe on every CPU while tracing (`crate::stall_probe`): its
+    /// SCHED_FIFO 99 wakeups meet the measured thread's at random, as in the demo's rounds.
+    pub stall_probe: bool,
 }
 
 /// Traces one run.
@@ -112,6 +116,16 @@ pub fn run(cfg: &Config) -> Result<Report> {
 
     let instance = tracefs::Instance::create(ftrace::EVENTS, BUFFER_KB)?;
     instance.start()?;
+    let probe = if cfg.stall_probe {
+        let cpus = std::thread::available_parallelism()?.get();
+        Some(StallProbe::start(
+            cpus,
+            stall_probe::INTERVAL,
+            stall_probe::THRESHOLD,
+        )?)
+    } else {
+        None
+    };
     let run = measure_run(WakeupConfig {
         period: cfg.period,
         samples: cfg.samples,
@@ -119,6 +133,9 @@ pub fn run(cfg: &Config) -> Result<Report> {
         work: cfg.work,
         cpu: None,
     });
+    if let Some(probe) = probe {
+        probe.stop()?;
+    }
     instance.stop()?;
     let text = instance.read()?;
     drop(instance);
