@@ -48,7 +48,7 @@
  *
  *   free_cpus       no class work runs or is queued here, no RT task holds it
  *   overbudget_cpus class work runs here past its budget (cleared at stopping)
- *   queued_cpus     this CPU's class FIFO may hold a task (a hint, see below)
+ *   queued_cpus     this CPU's class FIFO may hold a task; clear: it is empty
  *
  * The transitions below keep them. Whoever makes a CPU busy changes the
  * state first and then clears the bit; whoever may make it free sets the
@@ -57,7 +57,9 @@
  * ends with the bit matching the state. A task can leave a FIFO without
  * this scheduler being told (affinity change, exit), so queued_cpus may
  * name a CPU whose FIFO is empty; readers of it check the queue itself and
- * clear the stale bit.
+ * clear the stale bit. The other way round it is exact: every insert sets
+ * the bit (fifo_filled), so a clear bit is an empty FIFO without a look at
+ * the queue (fifo_empty), which is a hash lookup in the kernel.
  */
 #ifndef __MICROQUANTA_CPU_STATE_BPF_H
 #define __MICROQUANTA_CPU_STATE_BPF_H
@@ -142,6 +144,9 @@ private(MQ_MASKS) struct bpf_cpumask __kptr *queued_cpus;
  * A bit is written only when it changes: the masks are shared by every
  * CPU, and an atomic write on each decision would bounce their cache lines.
  * (Skipping a write that would not change the bit keeps the protocol above.)
+ * The exception is queued_cpus' set and clear around a FIFO's insert and
+ * its emptiness, which must be ordered (fifo_filled, fifo_found_empty); an
+ * insert into a FIFO is the slow path of a class wakeup.
  */
 static void mask_set(struct bpf_cpumask *m, s32 cpu)
 {
@@ -325,10 +330,21 @@ static bool displaced_kept(struct cpu_ctx *c, s32 cpu, struct task_struct *p, u6
 
 /* --- the class FIFO ---------------------------------------------------- */
 
-/* A class task was put in @cpu's FIFO (after the insert: see above). */
+/*
+ * A class task was put in @cpu's FIFO (after the insert: see above). Its
+ * queued_cpus bit is set even when set already, by a fully ordered atomic
+ * (a value-returning one): a clear racing with this insert
+ * (fifo_found_empty()) then either comes first and is undone here, or
+ * comes after and sees the insert when it checks the queue again. So a
+ * clear bit means an empty FIFO (fifo_empty()). Filling a FIFO is the
+ * class wakeup's slow path; the fast path only reads the bit.
+ */
 static void fifo_filled(s32 cpu)
 {
-	mask_set(queued_cpus, cpu);
+	struct bpf_cpumask *m = queued_cpus;
+
+	if (m)
+		bpf_cpumask_test_and_set_cpu(cpu, m);
 	mask_clear(free_cpus, cpu);
 }
 

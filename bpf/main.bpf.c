@@ -256,9 +256,25 @@ static bool normal_work_waiting(s32 cpu)
 	       scx_bpf_dsq_nr_queued(SCX_DSQ_LOCAL_ON | cpu) > 0;
 }
 
+/*
+ * Whether @cpu's FIFO is empty: a clear queued_cpus bit says so without the
+ * queue's lookup, a hash walk in the kernel (fifo_filled() sets the bit
+ * with every insert); a set one may be stale, and the queue decides. Exact
+ * under @cpu's rq lock, the only lock its inserts are made under; without
+ * it, as stale as the queue's own count read without it.
+ */
+static bool fifo_empty(s32 cpu)
+{
+	struct bpf_cpumask *m = queued_cpus;
+
+	if (m && !bpf_cpumask_test_cpu(cpu, cast_mask(m)))
+		return true;
+	return scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0;
+}
+
 static bool cpu_has_mq_work(s32 cpu, const struct cpu_ctx *c)
 {
-	return runs_class(c) || scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
+	return runs_class(c) || !fifo_empty(cpu);
 }
 
 /*
@@ -286,9 +302,14 @@ static void cpu_may_be_free(s32 cpu)
  */
 static void fifo_found_empty(s32 cpu)
 {
-	if (!queued_cpus || !bpf_cpumask_test_cpu(cpu, cast_mask(queued_cpus)))
+	struct bpf_cpumask *m = queued_cpus;
+
+	/* Tested first: an atomic on every dispatch of an idle FIFO would
+	 * bounce the mask's cache line. The clear is fully ordered before the
+	 * second look at the queue (see fifo_filled()). */
+	if (!m || !bpf_cpumask_test_cpu(cpu, cast_mask(m)) ||
+	    !bpf_cpumask_test_and_clear_cpu(cpu, m))
 		return;
-	mask_clear(queued_cpus, cpu);
 	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
 		mask_set(queued_cpus, cpu);
 	else
@@ -581,8 +602,7 @@ void BPF_STRUCT_OPS(mq_enqueue, struct task_struct *p, u64 enq_flags)
 			}
 			/* Else the FIFO, below. */
 		} else if (c && wakeup && !runs_class(c) && !group_throttled(c, g) &&
-			   scx_bpf_dsq_nr_queued(mq_dsq(cpu)) == 0 &&
-			   group_has_budget_on(cpu, g, now)) {
+			   fifo_empty(cpu) && group_has_budget_on(cpu, g, now)) {
 			/*
 			 * Fast path: a wakeup onto a CPU that runs no class work and
 			 * where the task's group has budget goes straight to the head
