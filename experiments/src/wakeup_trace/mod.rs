@@ -51,7 +51,8 @@ pub enum Policy {
     /// scx_microquanta loaded, the thread in the class.
     Microquanta,
     /// scx_microquanta loaded, the thread in SCHED_FIFO 50: the hogs it preempts are
-    /// sched_ext tasks, so this is the floor sched_ext's own path sets for any class.
+    /// sched_ext tasks, so this is sched_ext's own floor: what it adds to any preemption of
+    /// its tasks (a class inside sched_ext pays its own enqueue and pick on top).
     FifoScx,
 }
 
