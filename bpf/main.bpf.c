@@ -320,18 +320,14 @@ static void fifo_found_empty(s32 cpu)
 
 /*
  * Class work waits in a FIFO, this CPU's or one it may steal from: only
- * dispatch() takes it from there. Every insert sets its FIFO's queued_cpus
- * bit (fifo_filled()), so an empty mask means no FIFO holds anything, this
- * CPU's included; a set bit may name an empty FIFO, and a false yes costs
- * one dispatch() that clears it.
+ * dispatch() takes it from there. queued_cpus is a hint that may name an
+ * empty FIFO; a false yes costs one dispatch() that clears it.
  */
 static bool class_work_queued(s32 cpu)
 {
-	struct bpf_cpumask *m = queued_cpus;
-
-	if (!m)
-		return !fifo_empty(cpu);
-	return !bpf_cpumask_empty(cast_mask(m));
+	if (scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0)
+		return true;
+	return queued_cpus && !bpf_cpumask_empty(cast_mask(queued_cpus));
 }
 
 /* Class tasks running or queued on @cpu; an RT-held CPU counts as full. */
@@ -823,7 +819,7 @@ void BPF_STRUCT_OPS(mq_dispatch, s32 cpu, struct task_struct *prev)
 	/* This CPU's FIFO is filled only under its rq lock, which we hold
 	 * (other CPUs' steals only empty it): an empty one stays empty and
 	 * needs no scan, whose iterator costs several kfunc calls. */
-	own_queued = !fifo_empty(cpu);
+	own_queued = scx_bpf_dsq_nr_queued(mq_dsq(cpu)) > 0;
 	if (own_queued && take_class_task(cpu, cpu, mode)) {
 		stat_inc(MQ_STAT_MQ_DISPATCH);
 		return;
