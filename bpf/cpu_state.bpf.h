@@ -48,7 +48,7 @@
  *
  *   free_cpus       no class work runs or is queued here, no RT task holds it
  *   overbudget_cpus class work runs here past its budget (cleared at stopping)
- *   queued_cpus     this CPU's class FIFO may hold a task; clear: it is empty
+ *   queued_cpus     this CPU's class FIFO may hold a task (a hint, see below)
  *
  * The transitions below keep them. Whoever makes a CPU busy changes the
  * state first and then clears the bit; whoever may make it free sets the
@@ -57,9 +57,13 @@
  * ends with the bit matching the state. A task can leave a FIFO without
  * this scheduler being told (affinity change, exit), so queued_cpus may
  * name a CPU whose FIFO is empty; readers of it check the queue itself and
- * clear the stale bit. The other way round it is exact: every insert sets
- * the bit (fifo_filled), so a clear bit is an empty FIFO without a look at
- * the queue (fifo_empty), which is a hash lookup in the kernel.
+ * clear the stale bit. The other way round it is nearly exact: every insert
+ * sets the bit (fifo_filled), so a clear bit is an empty FIFO (fifo_empty)
+ * except in one race: an insert from enqueue() lands in the queue after the
+ * callback returns, and a steal that clears the bit in between sees no
+ * task. Hence only the wakeup's fast path and placement read the bit alone
+ * (a miss costs a wakeup going ahead of a queued one, or a stale
+ * placement); dispatch() and the steal look at the queue itself.
  */
 #ifndef __MICROQUANTA_CPU_STATE_BPF_H
 #define __MICROQUANTA_CPU_STATE_BPF_H
@@ -335,9 +339,11 @@ static bool displaced_kept(struct cpu_ctx *c, s32 cpu, struct task_struct *p, u6
  * queued_cpus bit is set even when set already, by a fully ordered atomic
  * (a value-returning one): a clear racing with this insert
  * (fifo_found_empty()) then either comes first and is undone here, or
- * comes after and sees the insert when it checks the queue again. So a
- * clear bit means an empty FIFO (fifo_empty()). Filling a FIFO is the
- * class wakeup's slow path; the fast path only reads the bit.
+ * comes after and sees the insert when it checks the queue again, if the
+ * insert has landed by then: from enqueue() it lands only after the
+ * callback returns, so a clear in between can miss it (see the masks'
+ * comment above). Filling a FIFO is the class wakeup's slow path; the fast
+ * path only reads the bit.
  */
 static void fifo_filled(s32 cpu)
 {

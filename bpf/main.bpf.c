@@ -259,9 +259,11 @@ static bool normal_work_waiting(s32 cpu)
 /*
  * Whether @cpu's FIFO is empty: a clear queued_cpus bit says so without the
  * queue's lookup, a hash walk in the kernel (fifo_filled() sets the bit
- * with every insert); a set one may be stale, and the queue decides. Exact
- * under @cpu's rq lock, the only lock its inserts are made under; without
- * it, as stale as the queue's own count read without it.
+ * with every insert); a set one may be stale, and the queue decides. A
+ * steal racing an insert from enqueue() can leave the bit clear over one
+ * task (cpu_state.bpf.h), so only decisions that tolerate a miss use this:
+ * the wakeup's fast path (the wakeup goes ahead of that task) and
+ * placement (a stale placement). dispatch() counts the queue itself.
  */
 static bool fifo_empty(s32 cpu)
 {
