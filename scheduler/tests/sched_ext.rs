@@ -405,6 +405,94 @@ fn class_threads_sharing_a_cpu_round_robin_at_the_slice() {
     sched.stop().unwrap();
 }
 
+/// The budget charges a class thread the CPU time the kernel counts for it
+/// (`sum_exec_runtime`: what `CLOCK_THREAD_CPUTIME_ID`, `top` and the
+/// conformance benchmark read), so the class share the scheduler reports is
+/// the share the thread got, and that is runtime/period. The kernel counts
+/// a run from the schedule() that picked it, dispatch() included; charged
+/// from running()'s clock instead, a class thread at 200/1000 µs got 21.3%
+/// under TCG while the scheduler reported 20.0%.
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn the_budget_charges_a_class_thread_the_cpu_time_the_kernel_counts() {
+    use scx_stats::prelude::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _serial = sched_ext_host();
+    let cpu = cpus() - 1;
+    for (period_us, runtime_us) in [(1000u64, 200u64), (100, 25)] {
+        let sched = start(&[
+            "--period-us",
+            &period_us.to_string(),
+            "--runtime-us",
+            &runtime_us.to_string(),
+        ]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let spinners: Vec<_> = [true, false]
+            .into_iter()
+            .map(|in_class| {
+                let (stop, tid_tx) = (stop.clone(), tid_tx.clone());
+                std::thread::spawn(move || {
+                    pin_current_thread(cpu);
+                    if in_class {
+                        Class::open().unwrap().add(current_tid()).unwrap();
+                        tid_tx.send(current_tid()).unwrap();
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let tid = tid_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let mut client = StatsClient::new()
+            .connect(Some(10_000))
+            .expect("the running scheduler serves scx_stats");
+        // Each request reports the interval since this client's previous one.
+        let _: serde_json::Value = client.request("stats", vec![]).unwrap();
+        let (t0, cpu0) = (Instant::now(), thread_cpu_ns_of(tid));
+        std::thread::sleep(Duration::from_secs(4));
+        let report: serde_json::Value = client.request("stats", vec![]).unwrap();
+        let (t1, cpu1) = (Instant::now(), thread_cpu_ns_of(tid));
+        stop.store(true, Ordering::Relaxed);
+        spinners.into_iter().for_each(|s| s.join().unwrap());
+        sched.stop().unwrap();
+
+        let got = (cpu1 - cpu0) as f64 / (t1 - t0).as_nanos() as f64;
+        let charged = report["cpus"][cpu]["mq_share"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no cpus[{cpu}].mq_share in {report}"));
+        let expected = runtime_us as f64 / period_us as f64;
+        eprintln!(
+            "{runtime_us}/{period_us} µs on CPU {cpu}: the class thread got {got:.4} of the CPU, \
+             the scheduler charged {charged:.4}, expected {expected:.4}"
+        );
+        assert!(
+            (got - charged).abs() <= 0.005,
+            "{runtime_us}/{period_us} µs: the class thread got {got:.4} of the CPU by the \
+             kernel's count, the scheduler charged it {charged:.4}"
+        );
+        // The issue's bound for periods of 100 µs and more.
+        assert!(
+            (got - expected).abs() <= 0.02,
+            "{runtime_us}/{period_us} µs: the class thread got {got:.4}, expected {expected:.4}"
+        );
+    }
+}
+
+/// CPU time thread `tid` of this process has used, in ns: the kernel's
+/// `sum_exec_runtime`, first field of its schedstat.
+fn thread_cpu_ns_of(tid: u32) -> u64 {
+    let path = format!("/proc/self/task/{tid}/schedstat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no run time in {text:?}"))
+}
+
 /// One line of a child's stdout within `timeout` (a TCG guest is slow), or a panic.
 fn first_line(child: &mut std::process::Child, timeout: Duration) -> String {
     use std::io::BufRead;
