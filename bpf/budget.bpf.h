@@ -147,16 +147,19 @@ static __always_inline s64 credit_update(struct grp_budget *gb, struct mq_bw bw,
 	return gb->credit_ns;
 }
 
+/* Owner CPU only: charge the running class task's group @used_ns of class time at @now. */
+static void credit_charge_ns(struct cpu_ctx *c, u64 now, u64 used)
+{
+	stat_add(MQ_STAT_MQ_RUN_NS, used);
+	c->run_charged_ns += used;
+	credit_update(grp_of(c, c->run_group), group_bw(c->run_group), now, used,
+		      used && normal_work_waiting(bpf_get_smp_processor_id()));
+}
+
 /* Owner CPU only: charge the running class task's group for its time up to @now. */
 static void credit_charge(struct cpu_ctx *c, u64 now)
 {
-	struct grp_budget *gb = grp_of(c, c->run_group);
-	u64 used = now > c->mq_charged_ns ? now - c->mq_charged_ns : 0;
-
-	stat_add(MQ_STAT_MQ_RUN_NS, used);
-	c->run_charged_ns += used;
-	credit_update(gb, group_bw(c->run_group), now, used,
-		      used && normal_work_waiting(bpf_get_smp_processor_id()));
+	credit_charge_ns(c, now, now > c->mq_charged_ns ? now - c->mq_charged_ns : 0);
 	if (now > c->mq_charged_ns)
 		c->mq_charged_ns = now;
 }
@@ -255,18 +258,12 @@ __noinline int cpu_charge(s32 cpu, u64 now)
 __noinline int cpu_charge_stop(s32 cpu, u64 now, u64 exec_ns)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
-	u64 rest;
 
 	if (!c)
 		return 0;
 	credit_charge(c, now);
-	if (exec_ns <= c->run_charged_ns)
-		return 0;
-	rest = exec_ns - c->run_charged_ns;
-	stat_add(MQ_STAT_MQ_RUN_NS, rest);
-	c->run_charged_ns = exec_ns;
-	credit_update(grp_of(c, c->run_group), group_bw(c->run_group), now, rest,
-		      normal_work_waiting(cpu));
+	if (exec_ns > c->run_charged_ns)
+		credit_charge_ns(c, now, exec_ns - c->run_charged_ns);
 	return 0;
 }
 
