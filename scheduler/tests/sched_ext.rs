@@ -461,9 +461,11 @@ fn the_budget_charges_a_class_thread_the_cpu_time_the_kernel_counts() {
         sched.stop().unwrap();
 
         let got = (cpu1 - cpu0) as f64 / (t1 - t0).as_nanos() as f64;
-        let charged = report["cpus"][cpu]["mq_share"]
-            .as_f64()
-            .unwrap_or_else(|| panic!("no cpus[{cpu}].mq_share in {report}"));
+        let charged = report["cpus"]
+            .as_array()
+            .and_then(|cpus| cpus.iter().find(|c| c["cpu"].as_u64() == Some(cpu as u64)))
+            .and_then(|c| c["mq_share"].as_f64())
+            .unwrap_or_else(|| panic!("no mq_share of CPU {cpu} in {report}"));
         let expected = runtime_us as f64 / period_us as f64;
         eprintln!(
             "{runtime_us}/{period_us} µs on CPU {cpu}: the class thread got {got:.4} of the CPU, \
