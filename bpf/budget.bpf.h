@@ -151,7 +151,6 @@ static __always_inline s64 credit_update(struct grp_budget *gb, struct mq_bw bw,
 static void credit_charge_ns(struct cpu_ctx *c, u64 now, u64 used)
 {
 	stat_add(MQ_STAT_MQ_RUN_NS, used);
-	c->run_charged_ns += used;
 	credit_update(grp_of(c, c->run_group), group_bw(c->run_group), now, used,
 		      used && normal_work_waiting(bpf_get_smp_processor_id()));
 }
@@ -245,25 +244,29 @@ __noinline int cpu_charge(s32 cpu, u64 now)
 }
 
 /*
- * Owner CPU only, as its class task stops after @exec_ns of CPU time by the
- * kernel's count (sum_exec_runtime since running()): charge the rest of the
- * run by the rq clock, then whatever the kernel counted beyond what was
- * charged. The kernel counts a run from the clock update of the schedule()
+ * Owner CPU only, as its class task stops with @sum_exec_ns of CPU time by
+ * the kernel's count (its sum_exec_runtime): charge the rest of the run by
+ * the rq clock, then whatever the kernel counted for the run (since
+ * running()) beyond what the clock charged (from running()'s stamp to the
+ * last charge's). The kernel counts a run from the clock update of the schedule()
  * that picked it, so the pick (dispatch() and the switch) is the new task's
  * time, while running() reads the clock afresh after a pick that ran
  * dispatch() (balancing unpins the rq lock, which invalidates the clock
  * scx_bpf_now() returns). Under TCG that was 37 us a run: a thread at
  * 200/1000 us got 21.3% of the CPU by its own CPU time, its budget 20.0%.
  */
-__noinline int cpu_charge_stop(s32 cpu, u64 now, u64 exec_ns)
+__noinline int cpu_charge_stop(s32 cpu, u64 now, u64 sum_exec_ns)
 {
 	struct cpu_ctx *c = lookup_cpu_ctx(cpu);
+	u64 counted, charged;
 
 	if (!c)
 		return 0;
 	credit_charge(c, now);
-	if (exec_ns > c->run_charged_ns)
-		credit_charge_ns(c, now, exec_ns - c->run_charged_ns);
+	counted = sum_exec_ns > c->run_exec_ns ? sum_exec_ns - c->run_exec_ns : 0;
+	charged = c->mq_charged_ns - c->run_start_ns;
+	if (counted > charged)
+		credit_charge_ns(c, now, counted - charged);
 	return 0;
 }
 

@@ -106,7 +106,6 @@ struct cpu_ctx {
 	u64 run_start_ns;	/* when the current task started running */
 	u64 mq_charged_ns;	/* MicroQuanta time charged up to here */
 	u64 run_exec_ns;	/* the running class task's sum_exec_runtime when it started */
-	u64 run_charged_ns;	/* class time charged since it started */
 	u64 curr_vtime;		/* vtime of the current normal task */
 	u64 budget_out_ns;	/* when the running class task's budget runs out */
 	u64 budget_left_ns;	/* class budget left after the armed timer step */

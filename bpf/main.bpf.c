@@ -959,7 +959,6 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		credit = credit_update(gb, bw, now, 0, false);
 		c->mq_charged_ns = now;
 		c->run_exec_ns = p->se.sum_exec_runtime;
-		c->run_charged_ns = 0;
 		/* While class work runs the group's credit falls at 1 -
 		 * runtime/period per ns: the budget runs out after credit *
 		 * period / (period - runtime). A full-CPU budget never runs out. */
@@ -1025,8 +1024,7 @@ void BPF_STRUCT_OPS(mq_stopping, struct task_struct *p, bool runnable)
 	ran = cpu_stops(c, cpu);
 	if (ran == MQ_RUN_CLASS || ran == MQ_RUN_CLASS_YIELDING) {
 		cpu_may_be_free(cpu);
-		cpu_charge_stop(cpu, now, p->se.sum_exec_runtime > c->run_exec_ns ?
-					  p->se.sum_exec_runtime - c->run_exec_ns : 0);
+		cpu_charge_stop(cpu, now, p->se.sum_exec_runtime);
 		/* Overrun: class time past the instant its budget ran out
 		 * while normal work waited. */
 		if (ran == MQ_RUN_CLASS_YIELDING && now > c->budget_out_ns)

@@ -485,14 +485,13 @@ fn the_budget_charges_a_class_thread_the_cpu_time_the_kernel_counts() {
 }
 
 /// CPU time thread `tid` of this process has used, in ns: the kernel's
-/// `sum_exec_runtime`, first field of its schedstat.
+/// `sum_exec_runtime` (its schedstat).
 fn thread_cpu_ns_of(tid: u32) -> u64 {
-    let path = format!("/proc/self/task/{tid}/schedstat");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.split_whitespace()
-        .next()
-        .and_then(|f| f.parse().ok())
-        .unwrap_or_else(|| panic!("{path}: no run time in {text:?}"))
+    procfs::process::Process::myself()
+        .and_then(|p| p.task_from_tid(tid as i32))
+        .and_then(|t| t.schedstat())
+        .unwrap_or_else(|e| panic!("schedstat of thread {tid}: {e}"))
+        .sum_exec_runtime
 }
 
 /// One line of a child's stdout within `timeout` (a TCG guest is slow), or a panic.
