@@ -64,12 +64,29 @@ static __always_inline s64 credit_limit(struct mq_bw bw)
 	return 2 * (s64)bw.period_ns;
 }
 
-/* Credit owed to a group that waited for it, or owed by one that overran: see credit_at. */
+/* Credit owed to a group that waited for it: see credit_at. */
 #define MQ_OWED_PERIODS 6
 
 static __always_inline s64 credit_owed_limit(struct mq_bw bw)
 {
 	return MQ_OWED_PERIODS * (s64)bw.period_ns;
+}
+
+/* The longest a group repaying debt it ran up while normal work waited is kept out. */
+#define MQ_DEBT_REPAY_NS (100ULL * 1000 * 1000)
+
+/*
+ * Debt owed by a group that overran while normal work waited: what it
+ * repays in MQ_DEBT_REPAY_NS of wall time, and never less than the credit
+ * a waiting group is owed. Bounded in repayment time rather than in
+ * periods because what it bounds is an emulator's stall or a timer that
+ * fired milliseconds late, whatever the period.
+ */
+static __always_inline s64 credit_debt_limit(struct mq_bw bw)
+{
+	s64 repay = MQ_DEBT_REPAY_NS * bw.runtime_ns / bw.period_ns;
+
+	return repay > credit_owed_limit(bw) ? repay : credit_owed_limit(bw);
 }
 
 /*
@@ -85,13 +102,16 @@ static __always_inline s64 credit_owed_limit(struct mq_bw bw)
  * idle group banks no more (a burst after a sleep is bounded), and class
  * work that ran while no normal work waited owes no more (the CPU was free).
  * Credit a group earns while its work waits here for budget (THROTTLED,
- * UNTHROTTLE_DUE), and debt it runs up while normal work waits
- * (@normal_waits), are kept up to MQ_OWED_PERIODS: a late refill or a late
- * throttle (a budget timer that fires late, a vCPU the emulator stalls, a
- * tick doing the timer's work) then shifts when the group runs, not how
- * much. Clamped at 2 periods, a group at 600/1000 µs lost what it earned
- * past 3.3 ms of waiting and one at 200/1000 µs was forgiven what it ran
- * past 2.5 ms of overrun, and their shares moved away from runtime/period.
+ * UNTHROTTLE_DUE) is kept up to MQ_OWED_PERIODS, and debt it runs up while
+ * normal work waits (@normal_waits) up to credit_debt_limit: a late refill
+ * or a late throttle (a budget timer that fires late, a vCPU the emulator
+ * stalls, a tick doing the timer's work) then shifts when the group runs,
+ * not how much. Clamped at 2 periods, a group at 600/1000 µs lost what it
+ * earned past 3.3 ms of waiting and one at 200/1000 µs was forgiven what
+ * it ran past 2.5 ms of overrun; clamped at 6, a group at 25/100 µs on a
+ * host that stalled the guest for up to 8.5 ms was forgiven 1.5% of the
+ * CPU. Owed credit stays bounded in periods: it is a burst normal work
+ * waits through, while debt only keeps the group that ran it up waiting.
  */
 static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now,
 				     u64 used_ns, bool normal_waits)
@@ -99,38 +119,41 @@ static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw b
 	s64 before = gb->credit_ns, credit, hi, lo;
 	u64 delta, full_ns;
 
-	/* A slot reused by a group with a shorter period starts within its limits. */
-	if (before < -credit_owed_limit(bw))
-		before = -credit_owed_limit(bw);
+	/* A slot reused by a group with another bandwidth starts within its limits. */
+	if (before < -credit_debt_limit(bw))
+		before = -credit_debt_limit(bw);
 	if (before > credit_owed_limit(bw))
 		before = credit_owed_limit(bw);
 	credit = before;
 	if (now > gb->credit_at_ns) {
 		/*
-		 * Going from the lowest credit to the highest (2 *
-		 * MQ_OWED_PERIODS) takes 12 * period * period / runtime of wall
-		 * time; beyond that the clamps decide. Bounding delta there
-		 * keeps delta * runtime <= 13 * period^2, clear of overflow for
-		 * periods up to the 1 s the loader allows. (A bound in periods
+		 * Going from the lowest credit to the highest takes (debt +
+		 * owed) * period / runtime of wall time; beyond that the clamps
+		 * decide. Bounding delta there keeps delta * runtime below
+		 * (debt + owed + runtime) * period, with debt at most 6 periods
+		 * or 100 ms: under 1.3e19, clear of u64 overflow, for periods
+		 * up to the 1 s the loader allows. (A bound in periods
 		 * would starve a CPU that has been idle of credit whenever
 		 * runtime < period.)
 		 */
 		delta = now - gb->credit_at_ns;
-		full_ns = (2 * MQ_OWED_PERIODS * bw.period_ns / bw.runtime_ns + 1) * bw.period_ns;
+		full_ns = (u64)(credit_debt_limit(bw) + credit_owed_limit(bw)) * bw.period_ns /
+			  bw.runtime_ns + bw.period_ns;
 		if (delta > full_ns)
 			delta = full_ns;
 		credit += delta * bw.runtime_ns / bw.period_ns;
 	}
 	/* Class time between two charges is bounded by a tick (the tick
-	 * charges); this bound only keeps a wild value out of the sum. */
-	if (used_ns > (u64)(2 * credit_owed_limit(bw)))
-		used_ns = 2 * credit_owed_limit(bw);
+	 * charges) unless the guest stalls; past debt + owed the clamp
+	 * decides alone, and this bound keeps a wild value out of the sum. */
+	if (used_ns > (u64)(credit_debt_limit(bw) + credit_owed_limit(bw)))
+		used_ns = credit_debt_limit(bw) + credit_owed_limit(bw);
 	credit -= (s64)used_ns;
 
 	/* Owed credit is not cut when the group gets in (it drains as it runs). */
 	hi = gb->state != MQ_BUDGET_OK ? credit_owed_limit(bw) :
 	     before > credit_limit(bw) ? before : credit_limit(bw);
-	lo = normal_waits ? -credit_owed_limit(bw) :
+	lo = normal_waits ? -credit_debt_limit(bw) :
 	     before < -credit_limit(bw) ? before : -credit_limit(bw);
 	if (credit > hi)
 		return hi;
