@@ -102,15 +102,16 @@ static __always_inline s64 credit_debt_limit(struct mq_bw bw)
  * idle group banks no more (a burst after a sleep is bounded), and class
  * work that ran while no normal work waited owes no more (the CPU was free).
  * Credit a group earns while its work waits here for budget (THROTTLED,
- * UNTHROTTLE_DUE) is kept up to MQ_OWED_PERIODS, and debt it runs up while
+ * UNTHROTTLE_DUE) and then for the switch to it (let_in, from dispatch()'s
+ * decision to running()) is kept up to MQ_OWED_PERIODS, and debt it runs up while
  * normal work waits (@normal_waits) up to credit_debt_limit: a late refill
  * or a late throttle (a budget timer that fires late, a vCPU the emulator
  * stalls, a tick doing the timer's work) then shifts when the group runs,
  * not how much. Clamped at 2 periods, a group at 600/1000 µs lost what it
  * earned past 3.3 ms of waiting and one at 200/1000 µs was forgiven what
  * it ran past 2.5 ms of overrun; clamped at 6, a group at 25/100 µs on a
- * host that stalled the guest for up to 8.5 ms was forgiven 1.5% of the
- * CPU. Owed credit stays bounded in periods: it is a burst normal work
+ * host that stalled the guest for up to 8.5 ms was forgiven 1.2-1.6% of
+ * the CPU. Owed credit stays bounded in periods: it is a burst normal work
  * waits through, while debt only keeps the group that ran it up waiting.
  */
 static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now,
@@ -151,7 +152,7 @@ static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw b
 	credit -= (s64)used_ns;
 
 	/* Owed credit is not cut when the group gets in (it drains as it runs). */
-	hi = gb->state != MQ_BUDGET_OK ? credit_owed_limit(bw) :
+	hi = gb->state != MQ_BUDGET_OK || gb->let_in ? credit_owed_limit(bw) :
 	     before > credit_limit(bw) ? before : credit_limit(bw);
 	lo = normal_waits ? -credit_debt_limit(bw) :
 	     before < -credit_limit(bw) ? before : -credit_limit(bw);

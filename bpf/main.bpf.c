@@ -957,6 +957,7 @@ void BPF_STRUCT_OPS(mq_running, struct task_struct *p)
 		gb = grp_of(c, g);
 		bw = group_bw(g);
 		credit = credit_update(gb, bw, now, 0, false);
+		gb->let_in = 0;
 		c->mq_charged_ns = now;
 		c->run_exec_ns = p->se.sum_exec_runtime;
 		/* While class work runs the group's credit falls at 1 -
