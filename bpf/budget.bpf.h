@@ -117,14 +117,15 @@ static __always_inline s64 credit_debt_limit(struct mq_bw bw)
 static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw bw, u64 now,
 				     u64 used_ns, bool normal_waits)
 {
+	s64 owed = credit_owed_limit(bw), debt = credit_debt_limit(bw);
 	s64 before = gb->credit_ns, credit, hi, lo;
 	u64 delta, full_ns;
 
 	/* A slot reused by a group with another bandwidth starts within its limits. */
-	if (before < -credit_debt_limit(bw))
-		before = -credit_debt_limit(bw);
-	if (before > credit_owed_limit(bw))
-		before = credit_owed_limit(bw);
+	if (before < -debt)
+		before = -debt;
+	if (before > owed)
+		before = owed;
 	credit = before;
 	if (now > gb->credit_at_ns) {
 		/*
@@ -138,8 +139,7 @@ static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw b
 		 * runtime < period.)
 		 */
 		delta = now - gb->credit_at_ns;
-		full_ns = (u64)(credit_debt_limit(bw) + credit_owed_limit(bw)) * bw.period_ns /
-			  bw.runtime_ns + bw.period_ns;
+		full_ns = (u64)(debt + owed) * bw.period_ns / bw.runtime_ns + bw.period_ns;
 		if (delta > full_ns)
 			delta = full_ns;
 		credit += delta * bw.runtime_ns / bw.period_ns;
@@ -147,14 +147,14 @@ static __always_inline s64 credit_at(const struct grp_budget *gb, struct mq_bw b
 	/* Class time between two charges is bounded by a tick (the tick
 	 * charges) unless the guest stalls; past debt + owed the clamp
 	 * decides alone, and this bound keeps a wild value out of the sum. */
-	if (used_ns > (u64)(credit_debt_limit(bw) + credit_owed_limit(bw)))
-		used_ns = credit_debt_limit(bw) + credit_owed_limit(bw);
+	if (used_ns > (u64)(debt + owed))
+		used_ns = debt + owed;
 	credit -= (s64)used_ns;
 
 	/* Owed credit is not cut when the group gets in (it drains as it runs). */
-	hi = gb->state != MQ_BUDGET_OK || gb->let_in ? credit_owed_limit(bw) :
+	hi = gb->state != MQ_BUDGET_OK || gb->let_in ? owed :
 	     before > credit_limit(bw) ? before : credit_limit(bw);
-	lo = normal_waits ? -credit_debt_limit(bw) :
+	lo = normal_waits ? -debt :
 	     before < -credit_limit(bw) ? before : -credit_limit(bw);
 	if (credit > hi)
 		return hi;
