@@ -72,15 +72,16 @@ static __always_inline s64 credit_owed_limit(struct mq_bw bw)
 	return MQ_OWED_PERIODS * (s64)bw.period_ns;
 }
 
-/* The longest a group repaying debt it ran up while normal work waited is kept out. */
+/* Wall time in which a group repays the most debt it may owe (see credit_debt_limit). */
 #define MQ_DEBT_REPAY_NS (100ULL * 1000 * 1000)
 
 /*
  * Debt owed by a group that overran while normal work waited: what it
  * repays in MQ_DEBT_REPAY_NS of wall time, and never less than the credit
- * a waiting group is owed. Bounded in repayment time rather than in
- * periods because what it bounds is an emulator's stall or a timer that
- * fired milliseconds late, whatever the period.
+ * a waiting group is owed (so a group below 6 periods * period / 100 ms of
+ * runtime, e.g. 10/1000 us, may repay for longer). Bounded in repayment
+ * time rather than in periods because what it bounds is an emulator's
+ * stall or a timer that fired milliseconds late, whatever the period.
  */
 static __always_inline s64 credit_debt_limit(struct mq_bw bw)
 {

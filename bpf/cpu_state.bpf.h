@@ -378,8 +378,8 @@ static void budget_decided(struct cpu_ctx *c, u32 g, bool class_may_run)
 	 * credit it earns until running() is owed, as while it was throttled
 	 * (cut at 2 periods there, a group at 20/40 µs under TCG, where a
 	 * switch takes about a period, got 47.4% of its CPU). A group whose
-	 * work then ran on another CPU keeps the mark until its next run or
-	 * throttle here: it banks no more than a throttled group may. */
+	 * work then ran on another CPU keeps the mark until its next run
+	 * here: it banks no more than a throttled group may. */
 	if (class_may_run && gb->state != MQ_BUDGET_OK)
 		gb->let_in = 1;
 	gb->state = class_may_run ? MQ_BUDGET_OK : MQ_BUDGET_THROTTLED;
