@@ -12,6 +12,7 @@
 pub mod accel;
 pub mod attempts;
 pub mod bench_run;
+pub mod children;
 pub mod efficiency_bench;
 pub mod hogs;
 pub mod idle_bench;

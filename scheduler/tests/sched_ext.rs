@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use mq_class::{current_tid, Class};
 use mq_class::{sysfs, SchedExtState};
 use mq_experiments::attempts::up_to_three_runs;
+use mq_experiments::children::wait_for_child;
 use mq_experiments::hogs::Hogs;
 use mq_experiments::scheduler_process::{
     exclusive_sched_ext_host as sched_ext_host, wait_for_state, SchedulerProcess,
@@ -211,37 +212,30 @@ fn mqctl_run_puts_the_command_and_everything_it_starts_in_the_class() {
     let _serial = sched_ext_host();
     let sched = start(&[]);
     let class = Class::open().unwrap();
-    // mqctl execs sh, so sh keeps mqctl's pid; sh forks sleep.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqctl"))
+    // mqctl starts sh as its child and leaves the class; sh forks sleep.
+    let mut mqctl = std::process::Command::new(env!("CARGO_BIN_EXE_mqctl"))
         .args(["run", "--", "sh", "-c", "sleep 3 & wait"])
         .spawn()
         .unwrap();
-    let sh = child.id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let sleeper = loop {
-        let found = procfs::process::all_processes()
-            .unwrap()
-            .filter_map(|p| p.ok()?.stat().ok())
-            .find(|s| s.ppid == sh && s.comm == "sleep");
-        if let Some(stat) = found {
-            break stat.pid as u32;
-        }
-        assert!(Instant::now() < deadline, "sh never started sleep");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let sh = child_named(mqctl.id(), "sh");
+    let sleeper = child_named(sh, "sleep");
     let members = class.list();
-    assert!(members.contains(&(sh as u32)), "sh {sh} not in {members:?}");
+    assert!(members.contains(&sh), "sh {sh} not in {members:?}");
     assert!(
         members.contains(&sleeper),
         "forked sleep {sleeper} not in {members:?}"
     );
+    assert!(
+        !members.contains(&mqctl.id()),
+        "mqctl stayed in the class: {members:?}"
+    );
 
-    assert!(child.wait().unwrap().success());
+    assert!(mqctl.wait().unwrap().success());
     // Tasks leave the class when the kernel frees them (after reaping, RCU).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let members = class.list();
-        if !members.contains(&(sh as u32)) && !members.contains(&sleeper) {
+        if !members.contains(&sh) && !members.contains(&sleeper) {
             break;
         }
         assert!(
@@ -251,6 +245,62 @@ fn mqctl_run_puts_the_command_and_everything_it_starts_in_the_class() {
         std::thread::sleep(Duration::from_millis(20));
     }
     sched.stop().unwrap();
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn a_command_mqctl_runs_keeps_the_class_slack_through_an_rt_policy_and_gets_its_signals() {
+    let _serial = sched_ext_host();
+    let sched = start(&[]);
+    let mut mqctl = std::process::Command::new(env!("CARGO_BIN_EXE_mqctl"))
+        .args(["run", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let sleeper = child_named(mqctl.id(), "sleep");
+    assert_eq!(
+        mq_class::timer_slack(sleeper).unwrap(),
+        mq_class::CLASS_TIMER_SLACK_NS
+    );
+    // To SCHED_FIFO and back, as cyclictest does to check its privileges: the kernel puts
+    // back the task's default slack, which must be the class's, not the fair class's 50 µs.
+    set_policy(sleeper, libc::SCHED_FIFO, 1);
+    assert_eq!(
+        mq_class::timer_slack(sleeper).unwrap(),
+        0,
+        "RT tasks have no slack"
+    );
+    set_policy(sleeper, libc::SCHED_OTHER, 0);
+    assert_eq!(
+        mq_class::timer_slack(sleeper).unwrap(),
+        mq_class::CLASS_TIMER_SLACK_NS
+    );
+    assert!(Class::open().unwrap().contains(sleeper).unwrap());
+
+    // A SIGTERM to mqctl reaches the command, and mqctl exits as a shell reports it.
+    let sent = Instant::now();
+    // SAFETY: a signal to our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(mqctl.id() as i32, libc::SIGTERM) }, 0);
+    let status = mqctl.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(20),
+        "sleep outlived the signal"
+    );
+    sched.stop().unwrap();
+}
+
+/// The pid of the first child of `parent` called `comm`.
+fn child_named(parent: u32, comm: &str) -> u32 {
+    wait_for_child(parent, comm, Duration::from_secs(10)).unwrap()
+}
+
+fn set_policy(pid: u32, policy: libc::c_int, priority: libc::c_int) {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: param outlives the call, which only reads it.
+    let rc = unsafe { libc::sched_setscheduler(pid as i32, policy, &param) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
 }
 
 #[test]

@@ -12,10 +12,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mq_class::{Budget, Class, DEFAULT_GROUP};
 use mq_experiments::attempts::up_to_three_runs;
+use mq_experiments::children::wait_for_child;
 use mq_experiments::sched_bench::groups::{shares, GroupsMade, Spinner, DEFAULT_BUDGET, GROUPS};
 use mq_experiments::scheduler_process::{exclusive_sched_ext_host as sched_ext_host, SchedulerProcess};
 
@@ -272,25 +273,14 @@ fn mqctl_manages_groups_that_are_inherited_and_outlive_a_restart() {
     let out = mqctl(&["run", "--group", "nosuch", "--", "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no class group is called \"nosuch\""));
 
-    // mqctl execs sh in the group; sh's sleep inherits it, and the CPU set as affinity.
+    // mqctl starts sh in the group; sh's sleep inherits it, and the CPU set as affinity.
     let mut child = Command::new(MQCTL)
         .args(["run", "--group", "test-lat", "--", "sh", "-c", "sleep 15 & wait"])
         .spawn()
         .unwrap();
-    let sh = child.id();
     let lat = class.groups().get("test-lat").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let sleeper = loop {
-        let found = procfs::process::all_processes()
-            .unwrap()
-            .filter_map(|p| p.ok()?.stat().ok())
-            .find(|s| s.ppid == sh as i32 && s.comm == "sleep");
-        if let Some(stat) = found {
-            break stat.pid as u32;
-        }
-        assert!(Instant::now() < deadline, "sh never started sleep");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let sh = wait_for_child(child.id(), "sh", Duration::from_secs(10)).unwrap();
+    let sleeper = wait_for_child(sh, "sleep", Duration::from_secs(10)).unwrap();
     assert_eq!(class.group_of(sh).unwrap(), Some(lat.id));
     assert_eq!(
         class.group_of(sleeper).unwrap(),

@@ -20,7 +20,11 @@
 //! a deadline wakes at it, not up to the fair class's default 50 µs later, and the class's
 //! wakeup latency is the scheduler's, not the timer's. Joining sets it on the thread (it is
 //! inherited across fork and kept across exec, as membership is); leaving puts back the
-//! thread's default.
+//! thread's default. The kernel also puts back that default when a task leaves an RT policy,
+//! and a task's default is the slack of the task that created it: a thread that joins here
+//! and then goes to SCHED_FIFO and back sleeps with the fair class's 50 µs again, while one
+//! created by a member (the threads and processes of a command `mqctl run` starts) keeps
+//! the class's slack as its default, also after it leaves the class.
 //!
 //! Only root can open the pinned map (bpffs is root-only and the map needs
 //! CAP_BPF), which is exactly the access rule the class wants.

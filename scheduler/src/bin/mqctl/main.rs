@@ -4,7 +4,8 @@
 //! with its own budget). Talks to the maps that a running `scx_microquanta`
 //! pinned; only root may change them.
 
-use std::os::unix::process::CommandExt;
+mod relay;
+
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +23,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a command in the class: it and every thread or process it creates.
+    /// mqctl waits for it as its parent, passes on the signals it is sent, and
+    /// exits with the command's status (128 + N for a command killed by signal N).
     Run {
         /// The class group to run it in (default: the default group).
         #[arg(long, value_name = "NAME")]
@@ -98,14 +101,22 @@ fn main() -> Result<()> {
     let class = Class::open()?;
     match cli.command {
         Cmd::Run { group, command } => {
-            // Single-threaded here, so our tid is our pid and exec keeps it.
+            // The command is our child, created while we are in the class: it inherits the
+            // membership, and the class's timer slack as its default (see `relay`).
+            let relay = relay::Relay::block().context("blocking the signals mqctl relays")?;
             match &group {
                 Some(name) => class.add_to_group(current_tid(), name)?,
                 None => class.add(current_tid())?,
             }
-            let err = Command::new(&command[0]).args(&command[1..]).exec();
+            let mut cmd = Command::new(&command[0]);
+            relay.restore_mask_in(cmd.args(&command[1..]));
+            let child = cmd.spawn();
             class.remove(current_tid())?;
-            Err(err).with_context(|| format!("running {}", command[0]))
+            let mut child = child.with_context(|| format!("running {}", command[0]))?;
+            let status = relay
+                .wait(&mut child)
+                .with_context(|| format!("waiting for {}", command[0]))?;
+            std::process::exit(relay::exit_code(status))
         }
         Cmd::Add { group, ids } => {
             if let Some(name) = &group {
