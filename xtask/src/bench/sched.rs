@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::two_runs::{self, Program};
 use super::{plot, report};
-use crate::accel::AccelChoice;
+use crate::accel::{AccelChoice, GuestClock};
 use crate::{sys, vm, Ctx};
 
 /// The guest program; it starts and stops `scx_microquanta` itself.
@@ -68,6 +68,11 @@ pub struct SchedArgs {
     /// Interleaved rounds of the demo's workload [mq-bench-sched's default: 8, 4 with --quick].
     #[arg(long, value_name = "N")]
     pub rounds: Option<usize>,
+    /// What the guest's clocks count under TCG: `instructions` times the enforcement path
+    /// (overrun, throttle-to-preempt) and the wakeup path by their length, blind to the host
+    /// (docs/MICROQUANTA.md, "An instruction clock"); use it with `--cpus 1`.
+    #[arg(long, value_enum, default_value_t = GuestClock::Host)]
+    pub clock: GuestClock,
 }
 
 pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
@@ -85,16 +90,20 @@ pub fn run(ctx: &Ctx, args: &SchedArgs) -> Result<()> {
         allow_log_patterns: Vec::new(),
         native: args.native,
         main_loop_fifo: true,
-        clock: crate::accel::GuestClock::Host,
+        clock: args.clock,
     };
     let outcome = vm::run(ctx, &spec)?;
+    let mut machine = describe_machine(args.native, args.cpus, MEM_MIB);
+    if outcome.clock == GuestClock::Instructions {
+        machine.push_str(", guest clock 1 ns per instruction");
+    }
     let recorded = record(
         &output_dir(ctx),
         &GuestRun {
             output: &outcome.output,
             exit_status: outcome.exit_status,
             accel: outcome.accel.to_string(),
-            machine: describe_machine(args.native, args.cpus, MEM_MIB),
+            machine,
             host_steal: outcome.host_steal,
         },
     )?;
