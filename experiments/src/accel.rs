@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! How an experiment is being run: natively, in a KVM guest, or under TCG
-//! emulation (`cargo xtask vm` sets `MQ_ACCEL`).
+//! emulation (`cargo xtask vm` sets `MQ_ACCEL`), and under TCG what the guest's
+//! clocks count (`MQ_GUEST_CLOCK`: the host's time, or one ns per instruction).
 //!
 //! Under TCG a context switch or timer interrupt costs around a hundred
 //! times what it does on hardware, so a 20 µs budget every 40 µs buys the
@@ -16,6 +17,20 @@ pub fn name() -> String {
 /// Whether the guest runs under TCG.
 pub fn is_tcg() -> bool {
     name() == "tcg"
+}
+
+/// Whether the guest's clocks count its instructions (qemu's icount, `cargo xtask vm
+/// --clock instructions`): time then passes only as the guest executes, so a duration is a
+/// path's length and no host stall is in it.
+pub fn instruction_clock() -> bool {
+    std::env::var("MQ_GUEST_CLOCK").is_ok_and(|c| c == "instructions")
+}
+
+/// Whether a duration measured here is the guest's own: on hardware, under KVM, or under TCG
+/// with the instruction clock; not under TCG on the host's clock, where the emulator's stalls
+/// are in every duration.
+pub fn durations_are_the_guests() -> bool {
+    !is_tcg() || instruction_clock()
 }
 
 /// The kernel patch's default bandwidth (runtime 20 µs every 40 µs).

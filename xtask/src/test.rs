@@ -8,7 +8,9 @@
 //! `MQ_REQUIRE_SCHED_EXT=1`, so that a missing sched_ext is a failure, not a skip.
 //! One 2-vCPU VM runs them all, because a TCG boot costs seconds and the tests take minutes,
 //! except `<crate>/tests/sched_ext_smp*.rs`: a second boot with 4 vCPUs (`--smp-cpus`) runs
-//! those, the multi-CPU checks. Last, `cargo xtask experiments --quick` runs (its own boot) and its
+//! those, the multi-CPU checks; and `<crate>/tests/sched_ext_timing*.rs`, which bound
+//! durations of the scheduler's own paths: a third boot with 1 vCPU runs those under TCG with
+//! the instruction clock (qemu's icount), where no host stall is in a duration. Last, `cargo xtask experiments --quick` runs (its own boot) and its
 //! report is checked.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::accel::AccelChoice;
+use crate::accel::{Accel, AccelChoice, GuestClock};
 use crate::cargo::{self, Artifact};
 use crate::{kernel, sys, vm, Ctx};
 
@@ -27,6 +29,11 @@ const SCHED_EXT_PREFIX: &str = "sched_ext";
 /// 2 CPUs, kept to a few minutes in CI (a 4-vCPU TCG guest on a 2-core CI machine runs at half
 /// speed; 8 vCPUs, for the full check, at a quarter).
 const SMP_PREFIX: &str = "sched_ext_smp";
+/// Of those, targets whose name starts with this bound the durations of the scheduler's own
+/// paths, and run in a 1-vCPU boot whose clock counts the guest's instructions under TCG
+/// (with more vCPUs one host thread runs them in turn, and each waits for the others').
+const TIMING_PREFIX: &str = "sched_ext_timing";
+const TIMING_CPUS: u32 = 1;
 const MAIN_CPUS: u32 = 2;
 const DEFAULT_SMP_CPUS: u32 = 4;
 const _: () = assert!(
@@ -106,11 +113,21 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
     } else {
         kernel::ensure(args.kernel.clone())?
     };
-    let (smp, main) = split_smp(tests);
+    let (timing, rest) = split_by_prefix(tests, TIMING_PREFIX);
+    let (smp, main) = split_by_prefix(rest, SMP_PREFIX);
     for (cpus, tests) in [(MAIN_CPUS, main), (args.smp_cpus, smp)] {
         if !tests.is_empty() {
-            boot(ctx, args, &kernel, native, cpus, &tests)?;
+            boot(ctx, args, &kernel, native, cpus, GuestClock::Host, &tests)?;
         }
+    }
+    if !timing.is_empty() {
+        // KVM and the host keep real time, which is the guest's own there.
+        let clock = if !native && vm::resolve_accel(ctx, args.accel, &kernel)? == Accel::Tcg {
+            GuestClock::Instructions
+        } else {
+            GuestClock::Host
+        };
+        boot(ctx, args, &kernel, native, TIMING_CPUS, clock, &timing)?;
     }
     if !args.vm_only && !args.skip_experiments {
         quick_experiments(ctx, args)?;
@@ -119,17 +136,19 @@ pub fn run(ctx: &Ctx, args: &TestArgs) -> Result<()> {
     Ok(())
 }
 
-/// One VM (or the host, `native`) with `cpus` vCPUs running `tests`; fails if any failed.
+/// One VM (or the host, `native`) with `cpus` vCPUs and `clock` running `tests`; fails if
+/// any failed.
 fn boot(
     ctx: &Ctx,
     args: &TestArgs,
     kernel: &kernel::Kernel,
     native: bool,
     cpus: u32,
+    clock: GuestClock,
     tests: &[Artifact],
 ) -> Result<()> {
     println!(
-        "test: sched_ext boot with {cpus} vCPUs: {}",
+        "test: sched_ext boot with {cpus} vCPUs, {clock} clock: {}",
         tests
             .iter()
             .map(|t| t.target_name.as_str())
@@ -163,7 +182,7 @@ fn boot(
         // (an unexpected int3 while the kernel patched its text: an emulator race, see
         // qemu_loop.rs), and these are pass/fail tests, not latency measurements.
         main_loop_fifo: false,
-        clock: crate::accel::GuestClock::Host,
+        clock,
     };
     let lock = args.vm_lock.as_deref().map(vm::lock).transpose()?;
     let outcome = vm::run(ctx, &spec)?;
@@ -190,11 +209,10 @@ fn boot(
     Ok(())
 }
 
-/// `(smp, rest)`: the `sched_ext_smp*` executables, which need the bigger guest, and the others.
-pub fn split_smp(tests: Vec<Artifact>) -> (Vec<Artifact>, Vec<Artifact>) {
-    tests
-        .into_iter()
-        .partition(|t| t.target_name.starts_with(SMP_PREFIX))
+/// `(matching, rest)`: the executables whose target name starts with `prefix` (they need a
+/// boot of their own) and the others.
+pub fn split_by_prefix(tests: Vec<Artifact>, prefix: &str) -> (Vec<Artifact>, Vec<Artifact>) {
+    tests.into_iter().partition(|t| t.target_name.starts_with(prefix))
 }
 
 /// `cargo xtask experiments --quick` (its own VM boot; the report loaded in headless
@@ -350,14 +368,17 @@ mod tests {
     }
 
     #[test]
-    fn smp_tests_get_their_own_boot() {
+    fn smp_and_timing_tests_get_boots_of_their_own() {
         let all = vec![
             artifact("sched_ext", "test", true, "/t/deps/sched_ext-1"),
             artifact("sched_ext_smp", "test", true, "/t/deps/sched_ext_smp-2"),
             artifact("sched_ext_bench", "test", true, "/t/deps/sched_ext_bench-3"),
+            artifact("sched_ext_timing", "test", true, "/t/deps/sched_ext_timing-4"),
         ];
-        let (smp, main) = split_smp(all);
+        let (timing, rest) = split_by_prefix(all, TIMING_PREFIX);
+        let (smp, main) = split_by_prefix(rest, SMP_PREFIX);
         let names = |v: &[Artifact]| v.iter().map(|a| a.target_name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&timing), ["sched_ext_timing"]);
         assert_eq!(names(&smp), ["sched_ext_smp"]);
         assert_eq!(names(&main), ["sched_ext", "sched_ext_bench"]);
     }

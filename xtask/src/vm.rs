@@ -96,6 +96,18 @@ pub fn prepare_release(ctx: &Ctx, native: bool, kernel_path: Option<PathBuf>) ->
 /// Environment variable telling the guest command its accelerator:
 /// `tcg`, `kvm` or `native`.
 pub const ACCEL_ENV: &str = "MQ_ACCEL";
+/// Environment variable telling the guest command what its clocks count: `host` or
+/// `instructions` ([`GuestClock`]).
+pub const CLOCK_ENV: &str = "MQ_GUEST_CLOCK";
+
+/// The accelerator a VM run with `choice` gets on this machine (probing KVM once, as
+/// [`run`] does), for a caller that picks the rest of its spec by it.
+pub fn resolve_accel(ctx: &Ctx, choice: AccelChoice, kernel: &Kernel) -> Result<Accel> {
+    let vm_dir = ctx.ws.target_dir.join("vm");
+    std::fs::create_dir_all(&vm_dir).with_context(|| format!("{}", vm_dir.display()))?;
+    let _lock = lock(&vm_dir.join("lock"))?;
+    accel::resolve(ctx, choice, kernel, &vm_dir)
+}
 
 pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     if spec.native {
@@ -126,6 +138,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
     // their parameters under TCG, where a context switch costs ~100x more.
     let mut env = spec.env.clone();
     env.push((ACCEL_ENV.into(), accel.to_string()));
+    env.push((CLOCK_ENV.into(), spec.clock.to_string()));
     let init = initramfs::init_script(&initramfs::InitParams {
         path_prefix: &spec.bin_dirs,
         env: &env,
@@ -424,6 +437,7 @@ fn run_native(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         .env("PATH", std::env::join_paths(path)?)
         .env("MQ_NATIVE", "1")
         .env(ACCEL_ENV, "native")
+        .env(CLOCK_ENV, GuestClock::Host.to_string())
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)

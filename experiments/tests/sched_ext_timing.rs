@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Bounds on durations of the scheduler's own paths, which only a clock that counts what the
+//! guest executes can hold it to: `cargo xtask test` runs this file in a 1-vCPU boot whose
+//! clock counts instructions under TCG (qemu's icount, 1 ns each), real time under KVM or
+//! natively. Under TCG on the host's clock the emulator's stalls are in every duration
+//! (overrun p99 of hundreds of µs at a 40 µs period), and these tests refuse to run there.
+//!
+//! What is held is issue 15's enforcement target at the two periods the host's clock cannot
+//! show it: class work stops within one period of its budget running out (overrun p99 ≤ one
+//! period, and throttle-to-preempt too), and the class gets runtime/period within 2 points,
+//! the bound the issue sets where time is the guest's own. Under the instruction clock both
+//! periods read overrun p99 9.2 µs and shares within 0.1 points (docs/MICROQUANTA.md,
+//! "Enforcement by its own length"), so a bound that fails is a longer path of ours.
+
+use std::time::Duration;
+
+use mq_class::{sysfs, SchedExtState};
+use mq_experiments::accel;
+use mq_experiments::sched_bench::{self, conformance};
+use mq_experiments::scheduler_process::exclusive_sched_ext_host as sched_ext_host;
+
+/// The kernel patch's default and a quarter share: the sub-tick periods the host's clock
+/// cannot time under TCG.
+const PAIRS: [(u64, u64); 2] = [(40, 20), (100, 25)];
+/// The issue's conformance bound where time is the guest's own (KVM, hardware).
+const SHARE_POINTS: f64 = 2.0;
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn class_work_stops_within_a_period_of_its_budget_at_40_and_100_us() {
+    assert!(
+        accel::durations_are_the_guests(),
+        "under TCG these bounds need the instruction clock (`cargo xtask vm --clock \
+         instructions`; `cargo xtask test` boots so)"
+    );
+    let _serial = sched_ext_host();
+    let mut cfg = conformance::ConformanceConfig::new(Duration::from_secs(2));
+    cfg.pairs = PAIRS.to_vec();
+    let scheduler = sched_bench::scheduler_binary().unwrap();
+    let entries = conformance::run(&cfg, &scheduler).unwrap();
+    assert_eq!(entries.len(), PAIRS.len());
+    for e in &entries {
+        let pair = format!("{}/{} µs", e.period_us, e.runtime_us);
+        let enf = e
+            .enforcement
+            .as_ref()
+            .unwrap_or_else(|| panic!("{pair}: the scheduler's histograms were not read"));
+        println!(
+            "{pair}: class share {:.3} (expected {:.3}), overrun p50/p99/max {:?}/{:?}/{:?} µs, \
+             throttle-to-preempt p50/p99/max {:?}/{:?}/{:?} µs, {} throttles",
+            e.mq_share,
+            e.expected_mq_share,
+            enf.overrun_p50_us,
+            enf.overrun_p99_us,
+            enf.overrun_max_us,
+            enf.yield_p50_us,
+            enf.yield_p99_us,
+            enf.yield_max_us,
+            enf.yields
+        );
+        let overrun_p99 = enf
+            .overrun_p99_us
+            .unwrap_or_else(|| panic!("{pair}: no overrun recorded while normal work waited"));
+        let yield_p99 = enf
+            .yield_p99_us
+            .unwrap_or_else(|| panic!("{pair}: no throttle-to-preempt recorded"));
+        // Thousands of throttles in a window at these periods: too few and the p99s
+        // describe nothing.
+        assert!(enf.yields >= 100, "{pair}: only {} throttles", enf.yields);
+        let period = e.period_us as f64;
+        assert!(
+            overrun_p99 <= period,
+            "{pair}: overrun p99 {overrun_p99:.1} µs, more than a period"
+        );
+        assert!(
+            yield_p99 <= period,
+            "{pair}: throttle-to-preempt p99 {yield_p99:.1} µs, more than a period"
+        );
+        assert!(
+            e.mq_error_points() <= SHARE_POINTS,
+            "{pair}: class share {:.3}, expected {:.3} +- {SHARE_POINTS} points",
+            e.mq_share,
+            e.expected_mq_share
+        );
+    }
+    assert_eq!(sysfs::state(), SchedExtState::Disabled, "scheduler detached");
+}
