@@ -5,19 +5,26 @@
 //! natively. Under TCG on the host's clock the emulator's stalls are in every duration
 //! (overrun p99 of hundreds of µs at a 40 µs period), and these tests refuse to run there.
 //!
-//! What is held is issue 15's enforcement target at the two periods the host's clock cannot
-//! show it: class work stops within one period of its budget running out (overrun p99 ≤ one
-//! period, and throttle-to-preempt too), and the class gets runtime/period within 2 points,
-//! the bound the issue sets where time is the guest's own. Under the instruction clock both
-//! periods read overrun p99 9.2 µs and shares within 0.1 points (docs/MICROQUANTA.md,
-//! "Enforcement by its own length"), so a bound that fails is a longer path of ours.
+//! What is held is two of issue 15's targets where the host's clock cannot show them:
+//! - enforcement at 40 and 100 µs periods: class work stops within one period of its budget
+//!   running out (overrun p99 ≤ one period, and throttle-to-preempt too), and the class gets
+//!   runtime/period within 2 points, the bound the issue sets where time is the guest's own;
+//!   the instruction clock reads overrun p99 9.2 µs and shares within 0.1 points
+//!   (docs/MICROQUANTA.md, "Enforcement by its own length");
+//! - the demo's thread (30% of a CPU next to 4 hogs) wakes in the class with a p99 at most
+//!   1.5x SCHED_FIFO's; the instruction clock reads 7.0 µs against 5.4-5.6 (1.26-1.31x).
+//!
+//! Both have margins of a few hundred to a thousand instructions or more, so a bound that
+//! fails is a longer path of ours.
 
 use std::time::Duration;
 
 use mq_class::{sysfs, SchedExtState};
 use mq_experiments::accel;
+use mq_experiments::hogs::Hogs;
 use mq_experiments::sched_bench::{self, conformance};
 use mq_experiments::scheduler_process::exclusive_sched_ext_host as sched_ext_host;
+use mq_experiments::wakeup::{measure, ThreadClass, WakeupConfig};
 
 /// The kernel patch's default and a quarter share: the sub-tick periods the host's clock
 /// cannot time under TCG.
@@ -25,14 +32,60 @@ const PAIRS: [(u64, u64); 2] = [(40, 20), (100, 25)];
 /// The issue's conformance bound where time is the guest's own (KVM, hardware).
 const SHARE_POINTS: f64 = 2.0;
 
-#[test]
-#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
-fn class_work_stops_within_a_period_of_its_budget_at_40_and_100_us() {
+/// The issue's bound on MicroQuanta's p99 wakeup latency over SCHED_FIFO's.
+const P99_OVER_FIFO: f64 = 1.5;
+
+fn require_the_guests_own_time() {
     assert!(
         accel::durations_are_the_guests(),
         "under TCG these bounds need the instruction clock (`cargo xtask vm --clock \
          instructions`; `cargo xtask test` boots so)"
     );
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn the_demos_thread_wakes_in_the_class_within_1_5_times_sched_fifos_p99() {
+    require_the_guests_own_time();
+    let _serial = sched_ext_host();
+    let hogs = Hogs::start(
+        4 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None,
+    )
+    .unwrap();
+    let wakeups = |class| WakeupConfig {
+        period: Duration::from_millis(1),
+        samples: 2000,
+        class,
+        work: Duration::from_micros(300),
+        cpu: None,
+    };
+    // The kernel's RT path with no BPF scheduler loaded: the floor the issue compares with.
+    let fifo = measure(wakeups(ThreadClass::Fifo { priority: 50 })).unwrap();
+    let (period_us, runtime_us) = accel::latency_bandwidth_us();
+    let scheduler = sched_bench::scheduler_binary().unwrap();
+    let (sched, _warm_up) = sched_bench::start_scheduler(&scheduler, period_us, runtime_us).unwrap();
+    let mq = measure(wakeups(ThreadClass::MicroQuanta)).unwrap();
+    sched.stop().unwrap();
+    drop(hogs);
+    let ratio = mq.p99 / fifo.p99;
+    println!(
+        "p50/p90/p99 µs: MicroQuanta {:.2}/{:.2}/{:.2}, SCHED_FIFO {:.2}/{:.2}/{:.2}; p99 ratio {ratio:.2}",
+        mq.p50, mq.p90, mq.p99, fifo.p50, fifo.p90, fifo.p99
+    );
+    assert_eq!(mq.samples, 2000);
+    assert!(
+        ratio <= P99_OVER_FIFO,
+        "MicroQuanta p99 {:.2} µs is {ratio:.2}x SCHED_FIFO's {:.2} µs (bound {P99_OVER_FIFO}x)",
+        mq.p99,
+        fifo.p99
+    );
+}
+
+#[test]
+#[ignore = "needs a sched_ext kernel and root: run by `cargo xtask test` in a VM"]
+fn class_work_stops_within_a_period_of_its_budget_at_40_and_100_us() {
+    require_the_guests_own_time();
     let _serial = sched_ext_host();
     let mut cfg = conformance::ConformanceConfig::new(Duration::from_secs(2));
     cfg.pairs = PAIRS.to_vec();
