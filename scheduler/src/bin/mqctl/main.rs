@@ -111,8 +111,13 @@ fn main() -> Result<()> {
             let mut cmd = Command::new(&command[0]);
             relay.restore_mask_in(cmd.args(&command[1..]));
             let child = cmd.spawn();
-            class.remove(current_tid())?;
+            let left = class.remove(current_tid());
             let mut child = child.with_context(|| format!("running {}", command[0]))?;
+            // The command runs either way, and is waited for: mqctl leaves the class at the
+            // latest when it exits.
+            if let Err(err) = left {
+                eprintln!("mqctl: staying in the class while {} runs: {err}", command[0]);
+            }
             let status = relay
                 .wait(&mut child)
                 .with_context(|| format!("waiting for {}", command[0]))?;
