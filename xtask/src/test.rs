@@ -10,8 +10,8 @@
 //! except `<crate>/tests/sched_ext_smp*.rs`: a second boot with 4 vCPUs (`--smp-cpus`) runs
 //! those, the multi-CPU checks; and `<crate>/tests/sched_ext_timing*.rs`, which bound
 //! durations of the scheduler's own paths: a third boot with 1 vCPU runs those under TCG with
-//! the instruction clock (qemu's icount), where no host stall is in a duration. Last, `cargo xtask experiments --quick` runs (its own boot) and its
-//! report is checked.
+//! the instruction clock (qemu's icount), where no host stall is in a duration. Last, `cargo
+//! xtask experiments --quick` runs (its own boot) and its report is checked.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
