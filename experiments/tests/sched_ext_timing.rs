@@ -99,17 +99,18 @@ fn class_work_stops_within_a_period_of_its_budget_at_40_and_100_us() {
             .enforcement
             .as_ref()
             .unwrap_or_else(|| panic!("{pair}: the scheduler's histograms were not read"));
+        let us = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         println!(
-            "{pair}: class share {:.3} (expected {:.3}), overrun p50/p99/max {:?}/{:?}/{:?} µs, \
-             throttle-to-preempt p50/p99/max {:?}/{:?}/{:?} µs over {} events",
+            "{pair}: class share {:.3} (expected {:.3}), overrun p50/p99/max {}/{}/{} µs, \
+             throttle-to-preempt p50/p99/max {}/{}/{} µs over {} events",
             e.mq_share,
             e.expected_mq_share,
-            enf.overrun_p50_us,
-            enf.overrun_p99_us,
-            enf.overrun_max_us,
-            enf.yield_p50_us,
-            enf.yield_p99_us,
-            enf.yield_max_us,
+            us(enf.overrun_p50_us),
+            us(enf.overrun_p99_us),
+            us(enf.overrun_max_us),
+            us(enf.yield_p50_us),
+            us(enf.yield_p99_us),
+            us(enf.yield_max_us),
             enf.yields
         );
         let overrun_p99 = enf

@@ -283,20 +283,27 @@ pub fn select_sched_ext_tests(artifacts: &[Artifact]) -> Vec<Artifact> {
 }
 
 /// The guest script: every test executable in turn (with libtest's `filter`, if any), a
-/// header before each, a summary line at the end, and a non-zero exit if any failed.
+/// header before each, a summary line at the end, and a non-zero exit if any failed. The
+/// `sched_ext_timing*` executables print what their passing tests measured too
+/// (`--show-output`): their figures are the record of the scheduler's path lengths.
 pub fn script(tests: &[Artifact], filter: Option<&str>) -> String {
     let filter = filter.map(|f| format!(" {}", sys::quote(f))).unwrap_or_default();
     let mut s = format!(
         "passed=0\nfailed=0\nfailed_names=\n\
          run_test() {{\n\
          \techo \"=== sched_ext test $1 ($2)\"\n\
-         \tif \"$2\" --include-ignored --test-threads=1{filter}; then passed=$((passed + 1));\n\
+         \tif \"$2\" --include-ignored --test-threads=1 $3{filter}; then passed=$((passed + 1));\n\
          \telse echo \"=== FAILED: $1\"; failed=$((failed + 1)); failed_names=\"$failed_names $1\"; fi\n\
          }}\n",
     );
     for t in tests {
+        let show = if t.target_name.starts_with(TIMING_PREFIX) {
+            "--show-output"
+        } else {
+            "''"
+        };
         s.push_str(&format!(
-            "run_test {} {}\n",
+            "run_test {} {} {show}\n",
             sys::quote(&t.target_name),
             sys::quote(&t.executable.to_string_lossy())
         ));
@@ -420,6 +427,28 @@ mod tests {
         let (success, out) = run(&[ok]);
         assert!(success);
         assert_eq!(parse_summary(&out), Some((1, 0)));
+    }
+
+    #[test]
+    fn only_the_timing_tests_show_what_their_passing_tests_printed() {
+        // `echo` as the test executable prints the arguments the script gives it.
+        let args_of = |name: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script(&[artifact(name, "test", true, "echo")], Some("f")))
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.lines()
+                .find(|l| l.starts_with("--include"))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            args_of("sched_ext_timing"),
+            "--include-ignored --test-threads=1 --show-output f"
+        );
+        assert_eq!(args_of("sched_ext"), "--include-ignored --test-threads=1 f");
     }
 
     /// The filter reaches every executable as libtest's last argument.
