@@ -103,10 +103,17 @@ pub const CLOCK_ENV: &str = "MQ_GUEST_CLOCK";
 /// The accelerator a VM run with `choice` gets on this machine (probing KVM once, as
 /// [`run`] does), for a caller that picks the rest of its spec by it.
 pub fn resolve_accel(ctx: &Ctx, choice: AccelChoice, kernel: &Kernel) -> Result<Accel> {
+    let (vm_dir, _lock) = locked_vm_dir(ctx)?;
+    accel::resolve(ctx, choice, kernel, &vm_dir)
+}
+
+/// `target/vm`, made if missing, with its lock held until the file is dropped: runs share
+/// it (initramfs, console.log, the KVM probe's verdict), one at a time.
+fn locked_vm_dir(ctx: &Ctx) -> Result<(PathBuf, std::fs::File)> {
     let vm_dir = ctx.ws.target_dir.join("vm");
     std::fs::create_dir_all(&vm_dir).with_context(|| format!("{}", vm_dir.display()))?;
-    let _lock = lock(&vm_dir.join("lock"))?;
-    accel::resolve(ctx, choice, kernel, &vm_dir)
+    let lock = lock(&vm_dir.join("lock"))?;
+    Ok((vm_dir, lock))
 }
 
 pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
@@ -114,10 +121,7 @@ pub fn run(ctx: &Ctx, spec: &VmSpec) -> Result<VmOutcome> {
         clock_possible(Accel::Native, spec.clock)?;
         return run_native(ctx, spec);
     }
-    let vm_dir = ctx.ws.target_dir.join("vm");
-    std::fs::create_dir_all(&vm_dir).with_context(|| format!("{}", vm_dir.display()))?;
-    // Runs share target/vm (initramfs, console.log): one at a time.
-    let _lock = lock(&vm_dir.join("lock"))?;
+    let (vm_dir, _lock) = locked_vm_dir(ctx)?;
     let accel = accel::resolve(ctx, spec.accel, spec.kernel, &vm_dir)?;
     clock_possible(accel, spec.clock)?;
     let (maj, min, patch) = ctx.deps.qemu_version;
